@@ -1,0 +1,255 @@
+/* tape.h - the C core of tape, an embedded, memory-mapped, persisted log.
+ *
+ * This header is the manual of the core. The on-disk format is described in
+ * docs/FORMAT.md; this file describes the calls.
+ *
+ * Concepts
+ *   A queue is a directory holding one metadata file (tape.meta) and one file
+ *   per roll cycle (e.g. 20261121.tape for a daily cycle). Entries are appended
+ *   to the newest cycle file; an entry is identified by its 64-bit index,
+ *   (cycle << seq_bits) | sequence-within-cycle.
+ *
+ * Conventions
+ *   - Every call returning int returns 0 (or a documented non-negative value)
+ *     on success, or a negative error code: -errno for system errors (e.g.
+ *     -ENOSPC) or one of the TAPE_E* codes below. tape_strerror() turns any of
+ *     them into text. There is no global error state.
+ *   - Struct members carry an owner prefix: q_ queue, a_ appender,
+ *     t_ tailer, w_ writer state, v_ file view, m_ metadata layout.
+ *
+ * Caveats
+ *   - A tape_queue and its appenders may be used from several threads at once.
+ *     A tape_tailer may not: give each thread its own tailer.
+ *   - Pointers returned by tape_read() point into a file mapping and stay
+ *     valid only until the next call on the same tailer.
+ *   - Appending takes a lock word kept in the mapped metadata file; its
+ *     owner's death is detected through an OFD lock the owner holds (see
+ *     docs/FORMAT.md, "The write lock"), so a killed writer never blocks the
+ *     others for more than a few milliseconds.
+ *   - A queue must live on a local filesystem that supports shared mmap and
+ *     open file description locks (ext4, xfs, btrfs, tmpfs).
+ */
+#ifndef TAPE_H
+#define TAPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- error codes (negative, below every -errno) ------------------------ */
+
+#define TAPE_EBASE        (-30000)
+#define TAPE_ECORRUPT     (-30001) /* a file is damaged: bad magic, CRC, length */
+#define TAPE_EVERSION     (-30002) /* format version this build cannot read */
+#define TAPE_ENOTQUEUE    (-30003) /* directory exists, is not empty, has no tape.meta */
+#define TAPE_EINCOMPAT    (-30004) /* roll cycle or codec differs from the stored ones */
+#define TAPE_EREADONLY    (-30005) /* write attempted on a queue opened read-only */
+#define TAPE_ETOOBIG      (-30006) /* payload larger than TAPE_MAX_PAYLOAD */
+#define TAPE_ECYCLEFULL   (-30007) /* the cycle holds its maximum number of entries */
+#define TAPE_EPOISONED    (-30008) /* an earlier flush failed; reopen the queue */
+#define TAPE_EINVAL       (-30009) /* an argument is out of range */
+#define TAPE_EROLLCYCLE   (-30010) /* unknown roll cycle name */
+#define TAPE_ECLOCK       (-30011) /* timestamp outside the range of the roll cycle */
+
+/* ---- limits ------------------------------------------------------------- */
+
+#define TAPE_MAX_PAYLOAD  ((uint32_t)0x3FFFFFF0u) /* about 1 GiB */
+#define TAPE_NAME_MAX     48 /* roll cycle and codec names, NUL included */
+#define TAPE_PARAMS_MAX   32768 /* codec parameters blob (e.g. an Avro schema) */
+
+/* Turn any return code of this library (or a -errno) into a static string. */
+const char *tape_strerror(int rc);
+
+/* ---- roll cycles ---------------------------------------------------------- */
+
+typedef struct tape_roll_info {
+    const char *ri_name;      /* "daily" */
+    int64_t ri_length_ms;     /* length of one cycle */
+    int ri_seq_bits;          /* index shift: index = cycle << ri_seq_bits | seq */
+    int ri_index_count_log2;  /* slots per index array and in index2index */
+    int ri_index_spacing_log2;/* every 2^k-th entry is indexed */
+    const char *ri_format;    /* strftime pattern of the file name (UTC) */
+} tape_roll_info;
+
+/* The table of roll cycles, ended by an entry whose ri_name is NULL. */
+const tape_roll_info *tape_roll_cycles(void);
+
+/* ---- queue -------------------------------------------------------------- */
+
+typedef struct tape_queue tape_queue;
+
+typedef struct tape_open_opts {
+    const char *oo_roll_cycle;   /* NULL: the stored one, or "daily" when creating */
+    const char *oo_codec;        /* NULL: the stored one, or "msgpack" when creating */
+    const void *oo_params;       /* codec parameters stored at creation, may be NULL */
+    uint32_t oo_params_len;
+    int oo_read_only;            /* map read-only; appenders are refused */
+    int oo_create;               /* create the directory and metadata if missing */
+    int64_t oo_epoch_ms;         /* shift of the roll moment, stored at creation */
+} tape_open_opts;
+
+/* Open (and, with oo_create, create) the queue in directory `path`.
+ * Errors: -ENOENT (missing and !oo_create), TAPE_ENOTQUEUE, TAPE_EINCOMPAT,
+ * TAPE_ECORRUPT, TAPE_EVERSION, TAPE_EROLLCYCLE, -EACCES, other -errno. */
+int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out);
+
+/* Close the queue. Every appender and tailer of it must be closed first. */
+void tape_close(tape_queue *q);
+
+typedef struct tape_queue_info {
+    uint32_t qi_version;
+    char qi_roll_cycle[TAPE_NAME_MAX];
+    char qi_codec[TAPE_NAME_MAX];
+    int qi_seq_bits;
+    int64_t qi_epoch_ms;
+    int64_t qi_created_ns;
+    int64_t qi_lowest_cycle;     /* -1 when no cycle file exists */
+    int64_t qi_highest_cycle;    /* -1 when no cycle file exists */
+    uint64_t qi_modcount;        /* bumped on every roll */
+    int64_t qi_last_timestamp;   /* newest entry's timestamp (ns), 0 if none */
+    uint32_t qi_params_len;
+} tape_queue_info;
+
+int tape_queue_info_get(tape_queue *q, tape_queue_info *out);
+
+/* Copy the codec parameters blob (up to cap bytes). Returns its length. */
+int tape_queue_params(tape_queue *q, void *buf, uint32_t cap);
+
+typedef struct tape_cycle_info {
+    int64_t ci_cycle;
+    int64_t ci_first_index;      /* -1 when the cycle holds no entry */
+    int64_t ci_last_index;       /* -1 when the cycle holds no entry */
+    uint64_t ci_entries;
+    uint64_t ci_bytes;           /* bytes occupied by entries (headers included) */
+    uint64_t ci_file_bytes;      /* the file's size, preallocation included */
+    int ci_sealed;               /* 1 when the end-of-file marker is written */
+} tape_cycle_info;
+
+/* List the cycles that have a file, ascending. Writes up to `cap` cycle
+ * numbers and returns how many exist (which may be more than cap). */
+int64_t tape_list_cycles(tape_queue *q, int64_t *cycles, size_t cap);
+
+/* Describe one cycle file. -ENOENT when it has no file. */
+int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out);
+
+/* Write the file name of `cycle` (without directory) into buf. */
+int tape_cycle_name(tape_queue *q, int64_t cycle, char *buf, size_t cap);
+
+/* Index of the first entry in the queue, or -1 when empty (a negative error
+ * code below -1 on failure). */
+int64_t tape_first_index(tape_queue *q);
+
+/* Index of the last entry in the queue, or -1 when empty. */
+int64_t tape_last_index(tape_queue *q);
+
+/* Number of entries in the queue (or a negative error). */
+int64_t tape_count(tape_queue *q);
+
+/* Index arithmetic for this queue's roll cycle. */
+int64_t tape_make_index(tape_queue *q, int64_t cycle, int64_t seq);
+int64_t tape_index_cycle(tape_queue *q, int64_t index);
+int64_t tape_index_seq(tape_queue *q, int64_t index);
+
+/* The cycle a timestamp (ns since the epoch) falls in. */
+int64_t tape_cycle_of(tape_queue *q, int64_t ts_ns);
+
+/* ---- appender ------------------------------------------------------------ */
+
+typedef struct tape_appender tape_appender;
+
+/* Create an appender. TAPE_EREADONLY on a read-only queue. */
+int tape_appender_open(tape_queue *q, tape_appender **out);
+void tape_appender_close(tape_appender *a);
+
+/* Append one entry. `ts_ns` is the timestamp to record, or 0 for the wall
+ * clock; the stored timestamp is raised to the queue's newest if lower, so
+ * timestamps never decrease within a queue.
+ * Returns the entry's index (>= 0) or a negative error code. On error
+ * nothing is visible to readers. */
+int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_ns);
+
+/* Append `n` entries held back to back in `data`; entry k spans
+ * [ends[k-1], ends[k]) (ends[-1] = 0). All get one timestamp and one lock
+ * acquisition. Returns the index of the last one, or a negative error code.
+ * On error, the entries before the failing one are written and *written
+ * (when not NULL) tells how many. */
+int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *ends,
+                         size_t n, int64_t ts_ns, size_t *written);
+
+/* Index of the last entry this appender wrote, or -1. */
+int64_t tape_appender_last_index(tape_appender *a);
+
+/* Make everything written to the queue so far durable (msync + fdatasync).
+ * A failure poisons the queue's appenders: later appends return
+ * TAPE_EPOISONED until the queue is reopened. */
+int tape_appender_sync(tape_appender *a);
+
+/* ---- tailer ------------------------------------------------------------- */
+
+typedef struct tape_tailer tape_tailer;
+
+enum { TAPE_FORWARD = 0, TAPE_BACKWARD = 1 };
+
+typedef struct tape_entry {
+    int64_t e_index;
+    int64_t e_timestamp;
+    const void *e_data;  /* into the mapping; valid until the next call */
+    uint32_t e_len;
+} tape_entry;
+
+/* A new tailer positioned at the start of the queue, reading forward. */
+int tape_tailer_open(tape_queue *q, tape_tailer **out);
+void tape_tailer_close(tape_tailer *t);
+
+/* Read the entry at the tailer's position and move past it (forward) or
+ * before it (backward). Returns 1 and fills *e, 0 when there is nothing to
+ * read, or a negative error code (TAPE_ECORRUPT: the entry at the position is
+ * damaged; the position does not move). */
+int tape_read(tape_tailer *t, tape_entry *e);
+
+/* Read up to `max` entries, copying payloads back to back into `buf` (at most
+ * `cap` bytes). For entry k: idx[k], ts[k], and ends[k] (its end offset in
+ * buf). Returns the number read (0 when nothing is there) or a negative
+ * error code when not even one was read; TAPE_EINVAL when the first entry is
+ * larger than `cap` (use tape_read for it). */
+int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
+                       int64_t *ts, uint64_t *ends, size_t max);
+
+/* Move to `index`. Returns 1 when the entry exists (the next read returns
+ * it), 0 when it does not (the position is unchanged), or a negative error. */
+int tape_tailer_to_index(tape_tailer *t, int64_t index);
+
+/* Move before the first entry (forward) / at the first entry. */
+int tape_tailer_to_start(tape_tailer *t);
+
+/* Forward: move after the last entry, so the next read returns only new
+ * entries. Backward: move to the last entry, so the next read returns it. */
+int tape_tailer_to_end(tape_tailer *t);
+
+/* Move to the first entry whose timestamp is >= ts_ns. Returns 1 when such
+ * an entry exists, 0 when not (position unchanged), or a negative error. */
+int tape_tailer_to_time(tape_tailer *t, int64_t ts_ns);
+
+/* Set the direction (TAPE_FORWARD or TAPE_BACKWARD). */
+int tape_tailer_set_direction(tape_tailer *t, int direction);
+int tape_tailer_direction(tape_tailer *t);
+
+/* The index the next read would return (when it exists), and the index of
+ * the last entry read (-1 before any). */
+int64_t tape_tailer_index(tape_tailer *t);
+int64_t tape_tailer_last_read_index(tape_tailer *t);
+
+/* Sleep until a writer of the queue (in any process) publishes an entry, or
+ * timeout_ns passes (negative: no limit). Returns 0 (woken or timed out; the
+ * caller reads again to know which) or a negative error (-EINTR when a
+ * signal arrived). */
+int tape_wait(tape_tailer *t, int64_t timeout_ns);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TAPE_H */
