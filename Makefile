@@ -1,0 +1,47 @@
+# Makefile - set up, test, demo and benchmark tape.
+#
+#   make venv       .venv with tape installed in editable mode (rebuilt when C changes)
+#   make test       C tests, then the Python tests
+#   make demo       the example of examples/demo.py
+#   make sanitize   C tests under AddressSanitizer + UBSan
+#   make bench      C benchmark, then the Python benchmarks (bench/) if present
+#   make clean
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# What the installed extension is built from: a change to any rebuilds it.
+BUILD_INPUTS := $(wildcard csrc/*.c csrc/*.h) tape/_build.py setup.py pyproject.toml
+
+.PHONY: venv test demo sanitize bench clean
+
+venv: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BUILD_INPUTS) | $(PY)
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+test: venv
+	$(MAKE) -C csrc test
+	$(PY) -m pytest -q tests
+
+demo: venv
+	$(PY) examples/demo.py
+
+sanitize:
+	$(MAKE) -C csrc sanitize
+
+bench: venv
+	$(MAKE) -C csrc bench
+	if [ -f bench/__main__.py ]; then $(PY) -m bench; fi
+
+clean:
+	$(MAKE) -C csrc clean
+	rm -rf $(VENV) build *.egg-info demo-queue .pytest_cache .hypothesis .mypy_cache
+	rm -f tape/_core.*.so tape/_core.c tape/_core.o
+	find tape tests examples -name __pycache__ -type d -exec rm -rf {} +

@@ -1,0 +1,56 @@
+"""tape: an embedded, durable, memory-mapped message queue (a persisted log).
+
+    with tape.Queue("/data/q1") as q:
+        index = q.appender().write({"foo": "bar"})
+        for value in q.tailer():
+            ...
+"""
+
+from tape import codecs
+from tape.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    CorruptionError,
+    CycleFullError,
+    DecodeError,
+    EncodeError,
+    EntryTooLargeError,
+    IncompatibleQueueError,
+    NotAQueueError,
+    PoisonedError,
+    QueueClosedError,
+    QueueNotFoundError,
+    ReadOnlyError,
+    TapeError,
+    TapeOSError,
+)
+from tape.queue import Appender, CycleInfo, Entry, Queue, Tailer, make_index, split_index
+
+open = Queue  # tape.open(...) is tape.Queue(...)
+
+__all__ = [
+    "Queue",
+    "open",
+    "Appender",
+    "Tailer",
+    "Entry",
+    "CycleInfo",
+    "split_index",
+    "make_index",
+    "codecs",
+    "TapeError",
+    "CorruptionError",
+    "IncompatibleQueueError",
+    "NotAQueueError",
+    "QueueNotFoundError",
+    "QueueClosedError",
+    "ReadOnlyError",
+    "EncodeError",
+    "DecodeError",
+    "ArgumentError",
+    "ArgumentTypeError",
+    "EntryTooLargeError",
+    "CycleFullError",
+    "PoisonedError",
+    "TapeOSError",
+]

@@ -1,0 +1,157 @@
+"""Build script of tape._core: the C core (csrc/) compiled by cffi in API mode.
+
+The cdef below is a hand copy of csrc/tape.h; cffi checks it against the real
+header when it compiles, so a drift is a build error, not a crash.
+"""
+
+from pathlib import Path
+
+import cffi
+
+_ROOT = Path(__file__).resolve().parent.parent
+_CSRC = _ROOT / "csrc"
+_NOT_CORE = ("test_", "bench_", "fuzz_")
+
+
+def _core_sources() -> list[str]:
+    """Every C file of the core, relative to the repository root."""
+    return sorted(
+        str(p.relative_to(_ROOT))
+        for p in _CSRC.glob("*.c")
+        if not p.name.startswith(_NOT_CORE)
+    )
+
+
+CDEF = """
+#define TAPE_EBASE ...
+#define TAPE_ECORRUPT ...
+#define TAPE_EVERSION ...
+#define TAPE_ENOTQUEUE ...
+#define TAPE_EINCOMPAT ...
+#define TAPE_EREADONLY ...
+#define TAPE_ETOOBIG ...
+#define TAPE_ECYCLEFULL ...
+#define TAPE_EPOISONED ...
+#define TAPE_EINVAL ...
+#define TAPE_EROLLCYCLE ...
+#define TAPE_ECLOCK ...
+
+#define TAPE_MAX_PAYLOAD ...
+#define TAPE_NAME_MAX ...
+#define TAPE_PARAMS_MAX ...
+
+const char *tape_strerror(int rc);
+
+typedef struct tape_roll_info {
+    const char *ri_name;
+    int64_t ri_length_ms;
+    int ri_seq_bits;
+    int ri_index_count_log2;
+    int ri_index_spacing_log2;
+    const char *ri_format;
+} tape_roll_info;
+
+const tape_roll_info *tape_roll_cycles(void);
+
+typedef struct tape_queue tape_queue;
+
+typedef struct tape_open_opts {
+    const char *oo_roll_cycle;
+    const char *oo_codec;
+    const void *oo_params;
+    uint32_t oo_params_len;
+    int oo_read_only;
+    int oo_create;
+    int64_t oo_epoch_ms;
+} tape_open_opts;
+
+int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out);
+void tape_close(tape_queue *q);
+
+typedef struct tape_queue_info {
+    uint32_t qi_version;
+    char qi_roll_cycle[...];
+    char qi_codec[...];
+    int qi_seq_bits;
+    int64_t qi_epoch_ms;
+    int64_t qi_created_ns;
+    int64_t qi_lowest_cycle;
+    int64_t qi_highest_cycle;
+    uint64_t qi_modcount;
+    int64_t qi_last_timestamp;
+    uint32_t qi_params_len;
+} tape_queue_info;
+
+int tape_queue_info_get(tape_queue *q, tape_queue_info *out);
+int tape_queue_params(tape_queue *q, void *buf, uint32_t cap);
+
+typedef struct tape_cycle_info {
+    int64_t ci_cycle;
+    int64_t ci_first_index;
+    int64_t ci_last_index;
+    uint64_t ci_entries;
+    uint64_t ci_bytes;
+    uint64_t ci_file_bytes;
+    int ci_sealed;
+} tape_cycle_info;
+
+int64_t tape_list_cycles(tape_queue *q, int64_t *cycles, size_t cap);
+int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out);
+int tape_cycle_name(tape_queue *q, int64_t cycle, char *buf, size_t cap);
+
+int64_t tape_first_index(tape_queue *q);
+int64_t tape_last_index(tape_queue *q);
+int64_t tape_count(tape_queue *q);
+
+int64_t tape_make_index(tape_queue *q, int64_t cycle, int64_t seq);
+int64_t tape_index_cycle(tape_queue *q, int64_t index);
+int64_t tape_index_seq(tape_queue *q, int64_t index);
+int64_t tape_cycle_of(tape_queue *q, int64_t ts_ns);
+
+typedef struct tape_appender tape_appender;
+
+int tape_appender_open(tape_queue *q, tape_appender **out);
+void tape_appender_close(tape_appender *a);
+int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_ns);
+int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *ends,
+                         size_t n, int64_t ts_ns, size_t *written);
+int64_t tape_appender_last_index(tape_appender *a);
+int tape_appender_sync(tape_appender *a);
+
+typedef struct tape_tailer tape_tailer;
+
+enum { TAPE_FORWARD = 0, TAPE_BACKWARD = 1 };
+
+typedef struct tape_entry {
+    int64_t e_index;
+    int64_t e_timestamp;
+    const void *e_data;
+    uint32_t e_len;
+} tape_entry;
+
+int tape_tailer_open(tape_queue *q, tape_tailer **out);
+void tape_tailer_close(tape_tailer *t);
+int tape_read(tape_tailer *t, tape_entry *e);
+int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
+                       int64_t *ts, uint64_t *ends, size_t max);
+int tape_tailer_to_index(tape_tailer *t, int64_t index);
+int tape_tailer_to_start(tape_tailer *t);
+int tape_tailer_to_end(tape_tailer *t);
+int tape_tailer_to_time(tape_tailer *t, int64_t ts_ns);
+int tape_tailer_set_direction(tape_tailer *t, int direction);
+int tape_tailer_direction(tape_tailer *t);
+int64_t tape_tailer_index(tape_tailer *t);
+int64_t tape_tailer_last_read_index(tape_tailer *t);
+int tape_wait(tape_tailer *t, int64_t timeout_ns);
+"""
+
+ffibuilder = cffi.FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "tape._core",
+    '#include "tape.h"',
+    sources=_core_sources(),
+    include_dirs=[str(_CSRC.relative_to(_ROOT))],
+    extra_compile_args=["-std=c11", "-O2"],
+    libraries=["pthread"],
+)

@@ -1,0 +1,838 @@
+"""The log: Queue, Appender, Tailer and Entry, a thin layer over the C core.
+
+Data flows one way: value -> codec -> bytes -> C core -> mapped file, and back.
+The core does all file-format and concurrency work; this module owns the C
+handles (closing children before their queue), turns return codes into
+exceptions, and batches calls so that Python overhead stays small.
+
+Threads: an Appender may be shared between threads. A Tailer belongs to one
+thread at a time, but any thread may close it or its queue, even while it
+waits in read(timeout=...) or follow(): every C call on a tailer holds the
+tailer's lock, and closing takes that lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import operator
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple
+
+from tape import codecs
+from tape._core import ffi, lib
+from tape.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    IncompatibleQueueError,
+    QueueClosedError,
+    TapeError,
+    check,
+)
+
+__all__ = [
+    "Queue",
+    "Appender",
+    "Tailer",
+    "Entry",
+    "CycleInfo",
+    "split_index",
+    "make_index",
+]
+
+_INT64_MAX = 2**63 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _roll_cycle_names() -> tuple[str, ...]:
+    """The names in the core's table of roll cycles."""
+    table = lib.tape_roll_cycles()
+    names = []
+    k = 0
+    while table[k].ri_name != ffi.NULL:
+        names.append(ffi.string(table[k].ri_name).decode())
+        k += 1
+    return tuple(names)
+
+
+_ROLL_CYCLES = _roll_cycle_names()
+_DIRECTIONS = {"forward": lib.TAPE_FORWARD, "backward": lib.TAPE_BACKWARD}
+_TUNING = frozenset({"epoch_ms"})
+# A wait blocks in C for at most this long, so that Ctrl-C is handled promptly.
+_WAIT_SLICE = 0.1
+# Per-tailer buffers for reading a batch of entries in one call into the core.
+_BATCH_BYTES = 1 << 20
+_BATCH_SLOTS = 4096
+
+
+class Entry(NamedTuple):
+    """One entry: its index, its timestamp (ns since the epoch) and its value."""
+
+    index: int
+    timestamp: int
+    value: Any
+
+
+class CycleInfo(NamedTuple):
+    """One cycle file; `bytes` is what its entries occupy, not the file's size."""
+
+    cycle: int
+    path: str
+    first_index: int | None
+    last_index: int | None
+    entries: int
+    bytes: int
+
+
+class _Handle:
+    """A C appender or tailer: `ptr` until closed, then None; freed exactly once."""
+
+    __slots__ = ("ptr", "lock", "_free")
+
+    def __init__(self, ptr: Any, free: Callable[[Any], None]) -> None:
+        self.ptr: Any = ptr
+        self.lock = threading.Lock()
+        self._free = free
+
+    def close(self) -> None:
+        with self.lock:
+            ptr, self.ptr = self.ptr, None
+            if ptr is not None:
+                self._free(ptr)
+
+
+def _as_int(value: Any, what: str) -> int:
+    """`value` as an int; bool and non-integers are refused."""
+    if isinstance(value, bool):
+        raise ArgumentTypeError(f"{what} must be an int, not bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ArgumentTypeError(f"{what} must be an int, not {type(value).__name__}") from None
+
+
+def _as_seconds(timeout: Any) -> float:
+    """A timeout in seconds, checked."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ArgumentTypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    if not timeout >= 0:
+        raise ArgumentError(f"timeout must be >= 0, not {timeout}")
+    return float(timeout)
+
+
+def _as_ns(when: Any) -> int:
+    """A datetime (naive: local time) or epoch seconds, as ns since the epoch."""
+    if isinstance(when, datetime):
+        aware = when if when.tzinfo is not None else when.astimezone()
+        return (aware - _EPOCH) // timedelta(microseconds=1) * 1000
+    if isinstance(when, int) and not isinstance(when, bool):
+        return when * 1_000_000_000
+    if isinstance(when, float):
+        whole = int(when)
+        return whole * 1_000_000_000 + round((when - whole) * 1e9)
+    raise ArgumentTypeError(f"a time must be a datetime or epoch seconds, not {type(when).__name__}")
+
+
+def _none_if_negative(value: int) -> int | None:
+    return None if value < 0 else value
+
+
+def _flush_every(handle: _Handle, seconds: float, stop: threading.Event) -> None:
+    """Body of the sync="interval:<ms>" thread: make the queue durable every `seconds`."""
+    while not stop.wait(seconds):
+        ptr = handle.ptr
+        if ptr is None or lib.tape_appender_sync(ptr) < 0:
+            return  # a failed sync poisons the queue; the next write reports it
+
+
+class Queue:
+    """A persisted log in the directory `path`, created there if missing.
+
+    roll_cycle and codec default to the stored ones (daily and msgpack when
+    creating); different ones raise IncompatibleQueueError. codec is a name or
+    a Codec. sync is "none", "always" or "interval:<ms>". clock, a callable
+    returning ns since the epoch, replaces the wall clock for timestamps.
+    Tuning: epoch_ms shifts the moment of rolling (stored at creation).
+    """
+
+    path: str
+    roll_cycle: str
+    codec: codecs.Codec
+    sync: str
+    read_only: bool
+    _h: Any = None
+
+    def __init__(
+        self,
+        path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+        *,
+        roll_cycle: str | None = None,
+        codec: str | codecs.Codec | None = None,
+        sync: str = "none",
+        read_only: bool = False,
+        create: bool = True,
+        clock: Callable[[], int] | None = None,
+        retention: dict[str, Any] | None = None,
+        **tuning: Any,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._handles: set[_Handle] = set()
+        self._flusher: tuple[threading.Thread, threading.Event] | None = None
+        try:
+            self.path = os.fsdecode(path)
+        except TypeError:
+            raise ArgumentTypeError(f"path must be a path, not {type(path).__name__}") from None
+        if roll_cycle is not None and roll_cycle not in _ROLL_CYCLES:
+            raise ArgumentError(f"unknown roll cycle {roll_cycle!r} (known: {', '.join(_ROLL_CYCLES)})")
+        if codec is None or isinstance(codec, codecs.Codec):
+            wanted = codec
+        elif isinstance(codec, str):
+            wanted = codecs.get(codec)
+        else:
+            raise ArgumentTypeError(f"codec must be a name or a Codec, not {type(codec).__name__}")
+        interval = self._parse_sync(sync)
+        if clock is not None and not callable(clock):
+            raise ArgumentTypeError(f"clock must be callable, not {type(clock).__name__}")
+        if retention is not None:
+            raise ArgumentError("retention arrives with rolling; it is not supported yet")
+        unknown = sorted(set(tuning) - _TUNING)
+        if unknown:
+            raise ArgumentTypeError(f"unexpected keyword argument {unknown[0]!r}")
+        epoch_ms = _as_int(tuning.get("epoch_ms", 0), "epoch_ms")
+
+        self._open(roll_cycle, wanted, bool(read_only), bool(create), epoch_ms)
+        info = self._info()
+        self.roll_cycle = ffi.string(info.qi_roll_cycle).decode()
+        self._seq_bits: int = info.qi_seq_bits
+        if wanted is None:
+            stored = ffi.string(info.qi_codec).decode()
+            try:
+                wanted = codecs.get(stored)
+            except ArgumentError as exc:
+                self.close()
+                raise IncompatibleQueueError(f"{self.path}: {exc}") from None
+        self.codec = wanted
+        self.sync = sync
+        self.read_only = bool(read_only)
+        self._clock = clock
+        if interval is not None and not self.read_only:
+            self._start_flusher(interval)
+
+    @staticmethod
+    def _parse_sync(sync: Any) -> float | None:
+        """Check a sync mode; the flush interval in seconds for "interval:<ms>"."""
+        if not isinstance(sync, str):
+            raise ArgumentTypeError(f"sync must be a str, not {type(sync).__name__}")
+        if sync in ("none", "always"):
+            return None
+        kind, _, ms = sync.partition(":")
+        if kind == "interval" and ms.isdigit() and int(ms) > 0:
+            return int(ms) / 1000
+        raise ArgumentError(f"sync must be 'none', 'always' or 'interval:<ms>', not {sync!r}")
+
+    def _open(
+        self, roll_cycle: str | None, codec: codecs.Codec | None, read_only: bool, create: bool, epoch_ms: int
+    ) -> None:
+        opts = ffi.new("tape_open_opts *")
+        keep = []  # C strings that must outlive tape_open
+        if roll_cycle is not None:
+            keep.append(ffi.new("char[]", roll_cycle.encode()))
+            opts.oo_roll_cycle = keep[-1]
+        if codec is not None:
+            keep.append(ffi.new("char[]", codec.name.encode()))
+            opts.oo_codec = keep[-1]
+        opts.oo_read_only = read_only
+        opts.oo_create = create and not read_only
+        opts.oo_epoch_ms = epoch_ms
+        out = ffi.new("tape_queue **")
+        try:
+            check(lib.tape_open(os.fsencode(self.path), opts, out), self.path, opening=True)
+        except IncompatibleQueueError as exc:
+            asked = codec.name if codec is not None else None
+            exc.add_note(f"asked for roll_cycle={roll_cycle!r}, codec={asked!r}")
+            raise
+        self._h = out[0]
+
+    def _start_flusher(self, seconds: float) -> None:
+        out = ffi.new("tape_appender **")
+        check(lib.tape_appender_open(self._h, out), self.path)
+        handle = self._adopt(out[0], lib.tape_appender_close)
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=_flush_every, args=(handle, seconds, stop), name=f"tape-sync {self.path}", daemon=True
+        )
+        thread.start()
+        self._flusher = (thread, stop)
+
+    # -- handles -------------------------------------------------------------
+
+    def _ptr(self) -> Any:
+        """The C queue; QueueClosedError once closed."""
+        h = self._h
+        if h is None:
+            raise QueueClosedError(f"{self.path}: the queue is closed")
+        return h
+
+    def _adopt(self, ptr: Any, free: Callable[[Any], None]) -> _Handle:
+        handle = _Handle(ptr, free)
+        self._handles.add(handle)
+        return handle
+
+    def _release(self, handle: _Handle) -> None:
+        handle.close()
+        with self._lock:
+            self._handles.discard(handle)
+
+    def _info(self) -> Any:
+        info = ffi.new("tape_queue_info *")
+        with self._lock:
+            check(lib.tape_queue_info_get(self._ptr(), info), self.path)
+        return info
+
+    # -- public API ------------------------------------------------------------
+
+    def appender(self) -> Appender:
+        """A new appender of this queue."""
+        with self._lock:
+            out = ffi.new("tape_appender **")
+            check(lib.tape_appender_open(self._ptr(), out), self.path)
+            return Appender(self, self._adopt(out[0], lib.tape_appender_close))
+
+    def tailer(self, name: str | None = None, *, start: str | int | None = None) -> Tailer:
+        """A new tailer reading forward from `start`: "start" (the default), "end" or an index."""
+        if name is not None:
+            raise ArgumentError("named tailers are not supported yet")
+        if start is not None and not isinstance(start, str):
+            start = _as_int(start, "start")
+        elif start not in (None, "start", "end"):
+            raise ArgumentError(f"start must be 'start', 'end' or an index, not {start!r}")
+        with self._lock:
+            out = ffi.new("tape_tailer **")
+            check(lib.tape_tailer_open(self._ptr(), out), self.path)
+            tailer = Tailer(self, self._adopt(out[0], lib.tape_tailer_close))
+        try:
+            if start == "end":
+                tailer.to_end()
+            elif isinstance(start, int) and not tailer.to_index(start):
+                raise ArgumentError(f"{self.path}: no entry at index {start}")
+        except BaseException:
+            tailer.close()
+            raise
+        return tailer
+
+    @property
+    def first_index(self) -> int | None:
+        """Index of the first entry, None when the queue is empty."""
+        with self._lock:
+            index: int = lib.tape_first_index(self._ptr())
+        if index < -1:
+            check(index, self.path)
+        return _none_if_negative(index)
+
+    @property
+    def last_index(self) -> int | None:
+        """Index of the last entry, None when the queue is empty."""
+        with self._lock:
+            index: int = lib.tape_last_index(self._ptr())
+        if index < -1:
+            check(index, self.path)
+        return _none_if_negative(index)
+
+    def count(self) -> int:
+        """Number of entries in the queue."""
+        with self._lock:
+            n: int = lib.tape_count(self._ptr())
+        check(n, self.path)
+        return n
+
+    def cycles(self) -> list[CycleInfo]:
+        """One record per cycle file, oldest first."""
+        with self._lock:
+            h = self._ptr()
+            cap = 16
+            while True:
+                numbers = ffi.new("int64_t[]", cap)
+                n = lib.tape_list_cycles(h, numbers, cap)
+                check(n, self.path)
+                if n <= cap:
+                    break
+                cap = n
+            info = ffi.new("tape_cycle_info *")
+            name = ffi.new("char[]", 256)
+            result = []
+            for cycle in numbers[0:n]:
+                rc = lib.tape_cycle_info_get(h, cycle, info)
+                if rc == -errno.ENOENT:
+                    continue  # removed since it was listed
+                check(rc, self.path)
+                check(lib.tape_cycle_name(h, cycle, name, len(name)), self.path)
+                result.append(
+                    CycleInfo(
+                        cycle=cycle,
+                        path=os.path.join(self.path, ffi.string(name).decode()),
+                        first_index=_none_if_negative(info.ci_first_index),
+                        last_index=_none_if_negative(info.ci_last_index),
+                        entries=info.ci_entries,
+                        bytes=info.ci_bytes,
+                    )
+                )
+            return result
+
+    def describe(self) -> dict[str, Any]:
+        """Everything about the queue a person would want to see, as a plain dict."""
+        info = self._info()
+        cycles = self.cycles()
+        return {
+            "path": self.path,
+            "roll_cycle": self.roll_cycle,
+            "codec": self.codec.name,
+            "format_version": info.qi_version,
+            "created": (_EPOCH + timedelta(microseconds=info.qi_created_ns // 1000)).isoformat(),
+            "cycles": [c._asdict() for c in cycles],
+            "entries": self.count(),
+            "bytes": sum(c.bytes for c in cycles),
+            "first_index": self.first_index,
+            "last_index": self.last_index,
+            "last_timestamp": info.qi_last_timestamp or None,
+            "read_only": self.read_only,
+            "sync": self.sync,
+            "named_tailers": {},
+        }
+
+    def close(self) -> None:
+        """Close the queue and every appender and tailer of it; idempotent."""
+        if self._h is None:
+            return
+        with self._lock:
+            if self._h is None:
+                return
+            if self._flusher is not None:
+                thread, stop = self._flusher
+                stop.set()
+                if thread is not threading.current_thread():
+                    thread.join()
+            for handle in list(self._handles):
+                handle.close()
+            self._handles.clear()
+            lib.tape_close(self._h)
+            self._h = None
+
+    def __enter__(self) -> Queue:
+        self._ptr()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._h is None else "open"
+        return f"<tape.Queue {self.path!r} {self.roll_cycle} {self.codec.name} {state}>"
+
+
+class Appender:
+    """Appends entries to a queue; safe to share between threads."""
+
+    def __init__(self, queue: Queue, handle: _Handle) -> None:
+        self._queue = queue
+        self._handle = handle
+        self._path = queue.path
+        self._encode = queue.codec.encode
+        self._clock = queue._clock
+        self._always = queue.sync == "always"
+
+    def _closed(self) -> QueueClosedError:
+        return QueueClosedError(f"{self._path}: the appender is closed")
+
+    def write(self, obj: Any) -> int:
+        """Append `obj` and return its index; nothing is written if it cannot be encoded."""
+        data = self._encode(obj)
+        h = self._handle.ptr
+        if h is None:
+            raise self._closed()
+        clock = self._clock
+        index: int = lib.tape_append(h, data, len(data), 0 if clock is None else clock())
+        if index < 0:
+            check(index, self._path)
+        if self._always:
+            check(lib.tape_appender_sync(h), self._path)
+        return index
+
+    def write_many(self, objs: Iterable[Any]) -> int:
+        """Append every value of `objs` and return the last index.
+
+        All are encoded before anything is written. If the core fails midway,
+        the entries before the failing one stay written (a note says how many).
+        """
+        parts = list(map(self._encode, objs))
+        if not parts:
+            raise ArgumentError("write_many needs at least one value")
+        h = self._handle.ptr
+        if h is None:
+            raise self._closed()
+        ends = ffi.new("uint64_t[]", list(itertools.accumulate(map(len, parts))))
+        written = ffi.new("size_t *")
+        clock = self._clock
+        ts = 0 if clock is None else clock()
+        index: int = lib.tape_append_many(h, b"".join(parts), ends, len(parts), ts, written)
+        if index < 0:
+            try:
+                check(index, self._path)
+            except TapeError as exc:
+                exc.add_note(f"{written[0]} of {len(parts)} entries were written before the error")
+                raise
+        if self._always:
+            check(lib.tape_appender_sync(h), self._path)
+        return index
+
+    @property
+    def last_index(self) -> int | None:
+        """Index of the last entry this appender wrote, None before any."""
+        h = self._handle.ptr
+        if h is None:
+            raise self._closed()
+        index: int = lib.tape_appender_last_index(h)
+        return _none_if_negative(index)
+
+    def sync(self) -> None:
+        """Make everything written to the queue so far durable on disk."""
+        h = self._handle.ptr
+        if h is None:
+            raise self._closed()
+        check(lib.tape_appender_sync(h), self._path)
+
+    def close(self) -> None:
+        """Close the appender; idempotent."""
+        self._queue._release(self._handle)
+
+    def __enter__(self) -> Appender:
+        if self._handle.ptr is None:
+            raise self._closed()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Tailer:
+    """Reads a queue from a position that it moves; one thread at a time.
+
+    Iterating reads many entries per call into the core. The core's position
+    then runs ahead of what the caller has consumed, so every other operation
+    first "settles": moves the core back to just after the last value handed out.
+    """
+
+    def __init__(self, queue: Queue, handle: _Handle) -> None:
+        self._queue = queue
+        self._handle = handle
+        self._lock = handle.lock
+        self._path = queue.path
+        self._decode = queue.codec.decode
+        self._raw = type(queue.codec) is codecs.RawCodec
+        self._entry = ffi.new("tape_entry *")
+        self._buffers: tuple[Any, Any, Any, Any] | None = None
+        # The batch being iterated: its values, the iterator handing them out,
+        # and how many entries the core moved over for it.
+        self._batch: list[Any] | None = None
+        self._batch_it: Iterator[Any] = iter(())
+        self._batch_n = 0
+
+    def _ptr(self) -> Any:
+        """The C tailer (the caller holds self._lock); QueueClosedError once closed."""
+        ptr = self._handle.ptr
+        if ptr is None:
+            raise QueueClosedError(f"{self._path}: the tailer or its queue is closed")
+        return ptr
+
+    # -- reading one entry ----------------------------------------------------
+
+    def read(self, timeout: float | None = None) -> Any:
+        """The next value, or None when there is none (after waiting up to `timeout` seconds)."""
+        if self._batch is not None:
+            self._settle()
+        e = self._entry
+        with self._lock:
+            rc = lib.tape_read(self._ptr(), e)
+            if rc == 1:
+                data = ffi.unpack(ffi.cast("char *", e.e_data), e.e_len)
+        if rc == 1:
+            return self._decode(data)
+        if rc < 0:
+            check(rc, self._path)
+        if timeout is None:
+            return None
+        entry = self._read_waiting(_as_seconds(timeout))
+        return None if entry is None else entry.value
+
+    def read_entry(self, timeout: float | None = None) -> Entry | None:
+        """The next Entry, or None when there is none (after waiting up to `timeout` seconds)."""
+        if self._batch is not None:
+            self._settle()
+        e = self._entry
+        with self._lock:
+            rc = lib.tape_read(self._ptr(), e)
+            if rc == 1:
+                index, ts = e.e_index, e.e_timestamp
+                data = ffi.unpack(ffi.cast("char *", e.e_data), e.e_len)
+        if rc == 1:
+            return Entry(index, ts, self._decode(data))
+        if rc < 0:
+            check(rc, self._path)
+        if timeout is None:
+            return None
+        return self._read_waiting(_as_seconds(timeout))
+
+    def _read_waiting(self, seconds: float) -> Entry | None:
+        """Wait for the next entry for up to `seconds`, in slices."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._wait(min(remaining, _WAIT_SLICE))
+            entry = self.read_entry()
+            if entry is not None:
+                return entry
+        return None
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep until a writer publishes or `seconds` pass (no limit when negative)."""
+        with self._lock:
+            rc = lib.tape_wait(self._ptr(), int(seconds * 1e9))
+        if rc < 0 and rc != -errno.EINTR:  # a signal: Python handles it on return
+            check(rc, self._path)
+
+    # -- iteration --------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Any]:
+        """Every value available now, then stop; a later iteration resumes."""
+        return itertools.chain.from_iterable(self._batches(entries=False))
+
+    def entries(self) -> Iterator[Entry]:
+        """Like iterating, but yielding Entry."""
+        return itertools.chain.from_iterable(self._batches(entries=True))
+
+    def follow(self, timeout: float | None = None) -> Iterator[Any]:
+        """Yield values as they arrive, like tail -f.
+
+        Runs until no entry arrives for `timeout` seconds (forever when None)
+        or until the tailer or its queue is closed.
+        """
+        limit = None if timeout is None else _as_seconds(timeout)
+        last = time.monotonic()
+        try:
+            while True:
+                got = False
+                for value in self:
+                    got = True
+                    yield value
+                if got:
+                    last = time.monotonic()
+                if limit is None:
+                    self._wait(_WAIT_SLICE)
+                    continue
+                remaining = last + limit - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._wait(min(remaining, _WAIT_SLICE))
+        except QueueClosedError:
+            return
+
+    def _batches(self, entries: bool) -> Iterator[Iterator[Any]]:
+        """Iterators over batches of values (or Entry) read with tape_read_many."""
+        if self._buffers is None:
+            self._buffers = (
+                ffi.new("char[]", _BATCH_BYTES),
+                ffi.new("int64_t[]", _BATCH_SLOTS),
+                ffi.new("int64_t[]", _BATCH_SLOTS),
+                ffi.new("uint64_t[]", _BATCH_SLOTS),
+            )
+        buf, idx, ts, ends = self._buffers
+        while True:
+            self._settle()
+            with self._lock:
+                n = lib.tape_read_many(self._ptr(), buf, _BATCH_BYTES, idx, ts, ends, _BATCH_SLOTS)
+                if n > 0:
+                    data = ffi.unpack(buf, ends[n - 1])
+            if n == 0:
+                return
+            if n == lib.TAPE_EINVAL:  # the next entry is larger than the buffer
+                entry = self.read_entry()
+                if entry is None:
+                    return
+                yield iter((entry if entries else entry.value,))
+                continue
+            check(n, self._path)
+            offsets = ffi.unpack(ends, n)
+            pieces = map(slice, itertools.chain((0,), offsets), offsets)
+            if self._raw:
+                values: list[Any] = list(map(data.__getitem__, pieces))
+                error = None
+            else:
+                values, error = self._decode_all(list(map(memoryview(data).__getitem__, pieces)))
+            if entries:
+                values = list(map(Entry, ffi.unpack(idx, n), ffi.unpack(ts, n), values))
+            self._batch, self._batch_n = values, n
+            self._batch_it = it = iter(values)
+            yield it
+            if error is not None:
+                # Every value before the bad entry was handed out: resume after it.
+                self._batch = None
+                self._rewind(len(values) + 1)
+                raise error
+
+    def _decode_all(self, pieces: list[memoryview]) -> tuple[list[Any], Exception | None]:
+        """The decoded values, up to the first that fails, and that failure."""
+        decode = self._decode
+        try:
+            return list(map(decode, pieces)), None
+        except Exception:
+            values = []
+            for piece in pieces:
+                try:
+                    values.append(decode(piece))
+                except Exception as exc:
+                    return values, exc
+            return values, None
+
+    def _settle(self) -> None:
+        """Put the core's position just after the last value handed out of the batch."""
+        values = self._batch
+        if values is None:
+            return
+        self._batch = None
+        consumed = len(values) - operator.length_hint(self._batch_it)
+        values.clear()  # an abandoned iteration must not hand them out later
+        self._rewind(consumed)
+
+    def _rewind(self, consumed: int) -> None:
+        """Move the core back to just after the first `consumed` entries of the last batch."""
+        if consumed >= self._batch_n:
+            return
+        idx = self._buffers[1] if self._buffers is not None else None
+        with self._lock:
+            h = self._ptr()
+            if consumed == 0:
+                check(lib.tape_tailer_to_index(h, idx[0]), self._path)
+            else:
+                # Reading the last consumed entry again leaves both the position
+                # and last_read_index exactly as if the batch had stopped there.
+                check(lib.tape_tailer_to_index(h, idx[consumed - 1]), self._path)
+                check(lib.tape_read(h, self._entry), self._path)
+
+    # -- position -------------------------------------------------------------------
+
+    @property
+    def index(self) -> int | None:
+        """Index of the entry the next read returns, None when there is none yet."""
+        self._settle()
+        with self._lock:
+            index: int = lib.tape_tailer_index(self._ptr())
+        if index < -1:
+            check(index, self._path)
+        return _none_if_negative(index)
+
+    @property
+    def last_read_index(self) -> int | None:
+        """Index of the last entry read, None before any."""
+        self._settle()
+        with self._lock:
+            index: int = lib.tape_tailer_last_read_index(self._ptr())
+        if index < -1:
+            check(index, self._path)
+        return _none_if_negative(index)
+
+    def to_index(self, index: int) -> bool:
+        """Move to `index` so the next read returns it; False (and no move) when it does not exist."""
+        index = _as_int(index, "index")
+        self._settle()
+        if not 0 <= index <= _INT64_MAX:
+            return False
+        with self._lock:
+            rc: int = lib.tape_tailer_to_index(self._ptr(), index)
+        check(rc, self._path)
+        return rc == 1
+
+    def to_start(self) -> None:
+        """Move to the start of the queue."""
+        self._settle()
+        with self._lock:
+            check(lib.tape_tailer_to_start(self._ptr()), self._path)
+
+    def to_end(self) -> None:
+        """Move to the end: forward, only new entries follow; backward, the newest comes first."""
+        self._settle()
+        with self._lock:
+            check(lib.tape_tailer_to_end(self._ptr()), self._path)
+
+    def to_time(self, when: datetime | float) -> bool:
+        """Move to the first entry at or after `when` (a datetime or epoch seconds); False if none."""
+        ns = _as_ns(when)
+        self._settle()
+        with self._lock:
+            rc: int = lib.tape_tailer_to_time(self._ptr(), max(ns, 0))
+        check(rc, self._path)
+        return rc == 1
+
+    @property
+    def direction(self) -> str:
+        """"forward" or "backward"."""
+        self._settle()
+        with self._lock:
+            rc = lib.tape_tailer_direction(self._ptr())
+        check(rc, self._path)
+        return "backward" if rc == lib.TAPE_BACKWARD else "forward"
+
+    @direction.setter
+    def direction(self, direction: str) -> None:
+        if direction not in _DIRECTIONS:
+            raise ArgumentError(f"direction must be 'forward' or 'backward', not {direction!r}")
+        self._settle()
+        with self._lock:
+            check(lib.tape_tailer_set_direction(self._ptr(), _DIRECTIONS[direction]), self._path)
+
+    def close(self) -> None:
+        """Close the tailer; idempotent."""
+        self._batch = None
+        self._queue._release(self._handle)
+
+    def __enter__(self) -> Tailer:
+        with self._lock:
+            self._ptr()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def split_index(queue: Queue, index: int) -> tuple[int, int]:
+    """(cycle, sequence within the cycle) of `index` in `queue`."""
+    index = _as_int(index, "index")
+    if not 0 <= index <= _INT64_MAX:
+        raise ArgumentError(f"an index is between 0 and 2**63-1, not {index}")
+    with queue._lock:
+        h = queue._ptr()
+        return lib.tape_index_cycle(h, index), lib.tape_index_seq(h, index)
+
+
+def make_index(queue: Queue, cycle: int, seq: int) -> int:
+    """The index of entry `seq` of `cycle` in `queue`."""
+    cycle = _as_int(cycle, "cycle")
+    seq = _as_int(seq, "seq")
+    bits = queue._seq_bits
+    if not 0 <= seq < 1 << bits:
+        raise ArgumentError(f"seq is between 0 and 2**{bits}-1 for this roll cycle, not {seq}")
+    if not 0 <= cycle <= _INT64_MAX >> bits:
+        raise ArgumentError(f"cycle is between 0 and {_INT64_MAX >> bits}, not {cycle}")
+    with queue._lock:
+        index: int = lib.tape_make_index(queue._ptr(), cycle, seq)
+    return index
