@@ -1,0 +1,394 @@
+/* append.c - appenders: the write path (docs/FORMAT.md, "Writing an entry",
+ * "Rolling").
+ *
+ * Everything here that touches q->q_w or a cycle file's tail runs holding the
+ * shared write lock. Changes to the writer's mapping also take q_mu, which
+ * the prefaulter holds while it works on that mapping. */
+#include "tape_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct tape_appender {
+    tape_queue *a_q;
+    int64_t a_last;
+};
+
+int tape_appender_open(tape_queue *q, tape_appender **out)
+{
+    if (q->q_read_only)
+        return TAPE_EREADONLY;
+    tape_appender *a = calloc(1, sizeof *a);
+    if (!a)
+        return -ENOMEM;
+    pthread_mutex_lock(&q->q_mu);
+    int rc = tape_register_writer(q);
+    if (rc == 0)
+        rc = tape_prefault_start(q);
+    if (rc == 0)
+        q->q_appenders++;
+    pthread_mutex_unlock(&q->q_mu);
+    if (rc < 0) {
+        free(a);
+        return rc;
+    }
+    a->a_q = q;
+    a->a_last = -1;
+    *out = a;
+    return 0;
+}
+
+void tape_appender_close(tape_appender *a)
+{
+    if (!a)
+        return;
+    pthread_mutex_lock(&a->a_q->q_mu);
+    a->a_q->q_appenders--;
+    pthread_mutex_unlock(&a->a_q->q_mu);
+    free(a);
+}
+
+int64_t tape_appender_last_index(tape_appender *a)
+{
+    return a->a_last;
+}
+
+/* ---- the writer's view of the newest cycle --------------------------------- */
+
+/* Make `y` the writer's cycle file. */
+static void writer_switch(tape_queue *q, tape_cyc *y)
+{
+    tape_writer *w = &q->q_w;
+    pthread_mutex_lock(&q->q_mu);
+    tape_cyc_close(&w->w_y);
+    w->w_y = *y;
+    atomic_store_explicit(&q->q_pf_ready, y->y_v.v_size, memory_order_release);
+    q->q_pf_want = 0;
+    pthread_mutex_unlock(&q->q_mu);
+    w->w_ready = y->y_v.v_size;
+    w->w_kick_at = 0;
+    w->w_valid = 0;
+}
+
+/* Zero an entry a dead writer left "not complete", header last, so the bytes
+ * past the end of data are zero again. */
+static void clear_abandoned(tape_cyc *y, uint64_t pos, uint32_t h)
+{
+    uint64_t sz = tape_entry_size((h & TAPE_H_LEN) > TAPE_L_EXTRA ? (h & TAPE_H_LEN) - TAPE_L_EXTRA : 0);
+    if (pos + sz > y->y_v.v_size)
+        sz = y->y_v.v_size - pos;
+    if (sz > 4)
+        memset(y->y_v.v_base + pos + 4, 0, sz - 4);
+    __atomic_store_n((uint32_t *)(y->y_v.v_base + pos), 0u, __ATOMIC_RELEASE);
+}
+
+static void set_cycle_bounds(tape_queue *q, int64_t cycle)
+{
+    tape_meta_shared *sh = q->q_sh;
+    int64_t lo = __atomic_load_n(&sh->m_lowest, __ATOMIC_RELAXED);
+    if (lo < 0 || cycle < lo)
+        __atomic_store_n(&sh->m_lowest, cycle, __ATOMIC_RELEASE);
+    if (cycle > __atomic_load_n(&sh->m_highest, __ATOMIC_RELAXED))
+        __atomic_store_n(&sh->m_highest, cycle, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&sh->m_modcount, 1, __ATOMIC_RELEASE);
+}
+
+/* Open `cycle` (creating it if asked) as the writer's file and find its end:
+ * from the hint when it is about this cycle and consistent, else through the
+ * index. Returns the header word found at the end through *end_hdr. */
+static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *end_hdr)
+{
+    tape_writer *w = &q->q_w;
+    tape_meta_shared *sh = q->q_sh;
+    if (w->w_y.y_cycle != cycle) {
+        tape_cyc y;
+        int rc = create ? tape_cyc_create(q, cycle, &y) : tape_cyc_open(q, cycle, 1, &y);
+        if (rc < 0)
+            return rc;
+        writer_switch(q, &y);
+    }
+    uint64_t gen = __atomic_load_n(&sh->m_hint_gen, __ATOMIC_ACQUIRE);
+    uint64_t pos = __atomic_load_n(&sh->m_hint_pos, __ATOMIC_RELAXED);
+    uint64_t seq = __atomic_load_n(&sh->m_hint_seq, __ATOMIC_RELAXED);
+    int64_t hc = __atomic_load_n(&sh->m_hint_cycle, __ATOMIC_RELAXED);
+    int rc = -1;
+    if (!(gen & 1) && hc == cycle && pos >= w->w_y.y_data_off && (pos & 7) == 0)
+        rc = tape_cyc_walk(&w->w_y, &pos, &seq, end_hdr);
+    if (rc < 0)
+        rc = tape_cyc_find_end(q, &w->w_y, &pos, &seq, end_hdr);
+    if (rc < 0)
+        return rc;
+    w->w_pos = pos;
+    w->w_seq = seq;
+    w->w_gen = gen;
+    w->w_valid = 1;
+    return 0;
+}
+
+/* Holding the lock: make q->q_w the end of the newest cycle, at least
+ * `cycle`, rolling when the newest cycle is older. After a lock recovery or
+ * another process's append, the state is rebuilt from the shared hint. */
+static int writer_prepare(tape_queue *q, int64_t cycle, int recovered)
+{
+    tape_writer *w = &q->q_w;
+    tape_meta_shared *sh = q->q_sh;
+    int64_t newest = __atomic_load_n(&sh->m_highest, __ATOMIC_ACQUIRE);
+    if (!recovered && w->w_valid && w->w_y.y_cycle == newest && cycle <= newest &&
+        __atomic_load_n(&sh->m_hint_gen, __ATOMIC_RELAXED) == w->w_gen)
+        return 0;
+
+    uint32_t h = 0;
+    while (newest >= 0) {
+        int rc = writer_open_end(q, newest, 0, &h);
+        if (rc == -ENOENT) { /* removed: fall back to what the directory holds */
+            newest = tape_neighbour_cycle(q, newest, -1);
+            if (newest < -1)
+                return (int)newest;
+            continue;
+        }
+        if (rc < 0)
+            return rc;
+        if (h != TAPE_H_EOF)
+            break;
+        /* Sealed by a roller that died before announcing the next cycle. */
+        int64_t next = tape_neighbour_cycle(q, newest, 1);
+        if (next < 0) {
+            if (cycle <= newest)
+                cycle = newest + 1;
+            break;
+        }
+        set_cycle_bounds(q, next);
+        newest = next;
+    }
+    if (newest >= 0 && h != TAPE_H_EOF && (h & TAPE_H_NC))
+        clear_abandoned(&w->w_y, w->w_pos, h);
+    if (newest >= 0 && cycle <= newest)
+        return 0;
+
+    /* Roll: create the new file, seal the old one, announce the new one. */
+    uint64_t old_end = w->w_pos;
+    int sealing = newest >= 0 && h != TAPE_H_EOF;
+    pthread_mutex_lock(&q->q_mu); /* keep `old` mapped until it is sealed */
+    tape_cyc old = w->w_y;
+    tape_cyc_init(&w->w_y);
+    pthread_mutex_unlock(&q->q_mu);
+    uint32_t nh;
+    int rc = writer_open_end(q, cycle, 1, &nh);
+    if (rc < 0) {
+        writer_switch(q, &old);
+        return rc;
+    }
+    if (sealing)
+        __atomic_store_n((uint32_t *)(old.y_v.v_base + old_end), TAPE_H_EOF, __ATOMIC_RELEASE);
+    tape_cyc_close(&old);
+    if (nh & TAPE_H_NC && nh != TAPE_H_EOF)
+        clear_abandoned(&w->w_y, w->w_pos, nh);
+    set_cycle_bounds(q, cycle);
+    return 0;
+}
+
+/* Make sure the file backs [0, end). */
+static int writer_room(tape_queue *q, uint64_t end)
+{
+    tape_writer *w = &q->q_w;
+    uint64_t ready = atomic_load_explicit(&q->q_pf_ready, memory_order_acquire);
+    if (ready < end) {
+        pthread_mutex_lock(&q->q_mu);
+        int rc = tape_view_grow(&w->w_y.y_v, end);
+        if (rc == 0 && w->w_y.y_v.v_size > atomic_load_explicit(&q->q_pf_ready, memory_order_relaxed))
+            atomic_store_explicit(&q->q_pf_ready, w->w_y.y_v.v_size, memory_order_release);
+        ready = atomic_load_explicit(&q->q_pf_ready, memory_order_relaxed);
+        pthread_mutex_unlock(&q->q_mu);
+        if (rc < 0)
+            return rc;
+    }
+    w->w_ready = ready;
+    return 0;
+}
+
+/* Write one entry at the end of the writer's cycle. Returns its seq. */
+static int64_t write_one(tape_queue *q, const void *data, uint32_t len, int64_t ts)
+{
+    tape_writer *w = &q->q_w;
+    tape_cyc *y = &w->w_y;
+    const int nlog = q->q_roll.r_count_log2, slog = q->q_roll.r_spacing_log2;
+    const uint64_t n = (uint64_t)1 << nlog;
+    uint64_t seq = w->w_seq, pos = w->w_pos;
+    if (seq >> q->q_roll.r_seq_bits)
+        return TAPE_ECYCLEFULL;
+
+    uint64_t need = tape_entry_size(len), arr = 0, meta_sz = 0, k = 0;
+    int indexed = (seq & (((uint64_t)1 << slog) - 1)) == 0;
+    if (indexed) {
+        uint64_t b = seq >> slog;
+        k = b >> nlog;
+        int rc = tape_cyc_index_array(q, y, k, &arr);
+        if (rc < 0)
+            return rc;
+        if (rc == 0) {
+            if (b & (n - 1))
+                return TAPE_ECORRUPT; /* the array of a later block is missing */
+            meta_sz = tape_entry_size((uint32_t)(8 * n));
+        }
+    }
+    uint64_t end = pos + meta_sz + need + TAPE_ENTRY_HDR; /* room for the next header */
+    if (end > w->w_ready) {
+        int rc = writer_room(q, end);
+        if (rc < 0)
+            return rc;
+    }
+    uint8_t *base = y->y_v.v_base;
+
+    if (meta_sz) {
+        /* A new index array: slots are already zero (bytes past the end are). */
+        uint32_t mh = TAPE_H_META | tape_hdr_len((uint32_t)(8 * n));
+        uint64_t tag = TAPE_TAG_INDEX | k;
+        uint32_t crc = tape_crc_meta(y->y_seed, mh, tag);
+        memcpy(base + pos + 4, &crc, 4);
+        memcpy(base + pos + 8, &tag, 8);
+        __atomic_store_n((uint32_t *)(base + pos), mh, __ATOMIC_RELEASE);
+        __atomic_store_n((uint64_t *)(base + y->y_i2i_off) + k, pos, __ATOMIC_RELEASE);
+        arr = pos;
+        pos += meta_sz;
+    }
+
+    uint8_t *e = base + pos;
+    uint32_t h = tape_hdr_len(len);
+    /* Reserve: a writer killed from here on leaves a "not complete" header
+     * that covers every byte it may have written. Only program order matters
+     * for that, so a compiler barrier suffices. */
+    __atomic_store_n((uint32_t *)e, h | TAPE_H_NC, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    memcpy(e + 8, &ts, 8);
+    memcpy(e + TAPE_ENTRY_HDR, data, len);
+    uint32_t crc = tape_crc_data(y->y_seed, h, seq, ts, data, len);
+    memcpy(e + 4, &crc, 4);
+    if (indexed)
+        __atomic_store_n((uint64_t *)tape_cyc_slots(y, arr) + ((seq >> slog) & (n - 1)), pos,
+                         __ATOMIC_RELEASE);
+    /* Publish. */
+    __atomic_store_n((uint32_t *)e, h, __ATOMIC_RELEASE);
+    w->w_pos = pos + need;
+    w->w_seq = seq + 1;
+    return (int64_t)seq;
+}
+
+/* Record where the end is, for the next lock holder. The generation is odd
+ * while the three fields change, so a writer killed in between leaves a hint
+ * that is ignored rather than believed. */
+static void hint_store(tape_queue *q, int64_t ts)
+{
+    tape_writer *w = &q->q_w;
+    tape_meta_shared *sh = q->q_sh;
+    uint64_t g = w->w_gen + (w->w_gen & 1); /* even, also after a dead writer's odd one */
+    __atomic_store_n(&sh->m_hint_gen, g + 1, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(&sh->m_hint_cycle, w->w_y.y_cycle, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->m_hint_pos, w->w_pos, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->m_hint_seq, w->w_seq, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->m_last_ts, ts, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(&sh->m_hint_gen, g + 2, __ATOMIC_RELEASE);
+    w->w_gen = g + 2;
+}
+
+static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *ends, size_t n,
+                        int64_t ts, size_t *written)
+{
+    tape_queue *q = a->a_q;
+    if (written)
+        *written = 0;
+    if (atomic_load_explicit(&q->q_poisoned, memory_order_relaxed))
+        return TAPE_EPOISONED;
+    for (size_t k = 0; k < n; k++) {
+        uint64_t start = k ? ends[k - 1] : 0;
+        if (ends[k] < start)
+            return TAPE_EINVAL;
+        if (ends[k] - start > TAPE_MAX_PAYLOAD)
+            return TAPE_ETOOBIG;
+    }
+    if (ts == 0)
+        ts = tape_now_ns();
+
+    int recovered;
+    int rc = tape_lock(q, &recovered);
+    if (rc < 0)
+        return rc;
+    int64_t newest = __atomic_load_n(&q->q_sh->m_last_ts, __ATOMIC_RELAXED);
+    if (ts < newest)
+        ts = newest;
+    int64_t result = tape_cycle_of(q, ts);
+    size_t done = 0;
+    if (result >= 0)
+        result = writer_prepare(q, result, recovered);
+    if (result >= 0) {
+        for (; done < n; done++) {
+            uint64_t start = done ? ends[done - 1] : 0;
+            result = write_one(q, data + start, (uint32_t)(ends[done] - start), ts);
+            if (result < 0)
+                break;
+        }
+    }
+    if (done > 0) {
+        result = done == n ? tape_make_index(q, q->q_w.w_y.y_cycle, (int64_t)q->q_w.w_seq - 1) : result;
+        a->a_last = tape_make_index(q, q->q_w.w_y.y_cycle, (int64_t)q->q_w.w_seq - 1);
+        hint_store(q, ts);
+    }
+    tape_writer *w = &q->q_w;
+    if (w->w_pos >= w->w_kick_at && w->w_y.y_cycle >= 0) {
+        tape_prefault_kick(q, w->w_pos);
+        w->w_kick_at = w->w_pos + TAPE_GROW_STEP / 2;
+    }
+    tape_unlock(q);
+    if (done > 0)
+        tape_wake_readers(q);
+    if (written)
+        *written = done;
+    return result;
+}
+
+int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_ns)
+{
+    if (len > TAPE_MAX_PAYLOAD)
+        return TAPE_ETOOBIG;
+    uint64_t end = len;
+    return append_n(a, data, &end, 1, ts_ns, NULL);
+}
+
+int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *ends, size_t n,
+                         int64_t ts_ns, size_t *written)
+{
+    if (n == 0)
+        return TAPE_EINVAL;
+    return append_n(a, data, ends, n, ts_ns, written);
+}
+
+int tape_appender_sync(tape_appender *a)
+{
+    tape_queue *q = a->a_q;
+    if (atomic_load_explicit(&q->q_poisoned, memory_order_relaxed))
+        return TAPE_EPOISONED;
+    int recovered;
+    int rc = tape_lock(q, &recovered);
+    if (rc < 0)
+        return rc;
+    int fd = -1;
+    int64_t newest = __atomic_load_n(&q->q_sh->m_highest, __ATOMIC_ACQUIRE);
+    if (newest >= 0)
+        rc = writer_prepare(q, newest, recovered);
+    if (rc == 0 && q->q_w.w_y.y_v.v_fd >= 0 && (fd = dup(q->q_w.w_y.y_v.v_fd)) < 0)
+        rc = -errno;
+    tape_unlock(q);
+    if (rc < 0)
+        return rc;
+    /* Flushing outside the lock: other writers go on meanwhile. */
+    if ((fd >= 0 && fdatasync(fd) < 0) || fsync(q->q_meta_fd) < 0 || fsync(q->q_dirfd) < 0)
+        rc = -errno;
+    if (fd >= 0)
+        close(fd);
+    if (rc < 0)
+        atomic_store(&q->q_poisoned, 1);
+    return rc;
+}

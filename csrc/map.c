@@ -1,0 +1,211 @@
+/* map.c - files and their shared mappings, and the prefaulter.
+ *
+ * A view maps a file with a length larger than the file (at least
+ * TAPE_MAP_MIN, doubled by mremap when outgrown) so the mapping rarely moves;
+ * only bytes below v_size, which the file is known to back, are touched, so a
+ * full disk shows up as ENOSPC from fallocate, never as SIGBUS.
+ *
+ * The prefaulter is one thread per appending queue handle that keeps the
+ * current cycle file allocated and its pages faulted in for writing ahead of
+ * the writer, and releases the pages behind it, so the append path neither
+ * calls into the kernel nor takes page faults, and resident memory stays
+ * bounded. */
+#include "tape_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+void tape_view_init(tape_view *v)
+{
+    memset(v, 0, sizeof *v);
+    v->v_fd = -1;
+}
+
+static size_t map_len_for(uint64_t size)
+{
+    size_t len = TAPE_MAP_MIN;
+    while (len < size + size / 2)
+        len *= 2;
+    return len;
+}
+
+int tape_view_open(tape_view *v, int dirfd, const char *name, int writable)
+{
+    tape_view_init(v);
+    int fd = openat(dirfd, name, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    size_t len = map_len_for((uint64_t)st.st_size);
+    void *p = mmap(NULL, len, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    v->v_fd = fd;
+    v->v_base = p;
+    v->v_maplen = len;
+    v->v_size = (uint64_t)st.st_size;
+    v->v_writable = writable;
+    return 0;
+}
+
+void tape_view_close(tape_view *v)
+{
+    if (v->v_base)
+        munmap(v->v_base, v->v_maplen);
+    if (v->v_fd >= 0)
+        close(v->v_fd);
+    tape_view_init(v);
+}
+
+static int remap(tape_view *v, uint64_t end)
+{
+    if (end <= v->v_maplen)
+        return 0;
+    size_t len = map_len_for(end);
+    void *p = mremap(v->v_base, v->v_maplen, len, MREMAP_MAYMOVE);
+    if (p == MAP_FAILED)
+        return -errno;
+    v->v_base = p;
+    v->v_maplen = len;
+    return 0;
+}
+
+int tape_view_cover(tape_view *v, uint64_t end)
+{
+    if (end > v->v_size) {
+        struct stat st;
+        if (fstat(v->v_fd, &st) < 0)
+            return -errno;
+        v->v_size = (uint64_t)st.st_size;
+        if (end > v->v_size)
+            return 1;
+    }
+    return remap(v, end);
+}
+
+int tape_view_grow(tape_view *v, uint64_t end)
+{
+    int rc = tape_view_cover(v, end);
+    if (rc <= 0)
+        return rc;
+    uint64_t to = (end + TAPE_GROW_STEP - 1) & ~(TAPE_GROW_STEP - 1);
+    rc = fallocate(v->v_fd, 0, (off_t)v->v_size, (off_t)(to - v->v_size));
+    if (rc < 0 && (errno == EOPNOTSUPP || errno == ENOSYS)) {
+        /* A filesystem without fallocate: extend the size only. */
+        rc = ftruncate(v->v_fd, (off_t)to);
+    }
+    if (rc < 0)
+        return -errno;
+    v->v_size = to;
+    return remap(v, to);
+}
+
+void tape_view_trim(tape_view *v, uint64_t below)
+{
+    uint64_t lo = v->v_trim_lo & ~(uint64_t)(TAPE_PAGE - 1);
+    uint64_t hi = below & ~(uint64_t)(TAPE_PAGE - 1);
+    if (hi > v->v_maplen)
+        hi = v->v_maplen;
+    if (hi <= lo)
+        return;
+    /* On a shared mapping this only drops page table entries; the data stays
+     * in the page cache (and dirty pages are still written back). */
+    madvise(v->v_base + lo, hi - lo, MADV_DONTNEED);
+    v->v_trim_lo = hi;
+}
+
+/* ---- prefaulter --------------------------------------------------------- */
+
+static void fault_in(uint8_t *p, uint64_t len)
+{
+    if (madvise(p, len, MADV_POPULATE_WRITE) == 0)
+        return;
+    /* Older kernels: a write fault per page that changes no byte, safe while
+     * other writers fill the same pages. */
+    for (uint64_t off = 0; off < len; off += TAPE_PAGE)
+        __atomic_fetch_or((uint32_t *)(p + off), 0u, __ATOMIC_RELAXED);
+}
+
+static void *prefault_main(void *arg)
+{
+    tape_queue *q = arg;
+    pthread_mutex_lock(&q->q_mu);
+    while (!q->q_pf_stop) {
+        tape_view *v = &q->q_w.w_y.y_v;
+        uint64_t ready = atomic_load_explicit(&q->q_pf_ready, memory_order_relaxed);
+        if (v->v_fd < 0 || ready >= q->q_pf_want) {
+            pthread_cond_wait(&q->q_pf_cond, &q->q_mu);
+            continue;
+        }
+        uint64_t to = ready + TAPE_GROW_STEP;
+        if (to > v->v_maplen || tape_view_grow(v, to) < 0) {
+            /* Out of room or out of space: the writer's own slow path
+             * reports the error when it gets there. */
+            q->q_pf_want = ready;
+            continue;
+        }
+        fault_in(v->v_base + ready, to - ready);
+        atomic_store_explicit(&q->q_pf_ready, to, memory_order_release);
+        uint64_t pos = q->q_pf_pos;
+        if (pos > v->v_trim_lo + TAPE_TRIM_WINDOW)
+            tape_view_trim(v, pos - TAPE_TRIM_WINDOW / 2);
+    }
+    pthread_mutex_unlock(&q->q_mu);
+    return NULL;
+}
+
+/* Holding q_mu. */
+int tape_prefault_start(tape_queue *q)
+{
+    if (q->q_pf_running)
+        return 0;
+    q->q_pf_stop = 0;
+    int rc = pthread_create(&q->q_pf_thread, NULL, prefault_main, q);
+    if (rc)
+        return -rc;
+    q->q_pf_running = 1;
+    return 0;
+}
+
+/* Not holding q_mu. */
+void tape_prefault_stop(tape_queue *q)
+{
+    pthread_mutex_lock(&q->q_mu);
+    if (!q->q_pf_running) {
+        pthread_mutex_unlock(&q->q_mu);
+        return;
+    }
+    q->q_pf_stop = 1;
+    pthread_cond_signal(&q->q_pf_cond);
+    pthread_mutex_unlock(&q->q_mu);
+    pthread_join(q->q_pf_thread, NULL);
+    q->q_pf_running = 0;
+}
+
+/* Called by the writer (holding the write lock) when it passes w_kick_at.
+ * Never blocks: if the prefaulter is busy, the next kick will do. */
+void tape_prefault_kick(tape_queue *q, uint64_t pos)
+{
+    if (pthread_mutex_trylock(&q->q_mu) != 0)
+        return;
+    q->q_pf_pos = pos;
+    q->q_pf_want = pos + TAPE_PREFAULT_AHEAD;
+    pthread_cond_signal(&q->q_pf_cond);
+    pthread_mutex_unlock(&q->q_mu);
+}

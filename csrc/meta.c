@@ -1,0 +1,434 @@
+/* meta.c - the queue: its metadata file, opening and creating it, the write
+ * lock and the wake-ups of sleeping readers (docs/FORMAT.md, "The metadata
+ * file" and "The write lock"). */
+#include "tape_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+_Static_assert(offsetof(tape_meta_hdr, m_crc) == 152, "meta header layout");
+_Static_assert(offsetof(tape_meta_shared, m_lowest) == 64, "meta line 1");
+_Static_assert(offsetof(tape_meta_shared, m_notify) == 128, "meta line 2");
+
+int64_t tape_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t tape_floor_div(int64_t a, int64_t b)
+{
+    int64_t d = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? d - 1 : d;
+}
+
+static long futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
+{
+    /* Not FUTEX_PRIVATE_FLAG: the word is in a file shared between processes. */
+    return syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
+}
+
+/* ---- creating and opening -------------------------------------------------- */
+
+static int mkdir_p(const char *path)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf)
+        return -ENAMETOOLONG;
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0777) < 0 && errno != EEXIST)
+            return -errno;
+        buf[i] = c;
+    }
+    return 0;
+}
+
+/* 1 when the directory holds nothing but (stale) temporary metadata files. */
+static int dir_is_empty(int dirfd)
+{
+    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -errno;
+    }
+    int empty = 1;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        if (!strcmp(n, ".") || !strcmp(n, "..") || !strncmp(n, TAPE_META_NAME ".tmp.", 14))
+            continue;
+        empty = 0;
+        break;
+    }
+    closedir(d);
+    return empty;
+}
+
+static int write_all(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int create_meta(int dirfd, const tape_open_opts *o, const tape_roll_info *ri)
+{
+    int rc = dir_is_empty(dirfd);
+    if (rc <= 0)
+        return rc < 0 ? rc : TAPE_ENOTQUEUE;
+
+    uint8_t *buf = calloc(1, TAPE_META_SIZE);
+    if (!buf)
+        return -ENOMEM;
+    tape_meta_hdr *h = (tape_meta_hdr *)buf;
+    memcpy(h->m_magic, "TAPEMETA", 8);
+    h->m_version = TAPE_VERSION;
+    h->m_size = TAPE_META_SIZE;
+    snprintf(h->m_roll, sizeof h->m_roll, "%s", ri->ri_name);
+    snprintf(h->m_codec, sizeof h->m_codec, "%s", o->oo_codec ? o->oo_codec : "msgpack");
+    h->m_length_ms = ri->ri_length_ms;
+    h->m_epoch_ms = o->oo_epoch_ms;
+    h->m_seq_bits = (uint32_t)ri->ri_seq_bits;
+    h->m_count_log2 = (uint32_t)ri->ri_index_count_log2;
+    h->m_spacing_log2 = (uint32_t)ri->ri_index_spacing_log2;
+    h->m_params_len = o->oo_params_len;
+    h->m_created_ns = tape_now_ns();
+    h->m_crc = tape_crc32c(0, h, offsetof(tape_meta_hdr, m_crc));
+    tape_meta_shared *sh = (tape_meta_shared *)(buf + TAPE_META_SHARED_OFF);
+    sh->m_hint_cycle = -1;
+    sh->m_lowest = -1;
+    sh->m_highest = -1;
+    if (o->oo_params_len)
+        memcpy(buf + TAPE_PARAMS_OFF, o->oo_params, o->oo_params_len);
+
+    char tmp[64];
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof r, 0) < 0)
+        r = (uint32_t)tape_now_ns();
+    snprintf(tmp, sizeof tmp, TAPE_META_NAME ".tmp.%d.%08x", (int)getpid(), r);
+    int fd = openat(dirfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        rc = -errno;
+        free(buf);
+        return rc;
+    }
+    rc = write_all(fd, buf, TAPE_META_SIZE);
+    free(buf);
+    if (rc == 0 && fsync(fd) < 0)
+        rc = -errno;
+    close(fd);
+    /* link() never replaces: if another process created the queue first, we
+     * use theirs. */
+    if (rc == 0 && linkat(dirfd, tmp, dirfd, TAPE_META_NAME, 0) < 0 && errno != EEXIST)
+        rc = -errno;
+    unlinkat(dirfd, tmp, 0);
+    if (rc == 0)
+        fsync(dirfd);
+    return rc;
+}
+
+static int validate(tape_queue *q, const tape_open_opts *o)
+{
+    const tape_meta_hdr *h = q->q_hdr;
+    if (memcmp(h->m_magic, "TAPEMETA", 8) != 0 || h->m_size != TAPE_META_SIZE)
+        return TAPE_ECORRUPT;
+    if (h->m_version != TAPE_VERSION)
+        return TAPE_EVERSION;
+    if (tape_crc32c(0, h, offsetof(tape_meta_hdr, m_crc)) != h->m_crc)
+        return TAPE_ECORRUPT;
+    if (memchr(h->m_roll, 0, TAPE_NAME_MAX) == NULL || memchr(h->m_codec, 0, TAPE_NAME_MAX) == NULL)
+        return TAPE_ECORRUPT;
+    if (h->m_length_ms <= 0 || h->m_count_log2 < 1 || h->m_count_log2 > 20 ||
+        h->m_spacing_log2 > 16 || h->m_seq_bits != 2 * h->m_count_log2 + h->m_spacing_log2 ||
+        h->m_seq_bits > 48 || h->m_params_len > TAPE_PARAMS_MAX)
+        return TAPE_ECORRUPT;
+    if (o->oo_roll_cycle && strcmp(o->oo_roll_cycle, h->m_roll) != 0)
+        return TAPE_EINCOMPAT;
+    if (o->oo_codec && strcmp(o->oo_codec, h->m_codec) != 0)
+        return TAPE_EINCOMPAT;
+
+    const tape_roll_info *ri = tape_roll_find(h->m_roll);
+    if (!ri)
+        return TAPE_EROLLCYCLE;
+    q->q_roll.r_length_ms = h->m_length_ms;
+    q->q_roll.r_epoch_ms = h->m_epoch_ms;
+    q->q_roll.r_seq_bits = (int)h->m_seq_bits;
+    q->q_roll.r_count_log2 = (int)h->m_count_log2;
+    q->q_roll.r_spacing_log2 = (int)h->m_spacing_log2;
+    q->q_roll.r_format = ri->ri_format;
+    return 0;
+}
+
+int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
+{
+    tape_open_opts none;
+    memset(&none, 0, sizeof none);
+    const tape_open_opts *o = opts ? opts : &none;
+    const tape_roll_info *ri = tape_roll_find(o->oo_roll_cycle ? o->oo_roll_cycle : "daily");
+    if (!ri)
+        return TAPE_EROLLCYCLE;
+    if ((o->oo_codec && (strlen(o->oo_codec) == 0 || strlen(o->oo_codec) >= TAPE_NAME_MAX)) ||
+        o->oo_params_len > TAPE_PARAMS_MAX)
+        return TAPE_EINVAL;
+
+    int rc;
+    if (o->oo_create && !o->oo_read_only && (rc = mkdir_p(path)) < 0)
+        return rc;
+    int dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        return -errno;
+
+    int fd = -1;
+    for (int attempt = 0; attempt < 3 && fd < 0; attempt++) {
+        fd = openat(dirfd, TAPE_META_NAME, (o->oo_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+        if (fd >= 0)
+            break;
+        rc = -errno;
+        if (rc != -ENOENT || !o->oo_create || o->oo_read_only)
+            goto fail_dir;
+        rc = create_meta(dirfd, o, ri);
+        /* A racing creator may have linked tape.meta after our emptiness
+         * check saw its temporary file: look again before giving up. */
+        if (rc < 0 && rc != TAPE_ENOTQUEUE)
+            goto fail_dir;
+    }
+    if (fd < 0)
+        goto fail_dir;
+
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
+        goto fail_fd;
+    }
+    if (st.st_size != TAPE_META_SIZE) {
+        rc = TAPE_ECORRUPT;
+        goto fail_fd;
+    }
+    void *map = mmap(NULL, TAPE_META_SIZE, PROT_READ | (o->oo_read_only ? 0 : PROT_WRITE),
+                     MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        rc = -errno;
+        goto fail_fd;
+    }
+
+    tape_queue *q = calloc(1, sizeof *q);
+    char *p = strdup(path);
+    if (!q || !p) {
+        free(q);
+        free(p);
+        munmap(map, TAPE_META_SIZE);
+        rc = -ENOMEM;
+        goto fail_fd;
+    }
+    q->q_path = p;
+    q->q_dirfd = dirfd;
+    q->q_meta_fd = fd;
+    q->q_meta = map;
+    q->q_hdr = map;
+    q->q_sh = (tape_meta_shared *)((uint8_t *)map + TAPE_META_SHARED_OFF);
+    q->q_read_only = o->oo_read_only;
+    pthread_mutex_init(&q->q_mu, NULL);
+    pthread_cond_init(&q->q_pf_cond, NULL);
+    tape_cyc_init(&q->q_w.w_y);
+    rc = validate(q, o);
+    if (rc < 0) {
+        tape_close(q);
+        return rc;
+    }
+    *out = q;
+    return 0;
+
+fail_fd:
+    close(fd);
+fail_dir:
+    close(dirfd);
+    return rc;
+}
+
+void tape_close(tape_queue *q)
+{
+    if (!q)
+        return;
+    tape_prefault_stop(q);
+    tape_cyc_close(&q->q_w.w_y);
+    munmap(q->q_meta, TAPE_META_SIZE);
+    close(q->q_meta_fd); /* drops our liveness lock */
+    close(q->q_dirfd);
+    pthread_cond_destroy(&q->q_pf_cond);
+    pthread_mutex_destroy(&q->q_mu);
+    free(q->q_path);
+    free(q);
+}
+
+int tape_queue_info_get(tape_queue *q, tape_queue_info *out)
+{
+    const tape_meta_hdr *h = q->q_hdr;
+    tape_meta_shared *sh = q->q_sh;
+    memset(out, 0, sizeof *out);
+    out->qi_version = h->m_version;
+    memcpy(out->qi_roll_cycle, h->m_roll, TAPE_NAME_MAX);
+    memcpy(out->qi_codec, h->m_codec, TAPE_NAME_MAX);
+    out->qi_seq_bits = (int)h->m_seq_bits;
+    out->qi_epoch_ms = h->m_epoch_ms;
+    out->qi_created_ns = h->m_created_ns;
+    out->qi_lowest_cycle = __atomic_load_n(&sh->m_lowest, __ATOMIC_ACQUIRE);
+    out->qi_highest_cycle = __atomic_load_n(&sh->m_highest, __ATOMIC_ACQUIRE);
+    out->qi_modcount = __atomic_load_n(&sh->m_modcount, __ATOMIC_ACQUIRE);
+    out->qi_last_timestamp = __atomic_load_n(&sh->m_last_ts, __ATOMIC_ACQUIRE);
+    out->qi_params_len = h->m_params_len;
+    return 0;
+}
+
+int tape_queue_params(tape_queue *q, void *buf, uint32_t cap)
+{
+    uint32_t n = q->q_hdr->m_params_len;
+    memcpy(buf, q->q_meta + TAPE_PARAMS_OFF, n < cap ? n : cap);
+    return (int)n;
+}
+
+/* ---- the write lock ---------------------------------------------------- */
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Take a token whose liveness byte nobody holds; the kernel releases our
+ * hold on it when this process dies (or closes the queue). Holding q_mu. */
+int tape_register_writer(tape_queue *q)
+{
+    if (q->q_token)
+        return 0;
+    for (int tries = 0; tries < 64; tries++) {
+        uint32_t tok = 0;
+        if (getrandom(&tok, sizeof tok, 0) < 0)
+            return -errno;
+        tok &= ~TAPE_LOCK_WAITERS;
+        if (!tok)
+            continue;
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
+                           .l_start = TAPE_LIVE_BASE + tok, .l_len = 1};
+        if (fcntl(q->q_meta_fd, F_OFD_SETLK, &fl) == 0) {
+            q->q_token = tok;
+            return 0;
+        }
+        if (errno != EAGAIN && errno != EACCES)
+            return -errno;
+    }
+    return -EAGAIN;
+}
+
+static int owner_alive(tape_queue *q, uint32_t tok)
+{
+    if (tok == q->q_token)
+        return 1;
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
+                       .l_start = TAPE_LIVE_BASE + tok, .l_len = 1};
+    if (fcntl(q->q_meta_fd, F_OFD_GETLK, &fl) < 0)
+        return 1; /* cannot tell: keep waiting rather than break a live lock */
+    return fl.l_type != F_UNLCK;
+}
+
+static int cas(uint32_t *w, uint32_t *expected, uint32_t desired)
+{
+    return __atomic_compare_exchange_n(w, expected, desired, 0, __ATOMIC_ACQUIRE,
+                                       __ATOMIC_RELAXED);
+}
+
+int tape_lock(tape_queue *q, int *recovered)
+{
+    uint32_t *w = &q->q_sh->m_lock;
+    uint32_t tok = q->q_token;
+    uint32_t e = 0;
+    *recovered = 0;
+    if (cas(w, &e, tok))
+        return 0;
+    for (int i = 0; i < 200; i++) {
+        cpu_relax();
+        e = 0;
+        if (__atomic_load_n(w, __ATOMIC_RELAXED) == 0 && cas(w, &e, tok))
+            return 0;
+    }
+    /* Sleep on the word, marked as having waiters; every millisecond without
+     * progress, check that its owner still lives. */
+    for (;;) {
+        e = __atomic_load_n(w, __ATOMIC_RELAXED);
+        if (e == 0) {
+            if (cas(w, &e, tok | TAPE_LOCK_WAITERS))
+                return 0;
+            continue;
+        }
+        if (!(e & TAPE_LOCK_WAITERS)) {
+            if (!cas(w, &e, e | TAPE_LOCK_WAITERS))
+                continue;
+            e |= TAPE_LOCK_WAITERS;
+        }
+        struct timespec ts = {0, 1000000};
+        if (futex(w, FUTEX_WAIT, e, &ts) < 0 && errno == ETIMEDOUT &&
+            !owner_alive(q, e & ~TAPE_LOCK_WAITERS)) {
+            if (cas(w, &e, tok | TAPE_LOCK_WAITERS)) {
+                *recovered = 1;
+                return 0;
+            }
+        }
+    }
+}
+
+void tape_unlock(tape_queue *q)
+{
+    uint32_t *w = &q->q_sh->m_lock;
+    uint32_t old = __atomic_exchange_n(w, 0, __ATOMIC_SEQ_CST);
+    if (old & TAPE_LOCK_WAITERS)
+        futex(w, FUTEX_WAKE, 1, NULL);
+}
+
+/* After publishing (and unlocking): wake tailers sleeping in tape_wait. The
+ * reader increments m_waiters and then looks for data; we published and then
+ * look at m_waiters: with a full barrier on both sides one of us sees the
+ * other. On x86 the unlock's locked exchange is that barrier. */
+void tape_wake_readers(tape_queue *q)
+{
+#if !defined(__x86_64__) && !defined(__i386__)
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+    tape_meta_shared *sh = q->q_sh;
+    if (__atomic_load_n(&sh->m_waiters, __ATOMIC_SEQ_CST)) {
+        __atomic_fetch_add(&sh->m_notify, 1, __ATOMIC_SEQ_CST);
+        futex(&sh->m_notify, FUTEX_WAKE, INT_MAX, NULL);
+    }
+}

@@ -1,0 +1,563 @@
+/* read.c - tailers: reading forward and backward, moving by index and time,
+ * and sleeping until a writer publishes (docs/FORMAT.md, "Entries",
+ * "Rolling").
+ *
+ * Reading is split into peek (find the next entry, crossing cycles as needed,
+ * and check it) and advance (step past it), so a batch read can stop before
+ * an entry that does not fit without losing its place. */
+#include "tape_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define JUMPS_BEFORE_TRIM 1024
+
+struct tape_tailer {
+    tape_queue *t_q;
+    tape_cyc t_y;           /* current cycle; y_cycle -1: none chosen yet */
+    int64_t t_seq;          /* forward: next seq; backward: seq to read, -1 none */
+    uint64_t t_pos;         /* offset of entry t_seq, when t_pos_ok */
+    int t_pos_ok;
+    int t_dir;
+    int64_t t_last;         /* index of the last entry read, -1 */
+    uint64_t t_cur_sz;      /* size of the peeked entry */
+    uint32_t t_jumps;       /* moves since the mapping was last trimmed */
+    uint64_t t_bk_block;    /* backward: block whose entry offsets are cached */
+    uint32_t t_bk_n;
+    uint64_t *t_bk_pos;
+};
+
+int tape_tailer_open(tape_queue *q, tape_tailer **out)
+{
+    tape_tailer *t = calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->t_bk_pos = malloc(sizeof(uint64_t) << q->q_roll.r_spacing_log2);
+    if (!t->t_bk_pos) {
+        free(t);
+        return -ENOMEM;
+    }
+    t->t_q = q;
+    tape_cyc_init(&t->t_y);
+    t->t_last = -1;
+    t->t_bk_block = UINT64_MAX;
+    *out = t;
+    return 0;
+}
+
+void tape_tailer_close(tape_tailer *t)
+{
+    if (!t)
+        return;
+    tape_cyc_close(&t->t_y);
+    free(t->t_bk_pos);
+    free(t);
+}
+
+/* ---- positioning ---------------------------------------------------------- */
+
+static void set_cycle(tape_tailer *t, tape_cyc *y)
+{
+    tape_cyc_close(&t->t_y);
+    t->t_y = *y;
+    t->t_bk_block = UINT64_MAX;
+}
+
+static void set_pos(tape_tailer *t, int64_t seq, uint64_t pos)
+{
+    t->t_seq = seq;
+    t->t_pos = pos;
+    t->t_pos_ok = 1;
+}
+
+/* Open `cycle` at its start (dir > 0) or at its last entry (dir < 0). */
+static int enter_cycle(tape_tailer *t, int64_t cycle, int dir)
+{
+    tape_cyc y;
+    int rc = tape_cyc_open(t->t_q, cycle, 0, &y);
+    if (rc < 0)
+        return rc;
+    set_cycle(t, &y);
+    if (dir > 0) {
+        set_pos(t, 0, t->t_y.y_data_off);
+        return 0;
+    }
+    uint64_t end, count;
+    uint32_t h;
+    rc = tape_cyc_find_end(t->t_q, &t->t_y, &end, &count, &h);
+    if (rc < 0)
+        return rc;
+    t->t_seq = (int64_t)count - 1;
+    t->t_pos_ok = 0;
+    return 0;
+}
+
+/* Move to the next existing cycle in direction dir: 1 moved, 0 none. */
+static int step_cycle(tape_tailer *t, int dir)
+{
+    for (;;) {
+        int64_t c = tape_neighbour_cycle(t->t_q, t->t_y.y_cycle, dir);
+        if (c < 0)
+            return c == -1 ? 0 : (int)c;
+        int rc = enter_cycle(t, c, dir);
+        if (rc == -ENOENT) /* removed meanwhile: look again from it */
+            continue;
+        return rc < 0 ? rc : 1;
+    }
+}
+
+/* The lowest cycle holding a file: 1 entered, 0 none. */
+static int enter_first(tape_tailer *t)
+{
+    tape_meta_shared *sh = t->t_q->q_sh;
+    if (__atomic_load_n(&sh->m_highest, __ATOMIC_ACQUIRE) < 0)
+        return 0;
+    int64_t lo = __atomic_load_n(&sh->m_lowest, __ATOMIC_ACQUIRE);
+    int rc = lo >= 0 ? enter_cycle(t, lo, 1) : -ENOENT;
+    if (rc == -ENOENT) {
+        int64_t c = tape_neighbour_cycle(t->t_q, -1, 1);
+        if (c < 0)
+            return c == -1 ? 0 : (int)c;
+        rc = enter_cycle(t, c, 1);
+    }
+    return rc < 0 ? rc : 1;
+}
+
+/* ---- reading one entry ------------------------------------------------- */
+
+/* Check the entry at `pos` as data entry `seq` and describe it in *e:
+ * 1 a published data entry, 2 a metadata entry (*e unset), 0 end of data. */
+static int entry_at(tape_tailer *t, uint64_t pos, int64_t seq, tape_entry *e)
+{
+    tape_view *v = &t->t_y.y_v;
+    if (pos + 4 > v->v_size) {
+        int rc = tape_view_cover(v, pos + 4);
+        if (rc != 0)
+            return rc < 0 ? rc : 0;
+    }
+    uint32_t h = tape_load_hdr(v, pos);
+    if (h == 0 || (h & TAPE_H_NC))
+        return 0;
+    uint32_t l = h & TAPE_H_LEN;
+    if (l < TAPE_L_EXTRA)
+        return TAPE_ECORRUPT;
+    uint32_t len = l - TAPE_L_EXTRA;
+    uint64_t sz = tape_entry_size(len);
+    if (pos + sz > v->v_size && tape_view_cover(v, pos + sz) != 0)
+        return TAPE_ECORRUPT;
+    const uint8_t *p = v->v_base + pos;
+    uint32_t crc;
+    int64_t ts;
+    memcpy(&crc, p + 4, 4);
+    memcpy(&ts, p + 8, 8);
+    t->t_cur_sz = sz;
+    if (h & TAPE_H_META)
+        return crc == tape_crc_meta(t->t_y.y_seed, h, (uint64_t)ts) ? 2 : TAPE_ECORRUPT;
+    if (crc != tape_crc_data(t->t_y.y_seed, h, (uint64_t)seq, ts, p + TAPE_ENTRY_HDR, len))
+        return TAPE_ECORRUPT;
+    e->e_index = (t->t_y.y_cycle << t->t_q->q_roll.r_seq_bits) | seq;
+    e->e_timestamp = ts;
+    e->e_data = p + TAPE_ENTRY_HDR;
+    e->e_len = len;
+    return 1;
+}
+
+/* Forward: is the cycle over at the end of its data? Yes when it is sealed,
+ * or when a newer cycle exists and the end still shows nothing (a writer that
+ * rolled never comes back to an older cycle). */
+static int cycle_over(tape_tailer *t)
+{
+    tape_view *v = &t->t_y.y_v;
+    uint32_t h = t->t_pos + 4 <= v->v_size ? tape_load_hdr(v, t->t_pos) : 0;
+    if (h == TAPE_H_EOF)
+        return 1;
+    int64_t hi = __atomic_load_n(&t->t_q->q_sh->m_highest, __ATOMIC_ACQUIRE);
+    if (hi <= t->t_y.y_cycle)
+        return 0;
+    h = t->t_pos + 4 <= v->v_size ? tape_load_hdr(v, t->t_pos) : 0;
+    return h == 0 || (h & TAPE_H_NC);
+}
+
+static int fwd_peek(tape_tailer *t, tape_entry *e)
+{
+    if (t->t_y.y_cycle < 0) {
+        int rc = enter_first(t);
+        if (rc <= 0)
+            return rc;
+    }
+    for (;;) {
+        if (!t->t_pos_ok) {
+            uint64_t pos;
+            int rc = tape_cyc_locate(t->t_q, &t->t_y, (uint64_t)t->t_seq, &pos);
+            if (rc <= 0)
+                return rc;
+            set_pos(t, t->t_seq, pos);
+        }
+        int rc = entry_at(t, t->t_pos, t->t_seq, e);
+        if (rc == 1 || rc < 0)
+            return rc;
+        if (rc == 2) {
+            t->t_pos += t->t_cur_sz;
+            continue;
+        }
+        if (!cycle_over(t))
+            return 0;
+        rc = step_cycle(t, 1);
+        if (rc <= 0)
+            return rc;
+    }
+}
+
+static void fwd_advance(tape_tailer *t, const tape_entry *e)
+{
+    t->t_pos += t->t_cur_sz;
+    t->t_seq++;
+    t->t_last = e->e_index;
+    tape_view *v = &t->t_y.y_v;
+    if (t->t_pos > v->v_trim_lo + TAPE_TRIM_WINDOW)
+        tape_view_trim(v, t->t_pos - TAPE_TRIM_WINDOW / 2);
+}
+
+/* Offsets of the data entries of block b, cached for reading backward. */
+static int bk_fill(tape_tailer *t, uint64_t b)
+{
+    tape_queue *q = t->t_q;
+    uint64_t p = tape_cyc_block_pos(q, &t->t_y, b);
+    uint32_t cap = 1u << q->q_roll.r_spacing_log2, n = 0;
+    t->t_bk_block = b;
+    while (p && n < cap) {
+        tape_entry e;
+        int rc = entry_at(t, p, (int64_t)((b << q->q_roll.r_spacing_log2) + n), &e);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            break;
+        if (rc == 1)
+            t->t_bk_pos[n++] = p;
+        p += t->t_cur_sz;
+    }
+    t->t_bk_n = n;
+    return 0;
+}
+
+static int bwd_peek(tape_tailer *t, tape_entry *e)
+{
+    tape_queue *q = t->t_q;
+    if (t->t_y.y_cycle < 0)
+        return 0;
+    for (;;) {
+        if (t->t_seq >= 0) {
+            uint64_t b = (uint64_t)t->t_seq >> q->q_roll.r_spacing_log2;
+            uint32_t i = (uint32_t)((uint64_t)t->t_seq & ((1u << q->q_roll.r_spacing_log2) - 1));
+            if (b != t->t_bk_block || i >= t->t_bk_n) {
+                int rc = bk_fill(t, b);
+                if (rc < 0)
+                    return rc;
+            }
+            if (i < t->t_bk_n) {
+                int rc = entry_at(t, t->t_bk_pos[i], t->t_seq, e);
+                if (rc != 0)
+                    return rc == 2 ? TAPE_ECORRUPT : rc;
+            }
+            /* Past the end of data (e.g. after reading forward to the end):
+             * start from the newest entry of this cycle. */
+            uint64_t end, count;
+            uint32_t h;
+            int rc = tape_cyc_find_end(q, &t->t_y, &end, &count, &h);
+            if (rc < 0)
+                return rc;
+            if ((uint64_t)t->t_seq >= count && count > 0) {
+                t->t_seq = (int64_t)count - 1;
+                continue;
+            }
+        }
+        int rc = step_cycle(t, -1);
+        if (rc <= 0) {
+            t->t_seq = -1;
+            return rc;
+        }
+    }
+}
+
+static void bwd_advance(tape_tailer *t, const tape_entry *e)
+{
+    t->t_seq--;
+    t->t_pos_ok = 0;
+    t->t_last = e->e_index;
+}
+
+static int peek(tape_tailer *t, tape_entry *e)
+{
+    return t->t_dir == TAPE_FORWARD ? fwd_peek(t, e) : bwd_peek(t, e);
+}
+
+static void advance(tape_tailer *t, const tape_entry *e)
+{
+    if (t->t_dir == TAPE_FORWARD)
+        fwd_advance(t, e);
+    else
+        bwd_advance(t, e);
+}
+
+int tape_read(tape_tailer *t, tape_entry *e)
+{
+    int rc = peek(t, e);
+    if (rc == 1)
+        advance(t, e);
+    return rc;
+}
+
+int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                       uint64_t *ends, size_t max)
+{
+    uint8_t *out = buf;
+    size_t n = 0, off = 0;
+    while (n < max) {
+        tape_entry e;
+        int rc = peek(t, &e);
+        if (rc <= 0) {
+            if (n == 0)
+                return rc;
+            break;
+        }
+        if (e.e_len > cap - off) {
+            if (n == 0)
+                return TAPE_EINVAL;
+            break;
+        }
+        memcpy(out + off, e.e_data, e.e_len);
+        off += e.e_len;
+        idx[n] = e.e_index;
+        ts[n] = e.e_timestamp;
+        ends[n] = off;
+        n++;
+        advance(t, &e);
+    }
+    return (int64_t)n;
+}
+
+/* ---- moving ------------------------------------------------------------- */
+
+/* Random moves leave pages mapped all over the file; drop them now and then
+ * so resident memory stays bounded. */
+static void note_jump(tape_tailer *t)
+{
+    if (++t->t_jumps < JUMPS_BEFORE_TRIM)
+        return;
+    t->t_jumps = 0;
+    tape_view *v = &t->t_y.y_v;
+    if (v->v_base)
+        madvise(v->v_base, v->v_maplen, MADV_DONTNEED);
+    v->v_trim_lo = 0;
+}
+
+int tape_tailer_to_index(tape_tailer *t, int64_t index)
+{
+    tape_queue *q = t->t_q;
+    if (index < 0)
+        return 0;
+    int64_t cycle = index >> q->q_roll.r_seq_bits;
+    uint64_t seq = (uint64_t)index & (((uint64_t)1 << q->q_roll.r_seq_bits) - 1);
+    tape_cyc other, *y = &t->t_y;
+    if (cycle != t->t_y.y_cycle) {
+        int rc = tape_cyc_open(q, cycle, 0, &other);
+        if (rc < 0)
+            return rc == -ENOENT ? 0 : rc;
+        y = &other;
+    }
+    uint64_t pos;
+    int rc = tape_cyc_locate(q, y, seq, &pos);
+    if (rc != 1) {
+        if (y == &other)
+            tape_cyc_close(&other);
+        return rc < 0 ? rc : 0;
+    }
+    if (y == &other)
+        set_cycle(t, &other);
+    set_pos(t, (int64_t)seq, pos);
+    note_jump(t);
+    return 1;
+}
+
+int tape_tailer_to_start(tape_tailer *t)
+{
+    tape_cyc_close(&t->t_y);
+    t->t_bk_block = UINT64_MAX;
+    int rc = enter_first(t);
+    return rc < 0 ? rc : 0;
+}
+
+int tape_tailer_to_end(tape_tailer *t)
+{
+    tape_queue *q = t->t_q;
+    int64_t hi = __atomic_load_n(&q->q_sh->m_highest, __ATOMIC_ACQUIRE);
+    if (hi < 0)
+        return tape_tailer_to_start(t);
+    int rc = enter_cycle(t, hi, -1);
+    if (rc == -ENOENT) {
+        hi = tape_neighbour_cycle(q, INT64_MAX, -1);
+        if (hi < 0)
+            return hi == -1 ? tape_tailer_to_start(t) : (int)hi;
+        rc = enter_cycle(t, hi, -1);
+    }
+    if (rc < 0)
+        return rc;
+    /* enter_cycle(-1) leaves t_seq at the last entry; forward reads go on
+     * after it. */
+    t->t_seq++;
+    t->t_pos_ok = 0;
+    note_jump(t);
+    return 0;
+}
+
+/* Timestamp of the entry at pos (the reader checks the entry when it reads
+ * it). */
+static int64_t ts_at(const tape_cyc *y, uint64_t pos)
+{
+    int64_t ts;
+    memcpy(&ts, y->y_v.v_base + pos + 8, 8);
+    return ts;
+}
+
+/* In cycle y: the first data entry with timestamp >= target. 1 found. */
+static int find_time(tape_queue *q, tape_cyc *y, int64_t target, uint64_t *pos, uint64_t *seq)
+{
+    uint64_t end, count;
+    uint32_t h;
+    int rc = tape_cyc_find_end(q, y, &end, &count, &h);
+    if (rc < 0 || count == 0)
+        return rc;
+    const int slog = q->q_roll.r_spacing_log2;
+    uint64_t blocks = ((count - 1) >> slog) + 1;
+    /* The last block whose first entry is before the target. */
+    uint64_t lo = 0, hi = blocks;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        uint64_t p = tape_cyc_block_pos(q, y, mid);
+        if (!p)
+            return TAPE_ECORRUPT;
+        if (ts_at(y, p) < target)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    uint64_t b = lo ? lo - 1 : 0;
+    uint64_t p = tape_cyc_block_pos(q, y, b), s = b << slog;
+    if (!p)
+        return TAPE_ECORRUPT;
+    while (p < end) {
+        uint32_t hw = tape_load_hdr(&y->y_v, p);
+        if ((hw & TAPE_H_LEN) < TAPE_L_EXTRA)
+            return TAPE_ECORRUPT;
+        uint64_t sz = tape_entry_size((hw & TAPE_H_LEN) - TAPE_L_EXTRA);
+        if (!(hw & TAPE_H_META)) {
+            if (ts_at(y, p) >= target) {
+                *pos = p;
+                *seq = s;
+                return 1;
+            }
+            s++;
+        }
+        p += sz;
+    }
+    return 0;
+}
+
+int tape_tailer_to_time(tape_tailer *t, int64_t ts_ns)
+{
+    tape_queue *q = t->t_q;
+    int64_t first = tape_cycle_of(q, ts_ns);
+    if (first < 0)
+        first = ts_ns < 0 ? 0 : INT64_MAX;
+    int64_t *v;
+    size_t n;
+    int rc = tape_list_cycles_alloc(q, &v, &n);
+    if (rc < 0)
+        return rc;
+    int found = 0;
+    for (size_t i = 0; i < n && !found; i++) {
+        if (v[i] < first)
+            continue;
+        tape_cyc y;
+        rc = tape_cyc_open(q, v[i], 0, &y);
+        if (rc == -ENOENT)
+            continue;
+        if (rc < 0)
+            break;
+        uint64_t pos = 0, seq = 0;
+        rc = find_time(q, &y, ts_ns, &pos, &seq);
+        if (rc == 1) {
+            set_cycle(t, &y);
+            set_pos(t, (int64_t)seq, pos);
+            found = 1;
+        } else {
+            tape_cyc_close(&y);
+            if (rc < 0)
+                break;
+        }
+    }
+    free(v);
+    if (rc < 0 && !found)
+        return rc;
+    return found;
+}
+
+int tape_tailer_set_direction(tape_tailer *t, int direction)
+{
+    if (direction != TAPE_FORWARD && direction != TAPE_BACKWARD)
+        return TAPE_EINVAL;
+    t->t_dir = direction;
+    return 0;
+}
+
+int tape_tailer_direction(tape_tailer *t)
+{
+    return t->t_dir;
+}
+
+int64_t tape_tailer_index(tape_tailer *t)
+{
+    tape_entry e;
+    int rc = peek(t, &e);
+    if (rc == 1)
+        return e.e_index;
+    if (t->t_y.y_cycle < 0 || t->t_seq < 0)
+        return -1;
+    return (t->t_y.y_cycle << t->t_q->q_roll.r_seq_bits) | t->t_seq;
+}
+
+int64_t tape_tailer_last_read_index(tape_tailer *t)
+{
+    return t->t_last;
+}
+
+/* ---- waiting ------------------------------------------------------------- */
+
+int tape_wait(tape_tailer *t, int64_t timeout_ns)
+{
+    tape_meta_shared *sh = t->t_q->q_sh;
+    uint32_t seen = __atomic_load_n(&sh->m_notify, __ATOMIC_ACQUIRE);
+    __atomic_fetch_add(&sh->m_waiters, 1, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    tape_entry e;
+    int rc = peek(t, &e);
+    if (rc == 0) {
+        struct timespec ts, *tsp = NULL;
+        if (timeout_ns >= 0) {
+            ts.tv_sec = timeout_ns / 1000000000;
+            ts.tv_nsec = timeout_ns % 1000000000;
+            tsp = &ts;
+        }
+        if (syscall(SYS_futex, &sh->m_notify, FUTEX_WAIT, seen, tsp, NULL, 0) < 0 && errno == EINTR)
+            rc = -EINTR;
+    }
+    __atomic_fetch_sub(&sh->m_waiters, 1, __ATOMIC_SEQ_CST);
+    return rc < 0 ? rc : 0;
+}

@@ -1,0 +1,258 @@
+/* tape_int.h - internal declarations shared by the core's files: the on-disk
+ * layout (docs/FORMAT.md), the process-local state, and helpers. Not
+ * installed; tests may include it. */
+#ifndef TAPE_INT_H
+#define TAPE_INT_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "tape.h"
+
+/* ---- on-disk layout --------------------------------------------------- */
+
+#define TAPE_VERSION 1u
+#define TAPE_META_NAME "tape.meta"
+#define TAPE_META_SIZE 65536u
+#define TAPE_PAGE 4096u
+#define TAPE_SUFFIX ".tape"
+
+/* Page 0 of tape.meta: settings, written once. */
+typedef struct tape_meta_hdr {
+    char m_magic[8];           /* "TAPEMETA" */
+    uint32_t m_version;
+    uint32_t m_size;
+    char m_roll[TAPE_NAME_MAX];
+    char m_codec[TAPE_NAME_MAX];
+    int64_t m_length_ms;
+    int64_t m_epoch_ms;
+    uint32_t m_seq_bits;
+    uint32_t m_count_log2;
+    uint32_t m_spacing_log2;
+    uint32_t m_params_len;
+    int64_t m_created_ns;
+    uint32_t m_crc;            /* over bytes [0, offsetof(m_crc)) */
+} tape_meta_hdr;
+
+/* Page 1 of tape.meta: shared state, one cache line per group. */
+typedef struct tape_meta_shared {
+    /* line 0: owned by the lock holder */
+    uint32_t m_lock;           /* 0 free; owner token; TAPE_LOCK_WAITERS bit */
+    uint32_t m_lock_pid;
+    uint64_t m_hint_gen;       /* odd while the hint is being written */
+    int64_t m_hint_cycle;
+    uint64_t m_hint_pos;
+    uint64_t m_hint_seq;
+    int64_t m_last_ts;
+    uint8_t m_pad0[16];
+    /* line 1: cycles, changed on roll */
+    int64_t m_lowest;
+    int64_t m_highest;
+    uint64_t m_modcount;
+    uint8_t m_pad1[40];
+    /* line 2: wake-ups */
+    uint32_t m_notify;         /* futex word */
+    uint32_t m_waiters;
+} tape_meta_shared;
+
+#define TAPE_META_SHARED_OFF 4096u
+#define TAPE_PARAMS_OFF 32768u
+#define TAPE_LOCK_WAITERS 0x80000000u
+#define TAPE_LIVE_BASE ((off_t)1 << 32) /* OFD lock byte of token T: base + T */
+
+typedef struct tape_cycle_hdr {
+    char c_magic[8];           /* "TAPECYCL" */
+    uint32_t c_version;
+    uint32_t c_reserved;
+    int64_t c_cycle;
+    uint32_t c_seed;
+    uint32_t c_seq_bits;
+    uint32_t c_count_log2;
+    uint32_t c_spacing_log2;
+    uint64_t c_i2i_off;
+    uint64_t c_data_off;
+    int64_t c_created_ns;
+    uint32_t c_crc;            /* over bytes [0, offsetof(c_crc)) */
+} tape_cycle_hdr;
+
+/* Entry header word. */
+#define TAPE_H_NC   0x80000000u
+#define TAPE_H_META 0x40000000u
+#define TAPE_H_LEN  0x3FFFFFFFu
+#define TAPE_H_EOF  0xC0000000u
+#define TAPE_ENTRY_HDR 16u
+#define TAPE_TAG_INDEX ((uint64_t)1 << 56)
+
+/* The header word's length field counts the CRC, the timestamp and the
+ * payload (FORMAT.md), so it is never 0. */
+#define TAPE_L_EXTRA 12u
+static inline uint32_t tape_hdr_len(uint32_t payload_len)
+{
+    return payload_len + TAPE_L_EXTRA;
+}
+
+/* Bytes an entry with this payload occupies. */
+static inline uint64_t tape_entry_size(uint32_t payload_len)
+{
+    return (TAPE_ENTRY_HDR + (uint64_t)payload_len + 7u) & ~(uint64_t)7u;
+}
+
+/* ---- CRC-32C -------------------------------------------------------------- */
+
+/* crc = ~update(~seed, p[0..n)); continuing a CRC: pass the previous result. */
+uint32_t tape_crc32c(uint32_t seed, const void *p, size_t n);
+
+/* The CRC of a data entry (FORMAT.md "Entries"). */
+uint32_t tape_crc_data(uint32_t seed, uint32_t hdr, uint64_t seq, int64_t ts,
+                       const void *payload, uint32_t len);
+/* The CRC of a metadata entry. */
+uint32_t tape_crc_meta(uint32_t seed, uint32_t hdr, uint64_t tag);
+
+/* ---- file views: a file and its shared mapping ------------------------- */
+
+typedef struct tape_view {
+    int v_fd;                  /* -1 when closed */
+    uint8_t *v_base;
+    size_t v_maplen;           /* mapped length, may exceed the file */
+    uint64_t v_size;           /* known file size: every byte below is backed */
+    int v_writable;
+    uint64_t v_trim_lo;        /* pages below were released from this mapping */
+} tape_view;
+
+void tape_view_init(tape_view *v);
+/* Open `name` in `dirfd` and map it. -ENOENT when missing. */
+int tape_view_open(tape_view *v, int dirfd, const char *name, int writable);
+void tape_view_close(tape_view *v);
+/* Make [0, end) backed by the file (refreshing the known size) and mapped.
+ * Returns 0, or 1 when the file is smaller than `end`, or -errno. */
+int tape_view_cover(tape_view *v, uint64_t end);
+/* Extend the file so that [0, end) is allocated (fallocate), and mapped. */
+int tape_view_grow(tape_view *v, uint64_t end);
+/* Release the pages of [v_trim_lo, below) from this mapping (RSS). */
+void tape_view_trim(tape_view *v, uint64_t below);
+
+static inline uint32_t tape_load_hdr(const tape_view *v, uint64_t pos)
+{
+    return __atomic_load_n((const uint32_t *)(v->v_base + pos), __ATOMIC_ACQUIRE);
+}
+
+/* ---- roll cycles and cycle files --------------------------------------- */
+
+typedef struct tape_roll {
+    int64_t r_length_ms;
+    int64_t r_epoch_ms;
+    int r_seq_bits;
+    int r_count_log2;
+    int r_spacing_log2;
+    const char *r_format;
+} tape_roll;
+
+const tape_roll_info *tape_roll_find(const char *name);
+
+/* An open cycle file, validated. */
+typedef struct tape_cyc {
+    int64_t y_cycle;
+    tape_view y_v;
+    uint32_t y_seed;
+    uint64_t y_i2i_off;
+    uint64_t y_data_off;
+} tape_cyc;
+
+void tape_cyc_init(tape_cyc *y);
+int tape_cyc_open(tape_queue *q, int64_t cycle, int writable, tape_cyc *y);
+void tape_cyc_close(tape_cyc *y);
+/* Create cycle file `cycle` (or open it if it exists). Holding the lock. */
+int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y);
+
+/* End of data of a cycle: offset after the last published entry and its
+ * count of data entries; *hdr_at_end is the header word found there (0, an
+ * abandoned "not complete" word, or TAPE_H_EOF). */
+int tape_cyc_find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
+                      uint32_t *hdr_at_end);
+/* Position of entry `seq`: 1 found (*pos set), 2 seq is the end of data
+ * (*pos = end offset), 0 not present, or a negative error. */
+int tape_cyc_locate(tape_queue *q, tape_cyc *y, uint64_t seq, uint64_t *pos);
+/* Offset of index array k: 1 found (*arr set), 0 absent, or an error. */
+int tape_cyc_index_array(tape_queue *q, tape_cyc *y, uint64_t k, uint64_t *arr);
+/* The slots of the index array at offset arr. */
+const uint64_t *tape_cyc_slots(const tape_cyc *y, uint64_t arr);
+/* Walk forward from (*pos, *seq) over published entries, checking each CRC;
+ * stops at the end of data (*last: the header word found there). */
+int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last);
+/* Offset of the indexed entry of block b (seq b*S), 0 when absent. */
+uint64_t tape_cyc_block_pos(tape_queue *q, tape_cyc *y, uint64_t b);
+
+/* Cycles that have a file, ascending; *out is malloc'ed. */
+int tape_list_cycles_alloc(tape_queue *q, int64_t **out, size_t *n);
+/* The smallest existing cycle > c (dir > 0) or largest < c (dir < 0); -1 none. */
+int64_t tape_neighbour_cycle(tape_queue *q, int64_t c, int dir);
+
+/* ---- the queue ------------------------------------------------------------ */
+
+/* What an appending process knows about the end of the newest cycle; guarded
+ * by the shared write lock. */
+typedef struct tape_writer {
+    tape_cyc w_y;              /* y_cycle -1: none open */
+    uint64_t w_pos;
+    uint64_t w_seq;
+    uint64_t w_gen;            /* hint generation this state matches */
+    int w_valid;
+    uint64_t w_ready;          /* the file is allocated up to here (may lag) */
+    uint64_t w_kick_at;        /* next offset at which to wake the prefaulter */
+} tape_writer;
+
+struct tape_queue {
+    char *q_path;
+    int q_dirfd;
+    int q_meta_fd;
+    uint8_t *q_meta;           /* the 64 KiB mapping */
+    tape_meta_hdr *q_hdr;
+    tape_meta_shared *q_sh;
+    int q_read_only;
+    tape_roll q_roll;
+
+    /* appending (not used when read-only) */
+    pthread_mutex_t q_mu;      /* guards token set-up, prefaulter, mapping changes */
+    uint32_t q_token;          /* 0 until the first appender */
+    tape_writer q_w;
+    atomic_int q_poisoned;
+    int q_appenders;
+
+    /* prefaulter thread (q_mu guards these) */
+    pthread_t q_pf_thread;
+    pthread_cond_t q_pf_cond;
+    int q_pf_running;
+    int q_pf_stop;
+    uint64_t q_pf_pos;         /* the writer's offset at its last kick */
+    uint64_t q_pf_want;        /* allocate and fault in up to here */
+    _Atomic uint64_t q_pf_ready; /* allocated (and faulted in) up to here */
+};
+
+/* Lock protocol (meta.c). *recovered is set when the lock was taken over from
+ * a dead owner: the writer state must then be rebuilt. */
+int tape_lock(tape_queue *q, int *recovered);
+void tape_unlock(tape_queue *q);
+int tape_register_writer(tape_queue *q);
+void tape_wake_readers(tape_queue *q);
+
+/* Prefaulter (map.c). */
+int tape_prefault_start(tape_queue *q);
+void tape_prefault_stop(tape_queue *q);
+void tape_prefault_kick(tape_queue *q, uint64_t pos);
+
+int64_t tape_now_ns(void);
+int64_t tape_floor_div(int64_t a, int64_t b);
+
+#define TAPE_MAP_MIN ((size_t)256 << 20)
+#define TAPE_GROW_STEP ((uint64_t)2 << 20)
+#define TAPE_PREFAULT_AHEAD ((uint64_t)8 << 20)
+#define TAPE_TRIM_WINDOW ((uint64_t)32 << 20)
+
+#endif /* TAPE_INT_H */
