@@ -1,0 +1,996 @@
+/* test_rw.c - the reader/writer protocol in one thread: appending, reading
+ * forward and backward, moving tailers, errors of open and append, and the
+ * queue's bookkeeping (counts, cycles), as tape.h documents them.
+ *
+ * Most tests use "test_secondly" (4096 entries per cycle, an index array
+ * every 128 entries) and explicit timestamps, so cycles, gaps between
+ * cycles and index arrays are laid out deterministically. */
+#include "test_harness.h"
+
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#define T0_SEC 1700000000LL
+#define T0 (T0_SEC * 1000000000LL)
+#define SEC_NS 1000000000LL
+
+/* ---- a model of what was written -------------------------------------------- */
+
+typedef struct ment {
+    int64_t index;
+    int64_t ts;
+    uint32_t len;
+    int gi;           /* global number, seeds the payload */
+} ment;
+
+typedef struct model {
+    ment e[1024];
+    int n;
+    int64_t cycles[8];
+    int ncycles;
+} model;
+
+/* Cycle offsets from T0_SEC and entries in each: a gap at +2 and +4..+9. */
+static const struct { int d; int count; } layout[] = {{0, 300}, {1, 1}, {3, 130}, {10, 5}};
+#define NLAYOUT (int)(sizeof layout / sizeof layout[0])
+
+static uint32_t gen_len(int gi) { return (uint32_t)((gi * 37) % 200); }
+
+static void gen_payload(unsigned char *buf, int gi, uint32_t len)
+{
+    for (uint32_t j = 0; j < len; j++)
+        buf[j] = (unsigned char)(gi * 31 + j * 7 + (gi >> 8));
+}
+
+static int payload_ok(const void *p, int gi, uint32_t len)
+{
+    const unsigned char *b = p;
+    for (uint32_t j = 0; j < len; j++)
+        if (b[j] != (unsigned char)(gi * 31 + j * 7 + (gi >> 8)))
+            return 0;
+    return 1;
+}
+
+/* Timestamps: the first entry of a cycle sits exactly on its boundary; the
+ * others follow 1 us apart, so every timestamp is distinct. */
+static int build(tape_queue *q, model *m)
+{
+    tape_appender *a = NULL;
+    int rc = tape_appender_open(q, &a);
+    if (rc < 0)
+        return rc;
+    unsigned char buf[256];
+    m->n = 0;
+    m->ncycles = 0;
+    for (int l = 0; l < NLAYOUT; l++) {
+        m->cycles[m->ncycles++] = T0_SEC + layout[l].d;
+        for (int k = 0; k < layout[l].count; k++) {
+            ment *e = &m->e[m->n];
+            e->gi = m->n;
+            e->len = gen_len(e->gi);
+            e->ts = T0 + layout[l].d * SEC_NS + k * 1000LL;
+            gen_payload(buf, e->gi, e->len);
+            e->index = tape_append(a, buf, e->len, e->ts);
+            if (e->index < 0) {
+                rc = (int)e->index;
+                tape_appender_close(a);
+                return rc;
+            }
+            m->n++;
+        }
+    }
+    tape_appender_close(a);
+    return 0;
+}
+
+static int entry_ok(const tape_entry *e, const ment *m)
+{
+    if (e->e_index != m->index || e->e_timestamp != m->ts || e->e_len != m->len ||
+        (m->len && !e->e_data) || !payload_ok(e->e_data, m->gi, m->len)) {
+        TH_FAIL("entry %" PRId64 " ts %" PRId64 " len %u, want %" PRId64 " ts %" PRId64
+                " len %u (gi %d)", e->e_index, e->e_timestamp, e->e_len, m->index,
+                m->ts, m->len, m->gi);
+        return 0;
+    }
+    return 1;
+}
+
+static int open_model(tape_queue **q, model *m)
+{
+    int rc = th_open("q", "test_secondly", "raw", q);
+    if (rc < 0)
+        return rc;
+    return build(*q, m);
+}
+
+static model M; /* one model, rebuilt by each test that uses it */
+
+/* ---- empty queue ------------------------------------------------------------ */
+
+static void empty_queue_has_nothing_to_read(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    EXPECT_EQ(tape_read(t, &e), 0);
+    char buf[64];
+    int64_t idx[4], ts[4];
+    uint64_t ends[4];
+    EXPECT_EQ(tape_read_many(t, buf, sizeof buf, idx, ts, ends, 4), 0);
+    EXPECT_EQ(tape_tailer_to_start(t), 0);
+    EXPECT_EQ(tape_tailer_to_end(t), 0);
+    EXPECT_EQ(tape_tailer_to_index(t, tape_make_index(q, T0_SEC, 0)), 0);
+    EXPECT_EQ(tape_tailer_to_time(t, T0), 0);
+    EXPECT_EQ(tape_tailer_last_read_index(t), -1);
+    EXPECT_EQ(tape_read(t, &e), 0);
+    CHECK_OK(tape_tailer_set_direction(t, TAPE_BACKWARD));
+    EXPECT_EQ(tape_tailer_to_end(t), 0);
+    EXPECT_EQ(tape_read(t, &e), 0);
+    EXPECT_EQ(tape_count(q), 0);
+    EXPECT_EQ(tape_first_index(q), -1);
+    EXPECT_EQ(tape_last_index(q), -1);
+    int64_t cyc[4];
+    EXPECT_EQ(tape_list_cycles(q, cyc, 4), 0);
+    tape_cycle_info ci;
+    EXPECT_EQ(tape_cycle_info_get(q, T0_SEC, &ci), -ENOENT);
+    tape_tailer_close(t);
+    tape_close(q);
+}
+
+/* ---- reading ---------------------------------------------------------------- */
+
+static void forward_read_returns_every_entry_in_order(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(open_model(&q, &M));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    EXPECT_EQ(tape_tailer_direction(t), TAPE_FORWARD);
+    EXPECT_EQ(tape_tailer_last_read_index(t), -1);
+    tape_entry e;
+    for (int i = 0; i < M.n; i++) {
+        if (i == 0 || i == 299 || i == 300 || i == 301)
+            EXPECT_EQ(tape_tailer_index(t), M.e[i].index);
+        if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &M.e[i]))
+            break;
+        EXPECT_EQ(tape_tailer_last_read_index(t), M.e[i].index);
+    }
+    EXPECT_EQ(tape_read(t, &e), 0);
+    EXPECT_EQ(tape_read(t, &e), 0);
+    EXPECT_EQ(tape_tailer_last_read_index(t), M.e[M.n - 1].index);
+    tape_tailer_close(t);
+    tape_close(q);
+}
+
+static void indexes_are_cycle_and_seq(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(open_model(&q, &M));
+    int i = 0;
+    for (int l = 0; l < NLAYOUT; l++)
+        for (int k = 0; k < layout[l].count; k++, i++)
+            EXPECT_EQ(M.e[i].index, tape_make_index(q, T0_SEC + layout[l].d, k));
+    tape_close(q);
+}
+
+static void backward_read_returns_the_reverse(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(open_model(&q, &M));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(tape_tailer_set_direction(t, TAPE_BACKWARD));
+    EXPECT_EQ(tape_tailer_direction(t), TAPE_BACKWARD);
+    CHECK_OK(tape_tailer_to_end(t));
+    tape_entry e;
+    for (int i = M.n - 1; i >= 0; i--)
+        if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &M.e[i]))
+            break;
+    EXPECT_EQ(tape_read(t, &e), 0);
+    /* Turning round reads forward again from where it stands. */
+    CHECK_OK(tape_tailer_set_direction(t, TAPE_FORWARD));
+    EXPECT_EQ(tape_read(t, &e), 1);
+    EXPECT_EQ(e.e_index, M.e[0].index);
+    tape_tailer_close(t);
+    tape_close(q);
+}
+
+static void read_many_with_small_buffers(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(open_model(&q, &M));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    /* cap 256 fits any one entry of the model (< 200 bytes). */
+    size_t caps[] = {256, 300, 1000, 4096};
+    size_t maxes[] = {1, 3, 7, 64};
+    for (size_t c = 0; c < 4; c++) {
+        CHECK_OK(tape_tailer_to_start(t));
+        unsigned char buf[4096];
+        int64_t idx[64], ts[64];
+        uint64_t ends[64];
+        int i = 0;
+        for (;;) {
+            int64_t n = tape_read_many(t, buf, caps[c], idx, ts, ends, maxes[c]);
+            CHECK_OK(n);
+            if (n == 0)
+                break;
+            CHECK((size_t)n <= maxes[c]);
+            CHECK(ends[n - 1] <= caps[c]);
+            for (int64_t k = 0; k < n; k++, i++) {
+                CHECK(i < M.n);
+                uint64_t start = k ? ends[k - 1] : 0;
+                tape_entry e = {idx[k], ts[k], buf + start, (uint32_t)(ends[k] - start)};
+                if (!entry_ok(&e, &M.e[i]))
+                    return;
+            }
+            EXPECT_EQ(tape_tailer_last_read_index(t), M.e[i - 1].index);
+        }
+        EXPECT_EQ(i, M.n);
+    }
+    tape_tailer_close(t);
+    tape_close(q);
+}
+
+static void read_many_refuses_an_entry_larger_than_cap(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "daily", "raw", &q));
+    tape_appender *a = NULL;
+    CHECK_OK(tape_appender_open(q, &a));
+    unsigned char big[1000];
+    memset(big, 0xAB, sizeof big);
+    int64_t i0 = tape_append(a, "abc", 3, 0);
+    int64_t i1 = tape_append(a, big, sizeof big, 0);
+    CHECK_OK(i0);
+    CHECK_OK(i1);
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    unsigned char buf[100];
+    int64_t idx[8], ts[8];
+    uint64_t ends[8];
+    /* The first fits, the second does not: one entry is returned. */
+    EXPECT_EQ(tape_read_many(t, buf, sizeof buf, idx, ts, ends, 8), 1);
+    EXPECT_EQ(idx[0], i0);
+    EXPECT_EQ(ends[0], 3);
+    /* Now the first entry is too big: TAPE_EINVAL, the position stays. */
+    EXPECT_EQ(tape_read_many(t, buf, sizeof buf, idx, ts, ends, 8), TAPE_EINVAL);
+    EXPECT_EQ(tape_tailer_index(t), i1);
+    tape_entry e;
+    EXPECT_EQ(tape_read(t, &e), 1);
+    EXPECT_EQ(e.e_index, i1);
+    EXPECT_EQ(e.e_len, sizeof big);
+    EXPECT(memcmp(e.e_data, big, sizeof big) == 0);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+/* read_many follows the direction, as tape_read does. */
+static void read_many_backward(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(open_model(&q, &M));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(tape_tailer_set_direction(t, TAPE_BACKWARD));
+    CHECK_OK(tape_tailer_to_end(t));
+    unsigned char buf[2048];
+    int64_t idx[16], ts[16];
+    uint64_t ends[16];
+    int i = M.n - 1;
+    for (;;) {
+        int64_t n = tape_read_many(t, buf, sizeof buf, idx, ts, ends, 16);
+        CHECK_OK(n);
+        if (n == 0)
+            break;
+        for (int64_t k = 0; k < n; k++, i--) {
+            CHECK(i >= 0);
+            uint64_t start = k ? ends[k - 1] : 0;
+            tape_entry e = {idx[k], ts[k], buf + start, (uint32_t)(ends[k] - start)};
+            if (!entry_ok(&e, &M.e[i]))
+                return;
+        }
+    }
+    EXPECT_EQ(i, -1);
+    tape_tailer_close(t);
+    tape_close(q);
+}
+
+/* ---- moving ----------------------------------------------------------------- */
+
+static void to_index_reaches_every_entry(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(open_model(&q, &M));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    /* In a scrambled order, so that moves go back and forth. */
+    for (int k = 0; k < M.n; k++) {
+        int i = (int)(((int64_t)k * 211) % M.n);
+        if (!EXPECT_EQ(tape_tailer_to_index(t, M.e[i].index), 1))
+            break;
+        EXPECT_EQ(tape_tailer_index(t), M.e[i].index);
+        if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &M.e[i]))
+            break;
+        if (i + 1 < M.n) {
+            if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &M.e[i + 1]))
+                break;
+        } else {
+            EXPECT_EQ(tape_read(t, &e), 0);
+        }
+    }
+    /* Backward: the entry itself, then the one before. */
+    CHECK_OK(tape_tailer_set_direction(t, TAPE_BACKWARD));
+    for (int i = 0; i < M.n; i += 7) {
+        CHECK_EQ(tape_tailer_to_index(t, M.e[i].index), 1);
+        if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &M.e[i]))
+            break;
+        if (i > 0) {
+            if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &M.e[i - 1]))
+                break;
+        } else {
+            EXPECT_EQ(tape_read(t, &e), 0);
+        }
+    }
+    tape_tailer_close(t);
+    tape_close(q);
+}
+
+static void to_index_of_a_missing_entry_leaves_the_position(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(open_model(&q, &M));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    int64_t missing[] = {
+        tape_make_index(q, T0_SEC, 300),       /* one past a sealed cycle's last */
+        tape_make_index(q, T0_SEC, 4095),      /* last seq of a cycle */
+        tape_make_index(q, T0_SEC + 1, 1),
+        tape_make_index(q, T0_SEC + 2, 0),     /* a cycle without file */
+        tape_make_index(q, T0_SEC + 5, 17),
+        tape_make_index(q, T0_SEC + 10, 5),    /* one past the last entry */
+        tape_make_index(q, T0_SEC + 10, 4000),
+        tape_make_index(q, T0_SEC + 11, 0),    /* a future cycle */
+        tape_make_index(q, T0_SEC + 100000, 3),
+        tape_make_index(q, T0_SEC - 1, 0),     /* before the first cycle */
+        tape_make_index(q, 0, 0),
+        0,
+        -1,
+        INT64_MIN,
+    };
+    tape_entry e;
+    for (size_t m = 0; m < sizeof missing / sizeof missing[0]; m++) {
+        for (int d = 0; d < 2; d++) {
+            int at = d ? 301 : 5;
+            CHECK_OK(tape_tailer_set_direction(t, d ? TAPE_BACKWARD : TAPE_FORWARD));
+            CHECK_EQ(tape_tailer_to_index(t, M.e[at].index), 1);
+            int rc = tape_tailer_to_index(t, missing[m]);
+            if (!EXPECT(rc == 0 || (missing[m] < 0 && rc == TAPE_EINVAL)))
+                fprintf(stderr, "  to_index(%" PRId64 ") = %d\n", missing[m], rc);
+            EXPECT_EQ(tape_tailer_index(t), M.e[at].index);
+            if (EXPECT_EQ(tape_read(t, &e), 1))
+                entry_ok(&e, &M.e[at]);
+        }
+    }
+    tape_tailer_close(t);
+    tape_close(q);
+}
+
+static void to_start_and_to_end_in_both_directions(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(open_model(&q, &M));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    ment *first = &M.e[0], *last = &M.e[M.n - 1];
+
+    CHECK_OK(tape_tailer_to_index(t, M.e[200].index));
+    CHECK_OK(tape_tailer_to_start(t));
+    EXPECT_EQ(tape_read(t, &e), 1);
+    entry_ok(&e, first);
+
+    CHECK_OK(tape_tailer_to_end(t));
+    EXPECT_EQ(tape_read(t, &e), 0);     /* forward to_end: only new entries */
+
+    CHECK_OK(tape_tailer_set_direction(t, TAPE_BACKWARD));
+    CHECK_OK(tape_tailer_to_end(t));
+    EXPECT_EQ(tape_read(t, &e), 1);     /* backward to_end: the last entry */
+    entry_ok(&e, last);
+    EXPECT_EQ(tape_read(t, &e), 1);
+    entry_ok(&e, &M.e[M.n - 2]);
+
+    CHECK_OK(tape_tailer_to_start(t));  /* backward to_start: at the first */
+    EXPECT_EQ(tape_read(t, &e), 1);
+    entry_ok(&e, first);
+    EXPECT_EQ(tape_read(t, &e), 0);
+
+    /* A forward tailer at the end sees only what is appended later, even
+     * in a later cycle. */
+    CHECK_OK(tape_tailer_set_direction(t, TAPE_FORWARD));
+    CHECK_OK(tape_tailer_to_end(t));
+    tape_appender *a = NULL;
+    CHECK_OK(tape_appender_open(q, &a));
+    int64_t i1 = tape_append(a, "new", 3, T0 + 20 * SEC_NS);
+    CHECK_OK(i1);
+    EXPECT_EQ(tape_index_cycle(q, i1), T0_SEC + 20);
+    EXPECT_EQ(tape_read(t, &e), 1);
+    EXPECT_EQ(e.e_index, i1);
+    EXPECT_EQ(e.e_len, 3);
+    EXPECT_EQ(tape_read(t, &e), 0);
+    tape_appender_close(a);
+    tape_tailer_close(t);
+    tape_close(q);
+}
+
+static void to_time_finds_the_first_entry_at_or_after(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(open_model(&q, &M));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    /* Every cycle boundary, with or without a file, from before the first
+     * to after the last. */
+    for (int d = -2; d <= 12; d++) {
+        int64_t ts = T0 + d * SEC_NS;
+        int want = -1;
+        for (int i = 0; i < M.n; i++)
+            if (M.e[i].ts >= ts) {
+                want = i;
+                break;
+            }
+        CHECK_OK(tape_tailer_to_start(t));
+        int rc = tape_tailer_to_time(t, ts);
+        if (want < 0) {
+            EXPECT_EQ(rc, 0);
+            EXPECT_EQ(tape_read(t, &e), 1);  /* unchanged: still at start */
+            entry_ok(&e, &M.e[0]);
+            continue;
+        }
+        if (!EXPECT_EQ(rc, 1))
+            fprintf(stderr, "  to_time(T0 %+d s)\n", d);
+        if (EXPECT_EQ(tape_read(t, &e), 1))
+            entry_ok(&e, &M.e[want]);
+    }
+    /* At, just before and just after every entry's timestamp. */
+    for (int i = 0; i < M.n; i++) {
+        CHECK_EQ(tape_tailer_to_time(t, M.e[i].ts), 1);
+        if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &M.e[i]))
+            break;
+        CHECK_EQ(tape_tailer_to_time(t, M.e[i].ts - 1), 1);
+        if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &M.e[i]))
+            break;
+        if (i + 1 < M.n) {
+            CHECK_EQ(tape_tailer_to_time(t, M.e[i].ts + 1), 1);
+            if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &M.e[i + 1]))
+                break;
+        }
+    }
+    /* After the last: 0, position unchanged. */
+    CHECK_EQ(tape_tailer_to_index(t, M.e[42].index), 1);
+    EXPECT_EQ(tape_tailer_to_time(t, M.e[M.n - 1].ts + 1), 0);
+    EXPECT_EQ(tape_read(t, &e), 1);
+    entry_ok(&e, &M.e[42]);
+    tape_tailer_close(t);
+    tape_close(q);
+}
+
+/* ---- payloads --------------------------------------------------------------- */
+
+static void payload_sizes_round_trip(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "daily", "raw", &q));
+    tape_appender *a = NULL;
+    CHECK_OK(tape_appender_open(q, &a));
+    size_t sizes[] = {0, 1, 7, 8, 9, 65536, 64u << 20, 3, 0};
+    enum { NS = sizeof sizes / sizeof sizes[0] };
+    unsigned char *buf = malloc(64u << 20);
+    CHECK(buf);
+    int64_t idx[NS];
+    for (size_t s = 0; s < NS; s++) {
+        for (size_t j = 0; j < sizes[s]; j++)
+            buf[j] = (unsigned char)(j * 131 + s + (j >> 16));
+        idx[s] = tape_append(a, buf, sizes[s], 0);
+        CHECK_OK(idx[s]);
+        EXPECT_EQ(tape_appender_last_index(a), idx[s]);
+        if (s)
+            EXPECT(idx[s] > idx[s - 1]);
+    }
+    CHECK_OK(tape_appender_sync(a));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    for (size_t s = 0; s < NS; s++) {
+        tape_entry e;
+        CHECK_EQ(tape_read(t, &e), 1);
+        EXPECT_EQ(e.e_index, idx[s]);
+        CHECK_EQ(e.e_len, sizes[s]);
+        const unsigned char *p = e.e_data;
+        for (size_t j = 0; j < sizes[s]; j++)
+            if (p[j] != (unsigned char)(j * 131 + s + (j >> 16))) {
+                TH_FAIL("payload %zu differs at byte %zu", s, j);
+                break;
+            }
+    }
+    /* read_many copies them too, the 64 MiB one with a buffer that fits. */
+    CHECK_OK(tape_tailer_to_start(t));
+    int64_t ri[NS], rt[NS];
+    uint64_t ends[NS];
+    int got = 0;
+    while (got < NS) {
+        int64_t n = tape_read_many(t, buf, 64u << 20, ri + got, rt + got, ends + got,
+                                   (size_t)(NS - got));
+        CHECK(n > 0);
+        for (int64_t k = 0; k < n; k++) {
+            uint64_t start = k ? ends[got + k - 1] : 0;
+            EXPECT_EQ(ri[got + k], idx[got + k]);
+            EXPECT_EQ(ends[got + k] - start, sizes[got + k]);
+            if (sizes[got + k] == 65536)
+                EXPECT_EQ(buf[start + 1000], (unsigned char)(1000 * 131 + 5));
+        }
+        got += (int)n;
+    }
+    free(buf);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+static void too_big_payload_is_refused(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "daily", "raw", &q));
+    tape_appender *a = NULL;
+    CHECK_OK(tape_appender_open(q, &a));
+    /* A readable region larger than the limit, backed by the zero page. */
+    size_t len = (size_t)TAPE_MAX_PAYLOAD + 1;
+    void *p = mmap(NULL, len + 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    CHECK(p != MAP_FAILED);
+    EXPECT_EQ(tape_append(a, p, len, 0), TAPE_ETOOBIG);
+    uint64_t ends[2] = {1, 1 + len};
+    size_t written = 99;
+    EXPECT_EQ(tape_append_many(a, p, ends, 2, 0, &written), TAPE_ETOOBIG);
+    EXPECT_EQ(written, 1);
+    munmap(p, len + 4096);
+    EXPECT_EQ(tape_count(q), 1);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+static void append_many_writes_a_batch(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
+    tape_appender *a = NULL;
+    CHECK_OK(tape_appender_open(q, &a));
+    unsigned char data[4096];
+    uint64_t ends[40];
+    uint64_t off = 0;
+    for (int k = 0; k < 40; k++) {
+        uint32_t len = gen_len(k) / 2;
+        gen_payload(data + off, k, len);
+        off += len;
+        ends[k] = off;
+    }
+    size_t written = 0;
+    int64_t last = tape_append_many(a, data, ends, 40, T0 + 5, &written);
+    CHECK_OK(last);
+    EXPECT_EQ(written, 40);
+    EXPECT_EQ(last, tape_make_index(q, T0_SEC, 39));
+    EXPECT_EQ(tape_appender_last_index(a), last);
+    /* A second batch continues the sequence; the timestamp is raised. */
+    int64_t last2 = tape_append_many(a, data, ends, 3, T0 + 1, &written);
+    EXPECT_EQ(last2, last + 3);
+    EXPECT_EQ(written, 3);
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    for (int k = 0; k < 43; k++) {
+        CHECK_EQ(tape_read(t, &e), 1);
+        int gi = k % 40;
+        ment m = {last - 39 + k, T0 + 5, gen_len(gi) / 2, gi};
+        if (!entry_ok(&e, &m))
+            break;
+    }
+    EXPECT_EQ(tape_read(t, &e), 0);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+/* ---- reopening and open errors --------------------------------------------- */
+
+static void reopened_queue_reads_the_same(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(open_model(&q, &M));
+    tape_close(q);
+    for (int ro = 0; ro < 2; ro++) {
+        tape_open_opts o;
+        memset(&o, 0, sizeof o);
+        o.oo_read_only = ro;
+        CHECK_OK(tape_open(th_path("q"), &o, &q));
+        tape_queue_info qi;
+        CHECK_OK(tape_queue_info_get(q, &qi));
+        EXPECT(strcmp(qi.qi_roll_cycle, "test_secondly") == 0);
+        EXPECT(strcmp(qi.qi_codec, "raw") == 0);
+        EXPECT_EQ(tape_count(q), M.n);
+        tape_tailer *t = NULL;
+        CHECK_OK(tape_tailer_open(q, &t));
+        tape_entry e;
+        for (int i = 0; i < M.n; i++)
+            if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &M.e[i]))
+                break;
+        EXPECT_EQ(tape_read(t, &e), 0);
+        CHECK_EQ(tape_tailer_to_index(t, M.e[350].index), 1);
+        EXPECT_EQ(tape_read(t, &e), 1);
+        entry_ok(&e, &M.e[350]);
+        tape_tailer_close(t);
+        tape_close(q);
+    }
+    /* A reopened writer continues after the last entry. */
+    CHECK_OK(th_open("q", NULL, NULL, &q));
+    tape_appender *a = NULL;
+    CHECK_OK(tape_appender_open(q, &a));
+    int64_t i = tape_append(a, "x", 1, M.e[M.n - 1].ts);
+    EXPECT_EQ(i, M.e[M.n - 1].index + 1);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+static void read_only_queue_refuses_appenders(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "daily", "raw", &q));
+    tape_appender *a = NULL;
+    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(tape_append(a, "hello", 5, 0));
+    tape_appender_close(a);
+    tape_close(q);
+
+    tape_open_opts o;
+    memset(&o, 0, sizeof o);
+    o.oo_read_only = 1;
+    CHECK_OK(tape_open(th_path("q"), &o, &q));
+    a = NULL;
+    EXPECT_EQ(tape_appender_open(q, &a), TAPE_EREADONLY);
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    EXPECT_EQ(tape_read(t, &e), 1);
+    EXPECT(e.e_len == 5 && memcmp(e.e_data, "hello", 5) == 0);
+    tape_tailer_close(t);
+    tape_close(q);
+
+    /* Read-only and missing: an error, never a new queue. */
+    o.oo_create = 1;
+    int rc = tape_open(th_path("nothere"), &o, &q);
+    EXPECT(rc < 0);
+    if (rc == 0)
+        tape_close(q);
+    EXPECT(access(th_path("nothere/tape.meta"), F_OK) != 0);
+}
+
+/* A reader without write permission on the directory and the files (a
+ * child process that drops root, when the tests run as root). */
+static void read_only_works_without_write_permission(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "daily", "raw", &q));
+    tape_appender *a = NULL;
+    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(tape_append(a, "hello", 5, 0));
+    tape_appender_close(a);
+    char name[64], path[256];
+    CHECK_OK(tape_cycle_name(q, tape_index_cycle(q, tape_last_index(q)), name, sizeof name));
+    tape_close(q);
+    snprintf(path, sizeof path, "q/%s", name);
+    CHECK(chmod(th_path(path), 0444) == 0);
+    CHECK(chmod(th_path("q/tape.meta"), 0444) == 0);
+    CHECK(chmod(th_path("q"), 0555) == 0);
+    CHECK(chmod(th_root, 0711) == 0);
+    CHECK(chmod(th_dir, 0711) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(3);
+        tape_open_opts o;
+        memset(&o, 0, sizeof o);
+        o.oo_read_only = 1;
+        tape_queue *rq = NULL;
+        int rc = tape_open(th_path("q"), &o, &rq);
+        if (rc != 0) {
+            fprintf(stderr, "  read-only open without permission: %s\n", tape_strerror(rc));
+            _exit(1);
+        }
+        tape_tailer *t = NULL;
+        tape_entry e;
+        int ok = tape_count(rq) == 1 && tape_tailer_open(rq, &t) == 0 &&
+                 tape_read(t, &e) == 1 && e.e_len == 5 && memcmp(e.e_data, "hello", 5) == 0;
+        if (t)
+            tape_tailer_close(t);
+        tape_close(rq);
+        _exit(ok ? 0 : 2);
+    }
+    int st = 0;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    if (!EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        fprintf(stderr, "  child status %#x\n", st);
+    chmod(th_path("q"), 0755);
+    chmod(th_dir, 0700);
+    chmod(th_root, 0700);
+}
+
+static void non_queue_directory_is_refused(void)
+{
+    CHECK(mkdir(th_path("d"), 0755) == 0);
+    int fd = open(th_path("d/notes.txt"), O_CREAT | O_WRONLY, 0644);
+    CHECK(fd >= 0);
+    CHECK(write(fd, "hi\n", 3) == 3);
+    close(fd);
+    tape_queue *q = NULL;
+    EXPECT_EQ(th_open("d", "daily", "raw", &q), TAPE_ENOTQUEUE);
+    tape_open_opts o;
+    memset(&o, 0, sizeof o);
+    EXPECT_EQ(tape_open(th_path("d"), &o, &q), TAPE_ENOTQUEUE);
+    /* Nothing was added to it. */
+    EXPECT(access(th_path("d/tape.meta"), F_OK) != 0);
+
+    /* Missing without oo_create: -ENOENT, and nothing is created. */
+    EXPECT_EQ(tape_open(th_path("missing"), &o, &q), -ENOENT);
+    EXPECT(access(th_path("missing"), F_OK) != 0);
+
+    /* An empty existing directory becomes a queue. */
+    CHECK(mkdir(th_path("empty"), 0755) == 0);
+    CHECK_OK(th_open("empty", "daily", "raw", &q));
+    tape_close(q);
+}
+
+static void reopen_with_other_settings_is_incompatible(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "hourly", "raw", &q));
+    tape_close(q);
+    EXPECT_EQ(th_open("q", "hourly", "msgpack", &q), TAPE_EINCOMPAT);
+    EXPECT_EQ(th_open("q", "daily", "raw", &q), TAPE_EINCOMPAT);
+    EXPECT_EQ(th_open("q", "daily", NULL, &q), TAPE_EINCOMPAT);
+    EXPECT_EQ(th_open("q", NULL, "msgpack", &q), TAPE_EINCOMPAT);
+    /* None given, or the same ones: the stored ones are used. */
+    CHECK_OK(th_open("q", NULL, NULL, &q));
+    tape_queue_info qi;
+    CHECK_OK(tape_queue_info_get(q, &qi));
+    EXPECT(strcmp(qi.qi_roll_cycle, "hourly") == 0);
+    EXPECT(strcmp(qi.qi_codec, "raw") == 0);
+    tape_close(q);
+    CHECK_OK(th_open("q", "hourly", "raw", &q));
+    tape_close(q);
+
+    /* Defaults at creation: daily and msgpack. */
+    CHECK_OK(th_open("q2", NULL, NULL, &q));
+    CHECK_OK(tape_queue_info_get(q, &qi));
+    EXPECT(strcmp(qi.qi_roll_cycle, "daily") == 0);
+    EXPECT(strcmp(qi.qi_codec, "msgpack") == 0);
+    tape_close(q);
+}
+
+/* ---- appending rules -------------------------------------------------------- */
+
+static void full_cycle_is_refused(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
+    tape_appender *a = NULL;
+    CHECK_OK(tape_appender_open(q, &a));
+    for (int i = 0; i < 4096; i++) {
+        int64_t idx = tape_append(a, &i, sizeof i, T0 + 500000000LL + i);
+        CHECK_EQ(idx, tape_make_index(q, T0_SEC, i));
+    }
+    EXPECT_EQ(tape_append(a, "x", 1, T0 + 999999999LL), TAPE_ECYCLEFULL);
+    size_t written = 7;
+    uint64_t ends[1] = {1};
+    EXPECT_EQ(tape_append_many(a, "x", ends, 1, T0 + 999999999LL, &written),
+              TAPE_ECYCLEFULL);
+    EXPECT_EQ(written, 0);
+    EXPECT_EQ(tape_count(q), 4096);
+    EXPECT_EQ(tape_last_index(q), tape_make_index(q, T0_SEC, 4095));
+    /* The next second rolls and works again. */
+    int64_t idx = tape_append(a, "y", 1, T0 + SEC_NS);
+    EXPECT_EQ(idx, tape_make_index(q, T0_SEC + 1, 0));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_EQ(tape_tailer_to_index(t, tape_make_index(q, T0_SEC, 4095)), 1);
+    tape_entry e;
+    EXPECT_EQ(tape_read(t, &e), 1);
+    EXPECT_EQ(e.e_len, sizeof(int));
+    int v;
+    memcpy(&v, e.e_data, sizeof v);
+    EXPECT_EQ(v, 4095);
+    EXPECT_EQ(tape_read(t, &e), 1);
+    EXPECT(e.e_len == 1 && ((const char *)e.e_data)[0] == 'y');
+    EXPECT_EQ(tape_read(t, &e), 0);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+static void timestamps_never_decrease(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
+    tape_appender *a = NULL, *b = NULL;
+    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(tape_appender_open(q, &b));
+    int64_t ts_in[] = {T0 + 5 * SEC_NS + 7, T0 + 1 * SEC_NS, T0, T0 + 5 * SEC_NS + 8,
+                       T0 + 2 * SEC_NS, 0};
+    enum { N = sizeof ts_in / sizeof ts_in[0] };
+    int64_t idx[N];
+    int64_t wall0 = th_wall_ns();
+    for (int i = 0; i < N; i++) {
+        idx[i] = tape_append(i % 2 ? b : a, &i, sizeof i, ts_in[i]);
+        CHECK_OK(idx[i]);
+    }
+    int64_t wall1 = th_wall_ns();
+    int64_t want[N] = {T0 + 5 * SEC_NS + 7, T0 + 5 * SEC_NS + 7, T0 + 5 * SEC_NS + 7,
+                       T0 + 5 * SEC_NS + 8, T0 + 5 * SEC_NS + 8, 0};
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(tape_read(t, &e), 1);
+        EXPECT_EQ(e.e_index, idx[i]);
+        if (i < N - 1) {
+            EXPECT_EQ(e.e_timestamp, want[i]);
+            /* A lowered timestamp stays in the newest cycle. */
+            EXPECT_EQ(tape_index_cycle(q, idx[i]), T0_SEC + 5);
+        } else {
+            EXPECT(e.e_timestamp >= wall0 && e.e_timestamp <= wall1);
+        }
+        if (i)
+            EXPECT(idx[i] > idx[i - 1]);
+    }
+    tape_queue_info qi;
+    CHECK_OK(tape_queue_info_get(q, &qi));
+    EXPECT_EQ(qi.qi_last_timestamp, e.e_timestamp);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_appender_close(b);
+    tape_close(q);
+}
+
+static void tailer_opened_early_sees_later_cycles(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    EXPECT_EQ(tape_read(t, &e), 0);
+    tape_appender *a = NULL;
+    CHECK_OK(tape_appender_open(q, &a));
+    for (int d = 0; d < 6; d += 2) {
+        for (int k = 0; k < 3; k++) {
+            int v = d * 10 + k;
+            int64_t idx = tape_append(a, &v, sizeof v, T0 + d * SEC_NS + k);
+            CHECK_OK(idx);
+            CHECK_EQ(tape_read(t, &e), 1);
+            EXPECT_EQ(e.e_index, idx);
+            int got;
+            memcpy(&got, e.e_data, sizeof got);
+            EXPECT_EQ(got, v);
+            EXPECT_EQ(tape_read(t, &e), 0);
+        }
+    }
+    tape_appender_close(a);
+    tape_tailer_close(t);
+    tape_close(q);
+}
+
+/* ---- bookkeeping -------------------------------------------------------------- */
+
+static void counts_and_cycles_agree_with_what_was_written(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(open_model(&q, &M));
+    EXPECT_EQ(tape_count(q), M.n);
+    EXPECT_EQ(tape_first_index(q), M.e[0].index);
+    EXPECT_EQ(tape_last_index(q), M.e[M.n - 1].index);
+
+    int64_t cyc[8];
+    EXPECT_EQ(tape_list_cycles(q, cyc, 8), M.ncycles);
+    for (int c = 0; c < M.ncycles; c++)
+        EXPECT_EQ(cyc[c], M.cycles[c]);
+    int64_t two[3] = {-7, -7, -7};
+    EXPECT_EQ(tape_list_cycles(q, two, 2), M.ncycles);
+    EXPECT_EQ(two[0], M.cycles[0]);
+    EXPECT_EQ(two[1], M.cycles[1]);
+    EXPECT_EQ(two[2], -7);
+    EXPECT_EQ(tape_list_cycles(q, NULL, 0), M.ncycles);
+
+    tape_queue_info qi;
+    CHECK_OK(tape_queue_info_get(q, &qi));
+    EXPECT_EQ(qi.qi_lowest_cycle, M.cycles[0]);
+    EXPECT_EQ(qi.qi_highest_cycle, M.cycles[M.ncycles - 1]);
+    EXPECT_EQ(qi.qi_last_timestamp, M.e[M.n - 1].ts);
+    EXPECT_EQ(qi.qi_seq_bits, 12);
+
+    int i = 0;
+    for (int l = 0; l < NLAYOUT; l++) {
+        tape_cycle_info ci;
+        CHECK_OK(tape_cycle_info_get(q, M.cycles[l], &ci));
+        EXPECT_EQ(ci.ci_cycle, M.cycles[l]);
+        EXPECT_EQ(ci.ci_entries, layout[l].count);
+        EXPECT_EQ(ci.ci_first_index, M.e[i].index);
+        EXPECT_EQ(ci.ci_last_index, M.e[i + layout[l].count - 1].index);
+        EXPECT_EQ(ci.ci_sealed, l < NLAYOUT - 1);
+        uint64_t data = 0;
+        for (int k = 0; k < layout[l].count; k++)
+            data += 16 + ((M.e[i + k].len + 7u) & ~7u);
+        uint64_t arrays = ((uint64_t)layout[l].count + 127) / 128;
+        /* Data entries, plus perhaps index arrays and the end marker. */
+        if (!EXPECT(ci.ci_bytes >= data && ci.ci_bytes <= data + arrays * (16 + 256) + 16))
+            fprintf(stderr, "  cycle %d: ci_bytes %" PRIu64 ", data %" PRIu64 "\n", l,
+                    ci.ci_bytes, data);
+        char name[64], path[256];
+        CHECK_OK(tape_cycle_name(q, M.cycles[l], name, sizeof name));
+        snprintf(path, sizeof path, "q/%s", name);
+        struct stat st;
+        CHECK(stat(th_path(path), &st) == 0);
+        EXPECT_EQ(ci.ci_file_bytes, st.st_size);
+        i += layout[l].count;
+    }
+    tape_cycle_info ci;
+    EXPECT_EQ(tape_cycle_info_get(q, T0_SEC + 2, &ci), -ENOENT);
+    EXPECT_EQ(tape_cycle_info_get(q, T0_SEC + 11, &ci), -ENOENT);
+    tape_close(q);
+}
+
+static void direction_values_are_checked(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "daily", "raw", &q));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    EXPECT_EQ(tape_tailer_set_direction(t, 2), TAPE_EINVAL);
+    EXPECT_EQ(tape_tailer_set_direction(t, -1), TAPE_EINVAL);
+    EXPECT_EQ(tape_tailer_direction(t), TAPE_FORWARD);
+    EXPECT_EQ(tape_tailer_set_direction(t, TAPE_BACKWARD), 0);
+    EXPECT_EQ(tape_tailer_direction(t), TAPE_BACKWARD);
+    tape_tailer_close(t);
+    tape_close(q);
+}
+
+static const th_test tests[] = {
+    TEST(empty_queue_has_nothing_to_read),
+    TEST(forward_read_returns_every_entry_in_order),
+    TEST(indexes_are_cycle_and_seq),
+    TEST(backward_read_returns_the_reverse),
+    TEST(read_many_with_small_buffers),
+    TEST(read_many_refuses_an_entry_larger_than_cap),
+    TEST(read_many_backward),
+    TEST(to_index_reaches_every_entry),
+    TEST(to_index_of_a_missing_entry_leaves_the_position),
+    TEST(to_start_and_to_end_in_both_directions),
+    TEST(to_time_finds_the_first_entry_at_or_after),
+    TEST(payload_sizes_round_trip),
+    TEST(too_big_payload_is_refused),
+    TEST(append_many_writes_a_batch),
+    TEST(reopened_queue_reads_the_same),
+    TEST(read_only_queue_refuses_appenders),
+    TEST(read_only_works_without_write_permission),
+    TEST(non_queue_directory_is_refused),
+    TEST(reopen_with_other_settings_is_incompatible),
+    TEST(full_cycle_is_refused),
+    TEST(timestamps_never_decrease),
+    TEST(tailer_opened_early_sees_later_cycles),
+    TEST(counts_and_cycles_agree_with_what_was_written),
+    TEST(direction_values_are_checked),
+};
+
+TEST_MAIN(tests)
