@@ -5,10 +5,11 @@ The core does all file-format and concurrency work; this module owns the C
 handles (closing children before their queue), turns return codes into
 exceptions, and batches calls so that Python overhead stays small.
 
-Threads: an Appender may be shared between threads. A Tailer belongs to one
-thread at a time, but any thread may close it or its queue, even while it
-waits in read(timeout=...) or follow(): every C call on a tailer holds the
-tailer's lock, and closing takes that lock.
+Threads: an Appender may be shared between threads; closing it (or its queue)
+while another thread writes with it is an error of the caller. A Tailer belongs
+to one thread at a time, but any thread may close it or its queue, even while
+it waits in read(timeout=...) or follow(): every call into the core on a
+tailer holds the tailer's lock, and closing takes that lock.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ _WAIT_SLICE = 0.1
 # Per-tailer buffers for reading a batch of entries in one call into the core.
 _BATCH_BYTES = 1 << 20
 _BATCH_SLOTS = 4096
+_NOTHING: Any = object()  # "no entry", since None is a value a codec may return
 
 
 class Entry(NamedTuple):
@@ -526,9 +528,11 @@ class Appender:
 class Tailer:
     """Reads a queue from a position that it moves; one thread at a time.
 
-    Iterating reads many entries per call into the core. The core's position
-    then runs ahead of what the caller has consumed, so every other operation
-    first "settles": moves the core back to just after the last value handed out.
+    Reading goes through batches: one call into the core copies many entries,
+    which are then handed out one by one (by read(), read_entry() or
+    iteration). The core's position runs ahead of what was handed out, so any
+    operation that depends on it first "settles": moves the core back to just
+    after the last entry handed out.
     """
 
     def __init__(self, queue: Queue, handle: _Handle) -> None:
@@ -540,11 +544,17 @@ class Tailer:
         self._raw = type(queue.codec) is codecs.RawCodec
         self._entry = ffi.new("tape_entry *")
         self._buffers: tuple[Any, Any, Any, Any] | None = None
-        # The batch being iterated: its values, the iterator handing them out,
-        # and how many entries the core moved over for it.
+        # The current batch: its values (or Entry), the iterator handing them
+        # out, how many entries the core moved over for it (more than the
+        # values when a value failed to decode), and that failure.
         self._batch: list[Any] | None = None
         self._batch_it: Iterator[Any] = iter(())
+        self._batch_entries = False
         self._batch_n = 0
+        self._batch_error: Exception | None = None
+        # Entries read ahead by read(): doubles while reading in sequence,
+        # back to 1 after a move, so that random access stays cheap.
+        self._readahead = 1
 
     def _ptr(self) -> Any:
         """The C tailer (the caller holds self._lock); QueueClosedError once closed."""
@@ -553,62 +563,54 @@ class Tailer:
             raise QueueClosedError(f"{self._path}: the tailer or its queue is closed")
         return ptr
 
-    # -- reading one entry ----------------------------------------------------
+    # -- reading ------------------------------------------------------------------
 
     def read(self, timeout: float | None = None) -> Any:
         """The next value, or None when there is none (after waiting up to `timeout` seconds)."""
-        if self._batch is not None:
-            self._settle()
-        e = self._entry
-        with self._lock:
-            rc = lib.tape_read(self._ptr(), e)
-            if rc == 1:
-                data = ffi.unpack(ffi.cast("char *", e.e_data), e.e_len)
-        if rc == 1:
-            return self._decode(data)
-        if rc < 0:
-            check(rc, self._path)
-        if timeout is None:
-            return None
-        entry = self._read_waiting(_as_seconds(timeout))
-        return None if entry is None else entry.value
+        if self._batch is not None and not self._batch_entries:
+            for value in self._batch_it:
+                return value
+        item = self._next(False) if timeout is None else self._next_waiting(False, timeout)
+        return None if item is _NOTHING else item
 
     def read_entry(self, timeout: float | None = None) -> Entry | None:
         """The next Entry, or None when there is none (after waiting up to `timeout` seconds)."""
-        if self._batch is not None:
-            self._settle()
-        e = self._entry
-        with self._lock:
-            rc = lib.tape_read(self._ptr(), e)
-            if rc == 1:
-                index, ts = e.e_index, e.e_timestamp
-                data = ffi.unpack(ffi.cast("char *", e.e_data), e.e_len)
-        if rc == 1:
-            return Entry(index, ts, self._decode(data))
-        if rc < 0:
-            check(rc, self._path)
-        if timeout is None:
-            return None
-        return self._read_waiting(_as_seconds(timeout))
+        if self._batch is not None and self._batch_entries:
+            for entry in self._batch_it:
+                return entry  # type: ignore[no-any-return]
+        item = self._next(True) if timeout is None else self._next_waiting(True, timeout)
+        return None if item is _NOTHING else item  # type: ignore[no-any-return]
 
-    def _read_waiting(self, seconds: float) -> Entry | None:
-        """Wait for the next entry for up to `seconds`, in slices."""
-        deadline = time.monotonic() + seconds
-        while (remaining := deadline - time.monotonic()) > 0:
+    def _next(self, entries: bool) -> Any:
+        """The next value (or Entry), or _NOTHING when there is none now."""
+        if self._batch is not None and self._batch_entries == entries:
+            for item in self._batch_it:
+                return item
+            self._finish_batch()
+        if not self._fill(self._readahead, entries):
+            return _NOTHING
+        self._readahead = min(2 * self._readahead, _BATCH_SLOTS)
+        for item in self._batch_it:
+            return item
+        self._finish_batch()  # not even the first entry decoded: raises why
+        return _NOTHING
+
+    def _next_waiting(self, entries: bool, timeout: float) -> Any:
+        """Like _next, waiting up to `timeout` seconds for an entry, in slices."""
+        deadline = time.monotonic() + _as_seconds(timeout)
+        while (item := self._next(entries)) is _NOTHING:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
             self._wait(min(remaining, _WAIT_SLICE))
-            entry = self.read_entry()
-            if entry is not None:
-                return entry
-        return None
+        return item
 
     def _wait(self, seconds: float) -> None:
-        """Sleep until a writer publishes or `seconds` pass (no limit when negative)."""
+        """Sleep until a writer publishes or `seconds` pass."""
         with self._lock:
             rc = lib.tape_wait(self._ptr(), int(seconds * 1e9))
         if rc < 0 and rc != -errno.EINTR:  # a signal: Python handles it on return
             check(rc, self._path)
-
-    # -- iteration --------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
         """Every value available now, then stop; a later iteration resumes."""
@@ -645,7 +647,19 @@ class Tailer:
             return
 
     def _batches(self, entries: bool) -> Iterator[Iterator[Any]]:
-        """Iterators over batches of values (or Entry) read with tape_read_many."""
+        """Iterators over successive batches of values (or Entry), until none is left."""
+        while True:
+            if self._batch is None or self._batch_entries != entries:
+                if not self._fill(_BATCH_SLOTS, entries):
+                    return
+            yield self._batch_it
+            self._finish_batch()
+
+    # -- batches ---------------------------------------------------------------------
+
+    def _fill(self, slots: int, entries: bool) -> bool:
+        """Read up to `slots` entries into a new batch; False when there is none."""
+        self._settle()
         if self._buffers is None:
             self._buffers = (
                 ffi.new("char[]", _BATCH_BYTES),
@@ -654,41 +668,35 @@ class Tailer:
                 ffi.new("uint64_t[]", _BATCH_SLOTS),
             )
         buf, idx, ts, ends = self._buffers
-        while True:
-            self._settle()
-            with self._lock:
-                n = lib.tape_read_many(self._ptr(), buf, _BATCH_BYTES, idx, ts, ends, _BATCH_SLOTS)
-                if n > 0:
-                    data = ffi.unpack(buf, ends[n - 1])
-            if n == 0:
-                return
-            if n == lib.TAPE_EINVAL:  # the next entry is larger than the buffer
-                entry = self.read_entry()
-                if entry is None:
-                    return
-                yield iter((entry if entries else entry.value,))
-                continue
-            check(n, self._path)
-            offsets = ffi.unpack(ends, n)
-            pieces = map(slice, itertools.chain((0,), offsets), offsets)
-            if self._raw:
-                values: list[Any] = list(map(data.__getitem__, pieces))
-                error = None
-            else:
-                values, error = self._decode_all(list(map(memoryview(data).__getitem__, pieces)))
-            if entries:
-                values = list(map(Entry, ffi.unpack(idx, n), ffi.unpack(ts, n), values))
-            self._batch, self._batch_n = values, n
-            self._batch_it = it = iter(values)
-            yield it
-            if error is not None:
-                # Every value before the bad entry was handed out: resume after it.
-                self._batch = None
-                self._rewind(len(values) + 1)
-                raise error
+        with self._lock:
+            h = self._ptr()
+            n = lib.tape_read_many(h, buf, _BATCH_BYTES, idx, ts, ends, slots)
+            if n > 0:
+                data = ffi.unpack(buf, ends[n - 1])
+            elif n == lib.TAPE_EINVAL:  # the entry is larger than the buffer: read it alone
+                e = self._entry
+                n = lib.tape_read(h, e)
+                if n == 1:
+                    data = ffi.unpack(ffi.cast("char *", e.e_data), e.e_len)
+                    idx[0], ts[0], ends[0] = e.e_index, e.e_timestamp, e.e_len
+        if n == 0:
+            return False
+        check(n, self._path)
+        offsets = ffi.unpack(ends, n)
+        pieces = map(slice, itertools.chain((0,), offsets), offsets)
+        error = None
+        if self._raw:
+            values: list[Any] = list(map(data.__getitem__, pieces))
+        else:
+            values, error = self._decode_all(list(map(memoryview(data).__getitem__, pieces)))
+        if entries:
+            values = list(map(Entry, ffi.unpack(idx, n), ffi.unpack(ts, n), values))
+        self._batch, self._batch_it, self._batch_entries = values, iter(values), entries
+        self._batch_n, self._batch_error = n, error
+        return True
 
     def _decode_all(self, pieces: list[memoryview]) -> tuple[list[Any], Exception | None]:
-        """The decoded values, up to the first that fails, and that failure."""
+        """The decoded values up to the first that fails, and that failure."""
         decode = self._decode
         try:
             return list(map(decode, pieces)), None
@@ -701,28 +709,50 @@ class Tailer:
                     return values, exc
             return values, None
 
-    def _settle(self) -> None:
-        """Put the core's position just after the last value handed out of the batch."""
-        values = self._batch
-        if values is None:
-            return
+    def _consumed(self) -> int:
+        """How many values of the batch were handed out."""
+        assert self._batch is not None
+        return len(self._batch) - operator.length_hint(self._batch_it)
+
+    def _drop_batch(self) -> None:
+        assert self._batch is not None
+        self._batch.clear()  # an abandoned iteration must not hand them out later
         self._batch = None
-        consumed = len(values) - operator.length_hint(self._batch_it)
-        values.clear()  # an abandoned iteration must not hand them out later
-        self._rewind(consumed)
+        self._batch_error = None
+
+    def _settle(self) -> None:
+        """Put the core's position just after the last entry handed out."""
+        if self._batch is None:
+            return
+        consumed = self._consumed()
+        self._drop_batch()
+        if consumed < self._batch_n:
+            self._rewind(consumed)
+
+    def _finish_batch(self) -> None:
+        """Drop the batch once all of it was handed out; raise the error that cut it short."""
+        if self._batch is None or operator.length_hint(self._batch_it):
+            return
+        good = len(self._batch)
+        error = self._batch_error
+        self._drop_batch()
+        if error is not None:
+            self._rewind(good + 1)  # the next read is the entry after the bad one
+            raise error
 
     def _rewind(self, consumed: int) -> None:
-        """Move the core back to just after the first `consumed` entries of the last batch."""
-        if consumed >= self._batch_n:
+        """Move the core to just after the first `consumed` entries of the last batch."""
+        self._readahead = 1
+        if consumed >= self._batch_n or self._buffers is None:
             return
-        idx = self._buffers[1] if self._buffers is not None else None
+        idx = self._buffers[1]
         with self._lock:
             h = self._ptr()
             if consumed == 0:
                 check(lib.tape_tailer_to_index(h, idx[0]), self._path)
             else:
-                # Reading the last consumed entry again leaves both the position
-                # and last_read_index exactly as if the batch had stopped there.
+                # Reading the last consumed entry again leaves the position and
+                # last_read_index exactly as if the batch had ended there.
                 check(lib.tape_tailer_to_index(h, idx[consumed - 1]), self._path)
                 check(lib.tape_read(h, self._entry), self._path)
 
@@ -731,7 +761,10 @@ class Tailer:
     @property
     def index(self) -> int | None:
         """Index of the entry the next read returns, None when there is none yet."""
-        self._settle()
+        if self._batch is not None and self._buffers is not None:
+            consumed = self._consumed()
+            if consumed < self._batch_n:
+                return int(self._buffers[1][consumed])
         with self._lock:
             index: int = lib.tape_tailer_index(self._ptr())
         if index < -1:
@@ -741,7 +774,12 @@ class Tailer:
     @property
     def last_read_index(self) -> int | None:
         """Index of the last entry read, None before any."""
-        self._settle()
+        if self._batch is not None and self._buffers is not None:
+            consumed = self._consumed()
+            if 0 < consumed < self._batch_n:
+                return int(self._buffers[1][consumed - 1])
+            if consumed == 0:
+                self._settle()
         with self._lock:
             index: int = lib.tape_tailer_last_read_index(self._ptr())
         if index < -1:
@@ -749,9 +787,10 @@ class Tailer:
         return _none_if_negative(index)
 
     def to_index(self, index: int) -> bool:
-        """Move to `index` so the next read returns it; False (and no move) when it does not exist."""
+        """Move to `index` so that the next read returns it; False (no move) when it does not exist."""
         index = _as_int(index, "index")
         self._settle()
+        self._readahead = 1
         if not 0 <= index <= _INT64_MAX:
             return False
         with self._lock:
@@ -762,12 +801,14 @@ class Tailer:
     def to_start(self) -> None:
         """Move to the start of the queue."""
         self._settle()
+        self._readahead = 1
         with self._lock:
             check(lib.tape_tailer_to_start(self._ptr()), self._path)
 
     def to_end(self) -> None:
         """Move to the end: forward, only new entries follow; backward, the newest comes first."""
         self._settle()
+        self._readahead = 1
         with self._lock:
             check(lib.tape_tailer_to_end(self._ptr()), self._path)
 
@@ -775,17 +816,17 @@ class Tailer:
         """Move to the first entry at or after `when` (a datetime or epoch seconds); False if none."""
         ns = _as_ns(when)
         self._settle()
+        self._readahead = 1
         with self._lock:
-            rc: int = lib.tape_tailer_to_time(self._ptr(), max(ns, 0))
+            rc: int = lib.tape_tailer_to_time(self._ptr(), min(max(ns, 0), _INT64_MAX))
         check(rc, self._path)
         return rc == 1
 
     @property
     def direction(self) -> str:
-        """"forward" or "backward"."""
-        self._settle()
+        """The reading direction, "forward" or "backward"."""
         with self._lock:
-            rc = lib.tape_tailer_direction(self._ptr())
+            rc: int = lib.tape_tailer_direction(self._ptr())
         check(rc, self._path)
         return "backward" if rc == lib.TAPE_BACKWARD else "forward"
 
@@ -794,12 +835,14 @@ class Tailer:
         if direction not in _DIRECTIONS:
             raise ArgumentError(f"direction must be 'forward' or 'backward', not {direction!r}")
         self._settle()
+        self._readahead = 1
         with self._lock:
             check(lib.tape_tailer_set_direction(self._ptr(), _DIRECTIONS[direction]), self._path)
 
     def close(self) -> None:
         """Close the tailer; idempotent."""
-        self._batch = None
+        if self._batch is not None:
+            self._drop_batch()
         self._queue._release(self._handle)
 
     def __enter__(self) -> Tailer:
