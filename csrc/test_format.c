@@ -292,8 +292,13 @@ static void check_cycle_file(const char *path, int64_t cycle, const written *w,
             fprintf(stderr, "  %s: incomplete header %08x at %" PRIu64 "\n", path, h, off);
             goto out;
         }
-        uint32_t len = h & 0x3FFFFFFFu;
-        uint64_t next = off + 16 + ((len + 7ull) & ~7ull);
+        if (!EXPECT((h & 0x3FFFFFFFu) >= 12)) {
+            fprintf(stderr, "  %s: header %08x at %" PRIu64 " has L < 12\n", path, h, off);
+            goto out;
+        }
+        uint32_t len = th_hdr_payload_len(h);
+        uint64_t next = off + th_hdr_entry_size(h);
+        EXPECT_EQ(next, off + 16 + ((len + 7ull) & ~7ull));
         if (!EXPECT(next <= size))
             goto out;
         if (h & 0x40000000u) {
@@ -428,7 +433,7 @@ static void cycle_files_entries_and_indexes(void)
     CHECK(f);
     uint64_t off = 8192;
     while (off + 4 <= len && th_le32(f + off) != 0)
-        off += 16 + (((th_le32(f + off) & 0x3FFFFFFFu) + 7ull) & ~7ull);
+        off += th_hdr_entry_size(th_le32(f + off));
     EXPECT_EQ(hint_off, off);
     free(f);
 

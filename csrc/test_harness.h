@@ -147,6 +147,15 @@ static inline void th_put_le64(unsigned char *p, uint64_t v)
         p[i] = (unsigned char)(v >> (8 * i));
 }
 
+/* Entry header word (FORMAT.md "Entries"): the low 30 bits are L, the bytes
+ * after the header word up to the end of the payload (12 + payload length);
+ * the entry occupies round_up(4 + L, 8) bytes. */
+static inline uint32_t th_hdr_payload_len(uint32_t h) { return (h & 0x3FFFFFFFu) - 12; }
+static inline uint64_t th_hdr_entry_size(uint32_t h)
+{
+    return (4 + (uint64_t)(h & 0x3FFFFFFFu) + 7) & ~(uint64_t)7;
+}
+
 /* Read a whole file with pread; *len gets its size. NULL on error. */
 static inline unsigned char *th_read_file(const char *path, size_t *len)
 {
