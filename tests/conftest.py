@@ -1,0 +1,30 @@
+"""Shared fixtures: queues live in pytest's tmp_path, on real files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import tape
+
+
+@pytest.fixture
+def qpath(tmp_path: Path) -> Path:
+    """Where a test's queue goes (not created yet)."""
+    return tmp_path / "q"
+
+
+@pytest.fixture
+def queue(qpath: Path) -> Iterator[tape.Queue]:
+    """A fresh msgpack queue, closed after the test."""
+    with tape.Queue(qpath) as q:
+        yield q
+
+
+@pytest.fixture
+def raw_queue(qpath: Path) -> Iterator[tape.Queue]:
+    """A fresh raw queue, closed after the test."""
+    with tape.Queue(qpath, codec="raw") as q:
+        yield q
