@@ -7,6 +7,7 @@
 #include "tape_int.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -70,6 +71,15 @@ static void writer_switch(tape_queue *q, tape_cyc *y)
     w->w_ready = y->y_v.v_size;
     w->w_kick_at = 0;
     w->w_valid = 0;
+    /* Cached so that the append path does not divide; a span beyond the
+     * range of int64 ns is left empty. */
+    const tape_roll *r = &q->q_roll;
+    int64_t start_ms = y->y_cycle * r->r_length_ms + r->r_epoch_ms;
+    w->w_lo_ns = w->w_hi_ns = 0;
+    if (y->y_cycle >= 0 && start_ms < INT64_MAX / 1000000 - r->r_length_ms) {
+        w->w_lo_ns = start_ms * 1000000;
+        w->w_hi_ns = w->w_lo_ns + r->r_length_ms * 1000000;
+    }
 }
 
 /* Zero an entry a dead writer left "not complete", header last, so the bytes
@@ -319,7 +329,8 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     int64_t newest = __atomic_load_n(&q->q_sh->m_last_ts, __ATOMIC_RELAXED);
     if (ts < newest)
         ts = newest;
-    int64_t result = tape_cycle_of(q, ts);
+    tape_writer *w = &q->q_w;
+    int64_t result = ts >= w->w_lo_ns && ts < w->w_hi_ns ? w->w_y.y_cycle : tape_cycle_of(q, ts);
     size_t done = 0;
     if (result >= 0)
         result = writer_prepare(q, result, recovered);
@@ -336,7 +347,6 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         a->a_last = tape_make_index(q, q->q_w.w_y.y_cycle, (int64_t)q->q_w.w_seq - 1);
         hint_store(q, ts);
     }
-    tape_writer *w = &q->q_w;
     if (w->w_pos >= w->w_kick_at && w->w_y.y_cycle >= 0) {
         tape_prefault_kick(q, w->w_pos);
         w->w_kick_at = w->w_pos + TAPE_GROW_STEP / 2;

@@ -202,6 +202,7 @@ typedef struct tape_writer {
     tape_cyc w_y;              /* y_cycle -1: none open */
     uint64_t w_pos;
     uint64_t w_seq;
+    int64_t w_lo_ns, w_hi_ns;  /* the time span of w_y's cycle */
     uint64_t w_gen;            /* hint generation this state matches */
     int w_valid;
     uint64_t w_ready;          /* the file is allocated up to here (may lag) */
