@@ -215,6 +215,8 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
         if (fd >= 0)
             break;
         rc = -errno;
+        if (rc == -ENOENT && (!o->oo_create || o->oo_read_only) && dir_is_empty(dirfd) == 0)
+            rc = TAPE_ENOTQUEUE;
         if (rc != -ENOENT || !o->oo_create || o->oo_read_only)
             goto fail_dir;
         rc = create_meta(dirfd, o, ri);

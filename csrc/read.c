@@ -232,16 +232,24 @@ static int bk_fill(tape_tailer *t, uint64_t b)
     uint64_t p = tape_cyc_block_pos(q, &t->t_y, b);
     uint32_t cap = 1u << q->q_roll.r_spacing_log2, n = 0;
     t->t_bk_block = b;
+    /* Headers only: each entry's CRC is checked when it is read, so damage
+     * stops the reader at the damaged entry, not at its block. */
+    tape_view *v = &t->t_y.y_v;
     while (p && n < cap) {
-        tape_entry e;
-        int rc = entry_at(t, p, (int64_t)((b << q->q_roll.r_spacing_log2) + n), &e);
-        if (rc < 0)
-            return rc;
-        if (rc == 0)
+        int rc = tape_view_cover(v, p + 4);
+        if (rc != 0)
+            return rc < 0 ? rc : 0;
+        uint32_t h = tape_load_hdr(v, p);
+        if (h == 0 || (h & TAPE_H_NC))
             break;
-        if (rc == 1)
+        if ((h & TAPE_H_LEN) < TAPE_L_EXTRA)
+            return TAPE_ECORRUPT;
+        uint64_t sz = tape_entry_size((h & TAPE_H_LEN) - TAPE_L_EXTRA);
+        if (tape_view_cover(v, p + sz) != 0)
+            return TAPE_ECORRUPT;
+        if (!(h & TAPE_H_META))
             t->t_bk_pos[n++] = p;
-        p += t->t_cur_sz;
+        p += sz;
     }
     t->t_bk_n = n;
     return 0;
