@@ -177,7 +177,8 @@ int64_t tape_list_cycles(tape_queue *q, int64_t *cycles, size_t cap)
     int rc = tape_list_cycles_alloc(q, &v, &n);
     if (rc < 0)
         return rc;
-    memcpy(cycles, v, (n < cap ? n : cap) * sizeof *v);
+    if (n && cap)
+        memcpy(cycles, v, (n < cap ? n : cap) * sizeof *v);
     free(v);
     return (int64_t)n;
 }
