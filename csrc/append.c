@@ -53,7 +53,7 @@ void tape_appender_close(tape_appender *a)
 
 int64_t tape_appender_last_index(tape_appender *a)
 {
-    return a->a_last;
+    return __atomic_load_n(&a->a_last, __ATOMIC_RELAXED);
 }
 
 /* ---- the writer's view of the newest cycle --------------------------------- */
@@ -344,7 +344,9 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     }
     if (done > 0) {
         result = done == n ? tape_make_index(q, q->q_w.w_y.y_cycle, (int64_t)q->q_w.w_seq - 1) : result;
-        a->a_last = tape_make_index(q, q->q_w.w_y.y_cycle, (int64_t)q->q_w.w_seq - 1);
+        /* Threads may share an appender. */
+        __atomic_store_n(&a->a_last, tape_make_index(q, q->q_w.w_y.y_cycle, (int64_t)q->q_w.w_seq - 1),
+                         __ATOMIC_RELAXED);
         hint_store(q, ts);
     }
     if (w->w_pos >= w->w_kick_at && w->w_y.y_cycle >= 0) {

@@ -548,13 +548,25 @@ int64_t tape_tailer_last_read_index(tape_tailer *t)
 
 /* ---- waiting ------------------------------------------------------------- */
 
+/* A read-only process cannot announce itself to writers (its mapping of
+ * tape.meta is read-only), so it looks again every millisecond. */
+#define READ_ONLY_POLL_NS 1000000
+
 int tape_wait(tape_tailer *t, int64_t timeout_ns)
 {
     tape_meta_shared *sh = t->t_q->q_sh;
+    tape_entry e;
+    if (t->t_q->q_read_only) {
+        int rc = peek(t, &e);
+        if (rc != 0)
+            return rc < 0 ? rc : 0;
+        int64_t ns = timeout_ns < 0 || timeout_ns > READ_ONLY_POLL_NS ? READ_ONLY_POLL_NS : timeout_ns;
+        struct timespec ts = {ns / 1000000000, ns % 1000000000};
+        return nanosleep(&ts, NULL) < 0 ? -errno : 0;
+    }
     uint32_t seen = __atomic_load_n(&sh->m_notify, __ATOMIC_ACQUIRE);
     __atomic_fetch_add(&sh->m_waiters, 1, __ATOMIC_SEQ_CST);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    tape_entry e;
     int rc = peek(t, &e);
     if (rc == 0) {
         struct timespec ts, *tsp = NULL;
