@@ -74,7 +74,7 @@ _NOTHING: Any = object()  # "no entry", since None is a value a codec may return
 class Entry(NamedTuple):
     """One entry: its index, its timestamp (ns since the epoch) and its value."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index(), as SPEC.md names it
     timestamp: int
     value: Any
 
@@ -578,8 +578,8 @@ class Tailer:
         if self._batch is not None and self._batch_entries:
             for entry in self._batch_it:
                 return entry  # type: ignore[no-any-return]
-        item = self._next(True) if timeout is None else self._next_waiting(True, timeout)
-        return None if item is _NOTHING else item  # type: ignore[no-any-return]
+        item: Entry = self._next(True) if timeout is None else self._next_waiting(True, timeout)
+        return None if item is _NOTHING else item
 
     def _next(self, entries: bool) -> Any:
         """The next value (or Entry), or _NOTHING when there is none now."""
