@@ -142,7 +142,7 @@ static void add(const char *name, double v, const char *unit, const char *target
     r->unit = unit;
     r->target = target;
     r->ok = ok;
-    printf("  %-44s %10.3f %-9s %s\n", name, v, unit, target ? target : "");
+    printf("  %-46s %12.2f %-4s %s\n", name, v, unit, target ? target : "");
     fflush(stdout);
 }
 
@@ -185,7 +185,7 @@ static void bench_append_throughput(void)
             drop_queue(q, "tp");
         else
             tape_close(q);
-        fprintf(stderr, "    run %d: %.2f M/s (wall clock), %.2f M/s (given ts)\n", r + 1,
+        printf("    run %d: %.2f M/s (wall clock), %.2f M/s (given ts)\n", r + 1,
                 wall[r] / 1e6, fixed[r] / 1e6);
     }
     double m = median(wall, g_runs) / 1e6;
@@ -227,7 +227,7 @@ static void bench_append_latency(void)
         p999[r] = pct(lat, g_lat_n, 99.9);
         p9999[r] = pct(lat, g_lat_n, 99.99);
         mx[r] = lat[g_lat_n - 1];
-        fprintf(stderr, "    run %d: median %.0f ns, p99 %.0f, p99.9 %.0f, p99.99 %.0f, max %.0f\n",
+        printf("    run %d: median %.0f ns, p99 %.0f, p99.9 %.0f, p99.99 %.0f, max %.0f\n",
                 r + 1, p50[r], p99[r], p999[r], p9999[r], mx[r]);
     }
     free(lat);
@@ -529,7 +529,7 @@ int main(int argc, char **argv)
     }
     g_root = root;
     machine();
-    printf("  %-44s %10s %-9s %s\n", "measure (median of runs)", "value", "unit", "target");
+    printf("  %-46s %12s %-4s %s\n", "measure (median of runs)", "value", "unit", "target");
 
     bench_append_throughput();
     bench_append_latency();
