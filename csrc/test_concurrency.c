@@ -467,6 +467,52 @@ static void wait_returns_when_another_thread_appends(void)
     tape_close(q);
 }
 
+/* A read-only queue cannot touch the shared wake-up word; its tailers
+ * still see new entries and their waits still end. */
+static void read_only_tailer_follows_and_waits(void)
+{
+    tape_queue *q = NULL, *ro = NULL;
+    CHECK_OK(th_open("q", "daily", "raw", &q));
+    tape_open_opts o;
+    memset(&o, 0, sizeof o);
+    o.oo_read_only = 1;
+    CHECK_OK(tape_open(th_path("q"), &o, &ro));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(ro, &t));
+    tick_ctx c = {q, 0, 30};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, ticker, &c) == 0);
+    /* tape_wait may return early ("the caller reads again to know
+     * which"): wait and read until an entry comes, within a second. */
+    int woke = 0;
+    for (int round = 0; round < 5; round++) {
+        tape_entry e;
+        while (tape_read(t, &e) == 1)
+            ;
+        int64_t t0 = th_now_ns();
+        int got = 0, waits = 0;
+        while (!got && th_now_ns() - t0 < 1000000000LL) {
+            int rc = tape_wait(t, 5 * 1000000000LL);
+            EXPECT(rc == 0 || rc == -EINTR);
+            waits++;
+            got = tape_read(t, &e) == 1;
+        }
+        if (EXPECT(got)) {
+            woke++;
+            EXPECT(e.e_len == 4 && memcmp(e.e_data, "tick", 4) == 0);
+        }
+        /* Sleeping, not spinning: a tick comes every 30 ms. */
+        if (!EXPECT(waits < 1000))
+            fprintf(stderr, "  %d waits for one entry\n", waits);
+    }
+    EXPECT_EQ(woke, 5);
+    atomic_store(&c.stop, 1);
+    pthread_join(th, NULL);
+    tape_tailer_close(t);
+    tape_close(ro);
+    tape_close(q);
+}
+
 static void wait_returns_after_its_timeout(void)
 {
     tape_queue *q = NULL;
@@ -622,6 +668,7 @@ static const th_test tests[] = {
     TEST(two_writer_processes_one_total_order),
     TEST(concurrent_creation_makes_one_queue),
     TEST(wait_returns_when_another_thread_appends),
+    TEST(read_only_tailer_follows_and_waits),
     TEST(wait_returns_after_its_timeout),
     TEST(wait_returns_when_another_process_appends),
     TEST(killed_writer_loses_nothing_and_blocks_no_one),

@@ -314,6 +314,135 @@ static void damaged_cycle_header_is_corrupt(void)
     tape_close(q);
 }
 
+/* ---- what a dead writer leaves behind ---------------------------------------- */
+
+/* make_queue, then 3 entries in the next cycle: cycle T0_SEC ends with the
+ * end-of-file marker, at entry_offset(NENT). */
+static int make_two_cycles(void)
+{
+    int rc = make_queue();
+    tape_queue *q = NULL;
+    if (rc == 0)
+        rc = open_q(&q, 0);
+    if (rc)
+        return rc;
+    tape_appender *a = NULL;
+    rc = tape_appender_open(q, &a);
+    for (int k = 0; rc == 0 && k < 3; k++) {
+        int64_t i = tape_append(a, "next", 4, T0 + 1000000000LL + k);
+        if (i < 0)
+            rc = (int)i;
+    }
+    if (a)
+        tape_appender_close(a);
+    tape_close(q);
+    return rc;
+}
+
+/* Readers cross into the next cycle whatever sits at the old cycle's end. */
+static void readers_cross_a_cycle_end_with(uint32_t hdr, int garbage)
+{
+    CHECK_OK(make_two_cycles());
+    uint64_t eof = entry_offset(NENT);
+    CHECK(eof != 0);
+    unsigned char w[64];
+    memset(w, garbage ? 0xA5 : 0, sizeof w);
+    th_put_le32(w, hdr);
+    int fd = open(cycle_path(), O_WRONLY);
+    CHECK(fd >= 0);
+    EXPECT_EQ(pwrite(fd, w, garbage ? sizeof w : 4, (off_t)eof), garbage ? (ssize_t)sizeof w : 4);
+    close(fd);
+
+    tape_queue *q = NULL;
+    CHECK_OK(open_q(&q, 1));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    int rc;
+    tape_entry e;
+    for (int i = 0; i < NENT; i++)
+        if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, i))
+            break;
+    int more = 0;
+    while ((rc = tape_read(t, &e)) == 1) {
+        EXPECT(e.e_len == 4 && memcmp(e.e_data, "next", 4) == 0);
+        more++;
+    }
+    EXPECT_EQ(rc, 0);
+    EXPECT_EQ(more, 3);
+    /* Backward over the same boundary. */
+    CHECK_OK(tape_tailer_set_direction(t, TAPE_BACKWARD));
+    CHECK_OK(tape_tailer_to_end(t));
+    int n = 0;
+    while ((rc = tape_read(t, &e)) == 1) {
+        if (n >= 3 && !entry_ok(&e, NENT - 1 - (n - 3)))
+            break;
+        n++;
+    }
+    EXPECT_EQ(rc, 0);
+    EXPECT_EQ(n, NENT + 3);
+    EXPECT_EQ(tape_count(q), NENT + 3);
+    tape_tailer_close(t);
+    tape_close(q);
+}
+
+static void missing_end_of_file_marker_does_not_stall_readers(void)
+{
+    readers_cross_a_cycle_end_with(0, 0);
+}
+
+static void abandoned_entry_at_a_cycle_end_does_not_stall_readers(void)
+{
+    readers_cross_a_cycle_end_with(0x80000000u | (12 + 40), 1);
+}
+
+/* A writer died after step 1 of "Writing an entry": the next writer zeroes
+ * the incomplete entry and writes over it. */
+static void abandoned_incomplete_entry_is_overwritten(void)
+{
+    CHECK_OK(make_queue());
+    uint64_t end = entry_offset(NENT);
+    CHECK(end != 0);
+    unsigned char w[16 + 56];
+    memset(w, 0xA5, sizeof w);
+    th_put_le32(w, 0x80000000u | (12 + 56));
+    int fd = open(cycle_path(), O_WRONLY);
+    CHECK(fd >= 0);
+    EXPECT_EQ(pwrite(fd, w, sizeof w, (off_t)end), (ssize_t)sizeof w);
+    close(fd);
+
+    tape_queue *q = NULL;
+    CHECK_OK(open_q(&q, 0));
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    int rc;
+    EXPECT_EQ(read_prefix(t, &rc), NENT);
+    EXPECT_EQ(rc, 0); /* an incomplete entry is the end of data */
+    EXPECT_EQ(tape_count(q), NENT);
+
+    tape_appender *a = NULL;
+    CHECK_OK(tape_appender_open(q, &a));
+    int64_t i = tape_append(a, "fresh", 5, T0 + NENT);
+    EXPECT_EQ(i, tape_make_index(q, T0_SEC, NENT));
+    tape_appender_close(a);
+    tape_entry e;
+    EXPECT_EQ(tape_read(t, &e), 1);
+    EXPECT(e.e_index == i && e.e_len == 5 && memcmp(e.e_data, "fresh", 5) == 0);
+    EXPECT_EQ(tape_read(t, &e), 0);
+    tape_tailer_close(t);
+    tape_close(q);
+
+    /* On disk: the new entry sits where the abandoned one was, and the
+     * bytes after it are zero again. */
+    size_t size;
+    unsigned char *f = th_read_file(cycle_path(), &size);
+    CHECK(f);
+    EXPECT_EQ(th_le32(f + end), 12 + 5);
+    for (uint64_t p = end + 5 + 16; p < end + sizeof w + 64; p++)
+        if (!EXPECT_EQ(f[p], 0))
+            break;
+    free(f);
+}
+
 /* ---- truncation ------------------------------------------------------------------ */
 
 /* In a child: open, read everything every way we can; wrong data is a
@@ -428,6 +557,9 @@ static const th_test tests[] = {
     TEST(copied_entry_after_the_end_never_passes),
     TEST(zeroed_page_stops_the_reader),
     TEST(damaged_cycle_header_is_corrupt),
+    TEST(missing_end_of_file_marker_does_not_stall_readers),
+    TEST(abandoned_entry_at_a_cycle_end_does_not_stall_readers),
+    TEST(abandoned_incomplete_entry_is_overwritten),
     TEST(truncated_cycle_file_never_crashes_a_reader),
 };
 
