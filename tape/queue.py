@@ -68,6 +68,7 @@ _WAIT_SLICE = 0.1
 # Per-tailer buffers for reading a batch of entries in one call into the core.
 _BATCH_BYTES = 1 << 20
 _BATCH_SLOTS = 4096
+_TAPE_APPEND = lib.tape_append  # bound once: Appender.write is the hottest call
 _NOTHING: Any = object()  # "no entry", since None is a value a codec may return
 
 
@@ -459,7 +460,7 @@ class Appender:
         if h is None:
             raise self._closed()
         clock = self._clock
-        index: int = lib.tape_append(h, data, len(data), 0 if clock is None else clock())
+        index: int = _TAPE_APPEND(h, data, len(data), 0 if clock is None else clock())
         if index < 0:
             check(index, self._path)
         if self._always:
