@@ -256,3 +256,10 @@ def test_an_unclosed_queue_is_harmless_at_exit(qpath: Path) -> None:
     assert (done.returncode, done.stderr) == (0, "")
     with tape.Queue(qpath) as q:
         assert list(q.tailer()) == ["left open"]
+
+
+def test_write_many_gives_every_entry_one_timestamp(qpath: Path) -> None:
+    ticks = iter(range(10**18, 10**18 + 100 * 10**9, 10**9))
+    with tape.Queue(qpath, clock=lambda: next(ticks)) as q:
+        q.appender().write_many(["a", "b", "c"])
+        assert {e.timestamp for e in q.tailer().entries()} == {10**18}
