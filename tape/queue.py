@@ -92,13 +92,18 @@ class CycleInfo(NamedTuple):
 
 
 class _Handle:
-    """A C appender or tailer: `ptr` until closed, then None; freed exactly once."""
+    """A C appender or tailer: `ptr` until closed, then None; freed exactly once.
 
-    __slots__ = ("ptr", "lock", "_free")
+    `read_ahead` is a tailer's batch of values not yet handed out; closing
+    empties it, so that nothing more is handed out after a close.
+    """
+
+    __slots__ = ("ptr", "lock", "read_ahead", "_free")
 
     def __init__(self, ptr: Any, free: Callable[[Any], None]) -> None:
         self.ptr: Any = ptr
         self.lock = threading.Lock()
+        self.read_ahead: list[Any] | None = None
         self._free = free
 
     def close(self) -> None:
@@ -106,6 +111,8 @@ class _Handle:
             ptr, self.ptr = self.ptr, None
             if ptr is not None:
                 self._free(ptr)
+            if self.read_ahead is not None:
+                self.read_ahead.clear()
 
 
 def _as_int(value: Any, what: str) -> int:
@@ -692,7 +699,8 @@ class Tailer:
             values, error = self._decode_all(list(map(memoryview(data).__getitem__, pieces)))
         if entries:
             values = list(map(Entry, ffi.unpack(idx, n), ffi.unpack(ts, n), values))
-        self._batch, self._batch_it, self._batch_entries = values, iter(values), entries
+        self._batch = self._handle.read_ahead = values
+        self._batch_it, self._batch_entries = iter(values), entries
         self._batch_n, self._batch_error = n, error
         return True
 
@@ -761,8 +769,8 @@ class Tailer:
 
     @property
     def index(self) -> int | None:
-        """Index of the entry the next read returns, None when there is none yet."""
-        if self._batch is not None and self._buffers is not None:
+        """Index of the entry the next read returns (at the end: the next to be written), or None."""
+        if self._batch is not None and self._buffers is not None and self._handle.ptr is not None:
             consumed = self._consumed()
             if consumed < self._batch_n:
                 return int(self._buffers[1][consumed])
@@ -775,7 +783,7 @@ class Tailer:
     @property
     def last_read_index(self) -> int | None:
         """Index of the last entry read, None before any."""
-        if self._batch is not None and self._buffers is not None:
+        if self._batch is not None and self._buffers is not None and self._handle.ptr is not None:
             consumed = self._consumed()
             if 0 < consumed < self._batch_n:
                 return int(self._buffers[1][consumed - 1])

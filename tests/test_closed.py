@@ -147,3 +147,17 @@ def test_children_in_a_reference_cycle_with_their_queue_are_freed_safely(qpath: 
     gc.collect()
     with tape.Queue(qpath) as q:
         assert list(q.tailer()) == [1]
+
+
+@pytest.mark.parametrize("closing", ["queue", "tailer"])
+def test_values_read_ahead_are_not_handed_out_after_close(qpath: Path, closing: str) -> None:
+    q = tape.Queue(qpath)
+    q.appender().write_many(range(100))
+    t = q.tailer()
+    for value in t:
+        if value == 10:
+            break
+    (q if closing == "queue" else t).close()
+    with pytest.raises(tape.QueueClosedError):
+        t.read()
+    q.close()
