@@ -698,7 +698,9 @@ class Tailer:
         else:
             values, error = self._decode_all(list(map(memoryview(data).__getitem__, pieces)))
         if entries:
-            values = list(map(Entry, ffi.unpack(idx, n), ffi.unpack(ts, n), values))
+            # tuple.__new__ builds the NamedTuple without its Python-level __new__.
+            fields = zip(ffi.unpack(idx, n), ffi.unpack(ts, n), values)
+            values = list(map(tuple.__new__, itertools.repeat(Entry), fields))
         self._batch = self._handle.read_ahead = values
         self._batch_it, self._batch_entries = iter(values), entries
         self._batch_n, self._batch_error = n, error
