@@ -7,6 +7,7 @@ default). `register()` adds one.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Protocol, runtime_checkable
 
 import msgpack
@@ -56,9 +57,18 @@ class MsgpackCodec:
 
     name = "msgpack"
 
+    def __init__(self) -> None:
+        # A Packer per thread: reusing one is over twice as fast as packb(),
+        # and a Packer must not be used by two threads at once.
+        self._local = threading.local()
+
     def encode(self, obj: Any) -> bytes:
         try:
-            data: bytes = msgpack.packb(obj, use_bin_type=True)
+            pack = self._local.pack
+        except AttributeError:
+            pack = self._local.pack = msgpack.Packer(use_bin_type=True).pack
+        try:
+            data: bytes = pack(obj)
         except (TypeError, OverflowError, ValueError) as exc:
             raise EncodeError(f"msgpack cannot encode the value: {exc}") from exc
         return data
