@@ -13,11 +13,11 @@ _CSRC = _ROOT / "csrc"
 _NOT_CORE = ("test_", "bench_", "fuzz_")
 
 
-def _core_sources() -> list[str]:
-    """Every C file of the core, relative to the repository root."""
+def _core_files(pattern: str) -> list[str]:
+    """The core's files matching `pattern` in csrc/, relative to the repository root."""
     return sorted(
         str(p.relative_to(_ROOT))
-        for p in _CSRC.glob("*.c")
+        for p in _CSRC.glob(pattern)
         if not p.name.startswith(_NOT_CORE)
     )
 
@@ -150,7 +150,8 @@ ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "tape._core",
     '#include "tape.h"',
-    sources=_core_sources(),
+    sources=_core_files("*.c"),
+    depends=_core_files("*.h"),  # rebuilt when a header changes; shipped in an sdist
     include_dirs=[str(_CSRC.relative_to(_ROOT))],
     extra_compile_args=["-std=c11", "-O2"],
     libraries=["pthread"],
