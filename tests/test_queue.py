@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,26 @@ def test_a_queue_without_write_permission_opens_read_only(qpath: Path) -> None:
     finally:
         for f in files:
             f.chmod(0o755 if f.is_dir() else 0o644)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="needs root to mount")
+def test_a_queue_on_a_read_only_filesystem_opens_read_only(tmp_path: Path) -> None:
+    with tape.Queue(tmp_path / "src" / "q") as q:
+        q.appender().write("kept")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", str(tmp_path / "src"), str(ro)], capture_output=True).returncode:
+        pytest.skip("bind mounts are not allowed here")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True, capture_output=True)
+        with tape.Queue(ro / "q", read_only=True) as q:
+            assert list(q.tailer()) == ["kept"]
+            with pytest.raises(tape.ReadOnlyError):
+                q.appender()
+        with pytest.raises(OSError):
+            tape.Queue(ro / "q")
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
 
 
 def test_sizes_of_an_empty_queue(queue: tape.Queue) -> None:
