@@ -13,7 +13,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 # What the installed extension is built from: a change to any rebuilds it.
-BUILD_INPUTS := $(wildcard csrc/*.c csrc/*.h) tape/_build.py setup.py pyproject.toml
+CORE_SRC     := $(filter-out csrc/test_%.c csrc/bench_%.c csrc/fuzz_%.c,$(wildcard csrc/*.c))
+BUILD_INPUTS := $(CORE_SRC) $(wildcard csrc/*.h) tape/_build.py setup.py pyproject.toml
 
 .PHONY: venv test demo sanitize bench clean
 
