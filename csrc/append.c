@@ -65,6 +65,7 @@ static void writer_switch(tape_queue *q, tape_cyc *y)
     pthread_mutex_lock(&q->q_mu);
     tape_cyc_close(&w->w_y);
     w->w_y = *y;
+    w->w_y.y_v.v_mu = &q->q_mu;
     atomic_store_explicit(&q->q_pf_ready, y->y_v.v_size, memory_order_release);
     q->q_pf_want = 0;
     pthread_mutex_unlock(&q->q_mu);
@@ -84,14 +85,19 @@ static void writer_switch(tape_queue *q, tape_cyc *y)
 
 /* Zero an entry a dead writer left "not complete", header last, so the bytes
  * past the end of data are zero again. */
-static void clear_abandoned(tape_cyc *y, uint64_t pos, uint32_t h)
+static int clear_abandoned(tape_cyc *y, uint64_t pos, uint32_t h)
 {
-    uint64_t sz = tape_entry_size((h & TAPE_H_LEN) > TAPE_L_EXTRA ? (h & TAPE_H_LEN) - TAPE_L_EXTRA : 0);
-    if (pos + sz > y->y_v.v_size)
+    uint32_t l = h & TAPE_H_LEN;
+    uint64_t sz = tape_entry_size(l > TAPE_L_EXTRA ? l - TAPE_L_EXTRA : 0);
+    int rc = tape_view_cover(&y->y_v, pos + sz);
+    if (rc < 0)
+        return rc;
+    if (rc > 0) /* a damaged length: clear what the file holds */
         sz = y->y_v.v_size - pos;
     if (sz > 4)
         memset(y->y_v.v_base + pos + 4, 0, sz - 4);
     __atomic_store_n((uint32_t *)(y->y_v.v_base + pos), 0u, __ATOMIC_RELEASE);
+    return 0;
 }
 
 static void set_cycle_bounds(tape_queue *q, int64_t cycle)
@@ -108,7 +114,8 @@ static void set_cycle_bounds(tape_queue *q, int64_t cycle)
 /* Open `cycle` (creating it if asked) as the writer's file and find its end:
  * from the hint when it is about this cycle and consistent, else through the
  * index. Returns the header word found at the end through *end_hdr. */
-static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *end_hdr)
+static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *end_hdr,
+                           int64_t *last_ts)
 {
     tape_writer *w = &q->q_w;
     tape_meta_shared *sh = q->q_sh;
@@ -125,9 +132,9 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
     int64_t hc = __atomic_load_n(&sh->m_hint_cycle, __ATOMIC_RELAXED);
     int rc = -1;
     if (!(gen & 1) && hc == cycle && pos >= w->w_y.y_data_off && (pos & 7) == 0)
-        rc = tape_cyc_walk(&w->w_y, &pos, &seq, end_hdr);
+        rc = tape_cyc_walk(&w->w_y, &pos, &seq, end_hdr, last_ts);
     if (rc < 0)
-        rc = tape_cyc_find_end(q, &w->w_y, &pos, &seq, end_hdr);
+        rc = tape_cyc_find_end(q, &w->w_y, &pos, &seq, end_hdr, last_ts);
     if (rc < 0)
         return rc;
     w->w_pos = pos;
@@ -137,21 +144,19 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
     return 0;
 }
 
-/* Holding the lock: make q->q_w the end of the newest cycle, at least
- * `cycle`, rolling when the newest cycle is older. After a lock recovery or
- * another process's append, the state is rebuilt from the shared hint. */
-static int writer_prepare(tape_queue *q, int64_t cycle, int recovered)
+static void hint_store(tape_queue *q, int64_t ts);
+
+/* Rebuild q->q_w from the files: the end of the newest cycle, at least
+ * `cycle`, repairing what a dead writer left and rolling when the newest
+ * cycle is older than `cycle`. */
+static int writer_rebuild(tape_queue *q, int64_t newest, int64_t cycle)
 {
     tape_writer *w = &q->q_w;
     tape_meta_shared *sh = q->q_sh;
-    int64_t newest = __atomic_load_n(&sh->m_highest, __ATOMIC_ACQUIRE);
-    if (!recovered && w->w_valid && w->w_y.y_cycle == newest && cycle <= newest &&
-        __atomic_load_n(&sh->m_hint_gen, __ATOMIC_RELAXED) == w->w_gen)
-        return 0;
-
+    int64_t last_ts = INT64_MIN;
     uint32_t h = 0;
     while (newest >= 0) {
-        int rc = writer_open_end(q, newest, 0, &h);
+        int rc = writer_open_end(q, newest, 0, &h, &last_ts);
         if (rc == -ENOENT) { /* removed: fall back to what the directory holds */
             newest = tape_neighbour_cycle(q, newest, -1);
             if (newest < -1)
@@ -172,8 +177,14 @@ static int writer_prepare(tape_queue *q, int64_t cycle, int recovered)
         set_cycle_bounds(q, next);
         newest = next;
     }
-    if (newest >= 0 && h != TAPE_H_EOF && (h & TAPE_H_NC))
-        clear_abandoned(&w->w_y, w->w_pos, h);
+    if (newest >= 0 && h != TAPE_H_EOF && (h & TAPE_H_NC)) {
+        int rc = clear_abandoned(&w->w_y, w->w_pos, h);
+        if (rc < 0)
+            return rc;
+    }
+    /* A writer killed before updating the newest timestamp. */
+    if (last_ts > __atomic_load_n(&sh->m_last_ts, __ATOMIC_RELAXED))
+        __atomic_store_n(&sh->m_last_ts, last_ts, __ATOMIC_RELAXED);
     if (newest >= 0 && cycle <= newest)
         return 0;
 
@@ -185,7 +196,7 @@ static int writer_prepare(tape_queue *q, int64_t cycle, int recovered)
     tape_cyc_init(&w->w_y);
     pthread_mutex_unlock(&q->q_mu);
     uint32_t nh;
-    int rc = writer_open_end(q, cycle, 1, &nh);
+    int rc = writer_open_end(q, cycle, 1, &nh, &last_ts);
     if (rc < 0) {
         writer_switch(q, &old);
         return rc;
@@ -193,9 +204,32 @@ static int writer_prepare(tape_queue *q, int64_t cycle, int recovered)
     if (sealing)
         __atomic_store_n((uint32_t *)(old.y_v.v_base + old_end), TAPE_H_EOF, __ATOMIC_RELEASE);
     tape_cyc_close(&old);
-    if (nh & TAPE_H_NC && nh != TAPE_H_EOF)
-        clear_abandoned(&w->w_y, w->w_pos, nh);
+    if (nh & TAPE_H_NC && nh != TAPE_H_EOF && (rc = clear_abandoned(&w->w_y, w->w_pos, nh)) < 0)
+        return rc;
     set_cycle_bounds(q, cycle);
+    return 0;
+}
+
+/* Holding the lock: make q->q_w the end of the newest cycle, at least
+ * `cycle`. The state is trusted when nobody else appended since (same hint
+ * generation, which an append keeps odd while it works) and the end is still
+ * empty; otherwise it is rebuilt, and the rebuilt end is published as the new
+ * hint so that every other process rebuilds too. */
+static int writer_prepare(tape_queue *q, int64_t cycle, int recovered)
+{
+    tape_writer *w = &q->q_w;
+    tape_meta_shared *sh = q->q_sh;
+    int64_t newest = __atomic_load_n(&sh->m_highest, __ATOMIC_ACQUIRE);
+    if (!recovered && w->w_valid && w->w_y.y_cycle == newest && cycle <= newest &&
+        __atomic_load_n(&sh->m_hint_gen, __ATOMIC_RELAXED) == w->w_gen &&
+        tape_load_hdr(&w->w_y.y_v, w->w_pos) == 0)
+        return 0;
+    int rc = writer_rebuild(q, newest, cycle);
+    if (rc < 0) {
+        w->w_valid = 0;
+        return rc;
+    }
+    hint_store(q, __atomic_load_n(&sh->m_last_ts, __ATOMIC_RELAXED));
     return 0;
 }
 
@@ -205,14 +239,14 @@ static int writer_room(tape_queue *q, uint64_t end)
     tape_writer *w = &q->q_w;
     uint64_t ready = atomic_load_explicit(&q->q_pf_ready, memory_order_acquire);
     if (ready < end) {
-        pthread_mutex_lock(&q->q_mu);
         int rc = tape_view_grow(&w->w_y.y_v, end);
-        if (rc == 0 && w->w_y.y_v.v_size > atomic_load_explicit(&q->q_pf_ready, memory_order_relaxed))
-            atomic_store_explicit(&q->q_pf_ready, w->w_y.y_v.v_size, memory_order_release);
-        ready = atomic_load_explicit(&q->q_pf_ready, memory_order_relaxed);
-        pthread_mutex_unlock(&q->q_mu);
         if (rc < 0)
             return rc;
+        ready = w->w_y.y_v.v_size;
+        /* Raise, never lower: the prefaulter may be ahead. */
+        uint64_t cur = atomic_load_explicit(&q->q_pf_ready, memory_order_relaxed);
+        while (cur < ready && !atomic_compare_exchange_weak(&q->q_pf_ready, &cur, ready))
+            ;
     }
     w->w_ready = ready;
     return 0;
@@ -335,12 +369,18 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     if (result >= 0)
         result = writer_prepare(q, result, recovered);
     if (result >= 0) {
+        /* Odd for as long as this append changes the file: a writer killed
+         * meanwhile leaves it odd, and the next lock holder rebuilds. */
+        __atomic_store_n(&q->q_sh->m_hint_gen, w->w_gen + 1, __ATOMIC_RELAXED);
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
         for (; done < n; done++) {
             uint64_t start = done ? ends[done - 1] : 0;
             result = write_one(q, data + start, (uint32_t)(ends[done] - start), ts);
             if (result < 0)
                 break;
         }
+        if (done == 0) /* nothing changed */
+            __atomic_store_n(&q->q_sh->m_hint_gen, w->w_gen, __ATOMIC_RELAXED);
     }
     if (done > 0) {
         result = done == n ? tape_make_index(q, q->q_w.w_y.y_cycle, (int64_t)q->q_w.w_seq - 1) : result;

@@ -292,6 +292,10 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y)
         rc = ftruncate(fd, size);
     if (rc == 0 && pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
         rc = -1;
+    /* On disk before it has a name, so a name never leads to a file without
+     * a header after a power loss. */
+    if (rc == 0)
+        rc = fdatasync(fd);
     rc = rc < 0 ? (errno ? -errno : -EIO) : 0;
     close(fd);
     /* Published whole under its final name; if it is already there (a writer
@@ -322,7 +326,8 @@ int tape_cyc_index_array(tape_queue *q, tape_cyc *y, uint64_t k, uint64_t *arr)
     if (!a)
         return 0;
     uint32_t want = TAPE_H_META | tape_hdr_len((uint32_t)(8 * n));
-    if (!valid_pos(y, a) || tape_view_cover(&y->y_v, a + tape_entry_size((uint32_t)(8 * n))) != 0)
+    uint64_t sz = tape_entry_size((uint32_t)(8 * n));
+    if (!valid_pos(y, a) || a > UINT64_MAX - sz || tape_view_cover(&y->y_v, a + sz) != 0)
         return TAPE_ECORRUPT;
     const uint8_t *e = y->y_v.v_base + a;
     uint32_t crc;
@@ -366,7 +371,7 @@ static uint64_t filled(const uint64_t *slots, uint64_t n)
 }
 
 /* Walk forward from (*pos, *seq) over published entries, checking each. */
-int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last)
+int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int64_t *last_ts)
 {
     uint64_t p = *pos, s = *seq;
     uint32_t h = 0;
@@ -398,6 +403,8 @@ int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last)
         } else {
             if (crc != tape_crc_data(y->y_seed, h, s, ts, e + TAPE_ENTRY_HDR, len))
                 return TAPE_ECORRUPT;
+            if (last_ts)
+                *last_ts = ts;
             s++;
         }
         p += sz;
@@ -409,7 +416,7 @@ int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last)
 }
 
 int tape_cyc_find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
-                      uint32_t *hdr_at_end)
+                      uint32_t *hdr_at_end, int64_t *last_ts)
 {
     uint64_t n = (uint64_t)1 << q->q_roll.r_count_log2;
     const uint64_t *i2i = (const uint64_t *)(y->y_v.v_base + y->y_i2i_off);
@@ -431,7 +438,10 @@ int tape_cyc_find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
                 return TAPE_ECORRUPT;
         }
     }
-    int rc = tape_cyc_walk(y, &p, &s, hdr_at_end);
+    /* A slot pointing past the end of the file is damage, not the end. */
+    if (tape_view_cover(&y->y_v, p + 4) != 0)
+        return TAPE_ECORRUPT;
+    int rc = tape_cyc_walk(y, &p, &s, hdr_at_end, last_ts);
     if (rc < 0)
         return rc;
     *pos = p;
@@ -441,14 +451,15 @@ int tape_cyc_find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
 
 int tape_cyc_locate(tape_queue *q, tape_cyc *y, uint64_t seq, uint64_t *pos)
 {
-    if (seq >> q->q_roll.r_seq_bits)
+    /* seq == capacity is the end of a full cycle, not an error. */
+    if (seq > ((uint64_t)1 << q->q_roll.r_seq_bits))
         return 0;
     uint64_t b = seq >> q->q_roll.r_spacing_log2;
     uint64_t p = tape_cyc_block_pos(q, y, b);
     if (!p) {
         uint64_t end, count;
         uint32_t h;
-        int rc = tape_cyc_find_end(q, y, &end, &count, &h);
+        int rc = tape_cyc_find_end(q, y, &end, &count, &h, NULL);
         if (rc < 0)
             return rc;
         if (count != seq)
@@ -494,7 +505,7 @@ int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
         return rc;
     uint64_t end, count;
     uint32_t h;
-    rc = tape_cyc_find_end(q, &y, &end, &count, &h);
+    rc = tape_cyc_find_end(q, &y, &end, &count, &h, NULL);
     if (rc == 0) {
         memset(out, 0, sizeof *out);
         out->ci_cycle = cycle;

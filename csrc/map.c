@@ -73,30 +73,38 @@ void tape_view_close(tape_view *v)
     tape_view_init(v);
 }
 
+/* Only the thread that owns a view moves its mapping; v_mu (when set) keeps
+ * the prefaulter off the mapping meanwhile. */
 static int remap(tape_view *v, uint64_t end)
 {
     if (end <= v->v_maplen)
         return 0;
     size_t len = map_len_for(end);
+    if (v->v_mu)
+        pthread_mutex_lock(v->v_mu);
     void *p = mremap(v->v_base, v->v_maplen, len, MREMAP_MAYMOVE);
-    if (p == MAP_FAILED)
-        return -errno;
-    v->v_base = p;
-    v->v_maplen = len;
-    return 0;
+    if (p != MAP_FAILED) {
+        v->v_base = p;
+        v->v_maplen = len;
+    }
+    if (v->v_mu)
+        pthread_mutex_unlock(v->v_mu);
+    return p == MAP_FAILED ? -errno : 0;
 }
 
 int tape_view_cover(tape_view *v, uint64_t end)
 {
-    if (end > v->v_size) {
-        struct stat st;
-        if (fstat(v->v_fd, &st) < 0)
-            return -errno;
-        v->v_size = (uint64_t)st.st_size;
-        if (end > v->v_size)
-            return 1;
-    }
-    return remap(v, end);
+    if (end <= v->v_size)
+        return 0;
+    struct stat st;
+    if (fstat(v->v_fd, &st) < 0)
+        return -errno;
+    uint64_t size = (uint64_t)st.st_size;
+    int rc = remap(v, end < size ? end : size);
+    if (rc < 0)
+        return rc;
+    v->v_size = size < v->v_maplen ? size : v->v_maplen;
+    return end > size ? 1 : 0;
 }
 
 int tape_view_grow(tape_view *v, uint64_t end)
@@ -104,16 +112,13 @@ int tape_view_grow(tape_view *v, uint64_t end)
     int rc = tape_view_cover(v, end);
     if (rc <= 0)
         return rc;
+    /* Never ftruncate: another process may have extended the file meanwhile,
+     * and only fallocate is sure not to shrink it. */
     uint64_t to = (end + TAPE_GROW_STEP - 1) & ~(TAPE_GROW_STEP - 1);
-    rc = fallocate(v->v_fd, 0, (off_t)v->v_size, (off_t)(to - v->v_size));
-    if (rc < 0 && (errno == EOPNOTSUPP || errno == ENOSYS)) {
-        /* A filesystem without fallocate: extend the size only. */
-        rc = ftruncate(v->v_fd, (off_t)to);
-    }
-    if (rc < 0)
+    if (fallocate(v->v_fd, 0, (off_t)v->v_size, (off_t)(to - v->v_size)) < 0)
         return -errno;
-    v->v_size = to;
-    return remap(v, to);
+    rc = tape_view_cover(v, to);
+    return rc > 0 ? -EIO : rc;
 }
 
 void tape_view_trim(tape_view *v, uint64_t below)
@@ -142,6 +147,8 @@ static void fault_in(uint8_t *p, uint64_t len)
         __atomic_fetch_or((uint32_t *)(p + off), 0u, __ATOMIC_RELAXED);
 }
 
+/* The prefaulter reads the writer's view (fd, base, length) under q_mu, which
+ * the writer holds whenever it changes them, and never writes the view. */
 static void *prefault_main(void *arg)
 {
     tape_queue *q = arg;
@@ -154,7 +161,7 @@ static void *prefault_main(void *arg)
             continue;
         }
         uint64_t to = ready + TAPE_GROW_STEP;
-        if (to > v->v_maplen || tape_view_grow(v, to) < 0) {
+        if (to > v->v_maplen || fallocate(v->v_fd, 0, (off_t)ready, (off_t)TAPE_GROW_STEP) < 0) {
             /* Out of room or out of space: the writer's own slow path
              * reports the error when it gets there. */
             q->q_pf_want = ready;

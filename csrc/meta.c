@@ -341,12 +341,15 @@ int tape_register_writer(tape_queue *q)
         if (getrandom(&tok, sizeof tok, 0) < 0)
             return -errno;
         tok &= ~TAPE_LOCK_WAITERS;
-        if (!tok)
+        /* Not 0, and not a dead owner's token still in the lock word: we
+         * would take its lock for our own and wait for ourselves. */
+        if (!tok || tok == (__atomic_load_n(&q->q_sh->m_lock, __ATOMIC_RELAXED) & ~TAPE_LOCK_WAITERS))
             continue;
         struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
                            .l_start = TAPE_LIVE_BASE + tok, .l_len = 1};
         if (fcntl(q->q_meta_fd, F_OFD_SETLK, &fl) == 0) {
             q->q_token = tok;
+            q->q_pid = (uint32_t)getpid();
             return 0;
         }
         if (errno != EAGAIN && errno != EACCES)
@@ -372,19 +375,28 @@ static int cas(uint32_t *w, uint32_t *expected, uint32_t desired)
                                        __ATOMIC_RELAXED);
 }
 
+static void lock_slow(tape_queue *q, int *recovered);
+
 int tape_lock(tape_queue *q, int *recovered)
+{
+    uint32_t e = 0;
+    *recovered = 0;
+    if (!cas(&q->q_sh->m_lock, &e, q->q_token))
+        lock_slow(q, recovered);
+    __atomic_store_n(&q->q_sh->m_lock_pid, q->q_pid, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static void lock_slow(tape_queue *q, int *recovered)
 {
     uint32_t *w = &q->q_sh->m_lock;
     uint32_t tok = q->q_token;
-    uint32_t e = 0;
-    *recovered = 0;
-    if (cas(w, &e, tok))
-        return 0;
+    uint32_t e;
     for (int i = 0; i < 200; i++) {
         cpu_relax();
         e = 0;
         if (__atomic_load_n(w, __ATOMIC_RELAXED) == 0 && cas(w, &e, tok))
-            return 0;
+            return;
     }
     /* Sleep on the word, marked as having waiters; every millisecond without
      * progress, check that its owner still lives. */
@@ -392,7 +404,7 @@ int tape_lock(tape_queue *q, int *recovered)
         e = __atomic_load_n(w, __ATOMIC_RELAXED);
         if (e == 0) {
             if (cas(w, &e, tok | TAPE_LOCK_WAITERS))
-                return 0;
+                return;
             continue;
         }
         if (!(e & TAPE_LOCK_WAITERS)) {
@@ -405,7 +417,7 @@ int tape_lock(tape_queue *q, int *recovered)
             !owner_alive(q, e & ~TAPE_LOCK_WAITERS)) {
             if (cas(w, &e, tok | TAPE_LOCK_WAITERS)) {
                 *recovered = 1;
-                return 0;
+                return;
             }
         }
     }
@@ -420,8 +432,8 @@ void tape_unlock(tape_queue *q)
 }
 
 /* After publishing (and unlocking): wake tailers sleeping in tape_wait. The
- * reader increments m_waiters and then looks for data; we published and then
- * look at m_waiters: with a full barrier on both sides one of us sees the
+ * reader sets the sleepers bit and then looks for data; we published and then
+ * look at the bit: with a full barrier on both sides one of us sees the
  * other. On x86 the unlock's locked exchange is that barrier. */
 void tape_wake_readers(tape_queue *q)
 {
@@ -429,8 +441,11 @@ void tape_wake_readers(tape_queue *q)
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 #endif
     tape_meta_shared *sh = q->q_sh;
-    if (__atomic_load_n(&sh->m_waiters, __ATOMIC_SEQ_CST)) {
-        __atomic_fetch_add(&sh->m_notify, 1, __ATOMIC_SEQ_CST);
+    uint32_t v = __atomic_load_n(&sh->m_notify, __ATOMIC_SEQ_CST);
+    if (v & TAPE_NOTIFY_SLEEPERS) {
+        /* A new value (counter up, bit clear) also stops a sleeper that is
+         * about to wait on the old one. */
+        __atomic_store_n(&sh->m_notify, (v + 1) & ~TAPE_NOTIFY_SLEEPERS, __ATOMIC_SEQ_CST);
         futex(&sh->m_notify, FUTEX_WAKE, INT_MAX, NULL);
     }
 }

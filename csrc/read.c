@@ -91,7 +91,7 @@ static int enter_cycle(tape_tailer *t, int64_t cycle, int dir)
     }
     uint64_t end, count;
     uint32_t h;
-    rc = tape_cyc_find_end(t->t_q, &t->t_y, &end, &count, &h);
+    rc = tape_cyc_find_end(t->t_q, &t->t_y, &end, &count, &h, NULL);
     if (rc < 0)
         return rc;
     t->t_seq = (int64_t)count - 1;
@@ -192,6 +192,10 @@ static int fwd_peek(tape_tailer *t, tape_entry *e)
         if (rc <= 0)
             return rc;
     }
+    if (t->t_seq < 0) { /* read backward past the start, now forward */
+        t->t_seq = 0;
+        t->t_pos_ok = 0;
+    }
     for (;;) {
         if (!t->t_pos_ok) {
             uint64_t pos;
@@ -278,10 +282,12 @@ static int bwd_peek(tape_tailer *t, tape_entry *e)
              * start from the newest entry of this cycle. */
             uint64_t end, count;
             uint32_t h;
-            int rc = tape_cyc_find_end(q, &t->t_y, &end, &count, &h);
+            int rc = tape_cyc_find_end(q, &t->t_y, &end, &count, &h, NULL);
             if (rc < 0)
                 return rc;
-            if ((uint64_t)t->t_seq >= count && count > 0) {
+            if ((uint64_t)t->t_seq < count) /* it exists, yet its block is unreadable */
+                return TAPE_ECORRUPT;
+            if (count > 0) {
                 t->t_seq = (int64_t)count - 1;
                 continue;
             }
@@ -426,12 +432,13 @@ int tape_tailer_to_end(tape_tailer *t)
 }
 
 /* Timestamp of the entry at pos (the reader checks the entry when it reads
- * it). */
-static int64_t ts_at(const tape_cyc *y, uint64_t pos)
+ * it); TAPE_ECORRUPT when pos is past the end of the file. */
+static int ts_at(tape_cyc *y, uint64_t pos, int64_t *ts)
 {
-    int64_t ts;
-    memcpy(&ts, y->y_v.v_base + pos + 8, 8);
-    return ts;
+    if (tape_view_cover(&y->y_v, pos + TAPE_ENTRY_HDR) != 0)
+        return TAPE_ECORRUPT;
+    memcpy(ts, y->y_v.v_base + pos + 8, 8);
+    return 0;
 }
 
 /* In cycle y: the first data entry with timestamp >= target. 1 found. */
@@ -439,7 +446,7 @@ static int find_time(tape_queue *q, tape_cyc *y, int64_t target, uint64_t *pos, 
 {
     uint64_t end, count;
     uint32_t h;
-    int rc = tape_cyc_find_end(q, y, &end, &count, &h);
+    int rc = tape_cyc_find_end(q, y, &end, &count, &h, NULL);
     if (rc < 0 || count == 0)
         return rc;
     const int slog = q->q_roll.r_spacing_log2;
@@ -449,9 +456,10 @@ static int find_time(tape_queue *q, tape_cyc *y, int64_t target, uint64_t *pos, 
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
         uint64_t p = tape_cyc_block_pos(q, y, mid);
-        if (!p)
+        int64_t ts;
+        if (!p || ts_at(y, p, &ts) < 0)
             return TAPE_ECORRUPT;
-        if (ts_at(y, p) < target)
+        if (ts < target)
             lo = mid + 1;
         else
             hi = mid;
@@ -466,7 +474,10 @@ static int find_time(tape_queue *q, tape_cyc *y, int64_t target, uint64_t *pos, 
             return TAPE_ECORRUPT;
         uint64_t sz = tape_entry_size((hw & TAPE_H_LEN) - TAPE_L_EXTRA);
         if (!(hw & TAPE_H_META)) {
-            if (ts_at(y, p) >= target) {
+            int64_t ts;
+            if (ts_at(y, p, &ts) < 0)
+                return TAPE_ECORRUPT;
+            if (ts >= target) {
                 *pos = p;
                 *seq = s;
                 return 1;
@@ -564,8 +575,11 @@ int tape_wait(tape_tailer *t, int64_t timeout_ns)
         struct timespec ts = {ns / 1000000000, ns % 1000000000};
         return nanosleep(&ts, NULL) < 0 ? -errno : 0;
     }
-    uint32_t seen = __atomic_load_n(&sh->m_notify, __ATOMIC_ACQUIRE);
-    __atomic_fetch_add(&sh->m_waiters, 1, __ATOMIC_SEQ_CST);
+    /* Announce a sleeper by a bit the next publishing writer clears (so a
+     * sleeper killed here costs writers one wake-up, not one per append),
+     * then look for data once more before sleeping. */
+    uint32_t seen = __atomic_fetch_or(&sh->m_notify, TAPE_NOTIFY_SLEEPERS, __ATOMIC_SEQ_CST) |
+                    TAPE_NOTIFY_SLEEPERS;
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     int rc = peek(t, &e);
     if (rc == 0) {
@@ -578,6 +592,5 @@ int tape_wait(tape_tailer *t, int64_t timeout_ns)
         if (syscall(SYS_futex, &sh->m_notify, FUTEX_WAIT, seen, tsp, NULL, 0) < 0 && errno == EINTR)
             rc = -EINTR;
     }
-    __atomic_fetch_sub(&sh->m_waiters, 1, __ATOMIC_SEQ_CST);
     return rc < 0 ? rc : 0;
 }

@@ -58,13 +58,14 @@ typedef struct tape_meta_shared {
     uint64_t m_modcount;
     uint8_t m_pad1[40];
     /* line 2: wake-ups */
-    uint32_t m_notify;         /* futex word */
-    uint32_t m_waiters;
+    uint32_t m_notify;         /* futex word: counter, TAPE_NOTIFY_SLEEPERS bit */
+    uint32_t m_reserved;
 } tape_meta_shared;
 
 #define TAPE_META_SHARED_OFF 4096u
 #define TAPE_PARAMS_OFF 32768u
 #define TAPE_LOCK_WAITERS 0x80000000u
+#define TAPE_NOTIFY_SLEEPERS 0x80000000u
 #define TAPE_LIVE_BASE ((off_t)1 << 32) /* OFD lock byte of token T: base + T */
 
 typedef struct tape_cycle_hdr {
@@ -124,6 +125,7 @@ typedef struct tape_view {
     uint64_t v_size;           /* known file size: every byte below is backed */
     int v_writable;
     uint64_t v_trim_lo;        /* pages below were released from this mapping */
+    pthread_mutex_t *v_mu;     /* held while the mapping moves (writer's view) */
 } tape_view;
 
 void tape_view_init(tape_view *v);
@@ -131,7 +133,8 @@ void tape_view_init(tape_view *v);
 int tape_view_open(tape_view *v, int dirfd, const char *name, int writable);
 void tape_view_close(tape_view *v);
 /* Make [0, end) backed by the file (refreshing the known size) and mapped.
- * Returns 0, or 1 when the file is smaller than `end`, or -errno. */
+ * Returns 0, or 1 when the file is smaller than `end` (then all of it is
+ * covered), or -errno. Keeps v_size <= v_maplen. */
 int tape_view_cover(tape_view *v, uint64_t end);
 /* Extend the file so that [0, end) is allocated (fallocate), and mapped. */
 int tape_view_grow(tape_view *v, uint64_t end);
@@ -175,7 +178,7 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y);
  * count of data entries; *hdr_at_end is the header word found there (0, an
  * abandoned "not complete" word, or TAPE_H_EOF). */
 int tape_cyc_find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
-                      uint32_t *hdr_at_end);
+                      uint32_t *hdr_at_end, int64_t *last_ts);
 /* Position of entry `seq`: 1 found (*pos set), 2 seq is the end of data
  * (*pos = end offset), 0 not present, or a negative error. */
 int tape_cyc_locate(tape_queue *q, tape_cyc *y, uint64_t seq, uint64_t *pos);
@@ -185,7 +188,7 @@ int tape_cyc_index_array(tape_queue *q, tape_cyc *y, uint64_t k, uint64_t *arr);
 const uint64_t *tape_cyc_slots(const tape_cyc *y, uint64_t arr);
 /* Walk forward from (*pos, *seq) over published entries, checking each CRC;
  * stops at the end of data (*last: the header word found there). */
-int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last);
+int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int64_t *last_ts);
 /* Offset of the indexed entry of block b (seq b*S), 0 when absent. */
 uint64_t tape_cyc_block_pos(tape_queue *q, tape_cyc *y, uint64_t b);
 
@@ -222,6 +225,7 @@ struct tape_queue {
     /* appending (not used when read-only) */
     pthread_mutex_t q_mu;      /* guards token set-up, prefaulter, mapping changes */
     uint32_t q_token;          /* 0 until the first appender */
+    uint32_t q_pid;
     tape_writer q_w;
     atomic_int q_poisoned;
     int q_appenders;
