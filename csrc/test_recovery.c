@@ -1,0 +1,302 @@
+/* test_recovery.c - what a writer or reader finds after another one died or
+ * fell far behind: regression tests for the defects a review of the core
+ * found (stale writer state after a recovery, abandoned entries larger than a
+ * process's view, lagging tailers, full cycles, damaged index slots). These
+ * tests reach into tape_int.h to set up states a crash leaves behind. */
+#include "test_harness.h"
+#include "tape_int.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+static const int64_t T0 = 1763683200LL * 1000000000LL; /* a second boundary */
+
+static int open_q(const char *roll, tape_queue **q)
+{
+    return th_open("q", roll, "raw", q);
+}
+
+/* Read every entry; returns the count, or a negative error. Payloads are
+ * copied into out[i] (up to 8 bytes) when out is given. */
+static long read_all(tape_queue *q, char (*out)[8], long cap)
+{
+    tape_tailer *t;
+    int rc = tape_tailer_open(q, &t);
+    if (rc < 0)
+        return rc;
+    tape_entry e;
+    long n = 0;
+    while ((rc = tape_read(t, &e)) == 1) {
+        if (out && n < cap) {
+            memset(out[n], 0, 8);
+            memcpy(out[n], e.e_data, e.e_len < 8 ? e.e_len : 8);
+        }
+        n++;
+    }
+    tape_tailer_close(t);
+    return rc < 0 ? rc : n;
+}
+
+/* A writer publishes two entries and dies holding the lock before it
+ * records the new end (the hint is put back as it was); another process
+ * takes the lock over without writing. The first writer, whose remembered end
+ * is now stale, must append after the dead writer's entries, not over them. */
+static void stale_writer_appends_after_a_dead_writers_entries(void)
+{
+    tape_queue *qb;
+    tape_appender *ab;
+    CHECK_OK(open_q("daily", &qb));
+    CHECK_OK(tape_appender_open(qb, &ab));
+    CHECK_OK(tape_append(ab, "B0", 2, 0));
+    pid_t c = fork();
+    if (c == 0) {
+        tape_queue *q;
+        tape_appender *a;
+        if (open_q("daily", &q) < 0 || tape_appender_open(q, &a) < 0)
+            _exit(2);
+        tape_meta_shared saved = *q->q_sh;
+        if (tape_append(a, "C0", 2, 0) < 0 || tape_append(a, "C1", 2, 0) < 0)
+            _exit(3);
+        q->q_sh->m_hint_gen = saved.m_hint_gen;
+        q->q_sh->m_hint_pos = saved.m_hint_pos;
+        q->q_sh->m_hint_seq = saved.m_hint_seq;
+        q->q_sh->m_last_ts = saved.m_last_ts;
+        int r;
+        tape_lock(q, &r);
+        _exit(0);
+    }
+    int st;
+    CHECK(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    pid_t d = fork();
+    if (d == 0) {
+        tape_queue *q;
+        tape_appender *a;
+        if (open_q("daily", &q) < 0 || tape_appender_open(q, &a) < 0 || tape_appender_sync(a) < 0)
+            _exit(2);
+        tape_appender_close(a);
+        tape_close(q);
+        _exit(0);
+    }
+    CHECK(waitpid(d, &st, 0) == d && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_OK(tape_append(ab, "B1", 2, 0));
+    char got[8][8];
+    EXPECT_EQ(read_all(qb, got, 8), 4);
+    EXPECT(!strcmp(got[0], "B0") && !strcmp(got[1], "C0") && !strcmp(got[2], "C1") &&
+           !strcmp(got[3], "B1"));
+    tape_appender_close(ab);
+    tape_close(qb);
+}
+
+/* A dead writer's "not complete" entry reaching far past what the recovering
+ * process has mapped is cleared over its whole length: no byte past the end
+ * of data stays non-zero, and the queue goes on working. */
+static void abandoned_entry_beyond_the_recoverers_view(uint64_t len, uint64_t at)
+{
+    th_rm_rf(th_path("q"));
+    tape_queue *qb;
+    tape_appender *ab;
+    CHECK_OK(open_q("test_secondly", &qb));
+    CHECK_OK(tape_appender_open(qb, &ab));
+    CHECK_OK(tape_append(ab, "B0", 2, T0));
+    pid_t c = fork();
+    if (c == 0) {
+        tape_queue *q;
+        tape_appender *a;
+        if (open_q("test_secondly", &q) < 0 || tape_appender_open(q, &a) < 0)
+            _exit(2);
+        static char buf[8000];
+        memset(buf, 0x63, sizeof buf);
+        while (q->q_w.w_pos < at)
+            if (tape_append(a, buf, sizeof buf, T0) < 0)
+                _exit(3);
+        int r;
+        tape_lock(q, &r);
+        uint64_t pos = q->q_w.w_pos;
+        if (tape_view_grow(&q->q_w.w_y.y_v, pos + len + 64) < 0)
+            _exit(4);
+        uint8_t *b = q->q_w.w_y.y_v.v_base;
+        uint32_t h = TAPE_H_NC | (uint32_t)(len - 4);
+        memcpy(b + pos, &h, 4);
+        memset(b + pos + 16, 0x11, len - 16);
+        _exit(0);
+    }
+    int st;
+    CHECK(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_OK(tape_append(ab, "B1", 2, T0));
+    tape_view *v = &qb->q_w.w_y.y_v;
+    CHECK(tape_view_cover(v, UINT64_MAX) >= 0);
+    uint64_t nonzero = 0;
+    for (uint64_t p = qb->q_w.w_pos; p < v->v_size; p++)
+        nonzero += v->v_base[p] != 0;
+    EXPECT_EQ(nonzero, 0);
+    long before = read_all(qb, NULL, 0);
+    EXPECT(before > 2);
+    for (int i = 0; i < 300; i++)
+        CHECK_OK(tape_append(ab, "more", 4, T0));
+    EXPECT_EQ(read_all(qb, NULL, 0), before + 300);
+    EXPECT_EQ(tape_count(qb), before + 300);
+    tape_appender_close(ab);
+    tape_close(qb);
+}
+
+static void abandoned_entry_larger_than_the_view_is_cleared(void)
+{
+    abandoned_entry_beyond_the_recoverers_view((uint64_t)32 << 20, ((uint64_t)2 << 20) - 4096);
+}
+
+static void abandoned_entry_larger_than_the_mapping_is_cleared(void)
+{
+    abandoned_entry_beyond_the_recoverers_view((uint64_t)300 << 20, (uint64_t)13 << 20);
+}
+
+/* A tailer that mapped the file when it was small and then falls far behind
+ * reads on past its first mapping. */
+static void lagging_tailer_reads_past_its_first_mapping(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    tape_tailer *t;
+    CHECK_OK(open_q("daily", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(tape_append(a, "first", 5, 0));
+    tape_entry e;
+    CHECK_EQ(tape_read(t, &e), 1);
+    char *big = calloc(1, 1 << 20);
+    CHECK(big);
+    for (int i = 0; i < 400; i++) {
+        big[0] = (char)i;
+        CHECK_OK(tape_append(a, big, 1 << 20, 0));
+    }
+    free(big);
+    int n = 0, rc;
+    while ((rc = tape_read(t, &e)) == 1) {
+        EXPECT_EQ(((const unsigned char *)e.e_data)[0], (unsigned char)n);
+        n++;
+    }
+    EXPECT_EQ(rc, 0);
+    EXPECT_EQ(n, 400);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+/* After to_end on a full cycle, a forward tailer moves on to the next one. */
+static void full_cycle_end_moves_to_the_next_cycle(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    tape_tailer *t;
+    CHECK_OK(open_q("test_secondly", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    for (int i = 0; i < 4096; i++)
+        CHECK_OK(tape_append(a, "x", 1, T0));
+    CHECK_EQ(tape_append(a, "x", 1, T0), TAPE_ECYCLEFULL);
+    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(tape_tailer_to_end(t));
+    int64_t next = tape_append(a, "next", 4, T0 + 1000000000);
+    CHECK_OK(next);
+    tape_entry e;
+    EXPECT_EQ(tape_read(t, &e), 1);
+    EXPECT_EQ(e.e_index, next);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+/* Backward past the first entry, then forward: the first entry again. */
+static void forward_after_reading_backward_past_the_start(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    tape_tailer *t;
+    CHECK_OK(open_q("daily", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    int64_t first = tape_append(a, "a", 1, 0);
+    CHECK_OK(first);
+    CHECK_OK(tape_append(a, "b", 1, 0));
+    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(tape_tailer_set_direction(t, TAPE_BACKWARD));
+    CHECK_OK(tape_tailer_to_end(t));
+    tape_entry e;
+    while (tape_read(t, &e) == 1)
+        ;
+    CHECK_OK(tape_tailer_set_direction(t, TAPE_FORWARD));
+    EXPECT_EQ(tape_read(t, &e), 1);
+    EXPECT_EQ(e.e_index, first);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+/* Index slots pointing outside the file are damage, reported, never
+ * followed. */
+static void damaged_index_slots_are_reported(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(open_q("test_secondly", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    for (int i = 0; i < 40; i++)
+        CHECK_OK(tape_append(a, "entry", 5, T0 + i));
+    tape_cyc y;
+    CHECK_OK(tape_cyc_open(q, tape_cycle_of(q, T0), 1, &y));
+    uint64_t arr;
+    CHECK_EQ(tape_cyc_index_array(q, &y, 0, &arr), 1);
+    uint64_t *slots = (uint64_t *)tape_cyc_slots(&y, arr);
+    slots[3] = (uint64_t)100 << 20;
+    tape_tailer *t;
+    CHECK_OK(tape_tailer_open(q, &t));
+    EXPECT_EQ(tape_tailer_to_time(t, T0 + 15), TAPE_ECORRUPT);
+    uint64_t *i2i = (uint64_t *)(y.y_v.v_base + y.y_i2i_off);
+    i2i[0] = UINT64_MAX - 65535;
+    EXPECT_EQ(tape_count(q), TAPE_ECORRUPT);
+    tape_cyc_close(&y);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+/* A tailer killed while asleep costs writers one wake-up: the next append
+ * clears the sleepers bit. */
+static void killed_sleeper_costs_one_wake_up(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(open_q("daily", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(tape_append(a, "a", 1, 0));
+    pid_t c = fork();
+    if (c == 0) {
+        tape_queue *cq;
+        tape_tailer *t;
+        tape_entry e;
+        if (open_q("daily", &cq) < 0 || tape_tailer_open(cq, &t) < 0 || tape_read(t, &e) != 1)
+            _exit(2);
+        for (;;)
+            tape_wait(t, -1);
+    }
+    for (int i = 0; i < 200 && !(__atomic_load_n(&q->q_sh->m_notify, __ATOMIC_SEQ_CST) &
+                                 TAPE_NOTIFY_SLEEPERS); i++)
+        usleep(5000);
+    EXPECT(__atomic_load_n(&q->q_sh->m_notify, __ATOMIC_SEQ_CST) & TAPE_NOTIFY_SLEEPERS);
+    kill(c, SIGKILL);
+    waitpid(c, NULL, 0);
+    CHECK_OK(tape_append(a, "b", 1, 0));
+    EXPECT(!(__atomic_load_n(&q->q_sh->m_notify, __ATOMIC_SEQ_CST) & TAPE_NOTIFY_SLEEPERS));
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+static const th_test tests[] = {
+    TEST(stale_writer_appends_after_a_dead_writers_entries),
+    TEST(abandoned_entry_larger_than_the_view_is_cleared),
+    TEST(abandoned_entry_larger_than_the_mapping_is_cleared),
+    TEST(lagging_tailer_reads_past_its_first_mapping),
+    TEST(full_cycle_end_moves_to_the_next_cycle),
+    TEST(forward_after_reading_backward_past_the_start),
+    TEST(damaged_index_slots_are_reported),
+    TEST(killed_sleeper_costs_one_wake_up),
+};
+
+TEST_MAIN(tests)
