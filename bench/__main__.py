@@ -83,7 +83,8 @@ def table(results: list[Result], runs: int) -> str:
     ]
     for r in results:
         if r.skipped:
-            lines.append(f"| {r.bench.name} | skipped: {r.skipped} | | | | |")
+            why = r.skipped if r.failed else f"skipped: {r.skipped}"
+            lines.append(f"| {r.bench.name} | {why} | | | | |")
             continue
         for row in r.rows():
             n = len(row["values"])
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             "title": r.bench.title,
             "note": r.bench.note,
             "skipped": r.skipped,
+            "failed": r.failed,
             "figures": [] if r.skipped else r.rows(),
         }
         for r in results
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     out = _HERE / f"results-{name}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten to {out}")
-    return 0
+    return 1 if any(r.failed for r in results) else 0
 
 
 if __name__ == "__main__":

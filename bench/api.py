@@ -13,10 +13,12 @@ import itertools
 import math
 import operator
 import random
+import resource
 import shutil
 import statistics
 import tempfile
 import time
+import traceback
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -115,6 +117,7 @@ class Result:
     bench: Benchmark
     values: dict[str, list[float]] = field(default_factory=dict)
     skipped: str = ""
+    failed: bool = False
 
     def rows(self) -> list[dict[str, Any]]:
         """One summary per metric: median, min, max over the runs, target, status."""
@@ -148,6 +151,10 @@ def measure(bench: Benchmark, ctx: Context, runs: int) -> Result:
                 result.values.setdefault(key, []).append(value)
     except Skip as exc:
         result.skipped = str(exc)
+    except Exception as exc:  # a failing benchmark must not lose the others' figures
+        traceback.print_exc()
+        result.skipped = f"FAILED: {type(exc).__name__}: {exc}"
+        result.failed = True
     return result
 
 
@@ -162,9 +169,10 @@ def payloads(k: int) -> list[bytes]:
 
 def msgpack_values(k: int) -> list[dict[str, Any]]:
     """`k` distinct small records, each exactly PAYLOAD_SIZE bytes in msgpack."""
-    base = {"seq": 1_000_000, "kind": "order", "sym": "ACME", "price": 101.25, "qty": 7, "note": ""}
-    pad = PAYLOAD_SIZE - len(msgpack.packb(base))
-    values = [{**base, "seq": 1_000_000 + i, "note": "x" * pad} for i in range(k)]
+    base = {"seq": 1_000_000, "kind": "order", "sym": "ACME", "price": 101.25, "qty": 7}
+    notes = ("x" * n for n in range(PAYLOAD_SIZE))
+    note = next(s for s in notes if len(msgpack.packb({**base, "note": s})) == PAYLOAD_SIZE)
+    values = [{**base, "seq": 1_000_000 + i, "note": note} for i in range(k)]
     assert all(len(msgpack.packb(v)) == PAYLOAD_SIZE for v in values)
     return values
 
@@ -232,11 +240,15 @@ def percentiles_us(samples: array[int], overhead_ns: float, prefix: str) -> dict
     }
 
 
-def seek_times(t: tape.Tailer, targets: list[int]) -> array[int]:
-    """Time `t.to_index(i)` for each target (ns); check each lands on its entry (untimed)."""
+def seek_times(t: tape.Tailer, targets: list[int]) -> tuple[array[int], float]:
+    """Time `t.to_index(i)` for each target (ns); check each lands on its entry (untimed).
+
+    Also returns the minor page faults per move (the checking reads included).
+    """
     pc = time.perf_counter_ns
     to_index, read_entry = t.to_index, t.read_entry
     samples = array("q", bytes(8 * len(targets)))
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for k, i in enumerate(targets):
         t0 = pc()
         ok = to_index(i)
@@ -244,7 +256,8 @@ def seek_times(t: tape.Tailer, targets: list[int]) -> array[int]:
         e = read_entry()
         if not ok or e is None or e.index != i:
             raise AssertionError(f"to_index({i}) returned {ok}, then read {e and e.index}")
-    return samples
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return samples, faults / len(targets)
 
 
 def rate(n: int, seconds: float) -> float:
@@ -358,9 +371,9 @@ def _to_index(ctx: Context) -> dict[str, float]:
     with tape.Queue(_read_queue(ctx, "raw")) as q:
         targets = random_indexes(q, N_SEEK)
         overhead = timing_overhead_ns(N_SEEK)
-        samples = seek_times(q.tailer(), targets)
+        samples, faults = seek_times(q.tailer(), targets)
     us = percentiles_us(samples, overhead, "")
-    return {"p50": us["p50"], "p99": us["p99"], "overhead": overhead}
+    return {"p50": us["p50"], "p99": us["p99"], "faults": faults, "overhead": overhead}
 
 
 def _rate_metric(target: float | None = None) -> tuple[Metric, ...]:
@@ -397,6 +410,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         (
             Metric("p50", "median per call", "us"),
             Metric("p99", "p99 per call", "us"),
+            Metric("faults", "minor page faults per move", ""),
             Metric("overhead", "empty timing pair (subtracted)", "ns"),
         ),
         _to_index,

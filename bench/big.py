@@ -112,7 +112,9 @@ def phase_open(path: str, seeks: int) -> dict[str, float]:
         raise AssertionError("the queue is empty")
     targets = random_indexes(q, seeks)
     overhead = timing_overhead_ns(seeks)
-    us = percentiles_us(seek_times(t, targets), overhead, "")
+    rss_before = status_kb("VmRSS") / 1024
+    samples, faults = seek_times(t, targets)
+    us = percentiles_us(samples, overhead, "")
     q.close()
     return {
         "open_ms": (t1 - t0) / 1e6,
@@ -121,6 +123,8 @@ def phase_open(path: str, seeks: int) -> dict[str, float]:
         "total_ms": (t3 - t0) / 1e6,
         "seek_p50": us["p50"],
         "seek_p99": us["p99"],
+        "seek_faults": faults,
+        "rss_before": rss_before,
         "hwm": status_kb("VmHWM") / 1024,
     }
 
@@ -215,7 +219,9 @@ BENCHMARKS: tuple[Benchmark, ...] = (
             Metric("total_ms", "open + tailer + first read", "ms", 10, "<="),
             Metric("seek_p50", "to_index median per call", "us", 5, "<="),
             Metric("seek_p99", "to_index p99 per call", "us"),
-            Metric("hwm", "VmHWM (peak resident)", "MB"),
+            Metric("seek_faults", "minor page faults per move", ""),
+            Metric("rss_before", "VmRSS before the moves", "MB"),
+            Metric("hwm", "VmHWM (peak resident)", "MB", 100, "<"),
         ),
         _open,
         note="to_index calls timed with perf_counter_ns(), less an empty timing pair; each move is checked by reading",
