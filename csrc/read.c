@@ -32,6 +32,7 @@ struct tape_tailer {
     uint64_t t_bk_block;    /* backward: block whose entry offsets are cached */
     uint32_t t_bk_n;
     uint64_t *t_bk_pos;
+    tape_named_slot *t_slot; /* a named tailer's stored position, or NULL */
 };
 
 int tape_tailer_open(tape_queue *q, tape_tailer **out)
@@ -50,6 +51,20 @@ int tape_tailer_open(tape_queue *q, tape_tailer **out)
     t->t_bk_block = UINT64_MAX;
     *out = t;
     return 0;
+}
+
+/* A named tailer stores the index of the next entry to read. */
+static void store_next(tape_tailer *t, int64_t next)
+{
+    if (t->t_slot)
+        __atomic_store_n(&t->t_slot->n_next, next, __ATOMIC_RELEASE);
+}
+
+/* After a move: store where the next read starts. */
+static void store_pos(tape_tailer *t)
+{
+    if (t->t_slot && t->t_y.y_cycle >= 0 && t->t_seq >= 0)
+        store_next(t, (t->t_y.y_cycle << t->t_q->q_roll.r_seq_bits) | t->t_seq);
 }
 
 void tape_tailer_close(tape_tailer *t)
@@ -224,6 +239,7 @@ static void fwd_advance(tape_tailer *t, const tape_entry *e)
     t->t_pos += t->t_cur_sz;
     t->t_seq++;
     t->t_last = e->e_index;
+    store_next(t, e->e_index + 1);
     tape_view *v = &t->t_y.y_v;
     if (t->t_pos > v->v_trim_lo + TAPE_TRIM_WINDOW)
         tape_view_trim(v, t->t_pos - TAPE_TRIM_WINDOW / 2);
@@ -305,6 +321,7 @@ static void bwd_advance(tape_tailer *t, const tape_entry *e)
     t->t_seq--;
     t->t_pos_ok = 0;
     t->t_last = e->e_index;
+    store_next(t, e->e_index + 1);
 }
 
 static int peek(tape_tailer *t, tape_entry *e)
@@ -397,6 +414,7 @@ int tape_tailer_to_index(tape_tailer *t, int64_t index)
         set_cycle(t, &other);
     set_pos(t, (int64_t)seq, pos);
     note_jump(t);
+    store_pos(t);
     return 1;
 }
 
@@ -405,6 +423,10 @@ int tape_tailer_to_start(tape_tailer *t)
     tape_cyc_close(&t->t_y);
     t->t_bk_block = UINT64_MAX;
     int rc = enter_first(t);
+    if (rc == 0)
+        store_next(t, -1);
+    else if (rc > 0)
+        store_pos(t);
     return rc < 0 ? rc : 0;
 }
 
@@ -428,6 +450,7 @@ int tape_tailer_to_end(tape_tailer *t)
     t->t_seq++;
     t->t_pos_ok = 0;
     note_jump(t);
+    store_pos(t);
     return 0;
 }
 
@@ -515,6 +538,7 @@ int tape_tailer_to_time(tape_tailer *t, int64_t ts_ns)
         if (rc == 1) {
             set_cycle(t, &y);
             set_pos(t, (int64_t)seq, pos);
+            store_pos(t);
             found = 1;
         } else {
             tape_cyc_close(&y);
@@ -526,6 +550,63 @@ int tape_tailer_to_time(tape_tailer *t, int64_t ts_ns)
     if (rc < 0 && !found)
         return rc;
     return found;
+}
+
+/* Position at `index`, or at the first entry after it that still exists: at
+ * the end of data when it names the end of a cycle, at the start of the next
+ * cycle when its cycle is gone. */
+static int seek_from(tape_tailer *t, int64_t index)
+{
+    tape_queue *q = t->t_q;
+    if (index < 0)
+        return tape_tailer_to_start(t);
+    int64_t cycle = index >> q->q_roll.r_seq_bits;
+    uint64_t seq = (uint64_t)index & (((uint64_t)1 << q->q_roll.r_seq_bits) - 1);
+    tape_cyc y;
+    int rc = tape_cyc_open(q, cycle, 0, &y);
+    if (rc == 0) {
+        uint64_t pos;
+        rc = tape_cyc_locate(q, &y, seq, &pos);
+        if (rc == 0) { /* beyond the end of data: at the end */
+            uint32_t h;
+            rc = tape_cyc_find_end(q, &y, &pos, &seq, &h, NULL);
+        }
+        if (rc < 0) {
+            tape_cyc_close(&y);
+            return rc;
+        }
+        set_cycle(t, &y);
+        set_pos(t, (int64_t)seq, pos);
+        return 0;
+    }
+    if (rc != -ENOENT)
+        return rc;
+    int64_t next = tape_neighbour_cycle(q, cycle, 1);
+    if (next < -1)
+        return (int)next;
+    if (next < 0)
+        return tape_tailer_to_end(t);
+    return enter_cycle(t, next, 1);
+}
+
+int tape_tailer_open_named(tape_queue *q, const char *name, tape_tailer **out)
+{
+    tape_named_slot *slot;
+    int rc = tape_named_claim(q, name, &slot);
+    if (rc < 0)
+        return rc;
+    tape_tailer *t;
+    if ((rc = tape_tailer_open(q, &t)) < 0)
+        return rc;
+    if (slot && (rc = seek_from(t, __atomic_load_n(&slot->n_next, __ATOMIC_ACQUIRE))) < 0) {
+        tape_tailer_close(t);
+        return rc;
+    }
+    /* Set after the seek: resuming is not a move to store (on a read-only
+     * queue the slot cannot be written at all). */
+    t->t_slot = q->q_read_only ? NULL : slot;
+    *out = t;
+    return 0;
 }
 
 int tape_tailer_set_direction(tape_tailer *t, int direction)

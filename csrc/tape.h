@@ -242,6 +242,27 @@ int tape_tailer_direction(tape_tailer *t);
 int64_t tape_tailer_index(tape_tailer *t);
 int64_t tape_tailer_last_read_index(tape_tailer *t);
 
+/* ---- named tailers ------------------------------------------------------- */
+
+#define TAPE_NAMED_MAX 256 /* named tailers per queue */
+
+/* A tailer whose position is kept in the queue under `name` (1 to 47 bytes),
+ * visible to other processes: it resumes at the stored position (after the
+ * last entry a tailer of that name read, or where it was last moved), and
+ * stores its position after every read and move. Reading forward is what it
+ * is for; reading backward stores the entry after the one last read. On a
+ * read-only queue it resumes but cannot store (nothing is created).
+ * TAPE_EINVAL for a bad name; -ENOSPC when all slots are taken. Two tailers
+ * of one name in use at once both store; the last store wins. */
+int tape_tailer_open_named(tape_queue *q, const char *name, tape_tailer **out);
+
+/* Named tailer slot `slot` (0 <= slot < TAPE_NAMED_MAX): 1 and its name and
+ * stored index when in use, 0 when free, or a negative error. */
+int tape_named_get(tape_queue *q, int slot, char *name, size_t cap, int64_t *next);
+
+/* Forget the named tailer `name`. -ENOENT when there is none. */
+int tape_named_remove(tape_queue *q, const char *name);
+
 /* Sleep until a writer of the queue (in any process) publishes an entry, or
  * timeout_ns passes (negative: no limit). Returns 0 (woken or timed out; the
  * caller reads again to know which) or a negative error (-EINTR when a

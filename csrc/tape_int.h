@@ -63,6 +63,15 @@ typedef struct tape_meta_shared {
 } tape_meta_shared;
 
 #define TAPE_META_SHARED_OFF 4096u
+#define TAPE_NAMED_OFF 8192u
+
+/* A named tailer's slot (FORMAT.md "Named tailers"). */
+typedef struct tape_named_slot {
+    char n_name[TAPE_NAME_MAX];
+    int64_t n_next;            /* index of the next entry to read, -1 start */
+    uint32_t n_state;          /* 0 free, 1 in use */
+    uint32_t n_crc;            /* CRC of n_name */
+} tape_named_slot;
 #define TAPE_PARAMS_OFF 32768u
 #define TAPE_LOCK_WAITERS 0x80000000u
 #define TAPE_NOTIFY_SLEEPERS 0x80000000u
@@ -246,6 +255,10 @@ int tape_lock(tape_queue *q, int *recovered);
 void tape_unlock(tape_queue *q);
 int tape_register_writer(tape_queue *q);
 void tape_wake_readers(tape_queue *q);
+
+/* Named tailers (named.c): the slot of `name`, claimed if needed; *out is
+ * NULL on a read-only queue that has none. */
+int tape_named_claim(tape_queue *q, const char *name, tape_named_slot **out);
 
 /* Prefaulter (map.c). */
 int tape_prefault_start(tape_queue *q);
