@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="tape-bench-", dir=parent))
     report: dict[str, Any] = {
-        "command": shlex.join([Path(sys.executable).name, "-m", "bench", *(argv if argv is not None else sys.argv[1:])]),
+        "command": shlex.join([sys.executable, "-m", "bench", *(argv if argv is not None else sys.argv[1:])]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "commit": git_commit(),
         "machine": machine(parent),

@@ -54,7 +54,7 @@ class Metric:
     op: str = ">="  # how a value compares to the target to meet it: ">=", "<=" or "<"
 
     def status(self, value: float) -> str:
-        """"met", "missed", or "" when there is no target."""
+        """The status of `value`: "met", "missed", or "" without a target."""
         if self.target is None:
             return ""
         ok = _COMPARE[self.op](value, self.target)
