@@ -242,6 +242,33 @@ int tape_tailer_direction(tape_tailer *t);
 int64_t tape_tailer_index(tape_tailer *t);
 int64_t tape_tailer_last_read_index(tape_tailer *t);
 
+/* ---- verification -------------------------------------------------------- */
+
+typedef struct tape_verify_report {
+    uint64_t vr_cycles;         /* cycle files checked */
+    uint64_t vr_entries;        /* intact data entries */
+    uint64_t vr_bytes;          /* bytes those entries occupy */
+    uint64_t vr_unsealed;       /* cycles before the newest without an end-of-file
+                                 * marker (a writer died while rolling; harmless) */
+    uint64_t vr_problems;       /* damaged places found */
+    uint64_t vr_skipped;        /* salvage: data entries lost to damage (lower bound) */
+    int64_t vr_last_good;       /* last index of the gap-free prefix, -1 if none */
+    int64_t vr_bad_cycle;       /* the first problem's cycle, -1 if none */
+    uint64_t vr_bad_offset;     /* ... and file offset */
+    char vr_message[256];       /* the first problem, in words */
+} tape_verify_report;
+
+#define TAPE_VERIFY_SALVAGE 1   /* go on past damage: count what is still intact */
+
+/* Walk every cycle file, checking headers, every entry's length and CRC,
+ * metadata entries, index slots, timestamp order (within and across cycles)
+ * and that nothing but zeros follows the end of data. In strict mode (flags
+ * 0) a cycle is abandoned at its first problem; with TAPE_VERIFY_SALVAGE the
+ * walk resumes at the next indexed entry after it. Returns 0 when nothing is
+ * wrong, 1 when problems were found (see *r), or a negative error. Safe while
+ * writers append (it sees a consistent prefix). */
+int tape_verify(tape_queue *q, int flags, tape_verify_report *r);
+
 /* ---- named tailers ------------------------------------------------------- */
 
 #define TAPE_NAMED_MAX 256 /* named tailers per queue */

@@ -1,0 +1,166 @@
+/* verify.c - walking every cycle file and checking all of it: what `tape
+ * verify` reports. Reading stops at damage; this finds and describes it, and
+ * in salvage mode counts what is still intact beyond it, resuming at the next
+ * indexed entry (whose seq the index gives, so its CRC can be checked). */
+#include "tape_int.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct vctx {
+    tape_queue *c_q;
+    tape_verify_report *c_r;
+    int c_salvage;
+    int c_prefix;           /* still in the gap-free prefix */
+    int64_t c_prev_ts;
+} vctx;
+
+__attribute__((format(printf, 4, 5)))
+static void problem(vctx *c, int64_t cycle, uint64_t off, const char *fmt, ...)
+{
+    tape_verify_report *r = c->c_r;
+    c->c_prefix = 0;
+    if (r->vr_problems++ == 0) {
+        r->vr_bad_cycle = cycle;
+        r->vr_bad_offset = off;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->vr_message, sizeof r->vr_message, fmt, ap);
+        va_end(ap);
+    }
+}
+
+/* Offset of the first non-zero byte in [from, size), or 0 when none. */
+static uint64_t nonzero_after(tape_cyc *y, uint64_t from)
+{
+    const uint8_t *b = y->y_v.v_base;
+    for (uint64_t p = from; p < y->y_v.v_size; p++)
+        if (b[p])
+            return p;
+    return 0;
+}
+
+/* After the end of data at p (header word h there): only zeros may follow,
+ * unless a writer has appended meanwhile. */
+static void check_tail(vctx *c, tape_cyc *y, uint64_t p, uint32_t h)
+{
+    uint64_t from = p + 4;
+    if (h & TAPE_H_NC && h != TAPE_H_EOF) /* a dead writer's entry: skip it */
+        from = p + tape_entry_size((h & TAPE_H_LEN) > TAPE_L_EXTRA ? (h & TAPE_H_LEN) - TAPE_L_EXTRA : 0);
+    uint64_t bad = nonzero_after(y, from);
+    if (bad && tape_load_hdr(&y->y_v, p) == h)
+        problem(c, y->y_cycle, bad, "cycle %lld: non-zero bytes after the end of data, at offset %llu",
+                (long long)y->y_cycle, (unsigned long long)bad);
+}
+
+static void verify_cycle(vctx *c, int64_t cycle, int newest)
+{
+    tape_queue *q = c->c_q;
+    tape_verify_report *r = c->c_r;
+    tape_cyc y;
+    int rc = tape_cyc_open(q, cycle, 0, &y);
+    if (rc == -ENOENT)
+        return; /* removed meanwhile */
+    if (rc < 0) {
+        problem(c, cycle, 0, "cycle %lld: unreadable file header (%s)", (long long)cycle,
+                tape_strerror(rc));
+        return;
+    }
+    r->vr_cycles++;
+    const int slog = q->q_roll.r_spacing_log2;
+    uint64_t p = y.y_data_off, seq = 0;
+    for (;;) {
+        const char *why = NULL;
+        rc = tape_view_cover(&y.y_v, p + 4);
+        if (rc != 0) {
+            why = "the file ends inside the data";
+            goto bad;
+        }
+        uint32_t h = tape_load_hdr(&y.y_v, p);
+        if (h == 0 || (h & TAPE_H_NC)) {
+            if (h != TAPE_H_EOF && !newest)
+                r->vr_unsealed++;
+            check_tail(c, &y, p, h);
+            break;
+        }
+        if ((h & TAPE_H_LEN) < TAPE_L_EXTRA) {
+            why = "an entry header with an impossible length";
+            goto bad;
+        }
+        uint32_t len = (h & TAPE_H_LEN) - TAPE_L_EXTRA;
+        uint64_t sz = tape_entry_size(len);
+        if (tape_view_cover(&y.y_v, p + sz) != 0) {
+            why = "an entry that runs past the end of the file";
+            goto bad;
+        }
+        const uint8_t *e = y.y_v.v_base + p;
+        uint32_t crc;
+        int64_t ts;
+        memcpy(&crc, e + 4, 4);
+        memcpy(&ts, e + 8, 8);
+        if (h & TAPE_H_META) {
+            /* Index arrays are checked through the slots of the entries they
+             * index; one left unreferenced by a writer that died is harmless. */
+            if (crc != tape_crc_meta(y.y_seed, h, (uint64_t)ts))
+                why = "a metadata entry with a bad checksum";
+            else if (((uint64_t)ts >> 56) != 1)
+                why = "a metadata entry of an unknown kind";
+            if (why)
+                goto bad;
+            p += sz;
+            continue;
+        }
+        if (crc != tape_crc_data(y.y_seed, h, seq, ts, e + TAPE_ENTRY_HDR, len)) {
+            why = "an entry whose checksum does not match";
+            goto bad;
+        }
+        if ((seq & (((uint64_t)1 << slog) - 1)) == 0 && tape_cyc_block_pos(q, &y, seq >> slog) != p) {
+            why = "an index slot that does not point at its entry";
+            goto bad;
+        }
+        if (ts < c->c_prev_ts)
+            problem(c, cycle, p, "cycle %lld: timestamp goes back at offset %llu", (long long)cycle,
+                    (unsigned long long)p);
+        c->c_prev_ts = ts;
+        r->vr_entries++;
+        r->vr_bytes += sz;
+        if (c->c_prefix)
+            r->vr_last_good = tape_make_index(q, cycle, (int64_t)seq);
+        seq++;
+        p += sz;
+        continue;
+    bad:
+        problem(c, cycle, p, "cycle %lld: %s, at offset %llu (seq %llu)", (long long)cycle, why,
+                (unsigned long long)p, (unsigned long long)seq);
+        if (!c->c_salvage)
+            break;
+        /* Resume at the next indexed entry, if the index knows one. */
+        uint64_t b = (seq >> slog) + 1, np = tape_cyc_block_pos(q, &y, b);
+        if (!np || np <= p)
+            break;
+        r->vr_skipped += (b << slog) - seq;
+        seq = b << slog;
+        p = np;
+    }
+    tape_cyc_close(&y);
+}
+
+int tape_verify(tape_queue *q, int flags, tape_verify_report *r)
+{
+    memset(r, 0, sizeof *r);
+    r->vr_last_good = -1;
+    r->vr_bad_cycle = -1;
+    int64_t *v;
+    size_t n;
+    int rc = tape_list_cycles_alloc(q, &v, &n);
+    if (rc < 0)
+        return rc;
+    vctx c = {q, r, flags & TAPE_VERIFY_SALVAGE, 1, INT64_MIN};
+    for (size_t i = 0; i < n; i++)
+        verify_cycle(&c, v[i], i == n - 1);
+    free(v);
+    return r->vr_problems ? 1 : 0;
+}
