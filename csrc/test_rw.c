@@ -7,7 +7,9 @@
  * cycles and index arrays are laid out deterministically. */
 #include "test_harness.h"
 
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #define T0_SEC 1700000000LL
@@ -561,6 +563,69 @@ static void too_big_payload_is_refused(void)
     tape_close(q);
 }
 
+/* A full disk must be an error code, never SIGBUS. RLIMIT_FSIZE makes
+ * fallocate fail (EFBIG) the way a full disk does (ENOSPC), in a child
+ * process so that a crash is a failure and the limit stays there. */
+static void file_size_limit_is_a_clean_error(void)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl = {8u << 20, 8u << 20};
+        signal(SIGXFSZ, SIG_IGN);
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            _exit(30);
+        tape_queue *q = NULL;
+        tape_appender *a = NULL;
+        if (th_open("q", "daily", "raw", &q) != 0 || tape_appender_open(q, &a) != 0)
+            _exit(31);
+        static unsigned char buf[1000];
+        int64_t ok = 0, rc = 0;
+        for (int i = 0; i < 20000; i++) {
+            memset(buf, i & 0xff, sizeof buf);
+            rc = tape_append(a, buf, sizeof buf, 0);
+            if (rc < 0)
+                break;
+            ok++;
+        }
+        if (rc != -EFBIG && rc != -ENOSPC) {
+            fprintf(stderr, "  after %" PRId64 " appends: %" PRId64 " (%s)\n", ok, rc,
+                    tape_strerror((int)rc));
+            _exit(32);
+        }
+        /* Later appends fail the same way; what was written is intact. */
+        rc = tape_append(a, buf, sizeof buf, 0);
+        if (rc >= 0)
+            ok++;
+        tape_appender_close(a);
+        if (tape_count(q) != ok)
+            _exit(33);
+        tape_tailer *t = NULL;
+        if (tape_tailer_open(q, &t) != 0)
+            _exit(34);
+        tape_entry e;
+        int64_t n = 0;
+        while (tape_read(t, &e) == 1) {
+            const unsigned char *p = e.e_data;
+            if (e.e_len != sizeof buf || p[0] != (n & 0xff) || p[999] != (n & 0xff))
+                _exit(35);
+            n++;
+        }
+        tape_tailer_close(t);
+        tape_close(q);
+        _exit(n == ok && ok > 1000 ? 0 : 36);
+    }
+    int st = 0;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    if (!EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+        if (WIFSIGNALED(st))
+            fprintf(stderr, "  killed by signal %d\n", WTERMSIG(st));
+        else
+            fprintf(stderr, "  exit %d\n", WEXITSTATUS(st));
+    }
+}
+
 static void append_many_writes_a_batch(void)
 {
     tape_queue *q = NULL;
@@ -1011,6 +1076,7 @@ static const th_test tests[] = {
     TEST(to_time_finds_the_first_entry_at_or_after),
     TEST(payload_sizes_round_trip),
     TEST(too_big_payload_is_refused),
+    TEST(file_size_limit_is_a_clean_error),
     TEST(append_many_writes_a_batch),
     TEST(reopened_queue_reads_the_same),
     TEST(read_only_queue_refuses_appenders),
