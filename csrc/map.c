@@ -11,6 +11,7 @@
  * calls into the kernel nor takes page faults, and resident memory stays
  * bounded. */
 #include "tape_int.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,9 +30,9 @@ void tape_view_init(tape_view *v)
     v->v_fd = -1;
 }
 
-static size_t map_len_for(uint64_t size)
+static size_t map_len_for(uint64_t size, int writable)
 {
-    size_t len = TAPE_MAP_MIN;
+    size_t len = writable ? TAPE_MAP_MIN_WRITER : TAPE_MAP_MIN;
     while (len < size + size / 2)
         len *= 2;
     return len;
@@ -40,7 +41,7 @@ static size_t map_len_for(uint64_t size)
 int tape_view_open(tape_view *v, int dirfd, const char *name, int writable)
 {
     tape_view_init(v);
-    int fd = openat(dirfd, name, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    int fd = t_openat(dirfd, name, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     struct stat st;
@@ -49,8 +50,8 @@ int tape_view_open(tape_view *v, int dirfd, const char *name, int writable)
         close(fd);
         return rc;
     }
-    size_t len = map_len_for((uint64_t)st.st_size);
-    void *p = mmap(NULL, len, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
+    size_t len = map_len_for((uint64_t)st.st_size, writable);
+    void *p = t_mmap(len, PROT_READ | (writable ? PROT_WRITE : 0), fd);
     if (p == MAP_FAILED) {
         int rc = -errno;
         close(fd);
@@ -79,10 +80,10 @@ static int remap(tape_view *v, uint64_t end)
 {
     if (end <= v->v_maplen)
         return 0;
-    size_t len = map_len_for(end);
+    size_t len = map_len_for(end, v->v_writable);
     if (v->v_mu)
         pthread_mutex_lock(v->v_mu);
-    void *p = mremap(v->v_base, v->v_maplen, len, MREMAP_MAYMOVE);
+    void *p = t_mremap(v->v_base, v->v_maplen, len);
     if (p != MAP_FAILED) {
         v->v_base = p;
         v->v_maplen = len;
@@ -115,7 +116,7 @@ int tape_view_grow(tape_view *v, uint64_t end)
     /* Never ftruncate: another process may have extended the file meanwhile,
      * and only fallocate is sure not to shrink it. */
     uint64_t to = (end + TAPE_GROW_STEP - 1) & ~(TAPE_GROW_STEP - 1);
-    if (fallocate(v->v_fd, 0, (off_t)v->v_size, (off_t)(to - v->v_size)) < 0)
+    if (t_fallocate(v->v_fd, (off_t)v->v_size, (off_t)(to - v->v_size)) < 0)
         return -errno;
     rc = tape_view_cover(v, to);
     return rc > 0 ? -EIO : rc;
@@ -156,22 +157,43 @@ static void *prefault_main(void *arg)
     while (!q->q_pf_stop) {
         tape_view *v = &q->q_w.w_y.y_v;
         uint64_t ready = atomic_load_explicit(&q->q_pf_ready, memory_order_relaxed);
+        if (v->v_fd >= 0 && q->q_pf_refresh) {
+            /* Writeback cleans (and write-protects) pages faulted in earlier;
+             * touch the stretch just ahead of the writer again, which costs
+             * little for pages still writable. */
+            q->q_pf_refresh = 0;
+            uint64_t lo = q->q_pf_pos & ~(uint64_t)(TAPE_PAGE - 1);
+            uint64_t hi = lo + TAPE_PREFAULT_AHEAD / 2;
+            if (hi > ready)
+                hi = ready;
+            if (hi > lo && hi <= v->v_maplen)
+                fault_in(v->v_base + lo, hi - lo);
+            if (lo > v->v_trim_lo + TAPE_TRIM_WINDOW)
+                tape_view_trim(v, lo - TAPE_TRIM_WINDOW / 2);
+            continue;
+        }
         if (v->v_fd < 0 || ready >= q->q_pf_want) {
             pthread_cond_wait(&q->q_pf_cond, &q->q_mu);
             continue;
         }
         uint64_t to = ready + TAPE_GROW_STEP;
-        if (to > v->v_maplen || fallocate(v->v_fd, 0, (off_t)ready, (off_t)TAPE_GROW_STEP) < 0) {
+        if (to > v->v_maplen || t_fallocate(v->v_fd, (off_t)ready, (off_t)TAPE_GROW_STEP) < 0) {
             /* Out of room or out of space: the writer's own slow path
              * reports the error when it gets there. */
             q->q_pf_want = ready;
             continue;
         }
-        fault_in(v->v_base + ready, to - ready);
-        atomic_store_explicit(&q->q_pf_ready, to, memory_order_release);
-        uint64_t pos = q->q_pf_pos;
-        if (pos > v->v_trim_lo + TAPE_TRIM_WINDOW)
-            tape_view_trim(v, pos - TAPE_TRIM_WINDOW / 2);
+        /* In pieces, letting go of q_mu between them, so a writer that
+         * must move or switch its mapping waits for one piece at most. */
+        uint8_t *base = v->v_base;
+        for (uint64_t off = ready; off < to && v->v_base == base; off += TAPE_FAULT_PIECE) {
+            fault_in(base + off, TAPE_FAULT_PIECE);
+            pthread_mutex_unlock(&q->q_mu);
+            pthread_mutex_lock(&q->q_mu);
+        }
+        /* Allocated even if the mapping changed meanwhile. */
+        if (v->v_base == base)
+            atomic_store_explicit(&q->q_pf_ready, to, memory_order_release);
     }
     pthread_mutex_unlock(&q->q_mu);
     return NULL;
@@ -213,6 +235,7 @@ void tape_prefault_kick(tape_queue *q, uint64_t pos)
         return;
     q->q_pf_pos = pos;
     q->q_pf_want = pos + TAPE_PREFAULT_AHEAD;
+    q->q_pf_refresh = 1;
     pthread_cond_signal(&q->q_pf_cond);
     pthread_mutex_unlock(&q->q_mu);
 }

@@ -376,16 +376,32 @@ int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int6
 
 /* ---- moving ------------------------------------------------------------- */
 
-/* Random moves leave pages mapped all over the file; drop them now and then
- * so resident memory stays bounded. */
+/* Random moves leave pages mapped all over the file; release them now and
+ * then so resident memory stays bounded, all but the index arrays, which
+ * every move reads (they are a small part of the file). */
 static void note_jump(tape_tailer *t)
 {
     if (++t->t_jumps < JUMPS_BEFORE_TRIM)
         return;
     t->t_jumps = 0;
     tape_view *v = &t->t_y.y_v;
-    if (v->v_base)
-        madvise(v->v_base, v->v_maplen, MADV_DONTNEED);
+    if (!v->v_base)
+        return;
+    const uint64_t page = TAPE_PAGE, n = (uint64_t)1 << t->t_q->q_roll.r_count_log2;
+    const uint64_t arr_sz = tape_entry_size((uint32_t)(8 * n));
+    const uint64_t *i2i = (const uint64_t *)(v->v_base + t->t_y.y_i2i_off);
+    uint64_t lo = t->t_y.y_data_off;
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t a = __atomic_load_n(&i2i[k], __ATOMIC_ACQUIRE);
+        if (a < lo || a + arr_sz > v->v_size)
+            break;
+        uint64_t hi = a & ~(page - 1);
+        if (hi > lo)
+            madvise(v->v_base + lo, hi - lo, MADV_DONTNEED);
+        lo = (a + arr_sz + page - 1) & ~(page - 1);
+    }
+    if (lo < v->v_maplen)
+        madvise(v->v_base + lo, v->v_maplen - lo, MADV_DONTNEED);
     v->v_trim_lo = 0;
 }
 

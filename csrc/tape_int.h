@@ -246,6 +246,7 @@ struct tape_queue {
     int q_pf_stop;
     uint64_t q_pf_pos;         /* the writer's offset at its last kick */
     uint64_t q_pf_want;        /* allocate and fault in up to here */
+    int q_pf_refresh;          /* touch the stretch ahead of q_pf_pos again */
     _Atomic uint64_t q_pf_ready; /* allocated (and faulted in) up to here */
 };
 
@@ -269,6 +270,9 @@ int64_t tape_now_ns(void);
 int64_t tape_floor_div(int64_t a, int64_t b);
 
 #define TAPE_MAP_MIN ((size_t)256 << 20)
+#define TAPE_MAP_MIN_WRITER ((size_t)16 << 30) /* address space only: moving a
+                                                 * writer's mapping stalls it */
+#define TAPE_FAULT_PIECE ((uint64_t)256 << 10)
 #define TAPE_GROW_STEP ((uint64_t)2 << 20)
 #define TAPE_PREFAULT_AHEAD ((uint64_t)8 << 20)
 #define TAPE_TRIM_WINDOW ((uint64_t)32 << 20)
