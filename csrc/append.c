@@ -5,6 +5,7 @@
  * shared write lock. Changes to the writer's mapping also take q_mu, which
  * the prefaulter holds while it works on that mapping. */
 #include "tape_int.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -201,8 +202,10 @@ static int writer_rebuild(tape_queue *q, int64_t newest, int64_t cycle)
         writer_switch(q, &old);
         return rc;
     }
+    TAPE_KILL("roll_created");
     if (sealing)
         __atomic_store_n((uint32_t *)(old.y_v.v_base + old_end), TAPE_H_EOF, __ATOMIC_RELEASE);
+    TAPE_KILL("roll_sealed");
     tape_cyc_close(&old);
     if (nh & TAPE_H_NC && nh != TAPE_H_EOF && (rc = clear_abandoned(&w->w_y, w->w_pos, nh)) < 0)
         return rc;
@@ -293,6 +296,7 @@ static int64_t write_one(tape_queue *q, const void *data, uint32_t len, int64_t 
         memcpy(base + pos + 4, &crc, 4);
         memcpy(base + pos + 8, &tag, 8);
         __atomic_store_n((uint32_t *)(base + pos), mh, __ATOMIC_RELEASE);
+        TAPE_KILL("index_array");
         __atomic_store_n((uint64_t *)(base + y->y_i2i_off) + k, pos, __ATOMIC_RELEASE);
         arr = pos;
         pos += meta_sz;
@@ -305,13 +309,18 @@ static int64_t write_one(tape_queue *q, const void *data, uint32_t len, int64_t 
      * for that, so a compiler barrier suffices. */
     __atomic_store_n((uint32_t *)e, h | TAPE_H_NC, __ATOMIC_RELAXED);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    TAPE_KILL("after_reserve");
     memcpy(e + 8, &ts, 8);
     memcpy(e + TAPE_ENTRY_HDR, data, len);
+    TAPE_KILL("after_copy");
     uint32_t crc = tape_crc_data(y->y_seed, h, seq, ts, data, len);
     memcpy(e + 4, &crc, 4);
-    if (indexed)
+    if (indexed) {
         __atomic_store_n((uint64_t *)tape_cyc_slots(y, arr) + ((seq >> slog) & (n - 1)), pos,
                          __ATOMIC_RELEASE);
+        TAPE_KILL("index_slot");
+    }
+    TAPE_KILL("before_publish");
     /* Publish. */
     __atomic_store_n((uint32_t *)e, h, __ATOMIC_RELEASE);
     w->w_pos = pos + need;
@@ -333,6 +342,7 @@ static void hint_store(tape_queue *q, int64_t ts)
     __atomic_store_n(&sh->m_hint_pos, w->w_pos, __ATOMIC_RELAXED);
     __atomic_store_n(&sh->m_hint_seq, w->w_seq, __ATOMIC_RELAXED);
     __atomic_store_n(&sh->m_last_ts, ts, __ATOMIC_RELAXED);
+    TAPE_KILL("hint_update");
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     __atomic_store_n(&sh->m_hint_gen, g + 2, __ATOMIC_RELEASE);
     w->w_gen = g + 2;
@@ -436,7 +446,7 @@ int tape_appender_sync(tape_appender *a)
     if (rc < 0)
         return rc;
     /* Flushing outside the lock: other writers go on meanwhile. */
-    if ((fd >= 0 && fdatasync(fd) < 0) || fsync(q->q_meta_fd) < 0 || fsync(q->q_dirfd) < 0)
+    if ((fd >= 0 && t_fdatasync(fd) < 0) || t_fsync(q->q_meta_fd) < 0 || t_fsync(q->q_dirfd) < 0)
         rc = -errno;
     if (fd >= 0)
         close(fd);

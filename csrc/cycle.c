@@ -1,6 +1,7 @@
 /* cycle.c - roll cycles, cycle files and their two-level index
  * (docs/FORMAT.md, "Roll cycles", "Cycle files", "The two-level index"). */
 #include "tape_int.h"
+#include "fault.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -134,7 +135,7 @@ static int cmp_i64(const void *a, const void *b)
 
 int tape_list_cycles_alloc(tape_queue *q, int64_t **out, size_t *n)
 {
-    int fd = openat(q->q_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = t_openat(q->q_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     DIR *d = fdopendir(fd);
@@ -283,24 +284,24 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y)
     h.c_crc = tape_crc32c(0, &h, offsetof(tape_cycle_hdr, c_crc));
 
     snprintf(tmp, sizeof tmp, "%s.tmp.%d.%08x", name, (int)getpid(), h.c_seed);
-    int fd = openat(q->q_dirfd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0666);
+    int fd = t_openat(q->q_dirfd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0666);
     if (fd < 0)
         return -errno;
     off_t size = (off_t)(h.c_data_off + TAPE_GROW_STEP);
-    rc = fallocate(fd, 0, 0, size);
+    rc = t_fallocate(fd, 0, size);
     if (rc < 0 && (errno == EOPNOTSUPP || errno == ENOSYS))
-        rc = ftruncate(fd, size);
+        rc = t_ftruncate(fd, size); /* private until linked: cannot race */
     if (rc == 0 && pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
         rc = -1;
     /* On disk before it has a name, so a name never leads to a file without
      * a header after a power loss. */
     if (rc == 0)
-        rc = fdatasync(fd);
+        rc = t_fdatasync(fd);
     rc = rc < 0 ? (errno ? -errno : -EIO) : 0;
     close(fd);
     /* Published whole under its final name; if it is already there (a writer
      * died after creating it), that one is used. */
-    if (rc == 0 && linkat(q->q_dirfd, tmp, q->q_dirfd, name, 0) < 0 && errno != EEXIST)
+    if (rc == 0 && t_linkat(q->q_dirfd, tmp, name) < 0 && errno != EEXIST)
         rc = -errno;
     unlinkat(q->q_dirfd, tmp, 0);
     if (rc < 0)

@@ -2,6 +2,7 @@
  * lock and the wake-ups of sleeping readers (docs/FORMAT.md, "The metadata
  * file" and "The write lock"). */
 #include "tape_int.h"
+#include "fault.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -65,7 +66,7 @@ static int mkdir_p(const char *path)
 /* 1 when the directory holds nothing but (stale) temporary metadata files. */
 static int dir_is_empty(int dirfd)
 {
-    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = t_openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     DIR *d = fdopendir(fd);
@@ -137,7 +138,7 @@ static int create_meta(int dirfd, const tape_open_opts *o, const tape_roll_info 
     if (getrandom(&r, sizeof r, 0) < 0)
         r = (uint32_t)tape_now_ns();
     snprintf(tmp, sizeof tmp, TAPE_META_NAME ".tmp.%d.%08x", (int)getpid(), r);
-    int fd = openat(dirfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
+    int fd = t_openat(dirfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
     if (fd < 0) {
         rc = -errno;
         free(buf);
@@ -145,16 +146,16 @@ static int create_meta(int dirfd, const tape_open_opts *o, const tape_roll_info 
     }
     rc = write_all(fd, buf, TAPE_META_SIZE);
     free(buf);
-    if (rc == 0 && fsync(fd) < 0)
+    if (rc == 0 && t_fsync(fd) < 0)
         rc = -errno;
     close(fd);
     /* link() never replaces: if another process created the queue first, we
      * use theirs. */
-    if (rc == 0 && linkat(dirfd, tmp, dirfd, TAPE_META_NAME, 0) < 0 && errno != EEXIST)
+    if (rc == 0 && t_linkat(dirfd, tmp, TAPE_META_NAME) < 0 && errno != EEXIST)
         rc = -errno;
     unlinkat(dirfd, tmp, 0);
     if (rc == 0)
-        fsync(dirfd);
+        t_fsync(dirfd);
     return rc;
 }
 
@@ -205,13 +206,13 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
     int rc;
     if (o->oo_create && !o->oo_read_only && (rc = mkdir_p(path)) < 0)
         return rc;
-    int dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dirfd = t_openat(AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (dirfd < 0)
         return -errno;
 
     int fd = -1;
     for (int attempt = 0; attempt < 3 && fd < 0; attempt++) {
-        fd = openat(dirfd, TAPE_META_NAME, (o->oo_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+        fd = t_openat(dirfd, TAPE_META_NAME, (o->oo_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
         if (fd >= 0)
             break;
         rc = -errno;
@@ -237,8 +238,7 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
         rc = TAPE_ECORRUPT;
         goto fail_fd;
     }
-    void *map = mmap(NULL, TAPE_META_SIZE, PROT_READ | (o->oo_read_only ? 0 : PROT_WRITE),
-                     MAP_SHARED, fd, 0);
+    void *map = t_mmap(TAPE_META_SIZE, PROT_READ | (o->oo_read_only ? 0 : PROT_WRITE), fd);
     if (map == MAP_FAILED) {
         rc = -errno;
         goto fail_fd;

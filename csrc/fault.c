@@ -1,0 +1,152 @@
+/* fault.c - failing system calls and killing the process on request, for the
+ * crash and fault-injection tests. Compiled to nothing unless TAPE_TESTING is
+ * defined (see fault.h for the configuration). */
+#include "fault.h"
+
+#ifdef TAPE_TESTING
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_RULES 16
+
+static const char *const call_names[TC_N] = {"open", "ftruncate", "fallocate", "mmap",
+                                             "msync", "fsync", "rename"};
+
+static const struct {
+    const char *name;
+    int value;
+} errnos[] = {{"ENOSPC", ENOSPC}, {"EIO", EIO}, {"EDQUOT", EDQUOT}, {"EACCES", EACCES},
+              {"ENOMEM", ENOMEM}, {"EINTR", EINTR}, {"EROFS", EROFS}, {"EFBIG", EFBIG}};
+
+typedef struct rule {
+    int r_call;             /* an enum tape_call, or -1 for a kill point */
+    char r_point[32];
+    long r_n;
+    int r_errno;
+    int r_always;
+} rule;
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static rule rules[MAX_RULES];
+static int nrules;
+static long calls[TC_N];
+static struct {
+    char name[32];
+    long hits;
+} points[MAX_RULES];
+static int configured;
+
+static int parse_errno(const char *s)
+{
+    for (size_t i = 0; i < sizeof errnos / sizeof errnos[0]; i++)
+        if (!strcmp(errnos[i].name, s))
+            return errnos[i].value;
+    int v = atoi(s);
+    return v > 0 ? v : EIO;
+}
+
+/* "a:b:c,d:e" -> rules; kills when `kill` is set. Holding mu. */
+static int parse(const char *spec, int kill)
+{
+    if (!spec || !*spec)
+        return 0;
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", spec);
+    char *save = NULL;
+    for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        if (nrules == MAX_RULES)
+            return TAPE_EINVAL;
+        char *f[4] = {NULL, NULL, NULL, NULL}, *s2 = NULL;
+        int nf = 0;
+        for (char *p = strtok_r(item, ":", &s2); p && nf < 4; p = strtok_r(NULL, ":", &s2))
+            f[nf++] = p;
+        rule *r = &rules[nrules];
+        memset(r, 0, sizeof *r);
+        r->r_call = -1;
+        if (kill) {
+            if (nf != 2)
+                return TAPE_EINVAL;
+            snprintf(r->r_point, sizeof r->r_point, "%s", f[0]);
+        } else {
+            if (nf < 3)
+                return TAPE_EINVAL;
+            for (int c = 0; c < TC_N; c++)
+                if (!strcmp(call_names[c], f[0]))
+                    r->r_call = c;
+            if (r->r_call < 0)
+                return TAPE_EINVAL;
+            r->r_errno = parse_errno(f[2]);
+            r->r_always = nf == 4 && !strcmp(f[3], "always");
+        }
+        r->r_n = atol(f[1]);
+        if (r->r_n < 1)
+            return TAPE_EINVAL;
+        nrules++;
+    }
+    return 0;
+}
+
+/* Holding mu. */
+static void configure_once(void)
+{
+    if (configured)
+        return;
+    configured = 1;
+    parse(getenv("TAPE_FAULT"), 0);
+    parse(getenv("TAPE_KILL"), 1);
+}
+
+int tape_fault_configure(const char *faults, const char *kills)
+{
+    pthread_mutex_lock(&mu);
+    configured = 1;
+    nrules = 0;
+    memset(calls, 0, sizeof calls);
+    memset(points, 0, sizeof points);
+    int rc = parse(faults, 0);
+    if (rc == 0)
+        rc = parse(kills, 1);
+    pthread_mutex_unlock(&mu);
+    return rc;
+}
+
+int tape_fault(enum tape_call call)
+{
+    pthread_mutex_lock(&mu);
+    configure_once();
+    long n = ++calls[call];
+    int e = 0;
+    for (int i = 0; i < nrules && !e; i++) {
+        const rule *r = &rules[i];
+        if (r->r_call == (int)call && (n == r->r_n || (r->r_always && n > r->r_n)))
+            e = r->r_errno;
+    }
+    pthread_mutex_unlock(&mu);
+    return e;
+}
+
+void tape_kill_point(const char *name)
+{
+    pthread_mutex_lock(&mu);
+    configure_once();
+    int die = 0;
+    for (int i = 0; i < nrules && !die; i++) {
+        if (rules[i].r_call >= 0 || strcmp(rules[i].r_point, name) != 0)
+            continue;
+        if (!points[i].name[0])
+            snprintf(points[i].name, sizeof points[i].name, "%s", name);
+        die = ++points[i].hits == rules[i].r_n;
+    }
+    pthread_mutex_unlock(&mu);
+    if (die)
+        raise(SIGKILL);
+}
+
+#else
+/* ISO C wants something in every translation unit. */
+typedef int tape_fault_unused;
+#endif
