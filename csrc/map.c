@@ -140,10 +140,11 @@ void tape_view_trim(tape_view *v, uint64_t below)
 
 static void fault_in(uint8_t *p, uint64_t len)
 {
-    if (madvise(p, len, MADV_POPULATE_WRITE) == 0)
+    /* EFAULT and the like (the file shrank under us, say) mean: leave it. */
+    if (madvise(p, len, MADV_POPULATE_WRITE) == 0 || errno != EINVAL)
         return;
-    /* Older kernels: a write fault per page that changes no byte, safe while
-     * other writers fill the same pages. */
+    /* Kernels before 5.14: a write fault per page that changes no byte, safe
+     * while other writers fill the same pages. */
     for (uint64_t off = 0; off < len; off += TAPE_PAGE)
         __atomic_fetch_or((uint32_t *)(p + off), 0u, __ATOMIC_RELAXED);
 }
