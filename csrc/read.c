@@ -33,6 +33,7 @@ struct tape_tailer {
     uint32_t t_bk_n;
     uint64_t *t_bk_pos;
     tape_named_slot *t_slot; /* a named tailer's stored position, or NULL */
+    int64_t t_spin_ns;      /* tape_wait spins this long first; < 0: only spins */
 };
 
 int tape_tailer_open(tape_queue *q, tape_tailer **out)
@@ -660,10 +661,51 @@ int64_t tape_tailer_last_read_index(tape_tailer *t)
  * tape.meta is read-only), so it looks again every millisecond. */
 #define READ_ONLY_POLL_NS 1000000
 
+int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns)
+{
+    t->t_spin_ns = spin_ns;
+    return 0;
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Spin on the tailer's next header until data or `budget` ns; 1 data. */
+static int spin(tape_tailer *t, int64_t budget)
+{
+    tape_entry e;
+    int64_t until = mono_ns() + budget;
+    for (unsigned k = 0;; k++) {
+        int rc = peek(t, &e);
+        if (rc != 0)
+            return 1;
+        if ((k & 63) == 63 && mono_ns() >= until)
+            return 0;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+
 int tape_wait(tape_tailer *t, int64_t timeout_ns)
 {
     tape_meta_shared *sh = t->t_q->q_sh;
     tape_entry e;
+    if (t->t_spin_ns != 0) {
+        /* Spin for the budget, or for the whole timeout (which may be
+         * unlimited, -1) when that is shorter or the tailer only spins. */
+        int64_t budget = t->t_spin_ns;
+        if (budget < 0 || (timeout_ns >= 0 && budget > timeout_ns))
+            budget = timeout_ns;
+        if (spin(t, budget < 0 ? INT64_MAX / 2 : budget) || budget == timeout_ns)
+            return 0;
+        if (timeout_ns >= 0)
+            timeout_ns -= budget;
+    }
     if (t->t_q->q_read_only) {
         int rc = peek(t, &e);
         if (rc != 0)

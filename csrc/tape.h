@@ -296,6 +296,11 @@ int tape_named_remove(tape_queue *q, const char *name);
  * signal arrived). */
 int tape_wait(tape_tailer *t, int64_t timeout_ns);
 
+/* How tape_wait waits: spin (checking for data, burning a core) for up to
+ * spin_ns before sleeping; 0 (the default) sleeps at once, a negative value
+ * spins until data arrives or the timeout passes, for the lowest latency. */
+int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns);
+
 #ifdef __cplusplus
 }
 #endif
