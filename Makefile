@@ -1,16 +1,21 @@
 # Makefile - set up, test, demo and benchmark tape.
 #
-#   make venv       .venv with tape installed in editable mode (rebuilt when C changes)
+#   make venv       .venv with tape installed in editable mode (rebuilt when C changes),
+#                   a test build: the fault and kill hooks of csrc/fault.h compiled in
 #   make test       C tests, then the Python tests
 #   make demo       the example of examples/demo.py
 #   make sanitize   C tests under AddressSanitizer + UBSan
-#   make bench      C benchmark, then the Python benchmarks (bench/) if present
+#   make bench      C benchmark, then the Python benchmarks (bench/) on a release
+#                   build of tape in .venv-bench
 #   make clean
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+BVENV  := .venv-bench
+BPY    := $(BVENV)/bin/python
+BSTAMP := $(BVENV)/.installed
 
 # What the installed extension is built from: a change to any rebuilds it.
 CORE_SRC     := $(filter-out csrc/test_%.c csrc/bench_%.c csrc/fuzz_%.c,$(wildcard csrc/*.c))
@@ -24,7 +29,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BUILD_INPUTS) | $(PY)
-	$(PY) -m pip install -e '.[test]'
+	TAPE_TESTING=1 $(PY) -m pip install -e '.[test]'
+	touch $@
+
+$(BPY):
+	$(PYTHON) -m venv $(BVENV)
+
+$(BSTAMP): $(BUILD_INPUTS) | $(BPY)
+	$(BPY) -m pip install .
 	touch $@
 
 test: venv
@@ -37,12 +49,12 @@ demo: venv
 sanitize:
 	$(MAKE) -C csrc sanitize
 
-bench: venv
+bench: $(BSTAMP)
 	$(MAKE) -C csrc bench
-	if [ -f bench/__main__.py ]; then $(PY) -m bench; fi
+	if [ -f bench/__main__.py ]; then $(BPY) -m bench; fi
 
 clean:
 	$(MAKE) -C csrc clean
-	rm -rf $(VENV) build *.egg-info demo-queue .pytest_cache .hypothesis .mypy_cache
+	rm -rf $(VENV) $(BVENV) build *.egg-info demo-queue .pytest_cache .hypothesis .mypy_cache
 	rm -f tape/_core.*.so tape/_core.c tape/_core.o
 	find tape tests examples -name __pycache__ -type d -exec rm -rf {} +

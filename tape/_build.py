@@ -4,6 +4,7 @@ The cdef below is a hand copy of csrc/tape.h; cffi checks it against the real
 header when it compiles, so a drift is a build error, not a crash.
 """
 
+import os
 from pathlib import Path
 
 import cffi
@@ -143,6 +144,28 @@ int tape_tailer_direction(tape_tailer *t);
 int64_t tape_tailer_index(tape_tailer *t);
 int64_t tape_tailer_last_read_index(tape_tailer *t);
 int tape_wait(tape_tailer *t, int64_t timeout_ns);
+int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns);
+
+#define TAPE_NAMED_MAX ...
+int tape_tailer_open_named(tape_queue *q, const char *name, tape_tailer **out);
+int tape_named_get(tape_queue *q, int slot, char *name, size_t cap, int64_t *next);
+int tape_named_remove(tape_queue *q, const char *name);
+
+typedef struct tape_verify_report {
+    uint64_t vr_cycles;
+    uint64_t vr_entries;
+    uint64_t vr_bytes;
+    uint64_t vr_unsealed;
+    uint64_t vr_problems;
+    uint64_t vr_skipped;
+    int64_t vr_last_good;
+    int64_t vr_bad_cycle;
+    uint64_t vr_bad_offset;
+    char vr_message[...];
+} tape_verify_report;
+
+#define TAPE_VERIFY_SALVAGE ...
+int tape_verify(tape_queue *q, int flags, tape_verify_report *r);
 """
 
 ffibuilder = cffi.FFI()
@@ -154,5 +177,8 @@ ffibuilder.set_source(
     depends=_core_files("*.h"),  # rebuilt when a header changes; shipped in an sdist
     include_dirs=[str(_CSRC.relative_to(_ROOT))],
     extra_compile_args=["-std=c11", "-O2"],
+    # TAPE_TESTING=1 compiles in the fault and kill hooks (csrc/fault.h) that
+    # the crash tests drive; a release build has none.
+    define_macros=[("TAPE_TESTING", None)] if os.environ.get("TAPE_TESTING") == "1" else [],
     libraries=["pthread"],
 )
