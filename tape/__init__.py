@@ -24,7 +24,16 @@ from tape.errors import (
     TapeError,
     TapeOSError,
 )
-from tape.queue import Appender, CycleInfo, Entry, Queue, Tailer, make_index, split_index
+from tape.queue import (
+    Appender,
+    CycleInfo,
+    Entry,
+    Queue,
+    Tailer,
+    VerifyReport,
+    make_index,
+    split_index,
+)
 
 open = Queue  # tape.open(...) is tape.Queue(...)
 
@@ -35,6 +44,7 @@ __all__ = [
     "Tailer",
     "Entry",
     "CycleInfo",
+    "VerifyReport",
     "split_index",
     "make_index",
     "codecs",

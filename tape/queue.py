@@ -41,6 +41,7 @@ __all__ = [
     "Tailer",
     "Entry",
     "CycleInfo",
+    "VerifyReport",
     "split_index",
     "make_index",
 ]
@@ -68,6 +69,7 @@ _WAIT_SLICE = 0.1
 # Per-tailer buffers for reading a batch of entries in one call into the core.
 _BATCH_BYTES = 1 << 20
 _BATCH_SLOTS = 4096
+_NAME_MAX = lib.TAPE_NAME_MAX  # named tailers' names: bytes, with the NUL
 _TAPE_APPEND = lib.tape_append  # bound once: Appender.write is the hottest call
 _NOTHING: Any = object()  # "no entry", since None is a value a codec may return
 
@@ -89,6 +91,29 @@ class CycleInfo(NamedTuple):
     last_index: int | None
     entries: int
     bytes: int
+
+
+class VerifyReport(NamedTuple):
+    """What Queue.verify found. `ok` is True when nothing is damaged.
+
+    entries counts the intact entries (in salvage mode, also those after
+    damage); last_good_index ends the gap-free prefix that reading returns;
+    unsealed counts older cycles left without an end-of-file marker by a writer
+    that died while rolling (harmless). The first problem is described by
+    bad_cycle, bad_offset and message.
+    """
+
+    ok: bool
+    cycles: int
+    entries: int
+    bytes: int
+    unsealed: int
+    problems: int
+    skipped: int
+    last_good_index: int | None
+    bad_cycle: int | None
+    bad_offset: int | None
+    message: str
 
 
 class _Handle:
@@ -312,18 +337,43 @@ class Queue:
             check(lib.tape_appender_open(self._ptr(), out), self.path)
             return Appender(self, self._adopt(out[0], lib.tape_appender_close))
 
-    def tailer(self, name: str | None = None, *, start: str | int | None = None) -> Tailer:
-        """A new tailer reading forward from `start`: "start" (the default), "end" or an index."""
-        if name is not None:
-            raise ArgumentError("named tailers are not supported yet")
+    def tailer(
+        self,
+        name: str | None = None,
+        *,
+        start: str | int | None = None,
+        spin: float | bool = 0,
+    ) -> Tailer:
+        """A new tailer reading forward from `start`: "start" (the default), "end" or an index.
+
+        A named tailer keeps its position in the queue: a tailer of the same
+        name, in any process, resumes after the last entry it handed out
+        (`start` only places a name seen for the first time). It reads one
+        entry per call into the core, so its stored position never runs ahead
+        of what was handed out. `spin` is how long (seconds) a wait spins,
+        checking for data, before it sleeps; True spins for the whole wait
+        (lowest latency, one core busy).
+        """
+        if name is not None and (not isinstance(name, str) or not 0 < len(name.encode()) < _NAME_MAX):
+            raise ArgumentError(f"a tailer name must be a str of 1 to {_NAME_MAX - 1} bytes, not {name!r}")
+        if isinstance(spin, bool):
+            spin_ns = -1 if spin else 0
+        else:
+            spin_ns = int(_as_seconds(spin) * 1e9)
         if start is not None and not isinstance(start, str):
             start = _as_int(start, "start")
         elif start not in (None, "start", "end"):
             raise ArgumentError(f"start must be 'start', 'end' or an index, not {start!r}")
         with self._lock:
             out = ffi.new("tape_tailer **")
-            check(lib.tape_tailer_open(self._ptr(), out), self.path)
-            tailer = Tailer(self, self._adopt(out[0], lib.tape_tailer_close))
+            if name is None:
+                check(lib.tape_tailer_open(self._ptr(), out), self.path)
+            else:
+                if name in self._named():
+                    start = None  # resume where it left off
+                check(lib.tape_tailer_open_named(self._ptr(), name.encode(), out), self.path)
+            tailer = Tailer(self, self._adopt(out[0], lib.tape_tailer_close), named=name is not None)
+            lib.tape_tailer_set_spin(out[0], spin_ns)
         try:
             if start == "end":
                 tailer.to_end()
@@ -392,6 +442,52 @@ class Queue:
                 )
             return result
 
+    def _named(self) -> dict[str, int | None]:
+        """The named tailers and the index each reads next (None: from the start)."""
+        name = ffi.new("char[]", _NAME_MAX)
+        nxt = ffi.new("int64_t *")
+        found: dict[str, int | None] = {}
+        with self._lock:
+            h = self._ptr()
+            for slot in range(lib.TAPE_NAMED_MAX):
+                rc = lib.tape_named_get(h, slot, name, _NAME_MAX, nxt)
+                check(rc, self.path)
+                if rc == 1:
+                    found[ffi.string(name).decode()] = _none_if_negative(nxt[0])
+        return found
+
+    def remove_tailer(self, name: str) -> None:
+        """Forget the named tailer `name` (KeyError when there is none)."""
+        with self._lock:
+            rc = lib.tape_named_remove(self._ptr(), name.encode())
+        if rc == -errno.ENOENT:
+            raise KeyError(name)
+        check(rc, self.path)
+
+    def verify(self, *, salvage: bool = False) -> VerifyReport:
+        """Check every cycle file: headers, checksums, index and ordering.
+
+        Strict (the default) stops in a cycle at its first problem; with
+        salvage=True the check goes on past damage and counts what is intact.
+        """
+        r = ffi.new("tape_verify_report *")
+        with self._lock:
+            rc = lib.tape_verify(self._ptr(), lib.TAPE_VERIFY_SALVAGE if salvage else 0, r)
+        check(rc, self.path)
+        return VerifyReport(
+            ok=rc == 0,
+            cycles=r.vr_cycles,
+            entries=r.vr_entries,
+            bytes=r.vr_bytes,
+            unsealed=r.vr_unsealed,
+            problems=r.vr_problems,
+            skipped=r.vr_skipped,
+            last_good_index=_none_if_negative(r.vr_last_good),
+            bad_cycle=_none_if_negative(r.vr_bad_cycle),
+            bad_offset=None if r.vr_bad_cycle < 0 else r.vr_bad_offset,
+            message=ffi.string(r.vr_message).decode(errors="replace"),
+        )
+
     def describe(self) -> dict[str, Any]:
         """Everything about the queue a person would want to see, as a plain dict."""
         info = self._info()
@@ -410,7 +506,7 @@ class Queue:
             "last_timestamp": info.qi_last_timestamp or None,
             "read_only": self.read_only,
             "sync": self.sync,
-            "named_tailers": {},
+            "named_tailers": self._named(),
         }
 
     def close(self) -> None:
@@ -449,9 +545,12 @@ class Queue:
 class Appender:
     """Appends entries to a queue; safe to share between threads."""
 
-    def __init__(self, queue: Queue, handle: _Handle) -> None:
+    def __init__(self, queue: Queue, handle: _Handle, *, named: bool = False) -> None:
         self._queue = queue
         self._handle = handle
+        # A named tailer reads one entry per call: its stored position must
+        # not run ahead of what it handed out.
+        self._max_batch = 1 if named else _BATCH_SLOTS
         self._path = queue.path
         self._encode = queue.codec.encode
         self._clock = queue._clock
@@ -543,9 +642,12 @@ class Tailer:
     after the last entry handed out.
     """
 
-    def __init__(self, queue: Queue, handle: _Handle) -> None:
+    def __init__(self, queue: Queue, handle: _Handle, *, named: bool = False) -> None:
         self._queue = queue
         self._handle = handle
+        # A named tailer reads one entry per call: its stored position must
+        # not run ahead of what it handed out.
+        self._max_batch = 1 if named else _BATCH_SLOTS
         self._lock = handle.lock
         self._path = queue.path
         self._decode = queue.codec.decode
@@ -597,7 +699,7 @@ class Tailer:
             self._finish_batch()
         if not self._fill(self._readahead, entries):
             return _NOTHING
-        self._readahead = min(2 * self._readahead, _BATCH_SLOTS)
+        self._readahead = min(2 * self._readahead, self._max_batch)
         for item in self._batch_it:
             return item
         self._finish_batch()  # not even the first entry decoded: raises why
@@ -658,7 +760,7 @@ class Tailer:
         """Iterators over successive batches of values (or Entry), until none is left."""
         while True:
             if self._batch is None or self._batch_entries != entries:
-                if not self._fill(_BATCH_SLOTS, entries):
+                if not self._fill(self._max_batch, entries):
                     return
             yield self._batch_it
             self._finish_batch()

@@ -1,0 +1,120 @@
+"""Named tailers: positions kept in the queue, resumed by tailers of the same name."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import tape
+
+
+def _fill(q: tape.Queue, n: int) -> None:
+    q.appender().write_many(list(range(n)))
+
+
+def test_a_named_tailer_resumes_after_the_last_value_read(queue: tape.Queue) -> None:
+    _fill(queue, 10)
+    t = queue.tailer("billing")
+    assert [t.read() for _ in range(4)] == [0, 1, 2, 3]
+    t.close()
+    assert queue.tailer("billing").read() == 4
+
+
+def test_another_name_starts_at_the_start(queue: tape.Queue) -> None:
+    _fill(queue, 3)
+    queue.tailer("a").read()
+    assert queue.tailer("b").read() == 0
+
+
+def test_breaking_out_of_iteration_stores_what_was_handed_out(queue: tape.Queue) -> None:
+    _fill(queue, 100)
+    for v in queue.tailer("it"):
+        if v == 41:
+            break
+    assert queue.tailer("it").read() == 42
+
+
+def test_another_process_resumes_a_named_tailer(qpath: Path) -> None:
+    with tape.Queue(qpath) as q:
+        _fill(q, 100)
+    code = textwrap.dedent(
+        f"""
+        import tape
+        q = tape.Queue({str(qpath)!r})
+        t = q.tailer("worker")
+        print([t.read() for _ in range(37)][-1])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "36"
+    with tape.Queue(qpath) as q:
+        assert q.tailer("worker").read() == 37
+
+
+def test_start_places_only_a_new_name(queue: tape.Queue) -> None:
+    _fill(queue, 5)
+    t = queue.tailer("n", start="end")
+    assert t.read() is None
+    queue.appender().write(5)
+    assert t.read() == 5
+    t.close()
+    queue.appender().write(6)
+    assert queue.tailer("n", start="start").read() == 6
+
+
+def test_moves_are_stored(queue: tape.Queue) -> None:
+    a = queue.appender()
+    first = a.write(0)
+    a.write_many(range(1, 10))
+    t = queue.tailer("m")
+    assert t.to_index(first + 6)
+    t.close()
+    assert queue.tailer("m").read() == 6
+
+
+def test_describe_lists_named_tailers_and_remove_forgets_them(queue: tape.Queue) -> None:
+    a = queue.appender()
+    first = a.write("x")
+    a.write("y")
+    queue.tailer("one").read()
+    queue.tailer("two")
+    assert queue.describe()["named_tailers"] == {"one": first + 1, "two": None}
+    queue.remove_tailer("one")
+    assert set(queue.describe()["named_tailers"]) == {"two"}
+    with pytest.raises(KeyError):
+        queue.remove_tailer("one")
+
+
+@pytest.mark.parametrize("name", ["", "x" * 48, 7])
+def test_bad_names_are_refused(queue: tape.Queue, name: object) -> None:
+    with pytest.raises(tape.ArgumentError):
+        queue.tailer(name)  # type: ignore[arg-type]
+
+
+def test_a_read_only_queue_resumes_without_storing(qpath: Path) -> None:
+    with tape.Queue(qpath) as q:
+        _fill(q, 5)
+        q.tailer("r").read()
+    with tape.Queue(qpath, read_only=True) as q:
+        t = q.tailer("r")
+        assert [t.read(), t.read()] == [1, 2]
+        t.close()
+        assert q.tailer("r").read() == 1
+
+
+def test_spinning_tailer_reads_what_another_thread_writes(queue: tape.Queue) -> None:
+    import threading
+
+    t = queue.tailer(spin=True)
+    writer = threading.Timer(0.05, lambda: queue.appender().write("late"))
+    writer.start()
+    assert t.read(timeout=5) == "late"
+    writer.join()
+    t2 = queue.tailer(spin=0.001)
+    assert t2.read(timeout=0.05) == "late"
+    with pytest.raises(tape.ArgumentError):
+        queue.tailer(spin=-1)

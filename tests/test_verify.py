@@ -1,0 +1,46 @@
+"""Queue.verify: a sound queue passes; damage is found and placed; salvage counts past it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tape
+
+
+def _cycle_file(q: tape.Queue) -> Path:
+    (c,) = q.cycles()
+    return Path(c.path)
+
+
+def test_a_sound_queue_verifies(raw_queue: tape.Queue) -> None:
+    raw_queue.appender().write_many([b"x" * 50] * 1000)
+    r = raw_queue.verify()
+    assert r.ok and r.problems == 0
+    assert r.entries == 1000 and r.cycles == 1
+    assert r.last_good_index == raw_queue.last_index
+    assert r.bad_cycle is None and r.message == ""
+
+
+def test_a_flipped_byte_is_found_and_salvage_counts_past_it(qpath: Path) -> None:
+    with tape.Queue(qpath, codec="raw", roll_cycle="test_secondly", clock=lambda: 1_763_683_200 * 10**9) as q:
+        idx = [q.appender().write(bytes([i]) * 40) for i in range(200)]
+        path = _cycle_file(q)
+    data = bytearray(path.read_bytes())
+    at = data.find(bytes([101]) * 40)
+    data[at + 5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with tape.Queue(qpath) as q:
+        r = q.verify()
+        assert not r.ok and r.problems == 1
+        assert r.last_good_index == idx[100]
+        assert "checksum" in r.message
+        s = q.verify(salvage=True)
+        assert s.entries == 200 - s.skipped and s.skipped >= 1
+        t = q.tailer()
+        assert [t.read() for _ in range(101)][-1] == bytes([100]) * 40
+        try:
+            t.read()
+        except tape.CorruptionError:
+            pass
+        else:
+            raise AssertionError("a damaged entry was read as data")
