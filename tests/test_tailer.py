@@ -384,11 +384,6 @@ def test_a_tailer_started_at_a_missing_index_raises(queue: tape.Queue) -> None:
         queue.tailer(start="middle")
 
 
-def test_named_tailers_are_refused_for_now(queue: tape.Queue) -> None:
-    with pytest.raises(tape.ArgumentError):
-        queue.tailer("billing")
-
-
 def test_readahead_does_not_change_what_read_returns(queue: tape.Queue) -> None:
     indexes = fill(queue, 300)
     t = queue.tailer()
