@@ -250,6 +250,9 @@ typedef struct tape_verify_report {
     uint64_t vr_bytes;          /* bytes those entries occupy */
     uint64_t vr_unsealed;       /* cycles before the newest without an end-of-file
                                  * marker (a writer died while rolling; harmless) */
+    uint64_t vr_abandoned;      /* unfinished entries a killed writer left at the
+                                 * end of data (harmless: the next writer clears
+                                 * them; never read) */
     uint64_t vr_problems;       /* damaged places found */
     uint64_t vr_skipped;        /* salvage: data entries lost to damage (lower bound) */
     int64_t vr_last_good;       /* last index of the gap-free prefix, -1 if none */

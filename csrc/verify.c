@@ -83,6 +83,8 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
         if (h == 0 || (h & TAPE_H_NC)) {
             if (h != TAPE_H_EOF && !newest)
                 r->vr_unsealed++;
+            if (h != TAPE_H_EOF && (h & TAPE_H_NC))
+                r->vr_abandoned++;
             check_tail(c, &y, p, h);
             break;
         }

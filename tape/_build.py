@@ -156,6 +156,7 @@ typedef struct tape_verify_report {
     uint64_t vr_entries;
     uint64_t vr_bytes;
     uint64_t vr_unsealed;
+    uint64_t vr_abandoned;
     uint64_t vr_problems;
     uint64_t vr_skipped;
     int64_t vr_last_good;

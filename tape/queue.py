@@ -99,8 +99,10 @@ class VerifyReport(NamedTuple):
     entries counts the intact entries (in salvage mode, also those after
     damage); last_good_index ends the gap-free prefix that reading returns;
     unsealed counts older cycles left without an end-of-file marker by a writer
-    that died while rolling (harmless). The first problem is described by
-    bad_cycle, bad_offset and message.
+    that died while rolling, abandoned the unfinished entries killed writers
+    left at the end of data (both harmless: never read, repaired by the next
+    writer). The first problem is described by bad_cycle, bad_offset and
+    message.
     """
 
     ok: bool
@@ -108,6 +110,7 @@ class VerifyReport(NamedTuple):
     entries: int
     bytes: int
     unsealed: int
+    abandoned: int
     problems: int
     skipped: int
     last_good_index: int | None
@@ -480,6 +483,7 @@ class Queue:
             entries=r.vr_entries,
             bytes=r.vr_bytes,
             unsealed=r.vr_unsealed,
+            abandoned=r.vr_abandoned,
             problems=r.vr_problems,
             skipped=r.vr_skipped,
             last_good_index=_none_if_negative(r.vr_last_good),
