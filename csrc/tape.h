@@ -174,8 +174,10 @@ int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_n
 /* Append `n` entries held back to back in `data`; entry k spans
  * [ends[k-1], ends[k]) (ends[-1] = 0). All get one timestamp and one lock
  * acquisition. Returns the index of the last one, or a negative error code.
- * On error, the entries before the failing one are written and *written
- * (when not NULL) tells how many. */
+ * Every length is checked first: a bad one (TAPE_ETOOBIG, TAPE_EINVAL)
+ * writes nothing. A later failure (a full disk, a full cycle) leaves the
+ * entries before the failing one written; *written (when not NULL) tells how
+ * many. */
 int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *ends,
                          size_t n, int64_t ts_ns, size_t *written);
 
