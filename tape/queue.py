@@ -14,6 +14,7 @@ tailer holds the tailer's lock, and closing takes that lock.
 
 from __future__ import annotations
 
+import array
 import errno
 import itertools
 import operator
@@ -69,6 +70,7 @@ _WAIT_SLICE = 0.1
 # Per-tailer buffers for reading a batch of entries in one call into the core.
 _BATCH_BYTES = 1 << 20
 _BATCH_SLOTS = 4096
+_BYTES_ONLY = frozenset({bytes})
 _NAME_MAX = lib.TAPE_NAME_MAX  # named tailers' names: bytes, with the NUL
 _TAPE_APPEND = lib.tape_append  # bound once: Appender.write is the hottest call
 _NOTHING: Any = object()  # "no entry", since None is a value a codec may return
@@ -549,14 +551,12 @@ class Queue:
 class Appender:
     """Appends entries to a queue; safe to share between threads."""
 
-    def __init__(self, queue: Queue, handle: _Handle, *, named: bool = False) -> None:
+    def __init__(self, queue: Queue, handle: _Handle) -> None:
         self._queue = queue
         self._handle = handle
-        # A named tailer reads one entry per call: its stored position must
-        # not run ahead of what it handed out.
-        self._max_batch = 1 if named else _BATCH_SLOTS
         self._path = queue.path
         self._encode = queue.codec.encode
+        self._raw = type(queue.codec) is codecs.RawCodec
         self._clock = queue._clock
         self._always = queue.sync == "always"
 
@@ -583,13 +583,19 @@ class Appender:
         All are encoded before anything is written. If the core fails midway,
         the entries before the failing one stay written (a note says how many).
         """
-        parts = list(map(self._encode, objs))
+        if self._raw:
+            # bytes need no encoding: check the whole batch's types at C speed
+            parts = objs if type(objs) is list else list(objs)
+            if not set(map(type, parts)) <= _BYTES_ONLY:
+                parts = list(map(self._encode, parts))
+        else:
+            parts = list(map(self._encode, objs))
         if not parts:
             raise ArgumentError("write_many needs at least one value")
         h = self._handle.ptr
         if h is None:
             raise self._closed()
-        ends = ffi.new("uint64_t[]", list(itertools.accumulate(map(len, parts))))
+        ends = ffi.from_buffer("uint64_t[]", array.array("Q", itertools.accumulate(map(len, parts))))
         written = ffi.new("size_t *")
         clock = self._clock
         ts = 0 if clock is None else clock()
