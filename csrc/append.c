@@ -8,7 +8,9 @@
 #include "fault.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -68,6 +70,7 @@ static void writer_switch(tape_queue *q, tape_cyc *y)
     w->w_y = *y;
     w->w_y.y_v.v_mu = &q->q_mu;
     atomic_store_explicit(&q->q_pf_ready, y->y_v.v_size, memory_order_release);
+    q->q_pf_alloc = y->y_v.v_size;
     q->q_pf_want = 0;
     pthread_mutex_unlock(&q->q_mu);
     w->w_ready = y->y_v.v_size;
@@ -147,6 +150,17 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
 
 static void hint_store(tape_queue *q, int64_t ts);
 
+/* A sealed cycle keeps its size but gives back the disk blocks preallocated
+ * past its end (holes read as zeros, so no reader can fault on them). */
+static void release_preallocation(tape_cyc *y, uint64_t end)
+{
+    uint64_t from = (end + TAPE_PAGE - 1) & ~(uint64_t)(TAPE_PAGE - 1);
+    struct stat st;
+    if (fstat(y->y_v.v_fd, &st) == 0 && (uint64_t)st.st_size > from)
+        fallocate(y->y_v.v_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from,
+                  (off_t)((uint64_t)st.st_size - from));
+}
+
 /* Rebuild q->q_w from the files: the end of the newest cycle, at least
  * `cycle`, repairing what a dead writer left and rolling when the newest
  * cycle is older than `cycle`. */
@@ -203,8 +217,10 @@ static int writer_rebuild(tape_queue *q, int64_t newest, int64_t cycle)
         return rc;
     }
     TAPE_KILL("roll_created");
-    if (sealing)
+    if (sealing) {
         __atomic_store_n((uint32_t *)(old.y_v.v_base + old_end), TAPE_H_EOF, __ATOMIC_RELEASE);
+        release_preallocation(&old, old_end + 4);
+    }
     TAPE_KILL("roll_sealed");
     tape_cyc_close(&old);
     if (nh & TAPE_H_NC && nh != TAPE_H_EOF && (rc = clear_abandoned(&w->w_y, w->w_pos, nh)) < 0)
@@ -400,8 +416,13 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         hint_store(q, ts);
     }
     if (w->w_pos >= w->w_kick_at && w->w_y.y_cycle >= 0) {
-        tape_prefault_kick(q, w->w_pos);
-        w->w_kick_at = w->w_pos + TAPE_GROW_STEP / 2;
+        uint64_t received = w->w_pos - w->w_y.y_data_off;
+        tape_prefault_kick(q, w->w_pos, received);
+        /* Kick again after half as much again (at least a piece, at most a
+         * step), as the distance ahead grows with what was received. */
+        uint64_t next = received / 2;
+        w->w_kick_at = w->w_pos + (next < TAPE_FAULT_PIECE ? TAPE_FAULT_PIECE
+                                   : next > TAPE_GROW_STEP / 2 ? TAPE_GROW_STEP / 2 : next);
     }
     tape_unlock(q);
     if (done > 0)

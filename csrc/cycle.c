@@ -133,7 +133,7 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int tape_list_cycles_alloc(tape_queue *q, int64_t **out, size_t *n)
+static int list_dir(tape_queue *q, int64_t **out, size_t *n)
 {
     int fd = t_openat(q->q_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0)
@@ -171,6 +171,38 @@ int tape_list_cycles_alloc(tape_queue *q, int64_t **out, size_t *n)
     return 0;
 }
 
+/* The directory is listed again only when the modification counter says a
+ * cycle file was created or removed since (a file removed behind tape's back
+ * shows up as -ENOENT when opened, which every caller handles). */
+int tape_list_cycles_alloc(tape_queue *q, int64_t **out, size_t *n)
+{
+    uint64_t mod = __atomic_load_n(&q->q_sh->m_modcount, __ATOMIC_ACQUIRE);
+    pthread_mutex_lock(&q->q_mu);
+    if (!q->q_cyc_valid || q->q_cyc_mod != mod) {
+        int64_t *v = NULL;
+        size_t cnt = 0;
+        int rc = list_dir(q, &v, &cnt);
+        if (rc < 0) {
+            pthread_mutex_unlock(&q->q_mu);
+            return rc;
+        }
+        free(q->q_cyc_list);
+        q->q_cyc_list = v;
+        q->q_cyc_n = cnt;
+        q->q_cyc_mod = mod;
+        q->q_cyc_valid = 1;
+    }
+    int64_t *copy = malloc((q->q_cyc_n ? q->q_cyc_n : 1) * sizeof *copy);
+    if (copy && q->q_cyc_n)
+        memcpy(copy, q->q_cyc_list, q->q_cyc_n * sizeof *copy);
+    *n = q->q_cyc_n;
+    pthread_mutex_unlock(&q->q_mu);
+    if (!copy)
+        return -ENOMEM;
+    *out = copy;
+    return 0;
+}
+
 int64_t tape_list_cycles(tape_queue *q, int64_t *cycles, size_t cap)
 {
     int64_t *v;
@@ -186,6 +218,11 @@ int64_t tape_list_cycles(tape_queue *q, int64_t *cycles, size_t cap)
 
 int64_t tape_neighbour_cycle(tape_queue *q, int64_t c, int dir)
 {
+    /* Rolling forward one cycle at a time is the common case. */
+    char name[80];
+    if (dir > 0 && c >= 0 && tape_cycle_name(q, c + 1, name, sizeof name) == 0 &&
+        faccessat(q->q_dirfd, name, F_OK, 0) == 0)
+        return c + 1;
     int64_t *v;
     size_t n;
     int rc = tape_list_cycles_alloc(q, &v, &n);
@@ -519,6 +556,58 @@ int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
         out->ci_sealed = h == TAPE_H_EOF;
     }
     tape_cyc_close(&y);
+    return rc;
+}
+
+int tape_remove_cycle(tape_queue *q, int64_t cycle)
+{
+    if (q->q_read_only)
+        return TAPE_EREADONLY;
+    char name[80];
+    int rc = tape_cycle_name(q, cycle, name, sizeof name);
+    if (rc < 0)
+        return rc;
+    if ((rc = tape_lock_meta(q)) < 0)
+        return rc;
+    int64_t *v;
+    size_t n;
+    rc = tape_list_cycles_alloc(q, &v, &n);
+    if (rc < 0) {
+        tape_unlock(q);
+        return rc;
+    }
+    size_t at = n;
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == cycle)
+            at = i;
+    if (at == n) {
+        rc = -ENOENT;
+    } else if (at == n - 1) {
+        rc = TAPE_EINVAL; /* the newest cycle */
+    } else {
+        /* Nor the newest cycle holding entries. */
+        for (size_t i = n; i-- > at && rc == 0;) {
+            tape_cycle_info ci;
+            int r = tape_cycle_info_get(q, v[i], &ci);
+            if (r == 0 && ci.ci_entries) {
+                if (i == at)
+                    rc = TAPE_EINVAL;
+                break;
+            }
+        }
+    }
+    if (rc == 0 && unlinkat(q->q_dirfd, name, 0) < 0)
+        rc = -errno;
+    if (rc == 0) {
+        int64_t lowest = -1;
+        for (size_t i = 0; i < n && lowest < 0; i++)
+            if (v[i] != cycle)
+                lowest = v[i];
+        __atomic_store_n(&q->q_sh->m_lowest, lowest, __ATOMIC_RELEASE);
+        __atomic_fetch_add(&q->q_sh->m_modcount, 1, __ATOMIC_RELEASE);
+    }
+    free(v);
+    tape_unlock(q);
     return rc;
 }
 

@@ -177,24 +177,25 @@ static void *prefault_main(void *arg)
             pthread_cond_wait(&q->q_pf_cond, &q->q_mu);
             continue;
         }
-        uint64_t to = ready + TAPE_GROW_STEP;
-        if (to > v->v_maplen || t_fallocate(v->v_fd, (off_t)ready, (off_t)TAPE_GROW_STEP) < 0) {
-            /* Out of room or out of space: the writer's own slow path
-             * reports the error when it gets there. */
-            q->q_pf_want = ready;
-            continue;
+        /* Allocate in steps (each fallocate takes filesystem locks the
+         * writer's own faults may wait for), fault in by pieces. */
+        uint64_t to = ready + TAPE_FAULT_PIECE;
+        if (to > q->q_pf_alloc) {
+            uint64_t step = (to + TAPE_GROW_STEP - 1) & ~(TAPE_GROW_STEP - 1);
+            if (step > v->v_maplen || t_fallocate(v->v_fd, (off_t)ready, (off_t)(step - ready)) < 0) {
+                /* Out of room or out of space: the writer's own slow path
+                 * reports the error when it gets there. */
+                q->q_pf_want = ready;
+                continue;
+            }
+            q->q_pf_alloc = step;
         }
-        /* In pieces, letting go of q_mu between them, so a writer that
-         * must move or switch its mapping waits for one piece at most. */
-        uint8_t *base = v->v_base;
-        for (uint64_t off = ready; off < to && v->v_base == base; off += TAPE_FAULT_PIECE) {
-            fault_in(base + off, TAPE_FAULT_PIECE);
-            pthread_mutex_unlock(&q->q_mu);
-            pthread_mutex_lock(&q->q_mu);
-        }
-        /* Allocated even if the mapping changed meanwhile. */
-        if (v->v_base == base)
-            atomic_store_explicit(&q->q_pf_ready, to, memory_order_release);
+        fault_in(v->v_base + ready, to - ready);
+        atomic_store_explicit(&q->q_pf_ready, to, memory_order_release);
+        /* One piece at a time: a writer that must move or switch its mapping
+         * waits for one piece at most. */
+        pthread_mutex_unlock(&q->q_mu);
+        pthread_mutex_lock(&q->q_mu);
     }
     pthread_mutex_unlock(&q->q_mu);
     return NULL;
@@ -228,14 +229,22 @@ void tape_prefault_stop(tape_queue *q)
     q->q_pf_running = 0;
 }
 
-/* Called by the writer (holding the write lock) when it passes w_kick_at.
- * Never blocks: if the prefaulter is busy, the next kick will do. */
-void tape_prefault_kick(tape_queue *q, uint64_t pos)
+/* Called by the writer (holding the write lock) when it passes w_kick_at,
+ * with what the cycle has received so far: the prefaulter runs ahead by
+ * twice that, between 256 KiB and TAPE_PREFAULT_AHEAD, so a cycle that gets
+ * a few entries does not cost megabytes of zeroed pages. Never blocks: if
+ * the prefaulter is busy, the next kick will do. */
+void tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received)
 {
+    uint64_t ahead = 2 * received;
+    if (ahead < TAPE_FAULT_PIECE)
+        ahead = TAPE_FAULT_PIECE;
+    if (ahead > TAPE_PREFAULT_AHEAD)
+        ahead = TAPE_PREFAULT_AHEAD;
     if (pthread_mutex_trylock(&q->q_mu) != 0)
         return;
     q->q_pf_pos = pos;
-    q->q_pf_want = pos + TAPE_PREFAULT_AHEAD;
+    q->q_pf_want = pos + ahead;
     q->q_pf_refresh = 1;
     pthread_cond_signal(&q->q_pf_cond);
     pthread_mutex_unlock(&q->q_mu);

@@ -284,6 +284,7 @@ void tape_close(tape_queue *q)
         return;
     tape_prefault_stop(q);
     tape_cyc_close(&q->q_w.w_y);
+    free(q->q_cyc_list);
     munmap(q->q_meta, TAPE_META_SIZE);
     close(q->q_meta_fd); /* drops our liveness lock */
     close(q->q_dirfd);
@@ -356,6 +357,20 @@ int tape_register_writer(tape_queue *q)
             return -errno;
     }
     return -EAGAIN;
+}
+
+/* Take the write lock for a change that is not an append (named tailers,
+ * removing a cycle). A lock taken over from a dead writer is repaired by the
+ * next append, which finds the generation the dead writer left odd. */
+int tape_lock_meta(tape_queue *q)
+{
+    pthread_mutex_lock(&q->q_mu);
+    int rc = tape_register_writer(q);
+    pthread_mutex_unlock(&q->q_mu);
+    if (rc < 0)
+        return rc;
+    int recovered;
+    return tape_lock(q, &recovered);
 }
 
 static int owner_alive(tape_queue *q, uint32_t tok)

@@ -34,20 +34,6 @@ static tape_named_slot *find(tape_queue *q, const char *padded)
     return NULL;
 }
 
-/* Take the write lock for a short change of tape.meta. */
-static int lock_meta(tape_queue *q)
-{
-    pthread_mutex_lock(&q->q_mu);
-    int rc = tape_register_writer(q);
-    pthread_mutex_unlock(&q->q_mu);
-    if (rc < 0)
-        return rc;
-    int recovered;
-    /* A lock taken over from a dead writer is repaired by the next append,
-     * which sees the generation the dead writer left odd. */
-    return tape_lock(q, &recovered);
-}
-
 /* The slot of `name`, claiming a free one if needed (not on a read-only
  * queue, where *out is NULL when there is none). */
 int tape_named_claim(tape_queue *q, const char *name, tape_named_slot **out)
@@ -60,7 +46,7 @@ int tape_named_claim(tape_queue *q, const char *name, tape_named_slot **out)
     *out = find(q, padded);
     if (*out || q->q_read_only)
         return 0;
-    int rc = lock_meta(q);
+    int rc = tape_lock_meta(q);
     if (rc < 0)
         return rc;
     tape_named_slot *s = find(q, padded);
@@ -108,7 +94,7 @@ int tape_named_remove(tape_queue *q, const char *name)
     char padded[TAPE_NAME_MAX];
     memset(padded, 0, sizeof padded);
     memcpy(padded, name, strlen(name));
-    int rc = lock_meta(q);
+    int rc = tape_lock_meta(q);
     if (rc < 0)
         return rc;
     tape_named_slot *s = find(q, padded);

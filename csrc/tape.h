@@ -135,6 +135,12 @@ int64_t tape_list_cycles(tape_queue *q, int64_t *cycles, size_t cap);
 /* Describe one cycle file. -ENOENT when it has no file. */
 int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out);
 
+/* Remove the file of `cycle` (retention). The newest cycle file and the
+ * newest cycle holding entries are never removed (TAPE_EINVAL). A tailer
+ * reading the file meanwhile finishes it and goes on to the next cycle.
+ * -ENOENT when it has no file; TAPE_EREADONLY on a read-only queue. */
+int tape_remove_cycle(tape_queue *q, int64_t cycle);
+
 /* Write the file name of `cycle` (without directory) into buf. */
 int tape_cycle_name(tape_queue *q, int64_t cycle, char *buf, size_t cap);
 

@@ -239,6 +239,12 @@ struct tape_queue {
     atomic_int q_poisoned;
     int q_appenders;
 
+    /* the cycles that have a file, as last listed (q_mu guards these) */
+    int64_t *q_cyc_list;
+    size_t q_cyc_n;
+    uint64_t q_cyc_mod;        /* m_modcount when listed */
+    int q_cyc_valid;
+
     /* prefaulter thread (q_mu guards these) */
     pthread_t q_pf_thread;
     pthread_cond_t q_pf_cond;
@@ -247,6 +253,7 @@ struct tape_queue {
     uint64_t q_pf_pos;         /* the writer's offset at its last kick */
     uint64_t q_pf_want;        /* allocate and fault in up to here */
     int q_pf_refresh;          /* touch the stretch ahead of q_pf_pos again */
+    uint64_t q_pf_alloc;       /* the prefaulter has allocated up to here */
     _Atomic uint64_t q_pf_ready; /* allocated (and faulted in) up to here */
 };
 
@@ -255,6 +262,7 @@ struct tape_queue {
 int tape_lock(tape_queue *q, int *recovered);
 void tape_unlock(tape_queue *q);
 int tape_register_writer(tape_queue *q);
+int tape_lock_meta(tape_queue *q);
 void tape_wake_readers(tape_queue *q);
 
 /* Named tailers (named.c): the slot of `name`, claimed if needed; *out is
@@ -264,7 +272,7 @@ int tape_named_claim(tape_queue *q, const char *name, tape_named_slot **out);
 /* Prefaulter (map.c). */
 int tape_prefault_start(tape_queue *q);
 void tape_prefault_stop(tape_queue *q);
-void tape_prefault_kick(tape_queue *q, uint64_t pos);
+void tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received);
 
 int64_t tape_now_ns(void);
 int64_t tape_floor_div(int64_t a, int64_t b);

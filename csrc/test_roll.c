@@ -1,0 +1,149 @@
+/* test_roll.c - cycles: removing old ones (retention), what a roll gives back
+ * to the disk, and that a process crossing thousands of cycles keeps a
+ * bounded number of open files. */
+#include "test_harness.h"
+
+#include <dirent.h>
+
+static const int64_t T0 = 1763683200LL * 1000000000LL;
+#define SEC 1000000000LL
+
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    if (!d)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n - 2;
+}
+
+static int64_t cycle_at(tape_queue *q, int s)
+{
+    return tape_cycle_of(q, T0 + s * SEC);
+}
+
+/* One entry in each of the first n seconds: n cycles. */
+static void make_cycles(tape_appender *a, int n)
+{
+    for (int s = 0; s < n; s++)
+        if (tape_append(a, &s, sizeof s, T0 + s * SEC) < 0)
+            TH_FAIL("append in cycle %d", s);
+}
+
+static void old_cycles_are_removed_and_the_newest_kept(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    make_cycles(a, 5);
+    EXPECT_EQ(tape_remove_cycle(q, cycle_at(q, 4)), TAPE_EINVAL);
+    EXPECT_EQ(tape_remove_cycle(q, cycle_at(q, 0)), 0);
+    EXPECT_EQ(tape_remove_cycle(q, cycle_at(q, 0)), -ENOENT);
+    EXPECT_EQ(tape_list_cycles(q, NULL, 0), 4);
+    EXPECT_EQ(tape_count(q), 4);
+    tape_queue_info qi;
+    CHECK_OK(tape_queue_info_get(q, &qi));
+    EXPECT_EQ(qi.qi_lowest_cycle, cycle_at(q, 1));
+    /* A tailer asked for a removed index: no; from the start: the first left. */
+    tape_tailer *t;
+    CHECK_OK(tape_tailer_open(q, &t));
+    EXPECT_EQ(tape_tailer_to_index(t, tape_make_index(q, cycle_at(q, 0), 0)), 0);
+    tape_entry e;
+    CHECK_EQ(tape_read(t, &e), 1);
+    EXPECT_EQ(*(const int *)e.e_data, 1);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+static void a_tailer_reading_a_removed_cycle_goes_on(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    tape_tailer *t;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    for (int i = 0; i < 100; i++)
+        CHECK_OK(tape_append(a, &i, sizeof i, T0));
+    int i = 100;
+    CHECK_OK(tape_append(a, &i, sizeof i, T0 + SEC));
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    CHECK_EQ(tape_read(t, &e), 1);
+    CHECK_OK(tape_remove_cycle(q, cycle_at(q, 0)));
+    int n = 1, rc;
+    while ((rc = tape_read(t, &e)) == 1)
+        EXPECT_EQ(*(const int *)e.e_data, n++);
+    EXPECT_EQ(rc, 0);
+    EXPECT_EQ(n, 101);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+static void a_roll_gives_back_the_old_cycles_preallocation(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    make_cycles(a, 3);
+    char name[80], rel[96];
+    CHECK_OK(tape_cycle_name(q, cycle_at(q, 0), name, sizeof name));
+    snprintf(rel, sizeof rel, "q/%s", name);
+    struct stat st;
+    CHECK(stat(th_path(rel), &st) == 0);
+    /* Header and index2index (two pages) and a page of data. */
+    EXPECT((uint64_t)st.st_blocks * 512 <= 3 * 4096);
+    EXPECT(st.st_size > 2 * 1024 * 1024); /* the size is kept */
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+static void crossing_thousands_of_cycles_keeps_few_files_open(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    tape_tailer *t;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(tape_tailer_open(q, &t));
+    int before = open_fds(), most = 0;
+    tape_entry e;
+    for (int s = 0; s < 2000; s++) {
+        /* Every third second is left empty: there is no file for it. */
+        if (s % 3 != 2)
+            CHECK_OK(tape_append(a, &s, sizeof s, T0 + s * SEC));
+        while (tape_read(t, &e) == 1)
+            ;
+        int now = open_fds();
+        if (now > most)
+            most = now;
+    }
+    EXPECT(most - before <= 4);
+    tape_tailer_close(t);
+    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(tape_tailer_set_direction(t, TAPE_BACKWARD));
+    CHECK_OK(tape_tailer_to_end(t));
+    int n = 0;
+    while (tape_read(t, &e) == 1)
+        n++;
+    EXPECT_EQ(n, 2000 - 2000 / 3);
+    EXPECT(open_fds() - before <= 4);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
+static const th_test tests[] = {
+    TEST(old_cycles_are_removed_and_the_newest_kept),
+    TEST(a_tailer_reading_a_removed_cycle_goes_on),
+    TEST(a_roll_gives_back_the_old_cycles_preallocation),
+    TEST(crossing_thousands_of_cycles_keeps_few_files_open),
+};
+
+TEST_MAIN(tests)
