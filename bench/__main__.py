@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tape benchmarks in {root}: {len(selected)} benchmark(s), warm-up + {args.runs} runs each", file=sys.stderr)
     print(f"load average {report['load_before']}", file=sys.stderr)
     results = []
+    loads: dict[str, list[float]] = {}  # the load average after each benchmark
     t_start = time.monotonic()
     try:
         ctx = Context(root)
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             print(f"- {b.name}: {b.title} ...", file=sys.stderr, flush=True)
             results.append(api.measure(b, ctx, args.runs))
-            print(f"  {time.monotonic() - t0:.1f} s, load {loadavg()}", file=sys.stderr, flush=True)
+            loads[b.name] = loadavg()
+            print(f"  {time.monotonic() - t0:.1f} s, load {loads[b.name]}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     report["load_after"] = loadavg()
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             "note": r.bench.note,
             "skipped": r.skipped,
             "failed": r.failed,
+            "load_after": loads[r.bench.name],
             "figures": [] if r.skipped else r.rows(),
         }
         for r in results
