@@ -5,6 +5,8 @@
 #   make test       C tests, then the Python tests
 #   make demo       the example of examples/demo.py
 #   make sanitize   C tests under AddressSanitizer + UBSan
+#   make torture    crash suite at length: kill -9 storm of TORTURE_KILLS (5000) kills with
+#                   writers that survive, and the 8-writer test 3 times (not in make test)
 #   make bench      C benchmark, then the Python benchmarks (bench/) on a release
 #                   build of tape in .venv-bench
 #   make clean
@@ -48,6 +50,12 @@ demo: venv
 
 sanitize:
 	$(MAKE) -C csrc sanitize
+
+TORTURE_KILLS ?= 5000
+.PHONY: torture
+torture: venv
+	TAPE_TORTURE_KILLS=$(TORTURE_KILLS) $(PY) -m pytest -q -s tests/test_crash_kill.py
+	for i in 1 2 3; do $(PY) -m pytest -q -s tests/test_crash_writers.py || exit 1; done
 
 bench: $(BSTAMP)
 	$(MAKE) -C csrc bench

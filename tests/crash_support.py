@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import hashlib
+import itertools
 import json
 import os
 import select
@@ -370,9 +371,10 @@ def role_follow_tailer(argv: list[str]) -> None:
         disorder = None
         deadline = time.monotonic() + timeout
         while count < total and time.monotonic() < deadline:
-            got = False
-            for e in t.entries():
-                got = True
+            waited = t.read_entry(timeout=0.5)  # sleeps until a writer publishes
+            if waited is None:
+                continue
+            for e in itertools.chain((waited,), t.entries()):
                 h.update(struct.pack("<q", e.index))
                 h.update(e.value)
                 w, s = struct.unpack_from("<II", e.value)
@@ -381,8 +383,6 @@ def role_follow_tailer(argv: list[str]) -> None:
                 if w < writers:
                     nxt[w] = s + 1
                 count += 1
-            if not got:
-                t._wait(0.1)
         print(json.dumps({"count": count, "sha256": h.hexdigest(), "per_writer": nxt, "disorder": disorder}))
 
 
