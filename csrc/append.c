@@ -129,6 +129,14 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
         if (rc < 0)
             return rc;
         writer_switch(q, &y);
+        if (rc == 1) { /* a file we just made: its end is its start */
+            w->w_pos = w->w_y.y_data_off;
+            w->w_seq = 0;
+            w->w_gen = __atomic_load_n(&sh->m_hint_gen, __ATOMIC_ACQUIRE);
+            w->w_valid = 1;
+            *end_hdr = 0;
+            return 0;
+        }
     }
     uint64_t gen = __atomic_load_n(&sh->m_hint_gen, __ATOMIC_ACQUIRE);
     uint64_t pos = __atomic_load_n(&sh->m_hint_pos, __ATOMIC_RELAXED);

@@ -324,7 +324,9 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y)
     int fd = t_openat(q->q_dirfd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0666);
     if (fd < 0)
         return -errno;
-    off_t size = (off_t)(h.c_data_off + TAPE_GROW_STEP);
+    /* A little room for the first entries; the prefaulter adds more as the
+     * cycle fills. */
+    off_t size = (off_t)(h.c_data_off + TAPE_FAULT_PIECE);
     rc = t_fallocate(fd, 0, size);
     if (rc < 0 && (errno == EOPNOTSUPP || errno == ENOSYS))
         rc = t_ftruncate(fd, size); /* private until linked: cannot race */
@@ -343,7 +345,8 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y)
     unlinkat(q->q_dirfd, tmp, 0);
     if (rc < 0)
         return rc;
-    return tape_cyc_open(q, cycle, 1, y);
+    rc = tape_cyc_open(q, cycle, 1, y);
+    return rc < 0 ? rc : 1;
 }
 
 /* ---- the index --------------------------------------------------------- */

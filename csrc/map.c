@@ -75,7 +75,9 @@ void tape_view_close(tape_view *v)
 }
 
 /* Only the thread that owns a view moves its mapping; v_mu (when set) keeps
- * the prefaulter off the mapping meanwhile. */
+ * the prefaulter off the mapping meanwhile. mremap moves a single VMA, so
+ * nothing may give part of a view different flags (madvise MADV_RANDOM and
+ * the like would split it). */
 static int remap(tape_view *v, uint64_t end)
 {
     if (end <= v->v_maplen)
@@ -181,7 +183,11 @@ static void *prefault_main(void *arg)
          * writer's own faults may wait for), fault in by pieces. */
         uint64_t to = ready + TAPE_FAULT_PIECE;
         if (to > q->q_pf_alloc) {
-            uint64_t step = (to + TAPE_GROW_STEP - 1) & ~(TAPE_GROW_STEP - 1);
+            /* As far as wanted (which grows with the cycle), at most a step. */
+            uint64_t step = q->q_pf_want > to ? q->q_pf_want : to;
+            step = (step + TAPE_FAULT_PIECE - 1) & ~(TAPE_FAULT_PIECE - 1);
+            if (step > ready + TAPE_GROW_STEP)
+                step = ready + TAPE_GROW_STEP;
             if (step > v->v_maplen || t_fallocate(v->v_fd, (off_t)ready, (off_t)(step - ready)) < 0) {
                 /* Out of room or out of space: the writer's own slow path
                  * reports the error when it gets there. */

@@ -180,7 +180,8 @@ typedef struct tape_cyc {
 void tape_cyc_init(tape_cyc *y);
 int tape_cyc_open(tape_queue *q, int64_t cycle, int writable, tape_cyc *y);
 void tape_cyc_close(tape_cyc *y);
-/* Create cycle file `cycle` (or open it if it exists). Holding the lock. */
+/* Create cycle file `cycle` (1), or open it if it exists (0). Holding the
+ * lock. */
 int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y);
 
 /* End of data of a cycle: offset after the last published entry and its

@@ -99,7 +99,7 @@ static void a_roll_gives_back_the_old_cycles_preallocation(void)
     CHECK(stat(th_path(rel), &st) == 0);
     /* Header and index2index (two pages) and a page of data. */
     EXPECT((uint64_t)st.st_blocks * 512 <= 3 * 4096);
-    EXPECT(st.st_size > 2 * 1024 * 1024); /* the size is kept */
+    EXPECT(st.st_size >= 8192 + 256 * 1024); /* the size is kept */
     tape_appender_close(a);
     tape_close(q);
 }
@@ -109,7 +109,18 @@ static void crossing_thousands_of_cycles_keeps_few_files_open(void)
     tape_queue *q;
     tape_appender *a;
     tape_tailer *t;
-    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
+    /* On tmpfs when there is one: every roll syncs its new cycle file, and
+     * what is checked here (descriptors) does not depend on the disk. */
+    char shm[] = "/dev/shm/tape-roll-XXXXXX";
+    int on_shm = mkdtemp(shm) != NULL;
+    tape_open_opts o;
+    memset(&o, 0, sizeof o);
+    o.oo_create = 1;
+    o.oo_roll_cycle = "test_secondly";
+    o.oo_codec = "raw";
+    char path[64];
+    snprintf(path, sizeof path, "%s/q", shm);
+    CHECK_OK(on_shm ? tape_open(path, &o, &q) : th_open("q", "test_secondly", "raw", &q));
     CHECK_OK(tape_appender_open(q, &a));
     CHECK_OK(tape_tailer_open(q, &t));
     int before = open_fds(), most = 0;
@@ -137,6 +148,8 @@ static void crossing_thousands_of_cycles_keeps_few_files_open(void)
     tape_tailer_close(t);
     tape_appender_close(a);
     tape_close(q);
+    if (on_shm)
+        th_rm_rf(shm);
 }
 
 static const th_test tests[] = {

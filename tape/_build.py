@@ -99,6 +99,7 @@ typedef struct tape_cycle_info {
 int64_t tape_list_cycles(tape_queue *q, int64_t *cycles, size_t cap);
 int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out);
 int tape_cycle_name(tape_queue *q, int64_t cycle, char *buf, size_t cap);
+int tape_remove_cycle(tape_queue *q, int64_t cycle);
 
 int64_t tape_first_index(tape_queue *q);
 int64_t tape_last_index(tape_queue *q);

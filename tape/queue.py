@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 from tape import codecs
 from tape._core import ffi, lib
+from tape.retention import Policy
 from tape.errors import (
     ArgumentError,
     ArgumentTypeError,
@@ -51,18 +52,19 @@ _INT64_MAX = 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _roll_cycle_names() -> tuple[str, ...]:
-    """The names in the core's table of roll cycles."""
+def _roll_cycle_lengths() -> dict[str, int]:
+    """The core's table of roll cycles: name -> length in ms."""
     table = lib.tape_roll_cycles()
-    names = []
+    lengths = {}
     k = 0
     while table[k].ri_name != ffi.NULL:
-        names.append(ffi.string(table[k].ri_name).decode())
+        lengths[ffi.string(table[k].ri_name).decode()] = table[k].ri_length_ms
         k += 1
-    return tuple(names)
+    return lengths
 
 
-_ROLL_CYCLES = _roll_cycle_names()
+_ROLL_LENGTHS = _roll_cycle_lengths()
+_ROLL_CYCLES = tuple(_ROLL_LENGTHS)
 _DIRECTIONS = {"forward": lib.TAPE_FORWARD, "backward": lib.TAPE_BACKWARD}
 _TUNING = frozenset({"epoch_ms"})
 # A wait blocks in C for at most this long, so that Ctrl-C is handled promptly.
@@ -237,8 +239,9 @@ class Queue:
         interval = self._parse_sync(sync)
         if clock is not None and not callable(clock):
             raise ArgumentTypeError(f"clock must be callable, not {type(clock).__name__}")
-        if retention is not None:
-            raise ArgumentError("retention arrives with rolling; it is not supported yet")
+        if retention is not None and not isinstance(retention, dict):
+            raise ArgumentTypeError(f"retention must be a dict of purge() keywords, not {type(retention).__name__}")
+        self._retention = None if retention is None else Policy.parse(retention)
         unknown = sorted(set(tuning) - _TUNING)
         if unknown:
             raise ArgumentTypeError(f"unexpected keyword argument {unknown[0]!r}")
@@ -248,6 +251,8 @@ class Queue:
         info = self._info()
         self.roll_cycle = ffi.string(info.qi_roll_cycle).decode()
         self._seq_bits: int = info.qi_seq_bits
+        self._epoch_ms: int = info.qi_epoch_ms
+        self._length_ms = _ROLL_LENGTHS[self.roll_cycle]
         if wanted is None:
             stored = ffi.string(info.qi_codec).decode()
             try:
@@ -461,6 +466,62 @@ class Queue:
                     found[ffi.string(name).decode()] = _none_if_negative(nxt[0])
         return found
 
+    def purge(
+        self,
+        *,
+        keep_cycles: int | None = None,
+        older_than: float | timedelta | None = None,
+        max_bytes: int | None = None,
+        respect_tailers: bool = False,
+        dry_run: bool = False,
+    ) -> list[str]:
+        """Remove whole cycle files now; the paths removed (or, with dry_run, that would be).
+
+        keep_cycles keeps the last N cycle files; older_than (seconds or a
+        timedelta, by the queue's clock) removes cycles that ended longer ago;
+        max_bytes keeps at most that many bytes of entries, dropping the oldest
+        cycles first. A cycle goes when any rule given picks it, except the
+        newest cycle file and the newest cycle holding entries; with
+        respect_tailers=True, never what a named tailer has not read yet.
+        """
+        policy = Policy.parse(
+            {"keep_cycles": keep_cycles, "older_than": older_than, "max_bytes": max_bytes,
+             "respect_tailers": respect_tailers}
+        )
+        return self._purge(policy, dry_run)
+
+    def _purge(self, policy: Policy, dry_run: bool) -> list[str]:
+        cycles = self.cycles()
+        floor = None
+        if policy.respect_tailers:
+            nexts = self._named().values()
+            if nexts:
+                floor = min(-1 if i is None else i >> self._seq_bits for i in nexts)
+        now = time.time_ns() if self._clock is None else self._clock()
+        doomed = set(policy.select(cycles, self._cycle_end_ns, now, floor))
+        removed = []
+        for c in cycles:
+            if c.cycle not in doomed:
+                continue
+            if not dry_run:
+                with self._lock:
+                    rc = lib.tape_remove_cycle(self._ptr(), c.cycle)
+                if rc in (-errno.ENOENT, lib.TAPE_EINVAL):
+                    continue  # gone already, or became the newest holding entries
+                check(rc, self.path)
+            removed.append(c.path)
+        return removed
+
+    def _cycle_end_ns(self, cycle: int) -> int:
+        """When `cycle` ends, in ns since the epoch."""
+        return ((cycle + 1) * self._length_ms + self._epoch_ms) * 1_000_000
+
+    def _rolled(self, index: int) -> int:
+        """After a write in a new cycle: apply retention= ; the index where the next cycle starts."""
+        if self._retention is not None:
+            self._purge(self._retention, False)
+        return ((index >> self._seq_bits) + 1) << self._seq_bits
+
     def remove_tailer(self, name: str) -> None:
         """Forget the named tailer `name` (KeyError when there is none)."""
         with self._lock:
@@ -557,6 +618,8 @@ class Appender:
         self._path = queue.path
         self._encode = queue.codec.encode
         self._raw = type(queue.codec) is codecs.RawCodec
+        # retention= runs when a write lands in a cycle newer than this index.
+        self._next_roll = 0 if queue._retention is not None else _INT64_MAX
         self._clock = queue._clock
         self._always = queue.sync == "always"
 
@@ -575,6 +638,8 @@ class Appender:
             check(index, self._path)
         if self._always:
             check(lib.tape_appender_sync(h), self._path)
+        if index >= self._next_roll:
+            self._next_roll = self._queue._rolled(index)
         return index
 
     def write_many(self, objs: Iterable[Any]) -> int:
@@ -608,6 +673,8 @@ class Appender:
                 raise
         if self._always:
             check(lib.tape_appender_sync(h), self._path)
+        if index >= self._next_roll:
+            self._next_roll = self._queue._rolled(index)
         return index
 
     @property

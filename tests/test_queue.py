@@ -253,11 +253,6 @@ def test_an_unknown_tuning_keyword_raises_type_error(qpath: Path) -> None:
         tape.Queue(qpath, chunk_size=4096)
 
 
-def test_retention_is_not_supported_yet(qpath: Path) -> None:
-    with pytest.raises(tape.ArgumentError):
-        tape.Queue(qpath, retention={"keep_cycles": 2})
-
-
 def test_a_queue_written_by_another_process_is_read_here(qpath: Path) -> None:
     script = "import sys, tape\nwith tape.Queue(sys.argv[1]) as q: q.appender().write_many(range(5))"
     subprocess.run([sys.executable, "-c", script, str(qpath)], check=True)

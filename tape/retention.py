@@ -1,0 +1,112 @@
+"""Retention: which whole cycle files may go, for Queue.purge and retention=.
+
+A cycle goes when any rule given picks it (keep the last N cycles; drop cycles
+that ended more than `older_than` ago; keep at most `max_bytes` of entries,
+dropping the oldest first), unless it is the newest cycle file, the newest
+cycle holding entries, or (respect_tailers=True) a named tailer has not read
+all of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from tape.errors import ArgumentError, ArgumentTypeError
+
+KEYWORDS = frozenset({"keep_cycles", "older_than", "max_bytes", "respect_tailers"})
+
+
+class _Cycle(Protocol):
+    """What the policy needs to know of a cycle (tape.CycleInfo has it)."""
+
+    @property
+    def cycle(self) -> int: ...
+
+    @property
+    def entries(self) -> int: ...
+
+    @property
+    def bytes(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A checked set of retention rules; None leaves a rule out."""
+
+    keep_cycles: int | None = None
+    older_than_ns: int | None = None
+    max_bytes: int | None = None
+    respect_tailers: bool = False
+
+    @classmethod
+    def parse(cls, options: dict[str, Any]) -> Policy:
+        """A policy from purge()'s keywords (or a retention= dict), checked."""
+        unknown = sorted(set(options) - KEYWORDS)
+        if unknown:
+            raise ArgumentTypeError(f"unexpected retention keyword {unknown[0]!r}")
+        keep = _count(options.get("keep_cycles"), "keep_cycles")
+        size = _count(options.get("max_bytes"), "max_bytes")
+        older = options.get("older_than")
+        if older is None:
+            older_ns = None
+        elif isinstance(older, timedelta):
+            older_ns = older // timedelta(microseconds=1) * 1000
+        elif isinstance(older, (int, float)) and not isinstance(older, bool):
+            older_ns = int(older * 1_000_000_000)
+        else:
+            raise ArgumentTypeError(f"older_than must be seconds or a timedelta, not {type(older).__name__}")
+        if older_ns is not None and older_ns < 0:
+            raise ArgumentError("older_than must not be negative")
+        respect = options.get("respect_tailers", False)
+        if not isinstance(respect, bool):
+            raise ArgumentTypeError("respect_tailers must be a bool")
+        return cls(keep, older_ns, size, respect)
+
+    def select(
+        self,
+        cycles: Sequence[_Cycle],
+        cycle_end_ns: Callable[[int], int],
+        now_ns: int,
+        tailer_floor: int | None,
+    ) -> list[int]:
+        """The cycles to remove, oldest first.
+
+        `cycles` are oldest first; `cycle_end_ns(c)` is when cycle c ends;
+        `tailer_floor` is the oldest cycle a named tailer still needs (None:
+        none, or respect_tailers is off).
+        """
+        if not cycles:
+            return []
+        newest_full = next((c.cycle for c in reversed(cycles) if c.entries), None)
+        protected = {cycles[-1].cycle} | ({newest_full} if newest_full is not None else set())
+        doomed: set[int] = set()
+        if self.keep_cycles is not None:
+            cut = len(cycles) - self.keep_cycles
+            doomed.update(c.cycle for c in cycles[: max(cut, 0)])
+        if self.older_than_ns is not None:
+            limit = now_ns - self.older_than_ns
+            doomed.update(c.cycle for c in cycles if cycle_end_ns(c.cycle) <= limit)
+        if self.max_bytes is not None:
+            total = sum(c.bytes for c in cycles)
+            for c in cycles:
+                if total <= self.max_bytes or c.cycle in protected:
+                    break
+                doomed.add(c.cycle)
+                total -= c.bytes
+        if self.respect_tailers and tailer_floor is not None:
+            doomed = {c for c in doomed if c < tailer_floor}
+        return sorted(doomed - protected)
+
+
+def _count(value: Any, what: str) -> int | None:
+    """A non-negative int option, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ArgumentError(f"{what} must not be negative")
+    return value
