@@ -372,8 +372,18 @@ static void hint_store(tape_queue *q, int64_t ts)
     w->w_gen = g + 2;
 }
 
+/* Holding the lock, the writer prepared: the index of the queue's last
+ * entry, -1 when empty. */
+static int64_t last_written(tape_queue *q)
+{
+    tape_writer *w = &q->q_w;
+    if (w->w_seq > 0)
+        return tape_make_index(q, w->w_y.y_cycle, (int64_t)w->w_seq - 1);
+    return tape_last_index(q); /* the newest cycle is empty: look further back */
+}
+
 static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *ends, size_t n,
-                        int64_t ts, size_t *written)
+                        int64_t ts, size_t *written, const int64_t *expected_last)
 {
     tape_queue *q = a->a_q;
     if (written)
@@ -402,6 +412,11 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     size_t done = 0;
     if (result >= 0)
         result = writer_prepare(q, result, recovered);
+    if (result >= 0 && expected_last) {
+        int64_t last = last_written(q);
+        if (last != *expected_last)
+            result = last < -1 ? last : TAPE_ECONFLICT;
+    }
     if (result >= 0) {
         /* Odd for as long as this append changes the file: a writer killed
          * meanwhile leaves it odd, and the next lock holder rebuilds. */
@@ -445,7 +460,16 @@ int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_n
     if (len > TAPE_MAX_PAYLOAD)
         return TAPE_ETOOBIG;
     uint64_t end = len;
-    return append_n(a, data, &end, 1, ts_ns, NULL);
+    return append_n(a, data, &end, 1, ts_ns, NULL, NULL);
+}
+
+int64_t tape_append_if(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                       int64_t expected_last)
+{
+    if (len > TAPE_MAX_PAYLOAD)
+        return TAPE_ETOOBIG;
+    uint64_t end = len;
+    return append_n(a, data, &end, 1, ts_ns, NULL, &expected_last);
 }
 
 int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *ends, size_t n,
@@ -453,7 +477,7 @@ int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *end
 {
     if (n == 0)
         return TAPE_EINVAL;
-    return append_n(a, data, ends, n, ts_ns, written);
+    return append_n(a, data, ends, n, ts_ns, written, NULL);
 }
 
 int tape_appender_sync(tape_appender *a)

@@ -18,6 +18,7 @@ const char *tape_strerror(int rc)
     case TAPE_EINVAL: return "invalid argument";
     case TAPE_EROLLCYCLE: return "unknown roll cycle";
     case TAPE_ECLOCK: return "timestamp outside the range of the roll cycle";
+    case TAPE_ECONFLICT: return "another entry was appended first";
     default: break;
     }
     if (rc < 0 && rc > TAPE_EBASE)

@@ -53,6 +53,7 @@ extern "C" {
 #define TAPE_EINVAL       (-30009) /* an argument is out of range */
 #define TAPE_EROLLCYCLE   (-30010) /* unknown roll cycle name */
 #define TAPE_ECLOCK       (-30011) /* timestamp outside the range of the roll cycle */
+#define TAPE_ECONFLICT    (-30012) /* tape_append_if: the last entry is not the expected one */
 
 /* ---- limits ------------------------------------------------------------- */
 
@@ -186,6 +187,14 @@ int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_n
  * many. */
 int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *ends,
                          size_t n, int64_t ts_ns, size_t *written);
+
+/* Append one entry only if the last entry of the queue is `expected_last`
+ * (-1: only if the queue is empty), checked and written under the write
+ * lock, so a read-modify-write over the queue is atomic across processes.
+ * Returns the new index, TAPE_ECONFLICT when another entry came first (nothing
+ * is written), or another negative error. */
+int64_t tape_append_if(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                       int64_t expected_last);
 
 /* Index of the last entry this appender wrote, or -1. */
 int64_t tape_appender_last_index(tape_appender *a);

@@ -677,6 +677,30 @@ class Appender:
             self._next_roll = self._queue._rolled(index)
         return index
 
+    def write_if(self, obj: Any, last: int | None) -> int | None:
+        """Append `obj` only if the queue's last entry is `last` (None: only if empty).
+
+        The check and the append happen under the queue's write lock, so a
+        read-modify-write built on it is atomic across processes. Returns the
+        new index, or None when another entry came first (nothing written).
+        """
+        expected = -1 if last is None else _as_int(last, "last")
+        data = self._encode(obj)
+        h = self._handle.ptr
+        if h is None:
+            raise self._closed()
+        clock = self._clock
+        index: int = lib.tape_append_if(h, data, len(data), 0 if clock is None else clock(), expected)
+        if index == lib.TAPE_ECONFLICT:
+            return None
+        if index < 0:
+            check(index, self._path)
+        if self._always:
+            check(lib.tape_appender_sync(h), self._path)
+        if index >= self._next_roll:
+            self._next_roll = self._queue._rolled(index)
+        return index
+
     @property
     def last_index(self) -> int | None:
         """Index of the last entry this appender wrote, None before any."""

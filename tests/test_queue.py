@@ -279,3 +279,13 @@ def test_write_many_gives_every_entry_one_timestamp(qpath: Path) -> None:
     with tape.Queue(qpath, clock=lambda: next(ticks)) as q:
         q.appender().write_many(["a", "b", "c"])
         assert {e.timestamp for e in q.tailer().entries()} == {10**18}
+
+
+def test_write_if_appends_only_after_the_expected_entry(queue: tape.Queue) -> None:
+    a = queue.appender()
+    first = a.write_if("a", None)
+    assert first is not None
+    assert a.write_if("b", None) is None
+    assert a.write_if("b", first) == first + 1
+    assert a.write_if("c", first) is None
+    assert list(queue.tailer()) == ["a", "b"]
