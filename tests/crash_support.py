@@ -390,11 +390,12 @@ def role_inspect(argv: list[str]) -> None:
     """Serve inspection requests (one JSON object per line on stdin, one answer per line on stdout).
 
     A request: {"dir": queue, "ops": [damage...], "expect": path or null,
-    "append": bool}. Damage ops, undone after the request: ["truncate", file,
+    "append": bool, "clock_ns": the queue's clock or null}. Damage ops, undone after the request: ["truncate", file,
     size] and ["patch", file, offset, hex]. The queue is opened, read forward
     from the start and backward from the end (every value compared with
     `expect`, a JSON file mapping index -> hex, or returned when there is none),
     verified strictly and in salvage mode, and with "append", written to once.
+    Files the request created are removed after it.
     Used for the tail sweep and the fault checks: if this process crashes,
     the supervisor knows which request did it.
     """
@@ -407,47 +408,64 @@ def role_inspect(argv: list[str]) -> None:
                 raw = json.loads(Path(req["expect"]).read_text())
                 expects[req["expect"]] = {int(k): bytes.fromhex(v) for k, v in raw.items()}
             expect = expects[req["expect"]]
+        before = set(os.listdir(req["dir"]))
         undo = _apply(req["dir"], req.get("ops", []))
         try:
-            answer = _inspect(req["dir"], expect, bool(req.get("append")))
+            answer = _inspect(req["dir"], expect, bool(req.get("append")), req.get("clock_ns"))
         finally:
             _undo(undo)
+            for name in set(os.listdir(req["dir"])) - before:
+                os.unlink(os.path.join(req["dir"], name))
         print(json.dumps(answer), flush=True)
 
 
-def _apply(qdir: str, ops: list[list[Any]]) -> list[tuple[Path, int, bytes]]:
-    """Damage files as `ops` say; returns what restores them: (file, offset, bytes to write back)."""
+Undo = tuple[Path, int, bytes, int, bool]
+
+
+def _apply(qdir: str, ops: list[list[Any]]) -> list[Undo]:
+    """Damage files as `ops` say; returns what restores them.
+
+    Ops: ["truncate", file, size], ["patch", file, offset, hex] and
+    ["snapshot", file] (nothing changes; the whole file is restored after).
+    """
     meta = Path(qdir) / "tape.meta"
-    undo = [(meta, 0, meta.read_bytes())]
+    undo: list[Undo] = [(meta, 0, meta.read_bytes(), META_SIZE, False)]
     for op in ops:
         f = Path(qdir) / op[1]
+        size = f.stat().st_size
         with open(f, "r+b") as fh:
+            if op[0] == "snapshot":
+                undo.append((f, 0, fh.read().rstrip(b"\0"), size, True))
+                continue
             fh.seek(op[2])
             if op[0] == "truncate":
-                undo.append((f, op[2], fh.read()))
+                undo.append((f, op[2], fh.read().rstrip(b"\0"), size, False))  # zeros come back as a hole
                 fh.truncate(op[2])
             else:
                 data = bytes.fromhex(op[3])
-                undo.append((f, op[2], fh.read(len(data))))
+                undo.append((f, op[2], fh.read(len(data)), size, False))
                 fh.seek(op[2])
                 fh.write(data)
     return undo
 
 
-def _undo(undo: list[tuple[Path, int, bytes]]) -> None:
+def _undo(undo: list[Undo]) -> None:
     """Write back what _apply changed, newest change first."""
-    for f, at, data in reversed(undo):
+    for f, at, data, size, whole in reversed(undo):
         with open(f, "r+b") as fh:
+            if whole:
+                fh.truncate(at + len(data))  # what was written after it goes
             fh.seek(at)
             fh.write(data)
+            fh.truncate(size)
 
 
-def _inspect(qdir: str, expect: dict[int, bytes] | None, append: bool) -> dict[str, Any]:
+def _inspect(qdir: str, expect: dict[int, bytes] | None, append: bool, clock_ns: int | None) -> dict[str, Any]:
     import tape
 
     out: dict[str, Any] = {"wrong": []}
     try:
-        q = tape.Queue(qdir)
+        q = tape.Queue(qdir, clock=None if clock_ns is None else lambda: clock_ns)
     except tape.TapeError as exc:
         out["open_error"] = f"{type(exc).__name__}: {exc}"
         return out
