@@ -628,6 +628,26 @@ def role_fault_workload(argv: list[str]) -> None:
     print(json.dumps(report))
 
 
+def role_model_writer(argv: list[str]) -> None:
+    """Append `count` entries b"child-<tag>-<k>" at the clock `clock_ns`, printing each index once written.
+
+    argv: path clock_ns count tag
+    """
+    import tape
+
+    path, clock_ns, count, tag = argv[0], int(argv[1]), int(argv[2]), argv[3]
+    with tape.Queue(path, clock=lambda: clock_ns) as q:
+        a = q.appender()
+        for k in range(count):
+            i = a.write(model_value(tag, k))
+            print(i, flush=True)
+
+
+def model_value(tag: str, k: int) -> bytes:
+    """The k-th value role_model_writer writes."""
+    return f"child-{tag}-{k}".encode()
+
+
 def role_fork_server(argv: list[str]) -> None:
     """Run roles in forked children, one per JSON request line on stdin: {"env": {...}, "role", "args"}.
 
@@ -694,6 +714,7 @@ class ForkServer:
 
 ROLES: dict[str, Callable[[list[str]], None]] = {
     "fork-server": role_fork_server,
+    "model-writer": role_model_writer,
     "storm-writer": role_storm_writer,
     "conc-writer": role_conc_writer,
     "follow-tailer": role_follow_tailer,
