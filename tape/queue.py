@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from tape import codecs
+from tape import aio, lifecycle
 from tape._core import ffi, lib
 from tape.retention import Policy
 from tape.errors import (
@@ -247,6 +248,7 @@ class Queue:
             raise ArgumentTypeError(f"unexpected keyword argument {unknown[0]!r}")
         epoch_ms = _as_int(tuning.get("epoch_ms", 0), "epoch_ms")
 
+        lifecycle.opening(self)
         self._open(roll_cycle, wanted, bool(read_only), bool(create), epoch_ms)
         info = self._info()
         self.roll_cycle = ffi.string(info.qi_roll_cycle).decode()
@@ -266,6 +268,7 @@ class Queue:
         self._clock = clock
         if interval is not None and not self.read_only:
             self._start_flusher(interval)
+        lifecycle.register(self)
 
     @staticmethod
     def _parse_sync(sync: Any) -> float | None:
@@ -583,6 +586,7 @@ class Queue:
         with self._lock:
             if self._h is None:
                 return
+            lifecycle.closing(self)
             if self._flusher is not None:
                 thread, stop = self._flusher
                 stop.set()
@@ -593,6 +597,7 @@ class Queue:
             self._handles.clear()
             lib.tape_close(self._h)
             self._h = None
+        lifecycle.unregister(self)
 
     def __enter__(self) -> Queue:
         self._ptr()
@@ -601,11 +606,19 @@ class Queue:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> Queue:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await aio.aclose(self)
+
     def __del__(self) -> None:
         self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._h is None else "open"
+        if not hasattr(self, "codec"):  # still opening
+            return f"<tape.Queue {self.path!r} {state}>"
         return f"<tape.Queue {self.path!r} {self.roll_cycle} {self.codec.name} {state}>"
 
 
