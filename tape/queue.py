@@ -635,6 +635,8 @@ class Appender:
         self._next_roll = 0 if queue._retention is not None else _INT64_MAX
         self._clock = queue._clock
         self._always = queue.sync == "always"
+        lifecycle.opening(self)
+        lifecycle.register(self, parent=queue)
 
     def _closed(self) -> QueueClosedError:
         return QueueClosedError(f"{self._path}: the appender is closed")
@@ -730,9 +732,18 @@ class Appender:
             raise self._closed()
         check(lib.tape_appender_sync(h), self._path)
 
+    async def awrite(self, obj: Any) -> int:
+        """write(obj) for asyncio code; it does not wait (a write takes microseconds)."""
+        return await aio.awrite(self, obj)
+
     def close(self) -> None:
         """Close the appender; idempotent."""
-        self._queue._release(self._handle)
+        with self._queue._lock:
+            if self._handle.ptr is None:
+                return
+            lifecycle.closing(self)
+            self._queue._release(self._handle)
+        lifecycle.unregister(self)
 
     def __enter__(self) -> Appender:
         if self._handle.ptr is None:
@@ -744,6 +755,13 @@ class Appender:
 
     def __del__(self) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        with self._handle.lock:
+            ptr = self._handle.ptr
+            last = None if ptr is None else _none_if_negative(lib.tape_appender_last_index(ptr))
+        state = "closed" if ptr is None else f"last_index={last} open"
+        return f"<tape.Appender of {self._path!r} {state}>"
 
 
 class Tailer:
