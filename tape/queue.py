@@ -21,7 +21,7 @@ import operator
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
@@ -385,7 +385,7 @@ class Queue:
                 if name in self._named():
                     start = None  # resume where it left off
                 check(lib.tape_tailer_open_named(self._ptr(), name.encode(), out), self.path)
-            tailer = Tailer(self, self._adopt(out[0], lib.tape_tailer_close), named=name is not None)
+            tailer = Tailer(self, self._adopt(out[0], lib.tape_tailer_close), name=name)
             lib.tape_tailer_set_spin(out[0], spin_ns)
         try:
             if start == "end":
@@ -774,12 +774,13 @@ class Tailer:
     after the last entry handed out.
     """
 
-    def __init__(self, queue: Queue, handle: _Handle, *, named: bool = False) -> None:
+    def __init__(self, queue: Queue, handle: _Handle, *, name: str | None = None) -> None:
         self._queue = queue
         self._handle = handle
+        self._name = name
         # A named tailer reads one entry per call: its stored position must
         # not run ahead of what it handed out.
-        self._max_batch = 1 if named else _BATCH_SLOTS
+        self._max_batch = 1 if name is not None else _BATCH_SLOTS
         self._lock = handle.lock
         self._path = queue.path
         self._decode = queue.codec.decode
@@ -797,6 +798,8 @@ class Tailer:
         # Entries read ahead by read(): doubles while reading in sequence,
         # back to 1 after a move, so that random access stays cheap.
         self._readahead = 1
+        lifecycle.opening(self)
+        lifecycle.register(self, parent=queue)
 
     def _ptr(self) -> Any:
         """The C tailer (the caller holds self._lock); QueueClosedError once closed."""
@@ -861,6 +864,18 @@ class Tailer:
     def entries(self) -> Iterator[Entry]:
         """Like iterating, but yielding Entry."""
         return itertools.chain.from_iterable(self._batches(entries=True))
+
+    async def aread(self, timeout: float | None = None) -> Any:
+        """read() for asyncio code, waiting without blocking the loop.
+
+        Waits forever when timeout is None, else up to `timeout` seconds
+        (then None). A task cancelled while waiting ends within 0.1 s.
+        """
+        return await aio.aread(self, timeout)
+
+    def afollow(self, timeout: float | None = None) -> AsyncIterator[Any]:
+        """follow() for asyncio code: `async for value in tailer.afollow()`."""
+        return aio.afollow(self, timeout)
 
     def follow(self, timeout: float | None = None) -> Iterator[Any]:
         """Yield values as they arrive, like tail -f.
@@ -1088,7 +1103,12 @@ class Tailer:
         """Close the tailer; idempotent."""
         if self._batch is not None:
             self._drop_batch()
-        self._queue._release(self._handle)
+        with self._queue._lock:
+            if self._handle.ptr is None:
+                return
+            lifecycle.closing(self)
+            self._queue._release(self._handle)
+        lifecycle.unregister(self)
 
     def __enter__(self) -> Tailer:
         with self._lock:
@@ -1100,6 +1120,14 @@ class Tailer:
 
     def __del__(self) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        name = "" if self._name is None else f" {self._name!r}"
+        try:
+            state = f"index={self.index} open"
+        except QueueClosedError:
+            state = "closed"
+        return f"<tape.Tailer{name} of {self._path!r} {state}>"
 
 
 def split_index(queue: Queue, index: int) -> tuple[int, int]:
