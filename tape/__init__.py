@@ -24,6 +24,7 @@ from tape.errors import (
     TapeError,
     TapeOSError,
 )
+from tape.lifecycle import close_all, on_lifecycle, status
 from tape.queue import (
     Appender,
     CycleInfo,
@@ -48,6 +49,9 @@ __all__ = [
     "split_index",
     "make_index",
     "codecs",
+    "status",
+    "close_all",
+    "on_lifecycle",
     "TapeError",
     "CorruptionError",
     "IncompatibleQueueError",
