@@ -1,0 +1,738 @@
+"""The `tape` command line: dump, tail, info, verify, purge and load a queue.
+
+A thin shell over the Python API: each command opens a tape.Queue, calls what a
+user of the library would call and prints the result. The command's output goes
+to stdout, messages for people to stderr. Exit status: 0 success, 1 a problem
+found (damage, a missing queue, a tape error), 2 bad usage.
+
+Values are shown as JSON. What JSON cannot hold carries a marker, which `load`
+reads back: bytes as {"$base64": "..."}, a map with keys other than strings (or
+whose only key looks like a marker) as {"$map": [[key, value], ...]}; dates,
+times, decimals and UUIDs as strings; anything else as {"$repr": "..."} (shown
+only, loaded back as that object).
+"""
+
+from __future__ import annotations
+
+import base64
+import decimal
+import functools
+import itertools
+import json
+import re
+import struct
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as clock_time
+from typing import IO, Any, NamedTuple
+
+import click
+
+import tape
+
+_INT64_MAX = 2**63 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MARKERS = frozenset({"$base64", "$map", "$repr"})
+_RECORD_KEYS = frozenset({"index", "timestamp", "value"})
+_CHUNK = 1024  # entries formatted, or lines loaded, per write
+_FOLLOW_WAIT = 1.0  # seconds a follow waits for an entry in one call
+_RAW_LENGTH = struct.Struct("<I")  # --format raw: each payload's length prefix
+
+# -- values as JSON, and back -------------------------------------------------------
+
+
+def to_json(value: Any) -> Any:
+    """`value` as JSON can hold it, with markers for what it cannot (see the module doc)."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    if isinstance(value, dict):
+        if all(type(k) is str for k in value) and not (len(value) == 1 and next(iter(value)) in _MARKERS):
+            return {k: to_json(v) for k, v in value.items()}
+        return {"$map": [[to_json(k), to_json(v)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$base64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, (date, clock_time)):  # a datetime is a date
+        return value.isoformat()
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+        return str(value)
+    return {"$repr": repr(value)}
+
+
+def _from_json_object(obj: dict[str, Any]) -> Any:
+    """json.loads' object_hook: undo the $base64 and $map markers."""
+    if len(obj) == 1:
+        ((key, inner),) = obj.items()
+        if key == "$base64" and isinstance(inner, str):
+            return base64.b64decode(inner, validate=True)
+        if key == "$map" and isinstance(inner, list):
+            pairs = [(_hashable(k), v) for k, v in inner]
+            return dict(pairs)
+    return obj
+
+
+def _hashable(key: Any) -> Any:
+    """A map key read from JSON: arrays become tuples (msgpack keys may be arrays)."""
+    return tuple(map(_hashable, key)) if isinstance(key, list) else key
+
+
+def from_json_line(line: bytes) -> Any:
+    """The value of one input line of `load`: a JSON value, or a record as `dump` writes it."""
+    try:
+        value = json.loads(line, object_hook=_from_json_object)
+    except TypeError as exc:  # a $map with a key that cannot be a key, or pairs that are not pairs
+        raise ValueError(str(exc)) from None
+    if isinstance(value, dict) and value.keys() == _RECORD_KEYS:
+        return value["value"]
+    return value
+
+
+# -- times, durations and sizes --------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _utc_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+def iso_time(ns: int) -> str:
+    """ns since the epoch as ISO 8601 UTC, to the nanosecond: 2025-11-21T00:00:00.000000000Z."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    return f"{_utc_second(seconds)}.{fraction:09d}Z"
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)", re.IGNORECASE)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_UNIT_BYTES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_FRACTION = re.compile(r"(?<=\d\d:\d\d:\d\d)[.,](\d+)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `text`: a number of seconds, or with a unit: 90s, 30m, 2h, 7d, 1w."""
+    m = _DURATION.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not a duration (seconds, or like 30m, 2h, 7d)")
+    return float(m[1]) * _UNIT_SECONDS[m[2].lower()]
+
+
+def parse_size(text: str) -> int:
+    """Bytes in `text`: a number, or with a binary unit: 512K, 10M, 1.5G, 2T (also 10MiB, 10MB)."""
+    m = _SIZE.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not a size (bytes, or like 512K, 10M, 2G)")
+    return int(float(m[1]) * _UNIT_BYTES[m[2].lower()])
+
+
+def parse_time(text: str, now_ns: int) -> int:
+    """ns since the epoch of `text`: ISO 8601 (without a zone: local time), epoch
+    seconds, or a duration (10m, 2h) before `now_ns`."""
+    text = text.strip()
+    if _DURATION.fullmatch(text) and not text[-1].isdigit():
+        return now_ns - int(parse_duration(text) * 1e9)
+    try:
+        return int(decimal.Decimal(text) * 1_000_000_000)
+    except (decimal.InvalidOperation, ValueError, OverflowError):
+        pass
+    # datetime keeps microseconds: take the fraction apart to keep nanoseconds.
+    fraction = _FRACTION.search(text)
+    ns = 0
+    if fraction is not None:
+        ns = int(fraction[1][:9].ljust(9, "0"))
+        text = text[: fraction.start()] + text[fraction.end() :]
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time (ISO 8601, epoch seconds, or like 10m ago)") from None
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return (when - _EPOCH) // timedelta(seconds=1) * 1_000_000_000 + ns
+
+
+def _parsed(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    """An option callback converting its text with `parse`: a ValueError is bad usage."""
+
+    def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return convert
+
+
+def _time_ago(text: str) -> int:
+    """parse_time, relative to now."""
+    return parse_time(text, time.time_ns())
+
+
+def _codec_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check a --codec option against the registered codecs."""
+    if value is not None:
+        try:
+            tape.codecs.get(value)
+        except tape.ArgumentError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _size(n: int) -> str:
+    """`n` bytes for people: 368 B, 1.5 KiB, 48.8 MiB."""
+    if n < 1024:
+        return f"{n} B"
+    amount = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        amount /= 1024
+        if amount < 1024:
+            break
+    return f"{amount:.1f} {unit}"
+
+
+# -- output formats ------------------------------------------------------------------
+
+
+def _json_bytes(obj: Any, indent: int | None) -> bytes:
+    text = json.dumps(obj, ensure_ascii=False, indent=indent)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: \u escapes keep it valid
+        return json.dumps(obj, indent=indent).encode()
+
+
+def _record(entry: tape.Entry) -> dict[str, Any]:
+    return {"index": entry.index, "timestamp": iso_time(entry.timestamp), "value": to_json(entry.value)}
+
+
+_FORMATS: dict[str, Callable[[tape.Entry], bytes]] = {
+    "jsonl": lambda e: _json_bytes(_record(e), None) + b"\n",
+    "pretty": lambda e: _json_bytes(_record(e), 2) + b"\n",
+    "raw": lambda e: _RAW_LENGTH.pack(len(e.value)) + e.value,
+}
+
+
+def _write(entries: Iterable[tape.Entry], fmt: str, out: IO[bytes]) -> None:
+    """Write `entries` to `out` in format `fmt`, a chunk at a time, and flush."""
+    format_one = _FORMATS[fmt]
+    it = iter(entries)
+    while chunk := list(itertools.islice(it, _CHUNK)):
+        out.write(b"".join(map(format_one, chunk)))
+    out.flush()
+
+
+# -- reading a window of entries -----------------------------------------------------
+
+
+class _Window(NamedTuple):
+    """Inclusive bounds on index and timestamp (ns)."""
+
+    lo_index: int = 0
+    hi_index: int = _INT64_MAX
+    lo_ns: int = 0
+    hi_ns: int = _INT64_MAX
+
+
+def _spans(cycles: list[tape.CycleInfo]) -> list[tuple[int, int]]:
+    """(first, last) index of every cycle holding entries; indexes are dense within a cycle."""
+    return [(c.first_index, c.last_index) for c in cycles if c.first_index is not None and c.last_index is not None]
+
+
+def _first_at_or_after(cycles: list[tape.CycleInfo], index: int) -> int | None:
+    """Index of the first entry at or after `index`."""
+    return next((max(index, first) for first, last in _spans(cycles) if last >= index), None)
+
+
+def _last_at_or_before(cycles: list[tape.CycleInfo], index: int) -> int | None:
+    """Index of the last entry at or before `index`."""
+    return next((min(index, last) for first, last in reversed(_spans(cycles)) if first <= index), None)
+
+
+def _as_datetime(ns: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _place(q: tape.Queue, t: tape.Tailer, w: _Window, backward: bool) -> bool:
+    """Move `t` to the first entry of `w` in its direction; False when `w` is empty.
+
+    Times go through to_time(), which takes microseconds: the tailer may land a
+    few entries outside the window, which _in_window then skips.
+    """
+    cycles = q.cycles()
+    if not backward:
+        start = _first_at_or_after(cycles, w.lo_index)
+        if start is None:
+            return False
+        if w.lo_ns > 0:
+            if not t.to_time(_as_datetime(w.lo_ns)) or t.index is None:
+                return False
+            start = max(start, t.index)
+        return t.to_index(start)
+    t.direction = "backward"
+    end = _last_at_or_before(cycles, w.hi_index)
+    if end is None:
+        return False
+    # The first entry after the window's end in time, if any: reading starts there.
+    if w.hi_ns < _INT64_MAX and t.to_time(_as_datetime(w.hi_ns) + timedelta(microseconds=1)) and t.index is not None:
+        end = min(end, t.index)
+    return t.to_index(end)
+
+
+def _in_window(t: tape.Tailer, w: _Window, backward: bool) -> Iterator[tape.Entry]:
+    """The tailer's entries inside `w`, until the first beyond it (indexes and times only grow)."""
+    for e in t.entries():
+        before = e.index < w.lo_index or e.timestamp < w.lo_ns
+        after = e.index > w.hi_index or e.timestamp > w.hi_ns
+        if after if backward else before:
+            continue
+        if before if backward else after:
+            return
+        yield e
+
+
+# -- opening queues, reporting errors ---------------------------------------------------
+
+
+def _open(path: str, codec: str | None = None) -> tape.Queue:
+    """The queue at `path`, read-only; with `codec`, its tailers decode with that codec.
+
+    The API offers no reader-side codec (Queue(codec=...) must match the stored
+    one), but its tailers decode with the queue's `codec` attribute.
+    """
+    q = tape.Queue(path, read_only=True, create=False)
+    if codec is not None:
+        q.codec = tape.codecs.get(codec)
+    return q
+
+
+def _message(exc: BaseException) -> str:
+    """One line for an expected error: what went wrong, where."""
+    if isinstance(exc, tape.QueueNotFoundError):
+        text = f"{exc.filename}: no queue there"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        text = str(exc)
+    return "; ".join([text, *getattr(exc, "__notes__", ())])
+
+
+class _Group(click.Group):
+    """The command group: a tape error or OSError becomes one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (tape.TapeError, OSError) as exc:
+            if ctx.params.get("debug") or isinstance(exc, BrokenPipeError):
+                raise  # click quietens a closed pipe (tape dump q | head)
+            raise click.ClickException(_message(exc)) from exc
+
+
+_path_argument = click.argument("path", type=click.Path(dir_okay=True, file_okay=False, path_type=str))
+_format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(sorted(_FORMATS)),
+    default="jsonl",
+    show_default=True,
+    help="jsonl: a JSON object per line; pretty: indented JSON; "
+    "raw: each payload undecoded, after its length (4 bytes, unsigned, little-endian).",
+)
+_codec_option = click.option(
+    "--codec", callback=_codec_name, metavar="NAME", help="Decode with this codec instead of the stored one."
+)
+
+
+def _decoder(fmt: str, codec: str | None) -> str | None:
+    """The codec the tailers of a reading command use: raw for --format raw."""
+    if fmt == "raw":
+        if codec is not None:
+            raise click.UsageError("--codec has no effect with --format raw")
+        return "raw"
+    return codec
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tape", prog_name="tape")
+@click.option("--debug", is_flag=True, help="Show a Python traceback on errors.")
+def cli(debug: bool) -> None:
+    """Look into and maintain tape queues.
+
+    Exit status: 0 success, 1 a problem found (damage, a missing queue, a tape
+    error), 2 bad usage.
+    """
+
+
+@cli.command()
+@_path_argument
+@click.option("--from", "from_index", type=click.IntRange(0), metavar="INDEX", help="First index (inclusive).")
+@click.option("--to", "to_index", type=click.IntRange(0), metavar="INDEX", help="Last index (inclusive).")
+@click.option("--since", callback=_parsed(_time_ago), metavar="TIME", help="First time (inclusive): ISO 8601, epoch seconds, or 10m (ago).")
+@click.option("--until", callback=_parsed(_time_ago), metavar="TIME", help="Last time (inclusive), like --since.")
+@click.option("--limit", type=click.IntRange(0), metavar="N", help="At most N entries.")
+@click.option("--backward", is_flag=True, help="Newest first.")
+@_format_option
+@_codec_option
+def dump(
+    path: str,
+    from_index: int | None,
+    to_index: int | None,
+    since: int | None,
+    until: int | None,
+    limit: int | None,
+    backward: bool,
+    fmt: str,
+    codec: str | None,
+) -> None:
+    """Print the entries of the queue at PATH: {"index", "timestamp", "value"} per line.
+
+    Values are decoded with the queue's codec; bytes show as {"$base64": ...}.
+
+    \b
+    Examples:
+      tape dump /data/orders --since 2025-11-21T09:00Z --limit 100
+      tape dump /data/orders --from 7224046387200 --format pretty
+      tape dump /data/orders | tape load /tmp/copy -
+    """
+    window = _Window(
+        0 if from_index is None else from_index,
+        _INT64_MAX if to_index is None else to_index,
+        0 if since is None else since,
+        _INT64_MAX if until is None else until,
+    )
+    out = sys.stdout.buffer
+    with _open(path, _decoder(fmt, codec)) as q:
+        t = q.tailer()
+        if _place(q, t, window, backward):
+            _write(itertools.islice(_in_window(t, window, backward), limit), fmt, out)
+
+
+@cli.command()
+@_path_argument
+@click.option("-n", "--lines", "count", type=click.IntRange(0), default=10, show_default=True, help="How many.")
+@click.option("-f", "--follow", is_flag=True, help="Then print new entries as they come, until Ctrl-C.")
+@_format_option
+@_codec_option
+def tail(path: str, count: int, follow: bool, fmt: str, codec: str | None) -> None:
+    """Print the last entries of the queue at PATH, oldest first, like dump.
+
+    \b
+    Examples:
+      tape tail /data/orders -n 5
+      tape tail -f /data/orders
+    """
+    out = sys.stdout.buffer
+    with _open(path, _decoder(fmt, codec)) as q:
+        cycles = q.cycles()
+        start, last = _last_n(cycles, count)
+        t = q.tailer(start="end" if start is None else start)
+        if not follow:
+            _write(itertools.takewhile(lambda e: e.index <= last, t.entries()), fmt, out)
+            return
+        try:
+            _write(t.entries(), fmt, out)
+            while True:
+                entry = t.read_entry(timeout=_FOLLOW_WAIT)
+                if entry is not None:
+                    _write(itertools.chain((entry,), t.entries()), fmt, out)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how a follow ends: not an error
+
+
+def _last_n(cycles: list[tape.CycleInfo], n: int) -> tuple[int | None, int]:
+    """(index of the n-th entry from the end, or None when n is 0 or nothing is there; the last index)."""
+    spans = _spans(cycles)
+    if not spans or n == 0:
+        return None, -1
+    for first, last in reversed(spans):
+        if last - first + 1 >= n:
+            return last - n + 1, spans[-1][1]
+        n -= last - first + 1
+    return spans[0][0], spans[-1][1]
+
+
+@cli.command()
+@_path_argument
+@click.option("--json", "as_json", is_flag=True, help="Print Queue.describe() as JSON.")
+def info(path: str, as_json: bool) -> None:
+    """Describe the queue at PATH: settings, cycle files, sizes, indexes, named tailers.
+
+    \b
+    Examples:
+      tape info /data/orders
+      tape info /data/orders --json | jq .entries
+    """
+    with _open(path) as q:
+        described = q.describe()
+        if as_json:
+            click.echo(json.dumps(described, indent=2))
+            return
+        q.codec = tape.codecs.get("raw")  # for the times: read entries without decoding them
+        times = _cycle_times(q)
+    click.echo(_info_text(described, times))
+
+
+def _cycle_times(q: tape.Queue) -> dict[int, tuple[int, int]]:
+    """cycle -> timestamps of its first and last entries (damaged cycles are left out)."""
+    times = {}
+    with q.tailer() as t:
+        for c in q.cycles():
+            if c.first_index is None or c.last_index is None:
+                continue
+            try:
+                first = t.to_index(c.first_index) and t.read_entry()
+                last = t.to_index(c.last_index) and t.read_entry()
+            except tape.CorruptionError:
+                continue
+            if first and last:
+                times[c.cycle] = (first.timestamp, last.timestamp)
+    return times
+
+
+def _info_text(d: dict[str, Any], times: dict[int, tuple[int, int]]) -> str:
+    """tape info's summary for people, from Queue.describe() and the cycles' times."""
+    cycles = d["cycles"]
+    first_ns = min((a for a, _ in times.values()), default=None)
+    last_ns = max((b for _, b in times.values()), default=None)
+    rows = [
+        ("path", d["path"]),
+        ("format", f"version {d['format_version']}"),
+        ("roll cycle", d["roll_cycle"]),
+        ("codec", d["codec"]),
+        ("created", d["created"]),
+        ("entries", str(d["entries"])),
+        ("bytes", f"{_size(d['bytes'])} of entries"),
+        ("first index", str(d["first_index"])),
+        ("last index", str(d["last_index"])),
+        ("first entry", "-" if first_ns is None else iso_time(first_ns)),
+        ("last entry", "-" if last_ns is None else iso_time(last_ns)),
+        ("cycle files", str(len(cycles))),
+    ]
+    lines = _table(rows)
+    if cycles:
+        header = ("cycle", "file", "entries", "bytes", "first index", "last index", "first time", "last time")
+        table: list[tuple[str, ...]] = [header]
+        for c in cycles:
+            span = times.get(c["cycle"])
+            table.append(
+                (
+                    str(c["cycle"]),
+                    c["path"].rsplit("/", 1)[-1],
+                    str(c["entries"]),
+                    _size(c["bytes"]),
+                    "-" if c["first_index"] is None else str(c["first_index"]),
+                    "-" if c["last_index"] is None else str(c["last_index"]),
+                    "-" if span is None else iso_time(span[0]),
+                    "-" if span is None else iso_time(span[1]),
+                )
+            )
+        lines += ["  " + line for line in _table(table)]
+    named = d["named_tailers"]
+    lines += _table([("named tailers", str(len(named)))])
+    if named:
+        table = [("name", "next index", "behind")]
+        for name, nxt in sorted(named.items()):
+            behind = sum(_entries_from(c, nxt) for c in cycles)
+            table.append((name, "start" if nxt is None else str(nxt), str(behind)))
+        lines += ["  " + line for line in _table(table)]
+    return "\n".join(lines)
+
+
+def _entries_from(c: dict[str, Any], index: int | None) -> int:
+    """How many entries of cycle `c` are at or after `index` (None: all)."""
+    first: int | None = c["first_index"]
+    last: int | None = c["last_index"]
+    if first is None or last is None:
+        return 0
+    if index is None or index <= first:
+        return last - first + 1
+    return max(0, last - index + 1)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as lines of left-aligned columns."""
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+
+
+@cli.command()
+@_path_argument
+@click.option("--salvage", is_flag=True, help="Go on past damage and count what is still intact.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def verify(ctx: click.Context, path: str, salvage: bool, as_json: bool) -> None:
+    """Check every cycle file of the queue at PATH: headers, checksums, index, ordering.
+
+    Prints the report; exit status 1 when anything is damaged, with the file,
+    the offset and the problem on stderr.
+
+    \b
+    Example:
+      tape verify /data/orders || tape verify /data/orders --salvage
+    """
+    with _open(path) as q:
+        report = q.verify(salvage=salvage)
+        where = _cycle_path(q, report.bad_cycle)
+    if as_json:
+        click.echo(json.dumps({**report._asdict(), "bad_path": where}, indent=2))
+    else:
+        click.echo("\n".join(_verify_text(report, where)))
+    if not report.ok:
+        click.echo(f"Error: {path}: damaged: {where} at offset {report.bad_offset}: {report.message}", err=True)
+        ctx.exit(1)
+
+
+def _cycle_path(q: tape.Queue, cycle: int | None) -> str | None:
+    """The file of `cycle`, or None."""
+    if cycle is None:
+        return None
+    try:
+        return next((c.path for c in q.cycles() if c.cycle == cycle), f"cycle {cycle}")
+    except tape.CorruptionError:
+        return f"cycle {cycle}"
+
+
+def _verify_text(r: tape.VerifyReport, where: str | None) -> list[str]:
+    """tape verify's report for people."""
+    rows = [
+        ("status", "ok" if r.ok else "damaged"),
+        ("cycle files", str(r.cycles)),
+        ("entries", f"{r.entries} intact"),
+        ("bytes", _size(r.bytes)),
+        ("last good index", str(r.last_good_index)),
+        ("problems", str(r.problems)),
+        ("skipped", str(r.skipped)),
+        ("unsealed cycles", f"{r.unsealed} (harmless)"),
+        ("abandoned entries", f"{r.abandoned} (harmless)"),
+    ]
+    if not r.ok:
+        rows.append(("first problem", f"{where} at offset {r.bad_offset}: {r.message}"))
+    return _table(rows)
+
+
+@cli.command()
+@_path_argument
+@click.option("--keep-cycles", type=click.IntRange(0), metavar="N", help="Keep the last N cycle files.")
+@click.option("--older-than", callback=_parsed(parse_duration), metavar="DURATION", help="Remove cycles that ended longer ago: seconds, 30m, 2h, 7d.")
+@click.option("--max-bytes", callback=_parsed(parse_size), metavar="SIZE", help="Keep at most this much of entries: bytes, 512K, 10M, 2G.")
+@click.option("--respect-tailers", is_flag=True, help="Never remove what a named tailer has not read.")
+@click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
+def purge(
+    path: str,
+    keep_cycles: int | None,
+    older_than: float | None,
+    max_bytes: int | None,
+    respect_tailers: bool,
+    dry_run: bool,
+) -> None:
+    """Remove whole cycle files of the queue at PATH; print their paths.
+
+    A cycle file goes when any rule given picks it; the newest cycle file and
+    the newest holding entries always stay.
+
+    \b
+    Examples:
+      tape purge /data/orders --older-than 7d --respect-tailers
+      tape purge /data/orders --max-bytes 10G --dry-run
+    """
+    if keep_cycles is None and older_than is None and max_bytes is None:
+        raise click.UsageError("give at least one of --keep-cycles, --older-than, --max-bytes")
+    with tape.Queue(path, create=False, read_only=dry_run) as q:
+        sizes = {c.path: c.bytes for c in q.cycles()}
+        removed = q.purge(
+            keep_cycles=keep_cycles,
+            older_than=older_than,
+            max_bytes=max_bytes,
+            respect_tailers=respect_tailers,
+            dry_run=dry_run,
+        )
+    for p in removed:
+        click.echo(p)
+    verb = "would remove" if dry_run else "removed"
+    freed = _size(sum(sizes.get(p, 0) for p in removed))
+    click.echo(f"{verb} {len(removed)} cycle files ({freed} of entries)", err=True)
+
+
+@cli.command()
+@_path_argument
+@click.argument("file", type=click.File("rb"))
+@click.option("--codec", callback=_codec_name, metavar="NAME", help="Codec of a new queue [default: msgpack].")
+@click.option("--roll-cycle", metavar="NAME", help="Roll cycle of a new queue [default: daily].")
+def load(path: str, file: IO[bytes], codec: str | None, roll_cycle: str | None) -> None:
+    """Append the values of FILE (JSON lines; - for stdin) to the queue at PATH.
+
+    Each line is a JSON value, or a record as dump writes it (an object of
+    exactly index, timestamp and value: its value). Entries get new indexes and
+    timestamps. The queue is created if missing; an existing one keeps its codec
+    and roll cycle. Stops at the first bad line, after appending those before it.
+
+    \b
+    Examples:
+      tape load /tmp/fixture values.jsonl --roll-cycle test_secondly
+      tape dump /data/orders | tape load /tmp/copy -
+    """
+    try:
+        q = tape.Queue(path, codec=codec, roll_cycle=roll_cycle)
+    except tape.ArgumentError as exc:  # an unknown roll cycle
+        raise click.UsageError(str(exc)) from None
+    with q:
+        loader = _Loader(q.appender(), file.name)
+        try:
+            for lineno, line in enumerate(file, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = from_json_line(line)
+                except ValueError as exc:
+                    loader.flush()
+                    raise click.ClickException(f"{file.name}:{lineno}: not a JSON value: {exc}") from None
+                loader.add(lineno, value)
+            loader.flush()
+            loader.appender.sync()
+        finally:
+            click.echo(f"appended {loader.count} entries to {path}")
+
+
+class _Loader:
+    """Appends values in batches, knowing each one's line and how many went in."""
+
+    def __init__(self, appender: tape.Appender, source: str) -> None:
+        self.appender = appender
+        self.source = source
+        self.count = 0
+        self._batch: list[tuple[int, Any]] = []
+
+    def add(self, lineno: int, value: Any) -> None:
+        self._batch.append((lineno, value))
+        if len(self._batch) >= _CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the batch; at a value the codec refuses, append those before it and stop."""
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        try:
+            self.appender.write_many([value for _, value in batch])
+            self.count += len(batch)
+            return
+        except tape.EncodeError:
+            pass  # nothing of the batch was written: go one by one to find the culprit
+        for lineno, value in batch:
+            try:
+                self.appender.write(value)
+            except tape.EncodeError as exc:
+                raise click.ClickException(f"{self.source}:{lineno}: {exc}") from None
+            self.count += 1
+
+
+def main() -> None:
+    """Run the command line: the `tape` script and `python -m tape`."""
+    cli()
