@@ -7,6 +7,7 @@
 """
 
 from tape import codecs
+from tape.atom import DurableAtom
 from tape.errors import (
     ArgumentError,
     ArgumentTypeError,
@@ -48,6 +49,7 @@ __all__ = [
     "VerifyReport",
     "split_index",
     "make_index",
+    "DurableAtom",
     "codecs",
     "status",
     "close_all",
