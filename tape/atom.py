@@ -160,6 +160,7 @@ class DurableAtom:
         self._pending: deque[tuple[bytes, Any, Any]] = deque()  # (snapshot, old, new)
         self._failure: Exception | None = None  # what stopped the async commits
         self._handling = False  # the error handler is running
+        self._notifying = False  # the committer calls the watches
         self._closing = False
         self._committer: threading.Thread | None = None
         try:
@@ -296,7 +297,7 @@ class DurableAtom:
             self._check()
             if threading.current_thread() is self._committer:
                 return
-            while self._pending and (self._failure is None or self._handling):
+            while self._notifying or self._pending and (self._failure is None or self._handling):
                 self._cond.wait()
             self._check()
             if self._pending:
@@ -451,9 +452,12 @@ class DurableAtom:
                 self._index = index
                 self._failure = failure
                 self._handling = failure is not None and self._error_handler is not None
-                self._cond.notify_all()
+                self._notifying = True
             for _, old, new in batch[:done]:
                 self._notify(old, new)
+            with self._cond:
+                self._notifying = False
+                self._cond.notify_all()
             if failure is not None and self._error_handler is not None:
                 self._handle(failure)
 
