@@ -34,6 +34,7 @@ from tape.errors import (
     ArgumentTypeError,
     IncompatibleQueueError,
     QueueClosedError,
+    QueueNotFoundError,
     TapeError,
     check,
 )
@@ -197,14 +198,21 @@ class Queue:
 
     roll_cycle and codec default to the stored ones (daily and msgpack when
     creating); different ones raise IncompatibleQueueError. codec is a name or
-    a Codec. sync is "none", "always" or "interval:<ms>". clock, a callable
-    returning ns since the epoch, replaces the wall clock for timestamps.
-    Tuning: epoch_ms shifts the moment of rolling (stored at creation).
+    a Codec; schema (avro only) is stored at creation and used by every
+    reader. raw=True opens the queue whatever its codec (even one not
+    registered here): values are its stored payloads, undecoded (bytes), and
+    appenders take payloads already in its codec. sync is "none", "always" or
+    "interval:<ms>". clock, a callable returning ns since the epoch, replaces
+    the wall clock for timestamps. Tuning: epoch_ms shifts the moment of
+    rolling (stored at creation).
     """
 
     path: str
     roll_cycle: str
     codec: codecs.Codec
+    codec_name: str  # the stored codec's name
+    codec_params: bytes  # the stored codec parameters (avro: the schema as JSON)
+    raw: bool
     sync: str
     read_only: bool
     _h: Any = None
@@ -215,6 +223,8 @@ class Queue:
         *,
         roll_cycle: str | None = None,
         codec: str | codecs.Codec | None = None,
+        schema: Any = None,
+        raw: bool = False,
         sync: str = "none",
         read_only: bool = False,
         create: bool = True,
@@ -231,12 +241,16 @@ class Queue:
             raise ArgumentTypeError(f"path must be a path, not {type(path).__name__}") from None
         if roll_cycle is not None and roll_cycle not in _ROLL_CYCLES:
             raise ArgumentError(f"unknown roll cycle {roll_cycle!r} (known: {', '.join(_ROLL_CYCLES)})")
-        if codec is None or isinstance(codec, codecs.Codec):
-            wanted = codec
-        elif isinstance(codec, str):
-            wanted = codecs.get(codec)
+        self.raw = bool(raw)
+        params: bytes | None
+        if self.raw:
+            if schema is not None or not (codec is None or isinstance(codec, str)):
+                raise ArgumentError("raw=True takes no schema, and a codec only by name")
+            wanted, name, params = None, codec, b""
         else:
-            raise ArgumentTypeError(f"codec must be a name or a Codec, not {type(codec).__name__}")
+            wanted = codecs.requested(codec, schema)
+            name = None if wanted is None else wanted.name
+            params = b"" if wanted is None else codecs.stored_params(wanted)
         interval = self._parse_sync(sync)
         if clock is not None and not callable(clock):
             raise ArgumentTypeError(f"clock must be callable, not {type(clock).__name__}")
@@ -249,20 +263,22 @@ class Queue:
         epoch_ms = _as_int(tuning.get("epoch_ms", 0), "epoch_ms")
 
         lifecycle.opening(self)
-        self._open(roll_cycle, wanted, bool(read_only), bool(create), epoch_ms)
+        self._open(roll_cycle, name, params, bool(read_only), bool(create), epoch_ms)
         info = self._info()
         self.roll_cycle = ffi.string(info.qi_roll_cycle).decode()
         self._seq_bits: int = info.qi_seq_bits
         self._epoch_ms: int = info.qi_epoch_ms
         self._length_ms = _ROLL_LENGTHS[self.roll_cycle]
-        if wanted is None:
-            stored = ffi.string(info.qi_codec).decode()
-            try:
-                wanted = codecs.get(stored)
-            except ArgumentError as exc:
-                self.close()
-                raise IncompatibleQueueError(f"{self.path}: {exc}") from None
-        self.codec = wanted
+        self.codec_name = ffi.string(info.qi_codec).decode()
+        try:
+            self.codec_params = self._params(info.qi_params_len)
+            if self.raw:
+                self.codec = codecs.RawCodec()
+            else:
+                self.codec = codecs.opened(wanted, self.codec_name, self.codec_params)
+        except TapeError as exc:
+            self.close()
+            raise type(exc)(f"{self.path}: {exc}") from None
         self.sync = sync
         self.read_only = bool(read_only)
         self._clock = clock
@@ -283,27 +299,53 @@ class Queue:
         raise ArgumentError(f"sync must be 'none', 'always' or 'interval:<ms>', not {sync!r}")
 
     def _open(
-        self, roll_cycle: str | None, codec: codecs.Codec | None, read_only: bool, create: bool, epoch_ms: int
+        self,
+        roll_cycle: str | None,
+        codec: str | None,
+        params: bytes | None,
+        read_only: bool,
+        create: bool,
+        epoch_ms: int,
     ) -> None:
+        """Open the core's queue; `params` (None: the codec needs the stored ones) is stored at creation."""
         opts = ffi.new("tape_open_opts *")
-        keep = []  # C strings that must outlive tape_open
+        keep = []  # C data that must outlive tape_open
         if roll_cycle is not None:
             keep.append(ffi.new("char[]", roll_cycle.encode()))
             opts.oo_roll_cycle = keep[-1]
         if codec is not None:
-            keep.append(ffi.new("char[]", codec.name.encode()))
+            keep.append(ffi.new("char[]", codec.encode()))
             opts.oo_codec = keep[-1]
+        if params:
+            keep.append(ffi.new("char[]", params))
+            opts.oo_params = keep[-1]
+            opts.oo_params_len = len(params)
+        creating = create and not read_only
         opts.oo_read_only = read_only
-        opts.oo_create = create and not read_only
+        opts.oo_create = creating and params is not None
         opts.oo_epoch_ms = epoch_ms
         out = ffi.new("tape_queue **")
         try:
             check(lib.tape_open(os.fsencode(self.path), opts, out), self.path, opening=True)
         except IncompatibleQueueError as exc:
-            asked = codec.name if codec is not None else None
-            exc.add_note(f"asked for roll_cycle={roll_cycle!r}, codec={asked!r}")
+            exc.add_note(f"asked for roll_cycle={roll_cycle!r}, codec={codec!r}")
+            raise
+        except QueueNotFoundError:
+            if creating and params is None:
+                raise ArgumentError(f"{self.path}: creating a queue with codec {codec!r} needs schema=") from None
             raise
         self._h = out[0]
+
+    def _params(self, length: int) -> bytes:
+        """The codec parameters stored in the queue, `length` bytes."""
+        if length == 0:
+            return b""
+        buf = ffi.new("char[]", length)
+        with self._lock:
+            n = lib.tape_queue_params(self._ptr(), buf, length)
+        check(n, self.path)
+        params: bytes = ffi.unpack(buf, min(n, length))
+        return params
 
     def _start_flusher(self, seconds: float) -> None:
         out = ffi.new("tape_appender **")
@@ -565,7 +607,7 @@ class Queue:
         return {
             "path": self.path,
             "roll_cycle": self.roll_cycle,
-            "codec": self.codec.name,
+            "codec": self.codec_name,
             "format_version": info.qi_version,
             "created": (_EPOCH + timedelta(microseconds=info.qi_created_ns // 1000)).isoformat(),
             "cycles": [c._asdict() for c in cycles],
@@ -617,9 +659,9 @@ class Queue:
 
     def __repr__(self) -> str:
         state = "closed" if self._h is None else "open"
-        if not hasattr(self, "codec"):  # still opening
+        if not hasattr(self, "codec_name"):  # still opening
             return f"<tape.Queue {self.path!r} {state}>"
-        return f"<tape.Queue {self.path!r} {self.roll_cycle} {self.codec.name} {state}>"
+        return f"<tape.Queue {self.path!r} {self.roll_cycle} {self.codec_name} {state}>"
 
 
 class Appender:
