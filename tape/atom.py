@@ -7,10 +7,11 @@ atomic across processes by Appender.write_if: the snapshot is appended only if
 the queue's last entry is still the snapshot the change started from;
 otherwise the atom takes in the newer snapshot and runs the change again.
 
-The atom encodes each value itself, once: its value is what the codec gives
-back for the stored bytes (the same in every process and after a restart),
-and an async commit writes the very bytes that were checked when the change
-was made.
+The atom encodes each value itself, once, and reads its queue raw: its value
+is what the codec gives back for the stored bytes (the same in every process
+and after a restart), an async commit writes the very bytes that were checked
+when the change was made, and catching up over many snapshots decodes only
+the newest.
 """
 
 from __future__ import annotations
@@ -28,14 +29,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, NoReturn
 
 from tape import codecs
-from tape.errors import (
-    ArgumentError,
-    ArgumentTypeError,
-    QueueClosedError,
-    QueueNotFoundError,
-    ReadOnlyError,
-    TapeError,
-)
+from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError, ReadOnlyError, TapeError
 from tape.queue import Entry, Queue
 
 __all__ = ["DurableAtom", "AtomValidationError", "AtomConflictError", "AtomCommitError"]
@@ -64,41 +58,14 @@ class AtomCommitError(TapeError):
     """commit="async": changes could not be committed; the cause says why."""
 
 
-class _Prepacked:
-    """The atom's codec as its queue sees it: the atom writes bytes it encoded itself."""
-
-    def __init__(self, codec: codecs.Codec) -> None:
-        self.name = codec.name
-        self.decode = codec.decode
-
-    @staticmethod
-    def encode(data: bytes) -> bytes:
-        return data
-
-
-def _codec_for(path: Any, codec: Any) -> codecs.Codec:
-    """The codec of the atom at `path`: `codec` when given, else the stored one, else msgpack."""
-    if isinstance(codec, str):
-        return codecs.get(codec)
-    if codec is not None:
-        if not isinstance(codec, codecs.Codec):
-            raise ArgumentTypeError(f"codec must be a name or a Codec, not {type(codec).__name__}")
-        return codec
-    try:
-        with Queue(path, read_only=True, create=False) as q:
-            return q.codec
-    except QueueNotFoundError:
-        return codecs.get("msgpack")
-
-
 class DurableAtom:
     """A value kept as snapshots in the queue at `path`, changed atomically by any process.
 
     Opening reads the newest snapshot; with none, `initial` (a value, or a
     zero-argument callable; None writes nothing) is committed once, as the
     first snapshot. codec is a name or a Codec (default: the stored one, else
-    msgpack); queue_options go to tape.Queue (retention defaults to keeping 3
-    cycle files; the newest snapshot is always kept).
+    msgpack); queue_options go to tape.Queue (schema= for avro; retention
+    defaults to keeping 3 cycle files; the newest snapshot is always kept).
 
     commit="sync": a change returns once its snapshot is in the queue (seen by
     every process, surviving the death of this one; on disk as the queue's
@@ -142,8 +109,11 @@ class DurableAtom:
         if validator is not None and not callable(validator):
             raise ArgumentTypeError(f"validator must be callable, not {type(validator).__name__}")
         queue_options.setdefault("retention", dict(_RETENTION))
-        self._codec = _codec_for(path, codec)
-        self._queue = Queue(path, codec=_Prepacked(self._codec), **queue_options)
+        # Opened as asked first: creates the queue or checks it, and binds the codec.
+        with Queue(path, codec=codec, **queue_options) as q:
+            self._codec: codecs.Codec = q.codec
+        queue_options.pop("schema", None)
+        self._queue = Queue(path, raw=True, **queue_options)
         self.path = self._queue.path
         self.commit = commit
         self._async = commit == "async"
@@ -200,8 +170,9 @@ class DurableAtom:
         self.flush()
         with self._lock:
             self._check()
+            decode = self._codec.decode
             with self._queue.tailer() as t:
-                return list(t.entries())
+                return [Entry(e.index, e.timestamp, decode(e.value)) for e in t.entries()]
 
     # -- changing ------------------------------------------------------------------
 
@@ -401,7 +372,7 @@ class DurableAtom:
             entry = self._follower.read_entry()
         self._index = newest.index
         if not self._pending:
-            self._value = newest.value
+            self._value = self._codec.decode(newest.value)
 
     def _reload(self) -> None:
         """Make the newest stored snapshot the value."""

@@ -164,6 +164,16 @@ def test_another_codec_is_stored_and_adopted_on_reopening(qpath: Path) -> None:
         tape.DurableAtom(qpath, codec="msgpack")
 
 
+def test_an_avro_atom_keeps_its_schema_in_the_queue(qpath: Path) -> None:
+    schema = {"type": "record", "name": "Counter", "fields": [{"name": "n", "type": "long"}]}
+    with tape.DurableAtom(qpath, initial={"n": 0}, codec="avro", schema=schema) as a:
+        a.swap(lambda v: {"n": v["n"] + 1})
+        with pytest.raises(TypeError):
+            a.reset({"n": "one"})
+    with tape.DurableAtom(qpath) as a:
+        assert a.value == {"n": 1}
+
+
 def test_history_lists_every_snapshot_in_order(qpath: Path) -> None:
     with tape.DurableAtom(qpath, initial=0) as a:
         for _ in range(5):
@@ -455,7 +465,7 @@ def test_four_processes_one_killed_part_way_lose_no_acknowledged_swap(qpath: Pat
     assert victim.stdout is not None
     got = 0
     while got < 300:
-        got += len(victim.stdout.read1(4096))
+        got += len(os.read(victim.stdout.fileno(), 4096))
     victim.send_signal(signal.SIGKILL)
     got += acks(victim)
     assert victim.wait() == -signal.SIGKILL
@@ -476,7 +486,7 @@ def test_a_process_killed_while_swapping_leaves_the_last_committed_snapshot(qpat
     pad = 200_000  # large snapshots: a kill lands in the middle of writing one
     [p] = start_swappers(qpath, 1, 1_000_000, pad)
     assert p.stdout is not None
-    got = len(p.stdout.read1(4096))  # swapping has begun
+    got = len(os.read(p.stdout.fileno(), 4096))  # swapping has begun
     time.sleep(delay)
     p.send_signal(signal.SIGKILL)
     got += acks(p)
