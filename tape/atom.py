@@ -168,11 +168,9 @@ class DurableAtom:
     def history(self) -> list[Entry]:
         """Every snapshot the queue still keeps, oldest first, as Entry(index, timestamp, value)."""
         self.flush()
-        with self._lock:
-            self._check()
-            decode = self._codec.decode
-            with self._queue.tailer() as t:
-                return [Entry(e.index, e.timestamp, decode(e.value)) for e in t.entries()]
+        decode = self._codec.decode
+        with self._queue.tailer() as t:
+            return [Entry(e.index, e.timestamp, decode(e.value)) for e in t.entries()]
 
     # -- changing ------------------------------------------------------------------
 
