@@ -32,6 +32,8 @@ async def _wait(tailer: Tailer, seconds: float) -> None:
     try:
         await asyncio.shield(done)
     except asyncio.CancelledError:
+        # The worker goes on until its slice ends: wait for it (even if
+        # cancelled again), so that the tailer is free when the task ends.
         while not done.done():
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait([done])
@@ -39,7 +41,11 @@ async def _wait(tailer: Tailer, seconds: float) -> None:
 
 
 async def aread(tailer: Tailer, timeout: float | None = None) -> Any:
-    """The next value of `tailer`, waiting for it: forever when timeout is None, else up to `timeout` seconds (then None)."""
+    """The next value of `tailer`, waiting for it.
+
+    Waits forever when timeout is None, else up to `timeout` seconds (then
+    returns None). Unlike Tailer.read, None does not mean "do not wait".
+    """
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + _queue._as_seconds(timeout)
     while (item := tailer._next(False)) is _queue._NOTHING:
