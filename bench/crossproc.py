@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from array import array
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,7 @@ def child_recovering_writer(path: str) -> None:
     print(json.dumps({"recovery_ns": t1 - t0, "next_ns": t2 - t1, "verify_ok": r.ok, "entries": r.entries}))
 
 
-CHILDREN = {
+CHILDREN: dict[str, Callable[..., None]] = {
     "latency-writer": child_latency_writer,
     "latency-tailer": child_latency_tailer,
     "throughput-writer": child_throughput_writer,

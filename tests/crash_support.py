@@ -606,7 +606,8 @@ def role_fault_workload(argv: list[str]) -> None:
                     except tape.TapeError as exc:
                         # "<n> of <m> entries were written before the error"
                         done = int(exc.__notes__[-1].split()[0])
-                        first = a.last_index - done + 1 if done else 0
+                        last_done = a.last_index
+                        first = last_done - done + 1 if done and last_done is not None else 0
                         acked.extend([first + k, v.hex()] for k, v in enumerate(values[:done]))
                         raise
                     acked.extend([last - len(values) + 1 + k, v.hex()] for k, v in enumerate(values))

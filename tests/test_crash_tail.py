@@ -203,13 +203,13 @@ def _run(b: Built, cases: list[Case], tmp: Path) -> list[tuple[Case, dict[str, A
                 ops += [["snapshot", name] for name in b.names]
             workers[w].send({"dir": str(dirs[w]), "ops": ops, "expect": str(b.expect_file), "case": id(case),
                              "append": append, "clock_ns": cs.T0_NS + cs.SECOND})
-        for w in workers:
-            while w.pending:
-                req, ans = w.receive()
+        for worker in workers:
+            while worker.pending:
+                req, ans = worker.receive()
                 results.append((by_id[req["case"]], ans))
     finally:
-        for w in workers:
-            w.close()
+        for worker in workers:
+            worker.close()
     for d in dirs:  # every damage was undone
         for name, data in zip(b.names, b.data):
             assert (d / name).read_bytes() == data, f"{d / name} was not restored"
