@@ -143,12 +143,17 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
     uint64_t seq = __atomic_load_n(&sh->m_hint_seq, __ATOMIC_RELAXED);
     int64_t hc = __atomic_load_n(&sh->m_hint_cycle, __ATOMIC_RELAXED);
     int rc = -1;
-    if (!(gen & 1) && hc == cycle && pos >= w->w_y.y_data_off && (pos & 7) == 0)
+    /* A handle's first look does not take the hint on trust: after a power
+     * loss it may point past a torn entry, and an append there would be
+     * acknowledged yet unreachable. */
+    if (w->w_checked && !(gen & 1) && hc == cycle && pos >= w->w_y.y_data_off && (pos & 7) == 0)
         rc = tape_cyc_walk(&w->w_y, &pos, &seq, end_hdr, last_ts);
-    if (rc < 0)
+    if (rc < 0) {
         rc = tape_cyc_find_end(q, &w->w_y, &pos, &seq, end_hdr, last_ts);
-    if (rc < 0)
-        return rc;
+        if (rc < 0)
+            return rc;
+        w->w_checked = 1;
+    }
     w->w_pos = pos;
     w->w_seq = seq;
     w->w_gen = gen;

@@ -218,6 +218,9 @@ typedef struct tape_writer {
     int64_t w_lo_ns, w_hi_ns;  /* the time span of w_y's cycle */
     uint64_t w_gen;            /* hint generation this state matches */
     int w_valid;
+    int w_checked;             /* this handle found an end itself, checking every
+                                * entry on the way: from then on it may trust the
+                                * hints of live writers */
     uint64_t w_ready;          /* the file is allocated up to here (may lag) */
     uint64_t w_kick_at;        /* next offset at which to wake the prefaulter */
 } tape_writer;
