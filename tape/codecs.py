@@ -320,21 +320,14 @@ def _avro_problem(error: ValidationError) -> str:
     """What a fastavro ValidationError says, naming the field and leaving out schema dumps."""
     problems = []
     for e in error.errors:
-        field = e.field or "the record"
-        schema, datum = e.schema, e.datum
-        if isinstance(schema, dict) and schema.get("type") == "record" and isinstance(datum, dict):
-            fields = schema["fields"]
-            missing = [f["name"] for f in fields if f["name"] not in datum and "default" not in f]
-            if missing:
-                problems.append(f"{field}: field {missing[0]!r} is missing")
-                continue
+        datum = e.datum
         what = "missing or None" if datum is None else f"{reprlib.repr(datum)} ({type(datum).__name__})"
-        problems.append(f"{field} is {what}, not {_avro_type_name(schema)}")
+        problems.append(f"{e.field or 'the record'} is {what}, not {_avro_type_name(e.schema)}")
     return "; ".join(problems)
 
 
-def _avro_schema_json(schema: Any) -> bytes:
-    """The schema as compact JSON with sorted keys, after checking that it parses."""
+def _avro_schema(schema: Any) -> tuple[bytes, Any]:
+    """The schema as compact JSON with sorted keys, and as fastavro parsed it."""
     if isinstance(schema, (str, bytes)):
         try:
             schema = json.loads(schema)
@@ -342,13 +335,13 @@ def _avro_schema_json(schema: Any) -> bytes:
             pass  # a bare type name, such as "string"
     try:
         text = json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        fastavro.parse_schema(json.loads(text))
+        parsed = fastavro.parse_schema(json.loads(text))
     except Exception as exc:  # fastavro raises many kinds for a bad schema
         raise ArgumentError(f"not a valid Avro schema: {exc}") from None
     data = text.encode()
     if len(data) > lib.TAPE_PARAMS_MAX:
         raise ArgumentError(f"the schema is {len(data)} bytes as JSON; a queue stores at most {lib.TAPE_PARAMS_MAX}")
-    return data
+    return data, parsed
 
 
 class AvroCodec:
@@ -365,8 +358,7 @@ class AvroCodec:
         self.params: bytes | None = None
         self._parsed: Any = None
         if schema is not None:
-            self.params = _avro_schema_json(schema)
-            self._parsed = fastavro.parse_schema(json.loads(self.params))
+            self.params, self._parsed = _avro_schema(schema)
 
     @property
     def schema(self) -> Any:
