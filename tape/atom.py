@@ -74,7 +74,8 @@ class DurableAtom:
     than once and must have no side effects.
 
     commit="async": a change is applied in memory and returns; a background
-    thread appends the snapshots in order. A commit fails with
+    thread appends the snapshots in order (with sync="always", flushing once
+    per batch rather than per snapshot). A commit fails with
     AtomConflictError when another process appended in between. On a failure
     error_handler(exc, recommit) is called on that thread (recommit() commits
     the stopped changes again, after a conflict on top of the newest
@@ -113,6 +114,10 @@ class DurableAtom:
         with Queue(path, codec=codec, **queue_options) as q:
             self._codec: codecs.Codec = q.codec
         queue_options.pop("schema", None)
+        # Async commits with sync="always" flush once per batch of snapshots.
+        self._group_sync = commit == "async" and queue_options.get("sync") == "always"
+        if self._group_sync:
+            queue_options["sync"] = "none"
         self._queue = Queue(path, raw=True, **queue_options)
         self.path = self._queue.path
         self.commit = commit
@@ -141,6 +146,8 @@ class DurableAtom:
                 value = initial() if callable(initial) else initial
                 _, data = self._prepare(value)
                 self._appender.write_if(data, None)  # None: another process came first
+                if self._group_sync:
+                    self._appender.sync()
                 self._catch_up()
         except BaseException:
             self._queue.close()
@@ -415,6 +422,11 @@ class DurableAtom:
                     break
                 index = got
                 done += 1
+            if done and self._group_sync:
+                try:
+                    self._appender.sync()
+                except Exception as exc:  # the snapshots stay in the queue; the queue is poisoned
+                    failure = exc
             with self._cond:
                 for _ in range(done):
                     self._pending.popleft()

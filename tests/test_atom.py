@@ -300,6 +300,14 @@ def test_async_swaps_are_all_committed_by_close(qpath: Path) -> None:
         assert len(a.history()) == 100_001
 
 
+def test_async_commits_with_sync_always_keep_every_snapshot(qpath: Path) -> None:
+    with tape.DurableAtom(qpath, initial=0, commit="async", sync="always") as a:
+        for _ in range(300):
+            a.swap(inc)
+        a.flush()
+        assert [e.value for e in a.history()] == list(range(301))
+
+
 def test_async_watches_run_after_the_commit_in_order(qpath: Path) -> None:
     seen: list[tuple[int, int, bool]] = []
 
