@@ -4,7 +4,9 @@
 
 - swap, one process: `swap` of a small dict ({"n": k, "name": "counter"}),
   commit="sync" (the snapshot is in the queue when swap returns), then
-  commit="async" (swaps, then flush()).
+  commit="async" (swaps, then flush()); both again on a queue with
+  sync="always" (every snapshot on disk: per swap, or per batch the async
+  committer writes).
 - swap, contended: 2 and 4 processes started together on one atom, each
   making its share of the swaps; total swaps / (last end - first start), and
   how many times fn ran per swap (the retries a conflict costs).
@@ -53,15 +55,15 @@ def timed(fn: Callable[[], object], n: int) -> tuple[float, float]:
 # ---- one process ----------------------------------------------------------------------------
 
 
-def swap_sync(where: Path, n: int) -> tuple[float, float]:
-    with tape.DurableAtom(where / "sync", initial=INITIAL) as a:
+def swap_sync(where: Path, n: int, sync: str = "none") -> tuple[float, float]:
+    with tape.DurableAtom(where / f"sync-{sync}", initial=INITIAL, sync=sync) as a:
         rates = timed(lambda: a.swap(step), n)
         assert a.value["n"] == n
     return rates
 
 
-def swap_async(where: Path, n: int) -> tuple[float, float]:
-    with tape.DurableAtom(where / "async", initial=INITIAL, commit="async") as a:
+def swap_async(where: Path, n: int, sync: str = "none") -> tuple[float, float]:
+    with tape.DurableAtom(where / f"async-{sync}", initial=INITIAL, commit="async", sync=sync) as a:
         w0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n):
             a.swap(step)
@@ -141,7 +143,7 @@ def contended(where: Path, procs: int, n: int) -> tuple[float, float, float]:
 
 
 def fmt(rate: float) -> str:
-    return f"{rate / 1000:.0f} k/s"
+    return f"{rate / 1000:.0f} k/s" if rate >= 10_000 else f"{rate:.0f}/s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, run in (
                 ("swap, sync, 1 process", lambda: swap_sync(where, args.n)),
                 ("swap, async, 1 process", lambda: swap_async(where, args.n)),
+                ("swap, sync, sync=always", lambda: swap_sync(where, args.n // 400, "always")),
+                ("swap, async (until flushed), sync=always", lambda: swap_async(where, args.n // 10, "always")),
                 ("value, unchanged", lambda: value_unchanged(where, 5 * args.n)),
                 ("value, 1 new snapshot (with the swap)", lambda: value_changed(where, args.n)),
                 ("swap, sync, 2 processes", lambda: contended(where, 2, args.n)),
