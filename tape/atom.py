@@ -315,7 +315,8 @@ class DurableAtom:
         with self._lock:
             if self._state == "destroyed":
                 return
-            shutil.rmtree(self.path, ignore_errors=not os.path.isdir(self.path))
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(self.path)
             self._state = "destroyed"
 
     def __enter__(self) -> DurableAtom:
@@ -363,18 +364,17 @@ class DurableAtom:
 
     def _catch_up(self) -> None:
         """Take in the newest snapshot if any appeared since: one read when none did."""
-        entry = self._follower.read_entry()
-        if entry is None:
-            return
+        newest = None
         behind = 0
-        while entry is not None:
+        while (entry := self._follower.read_entry()) is not None:
             newest = entry
             behind += 1
             if behind == _JUMP:  # far behind: skip to the newest
                 last = self._queue.last_index
-                if last is not None and last > newest.index:
+                if last is not None and last > entry.index:
                     self._follower.to_index(last)
-            entry = self._follower.read_entry()
+        if newest is None:
+            return
         self._index = newest.index
         if not self._pending:
             self._value = self._codec.decode(newest.value)
@@ -447,7 +447,7 @@ class DurableAtom:
         def recommit() -> None:
             """Commit the stopped changes again (after a conflict: on top of the newest snapshot)."""
             with self._cond:
-                if self._failure is not failure:
+                if self._failure is not failure or self._state != "open":
                     return
                 if isinstance(failure, AtomConflictError):
                     self._index = self._queue.last_index
