@@ -24,14 +24,17 @@ def inc(n: int, by: int = 1) -> int:
     return n + by
 
 
-# A child process: opens the atom at argv[1], says "ready", waits for a line on
-# stdin, then swaps argv[2] times, writing one byte to stdout after each swap
-# returned, and argv[3] is the size of the padding each value carries.
+# A child process: opens the atom at argv[1], says "r", waits for a line on
+# stdin, then swaps argv[2] times, writing "." to stdout after each swap
+# returned and "f" each time fn runs; argv[3] is the size of the padding each
+# value carries, argv[4] how long fn sleeps.
 CHILD = r"""
-import os, sys, tape
-path, n, pad = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+import os, sys, time, tape
+path, n, pad, pause = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 
 def step(v):
+    os.write(1, b"f")
+    time.sleep(pause)
     k = v["n"] + 1
     return {"n": k, "pad": str(k) * (pad // len(str(k)))}
 
@@ -44,11 +47,13 @@ with tape.DurableAtom(path, initial={"n": 0, "pad": ""}) as a:
 """
 
 
-def start_swappers(path: Path, count: int, swaps: int, pad: int = 0) -> list[subprocess.Popen[bytes]]:
+def start_swappers(
+    path: Path, count: int, swaps: int, pad: int = 0, pause: float = 0
+) -> list[subprocess.Popen[bytes]]:
     """`count` child processes, each about to make `swaps` swaps on the atom at `path`, released together."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(path), str(swaps), str(pad)],
+            [sys.executable, "-c", CHILD, str(path), str(swaps), str(pad), str(pause)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -63,10 +68,15 @@ def start_swappers(path: Path, count: int, swaps: int, pad: int = 0) -> list[sub
     return procs
 
 
-def acks(p: subprocess.Popen[bytes]) -> int:
-    """How many swaps the child reported after it ended."""
+def output(p: subprocess.Popen[bytes]) -> bytes:
+    """What the child writes to stdout from now until it ends."""
     assert p.stdout is not None
-    return len(p.stdout.read())
+    return p.stdout.read()
+
+
+def acks(p: subprocess.Popen[bytes]) -> int:
+    """How many swaps the child reports from now until it ends."""
+    return output(p).count(b".")
 
 
 def check_snapshot(value: dict[str, Any], pad: int) -> None:
@@ -454,6 +464,44 @@ def test_threads_sharing_an_atom_lose_no_update(qpath: Path) -> None:
         assert a.value == 8000
 
 
+def test_a_swap_that_conflicts_calls_fn_again_on_the_newer_value(qpath: Path) -> None:
+    seen: list[int] = []
+
+    def record(v: int) -> int:
+        seen.append(v)
+        return v + 1
+
+    with tape.DurableAtom(qpath, initial=0) as a, tape.DurableAtom(qpath) as b:
+        assert b.value == 0
+        a.reset(10)  # b has not read it: its first try is based on 0
+        assert b.swap(record) == 11
+        assert seen == [0, 10]
+        assert [e.value for e in b.history()] == [0, 10, 11]
+
+
+def test_atoms_of_one_path_in_many_threads_lose_no_update(qpath: Path) -> None:
+    calls = [0]
+
+    def slow_inc(v: int) -> int:
+        calls[0] += 1
+        time.sleep(0)  # let another thread in between the read and the append
+        return v + 1
+
+    def work() -> None:
+        with tape.DurableAtom(qpath, initial=0) as a:
+            for _ in range(500):
+                a.swap(slow_inc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with tape.DurableAtom(qpath) as a:
+        assert a.value == 2000
+    assert calls[0] > 2000  # there were conflicts, and retries
+
+
 # ---- processes ----------------------------------------------------------------------------
 
 
@@ -466,6 +514,16 @@ def test_two_processes_swapping_10000_times_each_lose_no_update(qpath: Path) -> 
         assert [e.value["n"] for e in a.history()] == list(range(20_001))
 
 
+def test_four_processes_with_a_slow_fn_retry_and_lose_no_update(qpath: Path) -> None:
+    procs = start_swappers(qpath, 4, 500, pause=0.0002)
+    outs = [output(p) for p in procs]
+    assert [p.wait() for p in procs] == [0] * 4
+    assert [o.count(b".") for o in outs] == [500] * 4
+    assert sum(o.count(b"f") for o in outs) > 2000  # conflicts happened: fn ran again
+    with tape.DurableAtom(qpath) as a:
+        assert a.value["n"] == 2000
+
+
 def test_four_processes_one_killed_part_way_lose_no_acknowledged_swap(qpath: Path) -> None:
     pad = 3000
     procs = start_swappers(qpath, 4, 2000, pad)
@@ -473,7 +531,7 @@ def test_four_processes_one_killed_part_way_lose_no_acknowledged_swap(qpath: Pat
     assert victim.stdout is not None
     got = 0
     while got < 300:
-        got += len(os.read(victim.stdout.fileno(), 4096))
+        got += os.read(victim.stdout.fileno(), 4096).count(b".")
     victim.send_signal(signal.SIGKILL)
     got += acks(victim)
     assert victim.wait() == -signal.SIGKILL
@@ -494,7 +552,7 @@ def test_a_process_killed_while_swapping_leaves_the_last_committed_snapshot(qpat
     pad = 200_000  # large snapshots: a kill lands in the middle of writing one
     [p] = start_swappers(qpath, 1, 1_000_000, pad)
     assert p.stdout is not None
-    got = len(os.read(p.stdout.fileno(), 4096))  # swapping has begun
+    got = os.read(p.stdout.fileno(), 4096).count(b".")  # swapping has begun
     time.sleep(delay)
     p.send_signal(signal.SIGKILL)
     got += acks(p)
