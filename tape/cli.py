@@ -36,6 +36,7 @@ import tape
 _INT64_MAX = 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MARKERS = frozenset({"$base64", "$map", "$repr"})
+_SCALARS = frozenset({str, int, float, bool})
 _RECORD_KEYS = frozenset({"index", "timestamp", "value"})
 _CHUNK = 1024  # entries formatted, or lines loaded, per write
 _FOLLOW_WAIT = 1.0  # seconds a follow waits for an entry in one call
@@ -46,14 +47,19 @@ _RAW_LENGTH = struct.Struct("<I")  # --format raw: each payload's length prefix
 
 def to_json(value: Any) -> Any:
     """`value` as JSON can hold it, with markers for what it cannot (see the module doc)."""
-    if value is None or isinstance(value, (str, int, float)):
+    if type(value) in _SCALARS or value is None or isinstance(value, (str, int, float)):
         return value
     if isinstance(value, dict):
-        if all(type(k) is str for k in value) and not (len(value) == 1 and next(iter(value)) in _MARKERS):
+        if _plain_keys(value):
             return {k: to_json(v) for k, v in value.items()}
         return {"$map": [[to_json(k), to_json(v)] for k, v in value.items()]}
     if isinstance(value, (list, tuple)):
         return [to_json(v) for v in value]
+    return _marker(value)
+
+
+def _marker(value: Any) -> Any:
+    """What JSON shows for a value of a type it does not have."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$base64": base64.b64encode(value).decode("ascii")}
     if isinstance(value, (date, clock_time)):  # a datetime is a date
@@ -61,6 +67,20 @@ def to_json(value: Any) -> Any:
     if isinstance(value, (decimal.Decimal, uuid.UUID)):
         return str(value)
     return {"$repr": repr(value)}
+
+
+def _plain_keys(d: dict[Any, Any]) -> bool:
+    """True when the keys of `d` are strings and it is not one that looks like a marker."""
+    return all(type(k) is str for k in d) and not (len(d) == 1 and next(iter(d)) in _MARKERS)
+
+
+def _needs_maps(value: Any) -> bool:
+    """True when a map inside `value` must be written as a $map (see _plain_keys)."""
+    if isinstance(value, dict):
+        return not _plain_keys(value) or any(_needs_maps(v) for v in value.values() if type(v) not in _SCALARS)
+    if isinstance(value, (list, tuple)):
+        return any(_needs_maps(v) for v in value if type(v) not in _SCALARS)
+    return False
 
 
 def _from_json_object(obj: dict[str, Any]) -> Any:
@@ -197,32 +217,57 @@ def _size(n: int) -> str:
 # -- output formats ------------------------------------------------------------------
 
 
-def _json_bytes(obj: Any, indent: int | None) -> bytes:
-    text = json.dumps(obj, ensure_ascii=False, indent=indent)
-    try:
-        return text.encode()
-    except UnicodeEncodeError:  # a lone surrogate: \u escapes keep it valid
-        return json.dumps(obj, indent=indent).encode()
+_COMPACT = json.JSONEncoder(ensure_ascii=False, check_circular=False, default=_marker).encode
+_INDENTED = json.JSONEncoder(ensure_ascii=False, check_circular=False, default=_marker, indent=2).encode
 
 
-def _record(entry: tape.Entry) -> dict[str, Any]:
-    return {"index": entry.index, "timestamp": iso_time(entry.timestamp), "value": to_json(entry.value)}
+def _value_json(value: Any) -> Any:
+    """`value` for the encoders, which call _marker for what JSON has no type for."""
+    return to_json(value) if _needs_maps(value) else value
 
 
-_FORMATS: dict[str, Callable[[tape.Entry], bytes]] = {
-    "jsonl": lambda e: _json_bytes(_record(e), None) + b"\n",
-    "pretty": lambda e: _json_bytes(_record(e), 2) + b"\n",
-    "raw": lambda e: _RAW_LENGTH.pack(len(e.value)) + e.value,
-}
+def _utf8(text: str) -> bytes:
+    # A lone surrogate (only inside a JSON string) becomes the JSON escape \udXXX.
+    return text.encode(errors="backslashreplace")
 
 
-def _write(entries: Iterable[tape.Entry], fmt: str, out: IO[bytes]) -> None:
-    """Write `entries` to `out` in format `fmt`, a chunk at a time, and flush."""
+def _jsonl(e: tape.Entry) -> bytes:
+    head = f'{{"index": {e.index}, "timestamp": "{iso_time(e.timestamp)}", "value": '
+    return _utf8(head + _COMPACT(_value_json(e.value)) + "}\n")
+
+
+def _pretty(e: tape.Entry) -> bytes:
+    record = {"index": e.index, "timestamp": iso_time(e.timestamp), "value": _value_json(e.value)}
+    return _utf8(_INDENTED(record) + "\n")
+
+
+def _raw(e: tape.Entry) -> bytes:
+    data: bytes = e.value
+    return _RAW_LENGTH.pack(len(data)) + data
+
+
+_FORMATS: dict[str, Callable[[tape.Entry], bytes]] = {"jsonl": _jsonl, "pretty": _pretty, "raw": _raw}
+_Decode = Callable[[bytes], Any]
+
+
+def _write(entries: Iterable[tape.Entry], fmt: str, out: IO[bytes], decode: _Decode | None = None) -> None:
+    """Write `entries` to `out` in format `fmt`, a chunk at a time, then flush.
+
+    `decode` turns payloads (of a queue opened raw) into values first.
+    """
     format_one = _FORMATS[fmt]
-    it = iter(entries)
-    while chunk := list(itertools.islice(it, _CHUNK)):
-        out.write(b"".join(map(format_one, chunk)))
-    out.flush()
+    if decode is not None:
+        entries = (e._replace(value=decode(e.value)) for e in entries)
+    chunk: list[bytes] = []
+    try:
+        for e in entries:
+            chunk.append(format_one(e))
+            if len(chunk) == _CHUNK:
+                out.write(b"".join(chunk))
+                chunk.clear()
+    finally:  # what was read before an error (damage, Ctrl-C) is still written
+        out.write(b"".join(chunk))
+        out.flush()
 
 
 # -- reading a window of entries -----------------------------------------------------
@@ -260,25 +305,32 @@ def _place(q: tape.Queue, t: tape.Tailer, w: _Window, backward: bool) -> bool:
     """Move `t` to the first entry of `w` in its direction; False when `w` is empty.
 
     Times go through to_time(), which takes microseconds: the tailer may land a
-    few entries outside the window, which _in_window then skips.
+    few entries outside the window, which _in_window then skips. Cycles are
+    listed only for an index bound (Queue.cycles() fails on a damaged cycle).
     """
-    cycles = q.cycles()
     if not backward:
-        start = _first_at_or_after(cycles, w.lo_index)
-        if start is None:
-            return False
+        start = None
+        if w.lo_index > 0:
+            start = _first_at_or_after(q.cycles(), w.lo_index)
+            if start is None:
+                return False
         if w.lo_ns > 0:
             if not t.to_time(_as_datetime(w.lo_ns)) or t.index is None:
                 return False
-            start = max(start, t.index)
-        return t.to_index(start)
+            start = t.index if start is None else max(start, t.index)
+        return start is None or t.to_index(start)
     t.direction = "backward"
-    end = _last_at_or_before(cycles, w.hi_index)
-    if end is None:
-        return False
-    # The first entry after the window's end in time, if any: reading starts there.
+    end = None
+    if w.hi_index < _INT64_MAX:
+        end = _last_at_or_before(q.cycles(), w.hi_index)
+        if end is None:
+            return False
+    # Reading starts at the first entry after the window's end in time, if any.
     if w.hi_ns < _INT64_MAX and t.to_time(_as_datetime(w.hi_ns) + timedelta(microseconds=1)) and t.index is not None:
-        end = min(end, t.index)
+        end = t.index if end is None else min(end, t.index)
+    if end is None:
+        t.to_end()
+        return True
     return t.to_index(end)
 
 
@@ -297,16 +349,28 @@ def _in_window(t: tape.Tailer, w: _Window, backward: bool) -> Iterator[tape.Entr
 # -- opening queues, reporting errors ---------------------------------------------------
 
 
-def _open(path: str, codec: str | None = None) -> tape.Queue:
-    """The queue at `path`, read-only; with `codec`, its tailers decode with that codec.
+def _open(path: str) -> tape.Queue:
+    """The queue at `path`, read-only, values undecoded: for commands that only look at it."""
+    return tape.Queue(path, read_only=True, create=False, raw=True)
 
-    The API offers no reader-side codec (Queue(codec=...) must match the stored
-    one), but its tailers decode with the queue's `codec` attribute.
+
+def _open_reader(path: str, fmt: str, codec: str | None) -> tuple[tape.Queue, _Decode | None]:
+    """The queue at `path`, read-only, for dump and tail; and the decode function of --codec, if given.
+
+    Values are decoded with the stored codec; with --format raw not at all;
+    with --codec, the queue is opened raw and its payloads decoded here.
     """
-    q = tape.Queue(path, read_only=True, create=False)
-    if codec is not None:
-        q.codec = tape.codecs.get(codec)
-    return q
+    if fmt == "raw" and codec is not None:
+        raise click.UsageError("--codec has no effect with --format raw")
+    if fmt != "raw" and codec is None:
+        return tape.Queue(path, read_only=True, create=False), None
+    q = _open(path)
+    if codec is None:
+        return q, None
+    chosen = tape.codecs.get(codec)
+    if codec == q.codec_name and isinstance(chosen, tape.codecs.ParamCodec):
+        chosen = chosen.with_params(q.codec_params)  # e.g. avro: the queue's schema
+    return q, chosen.decode
 
 
 def _message(exc: BaseException) -> str:
@@ -345,15 +409,6 @@ _format_option = click.option(
 _codec_option = click.option(
     "--codec", callback=_codec_name, metavar="NAME", help="Decode with this codec instead of the stored one."
 )
-
-
-def _decoder(fmt: str, codec: str | None) -> str | None:
-    """The codec the tailers of a reading command use: raw for --format raw."""
-    if fmt == "raw":
-        if codec is not None:
-            raise click.UsageError("--codec has no effect with --format raw")
-        return "raw"
-    return codec
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -407,11 +462,11 @@ def dump(
         0 if since is None else since,
         _INT64_MAX if until is None else until,
     )
-    out = sys.stdout.buffer
-    with _open(path, _decoder(fmt, codec)) as q:
+    q, decode = _open_reader(path, fmt, codec)
+    with q:
         t = q.tailer()
         if _place(q, t, window, backward):
-            _write(itertools.islice(_in_window(t, window, backward), limit), fmt, out)
+            _write(itertools.islice(_in_window(t, window, backward), limit), fmt, sys.stdout.buffer, decode)
 
 
 @cli.command()
@@ -429,33 +484,24 @@ def tail(path: str, count: int, follow: bool, fmt: str, codec: str | None) -> No
       tape tail -f /data/orders
     """
     out = sys.stdout.buffer
-    with _open(path, _decoder(fmt, codec)) as q:
-        cycles = q.cycles()
-        start, last = _last_n(cycles, count)
-        t = q.tailer(start="end" if start is None else start)
+    q, decode = _open_reader(path, fmt, codec)
+    with q:
+        with q.tailer() as back:
+            back.direction = "backward"
+            back.to_end()
+            newest = list(itertools.islice(back.entries(), count))
         if not follow:
-            _write(itertools.takewhile(lambda e: e.index <= last, t.entries()), fmt, out)
+            _write(reversed(newest), fmt, out, decode)
             return
+        t = q.tailer(start=newest[-1].index if newest else "end")
         try:
-            _write(t.entries(), fmt, out)
+            _write(t.entries(), fmt, out, decode)
             while True:
                 entry = t.read_entry(timeout=_FOLLOW_WAIT)
                 if entry is not None:
-                    _write(itertools.chain((entry,), t.entries()), fmt, out)
+                    _write(itertools.chain((entry,), t.entries()), fmt, out, decode)
         except KeyboardInterrupt:
             pass  # Ctrl-C is how a follow ends: not an error
-
-
-def _last_n(cycles: list[tape.CycleInfo], n: int) -> tuple[int | None, int]:
-    """(index of the n-th entry from the end, or None when n is 0 or nothing is there; the last index)."""
-    spans = _spans(cycles)
-    if not spans or n == 0:
-        return None, -1
-    for first, last in reversed(spans):
-        if last - first + 1 >= n:
-            return last - n + 1, spans[-1][1]
-        n -= last - first + 1
-    return spans[0][0], spans[-1][1]
 
 
 @cli.command()
@@ -474,13 +520,12 @@ def info(path: str, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(described, indent=2))
             return
-        q.codec = tape.codecs.get("raw")  # for the times: read entries without decoding them
         times = _cycle_times(q)
     click.echo(_info_text(described, times))
 
 
 def _cycle_times(q: tape.Queue) -> dict[int, tuple[int, int]]:
-    """cycle -> timestamps of its first and last entries (damaged cycles are left out)."""
+    """cycle -> timestamps of its first and last entries (damaged cycles are left out); `q` is raw."""
     times = {}
     with q.tailer() as t:
         for c in q.cycles():
@@ -644,7 +689,7 @@ def purge(
     """
     if keep_cycles is None and older_than is None and max_bytes is None:
         raise click.UsageError("give at least one of --keep-cycles, --older-than, --max-bytes")
-    with tape.Queue(path, create=False, read_only=dry_run) as q:
+    with tape.Queue(path, create=False, read_only=dry_run, raw=True) as q:
         sizes = {c.path: c.bytes for c in q.cycles()}
         removed = q.purge(
             keep_cycles=keep_cycles,
@@ -665,13 +710,15 @@ def purge(
 @click.argument("file", type=click.File("rb"))
 @click.option("--codec", callback=_codec_name, metavar="NAME", help="Codec of a new queue [default: msgpack].")
 @click.option("--roll-cycle", metavar="NAME", help="Roll cycle of a new queue [default: daily].")
-def load(path: str, file: IO[bytes], codec: str | None, roll_cycle: str | None) -> None:
+@click.option("--schema", type=click.File("rb"), help="Avro schema (a JSON file) of a new avro queue.")
+def load(path: str, file: IO[bytes], codec: str | None, roll_cycle: str | None, schema: IO[bytes] | None) -> None:
     """Append the values of FILE (JSON lines; - for stdin) to the queue at PATH.
 
     Each line is a JSON value, or a record as dump writes it (an object of
-    exactly index, timestamp and value: its value). Entries get new indexes and
-    timestamps. The queue is created if missing; an existing one keeps its codec
-    and roll cycle. Stops at the first bad line, after appending those before it.
+    exactly index, timestamp and value: its value); {"$base64": ...} is bytes.
+    Entries get new indexes and timestamps. The queue is created if missing; an
+    existing one keeps its codec and roll cycle. Stops at the first bad line,
+    after appending those before it.
 
     \b
     Examples:
@@ -679,11 +726,16 @@ def load(path: str, file: IO[bytes], codec: str | None, roll_cycle: str | None) 
       tape dump /data/orders | tape load /tmp/copy -
     """
     try:
-        q = tape.Queue(path, codec=codec, roll_cycle=roll_cycle)
-    except tape.ArgumentError as exc:  # an unknown roll cycle
+        avro_schema = None if schema is None else json.load(schema)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="'--schema'") from None
+    try:
+        q = tape.Queue(path, codec=codec, roll_cycle=roll_cycle, schema=avro_schema)
+    except tape.ArgumentError as exc:  # an unknown roll cycle, a schema without avro or avro without one
         raise click.UsageError(str(exc)) from None
+    source = getattr(file, "name", "<stdin>")
     with q:
-        loader = _Loader(q.appender(), file.name)
+        loader = _Loader(q.appender(), source)
         try:
             for lineno, line in enumerate(file, 1):
                 if not line.strip():
@@ -692,7 +744,7 @@ def load(path: str, file: IO[bytes], codec: str | None, roll_cycle: str | None) 
                     value = from_json_line(line)
                 except ValueError as exc:
                     loader.flush()
-                    raise click.ClickException(f"{file.name}:{lineno}: not a JSON value: {exc}") from None
+                    raise click.ClickException(f"{source}:{lineno}: not a JSON value: {exc}") from None
                 loader.add(lineno, value)
             loader.flush()
             loader.appender.sync()
