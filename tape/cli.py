@@ -8,8 +8,8 @@ found (damage, a missing queue, a tape error), 2 bad usage.
 Values are shown as JSON. What JSON cannot hold carries a marker, which `load`
 reads back: bytes as {"$base64": "..."}, a map with keys other than strings (or
 whose only key looks like a marker) as {"$map": [[key, value], ...]}; dates,
-times, decimals and UUIDs as strings; anything else as {"$repr": "..."} (shown
-only, loaded back as that object).
+times, decimals and UUIDs as strings; anything else as {"$repr": "..."} (for
+people only: load takes it as a plain object).
 """
 
 from __future__ import annotations
@@ -363,7 +363,11 @@ def _open_reader(path: str, fmt: str, codec: str | None) -> tuple[tape.Queue, _D
     if fmt == "raw" and codec is not None:
         raise click.UsageError("--codec has no effect with --format raw")
     if fmt != "raw" and codec is None:
-        return tape.Queue(path, read_only=True, create=False), None
+        try:
+            return tape.Queue(path, read_only=True, create=False), None
+        except tape.IncompatibleQueueError as exc:  # a codec not registered here, or pickle
+            exc.add_note("--codec NAME decodes with the codec named, --format raw shows the stored bytes")
+            raise
     q = _open(path)
     if codec is None:
         return q, None
@@ -425,7 +429,7 @@ def cli(debug: bool) -> None:
     """
 
 
-@cli.command()
+@cli.command(short_help="Print entries as JSON lines (or pretty, or raw).")
 @_path_argument
 @click.option("--from", "from_index", type=click.IntRange(0), metavar="INDEX", help="First index (inclusive).")
 @click.option("--to", "to_index", type=click.IntRange(0), metavar="INDEX", help="Last index (inclusive).")
@@ -469,7 +473,7 @@ def dump(
             _write(itertools.islice(_in_window(t, window, backward), limit), fmt, sys.stdout.buffer, decode)
 
 
-@cli.command()
+@cli.command(short_help="Print the last entries; -f follows new ones.")
 @_path_argument
 @click.option("-n", "--lines", "count", type=click.IntRange(0), default=10, show_default=True, help="How many.")
 @click.option("-f", "--follow", is_flag=True, help="Then print new entries as they come, until Ctrl-C.")
@@ -504,7 +508,7 @@ def tail(path: str, count: int, follow: bool, fmt: str, codec: str | None) -> No
             pass  # Ctrl-C is how a follow ends: not an error
 
 
-@cli.command()
+@cli.command(short_help="Describe a queue: settings, cycle files, tailers.")
 @_path_argument
 @click.option("--json", "as_json", is_flag=True, help="Print Queue.describe() as JSON.")
 def info(path: str, as_json: bool) -> None:
@@ -607,7 +611,7 @@ def _table(rows: Sequence[Sequence[str]]) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
 
 
-@cli.command()
+@cli.command(short_help="Check a queue for damage (exit 1 if any).")
 @_path_argument
 @click.option("--salvage", is_flag=True, help="Go on past damage and count what is still intact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -662,7 +666,7 @@ def _verify_text(r: tape.VerifyReport, where: str | None) -> list[str]:
     return _table(rows)
 
 
-@cli.command()
+@cli.command(short_help="Remove old cycle files.")
 @_path_argument
 @click.option("--keep-cycles", type=click.IntRange(0), metavar="N", help="Keep the last N cycle files.")
 @click.option("--older-than", callback=_parsed(parse_duration), metavar="DURATION", help="Remove cycles that ended longer ago: seconds, 30m, 2h, 7d.")
@@ -705,7 +709,7 @@ def purge(
     click.echo(f"{verb} {len(removed)} cycle files ({freed} of entries)", err=True)
 
 
-@cli.command()
+@cli.command(short_help="Append JSON lines to a queue.")
 @_path_argument
 @click.argument("file", type=click.File("rb"))
 @click.option("--codec", callback=_codec_name, metavar="NAME", help="Codec of a new queue [default: msgpack].")

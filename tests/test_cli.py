@@ -499,7 +499,8 @@ def test_a_missing_queue_in_a_real_process_is_one_line_without_traceback(tmp_pat
 
 
 def test_a_closed_pipe_ends_dump_quietly(qpath: Path) -> None:
-    build(qpath, range(5000))
+    with tape.Queue(qpath) as q:
+        q.appender().write_many(range(20000))  # more than a pipe holds
     writer = subprocess.Popen([TAPE, "dump", str(qpath)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert writer.stdout is not None and writer.stderr is not None
     reader = subprocess.run(["head", "-n", "1"], stdin=writer.stdout, capture_output=True, timeout=30)
@@ -507,3 +508,48 @@ def test_a_closed_pipe_ends_dump_quietly(qpath: Path) -> None:
     assert json.loads(reader.stdout)["value"] == 0
     assert writer.wait(timeout=30) in (0, 1)
     assert writer.stderr.read() == b""
+
+
+# -- codecs ----------------------------------------------------------------------------
+
+SCHEMA = {"type": "record", "name": "Order", "fields": [{"name": "id", "type": "long"}, {"name": "side", "type": "string"}]}
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "json", "lz4+msgpack", "lz4+json", "avro"])
+def test_load_and_dump_work_with_every_codec(qpath: Path, tmp_path: Path, codec: str) -> None:
+    records = [{"id": i, "side": "buy" if i % 2 else "sell"} for i in range(600)]  # lz4 compresses a batch
+    schema = tmp_path / "order.avsc"
+    schema.write_text(json.dumps(SCHEMA))
+    options = ["--schema", str(schema)] if codec == "avro" else []
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    assert invoke("load", str(qpath), "-", "--codec", codec, *options, input=text).exit_code == 0
+    assert values_of(invoke("dump", str(qpath))) == records
+    assert json.loads(invoke("info", str(qpath), "--json").stdout)["codec"] == codec
+
+
+def test_a_pickle_queue_is_decoded_only_when_named(qpath: Path) -> None:
+    with tape.Queue(qpath, codec="pickle") as q:
+        q.appender().write({"a": {1, 2}})
+    refused = invoke("dump", str(qpath))
+    assert refused.exit_code == 1 and "--codec" in refused.stderr
+    assert values_of(invoke("dump", str(qpath), "--codec", "pickle")) == [{"a": {"$repr": "{1, 2}"}}]
+    assert invoke("info", str(qpath)).exit_code == 0  # looking needs no decoding
+
+
+def test_avro_without_a_schema_is_bad_usage(qpath: Path) -> None:
+    assert invoke("load", str(qpath), "-", "--codec", "avro", input="{}\n").exit_code == 2
+    assert not qpath.exists()
+
+
+# -- help and debugging ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["dump", "tail", "info", "verify", "purge", "load"])
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = invoke(command, "--help")
+    assert result.exit_code == 0 and f"tape {command} /" in result.stdout
+
+
+def test_debug_lets_the_exception_through(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--debug", "info", str(tmp_path / "nothing")])
+    assert isinstance(result.exception, tape.QueueNotFoundError)
