@@ -7,7 +7,7 @@
 """
 
 from tape import codecs
-from tape.atom import DurableAtom
+from tape.atom import AtomCommitError, AtomConflictError, AtomValidationError, DurableAtom
 from tape.errors import (
     ArgumentError,
     ArgumentTypeError,
@@ -50,6 +50,9 @@ __all__ = [
     "split_index",
     "make_index",
     "DurableAtom",
+    "AtomCommitError",
+    "AtomConflictError",
+    "AtomValidationError",
     "codecs",
     "status",
     "close_all",

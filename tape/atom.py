@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any, NoReturn
 
-from tape import codecs
+from tape import codecs, lifecycle
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError, ReadOnlyError, TapeError
 from tape.queue import Entry, Queue
 
@@ -128,6 +128,7 @@ class DurableAtom:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._state = "open"  # then "closed" or "destroyed"
+        lifecycle.opening(self)
         # _index is the newest stored snapshot known; _value the atom's value:
         # that snapshot's, or ahead of it while async changes are pending.
         self._index: int | None = None
@@ -156,6 +157,7 @@ class DurableAtom:
             self._committer = threading.Thread(target=self._commit_loop, name=f"tape-atom {self.path}", daemon=True)
             self._committer.start()
             atexit.register(self.close)
+        lifecycle.register(self)  # after its queue: closing everything closes the atom first
 
     # -- reading -------------------------------------------------------------------
 
@@ -291,6 +293,7 @@ class DurableAtom:
                 return
             self._closing = True
             self._cond.notify_all()
+        lifecycle.closing(self)
         committer = self._committer
         if committer is not None:
             atexit.unregister(self.close)
@@ -302,6 +305,7 @@ class DurableAtom:
             self._state = "closed"
             failure, lost = self._failure, len(self._pending)
             self._queue.close()
+        lifecycle.unregister(self)
         if lost:
             raise AtomCommitError(f"{self.path}: {lost} change(s) were not committed") from failure
 

@@ -198,3 +198,11 @@ def test_repr_says_what_and_where_and_whether_open(qpath: Path) -> None:
     assert repr(q) == f"<tape.Queue {p!r} daily msgpack closed>"
     assert repr(a) == f"<tape.Appender of {p!r} closed>"
     assert repr(t) == f"<tape.Tailer 'billing' of {p!r} closed>"
+
+
+def test_a_durable_atom_is_tracked_and_closed_by_close_all(tmp_path: Path) -> None:
+    atom = tape.DurableAtom(tmp_path / "atom", initial=0)
+    assert atom in tape.status()
+    tape.close_all()
+    assert "closed" in repr(atom)
+    assert atom not in tape.status()
