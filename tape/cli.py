@@ -433,7 +433,10 @@ def cli(debug: bool) -> None:
 @_path_argument
 @click.option("--from", "from_index", type=click.IntRange(0), metavar="INDEX", help="First index (inclusive).")
 @click.option("--to", "to_index", type=click.IntRange(0), metavar="INDEX", help="Last index (inclusive).")
-@click.option("--since", callback=_parsed(_time_ago), metavar="TIME", help="First time (inclusive): ISO 8601, epoch seconds, or 10m (ago).")
+@click.option(
+    "--since", callback=_parsed(_time_ago), metavar="TIME",
+    help="First time (inclusive): ISO 8601, epoch seconds, or 10m (ago).",
+)
 @click.option("--until", callback=_parsed(_time_ago), metavar="TIME", help="Last time (inclusive), like --since.")
 @click.option("--limit", type=click.IntRange(0), metavar="N", help="At most N entries.")
 @click.option("--backward", is_flag=True, help="Newest first.")
@@ -669,8 +672,14 @@ def _verify_text(r: tape.VerifyReport, where: str | None) -> list[str]:
 @cli.command(short_help="Remove old cycle files.")
 @_path_argument
 @click.option("--keep-cycles", type=click.IntRange(0), metavar="N", help="Keep the last N cycle files.")
-@click.option("--older-than", callback=_parsed(parse_duration), metavar="DURATION", help="Remove cycles that ended longer ago: seconds, 30m, 2h, 7d.")
-@click.option("--max-bytes", callback=_parsed(parse_size), metavar="SIZE", help="Keep at most this much of entries: bytes, 512K, 10M, 2G.")
+@click.option(
+    "--older-than", callback=_parsed(parse_duration), metavar="DURATION",
+    help="Remove cycles that ended longer ago: seconds, 30m, 2h, 7d.",
+)
+@click.option(
+    "--max-bytes", callback=_parsed(parse_size), metavar="SIZE",
+    help="Keep at most this much of entries: bytes, 512K, 10M, 2G.",
+)
 @click.option("--respect-tailers", is_flag=True, help="Never remove what a named tailer has not read.")
 @click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
 def purge(

@@ -120,7 +120,8 @@ def test_dump_limit_stops_after_n_entries(qpath: Path) -> None:
 def test_dump_backward_reads_newest_first_within_the_bounds(qpath: Path) -> None:
     entries = build(qpath, range(10))
     assert values_of(invoke("dump", str(qpath), "--backward", "--limit", "3")) == [9, 8, 7]
-    result = invoke("dump", str(qpath), "--backward", "--to", str(entries[6].index), "--since", iso(entries[4].timestamp))
+    to, since = str(entries[6].index), iso(entries[4].timestamp)
+    result = invoke("dump", str(qpath), "--backward", "--to", to, "--since", since)
     assert values_of(result) == [6, 5, 4]
     assert values_of(invoke("dump", str(qpath), "--backward", "--until", iso(entries[1].timestamp))) == [1, 0]
 
@@ -182,7 +183,12 @@ def test_tail_follow_prints_new_entries_and_exits_0_on_ctrl_c(qpath: Path) -> No
     build(qpath, ["old", "last"])
     proc = subprocess.Popen([TAPE, "tail", "-f", "-n", "1", str(qpath)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     got: queue_mod.Queue[bytes] = queue_mod.Queue()
-    threading.Thread(target=lambda: [got.put(line) for line in proc.stdout or ()], daemon=True).start()
+
+    def pump() -> None:
+        for line in proc.stdout or ():
+            got.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     try:
         assert json.loads(got.get(timeout=10))["value"] == "last"
         with tape.Queue(qpath) as q:
@@ -213,7 +219,8 @@ def test_info_summarizes_settings_cycles_and_named_tailers(qpath: Path) -> None:
     result = invoke("info", str(qpath))
     assert result.exit_code == 0
     text = result.stdout
-    for expected in ("test_secondly", "msgpack", "version 1", iso(entries[0].timestamp), iso(entries[-1].timestamp), *files):
+    first, last = iso(entries[0].timestamp), iso(entries[-1].timestamp)
+    for expected in ("test_secondly", "msgpack", "version 1", first, last, *files):
         assert expected in text
     assert [line.split()[:2] for line in text.splitlines() if line.startswith("entries")] == [["entries", "6"]]
     billing_line = next(line for line in text.splitlines() if "billing" in line)
@@ -375,7 +382,8 @@ def test_dump_then_load_copies_every_value(qpath: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     assert invoke("load", str(copy), "-", input=invoke("dump", str(qpath)).stdout_bytes).exit_code == 0
     with tape.Queue(copy, read_only=True) as q:
-        assert list(q.tailer()) == [b"\x01\x02", {1: [b"x"], "k": [1, 2]}, {"index": 1}, {"$map": 1}, 2**63, -0.5, "ünï"]
+        copied = list(q.tailer())
+    assert copied == [b"\x01\x02", {1: [b"x"], "k": [1, 2]}, {"index": 1}, {"$map": 1}, 2**63, -0.5, "ünï"]
 
 
 def test_load_codec_and_base64_build_a_raw_queue(qpath: Path) -> None:
@@ -512,7 +520,11 @@ def test_a_closed_pipe_ends_dump_quietly(qpath: Path) -> None:
 
 # -- codecs ----------------------------------------------------------------------------
 
-SCHEMA = {"type": "record", "name": "Order", "fields": [{"name": "id", "type": "long"}, {"name": "side", "type": "string"}]}
+SCHEMA = {
+    "type": "record",
+    "name": "Order",
+    "fields": [{"name": "id", "type": "long"}, {"name": "side", "type": "string"}],
+}
 
 
 @pytest.mark.parametrize("codec", ["msgpack", "json", "lz4+msgpack", "lz4+json", "avro"])
