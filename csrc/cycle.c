@@ -456,6 +456,29 @@ int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int
     return 0;
 }
 
+uint64_t tape_cyc_dirty_after(tape_cyc *y, uint64_t pos, uint32_t h)
+{
+    uint64_t p = pos + 4;
+    if ((h & TAPE_H_NC) && h != TAPE_H_EOF)
+        p = pos + tape_entry_size((h & TAPE_H_LEN) > TAPE_L_EXTRA ? (h & TAPE_H_LEN) - TAPE_L_EXTRA : 0);
+    if (tape_view_cover(&y->y_v, UINT64_MAX) < 0) /* all of the file */
+        return 0;
+    const uint8_t *b = y->y_v.v_base;
+    for (; p < y->y_v.v_size && (p & 7); p++)
+        if (b[p])
+            return p;
+    for (; p + 8 <= y->y_v.v_size; p += 8) {
+        uint64_t w;
+        memcpy(&w, b + p, 8);
+        if (w)
+            break;
+    }
+    for (; p < y->y_v.v_size; p++)
+        if (b[p])
+            return p;
+    return 0;
+}
+
 int tape_cyc_find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
                       uint32_t *hdr_at_end, int64_t *last_ts)
 {

@@ -198,7 +198,20 @@ static int cycle_over(tape_tailer *t)
     if (hi <= t->t_y.y_cycle)
         return 0;
     h = t->t_pos + 4 <= v->v_size ? tape_load_hdr(v, t->t_pos) : 0;
-    return h == 0 || (h & TAPE_H_NC);
+    if (h != 0 && !(h & TAPE_H_NC))
+        return 0; /* published meanwhile: read on */
+    /* Not sealed, and a newer cycle exists: its writer died before sealing
+     * it, or this is damage (a zeroed page). It ends here only if its index
+     * says so and nothing but zeros follows; otherwise moving on would skip
+     * entries. */
+    uint64_t end, count;
+    uint32_t eh;
+    int rc = tape_cyc_find_end(t->t_q, &t->t_y, &end, &count, &eh, NULL);
+    if (rc < 0)
+        return rc;
+    if (end != t->t_pos || count != (uint64_t)t->t_seq || tape_cyc_dirty_after(&t->t_y, t->t_pos, h))
+        return TAPE_ECORRUPT;
+    return 1;
 }
 
 static int fwd_peek(tape_tailer *t, tape_entry *e)
@@ -227,8 +240,8 @@ static int fwd_peek(tape_tailer *t, tape_entry *e)
             t->t_pos += t->t_cur_sz;
             continue;
         }
-        if (!cycle_over(t))
-            return 0;
+        if ((rc = cycle_over(t)) <= 0)
+            return rc;
         rc = step_cycle(t, 1);
         if (rc <= 0)
             return rc;

@@ -199,6 +199,10 @@ const uint64_t *tape_cyc_slots(const tape_cyc *y, uint64_t arr);
 /* Walk forward from (*pos, *seq) over published entries, checking each CRC;
  * stops at the end of data (*last: the header word found there). */
 int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int64_t *last_ts);
+/* The end of data is at `pos`, header word `h` there: offset of the first
+ * non-zero byte after it (past a dead writer's unfinished entry) up to the
+ * end of the file, or 0 when only zeros follow. */
+uint64_t tape_cyc_dirty_after(tape_cyc *y, uint64_t pos, uint32_t h);
 /* Offset of the indexed entry of block b (seq b*S), 0 when absent. */
 uint64_t tape_cyc_block_pos(tape_queue *q, tape_cyc *y, uint64_t b);
 

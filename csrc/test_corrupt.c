@@ -339,18 +339,22 @@ static int make_two_cycles(void)
     return rc;
 }
 
-/* Readers cross into the next cycle whatever sits at the old cycle's end. */
+/* Readers cross into the next cycle whatever a dead writer left at the old
+ * cycle's end: a zero header, or an unfinished entry (whose bytes, all within
+ * the entry it reserved, may be anything). */
 static void readers_cross_a_cycle_end_with(uint32_t hdr, int garbage)
 {
     CHECK_OK(make_two_cycles());
     uint64_t eof = entry_offset(NENT);
     CHECK(eof != 0);
     unsigned char w[64];
+    size_t len = garbage ? th_hdr_entry_size(hdr) : 4;
+    CHECK(len <= sizeof w);
     memset(w, garbage ? 0xA5 : 0, sizeof w);
     th_put_le32(w, hdr);
     int fd = open(cycle_path(), O_WRONLY);
     CHECK(fd >= 0);
-    EXPECT_EQ(pwrite(fd, w, garbage ? sizeof w : 4, (off_t)eof), garbage ? (ssize_t)sizeof w : 4);
+    EXPECT_EQ(pwrite(fd, w, len, (off_t)eof), (ssize_t)len);
     close(fd);
 
     tape_queue *q = NULL;

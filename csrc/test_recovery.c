@@ -288,7 +288,48 @@ static void killed_sleeper_costs_one_wake_up(void)
     tape_close(q);
 }
 
+/* A zeroed page in the middle of an older cycle looks like its end: the
+ * reader must report damage, not skip the rest of that cycle. */
+static void zeroed_page_in_an_older_cycle_is_damage_not_its_end(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(open_q("test_secondly", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    char buf[200];
+    memset(buf, 'v', sizeof buf);
+    for (int i = 0; i < 100; i++)
+        CHECK_OK(tape_append(a, buf, sizeof buf, T0));
+    CHECK_OK(tape_append(a, buf, sizeof buf, T0 + 1000000000LL));
+    tape_cyc y;
+    CHECK_OK(tape_cyc_open(q, tape_cycle_of(q, T0), 1, &y));
+    uint64_t pos;
+    CHECK_EQ(tape_cyc_locate(q, &y, 30, &pos), 1);
+    /* Unseal it, as if its writer had died before sealing; zero a page. */
+    uint64_t end, count;
+    uint32_t h;
+    CHECK_OK(tape_cyc_find_end(q, &y, &end, &count, &h, NULL));
+    memset(y.y_v.v_base + end, 0, 4);
+    uint64_t page = (pos + 4095) & ~(uint64_t)4095;
+    memset(y.y_v.v_base + page, 0, 4096);
+    tape_cyc_close(&y);
+    tape_tailer *t;
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    int n = 0, rc;
+    while ((rc = tape_read(t, &e)) == 1) {
+        EXPECT(e.e_len == sizeof buf); /* never the next cycle's entry */
+        n++;
+    }
+    EXPECT_EQ(rc, TAPE_ECORRUPT);
+    EXPECT(n < 100);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
 static const th_test tests[] = {
+    TEST(zeroed_page_in_an_older_cycle_is_damage_not_its_end),
     TEST(stale_writer_appends_after_a_dead_writers_entries),
     TEST(abandoned_entry_larger_than_the_view_is_cleared),
     TEST(abandoned_entry_larger_than_the_mapping_is_cleared),

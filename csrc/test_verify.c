@@ -142,7 +142,23 @@ static void unsealed_cycle_is_counted_not_a_problem(void)
     tape_close(q);
 }
 
+static void non_zero_padding_is_found(void)
+{
+    tape_queue *q;
+    make_queue(&q, 1);
+    int victim = 3; /* payload 3 bytes: 5 bytes of padding follow */
+    uint64_t off = offset_of(q, victim, NULL);
+    CHECK(off);
+    CHECK_OK(th_pwrite_byte(cycle_file(q, tape_index_cycle(q, idx[0])), (off_t)(off + 16 + 3 + 1), 0x01));
+    tape_verify_report r;
+    EXPECT_EQ(tape_verify(q, 0, &r), 1);
+    EXPECT(strstr(r.vr_message, "padding") != NULL);
+    EXPECT_EQ(r.vr_last_good, idx[victim - 1]);
+    tape_close(q);
+}
+
 static const th_test tests[] = {
+    TEST(non_zero_padding_is_found),
     TEST(sound_queue_passes),
     TEST(flipped_byte_is_found_and_salvage_reads_past_it),
     TEST(garbage_after_the_end_is_found),

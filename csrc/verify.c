@@ -33,24 +33,11 @@ static void problem(vctx *c, int64_t cycle, uint64_t off, const char *fmt, ...)
     }
 }
 
-/* Offset of the first non-zero byte in [from, size), or 0 when none. */
-static uint64_t nonzero_after(tape_cyc *y, uint64_t from)
-{
-    const uint8_t *b = y->y_v.v_base;
-    for (uint64_t p = from; p < y->y_v.v_size; p++)
-        if (b[p])
-            return p;
-    return 0;
-}
-
 /* After the end of data at p (header word h there): only zeros may follow,
  * unless a writer has appended meanwhile. */
 static void check_tail(vctx *c, tape_cyc *y, uint64_t p, uint32_t h)
 {
-    uint64_t from = p + 4;
-    if (h & TAPE_H_NC && h != TAPE_H_EOF) /* a dead writer's entry: skip it */
-        from = p + tape_entry_size((h & TAPE_H_LEN) > TAPE_L_EXTRA ? (h & TAPE_H_LEN) - TAPE_L_EXTRA : 0);
-    uint64_t bad = nonzero_after(y, from);
+    uint64_t bad = tape_cyc_dirty_after(y, p, h);
     if (bad && tape_load_hdr(&y->y_v, p) == h)
         problem(c, y->y_cycle, bad, "cycle %lld: non-zero bytes after the end of data, at offset %llu",
                 (long long)y->y_cycle, (unsigned long long)bad);
@@ -119,6 +106,11 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
             why = "an entry whose checksum does not match";
             goto bad;
         }
+        for (uint64_t k = TAPE_ENTRY_HDR + len; k < sz && !why; k++)
+            if (e[k])
+                why = "an entry whose padding is not zero";
+        if (why)
+            goto bad;
         if ((seq & (((uint64_t)1 << slog) - 1)) == 0 && tape_cyc_block_pos(q, &y, seq >> slog) != p) {
             why = "an index slot that does not point at its entry";
             goto bad;

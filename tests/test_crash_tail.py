@@ -278,8 +278,6 @@ def test_every_flipped_bit_outside_the_padding_is_reported_by_verify(swept: list
     assert not missed, f"flips verify() did not notice: {missed}"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: verify() does not check that the padding after a payload is zero; "
-                   "flipped padding bits pass (the value read is still right)")
 def test_a_flipped_bit_in_the_padding_is_reported_by_verify(swept: list[tuple[Case, dict[str, Any]]]) -> None:
     flips = [(case, ans) for case, ans in _of(swept, "flip") if case.padding]
     assert flips
@@ -317,9 +315,6 @@ def test_an_append_after_garbage_is_refused_or_readable(swept: list[tuple[Case, 
             assert ans["appended"] > built.indexes[-1]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a reader at a zero header in an older cycle moves on to the next "
-                   "cycle (as after a writer died before sealing), silently skipping the rest of that cycle's "
-                   "entries: forward reading is not a gap-free prefix")
 def test_a_reader_does_not_skip_an_older_cycle_that_seems_to_end_early(
         swept: list[tuple[Case, dict[str, Any]]], built: Built) -> None:
     cases = [(c, a) for c, a in swept if c.old_cycle_clean_end]
@@ -329,9 +324,6 @@ def test_a_reader_does_not_skip_an_older_cycle_that_seems_to_end_early(
         assert fwd == built.indexes[: len(fwd)], f"{case.kind} {case.label}: forward reading skips entries"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a writer trusts the end-of-data hint in tape.meta and appends after a "
-                   "damaged (torn) last entry; write() returns an index that no reader can reach, since reading "
-                   "stops at the damaged entry")
 def test_an_append_after_a_torn_last_entry_is_refused_or_readable(tmp_path: Path) -> None:
     path = tmp_path / "q"
     with tape.Queue(path, codec="raw") as q:
