@@ -561,6 +561,31 @@ int tape_cyc_locate(tape_queue *q, tape_cyc *y, uint64_t seq, uint64_t *pos)
 
 /* ---- queue-wide views of the cycles ------------------------------------- */
 
+/* The end of data by entry headers alone, from the first entry: what a
+ * damaged cycle seems to hold. */
+static int header_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last)
+{
+    uint64_t p = y->y_data_off, s = 0;
+    uint32_t h = 0;
+    for (;;) {
+        int rc = tape_view_cover(&y->y_v, p + 4);
+        if (rc < 0)
+            return rc;
+        h = rc > 0 ? 0 : tape_load_hdr(&y->y_v, p);
+        if (h == 0 || (h & TAPE_H_NC) || (h & TAPE_H_LEN) < TAPE_L_EXTRA)
+            break;
+        uint64_t sz = tape_entry_size((h & TAPE_H_LEN) - TAPE_L_EXTRA);
+        if (tape_view_cover(&y->y_v, p + sz) != 0)
+            break;
+        s += !(h & TAPE_H_META);
+        p += sz;
+    }
+    *pos = p;
+    *seq = s;
+    *last = h;
+    return 0;
+}
+
 int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
 {
     tape_cyc y;
@@ -570,8 +595,12 @@ int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
     uint64_t end, count;
     uint32_t h;
     rc = tape_cyc_find_end(q, &y, &end, &count, &h, NULL);
+    int damaged = rc == TAPE_ECORRUPT;
+    if (damaged)
+        rc = header_walk(&y, &end, &count, &h);
     if (rc == 0) {
         memset(out, 0, sizeof *out);
+        out->ci_damaged = damaged;
         out->ci_cycle = cycle;
         out->ci_first_index = count ? tape_make_index(q, cycle, 0) : -1;
         out->ci_last_index = count ? tape_make_index(q, cycle, (int64_t)count - 1) : -1;

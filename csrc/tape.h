@@ -127,13 +127,16 @@ typedef struct tape_cycle_info {
     uint64_t ci_bytes;           /* bytes occupied by entries (headers included) */
     uint64_t ci_file_bytes;      /* the file's size, preallocation included */
     int ci_sealed;               /* 1 when the end-of-file marker is written */
+    int ci_damaged;              /* 1 when a checksum failed: the counts come from
+                                  * the entry headers alone (run tape_verify) */
 } tape_cycle_info;
 
 /* List the cycles that have a file, ascending. Writes up to `cap` cycle
  * numbers and returns how many exist (which may be more than cap). */
 int64_t tape_list_cycles(tape_queue *q, int64_t *cycles, size_t cap);
 
-/* Describe one cycle file. -ENOENT when it has no file. */
+/* Describe one cycle file, also a damaged one (ci_damaged). -ENOENT when it
+ * has no file; TAPE_ECORRUPT only when its file header is unreadable. */
 int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out);
 
 /* Remove the file of `cycle` (retention). The newest cycle file and the

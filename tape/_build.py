@@ -95,6 +95,7 @@ typedef struct tape_cycle_info {
     uint64_t ci_bytes;
     uint64_t ci_file_bytes;
     int ci_sealed;
+    int ci_damaged;
 } tape_cycle_info;
 
 int64_t tape_list_cycles(tape_queue *q, int64_t *cycles, size_t cap);

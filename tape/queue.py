@@ -97,6 +97,7 @@ class CycleInfo(NamedTuple):
     last_index: int | None
     entries: int
     bytes: int
+    damaged: bool = False  # a checksum failed: counts are from the entry headers alone
 
 
 class VerifyReport(NamedTuple):
@@ -493,6 +494,7 @@ class Queue:
                         last_index=_none_if_negative(info.ci_last_index),
                         entries=info.ci_entries,
                         bytes=info.ci_bytes,
+                        damaged=bool(info.ci_damaged),
                     )
                 )
             return result

@@ -44,3 +44,16 @@ def test_a_flipped_byte_is_found_and_salvage_counts_past_it(qpath: Path) -> None
             pass
         else:
             raise AssertionError("a damaged entry was read as data")
+
+
+def test_a_damaged_queue_is_still_described(raw_queue: tape.Queue) -> None:
+    raw_queue.appender().write_many([bytes([i]) * 50 for i in range(100)])
+    path = _cycle_file(raw_queue)
+    data = bytearray(path.read_bytes())
+    data[data.find(bytes([97]) * 50) + 3] ^= 1
+    path.write_bytes(bytes(data))
+    (c,) = raw_queue.cycles()
+    assert c.damaged and c.entries == 100
+    assert raw_queue.count() == 100
+    assert raw_queue.describe()["cycles"][0]["damaged"] is True
+    assert not raw_queue.verify().ok
