@@ -1,13 +1,14 @@
 """Cross-process benchmarks (issue 3): end-to-end latency, contended writers, lock recovery.
 
-    python -m bench.crossproc [--quick] [--runs N] [--dir PATH] [--only latency,throughput,recovery]
+    python -m bench.crossproc [--quick] [--runs N] [--dir PATH] [--only latency,throughput,recovery] [--pin]
 
 - Latency: an appender process writes 100-byte payloads carrying their send
   time (CLOCK_MONOTONIC, time.monotonic_ns: the same clock in every process)
   at a steady rate, paced by busy-waiting; a tailer process reads them with
   read(timeout=...) and records now - send time. Once with a busy-spinning
   tailer (q.tailer(spin=True)), once with the default sleeping one (woken by
-  the appender through the futex).
+  the appender through the futex). With --pin, the writer runs on CPU 0
+  and the tailer on CPU 1.
 - Throughput: 4 writer processes started together on one queue, each writing
   its share of 100-byte entries with write() or with write_many() batches;
   total entries / (last end - first start).
@@ -83,10 +84,17 @@ def _result(proc: subprocess.Popen[str], timeout: float = 600) -> dict[str, Any]
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def child_latency_writer(path: str, n: str, rate: str) -> None:
+def _pin(cpu: str) -> None:
+    """Keep this process on one CPU ("-": anywhere)."""
+    if cpu != "-":
+        os.sched_setaffinity(0, {int(cpu)})
+
+
+def child_latency_writer(path: str, n: str, rate: str, cpu: str = "-") -> None:
     """Write n payloads at `rate` per second, each starting with its send time (monotonic ns)."""
     import tape
 
+    _pin(cpu)
     count, period = int(n), 10**9 / float(rate)
     filler = bytes(PAYLOAD - 8)
     pack = struct.Struct("<q").pack
@@ -105,10 +113,11 @@ def child_latency_writer(path: str, n: str, rate: str) -> None:
     print(json.dumps({"written": count, "seconds": (now() - start) / 1e9}))
 
 
-def child_latency_tailer(path: str, n: str, spin: str) -> None:
+def child_latency_tailer(path: str, n: str, spin: str, cpu: str = "-") -> None:
     """Read n entries as they arrive; print latency percentiles (µs) of now - send time."""
     import tape
 
+    _pin(cpu)
     count = int(n)
     lat = array("q", bytes(8 * count))
     unpack = struct.Struct("<q").unpack_from
@@ -201,16 +210,16 @@ CHILDREN: dict[str, Callable[..., None]] = {
 # ---- measurements ------------------------------------------------------------------------------
 
 
-def latency(where: Path, n: int, rate: int, mode: str) -> dict[str, float]:
-    """One run: a writer and a tailer process on a fresh queue."""
+def latency(where: Path, n: int, rate: int, mode: str, pin: bool = False) -> dict[str, float]:
+    """One run: a writer and a tailer process on a fresh queue (with `pin`, each on its own CPU)."""
     path = where / f"lat-{mode}"
     shutil.rmtree(path, ignore_errors=True)
     import tape
 
     tape.Queue(path, codec="raw").close()
-    tailer = _child("latency-tailer", path, n, mode, stdin=subprocess.DEVNULL)
+    tailer = _child("latency-tailer", path, n, mode, 1 if pin else "-", stdin=subprocess.DEVNULL)
     _expect(tailer, "ready")
-    writer = _child("latency-writer", path, n, rate)
+    writer = _child("latency-writer", path, n, rate, 0 if pin else "-")
     _expect(writer, "ready")
     _go([writer])
     w = _result(writer)
@@ -292,10 +301,10 @@ def git_commit() -> str:
     return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def summarize(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Per figure: median, min and max over the runs."""
+def summarize(runs: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """Per figure: median, min and max over the runs, and every run's value."""
     return {k: {"median": statistics.median(r[k] for r in runs), "min": min(r[k] for r in runs),
-                "max": max(r[k] for r in runs)} for k in runs[0]}
+                "max": max(r[k] for r in runs), "runs": [r[k] for r in runs]} for k in runs[0]}
 
 
 def fmt(v: float) -> str:
@@ -309,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=None, help="where the queues go (default: a temporary directory)")
     ap.add_argument("--only", default="latency,throughput,recovery")
     ap.add_argument("--rate", type=int, default=20_000, help="messages per second in the latency test")
+    ap.add_argument("--pin", action="store_true", help="latency: writer on CPU 0, tailer on CPU 1")
     ap.add_argument("--test-python", default=str(_ROOT / ".venv" / "bin" / "python"),
                     help="interpreter with a test build of tape, for the lock holder that dies")
     ap.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -325,13 +335,14 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": machine(base), "commit": git_commit(), "python": sys.executable,
                                "command": " ".join([sys.executable, "-m", "bench.crossproc", *(argv or sys.argv[1:])]),
                                "runs": runs, "loadavg_before": os.getloadavg()}
-    rows: list[tuple[str, dict[str, dict[str, float]]]] = []
+    rows: list[tuple[str, dict[str, dict[str, Any]]]] = []
     try:
         if "latency" in only:
             for mode in ("spin", "sleep"):
-                s = summarize([latency(base, n_lat, args.rate, mode) for _ in range(runs)])
+                s = summarize([latency(base, n_lat, args.rate, mode, args.pin) for _ in range(runs)])
                 results[f"latency_{mode}"] = s
-                rows.append((f"latency, {mode} tailer, {n_lat:,} x {PAYLOAD} B at {args.rate:,}/s", s))
+                pinned = ", pinned" if args.pin else ""
+                rows.append((f"latency, {mode} tailer, {n_lat:,} x {PAYLOAD} B at {args.rate:,}/s{pinned}", s))
         if "throughput" in only:
             for label, batch in (("write()", 1), ("write_many(100)", 100)):
                 s = summarize([throughput(base, n_tput, batch) for _ in range(runs)])
@@ -353,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in s.items():
             print(f"    {k:16} {fmt(v['median']):>12}  [{fmt(v['min'])} - {fmt(v['max'])}]")
     print(f"load average before {results['loadavg_before']}, after {results['loadavg_after']}")
-    out = _HERE / f"results-crossproc{'-quick' if args.quick else ''}.json"
+    out = _HERE / f"results-crossproc{'-quick' if args.quick else ''}{'-pinned' if args.pin else ''}.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"written to {out}")
     return 0
