@@ -37,8 +37,10 @@ $(STAMP): $(BUILD_INPUTS) | $(PY)
 $(BPY):
 	$(PYTHON) -m venv $(BVENV)
 
-$(BSTAMP): $(BUILD_INPUTS) | $(BPY)
+# The Makefile is a prerequisite too: the peers of bench/compare.py are installed here.
+$(BSTAMP): $(BUILD_INPUTS) Makefile | $(BPY)
 	$(BPY) -m pip install .
+	$(BPY) -m pip install queuelib persist-queue diskcache litequeue hdrhistogram matplotlib
 	touch $@
 
 test: venv
@@ -60,6 +62,12 @@ torture: venv
 bench: $(BSTAMP)
 	$(MAKE) -C csrc bench
 	if [ -f bench/__main__.py ]; then $(BPY) -m bench; fi
+	$(BPY) -m bench.compare
+
+# tape against its peers only, in under 2 minutes (bench/out/scratch/)
+.PHONY: bench-quick
+bench-quick: $(BSTAMP)
+	$(BPY) -m bench.compare --quick
 
 clean:
 	$(MAKE) -C csrc clean

@@ -236,7 +236,7 @@ def throughput(s: Subject, size: int, st: Settings, root: Path) -> dict[str, Any
         n, secs = boxed(writes(s.write, values[0]), st.box, cap)
         s.close()
         out["write"] = {"items": n, "seconds": secs, "rate": n / secs}
-        if s.kind != "floor":
+        if s.kind != "floor" and s.reads:  # not for the floors nor tape's write-only variant
             out["disk"] = {"entries": n, "bytes": disk_bytes(d), "per_entry": disk_bytes(d) / n}
             if s.kind == "tape":
                 out["disk"]["log_per_entry"] = log_bytes(d) / n

@@ -155,12 +155,11 @@ def latency_tables(report: dict[str, Any]) -> list[str]:
     kinds = [("write", "fixed-rate"), ("write", "full-speed"), ("read", "full-speed")]
     sizes = sorted({r["size"] for r in report["latency"]})
     for op, mode in kinds:
-        recs = {r["subject"]: r for r in report["latency"] if r["op"] == op and r["mode"] == mode}
-        at = {r["subject"]: r for r in recs.values() if r["size"] == GOAL_SIZE}
         by = {(r["subject"], r["size"]): r for r in report["latency"] if r["op"] == op and r["mode"] == mode}
-        if not recs:
+        if not by:
             continue
-        rate_txt = f" at {next(iter(recs.values()))['rate']:g}/s, timed from each call's intended start" if mode == "fixed-rate" else ""
+        at = {k: r for (k, s), r in by.items() if s == GOAL_SIZE}
+        rate_txt = f" at {report['settings']['rate']:g}/s, timed from each call's intended start" if mode == "fixed-rate" else ""
         lines += [f"**{op}, {mode}{rate_txt}** (µs)", ""]
         rows = []
         for k in _order(report, {s for s, _ in by}):
