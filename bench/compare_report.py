@@ -113,7 +113,8 @@ def headline(report: dict[str, Any]) -> list[str]:
         for op in ("write", "read"):
             x = _rate_of(r, op)
             mine = _rate_of(tape, op)
-            cells += [rate(x) if x else "", ratio(mine / x) if x and mine and k != TAPE else ""]
+            spread = f" ({rate(min(r[op]['runs']))}-{rate(max(r[op]['runs']))})" if x and "runs" in r[op] else ""
+            cells += [rate(x) + spread if x else "", ratio(mine / x) if x and mine and k != TAPE else ""]
         for op in ("write_many", "read_all"):
             x = _rate_of(r, op)
             cells.append(rate(x) if x else "")
@@ -233,7 +234,8 @@ def markdown(report: dict[str, Any]) -> str:
         + "".join(f"; after {k} {v}" for k, v in report["load"].items()) + ".",
         "",
         f"Each throughput figure is one time-boxed measurement ({st['box']:g} s or {st['cap_items']:,} items "
-        f"or {st['cap_bytes'] >> 20} MiB, whichever comes first; at 100 B the median of {st['repeats_100']}). "
+        f"or {st['cap_bytes'] >> 20} MiB, whichever comes first; at 100 B the median of {st['repeats_100']}, "
+        "with the lowest and highest in brackets). "
         "Ratios (tape ÷) are tape (raw)'s rate over the subject's for the same operation, from this run.",
         "",
     ]
