@@ -115,8 +115,10 @@ def _xreader(key: str, where: Path, how: str, samples_path: Path) -> None:
     if s.kind == "tape":
         tailer = s.q.tailer(spin=how == "spin")  # type: ignore[attr-defined]
 
-        def read() -> Any:
+        def waiting_read() -> Any:
             return tailer.read(timeout=0.1)
+
+        read = waiting_read
 
     clock, samples = time.monotonic_ns, array("q")
     print("ready", flush=True)
