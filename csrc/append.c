@@ -485,6 +485,53 @@ int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *end
     return append_n(a, data, ends, n, ts_ns, written, NULL);
 }
 
+int64_t tape_repair_tail(tape_queue *q)
+{
+    if (q->q_read_only)
+        return TAPE_EREADONLY;
+    int rc = tape_lock_meta(q);
+    if (rc < 0)
+        return rc;
+    int64_t newest = tape_neighbour_cycle(q, INT64_MAX, -1), cleared = 0;
+    tape_cyc y;
+    tape_cyc_init(&y);
+    if (newest >= 0 && (rc = tape_cyc_open(q, newest, 1, &y)) == 0) {
+        uint64_t p = y.y_data_off, s = 0;
+        uint32_t h = 0;
+        int damaged = tape_cyc_walk(&y, &p, &s, &h, NULL) == TAPE_ECORRUPT;
+        uint64_t cut = h == TAPE_H_EOF ? p + 4 : p; /* a sealed end stays */
+        if (damaged || tape_cyc_dirty_after(&y, p, h)) {
+            /* Nothing may point past the cut: empty those index slots. */
+            const uint64_t n = (uint64_t)1 << q->q_roll.r_count_log2;
+            uint64_t *i2i = (uint64_t *)(y.y_v.v_base + y.y_i2i_off);
+            tape_view_cover(&y.y_v, UINT64_MAX);
+            for (uint64_t k = 0; k < n; k++) {
+                uint64_t a = __atomic_load_n(&i2i[k], __ATOMIC_ACQUIRE);
+                if (a >= cut || (a && a + TAPE_ENTRY_HDR + 8 * n > y.y_v.v_size)) {
+                    __atomic_store_n(&i2i[k], 0, __ATOMIC_RELEASE);
+                } else if (a) {
+                    uint64_t *slots = (uint64_t *)(y.y_v.v_base + a + TAPE_ENTRY_HDR);
+                    for (uint64_t j = 0; j < n; j++)
+                        if (slots[j] >= cut)
+                            __atomic_store_n(&slots[j], 0, __ATOMIC_RELEASE);
+                }
+            }
+            if (y.y_v.v_size > cut + 4)
+                memset(y.y_v.v_base + cut + 4, 0, y.y_v.v_size - cut - 4);
+            if (h != TAPE_H_EOF && cut + 4 <= y.y_v.v_size)
+                __atomic_store_n((uint32_t *)(y.y_v.v_base + cut), 0u, __ATOMIC_RELEASE);
+            cleared = (int64_t)(y.y_v.v_size - cut);
+            /* Every writer, here and elsewhere, finds the end anew. */
+            uint64_t g = __atomic_load_n(&q->q_sh->m_hint_gen, __ATOMIC_RELAXED);
+            __atomic_store_n(&q->q_sh->m_hint_gen, (g + 1) | 1, __ATOMIC_RELEASE);
+            q->q_w.w_valid = 0;
+        }
+    }
+    tape_cyc_close(&y);
+    tape_unlock(q);
+    return rc < 0 ? rc : cleared;
+}
+
 int tape_appender_sync(tape_appender *a)
 {
     tape_queue *q = a->a_q;

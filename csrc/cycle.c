@@ -428,11 +428,11 @@ int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int
         if (h == 0 || (h & TAPE_H_NC))
             break;
         if ((h & TAPE_H_LEN) < TAPE_L_EXTRA)
-            return TAPE_ECORRUPT;
+            goto bad;
         uint32_t len = (h & TAPE_H_LEN) - TAPE_L_EXTRA;
         uint64_t sz = tape_entry_size(len);
         if (tape_view_cover(&y->y_v, p + sz) != 0)
-            return TAPE_ECORRUPT;
+            goto bad;
         const uint8_t *e = y->y_v.v_base + p;
         uint32_t crc;
         int64_t ts;
@@ -440,10 +440,10 @@ int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int
         memcpy(&ts, e + 8, 8);
         if (h & TAPE_H_META) {
             if (crc != tape_crc_meta(y->y_seed, h, (uint64_t)ts))
-                return TAPE_ECORRUPT;
+                goto bad;
         } else {
             if (crc != tape_crc_data(y->y_seed, h, s, ts, e + TAPE_ENTRY_HDR, len))
-                return TAPE_ECORRUPT;
+                goto bad;
             if (last_ts)
                 *last_ts = ts;
             s++;
@@ -454,6 +454,11 @@ int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int
     *seq = s;
     *last = h;
     return 0;
+bad: /* where the intact data ends */
+    *pos = p;
+    *seq = s;
+    *last = h;
+    return TAPE_ECORRUPT;
 }
 
 uint64_t tape_cyc_dirty_after(tape_cyc *y, uint64_t pos, uint32_t h)

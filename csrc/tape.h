@@ -292,6 +292,15 @@ typedef struct tape_verify_report {
  * writers append (it sees a consistent prefix). */
 int tape_verify(tape_queue *q, int flags, tape_verify_report *r);
 
+/* Make the queue writable again after a power loss tore its tail: in the
+ * newest cycle file, everything after the last entry whose checksum holds
+ * (what no reader can reach: readers stop at the damage) is cleared, and
+ * index slots pointing there are emptied. Nothing a reader could read is
+ * removed. Returns the number of bytes cleared (0 when the tail was sound),
+ * TAPE_EREADONLY, or a negative error. Damage before the newest cycle's tail
+ * is left for tape_verify to report. */
+int64_t tape_repair_tail(tape_queue *q);
+
 /* ---- named tailers ------------------------------------------------------- */
 
 #define TAPE_NAMED_MAX 256 /* named tailers per queue */

@@ -197,7 +197,8 @@ int tape_cyc_index_array(tape_queue *q, tape_cyc *y, uint64_t k, uint64_t *arr);
 /* The slots of the index array at offset arr. */
 const uint64_t *tape_cyc_slots(const tape_cyc *y, uint64_t arr);
 /* Walk forward from (*pos, *seq) over published entries, checking each CRC;
- * stops at the end of data (*last: the header word found there). */
+ * stops at the end of data (*last: the header word found there), or returns
+ * TAPE_ECORRUPT with *pos and *seq at the first damaged entry. */
 int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int64_t *last_ts);
 /* The end of data is at `pos`, header word `h` there: offset of the first
  * non-zero byte after it (past a dead writer's unfinished entry) up to the

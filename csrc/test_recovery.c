@@ -332,7 +332,45 @@ static void zeroed_page_in_an_older_cycle_is_damage_not_its_end(void)
     tape_close(q);
 }
 
+/* A power loss tore the last entry: appends are refused until the tail is
+ * repaired, which removes only what no reader could reach. */
+static void repairing_a_torn_tail_lets_writers_append_again(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(open_q("daily", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    char buf[100];
+    memset(buf, 'r', sizeof buf);
+    int64_t last = 0;
+    for (int i = 0; i < 200; i++)
+        CHECK_OK(last = tape_append(a, buf, sizeof buf, 0));
+    tape_appender_close(a);
+    tape_cyc y;
+    CHECK_OK(tape_cyc_open(q, tape_index_cycle(q, last), 1, &y));
+    uint64_t pos;
+    CHECK_EQ(tape_cyc_locate(q, &y, (uint64_t)tape_index_seq(q, last), &pos), 1);
+    memset(y.y_v.v_base + pos + 16, 0, 50); /* its payload never reached the disk */
+    tape_cyc_close(&y);
+    tape_close(q);
+
+    CHECK_OK(open_q("daily", &q)); /* as after a restart */
+    CHECK_OK(tape_appender_open(q, &a));
+    EXPECT_EQ(tape_append(a, "x", 1, 0), TAPE_ECORRUPT);
+    int64_t cleared = tape_repair_tail(q);
+    EXPECT(cleared > 0);
+    int64_t next = tape_append(a, "after", 5, 0);
+    EXPECT_EQ(next, last); /* the torn entry's place */
+    EXPECT_EQ(tape_count(q), 200);
+    tape_verify_report r;
+    EXPECT_EQ(tape_verify(q, 0, &r), 0);
+    EXPECT_EQ(tape_repair_tail(q), 0); /* a sound tail is left alone */
+    tape_appender_close(a);
+    tape_close(q);
+}
+
 static const th_test tests[] = {
+    TEST(repairing_a_torn_tail_lets_writers_append_again),
     TEST(zeroed_page_in_an_older_cycle_is_damage_not_its_end),
     TEST(stale_writer_appends_after_a_dead_writers_entries),
     TEST(abandoned_entry_larger_than_the_view_is_cleared),

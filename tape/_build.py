@@ -172,6 +172,7 @@ typedef struct tape_verify_report {
 
 #define TAPE_VERIFY_SALVAGE ...
 int tape_verify(tape_queue *q, int flags, tape_verify_report *r);
+int64_t tape_repair_tail(tape_queue *q);
 """
 
 ffibuilder = cffi.FFI()

@@ -669,6 +669,25 @@ def _verify_text(r: tape.VerifyReport, where: str | None) -> list[str]:
     return _table(rows)
 
 
+@cli.command(short_help="Clear a torn tail so writers can append again.")
+@_path_argument
+def repair(path: str) -> None:
+    """Clear what follows the last intact entry of the newest cycle of the queue at PATH.
+
+    After a power loss the last entries may be torn: readers stop before them
+    and writers refuse to append. This clears them (nothing a reader could
+    read) and prints how many bytes it cleared; run tape verify first to see
+    what is damaged.
+
+    \b
+    Example:
+      tape verify /data/orders || tape repair /data/orders
+    """
+    with tape.Queue(path, create=False, raw=True) as q:
+        cleared = q.repair()
+    click.echo(f"cleared {_size(cleared)} after the last intact entry" if cleared else "the tail is sound")
+
+
 @cli.command(short_help="Remove old cycle files.")
 @_path_argument
 @click.option("--keep-cycles", type=click.IntRange(0), metavar="N", help="Keep the last N cycle files.")

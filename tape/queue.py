@@ -602,6 +602,19 @@ class Queue:
             message=ffi.string(r.vr_message).decode(errors="replace"),
         )
 
+    def repair(self) -> int:
+        """Make the queue writable again after a power loss tore its tail; the bytes cleared.
+
+        In the newest cycle file, what follows the last entry whose checksum
+        holds is cleared: nothing a reader could reach (readers stop at the
+        damage). A sound tail is left as it is (0). Damage further back is for
+        verify() to report.
+        """
+        with self._lock:
+            cleared: int = lib.tape_repair_tail(self._ptr())
+        check(cleared, self.path)
+        return cleared
+
     def describe(self) -> dict[str, Any]:
         """Everything about the queue a person would want to see, as a plain dict."""
         info = self._info()

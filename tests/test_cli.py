@@ -565,3 +565,11 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
 def test_debug_lets_the_exception_through(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--debug", "info", str(tmp_path / "nothing")])
     assert isinstance(result.exception, tape.QueueNotFoundError)
+
+
+def test_repair_reports_a_sound_tail(tmp_path: Path) -> None:
+    q = tape.Queue(tmp_path / "q")
+    q.appender().write(1)
+    q.close()
+    result = CliRunner().invoke(cli, ["repair", str(tmp_path / "q")])
+    assert result.exit_code == 0 and "sound" in result.output

@@ -57,3 +57,27 @@ def test_a_damaged_queue_is_still_described(raw_queue: tape.Queue) -> None:
     assert raw_queue.count() == 100
     assert raw_queue.describe()["cycles"][0]["damaged"] is True
     assert not raw_queue.verify().ok
+
+
+def test_repair_clears_a_torn_tail_so_writers_append_again(raw_queue: tape.Queue, qpath: Path) -> None:
+    raw_queue.appender().write_many([bytes([i]) * 50 for i in range(100)])
+    path = _cycle_file(raw_queue)
+    raw_queue.close()
+    data = bytearray(path.read_bytes())
+    at = data.find(bytes([99]) * 50)
+    data[at : at + 50] = bytes(50)  # the last payload never reached the disk
+    path.write_bytes(bytes(data))
+    with tape.Queue(qpath) as q:
+        a = q.appender()
+        try:
+            a.write(b"x")
+        except tape.CorruptionError:
+            pass
+        else:
+            raise AssertionError("an append after a torn entry was acknowledged")
+        assert q.repair() > 0
+        a.write(b"after")
+        assert q.verify().ok
+        values = list(q.tailer())
+        assert values[:99] == [bytes([i]) * 50 for i in range(99)] and values[99:] == [b"after"]
+        assert q.repair() == 0
