@@ -63,15 +63,16 @@ class Settings:
     lat_cap: int = 500_000
     rate: float = 1000.0  # operations a second in the fixed-rate test
     rate_box: float = 2.0
+    rate_box_100: float = 10.0  # at 100 B: more samples for the tail percentiles
     xproc_rate: float = 1000.0
-    xproc_seconds: float = 3.0
+    xproc_seconds: float = 5.0
     kills: int = 20
     kill_within: float = 0.4  # seconds after the writer's first acknowledgement, at most
 
 
 FULL = Settings("full")
 QUICK = Settings("quick", box=0.15, cap_items=300_000, cap_bytes=32 << 20, repeats_100=1, lat_box=0.1,
-                 lat_cap=50_000, rate_box=0.3, xproc_seconds=0.7, kills=4, kill_within=0.2)
+                 lat_cap=50_000, rate_box=0.3, rate_box_100=0.3, xproc_seconds=0.7, kills=4, kill_within=0.2)
 
 
 # -- the machine -----------------------------------------------------------------------------
@@ -329,10 +330,11 @@ def latency(s: Subject, size: int, st: Settings, root: Path, overhead: int) -> l
     with scratch(root, f"{s.key}-{size}-rate") as d:
         s.open(d)
         write = s.write
-        n = max(1, min(int(st.rate * st.rate_box), st.cap_bytes // size))
+        box = rate_box(st, size)
+        n = max(1, min(int(st.rate * box), st.cap_bytes // size))
         samples, interval = array("q", bytes(8 * n)), 1e9 / st.rate
         start = pc() + 1_000_000
-        give_up = start + int(2e9 * st.rate_box)
+        give_up = start + int(2e9 * box)
         for k in range(n):
             due = start + int(k * interval)
             wait_until(due, pc)
@@ -344,6 +346,11 @@ def latency(s: Subject, size: int, st: Settings, root: Path, overhead: int) -> l
         s.close()
         out.append(_latency_record(s.key, size, "write", "fixed-rate", samples, overhead, st.rate))
     return out
+
+
+def rate_box(st: Settings, size: int) -> float:
+    """Seconds of the fixed-rate test at this payload size."""
+    return st.rate_box_100 if size == 100 else st.rate_box
 
 
 def wait_until(due: int, clock: Callable[[], int]) -> None:
@@ -361,7 +368,7 @@ def c_latency(c: CMemcpy, size: int, st: Settings, root: Path) -> list[dict[str,
     for mode, rate in (("full-speed", None), ("fixed-rate", st.rate)):
         with scratch(root, f"{c.key}-{size}-{mode}") as d:
             cap = max(1, min(st.lat_cap, st.cap_bytes // size))
-            samples, overhead = c.latency(d, size, st.rate_box if rate else st.lat_box, cap, rate)
+            samples, overhead = c.latency(d, size, rate_box(st, size) if rate else st.lat_box, cap, rate)
         out.append(_latency_record(c.key, size, "write", mode, samples, overhead, rate))
     return out
 

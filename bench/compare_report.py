@@ -252,7 +252,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["## Latency per operation (HdrHistogram)", "",
                   f"Full speed: {st['lat_box']:g} s (or {st['lat_cap']:,} calls) of back-to-back calls, each timed with "
                   "perf_counter_ns(), less the median cost of an empty timing pair. Fixed rate: "
-                  f"{st['rate']:g} calls a second for {st['rate_box']:g} s, each timed from the moment it was due, "
+                  f"{st['rate']:g} calls a second for {st['rate_box']:g} s ({st['rate_box_100']:g} s at 100 B), each timed from the moment it was due, "
                   "so a stall also counts against the calls that had to wait (coordinated omission corrected).", "",
                   *latency_tables(report)]
     if report["xproc"]:
