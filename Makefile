@@ -8,7 +8,8 @@
 #   make torture    crash suite at length: kill -9 storm of TORTURE_KILLS (5000) kills with
 #                   writers that survive, and the 8-writer test 3 times (not in make test)
 #   make bench      C benchmark, then the Python benchmarks (bench/) on a release
-#                   build of tape in .venv-bench
+#                   build of tape in .venv-bench, then tape against its peers
+#   make bench-quick  the comparison with the peers, short
 #   make clean
 
 PYTHON ?= python3
