@@ -679,7 +679,29 @@ class Queue:
         return f"<tape.Queue {self.path!r} {self.roll_cycle} {self.codec_name} {state}>"
 
 
-class Appender:
+class _Child:
+    """What an appender and a tailer share: a C handle their queue owns, closed through it."""
+
+    _queue: Queue
+    _handle: _Handle
+
+    def close(self) -> None:
+        """Close it; idempotent."""
+        with self._queue._lock:
+            if self._handle.ptr is None:
+                return
+            lifecycle.closing(self)
+            self._queue._release(self._handle)
+        lifecycle.unregister(self)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Appender(_Child):
     """Appends entries to a queue; safe to share between threads."""
 
     def __init__(self, queue: Queue, handle: _Handle) -> None:
@@ -793,25 +815,11 @@ class Appender:
         """write(obj) for asyncio code; it does not wait (a write takes microseconds)."""
         return await aio.awrite(self, obj)
 
-    def close(self) -> None:
-        """Close the appender; idempotent."""
-        with self._queue._lock:
-            if self._handle.ptr is None:
-                return
-            lifecycle.closing(self)
-            self._queue._release(self._handle)
-        lifecycle.unregister(self)
-
     def __enter__(self) -> Appender:
         if self._handle.ptr is None:
             raise self._closed()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         with self._handle.lock:
@@ -821,7 +829,7 @@ class Appender:
         return f"<tape.Appender of {self._path!r} {state}>"
 
 
-class Tailer:
+class Tailer(_Child):
     """Reads a queue from a position that it moves; one thread at a time.
 
     Reading goes through batches: one call into the core copies many entries,
@@ -1160,23 +1168,13 @@ class Tailer:
         """Close the tailer; idempotent."""
         if self._batch is not None:
             self._drop_batch()
-        with self._queue._lock:
-            if self._handle.ptr is None:
-                return
-            lifecycle.closing(self)
-            self._queue._release(self._handle)
-        lifecycle.unregister(self)
+        super().close()
 
     def __enter__(self) -> Tailer:
         with self._lock:
             self._ptr()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         name = "" if self._name is None else f" {self._name!r}"
