@@ -17,7 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define JUMPS_BEFORE_TRIM 1024
+/* Each fault on a file mapping maps 16 pages (the kernel's fault-around):
+ * 512 random moves leave at most about 40 MB mapped before they are
+ * released. */
+#define JUMPS_BEFORE_TRIM 512
 
 struct tape_tailer {
     tape_queue *t_q;
