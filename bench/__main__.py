@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import api, big
+from tape import _core
 from bench.api import Benchmark, Context, Result
 
 _HERE = Path(__file__).resolve().parent
@@ -46,6 +47,12 @@ def machine(where: Path) -> dict[str, Any]:
         "queue_dir": str(where),
         "filesystem": fs.strip() or "unknown",
     }
+
+
+def tape_build() -> dict[str, Any]:
+    """Which tape extension was imported, and whether it has the test hooks (TAPE_TESTING=1)."""
+    core = Path(_core.__file__).resolve()
+    return {"extension": str(core), "testing_build": b"tape_kill_point" in core.read_bytes()}
 
 
 def git_commit() -> str:
@@ -127,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "commit": git_commit(),
         "machine": machine(parent),
+        "tape": tape_build(),
         "runs": args.runs,
         "load_before": loadavg(),
     }
@@ -163,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{report['machine']['cpu']}, {report['machine']['cores']} cores, Linux {report['machine']['kernel']},"
           f" {report['machine']['filesystem']}; load {report['load_before']} -> {report['load_after']}")
+    print(f"tape extension {report['tape']['extension']}"
+          f" ({'test hooks compiled in' if report['tape']['testing_build'] else 'release build'})")
     print(table(results, args.runs))
     for r in results:
         if r.bench.note and not r.skipped:
