@@ -31,8 +31,6 @@ int tape_appender_open(tape_queue *q, tape_appender **out)
     int rc = tape_register_writer(q);
     if (rc == 0)
         rc = tape_prefault_start(q);
-    if (rc == 0)
-        q->q_appenders++;
     pthread_mutex_unlock(&q->q_mu);
     if (rc < 0) {
         free(a);
@@ -46,11 +44,6 @@ int tape_appender_open(tape_queue *q, tape_appender **out)
 
 void tape_appender_close(tape_appender *a)
 {
-    if (!a)
-        return;
-    pthread_mutex_lock(&a->a_q->q_mu);
-    a->a_q->q_appenders--;
-    pthread_mutex_unlock(&a->a_q->q_mu);
     free(a);
 }
 

@@ -34,10 +34,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static rule rules[MAX_RULES];
 static int nrules;
 static long calls[TC_N];
-static struct {
-    char name[32];
-    long hits;
-} points[MAX_RULES];
+static long hits[MAX_RULES]; /* per kill rule */
 static int configured;
 /* Kill points are on the append path: when none is armed they cost one
  * relaxed load. -1 until the environment has been read. */
@@ -119,7 +116,7 @@ int tape_fault_configure(const char *faults, const char *kills)
     configured = 1;
     nrules = 0;
     memset(calls, 0, sizeof calls);
-    memset(points, 0, sizeof points);
+    memset(hits, 0, sizeof hits);
     int rc = parse(faults, 0);
     if (rc == 0)
         rc = parse(kills, 1);
@@ -153,9 +150,7 @@ void tape_kill_point(const char *name)
     for (int i = 0; i < nrules && !die; i++) {
         if (rules[i].r_call >= 0 || strcmp(rules[i].r_point, name) != 0)
             continue;
-        if (!points[i].name[0])
-            snprintf(points[i].name, sizeof points[i].name, "%s", name);
-        die = ++points[i].hits == rules[i].r_n;
+        die = ++hits[i] == rules[i].r_n;
     }
     pthread_mutex_unlock(&mu);
     if (die)

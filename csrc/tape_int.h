@@ -246,7 +246,6 @@ struct tape_queue {
     uint32_t q_pid;
     tape_writer q_w;
     atomic_int q_poisoned;
-    int q_appenders;
 
     /* the cycles that have a file, as last listed (q_mu guards these) */
     int64_t *q_cyc_list;
