@@ -440,23 +440,23 @@ class Queue:
             raise
         return tailer
 
-    @property
-    def first_index(self) -> int | None:
-        """Index of the first entry, None when the queue is empty."""
+    def _edge(self, which: Callable[[Any], int]) -> int | None:
+        """tape_first_index or tape_last_index: None when the queue is empty."""
         with self._lock:
-            index: int = lib.tape_first_index(self._ptr())
+            index = which(self._ptr())
         if index < -1:
             check(index, self.path)
         return _none_if_negative(index)
 
     @property
+    def first_index(self) -> int | None:
+        """Index of the first entry, None when the queue is empty."""
+        return self._edge(lib.tape_first_index)
+
+    @property
     def last_index(self) -> int | None:
         """Index of the last entry, None when the queue is empty."""
-        with self._lock:
-            index: int = lib.tape_last_index(self._ptr())
-        if index < -1:
-            check(index, self.path)
-        return _none_if_negative(index)
+        return self._edge(lib.tape_last_index)
 
     def count(self) -> int:
         """Number of entries in the queue."""

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -312,4 +311,3 @@ def test_reopening_in_a_later_cycle_continues(qpath: Path) -> None:
         q.appender().write("b")
         assert list(q.tailer()) == ["a", "b"]
         assert len(q.cycles()) == 2
-    time.sleep(0)  # nothing left running
