@@ -39,7 +39,7 @@ static int th_test_failed_before;
 static char th_root[1024];
 static char th_dir[2048];
 
-static void th_fail(const char *file, int line, const char *fmt, ...)
+static inline void th_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #define TH_FAIL(...) th_fail(__FILE__, __LINE__, __VA_ARGS__)
@@ -67,7 +67,7 @@ static void th_fail(const char *file, int line, const char *fmt, ...)
         }                                                                   \
     } while (0)
 
-static void th_fail(const char *file, int line, const char *fmt, ...)
+static inline void th_fail(const char *file, int line, const char *fmt, ...)
 {
     va_list ap;
     atomic_fetch_add(&th_failures, 1);

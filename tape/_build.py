@@ -173,6 +173,8 @@ typedef struct tape_verify_report {
 #define TAPE_VERIFY_SALVAGE ...
 int tape_verify(tape_queue *q, int flags, tape_verify_report *r);
 int64_t tape_repair_tail(tape_queue *q);
+
+int tape_msgpack_check_keys(const void *buf, size_t len);
 """
 
 ffibuilder = cffi.FFI()

@@ -19,7 +19,7 @@ import math
 import pickle
 import reprlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,7 +54,11 @@ __all__ = [
 
 @runtime_checkable
 class Codec(Protocol):
-    """Turns values into bytes and back; `name` is what a queue records."""
+    """Turns values into bytes and back; `name` is what a queue records.
+
+    A codec may also have `decode_many(buf, ends)`, as MsgpackCodec has:
+    tailers then decode a batch of payloads in one call.
+    """
 
     @property
     def name(self) -> str: ...
@@ -176,30 +180,9 @@ class RawCodec:
 
 # -- msgpack ---------------------------------------------------------------------------
 
-_MSGPACK_KEYS = frozenset({str, bytes, int})
-# Types that hold no map: a dict, list or tuple whose parts are all of these
-# needs no deeper look for keys.
-_MSGPACK_LEAVES = frozenset({str, bytes, int, float, bool, type(None), datetime})
 _MSGPACK_INT_MIN = -(2**63)
 _MSGPACK_INT_END = 2**64
-
-
-def _msgpack_keys_plain(obj: Any) -> bool:
-    """True when every map key inside `obj` is exactly a str, bytes or int.
-
-    The fast check made before every encode: msgpack itself would pack a tuple
-    key as an array, which no reader can turn back into a key. False may be a
-    false alarm (an int subclass as key); _msgpack_objection decides.
-    """
-    if isinstance(obj, dict):
-        if not _MSGPACK_KEYS.issuperset(map(type, obj)):
-            return False
-        parts: Any = obj.values()
-    elif isinstance(obj, (list, tuple)):
-        parts = obj
-    else:
-        return True
-    return _MSGPACK_LEAVES.issuperset(map(type, parts)) or all(map(_msgpack_keys_plain, parts))
+_check_keys = lib.tape_msgpack_check_keys
 
 
 def _msgpack_objection(part: Any, is_key: bool) -> str | None:
@@ -244,16 +227,17 @@ class MsgpackCodec:
         except AttributeError:
             pack = self._local.pack = msgpack.Packer(use_bin_type=True, datetime=True).pack
         try:
-            plain = _msgpack_keys_plain(obj)
-        except RecursionError:
-            raise EncodeError("msgpack cannot encode the value: nested too deeply") from None
-        if not plain and (why := _first_objection(obj, _msgpack_objection)) is not None:
-            raise EncodeError(f"msgpack cannot encode the value: {why}")
-        try:
             data: bytes = pack(obj)
         except (TypeError, OverflowError, ValueError) as exc:
-            why = _first_objection(obj, _msgpack_objection) or str(exc)
+            why = _first_objection(obj, _msgpack_objection)
+            if why is None:  # msgpack stops at 512 levels: a value deeper, or containing itself
+                why = "value: nested too deeply" if "recursion" in str(exc) else str(exc)
             raise EncodeError(f"msgpack cannot encode the value: {why}") from exc
+        # msgpack packs a tuple key as an array, which no reader can turn back
+        # into a key: the packed bytes tell, faster than a walk of `obj`.
+        if _check_keys(data, len(data)) != 0:
+            why = _first_objection(obj, _msgpack_objection) or "a map key that is not a str, bytes or int"
+            raise EncodeError(f"msgpack cannot encode the value: {why}")
         return data
 
     def decode(self, buf: bytes | memoryview) -> Any:
@@ -261,6 +245,35 @@ class MsgpackCodec:
             return msgpack.unpackb(buf, raw=False, strict_map_key=False, timestamp=3)
         except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
             raise DecodeError(f"not a msgpack value: {exc}") from exc
+
+    def decode_many(self, buf: bytes, ends: Sequence[int]) -> tuple[list[Any], Exception | None]:
+        """The values of the payloads buf[:ends[0]], buf[ends[0]:ends[1]], ...
+
+        Decoded in one stream, a quarter faster than one decode() each, up to
+        the first payload that is not exactly one value; also returns why
+        that one is not (None when all are).
+        """
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, timestamp=3)
+        unpacker.feed(buf)
+        unpack, tell = unpacker.unpack, unpacker.tell
+        values: list[Any] = []
+        append = values.append
+        try:
+            for end in ends:
+                append(unpack())
+                if tell() != end:  # the value ran over its payload, or stopped short
+                    values.pop()
+                    break
+            else:
+                return values, None
+        except Exception:
+            pass
+        start = ends[len(values) - 1] if values else 0
+        try:
+            self.decode(memoryview(buf)[start : ends[len(values)]])
+        except Exception as exc:
+            return values, exc
+        return values, DecodeError("not a msgpack value")
 
 
 # -- json --------------------------------------------------------------------------------

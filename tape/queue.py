@@ -74,6 +74,9 @@ _WAIT_SLICE = 0.1
 # Per-tailer buffers for reading a batch of entries in one call into the core.
 _BATCH_BYTES = 1 << 20
 _BATCH_SLOTS = 4096
+# From this many entries on, a codec's decode_many (if it has one) decodes a
+# batch: below, setting it up costs more than it saves.
+_DECODE_MANY_MIN = 4
 _BYTES_ONLY = frozenset({bytes})
 _NAME_MAX = lib.TAPE_NAME_MAX  # named tailers' names: bytes, with the NUL
 _TAPE_APPEND = lib.tape_append  # bound once: Appender.write is the hottest call
@@ -849,6 +852,7 @@ class Tailer(_Child):
         self._lock = handle.lock
         self._path = queue.path
         self._decode = queue.codec.decode
+        self._decode_many = getattr(queue.codec, "decode_many", None)
         self._raw = type(queue.codec) is codecs.RawCodec
         self._entry = ffi.new("tape_entry *")
         self._buffers: tuple[Any, Any, Any, Any] | None = None
@@ -1009,6 +1013,8 @@ class Tailer(_Child):
         error = None
         if self._raw:
             values: list[Any] = list(map(data.__getitem__, pieces))
+        elif self._decode_many is not None and n >= _DECODE_MANY_MIN:
+            values, error = self._decode_many(data, offsets)
         else:
             values, error = self._decode_all(list(map(memoryview(data).__getitem__, pieces)))
         if entries:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
 import subprocess
@@ -211,6 +212,41 @@ def test_msgpack_refuses_a_value_that_contains_itself() -> None:
     loop.append(loop)
     with pytest.raises(tape.EncodeError, match="nested too deeply"):
         codecs.get("msgpack").encode(loop)
+
+
+_any_key = (
+    st.text(max_size=3)
+    | st.binary(max_size=3)
+    | st.integers(_INT64_MIN, _UINT64_MAX)
+    | st.floats(allow_nan=False)
+    | st.booleans()
+    | st.none()
+    | st.tuples(st.integers(0, 3))
+)
+_values_with_any_keys = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_any_key, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _keys_plain(value: Any) -> bool:
+    """Whether every map key in `value` is a str, bytes or int (not bool)."""
+    if isinstance(value, dict):
+        return all(type(k) in (str, bytes, int) for k in value) and all(map(_keys_plain, value.values()))
+    if isinstance(value, list):
+        return all(map(_keys_plain, value))
+    return True
+
+
+@given(value=_values_with_any_keys)
+def test_msgpack_refuses_exactly_the_values_with_other_map_keys(value: Any) -> None:
+    c = codecs.get("msgpack")
+    if _keys_plain(value):
+        assert c.decode(c.encode(value)) == value
+    else:
+        with pytest.raises(tape.EncodeError, match="a map key of type"):
+            c.encode(value)
 
 
 def test_msgpack_accepts_int_subclasses_as_keys() -> None:
@@ -451,6 +487,46 @@ def test_an_undecodable_entry_ends_iteration_with_decode_error_then_it_goes_on(
         assert got == [0, 1, 2, 3, 4]
         assert isinstance(tape.DecodeError("x"), tape.CorruptionError)
         assert list(t) == [5, 6, 7, 8, 9]
+
+
+class BatchMsgpack(StrictMsgpack):
+    """StrictMsgpack that decodes batches in one stream, as the msgpack codec does."""
+
+    decode_many = staticmethod(codecs.MsgpackCodec().decode_many)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"\xc1",  # never valid
+        b"",  # no value
+        b"\x05\x06",  # two values
+        b"\x92\x01",  # an array cut short, which the next payload would complete
+    ],
+    ids=["reserved-byte", "empty", "two-values", "cut-short"],
+)
+def test_a_batch_decoded_in_one_stream_stops_exactly_at_the_bad_payload(qpath: Path, bad: bytes) -> None:
+    with tape.Queue(qpath, codec="raw") as q:
+        a = q.appender()
+        a.write_many(msgpack.packb(k) for k in range(5))
+        a.write(bad)
+        a.write_many(msgpack.packb(k) for k in range(5, 10))
+    with tape.Queue(qpath, codec=BatchMsgpack()) as q:
+        t = q.tailer()
+        got = []
+        with pytest.raises(tape.DecodeError):
+            for value in t:
+                got.append(value)
+        assert got == [0, 1, 2, 3, 4]
+        assert list(t) == [5, 6, 7, 8, 9]
+
+
+def test_decode_many_matches_decode_for_generated_batches() -> None:
+    c = codecs.get("msgpack")
+    values = [{"n": k, "s": "x" * k, "l": [k, None, b"b"]} for k in range(50)]
+    payloads = [c.encode(v) for v in values]
+    ends = list(itertools.accumulate(map(len, payloads)))
+    assert c.decode_many(b"".join(payloads), ends) == (values, None)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
