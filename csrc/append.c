@@ -8,6 +8,8 @@
 #include "fault.h"
 
 #include <errno.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -18,7 +20,26 @@
 struct tape_appender {
     tape_queue *a_q;
     int64_t a_last;
+    int a_shut;  /* set by tape_appender_shut: calls fail from then on */
+    int a_busy;  /* calls in progress, which tape_appender_shut waits for */
 };
+
+/* Begin a call on `a`: false (touch nothing) once it is shut. The seq_cst
+ * increment-then-load here and store-then-load in tape_appender_shut mean
+ * that either the shut sees this call busy, or this call sees the shut. */
+static bool appender_enter(tape_appender *a)
+{
+    __atomic_add_fetch(&a->a_busy, 1, __ATOMIC_SEQ_CST);
+    if (!__atomic_load_n(&a->a_shut, __ATOMIC_SEQ_CST))
+        return true;
+    __atomic_sub_fetch(&a->a_busy, 1, __ATOMIC_RELEASE);
+    return false;
+}
+
+static void appender_leave(tape_appender *a)
+{
+    __atomic_sub_fetch(&a->a_busy, 1, __ATOMIC_RELEASE);
+}
 
 int tape_appender_open(tape_queue *q, tape_appender **out)
 {
@@ -42,8 +63,16 @@ int tape_appender_open(tape_queue *q, tape_appender **out)
     return 0;
 }
 
+void tape_appender_shut(tape_appender *a)
+{
+    __atomic_store_n(&a->a_shut, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&a->a_busy, __ATOMIC_ACQUIRE) != 0)
+        sched_yield(); /* an append takes microseconds; a sync, milliseconds */
+}
+
 void tape_appender_close(tape_appender *a)
 {
+    tape_appender_shut(a);
     free(a);
 }
 
@@ -457,8 +486,12 @@ int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_n
 {
     if (len > TAPE_MAX_PAYLOAD)
         return TAPE_ETOOBIG;
+    if (!appender_enter(a))
+        return TAPE_ECLOSED;
     uint64_t end = len;
-    return append_n(a, data, &end, 1, ts_ns, NULL, NULL);
+    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, NULL);
+    appender_leave(a);
+    return rc;
 }
 
 int64_t tape_append_if(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
@@ -466,8 +499,12 @@ int64_t tape_append_if(tape_appender *a, const void *data, size_t len, int64_t t
 {
     if (len > TAPE_MAX_PAYLOAD)
         return TAPE_ETOOBIG;
+    if (!appender_enter(a))
+        return TAPE_ECLOSED;
     uint64_t end = len;
-    return append_n(a, data, &end, 1, ts_ns, NULL, &expected_last);
+    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last);
+    appender_leave(a);
+    return rc;
 }
 
 int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *ends, size_t n,
@@ -475,7 +512,11 @@ int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *end
 {
     if (n == 0)
         return TAPE_EINVAL;
-    return append_n(a, data, ends, n, ts_ns, written, NULL);
+    if (!appender_enter(a))
+        return TAPE_ECLOSED;
+    int64_t rc = append_n(a, data, ends, n, ts_ns, written, NULL);
+    appender_leave(a);
+    return rc;
 }
 
 int64_t tape_repair_tail(tape_queue *q)
@@ -525,7 +566,7 @@ int64_t tape_repair_tail(tape_queue *q)
     return rc < 0 ? rc : cleared;
 }
 
-int tape_appender_sync(tape_appender *a)
+static int appender_sync(tape_appender *a)
 {
     tape_queue *q = a->a_q;
     if (atomic_load_explicit(&q->q_poisoned, memory_order_relaxed))
@@ -550,5 +591,14 @@ int tape_appender_sync(tape_appender *a)
         close(fd);
     if (rc < 0)
         atomic_store(&q->q_poisoned, 1);
+    return rc;
+}
+
+int tape_appender_sync(tape_appender *a)
+{
+    if (!appender_enter(a))
+        return TAPE_ECLOSED;
+    int rc = appender_sync(a);
+    appender_leave(a);
     return rc;
 }

@@ -19,6 +19,7 @@ const char *tape_strerror(int rc)
     case TAPE_EROLLCYCLE: return "unknown roll cycle";
     case TAPE_ECLOCK: return "timestamp outside the range of the roll cycle";
     case TAPE_ECONFLICT: return "another entry was appended first";
+    case TAPE_ECLOSED: return "the appender is closed";
     default: break;
     }
     if (rc < 0 && rc > TAPE_EBASE)

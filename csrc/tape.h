@@ -54,6 +54,7 @@ extern "C" {
 #define TAPE_EROLLCYCLE   (-30010) /* unknown roll cycle name */
 #define TAPE_ECLOCK       (-30011) /* timestamp outside the range of the roll cycle */
 #define TAPE_ECONFLICT    (-30012) /* tape_append_if: the last entry is not the expected one */
+#define TAPE_ECLOSED      (-30013) /* the appender was shut (tape_appender_shut) */
 
 /* ---- limits ------------------------------------------------------------- */
 
@@ -172,6 +173,14 @@ typedef struct tape_appender tape_appender;
 
 /* Create an appender. TAPE_EREADONLY on a read-only queue. */
 int tape_appender_open(tape_queue *q, tape_appender **out);
+
+/* Shut the appender: every later call on it (append, sync) returns
+ * TAPE_ECLOSED without touching its queue; waits for the calls other threads
+ * have in progress. After it the queue may be closed while other threads
+ * still hold the appender; free it with tape_appender_close when none does. */
+void tape_appender_shut(tape_appender *a);
+
+/* Shut (if not yet) and free the appender. */
 void tape_appender_close(tape_appender *a);
 
 /* Append one entry. `ts_ns` is the timestamp to record, or 0 for the wall

@@ -662,6 +662,49 @@ static void killed_writer_loses_nothing_and_blocks_no_one(void)
     munmap((void *)acked, 4096);
 }
 
+/* Appends on a shared appender until the core refuses it; counts refusals
+ * that are not TAPE_ECLOSED as failures. */
+static void *append_until_shut(void *arg)
+{
+    tape_appender *a = arg;
+    int64_t rc;
+    while ((rc = tape_append(a, "payload", 7, 0)) >= 0)
+        ;
+    if (rc != TAPE_ECLOSED)
+        TH_FAIL("append: %s", tape_strerror((int)rc));
+    EXPECT_EQ(tape_appender_sync(a), TAPE_ECLOSED);
+    return NULL;
+}
+
+/* A shut appender refuses every call without touching its queue, so the
+ * queue may be closed while other threads still call it (ASan checks that). */
+static void shut_appender_refuses_calls_and_its_queue_can_close(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(th_open("q", "daily", "raw", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    pthread_t th[3];
+    for (int k = 0; k < 3; k++)
+        CHECK_EQ(pthread_create(&th[k], NULL, append_until_shut, a), 0);
+    usleep(20000);
+    tape_appender_shut(a);
+    int64_t count = tape_count(q);
+    EXPECT(count > 0);
+    tape_close(q); /* the threads may still be calling tape_append(a) */
+    for (int k = 0; k < 3; k++)
+        pthread_join(th[k], NULL);
+    EXPECT_EQ(tape_append(a, "x", 1, 0), TAPE_ECLOSED);
+    size_t written = 1;
+    uint64_t end = 1;
+    EXPECT_EQ(tape_append_many(a, "x", &end, 1, 0, &written), TAPE_ECLOSED);
+    EXPECT_EQ(tape_append_if(a, "x", 1, 0, -1), TAPE_ECLOSED);
+    tape_appender_close(a);
+    CHECK_OK(th_open("q", "daily", "raw", &q));
+    EXPECT_EQ(tape_count(q), count);
+    tape_close(q);
+}
+
 static const th_test tests[] = {
     TEST(reader_thread_follows_writer_thread),
     TEST(four_writer_threads_one_total_order),
@@ -672,6 +715,7 @@ static const th_test tests[] = {
     TEST(wait_returns_after_its_timeout),
     TEST(wait_returns_when_another_process_appends),
     TEST(killed_writer_loses_nothing_and_blocks_no_one),
+    TEST(shut_appender_refuses_calls_and_its_queue_can_close),
 };
 
 TEST_MAIN(tests)

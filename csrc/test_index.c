@@ -249,14 +249,15 @@ static void strerror_covers_every_code(void)
 {
     int codes[] = {TAPE_ECORRUPT, TAPE_EVERSION, TAPE_ENOTQUEUE, TAPE_EINCOMPAT,
                    TAPE_EREADONLY, TAPE_ETOOBIG, TAPE_ECYCLEFULL, TAPE_EPOISONED,
-                   TAPE_EINVAL, TAPE_EROLLCYCLE, TAPE_ECLOCK, -ENOENT, -ENOSPC, 0,
+                   TAPE_EINVAL, TAPE_EROLLCYCLE, TAPE_ECLOCK, TAPE_ECONFLICT,
+                   TAPE_ECLOSED, -ENOENT, -ENOSPC, 0,
                    -123456, 42};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         const char *s = tape_strerror(codes[i]);
         EXPECT(s != NULL && s[0] != '\0');
     }
     /* The library's texts are distinct from each other. */
-    for (int a = TAPE_ECLOCK; a <= TAPE_ECORRUPT; a++)
+    for (int a = TAPE_ECLOSED; a <= TAPE_ECORRUPT; a++)
         for (int b = a + 1; b <= TAPE_ECORRUPT; b++)
             EXPECT(strcmp(tape_strerror(a), tape_strerror(b)) != 0);
 }

@@ -86,6 +86,7 @@ _BY_CODE: dict[int, type[TapeError]] = {
     lib.TAPE_EROLLCYCLE: ArgumentError,
     lib.TAPE_ECLOCK: ArgumentError,
     lib.TAPE_ECONFLICT: TapeError,  # Appender.write_if turns it into None
+    lib.TAPE_ECLOSED: QueueClosedError,
 }
 
 

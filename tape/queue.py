@@ -133,24 +133,39 @@ class _Handle:
     """A C appender or tailer: `ptr` until closed, then None; freed exactly once.
 
     `read_ahead` is a tailer's batch of values not yet handed out; closing
-    empties it, so that nothing more is handed out after a close.
+    empties it, so that nothing more is handed out after a close. Tailers
+    are called under `lock`, so closing one frees it at once. Appenders are
+    called without a lock (writing is the hottest path): closing one `shut`s
+    it, which makes the core refuse later calls and wait for those in
+    progress; its memory goes with this handle, as another thread may still
+    hold `ptr`.
     """
 
-    __slots__ = ("ptr", "lock", "read_ahead", "_free")
+    __slots__ = ("ptr", "lock", "read_ahead", "_free", "_shut", "_kept")
 
-    def __init__(self, ptr: Any, free: Callable[[Any], None]) -> None:
+    def __init__(self, ptr: Any, free: Callable[[Any], None], shut: Callable[[Any], None] | None = None) -> None:
         self.ptr: Any = ptr
         self.lock = threading.Lock()
         self.read_ahead: list[Any] | None = None
         self._free = free
+        self._shut = shut
+        self._kept: Any = None
 
     def close(self) -> None:
         with self.lock:
             ptr, self.ptr = self.ptr, None
             if ptr is not None:
-                self._free(ptr)
+                if self._shut is None:
+                    self._free(ptr)
+                else:
+                    self._shut(ptr)
+                    self._kept = ptr
             if self.read_ahead is not None:
                 self.read_ahead.clear()
+
+    def __del__(self) -> None:
+        if self._kept is not None:
+            self._free(self._kept)
 
 
 def _as_int(value: Any, what: str) -> int:
@@ -371,8 +386,8 @@ class Queue:
             raise QueueClosedError(f"{self.path}: the queue is closed")
         return h
 
-    def _adopt(self, ptr: Any, free: Callable[[Any], None]) -> _Handle:
-        handle = _Handle(ptr, free)
+    def _adopt(self, ptr: Any, free: Callable[[Any], None], shut: Callable[[Any], None] | None = None) -> _Handle:
+        handle = _Handle(ptr, free, shut)
         self._handles.add(handle)
         return handle
 
@@ -394,7 +409,7 @@ class Queue:
         with self._lock:
             out = ffi.new("tape_appender **")
             check(lib.tape_appender_open(self._ptr(), out), self.path)
-            return Appender(self, self._adopt(out[0], lib.tape_appender_close))
+            return Appender(self, self._adopt(out[0], lib.tape_appender_close, lib.tape_appender_shut))
 
     def tailer(
         self,
@@ -720,23 +735,39 @@ class Appender(_Child):
         lifecycle.opening(self)
         lifecycle.register(self, parent=queue)
 
-    def _closed(self) -> QueueClosedError:
-        return QueueClosedError(f"{self._path}: the appender is closed")
+    def _ptr(self) -> Any:
+        """The C appender; QueueClosedError once closed.
 
-    def write(self, obj: Any) -> int:
-        """Append `obj` and return its index; nothing is written if it cannot be encoded."""
-        data = self._encode(obj)
-        h = self._handle.ptr
-        if h is None:
-            raise self._closed()
+        Another thread may close it right after: the core then refuses the
+        call (TAPE_ECLOSED), and the memory stays until the handle goes.
+        """
+        ptr = self._handle.ptr
+        if ptr is None:
+            raise QueueClosedError(f"{self._path}: the appender is closed")
+        return ptr
+
+    def _timestamp(self) -> int:
+        """The queue's clock() in ns, or 0: the core reads the wall clock."""
         clock = self._clock
-        index: int = _TAPE_APPEND(h, data, len(data), 0 if clock is None else clock())
+        return 0 if clock is None else clock()
+
+    def _done(self, index: int, h: Any) -> int:
+        """After an append that returned `index`: raise its error, sync, apply retention."""
         if index < 0:
             check(index, self._path)
         if self._always:
             check(lib.tape_appender_sync(h), self._path)
         if index >= self._next_roll:
             self._next_roll = self._queue._rolled(index)
+        return index
+
+    def write(self, obj: Any) -> int:
+        """Append `obj` and return its index; nothing is written if it cannot be encoded."""
+        data = obj if self._raw and type(obj) is bytes else self._encode(obj)
+        h = self._ptr()
+        index: int = _TAPE_APPEND(h, data, len(data), 0 if self._clock is None else self._clock())
+        if index < 0 or self._always or index >= self._next_roll:
+            return self._done(index, h)
         return index
 
     def write_many(self, objs: Iterable[Any]) -> int:
@@ -754,25 +785,16 @@ class Appender(_Child):
             parts = list(map(self._encode, objs))
         if not parts:
             raise ArgumentError("write_many needs at least one value")
-        h = self._handle.ptr
-        if h is None:
-            raise self._closed()
+        h = self._ptr()
         ends = ffi.from_buffer("uint64_t[]", array.array("Q", itertools.accumulate(map(len, parts))))
         written = ffi.new("size_t *")
-        clock = self._clock
-        ts = 0 if clock is None else clock()
-        index: int = lib.tape_append_many(h, b"".join(parts), ends, len(parts), ts, written)
-        if index < 0:
-            try:
-                check(index, self._path)
-            except TapeError as exc:
+        index: int = lib.tape_append_many(h, b"".join(parts), ends, len(parts), self._timestamp(), written)
+        try:
+            return self._done(index, h)
+        except TapeError as exc:
+            if index < 0:
                 exc.add_note(f"{written[0]} of {len(parts)} entries were written before the error")
-                raise
-        if self._always:
-            check(lib.tape_appender_sync(h), self._path)
-        if index >= self._next_roll:
-            self._next_roll = self._queue._rolled(index)
-        return index
+            raise
 
     def write_if(self, obj: Any, last: int | None) -> int | None:
         """Append `obj` only if the queue's last entry is `last` (None: only if empty).
@@ -783,51 +805,33 @@ class Appender(_Child):
         """
         expected = -1 if last is None else _as_int(last, "last")
         data = self._encode(obj)
-        h = self._handle.ptr
-        if h is None:
-            raise self._closed()
-        clock = self._clock
-        index: int = lib.tape_append_if(h, data, len(data), 0 if clock is None else clock(), expected)
+        h = self._ptr()
+        index: int = lib.tape_append_if(h, data, len(data), self._timestamp(), expected)
         if index == lib.TAPE_ECONFLICT:
             return None
-        if index < 0:
-            check(index, self._path)
-        if self._always:
-            check(lib.tape_appender_sync(h), self._path)
-        if index >= self._next_roll:
-            self._next_roll = self._queue._rolled(index)
-        return index
+        return self._done(index, h)
 
     @property
     def last_index(self) -> int | None:
         """Index of the last entry this appender wrote, None before any."""
-        h = self._handle.ptr
-        if h is None:
-            raise self._closed()
-        index: int = lib.tape_appender_last_index(h)
-        return _none_if_negative(index)
+        return _none_if_negative(lib.tape_appender_last_index(self._ptr()))
 
     def sync(self) -> None:
         """Make everything written to the queue so far durable on disk."""
-        h = self._handle.ptr
-        if h is None:
-            raise self._closed()
-        check(lib.tape_appender_sync(h), self._path)
+        check(lib.tape_appender_sync(self._ptr()), self._path)
 
     async def awrite(self, obj: Any) -> int:
         """write(obj) for asyncio code; it does not wait (a write takes microseconds)."""
         return await aio.awrite(self, obj)
 
     def __enter__(self) -> Appender:
-        if self._handle.ptr is None:
-            raise self._closed()
+        self._ptr()
         return self
 
 
     def __repr__(self) -> str:
-        with self._handle.lock:
-            ptr = self._handle.ptr
-            last = None if ptr is None else _none_if_negative(lib.tape_appender_last_index(ptr))
+        ptr = self._handle.ptr
+        last = None if ptr is None else _none_if_negative(lib.tape_appender_last_index(ptr))
         state = "closed" if ptr is None else f"last_index={last} open"
         return f"<tape.Appender of {self._path!r} {state}>"
 

@@ -289,3 +289,34 @@ def test_write_if_appends_only_after_the_expected_entry(queue: tape.Queue) -> No
     assert a.write_if("b", first) == first + 1
     assert a.write_if("c", first) is None
     assert list(queue.tailer()) == ["a", "b"]
+
+
+_CLOSE_WHILE_WRITING = """
+import sys, threading, time, tape
+for i in range(60):
+    q = tape.Queue(f"{sys.argv[1]}/q{i}", codec="msgpack")
+    a = q.appender()
+    def write(k):
+        try:
+            while True:
+                a.write({"k": k}); a.write_many([1, 2]); a.write_if(3, None); a.sync(); a.last_index
+        except tape.QueueClosedError:
+            pass
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.002)
+    (a.close if i % 2 else q.close)()
+    for t in threads:
+        t.join()
+    q.close()
+print("ok")
+"""
+
+
+def test_closing_while_other_threads_write_waits_for_them_and_never_crashes(tmp_path: Path) -> None:
+    # A subprocess, so that a crash fails this test instead of ending the run.
+    done = subprocess.run(
+        [sys.executable, "-c", _CLOSE_WHILE_WRITING, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
