@@ -764,7 +764,9 @@ class Appender(_Child):
     def write(self, obj: Any) -> int:
         """Append `obj` and return its index; nothing is written if it cannot be encoded."""
         data = obj if self._raw and type(obj) is bytes else self._encode(obj)
-        h = self._ptr()
+        h = self._handle.ptr
+        if h is None:
+            h = self._ptr()  # raises
         index: int = _TAPE_APPEND(h, data, len(data), 0 if self._clock is None else self._clock())
         if index < 0 or self._always or index >= self._next_roll:
             return self._done(index, h)
