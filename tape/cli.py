@@ -37,6 +37,9 @@ _INT64_MAX = 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MARKERS = frozenset({"$base64", "$map", "$repr"})
 _SCALARS = frozenset({str, int, float, bool})
+_SEQUENCES = frozenset({list, tuple})
+_CONTAINERS = (dict, list, tuple)
+_KEYS = frozenset({str})
 _RECORD_KEYS = frozenset({"index", "timestamp", "value"})
 _CHUNK = 1024  # entries formatted, or lines loaded, per write
 _FOLLOW_WAIT = 1.0  # seconds a follow waits for an entry in one call
@@ -74,13 +77,26 @@ def _plain_keys(d: dict[Any, Any]) -> bool:
     return all(type(k) is str for k in d) and not (len(d) == 1 and next(iter(d)) in _MARKERS)
 
 
-def _needs_maps(value: Any) -> bool:
-    """True when a map inside `value` must be written as a $map (see _plain_keys)."""
-    if isinstance(value, dict):
-        return not _plain_keys(value) or any(_needs_maps(v) for v in value.values() if type(v) not in _SCALARS)
-    if isinstance(value, (list, tuple)):
-        return any(_needs_maps(v) for v in value if type(v) not in _SCALARS)
-    return False
+def _nothing_to_mark(values: Sequence[Any]) -> bool:
+    """True when no map inside any of `values` must be written as a $map (see _plain_keys).
+
+    Looks at all the values a level at a time, by type, which is quick for many
+    values of one shape; says False, when in doubt, for subclasses of dict,
+    list or tuple.
+    """
+    level = values
+    while level:
+        types = set(map(type, level))
+        if any(issubclass(t, _CONTAINERS) for t in types.difference(_CONTAINERS)):
+            return False
+        dicts = [v for v in level if type(v) is dict] if dict in types else []
+        if not _KEYS.issuperset(map(type, itertools.chain.from_iterable(dicts))):
+            return False
+        if 1 in set(map(len, dicts)) and not all(map(_plain_keys, dicts)):
+            return False
+        sequences = [v for v in level if type(v) in _SEQUENCES] if not types.isdisjoint(_SEQUENCES) else []
+        level = [*itertools.chain.from_iterable(map(dict.values, dicts)), *itertools.chain.from_iterable(sequences)]
+    return True
 
 
 def _from_json_object(obj: dict[str, Any]) -> Any:
@@ -121,8 +137,12 @@ def _utc_second(seconds: int) -> str:
 
 def iso_time(ns: int) -> str:
     """ns since the epoch as ISO 8601 UTC, to the nanosecond: 2025-11-21T00:00:00.000000000Z."""
-    seconds, fraction = divmod(ns, 1_000_000_000)
-    return f"{_utc_second(seconds)}.{fraction:09d}Z"
+    return iso_times([ns])[0]
+
+
+def iso_times(stamps: Sequence[int]) -> list[str]:
+    """iso_time of each of `stamps`."""
+    return [f"{_utc_second(ns // 1_000_000_000)}.{ns % 1_000_000_000:09d}Z" for ns in stamps]
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)", re.IGNORECASE)
@@ -221,9 +241,27 @@ _COMPACT = json.JSONEncoder(ensure_ascii=False, check_circular=False, default=_m
 _INDENTED = json.JSONEncoder(ensure_ascii=False, check_circular=False, default=_marker, indent=2).encode
 
 
-def _value_json(value: Any) -> Any:
-    """`value` for the encoders, which call _marker for what JSON has no type for."""
-    return to_json(value) if _needs_maps(value) else value
+def _jsonable(values: Sequence[Any]) -> Sequence[Any]:
+    """`values` as the encoders take them (they call _marker for what JSON has no type for)."""
+    return values if _nothing_to_mark(values) else [to_json(v) for v in values]
+
+
+# The values of a chunk are encoded in one call, this string between them, then split.
+_SEPARATOR = "\x00tape\x00"
+_SEPARATOR_JSON = ', "\\u0000tape\\u0000", '
+
+
+def _values_json(values: Sequence[Any]) -> list[str]:
+    """The compact JSON text of each of `values`."""
+    if not values:
+        return []
+    items = [_SEPARATOR] * (2 * len(values) - 1)
+    items[::2] = _jsonable(values)
+    texts = _COMPACT(items)[1:-1].split(_SEPARATOR_JSON)
+    # The separator's text shows inside a value's JSON only where a list in it
+    # holds the separator after another item, which splits off one piece more:
+    # as many pieces as values means each piece is one value's JSON.
+    return texts if len(texts) == len(values) else list(map(_COMPACT, items[::2]))
 
 
 def _utf8(text: str) -> bytes:
@@ -231,22 +269,29 @@ def _utf8(text: str) -> bytes:
     return text.encode(errors="backslashreplace")
 
 
-def _jsonl(e: tape.Entry) -> bytes:
-    head = f'{{"index": {e.index}, "timestamp": "{iso_time(e.timestamp)}", "value": '
-    return _utf8(head + _COMPACT(_value_json(e.value)) + "}\n")
+def _jsonl(entries: list[tape.Entry]) -> bytes:
+    indexes, stamps, values = zip(*entries) if entries else ((), (), ())
+    lines = zip(indexes, iso_times(stamps), _values_json(values))
+    return _utf8("".join([f'{{"index": {i}, "timestamp": "{t}", "value": {v}}}\n' for i, t, v in lines]))
 
 
-def _pretty(e: tape.Entry) -> bytes:
-    record = {"index": e.index, "timestamp": iso_time(e.timestamp), "value": _value_json(e.value)}
-    return _utf8(_INDENTED(record) + "\n")
+def _pretty(entries: list[tape.Entry]) -> bytes:
+    values = _jsonable([e.value for e in entries])
+    return _utf8(
+        "".join(
+            [
+                _INDENTED({"index": e.index, "timestamp": iso_time(e.timestamp), "value": value}) + "\n"
+                for e, value in zip(entries, values)
+            ]
+        )
+    )
 
 
-def _raw(e: tape.Entry) -> bytes:
-    data: bytes = e.value
-    return _RAW_LENGTH.pack(len(data)) + data
+def _raw(entries: list[tape.Entry]) -> bytes:
+    return b"".join([_RAW_LENGTH.pack(len(e.value)) + e.value for e in entries])
 
 
-_FORMATS: dict[str, Callable[[tape.Entry], bytes]] = {"jsonl": _jsonl, "pretty": _pretty, "raw": _raw}
+_FORMATS: dict[str, Callable[[list[tape.Entry]], bytes]] = {"jsonl": _jsonl, "pretty": _pretty, "raw": _raw}
 _Decode = Callable[[bytes], Any]
 
 
@@ -255,18 +300,22 @@ def _write(entries: Iterable[tape.Entry], fmt: str, out: IO[bytes], decode: _Dec
 
     `decode` turns payloads (of a queue opened raw) into values first.
     """
-    format_one = _FORMATS[fmt]
+    format_chunk = _FORMATS[fmt]
     if decode is not None:
         entries = (e._replace(value=decode(e.value)) for e in entries)
-    chunk: list[bytes] = []
+    entries = iter(entries)
+    chunk: list[tape.Entry] = []
     try:
-        for e in entries:
-            chunk.append(format_one(e))
-            if len(chunk) == _CHUNK:
-                out.write(b"".join(chunk))
-                chunk.clear()
-    finally:  # what was read before an error (damage, Ctrl-C) is still written
-        out.write(b"".join(chunk))
+        # extend() keeps what it took when the iterator raises (damage, Ctrl-C):
+        # the finally clause writes it.
+        while True:
+            chunk.extend(itertools.islice(entries, _CHUNK))
+            if len(chunk) < _CHUNK:
+                break
+            done, chunk = chunk, []
+            out.write(format_chunk(done))
+    finally:
+        out.write(format_chunk(chunk))
         out.flush()
 
 
@@ -473,7 +522,8 @@ def dump(
     with q:
         t = q.tailer()
         if _place(q, t, window, backward):
-            _write(itertools.islice(_in_window(t, window, backward), limit), fmt, sys.stdout.buffer, decode)
+            entries = t.entries() if window == _Window() else _in_window(t, window, backward)
+            _write(itertools.islice(entries, limit), fmt, sys.stdout.buffer, decode)
 
 
 @cli.command(short_help="Print the last entries; -f follows new ones.")

@@ -82,6 +82,24 @@ def test_dump_shows_bytes_as_base64_and_maps_json_cannot_key_as_pairs(qpath: Pat
     ]
 
 
+def test_dump_marks_a_map_deep_inside_one_entry_among_thousands(qpath: Path) -> None:
+    values: list[Any] = [{"n": i, "tags": ["a", {"k": i}]} for i in range(3000)]
+    values[2500] = {"n": 2500, "tags": ["a", {"k": {7: "seven"}}]}
+    values[2900] = [{"$map": "looks like a marker"}]
+    with tape.Queue(qpath) as q:
+        q.appender().write_many(values)
+    dumped = values_of(invoke("dump", str(qpath)))
+    assert dumped[2500] == {"n": 2500, "tags": ["a", {"k": {"$map": [[7, "seven"]]}}]}
+    assert dumped[2900] == [{"$map": [["$map", "looks like a marker"]]}]
+    assert dumped[:2500] == values[:2500] and dumped[2501:2900] == values[2501:2900]
+
+
+def test_dump_keeps_values_that_hold_the_text_between_encoded_values(qpath: Path) -> None:
+    tricky = ["\x00tape\x00", [0, "\x00tape\x00", 1], {"k": "\x00tape\x00"}, 'a", "\\u0000tape\\u0000", "b']
+    build(qpath, [*tricky, *range(5)])
+    assert values_of(invoke("dump", str(qpath))) == [*tricky, *range(5)]
+
+
 def test_dump_from_and_to_are_inclusive_indexes(qpath: Path) -> None:
     entries = build(qpath, range(10))
     result = invoke("dump", str(qpath), "--from", str(entries[2].index), "--to", str(entries[6].index))
