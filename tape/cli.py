@@ -15,11 +15,14 @@ people only: load takes it as a plain object).
 from __future__ import annotations
 
 import base64
+import contextlib
 import decimal
 import functools
 import itertools
 import json
+import os
 import re
+import stat
 import struct
 import sys
 import time
@@ -43,6 +46,7 @@ _KEYS = frozenset({str})
 _RECORD_KEYS = frozenset({"index", "timestamp", "value"})
 _CHUNK = 1024  # entries formatted, or lines loaded, per write
 _FOLLOW_WAIT = 1.0  # seconds a follow waits for an entry in one call
+_REDRAW = 0.1  # seconds between redraws of a progress bar
 _RAW_LENGTH = struct.Struct("<I")  # --format raw: each payload's length prefix
 
 # -- values as JSON, and back -------------------------------------------------------
@@ -234,6 +238,58 @@ def _size(n: int) -> str:
     return f"{amount:.1f} {unit}"
 
 
+# -- progress on stderr ------------------------------------------------------------------
+
+
+_Progress = Callable[[int], None]
+
+
+def _unseen(steps: int) -> None:
+    """Progress that nobody is shown."""
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int | None, *, shown: bool = True) -> Iterator[_Progress]:
+    """A function that advances a progress bar on stderr by a number of steps.
+
+    The bar is drawn only when `shown` and stderr is a terminal, at most every
+    _REDRAW seconds; with `total` None it shows a count instead.
+    """
+    if not (shown and sys.stderr.isatty()):
+        yield _unseen
+        return
+    steps: Iterable[None] | None = itertools.repeat(None) if total is None else None
+    with click.progressbar(steps, length=total, label=label, file=sys.stderr, show_pos=total is None) as bar:
+        pending = 0
+        due = time.monotonic() + _REDRAW
+
+        def advance(n: int) -> None:
+            nonlocal pending, due
+            pending += n
+            if time.monotonic() >= due:
+                bar.update(pending)
+                pending = 0
+                due = time.monotonic() + _REDRAW
+
+        try:
+            yield advance
+        finally:
+            bar.update(pending)
+
+
+def _is_file(stream: IO[Any]) -> bool:
+    """True when `stream` is a regular file (not a terminal, a pipe or a device)."""
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError):  # no file descriptor (a test's stream), or closed
+        return False
+
+
+def _file_size(stream: IO[Any]) -> int | None:
+    """The size of `stream` when it is a regular file."""
+    return os.fstat(stream.fileno()).st_size if _is_file(stream) else None
+
+
 # -- output formats ------------------------------------------------------------------
 
 
@@ -295,10 +351,17 @@ _FORMATS: dict[str, Callable[[list[tape.Entry]], bytes]] = {"jsonl": _jsonl, "pr
 _Decode = Callable[[bytes], Any]
 
 
-def _write(entries: Iterable[tape.Entry], fmt: str, out: IO[bytes], decode: _Decode | None = None) -> None:
+def _write(
+    entries: Iterable[tape.Entry],
+    fmt: str,
+    out: IO[bytes],
+    decode: _Decode | None = None,
+    progress: _Progress = _unseen,
+) -> None:
     """Write `entries` to `out` in format `fmt`, a chunk at a time, then flush.
 
-    `decode` turns payloads (of a queue opened raw) into values first.
+    `decode` turns payloads (of a queue opened raw) into values first;
+    `progress` is told how many entries went out.
     """
     format_chunk = _FORMATS[fmt]
     if decode is not None:
@@ -314,9 +377,11 @@ def _write(entries: Iterable[tape.Entry], fmt: str, out: IO[bytes], decode: _Dec
                 break
             done, chunk = chunk, []
             out.write(format_chunk(done))
+            progress(len(done))
     finally:
         out.write(format_chunk(chunk))
         out.flush()
+        progress(len(chunk))
 
 
 # -- reading a window of entries -----------------------------------------------------
@@ -381,6 +446,23 @@ def _place(q: tape.Queue, t: tape.Tailer, w: _Window, backward: bool) -> bool:
         t.to_end()
         return True
     return t.to_index(end)
+
+
+def _ahead(q: tape.Queue, t: tape.Tailer, w: _Window, backward: bool) -> int | None:
+    """How many entries of `w` the placed tailer `t` will read, or None when only reading tells.
+
+    The cycles give the count between two indexes; where a bound in time falls
+    is found by reading (the tailer may even start a few entries outside it),
+    and a damaged cycle cannot be listed.
+    """
+    if t.index is None or w.lo_ns > 0 or w.hi_ns < _INT64_MAX:
+        return None
+    lo, hi = (w.lo_index, t.index) if backward else (t.index, w.hi_index)
+    try:
+        spans = _spans(q.cycles())
+    except tape.CorruptionError:
+        return None
+    return sum(max(0, min(last, hi) - max(first, lo) + 1) for first, last in spans)
 
 
 def _in_window(t: tape.Tailer, w: _Window, backward: bool) -> Iterator[tape.Entry]:
@@ -521,9 +603,16 @@ def dump(
     q, decode = _open_reader(path, fmt, codec)
     with q:
         t = q.tailer()
-        if _place(q, t, window, backward):
-            entries = t.entries() if window == _Window() else _in_window(t, window, backward)
-            _write(itertools.islice(entries, limit), fmt, sys.stdout.buffer, decode)
+        if not _place(q, t, window, backward):
+            return
+        out = sys.stdout.buffer
+        shown = _is_file(out) and sys.stderr.isatty()
+        total = _ahead(q, t, window, backward) if shown else None
+        if total is not None and limit is not None:
+            total = min(total, limit)
+        entries = t.entries() if window == _Window() else _in_window(t, window, backward)
+        with _progress("dumping", total, shown=shown) as progress:
+            _write(itertools.islice(entries, limit), fmt, out, decode, progress)
 
 
 @cli.command(short_help="Print the last entries; -f follows new ones.")
@@ -816,10 +905,10 @@ def load(path: str, file: IO[bytes], codec: str | None, roll_cycle: str | None, 
     except tape.ArgumentError as exc:  # an unknown roll cycle, a schema without avro or avro without one
         raise click.UsageError(str(exc)) from None
     source = getattr(file, "name", "<stdin>")
-    with q:
+    with q, _progress("loading", _file_size(file)) as progress:
         loader = _Loader(q.appender(), source)
         try:
-            for lineno, line in enumerate(file, 1):
+            for lineno, line in enumerate(_reporting(file, progress), 1):
                 if not line.strip():
                     continue
                 try:
@@ -832,6 +921,14 @@ def load(path: str, file: IO[bytes], codec: str | None, roll_cycle: str | None, 
             loader.appender.sync()
         finally:
             click.echo(f"appended {loader.count} entries to {path}")
+
+
+def _reporting(lines: Iterable[bytes], progress: _Progress) -> Iterator[bytes]:
+    """`lines`, telling `progress` how many bytes were taken, a chunk of lines at a time."""
+    it = iter(lines)
+    while chunk := list(itertools.islice(it, _CHUNK)):
+        yield from chunk
+        progress(sum(map(len, chunk)))
 
 
 class _Loader:

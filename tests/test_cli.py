@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import queue as queue_mod
 import shutil
 import signal
@@ -534,6 +535,80 @@ def test_a_closed_pipe_ends_dump_quietly(qpath: Path) -> None:
     assert json.loads(reader.stdout)["value"] == 0
     assert writer.wait(timeout=30) in (0, 1)
     assert writer.stderr.read() == b""
+
+
+# -- progress bars -------------------------------------------------------------------
+
+
+def run_on_terminal(args: list[str], stdout: Path, input: bytes = b"") -> tuple[int, str]:
+    """Run the console script with stderr on a pseudo-terminal, stdout to a file
+    and `input` piped in: its exit status and what the terminal received."""
+    controller, terminal = pty.openpty()
+    with stdout.open("wb") as out:
+        proc = subprocess.Popen([TAPE, *args], stdin=subprocess.PIPE, stdout=out, stderr=terminal)
+    os.close(terminal)
+    assert proc.stdin is not None
+    proc.stdin.write(input)  # less than a pipe holds
+    proc.stdin.close()
+    shown = []
+    try:
+        while data := os.read(controller, 4096):
+            shown.append(data)
+    except OSError:  # EIO: the process closed the terminal's last open end
+        pass
+    finally:
+        os.close(controller)
+    return proc.wait(timeout=60), b"".join(shown).decode()
+
+
+def test_dump_to_a_file_draws_a_progress_bar_on_a_terminal_and_writes_the_same_data(
+    qpath: Path, tmp_path: Path
+) -> None:
+    build(qpath, [{"n": i} for i in range(3000)])
+    status, terminal = run_on_terminal(["dump", str(qpath)], tmp_path / "out.jsonl")
+    assert status == 0
+    assert "dumping" in terminal and "100%" in terminal
+    assert (tmp_path / "out.jsonl").read_bytes() == run("dump", str(qpath)).stdout
+
+
+def test_load_from_a_file_draws_a_progress_bar_on_a_terminal(qpath: Path, tmp_path: Path) -> None:
+    source = tmp_path / "values.jsonl"
+    source.write_text("".join(f"{i}\n" for i in range(3000)))
+    status, terminal = run_on_terminal(["load", str(qpath), str(source)], tmp_path / "out.txt")
+    assert status == 0
+    assert "loading" in terminal and "100%" in terminal
+    assert (tmp_path / "out.txt").read_text() == f"appended 3000 entries to {qpath}\n"
+
+
+def test_load_from_stdin_on_a_terminal_counts_the_bytes_read(qpath: Path, tmp_path: Path) -> None:
+    text = "".join(f"{i}\n" for i in range(3000)).encode()
+    status, terminal = run_on_terminal(["load", str(qpath), "-"], tmp_path / "out.txt", input=text)
+    assert status == 0
+    assert "loading" in terminal and str(len(text)) in terminal
+
+
+def test_dump_to_a_pipe_draws_no_bar_on_a_terminal(qpath: Path, tmp_path: Path) -> None:
+    build(qpath, range(100))
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run([TAPE, "dump", str(qpath)], stdout=subprocess.PIPE, stderr=terminal, timeout=60)
+        os.set_blocking(controller, False)
+        with pytest.raises(BlockingIOError):
+            os.read(controller, 4096)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 100
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(qpath: Path, tmp_path: Path) -> None:
+    source = tmp_path / "values.jsonl"
+    source.write_text("".join(f"{i}\n" for i in range(3000)))
+    with (tmp_path / "out.txt").open("wb") as out:
+        loaded = subprocess.run([TAPE, "load", str(qpath), str(source)], stdout=out, stderr=subprocess.PIPE, timeout=60)
+        dumped = subprocess.run([TAPE, "dump", str(qpath)], stdout=out, stderr=subprocess.PIPE, timeout=60)
+    assert (loaded.returncode, loaded.stderr) == (0, b"")
+    assert (dumped.returncode, dumped.stderr) == (0, b"")
 
 
 # -- codecs ----------------------------------------------------------------------------
