@@ -862,13 +862,17 @@ def purge(
         raise click.UsageError("give at least one of --keep-cycles, --older-than, --max-bytes")
     with tape.Queue(path, create=False, read_only=dry_run, raw=True) as q:
         sizes = {c.path: c.bytes for c in q.cycles()}
-        removed = q.purge(
+        purge = functools.partial(
+            q.purge,
             keep_cycles=keep_cycles,
             older_than=older_than,
             max_bytes=max_bytes,
             respect_tailers=respect_tailers,
-            dry_run=dry_run,
         )
+        shown = not dry_run and sys.stderr.isatty()
+        total = len(purge(dry_run=True)) if shown else None
+        with _progress("purging", total, shown=shown) as progress:
+            removed = purge(dry_run=dry_run, on_remove=lambda _: progress(1))
     for p in removed:
         click.echo(p)
     verb = "would remove" if dry_run else "removed"

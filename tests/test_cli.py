@@ -587,6 +587,15 @@ def test_load_from_stdin_on_a_terminal_counts_the_bytes_read(qpath: Path, tmp_pa
     assert "loading" in terminal and str(len(text)) in terminal
 
 
+def test_purge_draws_a_progress_bar_on_a_terminal(qpath: Path, tmp_path: Path) -> None:
+    build(qpath, range(12))  # three cycle files
+    files = sorted(str(p) for p in qpath.glob("*.tape"))
+    status, terminal = run_on_terminal(["purge", str(qpath), "--keep-cycles", "1"], tmp_path / "out.txt")
+    assert status == 0
+    assert "purging" in terminal and "100%" in terminal and "removed 2 cycle files" in terminal
+    assert (tmp_path / "out.txt").read_text().splitlines() == files[:2]
+
+
 def test_dump_to_a_pipe_draws_no_bar_on_a_terminal(qpath: Path, tmp_path: Path) -> None:
     build(qpath, range(100))
     controller, terminal = pty.openpty()
@@ -602,13 +611,19 @@ def test_dump_to_a_pipe_draws_no_bar_on_a_terminal(qpath: Path, tmp_path: Path) 
 
 
 def test_no_progress_bar_when_stderr_is_not_a_terminal(qpath: Path, tmp_path: Path) -> None:
-    source = tmp_path / "values.jsonl"
-    source.write_text("".join(f"{i}\n" for i in range(3000)))
-    with (tmp_path / "out.txt").open("wb") as out:
-        loaded = subprocess.run([TAPE, "load", str(qpath), str(source)], stdout=out, stderr=subprocess.PIPE, timeout=60)
-        dumped = subprocess.run([TAPE, "dump", str(qpath)], stdout=out, stderr=subprocess.PIPE, timeout=60)
-    assert (loaded.returncode, loaded.stderr) == (0, b"")
-    assert (dumped.returncode, dumped.stderr) == (0, b"")
+    build(qpath, range(12))  # three cycle files
+    dumped = tmp_path / "dumped.jsonl"
+
+    def stderr_of(*args: str) -> str:
+        with dumped.open("ab") as out:
+            done = subprocess.run([TAPE, *args], stdout=out, stderr=subprocess.PIPE, timeout=60)
+        assert done.returncode == 0
+        return done.stderr.decode()
+
+    assert stderr_of("dump", str(qpath)) == ""
+    assert stderr_of("load", str(tmp_path / "copy"), str(dumped)) == ""
+    (message,) = stderr_of("purge", str(qpath), "--keep-cycles", "1").splitlines()
+    assert message.startswith("removed 2 cycle files (")
 
 
 # -- codecs ----------------------------------------------------------------------------
