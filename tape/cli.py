@@ -667,7 +667,19 @@ def info(path: str, as_json: bool) -> None:
             click.echo(json.dumps(described, indent=2))
             return
         times = _cycle_times(q)
-    click.echo(_info_text(described, times))
+    click.echo(_info_text(described, times, _on_disk(path)))
+
+
+def _on_disk(path: str) -> int:
+    """Bytes the files of the queue at `path` take on disk: their allocated blocks, as du counts."""
+    total = 0
+    with os.scandir(path) as files:
+        for f in files:
+            try:
+                total += f.stat(follow_symlinks=False).st_blocks * 512
+            except FileNotFoundError:  # removed since it was listed (a purge)
+                pass
+    return total
 
 
 def _cycle_times(q: tape.Queue) -> dict[int, tuple[int, int]]:
@@ -687,8 +699,8 @@ def _cycle_times(q: tape.Queue) -> dict[int, tuple[int, int]]:
     return times
 
 
-def _info_text(d: dict[str, Any], times: dict[int, tuple[int, int]]) -> str:
-    """tape info's summary for people, from Queue.describe() and the cycles' times."""
+def _info_text(d: dict[str, Any], times: dict[int, tuple[int, int]], on_disk: int) -> str:
+    """tape info's summary for people, from Queue.describe(), the cycles' times and the bytes on disk."""
     cycles = d["cycles"]
     first_ns = min((a for a, _ in times.values()), default=None)
     last_ns = max((b for _, b in times.values()), default=None)
@@ -700,6 +712,7 @@ def _info_text(d: dict[str, Any], times: dict[int, tuple[int, int]]) -> str:
         ("created", d["created"]),
         ("entries", str(d["entries"])),
         ("bytes", f"{_size(d['bytes'])} of entries"),
+        ("on disk", _size(on_disk)),
         ("first index", str(d["first_index"])),
         ("last index", str(d["last_index"])),
         ("first entry", "-" if first_ns is None else iso_time(first_ns)),
@@ -755,10 +768,13 @@ def _table(rows: Sequence[Sequence[str]]) -> list[str]:
 
 @cli.command(short_help="Check a queue for damage (exit 1 if any).")
 @_path_argument
-@click.option("--salvage", is_flag=True, help="Go on past damage and count what is still intact.")
+@click.option(
+    "--strict/--salvage", default=True,
+    help="Stop in a cycle file at its first problem (the default), or go on past damage and count what is intact.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def verify(ctx: click.Context, path: str, salvage: bool, as_json: bool) -> None:
+def verify(ctx: click.Context, path: str, strict: bool, as_json: bool) -> None:
     """Check every cycle file of the queue at PATH: headers, checksums, index, ordering.
 
     Prints the report; exit status 1 when anything is damaged, with the file,
@@ -769,7 +785,7 @@ def verify(ctx: click.Context, path: str, salvage: bool, as_json: bool) -> None:
       tape verify /data/orders || tape verify /data/orders --salvage
     """
     with _open(path) as q:
-        report = q.verify(salvage=salvage)
+        report = q.verify(salvage=not strict)
         where = _cycle_path(q, report.bad_cycle)
     if as_json:
         click.echo(json.dumps({**report._asdict(), "bad_path": where}, indent=2))

@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import tape
-from tape.cli import cli, parse_duration, parse_size, parse_time
+from tape.cli import _size, cli, parse_duration, parse_size, parse_time
 
 T0 = 1_763_683_200 * 10**9  # 2025-11-21T00:00:00Z
 SECOND = 10**9
@@ -246,6 +246,13 @@ def test_info_summarizes_settings_cycles_and_named_tailers(qpath: Path) -> None:
     assert billing_line.split() == ["billing", str(position), "2"]  # next index, entries behind
 
 
+def test_info_shows_the_bytes_the_files_take_on_disk(qpath: Path) -> None:
+    build(qpath, range(6))
+    allocated = sum(p.stat().st_blocks * 512 for p in qpath.iterdir())
+    rows = [line.split(maxsplit=2) for line in invoke("info", str(qpath)).stdout.splitlines()]
+    assert ["on", "disk", _size(allocated)] in rows
+
+
 def test_info_json_is_the_queues_description(qpath: Path) -> None:
     build(qpath, range(3))
     result = invoke("info", str(qpath), "--json")
@@ -304,6 +311,15 @@ def test_verify_salvage_and_json_report_what_is_intact(qpath: Path, tmp_path: Pa
     assert report["ok"] is False and report["skipped"] >= 1
     assert report["entries"] == 200 - report["skipped"]
     assert "checksum" in report["message"]
+
+
+def test_verify_strict_is_the_default_and_stops_a_cycle_at_its_first_problem(qpath: Path, tmp_path: Path) -> None:
+    build(qpath, PAYLOADS, step=1000)
+    copy = damaged_copy(qpath, tmp_path)
+    strict = invoke("verify", str(copy), "--strict", "--json")
+    assert strict.exit_code == 1 and strict.stdout == invoke("verify", str(copy), "--json").stdout
+    report = json.loads(strict.stdout)
+    assert (report["entries"], report["skipped"]) == (101, 0)
 
 
 def test_dump_stops_at_damage_with_exit_1_after_the_good_entries(qpath: Path, tmp_path: Path) -> None:
@@ -491,6 +507,7 @@ def run(*args: str, input: bytes | None = None, module: bool = False) -> subproc
         (["info", "--json"], 0),
         (["verify"], 0),
         (["purge", "--keep-cycles", "1", "--dry-run"], 0),
+        (["repair"], 0),
         (["dump", "--format", "xml"], 2),
     ],
 )
@@ -664,7 +681,7 @@ def test_avro_without_a_schema_is_bad_usage(qpath: Path) -> None:
 # -- help and debugging ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["dump", "tail", "info", "verify", "purge", "load"])
+@pytest.mark.parametrize("command", ["dump", "tail", "info", "verify", "repair", "purge", "load"])
 def test_every_command_has_help_with_an_example(command: str) -> None:
     result = invoke(command, "--help")
     assert result.exit_code == 0 and f"tape {command} /" in result.stdout
