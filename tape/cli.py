@@ -18,15 +18,20 @@ import base64
 import contextlib
 import decimal
 import functools
+import io
 import itertools
 import json
+import multiprocessing
 import os
 import re
+import signal
 import stat
 import struct
 import sys
 import time
 import uuid
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as clock_time
@@ -448,12 +453,12 @@ def _place(q: tape.Queue, t: tape.Tailer, w: _Window, backward: bool) -> bool:
     return t.to_index(end)
 
 
-def _ahead(q: tape.Queue, t: tape.Tailer, w: _Window, backward: bool) -> int | None:
-    """How many entries of `w` the placed tailer `t` will read, or None when only reading tells.
+def _spans_ahead(q: tape.Queue, t: tape.Tailer, w: _Window, backward: bool) -> list[tuple[int, int]] | None:
+    """The spans (first, last index) of `w` the placed tailer `t` will read, oldest first.
 
-    The cycles give the count between two indexes; where a bound in time falls
-    is found by reading (the tailer may even start a few entries outside it),
-    and a damaged cycle cannot be listed.
+    None when only reading tells: where a bound in time falls is found by
+    reading (the tailer may even start a few entries outside it), and a
+    damaged cycle cannot be listed.
     """
     if t.index is None or w.lo_ns > 0 or w.hi_ns < _INT64_MAX:
         return None
@@ -462,7 +467,7 @@ def _ahead(q: tape.Queue, t: tape.Tailer, w: _Window, backward: bool) -> int | N
         spans = _spans(q.cycles())
     except tape.CorruptionError:
         return None
-    return sum(max(0, min(last, hi) - max(first, lo) + 1) for first, last in spans)
+    return [(max(first, lo), min(last, hi)) for first, last in spans if first <= hi and last >= lo]
 
 
 def _in_window(t: tape.Tailer, w: _Window, backward: bool) -> Iterator[tape.Entry]:
@@ -475,6 +480,102 @@ def _in_window(t: tape.Tailer, w: _Window, backward: bool) -> Iterator[tape.Entr
         if before if backward else after:
             return
         yield e
+
+
+# -- dumping with worker processes -----------------------------------------------------
+#
+# Decoding and JSON encoding take some 4 us per entry of a typical event
+# (bench/dump.py), nearly all of it inside msgpack and the json module, so one
+# process goes little faster than 250 k entries/s. A large window is cut into
+# units of consecutive indexes that worker processes (one per core) read and
+# format; this process writes their output in order, then reads on from there
+# itself: that takes in entries written meanwhile and, where a worker stopped
+# short, reports the problem as a dump in one process would.
+
+_UNIT = 16_384  # entries a worker reads and formats in one go
+_FEW = 4 * _UNIT  # a window of fewer entries is formatted in this process
+_Unit = tuple[int, int]  # the index reading starts at, and how many entries to read
+
+_reader: tuple[tape.Tailer, _Decode | None] | None = None  # a worker process's tailer and decoder
+
+
+def _units(spans: list[tuple[int, int]], backward: bool, limit: int | None) -> list[_Unit]:
+    """`spans` cut into units of at most _UNIT entries in reading order, `limit` entries in all."""
+    units = []
+    left = _INT64_MAX if limit is None else limit
+    for first, last in reversed(spans) if backward else spans:
+        size = last - first + 1
+        for done in range(0, min(size, left), _UNIT):
+            units.append((last - done if backward else first + done, min(_UNIT, size - done, left - done)))
+        left -= min(size, left)
+    return units
+
+
+def _start_worker(path: str, fmt: str, codec: str | None, backward: bool) -> None:
+    """Open the queue in a new worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the process writing the output
+    global _reader
+    q, decode = _open_reader(path, fmt, codec)
+    t = q.tailer()
+    if backward:
+        t.direction = "backward"
+    _reader = (t, decode)
+
+
+def _format_unit(fmt: str, unit: _Unit) -> tuple[bytes, int]:
+    """In a worker: the entries of `unit` in format `fmt`, and how many (fewer when reading failed)."""
+    assert _reader is not None
+    t, decode = _reader
+    start, count = unit
+    out = io.BytesIO()
+    written = 0
+
+    def tally(n: int) -> None:
+        nonlocal written
+        written += n
+
+    try:
+        if t.to_index(start):
+            _write(itertools.islice(t.entries(), count), fmt, out, decode, tally)
+    except tape.TapeError:
+        pass  # the writing process reads this entry itself, and reports the problem
+    return out.getvalue(), written
+
+
+def _write_units(
+    path: str, fmt: str, codec: str | None, backward: bool, units: list[_Unit], jobs: int,
+    out: IO[bytes], progress: _Progress,
+) -> tuple[int, int]:
+    """Write `units`, formatted by `jobs` worker processes, in order, until one comes short.
+
+    Returns how many entries were written and the index to read on from.
+    """
+    total = 0
+    after = units[0][0]
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_start_worker,
+        initargs=(path, fmt, codec, backward),
+    ) as pool:
+        todo = iter(units)
+        # At most two units a worker in flight: a slow reader of the output holds the rest back.
+        running: deque[tuple[_Unit, Future[tuple[bytes, int]]]] = deque(
+            (unit, pool.submit(_format_unit, fmt, unit)) for unit in itertools.islice(todo, 2 * jobs)
+        )
+        while running:
+            (start, count), done = running.popleft()
+            data, written = done.result()
+            out.write(data)
+            progress(written)
+            total += written
+            after = start - written if backward else start + written
+            if written < count:
+                for _, waiting in running:
+                    waiting.cancel()
+                break
+            running.extend((unit, pool.submit(_format_unit, fmt, unit)) for unit in itertools.islice(todo, 1))
+    return total, after
 
 
 # -- opening queues, reporting errors ---------------------------------------------------
@@ -573,6 +674,10 @@ def cli(debug: bool) -> None:
 @click.option("--backward", is_flag=True, help="Newest first.")
 @_format_option
 @_codec_option
+@click.option(
+    "-j", "--jobs", type=click.IntRange(0), default=0, metavar="N",
+    help="Processes formatting a large window (jsonl, pretty): 0 (the default) one per core, 1 only this one.",
+)
 def dump(
     path: str,
     from_index: int | None,
@@ -583,6 +688,7 @@ def dump(
     backward: bool,
     fmt: str,
     codec: str | None,
+    jobs: int,
 ) -> None:
     """Print the entries of the queue at PATH: {"index", "timestamp", "value"} per line.
 
@@ -607,11 +713,19 @@ def dump(
             return
         out = sys.stdout.buffer
         shown = _is_file(out) and sys.stderr.isatty()
-        total = _ahead(q, t, window, backward) if shown else None
-        if total is not None and limit is not None:
-            total = min(total, limit)
-        entries = t.entries() if window == _Window() else _in_window(t, window, backward)
+        jobs = jobs or len(os.sched_getaffinity(0))
+        helped = jobs > 1 and fmt != "raw" and (limit is None or limit >= _FEW)  # raw is quick alone
+        spans = _spans_ahead(q, t, window, backward) if shown or helped else None
+        units = [] if spans is None else _units(spans, backward, limit)
+        total = None if spans is None else sum(count for _, count in units)
         with _progress("dumping", total, shown=shown) as progress:
+            if helped and total is not None and total >= _FEW:
+                written, after = _write_units(path, fmt, codec, backward, units, jobs, out, progress)
+                limit = None if limit is None else limit - written
+                window = window._replace(hi_index=after) if backward else window._replace(lo_index=after)
+                if not _place(q, t, window, backward):
+                    return
+            entries = t.entries() if window == _Window() else _in_window(t, window, backward)
             _write(itertools.islice(entries, limit), fmt, out, decode, progress)
 
 

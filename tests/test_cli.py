@@ -554,6 +554,55 @@ def test_a_closed_pipe_ends_dump_quietly(qpath: Path) -> None:
     assert writer.stderr.read() == b""
 
 
+# -- worker processes ----------------------------------------------------------------
+
+MANY = 100_000  # more than dump formats in one process (4 units of 16,384)
+
+
+@pytest.fixture(scope="module")
+def big_queue(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A queue of MANY entries over three cycle files, written by this process."""
+    path = tmp_path_factory.mktemp("big") / "q"
+    now = [T0]
+    with tape.Queue(path, roll_cycle="minutely", clock=lambda: now[0]) as q:
+        a = q.appender()
+        for first in range(0, MANY, 1000):
+            a.write_many({"n": i, "entry": f"entry-{i:06d}", "b": bytes([i % 256])} for i in range(first, first + 1000))
+            now[0] += 60 * SECOND // 40  # 40,000 entries a cycle file
+    return path
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["--backward"], ["--limit", "70001"], ["--backward", "--limit", "80000"], ["--format", "pretty"], ["--from", "FROM"]],
+)
+def test_dump_with_worker_processes_writes_what_one_process_writes(big_queue: Path, args: list[str]) -> None:
+    with tape.Queue(big_queue, read_only=True) as q:
+        first = q.first_index
+    assert first is not None
+    args = [str(first + 12_345) if a == "FROM" else a for a in args]  # inside the first cycle file
+    alone = run("dump", str(big_queue), "--jobs", "1", *args)
+    helped = run("dump", str(big_queue), "--jobs", "2", *args)
+    assert alone.returncode == helped.returncode == 0
+    assert helped.stdout == alone.stdout and helped.stderr == alone.stderr == b""
+
+
+def test_dump_with_worker_processes_stops_at_damage_after_the_good_entries(big_queue: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "damaged"
+    shutil.copytree(big_queue, copy)
+    for f in copy.glob("*.tape"):
+        data = bytearray(f.read_bytes())
+        at = data.find(b"entry-070000")
+        if at >= 0:
+            data[at + 6] ^= 0xFF
+            f.write_bytes(bytes(data))
+    alone = run("dump", str(copy), "--jobs", "1")
+    helped = run("dump", str(copy), "--jobs", "2")
+    assert alone.returncode == helped.returncode == 1
+    assert helped.stdout == alone.stdout and len(helped.stdout.splitlines()) == 70_000
+    assert helped.stderr == alone.stderr and helped.stderr.startswith(b"Error: ")
+
+
 # -- progress bars -------------------------------------------------------------------
 
 
