@@ -552,6 +552,7 @@ def _write_units(
     """
     total = 0
     after = units[0][0]
+    jobs = min(jobs, len(units))  # with fork, the pool starts all its workers at once
     with ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=multiprocessing.get_context("fork"),

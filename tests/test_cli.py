@@ -475,6 +475,7 @@ def test_a_missing_queue_exits_1_with_one_clear_line(tmp_path: Path, args: list[
         ["dump", "Q", "--since", "yesterday"],
         ["dump", "Q", "--format", "raw", "--codec", "raw"],
         ["dump", "Q", "--codec", "morse"],
+        ["dump", "Q", "--jobs", "-1"],
         ["tail", "Q", "-n", "ten"],
         ["purge", "Q", "--max-bytes", "lots"],
         ["purge", "Q", "--older-than", "soon"],
@@ -574,7 +575,15 @@ def big_queue(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["--backward"], ["--limit", "70001"], ["--backward", "--limit", "80000"], ["--format", "pretty"], ["--from", "FROM"]],
+    [
+        [],
+        ["--backward"],
+        ["--limit", "70001"],
+        ["--backward", "--limit", "80000"],
+        ["--format", "pretty"],
+        ["--from", "FROM"],
+        ["--codec", "msgpack"],
+    ],
 )
 def test_dump_with_worker_processes_writes_what_one_process_writes(big_queue: Path, args: list[str]) -> None:
     with tape.Queue(big_queue, read_only=True) as q:
