@@ -31,8 +31,8 @@ import sys
 import time
 import uuid
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as clock_time
 from typing import IO, Any, NamedTuple
