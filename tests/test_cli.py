@@ -612,6 +612,16 @@ def test_dump_with_worker_processes_stops_at_damage_after_the_good_entries(big_q
     assert helped.stderr == alone.stderr and helped.stderr.startswith(b"Error: ")
 
 
+def test_a_closed_pipe_ends_a_dump_with_worker_processes_quietly(big_queue: Path) -> None:
+    writer = subprocess.Popen([TAPE, "dump", str(big_queue), "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert writer.stdout is not None and writer.stderr is not None
+    reader = subprocess.run(["head", "-n", "1"], stdin=writer.stdout, capture_output=True, timeout=30)
+    writer.stdout.close()
+    assert json.loads(reader.stdout)["value"]["n"] == 0
+    assert writer.wait(timeout=30) in (0, 1)
+    assert writer.stderr.read() == b""
+
+
 # -- progress bars -------------------------------------------------------------------
 
 
