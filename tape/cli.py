@@ -15,16 +15,24 @@ people only: load takes it as a plain object).
 from __future__ import annotations
 
 import base64
+import contextlib
 import decimal
 import functools
+import io
 import itertools
 import json
+import multiprocessing
+import os
 import re
+import signal
+import stat
 import struct
 import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as clock_time
 from typing import IO, Any, NamedTuple
@@ -37,9 +45,13 @@ _INT64_MAX = 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MARKERS = frozenset({"$base64", "$map", "$repr"})
 _SCALARS = frozenset({str, int, float, bool})
+_SEQUENCES = frozenset({list, tuple})
+_CONTAINERS = (dict, list, tuple)
+_KEYS = frozenset({str})
 _RECORD_KEYS = frozenset({"index", "timestamp", "value"})
 _CHUNK = 1024  # entries formatted, or lines loaded, per write
 _FOLLOW_WAIT = 1.0  # seconds a follow waits for an entry in one call
+_REDRAW = 0.1  # seconds between redraws of a progress bar
 _RAW_LENGTH = struct.Struct("<I")  # --format raw: each payload's length prefix
 
 # -- values as JSON, and back -------------------------------------------------------
@@ -74,13 +86,26 @@ def _plain_keys(d: dict[Any, Any]) -> bool:
     return all(type(k) is str for k in d) and not (len(d) == 1 and next(iter(d)) in _MARKERS)
 
 
-def _needs_maps(value: Any) -> bool:
-    """True when a map inside `value` must be written as a $map (see _plain_keys)."""
-    if isinstance(value, dict):
-        return not _plain_keys(value) or any(_needs_maps(v) for v in value.values() if type(v) not in _SCALARS)
-    if isinstance(value, (list, tuple)):
-        return any(_needs_maps(v) for v in value if type(v) not in _SCALARS)
-    return False
+def _nothing_to_mark(values: Sequence[Any]) -> bool:
+    """True when no map inside any of `values` must be written as a $map (see _plain_keys).
+
+    Looks at all the values a level at a time, by type, which is quick for many
+    values of one shape; says False, when in doubt, for subclasses of dict,
+    list or tuple.
+    """
+    level = values
+    while level:
+        types = set(map(type, level))
+        if any(issubclass(t, _CONTAINERS) for t in types.difference(_CONTAINERS)):
+            return False
+        dicts = [v for v in level if type(v) is dict] if dict in types else []
+        if not _KEYS.issuperset(map(type, itertools.chain.from_iterable(dicts))):
+            return False
+        if 1 in set(map(len, dicts)) and not all(map(_plain_keys, dicts)):
+            return False
+        sequences = [v for v in level if type(v) in _SEQUENCES] if not types.isdisjoint(_SEQUENCES) else []
+        level = [*itertools.chain.from_iterable(map(dict.values, dicts)), *itertools.chain.from_iterable(sequences)]
+    return True
 
 
 def _from_json_object(obj: dict[str, Any]) -> Any:
@@ -121,8 +146,12 @@ def _utc_second(seconds: int) -> str:
 
 def iso_time(ns: int) -> str:
     """ns since the epoch as ISO 8601 UTC, to the nanosecond: 2025-11-21T00:00:00.000000000Z."""
-    seconds, fraction = divmod(ns, 1_000_000_000)
-    return f"{_utc_second(seconds)}.{fraction:09d}Z"
+    return iso_times([ns])[0]
+
+
+def iso_times(stamps: Sequence[int]) -> list[str]:
+    """iso_time of each of `stamps`."""
+    return [f"{_utc_second(ns // 1_000_000_000)}.{ns % 1_000_000_000:09d}Z" for ns in stamps]
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)", re.IGNORECASE)
@@ -214,6 +243,58 @@ def _size(n: int) -> str:
     return f"{amount:.1f} {unit}"
 
 
+# -- progress on stderr ------------------------------------------------------------------
+
+
+_Progress = Callable[[int], None]
+
+
+def _unseen(steps: int) -> None:
+    """Progress that nobody is shown."""
+
+
+@contextlib.contextmanager
+def _progress(label: str, total: int | None, *, shown: bool = True) -> Iterator[_Progress]:
+    """A function that advances a progress bar on stderr by a number of steps.
+
+    The bar is drawn only when `shown` and stderr is a terminal, at most every
+    _REDRAW seconds; with `total` None it shows a count instead.
+    """
+    if not (shown and sys.stderr.isatty()):
+        yield _unseen
+        return
+    steps: Iterable[None] | None = itertools.repeat(None) if total is None else None
+    with click.progressbar(steps, length=total, label=label, file=sys.stderr, show_pos=total is None) as bar:
+        pending = 0
+        due = time.monotonic() + _REDRAW
+
+        def advance(n: int) -> None:
+            nonlocal pending, due
+            pending += n
+            if time.monotonic() >= due:
+                bar.update(pending)
+                pending = 0
+                due = time.monotonic() + _REDRAW
+
+        try:
+            yield advance
+        finally:
+            bar.update(pending)
+
+
+def _is_file(stream: IO[Any]) -> bool:
+    """True when `stream` is a regular file (not a terminal, a pipe or a device)."""
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError):  # no file descriptor (a test's stream), or closed
+        return False
+
+
+def _file_size(stream: IO[Any]) -> int | None:
+    """The size of `stream` when it is a regular file."""
+    return os.fstat(stream.fileno()).st_size if _is_file(stream) else None
+
+
 # -- output formats ------------------------------------------------------------------
 
 
@@ -221,9 +302,27 @@ _COMPACT = json.JSONEncoder(ensure_ascii=False, check_circular=False, default=_m
 _INDENTED = json.JSONEncoder(ensure_ascii=False, check_circular=False, default=_marker, indent=2).encode
 
 
-def _value_json(value: Any) -> Any:
-    """`value` for the encoders, which call _marker for what JSON has no type for."""
-    return to_json(value) if _needs_maps(value) else value
+def _jsonable(values: Sequence[Any]) -> Sequence[Any]:
+    """`values` as the encoders take them (they call _marker for what JSON has no type for)."""
+    return values if _nothing_to_mark(values) else [to_json(v) for v in values]
+
+
+# The values of a chunk are encoded in one call, this string between them, then split.
+_SEPARATOR = "\x00tape\x00"
+_SEPARATOR_JSON = ', "\\u0000tape\\u0000", '
+
+
+def _values_json(values: Sequence[Any]) -> list[str]:
+    """The compact JSON text of each of `values`."""
+    if not values:
+        return []
+    items = [_SEPARATOR] * (2 * len(values) - 1)
+    items[::2] = _jsonable(values)
+    texts = _COMPACT(items)[1:-1].split(_SEPARATOR_JSON)
+    # The separator's text shows inside a value's JSON only where a list in it
+    # holds the separator after another item, which splits off one piece more:
+    # as many pieces as values means each piece is one value's JSON.
+    return texts if len(texts) == len(values) else list(map(_COMPACT, items[::2]))
 
 
 def _utf8(text: str) -> bytes:
@@ -231,43 +330,63 @@ def _utf8(text: str) -> bytes:
     return text.encode(errors="backslashreplace")
 
 
-def _jsonl(e: tape.Entry) -> bytes:
-    head = f'{{"index": {e.index}, "timestamp": "{iso_time(e.timestamp)}", "value": '
-    return _utf8(head + _COMPACT(_value_json(e.value)) + "}\n")
+def _jsonl(entries: list[tape.Entry]) -> bytes:
+    indexes, stamps, values = zip(*entries) if entries else ((), (), ())
+    lines = zip(indexes, iso_times(stamps), _values_json(values))
+    return _utf8("".join([f'{{"index": {i}, "timestamp": "{t}", "value": {v}}}\n' for i, t, v in lines]))
 
 
-def _pretty(e: tape.Entry) -> bytes:
-    record = {"index": e.index, "timestamp": iso_time(e.timestamp), "value": _value_json(e.value)}
-    return _utf8(_INDENTED(record) + "\n")
+def _pretty(entries: list[tape.Entry]) -> bytes:
+    values = _jsonable([e.value for e in entries])
+    return _utf8(
+        "".join(
+            [
+                _INDENTED({"index": e.index, "timestamp": iso_time(e.timestamp), "value": value}) + "\n"
+                for e, value in zip(entries, values)
+            ]
+        )
+    )
 
 
-def _raw(e: tape.Entry) -> bytes:
-    data: bytes = e.value
-    return _RAW_LENGTH.pack(len(data)) + data
+def _raw(entries: list[tape.Entry]) -> bytes:
+    return b"".join([_RAW_LENGTH.pack(len(e.value)) + e.value for e in entries])
 
 
-_FORMATS: dict[str, Callable[[tape.Entry], bytes]] = {"jsonl": _jsonl, "pretty": _pretty, "raw": _raw}
+_FORMATS: dict[str, Callable[[list[tape.Entry]], bytes]] = {"jsonl": _jsonl, "pretty": _pretty, "raw": _raw}
 _Decode = Callable[[bytes], Any]
 
 
-def _write(entries: Iterable[tape.Entry], fmt: str, out: IO[bytes], decode: _Decode | None = None) -> None:
+def _write(
+    entries: Iterable[tape.Entry],
+    fmt: str,
+    out: IO[bytes],
+    decode: _Decode | None = None,
+    progress: _Progress = _unseen,
+) -> None:
     """Write `entries` to `out` in format `fmt`, a chunk at a time, then flush.
 
-    `decode` turns payloads (of a queue opened raw) into values first.
+    `decode` turns payloads (of a queue opened raw) into values first;
+    `progress` is told how many entries went out.
     """
-    format_one = _FORMATS[fmt]
+    format_chunk = _FORMATS[fmt]
     if decode is not None:
         entries = (e._replace(value=decode(e.value)) for e in entries)
-    chunk: list[bytes] = []
+    entries = iter(entries)
+    chunk: list[tape.Entry] = []
     try:
-        for e in entries:
-            chunk.append(format_one(e))
-            if len(chunk) == _CHUNK:
-                out.write(b"".join(chunk))
-                chunk.clear()
-    finally:  # what was read before an error (damage, Ctrl-C) is still written
-        out.write(b"".join(chunk))
+        # extend() keeps what it took when the iterator raises (damage, Ctrl-C):
+        # the finally clause writes it.
+        while True:
+            chunk.extend(itertools.islice(entries, _CHUNK))
+            if len(chunk) < _CHUNK:
+                break
+            done, chunk = chunk, []
+            out.write(format_chunk(done))
+            progress(len(done))
+    finally:
+        out.write(format_chunk(chunk))
         out.flush()
+        progress(len(chunk))
 
 
 # -- reading a window of entries -----------------------------------------------------
@@ -334,6 +453,23 @@ def _place(q: tape.Queue, t: tape.Tailer, w: _Window, backward: bool) -> bool:
     return t.to_index(end)
 
 
+def _spans_ahead(q: tape.Queue, t: tape.Tailer, w: _Window, backward: bool) -> list[tuple[int, int]] | None:
+    """The spans (first, last index) of `w` the placed tailer `t` will read, oldest first.
+
+    None when only reading tells: where a bound in time falls is found by
+    reading (the tailer may even start a few entries outside it), and a
+    damaged cycle cannot be listed.
+    """
+    if t.index is None or w.lo_ns > 0 or w.hi_ns < _INT64_MAX:
+        return None
+    lo, hi = (w.lo_index, t.index) if backward else (t.index, w.hi_index)
+    try:
+        spans = _spans(q.cycles())
+    except tape.CorruptionError:
+        return None
+    return [(max(first, lo), min(last, hi)) for first, last in spans if first <= hi and last >= lo]
+
+
 def _in_window(t: tape.Tailer, w: _Window, backward: bool) -> Iterator[tape.Entry]:
     """The tailer's entries inside `w`, until the first beyond it (indexes and times only grow)."""
     for e in t.entries():
@@ -344,6 +480,103 @@ def _in_window(t: tape.Tailer, w: _Window, backward: bool) -> Iterator[tape.Entr
         if before if backward else after:
             return
         yield e
+
+
+# -- dumping with worker processes -----------------------------------------------------
+#
+# Decoding and JSON encoding take some 4 us per entry of a typical event
+# (bench/dump.py), nearly all of it inside msgpack and the json module, so one
+# process goes little faster than 250 k entries/s. A large window is cut into
+# units of consecutive indexes that worker processes (one per core) read and
+# format; this process writes their output in order, then reads on from there
+# itself: that takes in entries written meanwhile and, where a worker stopped
+# short, reports the problem as a dump in one process would.
+
+_UNIT = 16_384  # entries a worker reads and formats in one go
+_FEW = 4 * _UNIT  # a window of fewer entries is formatted in this process
+_Unit = tuple[int, int]  # the index reading starts at, and how many entries to read
+
+_reader: tuple[tape.Tailer, _Decode | None] | None = None  # a worker process's tailer and decoder
+
+
+def _units(spans: list[tuple[int, int]], backward: bool, limit: int | None) -> list[_Unit]:
+    """`spans` cut into units of at most _UNIT entries in reading order, `limit` entries in all."""
+    units = []
+    left = _INT64_MAX if limit is None else limit
+    for first, last in reversed(spans) if backward else spans:
+        size = last - first + 1
+        for done in range(0, min(size, left), _UNIT):
+            units.append((last - done if backward else first + done, min(_UNIT, size - done, left - done)))
+        left -= min(size, left)
+    return units
+
+
+def _start_worker(path: str, fmt: str, codec: str | None, backward: bool) -> None:
+    """Open the queue in a new worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the process writing the output
+    global _reader
+    q, decode = _open_reader(path, fmt, codec)
+    t = q.tailer()
+    if backward:
+        t.direction = "backward"
+    _reader = (t, decode)
+
+
+def _format_unit(fmt: str, unit: _Unit) -> tuple[bytes, int]:
+    """In a worker: the entries of `unit` in format `fmt`, and how many (fewer when reading failed)."""
+    assert _reader is not None
+    t, decode = _reader
+    start, count = unit
+    out = io.BytesIO()
+    written = 0
+
+    def tally(n: int) -> None:
+        nonlocal written
+        written += n
+
+    try:
+        if t.to_index(start):
+            _write(itertools.islice(t.entries(), count), fmt, out, decode, tally)
+    except tape.TapeError:
+        pass  # the writing process reads this entry itself, and reports the problem
+    return out.getvalue(), written
+
+
+def _write_units(
+    path: str, fmt: str, codec: str | None, backward: bool, units: list[_Unit], jobs: int,
+    out: IO[bytes], progress: _Progress,
+) -> tuple[int, int]:
+    """Write `units`, formatted by `jobs` worker processes, in order, until one comes short.
+
+    Returns how many entries were written and the index to read on from.
+    """
+    total = 0
+    after = units[0][0]
+    jobs = min(jobs, len(units))  # with fork, the pool starts all its workers at once
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_start_worker,
+        initargs=(path, fmt, codec, backward),
+    ) as pool:
+        todo = iter(units)
+        # At most two units a worker in flight: a slow reader of the output holds the rest back.
+        running: deque[tuple[_Unit, Future[tuple[bytes, int]]]] = deque(
+            (unit, pool.submit(_format_unit, fmt, unit)) for unit in itertools.islice(todo, 2 * jobs)
+        )
+        while running:
+            (start, count), done = running.popleft()
+            data, written = done.result()
+            out.write(data)
+            progress(written)
+            total += written
+            after = start - written if backward else start + written
+            if written < count:
+                for _, waiting in running:
+                    waiting.cancel()
+                break
+            running.extend((unit, pool.submit(_format_unit, fmt, unit)) for unit in itertools.islice(todo, 1))
+    return total, after
 
 
 # -- opening queues, reporting errors ---------------------------------------------------
@@ -442,6 +675,10 @@ def cli(debug: bool) -> None:
 @click.option("--backward", is_flag=True, help="Newest first.")
 @_format_option
 @_codec_option
+@click.option(
+    "-j", "--jobs", type=click.IntRange(0), default=0, metavar="N",
+    help="Processes formatting a large window (jsonl, pretty): 0 (the default) one per core, 1 only this one.",
+)
 def dump(
     path: str,
     from_index: int | None,
@@ -452,6 +689,7 @@ def dump(
     backward: bool,
     fmt: str,
     codec: str | None,
+    jobs: int,
 ) -> None:
     """Print the entries of the queue at PATH: {"index", "timestamp", "value"} per line.
 
@@ -472,8 +710,24 @@ def dump(
     q, decode = _open_reader(path, fmt, codec)
     with q:
         t = q.tailer()
-        if _place(q, t, window, backward):
-            _write(itertools.islice(_in_window(t, window, backward), limit), fmt, sys.stdout.buffer, decode)
+        if not _place(q, t, window, backward):
+            return
+        out = sys.stdout.buffer
+        shown = _is_file(out) and sys.stderr.isatty()
+        jobs = jobs or len(os.sched_getaffinity(0))
+        helped = jobs > 1 and fmt != "raw" and (limit is None or limit >= _FEW)  # raw is quick alone
+        spans = _spans_ahead(q, t, window, backward) if shown or helped else None
+        units = [] if spans is None else _units(spans, backward, limit)
+        total = None if spans is None else sum(count for _, count in units)
+        with _progress("dumping", total, shown=shown) as progress:
+            if helped and total is not None and total >= _FEW:
+                written, after = _write_units(path, fmt, codec, backward, units, jobs, out, progress)
+                limit = None if limit is None else limit - written
+                window = window._replace(hi_index=after) if backward else window._replace(lo_index=after)
+                if not _place(q, t, window, backward):
+                    return
+            entries = t.entries() if window == _Window() else _in_window(t, window, backward)
+            _write(itertools.islice(entries, limit), fmt, out, decode, progress)
 
 
 @cli.command(short_help="Print the last entries; -f follows new ones.")
@@ -528,7 +782,19 @@ def info(path: str, as_json: bool) -> None:
             click.echo(json.dumps(described, indent=2))
             return
         times = _cycle_times(q)
-    click.echo(_info_text(described, times))
+    click.echo(_info_text(described, times, _on_disk(path)))
+
+
+def _on_disk(path: str) -> int:
+    """Bytes the files of the queue at `path` take on disk: their allocated blocks, as du counts."""
+    total = 0
+    with os.scandir(path) as files:
+        for f in files:
+            try:
+                total += f.stat(follow_symlinks=False).st_blocks * 512
+            except FileNotFoundError:  # removed since it was listed (a purge)
+                pass
+    return total
 
 
 def _cycle_times(q: tape.Queue) -> dict[int, tuple[int, int]]:
@@ -548,8 +814,8 @@ def _cycle_times(q: tape.Queue) -> dict[int, tuple[int, int]]:
     return times
 
 
-def _info_text(d: dict[str, Any], times: dict[int, tuple[int, int]]) -> str:
-    """tape info's summary for people, from Queue.describe() and the cycles' times."""
+def _info_text(d: dict[str, Any], times: dict[int, tuple[int, int]], on_disk: int) -> str:
+    """tape info's summary for people, from Queue.describe(), the cycles' times and the bytes on disk."""
     cycles = d["cycles"]
     first_ns = min((a for a, _ in times.values()), default=None)
     last_ns = max((b for _, b in times.values()), default=None)
@@ -561,6 +827,7 @@ def _info_text(d: dict[str, Any], times: dict[int, tuple[int, int]]) -> str:
         ("created", d["created"]),
         ("entries", str(d["entries"])),
         ("bytes", f"{_size(d['bytes'])} of entries"),
+        ("on disk", _size(on_disk)),
         ("first index", str(d["first_index"])),
         ("last index", str(d["last_index"])),
         ("first entry", "-" if first_ns is None else iso_time(first_ns)),
@@ -616,10 +883,13 @@ def _table(rows: Sequence[Sequence[str]]) -> list[str]:
 
 @cli.command(short_help="Check a queue for damage (exit 1 if any).")
 @_path_argument
-@click.option("--salvage", is_flag=True, help="Go on past damage and count what is still intact.")
+@click.option(
+    "--strict/--salvage", default=True,
+    help="Stop in a cycle file at its first problem (the default), or go on past damage and count what is intact.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def verify(ctx: click.Context, path: str, salvage: bool, as_json: bool) -> None:
+def verify(ctx: click.Context, path: str, strict: bool, as_json: bool) -> None:
     """Check every cycle file of the queue at PATH: headers, checksums, index, ordering.
 
     Prints the report; exit status 1 when anything is damaged, with the file,
@@ -630,7 +900,7 @@ def verify(ctx: click.Context, path: str, salvage: bool, as_json: bool) -> None:
       tape verify /data/orders || tape verify /data/orders --salvage
     """
     with _open(path) as q:
-        report = q.verify(salvage=salvage)
+        report = q.verify(salvage=not strict)
         where = _cycle_path(q, report.bad_cycle)
     if as_json:
         click.echo(json.dumps({**report._asdict(), "bad_path": where}, indent=2))
@@ -723,13 +993,17 @@ def purge(
         raise click.UsageError("give at least one of --keep-cycles, --older-than, --max-bytes")
     with tape.Queue(path, create=False, read_only=dry_run, raw=True) as q:
         sizes = {c.path: c.bytes for c in q.cycles()}
-        removed = q.purge(
+        purge = functools.partial(
+            q.purge,
             keep_cycles=keep_cycles,
             older_than=older_than,
             max_bytes=max_bytes,
             respect_tailers=respect_tailers,
-            dry_run=dry_run,
         )
+        shown = not dry_run and sys.stderr.isatty()
+        total = len(purge(dry_run=True)) if shown else None
+        with _progress("purging", total, shown=shown) as progress:
+            removed = purge(dry_run=dry_run, on_remove=lambda _: progress(1))
     for p in removed:
         click.echo(p)
     verb = "would remove" if dry_run else "removed"
@@ -766,10 +1040,10 @@ def load(path: str, file: IO[bytes], codec: str | None, roll_cycle: str | None, 
     except tape.ArgumentError as exc:  # an unknown roll cycle, a schema without avro or avro without one
         raise click.UsageError(str(exc)) from None
     source = getattr(file, "name", "<stdin>")
-    with q:
+    with q, _progress("loading", _file_size(file)) as progress:
         loader = _Loader(q.appender(), source)
         try:
-            for lineno, line in enumerate(file, 1):
+            for lineno, line in enumerate(_reporting(file, progress), 1):
                 if not line.strip():
                     continue
                 try:
@@ -782,6 +1056,14 @@ def load(path: str, file: IO[bytes], codec: str | None, roll_cycle: str | None, 
             loader.appender.sync()
         finally:
             click.echo(f"appended {loader.count} entries to {path}")
+
+
+def _reporting(lines: Iterable[bytes], progress: _Progress) -> Iterator[bytes]:
+    """`lines`, telling `progress` how many bytes were taken, a chunk of lines at a time."""
+    it = iter(lines)
+    while chunk := list(itertools.islice(it, _CHUNK)):
+        yield from chunk
+        progress(sum(map(len, chunk)))
 
 
 class _Loader:

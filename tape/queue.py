@@ -539,6 +539,7 @@ class Queue:
         max_bytes: int | None = None,
         respect_tailers: bool = False,
         dry_run: bool = False,
+        on_remove: Callable[[str], object] | None = None,
     ) -> list[str]:
         """Remove whole cycle files now; the paths removed (or, with dry_run, that would be).
 
@@ -548,14 +549,15 @@ class Queue:
         cycles first. A cycle goes when any rule given picks it, except the
         newest cycle file and the newest cycle holding entries; with
         respect_tailers=True, never what a named tailer has not read yet.
+        on_remove(path) is called as each file goes (with dry_run, as it is picked).
         """
         policy = Policy.parse(
             {"keep_cycles": keep_cycles, "older_than": older_than, "max_bytes": max_bytes,
              "respect_tailers": respect_tailers}
         )
-        return self._purge(policy, dry_run)
+        return self._purge(policy, dry_run, on_remove)
 
-    def _purge(self, policy: Policy, dry_run: bool) -> list[str]:
+    def _purge(self, policy: Policy, dry_run: bool, on_remove: Callable[[str], object] | None = None) -> list[str]:
         cycles = self.cycles()
         floor = None
         if policy.respect_tailers:
@@ -575,6 +577,8 @@ class Queue:
                     continue  # gone already, or became the newest holding entries
                 check(rc, self.path)
             removed.append(c.path)
+            if on_remove is not None:
+                on_remove(c.path)
         return removed
 
     def _cycle_end_ns(self, cycle: int) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import queue as queue_mod
 import shutil
 import signal
@@ -22,7 +23,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import tape
-from tape.cli import cli, parse_duration, parse_size, parse_time
+from tape.cli import _size, cli, parse_duration, parse_size, parse_time
 
 T0 = 1_763_683_200 * 10**9  # 2025-11-21T00:00:00Z
 SECOND = 10**9
@@ -80,6 +81,24 @@ def test_dump_shows_bytes_as_base64_and_maps_json_cannot_key_as_pairs(qpath: Pat
         {"$map": [[1, "one"]]},
         {"$map": [["$base64", "not bytes"]]},
     ]
+
+
+def test_dump_marks_a_map_deep_inside_one_entry_among_thousands(qpath: Path) -> None:
+    values: list[Any] = [{"n": i, "tags": ["a", {"k": i}]} for i in range(3000)]
+    values[2500] = {"n": 2500, "tags": ["a", {"k": {7: "seven"}}]}
+    values[2900] = [{"$map": "looks like a marker"}]
+    with tape.Queue(qpath) as q:
+        q.appender().write_many(values)
+    dumped = values_of(invoke("dump", str(qpath)))
+    assert dumped[2500] == {"n": 2500, "tags": ["a", {"k": {"$map": [[7, "seven"]]}}]}
+    assert dumped[2900] == [{"$map": [["$map", "looks like a marker"]]}]
+    assert dumped[:2500] == values[:2500] and dumped[2501:2900] == values[2501:2900]
+
+
+def test_dump_keeps_values_that_hold_the_text_between_encoded_values(qpath: Path) -> None:
+    tricky = ["\x00tape\x00", [0, "\x00tape\x00", 1], {"k": "\x00tape\x00"}, 'a", "\\u0000tape\\u0000", "b']
+    build(qpath, [*tricky, *range(5)])
+    assert values_of(invoke("dump", str(qpath))) == [*tricky, *range(5)]
 
 
 def test_dump_from_and_to_are_inclusive_indexes(qpath: Path) -> None:
@@ -227,6 +246,13 @@ def test_info_summarizes_settings_cycles_and_named_tailers(qpath: Path) -> None:
     assert billing_line.split() == ["billing", str(position), "2"]  # next index, entries behind
 
 
+def test_info_shows_the_bytes_the_files_take_on_disk(qpath: Path) -> None:
+    build(qpath, range(6))
+    allocated = sum(p.stat().st_blocks * 512 for p in qpath.iterdir())
+    rows = [line.split(maxsplit=2) for line in invoke("info", str(qpath)).stdout.splitlines()]
+    assert ["on", "disk", _size(allocated)] in rows
+
+
 def test_info_json_is_the_queues_description(qpath: Path) -> None:
     build(qpath, range(3))
     result = invoke("info", str(qpath), "--json")
@@ -285,6 +311,15 @@ def test_verify_salvage_and_json_report_what_is_intact(qpath: Path, tmp_path: Pa
     assert report["ok"] is False and report["skipped"] >= 1
     assert report["entries"] == 200 - report["skipped"]
     assert "checksum" in report["message"]
+
+
+def test_verify_strict_is_the_default_and_stops_a_cycle_at_its_first_problem(qpath: Path, tmp_path: Path) -> None:
+    build(qpath, PAYLOADS, step=1000)
+    copy = damaged_copy(qpath, tmp_path)
+    strict = invoke("verify", str(copy), "--strict", "--json")
+    assert strict.exit_code == 1 and strict.stdout == invoke("verify", str(copy), "--json").stdout
+    report = json.loads(strict.stdout)
+    assert (report["entries"], report["skipped"]) == (101, 0)
 
 
 def test_dump_stops_at_damage_with_exit_1_after_the_good_entries(qpath: Path, tmp_path: Path) -> None:
@@ -440,6 +475,7 @@ def test_a_missing_queue_exits_1_with_one_clear_line(tmp_path: Path, args: list[
         ["dump", "Q", "--since", "yesterday"],
         ["dump", "Q", "--format", "raw", "--codec", "raw"],
         ["dump", "Q", "--codec", "morse"],
+        ["dump", "Q", "--jobs", "-1"],
         ["tail", "Q", "-n", "ten"],
         ["purge", "Q", "--max-bytes", "lots"],
         ["purge", "Q", "--older-than", "soon"],
@@ -472,6 +508,7 @@ def run(*args: str, input: bytes | None = None, module: bool = False) -> subproc
         (["info", "--json"], 0),
         (["verify"], 0),
         (["purge", "--keep-cycles", "1", "--dry-run"], 0),
+        (["repair"], 0),
         (["dump", "--format", "xml"], 2),
     ],
 )
@@ -518,6 +555,162 @@ def test_a_closed_pipe_ends_dump_quietly(qpath: Path) -> None:
     assert writer.stderr.read() == b""
 
 
+# -- worker processes ----------------------------------------------------------------
+
+MANY = 100_000  # more than dump formats in one process (4 units of 16,384)
+
+
+@pytest.fixture(scope="module")
+def big_queue(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A queue of MANY entries over three cycle files, written by this process."""
+    path = tmp_path_factory.mktemp("big") / "q"
+    now = [T0]
+    with tape.Queue(path, roll_cycle="minutely", clock=lambda: now[0]) as q:
+        a = q.appender()
+        for first in range(0, MANY, 1000):
+            a.write_many({"n": i, "entry": f"entry-{i:06d}", "b": bytes([i % 256])} for i in range(first, first + 1000))
+            now[0] += 60 * SECOND // 40  # 40,000 entries a cycle file
+    return path
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--backward"],
+        ["--limit", "70001"],
+        ["--backward", "--limit", "80000"],
+        ["--format", "pretty"],
+        ["--from", "FROM"],
+        ["--codec", "msgpack"],
+    ],
+)
+def test_dump_with_worker_processes_writes_what_one_process_writes(big_queue: Path, args: list[str]) -> None:
+    with tape.Queue(big_queue, read_only=True) as q:
+        first = q.first_index
+    assert first is not None
+    args = [str(first + 12_345) if a == "FROM" else a for a in args]  # inside the first cycle file
+    alone = run("dump", str(big_queue), "--jobs", "1", *args)
+    helped = run("dump", str(big_queue), "--jobs", "2", *args)
+    assert alone.returncode == helped.returncode == 0
+    assert helped.stdout == alone.stdout and helped.stderr == alone.stderr == b""
+
+
+def test_dump_with_worker_processes_stops_at_damage_after_the_good_entries(big_queue: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "damaged"
+    shutil.copytree(big_queue, copy)
+    for f in copy.glob("*.tape"):
+        data = bytearray(f.read_bytes())
+        at = data.find(b"entry-070000")
+        if at >= 0:
+            data[at + 6] ^= 0xFF
+            f.write_bytes(bytes(data))
+    alone = run("dump", str(copy), "--jobs", "1")
+    helped = run("dump", str(copy), "--jobs", "2")
+    assert alone.returncode == helped.returncode == 1
+    assert helped.stdout == alone.stdout and len(helped.stdout.splitlines()) == 70_000
+    assert helped.stderr == alone.stderr and helped.stderr.startswith(b"Error: ")
+
+
+def test_a_closed_pipe_ends_a_dump_with_worker_processes_quietly(big_queue: Path) -> None:
+    writer = subprocess.Popen([TAPE, "dump", str(big_queue), "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert writer.stdout is not None and writer.stderr is not None
+    reader = subprocess.run(["head", "-n", "1"], stdin=writer.stdout, capture_output=True, timeout=30)
+    writer.stdout.close()
+    assert json.loads(reader.stdout)["value"]["n"] == 0
+    assert writer.wait(timeout=30) in (0, 1)
+    assert writer.stderr.read() == b""
+
+
+# -- progress bars -------------------------------------------------------------------
+
+
+def run_on_terminal(args: list[str], stdout: Path, input: bytes = b"") -> tuple[int, str]:
+    """Run the console script with stderr on a pseudo-terminal, stdout to a file
+    and `input` piped in: its exit status and what the terminal received."""
+    controller, terminal = pty.openpty()
+    with stdout.open("wb") as out:
+        proc = subprocess.Popen([TAPE, *args], stdin=subprocess.PIPE, stdout=out, stderr=terminal)
+    os.close(terminal)
+    assert proc.stdin is not None
+    proc.stdin.write(input)  # less than a pipe holds
+    proc.stdin.close()
+    shown = []
+    try:
+        while data := os.read(controller, 4096):
+            shown.append(data)
+    except OSError:  # EIO: the process closed the terminal's last open end
+        pass
+    finally:
+        os.close(controller)
+    return proc.wait(timeout=60), b"".join(shown).decode()
+
+
+def test_dump_to_a_file_draws_a_progress_bar_on_a_terminal_and_writes_the_same_data(
+    qpath: Path, tmp_path: Path
+) -> None:
+    build(qpath, [{"n": i} for i in range(3000)])
+    status, terminal = run_on_terminal(["dump", str(qpath)], tmp_path / "out.jsonl")
+    assert status == 0
+    assert "dumping" in terminal and "100%" in terminal
+    assert (tmp_path / "out.jsonl").read_bytes() == run("dump", str(qpath)).stdout
+
+
+def test_load_from_a_file_draws_a_progress_bar_on_a_terminal(qpath: Path, tmp_path: Path) -> None:
+    source = tmp_path / "values.jsonl"
+    source.write_text("".join(f"{i}\n" for i in range(3000)))
+    status, terminal = run_on_terminal(["load", str(qpath), str(source)], tmp_path / "out.txt")
+    assert status == 0
+    assert "loading" in terminal and "100%" in terminal
+    assert (tmp_path / "out.txt").read_text() == f"appended 3000 entries to {qpath}\n"
+
+
+def test_load_from_stdin_on_a_terminal_counts_the_bytes_read(qpath: Path, tmp_path: Path) -> None:
+    text = "".join(f"{i}\n" for i in range(3000)).encode()
+    status, terminal = run_on_terminal(["load", str(qpath), "-"], tmp_path / "out.txt", input=text)
+    assert status == 0
+    assert "loading" in terminal and str(len(text)) in terminal
+
+
+def test_purge_draws_a_progress_bar_on_a_terminal(qpath: Path, tmp_path: Path) -> None:
+    build(qpath, range(12))  # three cycle files
+    files = sorted(str(p) for p in qpath.glob("*.tape"))
+    status, terminal = run_on_terminal(["purge", str(qpath), "--keep-cycles", "1"], tmp_path / "out.txt")
+    assert status == 0
+    assert "purging" in terminal and "100%" in terminal and "removed 2 cycle files" in terminal
+    assert (tmp_path / "out.txt").read_text().splitlines() == files[:2]
+
+
+def test_dump_to_a_pipe_draws_no_bar_on_a_terminal(qpath: Path, tmp_path: Path) -> None:
+    build(qpath, range(100))
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run([TAPE, "dump", str(qpath)], stdout=subprocess.PIPE, stderr=terminal, timeout=60)
+        os.set_blocking(controller, False)
+        with pytest.raises(BlockingIOError):
+            os.read(controller, 4096)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 100
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(qpath: Path, tmp_path: Path) -> None:
+    build(qpath, range(12))  # three cycle files
+    dumped = tmp_path / "dumped.jsonl"
+
+    def stderr_of(*args: str) -> str:
+        with dumped.open("ab") as out:
+            done = subprocess.run([TAPE, *args], stdout=out, stderr=subprocess.PIPE, timeout=60)
+        assert done.returncode == 0
+        return done.stderr.decode()
+
+    assert stderr_of("dump", str(qpath)) == ""
+    assert stderr_of("load", str(tmp_path / "copy"), str(dumped)) == ""
+    (message,) = stderr_of("purge", str(qpath), "--keep-cycles", "1").splitlines()
+    assert message.startswith("removed 2 cycle files (")
+
+
 # -- codecs ----------------------------------------------------------------------------
 
 SCHEMA = {
@@ -556,7 +749,7 @@ def test_avro_without_a_schema_is_bad_usage(qpath: Path) -> None:
 # -- help and debugging ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["dump", "tail", "info", "verify", "purge", "load"])
+@pytest.mark.parametrize("command", ["dump", "tail", "info", "verify", "repair", "purge", "load"])
 def test_every_command_has_help_with_an_example(command: str) -> None:
     result = invoke(command, "--help")
     assert result.exit_code == 0 and f"tape {command} /" in result.stdout

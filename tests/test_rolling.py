@@ -215,6 +215,17 @@ def test_purge_keeps_the_last_cycles(qpath: Path) -> None:
         assert list(q.tailer()) == [b"7", b"8", b"9"]
 
 
+def test_purge_calls_on_remove_as_each_file_goes(qpath: Path) -> None:
+    q, _ = _cycles_with_entries(qpath, 5)
+    with q:
+        seen: list[tuple[str, bool]] = []
+        gone = q.purge(keep_cycles=2, on_remove=lambda path: seen.append((path, os.path.exists(path))))
+        assert seen == [(path, False) for path in gone] and len(gone) == 3
+        picked: list[str] = []
+        would = q.purge(keep_cycles=1, dry_run=True, on_remove=picked.append)
+        assert would == picked and len(picked) == 1 and os.path.exists(picked[0])
+
+
 def test_purge_removes_cycles_older_than(qpath: Path) -> None:
     q, clock = _cycles_with_entries(qpath, 10)
     with q:
