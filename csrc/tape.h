@@ -301,6 +301,17 @@ typedef struct tape_verify_report {
  * writers append (it sees a consistent prefix). */
 int tape_verify(tape_queue *q, int flags, tape_verify_report *r);
 
+/* Told how far a walk has got: `walked` bytes of cycle files, counted from
+ * each file's first entry (the sum of tape_cycle_info's ci_bytes at the end
+ * of a sound queue that no one writes meanwhile). Returns 0 to go on, any
+ * other value to stop the walk. */
+typedef int (*tape_progress_fn)(void *arg, uint64_t walked);
+
+/* tape_verify, calling fn(arg, walked) after every 16 MiB and at the end of
+ * each cycle file; -ECANCELED (and a partial report) when fn stopped it. */
+int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_progress_fn fn,
+                         void *arg);
+
 /* Make the queue writable again after a power loss tore its tail: in the
  * newest cycle file, everything after the last entry whose checksum holds
  * (what no reader can reach: readers stop at the damage) is cleared, and

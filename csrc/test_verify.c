@@ -157,9 +157,60 @@ static void non_zero_padding_is_found(void)
     tape_close(q);
 }
 
+typedef struct walk {
+    uint64_t w_calls;
+    uint64_t w_last;
+    int w_backwards;
+} walk;
+
+static int on_progress(void *arg, uint64_t walked)
+{
+    walk *w = arg;
+    if (walked < w->w_last)
+        w->w_backwards = 1;
+    w->w_last = walked;
+    w->w_calls++;
+    return 0;
+}
+
+static int stop_at_once(void *arg, uint64_t walked)
+{
+    (void)walked;
+    ++*(int *)arg;
+    return 1;
+}
+
+static void progress_grows_to_the_bytes_of_every_cycle(void)
+{
+    tape_queue *q;
+    make_queue(&q, 3);
+    walk w = {0, 0, 0};
+    tape_verify_report r;
+    EXPECT_EQ(tape_verify_progress(q, 0, &r, on_progress, &w), 0);
+    EXPECT_EQ(r.vr_entries, NENT);
+    int64_t cycles[8];
+    int64_t n = tape_list_cycles(q, cycles, 8);
+    EXPECT_EQ(n, 3);
+    uint64_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        tape_cycle_info ci;
+        CHECK_OK(tape_cycle_info_get(q, cycles[i], &ci));
+        total += ci.ci_bytes;
+    }
+    EXPECT_EQ(w.w_calls, 3); /* once per cycle file: each is under 16 MiB */
+    EXPECT_EQ(w.w_last, total);
+    EXPECT_EQ(w.w_backwards, 0);
+    int calls = 0;
+    EXPECT_EQ(tape_verify_progress(q, 0, &r, stop_at_once, &calls), -ECANCELED);
+    EXPECT_EQ(calls, 1);
+    EXPECT_EQ(r.vr_cycles, 1);
+    tape_close(q);
+}
+
 static const th_test tests[] = {
     TEST(non_zero_padding_is_found),
     TEST(sound_queue_passes),
+    TEST(progress_grows_to_the_bytes_of_every_cycle),
     TEST(flipped_byte_is_found_and_salvage_reads_past_it),
     TEST(garbage_after_the_end_is_found),
     TEST(truncated_file_is_found),

@@ -5,10 +5,14 @@
 #include "tape_int.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* How often a walk reports its progress. */
+#define PROGRESS_EVERY ((uint64_t)16 << 20)
 
 typedef struct vctx {
     tape_queue *c_q;
@@ -16,7 +20,20 @@ typedef struct vctx {
     int c_salvage;
     int c_prefix;           /* still in the gap-free prefix */
     int64_t c_prev_ts;
+    tape_progress_fn c_progress;
+    void *c_arg;
+    uint64_t c_walked;      /* bytes walked in the cycles before this one */
+    int c_stopped;          /* c_progress asked to stop */
 } vctx;
+
+/* Report `p` (an offset in cycle y) as reached, if anyone asks; false when
+ * the one asking wants the walk to stop. */
+static bool progress(vctx *c, const tape_cyc *y, uint64_t p)
+{
+    if (c->c_progress && c->c_progress(c->c_arg, c->c_walked + (p - y->y_data_off)) != 0)
+        c->c_stopped = 1;
+    return !c->c_stopped;
+}
 
 __attribute__((format(printf, 4, 5)))
 static void problem(vctx *c, int64_t cycle, uint64_t off, const char *fmt, ...)
@@ -58,9 +75,14 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
     }
     r->vr_cycles++;
     const int slog = q->q_roll.r_spacing_log2;
-    uint64_t p = y.y_data_off, seq = 0;
+    uint64_t p = y.y_data_off, seq = 0, report_at = p + PROGRESS_EVERY;
     for (;;) {
         const char *why = NULL;
+        if (p >= report_at) {
+            if (!progress(c, &y, p))
+                break;
+            report_at = p + PROGRESS_EVERY;
+        }
         rc = tape_view_cover(&y.y_v, p + 4);
         if (rc != 0) {
             why = "the file ends inside the data";
@@ -139,10 +161,19 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
         seq = b << slog;
         p = np;
     }
+    if (!c->c_stopped)
+        progress(c, &y, p);
+    c->c_walked += p - y.y_data_off;
     tape_cyc_close(&y);
 }
 
 int tape_verify(tape_queue *q, int flags, tape_verify_report *r)
+{
+    return tape_verify_progress(q, flags, r, NULL, NULL);
+}
+
+int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_progress_fn fn,
+                         void *arg)
 {
     memset(r, 0, sizeof *r);
     r->vr_last_good = -1;
@@ -152,9 +183,11 @@ int tape_verify(tape_queue *q, int flags, tape_verify_report *r)
     int rc = tape_list_cycles_alloc(q, &v, &n);
     if (rc < 0)
         return rc;
-    vctx c = {q, r, flags & TAPE_VERIFY_SALVAGE, 1, INT64_MIN};
-    for (size_t i = 0; i < n; i++)
+    vctx c = {q, r, flags & TAPE_VERIFY_SALVAGE, 1, INT64_MIN, fn, arg, 0, 0};
+    for (size_t i = 0; i < n && !c.c_stopped; i++)
         verify_cycle(&c, v[i], i == n - 1);
     free(v);
+    if (c.c_stopped)
+        return -ECANCELED;
     return r->vr_problems ? 1 : 0;
 }

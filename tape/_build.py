@@ -174,6 +174,10 @@ typedef struct tape_verify_report {
 
 #define TAPE_VERIFY_SALVAGE ...
 int tape_verify(tape_queue *q, int flags, tape_verify_report *r);
+typedef int (*tape_progress_fn)(void *arg, uint64_t walked);
+int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_progress_fn fn,
+                         void *arg);
+extern "Python" int _tape_progress(void *arg, uint64_t walked);
 int64_t tape_repair_tail(tape_queue *q);
 
 int tape_msgpack_check_keys(const void *buf, size_t len);

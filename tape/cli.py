@@ -900,7 +900,17 @@ def verify(ctx: click.Context, path: str, strict: bool, as_json: bool) -> None:
       tape verify /data/orders || tape verify /data/orders --salvage
     """
     with _open(path) as q:
-        report = q.verify(salvage=not strict)
+        shown = sys.stderr.isatty()
+        total = sum(c.bytes for c in q.cycles()) if shown else None
+        with _progress("verifying", total, shown=shown) as progress:
+            walked = 0
+
+            def advance(now: int) -> None:
+                nonlocal walked
+                progress(now - walked)
+                walked = now
+
+            report = q.verify(salvage=not strict, progress=advance if shown else None)
         where = _cycle_path(q, report.bad_cycle)
     if as_json:
         click.echo(json.dumps({**report._asdict(), "bad_path": where}, indent=2))

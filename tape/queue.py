@@ -129,6 +129,30 @@ class VerifyReport(NamedTuple):
     message: str
 
 
+class _Progress:
+    """A progress callback of the core's, and the exception that stopped it."""
+
+    __slots__ = ("call", "error")
+
+    def __init__(self, call: Callable[[int], None]) -> None:
+        self.call = call
+        self.error: BaseException | None = None
+
+
+def _tape_progress(arg: Any, walked: int) -> int:
+    """The core's tape_progress_fn: pass `walked` on; stop (1) after an exception."""
+    watch: _Progress = ffi.from_handle(arg)
+    try:
+        watch.call(walked)
+    except BaseException as exc:  # Ctrl-C included: the walk stops, verify() raises it
+        watch.error = exc
+        return 1
+    return 0
+
+
+ffi.def_extern()(_tape_progress)  # what lib._tape_progress calls
+
+
 class _Handle:
     """A C appender or tailer: `ptr` until closed, then None; freed exactly once.
 
@@ -599,15 +623,26 @@ class Queue:
             raise KeyError(name)
         check(rc, self.path)
 
-    def verify(self, *, salvage: bool = False) -> VerifyReport:
+    def verify(self, *, salvage: bool = False, progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Check every cycle file: headers, checksums, index and ordering.
 
         Strict (the default) stops in a cycle at its first problem; with
         salvage=True the check goes on past damage and counts what is intact.
+        `progress` is called with the bytes checked so far (every 16 MiB and
+        after each cycle file; the total is the sum of cycles()' bytes); an
+        exception it raises stops the check and is raised here.
         """
         r = ffi.new("tape_verify_report *")
-        with self._lock:
-            rc = lib.tape_verify(self._ptr(), lib.TAPE_VERIFY_SALVAGE if salvage else 0, r)
+        flags = lib.TAPE_VERIFY_SALVAGE if salvage else 0
+        if progress is None:
+            with self._lock:
+                rc = lib.tape_verify(self._ptr(), flags, r)
+        else:
+            watch = _Progress(progress)
+            with self._lock:
+                rc = lib.tape_verify_progress(self._ptr(), flags, r, lib._tape_progress, ffi.new_handle(watch))
+            if watch.error is not None:
+                raise watch.error
         check(rc, self.path)
         return VerifyReport(
             ok=rc == 0,

@@ -681,6 +681,14 @@ def test_purge_draws_a_progress_bar_on_a_terminal(qpath: Path, tmp_path: Path) -
     assert (tmp_path / "out.txt").read_text().splitlines() == files[:2]
 
 
+def test_verify_draws_a_progress_bar_on_a_terminal_and_prints_the_same_report(qpath: Path, tmp_path: Path) -> None:
+    build(qpath, range(12))  # three cycle files
+    status, terminal = run_on_terminal(["verify", str(qpath)], tmp_path / "out.txt")
+    assert status == 0
+    assert "verifying" in terminal and "100%" in terminal
+    assert (tmp_path / "out.txt").read_bytes() == run("verify", str(qpath)).stdout
+
+
 def test_dump_to_a_pipe_draws_no_bar_on_a_terminal(qpath: Path, tmp_path: Path) -> None:
     build(qpath, range(100))
     controller, terminal = pty.openpty()
@@ -707,6 +715,7 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(qpath: Path, tmp_path: Pa
 
     assert stderr_of("dump", str(qpath)) == ""
     assert stderr_of("load", str(tmp_path / "copy"), str(dumped)) == ""
+    assert stderr_of("verify", str(qpath)) == ""
     (message,) = stderr_of("purge", str(qpath), "--keep-cycles", "1").splitlines()
     assert message.startswith("removed 2 cycle files (")
 

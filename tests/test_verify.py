@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import tape
 
 
@@ -81,3 +83,22 @@ def test_repair_clears_a_torn_tail_so_writers_append_again(raw_queue: tape.Queue
         values = list(q.tailer())
         assert values[:99] == [bytes([i]) * 50 for i in range(99)] and values[99:] == [b"after"]
         assert q.repair() == 0
+
+
+def test_progress_is_told_the_bytes_checked_up_to_those_of_every_cycle(raw_queue: tape.Queue) -> None:
+    raw_queue.appender().write_many([b"x" * 1000] * 40_000)  # 40 MB: reports within the file too
+    told: list[int] = []
+    assert raw_queue.verify(progress=told.append).ok
+    assert len(told) >= 3 and told == sorted(told)
+    assert told[-1] == sum(c.bytes for c in raw_queue.cycles())
+
+
+def test_an_exception_in_progress_stops_verify_and_is_raised(raw_queue: tape.Queue) -> None:
+    raw_queue.appender().write(b"x")
+
+    def stop(walked: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        raw_queue.verify(progress=stop)
+    assert raw_queue.verify().ok
