@@ -453,15 +453,25 @@ class StrictMsgpack:
     encode = staticmethod(codecs.get("msgpack").encode)
 
 
-@pytest.fixture
-def one_bad_in_the_middle(qpath: Path) -> Path:
-    """A raw queue of msgpack 0..9 with one undecodable payload after 4."""
-    with tape.Queue(qpath, codec="raw") as q:
+class BatchMsgpack(StrictMsgpack):
+    """StrictMsgpack that decodes batches in one stream, as the msgpack codec does."""
+
+    decode_many = staticmethod(codecs.MsgpackCodec().decode_many)
+
+
+def _one_bad_in_the_middle(path: Path, bad: bytes) -> Path:
+    """A raw queue of msgpack 0..9 with the payload `bad` after 4."""
+    with tape.Queue(path, codec="raw") as q:
         a = q.appender()
         a.write_many(msgpack.packb(k) for k in range(5))
-        a.write(b"\xc1")  # never valid msgpack
+        a.write(bad)
         a.write_many(msgpack.packb(k) for k in range(5, 10))
-    return qpath
+    return path
+
+
+@pytest.fixture
+def one_bad_in_the_middle(qpath: Path) -> Path:
+    return _one_bad_in_the_middle(qpath, b"\xc1")  # never valid msgpack
 
 
 def test_an_undecodable_entry_raises_decode_error_when_read_then_reading_goes_on(
@@ -475,26 +485,7 @@ def test_an_undecodable_entry_raises_decode_error_when_read_then_reading_goes_on
         assert [t.read() for _ in range(5)] == [5, 6, 7, 8, 9]
 
 
-def test_an_undecodable_entry_ends_iteration_with_decode_error_then_it_goes_on(
-    one_bad_in_the_middle: Path,
-) -> None:
-    with tape.Queue(one_bad_in_the_middle, codec=StrictMsgpack()) as q:
-        t = q.tailer()
-        got = []
-        with pytest.raises(tape.DecodeError):
-            for value in t:
-                got.append(value)
-        assert got == [0, 1, 2, 3, 4]
-        assert isinstance(tape.DecodeError("x"), tape.CorruptionError)
-        assert list(t) == [5, 6, 7, 8, 9]
-
-
-class BatchMsgpack(StrictMsgpack):
-    """StrictMsgpack that decodes batches in one stream, as the msgpack codec does."""
-
-    decode_many = staticmethod(codecs.MsgpackCodec().decode_many)
-
-
+@pytest.mark.parametrize("codec", [StrictMsgpack, BatchMsgpack], ids=["each", "one-stream"])
 @pytest.mark.parametrize(
     "bad",
     [
@@ -505,19 +496,17 @@ class BatchMsgpack(StrictMsgpack):
     ],
     ids=["reserved-byte", "empty", "two-values", "cut-short"],
 )
-def test_a_batch_decoded_in_one_stream_stops_exactly_at_the_bad_payload(qpath: Path, bad: bytes) -> None:
-    with tape.Queue(qpath, codec="raw") as q:
-        a = q.appender()
-        a.write_many(msgpack.packb(k) for k in range(5))
-        a.write(bad)
-        a.write_many(msgpack.packb(k) for k in range(5, 10))
-    with tape.Queue(qpath, codec=BatchMsgpack()) as q:
+def test_an_undecodable_entry_ends_iteration_with_decode_error_then_it_goes_on(
+    qpath: Path, codec: type[StrictMsgpack], bad: bytes
+) -> None:
+    with tape.Queue(_one_bad_in_the_middle(qpath, bad), codec=codec()) as q:
         t = q.tailer()
         got = []
         with pytest.raises(tape.DecodeError):
             for value in t:
                 got.append(value)
         assert got == [0, 1, 2, 3, 4]
+        assert isinstance(tape.DecodeError("x"), tape.CorruptionError)
         assert list(t) == [5, 6, 7, 8, 9]
 
 
