@@ -1164,14 +1164,21 @@ class Tailer(_Child):
 
     def to_index(self, index: int) -> bool:
         """Move to `index` so that the next read returns it; False (no move) when it does not exist."""
-        index = _as_int(index, "index")
-        self._settle()
+        if type(index) is not int:
+            index = _as_int(index, "index")
+        if self._batch is not None:
+            self._settle()
         self._readahead = 1
         if not 0 <= index <= _INT64_MAX:
             return False
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # random access is a hot path: acquire/release cost less than `with`
+        try:
             rc: int = lib.tape_tailer_to_index(self._ptr(), index)
-        check(rc, self._path)
+        finally:
+            lock.release()
+        if rc < 0:
+            check(rc, self._path)
         return rc == 1
 
     def to_start(self) -> None:
