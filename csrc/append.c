@@ -63,8 +63,9 @@ static void writer_switch(tape_queue *q, tape_cyc *y)
     w->w_y = *y;
     w->w_y.y_v.v_mu = &q->q_mu;
     atomic_store_explicit(&q->q_pf_ready, y->y_v.v_size, memory_order_release);
+    atomic_store_explicit(&q->q_pf_want, 0, memory_order_relaxed);
     q->q_pf_alloc = y->y_v.v_size;
-    q->q_pf_want = 0;
+    q->q_pf_failed = 0;
     pthread_mutex_unlock(&q->q_mu);
     w->w_ready = y->y_v.v_size;
     w->w_kick_at = 0;

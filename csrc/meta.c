@@ -261,7 +261,6 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
     q->q_sh = (tape_meta_shared *)((uint8_t *)map + TAPE_META_SHARED_OFF);
     q->q_read_only = o->oo_read_only;
     pthread_mutex_init(&q->q_mu, NULL);
-    pthread_cond_init(&q->q_pf_cond, NULL);
     tape_cyc_init(&q->q_w.w_y);
     rc = validate(q, o);
     if (rc < 0) {
@@ -288,7 +287,6 @@ void tape_close(tape_queue *q)
     munmap(q->q_meta, TAPE_META_SIZE);
     close(q->q_meta_fd); /* drops our liveness lock */
     close(q->q_dirfd);
-    pthread_cond_destroy(&q->q_pf_cond);
     pthread_mutex_destroy(&q->q_mu);
     free(q->q_path);
     free(q);

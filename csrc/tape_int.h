@@ -253,14 +253,16 @@ struct tape_queue {
     uint64_t q_cyc_mod;        /* m_modcount when listed */
     int q_cyc_valid;
 
-    /* prefaulter thread (q_mu guards these) */
+    /* prefaulter thread: the writer kicks it without taking q_mu (see
+     * map.c); q_mu guards q_pf_alloc and q_pf_failed */
     pthread_t q_pf_thread;
-    pthread_cond_t q_pf_cond;
     int q_pf_running;
-    int q_pf_stop;
-    uint64_t q_pf_pos;         /* the writer's offset at its last kick */
-    uint64_t q_pf_want;        /* allocate and fault in up to here */
-    int q_pf_refresh;          /* touch the stretch ahead of q_pf_pos again */
+    _Atomic int q_pf_stop;
+    _Atomic uint64_t q_pf_pos;   /* the writer's offset at its last kick */
+    _Atomic uint64_t q_pf_want;  /* allocate and fault in up to here */
+    _Atomic uint32_t q_pf_kicks; /* futex word: bumped by every kick */
+    _Atomic int q_pf_sleeping;   /* the prefaulter waits on q_pf_kicks */
+    uint64_t q_pf_failed;      /* a want the prefaulter could not reach */
     uint64_t q_pf_alloc;       /* the prefaulter has allocated up to here */
     _Atomic uint64_t q_pf_ready; /* allocated (and faulted in) up to here */
 };
