@@ -396,17 +396,16 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         if (ends[k] - start > TAPE_MAX_PAYLOAD)
             return TAPE_ETOOBIG;
     }
-    if (ts == 0)
-        ts = tape_now_ns();
-
     int recovered;
     int rc = tape_lock(q, &recovered);
     if (rc < 0)
         return rc;
+    tape_writer *w = &q->q_w;
+    if (ts == 0) /* taken holding the lock, which guards the clock's state */
+        ts = tape_clock_now(&w->w_clock);
     int64_t newest = __atomic_load_n(&q->q_sh->m_last_ts, __ATOMIC_RELAXED);
     if (ts < newest)
         ts = newest;
-    tape_writer *w = &q->q_w;
     int64_t result = ts >= w->w_lo_ns && ts < w->w_hi_ns ? w->w_y.y_cycle : tape_cycle_of(q, ts);
     size_t done = 0;
     if (result >= 0)

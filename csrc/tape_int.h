@@ -212,6 +212,38 @@ int tape_list_cycles_alloc(tape_queue *q, int64_t **out, size_t *n);
 /* The smallest existing cycle > c (dir > 0) or largest < c (dir < 0); -1 none. */
 int64_t tape_neighbour_cycle(tape_queue *q, int64_t c, int dir);
 
+/* ---- the appender's clock (clock.c) ------------------------------------ */
+
+#define TAPE_CLOCK_SPAN_NS 10000 /* the counter is trusted this long */
+
+/* CLOCK_REALTIME, counted forward with the time-stamp counter between
+ * readings; guarded by the write lock. */
+typedef struct tape_clock {
+    uint64_t k_tsc;            /* counter at the last reading (anchor) */
+    int64_t k_ns;              /* CLOCK_REALTIME then */
+    uint64_t k_span;           /* ticks past k_tsc still trusted; 0: none */
+    uint64_t k_mult;           /* ns per tick << 32, 0 until measured */
+    uint64_t k_cal_tsc;        /* where the rate is measured from */
+    int64_t k_cal_ns;
+    int k_usable;              /* the counter may be used at all */
+} tape_clock;
+
+void tape_clock_init(tape_clock *k);
+/* Read CLOCK_REALTIME and re-anchor. */
+int64_t tape_clock_read(tape_clock *k);
+
+/* Now, ns since the epoch: at most TAPE_CLOCK_SPAN_NS past a reading of
+ * CLOCK_REALTIME made before the call. */
+static inline int64_t tape_clock_now(tape_clock *k)
+{
+#if defined(__x86_64__)
+    uint64_t d = __builtin_ia32_rdtsc() - k->k_tsc;
+    if (d < k->k_span)
+        return k->k_ns + (int64_t)((d * k->k_mult) >> 32);
+#endif
+    return tape_clock_read(k);
+}
+
 /* ---- the queue ------------------------------------------------------------ */
 
 /* What an appending process knows about the end of the newest cycle; guarded
@@ -228,6 +260,7 @@ typedef struct tape_writer {
                                 * hints of live writers */
     uint64_t w_ready;          /* the file is allocated up to here (may lag) */
     uint64_t w_kick_at;        /* next offset at which to wake the prefaulter */
+    tape_clock w_clock;        /* timestamps of appends given none */
 } tape_writer;
 
 struct tape_queue {
