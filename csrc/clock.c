@@ -3,11 +3,12 @@
  * clock_gettime costs about 23 ns here, half of an append. Between two
  * readings of it the writer counts time with the CPU's time-stamp counter
  * (about 10 ns), at a rate measured against CLOCK_REALTIME itself. The
- * counter is trusted for at most TAPE_CLOCK_SPAN_NS after a reading: past
- * that, or when it runs backwards (another CPU, a resume), CLOCK_REALTIME is
- * read again. So a timestamp is never more than TAPE_CLOCK_SPAN_NS past a
- * reading of CLOCK_REALTIME that this process made before the call, whatever
- * the counter does; with a sane counter it is within a few ns of the clock.
+ * counter is trusted for at most TAPE_CLOCK_SPAN_NS (100 us) after a
+ * reading: past that, or when it runs backwards (another CPU, a resume),
+ * CLOCK_REALTIME is read again. So a timestamp is never more than
+ * TAPE_CLOCK_SPAN_NS past a reading of CLOCK_REALTIME that this process made
+ * before the call, whatever the counter does; with a sane counter it is
+ * within about 0.1 us of the clock (measured here).
  * A clock that steps is followed at the next reading; the queue's rule
  * (never below the newest timestamp) keeps timestamps from decreasing.
  *
@@ -62,6 +63,8 @@ void tape_clock_init(tape_clock *k)
     k->k_mult = 0;
     k->k_cal_tsc = 0;
     k->k_cal_ns = 0;
+    k->k_cal_next = CAL_MIN_NS;
+    k->k_span_ticks = 0;
 #if HAVE_TSC
     k->k_usable = tsc_usable();
 #else
@@ -70,7 +73,10 @@ void tape_clock_init(tape_clock *k)
 }
 
 /* Read CLOCK_REALTIME, and take it as the new anchor when the counter
- * brackets the reading tightly. */
+ * brackets the reading tightly. The rate is measured from a base reading,
+ * again each time the distance to it has doubled (2 ms, 4 ms, ... 0.5 s),
+ * then from a new base: so a clock slewed by NTP is followed, and the slow
+ * path does no division most of the time. */
 int64_t tape_clock_read(tape_clock *k)
 {
 #if HAVE_TSC
@@ -85,23 +91,28 @@ int64_t tape_clock_read(tape_clock *k)
     uint64_t t = t0 + (t1 - t0) / 2;
     k->k_tsc = t;
     k->k_ns = ns;
-    /* The rate: ns per tick << 32, from the calibration base to here. */
-    if (k->k_cal_tsc == 0 || t <= k->k_cal_tsc || ns <= k->k_cal_ns ||
-        ns - k->k_cal_ns > CAL_MAX_NS) {
+    int64_t since = ns - k->k_cal_ns;
+    if (k->k_cal_tsc == 0 || t <= k->k_cal_tsc || since <= 0 || since > CAL_MAX_NS) {
+        /* First reading, or the counter or the clock went back, or a long
+         * pause: measure from here (keeping the rate known so far). */
         k->k_cal_tsc = t;
         k->k_cal_ns = ns;
-    } else if (ns - k->k_cal_ns >= CAL_MIN_NS) {
-        uint64_t mult = ((uint64_t)(ns - k->k_cal_ns) << 32) / (t - k->k_cal_tsc);
+        k->k_cal_next = CAL_MIN_NS;
+    } else if (since >= k->k_cal_next) {
+        uint64_t mult = ((uint64_t)since << 32) / (t - k->k_cal_tsc);
         /* 0.01 to 100 ns per tick; else a step of the clock fell inside. */
-        if (mult >= ((uint64_t)1 << 32) / 100 && mult <= ((uint64_t)100 << 32))
+        if (mult >= ((uint64_t)1 << 32) / 100 && mult <= ((uint64_t)100 << 32)) {
             k->k_mult = mult;
-        if (ns - k->k_cal_ns >= CAL_MAX_NS / 2) { /* measured long enough */
+            k->k_span_ticks = ((uint64_t)TAPE_CLOCK_SPAN_NS << 32) / mult;
+        }
+        k->k_cal_next = 2 * since;
+        if (since >= CAL_MAX_NS / 2) {
             k->k_cal_tsc = t;
             k->k_cal_ns = ns;
+            k->k_cal_next = CAL_MAX_NS / 2;
         }
     }
-    if (k->k_mult)
-        k->k_span = ((uint64_t)TAPE_CLOCK_SPAN_NS << 32) / k->k_mult;
+    k->k_span = k->k_span_ticks; /* 0 until the rate is known */
     return ns;
 #else
     (void)k;

@@ -176,7 +176,7 @@ void tape_appender_close(tape_appender *a);
 
 /* Append one entry. `ts_ns` is the timestamp to record, or 0 for the wall
  * clock (CLOCK_REALTIME, counted forward with the CPU's time-stamp counter
- * for at most 10 us between readings); the stored timestamp is raised to the
+ * for at most 100 us between readings); the stored timestamp is raised to the
  * queue's newest if lower, so timestamps never decrease within a queue.
  * Returns the entry's index (>= 0) or a negative error code. On error
  * nothing is visible to readers. */

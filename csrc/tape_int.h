@@ -214,7 +214,7 @@ int64_t tape_neighbour_cycle(tape_queue *q, int64_t c, int dir);
 
 /* ---- the appender's clock (clock.c) ------------------------------------ */
 
-#define TAPE_CLOCK_SPAN_NS 10000 /* the counter is trusted this long */
+#define TAPE_CLOCK_SPAN_NS 100000 /* the counter is trusted this long */
 
 /* CLOCK_REALTIME, counted forward with the time-stamp counter between
  * readings; guarded by the write lock. */
@@ -225,6 +225,8 @@ typedef struct tape_clock {
     uint64_t k_mult;           /* ns per tick << 32, 0 until measured */
     uint64_t k_cal_tsc;        /* where the rate is measured from */
     int64_t k_cal_ns;
+    int64_t k_cal_next;        /* measure it again this far from there */
+    uint64_t k_span_ticks;     /* TAPE_CLOCK_SPAN_NS in ticks at k_mult */
     int k_usable;              /* the counter may be used at all */
 } tape_clock;
 
