@@ -430,10 +430,11 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
             __atomic_store_n(&q->q_sh->m_hint_gen, w->w_gen, __ATOMIC_RELAXED);
     }
     if (done > 0) {
-        result = done == n ? tape_make_index(q, q->q_w.w_y.y_cycle, (int64_t)q->q_w.w_seq - 1) : result;
+        int64_t last = tape_make_index(q, w->w_y.y_cycle, (int64_t)w->w_seq - 1);
+        if (done == n)
+            result = last;
         /* Threads may share an appender. */
-        __atomic_store_n(&a->a_last, tape_make_index(q, q->q_w.w_y.y_cycle, (int64_t)q->q_w.w_seq - 1),
-                         __ATOMIC_RELAXED);
+        __atomic_store_n(&a->a_last, last, __ATOMIC_RELAXED);
         hint_store(q, ts);
     }
     if (w->w_pos >= w->w_kick_at && w->w_y.y_cycle >= 0) {
