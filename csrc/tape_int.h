@@ -227,6 +227,7 @@ typedef struct tape_clock {
     int64_t k_cal_ns;
     int64_t k_cal_next;        /* measure it again this far from there */
     uint64_t k_span_ticks;     /* TAPE_CLOCK_SPAN_NS in ticks at k_mult */
+    uint64_t k_best;           /* the tightest reading seen, in ticks */
     int k_usable;              /* the counter may be used at all */
 } tape_clock;
 
