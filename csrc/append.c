@@ -92,8 +92,9 @@ static void writer_switch(tape_queue *q, tape_cyc *y)
     w->w_y = *y;
     w->w_y.y_v.v_mu = &q->q_mu;
     atomic_store_explicit(&q->q_pf_ready, y->y_v.v_size, memory_order_release);
+    atomic_store_explicit(&q->q_pf_want, 0, memory_order_relaxed);
     q->q_pf_alloc = y->y_v.v_size;
-    q->q_pf_want = 0;
+    q->q_pf_failed = 0;
     pthread_mutex_unlock(&q->q_mu);
     w->w_ready = y->y_v.v_size;
     w->w_kick_at = 0;
@@ -424,17 +425,16 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         if (ends[k] - start > TAPE_MAX_PAYLOAD)
             return TAPE_ETOOBIG;
     }
-    if (ts == 0)
-        ts = tape_now_ns();
-
     int recovered;
     int rc = tape_lock(q, &recovered);
     if (rc < 0)
         return rc;
+    tape_writer *w = &q->q_w;
+    if (ts == 0) /* taken holding the lock, which guards the clock's state */
+        ts = tape_clock_now(&w->w_clock);
     int64_t newest = __atomic_load_n(&q->q_sh->m_last_ts, __ATOMIC_RELAXED);
     if (ts < newest)
         ts = newest;
-    tape_writer *w = &q->q_w;
     int64_t result = ts >= w->w_lo_ns && ts < w->w_hi_ns ? w->w_y.y_cycle : tape_cycle_of(q, ts);
     size_t done = 0;
     if (result >= 0)
@@ -459,10 +459,11 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
             __atomic_store_n(&q->q_sh->m_hint_gen, w->w_gen, __ATOMIC_RELAXED);
     }
     if (done > 0) {
-        result = done == n ? tape_make_index(q, q->q_w.w_y.y_cycle, (int64_t)q->q_w.w_seq - 1) : result;
+        int64_t last = tape_make_index(q, w->w_y.y_cycle, (int64_t)w->w_seq - 1);
+        if (done == n)
+            result = last;
         /* Threads may share an appender. */
-        __atomic_store_n(&a->a_last, tape_make_index(q, q->q_w.w_y.y_cycle, (int64_t)q->q_w.w_seq - 1),
-                         __ATOMIC_RELAXED);
+        __atomic_store_n(&a->a_last, last, __ATOMIC_RELAXED);
         hint_store(q, ts);
     }
     if (w->w_pos >= w->w_kick_at && w->w_y.y_cycle >= 0) {

@@ -17,7 +17,9 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/futex.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #ifndef MADV_POPULATE_WRITE
@@ -151,60 +153,94 @@ static void fault_in(uint8_t *p, uint64_t len)
         __atomic_fetch_or((uint32_t *)(p + off), 0u, __ATOMIC_RELAXED);
 }
 
-/* The prefaulter reads the writer's view (fd, base, length) under q_mu, which
- * the writer holds whenever it changes them, and never writes the view. */
+static long pf_futex(_Atomic uint32_t *w, int op, uint32_t val)
+{
+    return syscall(SYS_futex, (uint32_t *)w, op | FUTEX_PRIVATE_FLAG, val, NULL, NULL, 0);
+}
+
+/* One unit of the prefaulter's work, holding q_mu: touch again the stretch
+ * just behind a new kick position, or allocate and fault in one piece
+ * towards q_pf_want. Returns 0 when there is nothing to do. The prefaulter
+ * reads the writer's view (fd, base, length) under q_mu, which the writer
+ * holds whenever it changes them, and never writes the view. */
+static int prefault_step(tape_queue *q, uint64_t *refreshed)
+{
+    tape_view *v = &q->q_w.w_y.y_v;
+    if (v->v_fd < 0)
+        return 0;
+    uint64_t ready = atomic_load_explicit(&q->q_pf_ready, memory_order_relaxed);
+    uint64_t pos = atomic_load_explicit(&q->q_pf_pos, memory_order_relaxed);
+    uint64_t want = atomic_load_explicit(&q->q_pf_want, memory_order_relaxed);
+    if (pos != *refreshed) {
+        /* Writeback cleans (and write-protects) pages faulted in earlier;
+         * touch the stretch the writer fills before its next kick again,
+         * which costs little for pages still writable. */
+        *refreshed = pos;
+        uint64_t lo = pos & ~(uint64_t)(TAPE_PAGE - 1);
+        uint64_t hi = lo + TAPE_GROW_STEP;
+        if (hi > ready)
+            hi = ready;
+        if (hi > lo && hi <= v->v_maplen)
+            fault_in(v->v_base + lo, hi - lo);
+        if (lo > v->v_trim_lo + TAPE_TRIM_WINDOW)
+            tape_view_trim(v, lo - TAPE_TRIM_WINDOW / 2);
+        return 1;
+    }
+    if (ready >= want || want == q->q_pf_failed)
+        return 0;
+    /* Allocate in steps (each fallocate takes filesystem locks the
+     * writer's own faults may wait for), fault in by pieces. */
+    uint64_t to = ready + TAPE_FAULT_PIECE;
+    if (to > q->q_pf_alloc) {
+        /* As far as wanted, at most a step. */
+        uint64_t step = want > to ? want : to;
+        step = (step + TAPE_FAULT_PIECE - 1) & ~(TAPE_FAULT_PIECE - 1);
+        if (step > ready + TAPE_GROW_STEP)
+            step = ready + TAPE_GROW_STEP;
+        if (step > v->v_maplen || t_fallocate(v->v_fd, (off_t)ready, (off_t)(step - ready)) < 0) {
+            /* Out of room or out of space: the writer's own slow path
+             * reports the error when it gets there. */
+            q->q_pf_failed = want;
+            return 0;
+        }
+        q->q_pf_alloc = step;
+    }
+    fault_in(v->v_base + ready, to - ready);
+    atomic_store_explicit(&q->q_pf_ready, to, memory_order_release);
+    return 1;
+}
+
+/* The writer never waits for the prefaulter: it stores what it wants, bumps
+ * q_pf_kicks and wakes the thread only when it sleeps. The thread reads the
+ * counter before it looks for work and sleeps on that value, so a kick that
+ * comes after it found nothing to do is never lost. q_mu is released after
+ * every piece, so a writer that must move or switch its mapping waits for one
+ * piece at most. */
 static void *prefault_main(void *arg)
 {
     tape_queue *q = arg;
-    pthread_mutex_lock(&q->q_mu);
-    while (!q->q_pf_stop) {
-        tape_view *v = &q->q_w.w_y.y_v;
-        uint64_t ready = atomic_load_explicit(&q->q_pf_ready, memory_order_relaxed);
-        if (v->v_fd >= 0 && q->q_pf_refresh) {
-            /* Writeback cleans (and write-protects) pages faulted in earlier;
-             * touch the stretch just ahead of the writer again, which costs
-             * little for pages still writable. */
-            q->q_pf_refresh = 0;
-            uint64_t lo = q->q_pf_pos & ~(uint64_t)(TAPE_PAGE - 1);
-            uint64_t hi = lo + TAPE_PREFAULT_AHEAD / 2;
-            if (hi > ready)
-                hi = ready;
-            if (hi > lo && hi <= v->v_maplen)
-                fault_in(v->v_base + lo, hi - lo);
-            if (lo > v->v_trim_lo + TAPE_TRIM_WINDOW)
-                tape_view_trim(v, lo - TAPE_TRIM_WINDOW / 2);
-            continue;
-        }
-        if (v->v_fd < 0 || ready >= q->q_pf_want) {
-            pthread_cond_wait(&q->q_pf_cond, &q->q_mu);
-            continue;
-        }
-        /* Allocate in steps (each fallocate takes filesystem locks the
-         * writer's own faults may wait for), fault in by pieces. */
-        uint64_t to = ready + TAPE_FAULT_PIECE;
-        if (to > q->q_pf_alloc) {
-            /* As far as wanted (which grows with the cycle), at most a step. */
-            uint64_t step = q->q_pf_want > to ? q->q_pf_want : to;
-            step = (step + TAPE_FAULT_PIECE - 1) & ~(TAPE_FAULT_PIECE - 1);
-            if (step > ready + TAPE_GROW_STEP)
-                step = ready + TAPE_GROW_STEP;
-            if (step > v->v_maplen || t_fallocate(v->v_fd, (off_t)ready, (off_t)(step - ready)) < 0) {
-                /* Out of room or out of space: the writer's own slow path
-                 * reports the error when it gets there. */
-                q->q_pf_want = ready;
-                continue;
-            }
-            q->q_pf_alloc = step;
-        }
-        fault_in(v->v_base + ready, to - ready);
-        atomic_store_explicit(&q->q_pf_ready, to, memory_order_release);
-        /* One piece at a time: a writer that must move or switch its mapping
-         * waits for one piece at most. */
-        pthread_mutex_unlock(&q->q_mu);
+    uint64_t refreshed = 0;
+    while (!atomic_load_explicit(&q->q_pf_stop, memory_order_relaxed)) {
+        uint32_t kicks = atomic_load_explicit(&q->q_pf_kicks, memory_order_acquire);
         pthread_mutex_lock(&q->q_mu);
+        int busy = prefault_step(q, &refreshed);
+        pthread_mutex_unlock(&q->q_mu);
+        if (busy)
+            continue;
+        atomic_store_explicit(&q->q_pf_sleeping, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&q->q_pf_kicks, memory_order_seq_cst) == kicks &&
+            !atomic_load_explicit(&q->q_pf_stop, memory_order_relaxed))
+            pf_futex(&q->q_pf_kicks, FUTEX_WAIT, kicks);
+        atomic_store_explicit(&q->q_pf_sleeping, 0, memory_order_relaxed);
     }
-    pthread_mutex_unlock(&q->q_mu);
     return NULL;
+}
+
+static void prefault_wake(tape_queue *q)
+{
+    atomic_fetch_add_explicit(&q->q_pf_kicks, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&q->q_pf_sleeping, memory_order_seq_cst))
+        pf_futex(&q->q_pf_kicks, FUTEX_WAKE, 1);
 }
 
 /* Holding q_mu. */
@@ -212,7 +248,7 @@ int tape_prefault_start(tape_queue *q)
 {
     if (q->q_pf_running)
         return 0;
-    q->q_pf_stop = 0;
+    atomic_store_explicit(&q->q_pf_stop, 0, memory_order_relaxed);
     int rc = pthread_create(&q->q_pf_thread, NULL, prefault_main, q);
     if (rc)
         return -rc;
@@ -224,13 +260,12 @@ int tape_prefault_start(tape_queue *q)
 void tape_prefault_stop(tape_queue *q)
 {
     pthread_mutex_lock(&q->q_mu);
-    if (!q->q_pf_running) {
-        pthread_mutex_unlock(&q->q_mu);
-        return;
-    }
-    q->q_pf_stop = 1;
-    pthread_cond_signal(&q->q_pf_cond);
+    int running = q->q_pf_running;
     pthread_mutex_unlock(&q->q_mu);
+    if (!running)
+        return;
+    atomic_store_explicit(&q->q_pf_stop, 1, memory_order_relaxed);
+    prefault_wake(q);
     pthread_join(q->q_pf_thread, NULL);
     q->q_pf_running = 0;
 }
@@ -238,8 +273,7 @@ void tape_prefault_stop(tape_queue *q)
 /* Called by the writer (holding the write lock) when it passes w_kick_at,
  * with what the cycle has received so far: the prefaulter runs ahead by
  * twice that, between 256 KiB and TAPE_PREFAULT_AHEAD, so a cycle that gets
- * a few entries does not cost megabytes of zeroed pages. Never blocks: if
- * the prefaulter is busy, the next kick will do. */
+ * a few entries does not cost megabytes of zeroed pages. Never blocks. */
 void tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received)
 {
     uint64_t ahead = 2 * received;
@@ -247,11 +281,7 @@ void tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received)
         ahead = TAPE_FAULT_PIECE;
     if (ahead > TAPE_PREFAULT_AHEAD)
         ahead = TAPE_PREFAULT_AHEAD;
-    if (pthread_mutex_trylock(&q->q_mu) != 0)
-        return;
-    q->q_pf_pos = pos;
-    q->q_pf_want = pos + ahead;
-    q->q_pf_refresh = 1;
-    pthread_cond_signal(&q->q_pf_cond);
-    pthread_mutex_unlock(&q->q_mu);
+    atomic_store_explicit(&q->q_pf_pos, pos, memory_order_relaxed);
+    atomic_store_explicit(&q->q_pf_want, pos + ahead, memory_order_relaxed);
+    prefault_wake(q);
 }

@@ -23,13 +23,6 @@ _Static_assert(offsetof(tape_meta_hdr, m_crc) == 152, "meta header layout");
 _Static_assert(offsetof(tape_meta_shared, m_lowest) == 64, "meta line 1");
 _Static_assert(offsetof(tape_meta_shared, m_notify) == 128, "meta line 2");
 
-int64_t tape_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 int64_t tape_floor_div(int64_t a, int64_t b)
 {
     int64_t d = a / b;
@@ -261,8 +254,8 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
     q->q_sh = (tape_meta_shared *)((uint8_t *)map + TAPE_META_SHARED_OFF);
     q->q_read_only = o->oo_read_only;
     pthread_mutex_init(&q->q_mu, NULL);
-    pthread_cond_init(&q->q_pf_cond, NULL);
     tape_cyc_init(&q->q_w.w_y);
+    tape_clock_init(&q->q_w.w_clock);
     rc = validate(q, o);
     if (rc < 0) {
         tape_close(q);
@@ -288,7 +281,6 @@ void tape_close(tape_queue *q)
     munmap(q->q_meta, TAPE_META_SIZE);
     close(q->q_meta_fd); /* drops our liveness lock */
     close(q->q_dirfd);
-    pthread_cond_destroy(&q->q_pf_cond);
     pthread_mutex_destroy(&q->q_mu);
     free(q->q_path);
     free(q);

@@ -184,8 +184,9 @@ void tape_appender_shut(tape_appender *a);
 void tape_appender_close(tape_appender *a);
 
 /* Append one entry. `ts_ns` is the timestamp to record, or 0 for the wall
- * clock; the stored timestamp is raised to the queue's newest if lower, so
- * timestamps never decrease within a queue.
+ * clock (CLOCK_REALTIME, counted forward with the CPU's time-stamp counter
+ * for at most 100 us between readings); the stored timestamp is raised to the
+ * queue's newest if lower, so timestamps never decrease within a queue.
  * Returns the entry's index (>= 0) or a negative error code. On error
  * nothing is visible to readers. */
 int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_ns);

@@ -212,6 +212,41 @@ int tape_list_cycles_alloc(tape_queue *q, int64_t **out, size_t *n);
 /* The smallest existing cycle > c (dir > 0) or largest < c (dir < 0); -1 none. */
 int64_t tape_neighbour_cycle(tape_queue *q, int64_t c, int dir);
 
+/* ---- the appender's clock (clock.c) ------------------------------------ */
+
+#define TAPE_CLOCK_SPAN_NS 100000 /* the counter is trusted this long */
+
+/* CLOCK_REALTIME, counted forward with the time-stamp counter between
+ * readings; guarded by the write lock. */
+typedef struct tape_clock {
+    uint64_t k_tsc;            /* counter at the last reading (anchor) */
+    int64_t k_ns;              /* CLOCK_REALTIME then */
+    uint64_t k_span;           /* ticks past k_tsc still trusted; 0: none */
+    uint64_t k_mult;           /* ns per tick << 32, 0 until measured */
+    uint64_t k_cal_tsc;        /* where the rate is measured from */
+    int64_t k_cal_ns;
+    int64_t k_cal_next;        /* measure it again this far from there */
+    uint64_t k_span_ticks;     /* TAPE_CLOCK_SPAN_NS in ticks at k_mult */
+    uint64_t k_best;           /* the tightest reading seen, in ticks */
+    int k_usable;              /* the counter may be used at all */
+} tape_clock;
+
+void tape_clock_init(tape_clock *k);
+/* Read CLOCK_REALTIME and re-anchor. */
+int64_t tape_clock_read(tape_clock *k);
+
+/* Now, ns since the epoch: at most TAPE_CLOCK_SPAN_NS past a reading of
+ * CLOCK_REALTIME made before the call. */
+static inline int64_t tape_clock_now(tape_clock *k)
+{
+#if defined(__x86_64__)
+    uint64_t d = __builtin_ia32_rdtsc() - k->k_tsc;
+    if (d < k->k_span)
+        return k->k_ns + (int64_t)((d * k->k_mult) >> 32);
+#endif
+    return tape_clock_read(k);
+}
+
 /* ---- the queue ------------------------------------------------------------ */
 
 /* What an appending process knows about the end of the newest cycle; guarded
@@ -228,6 +263,7 @@ typedef struct tape_writer {
                                 * hints of live writers */
     uint64_t w_ready;          /* the file is allocated up to here (may lag) */
     uint64_t w_kick_at;        /* next offset at which to wake the prefaulter */
+    tape_clock w_clock;        /* timestamps of appends given none */
 } tape_writer;
 
 struct tape_queue {
@@ -253,14 +289,16 @@ struct tape_queue {
     uint64_t q_cyc_mod;        /* m_modcount when listed */
     int q_cyc_valid;
 
-    /* prefaulter thread (q_mu guards these) */
+    /* prefaulter thread: the writer kicks it without taking q_mu (see
+     * map.c); q_mu guards q_pf_alloc and q_pf_failed */
     pthread_t q_pf_thread;
-    pthread_cond_t q_pf_cond;
     int q_pf_running;
-    int q_pf_stop;
-    uint64_t q_pf_pos;         /* the writer's offset at its last kick */
-    uint64_t q_pf_want;        /* allocate and fault in up to here */
-    int q_pf_refresh;          /* touch the stretch ahead of q_pf_pos again */
+    _Atomic int q_pf_stop;
+    _Atomic uint64_t q_pf_pos;   /* the writer's offset at its last kick */
+    _Atomic uint64_t q_pf_want;  /* allocate and fault in up to here */
+    _Atomic uint32_t q_pf_kicks; /* futex word: bumped by every kick */
+    _Atomic int q_pf_sleeping;   /* the prefaulter waits on q_pf_kicks */
+    uint64_t q_pf_failed;      /* a want the prefaulter could not reach */
     uint64_t q_pf_alloc;       /* the prefaulter has allocated up to here */
     _Atomic uint64_t q_pf_ready; /* allocated (and faulted in) up to here */
 };
