@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 struct tape_appender {
@@ -66,8 +67,14 @@ int tape_appender_open(tape_queue *q, tape_appender **out)
 void tape_appender_shut(tape_appender *a)
 {
     __atomic_store_n(&a->a_shut, 1, __ATOMIC_SEQ_CST);
-    while (__atomic_load_n(&a->a_busy, __ATOMIC_ACQUIRE) != 0)
-        sched_yield(); /* an append takes microseconds; a sync, milliseconds */
+    /* An append takes microseconds, a sync milliseconds: yield a little,
+     * then sleep 0.1 ms at a time. */
+    for (int k = 0; __atomic_load_n(&a->a_busy, __ATOMIC_SEQ_CST) != 0; k++) {
+        if (k < 100)
+            sched_yield();
+        else
+            nanosleep(&(struct timespec){0, 100000}, NULL);
+    }
 }
 
 void tape_appender_close(tape_appender *a)
@@ -93,6 +100,7 @@ static void writer_switch(tape_queue *q, tape_cyc *y)
     w->w_y.y_v.v_mu = &q->q_mu;
     atomic_store_explicit(&q->q_pf_ready, y->y_v.v_size, memory_order_release);
     atomic_store_explicit(&q->q_pf_want, 0, memory_order_relaxed);
+    atomic_store_explicit(&q->q_pf_pos, 0, memory_order_relaxed);
     q->q_pf_alloc = y->y_v.v_size;
     q->q_pf_failed = 0;
     pthread_mutex_unlock(&q->q_mu);
@@ -435,10 +443,18 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     int64_t newest = __atomic_load_n(&q->q_sh->m_last_ts, __ATOMIC_RELAXED);
     if (ts < newest)
         ts = newest;
-    int64_t result = ts >= w->w_lo_ns && ts < w->w_hi_ns ? w->w_y.y_cycle : tape_cycle_of(q, ts);
+    int64_t cycle = ts >= w->w_lo_ns && ts < w->w_hi_ns ? w->w_y.y_cycle : tape_cycle_of(q, ts);
+    int64_t result = cycle < 0 ? cycle : writer_prepare(q, cycle, recovered);
+    newest = __atomic_load_n(&q->q_sh->m_last_ts, __ATOMIC_RELAXED);
+    if (result >= 0 && ts < newest) {
+        /* The rebuild found an entry that a writer killed before it recorded
+         * its timestamp had published: go no lower than that entry. */
+        ts = newest;
+        int64_t later = tape_cycle_of(q, ts);
+        if (later != cycle)
+            result = later < 0 ? later : writer_prepare(q, later, 0);
+    }
     size_t done = 0;
-    if (result >= 0)
-        result = writer_prepare(q, result, recovered);
     if (result >= 0 && expected_last) {
         int64_t last = last_written(q);
         if (last != *expected_last)

@@ -206,7 +206,12 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
         q->q_pf_alloc = step;
     }
     fault_in(v->v_base + ready, to - ready);
-    atomic_store_explicit(&q->q_pf_ready, to, memory_order_release);
+    /* Raise, never lower: the writer may have raised it past `to` meanwhile. */
+    uint64_t cur = atomic_load_explicit(&q->q_pf_ready, memory_order_relaxed);
+    while (cur < to && !atomic_compare_exchange_weak_explicit(&q->q_pf_ready, &cur, to,
+                                                              memory_order_release,
+                                                              memory_order_relaxed))
+        ;
     return 1;
 }
 

@@ -143,8 +143,56 @@ static void writers_killed_at_every_point_lose_nothing(void)
     EXPECT(g_abandoned > 0);
 }
 
+/* A writer killed inside a batch has published the batch's first entry but
+ * not recorded its timestamp (that comes after the batch): the next writer,
+ * given an older timestamp, must still go no lower than that entry's. */
+static void timestamps_never_go_back_after_a_writer_dies_mid_batch(void)
+{
+    const char *dir = th_path("q");
+    const int64_t later = T0 + 5 * 1000000000LL; /* a later test_secondly cycle */
+    pid_t c = fork();
+    if (c == 0) {
+        tape_open_opts o;
+        memset(&o, 0, sizeof o);
+        o.oo_create = 1;
+        o.oo_roll_cycle = "test_secondly";
+        o.oo_codec = "raw";
+        tape_queue *q;
+        tape_appender *a;
+        uint64_t ends[2] = {1, 2};
+        if (tape_fault_configure(NULL, "after_reserve:2") < 0 || tape_open(dir, &o, &q) < 0 ||
+            tape_appender_open(q, &a) < 0)
+            _exit(3);
+        tape_append_many(a, "ab", ends, 2, later, NULL);
+        _exit(4); /* not reached: killed reserving the second entry */
+    }
+    int st;
+    waitpid(c, &st, 0);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    tape_queue *q;
+    tape_appender *a;
+    tape_tailer *t;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(tape_append(a, "c", 1, T0));
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    int64_t ts[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        CHECK_EQ(tape_read(t, &e), 1);
+        ts[k] = e.e_timestamp;
+    }
+    EXPECT_EQ(tape_read(t, &e), 0);
+    EXPECT_EQ(ts[0], later);
+    EXPECT(ts[1] >= ts[0]);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
 static const th_test tests[] = {
     TEST(writers_killed_at_every_point_lose_nothing),
+    TEST(timestamps_never_go_back_after_a_writer_dies_mid_batch),
 };
 
 TEST_MAIN(tests)

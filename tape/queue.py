@@ -393,7 +393,7 @@ class Queue:
     def _start_flusher(self, seconds: float) -> None:
         out = ffi.new("tape_appender **")
         check(lib.tape_appender_open(self._h, out), self.path)
-        handle = self._adopt(out[0], lib.tape_appender_close)
+        handle = self._adopt(out[0], lib.tape_appender_close, lib.tape_appender_shut)
         stop = threading.Event()
         thread = threading.Thread(
             target=_flush_every, args=(handle, seconds, stop), name=f"tape-sync {self.path}", daemon=True
