@@ -834,6 +834,9 @@ def _info_text(d: dict[str, Any], times: dict[int, tuple[int, int]], on_disk: in
         ("last entry", "-" if last_ns is None else iso_time(last_ns)),
         ("cycle files", str(len(cycles))),
     ]
+    damaged = sum(c["damaged"] for c in cycles)
+    if damaged:
+        rows.append(("damaged", f"{damaged} cycle file{'s' if damaged > 1 else ''} (counts from headers; see tape verify)"))
     lines = _table(rows)
     if cycles:
         header = ("cycle", "file", "entries", "bytes", "first index", "last index", "first time", "last time")
@@ -843,7 +846,7 @@ def _info_text(d: dict[str, Any], times: dict[int, tuple[int, int]], on_disk: in
             table.append(
                 (
                     str(c["cycle"]),
-                    c["path"].rsplit("/", 1)[-1],
+                    c["path"].rsplit("/", 1)[-1] + (" (damaged)" if c["damaged"] else ""),
                     str(c["entries"]),
                     _size(c["bytes"]),
                     "-" if c["first_index"] is None else str(c["first_index"]),

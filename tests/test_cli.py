@@ -278,6 +278,20 @@ def damaged_copy(qpath: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def test_info_marks_a_cycle_file_whose_last_entry_is_damaged(qpath: Path, tmp_path: Path) -> None:
+    build(qpath, PAYLOADS, step=1000)  # all in one cycle file
+    assert "(damaged)" not in invoke("info", str(qpath)).stdout
+    (f,) = qpath.glob("*.tape")
+    data = bytearray(f.read_bytes())
+    data[data.rfind(PAYLOADS[-1]) + 7] ^= 0xFF  # info finds the end; damage further back is verify's
+    f.write_bytes(bytes(data))
+    result = invoke("info", str(qpath))
+    assert result.exit_code == 0
+    assert ".tape (damaged)" in result.stdout
+    rows = [line.split(maxsplit=1) for line in result.stdout.splitlines()]
+    assert ["damaged", "1 cycle file (counts from headers; see tape verify)"] in rows
+
+
 def test_verify_a_sound_queue_exits_0_with_its_report(qpath: Path) -> None:
     build(qpath, PAYLOADS, step=1000)  # all in one cycle file
     result = invoke("verify", str(qpath))
