@@ -15,10 +15,9 @@ static const char *const points[] = {"after_reserve", "after_copy",  "before_pub
                                      "index_array",   "index_slot",  "hint_update",
                                      "roll_created",  "roll_sealed"};
 
-/* A child appends values from `first` on, writing each acknowledged value to
- * `fd`, until the kill point fires (or `n` appends are done). Entries roll
- * to a new test_secondly cycle every 50 values. */
-static void writer(const char *dir, int first, int n, const char *kill, int fd)
+/* In a child: arm the kill point `kill` and open an appender of the
+ * test_secondly raw queue in `dir`; exits the child on failure. */
+static tape_appender *child_appender(const char *dir, const char *kill)
 {
     if (tape_fault_configure(NULL, kill) < 0)
         _exit(2);
@@ -31,6 +30,15 @@ static void writer(const char *dir, int first, int n, const char *kill, int fd)
     tape_appender *a;
     if (tape_open(dir, &o, &q) < 0 || tape_appender_open(q, &a) < 0)
         _exit(3);
+    return a;
+}
+
+/* A child appends values from `first` on, writing each acknowledged value to
+ * `fd`, until the kill point fires (or `n` appends are done). Entries roll
+ * to a new test_secondly cycle every 50 values. */
+static void writer(const char *dir, int first, int n, const char *kill, int fd)
+{
+    tape_appender *a = child_appender(dir, kill);
     char buf[300];
     for (int v = first; v < first + n; v++) {
         memset(buf, v & 0xFF, sizeof buf);
@@ -152,18 +160,8 @@ static void timestamps_never_go_back_after_a_writer_dies_mid_batch(void)
     const int64_t later = T0 + 5 * 1000000000LL; /* a later test_secondly cycle */
     pid_t c = fork();
     if (c == 0) {
-        tape_open_opts o;
-        memset(&o, 0, sizeof o);
-        o.oo_create = 1;
-        o.oo_roll_cycle = "test_secondly";
-        o.oo_codec = "raw";
-        tape_queue *q;
-        tape_appender *a;
         uint64_t ends[2] = {1, 2};
-        if (tape_fault_configure(NULL, "after_reserve:2") < 0 || tape_open(dir, &o, &q) < 0 ||
-            tape_appender_open(q, &a) < 0)
-            _exit(3);
-        tape_append_many(a, "ab", ends, 2, later, NULL);
+        tape_append_many(child_appender(dir, "after_reserve:2"), "ab", ends, 2, later, NULL);
         _exit(4); /* not reached: killed reserving the second entry */
     }
     int st;
