@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import compare_procs, compare_report, hdr, plots
+from bench.__main__ import git_commit, loadavg
 from bench.peers import Subject, import_installed_tape, subjects
 from bench.peers.floors import CMemcpy
 
@@ -123,20 +124,6 @@ def machine(where: Path, peers: list[str]) -> dict[str, Any]:
         "tape": {"version": _version("tape"), "path": str(Path(tape.__file__).parent), "build": tape_build()},
         "packages": {d: _version(d) for d in sorted({*peers, "hdrhistogram", "matplotlib", "msgpack", "cffi"})},
     }
-
-
-def git_commit() -> str:
-    """The commit of the working tree, with "+dirty" when tracked files have changes."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=_HERE, capture_output=True, text=True).stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD")
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
-def load() -> list[float]:
-    """The 1, 5 and 15 minute load averages."""
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -413,7 +400,7 @@ def run(st: Settings, keys: list[str], phases: list[str], root: Path) -> dict[st
     t_start = time.monotonic()
 
     def phase_done(name: str) -> None:
-        report["load"][name] = load()
+        report["load"][name] = loadavg()
         _say(f"  {name} done at {time.monotonic() - t_start:.0f} s, load {report['load'][name]}")
 
     if "throughput" in phases:
@@ -527,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(),
         "machine": machine(args.dir, peers),
         "settings": asdict(st),
-        "load_before": load(),
+        "load_before": loadavg(),
         "subjects": _describe(table, keys),
     }
     _say(f"bench.compare ({st.mode}) in {root}: {len(keys)} subjects, phases {', '.join(phases)}, "
@@ -540,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     report["seconds"] = round(time.monotonic() - t0, 1)
-    report["load_after"] = load()
+    report["load_after"] = loadavg()
     report["goals"] = compare_report.goals(report)
     (out_dir / "compare.json").write_text(json.dumps(report, indent=1) + "\n")
     md = compare_report.markdown(report)
