@@ -107,6 +107,15 @@ static tape_queue *open_queue(const char *name)
     return q;
 }
 
+static tape_appender *open_appender(tape_queue *q)
+{
+    tape_appender *a = NULL;
+    int rc = tape_appender_open(q, &a);
+    if (rc)
+        die("appender_open", rc);
+    return a;
+}
+
 static void drop_queue(tape_queue *q, const char *name)
 {
     tape_close(q);
@@ -152,10 +161,7 @@ static void add(const char *name, double v, const char *unit, const char *target
 /* Appends n entries; returns appends per second. ts: 0 = wall clock. */
 static double append_run(tape_queue *q, int64_t n, int64_t ts)
 {
-    tape_appender *a = NULL;
-    int rc = tape_appender_open(q, &a);
-    if (rc)
-        die("appender_open", rc);
+    tape_appender *a = open_appender(q);
     unsigned char buf[PAYLOAD];
     fill(buf, 0);
     int64_t t0 = now_ns();
@@ -211,10 +217,7 @@ static void bench_append_latency(double rate)
         snprintf(at, sizeof at, " at %.0f M/s", rate / 1e6);
     for (int r = 0; r < g_runs; r++) {
         tape_queue *q = open_queue("lat");
-        tape_appender *a = NULL;
-        int rc = tape_appender_open(q, &a);
-        if (rc)
-            die("appender_open", rc);
+        tape_appender *a = open_appender(q);
         unsigned char buf[PAYLOAD];
         fill(buf, 0);
         for (int64_t i = 0; i < 1000; i++) /* warm-up: creates the cycle file */
@@ -271,10 +274,7 @@ static void bench_append_many(int batch)
     }
     for (int r = 0; r < g_runs; r++) {
         tape_queue *q = open_queue("many");
-        tape_appender *a = NULL;
-        int rc = tape_appender_open(q, &a);
-        if (rc)
-            die("appender_open", rc);
+        tape_appender *a = open_appender(q);
         int64_t t0 = now_ns();
         for (int64_t i = 0; i < g_n; i += batch) {
             int64_t idx = tape_append_many(a, buf, ends, (size_t)batch, 0, NULL);
@@ -439,10 +439,7 @@ static void bench_big(void)
         }
     }
     tape_queue *q = open_queue("big");
-    tape_appender *a = NULL;
-    int rc = tape_appender_open(q, &a);
-    if (rc)
-        die("appender_open", rc);
+    tape_appender *a = open_appender(q);
     enum { B = 256 };
     unsigned char buf[B * 8];
     uint64_t ends[B];
