@@ -14,7 +14,7 @@
 #define MAX_RULES 16
 
 static const char *const call_names[TC_N] = {"open", "ftruncate", "fallocate", "mmap",
-                                             "msync", "fsync", "rename"};
+                                             "msync", "fsync", "rename", "pread"};
 
 static const struct {
     const char *name;

@@ -7,9 +7,10 @@
  *   TAPE_FAULT="call:n:ERRNO[:always],..."   fail the n-th call (counting from
  *       1, per process) of `call` with ERRNO (ENOSPC, EIO, ...); with :always,
  *       that call and every later one. Calls: open ftruncate fallocate mmap
- *       msync fsync rename. tape publishes new files with link(2), counted as
- *       "rename", and flushes with fdatasync(2), counted as "fsync"; it does
- *       not call msync.
+ *       msync fsync rename pread. tape publishes new files with link(2),
+ *       counted as "rename", and flushes with fdatasync(2), counted as
+ *       "fsync"; it does not call msync. pread only fills a tailer's jump
+ *       buffer: when it fails, the tailer reads through its mapping.
  *   TAPE_KILL="point:n"   raise SIGKILL on reaching `point` the n-th time.
  *       Points: after_reserve after_copy before_publish index_array
  *       index_slot hint_update roll_created roll_sealed.
@@ -24,7 +25,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-enum tape_call { TC_OPEN, TC_FTRUNCATE, TC_FALLOCATE, TC_MMAP, TC_MSYNC, TC_FSYNC, TC_RENAME, TC_N };
+enum tape_call { TC_OPEN, TC_FTRUNCATE, TC_FALLOCATE, TC_MMAP, TC_MSYNC, TC_FSYNC, TC_RENAME, TC_PREAD, TC_N };
 
 #ifdef TAPE_TESTING
 /* The errno the next `call` must fail with, or 0. */
@@ -91,6 +92,12 @@ static inline int t_fdatasync(int fd)
 {
     TAPE_FAIL_WITH(TC_FSYNC, -1);
     return fdatasync(fd);
+}
+
+static inline ssize_t t_pread(int fd, void *buf, size_t len, off_t off)
+{
+    TAPE_FAIL_WITH(TC_PREAD, -1);
+    return pread(fd, buf, len, off);
 }
 
 static inline int t_linkat(int dirfd, const char *from, const char *to)

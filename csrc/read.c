@@ -6,6 +6,7 @@
  * and check it) and advance (step past it), so a batch read can stop before
  * an entry that does not fit without losing its place. */
 #include "tape_int.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -22,6 +23,15 @@
  * released. */
 #define JUMPS_BEFORE_TRIM 512
 
+/* A move to an index far from what the tailer has been reading would fault
+ * in a page of the mapping (3-4 us on a virtual machine) and leave it mapped.
+ * Instead the block is read with pread (about 1 us plus the copy) into the
+ * jump buffer, which then serves the reads that usually follow. Only bytes
+ * before the next indexed entry are read this way: the writer stores that
+ * entry's index slot after publishing every entry before it, and published
+ * entries never change, so the copy cannot be torn. */
+#define JUMP_BUF 16384
+
 struct tape_tailer {
     tape_queue *t_q;
     tape_cyc t_y;           /* current cycle; y_cycle -1: none chosen yet */
@@ -35,6 +45,11 @@ struct tape_tailer {
     uint64_t t_bk_block;    /* backward: block whose entry offsets are cached */
     uint32_t t_bk_n;
     uint64_t *t_bk_pos;
+    uint8_t *t_jb;          /* jump buffer (JUMP_BUF bytes), or NULL */
+    uint64_t t_jb_off;      /* it holds bytes [t_jb_off, +t_jb_len) of t_y's file */
+    uint64_t t_jb_len;
+    uint64_t t_hot_lo;      /* read through the mapping since the last far move: */
+    uint64_t t_hot_hi;      /* [t_hot_lo, t_hot_hi), empty when lo >= hi */
     tape_named_slot *t_slot; /* a named tailer's stored position, or NULL */
     int64_t t_spin_ns;      /* tape_wait spins this long first; < 0: only spins */
 };
@@ -77,6 +92,7 @@ void tape_tailer_close(tape_tailer *t)
         return;
     tape_cyc_close(&t->t_y);
     free(t->t_bk_pos);
+    free(t->t_jb);
     free(t);
 }
 
@@ -87,6 +103,8 @@ static void set_cycle(tape_tailer *t, tape_cyc *y)
     tape_cyc_close(&t->t_y);
     t->t_y = *y;
     t->t_bk_block = UINT64_MAX;
+    t->t_jb_len = 0;
+    t->t_hot_lo = t->t_hot_hi = 0;
 }
 
 static void set_pos(tape_tailer *t, int64_t seq, uint64_t pos)
@@ -151,27 +169,64 @@ static int enter_first(tape_tailer *t)
 
 /* ---- reading one entry ------------------------------------------------- */
 
+/* Bytes [lo, hi) were read through the mapping: they join the hot range if
+ * they touch it, else start a new one. */
+static void note_hot(tape_tailer *t, uint64_t lo, uint64_t hi)
+{
+    if (t->t_hot_lo >= t->t_hot_hi || hi < t->t_hot_lo || lo > t->t_hot_hi) {
+        t->t_hot_lo = lo;
+        t->t_hot_hi = hi;
+        return;
+    }
+    if (lo < t->t_hot_lo)
+        t->t_hot_lo = lo;
+    if (hi > t->t_hot_hi)
+        t->t_hot_hi = hi;
+}
+
+/* The entry at `pos` if the jump buffer holds all of it, else NULL. */
+static const uint8_t *buffered(const tape_tailer *t, uint64_t pos)
+{
+    if (pos < t->t_jb_off || pos - t->t_jb_off + TAPE_ENTRY_HDR > t->t_jb_len)
+        return NULL;
+    const uint8_t *p = t->t_jb + (pos - t->t_jb_off);
+    uint32_t h;
+    memcpy(&h, p, 4);
+    uint32_t l = h & TAPE_H_LEN;
+    if (h == 0 || (h & TAPE_H_NC) || l < TAPE_L_EXTRA ||
+        pos - t->t_jb_off + tape_entry_size(l - TAPE_L_EXTRA) > t->t_jb_len)
+        return NULL; /* the mapping decides */
+    return p;
+}
+
 /* Check the entry at `pos` as data entry `seq` and describe it in *e:
  * 1 a published data entry, 2 a metadata entry (*e unset), 0 end of data. */
 static int entry_at(tape_tailer *t, uint64_t pos, int64_t seq, tape_entry *e)
 {
-    tape_view *v = &t->t_y.y_v;
-    if (pos + 4 > v->v_size) {
-        int rc = tape_view_cover(v, pos + 4);
-        if (rc != 0)
-            return rc < 0 ? rc : 0;
+    const uint8_t *p = buffered(t, pos);
+    uint32_t h;
+    if (p) {
+        memcpy(&h, p, 4);
+    } else {
+        tape_view *v = &t->t_y.y_v;
+        if (pos + 4 > v->v_size) {
+            int rc = tape_view_cover(v, pos + 4);
+            if (rc != 0)
+                return rc < 0 ? rc : 0;
+        }
+        h = tape_load_hdr(v, pos);
+        if (h == 0 || (h & TAPE_H_NC))
+            return 0;
+        if ((h & TAPE_H_LEN) < TAPE_L_EXTRA)
+            return TAPE_ECORRUPT;
+        uint64_t sz = tape_entry_size((h & TAPE_H_LEN) - TAPE_L_EXTRA);
+        if (pos + sz > v->v_size && tape_view_cover(v, pos + sz) != 0)
+            return TAPE_ECORRUPT;
+        p = v->v_base + pos;
+        note_hot(t, pos, pos + sz);
     }
-    uint32_t h = tape_load_hdr(v, pos);
-    if (h == 0 || (h & TAPE_H_NC))
-        return 0;
-    uint32_t l = h & TAPE_H_LEN;
-    if (l < TAPE_L_EXTRA)
-        return TAPE_ECORRUPT;
-    uint32_t len = l - TAPE_L_EXTRA;
+    uint32_t len = (h & TAPE_H_LEN) - TAPE_L_EXTRA;
     uint64_t sz = tape_entry_size(len);
-    if (pos + sz > v->v_size && tape_view_cover(v, pos + sz) != 0)
-        return TAPE_ECORRUPT;
-    const uint8_t *p = v->v_base + pos;
     uint32_t crc;
     int64_t ts;
     memcpy(&crc, p + 4, 4);
@@ -257,9 +312,16 @@ static void fwd_advance(tape_tailer *t, const tape_entry *e)
     t->t_seq++;
     t->t_last = e->e_index;
     store_next(t, e->e_index + 1);
+    /* Release what was read in sequence, well behind the reader: only the
+     * hot range, as the pages below it, which moves mapped, may hold the
+     * index arrays that every move reads (note_jump releases the rest). */
     tape_view *v = &t->t_y.y_v;
-    if (t->t_pos > v->v_trim_lo + TAPE_TRIM_WINDOW)
+    if (t->t_hot_lo < t->t_hot_hi && t->t_pos > t->t_hot_lo + TAPE_TRIM_WINDOW) {
+        if (v->v_trim_lo < t->t_hot_lo)
+            v->v_trim_lo = t->t_hot_lo;
         tape_view_trim(v, t->t_pos - TAPE_TRIM_WINDOW / 2);
+        t->t_hot_lo = v->v_trim_lo;
+    }
 }
 
 /* Offsets of the data entries of block b, cached for reading backward. */
@@ -420,6 +482,69 @@ static void note_jump(tape_tailer *t)
     if (lo < v->v_maplen)
         madvise(v->v_base + lo, v->v_maplen - lo, MADV_DONTNEED);
     v->v_trim_lo = 0;
+    t->t_hot_lo = t->t_hot_hi = 0;
+}
+
+/* Read [off, off + len) of y's file into the jump buffer: 1, or 0 if nothing
+ * could be read. */
+static int jb_fill(tape_tailer *t, tape_cyc *y, uint64_t off, uint64_t len)
+{
+    if (!t->t_jb && !(t->t_jb = malloc(JUMP_BUF)))
+        return 0;
+    ssize_t n = t_pread(y->y_v.v_fd, t->t_jb, len < JUMP_BUF ? len : JUMP_BUF, (off_t)off);
+    t->t_jb_off = off;
+    t->t_jb_len = n > 0 ? (uint64_t)n : 0;
+    return n > 0;
+}
+
+/* Locate entry `seq` of y through the jump buffer (see JUMP_BUF): 1 found
+ * (*pos set), 0 when it cannot or need not (the caller then locates through
+ * the mapping, which also judges anything odd found here). */
+static int locate_far(tape_tailer *t, tape_cyc *y, uint64_t seq, uint64_t *pos)
+{
+    tape_queue *q = t->t_q;
+    const int slog = q->q_roll.r_spacing_log2;
+    uint64_t b = seq >> slog, s = b << slog;
+    uint64_t p = tape_cyc_block_pos(q, y, b);
+    if (!p)
+        return 0;
+    int current = y == &t->t_y;
+    if (current && p >= t->t_hot_lo && p < t->t_hot_hi && p >= y->y_v.v_trim_lo)
+        return 0; /* near what was just read: the mapping has it */
+    uint64_t end = tape_cyc_block_pos(q, y, b + 1);
+    if (end <= p)
+        return 0; /* the last block: still being written */
+    if (!current)
+        t->t_jb_len = 0;
+    uint64_t mean = (end - p) >> slog;
+    while (p < end) {
+        if (p < t->t_jb_off || p + TAPE_ENTRY_HDR > t->t_jb_off + t->t_jb_len) {
+            /* Enough for the entries up to seq and one more, if they are of
+             * the block's mean size. */
+            uint64_t want = (seq - s + 2) * mean + TAPE_ENTRY_HDR;
+            if (want < 512)
+                want = 512;
+            if (!jb_fill(t, y, p, want < end - p ? want : end - p) ||
+                p + TAPE_ENTRY_HDR > t->t_jb_off + t->t_jb_len)
+                return 0;
+        }
+        uint32_t h;
+        memcpy(&h, t->t_jb + (p - t->t_jb_off), 4);
+        if (h == 0 || (h & TAPE_H_NC) || (h & TAPE_H_LEN) < TAPE_L_EXTRA)
+            return 0;
+        uint64_t sz = tape_entry_size((h & TAPE_H_LEN) - TAPE_L_EXTRA);
+        if (sz > end - p)
+            return 0;
+        if (!(h & TAPE_H_META)) {
+            if (s == seq) {
+                *pos = p;
+                return 1;
+            }
+            s++;
+        }
+        p += sz;
+    }
+    return 0;
 }
 
 int tape_tailer_to_index(tape_tailer *t, int64_t index)
@@ -437,14 +562,23 @@ int tape_tailer_to_index(tape_tailer *t, int64_t index)
         y = &other;
     }
     uint64_t pos;
-    int rc = tape_cyc_locate(q, y, seq, &pos);
+    int far = locate_far(t, y, seq, &pos);
+    int rc = far ? 1 : tape_cyc_locate(q, y, seq, &pos);
     if (rc != 1) {
-        if (y == &other)
+        if (y == &other) {
             tape_cyc_close(&other);
+            t->t_jb_len = 0; /* it may hold other's bytes */
+        }
         return rc < 0 ? rc : 0;
     }
-    if (y == &other)
+    if (y == &other) {
+        uint64_t jb_off = t->t_jb_off, jb_len = far ? t->t_jb_len : 0;
         set_cycle(t, &other);
+        t->t_jb_off = jb_off;
+        t->t_jb_len = jb_len;
+    }
+    if (far)
+        t->t_hot_lo = t->t_hot_hi = 0;
     set_pos(t, (int64_t)seq, pos);
     note_jump(t);
     store_pos(t);

@@ -220,6 +220,76 @@ static void reader_thread_follows_writer_thread(void)
     }
 }
 
+/* ---- moves while a writer appends ------------------------------------------------ */
+
+typedef struct jump_ctx {
+    tape_queue *q;
+    atomic_long written;  /* entries whose index is in idx[] */
+    int64_t idx[WR_N];
+} jump_ctx;
+
+static void *jump_writer(void *arg)
+{
+    jump_ctx *c = arg;
+    tape_appender *a = NULL;
+    if (!EXPECT_EQ(tape_appender_open(c->q, &a), 0))
+        return NULL;
+    unsigned char buf[128];
+    for (uint32_t i = 0; i < WR_N; i++) {
+        msg_fill(buf, 0, i);
+        c->idx[i] = tape_append(a, buf, msg_len(i), 0);
+        if (!EXPECT(c->idx[i] >= 0))
+            break;
+        atomic_store_explicit(&c->written, (long)i + 1, memory_order_release);
+    }
+    tape_appender_close(a);
+    return NULL;
+}
+
+/* Moves to entries just written, in blocks the writer is still filling and
+ * in blocks behind it, land on exactly that entry. */
+static void moves_land_while_a_writer_appends(void)
+{
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "minutely", "raw", &q));
+    jump_ctx *c = calloc(1, sizeof *c);
+    CHECK(c);
+    c->q = q;
+    pthread_t tw;
+    CHECK(pthread_create(&tw, NULL, jump_writer, c) == 0);
+    tape_tailer *t = NULL;
+    uint64_t rnd = 88172645463325252ull;
+    long moves = 0, written;
+    while ((written = atomic_load_explicit(&c->written, memory_order_acquire)) < WR_N) {
+        if (written == 0)
+            continue;
+        if (moves % 1000 == 0) { /* a fresh tailer now and then: no hot range */
+            tape_tailer_close(t);
+            if (!EXPECT_EQ(tape_tailer_open(q, &t), 0))
+                break;
+        }
+        rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17;
+        /* Half the moves go to the newest 64 entries. */
+        long back = (long)(rnd % 64), i = (long)(rnd % (uint64_t)written);
+        if (moves % 2)
+            i = back < written ? written - 1 - back : written - 1;
+        tape_entry e;
+        uint32_t who, seq;
+        if (!EXPECT_EQ(tape_tailer_to_index(t, c->idx[i]), 1) || !EXPECT_EQ(tape_read(t, &e), 1) ||
+            !EXPECT(msg_parse(e.e_data, e.e_len, &who, &seq)) || !EXPECT_EQ(seq, i)) {
+            fprintf(stderr, "  move %ld to entry %ld of %ld written\n", moves, i, written);
+            break;
+        }
+        moves++;
+    }
+    pthread_join(tw, NULL);
+    printf("       %ld moves\n", moves);
+    EXPECT(moves > 1000);
+    tape_tailer_close(t);
+    free(c);
+    tape_close(q);
+}
+
 /* ---- four writer threads -------------------------------------------------------- */
 
 enum { MT_WRITERS = 4, MT_PER = 50000 };
@@ -707,6 +777,7 @@ static void shut_appender_refuses_calls_and_its_queue_can_close(void)
 
 static const th_test tests[] = {
     TEST(reader_thread_follows_writer_thread),
+    TEST(moves_land_while_a_writer_appends),
     TEST(four_writer_threads_one_total_order),
     TEST(two_writer_processes_one_total_order),
     TEST(concurrent_creation_makes_one_queue),

@@ -179,9 +179,51 @@ static void failed_sync_poisons_until_reopened(void)
     tape_close(q);
 }
 
+/* A failing pread only costs a move its jump buffer: it still lands, through
+ * the mapping, once or from then on. */
+static void failing_pread_leaves_moves_to_the_mapping(void)
+{
+    enum { N = 500 };
+    CHECK_OK(tape_fault_configure(NULL, NULL));
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    char buf[700];
+    int64_t idx[N];
+    for (int i = 0; i < N; i++) {
+        memset(buf, i & 0xFF, sizeof buf);
+        memcpy(buf, &i, sizeof i);
+        idx[i] = tape_append(a, buf, 100 + (size_t)(i % 3) * 300, T0);
+        CHECK(idx[i] >= 0);
+    }
+    tape_appender_close(a);
+    const char *specs[] = {"pread:1:EIO", "pread:1:EIO:always", "pread:7:EINTR:always"};
+    for (size_t s = 0; s < sizeof specs / sizeof specs[0]; s++) {
+        CHECK_OK(tape_fault_configure(specs[s], NULL));
+        tape_tailer *t;
+        CHECK_OK(tape_tailer_open(q, &t));
+        for (int k = 0; k < N; k++) {
+            int i = (k * 163) % N, got;
+            tape_entry e;
+            if (!EXPECT_EQ(tape_tailer_to_index(t, idx[i]), 1) || !EXPECT_EQ(tape_read(t, &e), 1))
+                break;
+            memcpy(&got, e.e_data, sizeof got);
+            if (!EXPECT_EQ(got, i) || !EXPECT_EQ(e.e_len, 100 + (i % 3) * 300)) {
+                fprintf(stderr, "  under TAPE_FAULT=%s\n", specs[s]);
+                break;
+            }
+        }
+        tape_tailer_close(t);
+    }
+    tape_fault_configure(NULL, NULL);
+    tape_close(q);
+}
+
 static const th_test tests[] = {
     TEST(every_call_fails_at_every_position),
     TEST(failed_sync_poisons_until_reopened),
+    TEST(failing_pread_leaves_moves_to_the_mapping),
 };
 
 TEST_MAIN(tests)

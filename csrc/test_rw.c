@@ -339,6 +339,63 @@ static void to_index_reaches_every_entry(void)
     tape_close(q);
 }
 
+/* A move far from what the tailer read takes the entry's block with pread
+ * into a 16 KiB buffer; entries of every size (some larger than the buffer,
+ * some filling it exactly, index arrays between them) must be found and read
+ * back, also when reads run on past the buffer, and by a tailer that read
+ * nearby first (moves near what it read go through the mapping). */
+static void to_index_finds_entries_of_every_size(void)
+{
+    static const uint32_t sizes[] = {0, 1, 100, 5000, 16384 - 16, 16384, 17000, 40000, 7, 300, 16368, 2};
+    enum { N = 600, NS = sizeof sizes / sizeof sizes[0] };
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
+    tape_appender *a = NULL;
+    CHECK_OK(tape_appender_open(q, &a));
+    static unsigned char buf[40000];
+    static ment want[N];
+    for (int i = 0; i < N; i++) {
+        want[i].gi = i;
+        want[i].len = sizes[(i * 5 + i / NS) % NS];
+        want[i].ts = T0 + i;
+        gen_payload(buf, i, want[i].len);
+        want[i].index = tape_append(a, buf, want[i].len, want[i].ts);
+        CHECK(want[i].index >= 0);
+    }
+    tape_appender_close(a);
+    tape_tailer *t = NULL, *fresh = NULL;
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    for (int k = 0; k < N; k++) {
+        int i = (int)(((int64_t)k * 241) % N);
+        if (!EXPECT_EQ(tape_tailer_to_index(t, want[i].index), 1))
+            break;
+        int ok = 1;
+        for (int j = i; ok && j < i + 3 && j < N; j++)
+            ok = EXPECT_EQ(tape_read(t, &e), 1) && entry_ok(&e, &want[j]);
+        CHECK_OK(tape_tailer_open(q, &fresh));
+        ok = ok && EXPECT_EQ(tape_tailer_to_index(fresh, want[i].index), 1) &&
+             EXPECT_EQ(tape_read(fresh, &e), 1) && entry_ok(&e, &want[i]);
+        tape_tailer_close(fresh);
+        if (!ok)
+            break;
+    }
+    /* Read a stretch in sequence, then move within it, before it and past it. */
+    CHECK_OK(tape_tailer_to_start(t));
+    for (int i = 0; i < 300; i++)
+        if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &want[i]))
+            break;
+    static const int moves[] = {250, 100, 299, 0, 301, 599, 150, 598};
+    for (size_t m = 0; m < sizeof moves / sizeof moves[0]; m++) {
+        int i = moves[m];
+        CHECK_EQ(tape_tailer_to_index(t, want[i].index), 1);
+        if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &want[i]))
+            break;
+    }
+    tape_tailer_close(t);
+    tape_close(q);
+}
+
 static void to_index_of_a_missing_entry_leaves_the_position(void)
 {
     tape_queue *q = NULL;
@@ -1071,6 +1128,7 @@ static const th_test tests[] = {
     TEST(read_many_refuses_an_entry_larger_than_cap),
     TEST(read_many_backward),
     TEST(to_index_reaches_every_entry),
+    TEST(to_index_finds_entries_of_every_size),
     TEST(to_index_of_a_missing_entry_leaves_the_position),
     TEST(to_start_and_to_end_in_both_directions),
     TEST(to_time_finds_the_first_entry_at_or_after),
