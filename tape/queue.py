@@ -946,6 +946,8 @@ class Tailer(_Child):
             for item in self._batch_it:
                 return item
             self._finish_batch()
+        if self._readahead == 1 and self._batch is None:
+            return self._read_one(entries)
         if not self._fill(self._readahead, entries):
             return _NOTHING
         self._readahead = min(2 * self._readahead, self._max_batch)
@@ -953,6 +955,20 @@ class Tailer(_Child):
             return item
         self._finish_batch()  # not even the first entry decoded: raises why
         return _NOTHING
+
+    def _read_one(self, entries: bool) -> Any:
+        """The next value (or Entry) read alone, or _NOTHING: after a move, cheaper than a batch."""
+        e = self._entry
+        with self._lock:
+            rc = lib.tape_read(self._ptr(), e)
+            if rc == 1:
+                data = ffi.unpack(ffi.cast("char *", e.e_data), e.e_len)
+        if rc != 1:
+            check(rc, self._path)
+            return _NOTHING
+        self._readahead = 2
+        value = data if self._raw else self._decode(data)
+        return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value)) if entries else value
 
     def _next_waiting(self, entries: bool, timeout: float) -> Any:
         """Like _next, waiting up to `timeout` seconds for an entry, in slices."""

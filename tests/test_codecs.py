@@ -485,6 +485,29 @@ def test_an_undecodable_entry_raises_decode_error_when_read_then_reading_goes_on
         assert [t.read() for _ in range(5)] == [5, 6, 7, 8, 9]
 
 
+@pytest.mark.parametrize("entries", [False, True], ids=["read", "read_entry"])
+def test_an_undecodable_entry_right_after_a_move_raises_then_reading_goes_on(
+    one_bad_in_the_middle: Path, entries: bool
+) -> None:
+    with tape.Queue(one_bad_in_the_middle, codec=StrictMsgpack()) as q:
+        t = q.tailer()
+        bad = q.first_index + 5
+
+        def read() -> Any:
+            if not entries:
+                return t.read()
+            e = t.read_entry()
+            assert e is not None
+            return (e.index, e.value)
+
+        assert t.to_index(bad)
+        with pytest.raises(tape.DecodeError):
+            read()
+        assert read() == ((bad + 1, 5) if entries else 5)
+        assert t.to_index(bad - 1)
+        assert read() == ((bad - 1, 4) if entries else 4)
+
+
 @pytest.mark.parametrize("codec", [StrictMsgpack, BatchMsgpack], ids=["each", "one-stream"])
 @pytest.mark.parametrize(
     "bad",
