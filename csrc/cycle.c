@@ -593,16 +593,28 @@ static int header_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last
 
 int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
 {
-    tape_cyc y;
-    int rc = tape_cyc_open(q, cycle, 0, &y);
-    if (rc < 0)
-        return rc;
-    uint64_t end, count;
+    /* The newest cycle is read through the queue's kept view, others
+     * through a view of their own. */
+    tape_cyc own, *y = &own;
+    int kept = cycle == __atomic_load_n(&q->q_sh->m_highest, __ATOMIC_ACQUIRE);
+    int rc = 0;
+    if (kept) {
+        pthread_mutex_lock(&q->q_view_mu);
+        y = &q->q_view;
+        if (y->y_cycle != cycle) {
+            tape_cyc_close(y);
+            rc = tape_cyc_open(q, cycle, 0, y);
+        }
+    } else {
+        rc = tape_cyc_open(q, cycle, 0, y);
+    }
+    uint64_t end = 0, count;
     uint32_t h;
-    rc = tape_cyc_find_end(q, &y, &end, &count, &h, NULL);
+    if (rc == 0)
+        rc = tape_cyc_find_end(q, y, &end, &count, &h, NULL);
     int damaged = rc == TAPE_ECORRUPT;
     if (damaged)
-        rc = header_walk(&y, &end, &count, &h);
+        rc = header_walk(y, &end, &count, &h);
     if (rc == 0) {
         memset(out, 0, sizeof *out);
         out->ci_damaged = damaged;
@@ -610,12 +622,25 @@ int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
         out->ci_first_index = count ? tape_make_index(q, cycle, 0) : -1;
         out->ci_last_index = count ? tape_make_index(q, cycle, (int64_t)count - 1) : -1;
         out->ci_entries = count;
-        out->ci_bytes = end - y.y_data_off;
-        tape_view_cover(&y.y_v, UINT64_MAX); /* refresh the size */
-        out->ci_file_bytes = y.y_v.v_size;
+        out->ci_bytes = end - y->y_data_off;
+        tape_view_cover(&y->y_v, UINT64_MAX); /* refresh the size */
+        out->ci_file_bytes = y->y_v.v_size;
         out->ci_sealed = h == TAPE_H_EOF;
     }
-    tape_cyc_close(&y);
+    if (kept && rc == 0) {
+        /* The end moves on as writers append: release the pages well behind
+         * it (the index2index array, below the data, stays). */
+        tape_view *v = &y->y_v;
+        if (end > v->v_trim_lo + TAPE_TRIM_WINDOW) {
+            if (v->v_trim_lo < y->y_data_off)
+                v->v_trim_lo = y->y_data_off;
+            tape_view_trim(v, end - TAPE_TRIM_WINDOW / 2);
+        }
+    } else {
+        tape_cyc_close(y);
+    }
+    if (kept)
+        pthread_mutex_unlock(&q->q_view_mu);
     return rc;
 }
 

@@ -254,6 +254,8 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
     q->q_sh = (tape_meta_shared *)((uint8_t *)map + TAPE_META_SHARED_OFF);
     q->q_read_only = o->oo_read_only;
     pthread_mutex_init(&q->q_mu, NULL);
+    pthread_mutex_init(&q->q_view_mu, NULL);
+    tape_cyc_init(&q->q_view);
     tape_cyc_init(&q->q_w.w_y);
     tape_clock_init(&q->q_w.w_clock);
     rc = validate(q, o);
@@ -277,11 +279,13 @@ void tape_close(tape_queue *q)
         return;
     tape_prefault_stop(q);
     tape_cyc_close(&q->q_w.w_y);
+    tape_cyc_close(&q->q_view);
     free(q->q_cyc_list);
     munmap(q->q_meta, TAPE_META_SIZE);
     close(q->q_meta_fd); /* drops our liveness lock */
     close(q->q_dirfd);
     pthread_mutex_destroy(&q->q_mu);
+    pthread_mutex_destroy(&q->q_view_mu);
     free(q->q_path);
     free(q);
 }

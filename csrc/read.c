@@ -117,11 +117,13 @@ static void set_pos(tape_tailer *t, int64_t seq, uint64_t pos)
 /* Open `cycle` at its start (dir > 0) or at its last entry (dir < 0). */
 static int enter_cycle(tape_tailer *t, int64_t cycle, int dir)
 {
-    tape_cyc y;
-    int rc = tape_cyc_open(t->t_q, cycle, 0, &y);
-    if (rc < 0)
-        return rc;
-    set_cycle(t, &y);
+    int rc;
+    if (cycle != t->t_y.y_cycle) { /* (to_end usually stays in its cycle) */
+        tape_cyc y;
+        if ((rc = tape_cyc_open(t->t_q, cycle, 0, &y)) < 0)
+            return rc;
+        set_cycle(t, &y);
+    }
     if (dir > 0) {
         set_pos(t, 0, t->t_y.y_data_off);
         return 0;

@@ -292,6 +292,13 @@ struct tape_queue {
     uint64_t q_cyc_mod;        /* m_modcount when listed */
     int q_cyc_valid;
 
+    /* the newest cycle file as tape_cycle_info_get last read it, kept open
+     * so that asking again (last_index, count...) maps and faults in nothing
+     * new; never removed while it is the newest, so keeping it open keeps
+     * no removed file's space. q_view_mu guards it. */
+    pthread_mutex_t q_view_mu;
+    tape_cyc q_view;
+
     /* prefaulter thread: the writer kicks it without taking q_mu (see
      * map.c); q_mu guards q_pf_alloc and q_pf_failed */
     pthread_t q_pf_thread;

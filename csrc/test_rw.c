@@ -1104,6 +1104,66 @@ static void counts_and_cycles_agree_with_what_was_written(void)
     tape_close(q);
 }
 
+/* A handle that only reads keeps the newest cycle open between questions:
+ * its answers must still follow appends made through another handle, rolls
+ * to a new cycle, and the removal of an old one. */
+static void counts_follow_appends_rolls_and_removals(void)
+{
+    tape_queue *rq = NULL, *wq = NULL;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &wq));
+    CHECK_OK(th_open("q", "test_secondly", "raw", &rq));
+    tape_appender *a = NULL;
+    tape_tailer *t = NULL;
+    CHECK_OK(tape_appender_open(wq, &a));
+    CHECK_OK(tape_tailer_open(rq, &t));
+    EXPECT_EQ(tape_count(rq), 0);
+    EXPECT_EQ(tape_last_index(rq), -1);
+    int64_t first = -1, last = -1, n = 0, first_of[3];
+    char buf[3000];
+    memset(buf, 7, sizeof buf);
+    for (int c = 0; c < 3; c++) {
+        for (int k = 0; k < 1200; k++) {
+            last = tape_append(a, buf, (size_t)(k * 13) % sizeof buf, T0 + c * SEC_NS + k);
+            CHECK(last >= 0);
+            if (k == 0)
+                first_of[c] = last;
+            if (first < 0)
+                first = last;
+            n++;
+            if (k % 97 && k != 1199)
+                continue;
+            EXPECT_EQ(tape_count(rq), n);
+            EXPECT_EQ(tape_first_index(rq), first);
+            if (!EXPECT_EQ(tape_last_index(rq), last))
+                fprintf(stderr, "  cycle %d, entry %d\n", c, k);
+            tape_cycle_info ci;
+            CHECK_OK(tape_cycle_info_get(rq, T0_SEC + c, &ci));
+            EXPECT_EQ(ci.ci_entries, k + 1);
+            EXPECT_EQ(ci.ci_last_index, last);
+            char name[64], path[256];
+            CHECK_OK(tape_cycle_name(rq, T0_SEC + c, name, sizeof name));
+            snprintf(path, sizeof path, "q/%s", name);
+            struct stat st;
+            CHECK(stat(th_path(path), &st) == 0);
+            EXPECT_EQ(ci.ci_file_bytes, st.st_size);
+            /* to_end stays in its cycle, and the next read waits for the next append. */
+            tape_entry e;
+            CHECK_OK(tape_tailer_to_end(t));
+            EXPECT_EQ(tape_read(t, &e), 0);
+        }
+    }
+    CHECK_OK(tape_remove_cycle(wq, T0_SEC));
+    EXPECT_EQ(tape_first_index(rq), first_of[1]);
+    EXPECT_EQ(tape_count(rq), n - 1200);
+    EXPECT_EQ(tape_last_index(rq), last);
+    tape_cycle_info ci;
+    EXPECT_EQ(tape_cycle_info_get(rq, T0_SEC, &ci), -ENOENT);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(rq);
+    tape_close(wq);
+}
+
 static void direction_values_are_checked(void)
 {
     tape_queue *q = NULL;
@@ -1146,6 +1206,7 @@ static const th_test tests[] = {
     TEST(timestamps_never_decrease),
     TEST(tailer_opened_early_sees_later_cycles),
     TEST(counts_and_cycles_agree_with_what_was_written),
+    TEST(counts_follow_appends_rolls_and_removals),
     TEST(direction_values_are_checked),
 };
 
