@@ -15,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+from array import array
+from collections.abc import Callable
 from pathlib import Path
 
 import tape
@@ -81,6 +83,17 @@ class RssSampler:
 # -- the phases, each in its own process ---------------------------------------------
 
 
+def median_us(call: Callable[[], object], n: int, overhead_ns: float) -> float:
+    """Median time of `n` calls of `call`, in us, less `overhead_ns`."""
+    pc = time.perf_counter_ns
+    samples = array("q", bytes(8 * n))
+    for k in range(n):
+        t0 = pc()
+        call()
+        samples[k] = pc() - t0
+    return percentiles_us(samples, overhead_ns, "")["p50"]
+
+
 def phase_build(path: str, n: int) -> dict[str, float]:
     """Append `n` entries with write_many, sampling resident memory."""
     batch = payloads(BATCH)
@@ -115,6 +128,12 @@ def phase_open(path: str, seeks: int) -> dict[str, float]:
     rss_before = status_kb("VmRSS") / 1024
     samples, faults = seek_times(t, targets)
     us = percentiles_us(samples, overhead, "")
+    to_index, read_entry = t.to_index, t.read_entry
+    it = iter(targets)
+    moves_and_reads = median_us(lambda: (to_index(next(it)), read_entry()), len(targets), overhead)
+    last_index = median_us(lambda: q.last_index, 10_000, overhead)
+    count = median_us(q.count, 10_000, overhead)
+    to_end = median_us(t.to_end, 10_000, overhead)
     q.close()
     return {
         "open_ms": (t1 - t0) / 1e6,
@@ -124,6 +143,10 @@ def phase_open(path: str, seeks: int) -> dict[str, float]:
         "seek_p50": us["p50"],
         "seek_p99": us["p99"],
         "seek_faults": faults,
+        "seek_read_p50": moves_and_reads,
+        "last_index_us": last_index,
+        "count_us": count,
+        "to_end_us": to_end,
         "rss_before": rss_before,
         "hwm": status_kb("VmHWM") / 1024,
     }
@@ -220,6 +243,10 @@ BENCHMARKS: tuple[Benchmark, ...] = (
             Metric("seek_p50", "to_index median per call", "us", 5, "<="),
             Metric("seek_p99", "to_index p99 per call", "us"),
             Metric("seek_faults", "minor page faults per move", ""),
+            Metric("seek_read_p50", "to_index + read_entry median", "us"),
+            Metric("last_index_us", "q.last_index median", "us"),
+            Metric("count_us", "q.count() median", "us"),
+            Metric("to_end_us", "t.to_end() median", "us"),
             Metric("rss_before", "VmRSS before the moves", "MB"),
             Metric("hwm", "VmHWM (peak resident)", "MB", 100, "<"),
         ),
