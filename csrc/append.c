@@ -572,9 +572,11 @@ int64_t tape_repair_tail(tape_queue *q)
             if (h != TAPE_H_EOF && cut + 4 <= y.y_v.v_size)
                 __atomic_store_n((uint32_t *)(y.y_v.v_base + cut), 0u, __ATOMIC_RELEASE);
             cleared = (int64_t)(y.y_v.v_size - cut);
-            /* Every writer, here and elsewhere, finds the end anew. */
+            /* Every writer, here and elsewhere, finds the end anew; tailers
+             * drop what they copied of the cleared bytes. */
             uint64_t g = __atomic_load_n(&q->q_sh->m_hint_gen, __ATOMIC_RELAXED);
             __atomic_store_n(&q->q_sh->m_hint_gen, (g + 1) | 1, __ATOMIC_RELEASE);
+            __atomic_fetch_add(&q->q_sh->m_modcount, 1, __ATOMIC_RELEASE);
             q->q_w.w_valid = 0;
         }
     }

@@ -140,6 +140,14 @@ int tape_fault(enum tape_call call)
     return e;
 }
 
+long tape_fault_calls(enum tape_call call)
+{
+    pthread_mutex_lock(&mu);
+    long n = calls[call];
+    pthread_mutex_unlock(&mu);
+    return n;
+}
+
 void tape_kill_point(const char *name)
 {
     if (atomic_load_explicit(&armed, memory_order_relaxed) == 0)

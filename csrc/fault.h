@@ -31,8 +31,11 @@ enum tape_call { TC_OPEN, TC_FTRUNCATE, TC_FALLOCATE, TC_MMAP, TC_MSYNC, TC_FSYN
 /* The errno the next `call` must fail with, or 0. */
 int tape_fault(enum tape_call call);
 void tape_kill_point(const char *name);
-/* Replace the configuration read from the environment (NULL: clear). */
+/* Replace the configuration read from the environment (NULL: clear); the
+ * counts of calls start again from 0. */
 int tape_fault_configure(const char *faults, const char *kills);
+/* How many times `call` was made since the last configuration. */
+long tape_fault_calls(enum tape_call call);
 #define TAPE_KILL(name) tape_kill_point(name)
 #else
 static inline int tape_fault(enum tape_call call)

@@ -18,10 +18,13 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Each fault on a file mapping maps 16 pages (the kernel's fault-around):
- * 512 random moves leave at most about 40 MB mapped before they are
- * released. */
-#define JUMPS_BEFORE_TRIM 512
+/* A tailer counts what it maps: the bytes it reads through its mapping, and
+ * for each place it starts reading at or moves to through the mapping, the
+ * 16 pages that the kernel's fault-around maps. Past RELEASE_AFTER it
+ * releases all of it but the index arrays, which moves read: resident memory
+ * stays bounded whatever the tailer reads, in order or not. */
+#define RELEASE_AFTER TAPE_TRIM_WINDOW
+#define FAULT_AROUND ((uint64_t)64 << 10)
 
 /* A move to an index far from what the tailer has been reading would fault
  * in a page of the mapping (3-4 us on a virtual machine) and leave it mapped.
@@ -31,6 +34,8 @@
  * entry's index slot after publishing every entry before it, and published
  * entries never change, so the copy cannot be torn. */
 #define JUMP_BUF 16384
+/* tape_repair_tail does change entries that a move could land on (past
+ * damage): it bumps the modification counter, and the buffer is dropped. */
 
 struct tape_tailer {
     tape_queue *t_q;
@@ -41,15 +46,16 @@ struct tape_tailer {
     int t_dir;
     int64_t t_last;         /* index of the last entry read, -1 */
     uint64_t t_cur_sz;      /* size of the peeked entry */
-    uint32_t t_jumps;       /* moves since the mapping was last trimmed */
+    uint64_t t_mapped;      /* bytes counted as mapped since the last release */
     uint64_t t_bk_block;    /* backward: block whose entry offsets are cached */
     uint32_t t_bk_n;
     uint64_t *t_bk_pos;
     uint8_t *t_jb;          /* jump buffer (JUMP_BUF bytes), or NULL */
     uint64_t t_jb_off;      /* it holds bytes [t_jb_off, +t_jb_len) of t_y's file */
     uint64_t t_jb_len;
-    uint64_t t_hot_lo;      /* read through the mapping since the last far move: */
-    uint64_t t_hot_hi;      /* [t_hot_lo, t_hot_hi), empty when lo >= hi */
+    uint64_t t_jb_mod;      /* m_modcount when it was filled */
+    uint64_t t_hot_lo;      /* read through the mapping since the last far move */
+    uint64_t t_hot_hi;      /* or release: [t_hot_lo, t_hot_hi), empty if lo >= hi */
     tape_named_slot *t_slot; /* a named tailer's stored position, or NULL */
     int64_t t_spin_ns;      /* tape_wait spins this long first; < 0: only spins */
 };
@@ -105,6 +111,7 @@ static void set_cycle(tape_tailer *t, tape_cyc *y)
     t->t_bk_block = UINT64_MAX;
     t->t_jb_len = 0;
     t->t_hot_lo = t->t_hot_hi = 0;
+    t->t_mapped = 0;
 }
 
 static void set_pos(tape_tailer *t, int64_t seq, uint64_t pos)
@@ -172,31 +179,74 @@ static int enter_first(tape_tailer *t)
 /* ---- reading one entry ------------------------------------------------- */
 
 /* Bytes [lo, hi) were read through the mapping: they join the hot range if
- * they touch it, else start a new one. */
+ * they touch it, else start a new one; either way they count as mapped. */
 static void note_hot(tape_tailer *t, uint64_t lo, uint64_t hi)
 {
     if (t->t_hot_lo >= t->t_hot_hi || hi < t->t_hot_lo || lo > t->t_hot_hi) {
         t->t_hot_lo = lo;
         t->t_hot_hi = hi;
+        t->t_mapped += FAULT_AROUND + (hi - lo);
         return;
     }
-    if (lo < t->t_hot_lo)
+    if (lo < t->t_hot_lo) {
+        t->t_mapped += t->t_hot_lo - lo;
         t->t_hot_lo = lo;
-    if (hi > t->t_hot_hi)
+    }
+    if (hi > t->t_hot_hi) {
+        t->t_mapped += hi - t->t_hot_hi;
         t->t_hot_hi = hi;
+    }
 }
 
-/* The entry at `pos` if the jump buffer holds all of it, else NULL. */
-static const uint8_t *buffered(const tape_tailer *t, uint64_t pos)
+/* Release the pages of the tailer's mapping, all but the index arrays. */
+static void release_pages(tape_tailer *t)
 {
-    if (pos < t->t_jb_off || pos - t->t_jb_off + TAPE_ENTRY_HDR > t->t_jb_len)
+    t->t_mapped = 0;
+    t->t_hot_lo = t->t_hot_hi = 0;
+    tape_view *v = &t->t_y.y_v;
+    if (!v->v_base)
+        return;
+    const uint64_t page = TAPE_PAGE, n = (uint64_t)1 << t->t_q->q_roll.r_count_log2;
+    const uint64_t arr_sz = tape_entry_size((uint32_t)(8 * n));
+    const uint64_t *i2i = (const uint64_t *)(v->v_base + t->t_y.y_i2i_off);
+    uint64_t lo = t->t_y.y_data_off;
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t a = __atomic_load_n(&i2i[k], __ATOMIC_ACQUIRE);
+        if (a < lo || a > v->v_size || v->v_size - a < arr_sz)
+            break;
+        uint64_t hi = a & ~(page - 1);
+        if (hi > lo)
+            madvise(v->v_base + lo, hi - lo, MADV_DONTNEED);
+        lo = (a + arr_sz + page - 1) & ~(page - 1);
+    }
+    if (lo < v->v_maplen)
+        madvise(v->v_base + lo, v->v_maplen - lo, MADV_DONTNEED);
+}
+
+/* After a read or a move: release the mapping's pages once enough is mapped. */
+static void bound_mapped(tape_tailer *t)
+{
+    if (t->t_mapped >= RELEASE_AFTER)
+        release_pages(t);
+}
+
+/* The entry at `pos` if the jump buffer holds all of it, else NULL. Written
+ * so that no sum can overflow, whatever a damaged file says. */
+static const uint8_t *buffered(tape_tailer *t, uint64_t pos)
+{
+    uint64_t r = pos - t->t_jb_off;
+    if (!t->t_jb_len || pos < t->t_jb_off || r > t->t_jb_len || t->t_jb_len - r < TAPE_ENTRY_HDR)
         return NULL;
-    const uint8_t *p = t->t_jb + (pos - t->t_jb_off);
+    if (__atomic_load_n(&t->t_q->q_sh->m_modcount, __ATOMIC_ACQUIRE) != t->t_jb_mod) {
+        t->t_jb_len = 0;
+        return NULL;
+    }
+    const uint8_t *p = t->t_jb + r;
     uint32_t h;
     memcpy(&h, p, 4);
     uint32_t l = h & TAPE_H_LEN;
     if (h == 0 || (h & TAPE_H_NC) || l < TAPE_L_EXTRA ||
-        pos - t->t_jb_off + tape_entry_size(l - TAPE_L_EXTRA) > t->t_jb_len)
+        t->t_jb_len - r < tape_entry_size(l - TAPE_L_EXTRA))
         return NULL; /* the mapping decides */
     return p;
 }
@@ -314,16 +364,7 @@ static void fwd_advance(tape_tailer *t, const tape_entry *e)
     t->t_seq++;
     t->t_last = e->e_index;
     store_next(t, e->e_index + 1);
-    /* Release what was read in sequence, well behind the reader: only the
-     * hot range, as the pages below it, which moves mapped, may hold the
-     * index arrays that every move reads (note_jump releases the rest). */
-    tape_view *v = &t->t_y.y_v;
-    if (t->t_hot_lo < t->t_hot_hi && t->t_pos > t->t_hot_lo + TAPE_TRIM_WINDOW) {
-        if (v->v_trim_lo < t->t_hot_lo)
-            v->v_trim_lo = t->t_hot_lo;
-        tape_view_trim(v, t->t_pos - TAPE_TRIM_WINDOW / 2);
-        t->t_hot_lo = v->v_trim_lo;
-    }
+    bound_mapped(t);
 }
 
 /* Offsets of the data entries of block b, cached for reading backward. */
@@ -403,6 +444,7 @@ static void bwd_advance(tape_tailer *t, const tape_entry *e)
     t->t_pos_ok = 0;
     t->t_last = e->e_index;
     store_next(t, e->e_index + 1);
+    bound_mapped(t);
 }
 
 static int peek(tape_tailer *t, tape_entry *e)
@@ -457,46 +499,20 @@ int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int6
 
 /* ---- moving ------------------------------------------------------------- */
 
-/* Random moves leave pages mapped all over the file; release them now and
- * then so resident memory stays bounded, all but the index arrays, which
- * every move reads (they are a small part of the file). */
-static void note_jump(tape_tailer *t)
-{
-    if (++t->t_jumps < JUMPS_BEFORE_TRIM)
-        return;
-    t->t_jumps = 0;
-    tape_view *v = &t->t_y.y_v;
-    if (!v->v_base)
-        return;
-    const uint64_t page = TAPE_PAGE, n = (uint64_t)1 << t->t_q->q_roll.r_count_log2;
-    const uint64_t arr_sz = tape_entry_size((uint32_t)(8 * n));
-    const uint64_t *i2i = (const uint64_t *)(v->v_base + t->t_y.y_i2i_off);
-    uint64_t lo = t->t_y.y_data_off;
-    for (uint64_t k = 0; k < n; k++) {
-        uint64_t a = __atomic_load_n(&i2i[k], __ATOMIC_ACQUIRE);
-        if (a < lo || a + arr_sz > v->v_size)
-            break;
-        uint64_t hi = a & ~(page - 1);
-        if (hi > lo)
-            madvise(v->v_base + lo, hi - lo, MADV_DONTNEED);
-        lo = (a + arr_sz + page - 1) & ~(page - 1);
-    }
-    if (lo < v->v_maplen)
-        madvise(v->v_base + lo, v->v_maplen - lo, MADV_DONTNEED);
-    v->v_trim_lo = 0;
-    t->t_hot_lo = t->t_hot_hi = 0;
-}
-
 /* Read [off, off + len) of y's file into the jump buffer: 1, or 0 if nothing
  * could be read. */
 static int jb_fill(tape_tailer *t, tape_cyc *y, uint64_t off, uint64_t len)
 {
     if (!t->t_jb && !(t->t_jb = malloc(JUMP_BUF)))
         return 0;
-    ssize_t n = t_pread(y->y_v.v_fd, t->t_jb, len < JUMP_BUF ? len : JUMP_BUF, (off_t)off);
+    if (len > JUMP_BUF)
+        len = JUMP_BUF;
+    ssize_t n = t_pread(y->y_v.v_fd, t->t_jb, len, (off_t)off);
     t->t_jb_off = off;
-    t->t_jb_len = n > 0 ? (uint64_t)n : 0;
-    return n > 0;
+    /* Short of what the index says the file holds: damage, for the mapping
+     * to report. */
+    t->t_jb_len = n == (ssize_t)len ? len : 0;
+    return t->t_jb_len > 0;
 }
 
 /* Locate entry `seq` of y through the jump buffer (see JUMP_BUF): 1 found
@@ -511,23 +527,25 @@ static int locate_far(tape_tailer *t, tape_cyc *y, uint64_t seq, uint64_t *pos)
     if (!p)
         return 0;
     int current = y == &t->t_y;
-    if (current && p >= t->t_hot_lo && p < t->t_hot_hi && p >= y->y_v.v_trim_lo)
+    if (current && p >= t->t_hot_lo && p < t->t_hot_hi)
         return 0; /* near what was just read: the mapping has it */
     uint64_t end = tape_cyc_block_pos(q, y, b + 1);
-    if (end <= p)
-        return 0; /* the last block: still being written */
-    if (!current)
+    if (end <= p || end > INT64_MAX)
+        return 0; /* the last block, still being written; or damage */
+    uint64_t mod = __atomic_load_n(&q->q_sh->m_modcount, __ATOMIC_ACQUIRE);
+    if (!current || t->t_jb_mod != mod)
         t->t_jb_len = 0;
+    t->t_jb_mod = mod;
     uint64_t mean = (end - p) >> slog;
     while (p < end) {
-        if (p < t->t_jb_off || p + TAPE_ENTRY_HDR > t->t_jb_off + t->t_jb_len) {
+        uint64_t r = p - t->t_jb_off;
+        if (p < t->t_jb_off || r > t->t_jb_len || t->t_jb_len - r < TAPE_ENTRY_HDR) {
             /* Enough for the entries up to seq and one more, if they are of
              * the block's mean size. */
             uint64_t want = (seq - s + 2) * mean + TAPE_ENTRY_HDR;
             if (want < 512)
                 want = 512;
-            if (!jb_fill(t, y, p, want < end - p ? want : end - p) ||
-                p + TAPE_ENTRY_HDR > t->t_jb_off + t->t_jb_len)
+            if (!jb_fill(t, y, p, want < end - p ? want : end - p) || t->t_jb_len < TAPE_ENTRY_HDR)
                 return 0;
         }
         uint32_t h;
@@ -579,10 +597,13 @@ int tape_tailer_to_index(tape_tailer *t, int64_t index)
         t->t_jb_off = jb_off;
         t->t_jb_len = jb_len;
     }
-    if (far)
+    if (far) {
         t->t_hot_lo = t->t_hot_hi = 0;
+    } else {
+        t->t_mapped += FAULT_AROUND;
+        bound_mapped(t);
+    }
     set_pos(t, (int64_t)seq, pos);
-    note_jump(t);
     store_pos(t);
     return 1;
 }
@@ -618,7 +639,8 @@ int tape_tailer_to_end(tape_tailer *t)
      * after it. */
     t->t_seq++;
     t->t_pos_ok = 0;
-    note_jump(t);
+    t->t_mapped += FAULT_AROUND;
+    bound_mapped(t);
     store_pos(t);
     return 0;
 }

@@ -110,7 +110,7 @@ typedef struct tape_queue_info {
     int64_t qi_created_ns;
     int64_t qi_lowest_cycle;     /* -1 when no cycle file exists */
     int64_t qi_highest_cycle;    /* -1 when no cycle file exists */
-    uint64_t qi_modcount;        /* bumped on every roll */
+    uint64_t qi_modcount;        /* bumped on every roll, removal and tail repair */
     int64_t qi_last_timestamp;   /* newest entry's timestamp (ns), 0 if none */
     uint32_t qi_params_len;
 } tape_queue_info;
@@ -226,7 +226,8 @@ enum { TAPE_FORWARD = 0, TAPE_BACKWARD = 1 };
 typedef struct tape_entry {
     int64_t e_index;
     int64_t e_timestamp;
-    const void *e_data;  /* into the mapping; valid until the next call */
+    const void *e_data;  /* into the mapping or the tailer's buffer; valid until the
+                          * next call on the tailer */
     uint32_t e_len;
 } tape_entry;
 

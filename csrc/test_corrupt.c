@@ -534,6 +534,27 @@ static void truncated_at(const char *what, uint64_t cut)
     th_rm_rf(th_path("q"));
 }
 
+/* A move onto an entry that the file's end cuts short reports the damage
+ * (and does not move), as reading it would. */
+static void move_onto_a_truncated_entry_reports_damage(void)
+{
+    CHECK_OK(make_queue());
+    uint64_t at = entry_offset(150);
+    CHECK(at > 0);
+    CHECK(truncate(cycle_path(), (off_t)(at + 16 + plen(150) / 2)) == 0);
+    tape_queue *q;
+    CHECK_OK(open_q(&q, 1));
+    tape_tailer *t;
+    tape_entry e;
+    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_EQ(tape_tailer_to_index(t, written_idx[10]), 1);
+    EXPECT_EQ(tape_tailer_to_index(t, written_idx[150]), TAPE_ECORRUPT);
+    EXPECT_EQ(tape_read(t, &e), 1);
+    EXPECT(entry_ok(&e, 10));
+    tape_tailer_close(t);
+    tape_close(q);
+}
+
 static void truncated_cycle_file_never_crashes_a_reader(void)
 {
     CHECK_OK(make_queue());
@@ -565,6 +586,7 @@ static const th_test tests[] = {
     TEST(abandoned_entry_at_a_cycle_end_does_not_stall_readers),
     TEST(abandoned_incomplete_entry_is_overwritten),
     TEST(truncated_cycle_file_never_crashes_a_reader),
+    TEST(move_onto_a_truncated_entry_reports_damage),
 };
 
 TEST_MAIN(tests)

@@ -6,6 +6,7 @@
  * every 128 entries) and explicit timestamps, so cycles, gaps between
  * cycles and index arrays are laid out deterministically. */
 #include "test_harness.h"
+#include "fault.h"
 
 #include <signal.h>
 #include <sys/mman.h>
@@ -341,9 +342,10 @@ static void to_index_reaches_every_entry(void)
 
 /* A move far from what the tailer read takes the entry's block with pread
  * into a 16 KiB buffer; entries of every size (some larger than the buffer,
- * some filling it exactly, index arrays between them) must be found and read
- * back, also when reads run on past the buffer, and by a tailer that read
- * nearby first (moves near what it read go through the mapping). */
+ * some filling it exactly, index arrays between them), in two cycles, must
+ * be found and read back, also when reads run on past the buffer or go
+ * backward, and by a tailer that read nearby first (moves near what it read
+ * go through the mapping, without pread). */
 static void to_index_finds_entries_of_every_size(void)
 {
     static const uint32_t sizes[] = {0, 1, 100, 5000, 16384 - 16, 16384, 17000, 40000, 7, 300, 16368, 2};
@@ -354,10 +356,10 @@ static void to_index_finds_entries_of_every_size(void)
     CHECK_OK(tape_appender_open(q, &a));
     static unsigned char buf[40000];
     static ment want[N];
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < N; i++) { /* two cycles: 0..399 and 400..599 */
         want[i].gi = i;
         want[i].len = sizes[(i * 5 + i / NS) % NS];
-        want[i].ts = T0 + i;
+        want[i].ts = T0 + (i >= 400) * SEC_NS + i;
         gen_payload(buf, i, want[i].len);
         want[i].index = tape_append(a, buf, want[i].len, want[i].ts);
         CHECK(want[i].index >= 0);
@@ -366,6 +368,7 @@ static void to_index_finds_entries_of_every_size(void)
     tape_tailer *t = NULL, *fresh = NULL;
     CHECK_OK(tape_tailer_open(q, &t));
     tape_entry e;
+    CHECK_OK(tape_fault_configure(NULL, NULL)); /* count preads from here */
     for (int k = 0; k < N; k++) {
         int i = (int)(((int64_t)k * 241) % N);
         if (!EXPECT_EQ(tape_tailer_to_index(t, want[i].index), 1))
@@ -380,19 +383,100 @@ static void to_index_finds_entries_of_every_size(void)
         if (!ok)
             break;
     }
-    /* Read a stretch in sequence, then move within it, before it and past it. */
+    EXPECT(tape_fault_calls(TC_PREAD) > N);
+    /* Backward after a far move: the entry, then the ones before it. */
+    CHECK_OK(tape_tailer_set_direction(t, TAPE_BACKWARD));
+    for (int i = 7; i < N; i += 53) {
+        CHECK_EQ(tape_tailer_to_index(t, want[i].index), 1);
+        for (int j = i; j > i - 3; j--)
+            if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &want[j]))
+                break;
+    }
+    CHECK_OK(tape_tailer_set_direction(t, TAPE_FORWARD));
+    /* A move into the other cycle that finds nothing leaves the position. */
+    CHECK_EQ(tape_tailer_to_index(t, want[450].index), 1);
+    EXPECT_EQ(tape_tailer_to_index(t, tape_make_index(q, T0_SEC, 1000)), 0);
+    EXPECT(tape_read(t, &e) == 1 && entry_ok(&e, &want[450]));
+    CHECK_EQ(tape_tailer_to_index(t, want[50].index), 1);
+    EXPECT_EQ(tape_tailer_to_index(t, tape_make_index(q, T0_SEC + 1, 1000)), 0);
+    EXPECT(tape_read(t, &e) == 1 && entry_ok(&e, &want[50]));
+    /* Read a stretch in sequence: moves within it take no pread. */
     CHECK_OK(tape_tailer_to_start(t));
     for (int i = 0; i < 300; i++)
         if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &want[i]))
             break;
-    static const int moves[] = {250, 100, 299, 0, 301, 599, 150, 598};
-    for (size_t m = 0; m < sizeof moves / sizeof moves[0]; m++) {
-        int i = moves[m];
-        CHECK_EQ(tape_tailer_to_index(t, want[i].index), 1);
-        if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &want[i]))
+    CHECK_OK(tape_fault_configure(NULL, NULL));
+    static const int near[] = {250, 100, 299, 20, 150};
+    for (size_t m = 0; m < sizeof near / sizeof near[0]; m++) {
+        CHECK_EQ(tape_tailer_to_index(t, want[near[m]].index), 1);
+        if (!EXPECT_EQ(tape_read(t, &e), 1) || !entry_ok(&e, &want[near[m]]))
             break;
     }
+    EXPECT_EQ(tape_fault_calls(TC_PREAD), 0);
+    CHECK_EQ(tape_tailer_to_index(t, want[380].index), 1);
+    EXPECT(tape_read(t, &e) == 1 && entry_ok(&e, &want[380]));
+    EXPECT(tape_fault_calls(TC_PREAD) > 0);
     tape_tailer_close(t);
+    tape_close(q);
+}
+
+/* RssFile of /proc/self/status, in KiB: file pages mapped by this process. */
+static long rss_file_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "RssFile: %ld", &v) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return v;
+}
+
+/* A tailer that moves and then reads a stretch shorter than what it may
+ * keep mapped, again and again, in either order and either direction, keeps
+ * its resident memory bounded (32 MiB of pages, plus the index arrays). */
+static void reading_in_stretches_keeps_resident_memory_bounded(void)
+{
+    enum { ESZ = 4000, N = 40000, STRETCH = 3000 /* ~12 MiB */ };
+    tape_queue *q = NULL;
+    CHECK_OK(th_open("q", "minutely", "raw", &q));
+    tape_appender *a;
+    CHECK_OK(tape_appender_open(q, &a));
+    static unsigned char buf[ESZ];
+    static int64_t idx[N];
+    for (int i = 0; i < N; i++) {
+        memcpy(buf, &i, sizeof i);
+        CHECK_OK(idx[i] = tape_append(a, buf, ESZ, T0));
+    }
+    tape_appender_close(a);
+    tape_close(q); /* so that only the tailer maps the file */
+    CHECK_OK(th_open("q", "minutely", "raw", &q));
+    for (int order = 0; order < 4; order++) {
+        int reverse = order & 1, backward = order >> 1;
+        tape_tailer *t;
+        CHECK_OK(tape_tailer_open(q, &t));
+        CHECK_OK(tape_tailer_set_direction(t, backward ? TAPE_BACKWARD : TAPE_FORWARD));
+        long base = rss_file_kib(), most = 0;
+        for (int k = 0; k < 12; k++) {
+            int from = (reverse ? 11 - k : k) * (N / 12) + (backward ? STRETCH : 0);
+            CHECK_EQ(tape_tailer_to_index(t, idx[from]), 1);
+            tape_entry e;
+            for (int i = 0; i < STRETCH; i++) {
+                CHECK_EQ(tape_read(t, &e), 1);
+                int got;
+                memcpy(&got, e.e_data, sizeof got);
+                CHECK_EQ(got, backward ? from - i : from + i);
+            }
+            long grew = rss_file_kib() - base;
+            most = grew > most ? grew : most;
+        }
+        if (!EXPECT(most < 48 * 1024))
+            fprintf(stderr, "  %s moves, reading %s: RssFile grew by %ld KiB\n",
+                    reverse ? "descending" : "ascending", backward ? "backward" : "forward", most);
+        tape_tailer_close(t);
+    }
     tape_close(q);
 }
 
@@ -1189,6 +1273,7 @@ static const th_test tests[] = {
     TEST(read_many_backward),
     TEST(to_index_reaches_every_entry),
     TEST(to_index_finds_entries_of_every_size),
+    TEST(reading_in_stretches_keeps_resident_memory_bounded),
     TEST(to_index_of_a_missing_entry_leaves_the_position),
     TEST(to_start_and_to_end_in_both_directions),
     TEST(to_time_finds_the_first_entry_at_or_after),
