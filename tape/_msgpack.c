@@ -423,11 +423,24 @@ static PyObject *un_array(mp_in *in, uint64_t n, int depth)
     return list;
 }
 
+/* A dict for n items: sized once, not grown twice on the way to ten fields.
+ * _PyDict_NewPresized is CPython's own (what BUILD_MAP uses), private: where
+ * a version no longer offers it, a plain dict. */
+static PyObject *mp_dict_new(Py_ssize_t n)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    return _PyDict_NewPresized(n);
+#else
+    (void)n;
+    return PyDict_New();
+#endif
+}
+
 static PyObject *un_map(mp_in *in, uint64_t n, int depth)
 {
     if (depth >= MP_DEPTH || n > mi_left(in) / 2)
         return NULL;
-    PyObject *dict = PyDict_New();
+    PyObject *dict = mp_dict_new((Py_ssize_t)n);
     if (dict == NULL)
         return NULL;
     for (uint64_t i = 0; i < n; i++) {
