@@ -31,7 +31,7 @@
  * Threads: the key cache below is shared module state mutated without a lock;
  * it relies on the GIL. Free-threaded builds are not a target: this module
  * does not declare itself safe without the GIL, so importing it there turns
- * the GIL back on.
+ * the GIL back on. Nor are subinterpreters: the cache is one per process.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
