@@ -22,7 +22,7 @@ BSTAMP := $(BVENV)/.installed
 
 # What the installed extension is built from: a change to any rebuilds it.
 CORE_SRC     := $(filter-out csrc/test_%.c csrc/bench_%.c csrc/fuzz_%.c,$(wildcard csrc/*.c))
-BUILD_INPUTS := $(CORE_SRC) $(wildcard csrc/*.h) tape/_build.py setup.py pyproject.toml
+BUILD_INPUTS := $(CORE_SRC) $(wildcard csrc/*.h) tape/_build.py tape/_msgpack.c setup.py pyproject.toml
 
 .PHONY: venv test demo sanitize bench clean
 
@@ -73,5 +73,5 @@ bench-quick: $(BSTAMP)
 clean:
 	$(MAKE) -C csrc clean
 	rm -rf $(VENV) $(BVENV) build *.egg-info demo-queue .pytest_cache .hypothesis .mypy_cache
-	rm -f tape/_core.*.so tape/_core.c tape/_core.o
+	rm -f tape/_core.*.so tape/_core.c tape/_core.o tape/_msgpack.*.so
 	find tape tests examples -name __pycache__ -type d -exec rm -rf {} +

@@ -1,0 +1,9 @@
+# The msgpack codec's fast path (tape/_msgpack.c): exact builtin values only.
+from collections.abc import Sequence
+from typing import Any, Final
+
+FALLBACK: Final[object]
+
+def pack(obj: object, /) -> bytes | None: ...
+def unpack(buf: object, /) -> Any: ...  # FALLBACK for what is not a contiguous buffer
+def unpack_into(values: list[Any], buf: bytes | bytearray | memoryview, ends: Sequence[int], start: int, /) -> int: ...
