@@ -100,6 +100,7 @@ enum { WR_N = 200000 };
 typedef struct wr_ctx {
     tape_queue *q;
     atomic_int done;
+    atomic_long written;  /* entries whose index is in idx[] */
     int64_t idx[WR_N];
 } wr_ctx;
 
@@ -115,6 +116,7 @@ static void *writer_main(void *arg)
         c->idx[i] = tape_append(a, buf, msg_len(i), 0);
         if (!EXPECT(c->idx[i] >= 0))
             break;
+        atomic_store_explicit(&c->written, (long)i + 1, memory_order_release);
     }
     tape_appender_close(a);
     atomic_store(&c->done, 1);
@@ -222,41 +224,17 @@ static void reader_thread_follows_writer_thread(void)
 
 /* ---- moves while a writer appends ------------------------------------------------ */
 
-typedef struct jump_ctx {
-    tape_queue *q;
-    atomic_long written;  /* entries whose index is in idx[] */
-    int64_t idx[WR_N];
-} jump_ctx;
-
-static void *jump_writer(void *arg)
-{
-    jump_ctx *c = arg;
-    tape_appender *a = NULL;
-    if (!EXPECT_EQ(tape_appender_open(c->q, &a), 0))
-        return NULL;
-    unsigned char buf[128];
-    for (uint32_t i = 0; i < WR_N; i++) {
-        msg_fill(buf, 0, i);
-        c->idx[i] = tape_append(a, buf, msg_len(i), 0);
-        if (!EXPECT(c->idx[i] >= 0))
-            break;
-        atomic_store_explicit(&c->written, (long)i + 1, memory_order_release);
-    }
-    tape_appender_close(a);
-    return NULL;
-}
-
 /* Moves to entries just written, in blocks the writer is still filling and
  * in blocks behind it, land on exactly that entry. */
 static void moves_land_while_a_writer_appends(void)
 {
     tape_queue *q = NULL;
     CHECK_OK(th_open("q", "minutely", "raw", &q));
-    jump_ctx *c = calloc(1, sizeof *c);
+    wr_ctx *c = calloc(1, sizeof *c);
     CHECK(c);
     c->q = q;
     pthread_t tw;
-    CHECK(pthread_create(&tw, NULL, jump_writer, c) == 0);
+    CHECK(pthread_create(&tw, NULL, writer_main, c) == 0);
     tape_tailer *t = NULL;
     uint64_t rnd = 88172645463325252ull;
     long moves = 0, live = 0, written;

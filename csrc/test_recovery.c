@@ -382,14 +382,9 @@ static void extreme_index_slots_never_crash_a_tailer(void)
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         char name[16];
         snprintf(name, sizeof name, "q%zu", k);
-        tape_open_opts o;
-        memset(&o, 0, sizeof o);
-        o.oo_create = 1;
-        o.oo_roll_cycle = "test_secondly";
-        o.oo_codec = "raw";
         tape_queue *q;
         tape_appender *a;
-        CHECK_OK(tape_open(th_path(name), &o, &q));
+        CHECK_OK(th_open(name, "test_secondly", "raw", &q));
         CHECK_OK(tape_appender_open(q, &a));
         int64_t idx[60];
         for (int i = 0; i < 60; i++)
