@@ -22,8 +22,10 @@
  * Declining is always safe: msgpack-python then does the work, with its own
  * errors. So the fast path declines whenever in doubt: subclasses, extension
  * types, a lone surrogate, invalid UTF-8, truncated or trailing bytes, deep
- * nesting. Only exact builtin types are handled, so no Python code runs while
- * packing or unpacking: no object can change under us.
+ * nesting. Only exact builtin types are handled, so no code of the caller's
+ * runs while packing. While unpacking, an allocation may start a garbage
+ * collection whose finalizers run Python code: nothing of the caller's is read
+ * during the walk but the buffer (unpack_into copies `ends` first).
  *
  * This is a codec accelerator, a CPython extension apart from the C core in
  * csrc/, which stays free of Python.h.
@@ -506,13 +508,10 @@ static PyObject *un_value(mp_in *in, int depth, bool is_key)
     case 0xc2: return Py_NewRef(Py_False);
     case 0xc3: return Py_NewRef(Py_True);
     case 0xca:
-        if (mi_uint(in, 4, &v)) {
-            uint32_t bits = (uint32_t)v;
-            float f;
-            memcpy(&f, &bits, sizeof f);
-            return PyFloat_FromDouble(f);
-        }
-        return NULL;
+        if (mi_left(in) < 4)
+            return NULL;
+        in->mi_p += 4; /* as msgpack-python converts it (NaNs differ by version) */
+        return PyFloat_FromDouble(PyFloat_Unpack4((const char *)in->mi_p - 4, 0));
     case 0xcb:
         if (mi_uint(in, 8, &v)) {
             double d;
@@ -550,6 +549,10 @@ static PyObject *mp_unpack(PyObject *module, PyObject *arg)
         PyErr_Clear(); /* msgpack-python says what is wrong with it */
         return Py_NewRef(mp_fallback);
     }
+    if (view.itemsize != 1) { /* msgpack-python: BufferError */
+        PyBuffer_Release(&view);
+        return Py_NewRef(mp_fallback);
+    }
     PyObject *value = un_exactly(view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     if (value == NULL && !PyErr_Occurred())
@@ -572,7 +575,8 @@ static PyObject *mp_unpack_into(PyObject *module, PyObject *const *args, Py_ssiz
     Py_ssize_t k = PyLong_AsSsize_t(args[3]);
     if (k == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *ends = PySequence_Fast(args[2], "unpack_into: ends must be a sequence of ints");
+    /* A tuple of our own: a list could be changed (or be `values`) while we read it. */
+    PyObject *ends = PySequence_Tuple(args[2]);
     if (ends == NULL)
         return NULL;
     Py_buffer view;
@@ -580,8 +584,10 @@ static PyObject *mp_unpack_into(PyObject *module, PyObject *const *args, Py_ssiz
         Py_DECREF(ends);
         return NULL;
     }
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(ends);
-    PyObject *const *items = PySequence_Fast_ITEMS(ends);
+    Py_ssize_t count = PyTuple_GET_SIZE(ends);
+    if (view.itemsize != 1) /* msgpack-python: BufferError */
+        count = 0;
+    PyObject *const *items = &PyTuple_GET_ITEM(ends, 0);
     Py_ssize_t start = 0;
     if (k < 0)
         k = 0;

@@ -255,7 +255,7 @@ class MsgpackCodec:
             return value
         try:
             return msgpack.unpackb(buf, raw=False, strict_map_key=False, timestamp=3)
-        except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
+        except (ValueError, TypeError, OverflowError, BufferError, msgpack.UnpackException) as exc:
             raise DecodeError(f"not a msgpack value: {exc}") from exc
 
     def decode_many(self, buf: bytes, ends: Sequence[int]) -> tuple[list[Any], Exception | None]:
