@@ -4,7 +4,8 @@
 #                   a test build: the fault and kill hooks of csrc/fault.h compiled in
 #   make test       C tests, then the Python tests
 #   make demo       the example of examples/demo.py
-#   make sanitize   C tests under AddressSanitizer + UBSan
+#   make sanitize   C tests under AddressSanitizer + UBSan, then the codec tests on the
+#                   Python extensions (the cffi core, tape._msgpack) built with them
 #   make torture    crash suite at length: kill -9 storm of TORTURE_KILLS (5000) kills with
 #                   writers that survive, and the 8-writer test 3 times (not in make test)
 #   make bench      C benchmark, then the Python benchmarks (bench/) on a release
@@ -51,8 +52,21 @@ test: venv
 demo: venv
 	$(PY) examples/demo.py
 
-sanitize:
+# The extensions are built into $(SAN_PY) with a copy of tape/, and pytest runs from there
+# so that `import tape` finds that copy, not the source tree's test build.
+SAN_PY    := build/san-py
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+SAN_TESTS := tests/test_codecs_msgpack_fast.py tests/test_codecs.py
+
+sanitize: venv
 	$(MAKE) -C csrc sanitize
+	rm -rf $(SAN_PY) && mkdir -p $(SAN_PY) && cp -r tape $(SAN_PY)/ && rm -f $(SAN_PY)/tape/*.so
+	$(PY) -m pip install -q setuptools cffi
+	CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(PY) setup.py -q build_ext \
+	  --build-lib $(SAN_PY) --build-temp $(SAN_PY)/tmp
+	cd $(SAN_PY) && ASAN_OPTIONS=detect_leaks=0 PYTHONMALLOC=malloc \
+	  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider --capture=sys $(addprefix $(CURDIR)/,$(SAN_TESTS))
 
 TORTURE_KILLS ?= 5000
 .PHONY: torture
