@@ -31,11 +31,11 @@
  * Instead the block is read with pread (about 1 us plus the copy) into the
  * jump buffer, which then serves the reads that usually follow. Only bytes
  * before the next indexed entry are read this way: the writer stores that
- * entry's index slot after publishing every entry before it, and published
- * entries never change, so the copy cannot be torn. */
+ * entry's index slot after publishing every entry before it, so the copy
+ * cannot be torn. Published entries change only when tape_repair_tail clears
+ * them (a move can land past damage); it then bumps the modification counter,
+ * and the buffer is dropped. */
 #define JUMP_BUF 16384
-/* tape_repair_tail does change entries that a move could land on (past
- * damage): it bumps the modification counter, and the buffer is dropped. */
 
 struct tape_tailer {
     tape_queue *t_q;
