@@ -239,7 +239,7 @@ class MsgpackCodec:
             data: bytes = pack(obj)
         except (TypeError, OverflowError, ValueError) as exc:
             why = _first_objection(obj, _msgpack_objection)
-            if why is None:  # msgpack stops at 512 levels: a value deeper, or containing itself
+            if why is None:  # deeper than msgpack-python goes (512 or 1,024 levels, by version), or containing itself
                 why = "value: nested too deeply" if "recursion" in str(exc) else str(exc)
             raise EncodeError(f"msgpack cannot encode the value: {why}") from exc
         # msgpack packs a tuple key as an array, which no reader can turn back
