@@ -591,21 +591,39 @@ static int header_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last
     return 0;
 }
 
+/* The kept view keeps mapped what its last walks read, up to this far
+ * behind the end of data, and releases the rest when the end has moved twice
+ * as far. */
+#define VIEW_KEEP ((uint64_t)4 << 20)
+
+/* The queue's kept view, holding q_view_mu: the newest cycle's when `cycle`
+ * is the newest, else NULL. A view of a cycle that is no longer the newest is
+ * closed here, so that it does not keep the file's space once a purge removes
+ * it. */
+static tape_cyc *kept_view(tape_queue *q, int64_t cycle)
+{
+    int64_t newest = __atomic_load_n(&q->q_sh->m_highest, __ATOMIC_ACQUIRE);
+    tape_cyc *y = &q->q_view;
+    if (y->y_cycle >= 0 && y->y_cycle != newest)
+        tape_cyc_close(y);
+    if (cycle != newest)
+        return NULL;
+    if (y->y_cycle != cycle) {
+        if (tape_cyc_open(q, cycle, 0, y) < 0)
+            return NULL; /* the caller opens its own, and reports why */
+        q->q_view_trimmed = y->y_data_off;
+    }
+    return y;
+}
+
 int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
 {
-    /* The newest cycle is read through the queue's kept view, others
-     * through a view of their own. */
-    tape_cyc own, *y = &own;
-    int kept = cycle == __atomic_load_n(&q->q_sh->m_highest, __ATOMIC_ACQUIRE);
-    int rc = 0;
-    if (kept) {
-        pthread_mutex_lock(&q->q_view_mu);
-        y = &q->q_view;
-        if (y->y_cycle != cycle) {
-            tape_cyc_close(y);
-            rc = tape_cyc_open(q, cycle, 0, y);
-        }
-    } else {
+    pthread_mutex_lock(&q->q_view_mu);
+    tape_cyc own, *y = kept_view(q, cycle);
+    int kept = y != NULL, rc = 0;
+    if (!kept) {
+        pthread_mutex_unlock(&q->q_view_mu);
+        y = &own;
         rc = tape_cyc_open(q, cycle, 0, y);
     }
     uint64_t end = 0, count;
@@ -627,21 +645,30 @@ int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
         out->ci_file_bytes = y->y_v.v_size;
         out->ci_sealed = h == TAPE_H_EOF;
     }
-    if (kept && rc == 0) {
-        /* The end moves on as writers append: release the pages well behind
-         * it (the index2index array, below the data, stays). */
-        tape_view *v = &y->y_v;
-        if (end > v->v_trim_lo + TAPE_TRIM_WINDOW) {
-            if (v->v_trim_lo < y->y_data_off)
-                v->v_trim_lo = y->y_data_off;
-            tape_view_trim(v, end - TAPE_TRIM_WINDOW / 2);
-        }
-    } else {
+    if (!kept || rc < 0 || damaged) {
+        /* (a damaged cycle's walk maps all of it: not worth keeping) */
         tape_cyc_close(y);
+    } else if (end > q->q_view_trimmed + 2 * VIEW_KEEP) {
+        /* The end moves on as writers append: release the pages behind it,
+         * all of them from the first entry on (the walks of earlier calls
+         * may have mapped some below the last release). */
+        tape_view *v = &y->y_v;
+        v->v_trim_lo = y->y_data_off;
+        tape_view_trim(v, end - VIEW_KEEP);
+        q->q_view_trimmed = end;
     }
     if (kept)
         pthread_mutex_unlock(&q->q_view_mu);
     return rc;
+}
+
+/* Close the kept view if it is of `cycle` (about to be removed). */
+static void drop_kept_view(tape_queue *q, int64_t cycle)
+{
+    pthread_mutex_lock(&q->q_view_mu);
+    if (q->q_view.y_cycle == cycle)
+        tape_cyc_close(&q->q_view);
+    pthread_mutex_unlock(&q->q_view_mu);
 }
 
 int tape_remove_cycle(tape_queue *q, int64_t cycle)
@@ -681,6 +708,8 @@ int tape_remove_cycle(tape_queue *q, int64_t cycle)
             }
         }
     }
+    if (rc == 0)
+        drop_kept_view(q, cycle);
     if (rc == 0 && unlinkat(q->q_dirfd, name, 0) < 0)
         rc = -errno;
     if (rc == 0) {

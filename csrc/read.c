@@ -46,8 +46,11 @@ struct tape_tailer {
     int t_dir;
     int64_t t_last;         /* index of the last entry read, -1 */
     uint64_t t_cur_sz;      /* size of the peeked entry */
-    uint64_t t_mapped;      /* bytes counted as mapped since the last release */
-    uint64_t t_bk_block;    /* backward: block whose entry offsets are cached */
+    uint64_t t_mapped;      /* bytes counted as mapped since the last release, */
+    uint64_t t_map_lo;      /* all within [t_map_lo, t_map_hi) */
+    uint64_t t_map_hi;
+    uint64_t t_bk_block;    /* backward: block whose entry offsets are cached, */
+    uint64_t t_bk_mod;      /* at this m_modcount */
     uint32_t t_bk_n;
     uint64_t *t_bk_pos;
     uint8_t *t_jb;          /* jump buffer (JUMP_BUF bytes), or NULL */
@@ -102,6 +105,105 @@ void tape_tailer_close(tape_tailer *t)
     free(t);
 }
 
+/* ---- what the mapping holds -------------------------------------------- */
+
+/* `bytes` around [lo, hi) of the file count as mapped. */
+static void note_mapped(tape_tailer *t, uint64_t lo, uint64_t hi, uint64_t bytes)
+{
+    if (t->t_map_lo >= t->t_map_hi) {
+        t->t_map_lo = lo;
+        t->t_map_hi = hi;
+    }
+    if (lo < t->t_map_lo)
+        t->t_map_lo = lo;
+    if (hi > t->t_map_hi)
+        t->t_map_hi = hi;
+    t->t_mapped += bytes;
+}
+
+/* Bytes [lo, hi) were read through the mapping: they join the hot range if
+ * they touch it, else start a new one; either way they count as mapped. */
+static void note_hot(tape_tailer *t, uint64_t lo, uint64_t hi)
+{
+    if (t->t_hot_lo >= t->t_hot_hi || hi < t->t_hot_lo || lo > t->t_hot_hi) {
+        t->t_hot_lo = lo;
+        t->t_hot_hi = hi;
+        note_mapped(t, lo, hi, FAULT_AROUND + (hi - lo));
+        return;
+    }
+    if (lo < t->t_hot_lo) {
+        note_mapped(t, lo, t->t_hot_lo, t->t_hot_lo - lo);
+        t->t_hot_lo = lo;
+    }
+    if (hi > t->t_hot_hi) {
+        note_mapped(t, t->t_hot_hi, hi, hi - t->t_hot_hi);
+        t->t_hot_hi = hi;
+    }
+}
+
+/* A walk through the mapping from the indexed entry of seq's block to `pos`
+ * counts as mapping the bytes between; when it read headers only, at most 16
+ * pages per entry on the way. */
+static void note_walk(tape_tailer *t, uint64_t seq, uint64_t pos, int headers_only)
+{
+    const int slog = t->t_q->q_roll.r_spacing_log2;
+    uint64_t from = tape_cyc_block_pos(t->t_q, &t->t_y, seq >> slog);
+    if (!from || from > pos)
+        from = pos;
+    uint64_t span = pos - from, per_entry = ((seq & ((1u << slog) - 1)) + 1) * FAULT_AROUND;
+    if (headers_only && span > per_entry)
+        span = per_entry;
+    note_mapped(t, from, pos + 1, FAULT_AROUND + span);
+}
+
+/* The same for finding the end of data (every entry of the last block read,
+ * its checksum checked) at `end`, after `count` entries. */
+static void note_end_walk(tape_tailer *t, uint64_t count, uint64_t end)
+{
+    note_walk(t, count ? count - 1 : 0, end, 0);
+}
+
+/* Release the pages of the tailer's mapping in the span it counted as
+ * mapped (widened by the fault-around), all but the index arrays. */
+static void release_pages(tape_tailer *t)
+{
+    tape_view *v = &t->t_y.y_v;
+    const uint64_t page = TAPE_PAGE, n = (uint64_t)1 << t->t_q->q_roll.r_count_log2;
+    const uint64_t arr_sz = tape_entry_size((uint32_t)(8 * n));
+    uint64_t lo = t->t_map_lo > FAULT_AROUND ? (t->t_map_lo - FAULT_AROUND) & ~(page - 1) : 0;
+    uint64_t end = t->t_map_hi + FAULT_AROUND < v->v_maplen ? t->t_map_hi + FAULT_AROUND : v->v_maplen;
+    t->t_mapped = t->t_map_lo = t->t_map_hi = 0;
+    t->t_hot_lo = t->t_hot_hi = 0;
+    if (!v->v_base)
+        return;
+    if (lo < t->t_y.y_data_off)
+        lo = t->t_y.y_data_off;
+    end = (end + page - 1) & ~(page - 1);
+    /* The arrays lie in order of k; only those in [lo, end) split the span. */
+    const uint64_t *i2i = (const uint64_t *)(v->v_base + t->t_y.y_i2i_off);
+    for (uint64_t k = 0; k < n && lo < end; k++) {
+        uint64_t a = __atomic_load_n(&i2i[k], __ATOMIC_ACQUIRE);
+        if (!a || a > v->v_size || v->v_size - a < arr_sz || a >= end)
+            break;
+        uint64_t a_hi = (a + arr_sz + page - 1) & ~(page - 1);
+        if (a_hi <= lo)
+            continue;
+        uint64_t hi = a & ~(page - 1);
+        if (hi > lo)
+            madvise(v->v_base + lo, hi - lo, MADV_DONTNEED);
+        lo = a_hi;
+    }
+    if (lo < end)
+        madvise(v->v_base + lo, end - lo, MADV_DONTNEED);
+}
+
+/* After a read or a move: release the mapping's pages once enough is mapped. */
+static void bound_mapped(tape_tailer *t)
+{
+    if (t->t_mapped >= RELEASE_AFTER)
+        release_pages(t);
+}
+
 /* ---- positioning ---------------------------------------------------------- */
 
 static void set_cycle(tape_tailer *t, tape_cyc *y)
@@ -111,7 +213,7 @@ static void set_cycle(tape_tailer *t, tape_cyc *y)
     t->t_bk_block = UINT64_MAX;
     t->t_jb_len = 0;
     t->t_hot_lo = t->t_hot_hi = 0;
-    t->t_mapped = 0;
+    t->t_mapped = t->t_map_lo = t->t_map_hi = 0;
 }
 
 static void set_pos(tape_tailer *t, int64_t seq, uint64_t pos)
@@ -140,6 +242,7 @@ static int enter_cycle(tape_tailer *t, int64_t cycle, int dir)
     rc = tape_cyc_find_end(t->t_q, &t->t_y, &end, &count, &h, NULL);
     if (rc < 0)
         return rc;
+    note_end_walk(t, count, end);
     t->t_seq = (int64_t)count - 1;
     t->t_pos_ok = 0;
     return 0;
@@ -177,58 +280,6 @@ static int enter_first(tape_tailer *t)
 }
 
 /* ---- reading one entry ------------------------------------------------- */
-
-/* Bytes [lo, hi) were read through the mapping: they join the hot range if
- * they touch it, else start a new one; either way they count as mapped. */
-static void note_hot(tape_tailer *t, uint64_t lo, uint64_t hi)
-{
-    if (t->t_hot_lo >= t->t_hot_hi || hi < t->t_hot_lo || lo > t->t_hot_hi) {
-        t->t_hot_lo = lo;
-        t->t_hot_hi = hi;
-        t->t_mapped += FAULT_AROUND + (hi - lo);
-        return;
-    }
-    if (lo < t->t_hot_lo) {
-        t->t_mapped += t->t_hot_lo - lo;
-        t->t_hot_lo = lo;
-    }
-    if (hi > t->t_hot_hi) {
-        t->t_mapped += hi - t->t_hot_hi;
-        t->t_hot_hi = hi;
-    }
-}
-
-/* Release the pages of the tailer's mapping, all but the index arrays. */
-static void release_pages(tape_tailer *t)
-{
-    t->t_mapped = 0;
-    t->t_hot_lo = t->t_hot_hi = 0;
-    tape_view *v = &t->t_y.y_v;
-    if (!v->v_base)
-        return;
-    const uint64_t page = TAPE_PAGE, n = (uint64_t)1 << t->t_q->q_roll.r_count_log2;
-    const uint64_t arr_sz = tape_entry_size((uint32_t)(8 * n));
-    const uint64_t *i2i = (const uint64_t *)(v->v_base + t->t_y.y_i2i_off);
-    uint64_t lo = t->t_y.y_data_off;
-    for (uint64_t k = 0; k < n; k++) {
-        uint64_t a = __atomic_load_n(&i2i[k], __ATOMIC_ACQUIRE);
-        if (a < lo || a > v->v_size || v->v_size - a < arr_sz)
-            break;
-        uint64_t hi = a & ~(page - 1);
-        if (hi > lo)
-            madvise(v->v_base + lo, hi - lo, MADV_DONTNEED);
-        lo = (a + arr_sz + page - 1) & ~(page - 1);
-    }
-    if (lo < v->v_maplen)
-        madvise(v->v_base + lo, v->v_maplen - lo, MADV_DONTNEED);
-}
-
-/* After a read or a move: release the mapping's pages once enough is mapped. */
-static void bound_mapped(tape_tailer *t)
-{
-    if (t->t_mapped >= RELEASE_AFTER)
-        release_pages(t);
-}
 
 /* The entry at `pos` if the jump buffer holds all of it, else NULL. Written
  * so that no sum can overflow, whatever a damaged file says. */
@@ -341,6 +392,7 @@ static int fwd_peek(tape_tailer *t, tape_entry *e)
             int rc = tape_cyc_locate(t->t_q, &t->t_y, (uint64_t)t->t_seq, &pos);
             if (rc <= 0)
                 return rc;
+            note_walk(t, (uint64_t)t->t_seq, pos, 1);
             set_pos(t, t->t_seq, pos);
         }
         int rc = entry_at(t, t->t_pos, t->t_seq, e);
@@ -371,9 +423,11 @@ static void fwd_advance(tape_tailer *t, const tape_entry *e)
 static int bk_fill(tape_tailer *t, uint64_t b)
 {
     tape_queue *q = t->t_q;
+    t->t_bk_mod = __atomic_load_n(&q->q_sh->m_modcount, __ATOMIC_ACQUIRE);
     uint64_t p = tape_cyc_block_pos(q, &t->t_y, b);
     uint32_t cap = 1u << q->q_roll.r_spacing_log2, n = 0;
     t->t_bk_block = b;
+    t->t_bk_n = 0;
     /* Headers only: each entry's CRC is checked when it is read, so damage
      * stops the reader at the damaged entry, not at its block. */
     tape_view *v = &t->t_y.y_v;
@@ -394,6 +448,8 @@ static int bk_fill(tape_tailer *t, uint64_t b)
         p += sz;
     }
     t->t_bk_n = n;
+    if (n)
+        note_walk(t, (b << q->q_roll.r_spacing_log2) + n - 1, p, 1);
     return 0;
 }
 
@@ -406,7 +462,10 @@ static int bwd_peek(tape_tailer *t, tape_entry *e)
         if (t->t_seq >= 0) {
             uint64_t b = (uint64_t)t->t_seq >> q->q_roll.r_spacing_log2;
             uint32_t i = (uint32_t)((uint64_t)t->t_seq & ((1u << q->q_roll.r_spacing_log2) - 1));
-            if (b != t->t_bk_block || i >= t->t_bk_n) {
+            /* (tape_repair_tail, which moves the counter, may have cleared
+             * entries of the cached block) */
+            if (b != t->t_bk_block || i >= t->t_bk_n ||
+                t->t_bk_mod != __atomic_load_n(&q->q_sh->m_modcount, __ATOMIC_ACQUIRE)) {
                 int rc = bk_fill(t, b);
                 if (rc < 0)
                     return rc;
@@ -423,6 +482,7 @@ static int bwd_peek(tape_tailer *t, tape_entry *e)
             int rc = tape_cyc_find_end(q, &t->t_y, &end, &count, &h, NULL);
             if (rc < 0)
                 return rc;
+            note_end_walk(t, count, end);
             if ((uint64_t)t->t_seq < count) /* it exists, yet its block is unreadable */
                 return TAPE_ECORRUPT;
             if (count > 0) {
@@ -600,7 +660,7 @@ int tape_tailer_to_index(tape_tailer *t, int64_t index)
     if (far) {
         t->t_hot_lo = t->t_hot_hi = 0;
     } else {
-        t->t_mapped += FAULT_AROUND;
+        note_walk(t, seq, pos, 1);
         bound_mapped(t);
     }
     set_pos(t, (int64_t)seq, pos);
@@ -639,7 +699,6 @@ int tape_tailer_to_end(tape_tailer *t)
      * after it. */
     t->t_seq++;
     t->t_pos_ok = 0;
-    t->t_mapped += FAULT_AROUND;
     bound_mapped(t);
     store_pos(t);
     return 0;

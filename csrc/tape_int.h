@@ -294,10 +294,12 @@ struct tape_queue {
 
     /* the newest cycle file as tape_cycle_info_get last read it, kept open
      * so that asking again (last_index, count...) maps and faults in nothing
-     * new; never removed while it is the newest, so keeping it open keeps
-     * no removed file's space. q_view_mu guards it. */
+     * new. The newest cycle is never removed; once a newer one exists, the
+     * next question closes it (an idle handle holds it until then, as an
+     * idle tailer holds its cycle). q_view_mu guards these. */
     pthread_mutex_t q_view_mu;
     tape_cyc q_view;
+    uint64_t q_view_trimmed;   /* the end of data at its last release */
 
     /* prefaulter thread: the writer kicks it without taking q_mu (see
      * map.c); q_mu guards q_pf_alloc and q_pf_failed */

@@ -471,6 +471,51 @@ static void tailer_past_the_damage_reads_what_repair_left(void)
     tape_close(q);
 }
 
+/* The same for a tailer reading backward, whose entry positions in the block
+ * are cached: after the repair, new entries of other sizes lie at other
+ * offsets, and it reads them. */
+static void backward_tailer_past_the_damage_reads_what_repair_left(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(open_q("test_secondly", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    char buf[200];
+    int64_t idx[300];
+    for (int i = 0; i < 300; i++) {
+        memset(buf, 'o', sizeof buf);
+        memcpy(buf, &i, sizeof i);
+        CHECK_OK(idx[i] = tape_append(a, buf, 40, T0 + i));
+    }
+    tape_cyc y;
+    CHECK_OK(tape_cyc_open(q, tape_cycle_of(q, T0), 1, &y));
+    uint64_t pos;
+    CHECK_EQ(tape_cyc_locate(q, &y, (uint64_t)tape_index_seq(q, idx[290]), &pos), 1);
+    y.y_v.v_base[pos + 16 + 20] ^= 0xFF; /* entry 290's payload */
+    tape_cyc_close(&y);
+    tape_tailer *t;
+    tape_entry e;
+    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(tape_tailer_set_direction(t, TAPE_BACKWARD));
+    CHECK_EQ(tape_tailer_to_index(t, idx[295]), 1);
+    CHECK_EQ(tape_read(t, &e), 1); /* 295: caches the offsets of 292..295 */
+    EXPECT(tape_repair_tail(q) > 0);
+    for (int i = 290; i < 300; i++) {
+        int v = 1000 + i;
+        memset(buf, 'n', sizeof buf);
+        memcpy(buf, &v, sizeof v);
+        EXPECT_EQ(tape_append(a, buf, 120, T0 + 400), idx[i]);
+    }
+    int rc = tape_read(t, &e), got = -1;
+    if (rc == 1)
+        memcpy(&got, e.e_data, sizeof got);
+    if (!EXPECT(rc == 1 && got == 1294 && e.e_len == 120))
+        fprintf(stderr, "  read %d, payload of entry %d\n", rc, got);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
 static const th_test tests[] = {
     TEST(repairing_a_torn_tail_lets_writers_append_again),
     TEST(zeroed_page_in_an_older_cycle_is_damage_not_its_end),
@@ -484,6 +529,7 @@ static const th_test tests[] = {
     TEST(killed_sleeper_costs_one_wake_up),
     TEST(extreme_index_slots_never_crash_a_tailer),
     TEST(tailer_past_the_damage_reads_what_repair_left),
+    TEST(backward_tailer_past_the_damage_reads_what_repair_left),
 };
 
 TEST_MAIN(tests)

@@ -1251,6 +1251,116 @@ static void counts_follow_appends_rolls_and_removals(void)
     tape_close(wq);
 }
 
+/* Rss (KiB) of this process's mappings of cycle files, but for appenders'
+ * (their mappings reserve TAPE_MAP_MIN_WRITER of address space or more). */
+static long reader_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    long total = 0, kib;
+    int in = 0;
+    unsigned long lo, hi;
+    while (f && fgets(line, sizeof line, f)) {
+        if (sscanf(line, "%lx-%lx", &lo, &hi) == 2)
+            in = strstr(line, TAPE_SUFFIX) && hi - lo < TAPE_MAP_MIN_WRITER;
+        else if (in && sscanf(line, "Rss: %ld kB", &kib) == 1)
+            total += kib;
+    }
+    if (f)
+        fclose(f);
+    return total;
+}
+
+/* How many mappings of removed cycle files this process holds. */
+static int removed_files_mapped(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        n += strstr(line, TAPE_SUFFIX " (deleted)") != NULL;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* The newest cycle, which a handle keeps open for its questions, stops being
+ * kept at the first question after a newer one appears, whichever cycle it
+ * is about: a purge then frees the file's space. */
+static void kept_newest_cycle_is_let_go_after_a_roll(void)
+{
+    tape_queue *wq, *rq;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &wq));
+    CHECK_OK(th_open("q", "test_secondly", "raw", &rq));
+    tape_appender *a;
+    CHECK_OK(tape_appender_open(wq, &a));
+    char buf[1000] = {0};
+    for (int k = 0; k < 100; k++)
+        CHECK(tape_append(a, buf, sizeof buf, T0 + k) >= 0);
+    CHECK(tape_last_index(rq) >= 0); /* keeps cycle T0_SEC */
+    for (int k = 0; k < 100; k++)
+        CHECK(tape_append(a, buf, sizeof buf, T0 + SEC_NS + k) >= 0);
+    tape_cycle_info ci;
+    CHECK_OK(tape_cycle_info_get(rq, T0_SEC, &ci)); /* no longer the newest */
+    EXPECT_EQ(ci.ci_entries, 100);
+    CHECK_OK(tape_remove_cycle(wq, T0_SEC));
+    EXPECT_EQ(removed_files_mapped(), 0);
+    EXPECT_EQ(tape_first_index(rq), tape_make_index(rq, T0_SEC + 1, 0));
+    tape_appender_close(a);
+    tape_close(rq);
+    tape_close(wq);
+}
+
+/* Moving to the end again and again while the end moves on, with entries of
+ * 256 KiB, keeps the tailer's resident memory bounded; so does counting the
+ * entries of a newest cycle whose end is damaged (which walks all of it). */
+static void questions_about_the_end_keep_resident_memory_bounded(void)
+{
+    tape_queue *q;
+    CHECK_OK(th_open("q", "hourly", "raw", &q));
+    tape_appender *a;
+    tape_tailer *t;
+    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(tape_tailer_open(q, &t));
+    const size_t sz = 256 << 10;
+    char *buf = calloc(1, sz);
+    CHECK(buf);
+    long most = 0;
+    int64_t last = -1;
+    for (int k = 0; k < 800; k++) { /* 200 MiB */
+        CHECK((last = tape_append(a, buf, sz, T0 + k)) >= 0);
+        if (k % 16 == 15) {
+            tape_entry e;
+            CHECK_OK(tape_tailer_to_end(t));
+            EXPECT_EQ(tape_read(t, &e), 0);
+            EXPECT_EQ(tape_count(q), k + 1);
+            long r = reader_rss_kib();
+            most = r > most ? r : most;
+        }
+    }
+    free(buf);
+    if (!EXPECT(most < 80 * 1024))
+        fprintf(stderr, "  to_end and count while appending: %ld KiB resident\n", most);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    /* Damage the newest entry's payload: counting walks every header. */
+    tape_cyc y;
+    CHECK_OK(tape_cyc_open(q, tape_index_cycle(q, last), 1, &y));
+    uint64_t pos;
+    CHECK_EQ(tape_cyc_locate(q, &y, (uint64_t)tape_index_seq(q, last), &pos), 1);
+    y.y_v.v_base[pos + 100] ^= 0x5a;
+    tape_cyc_close(&y);
+    tape_close(q);
+    CHECK_OK(th_open("q", "hourly", "raw", &q));
+    for (int i = 0; i < 3; i++) {
+        EXPECT_EQ(tape_count(q), 800);
+        long r = reader_rss_kib();
+        if (!EXPECT(r < 16 * 1024))
+            fprintf(stderr, "  counting a damaged cycle: %ld KiB resident\n", r);
+    }
+    tape_close(q);
+}
+
 static void direction_values_are_checked(void)
 {
     tape_queue *q = NULL;
@@ -1295,6 +1405,8 @@ static const th_test tests[] = {
     TEST(tailer_opened_early_sees_later_cycles),
     TEST(counts_and_cycles_agree_with_what_was_written),
     TEST(counts_follow_appends_rolls_and_removals),
+    TEST(kept_newest_cycle_is_let_go_after_a_roll),
+    TEST(questions_about_the_end_keep_resident_memory_bounded),
     TEST(direction_values_are_checked),
 };
 
