@@ -426,6 +426,58 @@ static void extreme_index_slots_never_crash_a_tailer(void)
     }
 }
 
+/* 300 entries of 40 bytes (payload: the entry's number), entry 290's payload
+ * damaged: a torn tail that tape_repair_tail clears from 290 on. */
+static int damaged_tail(tape_queue **q, tape_appender **a, int64_t idx[300])
+{
+    int rc = open_q("test_secondly", q);
+    if (rc < 0 || (rc = tape_appender_open(*q, a)) < 0)
+        return rc;
+    char buf[40];
+    for (int i = 0; i < 300; i++) {
+        memset(buf, 'o', sizeof buf);
+        memcpy(buf, &i, sizeof i);
+        if ((idx[i] = tape_append(*a, buf, sizeof buf, T0 + i)) < 0)
+            return (int)idx[i];
+    }
+    tape_cyc y;
+    if ((rc = tape_cyc_open(*q, tape_cycle_of(*q, T0), 1, &y)) < 0)
+        return rc;
+    uint64_t pos;
+    if (tape_cyc_locate(*q, &y, (uint64_t)tape_index_seq(*q, idx[290]), &pos) == 1)
+        y.y_v.v_base[pos + 16 + 20] ^= 0xFF;
+    else
+        rc = TAPE_ECORRUPT;
+    tape_cyc_close(&y);
+    return rc;
+}
+
+/* Repair the tail, then append entries 290..299 again, `len` bytes each
+ * (payload: 1000 + the entry's number). */
+static void repair_and_rewrite(tape_queue *q, tape_appender *a, const int64_t idx[300], size_t len)
+{
+    EXPECT(tape_repair_tail(q) > 0);
+    char buf[200];
+    for (int i = 290; i < 300; i++) {
+        int v = 1000 + i;
+        memset(buf, 'n', sizeof buf);
+        memcpy(buf, &v, sizeof v);
+        EXPECT_EQ(tape_append(a, buf, len, T0 + 400), idx[i]);
+    }
+}
+
+/* The next read of `t` is entry `i` as rewritten, or nothing (never a copy of
+ * the entry that was cleared). */
+static void next_read_is_rewritten(tape_tailer *t, int i, size_t len, int or_nothing)
+{
+    tape_entry e;
+    int rc = tape_read(t, &e), got = -1;
+    if (rc == 1)
+        memcpy(&got, e.e_data, sizeof got);
+    if (!EXPECT((or_nothing && rc == 0) || (rc == 1 && got == 1000 + i && e.e_len == len)))
+        fprintf(stderr, "  read %d, payload of entry %d\n", rc, got);
+}
+
 /* A move can land past damage in the newest cycle (it walks headers only).
  * Repairing the tail then clears that entry and writers write new ones in its
  * place: the tailer must read the new entry, not a copy of the old one. */
@@ -433,39 +485,16 @@ static void tailer_past_the_damage_reads_what_repair_left(void)
 {
     tape_queue *q;
     tape_appender *a;
-    CHECK_OK(open_q("test_secondly", &q));
-    CHECK_OK(tape_appender_open(q, &a));
-    char buf[40];
-    int64_t idx[300];
-    for (int i = 0; i < 300; i++) {
-        memset(buf, 'o', sizeof buf);
-        memcpy(buf, &i, sizeof i);
-        CHECK_OK(idx[i] = tape_append(a, buf, sizeof buf, T0 + i));
-    }
-    tape_cyc y;
-    CHECK_OK(tape_cyc_open(q, tape_cycle_of(q, T0), 1, &y));
-    uint64_t pos;
-    CHECK_EQ(tape_cyc_locate(q, &y, (uint64_t)tape_index_seq(q, idx[290]), &pos), 1);
-    y.y_v.v_base[pos + 16 + 20] ^= 0xFF; /* entry 290's payload */
-    tape_cyc_close(&y);
     tape_tailer *t;
     tape_entry e;
+    int64_t idx[300];
+    CHECK_OK(damaged_tail(&q, &a, idx));
     CHECK_OK(tape_tailer_open(q, &t));
     CHECK_EQ(tape_tailer_to_index(t, idx[291]), 1);
     CHECK_EQ(tape_read(t, &e), 1);
     CHECK_EQ(tape_tailer_to_index(t, idx[291]), 1);
-    EXPECT(tape_repair_tail(q) > 0);
-    for (int i = 290; i < 295; i++) {
-        int v = 1000 + i;
-        memset(buf, 'n', sizeof buf);
-        memcpy(buf, &v, sizeof v);
-        EXPECT_EQ(tape_append(a, buf, sizeof buf, T0 + 400), idx[i]);
-    }
-    int rc = tape_read(t, &e), got = -1;
-    if (rc == 1)
-        memcpy(&got, e.e_data, sizeof got);
-    if (!EXPECT(rc == 0 || (rc == 1 && got == 1291)))
-        fprintf(stderr, "  read %d, payload of entry %d\n", rc, got);
+    repair_and_rewrite(q, a, idx, 40);
+    next_read_is_rewritten(t, 291, 40, 1);
     tape_tailer_close(t);
     tape_appender_close(a);
     tape_close(q);
@@ -478,39 +507,16 @@ static void backward_tailer_past_the_damage_reads_what_repair_left(void)
 {
     tape_queue *q;
     tape_appender *a;
-    CHECK_OK(open_q("test_secondly", &q));
-    CHECK_OK(tape_appender_open(q, &a));
-    char buf[200];
-    int64_t idx[300];
-    for (int i = 0; i < 300; i++) {
-        memset(buf, 'o', sizeof buf);
-        memcpy(buf, &i, sizeof i);
-        CHECK_OK(idx[i] = tape_append(a, buf, 40, T0 + i));
-    }
-    tape_cyc y;
-    CHECK_OK(tape_cyc_open(q, tape_cycle_of(q, T0), 1, &y));
-    uint64_t pos;
-    CHECK_EQ(tape_cyc_locate(q, &y, (uint64_t)tape_index_seq(q, idx[290]), &pos), 1);
-    y.y_v.v_base[pos + 16 + 20] ^= 0xFF; /* entry 290's payload */
-    tape_cyc_close(&y);
     tape_tailer *t;
     tape_entry e;
+    int64_t idx[300];
+    CHECK_OK(damaged_tail(&q, &a, idx));
     CHECK_OK(tape_tailer_open(q, &t));
     CHECK_OK(tape_tailer_set_direction(t, TAPE_BACKWARD));
     CHECK_EQ(tape_tailer_to_index(t, idx[295]), 1);
     CHECK_EQ(tape_read(t, &e), 1); /* 295: caches the offsets of 292..295 */
-    EXPECT(tape_repair_tail(q) > 0);
-    for (int i = 290; i < 300; i++) {
-        int v = 1000 + i;
-        memset(buf, 'n', sizeof buf);
-        memcpy(buf, &v, sizeof v);
-        EXPECT_EQ(tape_append(a, buf, 120, T0 + 400), idx[i]);
-    }
-    int rc = tape_read(t, &e), got = -1;
-    if (rc == 1)
-        memcpy(&got, e.e_data, sizeof got);
-    if (!EXPECT(rc == 1 && got == 1294 && e.e_len == 120))
-        fprintf(stderr, "  read %d, payload of entry %d\n", rc, got);
+    repair_and_rewrite(q, a, idx, 120);
+    next_read_is_rewritten(t, 294, 120, 0);
     tape_tailer_close(t);
     tape_appender_close(a);
     tape_close(q);
