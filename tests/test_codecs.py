@@ -491,7 +491,9 @@ def test_an_undecodable_entry_right_after_a_move_raises_then_reading_goes_on(
 ) -> None:
     with tape.Queue(one_bad_in_the_middle, codec=StrictMsgpack()) as q:
         t = q.tailer()
-        bad = q.first_index + 5
+        first = q.first_index
+        assert first is not None
+        bad = first + 5
 
         def read() -> Any:
             if not entries:
