@@ -652,9 +652,7 @@ int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
         /* The end moves on as writers append: release the pages behind it,
          * all of them from the first entry on (the walks of earlier calls
          * may have mapped some below the last release). */
-        tape_view *v = &y->y_v;
-        v->v_trim_lo = y->y_data_off;
-        tape_view_trim(v, end - VIEW_KEEP);
+        tape_view_release(&y->y_v, y->y_data_off, end - VIEW_KEEP);
         q->q_view_trimmed = end;
     }
     if (kept)

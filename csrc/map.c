@@ -126,18 +126,25 @@ int tape_view_grow(tape_view *v, uint64_t end)
     return rc > 0 ? -EIO : rc;
 }
 
-void tape_view_trim(tape_view *v, uint64_t below)
+uint64_t tape_view_release(tape_view *v, uint64_t lo, uint64_t hi)
 {
-    uint64_t lo = v->v_trim_lo & ~(uint64_t)(TAPE_PAGE - 1);
-    uint64_t hi = below & ~(uint64_t)(TAPE_PAGE - 1);
+    lo &= ~(uint64_t)(TAPE_PAGE - 1);
+    hi &= ~(uint64_t)(TAPE_PAGE - 1);
     if (hi > v->v_maplen)
         hi = v->v_maplen;
     if (hi <= lo)
-        return;
+        return lo;
     /* On a shared mapping this only drops page table entries; the data stays
      * in the page cache (and dirty pages are still written back). */
     madvise(v->v_base + lo, hi - lo, MADV_DONTNEED);
-    v->v_trim_lo = hi;
+    return hi;
+}
+
+void tape_view_trim(tape_view *v, uint64_t below)
+{
+    uint64_t hi = tape_view_release(v, v->v_trim_lo, below);
+    if (hi > v->v_trim_lo)
+        v->v_trim_lo = hi;
 }
 
 /* ---- prefaulter --------------------------------------------------------- */

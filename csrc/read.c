@@ -13,7 +13,6 @@
 #include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -170,15 +169,14 @@ static void release_pages(tape_tailer *t)
     tape_view *v = &t->t_y.y_v;
     const uint64_t page = TAPE_PAGE, n = (uint64_t)1 << t->t_q->q_roll.r_count_log2;
     const uint64_t arr_sz = tape_entry_size((uint32_t)(8 * n));
-    uint64_t lo = t->t_map_lo > FAULT_AROUND ? (t->t_map_lo - FAULT_AROUND) & ~(page - 1) : 0;
-    uint64_t end = t->t_map_hi + FAULT_AROUND < v->v_maplen ? t->t_map_hi + FAULT_AROUND : v->v_maplen;
+    uint64_t lo = t->t_map_lo > FAULT_AROUND ? t->t_map_lo - FAULT_AROUND : 0;
+    uint64_t end = (t->t_map_hi + FAULT_AROUND + page - 1) & ~(page - 1);
     t->t_mapped = t->t_map_lo = t->t_map_hi = 0;
     t->t_hot_lo = t->t_hot_hi = 0;
     if (!v->v_base)
         return;
     if (lo < t->t_y.y_data_off)
         lo = t->t_y.y_data_off;
-    end = (end + page - 1) & ~(page - 1);
     /* The arrays lie in order of k; only those in [lo, end) split the span. */
     const uint64_t *i2i = (const uint64_t *)(v->v_base + t->t_y.y_i2i_off);
     for (uint64_t k = 0; k < n && lo < end; k++) {
@@ -188,13 +186,10 @@ static void release_pages(tape_tailer *t)
         uint64_t a_hi = (a + arr_sz + page - 1) & ~(page - 1);
         if (a_hi <= lo)
             continue;
-        uint64_t hi = a & ~(page - 1);
-        if (hi > lo)
-            madvise(v->v_base + lo, hi - lo, MADV_DONTNEED);
+        tape_view_release(v, lo, a);
         lo = a_hi;
     }
-    if (lo < end)
-        madvise(v->v_base + lo, end - lo, MADV_DONTNEED);
+    tape_view_release(v, lo, end);
 }
 
 /* After a read or a move: release the mapping's pages once enough is mapped. */

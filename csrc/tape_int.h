@@ -147,7 +147,10 @@ void tape_view_close(tape_view *v);
 int tape_view_cover(tape_view *v, uint64_t end);
 /* Extend the file so that [0, end) is allocated (fallocate), and mapped. */
 int tape_view_grow(tape_view *v, uint64_t end);
-/* Release the pages of [v_trim_lo, below) from this mapping (RSS). */
+/* Release the pages of [lo, hi) from this mapping (both rounded down to a
+ * page; RSS only, the file is untouched); returns where the release ended. */
+uint64_t tape_view_release(tape_view *v, uint64_t lo, uint64_t hi);
+/* Release the pages of [v_trim_lo, below) and move v_trim_lo up to there. */
 void tape_view_trim(tape_view *v, uint64_t below);
 
 static inline uint32_t tape_load_hdr(const tape_view *v, uint64_t pos)
