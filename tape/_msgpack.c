@@ -164,6 +164,24 @@ static int pk_float(mp_out *o, PyObject *obj)
     return mo_head(o, 0xcb, bits, 8);
 }
 
+/* A str or bin of len bytes: the fix format `fix | len` below `fix_below`
+ * (0 for none), else the 8, 16 or 32-bit format (type8, type8 + 1, + 2). */
+static int pk_raw(mp_out *o, const char *s, size_t len, size_t fix_below, uint8_t fix, uint8_t type8)
+{
+    int rc;
+    if (len < fix_below)
+        rc = mo_head(o, (uint8_t)(fix | len), 0, 0);
+    else if (len <= 0xff)
+        rc = mo_head(o, type8, len, 1);
+    else if (len <= 0xffff)
+        rc = mo_head(o, (uint8_t)(type8 + 1), len, 2);
+    else if (len <= MP_LEN_MAX)
+        rc = mo_head(o, (uint8_t)(type8 + 2), len, 4);
+    else
+        return PK_NOT_MINE;
+    return rc != PK_OK ? rc : mo_bytes(o, s, len);
+}
+
 /* A str, in UTF-8 (with use_bin_type=True msgpack-python uses str8 too). */
 static int pk_str(mp_out *o, PyObject *obj)
 {
@@ -175,34 +193,12 @@ static int pk_str(mp_out *o, PyObject *obj)
         PyErr_Clear(); /* a lone surrogate */
         return PK_NOT_MINE;
     }
-    size_t len = (size_t)n;
-    int rc;
-    if (len < 32)
-        rc = mo_head(o, (uint8_t)(0xa0 | len), 0, 0);
-    else if (len <= 0xff)
-        rc = mo_head(o, 0xd9, len, 1);
-    else if (len <= 0xffff)
-        rc = mo_head(o, 0xda, len, 2);
-    else if (len <= MP_LEN_MAX)
-        rc = mo_head(o, 0xdb, len, 4);
-    else
-        return PK_NOT_MINE;
-    return rc != PK_OK ? rc : mo_bytes(o, s, len);
+    return pk_raw(o, s, (size_t)n, 32, 0xa0, 0xd9);
 }
 
 static int pk_bin(mp_out *o, PyObject *obj)
 {
-    size_t len = (size_t)PyBytes_GET_SIZE(obj);
-    int rc;
-    if (len <= 0xff)
-        rc = mo_head(o, 0xc4, len, 1);
-    else if (len <= 0xffff)
-        rc = mo_head(o, 0xc5, len, 2);
-    else if (len <= MP_LEN_MAX)
-        rc = mo_head(o, 0xc6, len, 4);
-    else
-        return PK_NOT_MINE;
-    return rc != PK_OK ? rc : mo_bytes(o, PyBytes_AS_STRING(obj), len);
+    return pk_raw(o, PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj), 0, 0, 0xc4);
 }
 
 /* The head of a container of n items: fix format, then 16 or 32 bits. */
