@@ -959,16 +959,17 @@ class Tailer(_Child):
     def _read_one(self, entries: bool) -> Any:
         """The next value (or Entry) read alone, or _NOTHING: after a move, cheaper than a batch."""
         e = self._entry
-        with self._lock:
+        with self._lock:  # another thread's read may reuse self._entry once it is released
             rc = lib.tape_read(self._ptr(), e)
             if rc == 1:
                 data = ffi.unpack(ffi.cast("char *", e.e_data), e.e_len)
+                index, timestamp = e.e_index, e.e_timestamp
         if rc != 1:
             check(rc, self._path)
             return _NOTHING
         self._readahead = 2
         value = data if self._raw else self._decode(data)
-        return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value)) if entries else value
+        return tuple.__new__(Entry, (index, timestamp, value)) if entries else value
 
     def _next_waiting(self, entries: bool, timeout: float) -> Any:
         """Like _next, waiting up to `timeout` seconds for an entry, in slices."""
