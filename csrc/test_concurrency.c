@@ -2,6 +2,7 @@
  * total order that every tailer sees, nothing lost or duplicated, readers
  * that follow writers, tape_wait wake-ups, and a writer killed with -9. */
 #include "test_harness.h"
+#include "fault.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -237,6 +238,7 @@ static void moves_land_while_a_writer_appends(void)
     CHECK(pthread_create(&tw, NULL, writer_main, c) == 0);
     tape_tailer *t = NULL;
     uint64_t rnd = 88172645463325252ull;
+    CHECK_OK(tape_fault_configure(NULL, NULL)); /* count preads from here */
     long moves = 0, live = 0, written;
     /* Until the writer is done, and at least 2,000 moves in all. */
     while ((written = atomic_load_explicit(&c->written, memory_order_acquire)) < WR_N ||
@@ -265,6 +267,7 @@ static void moves_land_while_a_writer_appends(void)
     }
     pthread_join(tw, NULL);
     printf("       %ld moves, %ld of them while the writer wrote\n", moves, live);
+    EXPECT(tape_fault_calls(TC_PREAD) > 0); /* some moves read their block with pread */
     tape_tailer_close(t);
     free(c);
     tape_close(q);

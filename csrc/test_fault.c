@@ -214,6 +214,7 @@ static void failing_pread_leaves_moves_to_the_mapping(void)
                 break;
             }
         }
+        EXPECT(tape_fault_calls(TC_PREAD) > 0); /* the moves did try pread */
         tape_tailer_close(t);
     }
     tape_fault_configure(NULL, NULL);
