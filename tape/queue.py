@@ -967,7 +967,7 @@ class Tailer(_Child):
         if rc != 1:
             check(rc, self._path)
             return _NOTHING
-        self._readahead = 2
+        self._readahead = min(2, self._max_batch)  # a named tailer reads none ahead
         value = data if self._raw else self._decode(data)
         return tuple.__new__(Entry, (index, timestamp, value)) if entries else value
 

@@ -24,6 +24,18 @@ def test_a_named_tailer_resumes_after_the_last_value_read(queue: tape.Queue) -> 
     assert queue.tailer("billing").read() == 4
 
 
+def test_the_stored_position_follows_each_read_while_the_tailer_is_open(queue: tape.Queue) -> None:
+    # Nothing may be read ahead of what was handed out: a process killed now
+    # must resume with the next value, not skip one.
+    _fill(queue, 10)
+    first = queue.first_index
+    assert first is not None
+    t = queue.tailer("billing")
+    for k in range(6):
+        assert t.read() == k
+        assert queue.describe()["named_tailers"]["billing"] == first + k + 1
+
+
 def test_another_name_starts_at_the_start(queue: tape.Queue) -> None:
     _fill(queue, 3)
     queue.tailer("a").read()
