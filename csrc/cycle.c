@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -272,6 +273,10 @@ int tape_cyc_open(tape_queue *q, int64_t cycle, int writable, tape_cyc *y)
     rc = tape_view_open(&y->y_v, q->q_dirfd, name, writable);
     if (rc < 0)
         return rc;
+    /* Only writers: a reader's faults map what the writer's made. Failure
+     * (no transparent huge pages in this kernel) leaves 4 KiB pages. */
+    if (writable && !q->q_small_pages)
+        madvise(y->y_v.v_base, y->y_v.v_maplen, MADV_HUGEPAGE);
     const tape_cycle_hdr *h = (const tape_cycle_hdr *)y->y_v.v_base;
     uint64_t data = data_offset(q);
     if (y->y_v.v_size < data + 8 || memcmp(h->c_magic, "TAPECYCL", 8) != 0 ||

@@ -189,8 +189,9 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
             hi = ready;
         if (hi > lo && hi <= v->v_maplen)
             fault_in(v->v_base + lo, hi - lo);
+        /* Whole huge pages: releasing part of one splits its mapping. */
         if (lo > v->v_trim_lo + TAPE_TRIM_WINDOW)
-            tape_view_trim(v, lo - TAPE_TRIM_WINDOW / 2);
+            tape_view_trim(v, (lo - TAPE_TRIM_WINDOW / 2) & ~(TAPE_HUGE - 1));
         return 1;
     }
     if (ready >= want || want == q->q_pf_failed)
@@ -199,11 +200,14 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
      * writer's own faults may wait for), fault in by pieces. */
     uint64_t to = ready + TAPE_FAULT_PIECE;
     if (to > q->q_pf_alloc) {
-        /* As far as wanted, at most a step. */
+        /* As far as wanted, at most a step, and to a huge page boundary: the
+         * kernel makes a huge page only where the file covers all of it. */
         uint64_t step = want > to ? want : to;
-        step = (step + TAPE_FAULT_PIECE - 1) & ~(TAPE_FAULT_PIECE - 1);
-        if (step > ready + TAPE_GROW_STEP)
-            step = ready + TAPE_GROW_STEP;
+        uint64_t most = ready + TAPE_GROW_STEP;
+        step = (step + TAPE_HUGE - 1) & ~(TAPE_HUGE - 1);
+        most = (most + TAPE_HUGE - 1) & ~(TAPE_HUGE - 1);
+        if (step > most)
+            step = most;
         if (step > v->v_maplen || t_fallocate(v->v_fd, (off_t)ready, (off_t)(step - ready)) < 0) {
             /* Out of room or out of space: the writer's own slow path
              * reports the error when it gets there. */

@@ -280,6 +280,7 @@ struct tape_queue {
     tape_meta_hdr *q_hdr;
     tape_meta_shared *q_sh;
     int q_read_only;
+    int q_small_pages;         /* oo_small_pages: no MADV_HUGEPAGE on writers' views */
     tape_roll q_roll;
 
     /* appending (not used when read-only) */
@@ -343,7 +344,8 @@ int64_t tape_floor_div(int64_t a, int64_t b);
                                                  * writer's mapping stalls it */
 #define TAPE_FAULT_PIECE ((uint64_t)256 << 10)
 #define TAPE_GROW_STEP ((uint64_t)2 << 20)
-#define TAPE_PREFAULT_AHEAD ((uint64_t)8 << 20)
+#define TAPE_PREFAULT_AHEAD ((uint64_t)32 << 20)
+#define TAPE_HUGE ((uint64_t)2 << 20) /* a transparent huge page (x86-64, arm64 4K) */
 #define TAPE_TRIM_WINDOW ((uint64_t)32 << 20)
 
 #endif /* TAPE_INT_H */

@@ -1361,6 +1361,68 @@ static void questions_about_the_end_keep_resident_memory_bounded(void)
     tape_close(q);
 }
 
+/* Whether this process's writable mapping of a cycle file under `dir` has
+ * MADV_HUGEPAGE ("hg" in its VmFlags): 1 or 0, -1 when there is none. */
+static int writer_asks_for_huge_pages(const char *dir)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[4096], perms[8], path[2048];
+    unsigned long lo, hi;
+    int in = 0, found = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        path[0] = 0;
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %2047s", &lo, &hi, perms, path) >= 3)
+            in = strcmp(perms, "rw-s") == 0 && strncmp(path, dir, strlen(dir)) == 0 &&
+                 strstr(path, TAPE_SUFFIX) != NULL;
+        else if (in && strncmp(line, "VmFlags:", 8) == 0)
+            found = strstr(line, " hg") != NULL;
+    }
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* An appender asks for huge pages for the file it appends to, unless the
+ * queue was opened with oo_small_pages; either way the file grows to whole
+ * huge pages, as the kernel makes one only where the file covers all of it. */
+static void appenders_ask_for_huge_pages_unless_told_not_to(void)
+{
+    int thp = access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0;
+    for (int small = 0; small <= 1; small++) {
+        const char *path = th_path(small ? "small" : "large");
+        tape_open_opts o;
+        memset(&o, 0, sizeof o);
+        o.oo_roll_cycle = "daily";
+        o.oo_codec = "raw";
+        o.oo_create = 1;
+        o.oo_small_pages = small;
+        tape_queue *q;
+        CHECK_OK(tape_open(path, &o, &q));
+        tape_appender *a;
+        CHECK_OK(tape_appender_open(q, &a));
+        char buf[1000] = {0};
+        int64_t last = -1;
+        for (int k = 0; k < 10000; k++) /* 10 MB */
+            CHECK((last = tape_append(a, buf, sizeof buf, T0 + k)) >= 0);
+        EXPECT_EQ(writer_asks_for_huge_pages(path), thp && !small);
+        /* The prefaulter allocates ahead in the background: wait until the
+         * file has not grown for 100 ms (3 s at most). */
+        tape_cycle_info ci;
+        uint64_t seen = 0;
+        for (int still = 0, waited = 0; still < 10 && waited < 300; waited++) {
+            CHECK_OK(tape_cycle_info_get(q, tape_index_cycle(q, last), &ci));
+            still = ci.ci_file_bytes == seen ? still + 1 : 0;
+            seen = ci.ci_file_bytes;
+            usleep(10000);
+        }
+        EXPECT_EQ(ci.ci_entries, 10000);
+        if (!EXPECT_EQ(ci.ci_file_bytes % (2u << 20), 0))
+            fprintf(stderr, "  file of %llu bytes\n", (unsigned long long)ci.ci_file_bytes);
+        tape_appender_close(a);
+        tape_close(q);
+    }
+}
+
 static void direction_values_are_checked(void)
 {
     tape_queue *q = NULL;
@@ -1407,6 +1469,7 @@ static const th_test tests[] = {
     TEST(counts_follow_appends_rolls_and_removals),
     TEST(kept_newest_cycle_is_let_go_after_a_roll),
     TEST(questions_about_the_end_keep_resident_memory_bounded),
+    TEST(appenders_ask_for_huge_pages_unless_told_not_to),
     TEST(direction_values_are_checked),
 };
 

@@ -66,6 +66,7 @@ typedef struct tape_open_opts {
     int oo_read_only;
     int oo_create;
     int64_t oo_epoch_ms;
+    int oo_small_pages;
 } tape_open_opts;
 
 int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out);

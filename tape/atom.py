@@ -118,6 +118,7 @@ class DurableAtom:
         self._group_sync = commit == "async" and queue_options.get("sync") == "always"
         if self._group_sync:
             queue_options["sync"] = "none"
+            queue_options.setdefault("large_pages", False)
         self._queue = Queue(path, raw=True, **queue_options)
         self.path = self._queue.path
         self.commit = commit

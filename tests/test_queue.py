@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -246,6 +247,48 @@ def test_sync_modes_write_and_read(qpath: Path, sync: str) -> None:
 def test_an_unknown_sync_mode_raises(qpath: Path, sync: str) -> None:
     with pytest.raises(tape.ArgumentError):
         tape.Queue(qpath, sync=sync)
+
+
+def _writer_vm_flags(q: tape.Queue) -> list[set[str]]:
+    """The VmFlags of this process's writable mappings of q's cycle files."""
+    found: list[set[str]] = []
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if not fields[0].endswith(":"):  # a mapping's first line: range perms offset dev inode [path]
+                path = fields[5] if len(fields) > 5 else ""
+                inside = fields[1] == "rw-s" and os.path.dirname(path) == q.path and path.endswith(".tape")
+            elif inside and fields[0] == "VmFlags:":
+                found.append(set(fields[1:]))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("options", "large"),
+    [
+        ({}, True),
+        ({"sync": "always"}, False),
+        ({"sync": "interval:50"}, False),
+        ({"sync": "always", "large_pages": True}, True),
+        ({"large_pages": False}, False),
+    ],
+)
+def test_large_pages_follow_the_sync_mode_unless_given(qpath: Path, options: dict[str, Any], large: bool) -> None:
+    thp = os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled")
+    with tape.Queue(qpath, codec="raw", **options) as q:
+        q.appender().write_many([b"x" * 1000] * 5000)
+        assert q.large_pages is large and q.describe()["large_pages"] is large
+        flags = _writer_vm_flags(q)
+        assert flags, "the appender maps the file it appends to"
+        assert all(("hg" in f) == (large and thp) for f in flags)
+        assert list(q.tailer()) == [b"x" * 1000] * 5000
+
+
+def test_large_pages_must_be_a_bool(qpath: Path) -> None:
+    with pytest.raises(tape.ArgumentTypeError):
+        tape.Queue(qpath, large_pages=1)
+    assert not qpath.exists()
 
 
 def test_an_unknown_tuning_keyword_raises_type_error(qpath: Path) -> None:
