@@ -165,6 +165,32 @@ static long pf_futex(_Atomic uint32_t *w, int op, uint32_t val)
     return syscall(SYS_futex, (uint32_t *)w, op | FUTEX_PRIVATE_FLAG, val, NULL, NULL, 0);
 }
 
+/* The writer fills an index array's slots while it appends the entries the
+ * array covers, tens of MiB past the array, so the array's pages are faulted
+ * in again behind the trimmed stretch. Release each array once the next one
+ * exists (it is full then) and trimming has passed it: otherwise every array
+ * of the cycle would stay mapped, a huge page each. Reads only the shared
+ * index2index; a damaged slot at worst stops the releases. */
+static void release_full_arrays(tape_queue *q)
+{
+    tape_cyc *y = &q->q_w.w_y;
+    tape_view *v = &y->y_v;
+    const uint64_t n = (uint64_t)1 << q->q_roll.r_count_log2;
+    const uint64_t *i2i = (const uint64_t *)(v->v_base + y->y_i2i_off);
+    const uint64_t size = tape_entry_size((uint32_t)(8 * n));
+    while (y->y_full_released + 1 < n) {
+        uint64_t k = y->y_full_released;
+        uint64_t arr = __atomic_load_n(&i2i[k], __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&i2i[k + 1], __ATOMIC_ACQUIRE) == 0)
+            return;
+        uint64_t hi = (arr + size + TAPE_HUGE - 1) & ~(TAPE_HUGE - 1);
+        if (arr > v->v_trim_lo || hi > v->v_trim_lo)
+            return;
+        tape_view_release(v, arr & ~(TAPE_HUGE - 1), hi);
+        y->y_full_released = k + 1;
+    }
+}
+
 /* One unit of the prefaulter's work, holding q_mu: touch again the stretch
  * just behind a new kick position, or allocate and fault in one piece
  * towards q_pf_want. Returns 0 when there is nothing to do. The prefaulter
@@ -190,8 +216,10 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
         if (hi > lo && hi <= v->v_maplen)
             fault_in(v->v_base + lo, hi - lo);
         /* Whole huge pages: releasing part of one splits its mapping. */
-        if (lo > v->v_trim_lo + TAPE_TRIM_WINDOW)
+        if (lo > v->v_trim_lo + TAPE_TRIM_WINDOW) {
             tape_view_trim(v, (lo - TAPE_TRIM_WINDOW / 2) & ~(TAPE_HUGE - 1));
+            release_full_arrays(q);
+        }
         return 1;
     }
     if (ready >= want || want == q->q_pf_failed)

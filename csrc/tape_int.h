@@ -178,6 +178,8 @@ typedef struct tape_cyc {
     uint32_t y_seed;
     uint64_t y_i2i_off;
     uint64_t y_data_off;
+    uint64_t y_full_released;  /* writer's view: the prefaulter has released the
+                                * full index arrays below this one */
 } tape_cyc;
 
 void tape_cyc_init(tape_cyc *y);
@@ -344,8 +346,8 @@ int64_t tape_floor_div(int64_t a, int64_t b);
                                                  * writer's mapping stalls it */
 #define TAPE_FAULT_PIECE ((uint64_t)256 << 10)
 #define TAPE_GROW_STEP ((uint64_t)2 << 20)
-#define TAPE_PREFAULT_AHEAD ((uint64_t)32 << 20)
+#define TAPE_PREFAULT_AHEAD ((uint64_t)16 << 20)
 #define TAPE_HUGE ((uint64_t)2 << 20) /* a transparent huge page (x86-64, arm64 4K) */
-#define TAPE_TRIM_WINDOW ((uint64_t)32 << 20)
+#define TAPE_TRIM_WINDOW ((uint64_t)16 << 20)
 
 #endif /* TAPE_INT_H */

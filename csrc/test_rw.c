@@ -1423,6 +1423,67 @@ static void appenders_ask_for_huge_pages_unless_told_not_to(void)
     }
 }
 
+/* Pages of this process's writable mapping of a cycle file under `dir`
+ * that are present, among file offsets [lo, hi); -1 when there is none. */
+static long writer_pages_present(const char *dir, uint64_t lo, uint64_t hi)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[4096], perms[8], path[2048];
+    unsigned long start = 0, end = 0, a, b;
+    while (f && fgets(line, sizeof line, f)) {
+        path[0] = 0;
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %2047s", &a, &b, perms, path) == 4 &&
+            strcmp(perms, "rw-s") == 0 && strncmp(path, dir, strlen(dir)) == 0 &&
+            strstr(path, TAPE_SUFFIX) != NULL)
+            start = a, end = b;
+    }
+    if (f)
+        fclose(f);
+    int fd = open("/proc/self/pagemap", O_RDONLY);
+    if (!end || fd < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    long present = 0;
+    for (uint64_t off = lo; off < hi && start + off < end; off += 4096) {
+        uint64_t e = 0;
+        if (pread(fd, &e, 8, (off_t)((start + off) / 4096 * 8)) == 8)
+            present += (long)(e >> 63);
+    }
+    close(fd);
+    return present;
+}
+
+/* An appender maps only what it is about to fill and a stretch behind it:
+ * the index arrays it wrote slots into long after passing them are let go
+ * once full, with large pages and with small. */
+static void appenders_map_nothing_far_behind_their_end(void)
+{
+    for (int small = 0; small <= 1; small++) {
+        const char *path = th_path(small ? "small" : "large");
+        tape_open_opts o;
+        memset(&o, 0, sizeof o);
+        o.oo_roll_cycle = "daily";
+        o.oo_codec = "raw";
+        o.oo_create = 1;
+        o.oo_small_pages = small;
+        tape_queue *q;
+        CHECK_OK(tape_open(path, &o, &q));
+        tape_appender *a;
+        CHECK_OK(tape_appender_open(q, &a));
+        char buf[100] = {0};
+        for (int k = 0; k < 3000000; k++) /* 360 MB: index arrays every 63 MB */
+            CHECK(tape_append(a, buf, sizeof buf, T0 + k) >= 0);
+        long n = writer_pages_present(path, 4 << 20, 200 << 20);
+        if (!EXPECT_EQ(n, 0))
+            fprintf(stderr, "  %s pages: %ld pages mapped in [4 MiB, 200 MiB)\n",
+                    small ? "small" : "large", n);
+        tape_appender_close(a);
+        tape_close(q);
+    }
+}
+
 static void direction_values_are_checked(void)
 {
     tape_queue *q = NULL;
@@ -1470,6 +1531,7 @@ static const th_test tests[] = {
     TEST(kept_newest_cycle_is_let_go_after_a_roll),
     TEST(questions_about_the_end_keep_resident_memory_bounded),
     TEST(appenders_ask_for_huge_pages_unless_told_not_to),
+    TEST(appenders_map_nothing_far_behind_their_end),
     TEST(direction_values_are_checked),
 };
 
