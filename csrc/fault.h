@@ -73,15 +73,20 @@ static inline int t_fallocate(int fd, off_t off, off_t len)
     return fallocate(fd, 0, off, len);
 }
 
-static inline void *t_mmap(size_t len, int prot, int fd)
+/* Map fd at `at` (over what is there), or where the kernel likes (NULL). */
+static inline void *t_mmap(void *at, size_t len, int prot, int fd)
 {
     TAPE_FAIL_WITH(TC_MMAP, MAP_FAILED);
-    return mmap(NULL, len, prot, MAP_SHARED, fd, 0);
+    return mmap(at, len, prot, MAP_SHARED | (at ? MAP_FIXED : 0), fd, 0);
 }
 
-static inline void *t_mremap(void *old, size_t old_len, size_t len)
+/* Grow a mapping, moving it to `at` (over what is there) or where the kernel
+ * likes (NULL). */
+static inline void *t_mremap(void *old, size_t old_len, size_t len, void *at)
 {
     TAPE_FAIL_WITH(TC_MMAP, MAP_FAILED);
+    if (at)
+        return mremap(old, old_len, len, MREMAP_MAYMOVE | MREMAP_FIXED, at);
     return mremap(old, old_len, len, MREMAP_MAYMOVE);
 }
 

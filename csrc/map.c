@@ -40,6 +40,41 @@ static size_t map_len_for(uint64_t size, int writable)
     return len;
 }
 
+/* Where a reader's view of `len` bytes goes: a page past a huge page
+ * boundary, in address space reserved for it (PROT_NONE), or MAP_FAILED.
+ * The kernel then never maps a huge page into a reader's view: a fault maps
+ * its fault-around (64 KiB), not the whole 2 MiB page of the page cache that
+ * holds the byte, so what a tailer counts as mapped stays true when a writer
+ * keeps the file in huge pages. Writers' views go where the kernel puts
+ * them, at huge page alignment. */
+static uint8_t *reader_place(size_t len)
+{
+    size_t span = len + TAPE_HUGE;
+    uint8_t *r = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r == MAP_FAILED)
+        return MAP_FAILED;
+    uint8_t *at = (uint8_t *)(((uintptr_t)r + TAPE_HUGE - 1) & ~(uintptr_t)(TAPE_HUGE - 1)) + TAPE_PAGE;
+    /* Keep only [at, at + len): the view replaces it. */
+    if (at > r)
+        munmap(r, (size_t)(at - r));
+    if (r + span > at + len)
+        munmap(at + len, (size_t)(r + span - (at + len)));
+    return at;
+}
+
+static void *map_view(size_t len, int writable, int fd)
+{
+    if (writable)
+        return t_mmap(NULL, len, PROT_READ | PROT_WRITE, fd);
+    uint8_t *at = reader_place(len);
+    if (at == MAP_FAILED)
+        return MAP_FAILED;
+    void *p = t_mmap(at, len, PROT_READ, fd);
+    if (p == MAP_FAILED)
+        munmap(at, len);
+    return p;
+}
+
 int tape_view_open(tape_view *v, int dirfd, const char *name, int writable)
 {
     tape_view_init(v);
@@ -53,7 +88,7 @@ int tape_view_open(tape_view *v, int dirfd, const char *name, int writable)
         return rc;
     }
     size_t len = map_len_for((uint64_t)st.st_size, writable);
-    void *p = t_mmap(len, PROT_READ | (writable ? PROT_WRITE : 0), fd);
+    void *p = map_view(len, writable, fd);
     if (p == MAP_FAILED) {
         int rc = -errno;
         close(fd);
@@ -87,7 +122,11 @@ static int remap(tape_view *v, uint64_t end)
     size_t len = map_len_for(end, v->v_writable);
     if (v->v_mu)
         pthread_mutex_lock(v->v_mu);
-    void *p = t_mremap(v->v_base, v->v_maplen, len);
+    /* Readers' views move to a place of their kind (see reader_place). */
+    uint8_t *at = v->v_writable ? NULL : reader_place(len);
+    void *p = at == MAP_FAILED ? MAP_FAILED : t_mremap(v->v_base, v->v_maplen, len, at);
+    if (p == MAP_FAILED && at && at != MAP_FAILED)
+        munmap(at, len);
     if (p != MAP_FAILED) {
         v->v_base = p;
         v->v_maplen = len;
@@ -210,6 +249,11 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
          * which costs little for pages still writable. */
         *refreshed = pos;
         uint64_t lo = pos & ~(uint64_t)(TAPE_PAGE - 1);
+        if (lo < v->v_trim_lo) {
+            /* The end moved back (tape_repair_tail): trim from there on. */
+            v->v_trim_lo = lo & ~(TAPE_HUGE - 1);
+            q->q_w.w_y.y_full_released = 0;
+        }
         uint64_t hi = lo + TAPE_GROW_STEP;
         if (hi > ready)
             hi = ready;

@@ -231,7 +231,7 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
         rc = TAPE_ECORRUPT;
         goto fail_fd;
     }
-    void *map = t_mmap(TAPE_META_SIZE, PROT_READ | (o->oo_read_only ? 0 : PROT_WRITE), fd);
+    void *map = t_mmap(NULL, TAPE_META_SIZE, PROT_READ | (o->oo_read_only ? 0 : PROT_WRITE), fd);
     if (map == MAP_FAILED) {
         rc = -errno;
         goto fail_fd;

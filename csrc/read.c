@@ -22,7 +22,7 @@
  * 16 pages that the kernel's fault-around maps. Past RELEASE_AFTER it
  * releases all of it but the index arrays, which moves read: resident memory
  * stays bounded whatever the tailer reads, in order or not. */
-#define RELEASE_AFTER TAPE_TRIM_WINDOW
+#define RELEASE_AFTER ((uint64_t)32 << 20)
 #define FAULT_AROUND ((uint64_t)64 << 10)
 
 /* A move to an index far from what the tailer has been reading would fault

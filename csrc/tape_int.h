@@ -347,7 +347,9 @@ int64_t tape_floor_div(int64_t a, int64_t b);
 #define TAPE_FAULT_PIECE ((uint64_t)256 << 10)
 #define TAPE_GROW_STEP ((uint64_t)2 << 20)
 #define TAPE_PREFAULT_AHEAD ((uint64_t)16 << 20)
-#define TAPE_HUGE ((uint64_t)2 << 20) /* a transparent huge page (x86-64, arm64 4K) */
+/* A transparent huge page on x86-64 and on arm64 with 4 KiB pages. With other
+ * page sizes the alignments using it are merely not those of huge pages. */
+#define TAPE_HUGE ((uint64_t)2 << 20)
 #define TAPE_TRIM_WINDOW ((uint64_t)16 << 20)
 
 #endif /* TAPE_INT_H */

@@ -247,8 +247,8 @@ class Queue:
     appenders take payloads already in its codec. sync is "none", "always" or
     "interval:<ms>". clock, a callable returning ns since the epoch, replaces
     the wall clock for timestamps. Tuning: epoch_ms shifts the moment of
-    rolling (stored at creation); large_pages (default: sync == "none") maps
-    the file being appended to with 2 MiB pages where the kernel allows, which
+    rolling (stored at creation); large_pages (None: sync == "none") maps the
+    file being appended to with 2 MiB pages where the kernel allows, which
     makes appends faster but makes each sync write whole 2 MiB pages.
     """
 
@@ -307,9 +307,11 @@ class Queue:
         if unknown:
             raise ArgumentTypeError(f"unexpected keyword argument {unknown[0]!r}")
         epoch_ms = _as_int(tuning.get("epoch_ms", 0), "epoch_ms")
-        large_pages = tuning.get("large_pages", sync == "none")
-        if not isinstance(large_pages, bool):
-            raise ArgumentTypeError(f"large_pages must be a bool, not {type(large_pages).__name__}")
+        large_pages = tuning.get("large_pages")
+        if large_pages is None:
+            large_pages = sync == "none"
+        elif not isinstance(large_pages, bool):
+            raise ArgumentTypeError(f"large_pages must be a bool or None, not {type(large_pages).__name__}")
 
         lifecycle.opening(self)
         self._open(roll_cycle, name, params, bool(read_only), bool(create), epoch_ms, large_pages)
@@ -329,8 +331,8 @@ class Queue:
             self.close()
             raise type(exc)(f"{self.path}: {exc}") from None
         self.sync = sync
-        self.large_pages = large_pages
         self.read_only = bool(read_only)
+        self.large_pages = large_pages and not self.read_only
         self._clock = clock
         if interval is not None and not self.read_only:
             self._start_flusher(interval)

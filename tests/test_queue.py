@@ -272,6 +272,8 @@ def _writer_vm_flags(q: tape.Queue) -> list[set[str]]:
         ({"sync": "interval:50"}, False),
         ({"sync": "always", "large_pages": True}, True),
         ({"large_pages": False}, False),
+        ({"large_pages": None}, True),
+        ({"sync": "always", "large_pages": None}, False),
     ],
 )
 def test_large_pages_follow_the_sync_mode_unless_given(qpath: Path, options: dict[str, Any], large: bool) -> None:
@@ -289,6 +291,12 @@ def test_large_pages_must_be_a_bool(qpath: Path) -> None:
     with pytest.raises(tape.ArgumentTypeError):
         tape.Queue(qpath, large_pages=1)
     assert not qpath.exists()
+
+
+def test_a_read_only_queue_has_no_large_pages(qpath: Path) -> None:
+    tape.Queue(qpath).close()
+    with tape.Queue(qpath, read_only=True) as q:
+        assert q.large_pages is False and q.describe()["large_pages"] is False
 
 
 def test_an_unknown_tuning_keyword_raises_type_error(qpath: Path) -> None:
