@@ -43,17 +43,19 @@ static size_t map_len_for(uint64_t size, int writable)
 /* Where a reader's view of `len` bytes goes: a page past a huge page
  * boundary, in address space reserved for it (PROT_NONE), or MAP_FAILED.
  * The kernel then never maps a huge page into a reader's view: a fault maps
- * its fault-around (64 KiB), not the whole 2 MiB page of the page cache that
- * holds the byte, so what a tailer counts as mapped stays true when a writer
- * keeps the file in huge pages. Writers' views go where the kernel puts
- * them, at huge page alignment. */
+ * its fault-around (64 KiB) or a smaller folio readahead made, not the whole
+ * 2 MiB page of the page cache that holds the byte, so what a tailer counts
+ * as mapped stays near the truth when a writer keeps the file in huge pages.
+ * Writers' views go where the kernel puts them, at huge page alignment.
+ * A failed map over the place is undone with munmap: the kernel checks before
+ * it replaces the reservation, so that frees the reservation, nothing else. */
 static uint8_t *reader_place(size_t len)
 {
-    size_t span = len + TAPE_HUGE;
+    size_t span = len + TAPE_HUGE, page = (size_t)sysconf(_SC_PAGESIZE);
     uint8_t *r = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (r == MAP_FAILED)
         return MAP_FAILED;
-    uint8_t *at = (uint8_t *)(((uintptr_t)r + TAPE_HUGE - 1) & ~(uintptr_t)(TAPE_HUGE - 1)) + TAPE_PAGE;
+    uint8_t *at = (uint8_t *)(((uintptr_t)r + TAPE_HUGE - 1) & ~(uintptr_t)(TAPE_HUGE - 1)) + page;
     /* Keep only [at, at + len): the view replaces it. */
     if (at > r)
         munmap(r, (size_t)(at - r));
