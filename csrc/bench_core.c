@@ -1,5 +1,6 @@
 /* bench_core.c - speed of the C core alone: append throughput and per-call
- * latency, batched appends, reading, and tailer moves by index.
+ * latency, batched appends, appends each followed by a sync (with large
+ * pages and with small), reading, and tailer moves by index.
  *
  *   build/bench_core [--dir D] [--runs R] [--n N] [--lat-n N] [--moves N] [--big]
  *
@@ -300,6 +301,70 @@ static void bench_append_many(int batch)
     free(ends);
 }
 
+/* ---- (b2) append and sync ------------------------------------------------------------ */
+
+/* write_bytes of /proc/self/io: what this process has dirtied for the disk. */
+static int64_t io_write_bytes(void)
+{
+    FILE *f = fopen("/proc/self/io", "r");
+    char line[128];
+    long long v = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "write_bytes: %lld", &v) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return v;
+}
+
+/* A sync after every append (what sync="always" does), after 50,000 appends
+ * without, with large pages and with small: appends a second, and bytes
+ * dirtied per append, which is what each sync writes. */
+static void bench_append_sync(int small)
+{
+    double rate[16], per[16];
+    const int n = 2000;
+    for (int r = 0; r < g_runs; r++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/sync", g_root);
+        tape_open_opts o;
+        memset(&o, 0, sizeof o);
+        o.oo_roll_cycle = "daily";
+        o.oo_codec = "raw";
+        o.oo_create = 1;
+        o.oo_small_pages = small;
+        tape_queue *q = NULL;
+        int rc = tape_open(path, &o, &q);
+        if (rc)
+            die("tape_open", rc);
+        tape_appender *a = open_appender(q);
+        unsigned char buf[PAYLOAD];
+        fill(buf, 0);
+        for (int i = 0; i < 50000; i++)
+            tape_append(a, buf, PAYLOAD, 0);
+        if ((rc = tape_appender_sync(a)) < 0)
+            die("tape_appender_sync", rc);
+        int64_t b0 = io_write_bytes(), t0 = now_ns();
+        for (int i = 0; i < n; i++) {
+            int64_t idx = tape_append(a, buf, PAYLOAD, 0);
+            if (idx < 0)
+                die("tape_append", idx);
+            if ((rc = tape_appender_sync(a)) < 0)
+                die("tape_appender_sync", rc);
+        }
+        int64_t dt = now_ns() - t0, b1 = io_write_bytes();
+        tape_appender_close(a);
+        drop_queue(q, "sync");
+        rate[r] = n / ((double)dt / 1e9);
+        per[r] = b0 < 0 || b1 < 0 ? -1 : (double)(b1 - b0) / n / 1024;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "append + sync, %s pages (appends/s)", small ? "small" : "large");
+    add(name, median(rate, g_runs), "/s", NULL, -1);
+    snprintf(name, sizeof name, "append + sync, %s pages (KiB dirtied)", small ? "small" : "large");
+    add(name, median(per, g_runs), "KiB", NULL, -1);
+}
+
 /* ---- (c) reading -------------------------------------------------------------------- */
 
 static void bench_read(tape_queue *q)
@@ -558,6 +623,8 @@ int main(int argc, char **argv)
     bench_append_latency(5e6);
     bench_append_many(64);
     bench_append_many(256);
+    bench_append_sync(0);
+    bench_append_sync(1);
     tape_queue *q = open_queue("tp"); /* the last throughput run's queue */
     char label[32];
     snprintf(label, sizeof label, "%" PRId64 " M x 100 B", tape_count(q) / 1000000);

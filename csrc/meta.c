@@ -80,11 +80,14 @@ static int dir_is_empty(int dirfd)
     return empty;
 }
 
+/* Page by page: the page cache then holds the file in 4 KiB pages, so that
+ * a flush after an append writes the one page the append changed, not the
+ * whole 64 KiB a single write would have put in one large page. */
 static int write_all(int fd, const void *buf, size_t n)
 {
     const uint8_t *p = buf;
     while (n) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = write(fd, p, n < TAPE_PAGE ? n : TAPE_PAGE);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -236,6 +239,8 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
         rc = -errno;
         goto fail_fd;
     }
+    /* Faults read in 4 KiB pages, not readahead's large ones (see write_all). */
+    madvise(map, TAPE_META_SIZE, MADV_RANDOM);
 
     tape_queue *q = calloc(1, sizeof *q);
     char *p = strdup(path);
