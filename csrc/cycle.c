@@ -273,8 +273,9 @@ int tape_cyc_open(tape_queue *q, int64_t cycle, int writable, tape_cyc *y)
     rc = tape_view_open(&y->y_v, q->q_dirfd, name, writable);
     if (rc < 0)
         return rc;
-    /* Only writers: a reader's faults map what the writer's made. Failure
-     * (no transparent huge pages in this kernel) leaves 4 KiB pages. */
+    /* Only writers: the page cache's pages are made by the writer's faults
+     * (readers' views are placed so as never to map huge pages). Failure (no
+     * transparent huge pages in this kernel) leaves the kernel's choice. */
     if (writable && !q->q_small_pages)
         madvise(y->y_v.v_base, y->y_v.v_maplen, MADV_HUGEPAGE);
     const tape_cycle_hdr *h = (const tape_cycle_hdr *)y->y_v.v_base;
