@@ -1382,6 +1382,18 @@ static int writer_asks_for_huge_pages(const char *dir)
     return found;
 }
 
+/* Open (creating) daily raw queue `path`, with small pages or large. */
+static int open_paged(const char *path, int small, tape_queue **q)
+{
+    tape_open_opts o;
+    memset(&o, 0, sizeof o);
+    o.oo_roll_cycle = "daily";
+    o.oo_codec = "raw";
+    o.oo_create = 1;
+    o.oo_small_pages = small;
+    return tape_open(path, &o, q);
+}
+
 /* An appender asks for huge pages for the file it appends to, unless the
  * queue was opened with oo_small_pages; either way the file grows to whole
  * huge pages, as the kernel makes one only where the file covers all of it. */
@@ -1390,14 +1402,8 @@ static void appenders_ask_for_huge_pages_unless_told_not_to(void)
     int thp = access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0;
     for (int small = 0; small <= 1; small++) {
         const char *path = th_path(small ? "small" : "large");
-        tape_open_opts o;
-        memset(&o, 0, sizeof o);
-        o.oo_roll_cycle = "daily";
-        o.oo_codec = "raw";
-        o.oo_create = 1;
-        o.oo_small_pages = small;
         tape_queue *q;
-        CHECK_OK(tape_open(path, &o, &q));
+        CHECK_OK(open_paged(path, small, &q));
         tape_appender *a;
         CHECK_OK(tape_appender_open(q, &a));
         char buf[1000] = {0};
@@ -1496,14 +1502,8 @@ static void appenders_map_nothing_far_behind_their_end(void)
 {
     for (int small = 0; small <= 1; small++) {
         const char *name = small ? "small" : "large", *path = th_path(name);
-        tape_open_opts o;
-        memset(&o, 0, sizeof o);
-        o.oo_roll_cycle = "daily";
-        o.oo_codec = "raw";
-        o.oo_create = 1;
-        o.oo_small_pages = small;
         tape_queue *q;
-        CHECK_OK(tape_open(path, &o, &q));
+        CHECK_OK(open_paged(path, small, &q));
         tape_appender *a;
         CHECK_OK(tape_appender_open(q, &a));
         char buf[100] = {0};
