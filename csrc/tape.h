@@ -91,7 +91,7 @@ typedef struct tape_open_opts {
     int oo_read_only;            /* map read-only; appenders are refused */
     int oo_create;               /* create the directory and metadata if missing */
     int64_t oo_epoch_ms;         /* shift of the roll moment, stored at creation */
-    int oo_small_pages;          /* fault the writer's pages in as 4 KiB pages (see below) */
+    int oo_small_pages;          /* no huge pages for appending (see below) */
 } tape_open_opts;
 
 /* Open (and, with oo_create, create) the queue in directory `path`.
@@ -101,7 +101,10 @@ typedef struct tape_open_opts {
  * prefaulter's) per 2 MiB instead of 512, and far fewer TLB misses. A sync
  * (tape_appender_sync) then writes each dirty 2 MiB page whole, however little
  * of it changed, so a queue synced after every write or every few
- * milliseconds should set oo_small_pages, which keeps 4 KiB pages.
+ * milliseconds should set oo_small_pages, which leaves page sizes to the
+ * kernel (4 KiB here, for pages an append fills). The page cache is shared:
+ * whichever process first faults a stretch of the file decides its pages,
+ * so all writers of such a queue should set it. Readers are not affected.
  * Errors: -ENOENT (missing and !oo_create), TAPE_ENOTQUEUE, TAPE_EINCOMPAT,
  * TAPE_ECORRUPT, TAPE_EVERSION, TAPE_EROLLCYCLE, -EACCES, other -errno. */
 int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out);
