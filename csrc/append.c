@@ -91,9 +91,18 @@ int64_t tape_appender_last_index(tape_appender *a)
 /* ---- the writer's view of the newest cycle --------------------------------- */
 
 /* Make `y` the writer's cycle file. */
+/* The writer leaves cycle `c`: the next sync flushes its file too, as entries
+ * this handle wrote there since the last sync may not be on disk. */
+static void note_left(tape_queue *q, int64_t c)
+{
+    if (c >= 0 && (q->q_sync_from < 0 || c < q->q_sync_from))
+        q->q_sync_from = c;
+}
+
 static void writer_switch(tape_queue *q, tape_cyc *y)
 {
     tape_writer *w = &q->q_w;
+    note_left(q, w->w_y.y_cycle);
     pthread_mutex_lock(&q->q_mu);
     tape_cyc_close(&w->w_y);
     w->w_y = *y;
@@ -254,6 +263,7 @@ static int writer_rebuild(tape_queue *q, int64_t newest, int64_t cycle)
     tape_cyc old = w->w_y;
     tape_cyc_init(&w->w_y);
     pthread_mutex_unlock(&q->q_mu);
+    note_left(q, old.y_cycle);
     uint32_t nh;
     int rc = writer_open_end(q, cycle, 1, &nh, &last_ts);
     if (rc < 0) {
@@ -585,6 +595,31 @@ int64_t tape_repair_tail(tape_queue *q)
     return rc < 0 ? rc : cleared;
 }
 
+/* fdatasync the files of cycles [from, to) that exist. */
+static int sync_cycles(tape_queue *q, int64_t from, int64_t to)
+{
+    int64_t *v;
+    size_t n;
+    int rc = tape_list_cycles_alloc(q, &v, &n);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        char name[80];
+        if (v[i] < from || v[i] >= to || (rc = tape_cycle_name(q, v[i], name, sizeof name)) < 0)
+            continue;
+        int fd = t_openat(q->q_dirfd, name, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0) {
+            rc = errno == ENOENT ? 0 : -errno; /* removed since: nothing to keep */
+            continue;
+        }
+        if (t_fdatasync(fd) < 0)
+            rc = -errno;
+        close(fd);
+    }
+    free(v);
+    return rc;
+}
+
 static int appender_sync(tape_appender *a)
 {
     tape_queue *q = a->a_q;
@@ -600,11 +635,19 @@ static int appender_sync(tape_appender *a)
         rc = writer_prepare(q, newest, recovered);
     if (rc == 0 && q->q_w.w_y.y_v.v_fd >= 0 && (fd = dup(q->q_w.w_y.y_v.v_fd)) < 0)
         rc = -errno;
+    /* Cycles the writer left since the last sync (a roll), whose last
+     * entries may be only in the page cache. */
+    int64_t from = q->q_sync_from, cur = q->q_w.w_y.y_cycle;
+    if (rc == 0)
+        q->q_sync_from = -1;
     tape_unlock(q);
     if (rc < 0)
         return rc;
     /* Flushing outside the lock: other writers go on meanwhile. */
-    if ((fd >= 0 && t_fdatasync(fd) < 0) || t_fsync(q->q_meta_fd) < 0 || t_fsync(q->q_dirfd) < 0)
+    if (from >= 0 && from < cur)
+        rc = sync_cycles(q, from, cur);
+    if (rc == 0 && ((fd >= 0 && t_fdatasync(fd) < 0) || t_fsync(q->q_meta_fd) < 0 ||
+                    t_fsync(q->q_dirfd) < 0))
         rc = -errno;
     if (fd >= 0)
         close(fd);

@@ -4,6 +4,7 @@
 #include "test_harness.h"
 
 #include <dirent.h>
+#include <sys/syscall.h>
 
 static const int64_t T0 = 1763683200LL * 1000000000LL;
 #define SEC 1000000000LL
@@ -104,6 +105,49 @@ static void a_roll_gives_back_the_old_cycles_preallocation(void)
     tape_close(q);
 }
 
+/* Dirty pages of file `rel` in the page cache (cachestat(2), Linux 6.5), or
+ * -1 when the kernel cannot tell. */
+static long dirty_pages(const char *rel)
+{
+    struct { uint64_t off, len; } range = {0, 0}; /* len 0: to the end */
+    struct { uint64_t cache, dirty, writeback, evicted, recently_evicted; } cs;
+    int fd = open(th_path(rel), O_RDONLY);
+    if (fd < 0)
+        return -1;
+    long rc = syscall(451 /* cachestat */, fd, &range, &cs, 0);
+    close(fd);
+    return rc == 0 ? (long)cs.dirty : -1;
+}
+
+/* A sync after a roll also flushes the cycle the writer left: its last
+ * entries were written after the previous sync (if any) and must not stay
+ * in the page cache only. */
+static void a_sync_after_a_roll_flushes_the_cycle_left(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    char buf[1000] = {0}, name[80], old[96];
+    CHECK_OK(tape_cycle_name(q, cycle_at(q, 0), name, sizeof name));
+    snprintf(old, sizeof old, "q/%s", name);
+    CHECK(tape_append(a, buf, sizeof buf, T0) >= 0);
+    CHECK_OK(tape_appender_sync(a));
+    for (int k = 0; k < 100; k++)
+        CHECK(tape_append(a, buf, sizeof buf, T0 + k) >= 0);
+    long before = dirty_pages(old);
+    if (before < 0) {
+        fprintf(stderr, "  (no cachestat in this kernel: not checked)\n");
+    } else {
+        EXPECT(before > 0);
+        CHECK(tape_append(a, buf, sizeof buf, T0 + SEC) >= 0); /* rolls */
+        CHECK_OK(tape_appender_sync(a));
+        EXPECT_EQ(dirty_pages(old), 0);
+    }
+    tape_appender_close(a);
+    tape_close(q);
+}
+
 static void crossing_thousands_of_cycles_keeps_few_files_open(void)
 {
     tape_queue *q;
@@ -156,6 +200,7 @@ static const th_test tests[] = {
     TEST(old_cycles_are_removed_and_the_newest_kept),
     TEST(a_tailer_reading_a_removed_cycle_goes_on),
     TEST(a_roll_gives_back_the_old_cycles_preallocation),
+    TEST(a_sync_after_a_roll_flushes_the_cycle_left),
     TEST(crossing_thousands_of_cycles_keeps_few_files_open),
 };
 
