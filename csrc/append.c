@@ -640,35 +640,19 @@ static int appender_sync(tape_appender *a)
     int64_t from = q->q_sync_from, cur = q->q_w.w_y.y_cycle;
     if (rc == 0)
         q->q_sync_from = -1;
-    /* What of the metadata must survive for the entries to be found is the
-     * range of cycles, and of the directory the cycle files' names: both
-     * change only when a cycle file is created or removed, which m_highest
-     * (raised under the lock once a new file is linked, never lowered)
-     * tells. Hints, timestamps and the lock are rebuilt from the files. */
-    int64_t highest = __atomic_load_n(&q->q_sh->m_highest, __ATOMIC_ACQUIRE);
-    int names = highest != __atomic_load_n(&q->q_synced_highest, __ATOMIC_RELAXED);
     tape_unlock(q);
     if (rc < 0)
         return rc;
     /* Flushing outside the lock: other writers go on meanwhile. */
     if (from >= 0 && from < cur)
         rc = sync_cycles(q, from, cur);
-    if (rc == 0 && fd >= 0 && t_fdatasync(fd) < 0)
-        rc = -errno;
-    if (rc == 0 && names && (t_fsync(q->q_meta_fd) < 0 || t_fsync(q->q_dirfd) < 0))
+    if (rc == 0 && ((fd >= 0 && t_fdatasync(fd) < 0) || t_fsync(q->q_meta_fd) < 0 ||
+                    t_fsync(q->q_dirfd) < 0))
         rc = -errno;
     if (fd >= 0)
         close(fd);
-    if (rc < 0) {
+    if (rc < 0)
         atomic_store(&q->q_poisoned, 1);
-        return rc;
-    }
-    /* Raise, never lower: another thread's sync may have seen a later one. */
-    int64_t seen = __atomic_load_n(&q->q_synced_highest, __ATOMIC_RELAXED);
-    while (names && seen < highest &&
-           !__atomic_compare_exchange_n(&q->q_synced_highest, &seen, highest, 1,
-                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-        ;
     return rc;
 }
 

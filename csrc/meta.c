@@ -260,7 +260,6 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
     q->q_read_only = o->oo_read_only;
     q->q_small_pages = o->oo_small_pages;
     q->q_sync_from = -1;
-    q->q_synced_highest = -2;
     pthread_mutex_init(&q->q_mu, NULL);
     pthread_mutex_init(&q->q_view_mu, NULL);
     tape_cyc_init(&q->q_view);

@@ -293,8 +293,6 @@ struct tape_queue {
     atomic_int q_poisoned;
     int64_t q_sync_from;       /* lowest cycle the writer left since the last sync
                                 * (-1: none); under the write lock */
-    int64_t q_synced_highest;  /* m_highest when the metadata and the directory
-                                * were last flushed (-2: never); atomic */
 
     /* the cycles that have a file, as last listed (q_mu guards these) */
     int64_t *q_cyc_list;
