@@ -90,15 +90,20 @@ int64_t tape_appender_last_index(tape_appender *a)
 
 /* ---- the writer's view of the newest cycle --------------------------------- */
 
-/* Make `y` the writer's cycle file. */
-/* The writer leaves cycle `c`: the next sync flushes its file too, as entries
- * this handle wrote there since the last sync may not be on disk. */
+/* The writer leaves cycle `c`: syncs flush its file too until one completes
+ * after this, as entries this handle wrote there may not be on disk. */
 static void note_left(tape_queue *q, int64_t c)
 {
-    if (c >= 0 && (q->q_sync_from < 0 || c < q->q_sync_from))
+    if (c < 0)
+        return;
+    pthread_mutex_lock(&q->q_sync_mu);
+    if (q->q_sync_from < 0 || c < q->q_sync_from)
         q->q_sync_from = c;
+    q->q_sync_epoch++;
+    pthread_mutex_unlock(&q->q_sync_mu);
 }
 
+/* Make `y` the writer's cycle file. */
 static void writer_switch(tape_queue *q, tape_cyc *y)
 {
     tape_writer *w = &q->q_w;
@@ -635,14 +640,17 @@ static int appender_sync(tape_appender *a)
         rc = writer_prepare(q, newest, recovered);
     if (rc == 0 && q->q_w.w_y.y_v.v_fd >= 0 && (fd = dup(q->q_w.w_y.y_v.v_fd)) < 0)
         rc = -errno;
-    /* Cycles the writer left since the last sync (a roll), whose last
-     * entries may be only in the page cache. */
-    int64_t from = q->q_sync_from, cur = q->q_w.w_y.y_cycle;
-    if (rc == 0)
-        q->q_sync_from = -1;
+    int64_t cur = q->q_w.w_y.y_cycle;
     tape_unlock(q);
     if (rc < 0)
         return rc;
+    /* Cycles the writer left (a roll) since the last complete sync, whose
+     * last entries may be only in the page cache. Forgotten only if no cycle
+     * was left meanwhile: a sync running beside this one flushes them too. */
+    pthread_mutex_lock(&q->q_sync_mu);
+    int64_t from = q->q_sync_from;
+    uint64_t epoch = q->q_sync_epoch;
+    pthread_mutex_unlock(&q->q_sync_mu);
     /* Flushing outside the lock: other writers go on meanwhile. */
     if (from >= 0 && from < cur)
         rc = sync_cycles(q, from, cur);
@@ -651,8 +659,14 @@ static int appender_sync(tape_appender *a)
         rc = -errno;
     if (fd >= 0)
         close(fd);
-    if (rc < 0)
+    if (rc < 0) {
         atomic_store(&q->q_poisoned, 1);
+        return rc;
+    }
+    pthread_mutex_lock(&q->q_sync_mu);
+    if (q->q_sync_epoch == epoch && from <= cur)
+        q->q_sync_from = -1;
+    pthread_mutex_unlock(&q->q_sync_mu);
     return rc;
 }
 

@@ -262,6 +262,7 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
     q->q_sync_from = -1;
     pthread_mutex_init(&q->q_mu, NULL);
     pthread_mutex_init(&q->q_view_mu, NULL);
+    pthread_mutex_init(&q->q_sync_mu, NULL);
     tape_cyc_init(&q->q_view);
     tape_cyc_init(&q->q_w.w_y);
     tape_clock_init(&q->q_w.w_clock);
@@ -293,6 +294,7 @@ void tape_close(tape_queue *q)
     close(q->q_dirfd);
     pthread_mutex_destroy(&q->q_mu);
     pthread_mutex_destroy(&q->q_view_mu);
+    pthread_mutex_destroy(&q->q_sync_mu);
     free(q->q_path);
     free(q);
 }

@@ -223,7 +223,9 @@ int64_t tape_append_if(tape_appender *a, const void *data, size_t len, int64_t t
 /* Index of the last entry this appender wrote, or -1. */
 int64_t tape_appender_last_index(tape_appender *a);
 
-/* Make everything written to the queue so far durable (msync + fdatasync).
+/* Make everything written to the queue so far durable: fdatasync of the
+ * newest cycle file and of any this handle's writer left since its last sync,
+ * fsync of the metadata file and of the directory.
  * A failure poisons the queue's appenders: later appends return
  * TAPE_EPOISONED until the queue is reopened. */
 int tape_appender_sync(tape_appender *a);

@@ -291,8 +291,10 @@ struct tape_queue {
     uint32_t q_pid;
     tape_writer q_w;
     atomic_int q_poisoned;
-    int64_t q_sync_from;       /* lowest cycle the writer left since the last sync
-                                * (-1: none); under the write lock */
+    pthread_mutex_t q_sync_mu; /* guards the two below */
+    int64_t q_sync_from;       /* lowest cycle the writer left since the last
+                                * complete sync (-1: none) */
+    uint64_t q_sync_epoch;     /* counts the writer's leaving cycles */
 
     /* the cycles that have a file, as last listed (q_mu guards these) */
     int64_t *q_cyc_list;
