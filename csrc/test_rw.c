@@ -1361,9 +1361,10 @@ static void questions_about_the_end_keep_resident_memory_bounded(void)
     tape_close(q);
 }
 
-/* Whether this process's writable mapping of a cycle file under `dir` has
- * MADV_HUGEPAGE ("hg" in its VmFlags): 1 or 0, -1 when there is none. */
-static int writer_asks_for_huge_pages(const char *dir)
+/* This process's writable mapping of a cycle file under `dir`: its address
+ * range, and whether it has MADV_HUGEPAGE ("hg" in its VmFlags). Returns 1
+ * or 0 for that flag, -1 when there is no such mapping. */
+static int writer_mapping(const char *dir, unsigned long *start, unsigned long *end)
 {
     FILE *f = fopen("/proc/self/smaps", "r");
     char line[4096], perms[8], path[2048];
@@ -1371,11 +1372,14 @@ static int writer_asks_for_huge_pages(const char *dir)
     int in = 0, found = -1;
     while (f && fgets(line, sizeof line, f)) {
         path[0] = 0;
-        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %2047s", &lo, &hi, perms, path) >= 3)
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %2047s", &lo, &hi, perms, path) >= 3) {
             in = strcmp(perms, "rw-s") == 0 && strncmp(path, dir, strlen(dir)) == 0 &&
                  strstr(path, TAPE_SUFFIX) != NULL;
-        else if (in && strncmp(line, "VmFlags:", 8) == 0)
+            if (in)
+                *start = lo, *end = hi;
+        } else if (in && strncmp(line, "VmFlags:", 8) == 0) {
             found = strstr(line, " hg") != NULL;
+        }
     }
     if (f)
         fclose(f);
@@ -1410,7 +1414,8 @@ static void appenders_ask_for_huge_pages_unless_told_not_to(void)
         int64_t last = -1;
         for (int k = 0; k < 10000; k++) /* 10 MB */
             CHECK((last = tape_append(a, buf, sizeof buf, T0 + k)) >= 0);
-        EXPECT_EQ(writer_asks_for_huge_pages(path), thp && !small);
+        unsigned long start, end;
+        EXPECT_EQ(writer_mapping(path, &start, &end), thp && !small);
         /* The prefaulter allocates ahead in the background: wait until the
          * file has not grown for 100 ms (3 s at most). */
         tape_cycle_info ci;
@@ -1433,18 +1438,8 @@ static void appenders_ask_for_huge_pages_unless_told_not_to(void)
  * that are present, among file offsets [lo, hi); -1 when there is none. */
 static long writer_pages_present(const char *dir, uint64_t lo, uint64_t hi)
 {
-    FILE *f = fopen("/proc/self/maps", "r");
-    char line[4096], perms[8], path[2048];
-    unsigned long start = 0, end = 0, a, b;
-    while (f && fgets(line, sizeof line, f)) {
-        path[0] = 0;
-        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %2047s", &a, &b, perms, path) == 4 &&
-            strcmp(perms, "rw-s") == 0 && strncmp(path, dir, strlen(dir)) == 0 &&
-            strstr(path, TAPE_SUFFIX) != NULL)
-            start = a, end = b;
-    }
-    if (f)
-        fclose(f);
+    unsigned long start = 0, end = 0;
+    writer_mapping(dir, &start, &end);
     int fd = open("/proc/self/pagemap", O_RDONLY);
     if (!end || fd < 0) {
         if (fd >= 0)
