@@ -225,6 +225,7 @@ static void release_full_arrays(tape_queue *q)
         if (__atomic_load_n(&i2i[k + 1], __ATOMIC_ACQUIRE) == 0)
             return;
         uint64_t hi = (arr + size + TAPE_HUGE - 1) & ~(TAPE_HUGE - 1);
+        /* arr first: a damaged slot near 2^64 makes the sum wrap. */
         if (arr > v->v_trim_lo || hi > v->v_trim_lo)
             return;
         tape_view_release(v, arr & ~(TAPE_HUGE - 1), hi);
