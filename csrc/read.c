@@ -36,6 +36,19 @@
  * and the buffer is dropped. */
 #define JUMP_BUF 16384
 
+/* Where a tailer stands, enough to put it back there: a peeked batch
+ * (tape_peek_many) records one per entry so that tape_tailer_advance moves
+ * without reading again. */
+typedef struct tape_mark {
+    int64_t mk_cycle;
+    int64_t mk_seq;
+    uint64_t mk_pos;
+    int mk_pos_ok;
+    int64_t mk_last;        /* t_last there */
+} tape_mark;
+
+#define NO_BATCH SIZE_MAX
+
 struct tape_tailer {
     tape_queue *t_q;
     tape_cyc t_y;           /* current cycle; y_cycle -1: none chosen yet */
@@ -60,6 +73,15 @@ struct tape_tailer {
     uint64_t t_hot_hi;      /* or release: [t_hot_lo, t_hot_hi), empty if lo >= hi */
     tape_named_slot *t_slot; /* a named tailer's stored position, or NULL */
     int64_t t_spin_ns;      /* tape_wait spins this long first; < 0: only spins */
+    /* the pending batch of tape_peek_many: t_pk[k] is where the tailer stands
+     * after its first k entries (k <= t_pk_n) */
+    size_t t_pk_n;          /* its entries; NO_BATCH: none pending */
+    tape_mark *t_pk;        /* grown on demand, t_pk_cap marks */
+    size_t t_pk_cap;
+    int64_t t_pk_stored;    /* the named slot's position when it was peeked */
+    int t_pk_moved;         /* an advance stored a position since */
+    int t_pk_keep;          /* peeking: keep the batch's first cycle open */
+    tape_cyc t_pk_y;        /* another cycle of the batch, kept open (or none) */
 };
 
 int tape_tailer_open(tape_queue *q, tape_tailer **out)
@@ -76,6 +98,8 @@ int tape_tailer_open(tape_queue *q, tape_tailer **out)
     tape_cyc_init(&t->t_y);
     t->t_last = -1;
     t->t_bk_block = UINT64_MAX;
+    t->t_pk_n = NO_BATCH;
+    tape_cyc_init(&t->t_pk_y);
     *out = t;
     return 0;
 }
@@ -99,8 +123,10 @@ void tape_tailer_close(tape_tailer *t)
     if (!t)
         return;
     tape_cyc_close(&t->t_y);
+    tape_cyc_close(&t->t_pk_y);
     free(t->t_bk_pos);
     free(t->t_jb);
+    free(t->t_pk);
     free(t);
 }
 
@@ -203,6 +229,10 @@ static void bound_mapped(tape_tailer *t)
 
 static void set_cycle(tape_tailer *t, tape_cyc *y)
 {
+    if (t->t_pk_keep && t->t_pk_y.y_cycle < 0 && t->t_y.y_cycle == t->t_pk[0].mk_cycle) {
+        t->t_pk_y = t->t_y; /* the peek goes back to it */
+        tape_cyc_init(&t->t_y);
+    }
     tape_cyc_close(&t->t_y);
     t->t_y = *y;
     t->t_bk_block = UINT64_MAX;
@@ -515,30 +545,96 @@ static void advance(tape_tailer *t, const tape_entry *e)
         bwd_advance(t, e);
 }
 
+/* ---- batches ------------------------------------------------------------ */
+
+static int seek_from(tape_tailer *t, int64_t index);
+
+static void forget_batch(tape_tailer *t)
+{
+    t->t_pk_n = NO_BATCH;
+    t->t_pk_keep = 0;
+    tape_cyc_close(&t->t_pk_y);
+}
+
+/* Record in t_pk[k] where the tailer stands; -ENOMEM when it cannot. */
+static int mark(tape_tailer *t, size_t k)
+{
+    if (k >= t->t_pk_cap) {
+        size_t cap = t->t_pk_cap ? 2 * t->t_pk_cap : 64;
+        tape_mark *m = cap <= SIZE_MAX / sizeof *m ? realloc(t->t_pk, cap * sizeof *m) : NULL;
+        if (!m)
+            return -ENOMEM;
+        t->t_pk = m;
+        t->t_pk_cap = cap;
+    }
+    t->t_pk[k] = (tape_mark){t->t_y.y_cycle, t->t_seq, t->t_pos, t->t_pos_ok, t->t_last};
+    return 0;
+}
+
+/* Stand at m again: in the current cycle, the kept one (swapped with the
+ * current), or its file reopened. A cycle removed meanwhile is left for the
+ * next one in the direction of reading, as a read would. */
+static int go_to_mark(tape_tailer *t, const tape_mark *m)
+{
+    t->t_last = m->mk_last;
+    if (m->mk_cycle != t->t_y.y_cycle) {
+        tape_cyc y;
+        if (m->mk_cycle == t->t_pk_y.y_cycle) {
+            y = t->t_pk_y;
+            t->t_pk_y = t->t_y;
+            tape_cyc_init(&t->t_y);
+        } else {
+            int rc = tape_cyc_open(t->t_q, m->mk_cycle, 0, &y);
+            if (rc == -ENOENT && t->t_dir == TAPE_FORWARD)
+                return seek_from(t, (m->mk_cycle << t->t_q->q_roll.r_seq_bits) | m->mk_seq);
+            if (rc == -ENOENT) {
+                int64_t c = tape_neighbour_cycle(t->t_q, m->mk_cycle, -1);
+                if (c >= 0)
+                    return enter_cycle(t, c, -1);
+                tape_cyc_close(&t->t_y);
+                return c == -1 ? 0 : (int)c;
+            }
+            if (rc < 0)
+                return rc;
+        }
+        set_cycle(t, &y);
+    }
+    t->t_seq = m->mk_seq;
+    t->t_pos = m->mk_pos;
+    t->t_pos_ok = m->mk_pos_ok;
+    return 0;
+}
+
 int tape_read(tape_tailer *t, tape_entry *e)
 {
+    forget_batch(t);
     int rc = peek(t, e);
     if (rc == 1)
         advance(t, e);
     return rc;
 }
 
-int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
-                       uint64_t *ends, size_t max)
+/* Read up to max entries into buf (see tape_read_many); with `marks`, record
+ * in t_pk where the tailer stands before each entry and after the last. */
+static int64_t read_batch(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                          uint64_t *ends, size_t max, int marks)
 {
     uint8_t *out = buf;
     size_t n = 0, off = 0;
     while (n < max) {
         tape_entry e;
         int rc = peek(t, &e);
+        if (rc > 0 && e.e_len > cap - off)
+            rc = TAPE_EINVAL;
+        if (rc > 0 && marks && n == 0) {
+            if ((rc = mark(t, 0)) == 0) {
+                rc = 1;
+                t->t_pk_keep = 1;
+            }
+        }
         if (rc <= 0) {
             if (n == 0)
                 return rc;
-            break;
-        }
-        if (e.e_len > cap - off) {
-            if (n == 0)
-                return TAPE_EINVAL;
             break;
         }
         memcpy(out + off, e.e_data, e.e_len);
@@ -548,8 +644,63 @@ int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int6
         ends[n] = off;
         n++;
         advance(t, &e);
+        if (marks && mark(t, n) < 0) { /* leave the last one unpeeked */
+            if (--n == 0)
+                return -ENOMEM;
+            break;
+        }
     }
     return (int64_t)n;
+}
+
+int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                       uint64_t *ends, size_t max)
+{
+    forget_batch(t);
+    return read_batch(t, buf, cap, idx, ts, ends, max, 0);
+}
+
+int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                       uint64_t *ends, size_t max)
+{
+    forget_batch(t);
+    tape_named_slot *slot = t->t_slot;
+    t->t_slot = NULL; /* nothing is stored until tape_tailer_advance */
+    int64_t n = read_batch(t, buf, cap, idx, ts, ends, max, 1);
+    t->t_slot = slot;
+    if (t->t_pk_keep) { /* entries were read: back to the first */
+        t->t_pk_keep = 0;
+        int rc = go_to_mark(t, &t->t_pk[0]);
+        if (rc < 0) {
+            forget_batch(t);
+            return rc;
+        }
+    }
+    if (n < 0)
+        return n;
+    t->t_pk_n = (size_t)n;
+    t->t_pk_stored = slot ? __atomic_load_n(&slot->n_next, __ATOMIC_ACQUIRE) : -1;
+    t->t_pk_moved = 0;
+    return n;
+}
+
+int tape_tailer_advance(tape_tailer *t, size_t k)
+{
+    if (t->t_pk_n == NO_BATCH || k > t->t_pk_n)
+        return TAPE_EINVAL;
+    if (t->t_pk_n == 0)
+        return 0;
+    int rc = go_to_mark(t, &t->t_pk[k]);
+    if (rc < 0)
+        return rc;
+    if (k > 0) {
+        store_next(t, t->t_pk[k].mk_last + 1);
+        t->t_pk_moved = 1;
+    } else if (t->t_pk_moved) {
+        store_next(t, t->t_pk_stored);
+    }
+    bound_mapped(t);
+    return 0;
 }
 
 /* ---- moving ------------------------------------------------------------- */
@@ -624,6 +775,7 @@ static int locate_far(tape_tailer *t, tape_cyc *y, uint64_t seq, uint64_t *pos)
 
 int tape_tailer_to_index(tape_tailer *t, int64_t index)
 {
+    forget_batch(t);
     tape_queue *q = t->t_q;
     if (index < 0)
         return 0;
@@ -665,6 +817,7 @@ int tape_tailer_to_index(tape_tailer *t, int64_t index)
 
 int tape_tailer_to_start(tape_tailer *t)
 {
+    forget_batch(t);
     tape_cyc_close(&t->t_y);
     t->t_bk_block = UINT64_MAX;
     int rc = enter_first(t);
@@ -677,6 +830,7 @@ int tape_tailer_to_start(tape_tailer *t)
 
 int tape_tailer_to_end(tape_tailer *t)
 {
+    forget_batch(t);
     tape_queue *q = t->t_q;
     int64_t hi = __atomic_load_n(&q->q_sh->m_highest, __ATOMIC_ACQUIRE);
     if (hi < 0)
@@ -759,6 +913,7 @@ static int find_time(tape_queue *q, tape_cyc *y, int64_t target, uint64_t *pos, 
 
 int tape_tailer_to_time(tape_tailer *t, int64_t ts_ns)
 {
+    forget_batch(t);
     tape_queue *q = t->t_q;
     int64_t first = tape_cycle_of(q, ts_ns);
     if (first < 0)
@@ -858,6 +1013,7 @@ int tape_tailer_set_direction(tape_tailer *t, int direction)
 {
     if (direction != TAPE_FORWARD && direction != TAPE_BACKWARD)
         return TAPE_EINVAL;
+    forget_batch(t);
     t->t_dir = direction;
     return 0;
 }

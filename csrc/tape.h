@@ -262,6 +262,28 @@ int tape_read(tape_tailer *t, tape_entry *e);
 int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
                        int64_t *ts, uint64_t *ends, size_t max);
 
+/* Like tape_read_many, but the position does not move: the entries read are
+ * the tailer's pending batch until the next read or move of the tailer. A
+ * named tailer stores nothing. Returns the number of entries (0 when nothing
+ * is there: an empty batch is pending), TAPE_EINVAL when the first entry is
+ * larger than `cap`, -ENOMEM, TAPE_ECORRUPT or another negative error of
+ * tape_read when not even one entry was read (then no batch is pending). */
+int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
+                       int64_t *ts, uint64_t *ends, size_t max);
+
+/* Move past the first k entries of the pending batch (0 <= k <= its size), as
+ * if they had been read one by one with tape_read: position, last_read_index
+ * and a named tailer's stored position end just after entry k (k = 0: where the
+ * batch started). May be called again with any k while the batch is pending;
+ * costs no reading (the peek recorded where each entry ends). Any other call
+ * that reads or moves the tailer (tape_read, tape_read_many, tape_peek_many,
+ * tape_tailer_to_*, tape_tailer_set_direction) forgets the batch.
+ * TAPE_EINVAL when no batch is pending or k is larger than it. When the batch
+ * spans cycles and entry k's cycle file must be reopened: -EMFILE, -ENOMEM or
+ * another -errno of open/mmap (the position is then unchanged); a cycle file
+ * removed meanwhile leaves the tailer at the next entry that still exists. */
+int tape_tailer_advance(tape_tailer *t, size_t k);
+
 /* Move to `index`. Returns 1 when the entry exists (the next read returns
  * it), 0 when it does not (the position is unchanged), or a negative error. */
 int tape_tailer_to_index(tape_tailer *t, int64_t index);

@@ -143,6 +143,9 @@ void tape_tailer_close(tape_tailer *t);
 int tape_read(tape_tailer *t, tape_entry *e);
 int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
                        int64_t *ts, uint64_t *ends, size_t max);
+int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
+                       int64_t *ts, uint64_t *ends, size_t max);
+int tape_tailer_advance(tape_tailer *t, size_t k);
 int tape_tailer_to_index(tape_tailer *t, int64_t index);
 int tape_tailer_to_start(tape_tailer *t);
 int tape_tailer_to_end(tape_tailer *t);
