@@ -7,10 +7,14 @@
 """
 
 from tape import codecs
-from tape.atom import AtomCommitError, AtomConflictError, AtomValidationError, DurableAtom
+from tape.appender import Appender
+from tape.atom import DurableAtom
 from tape.errors import (
     ArgumentError,
     ArgumentTypeError,
+    AtomCommitError,
+    AtomConflictError,
+    AtomValidationError,
     CorruptionError,
     CycleFullError,
     DecodeError,
@@ -26,16 +30,9 @@ from tape.errors import (
     TapeOSError,
 )
 from tape.lifecycle import close_all, on_lifecycle, status
-from tape.queue import (
-    Appender,
-    CycleInfo,
-    Entry,
-    Queue,
-    Tailer,
-    VerifyReport,
-    make_index,
-    split_index,
-)
+from tape.queue import Queue, make_index, split_index
+from tape.records import CycleInfo, Entry, VerifyReport
+from tape.tailer import Tailer
 
 open = Queue  # tape.open(...) is tape.Queue(...)
 

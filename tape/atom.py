@@ -29,8 +29,17 @@ from collections.abc import Callable, Hashable
 from typing import Any, NoReturn
 
 from tape import codecs, lifecycle
-from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError, ReadOnlyError, TapeError
-from tape.queue import Entry, Queue
+from tape.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    AtomCommitError,
+    AtomConflictError,
+    AtomValidationError,
+    QueueClosedError,
+    ReadOnlyError,
+)
+from tape.queue import Queue
+from tape.records import Entry
 
 __all__ = ["DurableAtom", "AtomValidationError", "AtomConflictError", "AtomCommitError"]
 
@@ -44,18 +53,6 @@ _JUMP = 64
 _BATCH = 1024  # snapshots the async committer takes per turn
 
 Watch = Callable[[Hashable, "DurableAtom", Any, Any], Any]
-
-
-class AtomValidationError(TapeError, ValueError):
-    """The validator rejected a new value (returned false or raised); nothing was written."""
-
-
-class AtomConflictError(TapeError):
-    """commit="async": another process appended a snapshot after the one a change was based on."""
-
-
-class AtomCommitError(TapeError):
-    """commit="async": changes could not be committed; the cause says why."""
 
 
 class DurableAtom:

@@ -1,16 +1,12 @@
-"""The exceptions tape raises, and the one table that maps C return codes to them.
+"""The exceptions tape raises: every one of them is here.
 
-Every class derives from TapeError and, where a builtin fits, from that builtin
+tape._native maps the core's return codes to these classes, through one
+table. Every class derives from TapeError and, where a builtin fits, from that builtin
 too, so callers may catch either (an unencodable value is also a TypeError, a
 missing queue also a FileNotFoundError, a full disk an OSError with ENOSPC).
 """
 
 from __future__ import annotations
-
-import errno
-import os
-
-from tape._core import ffi, lib
 
 
 class TapeError(Exception):
@@ -73,34 +69,13 @@ class TapeOSError(TapeError, OSError):
     """A system call of the core failed; errno tells which error."""
 
 
-_BY_CODE: dict[int, type[TapeError]] = {
-    lib.TAPE_ECORRUPT: CorruptionError,
-    lib.TAPE_EVERSION: IncompatibleQueueError,
-    lib.TAPE_ENOTQUEUE: NotAQueueError,
-    lib.TAPE_EINCOMPAT: IncompatibleQueueError,
-    lib.TAPE_EREADONLY: ReadOnlyError,
-    lib.TAPE_ETOOBIG: EntryTooLargeError,
-    lib.TAPE_ECYCLEFULL: CycleFullError,
-    lib.TAPE_EPOISONED: PoisonedError,
-    lib.TAPE_EINVAL: ArgumentError,
-    lib.TAPE_EROLLCYCLE: ArgumentError,
-    lib.TAPE_ECLOCK: ArgumentError,
-    lib.TAPE_ECONFLICT: TapeError,  # Appender.write_if turns it into None
-    lib.TAPE_ECLOSED: QueueClosedError,
-}
+class AtomValidationError(TapeError, ValueError):
+    """The validator rejected a new value (returned false or raised); nothing was written."""
 
 
-def check(rc: int, path: str | None = None, *, opening: bool = False) -> None:
-    """Raise the exception for a negative return code of the core; do nothing otherwise.
+class AtomConflictError(TapeError):
+    """commit="async": another process appended a snapshot after the one a change was based on."""
 
-    `opening` marks a tape_open() result, where -ENOENT means the queue is missing.
-    """
-    if rc >= 0:
-        return
-    cls = _BY_CODE.get(rc, TapeError if rc <= lib.TAPE_EBASE else None)
-    if cls is not None:
-        text = ffi.string(lib.tape_strerror(rc)).decode()
-        raise cls(f"{path}: {text}" if path else text)
-    code = -rc
-    oserror = QueueNotFoundError if opening and code == errno.ENOENT else TapeOSError
-    raise oserror(code, os.strerror(code), path)
+
+class AtomCommitError(TapeError):
+    """commit="async": changes could not be committed; the cause says why."""

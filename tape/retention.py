@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Protocol
 
+from tape._time import duration_ns
 from tape.errors import ArgumentError, ArgumentTypeError
 
 KEYWORDS = frozenset({"keep_cycles", "older_than", "max_bytes", "respect_tailers"})
@@ -50,16 +50,7 @@ class Policy:
         keep = _count(options.get("keep_cycles"), "keep_cycles")
         size = _count(options.get("max_bytes"), "max_bytes")
         older = options.get("older_than")
-        if older is None:
-            older_ns = None
-        elif isinstance(older, timedelta):
-            older_ns = older // timedelta(microseconds=1) * 1000
-        elif isinstance(older, (int, float)) and not isinstance(older, bool):
-            older_ns = int(older * 1_000_000_000)
-        else:
-            raise ArgumentTypeError(f"older_than must be seconds or a timedelta, not {type(older).__name__}")
-        if older_ns is not None and older_ns < 0:
-            raise ArgumentError("older_than must not be negative")
+        older_ns = None if older is None else duration_ns(older, "older_than")
         respect = options.get("respect_tailers", False)
         if not isinstance(respect, bool):
             raise ArgumentTypeError("respect_tailers must be a bool")

@@ -20,7 +20,8 @@ from typing import Any
 
 from tape.cli import from_json_line
 from tape.errors import ArgumentError
-from tape.queue import Queue, Tailer, split_index
+from tape.queue import Queue, split_index
+from tape.tailer import Tailer
 
 __all__ = ["ManualClock", "replay", "load_jsonl", "assert_entries"]
 

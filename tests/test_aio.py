@@ -160,7 +160,7 @@ def test_cancelling_a_task_waiting_in_aread_is_clean(queue: tape.Queue) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         took = time.monotonic() - start
-        assert not t._handle.lock.locked()  # no worker thread is still waiting with the tailer
+        assert not t._native.lock.locked()  # no worker thread is still waiting with the tailer
         queue.appender().write("after")
         assert await t.aread(timeout=1) == "after"
         return took

@@ -130,7 +130,7 @@ def test_dropped_tailers_and_appenders_are_freed(queue: tape.Queue) -> None:
         queue.appender().write(k)
         assert queue.tailer().read() == 0
     gc.collect()
-    assert len(queue._handles) == 0
+    assert queue._native is not None and queue._native.open_children == 0
 
 
 def test_children_in_a_reference_cycle_with_their_queue_are_freed_safely(qpath: Path) -> None:

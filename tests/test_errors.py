@@ -8,7 +8,7 @@ import pytest
 
 import tape
 from tape._core import lib
-from tape.errors import check
+from tape._native import check
 
 TABLE = {
     "TAPE_ECORRUPT": tape.CorruptionError,

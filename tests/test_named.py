@@ -67,6 +67,41 @@ def test_another_process_resumes_a_named_tailer(qpath: Path) -> None:
         assert q.tailer("worker").read() == 37
 
 
+def test_the_stored_position_follows_each_value_of_an_iteration(queue: tape.Queue) -> None:
+    # A named tailer reads in batches, as an anonymous one does; what it
+    # stores is still exactly after the last value handed out.
+    _fill(queue, 10_000)
+    first = queue.first_index
+    assert first is not None
+    t = queue.tailer("billing")
+    for k, entry in enumerate(t.entries()):
+        assert entry.value == k
+        if k % 997 == 0:
+            assert queue.describe()["named_tailers"]["billing"] == first + k + 1
+    assert queue.describe()["named_tailers"]["billing"] == first + 10_000
+
+
+def test_a_reader_killed_mid_batch_resumes_after_the_last_value_handed_out(qpath: Path) -> None:
+    with tape.Queue(qpath) as q:
+        _fill(q, 10_000)
+    code = textwrap.dedent(
+        f"""
+        import os, signal, tape
+        q = tape.Queue({str(qpath)!r})
+        t = q.tailer("worker")
+        for k in range(3):
+            t.read()  # reads ahead: the batches grow
+        for v in t:
+            if v == 5_000:
+                os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", code])
+    assert run.returncode == -9
+    with tape.Queue(qpath) as q:
+        assert q.tailer("worker").read() == 5_001
+
+
 def test_start_places_only_a_new_name(queue: tape.Queue) -> None:
     _fill(queue, 5)
     t = queue.tailer("n", start="end")

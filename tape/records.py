@@ -1,0 +1,53 @@
+"""The plain records the log hands out: Entry, CycleInfo and VerifyReport."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+__all__ = ["Entry", "CycleInfo", "VerifyReport"]
+
+
+class Entry(NamedTuple):
+    """One entry: its index, its timestamp (ns since the epoch) and its value."""
+
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index(), as SPEC.md names it
+    timestamp: int
+    value: Any
+
+
+class CycleInfo(NamedTuple):
+    """One cycle file; `bytes` is what its entries occupy, not the file's size."""
+
+    cycle: int
+    path: str
+    first_index: int | None
+    last_index: int | None
+    entries: int
+    bytes: int
+    damaged: bool = False  # a checksum failed: counts are from the entry headers alone
+
+
+class VerifyReport(NamedTuple):
+    """What Queue.verify found. `ok` is True when nothing is damaged.
+
+    entries counts the intact entries (in salvage mode, also those after
+    damage); last_good_index ends the gap-free prefix that reading returns;
+    unsealed counts older cycles left without an end-of-file marker by a writer
+    that died while rolling, abandoned the unfinished entries killed writers
+    left at the end of data (both harmless: never read, repaired by the next
+    writer). The first problem is described by bad_cycle, bad_offset and
+    message.
+    """
+
+    ok: bool
+    cycles: int
+    entries: int
+    bytes: int
+    unsealed: int
+    abandoned: int
+    problems: int
+    skipped: int
+    last_good_index: int | None
+    bad_cycle: int | None
+    bad_offset: int | None
+    message: str
