@@ -467,6 +467,7 @@ class _ChildHandle:
 
 
 _TAPE_APPEND = lib.tape_append  # bound once: appending is the hottest call
+_TAPE_ADVANCE = lib.tape_tailer_advance  # a named tailer's iteration calls it for each value
 
 
 class AppenderHandle(_ChildHandle):
@@ -547,13 +548,32 @@ BATCH_BYTES = 1 << 20
 BATCH_SLOTS = 4096
 
 
-class Batch(NamedTuple):
-    """Entries read in one call: their payloads back to back, where each ends, indexes and timestamps."""
+class Batch:
+    """Entries peeked in one call: their payloads back to back and where each ends.
 
-    data: bytes
-    ends: list[int]
-    indexes: list[int]
-    timestamps: list[int]
+    Indexes and timestamps stay in the tailer's buffers until asked for: a
+    batch is valid until the tailer's next peek.
+    """
+
+    __slots__ = ("data", "ends", "_idx", "_ts")
+
+    def __init__(self, data: bytes, ends: list[int], idx: Any, ts: Any) -> None:
+        self.data = data
+        self.ends = ends
+        self._idx = idx
+        self._ts = ts
+
+    def index(self, k: int) -> int:
+        """The index of entry k."""
+        return int(self._idx[k])
+
+    def indexes(self) -> list[int]:
+        indexes: list[int] = ffi.unpack(self._idx, len(self.ends))
+        return indexes
+
+    def timestamps(self) -> list[int]:
+        timestamps: list[int] = ffi.unpack(self._ts, len(self.ends))
+        return timestamps
 
 
 class TailerHandle(_ChildHandle):
@@ -619,23 +639,28 @@ class TailerHandle(_ChildHandle):
             self._moved = None
             n = lib.tape_peek_many(ptr, buf, BATCH_BYTES, idx, ts, ends, min(slots, BATCH_SLOTS))
             if n > 0:
-                return Batch(ffi.unpack(buf, ends[n - 1]), ffi.unpack(ends, n), ffi.unpack(idx, n), ffi.unpack(ts, n))
+                return Batch(ffi.unpack(buf, ends[n - 1]), ffi.unpack(ends, n), idx, ts)
             if n == lib.TAPE_EINVAL:  # larger than the buffer: read it alone, which moves past it
                 n = lib.tape_read(ptr, self._entry)
                 if n == 1:
                     entry = self._unpacked()
-                    self._moved = entry.index
-                    return Batch(entry.value, [len(entry.value)], [entry.index], [entry.timestamp])
+                    self._moved = idx[0] = entry.index
+                    ts[0] = entry.timestamp
+                    return Batch(entry.value, [len(entry.value)], idx, ts)
         check(n, self.path)
         return None
 
     def advance(self, k: int) -> None:
         """Move past the first `k` entries of the batch peek() returned last."""
         with self.lock:
+            ptr = self.ptr
+            if ptr is not None and self._moved is None:
+                rc = _TAPE_ADVANCE(ptr, k)
+                if rc:
+                    check(rc, self.path)
+                return
             ptr = self.live()
-            if self._moved is None:
-                check(lib.tape_tailer_advance(ptr, k), self.path)
-            elif k == 0:  # the one entry read was not handed out after all
+            if k == 0:  # the one entry read was not handed out after all
                 check(lib.tape_tailer_to_index(ptr, self._moved), self.path)
                 self._moved = None
 

@@ -25,7 +25,7 @@ import contextlib
 import itertools
 import operator
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +67,7 @@ class Tailer:
         self._batch_it: Iterator[Any] = iter(())
         self._batch_entries = False
         self._batch_n = 0
-        self._batch_indexes: list[int] = []
+        self._batch_index: Callable[[int], int] = int  # the index of entry k of the batch
         self._batch_error: Exception | None = None
         # Entries read ahead by read(): doubles while reading in sequence,
         # back to 1 after a move, so that random access stays cheap.
@@ -232,9 +232,9 @@ class Tailer:
 
     def _handing_out(self) -> Iterator[Any]:
         """A named tailer's batch: its stored position follows each value handed out."""
-        advance, consumed = self._native.advance, self._consumed
-        for item in self._batch_it:
-            advance(consumed())
+        advance = self._native.advance
+        for k, item in enumerate(self._batch_it, self._consumed() + 1):
+            advance(k)
             yield item
 
     def _take(self) -> Any:
@@ -254,11 +254,11 @@ class Tailer:
         values, error = self._decoded(batch)
         if entries:
             # tuple.__new__ builds the NamedTuple without its Python-level __new__.
-            fields = zip(batch.indexes, batch.timestamps, values)
+            fields = zip(batch.indexes(), batch.timestamps(), values)
             values = list(map(tuple.__new__, itertools.repeat(Entry), fields))
         self._batch = self._native.read_ahead = values
         self._batch_it, self._batch_entries = iter(values), entries
-        self._batch_n, self._batch_indexes, self._batch_error = len(batch.ends), batch.indexes, error
+        self._batch_n, self._batch_index, self._batch_error = len(batch.ends), batch.index, error
         return True
 
     def _decoded(self, batch: Batch) -> tuple[list[Any], Exception | None]:
@@ -330,7 +330,7 @@ class Tailer:
         if self._batch is not None and self._native.ptr is not None:
             consumed = self._consumed()
             if consumed < self._batch_n:
-                return self._batch_indexes[consumed]
+                return self._batch_index(consumed)
             self._native.advance(consumed)
         return self._native.index()
 
@@ -340,7 +340,7 @@ class Tailer:
         if self._batch is not None and self._native.ptr is not None:
             consumed = self._consumed()
             if consumed:
-                return self._batch_indexes[consumed - 1]
+                return self._batch_index(consumed - 1)
             self._settle()
         return self._native.last_read_index()
 
