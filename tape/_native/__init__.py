@@ -1,0 +1,48 @@
+"""The binding layer: the only module that touches the compiled core (tape._core).
+
+Every crossing of the boundary is here: it owns the C handles (a queue, its
+appenders and tailers; children are closed before their queue, each freed
+exactly once), reads every return code (one table turns codes into
+exceptions; the few codes that are answers, not errors, become Python values
+here), holds the roll-cycle arithmetic, and turns C structs into Python
+values. The public classes above it (Queue, Appender, Tailer) speak Python.
+
+Threads: calls on a queue hold its lock, so closing it frees it at once.
+Calls on a tailer hold the tailer's lock, for the same reason. Appenders are
+called without a lock (writing is the hottest path): closing one shuts it,
+which makes the core refuse later calls and wait for those in progress; its
+memory goes with its Python handle, as another thread may still hold it.
+"""
+
+from tape._native.appender import AppenderHandle
+from tape._native.core import (
+    BACKWARD,
+    FORWARD,
+    INDEX_MAX,
+    NAME_MAX,
+    NAMED_MAX,
+    PARAMS_MAX,
+    ROLL_CYCLES,
+    RollCycle,
+    check,
+)
+from tape._native.queue import QueueHandle, QueueInfo
+from tape._native.tailer import BATCH_SLOTS, Batch, TailerHandle
+
+__all__ = [
+    "AppenderHandle",
+    "BACKWARD",
+    "BATCH_SLOTS",
+    "Batch",
+    "FORWARD",
+    "INDEX_MAX",
+    "NAME_MAX",
+    "NAMED_MAX",
+    "PARAMS_MAX",
+    "QueueHandle",
+    "QueueInfo",
+    "ROLL_CYCLES",
+    "RollCycle",
+    "TailerHandle",
+    "check",
+]

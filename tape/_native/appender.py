@@ -1,0 +1,88 @@
+"""AppenderHandle: a C appender, called without a lock (writing is the hottest path)."""
+
+from __future__ import annotations
+
+import array
+import itertools
+from typing import TYPE_CHECKING, Any
+
+from tape._native.core import ChildHandle, check, ffi, lib, none_if_negative
+from tape.errors import QueueClosedError, TapeError
+
+if TYPE_CHECKING:
+    from tape._native.queue import QueueHandle
+
+_TAPE_APPEND = lib.tape_append  # bound once: appending is the hottest call
+
+
+class AppenderHandle(ChildHandle):
+    """A C appender. Closing shuts it; its memory is freed with this object."""
+
+    __slots__ = ("_kept",)
+
+    def __init__(self, queue: QueueHandle, ptr: Any) -> None:
+        super().__init__(queue, ptr)
+        self._kept: Any = None
+
+    def close(self) -> None:
+        with self.lock:
+            ptr, self.ptr = self.ptr, None
+            if ptr is not None:
+                lib.tape_appender_shut(ptr)
+                self._kept = ptr
+
+    def __del__(self) -> None:
+        if self._kept is not None:
+            lib.tape_appender_close(self._kept)
+
+    def live(self) -> Any:
+        ptr = self.ptr
+        if ptr is None:
+            raise QueueClosedError(f"{self.path}: the appender is closed")
+        return ptr
+
+    def append(self, data: bytes, ts: int) -> int:
+        """Append `data` with timestamp `ts` (0: the wall clock); its index."""
+        ptr = self.ptr
+        if ptr is None:
+            ptr = self.live()  # raises
+        index: int = _TAPE_APPEND(ptr, data, len(data), ts)
+        if index < 0:
+            check(index, self.path)
+        return index
+
+    def append_many(self, parts: list[bytes], ts: int) -> int:
+        """Append each of `parts`; the last index. A failure midway says (in a note) how many went in."""
+        ptr = self.live()
+        ends = ffi.from_buffer("uint64_t[]", array.array("Q", itertools.accumulate(map(len, parts))))
+        written = ffi.new("size_t *")
+        index: int = lib.tape_append_many(ptr, b"".join(parts), ends, len(parts), ts, written)
+        if index < 0:
+            try:
+                check(index, self.path)
+            except TapeError as exc:
+                exc.add_note(f"{written[0]} of {len(parts)} entries were written before the error")
+                raise
+        return index
+
+    def append_if(self, data: bytes, ts: int, last: int | None) -> int | None:
+        """Append `data` only if the queue's last entry is `last` (None: empty); None when another came first."""
+        ptr = self.live()
+        index: int = lib.tape_append_if(ptr, data, len(data), ts, -1 if last is None else last)
+        if index == lib.TAPE_ECONFLICT:
+            return None
+        check(index, self.path)
+        return index
+
+    def last_index(self) -> int | None:
+        """Index of the last entry this appender wrote, None before any."""
+        return none_if_negative(lib.tape_appender_last_index(self.live()))
+
+    def sync(self) -> None:
+        """Make everything written to the queue so far durable."""
+        check(lib.tape_appender_sync(self.live()), self.path)
+
+    def sync_quietly(self) -> bool:
+        """sync() for a background flusher: False (nothing raised) once closed or failed."""
+        ptr = self.ptr
+        return ptr is not None and lib.tape_appender_sync(ptr) >= 0

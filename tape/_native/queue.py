@@ -1,0 +1,331 @@
+"""QueueHandle: an open C queue, what it holds, and the appenders and tailers opened on it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from tape._native.appender import AppenderHandle
+from tape._native.core import (
+    NAME_MAX,
+    NAMED_MAX,
+    ROLL_CYCLES,
+    ChildHandle,
+    RollCycle,
+    check,
+    ffi,
+    lib,
+    none_if_negative,
+)
+from tape._native.tailer import TailerHandle
+from tape.errors import (
+    ArgumentError,
+    IncompatibleQueueError,
+    QueueClosedError,
+    QueueNotFoundError,
+)
+from tape.records import CycleInfo, VerifyReport
+
+# -- verify's progress callback ------------------------------------------------------------------
+
+
+class _Progress:
+    """A progress callback of the core's, and the exception that stopped it."""
+
+    __slots__ = ("call", "error")
+
+    def __init__(self, call: Callable[[int], None]) -> None:
+        self.call = call
+        self.error: BaseException | None = None
+
+
+def _tape_progress(arg: Any, walked: int) -> int:
+    """The core's tape_progress_fn: pass `walked` on; stop (1) after an exception."""
+    watch: _Progress = ffi.from_handle(arg)
+    try:
+        watch.call(walked)
+    except BaseException as exc:  # Ctrl-C included: the walk stops, verify() raises it
+        watch.error = exc
+        return 1
+    return 0
+
+
+ffi.def_extern()(_tape_progress)  # what lib._tape_progress calls
+
+
+class QueueInfo(NamedTuple):
+    """What tape_queue_info_get tells of an open queue."""
+
+    version: int
+    roll: RollCycle
+    codec: str
+    params_len: int
+    created_ns: int
+    last_timestamp: int
+
+
+class QueueHandle:
+    """An open C queue and the appenders and tailers opened on it."""
+
+    def __init__(self, path: str, ptr: Any) -> None:
+        self.path = path
+        self.lock = threading.RLock()
+        self._ptr: Any = ptr
+        self._children: set[ChildHandle] = set()
+
+    @classmethod
+    def open(
+        cls,
+        path: str,
+        *,
+        roll_cycle: str | None,
+        codec: str | None,
+        params: bytes | None,
+        read_only: bool,
+        create: bool,
+        epoch_ms: int,
+        small_pages: bool,
+    ) -> QueueHandle:
+        """Open (or create) the queue at `path`; `params` (None: the codec needs stored ones) is stored at creation."""
+        opts = ffi.new("tape_open_opts *")
+        keep = []  # C data that must outlive tape_open
+        if roll_cycle is not None:
+            keep.append(ffi.new("char[]", roll_cycle.encode()))
+            opts.oo_roll_cycle = keep[-1]
+        if codec is not None:
+            keep.append(ffi.new("char[]", codec.encode()))
+            opts.oo_codec = keep[-1]
+        if params:
+            keep.append(ffi.new("char[]", params))
+            opts.oo_params = keep[-1]
+            opts.oo_params_len = len(params)
+        creating = create and not read_only
+        opts.oo_read_only = read_only
+        opts.oo_create = creating and params is not None
+        opts.oo_epoch_ms = epoch_ms
+        opts.oo_small_pages = small_pages
+        out = ffi.new("tape_queue **")
+        try:
+            check(lib.tape_open(os.fsencode(path), opts, out), path, opening=True)
+        except IncompatibleQueueError as exc:
+            exc.add_note(f"asked for roll_cycle={roll_cycle!r}, codec={codec!r}")
+            raise
+        except QueueNotFoundError:
+            if creating and params is None:
+                raise ArgumentError(f"{path}: creating a queue with codec {codec!r} needs schema=") from None
+            raise
+        return cls(path, out[0])
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def ptr(self) -> Any:
+        """The C queue (the caller holds self.lock); QueueClosedError once closed."""
+        h = self._ptr
+        if h is None:
+            raise QueueClosedError(f"{self.path}: the queue is closed")
+        return h
+
+    def close(self) -> None:
+        """Close every appender and tailer of the queue, then the queue; idempotent."""
+        with self.lock:
+            if self._ptr is None:
+                return
+            for child in list(self._children):
+                child.close()
+            self._children.clear()
+            lib.tape_close(self._ptr)
+            self._ptr = None
+
+    def release(self, child: ChildHandle, closing: Callable[[], None]) -> bool:
+        """Call `closing`, then close `child` and forget it; False (nothing called) when it is closed already."""
+        with self.lock:
+            if child.ptr is None:
+                return False
+            closing()
+            child.close()
+            self._children.discard(child)
+            return True
+
+    @property
+    def open_children(self) -> int:
+        """How many appenders and tailers of the queue are open."""
+        return len(self._children)
+
+    # -- what the queue holds ----------------------------------------------------------------
+
+    def info(self) -> QueueInfo:
+        info = ffi.new("tape_queue_info *")
+        with self.lock:
+            check(lib.tape_queue_info_get(self.ptr(), info), self.path)
+        name = ffi.string(info.qi_roll_cycle).decode()
+        roll = RollCycle(name, ROLL_CYCLES[name].length_ms, info.qi_seq_bits, info.qi_epoch_ms)
+        return QueueInfo(
+            version=info.qi_version,
+            roll=roll,
+            codec=ffi.string(info.qi_codec).decode(),
+            params_len=info.qi_params_len,
+            created_ns=info.qi_created_ns,
+            last_timestamp=info.qi_last_timestamp,
+        )
+
+    def params(self, length: int) -> bytes:
+        """The codec parameters stored in the queue, `length` bytes."""
+        if length == 0:
+            return b""
+        buf = ffi.new("char[]", length)
+        with self.lock:
+            n = lib.tape_queue_params(self.ptr(), buf, length)
+        check(n, self.path)
+        params: bytes = ffi.unpack(buf, min(n, length))
+        return params
+
+    def _edge(self, which: Callable[[Any], int]) -> int | None:
+        with self.lock:
+            index = which(self.ptr())
+        if index < -1:
+            check(index, self.path)
+        return none_if_negative(index)
+
+    def first_index(self) -> int | None:
+        """Index of the first entry, None when the queue is empty."""
+        return self._edge(lib.tape_first_index)
+
+    def last_index(self) -> int | None:
+        """Index of the last entry, None when the queue is empty."""
+        return self._edge(lib.tape_last_index)
+
+    def count(self) -> int:
+        with self.lock:
+            n: int = lib.tape_count(self.ptr())
+        check(n, self.path)
+        return n
+
+    def cycles(self) -> list[CycleInfo]:
+        """One record per cycle file, oldest first."""
+        with self.lock:
+            h = self.ptr()
+            cap = 16
+            while True:
+                numbers = ffi.new("int64_t[]", cap)
+                n = lib.tape_list_cycles(h, numbers, cap)
+                check(n, self.path)
+                if n <= cap:
+                    break
+                cap = n
+            info = ffi.new("tape_cycle_info *")
+            name = ffi.new("char[]", 256)
+            result = []
+            for cycle in numbers[0:n]:
+                rc = lib.tape_cycle_info_get(h, cycle, info)
+                if rc == -errno.ENOENT:
+                    continue  # removed since it was listed
+                check(rc, self.path)
+                check(lib.tape_cycle_name(h, cycle, name, len(name)), self.path)
+                result.append(
+                    CycleInfo(
+                        cycle=cycle,
+                        path=os.path.join(self.path, ffi.string(name).decode()),
+                        first_index=none_if_negative(info.ci_first_index),
+                        last_index=none_if_negative(info.ci_last_index),
+                        entries=info.ci_entries,
+                        bytes=info.ci_bytes,
+                        damaged=bool(info.ci_damaged),
+                    )
+                )
+            return result
+
+    def remove_cycle(self, cycle: int) -> bool:
+        """Remove the file of `cycle`; False when it is gone already or became the newest holding entries."""
+        with self.lock:
+            rc = lib.tape_remove_cycle(self.ptr(), cycle)
+        if rc in (-errno.ENOENT, lib.TAPE_EINVAL):
+            return False
+        check(rc, self.path)
+        return True
+
+    def named(self) -> dict[str, int | None]:
+        """The named tailers and the index each reads next (None: from the start)."""
+        name = ffi.new("char[]", NAME_MAX)
+        nxt = ffi.new("int64_t *")
+        found: dict[str, int | None] = {}
+        with self.lock:
+            h = self.ptr()
+            for slot in range(NAMED_MAX):
+                rc = lib.tape_named_get(h, slot, name, NAME_MAX, nxt)
+                check(rc, self.path)
+                if rc == 1:
+                    found[ffi.string(name).decode()] = none_if_negative(nxt[0])
+        return found
+
+    def remove_named(self, name: str) -> None:
+        """Forget the named tailer `name` (KeyError when there is none)."""
+        with self.lock:
+            rc = lib.tape_named_remove(self.ptr(), name.encode())
+        if rc == -errno.ENOENT:
+            raise KeyError(name)
+        check(rc, self.path)
+
+    def verify(self, salvage: bool, progress: Callable[[int], None] | None) -> VerifyReport:
+        """tape_verify's report (see Queue.verify)."""
+        r = ffi.new("tape_verify_report *")
+        flags = lib.TAPE_VERIFY_SALVAGE if salvage else 0
+        if progress is None:
+            with self.lock:
+                rc = lib.tape_verify(self.ptr(), flags, r)
+        else:
+            watch = _Progress(progress)
+            with self.lock:
+                rc = lib.tape_verify_progress(self.ptr(), flags, r, lib._tape_progress, ffi.new_handle(watch))
+            if watch.error is not None:
+                raise watch.error
+        check(rc, self.path)
+        return VerifyReport(
+            ok=rc == 0,
+            cycles=r.vr_cycles,
+            entries=r.vr_entries,
+            bytes=r.vr_bytes,
+            unsealed=r.vr_unsealed,
+            abandoned=r.vr_abandoned,
+            problems=r.vr_problems,
+            skipped=r.vr_skipped,
+            last_good_index=none_if_negative(r.vr_last_good),
+            bad_cycle=none_if_negative(r.vr_bad_cycle),
+            bad_offset=None if r.vr_bad_cycle < 0 else r.vr_bad_offset,
+            message=ffi.string(r.vr_message).decode(errors="replace"),
+        )
+
+    def repair(self) -> int:
+        """tape_repair_tail: the bytes cleared."""
+        with self.lock:
+            cleared: int = lib.tape_repair_tail(self.ptr())
+        check(cleared, self.path)
+        return cleared
+
+    # -- children ------------------------------------------------------------------------------
+
+    def appender(self) -> AppenderHandle:
+        """A new C appender of the queue."""
+        with self.lock:
+            out = ffi.new("tape_appender **")
+            check(lib.tape_appender_open(self.ptr(), out), self.path)
+            handle = AppenderHandle(self, out[0])
+            self._children.add(handle)
+            return handle
+
+    def tailer(self, name: str | None, spin_ns: int) -> TailerHandle:
+        """A new C tailer of the queue at its start, or the named tailer `name` where it left off."""
+        with self.lock:
+            out = ffi.new("tape_tailer **")
+            if name is None:
+                check(lib.tape_tailer_open(self.ptr(), out), self.path)
+            else:
+                check(lib.tape_tailer_open_named(self.ptr(), name.encode(), out), self.path)
+            handle = TailerHandle(self, out[0])
+            self._children.add(handle)
+            lib.tape_tailer_set_spin(out[0], spin_ns)
+            return handle
