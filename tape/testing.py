@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from tape.cli import from_json_line
 from tape.errors import ArgumentError
+from tape.jsonl import from_json_line
 from tape.queue import Queue, split_index
 from tape.tailer import Tailer
 

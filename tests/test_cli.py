@@ -23,7 +23,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 import tape
-from tape.cli import _size, cli, parse_duration, parse_size, parse_time
+from tape._time import parse_duration, parse_time
+from tape.cli import cli, parse_size
+from tape.summary import size_text
 
 T0 = 1_763_683_200 * 10**9  # 2025-11-21T00:00:00Z
 SECOND = 10**9
@@ -250,7 +252,7 @@ def test_info_shows_the_bytes_the_files_take_on_disk(qpath: Path) -> None:
     build(qpath, range(6))
     allocated = sum(p.stat().st_blocks * 512 for p in qpath.iterdir())
     rows = [line.split(maxsplit=2) for line in invoke("info", str(qpath)).stdout.splitlines()]
-    assert ["on", "disk", _size(allocated)] in rows
+    assert ["on", "disk", size_text(allocated)] in rows
 
 
 def test_info_json_is_the_queues_description(qpath: Path) -> None:

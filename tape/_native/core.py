@@ -30,6 +30,22 @@ from tape.errors import (
 if TYPE_CHECKING:
     from tape._native.queue import QueueHandle
 
+__all__ = [
+    "ffi",
+    "lib",
+    "NAME_MAX",
+    "NAMED_MAX",
+    "PARAMS_MAX",
+    "INDEX_MAX",
+    "FORWARD",
+    "BACKWARD",
+    "check",
+    "none_if_negative",
+    "RollCycle",
+    "ROLL_CYCLES",
+    "ChildHandle",
+]
+
 NAME_MAX = lib.TAPE_NAME_MAX  # names of named tailers, in bytes with the NUL
 NAMED_MAX = lib.TAPE_NAMED_MAX  # named tailers per queue
 PARAMS_MAX = lib.TAPE_PARAMS_MAX  # bytes of stored codec parameters
