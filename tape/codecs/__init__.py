@@ -12,18 +12,25 @@ what a queue created with it stores, None when it needs the stored ones, and
 
 This module holds the protocols, the registry and what a queue opens with;
 each codec family has its own module: _stdlib (raw, json, pickle),
-_msgpack_codec, _avro_codec and _lz4_codec.
+_msgpack_codec, _avro_codec and _lz4_codec. The last two load fastavro and
+lz4, so they are loaded only when an avro or lz4 codec is first asked for.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import importlib
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tape._core import lib
-from tape.codecs._avro_codec import AvroCodec
 from tape.codecs._msgpack_codec import MsgpackCodec
 from tape.codecs._stdlib import JsonCodec, PickleCodec, RawCodec
 from tape.errors import ArgumentError, ArgumentTypeError, IncompatibleQueueError
+
+if TYPE_CHECKING:
+    from tape.codecs._avro_codec import AvroCodec
+    from tape.codecs._lz4_codec import Lz4Codec
 
 __all__ = [
     "Codec",
@@ -79,9 +86,6 @@ class ParamCodec(Codec, Protocol):
 _REGISTRY: dict[str, Codec] = {}
 _LZ4_PREFIX = "lz4+"
 
-# It wraps a Codec: it needs the protocols above.
-from tape.codecs._lz4_codec import Lz4Codec  # noqa: E402
-
 
 def register(codec: Codec) -> Codec:
     """Make `codec` findable by its name, replacing any codec of that name; return it."""
@@ -93,22 +97,68 @@ def register(codec: Codec) -> Codec:
     if len(name.encode()) >= lib.TAPE_NAME_MAX:
         raise ArgumentError(f"codec name {name!r} is longer than {lib.TAPE_NAME_MAX - 1} bytes")
     _REGISTRY[name] = codec
+    _LATER.pop(name, None)
     return codec
 
 
 def get(name: str) -> Codec:
     """The codec registered as `name`; "lz4+<name>" compresses that codec's payloads."""
-    codec = _REGISTRY.get(name)
+    codec = _registered(name)
     if codec is not None:
         return codec
-    if name.startswith(_LZ4_PREFIX) and name[len(_LZ4_PREFIX) :] in _REGISTRY:
-        return Lz4Codec(_REGISTRY[name[len(_LZ4_PREFIX) :]])
+    if name.startswith(_LZ4_PREFIX):
+        inner = _registered(name[len(_LZ4_PREFIX) :])
+        if inner is not None:
+            from tape.codecs._lz4_codec import Lz4Codec  # lz4 is loaded when first asked for
+
+            return Lz4Codec(inner)
     raise ArgumentError(f"unknown codec {name!r} (known: {', '.join(names())}, and lz4+ any of them)")
 
 
 def names() -> list[str]:
     """The names of the registered codecs, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(_REGISTRY.keys() | _LATER.keys())
+
+
+# -- codecs loaded when first asked for ----------------------------------------------
+#
+# Their modules load a third-party package (fastavro, lz4): `import tape`
+# loads neither, and the encode and decode of a loaded codec import nothing.
+
+
+def _avro() -> Codec:
+    from tape.codecs._avro_codec import AvroCodec
+
+    return AvroCodec()
+
+
+# Registered by name, made by get() the first time it is asked for.
+_LATER: dict[str, Callable[[], Codec]] = {"avro": _avro}
+
+# Attributes of this module (PEP 562), each loading its module on first use.
+_LAZY_CLASSES = {"AvroCodec": "tape.codecs._avro_codec", "Lz4Codec": "tape.codecs._lz4_codec"}
+
+
+def _registered(name: str) -> Codec | None:
+    """The codec registered as `name`, made now if it is one of _LATER; None if none is."""
+    codec = _REGISTRY.get(name)
+    if codec is None:
+        make = _LATER.get(name)
+        if make is not None:
+            codec = _REGISTRY.setdefault(name, make())
+    return codec
+
+
+def __getattr__(name: str) -> Any:
+    """AvroCodec and Lz4Codec, their module loaded on first use."""
+    module = _LAZY_CLASSES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(globals().keys() | _LAZY_CLASSES.keys())
 
 
 # -- what a queue opens with ---------------------------------------------------------
@@ -128,10 +178,18 @@ def requested(codec: str | Codec | None, schema: Any = None) -> Codec | None:
 
 
 def _with_schema(codec: Codec, schema: Any) -> Codec:
-    if isinstance(codec, Lz4Codec):
-        return Lz4Codec(_with_schema(codec.inner, schema), threshold=codec.threshold, level=codec.level)
-    if isinstance(codec, AvroCodec):
-        return AvroCodec(schema)
+    # No codec is an Lz4Codec or an AvroCodec before its module is loaded:
+    # telling needs no loading.
+    if _LAZY_CLASSES["Lz4Codec"] in sys.modules:
+        from tape.codecs._lz4_codec import Lz4Codec
+
+        if isinstance(codec, Lz4Codec):
+            return Lz4Codec(_with_schema(codec.inner, schema), threshold=codec.threshold, level=codec.level)
+    if _LAZY_CLASSES["AvroCodec"] in sys.modules:
+        from tape.codecs._avro_codec import AvroCodec
+
+        if isinstance(codec, AvroCodec):
+            return AvroCodec(schema)
     raise ArgumentError(f"schema= goes with codec='avro' (or 'lz4+avro'), not {codec.name!r}")
 
 
@@ -173,5 +231,4 @@ def opened(asked: Codec | None, name: str, params: bytes) -> Codec:
 register(RawCodec())
 register(MsgpackCodec())
 register(JsonCodec())
-register(AvroCodec())
-register(PickleCodec())
+register(PickleCodec())  # and "avro", in _LATER

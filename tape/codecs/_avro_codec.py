@@ -1,4 +1,8 @@
-"""The avro codec: Avro binary of the schema a queue stores (fastavro)."""
+"""The avro codec: Avro binary of the schema a queue stores (fastavro).
+
+Loaded when an avro codec is first asked for (see tape.codecs), so that
+`import tape` does not load fastavro.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""The lz4 codec: lz4 frame compression around another codec ("lz4+<its name>")."""
+"""The lz4 codec: lz4 frame compression around another codec ("lz4+<its name>").
+
+Loaded when an lz4 codec is first asked for (see tape.codecs), so that
+`import tape` does not load lz4; lz4.frame is imported here, at the top, to
+keep imports off the encode and decode path.
+"""
 
 from __future__ import annotations
 
