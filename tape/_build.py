@@ -184,7 +184,6 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
 extern "Python" int _tape_progress(void *arg, uint64_t walked);
 int64_t tape_repair_tail(tape_queue *q);
 
-int tape_msgpack_check_keys(const void *buf, size_t len);
 """
 
 ffibuilder = cffi.FFI()
