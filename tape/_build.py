@@ -11,16 +11,12 @@ import cffi
 
 _ROOT = Path(__file__).resolve().parent.parent
 _CSRC = _ROOT / "csrc"
-_NOT_CORE = ("test_", "bench_", "fuzz_")
 
 
 def _core_files(pattern: str) -> list[str]:
-    """The core's files matching `pattern` in csrc/, relative to the repository root."""
-    return sorted(
-        str(p.relative_to(_ROOT))
-        for p in _CSRC.glob(pattern)
-        if not p.name.startswith(_NOT_CORE)
-    )
+    """The core's files matching `pattern` in csrc/ (tests, benchmark and tools
+    live in folders below it), relative to the repository root."""
+    return sorted(str(p.relative_to(_ROOT)) for p in _CSRC.glob(pattern))
 
 
 CDEF = """
