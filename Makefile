@@ -22,8 +22,9 @@ BPY    := $(BVENV)/bin/python
 BSTAMP := $(BVENV)/.installed
 
 # What the installed extension is built from: a change to any rebuilds it.
-CORE_SRC     := $(filter-out csrc/test_%.c csrc/bench_%.c csrc/fuzz_%.c,$(wildcard csrc/*.c))
-BUILD_INPUTS := $(CORE_SRC) $(wildcard csrc/*.h) tape/_build.py tape/_msgpack.c setup.py pyproject.toml
+CORE_SRC     := $(wildcard csrc/*.c)
+BUILD_INPUTS := $(CORE_SRC) $(wildcard csrc/*.h) tape/_build.py tape/_msgpack.c \
+                tape/_msgpack_keys.c tape/_msgpack_keys.h setup.py pyproject.toml
 
 .PHONY: venv test demo sanitize bench clean
 

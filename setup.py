@@ -14,7 +14,8 @@ setup(
     ext_modules=[
         Extension(
             "tape._msgpack",
-            sources=["tape/_msgpack.c"],
+            sources=["tape/_msgpack.c", "tape/_msgpack_keys.c"],
+            depends=["tape/_msgpack_keys.h"],
             extra_compile_args=["-std=c11", "-O2", *_WARNINGS],
         )
     ],

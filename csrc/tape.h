@@ -390,15 +390,6 @@ int tape_wait(tape_tailer *t, int64_t timeout_ns);
  * spins until data arrives or the timeout passes, for the lowest latency. */
 int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns);
 
-/* ---- codec support -------------------------------------------------------- */
-
-/* Whether the msgpack value in buf[0..len) keeps to the msgpack codec's rule
- * that every map key is a str, bin or int (of any width): 0 when it does and
- * the buffer holds exactly one value, 1 at the first key of another kind (a
- * float, bool, nil, array, map or ext), TAPE_EINVAL when the bytes are not
- * one well-formed value or nest deeper than 1,023 levels. Reads only buf. */
-int tape_msgpack_check_keys(const void *buf, size_t len);
-
 #ifdef __cplusplus
 }
 #endif

@@ -18,6 +18,10 @@
  *                   unpack() of each payload buf[ends[k-1]:ends[k]] from k = start,
  *                   appended to values, up to the first that gives FALLBACK;
  *                   returns that k (len(ends) when none does).
+ *   check_keys(data)
+ *                   the codec's rule on map keys (str, bin or int), checked on
+ *                   packed bytes: 0, 1 at a key of another kind, -1 when data
+ *                   is not one well-formed value (_msgpack_keys.c).
  *
  * Declining is always safe: msgpack-python then does the work, with its own
  * errors. So the fast path declines whenever in doubt: subclasses, extension
@@ -41,6 +45,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "_msgpack_keys.h"
 
 /* Containers nested deeper than this are left to msgpack-python (its packer
  * stops at 1024 levels in msgpack 1.2, 511 in older ones; its unpacker at
@@ -619,6 +625,19 @@ fail:
     return NULL;
 }
 
+/* ---- the key rule ------------------------------------------------------------------ */
+
+static PyObject *mp_check_keys(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int rc = mpk_check_keys(view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    return PyLong_FromLong(rc);
+}
+
 /* ---- the module ------------------------------------------------------------------ */
 
 static PyMethodDef mp_methods[] = {
@@ -632,6 +651,10 @@ static PyMethodDef mp_methods[] = {
      "unpack_into(values, buf, ends, start, /) -> int\n--\n\n"
      "Append unpack() of the payloads of buf ending at ends[start:] to values,\n"
      "up to the first that gives FALLBACK; return its position (len(ends) if none)."},
+    {"check_keys", mp_check_keys, METH_O,
+     "check_keys(data, /) -> int\n--\n\n"
+     "0 when data is one msgpack value whose map keys are all str, bin or int;\n"
+     "1 at the first key of another kind; -1 when data is not one well-formed value."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,7 +8,7 @@ until the workload no longer reaches it. Every failure must be a TapeOSError
 with the injected errno (or PoisonedError for a write after a failed sync),
 the child must exit normally (no SIGBUS), and a reader process without faults
 must then find a queue that verifies, holds exactly the acknowledged entries
-and accepts a write. csrc/test_fault.c covers the core's full matrix; this
+and accepts a write. csrc/tests/test_fault.c covers the core's full matrix; this
 checks the mapping to Python.
 """
 

@@ -11,13 +11,12 @@ from typing import Any
 import msgpack
 
 from tape import _msgpack as _fast
-from tape._core import lib
 from tape.codecs._objection import first_objection
 from tape.errors import DecodeError, EncodeError
 
 _MSGPACK_INT_MIN = -(2**63)
 _MSGPACK_INT_END = 2**64
-_check_keys = lib.tape_msgpack_check_keys
+_check_keys = _fast.check_keys
 
 
 def _msgpack_objection(part: Any, is_key: bool) -> str | None:
@@ -78,7 +77,7 @@ class MsgpackCodec:
             raise EncodeError(f"msgpack cannot encode the value: {why}") from exc
         # msgpack packs a tuple key as an array, which no reader can turn back
         # into a key: the packed bytes tell, faster than a walk of `obj`.
-        if _check_keys(data, len(data)) != 0:
+        if _check_keys(data) != 0:
             why = first_objection(obj, _msgpack_objection) or "a map key that is not a str, bytes or int"
             raise EncodeError(f"msgpack cannot encode the value: {why}")
         return data

@@ -9,8 +9,7 @@ static void append_if_checks_the_last_entry(void)
 {
     tape_queue *q;
     tape_appender *a;
-    CHECK_OK(th_open("q", "daily", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
     EXPECT_EQ(tape_append_if(a, "x", 1, 0, 12345), TAPE_ECONFLICT);
     int64_t first = tape_append_if(a, "a", 1, 0, -1);
     CHECK_OK(first);
@@ -19,8 +18,7 @@ static void append_if_checks_the_last_entry(void)
     EXPECT_EQ(second, first + 1);
     EXPECT_EQ(tape_append_if(a, "c", 1, 0, first), TAPE_ECONFLICT);
     EXPECT_EQ(tape_count(q), 2);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, NULL);
 }
 
 /* Read the counter (the last entry) and append it plus one, retrying on
@@ -51,9 +49,7 @@ static int increment(const char *path, int n)
         else if (rc != TAPE_ECONFLICT)
             return -3;
     }
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
     return 0;
 }
 
@@ -81,8 +77,7 @@ static void two_processes_incrementing_lose_no_update(void)
         memcpy(&v, e.e_data, sizeof v);
         EXPECT_EQ(v, expect++);
     }
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static const th_test tests[] = {

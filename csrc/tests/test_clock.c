@@ -92,9 +92,7 @@ static void appends_take_the_wall_clock(void)
         prev = ts;
     }
     EXPECT_EQ(bad, 0);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 static const th_test tests[] = {

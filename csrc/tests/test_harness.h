@@ -236,16 +236,62 @@ static inline uint64_t th_rand(uint64_t *s)
     return *s * 0x2545F4914F6CDD1Dull;
 }
 
-/* Open (creating) a queue in the test directory. */
-static inline int th_open(const char *name, const char *roll, const char *codec,
-                          tape_queue **q)
+/* Open (creating) the queue in directory `path`. */
+static inline int th_open_at(const char *path, const char *roll, const char *codec,
+                             tape_queue **q)
 {
     tape_open_opts o;
     memset(&o, 0, sizeof o);
     o.oo_roll_cycle = roll;
     o.oo_codec = codec;
     o.oo_create = 1;
-    return tape_open(th_path(name), &o, q);
+    return tape_open(path, &o, q);
+}
+
+/* Open (creating) a queue in the test directory. */
+static inline int th_open(const char *name, const char *roll, const char *codec,
+                          tape_queue **q)
+{
+    return th_open_at(th_path(name), roll, codec, q);
+}
+
+/* After an open that returned rc: on success, an appender on *q too (*q is
+ * closed again when there is none). Returns the first error, or 0. */
+static inline int th_with_appender(int rc, tape_queue **q, tape_appender **a)
+{
+    if (rc < 0)
+        return rc;
+    if ((rc = tape_appender_open(*q, a)) < 0)
+        tape_close(*q);
+    return rc;
+}
+
+/* The same for a tailer at the start of *q. */
+static inline int th_with_tailer(int rc, tape_queue **q, tape_tailer **t)
+{
+    if (rc < 0)
+        return rc;
+    if ((rc = tape_tailer_open(*q, t)) < 0)
+        tape_close(*q);
+    return rc;
+}
+
+/* Open (creating) a queue in the test directory, and an appender on it. */
+static inline int th_open_writer(const char *name, const char *roll, const char *codec,
+                                 tape_queue **q, tape_appender **a)
+{
+    return th_with_appender(th_open(name, roll, codec, q), q, a);
+}
+
+/* Close a test's tailer, appender and queue: those that are not NULL. */
+static inline void th_close_all(tape_queue *q, tape_appender *a, tape_tailer *t)
+{
+    if (t)
+        tape_tailer_close(t);
+    if (a)
+        tape_appender_close(a);
+    if (q)
+        tape_close(q);
 }
 
 /* ---- main ----------------------------------------------------------------- */

@@ -45,8 +45,7 @@ static void spinning_tailer_sees_an_append(void)
 {
     tape_queue *q;
     tape_tailer *t;
-    CHECK_OK(th_open("q", "daily", "raw", &q));
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(th_open("q", "daily", "raw", &q), &q, &t));
     long ms = wait_for_append(q, t, -1);
     EXPECT(ms >= 40 && ms < 4000);
     ms = wait_for_append(q, t, 1000000); /* spin 1 ms, then sleep */
@@ -57,8 +56,7 @@ static void spinning_tailer_sees_an_append(void)
     EXPECT_EQ(tape_wait(t, 20000000), 0);
     int64_t took = th_now_ns() - start;
     EXPECT(took >= 20000000 && took < 2000000000);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static void read_only_tailer_waits_for_an_append(void)

@@ -30,6 +30,30 @@ static int fill(tape_queue *q)
     return rc;
 }
 
+/* A peeked batch's buffers. */
+typedef struct batch {
+    char b_buf[1024];
+    int64_t b_idx[N_ENTRIES + 1], b_ts[N_ENTRIES + 1];
+    uint64_t b_ends[N_ENTRIES + 1];
+} batch;
+
+/* tape_peek_many into b, with `cap` bytes of room for up to `max` entries. */
+static int64_t peek(tape_tailer *t, batch *b, size_t cap, size_t max)
+{
+    return tape_peek_many(t, b->b_buf, cap, b->b_idx, b->b_ts, b->b_ends, max);
+}
+
+/* The queue of fill() and a tailer (named when `name` is not NULL). */
+static int open_filled(const char *name, tape_queue **q, tape_tailer **t)
+{
+    int rc = th_open("q", "daily", "raw", q);
+    if (rc >= 0 && (rc = fill(*q)) >= 0)
+        rc = name ? tape_tailer_open_named(*q, name, t) : tape_tailer_open(*q, t);
+    if (rc < 0)
+        tape_close(*q);
+    return rc;
+}
+
 /* The position stored under `name`, -2 when there is none. */
 static int64_t stored(tape_queue *q, const char *name)
 {
@@ -64,9 +88,7 @@ static void advance_matches_reads(int dir)
     CHECK_OK(fill(q));
     int64_t cycles[4];
     CHECK_EQ(tape_list_cycles(q, cycles, 4), 3); /* days 0, 1 (empty) and 3 */
-    char buf[1024];
-    int64_t idx[N_ENTRIES + 1], ts[N_ENTRIES + 1];
-    uint64_t ends[N_ENTRIES + 1];
+    batch b;
     for (size_t k = 0; k <= N_ENTRIES; k++) {
         tape_tailer *p, *r;
         tape_entry e;
@@ -75,7 +97,7 @@ static void advance_matches_reads(int dir)
         for (size_t i = 0; i < k; i++)
             CHECK_EQ(tape_read(r, &e), 1);
         int64_t before = tape_tailer_index(p);
-        CHECK_EQ(tape_peek_many(p, buf, sizeof buf, idx, ts, ends, N_ENTRIES + 1), N_ENTRIES);
+        CHECK_EQ(peek(p, &b, sizeof b.b_buf, N_ENTRIES + 1), N_ENTRIES);
         EXPECT_EQ(tape_tailer_index(p), before);
         EXPECT_EQ(tape_tailer_last_read_index(p), -1);
         CHECK_OK(tape_tailer_advance(p, N_ENTRIES));
@@ -89,7 +111,7 @@ static void advance_matches_reads(int dir)
         EXPECT_EQ(rp, rr);
         EXPECT_EQ(ip, rr == 1 ? e.e_index : -1);
         if (k < N_ENTRIES)
-            EXPECT_EQ(ip, idx[k]);
+            EXPECT_EQ(ip, b.b_idx[k]);
         tape_tailer_close(p);
         tape_tailer_close(r);
     }
@@ -110,55 +132,45 @@ static void advance_needs_a_pending_batch_and_k_within_it(void)
 {
     tape_queue *q;
     tape_tailer *t;
-    char buf[64];
-    int64_t idx[4], ts[4];
-    uint64_t ends[4];
+    batch b;
     tape_entry e;
-    CHECK_OK(th_open("q", "daily", "raw", &q));
-    CHECK_OK(fill(q));
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(open_filled(NULL, &q, &t));
     EXPECT_EQ(tape_tailer_advance(t, 0), TAPE_EINVAL);
-    CHECK_EQ(tape_peek_many(t, buf, sizeof buf, idx, ts, ends, 4), 4);
+    CHECK_EQ(peek(t, &b, sizeof b.b_buf, 4), 4);
     EXPECT_EQ(tape_tailer_advance(t, 5), TAPE_EINVAL);
     EXPECT_EQ(tape_tailer_advance(t, 4), 0);
     EXPECT_EQ(tape_read(t, &e), 1); /* forgets the batch */
     EXPECT_EQ(tape_tailer_advance(t, 0), TAPE_EINVAL);
-    EXPECT_EQ(tape_peek_many(t, buf, 2, idx, ts, ends, 4), TAPE_EINVAL); /* 4 > cap */
+    EXPECT_EQ(peek(t, &b, 2, 4), TAPE_EINVAL); /* 4 > cap */
     EXPECT_EQ(tape_tailer_advance(t, 0), TAPE_EINVAL);
-    CHECK_EQ(tape_peek_many(t, buf, sizeof buf, idx, ts, ends, 4), 4);
+    CHECK_EQ(peek(t, &b, sizeof b.b_buf, 4), 4);
     CHECK_OK(tape_tailer_to_start(t));
     EXPECT_EQ(tape_tailer_advance(t, 1), TAPE_EINVAL);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static void a_peek_not_advanced_leaves_the_stored_position(void)
 {
     tape_queue *q;
     tape_tailer *t;
-    char buf[64];
-    int64_t idx[8], ts[8];
-    uint64_t ends[8];
+    batch b;
     tape_entry e;
-    CHECK_OK(th_open("q", "daily", "raw", &q));
-    CHECK_OK(fill(q));
-    CHECK_OK(tape_tailer_open_named(q, "billing", &t));
+    CHECK_OK(open_filled("billing", &q, &t));
     CHECK_EQ(tape_read(t, &e), 1);
     CHECK_EQ(tape_read(t, &e), 1);
     int64_t at = stored(q, "billing");
     CHECK_EQ(at, e.e_index + 1);
-    CHECK_EQ(tape_peek_many(t, buf, sizeof buf, idx, ts, ends, 8), 8);
+    CHECK_EQ(peek(t, &b, sizeof b.b_buf, 8), 8);
     EXPECT_EQ(stored(q, "billing"), at);
     tape_tailer_close(t);
     EXPECT_EQ(stored(q, "billing"), at);
     CHECK_OK(tape_tailer_open_named(q, "billing", &t));
     CHECK_EQ(tape_read(t, &e), 1);
-    EXPECT_EQ(e.e_index, idx[0]);
+    EXPECT_EQ(e.e_index, b.b_idx[0]);
     int v;
     memcpy(&v, e.e_data, sizeof v);
     EXPECT_EQ(v, 2);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static const th_test tests[] = {

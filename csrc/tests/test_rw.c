@@ -113,9 +113,8 @@ static model M; /* one model, rebuilt by each test that uses it */
 static void empty_queue_has_nothing_to_read(void)
 {
     tape_queue *q = NULL;
-    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(th_open("q", "test_secondly", "raw", &q), &q, &t));
     tape_entry e;
     EXPECT_EQ(tape_read(t, &e), 0);
     char buf[64];
@@ -138,8 +137,7 @@ static void empty_queue_has_nothing_to_read(void)
     EXPECT_EQ(tape_list_cycles(q, cyc, 4), 0);
     tape_cycle_info ci;
     EXPECT_EQ(tape_cycle_info_get(q, T0_SEC, &ci), -ENOENT);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 /* ---- reading ---------------------------------------------------------------- */
@@ -147,9 +145,8 @@ static void empty_queue_has_nothing_to_read(void)
 static void forward_read_returns_every_entry_in_order(void)
 {
     tape_queue *q = NULL;
-    CHECK_OK(open_model(&q, &M));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(open_model(&q, &M), &q, &t));
     EXPECT_EQ(tape_tailer_direction(t), TAPE_FORWARD);
     EXPECT_EQ(tape_tailer_last_read_index(t), -1);
     tape_entry e;
@@ -163,8 +160,7 @@ static void forward_read_returns_every_entry_in_order(void)
     EXPECT_EQ(tape_read(t, &e), 0);
     EXPECT_EQ(tape_read(t, &e), 0);
     EXPECT_EQ(tape_tailer_last_read_index(t), M.e[M.n - 1].index);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static void indexes_are_cycle_and_seq(void)
@@ -181,9 +177,8 @@ static void indexes_are_cycle_and_seq(void)
 static void backward_read_returns_the_reverse(void)
 {
     tape_queue *q = NULL;
-    CHECK_OK(open_model(&q, &M));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(open_model(&q, &M), &q, &t));
     CHECK_OK(tape_tailer_set_direction(t, TAPE_BACKWARD));
     EXPECT_EQ(tape_tailer_direction(t), TAPE_BACKWARD);
     CHECK_OK(tape_tailer_to_end(t));
@@ -193,16 +188,14 @@ static void backward_read_returns_the_reverse(void)
             break;
     EXPECT_EQ(tape_read(t, &e), 0);
     EXPECT_EQ(tape_tailer_last_read_index(t), M.e[0].index);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static void read_many_with_small_buffers(void)
 {
     tape_queue *q = NULL;
-    CHECK_OK(open_model(&q, &M));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(open_model(&q, &M), &q, &t));
     /* cap 256 fits any one entry of the model (< 200 bytes). */
     size_t caps[] = {256, 300, 1000, 4096};
     size_t maxes[] = {1, 3, 7, 64};
@@ -230,8 +223,7 @@ static void read_many_with_small_buffers(void)
         }
         EXPECT_EQ(i, M.n);
     }
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static void read_many_refuses_an_entry_larger_than_cap(void)
@@ -263,18 +255,15 @@ static void read_many_refuses_an_entry_larger_than_cap(void)
     EXPECT_EQ(e.e_index, i1);
     EXPECT_EQ(e.e_len, sizeof big);
     EXPECT(memcmp(e.e_data, big, sizeof big) == 0);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 /* read_many follows the direction, as tape_read does. */
 static void read_many_backward(void)
 {
     tape_queue *q = NULL;
-    CHECK_OK(open_model(&q, &M));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(open_model(&q, &M), &q, &t));
     CHECK_OK(tape_tailer_set_direction(t, TAPE_BACKWARD));
     CHECK_OK(tape_tailer_to_end(t));
     unsigned char buf[2048];
@@ -295,8 +284,7 @@ static void read_many_backward(void)
         }
     }
     EXPECT_EQ(i, -1);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 /* ---- moving ----------------------------------------------------------------- */
@@ -304,9 +292,8 @@ static void read_many_backward(void)
 static void to_index_reaches_every_entry(void)
 {
     tape_queue *q = NULL;
-    CHECK_OK(open_model(&q, &M));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(open_model(&q, &M), &q, &t));
     tape_entry e;
     /* In a scrambled order, so that moves go back and forth. */
     for (int k = 0; k < M.n; k++) {
@@ -336,8 +323,7 @@ static void to_index_reaches_every_entry(void)
             EXPECT_EQ(tape_read(t, &e), 0);
         }
     }
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 /* A move far from what the tailer read takes the entry's block with pread
@@ -416,8 +402,7 @@ static void to_index_finds_entries_of_every_size(void)
     CHECK_EQ(tape_tailer_to_index(t, want[380].index), 1);
     EXPECT(tape_read(t, &e) == 1 && entry_ok(&e, &want[380]));
     EXPECT(tape_fault_calls(TC_PREAD) > 0);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 /* RssFile of /proc/self/status, in KiB: file pages mapped by this process. */
@@ -450,8 +435,7 @@ static void reading_in_stretches_keeps_resident_memory_bounded(void)
         memcpy(buf, &i, sizeof i);
         CHECK_OK(idx[i] = tape_append(a, buf, ESZ, T0));
     }
-    tape_appender_close(a);
-    tape_close(q); /* so that only the tailer maps the file */
+    th_close_all(q, a, NULL); /* so that only the tailer maps the file */
     CHECK_OK(th_open("q", "minutely", "raw", &q));
     for (int order = 0; order < 4; order++) {
         int reverse = order & 1, backward = order >> 1;
@@ -483,9 +467,8 @@ static void reading_in_stretches_keeps_resident_memory_bounded(void)
 static void to_index_of_a_missing_entry_leaves_the_position(void)
 {
     tape_queue *q = NULL;
-    CHECK_OK(open_model(&q, &M));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(open_model(&q, &M), &q, &t));
     int64_t missing[] = {
         tape_make_index(q, T0_SEC, 300),       /* one past a sealed cycle's last */
         tape_make_index(q, T0_SEC, 4095),      /* last seq of a cycle */
@@ -516,16 +499,14 @@ static void to_index_of_a_missing_entry_leaves_the_position(void)
                 entry_ok(&e, &M.e[at]);
         }
     }
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static void to_start_and_to_end_in_both_directions(void)
 {
     tape_queue *q = NULL;
-    CHECK_OK(open_model(&q, &M));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(open_model(&q, &M), &q, &t));
     tape_entry e;
     ment *first = &M.e[0], *last = &M.e[M.n - 1];
 
@@ -563,16 +544,14 @@ static void to_start_and_to_end_in_both_directions(void)
     EXPECT_EQ(e.e_len, 3);
     EXPECT_EQ(tape_read(t, &e), 0);
     tape_appender_close(a);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static void to_time_finds_the_first_entry_at_or_after(void)
 {
     tape_queue *q = NULL;
-    CHECK_OK(open_model(&q, &M));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(open_model(&q, &M), &q, &t));
     tape_entry e;
     /* Every cycle boundary, with or without a file, from before the first
      * to after the last. */
@@ -616,8 +595,7 @@ static void to_time_finds_the_first_entry_at_or_after(void)
     EXPECT_EQ(tape_tailer_to_time(t, M.e[M.n - 1].ts + 1), 0);
     EXPECT_EQ(tape_read(t, &e), 1);
     entry_ok(&e, &M.e[42]);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 /* ---- payloads --------------------------------------------------------------- */
@@ -676,9 +654,7 @@ static void payload_sizes_round_trip(void)
         got += (int)n;
     }
     free(buf);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 static void too_big_payload_is_refused(void)
@@ -700,8 +676,7 @@ static void too_big_payload_is_refused(void)
     EXPECT(written <= 1);
     munmap(p, len + 4096);
     EXPECT_EQ(tape_count(q), (int64_t)written);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, NULL);
 }
 
 /* A full disk must be an error code, never SIGBUS. RLIMIT_FSIZE makes
@@ -803,9 +778,7 @@ static void append_many_writes_a_batch(void)
             break;
     }
     EXPECT_EQ(tape_read(t, &e), 0);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 /* ---- reopening and open errors --------------------------------------------- */
@@ -844,8 +817,7 @@ static void reopened_queue_reads_the_same(void)
     CHECK_OK(tape_appender_open(q, &a));
     int64_t i = tape_append(a, "x", 1, M.e[M.n - 1].ts);
     EXPECT_EQ(i, M.e[M.n - 1].index + 1);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, NULL);
 }
 
 static void read_only_queue_refuses_appenders(void)
@@ -855,8 +827,7 @@ static void read_only_queue_refuses_appenders(void)
     tape_appender *a = NULL;
     CHECK_OK(tape_appender_open(q, &a));
     CHECK_OK(tape_append(a, "hello", 5, 0));
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, NULL);
 
     tape_open_opts o;
     memset(&o, 0, sizeof o);
@@ -869,8 +840,7 @@ static void read_only_queue_refuses_appenders(void)
     tape_entry e;
     EXPECT_EQ(tape_read(t, &e), 1);
     EXPECT(e.e_len == 5 && memcmp(e.e_data, "hello", 5) == 0);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 
     /* Read-only and missing: an error, never a new queue. */
     o.oo_create = 1;
@@ -1020,9 +990,7 @@ static void full_cycle_is_refused(void)
     EXPECT_EQ(tape_read(t, &e), 1);
     EXPECT(e.e_len == 1 && ((const char *)e.e_data)[0] == 'y');
     EXPECT_EQ(tape_read(t, &e), 0);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 /* tape.h: on error, the entries before the failing one are written and
@@ -1052,9 +1020,7 @@ static void append_many_stops_at_a_full_cycle(void)
     tape_entry e;
     EXPECT_EQ(tape_read(t, &e), 1);
     EXPECT(e.e_len == 1 && ((const unsigned char *)e.e_data)[0] == 5);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 static void timestamps_never_decrease(void)
@@ -1104,9 +1070,8 @@ static void timestamps_never_decrease(void)
 static void tailer_opened_early_sees_later_cycles(void)
 {
     tape_queue *q = NULL;
-    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(th_open("q", "test_secondly", "raw", &q), &q, &t));
     tape_entry e;
     EXPECT_EQ(tape_read(t, &e), 0);
     tape_appender *a = NULL;
@@ -1125,8 +1090,7 @@ static void tailer_opened_early_sees_later_cycles(void)
         }
     }
     tape_appender_close(a);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 /* ---- bookkeeping -------------------------------------------------------------- */
@@ -1483,8 +1447,7 @@ static long rss_of_random_reads(const char *name, int64_t n)
         long r = reader_rss_kib();
         most = r > most ? r : most;
     }
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
     return most;
 }
 
@@ -1519,16 +1482,14 @@ static void appenders_map_nothing_far_behind_their_end(void)
 static void direction_values_are_checked(void)
 {
     tape_queue *q = NULL;
-    CHECK_OK(th_open("q", "daily", "raw", &q));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(th_open("q", "daily", "raw", &q), &q, &t));
     EXPECT_EQ(tape_tailer_set_direction(t, 2), TAPE_EINVAL);
     EXPECT_EQ(tape_tailer_set_direction(t, -1), TAPE_EINVAL);
     EXPECT_EQ(tape_tailer_direction(t), TAPE_FORWARD);
     EXPECT_EQ(tape_tailer_set_direction(t, TAPE_BACKWARD), 0);
     EXPECT_EQ(tape_tailer_direction(t), TAPE_BACKWARD);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static const th_test tests[] = {

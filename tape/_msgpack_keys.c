@@ -1,4 +1,6 @@
-/* msgpack_keys.c - the check behind the msgpack codec's rule on map keys.
+/* _msgpack_keys.c - the check behind the msgpack codec's rule on map keys
+ * (part of the extension tape._msgpack, as check_keys; also compiled into the
+ * C test csrc/tests/test_msgpack.c).
  *
  * The msgpack codec refuses map keys that are not str, bytes or int: msgpack
  * would pack a tuple key as an array, which no reader can turn back into a
@@ -7,9 +9,10 @@
  * the codec packs first and this walk reads the packed bytes instead: one
  * pass, no allocation.
  */
-#include <stdbool.h>
+#include "_msgpack_keys.h"
 
-#include "tape.h"
+#include <stdbool.h>
+#include <stdint.h>
 
 /* Deeper than msgpack-python's own packer goes (it stops at 511 levels). */
 #define MK_DEPTH 1024
@@ -96,7 +99,7 @@ static bool mk_head(const uint8_t *p, size_t avail, mk_item *it)
     return true;
 }
 
-int tape_msgpack_check_keys(const void *buf, size_t len)
+int mpk_check_keys(const void *buf, size_t len)
 {
     const uint8_t *p = buf;
     size_t left = len;
@@ -110,21 +113,21 @@ int tape_msgpack_check_keys(const void *buf, size_t len)
     for (;;) {
         while (todo[depth] == 0) {
             if (depth == 0)
-                return left == 0 ? 0 : TAPE_EINVAL;
+                return left == 0 ? 0 : MPK_INVALID;
             depth--;
         }
         bool is_key = in_map[depth] && todo[depth] % 2 == 0;
         todo[depth]--;
         mk_item it;
         if (left == 0 || !mk_head(p, left, &it))
-            return TAPE_EINVAL;
+            return MPK_INVALID;
         p += it.mi_head;
         left -= it.mi_head;
         if (is_key && !it.mi_key_ok)
             return 1;
         if (it.mi_kind == MK_SCALAR) {
             if (left < it.mi_size)
-                return TAPE_EINVAL;
+                return MPK_INVALID;
             p += it.mi_size;
             left -= it.mi_size;
             continue;
@@ -132,7 +135,7 @@ int tape_msgpack_check_keys(const void *buf, size_t len)
         if (it.mi_size == 0)
             continue;
         if (depth + 1 == MK_DEPTH || it.mi_size > left)
-            return TAPE_EINVAL; /* every item takes a byte at least */
+            return MPK_INVALID; /* every item takes a byte at least */
         depth++;
         todo[depth] = it.mi_kind == MK_MAP ? 2 * it.mi_size : it.mi_size;
         in_map[depth] = it.mi_kind == MK_MAP;

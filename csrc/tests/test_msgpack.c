@@ -1,9 +1,10 @@
-/* test_msgpack.c - tape_msgpack_check_keys: the msgpack codec's rule that map
+/* test_msgpack.c - mpk_check_keys (tape/_msgpack_keys.c, tape._msgpack.check_keys): the msgpack codec's rule that map
  * keys are str, bin or int, checked on packed bytes. */
 #include "test_harness.h"
+#include "_msgpack_keys.h"
 
 /* The check of the `n` bytes of the string literal `s`. */
-#define KEYS(s) tape_msgpack_check_keys((s), sizeof(s) - 1)
+#define KEYS(s) mpk_check_keys((s), sizeof(s) - 1)
 
 static void scalars_and_empty_containers_pass(void)
 {
@@ -64,15 +65,15 @@ static void keys_are_checked_at_any_depth(void)
 
 static void broken_bytes_are_refused(void)
 {
-    EXPECT_EQ(tape_msgpack_check_keys("", 0), TAPE_EINVAL);
-    EXPECT_EQ(KEYS("\xc1"), TAPE_EINVAL);          /* the reserved byte */
-    EXPECT_EQ(KEYS("\x01\x02"), TAPE_EINVAL);      /* two values */
-    EXPECT_EQ(KEYS("\xa3" "ab"), TAPE_EINVAL);     /* str cut short */
-    EXPECT_EQ(KEYS("\x82\xa1" "a\x01"), TAPE_EINVAL); /* map missing a pair */
-    EXPECT_EQ(KEYS("\xdb\xff\xff\xff\xff"), TAPE_EINVAL);
-    EXPECT_EQ(KEYS("\xdd\xff\xff\xff\xff\x01"), TAPE_EINVAL);
-    EXPECT_EQ(KEYS("\xdf\x00"), TAPE_EINVAL);      /* length cut short */
-    EXPECT_EQ(KEYS("\xc9\x00\x00\x00\x02\x01" "a"), TAPE_EINVAL); /* ext32 data cut */
+    EXPECT_EQ(mpk_check_keys("", 0), MPK_INVALID);
+    EXPECT_EQ(KEYS("\xc1"), MPK_INVALID);          /* the reserved byte */
+    EXPECT_EQ(KEYS("\x01\x02"), MPK_INVALID);      /* two values */
+    EXPECT_EQ(KEYS("\xa3" "ab"), MPK_INVALID);     /* str cut short */
+    EXPECT_EQ(KEYS("\x82\xa1" "a\x01"), MPK_INVALID); /* map missing a pair */
+    EXPECT_EQ(KEYS("\xdb\xff\xff\xff\xff"), MPK_INVALID);
+    EXPECT_EQ(KEYS("\xdd\xff\xff\xff\xff\x01"), MPK_INVALID);
+    EXPECT_EQ(KEYS("\xdf\x00"), MPK_INVALID);      /* length cut short */
+    EXPECT_EQ(KEYS("\xc9\x00\x00\x00\x02\x01" "a"), MPK_INVALID); /* ext32 data cut */
 }
 
 static void nesting_is_bounded(void)
@@ -81,8 +82,8 @@ static void nesting_is_bounded(void)
     for (size_t i = 0; i < sizeof deep - 1; i++)
         deep[i] = 0x91; /* [[[...]]] */
     deep[sizeof deep - 1] = 0x01;
-    EXPECT_EQ(tape_msgpack_check_keys(deep, sizeof deep), TAPE_EINVAL);
-    EXPECT_EQ(tape_msgpack_check_keys(deep + sizeof deep - 1000, 1000), 0);
+    EXPECT_EQ(mpk_check_keys(deep, sizeof deep), MPK_INVALID);
+    EXPECT_EQ(mpk_check_keys(deep + sizeof deep - 1000, 1000), 0);
 }
 
 /* Random bytes, each buffer allocated to its exact length so that the
@@ -98,8 +99,8 @@ static void random_bytes_are_read_within_bounds(void)
             x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
             buf[i] = (uint8_t)x;
         }
-        int rc = tape_msgpack_check_keys(buf, len);
-        EXPECT(rc == 0 || rc == 1 || rc == TAPE_EINVAL);
+        int rc = mpk_check_keys(buf, len);
+        EXPECT(rc == 0 || rc == 1 || rc == MPK_INVALID);
         free(buf);
     }
 }

@@ -21,14 +21,9 @@ static tape_appender *child_appender(const char *dir, const char *kill)
 {
     if (tape_fault_configure(NULL, kill) < 0)
         _exit(2);
-    tape_open_opts o;
-    memset(&o, 0, sizeof o);
-    o.oo_create = 1;
-    o.oo_roll_cycle = "test_secondly";
-    o.oo_codec = "raw";
     tape_queue *q;
     tape_appender *a;
-    if (tape_open(dir, &o, &q) < 0 || tape_appender_open(q, &a) < 0)
+    if (th_with_appender(th_open_at(dir, "test_secondly", "raw", &q), &q, &a) < 0)
         _exit(3);
     return a;
 }
@@ -109,8 +104,7 @@ static int read_values(const char *dir, int *n)
         rc = TAPE_ECORRUPT;
     }
     g_abandoned += r.vr_abandoned;
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
     return rc < 0 ? rc : 0;
 }
 
@@ -170,8 +164,7 @@ static void timestamps_never_go_back_after_a_writer_dies_mid_batch(void)
     tape_queue *q;
     tape_appender *a;
     tape_tailer *t;
-    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_open_writer("q", "test_secondly", "raw", &q, &a));
     CHECK_OK(tape_append(a, "c", 1, T0));
     CHECK_OK(tape_tailer_open(q, &t));
     tape_entry e;
@@ -183,9 +176,7 @@ static void timestamps_never_go_back_after_a_writer_dies_mid_batch(void)
     EXPECT_EQ(tape_read(t, &e), 0);
     EXPECT_EQ(ts[0], later);
     EXPECT(ts[1] >= ts[0]);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 static const th_test tests[] = {

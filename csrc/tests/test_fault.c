@@ -26,13 +26,8 @@ static int typed(int64_t rc)
 static void workload(const char *dir, outcome *o)
 {
     memset(o, 0, sizeof *o);
-    tape_open_opts opts;
-    memset(&opts, 0, sizeof opts);
-    opts.oo_create = 1;
-    opts.oo_roll_cycle = "test_secondly";
-    opts.oo_codec = "raw";
     tape_queue *q;
-    int rc = tape_open(dir, &opts, &q);
+    int rc = th_open_at(dir, "test_secondly", "raw", &q);
     if (rc < 0) {
         o->errors += typed(rc);
         if (!typed(rc))
@@ -60,19 +55,15 @@ static void workload(const char *dir, outcome *o)
         if (i % 100 == 99 && (rc = tape_appender_sync(a)) < 0)
             o->errors++;
     }
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, NULL);
 }
 
 /* Reopen without faults: it verifies, and holds exactly the acked entries. */
 static void check_after(const char *dir, const outcome *o, const char *what)
 {
     tape_fault_configure(NULL, NULL);
-    tape_open_opts opts;
-    memset(&opts, 0, sizeof opts);
-    opts.oo_create = 1;
     tape_queue *q;
-    int rc = tape_open(dir, &opts, &q);
+    int rc = th_open_at(dir, NULL, NULL, &q); /* the stored roll cycle and codec */
     if (rc == TAPE_ENOTQUEUE || rc == -ENOENT) { /* failed before the queue existed */
         for (int i = 0; i < NAPPEND; i++)
             if (o->acked[i]) {
@@ -116,8 +107,7 @@ static void check_after(const char *dir, const outcome *o, const char *what)
     if (tape_appender_open(q, &a) < 0 || tape_append(a, "again", 5, 0) < 0)
         TH_FAIL("%s: the queue refuses writes after the faults", what);
     else
-        tape_appender_close(a);
-    tape_close(q);
+        th_close_all(q, a, NULL);
 }
 
 static void every_call_fails_at_every_position(void)
@@ -160,23 +150,19 @@ static void failed_sync_poisons_until_reopened(void)
     CHECK_OK(tape_fault_configure(NULL, NULL));
     tape_queue *q;
     tape_appender *a;
-    CHECK_OK(th_open("q", "daily", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
     CHECK_OK(tape_append(a, "a", 1, 0));
     tape_fault_configure("fsync:1:EIO", NULL); /* count from here */
     EXPECT_EQ(tape_appender_sync(a), -EIO);
     EXPECT_EQ(tape_append(a, "b", 1, 0), TAPE_EPOISONED);
     EXPECT_EQ(tape_appender_sync(a), TAPE_EPOISONED);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, NULL);
     tape_fault_configure(NULL, NULL);
-    CHECK_OK(th_open("q", "daily", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
     EXPECT(tape_append(a, "c", 1, 0) >= 0);
     EXPECT_EQ(tape_appender_sync(a), 0);
     EXPECT_EQ(tape_count(q), 2);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, NULL);
 }
 
 /* A failing pread only costs a move its jump buffer: it still lands, through
@@ -187,8 +173,7 @@ static void failing_pread_leaves_moves_to_the_mapping(void)
     CHECK_OK(tape_fault_configure(NULL, NULL));
     tape_queue *q;
     tape_appender *a;
-    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_open_writer("q", "test_secondly", "raw", &q, &a));
     char buf[700];
     int64_t idx[N];
     for (int i = 0; i < N; i++) {

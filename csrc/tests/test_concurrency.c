@@ -406,8 +406,7 @@ static void child_writer(const char *path, uint32_t who, int start_fd, uint32_t 
             _exit(13);
         }
     }
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, NULL);
     _exit(0);
 }
 
@@ -495,9 +494,8 @@ static void *ticker(void *arg)
 static void wait_returns_when_another_thread_appends(void)
 {
     tape_queue *q = NULL;
-    CHECK_OK(th_open("q", "daily", "raw", &q));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(th_open("q", "daily", "raw", &q), &q, &t));
     tick_ctx c = {q, 0, 30};
     pthread_t th;
     CHECK(pthread_create(&th, NULL, ticker, &c) == 0);
@@ -516,8 +514,7 @@ static void wait_returns_when_another_thread_appends(void)
     EXPECT_EQ(woke, 5);
     atomic_store(&c.stop, 1);
     pthread_join(th, NULL);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 /* A read-only queue cannot touch the shared wake-up word; its tailers
@@ -569,9 +566,8 @@ static void read_only_tailer_follows_and_waits(void)
 static void wait_returns_after_its_timeout(void)
 {
     tape_queue *q = NULL;
-    CHECK_OK(th_open("q", "daily", "raw", &q));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(th_open("q", "daily", "raw", &q), &q, &t));
     int64_t t0 = th_now_ns();
     EXPECT_EQ(tape_wait(t, 100 * 1000000LL), 0);
     int64_t waited = th_now_ns() - t0;
@@ -580,16 +576,14 @@ static void wait_returns_after_its_timeout(void)
     t0 = th_now_ns();
     EXPECT_EQ(tape_wait(t, 0), 0);
     EXPECT(th_now_ns() - t0 < 50 * 1000000LL);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static void wait_returns_when_another_process_appends(void)
 {
     tape_queue *q = NULL;
-    CHECK_OK(th_open("q", "daily", "raw", &q));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(th_open("q", "daily", "raw", &q), &q, &t));
     fflush(NULL);
     pid_t pid = fork();
     CHECK(pid >= 0);
@@ -612,8 +606,7 @@ static void wait_returns_when_another_process_appends(void)
     int st;
     waitpid(pid, &st, 0);
     EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 /* ---- a writer killed with -9 ------------------------------------------------------------- */
@@ -735,8 +728,7 @@ static void shut_appender_refuses_calls_and_its_queue_can_close(void)
 {
     tape_queue *q;
     tape_appender *a;
-    CHECK_OK(th_open("q", "daily", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
     pthread_t th[3];
     for (int k = 0; k < 3; k++)
         CHECK_EQ(pthread_create(&th[k], NULL, append_until_shut, a), 0);

@@ -33,8 +33,7 @@ static void named_tailer_resumes_after_the_last_entry_read(void)
     tape_queue *q;
     tape_appender *a;
     tape_tailer *t;
-    CHECK_OK(th_open("q", "daily", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
     CHECK_OK(append_n(a, 0, 10, 0));
     CHECK_OK(tape_tailer_open_named(q, "billing", &t));
     for (int i = 0; i < 4; i++)
@@ -46,9 +45,7 @@ static void named_tailer_resumes_after_the_last_entry_read(void)
     /* Another name starts at the start. */
     CHECK_OK(tape_tailer_open_named(q, "audit", &t));
     EXPECT_EQ(next_value(t), 0);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 static void another_process_resumes_a_named_tailer(void)
@@ -56,8 +53,7 @@ static void another_process_resumes_a_named_tailer(void)
     tape_queue *q;
     tape_appender *a;
     tape_tailer *t;
-    CHECK_OK(th_open("q", "daily", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
     CHECK_OK(append_n(a, 0, 100, 0));
     pid_t c = fork();
     if (c == 0) {
@@ -74,9 +70,7 @@ static void another_process_resumes_a_named_tailer(void)
     CHECK(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0);
     CHECK_OK(tape_tailer_open_named(q, "worker", &t));
     EXPECT_EQ(next_value(t), 37);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 static void moves_are_stored(void)
@@ -84,8 +78,7 @@ static void moves_are_stored(void)
     tape_queue *q;
     tape_appender *a;
     tape_tailer *t;
-    CHECK_OK(th_open("q", "daily", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
     int64_t first = tape_append(a, &(int){0}, sizeof(int), 0);
     CHECK_OK(first);
     CHECK_OK(append_n(a, 1, 9, 0));
@@ -103,9 +96,7 @@ static void moves_are_stored(void)
     tape_tailer_close(t);
     CHECK_OK(tape_tailer_open_named(q, "n", &t));
     EXPECT_EQ(next_value(t), 0);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 static void named_tailers_are_listed_and_removed(void)
@@ -161,8 +152,7 @@ static void names_are_checked_and_slots_are_bounded(void)
     EXPECT_EQ(tape_tailer_open_named(q, "one-too-many", &t), -ENOSPC);
     /* An existing name still opens. */
     EXPECT_EQ(tape_tailer_open_named(q, "t7", &t), 0);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static void read_only_queue_resumes_without_storing(void)
@@ -170,15 +160,12 @@ static void read_only_queue_resumes_without_storing(void)
     tape_queue *q;
     tape_appender *a;
     tape_tailer *t;
-    CHECK_OK(th_open("q", "daily", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
     CHECK_OK(append_n(a, 0, 5, 0));
     CHECK_OK(tape_tailer_open_named(q, "r", &t));
     CHECK_EQ(next_value(t), 0);
     CHECK_EQ(next_value(t), 1);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 
     tape_open_opts o;
     memset(&o, 0, sizeof o);
@@ -211,8 +198,7 @@ static void stored_positions_survive_rolls_and_removed_cycles(void)
     tape_queue *q;
     tape_appender *a;
     tape_tailer *t;
-    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_open_writer("q", "test_secondly", "raw", &q, &a));
     CHECK_OK(append_n(a, 0, 3, T0));
     CHECK_OK(tape_tailer_open_named(q, "end", &t));
     for (int i = 0; i < 3; i++)
@@ -232,9 +218,7 @@ static void stored_positions_survive_rolls_and_removed_cycles(void)
     CHECK(unlink(th_path(rel)) == 0);
     CHECK_OK(tape_tailer_open_named(q, "old", &t));
     EXPECT_EQ(next_value(t), 3);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 static const th_test tests[] = {

@@ -156,8 +156,7 @@ static void lagging_tailer_reads_past_its_first_mapping(void)
     tape_queue *q;
     tape_appender *a;
     tape_tailer *t;
-    CHECK_OK(open_q("daily", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_with_appender(open_q("daily", &q), &q, &a));
     CHECK_OK(tape_tailer_open(q, &t));
     CHECK_OK(tape_append(a, "first", 5, 0));
     tape_entry e;
@@ -176,9 +175,7 @@ static void lagging_tailer_reads_past_its_first_mapping(void)
     }
     EXPECT_EQ(rc, 0);
     EXPECT_EQ(n, 400);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 /* After to_end on a full cycle, a forward tailer moves on to the next one. */
@@ -187,8 +184,7 @@ static void full_cycle_end_moves_to_the_next_cycle(void)
     tape_queue *q;
     tape_appender *a;
     tape_tailer *t;
-    CHECK_OK(open_q("test_secondly", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_with_appender(open_q("test_secondly", &q), &q, &a));
     for (int i = 0; i < 4096; i++)
         CHECK_OK(tape_append(a, "x", 1, T0));
     CHECK_EQ(tape_append(a, "x", 1, T0), TAPE_ECYCLEFULL);
@@ -199,9 +195,7 @@ static void full_cycle_end_moves_to_the_next_cycle(void)
     tape_entry e;
     EXPECT_EQ(tape_read(t, &e), 1);
     EXPECT_EQ(e.e_index, next);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 /* Backward past the first entry, then forward: the first entry again. */
@@ -210,8 +204,7 @@ static void forward_after_reading_backward_past_the_start(void)
     tape_queue *q;
     tape_appender *a;
     tape_tailer *t;
-    CHECK_OK(open_q("daily", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_with_appender(open_q("daily", &q), &q, &a));
     int64_t first = tape_append(a, "a", 1, 0);
     CHECK_OK(first);
     CHECK_OK(tape_append(a, "b", 1, 0));
@@ -224,9 +217,7 @@ static void forward_after_reading_backward_past_the_start(void)
     CHECK_OK(tape_tailer_set_direction(t, TAPE_FORWARD));
     EXPECT_EQ(tape_read(t, &e), 1);
     EXPECT_EQ(e.e_index, first);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 /* Index slots pointing outside the file are damage, reported, never
@@ -235,8 +226,7 @@ static void damaged_index_slots_are_reported(void)
 {
     tape_queue *q;
     tape_appender *a;
-    CHECK_OK(open_q("test_secondly", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_with_appender(open_q("test_secondly", &q), &q, &a));
     for (int i = 0; i < 40; i++)
         CHECK_OK(tape_append(a, "entry", 5, T0 + i));
     tape_cyc y;
@@ -256,9 +246,7 @@ static void damaged_index_slots_are_reported(void)
     CHECK_OK(tape_cycle_info_get(q, tape_cycle_of(q, T0), &ci));
     EXPECT(ci.ci_damaged);
     tape_cyc_close(&y);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 /* A tailer killed while asleep costs writers one wake-up: the next append
@@ -267,8 +255,7 @@ static void killed_sleeper_costs_one_wake_up(void)
 {
     tape_queue *q;
     tape_appender *a;
-    CHECK_OK(open_q("daily", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_with_appender(open_q("daily", &q), &q, &a));
     CHECK_OK(tape_append(a, "a", 1, 0));
     pid_t c = fork();
     if (c == 0) {
@@ -288,8 +275,7 @@ static void killed_sleeper_costs_one_wake_up(void)
     waitpid(c, NULL, 0);
     CHECK_OK(tape_append(a, "b", 1, 0));
     EXPECT(!(__atomic_load_n(&q->q_sh->m_notify, __ATOMIC_SEQ_CST) & TAPE_NOTIFY_SLEEPERS));
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, NULL);
 }
 
 /* A zeroed page in the middle of an older cycle looks like its end: the
@@ -298,8 +284,7 @@ static void zeroed_page_in_an_older_cycle_is_damage_not_its_end(void)
 {
     tape_queue *q;
     tape_appender *a;
-    CHECK_OK(open_q("test_secondly", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_with_appender(open_q("test_secondly", &q), &q, &a));
     char buf[200];
     memset(buf, 'v', sizeof buf);
     for (int i = 0; i < 100; i++)
@@ -327,9 +312,7 @@ static void zeroed_page_in_an_older_cycle_is_damage_not_its_end(void)
     }
     EXPECT_EQ(rc, TAPE_ECORRUPT);
     EXPECT(n < 100);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 /* A power loss tore the last entry: appends are refused until the tail is
@@ -338,8 +321,7 @@ static void repairing_a_torn_tail_lets_writers_append_again(void)
 {
     tape_queue *q;
     tape_appender *a;
-    CHECK_OK(open_q("daily", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_with_appender(open_q("daily", &q), &q, &a));
     char buf[100];
     memset(buf, 'r', sizeof buf);
     int64_t last = 0;
@@ -365,8 +347,7 @@ static void repairing_a_torn_tail_lets_writers_append_again(void)
     tape_verify_report r;
     EXPECT_EQ(tape_verify(q, 0, &r), 0);
     EXPECT_EQ(tape_repair_tail(q), 0); /* a sound tail is left alone */
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, NULL);
 }
 
 /* Index slots damaged to offsets near 2^64 (sums with them wrap around):
@@ -495,9 +476,7 @@ static void tailer_past_the_damage_reads_what_repair_left(void)
     CHECK_EQ(tape_tailer_to_index(t, idx[291]), 1);
     repair_and_rewrite(q, a, idx, 40);
     next_read_is_rewritten(t, 291, 40, 1);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 /* The same for a tailer reading backward, whose entry positions in the block
@@ -517,9 +496,7 @@ static void backward_tailer_past_the_damage_reads_what_repair_left(void)
     CHECK_EQ(tape_read(t, &e), 1); /* 295: caches the offsets of 292..295 */
     repair_and_rewrite(q, a, idx, 120);
     next_read_is_rewritten(t, 294, 120, 0);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 static const th_test tests[] = {

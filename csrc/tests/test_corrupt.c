@@ -33,8 +33,7 @@ static int make_queue(void)
             rc = (int)written_idx[i];
     }
     if (a)
-        tape_appender_close(a);
-    tape_close(q);
+        th_close_all(q, a, NULL);
     return rc;
 }
 
@@ -131,9 +130,8 @@ static void damaged_entry_is_reported(int victim, uint64_t delta)
     CHECK_OK(th_pwrite_byte(cycle_path(), (off_t)(off + delta), old ^ 0x10));
 
     tape_queue *q = NULL;
-    CHECK_OK(open_q(&q, 1));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(open_q(&q, 1), &q, &t));
     int rc;
     EXPECT_EQ(read_prefix(t, &rc), victim);
     EXPECT_EQ(rc, TAPE_ECORRUPT);
@@ -193,8 +191,7 @@ static void damaged_entry_is_reported(int victim, uint64_t delta)
         tape_read(t, &e) == 1)
         entry_ok(&e, victim + 1);
 out:
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static void flipped_payload_byte_is_corrupt(void) { damaged_entry_is_reported(77, 16 + 9); }
@@ -218,9 +215,8 @@ static void backward_read_stops_at_the_damaged_entry(void)
     free(f);
     CHECK_OK(th_pwrite_byte(cycle_path(), (off_t)(off + 20), old ^ 0x10));
     tape_queue *q = NULL;
-    CHECK_OK(open_q(&q, 1));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(open_q(&q, 1), &q, &t));
     CHECK_OK(tape_tailer_set_direction(t, TAPE_BACKWARD));
     CHECK_OK(tape_tailer_to_end(t));
     tape_entry e;
@@ -235,8 +231,7 @@ static void backward_read_stops_at_the_damaged_entry(void)
         if (EXPECT_EQ(tape_read(t, &e), 1))
             entry_ok(&e, k);
     }
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 /* An earlier entry's bytes copied to the end of data: its seq is inside the
@@ -256,14 +251,12 @@ static void copied_entry_after_the_end_never_passes(void)
     close(fd);
     free(f);
     tape_queue *q = NULL;
-    CHECK_OK(open_q(&q, 1));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(open_q(&q, 1), &q, &t));
     int rc;
     EXPECT_EQ(read_prefix(t, &rc), NENT);
     EXPECT(rc == TAPE_ECORRUPT || rc == 0);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 /* A zeroed page in the middle of the data: the reader stops (end of data
@@ -280,15 +273,13 @@ static void zeroed_page_stops_the_reader(void)
     EXPECT_EQ(pwrite(fd, zeros, 4096, (off_t)page), 4096);
     close(fd);
     tape_queue *q = NULL;
-    CHECK_OK(open_q(&q, 1));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(open_q(&q, 1), &q, &t));
     int rc;
     int n = read_prefix(t, &rc);
     EXPECT(n <= 150);
     EXPECT(rc == TAPE_ECORRUPT || rc == 0);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static void damaged_cycle_header_is_corrupt(void)
@@ -310,8 +301,7 @@ static void damaged_cycle_header_is_corrupt(void)
     EXPECT_EQ(tape_read(t, &e), TAPE_ECORRUPT);
     rc = tape_tailer_to_index(t, written_idx[3]);
     EXPECT(rc == TAPE_ECORRUPT || (rc == 1 && tape_read(t, &e) == TAPE_ECORRUPT));
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 /* ---- what a dead writer leaves behind ---------------------------------------- */
@@ -334,8 +324,7 @@ static int make_two_cycles(void)
             rc = (int)i;
     }
     if (a)
-        tape_appender_close(a);
-    tape_close(q);
+        th_close_all(q, a, NULL);
     return rc;
 }
 
@@ -358,9 +347,8 @@ static void readers_cross_a_cycle_end_with(uint32_t hdr, int garbage)
     close(fd);
 
     tape_queue *q = NULL;
-    CHECK_OK(open_q(&q, 1));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(open_q(&q, 1), &q, &t));
     int rc;
     tape_entry e;
     for (int i = 0; i < NENT; i++)
@@ -385,8 +373,7 @@ static void readers_cross_a_cycle_end_with(uint32_t hdr, int garbage)
     EXPECT_EQ(rc, 0);
     EXPECT_EQ(n, NENT + 3);
     EXPECT_EQ(tape_count(q), NENT + 3);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static void missing_end_of_file_marker_does_not_stall_readers(void)
@@ -415,9 +402,8 @@ static void abandoned_incomplete_entry_is_overwritten(void)
     close(fd);
 
     tape_queue *q = NULL;
-    CHECK_OK(open_q(&q, 0));
     tape_tailer *t = NULL;
-    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(th_with_tailer(open_q(&q, 0), &q, &t));
     int rc;
     EXPECT_EQ(read_prefix(t, &rc), NENT);
     EXPECT_EQ(rc, 0); /* an incomplete entry is the end of data */
@@ -432,8 +418,7 @@ static void abandoned_incomplete_entry_is_overwritten(void)
     EXPECT_EQ(tape_read(t, &e), 1);
     EXPECT(e.e_index == i && e.e_len == 5 && memcmp(e.e_data, "fresh", 5) == 0);
     EXPECT_EQ(tape_read(t, &e), 0);
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 
     /* On disk: the new entry sits where the abandoned one was, and the
      * bytes after it are zero again. */
@@ -551,8 +536,7 @@ static void move_onto_a_truncated_entry_reports_damage(void)
     EXPECT_EQ(tape_tailer_to_index(t, written_idx[150]), TAPE_ECORRUPT);
     EXPECT_EQ(tape_read(t, &e), 1);
     EXPECT(entry_ok(&e, 10));
-    tape_tailer_close(t);
-    tape_close(q);
+    th_close_all(q, NULL, t);
 }
 
 static void truncated_cycle_file_never_crashes_a_reader(void)

@@ -38,8 +38,7 @@ static void old_cycles_are_removed_and_the_newest_kept(void)
 {
     tape_queue *q;
     tape_appender *a;
-    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_open_writer("q", "test_secondly", "raw", &q, &a));
     make_cycles(a, 5);
     EXPECT_EQ(tape_remove_cycle(q, cycle_at(q, 4)), TAPE_EINVAL);
     EXPECT_EQ(tape_remove_cycle(q, cycle_at(q, 0)), 0);
@@ -56,9 +55,7 @@ static void old_cycles_are_removed_and_the_newest_kept(void)
     tape_entry e;
     CHECK_EQ(tape_read(t, &e), 1);
     EXPECT_EQ(*(const int *)e.e_data, 1);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 static void a_tailer_reading_a_removed_cycle_goes_on(void)
@@ -66,8 +63,7 @@ static void a_tailer_reading_a_removed_cycle_goes_on(void)
     tape_queue *q;
     tape_appender *a;
     tape_tailer *t;
-    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_open_writer("q", "test_secondly", "raw", &q, &a));
     for (int i = 0; i < 100; i++)
         CHECK_OK(tape_append(a, &i, sizeof i, T0));
     int i = 100;
@@ -81,17 +77,14 @@ static void a_tailer_reading_a_removed_cycle_goes_on(void)
         EXPECT_EQ(*(const int *)e.e_data, n++);
     EXPECT_EQ(rc, 0);
     EXPECT_EQ(n, 101);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
 }
 
 static void a_roll_gives_back_the_old_cycles_preallocation(void)
 {
     tape_queue *q;
     tape_appender *a;
-    CHECK_OK(th_open("q", "test_secondly", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(th_open_writer("q", "test_secondly", "raw", &q, &a));
     make_cycles(a, 3);
     char name[80], rel[96];
     CHECK_OK(tape_cycle_name(q, cycle_at(q, 0), name, sizeof name));
@@ -101,8 +94,7 @@ static void a_roll_gives_back_the_old_cycles_preallocation(void)
     /* Header and index2index (two pages) and a page of data. */
     EXPECT((uint64_t)st.st_blocks * 512 <= 3 * 4096);
     EXPECT(st.st_size >= 8192 + 256 * 1024); /* the size is kept */
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, NULL);
 }
 
 /* Dirty pages of file `rel` in the page cache (cachestat(2), Linux 6.5), or
@@ -214,9 +206,7 @@ static void crossing_thousands_of_cycles_keeps_few_files_open(void)
         n++;
     EXPECT_EQ(n, 2000 - 2000 / 3);
     EXPECT(open_fds() - before <= 4);
-    tape_tailer_close(t);
-    tape_appender_close(a);
-    tape_close(q);
+    th_close_all(q, a, t);
     if (on_shm)
         th_rm_rf(shm);
 }
