@@ -232,9 +232,13 @@ class Tailer:
 
     def _handing_out(self) -> Iterator[Any]:
         """A named tailer's batch: its stored position follows each value handed out."""
-        advance = self._native.advance
-        for k, item in enumerate(self._batch_it, self._consumed() + 1):
-            advance(k)
+        # How many were handed out is counted from the shared iterator, not
+        # by this loop: read() and read_entry() take from it as well.
+        advance, values, it = self._native.advance, self._batch, self._batch_it
+        assert values is not None
+        size, remaining = len(values), operator.length_hint
+        for item in it:
+            advance(size - remaining(it))
             yield item
 
     def _take(self) -> Any:
