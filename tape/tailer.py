@@ -261,6 +261,8 @@ class Tailer:
             fields = zip(batch.indexes(), batch.timestamps(), values)
             values = list(map(tuple.__new__, itertools.repeat(Entry), fields))
         self._batch = self._native.read_ahead = values
+        if self._native.ptr is None:  # closed by another thread since the peek
+            values.clear()
         self._batch_it, self._batch_entries = iter(values), entries
         self._batch_n, self._batch_index, self._batch_error = len(batch.ends), batch.index, error
         return True
@@ -391,8 +393,11 @@ class Tailer:
 
     def close(self) -> None:
         """Close the tailer; idempotent."""
-        if self._batch is not None:
-            self._drop_batch()
+        # Only empty the batch (as closing the queue does): another thread
+        # may be reading, and its batch must stay a list it can count on.
+        batch = self._batch
+        if batch is not None:
+            batch.clear()
         if self._native.queue.release(self._native, lambda: lifecycle.closing(self)):
             lifecycle.unregister(self)
 
