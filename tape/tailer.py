@@ -234,20 +234,26 @@ class Tailer:
         """A named tailer's batch: its stored position follows each value handed out."""
         # How many were handed out is counted from the shared iterator, not
         # by this loop: read() and read_entry() take from it as well.
+        # The core moves past a value before it is taken: when the move
+        # fails (a cycle file cannot be reopened), the value is still next.
         advance, values, it = self._native.advance, self._batch, self._batch_it
         assert values is not None
         size, remaining = len(values), operator.length_hint
-        for item in it:
-            advance(size - remaining(it))
+        while left := remaining(it):
+            advance(size - left + 1)
+            item = next(it, _NOTHING)
+            if item is _NOTHING:  # emptied by a close meanwhile
+                return
             yield item
 
     def _take(self) -> Any:
         """The batch's next value (or Entry), or _NOTHING when all were handed out."""
-        for item in self._batch_it:
-            if self._named:
-                self._native.advance(self._consumed())
-            return item
-        return _NOTHING
+        it = self._batch_it
+        if self._named:  # moved past first, as in _handing_out
+            if not operator.length_hint(it):
+                return _NOTHING
+            self._native.advance(self._consumed() + 1)
+        return next(it, _NOTHING)
 
     def _fill(self, slots: int, entries: bool) -> bool:
         """Peek at up to `slots` entries as a new batch; False when there is none."""
@@ -305,9 +311,8 @@ class Tailer:
         """Move the core's position just after the last entry handed out; forget the batch."""
         if self._batch is None:
             return
-        consumed = self._consumed()
+        self._native.advance(self._consumed())  # failing, it leaves the batch as it was
         self._drop_batch()
-        self._native.advance(consumed)
 
     def _finish_batch(self) -> None:
         """Drop the batch once all of it was handed out; raise the error that cut it short."""
@@ -315,12 +320,12 @@ class Tailer:
             return
         good = len(self._batch)
         error = self._batch_error
+        # Moved first: failing, it leaves the batch to be finished again.
+        self._native.advance(self._batch_n if error is None else good + 1)  # after the bad one
         self._drop_batch()
         if error is None:
-            self._native.advance(self._batch_n)
             return
         self._readahead = 1
-        self._native.advance(good + 1)  # the next read is the entry after the bad one
         raise error
 
     # -- position -----------------------------------------------------------------------------

@@ -105,3 +105,57 @@ def test_a_tailer_closed_at_any_step_of_a_read_raises_queue_closed(
         queue.close()
         steps += 1
     assert steps > 100
+
+
+_NO_FILES_LEFT = textwrap.dedent(
+    """
+    import os, sys, tape, tape.testing
+    path, name, how, before = sys.argv[1], sys.argv[2] or None, sys.argv[3], int(sys.argv[4])
+    clock = tape.testing.ManualClock()
+    q = tape.Queue(path, roll_cycle="test_secondly", clock=clock)
+    for c in range(3):  # a batch over three cycle files: moving into the middle one reopens it
+        q.appender().write_many([3 * c, 3 * c + 1, 3 * c + 2])
+        clock.advance(1)
+    t = q.tailer(name)
+    it = iter(t)
+    got = [next(it) for _ in range(before)]  # the batch holds all nine
+    fds = []
+    try:
+        while True:
+            fds.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    for _ in range(3):
+        try:
+            got.append(next(it) if how == "iter" else t.read() if how == "read" else t.read_entry().value)
+        except tape.TapeError as exc:
+            got.append(type(exc).__name__)
+            it = iter(t)
+    for fd in fds:
+        os.close(fd)
+    read = {"iter": lambda: next(it, None), "read": t.read, "read_entry": lambda: getattr(t.read_entry(), "value", None)}[how]
+    got += [read() for _ in range(6)]
+    t.close()
+    got.append(q.tailer(name).read() if name else None)
+    print(got)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "how", "before"), [("n", "iter", 3), ("n", "read", 3), ("", "read_entry", 4)]
+)
+def test_a_move_that_fails_loses_no_value_and_repeats_none(qpath: Path, name: str, how: str, before: int) -> None:
+    # With no file descriptor left, moving past a value into a cycle file
+    # that must be reopened fails; once there are, reading goes on with
+    # that same value: none skipped (a named tailer used to lose one per
+    # failed attempt), none handed out twice (an anonymous one went back to
+    # the start of its batch).
+    run = subprocess.run(
+        [sys.executable, "-c", _NO_FILES_LEFT, str(qpath), name, how, str(before)], capture_output=True, text=True, check=True
+    )
+    got = eval(run.stdout)  # noqa: S307 - a list of ints and names printed by the script
+    errors = [g for g in got[before:] if isinstance(g, str)]
+    values = [g for g in got if not isinstance(g, str)]
+    assert errors, "the move never failed: the test needs it to"
+    assert values == list(range(9)) + [None] * (len(values) - 9)
