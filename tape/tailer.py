@@ -232,18 +232,28 @@ class Tailer:
 
     def _handing_out(self) -> Iterator[Any]:
         """A named tailer's batch: its stored position follows each value handed out."""
-        advance = self._native.advance
-        for k, item in enumerate(self._batch_it, self._consumed() + 1):
-            advance(k)
+        # How many were handed out is counted from the shared iterator, not
+        # by this loop: read() and read_entry() take from it as well.
+        # The core moves past a value before it is taken: when the move
+        # fails (a cycle file cannot be reopened), the value is still next.
+        advance, values, it = self._native.advance, self._batch, self._batch_it
+        assert values is not None
+        size, remaining = len(values), operator.length_hint
+        while left := remaining(it):
+            advance(size - left + 1)
+            item = next(it, _NOTHING)
+            if item is _NOTHING:  # emptied by a close meanwhile
+                return
             yield item
 
     def _take(self) -> Any:
         """The batch's next value (or Entry), or _NOTHING when all were handed out."""
-        for item in self._batch_it:
-            if self._named:
-                self._native.advance(self._consumed())
-            return item
-        return _NOTHING
+        it = self._batch_it
+        if self._named:  # moved past first, as in _handing_out
+            if not operator.length_hint(it):
+                return _NOTHING
+            self._native.advance(self._consumed() + 1)
+        return next(it, _NOTHING)
 
     def _fill(self, slots: int, entries: bool) -> bool:
         """Peek at up to `slots` entries as a new batch; False when there is none."""
@@ -257,6 +267,8 @@ class Tailer:
             fields = zip(batch.indexes(), batch.timestamps(), values)
             values = list(map(tuple.__new__, itertools.repeat(Entry), fields))
         self._batch = self._native.read_ahead = values
+        if self._native.ptr is None:  # closed by another thread since the peek
+            values.clear()
         self._batch_it, self._batch_entries = iter(values), entries
         self._batch_n, self._batch_index, self._batch_error = len(batch.ends), batch.index, error
         return True
@@ -299,9 +311,8 @@ class Tailer:
         """Move the core's position just after the last entry handed out; forget the batch."""
         if self._batch is None:
             return
-        consumed = self._consumed()
+        self._native.advance(self._consumed())  # failing, it leaves the batch as it was
         self._drop_batch()
-        self._native.advance(consumed)
 
     def _finish_batch(self) -> None:
         """Drop the batch once all of it was handed out; raise the error that cut it short."""
@@ -309,12 +320,12 @@ class Tailer:
             return
         good = len(self._batch)
         error = self._batch_error
+        # Moved first: failing, it leaves the batch to be finished again.
+        self._native.advance(self._batch_n if error is None else good + 1)  # after the bad one
         self._drop_batch()
         if error is None:
-            self._native.advance(self._batch_n)
             return
         self._readahead = 1
-        self._native.advance(good + 1)  # the next read is the entry after the bad one
         raise error
 
     # -- position -----------------------------------------------------------------------------
@@ -387,8 +398,11 @@ class Tailer:
 
     def close(self) -> None:
         """Close the tailer; idempotent."""
-        if self._batch is not None:
-            self._drop_batch()
+        # Only empty the batch (as closing the queue does): another thread
+        # may be reading, and its batch must stay a list it can count on.
+        batch = self._batch
+        if batch is not None:
+            batch.clear()
         if self._native.queue.release(self._native, lambda: lifecycle.closing(self)):
             lifecycle.unregister(self)
 
