@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import decimal
 import functools
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ def to_ns(when: datetime | float) -> int:
     if isinstance(when, int) and not isinstance(when, bool):
         return when * 1_000_000_000
     if isinstance(when, float):
+        if not math.isfinite(when):
+            raise ArgumentError(f"a time must be finite, not {when}")
         whole = int(when)
         return whole * 1_000_000_000 + round((when - whole) * 1e9)
     raise ArgumentTypeError(f"a time must be a datetime or epoch seconds, not {type(when).__name__}")
@@ -42,6 +45,8 @@ def duration_ns(seconds: float | timedelta, what: str) -> int:
     if isinstance(seconds, timedelta):
         ns = seconds // timedelta(microseconds=1) * 1000
     elif isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+        if not math.isfinite(seconds):
+            raise ArgumentError(f"{what} must be a finite number of seconds, not {seconds}")
         ns = int(seconds * 1_000_000_000)
     else:
         raise ArgumentTypeError(f"{what} must be seconds or a timedelta, not {type(seconds).__name__}")

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from tape import codecs, lifecycle
-from tape._args import as_int
+from tape._args import as_index, shown
 from tape._native import INDEX_MAX, AppenderHandle
-from tape.errors import ArgumentError, QueueClosedError
+from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
 
 if TYPE_CHECKING:
     from tape.queue import Queue
@@ -38,9 +38,16 @@ class Appender:
         lifecycle.register(self, parent=queue)
 
     def _timestamp(self) -> int:
-        """The queue's clock() in ns, or 0: the core reads the wall clock."""
+        """The queue's clock() in ns, checked, or 0: the core reads the wall clock."""
         clock = self._clock
-        return 0 if clock is None else clock()
+        if clock is None:
+            return 0
+        ns = clock()
+        if not isinstance(ns, int) or isinstance(ns, bool):
+            raise ArgumentTypeError(f"{self._path}: the clock must return an int of ns, not {type(ns).__name__}")
+        if not 0 < ns <= INDEX_MAX:
+            raise ArgumentError(f"{self._path}: the clock returned {shown(ns)}, not ns since the epoch (1 to 2**63-1)")
+        return ns
 
     def _after(self, index: int) -> int:
         """After an append that returned `index`: sync (sync="always"), apply retention."""
@@ -55,7 +62,7 @@ class Appender:
     def write(self, obj: Any) -> int:
         """Append `obj` and return its index; nothing is written if it cannot be encoded."""
         data = obj if self._raw and type(obj) is bytes else self._encode(obj)
-        index = self._append(data, 0 if self._clock is None else self._clock())
+        index = self._append(data, 0 if self._clock is None else self._timestamp())
         if index >= self._watch:
             return self._after(index)
         return index
@@ -84,7 +91,7 @@ class Appender:
         read-modify-write built on it is atomic across processes. Returns the
         new index, or None when another entry came first (nothing written).
         """
-        expected = None if last is None else as_int(last, "last")
+        expected = None if last is None else as_index(last, "last")
         data = self._encode(obj)
         index = self._native.append_if(data, self._timestamp(), expected)
         return None if index is None else self._after(index)

@@ -18,11 +18,11 @@ from datetime import timedelta
 from typing import Any
 
 from tape import codecs, lifecycle
-from tape._args import as_int, as_seconds
-from tape._native import INDEX_MAX, NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle
+from tape._args import as_index, as_int, as_name, as_seconds, shown
+from tape._native import NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle
 from tape._time import to_datetime
 from tape.appender import Appender
-from tape.errors import ArgumentError, ArgumentTypeError, TapeError
+from tape.errors import ArgumentError, ArgumentTypeError, CorruptionError, TapeError
 from tape.records import CycleInfo, VerifyReport
 from tape.retention import Policy
 from tape.tailer import Tailer
@@ -51,6 +51,9 @@ class _Flusher:
             self._thread.join()
 
 
+_WEEK_MS = 7 * 86_400_000
+
+
 def _interval(sync: Any) -> float | None:
     """Check a sync mode; the flush interval in seconds for "interval:<ms>"."""
     if not isinstance(sync, str):
@@ -58,9 +61,9 @@ def _interval(sync: Any) -> float | None:
     if sync in ("none", "always"):
         return None
     kind, _, ms = sync.partition(":")
-    if kind == "interval" and ms.isdigit() and int(ms) > 0:
+    if kind == "interval" and ms.isascii() and ms.isdigit() and 0 < int(ms) / 1000 <= threading.TIMEOUT_MAX:
         return int(ms) / 1000
-    raise ArgumentError(f"sync must be 'none', 'always' or 'interval:<ms>', not {sync!r}")
+    raise ArgumentError(f"sync must be 'none', 'always' or 'interval:<ms>' (ms > 0), not {shown(sync)}")
 
 
 class Queue:
@@ -114,6 +117,8 @@ class Queue:
             self.path = os.fsdecode(path)
         except TypeError:
             raise ArgumentTypeError(f"path must be a path, not {type(path).__name__}") from None
+        if "\0" in self.path:
+            raise ArgumentError(f"a queue's path has no NUL in it: {shown(self.path)}")
         if roll_cycle is not None and roll_cycle not in ROLL_CYCLES:
             raise ArgumentError(f"unknown roll cycle {roll_cycle!r} (known: {', '.join(ROLL_CYCLES)})")
         self.raw = bool(raw)
@@ -133,6 +138,8 @@ class Queue:
             raise ArgumentTypeError(f"retention must be a dict of purge() keywords, not {type(retention).__name__}")
         self._retention = None if retention is None else Policy.parse(retention)
         epoch_ms = as_int(epoch_ms, "epoch_ms")
+        if not -_WEEK_MS < epoch_ms < _WEEK_MS:
+            raise ArgumentError(f"epoch_ms shifts the moment of rolling by less than a week, not {shown(epoch_ms)}")
         if large_pages is None:
             large_pages = sync == "none"
         elif not isinstance(large_pages, bool):
@@ -149,11 +156,11 @@ class Queue:
             epoch_ms=epoch_ms,
             small_pages=not large_pages,
         )
-        info = self._native.info()
-        self._roll: RollCycle = info.roll
-        self.roll_cycle = info.roll.name
-        self.codec_name = info.codec
         try:
+            info = self._native.info()
+            self._roll: RollCycle = info.roll
+            self.roll_cycle = info.roll.name
+            self.codec_name = info.codec
             self.codec_params = self._native.params(info.params_len)
             if self.raw:
                 self.codec = codecs.RawCodec()
@@ -161,6 +168,8 @@ class Queue:
                 self.codec = codecs.opened(wanted, self.codec_name, self.codec_params)
         except TapeError as exc:
             self.close()
+            if isinstance(exc, CorruptionError):
+                raise
             raise type(exc)(f"{self.path}: {exc}") from None
         self.sync = sync
         self.read_only = bool(read_only)
@@ -200,8 +209,8 @@ class Queue:
         (seconds) a wait spins, checking for data, before it sleeps; True
         spins for the whole wait (lowest latency, one core busy).
         """
-        if name is not None and (not isinstance(name, str) or not 0 < len(name.encode()) < NAME_MAX):
-            raise ArgumentError(f"a tailer name must be a str of 1 to {NAME_MAX - 1} bytes, not {name!r}")
+        if name is not None:
+            as_name(name, "a tailer name", NAME_MAX)
         if isinstance(spin, bool):
             spin_ns = -1 if spin else 0
         else:
@@ -227,6 +236,7 @@ class Queue:
 
     def remove_tailer(self, name: str) -> None:
         """Forget the named tailer `name` (KeyError when there is none)."""
+        as_name(name, "a tailer name", NAME_MAX)
         self._handle().remove_named(name)
 
     # -- what it holds ------------------------------------------------------------------------
@@ -391,9 +401,7 @@ class Queue:
 
 def split_index(queue: Queue, index: int) -> tuple[int, int]:
     """(cycle, sequence within the cycle) of `index` in `queue`."""
-    index = as_int(index, "index")
-    if not 0 <= index <= INDEX_MAX:
-        raise ArgumentError(f"an index is between 0 and 2**63-1, not {index}")
+    index = as_index(index, "index")
     queue._handle()
     return queue._roll.split(index)
 

@@ -23,6 +23,7 @@ from tape._native.core import (
 from tape._native.tailer import TailerHandle
 from tape.errors import (
     ArgumentError,
+    CorruptionError,
     IncompatibleQueueError,
     QueueClosedError,
     QueueNotFoundError,
@@ -158,16 +159,25 @@ class QueueHandle:
 
     # -- what the queue holds ----------------------------------------------------------------
 
+    def _text(self, data: bytes, what: str) -> str:
+        """A name stored in tape.meta, which tape only ever writes as UTF-8: else the file is damaged."""
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            raise CorruptionError(f"{self.path}: {what} in tape.meta is not UTF-8 (damaged; see tape verify)") from None
+
     def info(self) -> QueueInfo:
         info = ffi.new("tape_queue_info *")
         with self.lock:
             check(lib.tape_queue_info_get(self.ptr(), info), self.path)
-        name = ffi.string(info.qi_roll_cycle).decode()
+        name = self._text(ffi.string(info.qi_roll_cycle), "the roll cycle's name")
+        if name not in ROLL_CYCLES:
+            raise CorruptionError(f"{self.path}: tape.meta names an unknown roll cycle {name!r} (damaged; see tape verify)")
         roll = RollCycle(name, ROLL_CYCLES[name].length_ms, info.qi_seq_bits, info.qi_epoch_ms)
         return QueueInfo(
             version=info.qi_version,
             roll=roll,
-            codec=ffi.string(info.qi_codec).decode(),
+            codec=self._text(ffi.string(info.qi_codec), "the codec's name"),
             params_len=info.qi_params_len,
             created_ns=info.qi_created_ns,
             last_timestamp=info.qi_last_timestamp,
@@ -259,7 +269,7 @@ class QueueHandle:
                 rc = lib.tape_named_get(h, slot, name, NAME_MAX, nxt)
                 check(rc, self.path)
                 if rc == 1:
-                    found[ffi.string(name).decode()] = none_if_negative(nxt[0])
+                    found[self._text(ffi.string(name), f"the name of named tailer slot {slot}")] = none_if_negative(nxt[0])
         return found
 
     def remove_named(self, name: str) -> None:

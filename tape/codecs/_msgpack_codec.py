@@ -70,7 +70,7 @@ class MsgpackCodec:
             pack = self._local.pack = msgpack.Packer(use_bin_type=True, datetime=True).pack
         try:
             data: bytes = pack(obj)
-        except (TypeError, OverflowError, ValueError) as exc:
+        except (TypeError, OverflowError, ValueError, BufferError) as exc:
             why = first_objection(obj, _msgpack_objection)
             if why is None:  # deeper than msgpack-python goes (512 or 1,024 levels, by version), or containing itself
                 why = "value: nested too deeply" if "recursion" in str(exc) else str(exc)
