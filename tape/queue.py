@@ -10,6 +10,7 @@ sync="interval:<ms>" flusher and applies retention= as the queue rolls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -22,7 +23,7 @@ from tape._args import as_index, as_int, as_name, as_seconds, shown
 from tape._native import NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle
 from tape._time import to_datetime
 from tape.appender import Appender
-from tape.errors import ArgumentError, ArgumentTypeError, CorruptionError, TapeError
+from tape.errors import ArgumentError, ArgumentTypeError, CorruptionError, PoisonedError, TapeError
 from tape.records import CycleInfo, VerifyReport
 from tape.retention import Policy
 from tape.tailer import Tailer
@@ -31,7 +32,7 @@ __all__ = ["Queue", "split_index", "make_index"]
 
 
 class _Flusher:
-    """The sync="interval:<ms>" thread: makes the queue durable every `seconds`."""
+    """The sync="interval:<ms>" thread: makes the queue durable every `seconds`, and once more when stopped."""
 
     def __init__(self, appender: AppenderHandle, seconds: float, name: str) -> None:
         self._appender = appender
@@ -46,9 +47,16 @@ class _Flusher:
                 return  # closed, or a failed sync poisoned the queue: the next write reports it
 
     def stop(self) -> None:
+        """Stop the thread, then sync: what was written since the last interval is not left behind.
+
+        A queue that an earlier failed sync poisoned has reported it already (to
+        its writers), so that failure is not raised again here.
+        """
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
+        with contextlib.suppress(PoisonedError):
+            self._appender.sync()
 
 
 _WEEK_MS = 7 * 86_400_000
@@ -361,7 +369,11 @@ class Queue:
     # -- closing ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the queue and every appender and tailer of it; idempotent."""
+        """Close the queue and every appender and tailer of it; idempotent.
+
+        With sync="interval:<ms>", what was written since the last flush is
+        synced first; a failure of that sync is raised once all is closed.
+        """
         native = self._native
         if native is None or native.closed:
             return
@@ -369,10 +381,16 @@ class Queue:
             if native.closed:
                 return
             lifecycle.closing(self)
+            failure = None
             if self._flusher is not None:
-                self._flusher.stop()
+                try:
+                    self._flusher.stop()
+                except TapeError as exc:  # the last sync failed: raised once all is closed
+                    failure = exc
             native.close()
         lifecycle.unregister(self)
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> Queue:
         self._handle()
