@@ -55,7 +55,8 @@ class Tailer:
     def __init__(self, queue: Queue, native: TailerHandle, *, name: str | None = None) -> None:
         self._native = native
         self._name = name
-        self._named = name is not None
+        # A read-only queue has nowhere to store a named tailer's position.
+        self._named = name is not None and not queue.read_only
         self._path = queue.path
         self._decode = queue.codec.decode
         self._decode_many = getattr(queue.codec, "decode_many", None)
@@ -74,6 +75,20 @@ class Tailer:
         self._readahead = 1
         lifecycle.opening(self)
         lifecycle.register(self, parent=queue)
+
+    @property
+    def name(self) -> str | None:
+        """The name of a named tailer, None for an anonymous one."""
+        return self._name
+
+    @property
+    def stores_position(self) -> bool:
+        """True for a named tailer whose position is stored in the queue as it reads.
+
+        False for an anonymous tailer, and for a named one on a queue opened
+        read_only=True: it resumes at the stored position but cannot move it.
+        """
+        return self._named
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -36,6 +36,11 @@ def test_the_stored_position_follows_each_read_while_the_tailer_is_open(queue: t
         assert queue.describe()["named_tailers"]["billing"] == first + k + 1
 
 
+def test_a_tailer_says_whether_it_stores_its_position(queue: tape.Queue) -> None:
+    assert (queue.tailer("billing").name, queue.tailer("billing").stores_position) == ("billing", True)
+    assert (queue.tailer().name, queue.tailer().stores_position) == (None, False)
+
+
 def test_another_name_starts_at_the_start(queue: tape.Queue) -> None:
     _fill(queue, 3)
     queue.tailer("a").read()
@@ -148,6 +153,7 @@ def test_a_read_only_queue_resumes_without_storing(qpath: Path) -> None:
         q.tailer("r").read()
     with tape.Queue(qpath, read_only=True) as q:
         t = q.tailer("r")
+        assert (t.name, t.stores_position) == ("r", False)
         assert [t.read(), t.read()] == [1, 2]
         t.close()
         assert q.tailer("r").read() == 1
