@@ -1,6 +1,7 @@
-/* meta.c - the queue: its metadata file, opening and creating it, the write
- * lock and the wake-ups of sleeping readers (docs/FORMAT.md, "The metadata
- * file" and "The write lock"). */
+/* meta.c - the metadata file (tape.meta): creating and checking it, the write
+ * lock kept in it, and the wake-ups of sleeping readers, both halves: the
+ * writer's and the reader's (docs/FORMAT.md, "The metadata file" and "The
+ * write lock"). */
 #include "tape_int.h"
 #include "fault.h"
 
@@ -23,41 +24,16 @@ _Static_assert(offsetof(tape_meta_hdr, m_crc) == 152, "meta header layout");
 _Static_assert(offsetof(tape_meta_shared, m_lowest) == 64, "meta line 1");
 _Static_assert(offsetof(tape_meta_shared, m_notify) == 128, "meta line 2");
 
-int64_t tape_floor_div(int64_t a, int64_t b)
-{
-    int64_t d = a / b;
-    return (a % b != 0 && ((a < 0) != (b < 0))) ? d - 1 : d;
-}
-
 static long futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
 {
     /* Not FUTEX_PRIVATE_FLAG: the word is in a file shared between processes. */
     return syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
 }
 
-/* ---- creating and opening -------------------------------------------------- */
-
-static int mkdir_p(const char *path)
-{
-    char buf[PATH_MAX];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof buf)
-        return -ENAMETOOLONG;
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0777) < 0 && errno != EEXIST)
-            return -errno;
-        buf[i] = c;
-    }
-    return 0;
-}
+/* ---- the metadata file ------------------------------------------------------ */
 
 /* 1 when the directory holds nothing but (stale) temporary metadata files. */
-static int dir_is_empty(int dirfd)
+int tape_dir_is_empty(int dirfd)
 {
     int fd = t_openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0)
@@ -99,9 +75,9 @@ static int write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
-static int create_meta(int dirfd, const tape_open_opts *o, const tape_roll_info *ri)
+int tape_meta_create(int dirfd, const tape_open_opts *o, const tape_roll_info *ri)
 {
-    int rc = dir_is_empty(dirfd);
+    int rc = tape_dir_is_empty(dirfd);
     if (rc <= 0)
         return rc < 0 ? rc : TAPE_ENOTQUEUE;
 
@@ -155,7 +131,7 @@ static int create_meta(int dirfd, const tape_open_opts *o, const tape_roll_info 
     return rc;
 }
 
-static int validate(tape_queue *q, const tape_open_opts *o)
+int tape_meta_validate(tape_queue *q, const tape_open_opts *o)
 {
     const tape_meta_hdr *h = q->q_hdr;
     if (memcmp(h->m_magic, "TAPEMETA", 8) != 0 || h->m_size != TAPE_META_SIZE)
@@ -185,144 +161,6 @@ static int validate(tape_queue *q, const tape_open_opts *o)
     q->q_roll.r_spacing_log2 = (int)h->m_spacing_log2;
     q->q_roll.r_format = ri->ri_format;
     return 0;
-}
-
-int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
-{
-    tape_open_opts none;
-    memset(&none, 0, sizeof none);
-    const tape_open_opts *o = opts ? opts : &none;
-    const tape_roll_info *ri = tape_roll_find(o->oo_roll_cycle ? o->oo_roll_cycle : "daily");
-    if (!ri)
-        return TAPE_EROLLCYCLE;
-    if ((o->oo_codec && (strlen(o->oo_codec) == 0 || strlen(o->oo_codec) >= TAPE_NAME_MAX)) ||
-        o->oo_params_len > TAPE_PARAMS_MAX)
-        return TAPE_EINVAL;
-
-    int rc;
-    if (o->oo_create && !o->oo_read_only && (rc = mkdir_p(path)) < 0)
-        return rc;
-    int dirfd = t_openat(AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-    if (dirfd < 0)
-        return -errno;
-
-    int fd = -1;
-    for (int attempt = 0; attempt < 3 && fd < 0; attempt++) {
-        fd = t_openat(dirfd, TAPE_META_NAME, (o->oo_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
-        if (fd >= 0)
-            break;
-        rc = -errno;
-        if (rc == -ENOENT && (!o->oo_create || o->oo_read_only) && dir_is_empty(dirfd) == 0)
-            rc = TAPE_ENOTQUEUE;
-        if (rc != -ENOENT || !o->oo_create || o->oo_read_only)
-            goto fail_dir;
-        rc = create_meta(dirfd, o, ri);
-        /* A racing creator may have linked tape.meta after our emptiness
-         * check saw its temporary file: look again before giving up. */
-        if (rc < 0 && rc != TAPE_ENOTQUEUE)
-            goto fail_dir;
-    }
-    if (fd < 0)
-        goto fail_dir;
-
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        rc = -errno;
-        goto fail_fd;
-    }
-    if (st.st_size != TAPE_META_SIZE) {
-        rc = TAPE_ECORRUPT;
-        goto fail_fd;
-    }
-    void *map = t_mmap(NULL, TAPE_META_SIZE, PROT_READ | (o->oo_read_only ? 0 : PROT_WRITE), fd);
-    if (map == MAP_FAILED) {
-        rc = -errno;
-        goto fail_fd;
-    }
-    /* Faults read in 4 KiB pages, not readahead's large ones (see write_all). */
-    madvise(map, TAPE_META_SIZE, MADV_RANDOM);
-
-    tape_queue *q = calloc(1, sizeof *q);
-    char *p = strdup(path);
-    if (!q || !p) {
-        free(q);
-        free(p);
-        munmap(map, TAPE_META_SIZE);
-        rc = -ENOMEM;
-        goto fail_fd;
-    }
-    q->q_path = p;
-    q->q_dirfd = dirfd;
-    q->q_meta_fd = fd;
-    q->q_meta = map;
-    q->q_hdr = map;
-    q->q_sh = (tape_meta_shared *)((uint8_t *)map + TAPE_META_SHARED_OFF);
-    q->q_read_only = o->oo_read_only;
-    q->q_small_pages = o->oo_small_pages;
-    q->q_sync_from = -1;
-    pthread_mutex_init(&q->q_mu, NULL);
-    pthread_mutex_init(&q->q_view_mu, NULL);
-    pthread_mutex_init(&q->q_sync_mu, NULL);
-    tape_cyc_init(&q->q_view);
-    tape_cyc_init(&q->q_w.w_y);
-    tape_clock_init(&q->q_w.w_clock);
-    rc = validate(q, o);
-    if (rc < 0) {
-        tape_close(q);
-        return rc;
-    }
-    *out = q;
-    return 0;
-
-fail_fd:
-    close(fd);
-fail_dir:
-    close(dirfd);
-    return rc;
-}
-
-void tape_close(tape_queue *q)
-{
-    if (!q)
-        return;
-    tape_prefault_stop(q);
-    tape_cyc_close(&q->q_w.w_y);
-    tape_cyc_close(&q->q_view);
-    free(q->q_cyc_list);
-    munmap(q->q_meta, TAPE_META_SIZE);
-    close(q->q_meta_fd); /* drops our liveness lock */
-    close(q->q_dirfd);
-    pthread_mutex_destroy(&q->q_mu);
-    pthread_mutex_destroy(&q->q_view_mu);
-    pthread_mutex_destroy(&q->q_sync_mu);
-    free(q->q_path);
-    free(q);
-}
-
-int tape_queue_info_get(tape_queue *q, tape_queue_info *out)
-{
-    const tape_meta_hdr *h = q->q_hdr;
-    tape_meta_shared *sh = q->q_sh;
-    memset(out, 0, sizeof *out);
-    out->qi_version = h->m_version;
-    memcpy(out->qi_roll_cycle, h->m_roll, TAPE_NAME_MAX);
-    memcpy(out->qi_codec, h->m_codec, TAPE_NAME_MAX);
-    out->qi_seq_bits = (int)h->m_seq_bits;
-    out->qi_epoch_ms = h->m_epoch_ms;
-    out->qi_created_ns = h->m_created_ns;
-    out->qi_lowest_cycle = __atomic_load_n(&sh->m_lowest, __ATOMIC_ACQUIRE);
-    out->qi_highest_cycle = __atomic_load_n(&sh->m_highest, __ATOMIC_ACQUIRE);
-    out->qi_modcount = __atomic_load_n(&sh->m_modcount, __ATOMIC_ACQUIRE);
-    out->qi_last_timestamp = __atomic_load_n(&sh->m_last_ts, __ATOMIC_ACQUIRE);
-    out->qi_params_len = h->m_params_len;
-    return 0;
-}
-
-int tape_queue_params(tape_queue *q, void *buf, uint32_t cap)
-{
-    uint32_t n = q->q_hdr->m_params_len;
-    memcpy(buf, q->q_meta + TAPE_PARAMS_OFF, n < cap ? n : cap);
-    return (int)n;
 }
 
 /* ---- the write lock ---------------------------------------------------- */
@@ -468,4 +306,34 @@ void tape_wake_readers(tape_queue *q)
         __atomic_store_n(&sh->m_notify, (v + 1) & ~TAPE_NOTIFY_SLEEPERS, __ATOMIC_SEQ_CST);
         futex(&sh->m_notify, FUTEX_WAKE, INT_MAX, NULL);
     }
+}
+
+/* The reader's half (tape_wait): announce a sleeper by a bit the next
+ * publishing writer clears (so a sleeper killed here costs writers one
+ * wake-up, not one per append). The caller then looks for data once more,
+ * and sleeps with tape_sleep_readers only if there is none; the full barrier
+ * here pairs with the writer's in tape_wake_readers. Returns the word's value
+ * to sleep on. */
+uint32_t tape_announce_sleeper(tape_queue *q)
+{
+    tape_meta_shared *sh = q->q_sh;
+    uint32_t seen = __atomic_fetch_or(&sh->m_notify, TAPE_NOTIFY_SLEEPERS, __ATOMIC_SEQ_CST) |
+                    TAPE_NOTIFY_SLEEPERS;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return seen;
+}
+
+/* Sleep until a writer changes the word from `seen` or timeout_ns passes
+ * (negative: no limit). 0, or -EINTR when a signal arrived. */
+int tape_sleep_readers(tape_queue *q, uint32_t seen, int64_t timeout_ns)
+{
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000;
+        ts.tv_nsec = timeout_ns % 1000000000;
+        tsp = &ts;
+    }
+    if (futex(&q->q_sh->m_notify, FUTEX_WAIT, seen, tsp) < 0 && errno == EINTR)
+        return -EINTR;
+    return 0;
 }

@@ -10,10 +10,8 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1077,7 +1075,6 @@ static int spin(tape_tailer *t, int64_t budget)
 
 int tape_wait(tape_tailer *t, int64_t timeout_ns)
 {
-    tape_meta_shared *sh = t->t_q->q_sh;
     tape_entry e;
     if (t->t_spin_ns != 0) {
         /* Spin for the budget, or for the whole timeout (which may be
@@ -1098,22 +1095,11 @@ int tape_wait(tape_tailer *t, int64_t timeout_ns)
         struct timespec ts = {ns / 1000000000, ns % 1000000000};
         return nanosleep(&ts, NULL) < 0 ? -errno : 0;
     }
-    /* Announce a sleeper by a bit the next publishing writer clears (so a
-     * sleeper killed here costs writers one wake-up, not one per append),
-     * then look for data once more before sleeping. */
-    uint32_t seen = __atomic_fetch_or(&sh->m_notify, TAPE_NOTIFY_SLEEPERS, __ATOMIC_SEQ_CST) |
-                    TAPE_NOTIFY_SLEEPERS;
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    /* The wake-up protocol (meta.c): announce, look for data once more,
+     * sleep. */
+    uint32_t seen = tape_announce_sleeper(t->t_q);
     int rc = peek(t, &e);
-    if (rc == 0) {
-        struct timespec ts, *tsp = NULL;
-        if (timeout_ns >= 0) {
-            ts.tv_sec = timeout_ns / 1000000000;
-            ts.tv_nsec = timeout_ns % 1000000000;
-            tsp = &ts;
-        }
-        if (syscall(SYS_futex, &sh->m_notify, FUTEX_WAIT, seen, tsp, NULL, 0) < 0 && errno == EINTR)
-            rc = -EINTR;
-    }
+    if (rc == 0)
+        rc = tape_sleep_readers(t->t_q, seen, timeout_ns);
     return rc < 0 ? rc : 0;
 }

@@ -169,7 +169,10 @@ typedef struct tape_roll {
     const char *r_format;
 } tape_roll;
 
+/* roll.c: the roll cycle called `name`, or NULL; the cycle a file name
+ * stands for, or -1 when it is not a cycle file name. */
 const tape_roll_info *tape_roll_find(const char *name);
+int64_t tape_cycle_parse(tape_queue *q, const char *name);
 
 /* An open cycle file, validated. */
 typedef struct tape_cyc {
@@ -211,6 +214,9 @@ int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int
 uint64_t tape_cyc_dirty_after(tape_cyc *y, uint64_t pos, uint32_t h);
 /* Offset of the indexed entry of block b (seq b*S), 0 when absent. */
 uint64_t tape_cyc_block_pos(tape_queue *q, tape_cyc *y, uint64_t b);
+/* The end of data by entry headers alone, from the first entry: what a
+ * damaged cycle seems to hold. */
+int tape_cyc_header_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last);
 
 /* Cycles that have a file, ascending; *out is malloc'ed. */
 int tape_list_cycles_alloc(tape_queue *q, int64_t **out, size_t *n);
@@ -312,7 +318,7 @@ struct tape_queue {
     uint64_t q_view_trimmed;   /* the end of data at its last release */
 
     /* prefaulter thread: the writer kicks it without taking q_mu (see
-     * map.c); q_mu guards q_pf_alloc and q_pf_failed */
+     * prefault.c); q_mu guards q_pf_alloc and q_pf_failed */
     pthread_t q_pf_thread;
     int q_pf_running;
     _Atomic int q_pf_stop;
@@ -325,25 +331,38 @@ struct tape_queue {
     _Atomic uint64_t q_pf_ready; /* allocated (and faulted in) up to here */
 };
 
+/* The metadata file (meta.c): create it in dirfd (racing creators: one
+ * wins, TAPE_ENOTQUEUE when the directory holds something else); check the
+ * mapped header against the options and set q_roll from it. */
+int tape_meta_create(int dirfd, const tape_open_opts *o, const tape_roll_info *ri);
+/* 1 when the directory holds nothing but (stale) temporary metadata files. */
+int tape_dir_is_empty(int dirfd);
+int tape_meta_validate(tape_queue *q, const tape_open_opts *o);
+
 /* Lock protocol (meta.c). *recovered is set when the lock was taken over from
  * a dead owner: the writer state must then be rebuilt. */
 int tape_lock(tape_queue *q, int *recovered);
 void tape_unlock(tape_queue *q);
 int tape_register_writer(tape_queue *q);
 int tape_lock_meta(tape_queue *q);
+
+/* Wake-ups (meta.c): the writer's half after publishing; the reader's half,
+ * announce then (finding no data) sleep on the value announced. */
 void tape_wake_readers(tape_queue *q);
+uint32_t tape_announce_sleeper(tape_queue *q);
+int tape_sleep_readers(tape_queue *q, uint32_t seen, int64_t timeout_ns);
 
 /* Named tailers (named.c): the slot of `name`, claimed if needed; *out is
  * NULL on a read-only queue that has none. */
 int tape_named_claim(tape_queue *q, const char *name, tape_named_slot **out);
 
-/* Prefaulter (map.c). */
+/* Prefaulter (prefault.c). */
 int tape_prefault_start(tape_queue *q);
 void tape_prefault_stop(tape_queue *q);
 void tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received);
 
-int64_t tape_now_ns(void);
-int64_t tape_floor_div(int64_t a, int64_t b);
+int64_t tape_now_ns(void);                    /* clock.c */
+int64_t tape_floor_div(int64_t a, int64_t b); /* roll.c */
 
 #define TAPE_MAP_MIN ((size_t)256 << 20)
 #define TAPE_MAP_MIN_WRITER ((size_t)16 << 30) /* address space only: moving a
