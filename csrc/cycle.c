@@ -25,7 +25,7 @@ static int cmp_i64(const void *a, const void *b)
 
 static int list_dir(tape_queue *q, int64_t **out, size_t *n)
 {
-    int fd = t_openat(q->q_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    int fd = tf_openat(q->q_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     DIR *d = fdopendir(fd);
@@ -66,27 +66,27 @@ static int list_dir(tape_queue *q, int64_t **out, size_t *n)
  * shows up as -ENOENT when opened, which every caller handles). */
 int tape_list_cycles_alloc(tape_queue *q, int64_t **out, size_t *n)
 {
-    uint64_t mod = __atomic_load_n(&q->q_sh->m_modcount, __ATOMIC_ACQUIRE);
-    pthread_mutex_lock(&q->q_mu);
-    if (!q->q_cyc_valid || q->q_cyc_mod != mod) {
+    uint64_t mod = __atomic_load_n(&q->q_sh->ms_modcount, __ATOMIC_ACQUIRE);
+    pthread_mutex_lock(&q->q_cyc.cc_mu);
+    if (!q->q_cyc.cc_valid || q->q_cyc.cc_mod != mod) {
         int64_t *v = NULL;
         size_t cnt = 0;
         int rc = list_dir(q, &v, &cnt);
         if (rc < 0) {
-            pthread_mutex_unlock(&q->q_mu);
+            pthread_mutex_unlock(&q->q_cyc.cc_mu);
             return rc;
         }
-        free(q->q_cyc_list);
-        q->q_cyc_list = v;
-        q->q_cyc_n = cnt;
-        q->q_cyc_mod = mod;
-        q->q_cyc_valid = 1;
+        free(q->q_cyc.cc_list);
+        q->q_cyc.cc_list = v;
+        q->q_cyc.cc_n = cnt;
+        q->q_cyc.cc_mod = mod;
+        q->q_cyc.cc_valid = 1;
     }
-    int64_t *copy = malloc((q->q_cyc_n ? q->q_cyc_n : 1) * sizeof *copy);
-    if (copy && q->q_cyc_n)
-        memcpy(copy, q->q_cyc_list, q->q_cyc_n * sizeof *copy);
-    *n = q->q_cyc_n;
-    pthread_mutex_unlock(&q->q_mu);
+    int64_t *copy = malloc((q->q_cyc.cc_n ? q->q_cyc.cc_n : 1) * sizeof *copy);
+    if (copy && q->q_cyc.cc_n)
+        memcpy(copy, q->q_cyc.cc_list, q->q_cyc.cc_n * sizeof *copy);
+    *n = q->q_cyc.cc_n;
+    pthread_mutex_unlock(&q->q_cyc.cc_mu);
     if (!copy)
         return -ENOMEM;
     *out = copy;
@@ -216,26 +216,26 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y)
     h.c_crc = tape_crc32c(0, &h, offsetof(tape_cycle_hdr, c_crc));
 
     snprintf(tmp, sizeof tmp, "%s.tmp.%d.%08x", name, (int)getpid(), h.c_seed);
-    int fd = t_openat(q->q_dirfd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0666);
+    int fd = tf_openat(q->q_dirfd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0666);
     if (fd < 0)
         return -errno;
     /* A little room for the first entries; the prefaulter adds more as the
      * cycle fills. */
     off_t size = (off_t)(h.c_data_off + TAPE_FAULT_PIECE);
-    rc = t_fallocate(fd, 0, size);
+    rc = tf_fallocate(fd, 0, size);
     if (rc < 0 && (errno == EOPNOTSUPP || errno == ENOSYS))
-        rc = t_ftruncate(fd, size); /* private until linked: cannot race */
+        rc = tf_ftruncate(fd, size); /* private until linked: cannot race */
     if (rc == 0 && pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
         rc = -1;
     /* On disk before it has a name, so a name never leads to a file without
      * a header after a power loss. */
     if (rc == 0)
-        rc = t_fdatasync(fd);
+        rc = tf_fdatasync(fd);
     rc = rc < 0 ? (errno ? -errno : -EIO) : 0;
     close(fd);
     /* Published whole under its final name; if it is already there (a writer
      * died after creating it), that one is used. */
-    if (rc == 0 && t_linkat(q->q_dirfd, tmp, name) < 0 && errno != EEXIST)
+    if (rc == 0 && tf_linkat(q->q_dirfd, tmp, name) < 0 && errno != EEXIST)
         rc = -errno;
     unlinkat(q->q_dirfd, tmp, 0);
     if (rc < 0)

@@ -62,11 +62,11 @@ static uint8_t *reader_place(size_t len)
 static void *map_view(size_t len, int writable, int fd)
 {
     if (writable)
-        return t_mmap(NULL, len, PROT_READ | PROT_WRITE, fd);
+        return tf_mmap(NULL, len, PROT_READ | PROT_WRITE, fd);
     uint8_t *at = reader_place(len);
     if (at == MAP_FAILED)
         return MAP_FAILED;
-    void *p = t_mmap(at, len, PROT_READ, fd);
+    void *p = tf_mmap(at, len, PROT_READ, fd);
     if (p == MAP_FAILED)
         munmap(at, len);
     return p;
@@ -75,7 +75,7 @@ static void *map_view(size_t len, int writable, int fd)
 int tape_view_open(tape_view *v, int dirfd, const char *name, int writable)
 {
     tape_view_init(v);
-    int fd = t_openat(dirfd, name, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
+    int fd = tf_openat(dirfd, name, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     struct stat st;
@@ -121,7 +121,7 @@ static int remap(tape_view *v, uint64_t end)
         pthread_mutex_lock(v->v_mu);
     /* Readers' views move to a place of their kind (see reader_place). */
     uint8_t *at = v->v_writable ? NULL : reader_place(len);
-    void *p = at == MAP_FAILED ? MAP_FAILED : t_mremap(v->v_base, v->v_maplen, len, at);
+    void *p = at == MAP_FAILED ? MAP_FAILED : tf_mremap(v->v_base, v->v_maplen, len, at);
     if (p == MAP_FAILED && at && at != MAP_FAILED)
         munmap(at, len);
     if (p != MAP_FAILED) {
@@ -156,7 +156,7 @@ int tape_view_grow(tape_view *v, uint64_t end)
     /* Never ftruncate: another process may have extended the file meanwhile,
      * and only fallocate is sure not to shrink it. */
     uint64_t to = (end + TAPE_GROW_STEP - 1) & ~(TAPE_GROW_STEP - 1);
-    if (t_fallocate(v->v_fd, (off_t)v->v_size, (off_t)(to - v->v_size)) < 0)
+    if (tf_fallocate(v->v_fd, (off_t)v->v_size, (off_t)(to - v->v_size)) < 0)
         return -errno;
     rc = tape_view_cover(v, to);
     return rc > 0 ? -EIO : rc;

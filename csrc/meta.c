@@ -9,33 +9,25 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/futex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 _Static_assert(offsetof(tape_meta_hdr, m_crc) == 152, "meta header layout");
-_Static_assert(offsetof(tape_meta_shared, m_lowest) == 64, "meta line 1");
-_Static_assert(offsetof(tape_meta_shared, m_notify) == 128, "meta line 2");
-
-static long futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
-{
-    /* Not FUTEX_PRIVATE_FLAG: the word is in a file shared between processes. */
-    return syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
-}
+_Static_assert(offsetof(tape_meta_shared, ms_lowest) == 64, "meta line 1");
+_Static_assert(offsetof(tape_meta_shared, ms_notify) == 128, "meta line 2");
 
 /* ---- the metadata file ------------------------------------------------------ */
 
 /* 1 when the directory holds nothing but (stale) temporary metadata files. */
 int tape_dir_is_empty(int dirfd)
 {
-    int fd = t_openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    int fd = tf_openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     DIR *d = fdopendir(fd);
@@ -99,9 +91,9 @@ int tape_meta_create(int dirfd, const tape_open_opts *o, const tape_roll_info *r
     h->m_created_ns = tape_now_ns();
     h->m_crc = tape_crc32c(0, h, offsetof(tape_meta_hdr, m_crc));
     tape_meta_shared *sh = (tape_meta_shared *)(buf + TAPE_META_SHARED_OFF);
-    sh->m_hint_cycle = -1;
-    sh->m_lowest = -1;
-    sh->m_highest = -1;
+    sh->ms_hint_cycle = -1;
+    sh->ms_lowest = -1;
+    sh->ms_highest = -1;
     if (o->oo_params_len)
         memcpy(buf + TAPE_PARAMS_OFF, o->oo_params, o->oo_params_len);
 
@@ -110,7 +102,7 @@ int tape_meta_create(int dirfd, const tape_open_opts *o, const tape_roll_info *r
     if (getrandom(&r, sizeof r, 0) < 0)
         r = (uint32_t)tape_now_ns();
     snprintf(tmp, sizeof tmp, TAPE_META_NAME ".tmp.%d.%08x", (int)getpid(), r);
-    int fd = t_openat(dirfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
+    int fd = tf_openat(dirfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
     if (fd < 0) {
         rc = -errno;
         free(buf);
@@ -118,16 +110,16 @@ int tape_meta_create(int dirfd, const tape_open_opts *o, const tape_roll_info *r
     }
     rc = write_all(fd, buf, TAPE_META_SIZE);
     free(buf);
-    if (rc == 0 && t_fsync(fd) < 0)
+    if (rc == 0 && tf_fsync(fd) < 0)
         rc = -errno;
     close(fd);
     /* link() never replaces: if another process created the queue first, we
      * use theirs. */
-    if (rc == 0 && t_linkat(dirfd, tmp, TAPE_META_NAME) < 0 && errno != EEXIST)
+    if (rc == 0 && tf_linkat(dirfd, tmp, TAPE_META_NAME) < 0 && errno != EEXIST)
         rc = -errno;
     unlinkat(dirfd, tmp, 0);
     if (rc == 0)
-        t_fsync(dirfd);
+        tf_fsync(dirfd);
     return rc;
 }
 
@@ -175,10 +167,10 @@ static inline void cpu_relax(void)
 }
 
 /* Take a token whose liveness byte nobody holds; the kernel releases our
- * hold on it when this process dies (or closes the queue). Holding q_mu. */
+ * hold on it when this process dies (or closes the queue). Holding w_mu. */
 int tape_register_writer(tape_queue *q)
 {
-    if (q->q_token)
+    if (q->q_w.w_token)
         return 0;
     for (int tries = 0; tries < 64; tries++) {
         uint32_t tok = 0;
@@ -187,13 +179,13 @@ int tape_register_writer(tape_queue *q)
         tok &= ~TAPE_LOCK_WAITERS;
         /* Not 0, and not a dead owner's token still in the lock word: we
          * would take its lock for our own and wait for ourselves. */
-        if (!tok || tok == (__atomic_load_n(&q->q_sh->m_lock, __ATOMIC_RELAXED) & ~TAPE_LOCK_WAITERS))
+        if (!tok || tok == (__atomic_load_n(&q->q_sh->ms_lock, __ATOMIC_RELAXED) & ~TAPE_LOCK_WAITERS))
             continue;
         struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
                            .l_start = TAPE_LIVE_BASE + tok, .l_len = 1};
         if (fcntl(q->q_meta_fd, F_OFD_SETLK, &fl) == 0) {
-            q->q_token = tok;
-            q->q_pid = (uint32_t)getpid();
+            q->q_w.w_token = tok;
+            q->q_w.w_pid = (uint32_t)getpid();
             return 0;
         }
         if (errno != EAGAIN && errno != EACCES)
@@ -207,9 +199,9 @@ int tape_register_writer(tape_queue *q)
  * next append, which finds the generation the dead writer left odd. */
 int tape_lock_meta(tape_queue *q)
 {
-    pthread_mutex_lock(&q->q_mu);
+    pthread_mutex_lock(&q->q_w.w_mu);
     int rc = tape_register_writer(q);
-    pthread_mutex_unlock(&q->q_mu);
+    pthread_mutex_unlock(&q->q_w.w_mu);
     if (rc < 0)
         return rc;
     int recovered;
@@ -218,7 +210,7 @@ int tape_lock_meta(tape_queue *q)
 
 static int owner_alive(tape_queue *q, uint32_t tok)
 {
-    if (tok == q->q_token)
+    if (tok == q->q_w.w_token)
         return 1;
     struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
                        .l_start = TAPE_LIVE_BASE + tok, .l_len = 1};
@@ -239,16 +231,16 @@ int tape_lock(tape_queue *q, int *recovered)
 {
     uint32_t e = 0;
     *recovered = 0;
-    if (!cas(&q->q_sh->m_lock, &e, q->q_token))
+    if (!cas(&q->q_sh->ms_lock, &e, q->q_w.w_token))
         lock_slow(q, recovered);
-    __atomic_store_n(&q->q_sh->m_lock_pid, q->q_pid, __ATOMIC_RELAXED);
+    __atomic_store_n(&q->q_sh->ms_lock_pid, q->q_w.w_pid, __ATOMIC_RELAXED);
     return 0;
 }
 
 static void lock_slow(tape_queue *q, int *recovered)
 {
-    uint32_t *w = &q->q_sh->m_lock;
-    uint32_t tok = q->q_token;
+    uint32_t *w = &q->q_sh->ms_lock;
+    uint32_t tok = q->q_w.w_token;
     uint32_t e;
     for (int i = 0; i < 200; i++) {
         cpu_relax();
@@ -271,7 +263,7 @@ static void lock_slow(tape_queue *q, int *recovered)
             e |= TAPE_LOCK_WAITERS;
         }
         struct timespec ts = {0, 1000000};
-        if (futex(w, FUTEX_WAIT, e, &ts) < 0 && errno == ETIMEDOUT &&
+        if (tape_futex(w, FUTEX_WAIT, e, &ts) < 0 && errno == ETIMEDOUT &&
             !owner_alive(q, e & ~TAPE_LOCK_WAITERS)) {
             if (cas(w, &e, tok | TAPE_LOCK_WAITERS)) {
                 *recovered = 1;
@@ -283,10 +275,10 @@ static void lock_slow(tape_queue *q, int *recovered)
 
 void tape_unlock(tape_queue *q)
 {
-    uint32_t *w = &q->q_sh->m_lock;
+    uint32_t *w = &q->q_sh->ms_lock;
     uint32_t old = __atomic_exchange_n(w, 0, __ATOMIC_SEQ_CST);
     if (old & TAPE_LOCK_WAITERS)
-        futex(w, FUTEX_WAKE, 1, NULL);
+        tape_futex(w, FUTEX_WAKE, 1, NULL);
 }
 
 /* After publishing (and unlocking): wake tailers sleeping in tape_wait. The
@@ -299,12 +291,12 @@ void tape_wake_readers(tape_queue *q)
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 #endif
     tape_meta_shared *sh = q->q_sh;
-    uint32_t v = __atomic_load_n(&sh->m_notify, __ATOMIC_SEQ_CST);
+    uint32_t v = __atomic_load_n(&sh->ms_notify, __ATOMIC_SEQ_CST);
     if (v & TAPE_NOTIFY_SLEEPERS) {
         /* A new value (counter up, bit clear) also stops a sleeper that is
          * about to wait on the old one. */
-        __atomic_store_n(&sh->m_notify, (v + 1) & ~TAPE_NOTIFY_SLEEPERS, __ATOMIC_SEQ_CST);
-        futex(&sh->m_notify, FUTEX_WAKE, INT_MAX, NULL);
+        __atomic_store_n(&sh->ms_notify, (v + 1) & ~TAPE_NOTIFY_SLEEPERS, __ATOMIC_SEQ_CST);
+        tape_futex(&sh->ms_notify, FUTEX_WAKE, INT_MAX, NULL);
     }
 }
 
@@ -317,7 +309,7 @@ void tape_wake_readers(tape_queue *q)
 uint32_t tape_announce_sleeper(tape_queue *q)
 {
     tape_meta_shared *sh = q->q_sh;
-    uint32_t seen = __atomic_fetch_or(&sh->m_notify, TAPE_NOTIFY_SLEEPERS, __ATOMIC_SEQ_CST) |
+    uint32_t seen = __atomic_fetch_or(&sh->ms_notify, TAPE_NOTIFY_SLEEPERS, __ATOMIC_SEQ_CST) |
                     TAPE_NOTIFY_SLEEPERS;
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     return seen;
@@ -333,7 +325,7 @@ int tape_sleep_readers(tape_queue *q, uint32_t seen, int64_t timeout_ns)
         ts.tv_nsec = timeout_ns % 1000000000;
         tsp = &ts;
     }
-    if (futex(&q->q_sh->m_notify, FUTEX_WAIT, seen, tsp) < 0 && errno == EINTR)
+    if (tape_futex(&q->q_sh->ms_notify, FUTEX_WAIT, seen, tsp) < 0 && errno == EINTR)
         return -EINTR;
     return 0;
 }

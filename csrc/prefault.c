@@ -8,10 +8,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #ifndef MADV_POPULATE_WRITE
@@ -27,11 +25,6 @@ static void fault_in(uint8_t *p, uint64_t len)
      * while other writers fill the same pages. */
     for (uint64_t off = 0; off < len; off += TAPE_PAGE)
         __atomic_fetch_or((uint32_t *)(p + off), 0u, __ATOMIC_RELAXED);
-}
-
-static long pf_futex(_Atomic uint32_t *w, int op, uint32_t val)
-{
-    return syscall(SYS_futex, (uint32_t *)w, op | FUTEX_PRIVATE_FLAG, val, NULL, NULL, 0);
 }
 
 /* The writer fills an index array's slots while it appends the entries the
@@ -61,19 +54,19 @@ static void release_full_arrays(tape_queue *q)
     }
 }
 
-/* One unit of the prefaulter's work, holding q_mu: touch again the stretch
+/* One unit of the prefaulter's work, holding w_mu: touch again the stretch
  * just behind a new kick position, or allocate and fault in one piece
- * towards q_pf_want. Returns 0 when there is nothing to do. The prefaulter
- * reads the writer's view (fd, base, length) under q_mu, which the writer
+ * towards pf_want. Returns 0 when there is nothing to do. The prefaulter
+ * reads the writer's view (fd, base, length) under w_mu, which the writer
  * holds whenever it changes them, and never writes the view. */
 static int prefault_step(tape_queue *q, uint64_t *refreshed)
 {
     tape_view *v = &q->q_w.w_y.y_v;
     if (v->v_fd < 0)
         return 0;
-    uint64_t ready = atomic_load_explicit(&q->q_pf_ready, memory_order_relaxed);
-    uint64_t pos = atomic_load_explicit(&q->q_pf_pos, memory_order_relaxed);
-    uint64_t want = atomic_load_explicit(&q->q_pf_want, memory_order_relaxed);
+    uint64_t ready = atomic_load_explicit(&q->q_pf.pf_ready, memory_order_relaxed);
+    uint64_t pos = atomic_load_explicit(&q->q_pf.pf_pos, memory_order_relaxed);
+    uint64_t want = atomic_load_explicit(&q->q_pf.pf_want, memory_order_relaxed);
     if (pos != *refreshed) {
         /* Writeback cleans (and write-protects) pages faulted in earlier;
          * touch the stretch the writer fills before its next kick again,
@@ -97,12 +90,12 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
         }
         return 1;
     }
-    if (ready >= want || want == q->q_pf_failed)
+    if (ready >= want || want == q->q_pf.pf_failed)
         return 0;
     /* Allocate in steps (each fallocate takes filesystem locks the
      * writer's own faults may wait for), fault in by pieces. */
     uint64_t to = ready + TAPE_FAULT_PIECE;
-    if (to > q->q_pf_alloc) {
+    if (to > q->q_pf.pf_alloc) {
         /* As far as wanted, at most a step, and to a huge page boundary: the
          * kernel makes a huge page only where the file covers all of it. */
         uint64_t step = want > to ? want : to;
@@ -111,18 +104,18 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
         most = (most + TAPE_HUGE - 1) & ~(TAPE_HUGE - 1);
         if (step > most)
             step = most;
-        if (step > v->v_maplen || t_fallocate(v->v_fd, (off_t)ready, (off_t)(step - ready)) < 0) {
+        if (step > v->v_maplen || tf_fallocate(v->v_fd, (off_t)ready, (off_t)(step - ready)) < 0) {
             /* Out of room or out of space: the writer's own slow path
              * reports the error when it gets there. */
-            q->q_pf_failed = want;
+            q->q_pf.pf_failed = want;
             return 0;
         }
-        q->q_pf_alloc = step;
+        q->q_pf.pf_alloc = step;
     }
     fault_in(v->v_base + ready, to - ready);
     /* Raise, never lower: the writer may have raised it past `to` meanwhile. */
-    uint64_t cur = atomic_load_explicit(&q->q_pf_ready, memory_order_relaxed);
-    while (cur < to && !atomic_compare_exchange_weak_explicit(&q->q_pf_ready, &cur, to,
+    uint64_t cur = atomic_load_explicit(&q->q_pf.pf_ready, memory_order_relaxed);
+    while (cur < to && !atomic_compare_exchange_weak_explicit(&q->q_pf.pf_ready, &cur, to,
                                                               memory_order_release,
                                                               memory_order_relaxed))
         ;
@@ -130,63 +123,63 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
 }
 
 /* The writer never waits for the prefaulter: it stores what it wants, bumps
- * q_pf_kicks and wakes the thread only when it sleeps. The thread reads the
+ * pf_kicks and wakes the thread only when it sleeps. The thread reads the
  * counter before it looks for work and sleeps on that value, so a kick that
- * comes after it found nothing to do is never lost. q_mu is released after
+ * comes after it found nothing to do is never lost. w_mu is released after
  * every piece, so a writer that must move or switch its mapping waits for one
  * piece at most. */
 static void *prefault_main(void *arg)
 {
     tape_queue *q = arg;
     uint64_t refreshed = 0;
-    while (!atomic_load_explicit(&q->q_pf_stop, memory_order_relaxed)) {
-        uint32_t kicks = atomic_load_explicit(&q->q_pf_kicks, memory_order_acquire);
-        pthread_mutex_lock(&q->q_mu);
+    while (!atomic_load_explicit(&q->q_pf.pf_stop, memory_order_relaxed)) {
+        uint32_t kicks = atomic_load_explicit(&q->q_pf.pf_kicks, memory_order_acquire);
+        pthread_mutex_lock(&q->q_w.w_mu);
         int busy = prefault_step(q, &refreshed);
-        pthread_mutex_unlock(&q->q_mu);
+        pthread_mutex_unlock(&q->q_w.w_mu);
         if (busy)
             continue;
-        atomic_store_explicit(&q->q_pf_sleeping, 1, memory_order_seq_cst);
-        if (atomic_load_explicit(&q->q_pf_kicks, memory_order_seq_cst) == kicks &&
-            !atomic_load_explicit(&q->q_pf_stop, memory_order_relaxed))
-            pf_futex(&q->q_pf_kicks, FUTEX_WAIT, kicks);
-        atomic_store_explicit(&q->q_pf_sleeping, 0, memory_order_relaxed);
+        atomic_store_explicit(&q->q_pf.pf_sleeping, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&q->q_pf.pf_kicks, memory_order_seq_cst) == kicks &&
+            !atomic_load_explicit(&q->q_pf.pf_stop, memory_order_relaxed))
+            tape_futex((uint32_t *)&q->q_pf.pf_kicks, FUTEX_WAIT_PRIVATE, kicks, NULL);
+        atomic_store_explicit(&q->q_pf.pf_sleeping, 0, memory_order_relaxed);
     }
     return NULL;
 }
 
 static void prefault_wake(tape_queue *q)
 {
-    atomic_fetch_add_explicit(&q->q_pf_kicks, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&q->q_pf_sleeping, memory_order_seq_cst))
-        pf_futex(&q->q_pf_kicks, FUTEX_WAKE, 1);
+    atomic_fetch_add_explicit(&q->q_pf.pf_kicks, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&q->q_pf.pf_sleeping, memory_order_seq_cst))
+        tape_futex((uint32_t *)&q->q_pf.pf_kicks, FUTEX_WAKE_PRIVATE, 1, NULL);
 }
 
-/* Holding q_mu. */
+/* Holding w_mu. */
 int tape_prefault_start(tape_queue *q)
 {
-    if (q->q_pf_running)
+    if (q->q_pf.pf_running)
         return 0;
-    atomic_store_explicit(&q->q_pf_stop, 0, memory_order_relaxed);
-    int rc = pthread_create(&q->q_pf_thread, NULL, prefault_main, q);
+    atomic_store_explicit(&q->q_pf.pf_stop, 0, memory_order_relaxed);
+    int rc = pthread_create(&q->q_pf.pf_thread, NULL, prefault_main, q);
     if (rc)
         return -rc;
-    q->q_pf_running = 1;
+    q->q_pf.pf_running = 1;
     return 0;
 }
 
-/* Not holding q_mu. */
+/* Not holding w_mu. */
 void tape_prefault_stop(tape_queue *q)
 {
-    pthread_mutex_lock(&q->q_mu);
-    int running = q->q_pf_running;
-    pthread_mutex_unlock(&q->q_mu);
+    pthread_mutex_lock(&q->q_w.w_mu);
+    int running = q->q_pf.pf_running;
+    pthread_mutex_unlock(&q->q_w.w_mu);
     if (!running)
         return;
-    atomic_store_explicit(&q->q_pf_stop, 1, memory_order_relaxed);
+    atomic_store_explicit(&q->q_pf.pf_stop, 1, memory_order_relaxed);
     prefault_wake(q);
-    pthread_join(q->q_pf_thread, NULL);
-    q->q_pf_running = 0;
+    pthread_join(q->q_pf.pf_thread, NULL);
+    q->q_pf.pf_running = 0;
 }
 
 /* Called by the writer (holding the write lock) when it passes w_kick_at,
@@ -200,7 +193,7 @@ void tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received)
         ahead = TAPE_FAULT_PIECE;
     if (ahead > TAPE_PREFAULT_AHEAD)
         ahead = TAPE_PREFAULT_AHEAD;
-    atomic_store_explicit(&q->q_pf_pos, pos, memory_order_relaxed);
-    atomic_store_explicit(&q->q_pf_want, pos + ahead, memory_order_relaxed);
+    atomic_store_explicit(&q->q_pf.pf_pos, pos, memory_order_relaxed);
+    atomic_store_explicit(&q->q_pf.pf_want, pos + ahead, memory_order_relaxed);
     prefault_wake(q);
 }

@@ -48,13 +48,13 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
     int rc;
     if (o->oo_create && !o->oo_read_only && (rc = mkdir_p(path)) < 0)
         return rc;
-    int dirfd = t_openat(AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    int dirfd = tf_openat(AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (dirfd < 0)
         return -errno;
 
     int fd = -1;
     for (int attempt = 0; attempt < 3 && fd < 0; attempt++) {
-        fd = t_openat(dirfd, TAPE_META_NAME, (o->oo_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+        fd = tf_openat(dirfd, TAPE_META_NAME, (o->oo_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
         if (fd >= 0)
             break;
         rc = -errno;
@@ -80,7 +80,7 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
         rc = TAPE_ECORRUPT;
         goto fail_fd;
     }
-    void *map = t_mmap(NULL, TAPE_META_SIZE, PROT_READ | (o->oo_read_only ? 0 : PROT_WRITE), fd);
+    void *map = tf_mmap(NULL, TAPE_META_SIZE, PROT_READ | (o->oo_read_only ? 0 : PROT_WRITE), fd);
     if (map == MAP_FAILED) {
         rc = -errno;
         goto fail_fd;
@@ -105,11 +105,12 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
     q->q_sh = (tape_meta_shared *)((uint8_t *)map + TAPE_META_SHARED_OFF);
     q->q_read_only = o->oo_read_only;
     q->q_small_pages = o->oo_small_pages;
-    q->q_sync_from = -1;
-    pthread_mutex_init(&q->q_mu, NULL);
-    pthread_mutex_init(&q->q_view_mu, NULL);
-    pthread_mutex_init(&q->q_sync_mu, NULL);
-    tape_cyc_init(&q->q_view);
+    q->q_sync.sy_from = -1;
+    pthread_mutex_init(&q->q_w.w_mu, NULL);
+    pthread_mutex_init(&q->q_view.kv_mu, NULL);
+    pthread_mutex_init(&q->q_sync.sy_mu, NULL);
+    pthread_mutex_init(&q->q_cyc.cc_mu, NULL);
+    tape_cyc_init(&q->q_view.kv_y);
     tape_cyc_init(&q->q_w.w_y);
     tape_clock_init(&q->q_w.w_clock);
     rc = tape_meta_validate(q, o);
@@ -133,14 +134,15 @@ void tape_close(tape_queue *q)
         return;
     tape_prefault_stop(q);
     tape_cyc_close(&q->q_w.w_y);
-    tape_cyc_close(&q->q_view);
-    free(q->q_cyc_list);
+    tape_cyc_close(&q->q_view.kv_y);
+    free(q->q_cyc.cc_list);
     munmap(q->q_meta, TAPE_META_SIZE);
     close(q->q_meta_fd); /* drops our liveness lock */
     close(q->q_dirfd);
-    pthread_mutex_destroy(&q->q_mu);
-    pthread_mutex_destroy(&q->q_view_mu);
-    pthread_mutex_destroy(&q->q_sync_mu);
+    pthread_mutex_destroy(&q->q_w.w_mu);
+    pthread_mutex_destroy(&q->q_view.kv_mu);
+    pthread_mutex_destroy(&q->q_sync.sy_mu);
+    pthread_mutex_destroy(&q->q_cyc.cc_mu);
     free(q->q_path);
     free(q);
 }
@@ -156,10 +158,10 @@ int tape_queue_info_get(tape_queue *q, tape_queue_info *out)
     out->qi_seq_bits = (int)h->m_seq_bits;
     out->qi_epoch_ms = h->m_epoch_ms;
     out->qi_created_ns = h->m_created_ns;
-    out->qi_lowest_cycle = __atomic_load_n(&sh->m_lowest, __ATOMIC_ACQUIRE);
-    out->qi_highest_cycle = __atomic_load_n(&sh->m_highest, __ATOMIC_ACQUIRE);
-    out->qi_modcount = __atomic_load_n(&sh->m_modcount, __ATOMIC_ACQUIRE);
-    out->qi_last_timestamp = __atomic_load_n(&sh->m_last_ts, __ATOMIC_ACQUIRE);
+    out->qi_lowest_cycle = __atomic_load_n(&sh->ms_lowest, __ATOMIC_ACQUIRE);
+    out->qi_highest_cycle = __atomic_load_n(&sh->ms_highest, __ATOMIC_ACQUIRE);
+    out->qi_modcount = __atomic_load_n(&sh->ms_modcount, __ATOMIC_ACQUIRE);
+    out->qi_last_timestamp = __atomic_load_n(&sh->ms_last_ts, __ATOMIC_ACQUIRE);
     out->qi_params_len = h->m_params_len;
     return 0;
 }
@@ -178,14 +180,14 @@ int tape_queue_params(tape_queue *q, void *buf, uint32_t cap)
  * as far. */
 #define VIEW_KEEP ((uint64_t)4 << 20)
 
-/* The queue's kept view, holding q_view_mu: the newest cycle's when `cycle`
+/* The queue's kept view, holding kv_mu: the newest cycle's when `cycle`
  * is the newest, else NULL. A view of a cycle that is no longer the newest is
  * closed here, so that it does not keep the file's space once a purge removes
  * it. */
 static tape_cyc *kept_view(tape_queue *q, int64_t cycle)
 {
-    int64_t newest = __atomic_load_n(&q->q_sh->m_highest, __ATOMIC_ACQUIRE);
-    tape_cyc *y = &q->q_view;
+    int64_t newest = __atomic_load_n(&q->q_sh->ms_highest, __ATOMIC_ACQUIRE);
+    tape_cyc *y = &q->q_view.kv_y;
     if (y->y_cycle >= 0 && y->y_cycle != newest)
         tape_cyc_close(y);
     if (cycle != newest)
@@ -193,18 +195,18 @@ static tape_cyc *kept_view(tape_queue *q, int64_t cycle)
     if (y->y_cycle != cycle) {
         if (tape_cyc_open(q, cycle, 0, y) < 0)
             return NULL; /* the caller opens its own, and reports why */
-        q->q_view_trimmed = y->y_data_off;
+        q->q_view.kv_trimmed = y->y_data_off;
     }
     return y;
 }
 
 int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
 {
-    pthread_mutex_lock(&q->q_view_mu);
+    pthread_mutex_lock(&q->q_view.kv_mu);
     tape_cyc own, *y = kept_view(q, cycle);
     int kept = y != NULL, rc = 0;
     if (!kept) {
-        pthread_mutex_unlock(&q->q_view_mu);
+        pthread_mutex_unlock(&q->q_view.kv_mu);
         y = &own;
         rc = tape_cyc_open(q, cycle, 0, y);
     }
@@ -230,25 +232,25 @@ int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
     if (!kept || rc < 0 || damaged) {
         /* (a damaged cycle's walk maps all of it: not worth keeping) */
         tape_cyc_close(y);
-    } else if (end > q->q_view_trimmed + 2 * VIEW_KEEP) {
+    } else if (end > q->q_view.kv_trimmed + 2 * VIEW_KEEP) {
         /* The end moves on as writers append: release the pages behind it,
          * all of them from the first entry on (the walks of earlier calls
          * may have mapped some below the last release). */
         tape_view_release(&y->y_v, y->y_data_off, end - VIEW_KEEP);
-        q->q_view_trimmed = end;
+        q->q_view.kv_trimmed = end;
     }
     if (kept)
-        pthread_mutex_unlock(&q->q_view_mu);
+        pthread_mutex_unlock(&q->q_view.kv_mu);
     return rc;
 }
 
 /* Close the kept view if it is of `cycle` (about to be removed). */
 static void drop_kept_view(tape_queue *q, int64_t cycle)
 {
-    pthread_mutex_lock(&q->q_view_mu);
-    if (q->q_view.y_cycle == cycle)
-        tape_cyc_close(&q->q_view);
-    pthread_mutex_unlock(&q->q_view_mu);
+    pthread_mutex_lock(&q->q_view.kv_mu);
+    if (q->q_view.kv_y.y_cycle == cycle)
+        tape_cyc_close(&q->q_view.kv_y);
+    pthread_mutex_unlock(&q->q_view.kv_mu);
 }
 
 int tape_remove_cycle(tape_queue *q, int64_t cycle)
@@ -297,8 +299,8 @@ int tape_remove_cycle(tape_queue *q, int64_t cycle)
         for (size_t i = 0; i < n && lowest < 0; i++)
             if (v[i] != cycle)
                 lowest = v[i];
-        __atomic_store_n(&q->q_sh->m_lowest, lowest, __ATOMIC_RELEASE);
-        __atomic_fetch_add(&q->q_sh->m_modcount, 1, __ATOMIC_RELEASE);
+        __atomic_store_n(&q->q_sh->ms_lowest, lowest, __ATOMIC_RELEASE);
+        __atomic_fetch_add(&q->q_sh->ms_modcount, 1, __ATOMIC_RELEASE);
     }
     free(v);
     tape_unlock(q);

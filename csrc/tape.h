@@ -14,8 +14,18 @@
  *     on success, or a negative error code: -errno for system errors (e.g.
  *     -ENOSPC) or one of the TAPE_E* codes below. tape_strerror() turns any of
  *     them into text. There is no global error state.
- *   - Struct members carry an owner prefix: q_ queue, a_ appender,
- *     t_ tailer, w_ writer state, v_ file view, m_ metadata layout.
+ *   - Struct members carry an owner prefix, one per struct, so a line of code
+ *     tells whose state it touches. Public (this header): ri_ roll info,
+ *     oo_ open options, qi_ queue info, ci_ cycle info, e_ entry,
+ *     vr_ verify report. Internal (tape_int.h and the file named): q_ queue,
+ *     w_ writer (its appending side), sy_ sync bookkeeping, cc_ cycle-list
+ *     cache, kv_ kept view, pf_ prefaulter, m_ metadata header,
+ *     ms_ metadata shared page, n_ named tailer slot, c_ cycle file header,
+ *     r_ roll cycle in use, y_ open cycle file, v_ file view, k_ clock,
+ *     a_ appender (append.c), t_ tailer and mk_ its batch marks (read.c),
+ *     vc_ verify walk (verify.c), fr_ fault rule and fe_ fault errno
+ *     (fault.c). Functions: tape_ everywhere; tf_ for the system calls a
+ *     test can make fail (fault.h).
  *
  * Caveats
  *   - A tape_queue and its appenders may be used from several threads at once.
