@@ -547,8 +547,11 @@ static void advance(tape_tailer *t, const tape_entry *e)
 
 static int seek_from(tape_tailer *t, int64_t index);
 
+/* (on every read: a few loads when there is nothing to forget) */
 static void forget_batch(tape_tailer *t)
 {
+    if (t->t_pk_n == NO_BATCH && t->t_pk_y.y_cycle < 0 && !t->t_pk_keep)
+        return;
     t->t_pk_n = NO_BATCH;
     t->t_pk_keep = 0;
     tape_cyc_close(&t->t_pk_y);
