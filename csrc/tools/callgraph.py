@@ -9,8 +9,9 @@ depth 0: a name, its parameter list, then a body) and every name each one
 uses inside its bodies: a use of a function another file defines (a call, or
 its address taken) is an edge from the file using it to the file defining it.
 A static function is the file's own and is never an edge. Comments, string
-and character literals are dropped first; preprocessor lines are read as code
-(a macro calling a function counts where it is written).
+and character literals are dropped first, and preprocessor lines. A use of an
+inline function or a macro of DIR/*.h counts as a use of what its body uses
+(fault.h's wrappers call fault.c), as the compiler would see it.
 
 Exit 0 and print the layering when the file-level graph has no cycle: level 0
 files use no other core file, level n files use files of lower levels only.
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 
 _TOKEN = re.compile(r"[A-Za-z_]\w*|\S")
+_DEFINE = re.compile(r"^\s*#\s*define\s+([A-Za-z_]\w*)(.*)$")
 _KEYWORDS = {
     "if", "while", "for", "switch", "return", "sizeof", "_Alignof", "alignof",
     "_Generic", "defined", "__attribute__", "__typeof__", "typeof", "do", "else",
@@ -52,13 +54,26 @@ def strip(src: str) -> str:
     return "".join(out)
 
 
-def scan(path: Path) -> tuple[dict[str, bool], set[str]]:
-    """The functions `path` defines (name -> static?) and the names it uses in bodies."""
-    src = "\n".join(l for l in strip(path.read_text()).splitlines()
-                    if not l.lstrip().startswith("#include"))
+def scan(path: Path) -> tuple[dict[str, bool], dict[str, set[str]]]:
+    """The functions `path` defines (name -> static?) and the names each one's
+    body uses (name -> names; "" holds what no function body encloses)."""
+    text = strip(path.read_text())
+    defs, uses = scan_text(text)
+    for line in text.replace("\\\n", " ").splitlines():
+        m = _DEFINE.match(line)
+        if m:  # a macro of the file: what it uses, the file uses
+            uses[""].update(t for t in _TOKEN.findall(m.group(2)) if re.match(r"[A-Za-z_]", t))
+    return defs, uses
+
+
+def scan_text(text: str) -> tuple[dict[str, bool], dict[str, set[str]]]:
+    """scan() of source text already stripped; preprocessor lines are left out."""
+    src = "\n".join(l for l in text.replace("\\\n", " ").splitlines()
+                    if not l.lstrip().startswith("#"))
     toks = _TOKEN.findall(src)
     defs: dict[str, bool] = {}
-    used: set[str] = set()
+    used: dict[str, set[str]] = {"": set()}
+    current = ""
     depth = 0
     stmt: list[str] = []  # the tokens of the top-level declaration so far
     for k, tok in enumerate(toks):
@@ -67,9 +82,12 @@ def scan(path: Path) -> tuple[dict[str, bool], set[str]]:
                 name = declared_function(stmt)
                 if name:
                     defs[name] = "static" in stmt
+                current = name or ""
+                used.setdefault(current, set())
                 depth = 1
                 stmt = []
             elif tok == "{":
+                current = ""
                 depth = 1  # a struct, union, enum or initializer at file scope
             elif tok == ";":
                 stmt = []
@@ -85,7 +103,7 @@ def scan(path: Path) -> tuple[dict[str, bool], set[str]]:
             elif re.match(r"[A-Za-z_]", tok) and tok not in _KEYWORDS:
                 prev = toks[k - 1] if k else ""
                 if prev not in (".", "->"):
-                    used.add(tok)
+                    used[current].add(tok)
     return defs, used
 
 
@@ -104,6 +122,37 @@ def declared_function(stmt: list[str]) -> str | None:
     return None
 
 
+def header_uses(folder: Path) -> dict[str, set[str]]:
+    """What the headers' inline functions and macros use, by name: a call of
+    one counts as a use of what it uses."""
+    uses: dict[str, set[str]] = {}
+    for h in sorted(folder.glob("*.h")):
+        text = strip(h.read_text())
+        logical = text.replace("\\\n", " ").splitlines()
+        for line in logical:
+            m = _DEFINE.match(line)
+            if m:
+                uses.setdefault(m.group(1), set()).update(
+                    t for t in _TOKEN.findall(m.group(2)) if re.match(r"[A-Za-z_]", t))
+        _, fn_uses = scan_text(text)
+        for fn, names in fn_uses.items():
+            if fn:
+                uses.setdefault(fn, set()).update(names)
+    return uses
+
+
+def closure(names: set[str], via: dict[str, set[str]]) -> set[str]:
+    """names, and all that the header functions and macros among them use."""
+    seen, todo = set(), list(names)
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        todo.extend(via.get(n, ()))
+    return seen
+
+
 def graph(folder: Path) -> tuple[dict[str, set[str]], dict[tuple[str, str], set[str]]]:
     """The files each core file uses, and for each edge the functions behind it."""
     files = sorted(folder.glob("*.c"))
@@ -115,7 +164,9 @@ def graph(folder: Path) -> tuple[dict[str, set[str]], dict[tuple[str, str], set[
                 owner[fn] = name
     edges: dict[str, set[str]] = {name: set() for name in scanned}
     why: dict[tuple[str, str], set[str]] = {}
-    for name, (defs, used) in scanned.items():
+    via = header_uses(folder)
+    for name, (defs, fn_uses) in scanned.items():
+        used = closure(set().union(*fn_uses.values()), via)
         for fn in used:
             if fn in defs:  # its own (static or not) comes first
                 continue
