@@ -2,7 +2,7 @@
  * "Rolling").
  *
  * Everything here that touches q->q_w or a cycle file's tail runs holding the
- * shared write lock. Changes to the writer's mapping also take q_mu, which
+ * shared write lock. Changes to the writer's mapping also take w_mu, which
  * the prefaulter holds while it works on that mapping. */
 #include "tape_int.h"
 #include "fault.h"
@@ -49,11 +49,11 @@ int tape_appender_open(tape_queue *q, tape_appender **out)
     tape_appender *a = calloc(1, sizeof *a);
     if (!a)
         return -ENOMEM;
-    pthread_mutex_lock(&q->q_mu);
+    pthread_mutex_lock(&q->q_w.w_mu);
     int rc = tape_register_writer(q);
     if (rc == 0)
         rc = tape_prefault_start(q);
-    pthread_mutex_unlock(&q->q_mu);
+    pthread_mutex_unlock(&q->q_w.w_mu);
     if (rc < 0) {
         free(a);
         return rc;
@@ -96,11 +96,11 @@ static void note_left(tape_queue *q, int64_t c)
 {
     if (c < 0)
         return;
-    pthread_mutex_lock(&q->q_sync_mu);
-    if (q->q_sync_from < 0 || c < q->q_sync_from)
-        q->q_sync_from = c;
-    q->q_sync_epoch++;
-    pthread_mutex_unlock(&q->q_sync_mu);
+    pthread_mutex_lock(&q->q_sync.sy_mu);
+    if (q->q_sync.sy_from < 0 || c < q->q_sync.sy_from)
+        q->q_sync.sy_from = c;
+    q->q_sync.sy_epoch++;
+    pthread_mutex_unlock(&q->q_sync.sy_mu);
 }
 
 /* Make `y` the writer's cycle file. */
@@ -108,16 +108,16 @@ static void writer_switch(tape_queue *q, tape_cyc *y)
 {
     tape_writer *w = &q->q_w;
     note_left(q, w->w_y.y_cycle);
-    pthread_mutex_lock(&q->q_mu);
+    pthread_mutex_lock(&q->q_w.w_mu);
     tape_cyc_close(&w->w_y);
     w->w_y = *y;
-    w->w_y.y_v.v_mu = &q->q_mu;
-    atomic_store_explicit(&q->q_pf_ready, y->y_v.v_size, memory_order_release);
-    atomic_store_explicit(&q->q_pf_want, 0, memory_order_relaxed);
-    atomic_store_explicit(&q->q_pf_pos, 0, memory_order_relaxed);
-    q->q_pf_alloc = y->y_v.v_size;
-    q->q_pf_failed = 0;
-    pthread_mutex_unlock(&q->q_mu);
+    w->w_y.y_v.v_mu = &q->q_w.w_mu;
+    atomic_store_explicit(&q->q_pf.pf_ready, y->y_v.v_size, memory_order_release);
+    atomic_store_explicit(&q->q_pf.pf_want, 0, memory_order_relaxed);
+    atomic_store_explicit(&q->q_pf.pf_pos, 0, memory_order_relaxed);
+    q->q_pf.pf_alloc = y->y_v.v_size;
+    q->q_pf.pf_failed = 0;
+    pthread_mutex_unlock(&q->q_w.w_mu);
     w->w_ready = y->y_v.v_size;
     w->w_kick_at = 0;
     w->w_valid = 0;
@@ -152,12 +152,12 @@ static int clear_abandoned(tape_cyc *y, uint64_t pos, uint32_t h)
 static void set_cycle_bounds(tape_queue *q, int64_t cycle)
 {
     tape_meta_shared *sh = q->q_sh;
-    int64_t lo = __atomic_load_n(&sh->m_lowest, __ATOMIC_RELAXED);
+    int64_t lo = __atomic_load_n(&sh->ms_lowest, __ATOMIC_RELAXED);
     if (lo < 0 || cycle < lo)
-        __atomic_store_n(&sh->m_lowest, cycle, __ATOMIC_RELEASE);
-    if (cycle > __atomic_load_n(&sh->m_highest, __ATOMIC_RELAXED))
-        __atomic_store_n(&sh->m_highest, cycle, __ATOMIC_RELEASE);
-    __atomic_fetch_add(&sh->m_modcount, 1, __ATOMIC_RELEASE);
+        __atomic_store_n(&sh->ms_lowest, cycle, __ATOMIC_RELEASE);
+    if (cycle > __atomic_load_n(&sh->ms_highest, __ATOMIC_RELAXED))
+        __atomic_store_n(&sh->ms_highest, cycle, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&sh->ms_modcount, 1, __ATOMIC_RELEASE);
 }
 
 /* Open `cycle` (creating it if asked) as the writer's file and find its end:
@@ -177,16 +177,16 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
         if (rc == 1) { /* a file we just made: its end is its start */
             w->w_pos = w->w_y.y_data_off;
             w->w_seq = 0;
-            w->w_gen = __atomic_load_n(&sh->m_hint_gen, __ATOMIC_ACQUIRE);
+            w->w_gen = __atomic_load_n(&sh->ms_hint_gen, __ATOMIC_ACQUIRE);
             w->w_valid = 1;
             *end_hdr = 0;
             return 0;
         }
     }
-    uint64_t gen = __atomic_load_n(&sh->m_hint_gen, __ATOMIC_ACQUIRE);
-    uint64_t pos = __atomic_load_n(&sh->m_hint_pos, __ATOMIC_RELAXED);
-    uint64_t seq = __atomic_load_n(&sh->m_hint_seq, __ATOMIC_RELAXED);
-    int64_t hc = __atomic_load_n(&sh->m_hint_cycle, __ATOMIC_RELAXED);
+    uint64_t gen = __atomic_load_n(&sh->ms_hint_gen, __ATOMIC_ACQUIRE);
+    uint64_t pos = __atomic_load_n(&sh->ms_hint_pos, __ATOMIC_RELAXED);
+    uint64_t seq = __atomic_load_n(&sh->ms_hint_seq, __ATOMIC_RELAXED);
+    int64_t hc = __atomic_load_n(&sh->ms_hint_cycle, __ATOMIC_RELAXED);
     int rc = -1;
     /* A handle's first look does not take the hint on trust: after a power
      * loss it may point past a torn entry, and an append there would be
@@ -256,18 +256,18 @@ static int writer_rebuild(tape_queue *q, int64_t newest, int64_t cycle)
             return rc;
     }
     /* A writer killed before updating the newest timestamp. */
-    if (last_ts > __atomic_load_n(&sh->m_last_ts, __ATOMIC_RELAXED))
-        __atomic_store_n(&sh->m_last_ts, last_ts, __ATOMIC_RELAXED);
+    if (last_ts > __atomic_load_n(&sh->ms_last_ts, __ATOMIC_RELAXED))
+        __atomic_store_n(&sh->ms_last_ts, last_ts, __ATOMIC_RELAXED);
     if (newest >= 0 && cycle <= newest)
         return 0;
 
     /* Roll: create the new file, seal the old one, announce the new one. */
     uint64_t old_end = w->w_pos;
     int sealing = newest >= 0 && h != TAPE_H_EOF;
-    pthread_mutex_lock(&q->q_mu); /* keep `old` mapped until it is sealed */
+    pthread_mutex_lock(&q->q_w.w_mu); /* keep `old` mapped until it is sealed */
     tape_cyc old = w->w_y;
     tape_cyc_init(&w->w_y);
-    pthread_mutex_unlock(&q->q_mu);
+    pthread_mutex_unlock(&q->q_w.w_mu);
     note_left(q, old.y_cycle);
     uint32_t nh;
     int rc = writer_open_end(q, cycle, 1, &nh, &last_ts);
@@ -297,9 +297,9 @@ static int writer_prepare(tape_queue *q, int64_t cycle, int recovered)
 {
     tape_writer *w = &q->q_w;
     tape_meta_shared *sh = q->q_sh;
-    int64_t newest = __atomic_load_n(&sh->m_highest, __ATOMIC_ACQUIRE);
+    int64_t newest = __atomic_load_n(&sh->ms_highest, __ATOMIC_ACQUIRE);
     if (!recovered && w->w_valid && w->w_y.y_cycle == newest && cycle <= newest &&
-        __atomic_load_n(&sh->m_hint_gen, __ATOMIC_RELAXED) == w->w_gen &&
+        __atomic_load_n(&sh->ms_hint_gen, __ATOMIC_RELAXED) == w->w_gen &&
         tape_load_hdr(&w->w_y.y_v, w->w_pos) == 0)
         return 0;
     int rc = writer_rebuild(q, newest, cycle);
@@ -307,7 +307,7 @@ static int writer_prepare(tape_queue *q, int64_t cycle, int recovered)
         w->w_valid = 0;
         return rc;
     }
-    hint_store(q, __atomic_load_n(&sh->m_last_ts, __ATOMIC_RELAXED));
+    hint_store(q, __atomic_load_n(&sh->ms_last_ts, __ATOMIC_RELAXED));
     return 0;
 }
 
@@ -315,15 +315,15 @@ static int writer_prepare(tape_queue *q, int64_t cycle, int recovered)
 static int writer_room(tape_queue *q, uint64_t end)
 {
     tape_writer *w = &q->q_w;
-    uint64_t ready = atomic_load_explicit(&q->q_pf_ready, memory_order_acquire);
+    uint64_t ready = atomic_load_explicit(&q->q_pf.pf_ready, memory_order_acquire);
     if (ready < end) {
         int rc = tape_view_grow(&w->w_y.y_v, end);
         if (rc < 0)
             return rc;
         ready = w->w_y.y_v.v_size;
         /* Raise, never lower: the prefaulter may be ahead. */
-        uint64_t cur = atomic_load_explicit(&q->q_pf_ready, memory_order_relaxed);
-        while (cur < ready && !atomic_compare_exchange_weak(&q->q_pf_ready, &cur, ready))
+        uint64_t cur = atomic_load_explicit(&q->q_pf.pf_ready, memory_order_relaxed);
+        while (cur < ready && !atomic_compare_exchange_weak(&q->q_pf.pf_ready, &cur, ready))
             ;
     }
     w->w_ready = ready;
@@ -411,15 +411,15 @@ static void hint_store(tape_queue *q, int64_t ts)
     tape_writer *w = &q->q_w;
     tape_meta_shared *sh = q->q_sh;
     uint64_t g = w->w_gen + (w->w_gen & 1); /* even, also after a dead writer's odd one */
-    __atomic_store_n(&sh->m_hint_gen, g + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->ms_hint_gen, g + 1, __ATOMIC_RELAXED);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    __atomic_store_n(&sh->m_hint_cycle, w->w_y.y_cycle, __ATOMIC_RELAXED);
-    __atomic_store_n(&sh->m_hint_pos, w->w_pos, __ATOMIC_RELAXED);
-    __atomic_store_n(&sh->m_hint_seq, w->w_seq, __ATOMIC_RELAXED);
-    __atomic_store_n(&sh->m_last_ts, ts, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->ms_hint_cycle, w->w_y.y_cycle, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->ms_hint_pos, w->w_pos, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->ms_hint_seq, w->w_seq, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->ms_last_ts, ts, __ATOMIC_RELAXED);
     TAPE_KILL("hint_update");
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    __atomic_store_n(&sh->m_hint_gen, g + 2, __ATOMIC_RELEASE);
+    __atomic_store_n(&sh->ms_hint_gen, g + 2, __ATOMIC_RELEASE);
     w->w_gen = g + 2;
 }
 
@@ -439,7 +439,7 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     tape_queue *q = a->a_q;
     if (written)
         *written = 0;
-    if (atomic_load_explicit(&q->q_poisoned, memory_order_relaxed))
+    if (atomic_load_explicit(&q->q_w.w_poisoned, memory_order_relaxed))
         return TAPE_EPOISONED;
     for (size_t k = 0; k < n; k++) {
         uint64_t start = k ? ends[k - 1] : 0;
@@ -455,12 +455,12 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     tape_writer *w = &q->q_w;
     if (ts == 0) /* taken holding the lock, which guards the clock's state */
         ts = tape_clock_now(&w->w_clock);
-    int64_t newest = __atomic_load_n(&q->q_sh->m_last_ts, __ATOMIC_RELAXED);
+    int64_t newest = __atomic_load_n(&q->q_sh->ms_last_ts, __ATOMIC_RELAXED);
     if (ts < newest)
         ts = newest;
     int64_t cycle = ts >= w->w_lo_ns && ts < w->w_hi_ns ? w->w_y.y_cycle : tape_cycle_of(q, ts);
     int64_t result = cycle < 0 ? cycle : writer_prepare(q, cycle, recovered);
-    newest = __atomic_load_n(&q->q_sh->m_last_ts, __ATOMIC_RELAXED);
+    newest = __atomic_load_n(&q->q_sh->ms_last_ts, __ATOMIC_RELAXED);
     if (result >= 0 && ts < newest) {
         /* The rebuild found an entry that a writer killed before it recorded
          * its timestamp had published: go no lower than that entry. */
@@ -478,7 +478,7 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     if (result >= 0) {
         /* Odd for as long as this append changes the file: a writer killed
          * meanwhile leaves it odd, and the next lock holder rebuilds. */
-        __atomic_store_n(&q->q_sh->m_hint_gen, w->w_gen + 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&q->q_sh->ms_hint_gen, w->w_gen + 1, __ATOMIC_RELAXED);
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
         for (; done < n; done++) {
             uint64_t start = done ? ends[done - 1] : 0;
@@ -487,7 +487,7 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
                 break;
         }
         if (done == 0) /* nothing changed */
-            __atomic_store_n(&q->q_sh->m_hint_gen, w->w_gen, __ATOMIC_RELAXED);
+            __atomic_store_n(&q->q_sh->ms_hint_gen, w->w_gen, __ATOMIC_RELAXED);
     }
     if (done > 0) {
         int64_t last = tape_make_index(q, w->w_y.y_cycle, (int64_t)w->w_seq - 1);
@@ -589,9 +589,9 @@ int64_t tape_repair_tail(tape_queue *q)
             cleared = (int64_t)(y.y_v.v_size - cut);
             /* Every writer, here and elsewhere, finds the end anew; tailers
              * drop what they copied of the cleared bytes. */
-            uint64_t g = __atomic_load_n(&q->q_sh->m_hint_gen, __ATOMIC_RELAXED);
-            __atomic_store_n(&q->q_sh->m_hint_gen, (g + 1) | 1, __ATOMIC_RELEASE);
-            __atomic_fetch_add(&q->q_sh->m_modcount, 1, __ATOMIC_RELEASE);
+            uint64_t g = __atomic_load_n(&q->q_sh->ms_hint_gen, __ATOMIC_RELAXED);
+            __atomic_store_n(&q->q_sh->ms_hint_gen, (g + 1) | 1, __ATOMIC_RELEASE);
+            __atomic_fetch_add(&q->q_sh->ms_modcount, 1, __ATOMIC_RELEASE);
             q->q_w.w_valid = 0;
         }
     }
@@ -612,12 +612,12 @@ static int sync_cycles(tape_queue *q, int64_t from, int64_t to)
         char name[80];
         if (v[i] < from || v[i] >= to || (rc = tape_cycle_name(q, v[i], name, sizeof name)) < 0)
             continue;
-        int fd = t_openat(q->q_dirfd, name, O_RDONLY | O_CLOEXEC, 0);
+        int fd = tf_openat(q->q_dirfd, name, O_RDONLY | O_CLOEXEC, 0);
         if (fd < 0) {
             rc = errno == ENOENT ? 0 : -errno; /* removed since: nothing to keep */
             continue;
         }
-        if (t_fdatasync(fd) < 0)
+        if (tf_fdatasync(fd) < 0)
             rc = -errno;
         close(fd);
     }
@@ -628,14 +628,14 @@ static int sync_cycles(tape_queue *q, int64_t from, int64_t to)
 static int appender_sync(tape_appender *a)
 {
     tape_queue *q = a->a_q;
-    if (atomic_load_explicit(&q->q_poisoned, memory_order_relaxed))
+    if (atomic_load_explicit(&q->q_w.w_poisoned, memory_order_relaxed))
         return TAPE_EPOISONED;
     int recovered;
     int rc = tape_lock(q, &recovered);
     if (rc < 0)
         return rc;
     int fd = -1;
-    int64_t newest = __atomic_load_n(&q->q_sh->m_highest, __ATOMIC_ACQUIRE);
+    int64_t newest = __atomic_load_n(&q->q_sh->ms_highest, __ATOMIC_ACQUIRE);
     if (newest >= 0)
         rc = writer_prepare(q, newest, recovered);
     if (rc == 0 && q->q_w.w_y.y_v.v_fd >= 0 && (fd = dup(q->q_w.w_y.y_v.v_fd)) < 0)
@@ -647,26 +647,26 @@ static int appender_sync(tape_appender *a)
     /* Cycles the writer left (a roll) since the last complete sync, whose
      * last entries may be only in the page cache. Forgotten only if no cycle
      * was left meanwhile: a sync running beside this one flushes them too. */
-    pthread_mutex_lock(&q->q_sync_mu);
-    int64_t from = q->q_sync_from;
-    uint64_t epoch = q->q_sync_epoch;
-    pthread_mutex_unlock(&q->q_sync_mu);
+    pthread_mutex_lock(&q->q_sync.sy_mu);
+    int64_t from = q->q_sync.sy_from;
+    uint64_t epoch = q->q_sync.sy_epoch;
+    pthread_mutex_unlock(&q->q_sync.sy_mu);
     /* Flushing outside the lock: other writers go on meanwhile. */
     if (from >= 0 && from < cur)
         rc = sync_cycles(q, from, cur);
-    if (rc == 0 && ((fd >= 0 && t_fdatasync(fd) < 0) || t_fsync(q->q_meta_fd) < 0 ||
-                    t_fsync(q->q_dirfd) < 0))
+    if (rc == 0 && ((fd >= 0 && tf_fdatasync(fd) < 0) || tf_fsync(q->q_meta_fd) < 0 ||
+                    tf_fsync(q->q_dirfd) < 0))
         rc = -errno;
     if (fd >= 0)
         close(fd);
     if (rc < 0) {
-        atomic_store(&q->q_poisoned, 1);
+        atomic_store(&q->q_w.w_poisoned, 1);
         return rc;
     }
-    pthread_mutex_lock(&q->q_sync_mu);
-    if (q->q_sync_epoch == epoch && from <= cur)
-        q->q_sync_from = -1;
-    pthread_mutex_unlock(&q->q_sync_mu);
+    pthread_mutex_lock(&q->q_sync.sy_mu);
+    if (q->q_sync.sy_epoch == epoch && from <= cur)
+        q->q_sync.sy_from = -1;
+    pthread_mutex_unlock(&q->q_sync.sy_mu);
     return rc;
 }
 

@@ -1,5 +1,6 @@
-/* cycle.c - roll cycles, cycle files and their two-level index
- * (docs/FORMAT.md, "Roll cycles", "Cycle files", "The two-level index"). */
+/* cycle.c - cycle files: listing them, creating, opening and checking one,
+ * its two-level index, and walking its entries to find the end of data
+ * (docs/FORMAT.md, "Cycle files", "The two-level index"). */
 #include "tape_int.h"
 #include "fault.h"
 
@@ -16,118 +17,6 @@
 
 _Static_assert(offsetof(tape_cycle_hdr, c_crc) == 64, "cycle header layout");
 
-#define SECS "%Y%m%d-%H%M%S"
-#define MINS "%Y%m%d-%H%M"
-#define HOURS "%Y%m%d-%H"
-#define DAYS "%Y%m%d"
-
-static const tape_roll_info rolls[] = {
-    {"test_secondly", 1000, 12, 5, 2, SECS},
-    {"test_ten_secondly", 10000, 12, 5, 2, SECS},
-    {"minutely", 60000, 26, 11, 4, MINS},
-    {"five_minutely", 300000, 27, 11, 5, MINS},
-    {"ten_minutely", 600000, 27, 11, 5, MINS},
-    {"twenty_minutely", 1200000, 27, 11, 5, MINS},
-    {"half_hourly", 1800000, 27, 11, 5, MINS},
-    {"hourly", 3600000, 28, 12, 4, HOURS},
-    {"two_hourly", 7200000, 29, 12, 5, HOURS},
-    {"four_hourly", 14400000, 29, 12, 5, HOURS},
-    {"six_hourly", 21600000, 29, 12, 5, HOURS},
-    {"daily", 86400000, 32, 13, 6, DAYS},
-    {"weekly", 604800000, 34, 14, 6, DAYS},
-    {"large_hourly", 3600000, 34, 14, 6, HOURS},
-    {"large_daily", 86400000, 37, 15, 7, DAYS},
-    {"huge_daily", 86400000, 40, 16, 8, DAYS},
-    {NULL, 0, 0, 0, 0, NULL},
-};
-
-const tape_roll_info *tape_roll_cycles(void)
-{
-    return rolls;
-}
-
-const tape_roll_info *tape_roll_find(const char *name)
-{
-    for (const tape_roll_info *r = rolls; r->ri_name; r++)
-        if (!strcmp(r->ri_name, name))
-            return r;
-    return NULL;
-}
-
-/* ---- index arithmetic ---------------------------------------------------- */
-
-static int64_t max_cycle(const tape_queue *q)
-{
-    return (int64_t)1 << (63 - q->q_roll.r_seq_bits);
-}
-
-int64_t tape_make_index(tape_queue *q, int64_t cycle, int64_t seq)
-{
-    if (cycle < 0 || cycle >= max_cycle(q) || seq < 0 || (seq >> q->q_roll.r_seq_bits))
-        return TAPE_EINVAL;
-    return (cycle << q->q_roll.r_seq_bits) | seq;
-}
-
-int64_t tape_index_cycle(tape_queue *q, int64_t index)
-{
-    return index < 0 ? TAPE_EINVAL : index >> q->q_roll.r_seq_bits;
-}
-
-int64_t tape_index_seq(tape_queue *q, int64_t index)
-{
-    return index < 0 ? TAPE_EINVAL : index & (((int64_t)1 << q->q_roll.r_seq_bits) - 1);
-}
-
-int64_t tape_cycle_of(tape_queue *q, int64_t ts_ns)
-{
-    int64_t ms = tape_floor_div(ts_ns, 1000000);
-    int64_t c = tape_floor_div(ms - q->q_roll.r_epoch_ms, q->q_roll.r_length_ms);
-    return (c < 0 || c >= max_cycle(q)) ? TAPE_ECLOCK : c;
-}
-
-/* ---- names ---------------------------------------------------------------- */
-
-int tape_cycle_name(tape_queue *q, int64_t cycle, char *buf, size_t cap)
-{
-    if (cycle < 0 || cycle >= max_cycle(q) || cycle > INT64_MAX / q->q_roll.r_length_ms)
-        return TAPE_EINVAL;
-    int64_t ms = cycle * q->q_roll.r_length_ms + q->q_roll.r_epoch_ms;
-    time_t s = (time_t)tape_floor_div(ms, 1000);
-    struct tm tm;
-    if (!gmtime_r(&s, &tm))
-        return TAPE_EINVAL;
-    size_t n = strftime(buf, cap, q->q_roll.r_format, &tm);
-    if (n == 0 || n + sizeof TAPE_SUFFIX > cap)
-        return TAPE_EINVAL;
-    memcpy(buf + n, TAPE_SUFFIX, sizeof TAPE_SUFFIX);
-    return 0;
-}
-
-/* The cycle a file name stands for, or -1 when it is not a cycle file name.
- * A name shows its cycle's start truncated to the pattern's resolution, so the
- * cycle is the first one starting at or after the parsed time. */
-static int64_t parse_name(tape_queue *q, const char *name)
-{
-    size_t n = strlen(name), sl = sizeof TAPE_SUFFIX - 1;
-    char stem[64];
-    if (n <= sl || n - sl >= sizeof stem || strcmp(name + n - sl, TAPE_SUFFIX) != 0)
-        return -1;
-    memcpy(stem, name, n - sl);
-    stem[n - sl] = '\0';
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *end = strptime(stem, q->q_roll.r_format, &tm);
-    if (!end || *end)
-        return -1;
-    int64_t ms = (int64_t)timegm(&tm) * 1000 - q->q_roll.r_epoch_ms;
-    int64_t len = q->q_roll.r_length_ms;
-    int64_t c = -tape_floor_div(-ms, len);
-    char again[80];
-    if (tape_cycle_name(q, c, again, sizeof again) < 0 || strcmp(again, name) != 0)
-        return -1;
-    return c;
-}
-
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -136,7 +25,7 @@ static int cmp_i64(const void *a, const void *b)
 
 static int list_dir(tape_queue *q, int64_t **out, size_t *n)
 {
-    int fd = t_openat(q->q_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    int fd = tf_openat(q->q_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     DIR *d = fdopendir(fd);
@@ -148,7 +37,7 @@ static int list_dir(tape_queue *q, int64_t **out, size_t *n)
     int64_t *v = malloc(cap * sizeof *v);
     struct dirent *de;
     while (v && (de = readdir(d)) != NULL) {
-        int64_t c = parse_name(q, de->d_name);
+        int64_t c = tape_cycle_parse(q, de->d_name);
         if (c < 0)
             continue;
         if (cnt == cap) {
@@ -177,27 +66,27 @@ static int list_dir(tape_queue *q, int64_t **out, size_t *n)
  * shows up as -ENOENT when opened, which every caller handles). */
 int tape_list_cycles_alloc(tape_queue *q, int64_t **out, size_t *n)
 {
-    uint64_t mod = __atomic_load_n(&q->q_sh->m_modcount, __ATOMIC_ACQUIRE);
-    pthread_mutex_lock(&q->q_mu);
-    if (!q->q_cyc_valid || q->q_cyc_mod != mod) {
+    uint64_t mod = __atomic_load_n(&q->q_sh->ms_modcount, __ATOMIC_ACQUIRE);
+    pthread_mutex_lock(&q->q_cyc.cc_mu);
+    if (!q->q_cyc.cc_valid || q->q_cyc.cc_mod != mod) {
         int64_t *v = NULL;
         size_t cnt = 0;
         int rc = list_dir(q, &v, &cnt);
         if (rc < 0) {
-            pthread_mutex_unlock(&q->q_mu);
+            pthread_mutex_unlock(&q->q_cyc.cc_mu);
             return rc;
         }
-        free(q->q_cyc_list);
-        q->q_cyc_list = v;
-        q->q_cyc_n = cnt;
-        q->q_cyc_mod = mod;
-        q->q_cyc_valid = 1;
+        free(q->q_cyc.cc_list);
+        q->q_cyc.cc_list = v;
+        q->q_cyc.cc_n = cnt;
+        q->q_cyc.cc_mod = mod;
+        q->q_cyc.cc_valid = 1;
     }
-    int64_t *copy = malloc((q->q_cyc_n ? q->q_cyc_n : 1) * sizeof *copy);
-    if (copy && q->q_cyc_n)
-        memcpy(copy, q->q_cyc_list, q->q_cyc_n * sizeof *copy);
-    *n = q->q_cyc_n;
-    pthread_mutex_unlock(&q->q_mu);
+    int64_t *copy = malloc((q->q_cyc.cc_n ? q->q_cyc.cc_n : 1) * sizeof *copy);
+    if (copy && q->q_cyc.cc_n)
+        memcpy(copy, q->q_cyc.cc_list, q->q_cyc.cc_n * sizeof *copy);
+    *n = q->q_cyc.cc_n;
+    pthread_mutex_unlock(&q->q_cyc.cc_mu);
     if (!copy)
         return -ENOMEM;
     *out = copy;
@@ -327,26 +216,26 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y)
     h.c_crc = tape_crc32c(0, &h, offsetof(tape_cycle_hdr, c_crc));
 
     snprintf(tmp, sizeof tmp, "%s.tmp.%d.%08x", name, (int)getpid(), h.c_seed);
-    int fd = t_openat(q->q_dirfd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0666);
+    int fd = tf_openat(q->q_dirfd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0666);
     if (fd < 0)
         return -errno;
     /* A little room for the first entries; the prefaulter adds more as the
      * cycle fills. */
     off_t size = (off_t)(h.c_data_off + TAPE_FAULT_PIECE);
-    rc = t_fallocate(fd, 0, size);
+    rc = tf_fallocate(fd, 0, size);
     if (rc < 0 && (errno == EOPNOTSUPP || errno == ENOSYS))
-        rc = t_ftruncate(fd, size); /* private until linked: cannot race */
+        rc = tf_ftruncate(fd, size); /* private until linked: cannot race */
     if (rc == 0 && pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
         rc = -1;
     /* On disk before it has a name, so a name never leads to a file without
      * a header after a power loss. */
     if (rc == 0)
-        rc = t_fdatasync(fd);
+        rc = tf_fdatasync(fd);
     rc = rc < 0 ? (errno ? -errno : -EIO) : 0;
     close(fd);
     /* Published whole under its final name; if it is already there (a writer
      * died after creating it), that one is used. */
-    if (rc == 0 && t_linkat(q->q_dirfd, tmp, name) < 0 && errno != EEXIST)
+    if (rc == 0 && tf_linkat(q->q_dirfd, tmp, name) < 0 && errno != EEXIST)
         rc = -errno;
     unlinkat(q->q_dirfd, tmp, 0);
     if (rc < 0)
@@ -570,11 +459,9 @@ int tape_cyc_locate(tape_queue *q, tape_cyc *y, uint64_t seq, uint64_t *pos)
     }
 }
 
-/* ---- queue-wide views of the cycles ------------------------------------- */
-
 /* The end of data by entry headers alone, from the first entry: what a
  * damaged cycle seems to hold. */
-static int header_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last)
+int tape_cyc_header_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last)
 {
     uint64_t p = y->y_data_off, s = 0;
     uint32_t h = 0;
@@ -595,194 +482,4 @@ static int header_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last
     *seq = s;
     *last = h;
     return 0;
-}
-
-/* The kept view keeps mapped what its last walks read, up to this far
- * behind the end of data, and releases the rest when the end has moved twice
- * as far. */
-#define VIEW_KEEP ((uint64_t)4 << 20)
-
-/* The queue's kept view, holding q_view_mu: the newest cycle's when `cycle`
- * is the newest, else NULL. A view of a cycle that is no longer the newest is
- * closed here, so that it does not keep the file's space once a purge removes
- * it. */
-static tape_cyc *kept_view(tape_queue *q, int64_t cycle)
-{
-    int64_t newest = __atomic_load_n(&q->q_sh->m_highest, __ATOMIC_ACQUIRE);
-    tape_cyc *y = &q->q_view;
-    if (y->y_cycle >= 0 && y->y_cycle != newest)
-        tape_cyc_close(y);
-    if (cycle != newest)
-        return NULL;
-    if (y->y_cycle != cycle) {
-        if (tape_cyc_open(q, cycle, 0, y) < 0)
-            return NULL; /* the caller opens its own, and reports why */
-        q->q_view_trimmed = y->y_data_off;
-    }
-    return y;
-}
-
-int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
-{
-    pthread_mutex_lock(&q->q_view_mu);
-    tape_cyc own, *y = kept_view(q, cycle);
-    int kept = y != NULL, rc = 0;
-    if (!kept) {
-        pthread_mutex_unlock(&q->q_view_mu);
-        y = &own;
-        rc = tape_cyc_open(q, cycle, 0, y);
-    }
-    uint64_t end = 0, count;
-    uint32_t h;
-    if (rc == 0)
-        rc = tape_cyc_find_end(q, y, &end, &count, &h, NULL);
-    int damaged = rc == TAPE_ECORRUPT;
-    if (damaged)
-        rc = header_walk(y, &end, &count, &h);
-    if (rc == 0) {
-        memset(out, 0, sizeof *out);
-        out->ci_damaged = damaged;
-        out->ci_cycle = cycle;
-        out->ci_first_index = count ? tape_make_index(q, cycle, 0) : -1;
-        out->ci_last_index = count ? tape_make_index(q, cycle, (int64_t)count - 1) : -1;
-        out->ci_entries = count;
-        out->ci_bytes = end - y->y_data_off;
-        tape_view_cover(&y->y_v, UINT64_MAX); /* refresh the size */
-        out->ci_file_bytes = y->y_v.v_size;
-        out->ci_sealed = h == TAPE_H_EOF;
-    }
-    if (!kept || rc < 0 || damaged) {
-        /* (a damaged cycle's walk maps all of it: not worth keeping) */
-        tape_cyc_close(y);
-    } else if (end > q->q_view_trimmed + 2 * VIEW_KEEP) {
-        /* The end moves on as writers append: release the pages behind it,
-         * all of them from the first entry on (the walks of earlier calls
-         * may have mapped some below the last release). */
-        tape_view_release(&y->y_v, y->y_data_off, end - VIEW_KEEP);
-        q->q_view_trimmed = end;
-    }
-    if (kept)
-        pthread_mutex_unlock(&q->q_view_mu);
-    return rc;
-}
-
-/* Close the kept view if it is of `cycle` (about to be removed). */
-static void drop_kept_view(tape_queue *q, int64_t cycle)
-{
-    pthread_mutex_lock(&q->q_view_mu);
-    if (q->q_view.y_cycle == cycle)
-        tape_cyc_close(&q->q_view);
-    pthread_mutex_unlock(&q->q_view_mu);
-}
-
-int tape_remove_cycle(tape_queue *q, int64_t cycle)
-{
-    if (q->q_read_only)
-        return TAPE_EREADONLY;
-    char name[80];
-    int rc = tape_cycle_name(q, cycle, name, sizeof name);
-    if (rc < 0)
-        return rc;
-    if ((rc = tape_lock_meta(q)) < 0)
-        return rc;
-    int64_t *v;
-    size_t n;
-    rc = tape_list_cycles_alloc(q, &v, &n);
-    if (rc < 0) {
-        tape_unlock(q);
-        return rc;
-    }
-    size_t at = n;
-    for (size_t i = 0; i < n; i++)
-        if (v[i] == cycle)
-            at = i;
-    if (at == n) {
-        rc = -ENOENT;
-    } else if (at == n - 1) {
-        rc = TAPE_EINVAL; /* the newest cycle */
-    } else {
-        /* Nor the newest cycle holding entries. */
-        for (size_t i = n; i-- > at && rc == 0;) {
-            tape_cycle_info ci;
-            int r = tape_cycle_info_get(q, v[i], &ci);
-            if (r == 0 && ci.ci_entries) {
-                if (i == at)
-                    rc = TAPE_EINVAL;
-                break;
-            }
-        }
-    }
-    if (rc == 0)
-        drop_kept_view(q, cycle);
-    if (rc == 0 && unlinkat(q->q_dirfd, name, 0) < 0)
-        rc = -errno;
-    if (rc == 0) {
-        int64_t lowest = -1;
-        for (size_t i = 0; i < n && lowest < 0; i++)
-            if (v[i] != cycle)
-                lowest = v[i];
-        __atomic_store_n(&q->q_sh->m_lowest, lowest, __ATOMIC_RELEASE);
-        __atomic_fetch_add(&q->q_sh->m_modcount, 1, __ATOMIC_RELEASE);
-    }
-    free(v);
-    tape_unlock(q);
-    return rc;
-}
-
-/* Walk the cycles in one direction and stop at the first holding entries. */
-static int64_t edge_index(tape_queue *q, int last)
-{
-    int64_t *v;
-    size_t n;
-    int rc = tape_list_cycles_alloc(q, &v, &n);
-    if (rc < 0)
-        return rc;
-    int64_t found = -1;
-    for (size_t i = 0; i < n && found == -1; i++) {
-        tape_cycle_info ci;
-        rc = tape_cycle_info_get(q, v[last ? n - 1 - i : i], &ci);
-        if (rc == -ENOENT) /* purged meanwhile */
-            continue;
-        if (rc < 0) {
-            found = rc;
-            break;
-        }
-        if (ci.ci_entries)
-            found = last ? ci.ci_last_index : ci.ci_first_index;
-    }
-    free(v);
-    return found;
-}
-
-int64_t tape_first_index(tape_queue *q)
-{
-    return edge_index(q, 0);
-}
-
-int64_t tape_last_index(tape_queue *q)
-{
-    return edge_index(q, 1);
-}
-
-int64_t tape_count(tape_queue *q)
-{
-    int64_t *v;
-    size_t n;
-    int rc = tape_list_cycles_alloc(q, &v, &n);
-    if (rc < 0)
-        return rc;
-    int64_t total = 0;
-    for (size_t i = 0; i < n; i++) {
-        tape_cycle_info ci;
-        rc = tape_cycle_info_get(q, v[i], &ci);
-        if (rc == -ENOENT)
-            continue;
-        if (rc < 0) {
-            total = rc;
-            break;
-        }
-        total += (int64_t)ci.ci_entries;
-    }
-    free(v);
-    return total;
 }

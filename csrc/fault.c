@@ -17,17 +17,17 @@ static const char *const call_names[TC_N] = {"open", "ftruncate", "fallocate", "
                                              "msync", "fsync", "rename", "pread"};
 
 static const struct {
-    const char *name;
-    int value;
+    const char *fe_name;
+    int fe_value;
 } errnos[] = {{"ENOSPC", ENOSPC}, {"EIO", EIO}, {"EDQUOT", EDQUOT}, {"EACCES", EACCES},
               {"ENOMEM", ENOMEM}, {"EINTR", EINTR}, {"EROFS", EROFS}, {"EFBIG", EFBIG}};
 
 typedef struct rule {
-    int r_call;             /* an enum tape_call, or -1 for a kill point */
-    char r_point[32];
-    long r_n;
-    int r_errno;
-    int r_always;
+    int fr_call;             /* an enum tape_call, or -1 for a kill point */
+    char fr_point[32];
+    long fr_n;
+    int fr_errno;
+    int fr_always;
 } rule;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -43,8 +43,8 @@ static atomic_int armed = -1;
 static int parse_errno(const char *s)
 {
     for (size_t i = 0; i < sizeof errnos / sizeof errnos[0]; i++)
-        if (!strcmp(errnos[i].name, s))
-            return errnos[i].value;
+        if (!strcmp(errnos[i].fe_name, s))
+            return errnos[i].fe_value;
     int v = atoi(s);
     return v > 0 ? v : EIO;
 }
@@ -66,24 +66,24 @@ static int parse(const char *spec, int kill)
             f[nf++] = p;
         rule *r = &rules[nrules];
         memset(r, 0, sizeof *r);
-        r->r_call = -1;
+        r->fr_call = -1;
         if (kill) {
             if (nf != 2)
                 return TAPE_EINVAL;
-            snprintf(r->r_point, sizeof r->r_point, "%s", f[0]);
+            snprintf(r->fr_point, sizeof r->fr_point, "%s", f[0]);
         } else {
             if (nf < 3)
                 return TAPE_EINVAL;
             for (int c = 0; c < TC_N; c++)
                 if (!strcmp(call_names[c], f[0]))
-                    r->r_call = c;
-            if (r->r_call < 0)
+                    r->fr_call = c;
+            if (r->fr_call < 0)
                 return TAPE_EINVAL;
-            r->r_errno = parse_errno(f[2]);
-            r->r_always = nf == 4 && !strcmp(f[3], "always");
+            r->fr_errno = parse_errno(f[2]);
+            r->fr_always = nf == 4 && !strcmp(f[3], "always");
         }
-        r->r_n = atol(f[1]);
-        if (r->r_n < 1)
+        r->fr_n = atol(f[1]);
+        if (r->fr_n < 1)
             return TAPE_EINVAL;
         nrules++;
     }
@@ -95,7 +95,7 @@ static void set_armed(void)
 {
     int any = 0;
     for (int i = 0; i < nrules; i++)
-        any |= rules[i].r_call < 0;
+        any |= rules[i].fr_call < 0;
     atomic_store_explicit(&armed, any, memory_order_relaxed);
 }
 
@@ -133,8 +133,8 @@ int tape_fault(enum tape_call call)
     int e = 0;
     for (int i = 0; i < nrules && !e; i++) {
         const rule *r = &rules[i];
-        if (r->r_call == (int)call && (n == r->r_n || (r->r_always && n > r->r_n)))
-            e = r->r_errno;
+        if (r->fr_call == (int)call && (n == r->fr_n || (r->fr_always && n > r->fr_n)))
+            e = r->fr_errno;
     }
     pthread_mutex_unlock(&mu);
     return e;
@@ -156,9 +156,9 @@ void tape_kill_point(const char *name)
     configure_once();
     int die = 0;
     for (int i = 0; i < nrules && !die; i++) {
-        if (rules[i].r_call >= 0 || strcmp(rules[i].r_point, name) != 0)
+        if (rules[i].fr_call >= 0 || strcmp(rules[i].fr_point, name) != 0)
             continue;
-        die = ++hits[i] == rules[i].r_n;
+        die = ++hits[i] == rules[i].fr_n;
     }
     pthread_mutex_unlock(&mu);
     if (die)

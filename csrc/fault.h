@@ -14,6 +14,9 @@
  *   TAPE_KILL="point:n"   raise SIGKILL on reaching `point` the n-th time.
  *       Points: after_reserve after_copy before_publish index_array
  *       index_slot hint_update roll_created roll_sealed.
+ *
+ * The wrappers carry the prefix tf_ (tf_openat, tf_pread...): a call spelled
+ * so can be made to fail.
  */
 #ifndef TAPE_FAULT_H
 #define TAPE_FAULT_H
@@ -55,26 +58,26 @@ static inline int tape_fault(enum tape_call call)
         }                                                                    \
     } while (0)
 
-static inline int t_openat(int dirfd, const char *path, int flags, mode_t mode)
+static inline int tf_openat(int dirfd, const char *path, int flags, mode_t mode)
 {
     TAPE_FAIL_WITH(TC_OPEN, -1);
     return openat(dirfd, path, flags, mode);
 }
 
-static inline int t_ftruncate(int fd, off_t len)
+static inline int tf_ftruncate(int fd, off_t len)
 {
     TAPE_FAIL_WITH(TC_FTRUNCATE, -1);
     return ftruncate(fd, len);
 }
 
-static inline int t_fallocate(int fd, off_t off, off_t len)
+static inline int tf_fallocate(int fd, off_t off, off_t len)
 {
     TAPE_FAIL_WITH(TC_FALLOCATE, -1);
     return fallocate(fd, 0, off, len);
 }
 
 /* Map fd at `at` (over what is there), or where the kernel likes (NULL). */
-static inline void *t_mmap(void *at, size_t len, int prot, int fd)
+static inline void *tf_mmap(void *at, size_t len, int prot, int fd)
 {
     TAPE_FAIL_WITH(TC_MMAP, MAP_FAILED);
     return mmap(at, len, prot, MAP_SHARED | (at ? MAP_FIXED : 0), fd, 0);
@@ -82,7 +85,7 @@ static inline void *t_mmap(void *at, size_t len, int prot, int fd)
 
 /* Grow a mapping, moving it to `at` (over what is there) or where the kernel
  * likes (NULL). */
-static inline void *t_mremap(void *old, size_t old_len, size_t len, void *at)
+static inline void *tf_mremap(void *old, size_t old_len, size_t len, void *at)
 {
     TAPE_FAIL_WITH(TC_MMAP, MAP_FAILED);
     if (at)
@@ -90,25 +93,25 @@ static inline void *t_mremap(void *old, size_t old_len, size_t len, void *at)
     return mremap(old, old_len, len, MREMAP_MAYMOVE);
 }
 
-static inline int t_fsync(int fd)
+static inline int tf_fsync(int fd)
 {
     TAPE_FAIL_WITH(TC_FSYNC, -1);
     return fsync(fd);
 }
 
-static inline int t_fdatasync(int fd)
+static inline int tf_fdatasync(int fd)
 {
     TAPE_FAIL_WITH(TC_FSYNC, -1);
     return fdatasync(fd);
 }
 
-static inline ssize_t t_pread(int fd, void *buf, size_t len, off_t off)
+static inline ssize_t tf_pread(int fd, void *buf, size_t len, off_t off)
 {
     TAPE_FAIL_WITH(TC_PREAD, -1);
     return pread(fd, buf, len, off);
 }
 
-static inline int t_linkat(int dirfd, const char *from, const char *to)
+static inline int tf_linkat(int dirfd, const char *from, const char *to)
 {
     TAPE_FAIL_WITH(TC_RENAME, -1);
     return linkat(dirfd, from, dirfd, to, 0);

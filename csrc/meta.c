@@ -1,6 +1,7 @@
-/* meta.c - the queue: its metadata file, opening and creating it, the write
- * lock and the wake-ups of sleeping readers (docs/FORMAT.md, "The metadata
- * file" and "The write lock"). */
+/* meta.c - the metadata file (tape.meta): creating and checking it, the write
+ * lock kept in it, and the wake-ups of sleeping readers, both halves: the
+ * writer's and the reader's (docs/FORMAT.md, "The metadata file" and "The
+ * write lock"). */
 #include "tape_int.h"
 #include "fault.h"
 
@@ -8,58 +9,25 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/futex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 _Static_assert(offsetof(tape_meta_hdr, m_crc) == 152, "meta header layout");
-_Static_assert(offsetof(tape_meta_shared, m_lowest) == 64, "meta line 1");
-_Static_assert(offsetof(tape_meta_shared, m_notify) == 128, "meta line 2");
+_Static_assert(offsetof(tape_meta_shared, ms_lowest) == 64, "meta line 1");
+_Static_assert(offsetof(tape_meta_shared, ms_notify) == 128, "meta line 2");
 
-int64_t tape_floor_div(int64_t a, int64_t b)
-{
-    int64_t d = a / b;
-    return (a % b != 0 && ((a < 0) != (b < 0))) ? d - 1 : d;
-}
-
-static long futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
-{
-    /* Not FUTEX_PRIVATE_FLAG: the word is in a file shared between processes. */
-    return syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
-}
-
-/* ---- creating and opening -------------------------------------------------- */
-
-static int mkdir_p(const char *path)
-{
-    char buf[PATH_MAX];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof buf)
-        return -ENAMETOOLONG;
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0777) < 0 && errno != EEXIST)
-            return -errno;
-        buf[i] = c;
-    }
-    return 0;
-}
+/* ---- the metadata file ------------------------------------------------------ */
 
 /* 1 when the directory holds nothing but (stale) temporary metadata files. */
-static int dir_is_empty(int dirfd)
+int tape_dir_is_empty(int dirfd)
 {
-    int fd = t_openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    int fd = tf_openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     DIR *d = fdopendir(fd);
@@ -99,9 +67,9 @@ static int write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
-static int create_meta(int dirfd, const tape_open_opts *o, const tape_roll_info *ri)
+int tape_meta_create(int dirfd, const tape_open_opts *o, const tape_roll_info *ri)
 {
-    int rc = dir_is_empty(dirfd);
+    int rc = tape_dir_is_empty(dirfd);
     if (rc <= 0)
         return rc < 0 ? rc : TAPE_ENOTQUEUE;
 
@@ -123,9 +91,9 @@ static int create_meta(int dirfd, const tape_open_opts *o, const tape_roll_info 
     h->m_created_ns = tape_now_ns();
     h->m_crc = tape_crc32c(0, h, offsetof(tape_meta_hdr, m_crc));
     tape_meta_shared *sh = (tape_meta_shared *)(buf + TAPE_META_SHARED_OFF);
-    sh->m_hint_cycle = -1;
-    sh->m_lowest = -1;
-    sh->m_highest = -1;
+    sh->ms_hint_cycle = -1;
+    sh->ms_lowest = -1;
+    sh->ms_highest = -1;
     if (o->oo_params_len)
         memcpy(buf + TAPE_PARAMS_OFF, o->oo_params, o->oo_params_len);
 
@@ -134,7 +102,7 @@ static int create_meta(int dirfd, const tape_open_opts *o, const tape_roll_info 
     if (getrandom(&r, sizeof r, 0) < 0)
         r = (uint32_t)tape_now_ns();
     snprintf(tmp, sizeof tmp, TAPE_META_NAME ".tmp.%d.%08x", (int)getpid(), r);
-    int fd = t_openat(dirfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
+    int fd = tf_openat(dirfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
     if (fd < 0) {
         rc = -errno;
         free(buf);
@@ -142,20 +110,20 @@ static int create_meta(int dirfd, const tape_open_opts *o, const tape_roll_info 
     }
     rc = write_all(fd, buf, TAPE_META_SIZE);
     free(buf);
-    if (rc == 0 && t_fsync(fd) < 0)
+    if (rc == 0 && tf_fsync(fd) < 0)
         rc = -errno;
     close(fd);
     /* link() never replaces: if another process created the queue first, we
      * use theirs. */
-    if (rc == 0 && t_linkat(dirfd, tmp, TAPE_META_NAME) < 0 && errno != EEXIST)
+    if (rc == 0 && tf_linkat(dirfd, tmp, TAPE_META_NAME) < 0 && errno != EEXIST)
         rc = -errno;
     unlinkat(dirfd, tmp, 0);
     if (rc == 0)
-        t_fsync(dirfd);
+        tf_fsync(dirfd);
     return rc;
 }
 
-static int validate(tape_queue *q, const tape_open_opts *o)
+int tape_meta_validate(tape_queue *q, const tape_open_opts *o)
 {
     const tape_meta_hdr *h = q->q_hdr;
     if (memcmp(h->m_magic, "TAPEMETA", 8) != 0 || h->m_size != TAPE_META_SIZE)
@@ -187,144 +155,6 @@ static int validate(tape_queue *q, const tape_open_opts *o)
     return 0;
 }
 
-int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
-{
-    tape_open_opts none;
-    memset(&none, 0, sizeof none);
-    const tape_open_opts *o = opts ? opts : &none;
-    const tape_roll_info *ri = tape_roll_find(o->oo_roll_cycle ? o->oo_roll_cycle : "daily");
-    if (!ri)
-        return TAPE_EROLLCYCLE;
-    if ((o->oo_codec && (strlen(o->oo_codec) == 0 || strlen(o->oo_codec) >= TAPE_NAME_MAX)) ||
-        o->oo_params_len > TAPE_PARAMS_MAX)
-        return TAPE_EINVAL;
-
-    int rc;
-    if (o->oo_create && !o->oo_read_only && (rc = mkdir_p(path)) < 0)
-        return rc;
-    int dirfd = t_openat(AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-    if (dirfd < 0)
-        return -errno;
-
-    int fd = -1;
-    for (int attempt = 0; attempt < 3 && fd < 0; attempt++) {
-        fd = t_openat(dirfd, TAPE_META_NAME, (o->oo_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
-        if (fd >= 0)
-            break;
-        rc = -errno;
-        if (rc == -ENOENT && (!o->oo_create || o->oo_read_only) && dir_is_empty(dirfd) == 0)
-            rc = TAPE_ENOTQUEUE;
-        if (rc != -ENOENT || !o->oo_create || o->oo_read_only)
-            goto fail_dir;
-        rc = create_meta(dirfd, o, ri);
-        /* A racing creator may have linked tape.meta after our emptiness
-         * check saw its temporary file: look again before giving up. */
-        if (rc < 0 && rc != TAPE_ENOTQUEUE)
-            goto fail_dir;
-    }
-    if (fd < 0)
-        goto fail_dir;
-
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        rc = -errno;
-        goto fail_fd;
-    }
-    if (st.st_size != TAPE_META_SIZE) {
-        rc = TAPE_ECORRUPT;
-        goto fail_fd;
-    }
-    void *map = t_mmap(NULL, TAPE_META_SIZE, PROT_READ | (o->oo_read_only ? 0 : PROT_WRITE), fd);
-    if (map == MAP_FAILED) {
-        rc = -errno;
-        goto fail_fd;
-    }
-    /* Faults read in 4 KiB pages, not readahead's large ones (see write_all). */
-    madvise(map, TAPE_META_SIZE, MADV_RANDOM);
-
-    tape_queue *q = calloc(1, sizeof *q);
-    char *p = strdup(path);
-    if (!q || !p) {
-        free(q);
-        free(p);
-        munmap(map, TAPE_META_SIZE);
-        rc = -ENOMEM;
-        goto fail_fd;
-    }
-    q->q_path = p;
-    q->q_dirfd = dirfd;
-    q->q_meta_fd = fd;
-    q->q_meta = map;
-    q->q_hdr = map;
-    q->q_sh = (tape_meta_shared *)((uint8_t *)map + TAPE_META_SHARED_OFF);
-    q->q_read_only = o->oo_read_only;
-    q->q_small_pages = o->oo_small_pages;
-    q->q_sync_from = -1;
-    pthread_mutex_init(&q->q_mu, NULL);
-    pthread_mutex_init(&q->q_view_mu, NULL);
-    pthread_mutex_init(&q->q_sync_mu, NULL);
-    tape_cyc_init(&q->q_view);
-    tape_cyc_init(&q->q_w.w_y);
-    tape_clock_init(&q->q_w.w_clock);
-    rc = validate(q, o);
-    if (rc < 0) {
-        tape_close(q);
-        return rc;
-    }
-    *out = q;
-    return 0;
-
-fail_fd:
-    close(fd);
-fail_dir:
-    close(dirfd);
-    return rc;
-}
-
-void tape_close(tape_queue *q)
-{
-    if (!q)
-        return;
-    tape_prefault_stop(q);
-    tape_cyc_close(&q->q_w.w_y);
-    tape_cyc_close(&q->q_view);
-    free(q->q_cyc_list);
-    munmap(q->q_meta, TAPE_META_SIZE);
-    close(q->q_meta_fd); /* drops our liveness lock */
-    close(q->q_dirfd);
-    pthread_mutex_destroy(&q->q_mu);
-    pthread_mutex_destroy(&q->q_view_mu);
-    pthread_mutex_destroy(&q->q_sync_mu);
-    free(q->q_path);
-    free(q);
-}
-
-int tape_queue_info_get(tape_queue *q, tape_queue_info *out)
-{
-    const tape_meta_hdr *h = q->q_hdr;
-    tape_meta_shared *sh = q->q_sh;
-    memset(out, 0, sizeof *out);
-    out->qi_version = h->m_version;
-    memcpy(out->qi_roll_cycle, h->m_roll, TAPE_NAME_MAX);
-    memcpy(out->qi_codec, h->m_codec, TAPE_NAME_MAX);
-    out->qi_seq_bits = (int)h->m_seq_bits;
-    out->qi_epoch_ms = h->m_epoch_ms;
-    out->qi_created_ns = h->m_created_ns;
-    out->qi_lowest_cycle = __atomic_load_n(&sh->m_lowest, __ATOMIC_ACQUIRE);
-    out->qi_highest_cycle = __atomic_load_n(&sh->m_highest, __ATOMIC_ACQUIRE);
-    out->qi_modcount = __atomic_load_n(&sh->m_modcount, __ATOMIC_ACQUIRE);
-    out->qi_last_timestamp = __atomic_load_n(&sh->m_last_ts, __ATOMIC_ACQUIRE);
-    out->qi_params_len = h->m_params_len;
-    return 0;
-}
-
-int tape_queue_params(tape_queue *q, void *buf, uint32_t cap)
-{
-    uint32_t n = q->q_hdr->m_params_len;
-    memcpy(buf, q->q_meta + TAPE_PARAMS_OFF, n < cap ? n : cap);
-    return (int)n;
-}
-
 /* ---- the write lock ---------------------------------------------------- */
 
 static inline void cpu_relax(void)
@@ -337,10 +167,10 @@ static inline void cpu_relax(void)
 }
 
 /* Take a token whose liveness byte nobody holds; the kernel releases our
- * hold on it when this process dies (or closes the queue). Holding q_mu. */
+ * hold on it when this process dies (or closes the queue). Holding w_mu. */
 int tape_register_writer(tape_queue *q)
 {
-    if (q->q_token)
+    if (q->q_w.w_token)
         return 0;
     for (int tries = 0; tries < 64; tries++) {
         uint32_t tok = 0;
@@ -349,13 +179,13 @@ int tape_register_writer(tape_queue *q)
         tok &= ~TAPE_LOCK_WAITERS;
         /* Not 0, and not a dead owner's token still in the lock word: we
          * would take its lock for our own and wait for ourselves. */
-        if (!tok || tok == (__atomic_load_n(&q->q_sh->m_lock, __ATOMIC_RELAXED) & ~TAPE_LOCK_WAITERS))
+        if (!tok || tok == (__atomic_load_n(&q->q_sh->ms_lock, __ATOMIC_RELAXED) & ~TAPE_LOCK_WAITERS))
             continue;
         struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
                            .l_start = TAPE_LIVE_BASE + tok, .l_len = 1};
         if (fcntl(q->q_meta_fd, F_OFD_SETLK, &fl) == 0) {
-            q->q_token = tok;
-            q->q_pid = (uint32_t)getpid();
+            q->q_w.w_token = tok;
+            q->q_w.w_pid = (uint32_t)getpid();
             return 0;
         }
         if (errno != EAGAIN && errno != EACCES)
@@ -369,9 +199,9 @@ int tape_register_writer(tape_queue *q)
  * next append, which finds the generation the dead writer left odd. */
 int tape_lock_meta(tape_queue *q)
 {
-    pthread_mutex_lock(&q->q_mu);
+    pthread_mutex_lock(&q->q_w.w_mu);
     int rc = tape_register_writer(q);
-    pthread_mutex_unlock(&q->q_mu);
+    pthread_mutex_unlock(&q->q_w.w_mu);
     if (rc < 0)
         return rc;
     int recovered;
@@ -380,7 +210,7 @@ int tape_lock_meta(tape_queue *q)
 
 static int owner_alive(tape_queue *q, uint32_t tok)
 {
-    if (tok == q->q_token)
+    if (tok == q->q_w.w_token)
         return 1;
     struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
                        .l_start = TAPE_LIVE_BASE + tok, .l_len = 1};
@@ -401,16 +231,16 @@ int tape_lock(tape_queue *q, int *recovered)
 {
     uint32_t e = 0;
     *recovered = 0;
-    if (!cas(&q->q_sh->m_lock, &e, q->q_token))
+    if (!cas(&q->q_sh->ms_lock, &e, q->q_w.w_token))
         lock_slow(q, recovered);
-    __atomic_store_n(&q->q_sh->m_lock_pid, q->q_pid, __ATOMIC_RELAXED);
+    __atomic_store_n(&q->q_sh->ms_lock_pid, q->q_w.w_pid, __ATOMIC_RELAXED);
     return 0;
 }
 
 static void lock_slow(tape_queue *q, int *recovered)
 {
-    uint32_t *w = &q->q_sh->m_lock;
-    uint32_t tok = q->q_token;
+    uint32_t *w = &q->q_sh->ms_lock;
+    uint32_t tok = q->q_w.w_token;
     uint32_t e;
     for (int i = 0; i < 200; i++) {
         cpu_relax();
@@ -433,7 +263,7 @@ static void lock_slow(tape_queue *q, int *recovered)
             e |= TAPE_LOCK_WAITERS;
         }
         struct timespec ts = {0, 1000000};
-        if (futex(w, FUTEX_WAIT, e, &ts) < 0 && errno == ETIMEDOUT &&
+        if (tape_futex(w, FUTEX_WAIT, e, &ts) < 0 && errno == ETIMEDOUT &&
             !owner_alive(q, e & ~TAPE_LOCK_WAITERS)) {
             if (cas(w, &e, tok | TAPE_LOCK_WAITERS)) {
                 *recovered = 1;
@@ -445,10 +275,10 @@ static void lock_slow(tape_queue *q, int *recovered)
 
 void tape_unlock(tape_queue *q)
 {
-    uint32_t *w = &q->q_sh->m_lock;
+    uint32_t *w = &q->q_sh->ms_lock;
     uint32_t old = __atomic_exchange_n(w, 0, __ATOMIC_SEQ_CST);
     if (old & TAPE_LOCK_WAITERS)
-        futex(w, FUTEX_WAKE, 1, NULL);
+        tape_futex(w, FUTEX_WAKE, 1, NULL);
 }
 
 /* After publishing (and unlocking): wake tailers sleeping in tape_wait. The
@@ -461,11 +291,41 @@ void tape_wake_readers(tape_queue *q)
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 #endif
     tape_meta_shared *sh = q->q_sh;
-    uint32_t v = __atomic_load_n(&sh->m_notify, __ATOMIC_SEQ_CST);
+    uint32_t v = __atomic_load_n(&sh->ms_notify, __ATOMIC_SEQ_CST);
     if (v & TAPE_NOTIFY_SLEEPERS) {
         /* A new value (counter up, bit clear) also stops a sleeper that is
          * about to wait on the old one. */
-        __atomic_store_n(&sh->m_notify, (v + 1) & ~TAPE_NOTIFY_SLEEPERS, __ATOMIC_SEQ_CST);
-        futex(&sh->m_notify, FUTEX_WAKE, INT_MAX, NULL);
+        __atomic_store_n(&sh->ms_notify, (v + 1) & ~TAPE_NOTIFY_SLEEPERS, __ATOMIC_SEQ_CST);
+        tape_futex(&sh->ms_notify, FUTEX_WAKE, INT_MAX, NULL);
     }
+}
+
+/* The reader's half (tape_wait): announce a sleeper by a bit the next
+ * publishing writer clears (so a sleeper killed here costs writers one
+ * wake-up, not one per append). The caller then looks for data once more,
+ * and sleeps with tape_sleep_readers only if there is none; the full barrier
+ * here pairs with the writer's in tape_wake_readers. Returns the word's value
+ * to sleep on. */
+uint32_t tape_announce_sleeper(tape_queue *q)
+{
+    tape_meta_shared *sh = q->q_sh;
+    uint32_t seen = __atomic_fetch_or(&sh->ms_notify, TAPE_NOTIFY_SLEEPERS, __ATOMIC_SEQ_CST) |
+                    TAPE_NOTIFY_SLEEPERS;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return seen;
+}
+
+/* Sleep until a writer changes the word from `seen` or timeout_ns passes
+ * (negative: no limit). 0, or -EINTR when a signal arrived. */
+int tape_sleep_readers(tape_queue *q, uint32_t seen, int64_t timeout_ns)
+{
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000;
+        ts.tv_nsec = timeout_ns % 1000000000;
+        tsp = &ts;
+    }
+    if (tape_futex(&q->q_sh->ms_notify, FUTEX_WAIT, seen, tsp) < 0 && errno == EINTR)
+        return -EINTR;
+    return 0;
 }

@@ -10,10 +10,8 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,13 +60,13 @@ struct tape_tailer {
     uint64_t t_map_lo;      /* all within [t_map_lo, t_map_hi) */
     uint64_t t_map_hi;
     uint64_t t_bk_block;    /* backward: block whose entry offsets are cached, */
-    uint64_t t_bk_mod;      /* at this m_modcount */
+    uint64_t t_bk_mod;      /* at this ms_modcount */
     uint32_t t_bk_n;
     uint64_t *t_bk_pos;
     uint8_t *t_jb;          /* jump buffer (JUMP_BUF bytes), or NULL */
     uint64_t t_jb_off;      /* it holds bytes [t_jb_off, +t_jb_len) of t_y's file */
     uint64_t t_jb_len;
-    uint64_t t_jb_mod;      /* m_modcount when it was filled */
+    uint64_t t_jb_mod;      /* ms_modcount when it was filled */
     uint64_t t_hot_lo;      /* read through the mapping since the last far move */
     uint64_t t_hot_hi;      /* or release: [t_hot_lo, t_hot_hi), empty if lo >= hi */
     tape_named_slot *t_slot; /* a named tailer's stored position, or NULL */
@@ -291,9 +289,9 @@ static int step_cycle(tape_tailer *t, int dir)
 static int enter_first(tape_tailer *t)
 {
     tape_meta_shared *sh = t->t_q->q_sh;
-    if (__atomic_load_n(&sh->m_highest, __ATOMIC_ACQUIRE) < 0)
+    if (__atomic_load_n(&sh->ms_highest, __ATOMIC_ACQUIRE) < 0)
         return 0;
-    int64_t lo = __atomic_load_n(&sh->m_lowest, __ATOMIC_ACQUIRE);
+    int64_t lo = __atomic_load_n(&sh->ms_lowest, __ATOMIC_ACQUIRE);
     int rc = lo >= 0 ? enter_cycle(t, lo, 1) : -ENOENT;
     if (rc == -ENOENT) {
         int64_t c = tape_neighbour_cycle(t->t_q, -1, 1);
@@ -313,7 +311,7 @@ static const uint8_t *buffered(tape_tailer *t, uint64_t pos)
     uint64_t r = pos - t->t_jb_off;
     if (!t->t_jb_len || pos < t->t_jb_off || r > t->t_jb_len || t->t_jb_len - r < TAPE_ENTRY_HDR)
         return NULL;
-    if (__atomic_load_n(&t->t_q->q_sh->m_modcount, __ATOMIC_ACQUIRE) != t->t_jb_mod) {
+    if (__atomic_load_n(&t->t_q->q_sh->ms_modcount, __ATOMIC_ACQUIRE) != t->t_jb_mod) {
         t->t_jb_len = 0;
         return NULL;
     }
@@ -380,7 +378,7 @@ static int cycle_over(tape_tailer *t)
     uint32_t h = t->t_pos + 4 <= v->v_size ? tape_load_hdr(v, t->t_pos) : 0;
     if (h == TAPE_H_EOF)
         return 1;
-    int64_t hi = __atomic_load_n(&t->t_q->q_sh->m_highest, __ATOMIC_ACQUIRE);
+    int64_t hi = __atomic_load_n(&t->t_q->q_sh->ms_highest, __ATOMIC_ACQUIRE);
     if (hi <= t->t_y.y_cycle)
         return 0;
     h = t->t_pos + 4 <= v->v_size ? tape_load_hdr(v, t->t_pos) : 0;
@@ -448,7 +446,7 @@ static void fwd_advance(tape_tailer *t, const tape_entry *e)
 static int bk_fill(tape_tailer *t, uint64_t b)
 {
     tape_queue *q = t->t_q;
-    t->t_bk_mod = __atomic_load_n(&q->q_sh->m_modcount, __ATOMIC_ACQUIRE);
+    t->t_bk_mod = __atomic_load_n(&q->q_sh->ms_modcount, __ATOMIC_ACQUIRE);
     uint64_t p = tape_cyc_block_pos(q, &t->t_y, b);
     uint32_t cap = 1u << q->q_roll.r_spacing_log2, n = 0;
     t->t_bk_block = b;
@@ -490,7 +488,7 @@ static int bwd_peek(tape_tailer *t, tape_entry *e)
             /* (tape_repair_tail, which moves the counter, may have cleared
              * entries of the cached block) */
             if (b != t->t_bk_block || i >= t->t_bk_n ||
-                t->t_bk_mod != __atomic_load_n(&q->q_sh->m_modcount, __ATOMIC_ACQUIRE)) {
+                t->t_bk_mod != __atomic_load_n(&q->q_sh->ms_modcount, __ATOMIC_ACQUIRE)) {
                 int rc = bk_fill(t, b);
                 if (rc < 0)
                     return rc;
@@ -549,8 +547,11 @@ static void advance(tape_tailer *t, const tape_entry *e)
 
 static int seek_from(tape_tailer *t, int64_t index);
 
+/* (on every read: a few loads when there is nothing to forget) */
 static void forget_batch(tape_tailer *t)
 {
+    if (t->t_pk_n == NO_BATCH && t->t_pk_y.y_cycle < 0 && !t->t_pk_keep)
+        return;
     t->t_pk_n = NO_BATCH;
     t->t_pk_keep = 0;
     tape_cyc_close(&t->t_pk_y);
@@ -713,7 +714,7 @@ static int jb_fill(tape_tailer *t, tape_cyc *y, uint64_t off, uint64_t len)
         return 0;
     if (len > JUMP_BUF)
         len = JUMP_BUF;
-    ssize_t n = t_pread(y->y_v.v_fd, t->t_jb, len, (off_t)off);
+    ssize_t n = tf_pread(y->y_v.v_fd, t->t_jb, len, (off_t)off);
     t->t_jb_off = off;
     /* Short of what the index says the file holds: damage, for the mapping
      * to report. */
@@ -738,7 +739,7 @@ static int locate_far(tape_tailer *t, tape_cyc *y, uint64_t seq, uint64_t *pos)
     uint64_t end = tape_cyc_block_pos(q, y, b + 1);
     if (end <= p || end > INT64_MAX)
         return 0; /* the last block, still being written; or damage */
-    uint64_t mod = __atomic_load_n(&q->q_sh->m_modcount, __ATOMIC_ACQUIRE);
+    uint64_t mod = __atomic_load_n(&q->q_sh->ms_modcount, __ATOMIC_ACQUIRE);
     if (!current || t->t_jb_mod != mod)
         t->t_jb_len = 0;
     t->t_jb_mod = mod;
@@ -832,7 +833,7 @@ int tape_tailer_to_end(tape_tailer *t)
 {
     forget_batch(t);
     tape_queue *q = t->t_q;
-    int64_t hi = __atomic_load_n(&q->q_sh->m_highest, __ATOMIC_ACQUIRE);
+    int64_t hi = __atomic_load_n(&q->q_sh->ms_highest, __ATOMIC_ACQUIRE);
     if (hi < 0)
         return tape_tailer_to_start(t);
     int rc = enter_cycle(t, hi, -1);
@@ -1077,7 +1078,6 @@ static int spin(tape_tailer *t, int64_t budget)
 
 int tape_wait(tape_tailer *t, int64_t timeout_ns)
 {
-    tape_meta_shared *sh = t->t_q->q_sh;
     tape_entry e;
     if (t->t_spin_ns != 0) {
         /* Spin for the budget, or for the whole timeout (which may be
@@ -1098,22 +1098,11 @@ int tape_wait(tape_tailer *t, int64_t timeout_ns)
         struct timespec ts = {ns / 1000000000, ns % 1000000000};
         return nanosleep(&ts, NULL) < 0 ? -errno : 0;
     }
-    /* Announce a sleeper by a bit the next publishing writer clears (so a
-     * sleeper killed here costs writers one wake-up, not one per append),
-     * then look for data once more before sleeping. */
-    uint32_t seen = __atomic_fetch_or(&sh->m_notify, TAPE_NOTIFY_SLEEPERS, __ATOMIC_SEQ_CST) |
-                    TAPE_NOTIFY_SLEEPERS;
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    /* The wake-up protocol (meta.c): announce, look for data once more,
+     * sleep. */
+    uint32_t seen = tape_announce_sleeper(t->t_q);
     int rc = peek(t, &e);
-    if (rc == 0) {
-        struct timespec ts, *tsp = NULL;
-        if (timeout_ns >= 0) {
-            ts.tv_sec = timeout_ns / 1000000000;
-            ts.tv_nsec = timeout_ns % 1000000000;
-            tsp = &ts;
-        }
-        if (syscall(SYS_futex, &sh->m_notify, FUTEX_WAIT, seen, tsp, NULL, 0) < 0 && errno == EINTR)
-            rc = -EINTR;
-    }
+    if (rc == 0)
+        rc = tape_sleep_readers(t->t_q, seen, timeout_ns);
     return rc < 0 ? rc : 0;
 }

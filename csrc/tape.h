@@ -14,8 +14,30 @@
  *     on success, or a negative error code: -errno for system errors (e.g.
  *     -ENOSPC) or one of the TAPE_E* codes below. tape_strerror() turns any of
  *     them into text. There is no global error state.
- *   - Struct members carry an owner prefix: q_ queue, a_ appender,
- *     t_ tailer, w_ writer state, v_ file view, m_ metadata layout.
+ *   - Each function lists the errors that can reach its caller. Four groups
+ *     recur, named in brackets:
+ *       [list]  listing the queue directory: -EACCES, -EMFILE, -ENFILE,
+ *               -ENOMEM, -EIO.
+ *       [open]  opening and mapping a cycle file: -EACCES, -EMFILE, -ENFILE,
+ *               -ENOMEM, -EIO; TAPE_ECORRUPT when its header is damaged,
+ *               TAPE_EVERSION when it is of another format version.
+ *       [lock]  becoming a writer of the queue (the first append or change
+ *               through a handle): -EAGAIN (no free writer token), -ENOLCK,
+ *               -EINVAL (the filesystem has no OFD locks).
+ *       [grow]  creating, growing or mapping the newest cycle file: -ENOSPC,
+ *               -EDQUOT, -EFBIG, -EIO, -EROFS, and those of [open].
+ *   - Struct members carry an owner prefix, one per struct, so a line of code
+ *     tells whose state it touches. Public (this header): ri_ roll info,
+ *     oo_ open options, qi_ queue info, ci_ cycle info, e_ entry,
+ *     vr_ verify report. Internal (tape_int.h and the file named): q_ queue,
+ *     w_ writer (its appending side), sy_ sync bookkeeping, cc_ cycle-list
+ *     cache, kv_ kept view, pf_ prefaulter, m_ metadata header,
+ *     ms_ metadata shared page, n_ named tailer slot, c_ cycle file header,
+ *     r_ roll cycle in use, y_ open cycle file, v_ file view, k_ clock,
+ *     a_ appender (append.c), t_ tailer and mk_ its batch marks (read.c),
+ *     vc_ verify walk (verify.c), fr_ fault rule and fe_ fault errno
+ *     (fault.c). Functions: tape_ everywhere; tf_ for the system calls a
+ *     test can make fail (fault.h).
  *
  * Caveats
  *   - A tape_queue and its appenders may be used from several threads at once.
@@ -62,7 +84,8 @@ extern "C" {
 #define TAPE_NAME_MAX     48 /* roll cycle and codec names, NUL included */
 #define TAPE_PARAMS_MAX   32768 /* codec parameters blob (e.g. an Avro schema) */
 
-/* Turn any return code of this library (or a -errno) into a static string. */
+/* Turn any return code of this library (or a -errno) into a static string.
+ * Never fails: an unknown code gives a generic text. */
 const char *tape_strerror(int rc);
 
 /* ---- roll cycles ---------------------------------------------------------- */
@@ -105,11 +128,23 @@ typedef struct tape_open_opts {
  * kernel (4 KiB here, for pages an append fills). The page cache is shared:
  * whichever process first faults a stretch of the file decides its pages,
  * so all writers of such a queue should set it. Readers are not affected.
- * Errors: -ENOENT (missing and !oo_create), TAPE_ENOTQUEUE, TAPE_EINCOMPAT,
- * TAPE_ECORRUPT, TAPE_EVERSION, TAPE_EROLLCYCLE, -EACCES, other -errno. */
+ * Errors:
+ *   -ENOENT          the directory or tape.meta is missing, and not oo_create
+ *                    (or oo_read_only)
+ *   TAPE_ENOTQUEUE   the directory holds other files but no tape.meta
+ *   TAPE_EINCOMPAT   oo_roll_cycle or oo_codec differs from the stored one
+ *   TAPE_EROLLCYCLE  oo_roll_cycle (or the stored roll cycle) is unknown
+ *   TAPE_EINVAL      oo_codec is empty or TAPE_NAME_MAX bytes or longer, or
+ *                    oo_params_len exceeds TAPE_PARAMS_MAX
+ *   TAPE_ECORRUPT    tape.meta has the wrong size or a damaged header
+ *   TAPE_EVERSION    tape.meta is of another format version
+ *   -ENAMETOOLONG, -ENOTDIR, -EACCES, -EROFS, -ELOOP  the path
+ *   -ENOSPC, -EDQUOT, -EIO  creating tape.meta
+ *   -EMFILE, -ENFILE, -ENOMEM */
 int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out);
 
-/* Close the queue. Every appender and tailer of it must be closed first. */
+/* Close the queue. Every appender and tailer of it must be closed first.
+ * q may be NULL. */
 void tape_close(tape_queue *q);
 
 typedef struct tape_queue_info {
@@ -126,9 +161,11 @@ typedef struct tape_queue_info {
     uint32_t qi_params_len;
 } tape_queue_info;
 
+/* Describe the queue. Always 0: it reads the mapped metadata only. */
 int tape_queue_info_get(tape_queue *q, tape_queue_info *out);
 
-/* Copy the codec parameters blob (up to cap bytes). Returns its length. */
+/* Copy the codec parameters blob (up to cap bytes). Returns its length (which
+ * may exceed cap); never fails. */
 int tape_queue_params(tape_queue *q, void *buf, uint32_t cap);
 
 typedef struct tape_cycle_info {
@@ -144,45 +181,62 @@ typedef struct tape_cycle_info {
 } tape_cycle_info;
 
 /* List the cycles that have a file, ascending. Writes up to `cap` cycle
- * numbers and returns how many exist (which may be more than cap). */
+ * numbers and returns how many exist (which may be more than cap).
+ * Errors: [list]. */
 int64_t tape_list_cycles(tape_queue *q, int64_t *cycles, size_t cap);
 
-/* Describe one cycle file, also a damaged one (ci_damaged). -ENOENT when it
- * has no file; TAPE_ECORRUPT only when its file header is unreadable. */
+/* Describe one cycle file, also a damaged one (ci_damaged).
+ * Errors: -ENOENT when it has no file; TAPE_EINVAL when `cycle` is out of the
+ * roll cycle's range; [open] (TAPE_ECORRUPT only when its file header is
+ * unreadable). */
 int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out);
 
 /* Remove the file of `cycle` (retention). The newest cycle file and the
- * newest cycle holding entries are never removed (TAPE_EINVAL). A tailer
- * reading the file meanwhile finishes it and goes on to the next cycle.
- * -ENOENT when it has no file; TAPE_EREADONLY on a read-only queue. */
+ * newest cycle holding entries are never removed. A tailer reading the file
+ * meanwhile finishes it and goes on to the next cycle.
+ * Errors:
+ *   TAPE_EREADONLY   a read-only queue
+ *   TAPE_EINVAL      the newest cycle file, the newest cycle holding
+ *                    entries, or `cycle` out of the roll cycle's range
+ *   -ENOENT          `cycle` has no file
+ *   -EACCES, -EPERM, -EBUSY, -EROFS, -EIO  unlinking it
+ *   [lock], [list] */
 int tape_remove_cycle(tape_queue *q, int64_t cycle);
 
-/* Write the file name of `cycle` (without directory) into buf. */
+/* Write the file name of `cycle` (without directory) into buf.
+ * Errors: TAPE_EINVAL when `cycle` is out of the roll cycle's range or the
+ * name and its NUL do not fit in cap bytes. */
 int tape_cycle_name(tape_queue *q, int64_t cycle, char *buf, size_t cap);
 
 /* Index of the first entry in the queue, or -1 when empty (a negative error
- * code below -1 on failure). */
+ * code below -1 on failure). Errors: [list], [open]. */
 int64_t tape_first_index(tape_queue *q);
 
-/* Index of the last entry in the queue, or -1 when empty. */
+/* Index of the last entry in the queue, or -1 when empty.
+ * Errors: [list], [open]. */
 int64_t tape_last_index(tape_queue *q);
 
-/* Number of entries in the queue (or a negative error). */
+/* Number of entries in the queue (or a negative error).
+ * Errors: [list], [open]. */
 int64_t tape_count(tape_queue *q);
 
-/* Index arithmetic for this queue's roll cycle. */
+/* Index arithmetic for this queue's roll cycle. TAPE_EINVAL when the cycle or
+ * seq is out of range (make) or the index is negative (cycle, seq). */
 int64_t tape_make_index(tape_queue *q, int64_t cycle, int64_t seq);
 int64_t tape_index_cycle(tape_queue *q, int64_t index);
 int64_t tape_index_seq(tape_queue *q, int64_t index);
 
-/* The cycle a timestamp (ns since the epoch) falls in. */
+/* The cycle a timestamp (ns since the epoch) falls in. TAPE_ECLOCK when it
+ * is before the queue's epoch or past the roll cycle's last cycle. */
 int64_t tape_cycle_of(tape_queue *q, int64_t ts_ns);
 
 /* ---- appender ------------------------------------------------------------ */
 
 typedef struct tape_appender tape_appender;
 
-/* Create an appender. TAPE_EREADONLY on a read-only queue. */
+/* Create an appender (the first one of a handle starts its prefaulter).
+ * Errors: TAPE_EREADONLY on a read-only queue; -ENOMEM; -EAGAIN when no
+ * thread can be started; [lock]. */
 int tape_appender_open(tape_queue *q, tape_appender **out);
 
 /* Shut the appender: every later call on it (append, sync) returns
@@ -199,7 +253,16 @@ void tape_appender_close(tape_appender *a);
  * for at most 100 us between readings); the stored timestamp is raised to the
  * queue's newest if lower, so timestamps never decrease within a queue.
  * Returns the entry's index (>= 0) or a negative error code. On error
- * nothing is visible to readers. */
+ * nothing is visible to readers.
+ * Errors:
+ *   TAPE_ETOOBIG     len > TAPE_MAX_PAYLOAD
+ *   TAPE_ECLOSED     the appender was shut
+ *   TAPE_EPOISONED   an earlier sync failed; reopen the queue
+ *   TAPE_ECLOCK      the timestamp falls outside the roll cycle's range
+ *   TAPE_ECYCLEFULL  the cycle holds 2^seq_bits entries already
+ *   TAPE_ECORRUPT    the newest cycle's tail is damaged (a power loss tore
+ *                    it): nothing is written until tape_repair_tail
+ *   [grow], [list] (finding the newest cycle after another writer died) */
 int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_ns);
 
 /* Append `n` entries held back to back in `data`; entry k spans
@@ -208,7 +271,8 @@ int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_n
  * Every length is checked first: a bad one (TAPE_ETOOBIG, TAPE_EINVAL)
  * writes nothing. A later failure (a full disk, a full cycle) leaves the
  * entries before the failing one written; *written (when not NULL) tells how
- * many. */
+ * many. Errors: those of tape_append, and TAPE_EINVAL when n is 0 or the
+ * ends decrease. */
 int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *ends,
                          size_t n, int64_t ts_ns, size_t *written);
 
@@ -216,18 +280,23 @@ int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *end
  * (-1: only if the queue is empty), checked and written under the write
  * lock, so a read-modify-write over the queue is atomic across processes.
  * Returns the new index, TAPE_ECONFLICT when another entry came first (nothing
- * is written), or another negative error. */
+ * is written), or another negative error: those of tape_append, and [open]
+ * while looking back for the last entry past empty cycles. */
 int64_t tape_append_if(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
                        int64_t expected_last);
 
-/* Index of the last entry this appender wrote, or -1. */
+/* Index of the last entry this appender wrote, or -1. Never fails. */
 int64_t tape_appender_last_index(tape_appender *a);
 
 /* Make everything written to the queue so far durable: fdatasync of the
  * newest cycle file and of any this handle's writer left since its last sync,
  * fsync of the metadata file and of the directory.
  * A failure poisons the queue's appenders: later appends return
- * TAPE_EPOISONED until the queue is reopened. */
+ * TAPE_EPOISONED until the queue is reopened.
+ * Errors: TAPE_ECLOSED, TAPE_EPOISONED (without trying); -EIO, -ENOSPC,
+ * -EDQUOT from fdatasync/fsync (these poison); -EMFILE, -ENFILE (dup and
+ * open of the cycle files to flush); [grow] and [list] (finding the newest
+ * cycle first). */
 int tape_appender_sync(tape_appender *a);
 
 /* ---- tailer ------------------------------------------------------------- */
@@ -244,21 +313,24 @@ typedef struct tape_entry {
     uint32_t e_len;
 } tape_entry;
 
-/* A new tailer positioned at the start of the queue, reading forward. */
+/* A new tailer positioned at the start of the queue, reading forward.
+ * Errors: -ENOMEM. */
 int tape_tailer_open(tape_queue *q, tape_tailer **out);
 void tape_tailer_close(tape_tailer *t);
 
 /* Read the entry at the tailer's position and move past it (forward) or
  * before it (backward). Returns 1 and fills *e, 0 when there is nothing to
- * read, or a negative error code (TAPE_ECORRUPT: the entry at the position is
- * damaged; the position does not move). */
+ * read, or a negative error code; the position does not move on error.
+ * Errors: TAPE_ECORRUPT (the entry at the position is damaged, or a cycle
+ * ends before its index says); [open] and [list] (going on to another
+ * cycle). */
 int tape_read(tape_tailer *t, tape_entry *e);
 
 /* Read up to `max` entries, copying payloads back to back into `buf` (at most
  * `cap` bytes). For entry k: idx[k], ts[k], and ends[k] (its end offset in
  * buf). Returns the number read (0 when nothing is there) or a negative
- * error code when not even one was read; TAPE_EINVAL when the first entry is
- * larger than `cap` (use tape_read for it). */
+ * error code when not even one was read: TAPE_EINVAL when the first entry is
+ * larger than `cap` (use tape_read for it), or an error of tape_read. */
 int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
                        int64_t *ts, uint64_t *ends, size_t max);
 
@@ -266,8 +338,8 @@ int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
  * the tailer's pending batch until the next read or move of the tailer. A
  * named tailer stores nothing. Returns the number of entries (0 when nothing
  * is there: an empty batch is pending), TAPE_EINVAL when the first entry is
- * larger than `cap`, -ENOMEM, TAPE_ECORRUPT or another negative error of
- * tape_read when not even one entry was read (then no batch is pending). */
+ * larger than `cap`, -ENOMEM (recording the batch), or an error of tape_read
+ * when not even one entry was read (then no batch is pending). */
 int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
                        int64_t *ts, uint64_t *ends, size_t max);
 
@@ -285,26 +357,33 @@ int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
 int tape_tailer_advance(tape_tailer *t, size_t k);
 
 /* Move to `index`. Returns 1 when the entry exists (the next read returns
- * it), 0 when it does not (the position is unchanged), or a negative error. */
+ * it), 0 when it does not (the position is unchanged), or a negative error:
+ * TAPE_ECORRUPT (the cycle's index or entries are damaged), [open]. */
 int tape_tailer_to_index(tape_tailer *t, int64_t index);
 
-/* Move before the first entry (forward) / at the first entry. */
+/* Move before the first entry (forward) / at the first entry.
+ * Errors: [open] (of the first cycle file), [list]. */
 int tape_tailer_to_start(tape_tailer *t);
 
 /* Forward: move after the last entry, so the next read returns only new
- * entries. Backward: move to the last entry, so the next read returns it. */
+ * entries. Backward: move to the last entry, so the next read returns it.
+ * Errors: TAPE_ECORRUPT (the newest cycle's tail is damaged), [open], [list]. */
 int tape_tailer_to_end(tape_tailer *t);
 
 /* Move to the first entry whose timestamp is >= ts_ns. Returns 1 when such
- * an entry exists, 0 when not (position unchanged), or a negative error. */
+ * an entry exists, 0 when not (position unchanged), or a negative error:
+ * TAPE_ECORRUPT (a cycle's index or entries are damaged), [open], [list]. */
 int tape_tailer_to_time(tape_tailer *t, int64_t ts_ns);
 
-/* Set the direction (TAPE_FORWARD or TAPE_BACKWARD). */
+/* Set the direction (TAPE_FORWARD or TAPE_BACKWARD); TAPE_EINVAL for any
+ * other value. tape_tailer_direction returns it. */
 int tape_tailer_set_direction(tape_tailer *t, int direction);
 int tape_tailer_direction(tape_tailer *t);
 
-/* The index the next read would return (when it exists), and the index of
- * the last entry read (-1 before any). */
+/* The index the next read would return (when it exists; else the position's
+ * index, -1 when there is none), and the index of the last entry read (-1
+ * before any). Never fail: an error looking for the next entry gives the
+ * position. */
 int64_t tape_tailer_index(tape_tailer *t);
 int64_t tape_tailer_last_read_index(tape_tailer *t);
 
@@ -334,8 +413,9 @@ typedef struct tape_verify_report {
  * and that nothing but zeros follows the end of data. In strict mode (flags
  * 0) a cycle is abandoned at its first problem; with TAPE_VERIFY_SALVAGE the
  * walk resumes at the next indexed entry after it. Returns 0 when nothing is
- * wrong, 1 when problems were found (see *r), or a negative error. Safe while
- * writers append (it sees a consistent prefix). */
+ * wrong, 1 when problems were found (see *r: a cycle file that cannot be
+ * opened is one), or a negative error: [list]. Safe while writers append (it
+ * sees a consistent prefix). */
 int tape_verify(tape_queue *q, int flags, tape_verify_report *r);
 
 /* Told how far a walk has got: `walked` bytes of cycle files, counted from
@@ -345,7 +425,8 @@ int tape_verify(tape_queue *q, int flags, tape_verify_report *r);
 typedef int (*tape_progress_fn)(void *arg, uint64_t walked);
 
 /* tape_verify, calling fn(arg, walked) after every 16 MiB and at the end of
- * each cycle file; -ECANCELED (and a partial report) when fn stopped it. */
+ * each cycle file; -ECANCELED (and a partial report) when fn stopped it, or
+ * an error of tape_verify. */
 int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_progress_fn fn,
                          void *arg);
 
@@ -354,8 +435,9 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
  * (what no reader can reach: readers stop at the damage) is cleared, and
  * index slots pointing there are emptied. Nothing a reader could read is
  * removed. Returns the number of bytes cleared (0 when the tail was sound),
- * TAPE_EREADONLY, or a negative error. Damage before the newest cycle's tail
- * is left for tape_verify to report. */
+ * or a negative error: TAPE_EREADONLY, [lock], [open] (of the newest cycle
+ * file), [list]. Damage before the newest cycle's tail is left for
+ * tape_verify to report. */
 int64_t tape_repair_tail(tape_queue *q);
 
 /* ---- named tailers ------------------------------------------------------- */
@@ -368,26 +450,32 @@ int64_t tape_repair_tail(tape_queue *q);
  * stores its position after every read and move. Reading forward is what it
  * is for; reading backward stores the entry after the one last read. On a
  * read-only queue it resumes but cannot store (nothing is created).
- * TAPE_EINVAL for a bad name; -ENOSPC when all slots are taken. Two tailers
- * of one name in use at once both store; the last store wins. */
+ * Two tailers of one name in use at once both store; the last store wins.
+ * Errors: TAPE_EINVAL for a bad name; -ENOSPC when all slots are taken;
+ * -ENOMEM; [lock] (claiming a slot); TAPE_ECORRUPT, [open], [list] (going to
+ * the stored position). */
 int tape_tailer_open_named(tape_queue *q, const char *name, tape_tailer **out);
 
 /* Named tailer slot `slot` (0 <= slot < TAPE_NAMED_MAX): 1 and its name and
- * stored index when in use, 0 when free, or a negative error. */
+ * stored index when in use, 0 when free, or a negative error: TAPE_EINVAL
+ * (slot out of range, or the name and its NUL do not fit in cap bytes),
+ * TAPE_ECORRUPT (the slot's name fails its checksum). */
 int tape_named_get(tape_queue *q, int slot, char *name, size_t cap, int64_t *next);
 
-/* Forget the named tailer `name`. -ENOENT when there is none. */
+/* Forget the named tailer `name`. Errors: -ENOENT when there is none;
+ * TAPE_EINVAL for a bad name; TAPE_EREADONLY; [lock]. */
 int tape_named_remove(tape_queue *q, const char *name);
 
 /* Sleep until a writer of the queue (in any process) publishes an entry, or
  * timeout_ns passes (negative: no limit). Returns 0 (woken or timed out; the
- * caller reads again to know which) or a negative error (-EINTR when a
- * signal arrived). */
+ * caller reads again to know which) or a negative error: -EINTR when a
+ * signal arrived, or an error of tape_read (looking for data first). */
 int tape_wait(tape_tailer *t, int64_t timeout_ns);
 
 /* How tape_wait waits: spin (checking for data, burning a core) for up to
  * spin_ns before sleeping; 0 (the default) sleeps at once, a negative value
- * spins until data arrives or the timeout passes, for the lowest latency. */
+ * spins until data arrives or the timeout passes, for the lowest latency.
+ * Always 0. */
 int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns);
 
 #ifdef __cplusplus

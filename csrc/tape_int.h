@@ -8,11 +8,15 @@
 #define _GNU_SOURCE
 #endif
 
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "tape.h"
 
@@ -44,22 +48,22 @@ typedef struct tape_meta_hdr {
 /* Page 1 of tape.meta: shared state, one cache line per group. */
 typedef struct tape_meta_shared {
     /* line 0: owned by the lock holder */
-    uint32_t m_lock;           /* 0 free; owner token; TAPE_LOCK_WAITERS bit */
-    uint32_t m_lock_pid;
-    uint64_t m_hint_gen;       /* odd while the hint is being written */
-    int64_t m_hint_cycle;
-    uint64_t m_hint_pos;
-    uint64_t m_hint_seq;
-    int64_t m_last_ts;
-    uint8_t m_pad0[16];
+    uint32_t ms_lock;           /* 0 free; owner token; TAPE_LOCK_WAITERS bit */
+    uint32_t ms_lock_pid;
+    uint64_t ms_hint_gen;       /* odd while the hint is being written */
+    int64_t ms_hint_cycle;
+    uint64_t ms_hint_pos;
+    uint64_t ms_hint_seq;
+    int64_t ms_last_ts;
+    uint8_t ms_pad0[16];
     /* line 1: cycles, changed on roll */
-    int64_t m_lowest;
-    int64_t m_highest;
-    uint64_t m_modcount;
-    uint8_t m_pad1[40];
+    int64_t ms_lowest;
+    int64_t ms_highest;
+    uint64_t ms_modcount;
+    uint8_t ms_pad1[40];
     /* line 2: wake-ups */
-    uint32_t m_notify;         /* futex word: counter, TAPE_NOTIFY_SLEEPERS bit */
-    uint32_t m_reserved;
+    uint32_t ms_notify;         /* futex word: counter, TAPE_NOTIFY_SLEEPERS bit */
+    uint32_t ms_reserved;
 } tape_meta_shared;
 
 #define TAPE_META_SHARED_OFF 4096u
@@ -169,7 +173,10 @@ typedef struct tape_roll {
     const char *r_format;
 } tape_roll;
 
+/* roll.c: the roll cycle called `name`, or NULL; the cycle a file name
+ * stands for, or -1 when it is not a cycle file name. */
 const tape_roll_info *tape_roll_find(const char *name);
+int64_t tape_cycle_parse(tape_queue *q, const char *name);
 
 /* An open cycle file, validated. */
 typedef struct tape_cyc {
@@ -211,6 +218,9 @@ int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int
 uint64_t tape_cyc_dirty_after(tape_cyc *y, uint64_t pos, uint32_t h);
 /* Offset of the indexed entry of block b (seq b*S), 0 when absent. */
 uint64_t tape_cyc_block_pos(tape_queue *q, tape_cyc *y, uint64_t b);
+/* The end of data by entry headers alone, from the first entry: what a
+ * damaged cycle seems to hold. */
+int tape_cyc_header_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last);
 
 /* Cycles that have a file, ascending; *out is malloc'ed. */
 int tape_list_cycles_alloc(tape_queue *q, int64_t **out, size_t *n);
@@ -257,9 +267,19 @@ static inline int64_t tape_clock_now(tape_clock *k)
 
 /* ---- the queue ------------------------------------------------------------ */
 
-/* What an appending process knows about the end of the newest cycle; guarded
- * by the shared write lock. */
+/* The appending side of a queue handle (not used when read-only): what this
+ * process knows about the end of the newest cycle, and the process-local
+ * locks and tokens it appends with. Members are guarded by the shared write
+ * lock (tape_lock) unless said otherwise. */
 typedef struct tape_writer {
+    pthread_mutex_t w_mu;      /* guards w_token and w_pid while they are set up,
+                                * every change of w_y's mapping (w_y.y_v.v_mu
+                                * points here), and the prefaulter's pf_running,
+                                * pf_alloc and pf_failed (its thread holds it
+                                * while it works on w_y) */
+    uint32_t w_token;          /* 0 until the first appender (w_mu) */
+    uint32_t w_pid;            /* (w_mu) */
+    atomic_int w_poisoned;     /* a sync failed: appends refused (atomic) */
     tape_cyc w_y;              /* y_cycle -1: none open */
     uint64_t w_pos;
     uint64_t w_seq;
@@ -274,6 +294,52 @@ typedef struct tape_writer {
     tape_clock w_clock;        /* timestamps of appends given none */
 } tape_writer;
 
+/* What tape_appender_sync must flush besides the newest cycle: the cycles the
+ * writer left since the last complete sync. */
+typedef struct tape_sync_state {
+    pthread_mutex_t sy_mu;     /* guards the two below */
+    int64_t sy_from;           /* lowest cycle the writer left since the last
+                                * complete sync (-1: none) */
+    uint64_t sy_epoch;         /* counts the writer's leaving cycles */
+} tape_sync_state;
+
+/* The cycles that have a file, as last listed (tape_list_cycles_alloc). */
+typedef struct tape_cycle_cache {
+    pthread_mutex_t cc_mu;     /* guards the four below */
+    int64_t *cc_list;
+    size_t cc_n;
+    uint64_t cc_mod;           /* ms_modcount when listed */
+    int cc_valid;
+} tape_cycle_cache;
+
+/* The newest cycle file as tape_cycle_info_get last read it, kept open so
+ * that asking again (last_index, count...) maps and faults in nothing new.
+ * The newest cycle is never removed; once a newer one exists, the next
+ * question closes it (an idle handle holds it until then, as an idle tailer
+ * holds its cycle). */
+typedef struct tape_kept_view {
+    pthread_mutex_t kv_mu;     /* guards the two below */
+    tape_cyc kv_y;
+    uint64_t kv_trimmed;       /* the end of data at its last release */
+} tape_kept_view;
+
+/* The prefaulter thread (prefault.c). The writer kicks it through the atomics
+ * without taking a lock; the rest is guarded by the writer's w_mu. */
+typedef struct tape_prefaulter {
+    pthread_t pf_thread;
+    int pf_running;            /* (w_mu) */
+    _Atomic int pf_stop;
+    _Atomic uint64_t pf_pos;   /* the writer's offset at its last kick */
+    _Atomic uint64_t pf_want;  /* allocate and fault in up to here */
+    _Atomic uint32_t pf_kicks; /* futex word: bumped by every kick */
+    _Atomic int pf_sleeping;   /* the prefaulter waits on pf_kicks */
+    uint64_t pf_failed;        /* a want the prefaulter could not reach (w_mu) */
+    uint64_t pf_alloc;         /* the prefaulter has allocated up to here (w_mu) */
+    _Atomic uint64_t pf_ready; /* allocated (and faulted in) up to here */
+} tape_prefaulter;
+
+/* A queue handle: what tape_open found (set once, read by any thread), then
+ * one member per job, each with its own lock. */
 struct tape_queue {
     char *q_path;
     int q_dirfd;
@@ -285,45 +351,20 @@ struct tape_queue {
     int q_small_pages;         /* oo_small_pages: no MADV_HUGEPAGE on writers' views */
     tape_roll q_roll;
 
-    /* appending (not used when read-only) */
-    pthread_mutex_t q_mu;      /* guards token set-up, prefaulter, mapping changes */
-    uint32_t q_token;          /* 0 until the first appender */
-    uint32_t q_pid;
-    tape_writer q_w;
-    atomic_int q_poisoned;
-    pthread_mutex_t q_sync_mu; /* guards the two below */
-    int64_t q_sync_from;       /* lowest cycle the writer left since the last
-                                * complete sync (-1: none) */
-    uint64_t q_sync_epoch;     /* counts the writer's leaving cycles */
-
-    /* the cycles that have a file, as last listed (q_mu guards these) */
-    int64_t *q_cyc_list;
-    size_t q_cyc_n;
-    uint64_t q_cyc_mod;        /* m_modcount when listed */
-    int q_cyc_valid;
-
-    /* the newest cycle file as tape_cycle_info_get last read it, kept open
-     * so that asking again (last_index, count...) maps and faults in nothing
-     * new. The newest cycle is never removed; once a newer one exists, the
-     * next question closes it (an idle handle holds it until then, as an
-     * idle tailer holds its cycle). q_view_mu guards these. */
-    pthread_mutex_t q_view_mu;
-    tape_cyc q_view;
-    uint64_t q_view_trimmed;   /* the end of data at its last release */
-
-    /* prefaulter thread: the writer kicks it without taking q_mu (see
-     * map.c); q_mu guards q_pf_alloc and q_pf_failed */
-    pthread_t q_pf_thread;
-    int q_pf_running;
-    _Atomic int q_pf_stop;
-    _Atomic uint64_t q_pf_pos;   /* the writer's offset at its last kick */
-    _Atomic uint64_t q_pf_want;  /* allocate and fault in up to here */
-    _Atomic uint32_t q_pf_kicks; /* futex word: bumped by every kick */
-    _Atomic int q_pf_sleeping;   /* the prefaulter waits on q_pf_kicks */
-    uint64_t q_pf_failed;      /* a want the prefaulter could not reach */
-    uint64_t q_pf_alloc;       /* the prefaulter has allocated up to here */
-    _Atomic uint64_t q_pf_ready; /* allocated (and faulted in) up to here */
+    tape_writer q_w;           /* appending */
+    tape_sync_state q_sync;    /* flushing */
+    tape_cycle_cache q_cyc;    /* listing cycles */
+    tape_kept_view q_view;     /* questions about the newest cycle */
+    tape_prefaulter q_pf;      /* allocating ahead of the writer */
 };
+
+/* The metadata file (meta.c): create it in dirfd (racing creators: one
+ * wins, TAPE_ENOTQUEUE when the directory holds something else); check the
+ * mapped header against the options and set q_roll from it. */
+int tape_meta_create(int dirfd, const tape_open_opts *o, const tape_roll_info *ri);
+/* 1 when the directory holds nothing but (stale) temporary metadata files. */
+int tape_dir_is_empty(int dirfd);
+int tape_meta_validate(tape_queue *q, const tape_open_opts *o);
 
 /* Lock protocol (meta.c). *recovered is set when the lock was taken over from
  * a dead owner: the writer state must then be rebuilt. */
@@ -331,19 +372,33 @@ int tape_lock(tape_queue *q, int *recovered);
 void tape_unlock(tape_queue *q);
 int tape_register_writer(tape_queue *q);
 int tape_lock_meta(tape_queue *q);
+
+/* Wake-ups (meta.c): the writer's half after publishing; the reader's half,
+ * announce then (finding no data) sleep on the value announced. */
 void tape_wake_readers(tape_queue *q);
+uint32_t tape_announce_sleeper(tape_queue *q);
+int tape_sleep_readers(tape_queue *q, uint32_t seen, int64_t timeout_ns);
 
 /* Named tailers (named.c): the slot of `name`, claimed if needed; *out is
  * NULL on a read-only queue that has none. */
 int tape_named_claim(tape_queue *q, const char *name, tape_named_slot **out);
 
-/* Prefaulter (map.c). */
+/* Prefaulter (prefault.c). */
 int tape_prefault_start(tape_queue *q);
 void tape_prefault_stop(tape_queue *q);
 void tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received);
 
-int64_t tape_now_ns(void);
-int64_t tape_floor_div(int64_t a, int64_t b);
+/* The futex system call, which the C library does not wrap: FUTEX_WAIT and
+ * FUTEX_WAKE on a word of tape.meta, shared between processes (the lock word,
+ * the readers' wake-up word); the _PRIVATE ops on a word of this process (the
+ * prefaulter's). ts: a relative timeout, or NULL. */
+static inline long tape_futex(uint32_t *w, int op, uint32_t val, const struct timespec *ts)
+{
+    return syscall(SYS_futex, w, op, val, ts, NULL, 0);
+}
+
+int64_t tape_now_ns(void);                    /* clock.c */
+int64_t tape_floor_div(int64_t a, int64_t b); /* roll.c */
 
 #define TAPE_MAP_MIN ((size_t)256 << 20)
 #define TAPE_MAP_MIN_WRITER ((size_t)16 << 30) /* address space only: moving a

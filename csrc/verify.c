@@ -15,31 +15,31 @@
 #define PROGRESS_EVERY ((uint64_t)16 << 20)
 
 typedef struct vctx {
-    tape_queue *c_q;
-    tape_verify_report *c_r;
-    int c_salvage;
-    int c_prefix;           /* still in the gap-free prefix */
-    int64_t c_prev_ts;
-    tape_progress_fn c_progress;
-    void *c_arg;
-    uint64_t c_walked;      /* bytes walked in the cycles before this one */
-    int c_stopped;          /* c_progress asked to stop */
+    tape_queue *vc_q;
+    tape_verify_report *vc_r;
+    int vc_salvage;
+    int vc_prefix;           /* still in the gap-free prefix */
+    int64_t vc_prev_ts;
+    tape_progress_fn vc_progress;
+    void *vc_arg;
+    uint64_t vc_walked;      /* bytes walked in the cycles before this one */
+    int vc_stopped;          /* vc_progress asked to stop */
 } vctx;
 
 /* Report `p` (an offset in cycle y) as reached, if anyone asks; false when
  * the one asking wants the walk to stop. */
 static bool progress(vctx *c, const tape_cyc *y, uint64_t p)
 {
-    if (c->c_progress && c->c_progress(c->c_arg, c->c_walked + (p - y->y_data_off)) != 0)
-        c->c_stopped = 1;
-    return !c->c_stopped;
+    if (c->vc_progress && c->vc_progress(c->vc_arg, c->vc_walked + (p - y->y_data_off)) != 0)
+        c->vc_stopped = 1;
+    return !c->vc_stopped;
 }
 
 __attribute__((format(printf, 4, 5)))
 static void problem(vctx *c, int64_t cycle, uint64_t off, const char *fmt, ...)
 {
-    tape_verify_report *r = c->c_r;
-    c->c_prefix = 0;
+    tape_verify_report *r = c->vc_r;
+    c->vc_prefix = 0;
     if (r->vr_problems++ == 0) {
         r->vr_bad_cycle = cycle;
         r->vr_bad_offset = off;
@@ -62,8 +62,8 @@ static void check_tail(vctx *c, tape_cyc *y, uint64_t p, uint32_t h)
 
 static void verify_cycle(vctx *c, int64_t cycle, int newest)
 {
-    tape_queue *q = c->c_q;
-    tape_verify_report *r = c->c_r;
+    tape_queue *q = c->vc_q;
+    tape_verify_report *r = c->vc_r;
     tape_cyc y;
     int rc = tape_cyc_open(q, cycle, 0, &y);
     if (rc == -ENOENT)
@@ -137,13 +137,13 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
             why = "an index slot that does not point at its entry";
             goto bad;
         }
-        if (ts < c->c_prev_ts)
+        if (ts < c->vc_prev_ts)
             problem(c, cycle, p, "cycle %lld: timestamp goes back at offset %llu", (long long)cycle,
                     (unsigned long long)p);
-        c->c_prev_ts = ts;
+        c->vc_prev_ts = ts;
         r->vr_entries++;
         r->vr_bytes += sz;
-        if (c->c_prefix)
+        if (c->vc_prefix)
             r->vr_last_good = tape_make_index(q, cycle, (int64_t)seq);
         seq++;
         p += sz;
@@ -151,7 +151,7 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
     bad:
         problem(c, cycle, p, "cycle %lld: %s, at offset %llu (seq %llu)", (long long)cycle, why,
                 (unsigned long long)p, (unsigned long long)seq);
-        if (!c->c_salvage)
+        if (!c->vc_salvage)
             break;
         /* Resume at the next indexed entry, if the index knows one. */
         uint64_t b = (seq >> slog) + 1, np = tape_cyc_block_pos(q, &y, b);
@@ -161,9 +161,9 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
         seq = b << slog;
         p = np;
     }
-    if (!c->c_stopped)
+    if (!c->vc_stopped)
         progress(c, &y, p);
-    c->c_walked += p - y.y_data_off;
+    c->vc_walked += p - y.y_data_off;
     tape_cyc_close(&y);
 }
 
@@ -184,10 +184,10 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
     if (rc < 0)
         return rc;
     vctx c = {q, r, flags & TAPE_VERIFY_SALVAGE, 1, INT64_MIN, fn, arg, 0, 0};
-    for (size_t i = 0; i < n && !c.c_stopped; i++)
+    for (size_t i = 0; i < n && !c.vc_stopped; i++)
         verify_cycle(&c, v[i], i == n - 1);
     free(v);
-    if (c.c_stopped)
+    if (c.vc_stopped)
         return -ECANCELED;
     return r->vr_problems ? 1 : 0;
 }

@@ -93,8 +93,8 @@ static inline int th_expect_eq(long long a, long long b, const char *as,
 }
 
 typedef struct th_test {
-    const char *t_name;
-    void (*t_fn)(void);
+    const char *tt_name;
+    void (*tt_fn)(void);
 } th_test;
 
 #define TEST(fn) { #fn, fn }
@@ -308,23 +308,23 @@ static inline int test_main(int argc, char **argv, const th_test *tests, size_t 
     }
     int run = 0, failed = 0;
     for (size_t i = 0; i < n; i++) {
-        if (argc > 1 && !strstr(tests[i].t_name, argv[1]))
+        if (argc > 1 && !strstr(tests[i].tt_name, argv[1]))
             continue;
-        snprintf(th_dir, sizeof th_dir, "%s/%s", th_root, tests[i].t_name);
+        snprintf(th_dir, sizeof th_dir, "%s/%s", th_root, tests[i].tt_name);
         if (mkdir(th_dir, 0700) != 0) {
             perror("mkdir");
             return 2;
         }
         th_test_failed_before = atomic_load(&th_failures);
         int64_t t0 = th_now_ns();
-        tests[i].t_fn();
+        tests[i].tt_fn();
         double ms = (double)(th_now_ns() - t0) / 1e6;
         run++;
         if (atomic_load(&th_failures) != th_test_failed_before) {
             failed++;
-            printf("  FAIL %-44s %9.1f ms\n", tests[i].t_name, ms);
+            printf("  FAIL %-44s %9.1f ms\n", tests[i].tt_name, ms);
         } else {
-            printf("  ok   %-44s %9.1f ms\n", tests[i].t_name, ms);
+            printf("  ok   %-44s %9.1f ms\n", tests[i].tt_name, ms);
         }
         fflush(stdout);
     }

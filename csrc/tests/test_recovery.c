@@ -57,10 +57,10 @@ static void stale_writer_appends_after_a_dead_writers_entries(void)
         tape_meta_shared saved = *q->q_sh;
         if (tape_append(a, "C0", 2, 0) < 0 || tape_append(a, "C1", 2, 0) < 0)
             _exit(3);
-        q->q_sh->m_hint_gen = saved.m_hint_gen;
-        q->q_sh->m_hint_pos = saved.m_hint_pos;
-        q->q_sh->m_hint_seq = saved.m_hint_seq;
-        q->q_sh->m_last_ts = saved.m_last_ts;
+        q->q_sh->ms_hint_gen = saved.ms_hint_gen;
+        q->q_sh->ms_hint_pos = saved.ms_hint_pos;
+        q->q_sh->ms_hint_seq = saved.ms_hint_seq;
+        q->q_sh->ms_last_ts = saved.ms_last_ts;
         int r;
         tape_lock(q, &r);
         _exit(0);
@@ -267,14 +267,14 @@ static void killed_sleeper_costs_one_wake_up(void)
         for (;;)
             tape_wait(t, -1);
     }
-    for (int i = 0; i < 200 && !(__atomic_load_n(&q->q_sh->m_notify, __ATOMIC_SEQ_CST) &
+    for (int i = 0; i < 200 && !(__atomic_load_n(&q->q_sh->ms_notify, __ATOMIC_SEQ_CST) &
                                  TAPE_NOTIFY_SLEEPERS); i++)
         usleep(5000);
-    EXPECT(__atomic_load_n(&q->q_sh->m_notify, __ATOMIC_SEQ_CST) & TAPE_NOTIFY_SLEEPERS);
+    EXPECT(__atomic_load_n(&q->q_sh->ms_notify, __ATOMIC_SEQ_CST) & TAPE_NOTIFY_SLEEPERS);
     kill(c, SIGKILL);
     waitpid(c, NULL, 0);
     CHECK_OK(tape_append(a, "b", 1, 0));
-    EXPECT(!(__atomic_load_n(&q->q_sh->m_notify, __ATOMIC_SEQ_CST) & TAPE_NOTIFY_SLEEPERS));
+    EXPECT(!(__atomic_load_n(&q->q_sh->ms_notify, __ATOMIC_SEQ_CST) & TAPE_NOTIFY_SLEEPERS));
     th_close_all(q, a, NULL);
 }
 

@@ -1,0 +1,199 @@
+/* prefault.c - the prefaulter: one thread per appending queue handle that
+ * keeps the current cycle file allocated and its pages faulted in for writing
+ * ahead of the writer, and releases the pages behind it, so the append path
+ * neither calls into the kernel nor takes page faults, and resident memory
+ * stays bounded. */
+#include "tape_int.h"
+#include "fault.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+static void fault_in(uint8_t *p, uint64_t len)
+{
+    /* EFAULT and the like (the file shrank under us, say) mean: leave it. */
+    if (madvise(p, len, MADV_POPULATE_WRITE) == 0 || errno != EINVAL)
+        return;
+    /* Kernels before 5.14: a write fault per page that changes no byte, safe
+     * while other writers fill the same pages. */
+    for (uint64_t off = 0; off < len; off += TAPE_PAGE)
+        __atomic_fetch_or((uint32_t *)(p + off), 0u, __ATOMIC_RELAXED);
+}
+
+/* The writer fills an index array's slots while it appends the entries the
+ * array covers, tens of MiB past the array, so the array's pages are faulted
+ * in again behind the trimmed stretch. Release each array once the next one
+ * exists (it is full then) and trimming has passed it: otherwise every array
+ * of the cycle would stay mapped, a huge page each. Reads only the shared
+ * index2index; a damaged slot at worst stops the releases. */
+static void release_full_arrays(tape_queue *q)
+{
+    tape_cyc *y = &q->q_w.w_y;
+    tape_view *v = &y->y_v;
+    const uint64_t n = (uint64_t)1 << q->q_roll.r_count_log2;
+    const uint64_t *i2i = (const uint64_t *)(v->v_base + y->y_i2i_off);
+    const uint64_t size = tape_entry_size((uint32_t)(8 * n));
+    while (y->y_full_released + 1 < n) {
+        uint64_t k = y->y_full_released;
+        uint64_t arr = __atomic_load_n(&i2i[k], __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&i2i[k + 1], __ATOMIC_ACQUIRE) == 0)
+            return;
+        uint64_t hi = (arr + size + TAPE_HUGE - 1) & ~(TAPE_HUGE - 1);
+        /* arr first: a damaged slot near 2^64 makes the sum wrap. */
+        if (arr > v->v_trim_lo || hi > v->v_trim_lo)
+            return;
+        tape_view_release(v, arr & ~(TAPE_HUGE - 1), hi);
+        y->y_full_released = k + 1;
+    }
+}
+
+/* One unit of the prefaulter's work, holding w_mu: touch again the stretch
+ * just behind a new kick position, or allocate and fault in one piece
+ * towards pf_want. Returns 0 when there is nothing to do. The prefaulter
+ * reads the writer's view (fd, base, length) under w_mu, which the writer
+ * holds whenever it changes them, and never writes the view. */
+static int prefault_step(tape_queue *q, uint64_t *refreshed)
+{
+    tape_view *v = &q->q_w.w_y.y_v;
+    if (v->v_fd < 0)
+        return 0;
+    uint64_t ready = atomic_load_explicit(&q->q_pf.pf_ready, memory_order_relaxed);
+    uint64_t pos = atomic_load_explicit(&q->q_pf.pf_pos, memory_order_relaxed);
+    uint64_t want = atomic_load_explicit(&q->q_pf.pf_want, memory_order_relaxed);
+    if (pos != *refreshed) {
+        /* Writeback cleans (and write-protects) pages faulted in earlier;
+         * touch the stretch the writer fills before its next kick again,
+         * which costs little for pages still writable. */
+        *refreshed = pos;
+        uint64_t lo = pos & ~(uint64_t)(TAPE_PAGE - 1);
+        if (lo < v->v_trim_lo) {
+            /* The end moved back (tape_repair_tail): trim from there on. */
+            v->v_trim_lo = lo & ~(TAPE_HUGE - 1);
+            q->q_w.w_y.y_full_released = 0;
+        }
+        uint64_t hi = lo + TAPE_GROW_STEP;
+        if (hi > ready)
+            hi = ready;
+        if (hi > lo && hi <= v->v_maplen)
+            fault_in(v->v_base + lo, hi - lo);
+        /* Whole huge pages: releasing part of one splits its mapping. */
+        if (lo > v->v_trim_lo + TAPE_TRIM_WINDOW) {
+            tape_view_trim(v, (lo - TAPE_TRIM_WINDOW / 2) & ~(TAPE_HUGE - 1));
+            release_full_arrays(q);
+        }
+        return 1;
+    }
+    if (ready >= want || want == q->q_pf.pf_failed)
+        return 0;
+    /* Allocate in steps (each fallocate takes filesystem locks the
+     * writer's own faults may wait for), fault in by pieces. */
+    uint64_t to = ready + TAPE_FAULT_PIECE;
+    if (to > q->q_pf.pf_alloc) {
+        /* As far as wanted, at most a step, and to a huge page boundary: the
+         * kernel makes a huge page only where the file covers all of it. */
+        uint64_t step = want > to ? want : to;
+        uint64_t most = ready + TAPE_GROW_STEP;
+        step = (step + TAPE_HUGE - 1) & ~(TAPE_HUGE - 1);
+        most = (most + TAPE_HUGE - 1) & ~(TAPE_HUGE - 1);
+        if (step > most)
+            step = most;
+        if (step > v->v_maplen || tf_fallocate(v->v_fd, (off_t)ready, (off_t)(step - ready)) < 0) {
+            /* Out of room or out of space: the writer's own slow path
+             * reports the error when it gets there. */
+            q->q_pf.pf_failed = want;
+            return 0;
+        }
+        q->q_pf.pf_alloc = step;
+    }
+    fault_in(v->v_base + ready, to - ready);
+    /* Raise, never lower: the writer may have raised it past `to` meanwhile. */
+    uint64_t cur = atomic_load_explicit(&q->q_pf.pf_ready, memory_order_relaxed);
+    while (cur < to && !atomic_compare_exchange_weak_explicit(&q->q_pf.pf_ready, &cur, to,
+                                                              memory_order_release,
+                                                              memory_order_relaxed))
+        ;
+    return 1;
+}
+
+/* The writer never waits for the prefaulter: it stores what it wants, bumps
+ * pf_kicks and wakes the thread only when it sleeps. The thread reads the
+ * counter before it looks for work and sleeps on that value, so a kick that
+ * comes after it found nothing to do is never lost. w_mu is released after
+ * every piece, so a writer that must move or switch its mapping waits for one
+ * piece at most. */
+static void *prefault_main(void *arg)
+{
+    tape_queue *q = arg;
+    uint64_t refreshed = 0;
+    while (!atomic_load_explicit(&q->q_pf.pf_stop, memory_order_relaxed)) {
+        uint32_t kicks = atomic_load_explicit(&q->q_pf.pf_kicks, memory_order_acquire);
+        pthread_mutex_lock(&q->q_w.w_mu);
+        int busy = prefault_step(q, &refreshed);
+        pthread_mutex_unlock(&q->q_w.w_mu);
+        if (busy)
+            continue;
+        atomic_store_explicit(&q->q_pf.pf_sleeping, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&q->q_pf.pf_kicks, memory_order_seq_cst) == kicks &&
+            !atomic_load_explicit(&q->q_pf.pf_stop, memory_order_relaxed))
+            tape_futex((uint32_t *)&q->q_pf.pf_kicks, FUTEX_WAIT_PRIVATE, kicks, NULL);
+        atomic_store_explicit(&q->q_pf.pf_sleeping, 0, memory_order_relaxed);
+    }
+    return NULL;
+}
+
+static void prefault_wake(tape_queue *q)
+{
+    atomic_fetch_add_explicit(&q->q_pf.pf_kicks, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&q->q_pf.pf_sleeping, memory_order_seq_cst))
+        tape_futex((uint32_t *)&q->q_pf.pf_kicks, FUTEX_WAKE_PRIVATE, 1, NULL);
+}
+
+/* Holding w_mu. */
+int tape_prefault_start(tape_queue *q)
+{
+    if (q->q_pf.pf_running)
+        return 0;
+    atomic_store_explicit(&q->q_pf.pf_stop, 0, memory_order_relaxed);
+    int rc = pthread_create(&q->q_pf.pf_thread, NULL, prefault_main, q);
+    if (rc)
+        return -rc;
+    q->q_pf.pf_running = 1;
+    return 0;
+}
+
+/* Not holding w_mu. */
+void tape_prefault_stop(tape_queue *q)
+{
+    pthread_mutex_lock(&q->q_w.w_mu);
+    int running = q->q_pf.pf_running;
+    pthread_mutex_unlock(&q->q_w.w_mu);
+    if (!running)
+        return;
+    atomic_store_explicit(&q->q_pf.pf_stop, 1, memory_order_relaxed);
+    prefault_wake(q);
+    pthread_join(q->q_pf.pf_thread, NULL);
+    q->q_pf.pf_running = 0;
+}
+
+/* Called by the writer (holding the write lock) when it passes w_kick_at,
+ * with what the cycle has received so far: the prefaulter runs ahead by
+ * twice that, between 256 KiB and TAPE_PREFAULT_AHEAD, so a cycle that gets
+ * a few entries does not cost megabytes of zeroed pages. Never blocks. */
+void tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received)
+{
+    uint64_t ahead = 2 * received;
+    if (ahead < TAPE_FAULT_PIECE)
+        ahead = TAPE_FAULT_PIECE;
+    if (ahead > TAPE_PREFAULT_AHEAD)
+        ahead = TAPE_PREFAULT_AHEAD;
+    atomic_store_explicit(&q->q_pf.pf_pos, pos, memory_order_relaxed);
+    atomic_store_explicit(&q->q_pf.pf_want, pos + ahead, memory_order_relaxed);
+    prefault_wake(q);
+}
