@@ -24,7 +24,8 @@ class Appender:
     def __init__(self, queue: Queue, native: AppenderHandle) -> None:
         self._queue = queue
         self._native = native
-        self._append = native.append  # bound once: write() is the hottest call
+        # The core's call itself, not a method around it: write() is the hottest path.
+        self._append, self._ptr = native.append_call()
         self._path = queue.path
         self._encode = queue.codec.encode
         self._raw = type(queue.codec) is codecs.RawCodec
@@ -32,7 +33,8 @@ class Appender:
         self._always = queue.sync == "always"
         # retention= runs when a write lands in a cycle newer than this index.
         self._next_roll = 0 if queue._retention is not None else INDEX_MAX
-        # A write whose index reaches this has more to do (sync, retention): see _after.
+        # A write whose result is not below this has more to do (sync,
+        # retention): see _after; nor is one below 0 (an error).
         self._watch = 0 if self._always else self._next_roll
         lifecycle.opening(self)
         lifecycle.register(self, parent=queue)
@@ -50,7 +52,8 @@ class Appender:
         return ns
 
     def _after(self, index: int) -> int:
-        """After an append that returned `index`: sync (sync="always"), apply retention."""
+        """After an append that returned `index` (or an error): sync (sync="always"), apply retention."""
+        index = self._native.checked(index)
         if self._always:
             self._native.sync()
         if index >= self._next_roll:
@@ -62,10 +65,10 @@ class Appender:
     def write(self, obj: Any) -> int:
         """Append `obj` and return its index; nothing is written if it cannot be encoded."""
         data = obj if self._raw and type(obj) is bytes else self._encode(obj)
-        index = self._append(data, 0 if self._clock is None else self._timestamp())
-        if index >= self._watch:
-            return self._after(index)
-        return index
+        index: int = self._append(self._ptr, data, len(data), 0 if self._clock is None else self._timestamp())
+        if 0 <= index < self._watch:
+            return index
+        return self._after(index)
 
     def write_many(self, objs: Iterable[Any]) -> int:
         """Append every value of `objs` and return the last index.

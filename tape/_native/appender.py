@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import itertools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tape._native.core import ChildHandle, check, ffi, lib, none_if_negative
@@ -40,6 +41,21 @@ class AppenderHandle(ChildHandle):
         if ptr is None:
             raise QueueClosedError(f"{self.path}: the appender is closed")
         return ptr
+
+    def append_call(self) -> tuple[Callable[[Any, bytes, int, int], int], Any]:
+        """The core's tape_append and this appender's C pointer, for the hottest path.
+
+        f(ptr, data, len(data), ts) returns the new index, or a negative
+        return code that checked() turns into its exception. Calling it after
+        a close is safe (the core refuses a shut appender: TAPE_ECLOSED) for as
+        long as this handle lives, which frees the C appender.
+        """
+        return _TAPE_APPEND, self.live()
+
+    def checked(self, rc: int) -> int:
+        """`rc` when it is not an error; else its exception."""
+        check(rc, self.path)
+        return rc
 
     def append(self, data: bytes, ts: int) -> int:
         """Append `data` with timestamp `ts` (0: the wall clock); its index."""
