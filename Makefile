@@ -8,6 +8,9 @@
 #                   Python extensions (the cffi core, tape._msgpack) built with them
 #   make torture    crash suite at length: kill -9 storm of TORTURE_KILLS (5000) kills with
 #                   writers that survive, and the 8-writer test 3 times (not in make test)
+#   make fuzz       the damage campaign of tests/fuzz_damage.py: FUZZ_MUTATIONS (10000)
+#                   mutations of queue files aimed at tape.meta's hints, index slots,
+#                   entry headers and file ends (not in make test, which runs 400)
 #   make bench      C benchmark, then the Python benchmarks (bench/) on a release
 #                   build of tape in .venv-bench, then tape against its peers
 #   make bench-quick  the comparison with the peers, short
@@ -74,6 +77,12 @@ TORTURE_KILLS ?= 5000
 torture: venv
 	TAPE_TORTURE_KILLS=$(TORTURE_KILLS) $(PY) -m pytest -q -s tests/test_crash_kill.py
 	for i in 1 2 3; do $(PY) -m pytest -q -s tests/test_crash_writers.py || exit 1; done
+
+FUZZ_MUTATIONS ?= 10000
+FUZZ_SEED ?= 1
+.PHONY: fuzz
+fuzz: venv
+	cd tests && ../$(PY) fuzz_damage.py $(FUZZ_MUTATIONS) $(FUZZ_SEED)
 
 bench: $(BSTAMP)
 	$(MAKE) -C csrc bench

@@ -513,9 +513,26 @@ def _inspect(qdir: str, expect: dict[int, bytes] | None, append: bool, clock_ns:
                 t = q.tailer()
                 t.to_index(i)
                 out["appended_read"] = (t.read() or b"").hex()
+                out["appended_reached"] = _reached_from_start(q, i)
             except tape.TapeError as exc:
                 out["append_error"] = f"{type(exc).__name__}: {exc}"
     return out
+
+
+def _reached_from_start(q: Any, index: int) -> bool:
+    """Whether a tailer reading forward from the start reaches the entry at `index`."""
+    import tape
+
+    t = q.tailer()
+    try:
+        for e in t.entries():
+            if e.index >= index:
+                return bool(e.index == index)
+    except tape.TapeError:
+        return False
+    finally:
+        t.close()
+    return False
 
 
 class Inspector:
