@@ -213,7 +213,8 @@ class Queue:
         A named tailer keeps its position in the queue: a tailer of the same
         name, in any process, resumes after the last entry it handed out
         (`start` only places a name seen for the first time); its stored
-        position never runs ahead of what was handed out. `spin` is how long
+        position moves past each value just before it is handed out, never
+        past one that is not. `spin` is how long
         (seconds) a wait spins, checking for data, before it sleeps; True
         spins for the whole wait (lowest latency, one core busy).
         """

@@ -4,8 +4,10 @@ Reading goes through batches: one call into the core peeks at many entries,
 which are then handed out one by one (by read(), read_entry() or
 iteration). The core's position stays at the start of the batch until the
 tailer tells it how many were handed out (advance), before anything that
-depends on the position, and after each value for a named tailer, whose
-position is stored in the queue.
+depends on the position, and, for a named tailer, whose position is stored
+in the queue, just before each value is handed out. The first read (after
+opening or a move) reads one entry alone; read() then peeks batches that
+double up to BATCH_SLOTS, iteration BATCH_SLOTS at once.
 
 Threads: a Tailer belongs to one thread at a time, but any thread may close it
 or its queue, even while it waits in read(timeout=...) or follow().
@@ -246,7 +248,7 @@ class Tailer:
             self._finish_batch()
 
     def _handing_out(self) -> Iterator[Any]:
-        """A named tailer's batch: its stored position follows each value handed out."""
+        """A named tailer's batch: its stored position moves past each value just before it is handed out."""
         # How many were handed out is counted from the shared iterator, not
         # by this loop: read() and read_entry() take from it as well.
         # The core moves past a value before it is taken: when the move

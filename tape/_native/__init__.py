@@ -1,11 +1,14 @@
-"""The binding layer: the only module that touches the compiled core (tape._core).
+"""The binding layer: the only package that touches the compiled core (tape._core).
 
 Every crossing of the boundary is here: it owns the C handles (a queue, its
 appenders and tailers; children are closed before their queue, each freed
 exactly once), reads every return code (one table turns codes into
 exceptions; the few codes that are answers, not errors, become Python values
 here), holds the roll-cycle arithmetic, and turns C structs into Python
-values. The public classes above it (Queue, Appender, Tailer) speak Python.
+values. The public classes above it (Queue, Appender, Tailer) speak Python,
+with one exception for speed: Appender.write calls tape_append through the
+function and pointer AppenderHandle.append_call() hands it, and gives a
+negative result back to AppenderHandle.checked.
 
 Threads: calls on a queue hold its lock, so closing it frees it at once.
 Calls on a tailer hold the tailer's lock, for the same reason. Appenders are

@@ -63,9 +63,9 @@ class TailerHandle(ChildHandle):
     Batches are peeked: the core's position stays where the batch starts
     until advance(k) moves it past the first k entries (any k, as often as
     needed while the batch is pending), so that a named tailer's stored
-    position is exactly after what was handed out. `read_ahead`, the values
-    of a batch not yet handed out, is emptied by closing, so that nothing is
-    handed out after a close.
+    position is exactly after what was handed out. `read_ahead` is the
+    Tailer's current batch (the list its iterator hands values out of):
+    closing empties it, so that nothing is handed out after a close.
     """
 
     __slots__ = ("read_ahead", "_entry", "_buffers", "_moved")
