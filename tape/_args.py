@@ -6,6 +6,7 @@ import operator
 import reprlib
 from typing import Any
 
+from tape._native import INDEX_MAX
 from tape.errors import ArgumentError, ArgumentTypeError
 
 
@@ -28,7 +29,6 @@ def as_seconds(timeout: Any) -> float:
     return float(timeout)
 
 
-INDEX_MAX = 2**63 - 1
 _SHOWN = reprlib.Repr()
 _SHOWN.maxstring = 60
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from tape import codecs, lifecycle
@@ -21,18 +21,28 @@ _BYTES_ONLY = frozenset({bytes})
 class Appender:
     """Appends entries to a queue; safe to share between threads."""
 
-    def __init__(self, queue: Queue, native: AppenderHandle) -> None:
-        self._queue = queue
+    def __init__(
+        self,
+        queue: Queue,
+        native: AppenderHandle,
+        *,
+        clock: Callable[[], int] | None,
+        on_roll: Callable[[int], int] | None,
+    ) -> None:
+        """An appender of `queue` (Queue.appender makes them); `on_roll(index)`, when
+        given, runs after a write lands in a new cycle and says where the next starts."""
+        self._queue = queue  # an appender in use keeps its queue open
         self._native = native
         # The core's call itself, not a method around it: write() is the hottest path.
         self._append, self._ptr = native.append_call()
         self._path = queue.path
         self._encode = queue.codec.encode
         self._raw = type(queue.codec) is codecs.RawCodec
-        self._clock = queue._clock
+        self._clock = clock
+        self._on_roll = on_roll
         self._always = queue.sync == "always"
         # retention= runs when a write lands in a cycle newer than this index.
-        self._next_roll = 0 if queue._retention is not None else INDEX_MAX
+        self._next_roll = 0 if on_roll is not None else INDEX_MAX
         # A write whose result is not below this has more to do (sync,
         # retention): see _after; nor is one below 0 (an error).
         self._watch = 0 if self._always else self._next_roll
@@ -56,8 +66,8 @@ class Appender:
         index = self._native.checked(index)
         if self._always:
             self._native.sync()
-        if index >= self._next_roll:
-            self._next_roll = self._queue._rolled(index)
+        if self._on_roll is not None and index >= self._next_roll:
+            self._next_roll = self._on_roll(index)
             if not self._always:
                 self._watch = self._next_roll
         return index

@@ -199,7 +199,8 @@ class Queue:
 
     def appender(self) -> Appender:
         """A new appender of this queue."""
-        return Appender(self, self._handle().appender())
+        on_roll = None if self._retention is None else self._rolled
+        return Appender(self, self._handle().appender(), clock=self._clock, on_roll=on_roll)
 
     def tailer(
         self,

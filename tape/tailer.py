@@ -55,6 +55,7 @@ class Tailer:
     """Reads a queue from a position that it moves; one thread at a time."""
 
     def __init__(self, queue: Queue, native: TailerHandle, *, name: str | None = None) -> None:
+        self._queue = queue  # a tailer in use keeps its queue open
         self._native = native
         self._name = name
         # A read-only queue has nowhere to store a named tailer's position.

@@ -130,7 +130,7 @@ def test_dropped_tailers_and_appenders_are_freed(queue: tape.Queue) -> None:
         queue.appender().write(k)
         assert queue.tailer().read() == 0
     gc.collect()
-    assert queue._native is not None and queue._native.open_children == 0
+    assert queue._native is not None and not queue._native._children
 
 
 def test_children_in_a_reference_cycle_with_their_queue_are_freed_safely(qpath: Path) -> None:
@@ -161,3 +161,12 @@ def test_values_read_ahead_are_not_handed_out_after_close(qpath: Path, closing: 
     with pytest.raises(tape.QueueClosedError):
         t.read()
     q.close()
+
+
+def test_an_appender_or_tailer_in_use_keeps_its_queue_open(qpath: Path) -> None:
+    a = tape.Queue(qpath).appender()  # the queue has no other reference
+    gc.collect()
+    a.write("x")
+    t = tape.Queue(qpath).tailer()
+    gc.collect()
+    assert t.read() == "x"

@@ -205,6 +205,9 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 
 def main(argv: list[str]) -> int:
     folder = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent.parent
+    if len(argv) > 2 or not folder.is_dir() or not any(folder.glob("*.c")):
+        print(f"usage: callgraph.py [FOLDER]: a folder of C files (none in {folder})", file=sys.stderr)
+        return 2
     edges, why = graph(folder)
     cycle = find_cycle(edges)
     if cycle:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tape._native.core import ChildHandle, check, ffi, lib, none_if_negative
-from tape.errors import QueueClosedError, TapeError
+from tape.errors import TapeError
 
 if TYPE_CHECKING:
     from tape._native.queue import QueueHandle
@@ -19,6 +19,7 @@ _TAPE_APPEND = lib.tape_append  # bound once: appending is the hottest call
 class AppenderHandle(ChildHandle):
     """A C appender. Closing shuts it; its memory is freed with this object."""
 
+    CLOSED = "the appender is closed"
     __slots__ = ("_kept",)
 
     def __init__(self, queue: QueueHandle, ptr: Any) -> None:
@@ -36,12 +37,6 @@ class AppenderHandle(ChildHandle):
         if self._kept is not None:
             lib.tape_appender_close(self._kept)
 
-    def live(self) -> Any:
-        ptr = self.ptr
-        if ptr is None:
-            raise QueueClosedError(f"{self.path}: the appender is closed")
-        return ptr
-
     def append_call(self) -> tuple[Callable[[Any, bytes, int, int], int], Any]:
         """The core's tape_append and this appender's C pointer, for the hottest path.
 
@@ -56,16 +51,6 @@ class AppenderHandle(ChildHandle):
         """`rc` when it is not an error; else its exception."""
         check(rc, self.path)
         return rc
-
-    def append(self, data: bytes, ts: int) -> int:
-        """Append `data` with timestamp `ts` (0: the wall clock); its index."""
-        ptr = self.ptr
-        if ptr is None:
-            ptr = self.live()  # raises
-        index: int = _TAPE_APPEND(ptr, data, len(data), ts)
-        if index < 0:
-            check(index, self.path)
-        return index
 
     def append_many(self, parts: list[bytes], ts: int) -> int:
         """Append each of `parts`; the last index. A failure midway says (in a note) how many went in."""

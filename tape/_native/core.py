@@ -152,12 +152,20 @@ class ChildHandle:
     """An appender or tailer of a queue: `ptr` until closed, then None."""
 
     __slots__ = ("queue", "path", "ptr", "lock")
+    CLOSED = "the handle is closed"  # what QueueClosedError says once it is
 
     def __init__(self, queue: QueueHandle, ptr: Any) -> None:
         self.queue = queue
         self.path = queue.path
         self.ptr: Any = ptr
         self.lock = threading.Lock()
+
+    def live(self) -> Any:
+        """The C object; QueueClosedError once closed (a tailer's caller holds self.lock)."""
+        ptr = self.ptr
+        if ptr is None:
+            raise QueueClosedError(f"{self.path}: {self.CLOSED}")
+        return ptr
 
     def close(self) -> None:
         """Free (or shut) the C object; the queue's lock is held (QueueHandle.release, .close)."""

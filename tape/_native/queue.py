@@ -152,11 +152,6 @@ class QueueHandle:
             self._children.discard(child)
             return True
 
-    @property
-    def open_children(self) -> int:
-        """How many appenders and tailers of the queue are open."""
-        return len(self._children)
-
     # -- what the queue holds ----------------------------------------------------------------
 
     def _text(self, data: bytes, what: str) -> str:

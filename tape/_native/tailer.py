@@ -15,7 +15,6 @@ from tape._native.core import (
     lib,
     none_if_negative,
 )
-from tape.errors import QueueClosedError
 from tape.records import Entry
 
 if TYPE_CHECKING:
@@ -68,6 +67,7 @@ class TailerHandle(ChildHandle):
     closing empties it, so that nothing is handed out after a close.
     """
 
+    CLOSED = "the tailer or its queue is closed"
     __slots__ = ("read_ahead", "_entry", "_buffers", "_moved")
 
     def __init__(self, queue: QueueHandle, ptr: Any) -> None:
@@ -84,13 +84,6 @@ class TailerHandle(ChildHandle):
                 lib.tape_tailer_close(ptr)
             if self.read_ahead is not None:
                 self.read_ahead.clear()
-
-    def live(self) -> Any:
-        """The C tailer (the caller holds self.lock); QueueClosedError once closed."""
-        ptr = self.ptr
-        if ptr is None:
-            raise QueueClosedError(f"{self.path}: the tailer or its queue is closed")
-        return ptr
 
     def _unpacked(self) -> Entry:
         e = self._entry
