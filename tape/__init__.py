@@ -34,9 +34,12 @@ from tape.queue import Queue, make_index, split_index
 from tape.records import CycleInfo, Entry, VerifyReport
 from tape.tailer import Tailer
 
+__version__ = "0.1.0"  # pyproject.toml reads it from here
+
 open = Queue  # tape.open(...) is tape.Queue(...)
 
 __all__ = [
+    "__version__",
     "Queue",
     "open",
     "Appender",

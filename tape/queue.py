@@ -314,6 +314,8 @@ class Queue:
         respect_tailers=True, never what a named tailer has not read yet.
         on_remove(path) is called as each file goes (with dry_run, as it is picked).
         """
+        if keep_cycles is None and older_than is None and max_bytes is None:
+            raise ArgumentError("purge() needs a rule: keep_cycles=, older_than= or max_bytes=")
         policy = Policy.parse(
             {"keep_cycles": keep_cycles, "older_than": older_than, "max_bytes": max_bytes,
              "respect_tailers": respect_tailers}

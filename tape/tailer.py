@@ -95,13 +95,17 @@ class Tailer:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def read(self, timeout: float | None = None) -> Any:
-        """The next value, or None when there is none (after waiting up to `timeout` seconds)."""
+    def read(self, timeout: float | None = None, *, default: Any = None) -> Any:
+        """The next value, or `default` when there is none (after waiting up to `timeout` seconds).
+
+        A queue that stores None tells "nothing there" from None by a default
+        of its own (`t.read(default=EMPTY)`), or by read_entry().
+        """
         if self._batch is not None and not self._batch_entries and not self._named:
             for value in self._batch_it:
                 return value
         item = self._next(False) if timeout is None else self._next_waiting(False, timeout)
-        return None if item is _NOTHING else item
+        return default if item is _NOTHING else item
 
     def read_entry(self, timeout: float | None = None) -> Entry | None:
         """The next Entry, or None when there is none (after waiting up to `timeout` seconds)."""
@@ -145,11 +149,11 @@ class Tailer:
         except QueueClosedError:
             return
 
-    async def aread(self, timeout: float | None = None) -> Any:
+    async def aread(self, timeout: float | None = None, *, default: Any = None) -> Any:
         """read() for asyncio code, waiting without blocking the loop.
 
         Waits forever when timeout is None, else up to `timeout` seconds
-        (then None). A task cancelled while waiting ends within 0.1 s.
+        (then `default`). A task cancelled while waiting ends within 0.1 s.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + as_seconds(timeout)
@@ -158,7 +162,7 @@ class Tailer:
             if deadline is not None:
                 seconds = min(seconds, deadline - loop.time())
                 if seconds <= 0:
-                    return None
+                    return default
             await self._await_slice(seconds)
         return item
 

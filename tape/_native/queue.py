@@ -27,6 +27,7 @@ from tape.errors import (
     IncompatibleQueueError,
     QueueClosedError,
     QueueNotFoundError,
+    TapeError,
 )
 from tape.records import CycleInfo, VerifyReport
 
@@ -112,6 +113,9 @@ class QueueHandle:
         try:
             check(lib.tape_open(os.fsencode(path), opts, out), path, opening=True)
         except IncompatibleQueueError as exc:
+            differs = cls._differences(path, roll_cycle, codec)
+            if differs:
+                raise IncompatibleQueueError(f"{path}: {differs}") from None
             exc.add_note(f"asked for roll_cycle={roll_cycle!r}, codec={codec!r}")
             raise
         except QueueNotFoundError:
@@ -119,6 +123,27 @@ class QueueHandle:
                 raise ArgumentError(f"{path}: creating a queue with codec {codec!r} needs schema=") from None
             raise
         return cls(path, out[0])
+
+    @classmethod
+    def _differences(cls, path: str, roll_cycle: str | None, codec: str | None) -> str:
+        """What the queue at `path` stores that differs from what was asked, in words ("" if unknown)."""
+        try:
+            stored = cls.open(path, roll_cycle=None, codec=None, params=b"", read_only=True, create=False,
+                              epoch_ms=0, small_pages=True)
+        except TapeError:
+            return ""
+        try:
+            info = stored.info()
+        except TapeError:
+            return ""
+        finally:
+            stored.close()
+        differs = []
+        if roll_cycle is not None and roll_cycle != info.roll.name:
+            differs.append(f"the queue's roll cycle is {info.roll.name!r}, not {roll_cycle!r}")
+        if codec is not None and codec != info.codec:
+            differs.append(f"the queue's codec is {info.codec!r}, not {codec!r}")
+        return "; ".join(differs)
 
     @property
     def closed(self) -> bool:
