@@ -214,7 +214,8 @@ int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
     uint32_t h;
     if (rc == 0)
         rc = tape_cyc_find_end(q, y, &end, &count, &h, NULL);
-    int damaged = rc == TAPE_ECORRUPT;
+    /* (damaged entries, not a damaged header: then there is nothing to walk) */
+    int damaged = rc == TAPE_ECORRUPT && y->y_cycle == cycle;
     if (damaged)
         rc = tape_cyc_header_walk(y, &end, &count, &h);
     if (rc == 0) {
