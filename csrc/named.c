@@ -62,7 +62,7 @@ int tape_named_claim(tape_queue *q, const char *name, tape_named_slot **out)
     }
     tape_unlock(q);
     if (!s)
-        return -ENOSPC;
+        return TAPE_ELIMIT;
     *out = s;
     return 0;
 }

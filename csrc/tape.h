@@ -77,6 +77,7 @@ extern "C" {
 #define TAPE_ECLOCK       (-30011) /* timestamp outside the range of the roll cycle */
 #define TAPE_ECONFLICT    (-30012) /* tape_append_if: the last entry is not the expected one */
 #define TAPE_ECLOSED      (-30013) /* the appender was shut (tape_appender_shut) */
+#define TAPE_ELIMIT       (-30014) /* a limit of the queue is reached (e.g. TAPE_NAMED_MAX) */
 
 /* ---- limits ------------------------------------------------------------- */
 
@@ -451,7 +452,7 @@ int64_t tape_repair_tail(tape_queue *q);
  * is for; reading backward stores the entry after the one last read. On a
  * read-only queue it resumes but cannot store (nothing is created).
  * Two tailers of one name in use at once both store; the last store wins.
- * Errors: TAPE_EINVAL for a bad name; -ENOSPC when all slots are taken;
+ * Errors: TAPE_EINVAL for a bad name; TAPE_ELIMIT when all slots are taken;
  * -ENOMEM; [lock] (claiming a slot); TAPE_ECORRUPT, [open], [list] (going to
  * the stored position). */
 int tape_tailer_open_named(tape_queue *q, const char *name, tape_tailer **out);
