@@ -955,8 +955,10 @@ int tape_tailer_to_time(tape_tailer *t, int64_t ts_ns)
 
 /* Position at `index`, or at the first entry after it that still exists: at
  * the end of data when it names the end of a cycle, at the start of the next
- * cycle when its cycle is gone. */
-static int seek_from(tape_tailer *t, int64_t index)
+ * cycle when its cycle is gone. An index beyond the end of the data (past
+ * the end of its cycle, or in a cycle later than the newest) is brought back
+ * to the end; *beyond (when not NULL) says so. */
+static int seek_from_at(tape_tailer *t, int64_t index, int *beyond)
 {
     tape_queue *q = t->t_q;
     if (index < 0)
@@ -971,6 +973,8 @@ static int seek_from(tape_tailer *t, int64_t index)
         if (rc == 0) { /* beyond the end of data: at the end */
             uint32_t h;
             rc = tape_cyc_find_end(q, &y, &pos, &seq, &h, NULL);
+            if (beyond)
+                *beyond = 1;
         }
         if (rc < 0) {
             tape_cyc_close(&y);
@@ -985,9 +989,17 @@ static int seek_from(tape_tailer *t, int64_t index)
     int64_t next = tape_neighbour_cycle(q, cycle, 1);
     if (next < -1)
         return (int)next;
-    if (next < 0)
+    if (next < 0) {
+        if (beyond)
+            *beyond = 1;
         return tape_tailer_to_end(t);
+    }
     return enter_cycle(t, next, 1);
+}
+
+static int seek_from(tape_tailer *t, int64_t index)
+{
+    return seek_from_at(t, index, NULL);
 }
 
 int tape_tailer_open_named(tape_queue *q, const char *name, tape_tailer **out)
@@ -999,13 +1011,28 @@ int tape_tailer_open_named(tape_queue *q, const char *name, tape_tailer **out)
     tape_tailer *t;
     if ((rc = tape_tailer_open(q, &t)) < 0)
         return rc;
-    if (slot && (rc = seek_from(t, __atomic_load_n(&slot->n_next, __ATOMIC_ACQUIRE))) < 0) {
+    int beyond = 0;
+    int64_t stored = slot ? __atomic_load_n(&slot->n_next, __ATOMIC_ACQUIRE) : -1;
+    if (slot && (rc = seek_from_at(t, stored, &beyond)) < 0) {
         tape_tailer_close(t);
         return rc;
     }
     /* Set after the seek: resuming is not a move to store (on a read-only
-     * queue the slot cannot be written at all). */
+     * queue the slot cannot be written at all)... */
     t->t_slot = q->q_read_only ? NULL : slot;
+    /* ...unless the stored position was beyond the end of the data (made
+     * durable ahead of data a power cut lost): the end is stored in its
+     * place, so that what is written there next is read, also by a tailer
+     * of this name that resumes later. Only if the slot still holds what
+     * was read: another tailer of the name may have stored since. */
+    if (beyond && t->t_slot) {
+        int64_t end = -1; /* no cycle file at all: from the start */
+        if (t->t_y.y_cycle >= 0 && t->t_seq >= 0)
+            end = (t->t_y.y_cycle << q->q_roll.r_seq_bits) + t->t_seq;
+        if (end < stored)
+            __atomic_compare_exchange_n(&t->t_slot->n_next, &stored, end, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE);
+    }
     *out = t;
     return 0;
 }

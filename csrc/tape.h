@@ -452,6 +452,10 @@ int64_t tape_repair_tail(tape_queue *q);
  * is for; reading backward stores the entry after the one last read. On a
  * read-only queue it resumes but cannot store (nothing is created).
  * Two tailers of one name in use at once both store; the last store wins.
+ * A stored position beyond the end of the data (a power cut lost data that
+ * a tailer had read, after its position reached the disk) is brought back
+ * to the end, and stored, both here and by the first append of a handle,
+ * so that the entries written there next are read, not skipped.
  * Errors: TAPE_EINVAL for a bad name; TAPE_ELIMIT when all slots are taken;
  * -ENOMEM; [lock] (claiming a slot); TAPE_ECORRUPT, [open], [list] (going to
  * the stored position). */

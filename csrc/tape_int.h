@@ -382,6 +382,9 @@ int tape_sleep_readers(tape_queue *q, uint32_t seen, int64_t timeout_ns);
 /* Named tailers (named.c): the slot of `name`, claimed if needed; *out is
  * NULL on a read-only queue that has none. */
 int tape_named_claim(tape_queue *q, const char *name, tape_named_slot **out);
+/* Holding the write lock: stored positions beyond `end`, the index the next
+ * entry gets, are brought back to it (after a power cut lost their data). */
+void tape_named_clamp(tape_queue *q, int64_t end);
 
 /* Prefaulter (prefault.c). */
 int tape_prefault_start(tape_queue *q);
