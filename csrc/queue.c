@@ -118,6 +118,7 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
         tape_close(q);
         return rc;
     }
+    tape_wake_map(q);
     *out = q;
     return 0;
 
@@ -136,6 +137,7 @@ void tape_close(tape_queue *q)
     tape_cyc_close(&q->q_w.w_y);
     tape_cyc_close(&q->q_view.kv_y);
     free(q->q_cyc.cc_list);
+    tape_wake_unmap(q);
     munmap(q->q_meta, TAPE_META_SIZE);
     close(q->q_meta_fd); /* drops our liveness lock */
     close(q->q_dirfd);

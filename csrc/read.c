@@ -71,6 +71,7 @@ struct tape_tailer {
     uint64_t t_hot_hi;      /* or release: [t_hot_lo, t_hot_hi), empty if lo >= hi */
     tape_named_slot *t_slot; /* a named tailer's stored position, or NULL */
     int64_t t_spin_ns;      /* tape_wait spins this long first; < 0: only spins */
+    int64_t t_poll_ns;      /* tape_wait without wake-ups: the next sleep */
     /* the pending batch of tape_peek_many: t_pk[k] is where the tailer stands
      * after its first k entries (k <= t_pk_n) */
     size_t t_pk_n;          /* its entries; NO_BATCH: none pending */
@@ -1069,9 +1070,14 @@ int64_t tape_tailer_last_read_index(tape_tailer *t)
 
 /* ---- waiting ------------------------------------------------------------- */
 
-/* A read-only process cannot announce itself to writers (its mapping of
- * tape.meta is read-only), so it looks again every millisecond. */
-#define READ_ONLY_POLL_NS 1000000
+/* A process that cannot write tape.meta (no write permission: see
+ * tape_wake_map) cannot announce itself to writers, so it looks for data
+ * again after POLL_MIN_NS, and after twice as long each time it finds none,
+ * up to POLL_MAX_NS: an idle tailer wakes about 125 times a second, and a new
+ * entry is seen within POLL_MAX_NS (within POLL_MIN_NS of the one before it
+ * in a burst). */
+#define POLL_MIN_NS 1000000
+#define POLL_MAX_NS 8000000
 
 int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns)
 {
@@ -1103,6 +1109,32 @@ static int spin(tape_tailer *t, int64_t budget)
     }
 }
 
+/* tape_wait without wake-ups: look, sleep, look again, sleeping longer the
+ * longer nothing comes (t_poll_ns, back to POLL_MIN_NS once data is found). */
+static int poll_wait(tape_tailer *t, int64_t timeout_ns)
+{
+    int64_t start = mono_ns();
+    int64_t until = timeout_ns < 0 || timeout_ns > INT64_MAX - start ? INT64_MAX : start + timeout_ns;
+    for (;;) {
+        tape_entry e;
+        int rc = peek(t, &e);
+        if (rc != 0) {
+            t->t_poll_ns = POLL_MIN_NS;
+            return rc < 0 ? rc : 0;
+        }
+        int64_t now = mono_ns();
+        if (now >= until)
+            return 0;
+        int64_t ns = t->t_poll_ns < POLL_MIN_NS ? POLL_MIN_NS : t->t_poll_ns;
+        t->t_poll_ns = ns >= POLL_MAX_NS / 2 ? POLL_MAX_NS : 2 * ns;
+        if (ns > until - now)
+            ns = until - now;
+        struct timespec ts = {ns / 1000000000, ns % 1000000000};
+        if (nanosleep(&ts, NULL) < 0)
+            return -errno;
+    }
+}
+
 int tape_wait(tape_tailer *t, int64_t timeout_ns)
 {
     tape_entry e;
@@ -1117,14 +1149,8 @@ int tape_wait(tape_tailer *t, int64_t timeout_ns)
         if (timeout_ns >= 0)
             timeout_ns -= budget;
     }
-    if (t->t_q->q_read_only) {
-        int rc = peek(t, &e);
-        if (rc != 0)
-            return rc < 0 ? rc : 0;
-        int64_t ns = timeout_ns < 0 || timeout_ns > READ_ONLY_POLL_NS ? READ_ONLY_POLL_NS : timeout_ns;
-        struct timespec ts = {ns / 1000000000, ns % 1000000000};
-        return nanosleep(&ts, NULL) < 0 ? -errno : 0;
-    }
+    if (!t->t_q->q_wake)
+        return poll_wait(t, timeout_ns);
     /* The wake-up protocol (meta.c): announce, look for data once more,
      * sleep. */
     uint32_t seen = tape_announce_sleeper(t->t_q);

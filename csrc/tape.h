@@ -474,7 +474,13 @@ int tape_named_remove(tape_queue *q, const char *name);
 /* Sleep until a writer of the queue (in any process) publishes an entry, or
  * timeout_ns passes (negative: no limit). Returns 0 (woken or timed out; the
  * caller reads again to know which) or a negative error: -EINTR when a
- * signal arrived, or an error of tape_read (looking for data first). */
+ * signal arrived, or an error of tape_read (looking for data first).
+ * On a queue opened read-only it sleeps the same way when this process may
+ * write tape.meta (it opens it a second time, to write the wake-up word
+ * alone); without write permission it polls instead: it looks for data after
+ * 1 ms, and after twice as long each time it finds none, up to 8 ms, so an
+ * idle tailer wakes about 125 times a second and sees a new entry within 8 ms
+ * (at once when it spins, tape_tailer_set_spin). */
 int tape_wait(tape_tailer *t, int64_t timeout_ns);
 
 /* How tape_wait waits: spin (checking for data, burning a core) for up to
