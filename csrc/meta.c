@@ -115,12 +115,17 @@ int tape_meta_create(int dirfd, const tape_open_opts *o, const tape_roll_info *r
     close(fd);
     /* link() never replaces: if another process created the queue first, we
      * use theirs. */
-    if (rc == 0 && tf_linkat(dirfd, tmp, TAPE_META_NAME) < 0 && errno != EEXIST)
-        rc = -errno;
+    int linked = 0;
+    if (rc == 0) {
+        if (tf_linkat(dirfd, tmp, TAPE_META_NAME) == 0)
+            linked = 1;
+        else if (errno != EEXIST)
+            rc = -errno;
+    }
     unlinkat(dirfd, tmp, 0);
     if (rc == 0)
         tf_fsync(dirfd);
-    return rc;
+    return rc < 0 ? rc : linked;
 }
 
 int tape_meta_validate(tape_queue *q, const tape_open_opts *o)

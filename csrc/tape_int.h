@@ -366,7 +366,8 @@ struct tape_queue {
 };
 
 /* The metadata file (meta.c): create it in dirfd (racing creators: one
- * wins, TAPE_ENOTQUEUE when the directory holds something else); check the
+ * wins; 1 when this call made it, 0 when another did, TAPE_ENOTQUEUE when
+ * the directory holds something else); check the
  * mapped header against the options and set q_roll from it. */
 int tape_meta_create(int dirfd, const tape_open_opts *o, const tape_roll_info *ri);
 /* 1 when the directory holds nothing but (stale) temporary metadata files. */
