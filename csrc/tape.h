@@ -19,7 +19,8 @@
  *       [list]  listing the queue directory: -EACCES, -EMFILE, -ENFILE,
  *               -ENOMEM, -EIO.
  *       [open]  opening and mapping a cycle file: -EACCES, -EMFILE, -ENFILE,
- *               -ENOMEM, -EIO; TAPE_ECORRUPT when its header is damaged,
+ *               -ENOMEM, -EIO; TAPE_ECORRUPT when its header is damaged
+ *               or it is not a regular file (a directory, a link to one),
  *               TAPE_EVERSION when it is of another format version.
  *       [lock]  becoming a writer of the queue (the first append or change
  *               through a handle): -EAGAIN (no free writer token), -ENOLCK,
@@ -141,7 +142,9 @@ typedef struct tape_open_opts {
  *   TAPE_EVERSION    tape.meta is of another format version
  *   -ENAMETOOLONG, -ENOTDIR, -EACCES, -EROFS, -ELOOP  the path
  *   -ENOSPC, -EDQUOT, -EIO  creating tape.meta
- *   -EMFILE, -ENFILE, -ENOMEM */
+ *   -EMFILE, -ENFILE, -ENOMEM
+ * A failed open leaves nothing behind: the directories it made and the
+ * tape.meta it created are removed. */
 int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out);
 
 /* Close the queue. Every appender and tailer of it must be closed first.
