@@ -180,6 +180,7 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
             w->w_gen = __atomic_load_n(&sh->ms_hint_gen, __ATOMIC_ACQUIRE);
             w->w_valid = 1;
             *end_hdr = 0;
+            tape_named_clamp(q, cycle << q->q_roll.r_seq_bits);
             return 0;
         }
     }
@@ -198,6 +199,10 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
         if (rc < 0)
             return rc;
         w->w_checked = 1;
+        /* (the end as the files say, maybe short of what was read before a
+         * power cut: no named tailer may be past it) */
+        if (*end_hdr != TAPE_H_EOF) /* (sealed: the end is in a later cycle) */
+            tape_named_clamp(q, (cycle << q->q_roll.r_seq_bits) + (int64_t)seq);
     }
     w->w_pos = pos;
     w->w_seq = seq;

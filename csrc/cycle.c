@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -152,6 +153,16 @@ void tape_cyc_close(tape_cyc *y)
     tape_cyc_init(y);
 }
 
+/* After a failed open of cycle file `name`: 1 when it is there but is not a
+ * regular file (a directory, a device, a symbolic link to one), which is
+ * damage to the queue, not a system error (mapping a directory fails with
+ * ENODEV, opening it to write with EISDIR). */
+static int not_a_cycle_file(tape_queue *q, const char *name)
+{
+    struct stat st;
+    return fstatat(q->q_dirfd, name, &st, 0) == 0 && !S_ISREG(st.st_mode);
+}
+
 int tape_cyc_open(tape_queue *q, int64_t cycle, int writable, tape_cyc *y)
 {
     char name[80];
@@ -161,7 +172,7 @@ int tape_cyc_open(tape_queue *q, int64_t cycle, int writable, tape_cyc *y)
     tape_cyc_init(y);
     rc = tape_view_open(&y->y_v, q->q_dirfd, name, writable);
     if (rc < 0)
-        return rc;
+        return not_a_cycle_file(q, name) ? TAPE_ECORRUPT : rc;
     /* Only writers: the page cache's pages are made by the writer's faults
      * (readers' views are placed so as never to map huge pages). Failure (no
      * transparent huge pages in this kernel) leaves the kernel's choice. */

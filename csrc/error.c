@@ -20,6 +20,7 @@ const char *tape_strerror(int rc)
     case TAPE_ECLOCK: return "timestamp outside the range of the roll cycle";
     case TAPE_ECONFLICT: return "another entry was appended first";
     case TAPE_ECLOSED: return "the appender is closed";
+    case TAPE_ELIMIT: return "a limit of the queue is reached (e.g. 256 named tailers)";
     default: break;
     }
     if (rc < 0 && rc > TAPE_EBASE)

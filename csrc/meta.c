@@ -115,12 +115,17 @@ int tape_meta_create(int dirfd, const tape_open_opts *o, const tape_roll_info *r
     close(fd);
     /* link() never replaces: if another process created the queue first, we
      * use theirs. */
-    if (rc == 0 && tf_linkat(dirfd, tmp, TAPE_META_NAME) < 0 && errno != EEXIST)
-        rc = -errno;
+    int linked = 0;
+    if (rc == 0) {
+        if (tf_linkat(dirfd, tmp, TAPE_META_NAME) == 0)
+            linked = 1;
+        else if (errno != EEXIST)
+            rc = -errno;
+    }
     unlinkat(dirfd, tmp, 0);
     if (rc == 0)
         tf_fsync(dirfd);
-    return rc;
+    return rc < 0 ? rc : linked;
 }
 
 int tape_meta_validate(tape_queue *q, const tape_open_opts *o)
@@ -300,6 +305,48 @@ void tape_wake_readers(tape_queue *q)
     }
 }
 
+/* A read-only handle maps tape.meta read-only, so it could not announce
+ * itself and would have to poll. Wherever this process may write tape.meta
+ * it opens the file a second time, to write, and maps the shared page alone
+ * from it: tape_wait then sleeps as on a writable queue. Nothing else is
+ * written through that page. The second open must be of the file the handle
+ * mapped (not one renamed over it since). */
+void tape_wake_map(tape_queue *q)
+{
+    q->q_wake_map = NULL;
+    q->q_wake_len = 0;
+    if (!q->q_read_only) {
+        q->q_wake = q->q_sh;
+        return;
+    }
+    q->q_wake = NULL;
+    int fd = openat(q->q_dirfd, TAPE_META_NAME, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return; /* no write permission, a read-only filesystem...: tape_wait polls */
+    struct stat a, b;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page > 0 && fstat(fd, &a) == 0 && fstat(q->q_meta_fd, &b) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino && a.st_size == TAPE_META_SIZE) {
+        off_t off = (off_t)(TAPE_META_SHARED_OFF & ~((uint64_t)page - 1));
+        size_t len = TAPE_META_SHARED_OFF - (size_t)off + TAPE_PAGE;
+        void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
+        if (m != MAP_FAILED) {
+            q->q_wake_map = m;
+            q->q_wake_len = len;
+            q->q_wake = (tape_meta_shared *)((uint8_t *)m + (TAPE_META_SHARED_OFF - (size_t)off));
+        }
+    }
+    close(fd); /* the mapping stays */
+}
+
+void tape_wake_unmap(tape_queue *q)
+{
+    if (q->q_wake_map)
+        munmap(q->q_wake_map, q->q_wake_len);
+    q->q_wake_map = NULL;
+    q->q_wake = NULL;
+}
+
 /* The reader's half (tape_wait): announce a sleeper by a bit the next
  * publishing writer clears (so a sleeper killed here costs writers one
  * wake-up, not one per append). The caller then looks for data once more,
@@ -308,7 +355,7 @@ void tape_wake_readers(tape_queue *q)
  * to sleep on. */
 uint32_t tape_announce_sleeper(tape_queue *q)
 {
-    tape_meta_shared *sh = q->q_sh;
+    tape_meta_shared *sh = q->q_wake;
     uint32_t seen = __atomic_fetch_or(&sh->ms_notify, TAPE_NOTIFY_SLEEPERS, __ATOMIC_SEQ_CST) |
                     TAPE_NOTIFY_SLEEPERS;
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -325,7 +372,7 @@ int tape_sleep_readers(tape_queue *q, uint32_t seen, int64_t timeout_ns)
         ts.tv_nsec = timeout_ns % 1000000000;
         tsp = &ts;
     }
-    if (tape_futex(&q->q_sh->ms_notify, FUTEX_WAIT, seen, tsp) < 0 && errno == EINTR)
+    if (tape_futex(&q->q_wake->ms_notify, FUTEX_WAIT, seen, tsp) < 0 && errno == EINTR)
         return -EINTR;
     return 0;
 }

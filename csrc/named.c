@@ -62,7 +62,7 @@ int tape_named_claim(tape_queue *q, const char *name, tape_named_slot **out)
     }
     tape_unlock(q);
     if (!s)
-        return -ENOSPC;
+        return TAPE_ELIMIT;
     *out = s;
     return 0;
 }
@@ -104,4 +104,25 @@ int tape_named_remove(tape_queue *q, const char *name)
     }
     tape_unlock(q);
     return s ? 0 : -ENOENT;
+}
+
+/* Holding the write lock, the end of data just found at `end` (the index the
+ * next entry gets): bring every stored position beyond it back to it. Such a
+ * position was made durable ahead of the data it was read from (a sync
+ * flushes the cycle files, then tape.meta: a tailer that read in between),
+ * and the data was lost with a power cut; the entries written next reuse
+ * those indexes, and the tailer must not skip them. A tailer storing a
+ * position meanwhile stores one at most `end`: it is left alone. */
+void tape_named_clamp(tape_queue *q, int64_t end)
+{
+    for (int i = 0; i < TAPE_NAMED_MAX; i++) {
+        tape_named_slot *s = &slots(q)[i];
+        if (__atomic_load_n(&s->n_state, __ATOMIC_ACQUIRE) != 1)
+            continue;
+        int64_t next = __atomic_load_n(&s->n_next, __ATOMIC_ACQUIRE);
+        while (next > end &&
+               !__atomic_compare_exchange_n(&s->n_next, &next, end, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+            ;
+    }
 }

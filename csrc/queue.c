@@ -14,10 +14,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int mkdir_p(const char *path)
+/* Make the directory `path` and its missing parents. *made is the length of
+ * the prefix of `path` naming the first directory this call made (0: none),
+ * also when it fails: undo_mkdir removes them. */
+static int mkdir_p(const char *path, size_t *made)
 {
     char buf[PATH_MAX];
     size_t n = strlen(path);
+    *made = 0;
     if (n == 0 || n >= sizeof buf)
         return -ENAMETOOLONG;
     memcpy(buf, path, n + 1);
@@ -26,11 +30,37 @@ static int mkdir_p(const char *path)
             continue;
         char c = buf[i];
         buf[i] = '\0';
-        if (mkdir(buf, 0777) < 0 && errno != EEXIST)
+        if (mkdir(buf, 0777) == 0) {
+            if (!*made)
+                *made = i;
+        } else if (errno != EEXIST) {
             return -errno;
+        }
         buf[i] = c;
     }
     return 0;
+}
+
+/* After a failed open: remove the directories mkdir_p made (deepest first;
+ * one that is not empty stays, and so do its parents). */
+static void undo_mkdir(const char *path, size_t made)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    if (!made || n >= sizeof buf)
+        return;
+    memcpy(buf, path, n + 1);
+    while (n >= made) {
+        while (n > made && buf[n - 1] == '/') /* trailing slashes */
+            buf[--n] = '\0';
+        if (rmdir(buf) < 0)
+            return;
+        while (n > 0 && buf[n - 1] != '/')
+            n--;
+        if (n == 0)
+            return;
+        buf[--n] = '\0';
+    }
 }
 
 int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
@@ -45,12 +75,20 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
         o->oo_params_len > TAPE_PARAMS_MAX)
         return TAPE_EINVAL;
 
-    int rc;
-    if (o->oo_create && !o->oo_read_only && (rc = mkdir_p(path)) < 0)
+    /* A failed open leaves nothing behind: the directories it made and the
+     * tape.meta it linked are removed (fail_dir). */
+    int rc, made_meta = 0;
+    size_t made_dir = 0;
+    if (o->oo_create && !o->oo_read_only && (rc = mkdir_p(path, &made_dir)) < 0) {
+        undo_mkdir(path, made_dir);
         return rc;
+    }
     int dirfd = tf_openat(AT_FDCWD, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-    if (dirfd < 0)
-        return -errno;
+    if (dirfd < 0) {
+        rc = -errno;
+        undo_mkdir(path, made_dir);
+        return rc;
+    }
 
     int fd = -1;
     for (int attempt = 0; attempt < 3 && fd < 0; attempt++) {
@@ -63,6 +101,8 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
         if (rc != -ENOENT || !o->oo_create || o->oo_read_only)
             goto fail_dir;
         rc = tape_meta_create(dirfd, o, ri);
+        if (rc == 1)
+            made_meta = 1;
         /* A racing creator may have linked tape.meta after our emptiness
          * check saw its temporary file: look again before giving up. */
         if (rc < 0 && rc != TAPE_ENOTQUEUE)
@@ -114,17 +154,23 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
     tape_cyc_init(&q->q_w.w_y);
     tape_clock_init(&q->q_w.w_clock);
     rc = tape_meta_validate(q, o);
-    if (rc < 0) {
+    if (rc < 0) { /* (not one we made: it would be valid) */
         tape_close(q);
         return rc;
     }
+    tape_wake_map(q);
     *out = q;
     return 0;
 
 fail_fd:
     close(fd);
 fail_dir:
+    /* (a tape.meta made here and not opened yet, as far as this process
+     * knows: another opening it in the microseconds between would lose it) */
+    if (made_meta)
+        unlinkat(dirfd, TAPE_META_NAME, 0);
     close(dirfd);
+    undo_mkdir(path, made_dir);
     return rc;
 }
 
@@ -136,6 +182,7 @@ void tape_close(tape_queue *q)
     tape_cyc_close(&q->q_w.w_y);
     tape_cyc_close(&q->q_view.kv_y);
     free(q->q_cyc.cc_list);
+    tape_wake_unmap(q);
     munmap(q->q_meta, TAPE_META_SIZE);
     close(q->q_meta_fd); /* drops our liveness lock */
     close(q->q_dirfd);
@@ -214,7 +261,8 @@ int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
     uint32_t h;
     if (rc == 0)
         rc = tape_cyc_find_end(q, y, &end, &count, &h, NULL);
-    int damaged = rc == TAPE_ECORRUPT;
+    /* (damaged entries, not a damaged header: then there is nothing to walk) */
+    int damaged = rc == TAPE_ECORRUPT && y->y_cycle == cycle;
     if (damaged)
         rc = tape_cyc_header_walk(y, &end, &count, &h);
     if (rc == 0) {

@@ -71,6 +71,7 @@ struct tape_tailer {
     uint64_t t_hot_hi;      /* or release: [t_hot_lo, t_hot_hi), empty if lo >= hi */
     tape_named_slot *t_slot; /* a named tailer's stored position, or NULL */
     int64_t t_spin_ns;      /* tape_wait spins this long first; < 0: only spins */
+    int64_t t_poll_ns;      /* tape_wait without wake-ups: the next sleep */
     /* the pending batch of tape_peek_many: t_pk[k] is where the tailer stands
      * after its first k entries (k <= t_pk_n) */
     size_t t_pk_n;          /* its entries; NO_BATCH: none pending */
@@ -955,8 +956,10 @@ int tape_tailer_to_time(tape_tailer *t, int64_t ts_ns)
 
 /* Position at `index`, or at the first entry after it that still exists: at
  * the end of data when it names the end of a cycle, at the start of the next
- * cycle when its cycle is gone. */
-static int seek_from(tape_tailer *t, int64_t index)
+ * cycle when its cycle is gone. An index beyond the end of the data (past
+ * the end of its cycle, or in a cycle later than the newest) is brought back
+ * to the end; *beyond (when not NULL) says so. */
+static int seek_from_at(tape_tailer *t, int64_t index, int *beyond)
 {
     tape_queue *q = t->t_q;
     if (index < 0)
@@ -971,6 +974,8 @@ static int seek_from(tape_tailer *t, int64_t index)
         if (rc == 0) { /* beyond the end of data: at the end */
             uint32_t h;
             rc = tape_cyc_find_end(q, &y, &pos, &seq, &h, NULL);
+            if (beyond)
+                *beyond = 1;
         }
         if (rc < 0) {
             tape_cyc_close(&y);
@@ -985,9 +990,17 @@ static int seek_from(tape_tailer *t, int64_t index)
     int64_t next = tape_neighbour_cycle(q, cycle, 1);
     if (next < -1)
         return (int)next;
-    if (next < 0)
+    if (next < 0) {
+        if (beyond)
+            *beyond = 1;
         return tape_tailer_to_end(t);
+    }
     return enter_cycle(t, next, 1);
+}
+
+static int seek_from(tape_tailer *t, int64_t index)
+{
+    return seek_from_at(t, index, NULL);
 }
 
 int tape_tailer_open_named(tape_queue *q, const char *name, tape_tailer **out)
@@ -999,13 +1012,28 @@ int tape_tailer_open_named(tape_queue *q, const char *name, tape_tailer **out)
     tape_tailer *t;
     if ((rc = tape_tailer_open(q, &t)) < 0)
         return rc;
-    if (slot && (rc = seek_from(t, __atomic_load_n(&slot->n_next, __ATOMIC_ACQUIRE))) < 0) {
+    int beyond = 0;
+    int64_t stored = slot ? __atomic_load_n(&slot->n_next, __ATOMIC_ACQUIRE) : -1;
+    if (slot && (rc = seek_from_at(t, stored, &beyond)) < 0) {
         tape_tailer_close(t);
         return rc;
     }
     /* Set after the seek: resuming is not a move to store (on a read-only
-     * queue the slot cannot be written at all). */
+     * queue the slot cannot be written at all)... */
     t->t_slot = q->q_read_only ? NULL : slot;
+    /* ...unless the stored position was beyond the end of the data (made
+     * durable ahead of data a power cut lost): the end is stored in its
+     * place, so that what is written there next is read, also by a tailer
+     * of this name that resumes later. Only if the slot still holds what
+     * was read: another tailer of the name may have stored since. */
+    if (beyond && t->t_slot) {
+        int64_t end = -1; /* no cycle file at all: from the start */
+        if (t->t_y.y_cycle >= 0 && t->t_seq >= 0)
+            end = (t->t_y.y_cycle << q->q_roll.r_seq_bits) + t->t_seq;
+        if (end < stored)
+            __atomic_compare_exchange_n(&t->t_slot->n_next, &stored, end, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE);
+    }
     *out = t;
     return 0;
 }
@@ -1042,9 +1070,14 @@ int64_t tape_tailer_last_read_index(tape_tailer *t)
 
 /* ---- waiting ------------------------------------------------------------- */
 
-/* A read-only process cannot announce itself to writers (its mapping of
- * tape.meta is read-only), so it looks again every millisecond. */
-#define READ_ONLY_POLL_NS 1000000
+/* A process that cannot write tape.meta (no write permission: see
+ * tape_wake_map) cannot announce itself to writers, so it looks for data
+ * again after POLL_MIN_NS, and after twice as long each time it finds none,
+ * up to POLL_MAX_NS: an idle tailer wakes about 125 times a second, and a new
+ * entry is seen within POLL_MAX_NS (within POLL_MIN_NS of the one before it
+ * in a burst). */
+#define POLL_MIN_NS 1000000
+#define POLL_MAX_NS 8000000
 
 int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns)
 {
@@ -1076,6 +1109,32 @@ static int spin(tape_tailer *t, int64_t budget)
     }
 }
 
+/* tape_wait without wake-ups: look, sleep, look again, sleeping longer the
+ * longer nothing comes (t_poll_ns, back to POLL_MIN_NS once data is found). */
+static int poll_wait(tape_tailer *t, int64_t timeout_ns)
+{
+    int64_t start = mono_ns();
+    int64_t until = timeout_ns < 0 || timeout_ns > INT64_MAX - start ? INT64_MAX : start + timeout_ns;
+    for (;;) {
+        tape_entry e;
+        int rc = peek(t, &e);
+        if (rc != 0) {
+            t->t_poll_ns = POLL_MIN_NS;
+            return rc < 0 ? rc : 0;
+        }
+        int64_t now = mono_ns();
+        if (now >= until)
+            return 0;
+        int64_t ns = t->t_poll_ns < POLL_MIN_NS ? POLL_MIN_NS : t->t_poll_ns;
+        t->t_poll_ns = ns >= POLL_MAX_NS / 2 ? POLL_MAX_NS : 2 * ns;
+        if (ns > until - now)
+            ns = until - now;
+        struct timespec ts = {ns / 1000000000, ns % 1000000000};
+        if (nanosleep(&ts, NULL) < 0)
+            return -errno;
+    }
+}
+
 int tape_wait(tape_tailer *t, int64_t timeout_ns)
 {
     tape_entry e;
@@ -1090,14 +1149,8 @@ int tape_wait(tape_tailer *t, int64_t timeout_ns)
         if (timeout_ns >= 0)
             timeout_ns -= budget;
     }
-    if (t->t_q->q_read_only) {
-        int rc = peek(t, &e);
-        if (rc != 0)
-            return rc < 0 ? rc : 0;
-        int64_t ns = timeout_ns < 0 || timeout_ns > READ_ONLY_POLL_NS ? READ_ONLY_POLL_NS : timeout_ns;
-        struct timespec ts = {ns / 1000000000, ns % 1000000000};
-        return nanosleep(&ts, NULL) < 0 ? -errno : 0;
-    }
+    if (!t->t_q->q_wake)
+        return poll_wait(t, timeout_ns);
     /* The wake-up protocol (meta.c): announce, look for data once more,
      * sleep. */
     uint32_t seen = tape_announce_sleeper(t->t_q);

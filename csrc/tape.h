@@ -19,7 +19,8 @@
  *       [list]  listing the queue directory: -EACCES, -EMFILE, -ENFILE,
  *               -ENOMEM, -EIO.
  *       [open]  opening and mapping a cycle file: -EACCES, -EMFILE, -ENFILE,
- *               -ENOMEM, -EIO; TAPE_ECORRUPT when its header is damaged,
+ *               -ENOMEM, -EIO; TAPE_ECORRUPT when its header is damaged
+ *               or it is not a regular file (a directory, a link to one),
  *               TAPE_EVERSION when it is of another format version.
  *       [lock]  becoming a writer of the queue (the first append or change
  *               through a handle): -EAGAIN (no free writer token), -ENOLCK,
@@ -77,6 +78,7 @@ extern "C" {
 #define TAPE_ECLOCK       (-30011) /* timestamp outside the range of the roll cycle */
 #define TAPE_ECONFLICT    (-30012) /* tape_append_if: the last entry is not the expected one */
 #define TAPE_ECLOSED      (-30013) /* the appender was shut (tape_appender_shut) */
+#define TAPE_ELIMIT       (-30014) /* a limit of the queue is reached (e.g. TAPE_NAMED_MAX) */
 
 /* ---- limits ------------------------------------------------------------- */
 
@@ -140,7 +142,9 @@ typedef struct tape_open_opts {
  *   TAPE_EVERSION    tape.meta is of another format version
  *   -ENAMETOOLONG, -ENOTDIR, -EACCES, -EROFS, -ELOOP  the path
  *   -ENOSPC, -EDQUOT, -EIO  creating tape.meta
- *   -EMFILE, -ENFILE, -ENOMEM */
+ *   -EMFILE, -ENFILE, -ENOMEM
+ * A failed open leaves nothing behind: the directories it made and the
+ * tape.meta it created are removed. */
 int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out);
 
 /* Close the queue. Every appender and tailer of it must be closed first.
@@ -451,7 +455,11 @@ int64_t tape_repair_tail(tape_queue *q);
  * is for; reading backward stores the entry after the one last read. On a
  * read-only queue it resumes but cannot store (nothing is created).
  * Two tailers of one name in use at once both store; the last store wins.
- * Errors: TAPE_EINVAL for a bad name; -ENOSPC when all slots are taken;
+ * A stored position beyond the end of the data (a power cut lost data that
+ * a tailer had read, after its position reached the disk) is brought back
+ * to the end, and stored, both here and by the first append of a handle,
+ * so that the entries written there next are read, not skipped.
+ * Errors: TAPE_EINVAL for a bad name; TAPE_ELIMIT when all slots are taken;
  * -ENOMEM; [lock] (claiming a slot); TAPE_ECORRUPT, [open], [list] (going to
  * the stored position). */
 int tape_tailer_open_named(tape_queue *q, const char *name, tape_tailer **out);
@@ -469,7 +477,13 @@ int tape_named_remove(tape_queue *q, const char *name);
 /* Sleep until a writer of the queue (in any process) publishes an entry, or
  * timeout_ns passes (negative: no limit). Returns 0 (woken or timed out; the
  * caller reads again to know which) or a negative error: -EINTR when a
- * signal arrived, or an error of tape_read (looking for data first). */
+ * signal arrived, or an error of tape_read (looking for data first).
+ * On a queue opened read-only it sleeps the same way when this process may
+ * write tape.meta (it opens it a second time, to write the wake-up word
+ * alone); without write permission it polls instead: it looks for data after
+ * 1 ms, and after twice as long each time it finds none, up to 8 ms, so an
+ * idle tailer wakes about 125 times a second and sees a new entry within 8 ms
+ * (at once when it spins, tape_tailer_set_spin). */
 int tape_wait(tape_tailer *t, int64_t timeout_ns);
 
 /* How tape_wait waits: spin (checking for data, burning a core) for up to

@@ -356,10 +356,18 @@ struct tape_queue {
     tape_cycle_cache q_cyc;    /* listing cycles */
     tape_kept_view q_view;     /* questions about the newest cycle */
     tape_prefaulter q_pf;      /* allocating ahead of the writer */
+    /* Wake-ups (meta.c): the shared page, writable, where tape_wait announces
+     * a sleeper: q_sh, or on a read-only handle a page of its own mapped from
+     * a second, writable open of tape.meta (q_wake_map, q_wake_len), or NULL
+     * when tape.meta cannot be written (tape_wait then polls). */
+    tape_meta_shared *q_wake;
+    void *q_wake_map;
+    size_t q_wake_len;
 };
 
 /* The metadata file (meta.c): create it in dirfd (racing creators: one
- * wins, TAPE_ENOTQUEUE when the directory holds something else); check the
+ * wins; 1 when this call made it, 0 when another did, TAPE_ENOTQUEUE when
+ * the directory holds something else); check the
  * mapped header against the options and set q_roll from it. */
 int tape_meta_create(int dirfd, const tape_open_opts *o, const tape_roll_info *ri);
 /* 1 when the directory holds nothing but (stale) temporary metadata files. */
@@ -376,12 +384,21 @@ int tape_lock_meta(tape_queue *q);
 /* Wake-ups (meta.c): the writer's half after publishing; the reader's half,
  * announce then (finding no data) sleep on the value announced. */
 void tape_wake_readers(tape_queue *q);
+/* Set q_wake: q_sh on a writable handle; on a read-only one, the shared page
+ * mapped writable when tape.meta can be opened to write (else NULL).
+ * tape_wake_unmap undoes it. Never fail. */
+void tape_wake_map(tape_queue *q);
+void tape_wake_unmap(tape_queue *q);
+/* (holding q_wake) */
 uint32_t tape_announce_sleeper(tape_queue *q);
 int tape_sleep_readers(tape_queue *q, uint32_t seen, int64_t timeout_ns);
 
 /* Named tailers (named.c): the slot of `name`, claimed if needed; *out is
  * NULL on a read-only queue that has none. */
 int tape_named_claim(tape_queue *q, const char *name, tape_named_slot **out);
+/* Holding the write lock: stored positions beyond `end`, the index the next
+ * entry gets, are brought back to it (after a power cut lost their data). */
+void tape_named_clamp(tape_queue *q, int64_t end);
 
 /* Prefaulter (prefault.c). */
 int tape_prefault_start(tape_queue *q);

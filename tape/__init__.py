@@ -21,6 +21,7 @@ from tape.errors import (
     EncodeError,
     EntryTooLargeError,
     IncompatibleQueueError,
+    LimitError,
     NotAQueueError,
     PoisonedError,
     QueueClosedError,
@@ -70,6 +71,7 @@ __all__ = [
     "ArgumentTypeError",
     "EntryTooLargeError",
     "CycleFullError",
+    "LimitError",
     "PoisonedError",
     "TapeOSError",
 ]

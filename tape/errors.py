@@ -61,6 +61,10 @@ class CycleFullError(TapeError):
     """The current cycle holds its maximum number of entries."""
 
 
+class LimitError(TapeError):
+    """A limit of the queue is reached (e.g. 256 named tailers per queue)."""
+
+
 class PoisonedError(TapeError):
     """An earlier flush to disk failed; the queue must be reopened to write again."""
 

@@ -48,6 +48,9 @@ def _one(servers: tuple[cs.ForkServer, cs.Inspector], path: Path, fault: str) ->
     status, out = fork.run("fault-workload", path, fault=fault)
     assert status == 0, f"{fault}: the workload process ended with {cs.killed_by(status)}:\n{out}"
     report = json.loads(out)
+    if not path.exists():  # a failed creation leaves nothing behind, not even the directory
+        assert not report["acked"], f"{fault}: entries acknowledged in a queue that is gone"
+        path.mkdir()
     after = inspector.ask({"dir": str(path), "append": True})
     return report, after
 

@@ -149,7 +149,7 @@ static void names_are_checked_and_slots_are_bounded(void)
         CHECK_OK(tape_tailer_open_named(q, name, &t));
         tape_tailer_close(t);
     }
-    EXPECT_EQ(tape_tailer_open_named(q, "one-too-many", &t), -ENOSPC);
+    EXPECT_EQ(tape_tailer_open_named(q, "one-too-many", &t), TAPE_ELIMIT);
     /* An existing name still opens. */
     EXPECT_EQ(tape_tailer_open_named(q, "t7", &t), 0);
     th_close_all(q, NULL, t);

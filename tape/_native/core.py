@@ -18,6 +18,7 @@ from tape.errors import (
     CycleFullError,
     EntryTooLargeError,
     IncompatibleQueueError,
+    LimitError,
     NotAQueueError,
     PoisonedError,
     QueueClosedError,
@@ -68,6 +69,7 @@ _BY_CODE: dict[int, type[TapeError]] = {
     lib.TAPE_ECLOCK: ArgumentError,
     lib.TAPE_ECONFLICT: TapeError,  # tape_append_if's answer: AppenderHandle.append_if returns None
     lib.TAPE_ECLOSED: QueueClosedError,
+    lib.TAPE_ELIMIT: LimitError,
 }
 
 
