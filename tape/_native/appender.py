@@ -48,7 +48,7 @@ class AppenderHandle(ChildHandle):
             ptr = self.live()  # raises
         index: int = _TAPE_APPEND(ptr, data, len(data), ts)
         if index < 0:
-            check(index, self.path)
+            check(index, self.path, appending=True)
         return index
 
     def append_many(self, parts: list[bytes], ts: int) -> int:
@@ -59,7 +59,7 @@ class AppenderHandle(ChildHandle):
         index: int = lib.tape_append_many(ptr, b"".join(parts), ends, len(parts), ts, written)
         if index < 0:
             try:
-                check(index, self.path)
+                check(index, self.path, appending=True)
             except TapeError as exc:
                 exc.add_note(f"{written[0]} of {len(parts)} entries were written before the error")
                 raise
@@ -71,7 +71,7 @@ class AppenderHandle(ChildHandle):
         index: int = lib.tape_append_if(ptr, data, len(data), ts, -1 if last is None else last)
         if index == lib.TAPE_ECONFLICT:
             return None
-        check(index, self.path)
+        check(index, self.path, appending=True)
         return index
 
     def last_index(self) -> int | None:
@@ -80,7 +80,7 @@ class AppenderHandle(ChildHandle):
 
     def sync(self) -> None:
         """Make everything written to the queue so far durable."""
-        check(lib.tape_appender_sync(self.live()), self.path)
+        check(lib.tape_appender_sync(self.live()), self.path, appending=True)
 
     def sync_quietly(self) -> bool:
         """sync() for a background flusher: False (nothing raised) once closed or failed."""
