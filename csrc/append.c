@@ -160,6 +160,38 @@ static void set_cycle_bounds(tape_queue *q, int64_t cycle)
     __atomic_fetch_add(&sh->ms_modcount, 1, __ATOMIC_RELEASE);
 }
 
+/* The hint of another writer (end at pos, seq entries) agrees with what this
+ * handle knew of the same cycle: hopping over the headers published since
+ * this handle's own end lands on it. */
+static int hint_agrees(tape_writer *w, uint64_t pos, uint64_t seq)
+{
+    if (!w->w_valid || pos < w->w_pos || seq < w->w_seq)
+        return 0;
+    uint64_t p = w->w_pos, s = w->w_seq;
+    tape_view *v = &w->w_y.y_v;
+    while (p < pos) {
+        if (tape_view_cover(v, p + 4) != 0)
+            return 0;
+        uint32_t h = tape_load_hdr(v, p);
+        if (h == 0 || (h & TAPE_H_NC) || (h & TAPE_H_LEN) < TAPE_L_EXTRA)
+            return 0;
+        p += tape_entry_size((h & TAPE_H_LEN) - TAPE_L_EXTRA);
+        s += !(h & TAPE_H_META);
+    }
+    return p == pos && s == seq;
+}
+
+/* The writer's file was removed or replaced under it: what it appends from
+ * now on would be acknowledged and lost. Appends are refused from then on. */
+static int writer_lost(tape_queue *q)
+{
+    if (q->q_w.w_y.y_v.v_fd >= 0 && tape_cyc_gone(q, &q->q_w.w_y, 0)) {
+        atomic_store(&q->q_w.w_poisoned, TAPE_LOST);
+        return 1;
+    }
+    return 0;
+}
+
 /* Open `cycle` (creating it if asked) as the writer's file and find its end:
  * from the hint when it is about this cycle and consistent, else through the
  * index. Returns the header word found at the end through *end_hdr. */
@@ -191,14 +223,18 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
     int rc = -1;
     /* A handle's first look does not take the hint on trust: after a power
      * loss it may point past a torn entry, and an append there would be
-     * acknowledged yet unreachable. */
-    if (w->w_checked && !(gen & 1) && hc == cycle && pos >= w->w_y.y_data_off && (pos & 7) == 0)
+     * acknowledged yet unreachable. Later, the hint of a live writer is
+     * taken when the entries between this handle's own end and it lead
+     * there. */
+    if (w->w_checked && !(gen & 1) && hc == cycle && pos >= w->w_y.y_data_off && (pos & 7) == 0 &&
+        hint_agrees(w, pos, seq))
         rc = tape_cyc_walk(&w->w_y, &pos, &seq, end_hdr, last_ts);
     if (rc < 0) {
-        rc = tape_cyc_find_end(q, &w->w_y, &pos, &seq, end_hdr, last_ts);
+        rc = tape_cyc_writer_end(q, &w->w_y, &pos, &seq, end_hdr, last_ts);
         if (rc < 0)
             return rc;
         w->w_checked = 1;
+        w->w_strict = 1;
         /* (the end as the files say, maybe short of what was read before a
          * power cut: no named tailer may be past it) */
         if (*end_hdr != TAPE_H_EOF) /* (sealed: the end is in a later cycle) */
@@ -224,18 +260,64 @@ static void release_preallocation(tape_cyc *y, uint64_t end)
                   (off_t)((uint64_t)st.st_size - from));
 }
 
+/* The newest timestamp tape.meta may hold, by the data: the timestamp of the
+ * last entry of the writer's cycle (the newest), or when it has none the end
+ * of its time span. `known`: that entry's timestamp if the caller saw it. */
+static int64_t newest_ts_bound(tape_queue *q, int64_t known)
+{
+    tape_writer *w = &q->q_w;
+    if (w->w_seq == 0)
+        return w->w_hi_ns > w->w_lo_ns ? w->w_hi_ns - 1 : INT64_MAX;
+    if (known != INT64_MIN)
+        return known;
+    uint64_t p;
+    if (tape_cyc_locate(q, &w->w_y, w->w_seq - 1, &p) != 1)
+        return INT64_MAX; /* cannot tell: the index walk will report it */
+    int64_t ts;
+    memcpy(&ts, w->w_y.y_v.v_base + p + 8, 8);
+    return ts;
+}
+
+/* tape.meta's newest timestamp, checked against the data: one ahead of the
+ * newest entry (written there by hand or by damage) would send every later
+ * append to that time's cycle, so it is brought back to the entry's. Returns
+ * 1 when it was. */
+static int check_newest_ts(tape_queue *q, int64_t known)
+{
+    tape_meta_shared *sh = q->q_sh;
+    int64_t cur = __atomic_load_n(&sh->ms_last_ts, __ATOMIC_RELAXED);
+    if (known != INT64_MIN && cur <= known)
+        return 0;
+    int64_t bound = newest_ts_bound(q, known);
+    if (cur <= bound)
+        return 0;
+    __atomic_store_n(&sh->ms_last_ts, bound, __ATOMIC_RELEASE);
+    return 1;
+}
+
 /* Rebuild q->q_w from the files: the end of the newest cycle, at least
  * `cycle`, repairing what a dead writer left and rolling when the newest
- * cycle is older than `cycle`. */
+ * cycle is older than `cycle`. Returns 1 (and rolls not) when tape.meta's
+ * newest timestamp was ahead of the data: the caller picks its cycle again. */
 static int writer_rebuild(tape_queue *q, int64_t newest, int64_t cycle)
 {
     tape_writer *w = &q->q_w;
     tape_meta_shared *sh = q->q_sh;
     int64_t last_ts = INT64_MIN;
+    int64_t announced = newest;
     uint32_t h = 0;
+    w->w_strict = 0;
     while (newest >= 0) {
         int rc = writer_open_end(q, newest, 0, &h, &last_ts);
         if (rc == -ENOENT) { /* removed: fall back to what the directory holds */
+            /* The newest cycle is never purged: its file was removed behind
+             * tape's back. If it held entries, a new file would hand out
+             * their indexes again. */
+            uint64_t g = __atomic_load_n(&sh->ms_hint_gen, __ATOMIC_ACQUIRE);
+            if (newest == announced && !(g & 1) &&
+                __atomic_load_n(&sh->ms_hint_cycle, __ATOMIC_RELAXED) == newest &&
+                __atomic_load_n(&sh->ms_hint_seq, __ATOMIC_RELAXED) > 0)
+                return TAPE_ECORRUPT;
             newest = tape_neighbour_cycle(q, newest, -1);
             if (newest < -1)
                 return (int)newest;
@@ -255,6 +337,12 @@ static int writer_rebuild(tape_queue *q, int64_t newest, int64_t cycle)
         set_cycle_bounds(q, next);
         newest = next;
     }
+    if (newest < announced) {
+        /* tape.meta named a cycle with no file (removed, or a damaged
+         * field): readers would take the real newest cycle as over. */
+        __atomic_store_n(&sh->ms_highest, newest, __ATOMIC_RELEASE);
+        __atomic_fetch_add(&sh->ms_modcount, 1, __ATOMIC_RELEASE);
+    }
     if (newest >= 0 && h != TAPE_H_EOF && (h & TAPE_H_NC)) {
         int rc = clear_abandoned(&w->w_y, w->w_pos, h);
         if (rc < 0)
@@ -263,10 +351,21 @@ static int writer_rebuild(tape_queue *q, int64_t newest, int64_t cycle)
     /* A writer killed before updating the newest timestamp. */
     if (last_ts > __atomic_load_n(&sh->ms_last_ts, __ATOMIC_RELAXED))
         __atomic_store_n(&sh->ms_last_ts, last_ts, __ATOMIC_RELAXED);
+    /* One ahead of the data is believed neither at a first look nor to roll
+     * (nor when it is past the newest cycle's end). */
+    if (newest >= 0 &&
+        (w->w_strict || cycle > newest ||
+         __atomic_load_n(&sh->ms_last_ts, __ATOMIC_RELAXED) >= w->w_hi_ns) &&
+        check_newest_ts(q, last_ts))
+        return 1;
     if (newest >= 0 && cycle <= newest)
         return 0;
 
     /* Roll: create the new file, seal the old one, announce the new one. */
+    if (newest >= 0 && tape_cyc_gone(q, &w->w_y, 1)) {
+        atomic_store(&w->w_poisoned, TAPE_LOST);
+        return TAPE_ECORRUPT;
+    }
     uint64_t old_end = w->w_pos;
     int sealing = newest >= 0 && h != TAPE_H_EOF;
     pthread_mutex_lock(&q->q_w.w_mu); /* keep `old` mapped until it is sealed */
@@ -297,7 +396,8 @@ static int writer_rebuild(tape_queue *q, int64_t newest, int64_t cycle)
  * `cycle`. The state is trusted when nobody else appended since (same hint
  * generation, which an append keeps odd while it works) and the end is still
  * empty; otherwise it is rebuilt, and the rebuilt end is published as the new
- * hint so that every other process rebuilds too. */
+ * hint so that every other process rebuilds too. Returns 1 when the caller
+ * must pick its cycle again (see writer_rebuild). */
 static int writer_prepare(tape_queue *q, int64_t cycle, int recovered)
 {
     tape_writer *w = &q->q_w;
@@ -307,13 +407,16 @@ static int writer_prepare(tape_queue *q, int64_t cycle, int recovered)
         __atomic_load_n(&sh->ms_hint_gen, __ATOMIC_RELAXED) == w->w_gen &&
         tape_load_hdr(&w->w_y.y_v, w->w_pos) == 0)
         return 0;
+    /* Someone else wrote (or died writing): is this still our file? */
+    if (w->w_y.y_cycle >= 0 && w->w_y.y_cycle == newest && writer_lost(q))
+        return TAPE_ECORRUPT;
     int rc = writer_rebuild(q, newest, cycle);
     if (rc < 0) {
         w->w_valid = 0;
         return rc;
     }
     hint_store(q, __atomic_load_n(&sh->ms_last_ts, __ATOMIC_RELAXED));
-    return 0;
+    return rc;
 }
 
 /* Make sure the file backs [0, end). */
@@ -444,8 +547,9 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     tape_queue *q = a->a_q;
     if (written)
         *written = 0;
-    if (atomic_load_explicit(&q->q_w.w_poisoned, memory_order_relaxed))
-        return TAPE_EPOISONED;
+    int poisoned = atomic_load_explicit(&q->q_w.w_poisoned, memory_order_relaxed);
+    if (poisoned)
+        return poisoned == TAPE_LOST ? TAPE_ECORRUPT : TAPE_EPOISONED;
     for (size_t k = 0; k < n; k++) {
         uint64_t start = k ? ends[k - 1] : 0;
         if (ends[k] < start)
@@ -460,11 +564,28 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     tape_writer *w = &q->q_w;
     if (ts == 0) /* taken holding the lock, which guards the clock's state */
         ts = tape_clock_now(&w->w_clock);
+    const int64_t asked = ts;
     int64_t newest = __atomic_load_n(&q->q_sh->ms_last_ts, __ATOMIC_RELAXED);
     if (ts < newest)
         ts = newest;
     int64_t cycle = ts >= w->w_lo_ns && ts < w->w_hi_ns ? w->w_y.y_cycle : tape_cycle_of(q, ts);
+    if (cycle < 0 && ts != asked) {
+        /* tape.meta's newest timestamp leads out of the roll cycle's range:
+         * check it against the data (a rebuild does) before believing it. */
+        int64_t at = __atomic_load_n(&q->q_sh->ms_highest, __ATOMIC_ACQUIRE);
+        cycle = at >= 0 ? at : tape_cycle_of(q, asked);
+        recovered = 1;
+    }
     int64_t result = cycle < 0 ? cycle : writer_prepare(q, cycle, recovered);
+    for (int again = 0; result == 1 && again < 3; again++) {
+        /* The newest timestamp was ahead of the data and was brought back. */
+        newest = __atomic_load_n(&q->q_sh->ms_last_ts, __ATOMIC_RELAXED);
+        ts = asked < newest ? newest : asked;
+        cycle = tape_cycle_of(q, ts);
+        result = cycle < 0 ? cycle : writer_prepare(q, cycle, 0);
+    }
+    if (result == 1)
+        result = TAPE_ECORRUPT;
     newest = __atomic_load_n(&q->q_sh->ms_last_ts, __ATOMIC_RELAXED);
     if (result >= 0 && ts < newest) {
         /* The rebuild found an entry that a writer killed before it recorded
@@ -473,6 +594,8 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         int64_t later = tape_cycle_of(q, ts);
         if (later != cycle)
             result = later < 0 ? later : writer_prepare(q, later, 0);
+        if (result == 1)
+            result = TAPE_ECORRUPT;
     }
     size_t done = 0;
     if (result >= 0 && expected_last) {
@@ -502,7 +625,7 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         __atomic_store_n(&a->a_last, last, __ATOMIC_RELAXED);
         hint_store(q, ts);
     }
-    if (w->w_pos >= w->w_kick_at && w->w_y.y_cycle >= 0) {
+    if (w->w_pos >= w->w_kick_at && w->w_valid && w->w_y.y_cycle >= 0) {
         uint64_t received = w->w_pos - w->w_y.y_data_off;
         tape_prefault_kick(q, w->w_pos, received);
         /* Kick again after half as much again (at least a piece, at most a
@@ -563,42 +686,78 @@ int64_t tape_repair_tail(tape_queue *q)
     int rc = tape_lock_meta(q);
     if (rc < 0)
         return rc;
+    tape_meta_shared *sh = q->q_sh;
     int64_t newest = tape_neighbour_cycle(q, INT64_MAX, -1), cleared = 0;
+    int changed = 0;
+    if (newest < -1)
+        rc = (int)newest;
+    /* tape.meta naming a newest cycle whose file is gone: the real newest. */
+    if (rc == 0 && __atomic_load_n(&sh->ms_highest, __ATOMIC_ACQUIRE) > newest) {
+        __atomic_store_n(&sh->ms_highest, newest, __ATOMIC_RELEASE);
+        cleared += 8;
+        changed = 1;
+    }
     tape_cyc y;
     tape_cyc_init(&y);
-    if (newest >= 0 && (rc = tape_cyc_open(q, newest, 1, &y)) == 0) {
-        uint64_t p = y.y_data_off, s = 0;
+    if (rc == 0 && newest >= 0 && (rc = tape_cyc_open(q, newest, 1, &y)) == 0) {
+        const int nlog = q->q_roll.r_count_log2, slog = q->q_roll.r_spacing_log2;
+        const uint64_t n = (uint64_t)1 << nlog;
+        uint64_t p = y.y_data_off, s = 0, bad;
         uint32_t h = 0;
-        int damaged = tape_cyc_walk(&y, &p, &s, &h, NULL) == TAPE_ECORRUPT;
+        int64_t last_ts = INT64_MIN;
+        int damaged = tape_cyc_walk(&y, &p, &s, &h, &last_ts) == TAPE_ECORRUPT;
         uint64_t cut = h == TAPE_H_EOF ? p + 4 : p; /* a sealed end stays */
-        if (damaged || tape_cyc_dirty_after(&y, p, h)) {
-            /* Nothing may point past the cut: empty those index slots. */
-            const uint64_t n = (uint64_t)1 << q->q_roll.r_count_log2;
+        if (damaged || tape_cyc_dirty_after(&y, p, h) || tape_cyc_stray_slot(q, &y, p, s, &bad)) {
+            /* Nothing may point past the cut, nor stand for an entry past
+             * it: empty those index slots. */
+            uint64_t b_end = (s + ((uint64_t)1 << slog) - 1) >> slog;
             uint64_t *i2i = (uint64_t *)(y.y_v.v_base + y.y_i2i_off);
             tape_view_cover(&y.y_v, UINT64_MAX);
+            uint64_t before = 0;
             for (uint64_t k = 0; k < n; k++) {
                 uint64_t a = __atomic_load_n(&i2i[k], __ATOMIC_ACQUIRE);
-                if (a >= cut || (a && a + TAPE_ENTRY_HDR + 8 * n > y.y_v.v_size)) {
+                if (a >= cut || k > (b_end >> nlog) ||
+                    (a && a + TAPE_ENTRY_HDR + 8 * n > y.y_v.v_size)) {
+                    before += a != 0;
                     __atomic_store_n(&i2i[k], 0, __ATOMIC_RELEASE);
                 } else if (a) {
                     uint64_t *slots = (uint64_t *)(y.y_v.v_base + a + TAPE_ENTRY_HDR);
                     for (uint64_t j = 0; j < n; j++)
-                        if (slots[j] >= cut)
+                        if (slots[j] && (slots[j] >= cut || k * n + j >= b_end)) {
+                            before += a < cut; /* inside the data: counted here */
                             __atomic_store_n(&slots[j], 0, __ATOMIC_RELEASE);
+                        }
                 }
             }
-            if (y.y_v.v_size > cut + 4)
-                memset(y.y_v.v_base + cut + 4, 0, y.y_v.v_size - cut - 4);
+            uint64_t zero_from = h == TAPE_H_EOF ? cut : cut + 4; /* the header last */
+            if (y.y_v.v_size > zero_from)
+                memset(y.y_v.v_base + zero_from, 0, y.y_v.v_size - zero_from);
             if (h != TAPE_H_EOF && cut + 4 <= y.y_v.v_size)
                 __atomic_store_n((uint32_t *)(y.y_v.v_base + cut), 0u, __ATOMIC_RELEASE);
-            cleared = (int64_t)(y.y_v.v_size - cut);
-            /* Every writer, here and elsewhere, finds the end anew; tailers
-             * drop what they copied of the cleared bytes. */
-            uint64_t g = __atomic_load_n(&q->q_sh->ms_hint_gen, __ATOMIC_RELAXED);
-            __atomic_store_n(&q->q_sh->ms_hint_gen, (g + 1) | 1, __ATOMIC_RELEASE);
-            __atomic_fetch_add(&q->q_sh->ms_modcount, 1, __ATOMIC_RELEASE);
-            q->q_w.w_valid = 0;
+            cleared += (int64_t)(y.y_v.v_size - cut) + 8 * (int64_t)before;
+            changed = 1;
         }
+        /* The newest timestamp no later than the newest entry's (or the
+         * newest cycle's end when it holds none). */
+        int64_t lo_ms = newest * q->q_roll.r_length_ms + q->q_roll.r_epoch_ms;
+        int64_t bound = s ? last_ts : INT64_MAX;
+        if (!s && lo_ms < INT64_MAX / 1000000 - q->q_roll.r_length_ms)
+            bound = (lo_ms + q->q_roll.r_length_ms) * 1000000 - 1;
+        if (s && last_ts == INT64_MIN)
+            bound = INT64_MAX; /* damage before any entry: nothing to go by */
+        if (__atomic_load_n(&sh->ms_last_ts, __ATOMIC_RELAXED) > bound) {
+            __atomic_store_n(&sh->ms_last_ts, bound, __ATOMIC_RELEASE);
+            cleared += 8;
+            changed = 1;
+        }
+    }
+    if (changed) {
+        /* Every writer, here and elsewhere, finds the end anew; tailers
+         * drop what they copied of the cleared bytes. */
+        uint64_t g = __atomic_load_n(&sh->ms_hint_gen, __ATOMIC_RELAXED);
+        __atomic_store_n(&sh->ms_hint_gen, (g + 1) | 1, __ATOMIC_RELEASE);
+        __atomic_fetch_add(&sh->ms_modcount, 1, __ATOMIC_RELEASE);
+        q->q_w.w_valid = 0;
     }
     tape_cyc_close(&y);
     tape_unlock(q);
@@ -633,16 +792,17 @@ static int sync_cycles(tape_queue *q, int64_t from, int64_t to)
 static int appender_sync(tape_appender *a)
 {
     tape_queue *q = a->a_q;
-    if (atomic_load_explicit(&q->q_w.w_poisoned, memory_order_relaxed))
-        return TAPE_EPOISONED;
+    int poisoned = atomic_load_explicit(&q->q_w.w_poisoned, memory_order_relaxed);
+    if (poisoned)
+        return poisoned == TAPE_LOST ? TAPE_ECORRUPT : TAPE_EPOISONED;
     int recovered;
     int rc = tape_lock(q, &recovered);
     if (rc < 0)
         return rc;
     int fd = -1;
     int64_t newest = __atomic_load_n(&q->q_sh->ms_highest, __ATOMIC_ACQUIRE);
-    if (newest >= 0)
-        rc = writer_prepare(q, newest, recovered);
+    if (newest >= 0 && (rc = writer_prepare(q, newest, recovered)) == 1)
+        rc = 0; /* the newest timestamp was brought back: nothing to pick */
     if (rc == 0 && q->q_w.w_y.y_v.v_fd >= 0 && (fd = dup(q->q_w.w_y.y_v.v_fd)) < 0)
         rc = -errno;
     int64_t cur = q->q_w.w_y.y_cycle;
@@ -662,6 +822,16 @@ static int appender_sync(tape_appender *a)
     if (rc == 0 && ((fd >= 0 && tf_fdatasync(fd) < 0) || tf_fsync(q->q_meta_fd) < 0 ||
                     tf_fsync(q->q_dirfd) < 0))
         rc = -errno;
+    /* Flushed, but to the file this handle writes? (One removed or
+     * replaced meanwhile took the entries with it.) */
+    if (rc == 0 && fd >= 0 && cur == __atomic_load_n(&q->q_sh->ms_highest, __ATOMIC_ACQUIRE)) {
+        tape_cyc probe = {.y_cycle = cur, .y_v = {.v_fd = fd}};
+        if (tape_cyc_gone(q, &probe, 1)) {
+            close(fd);
+            atomic_store(&q->q_w.w_poisoned, TAPE_LOST);
+            return TAPE_ECORRUPT;
+        }
+    }
     if (fd >= 0)
         close(fd);
     if (rc < 0) {

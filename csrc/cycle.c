@@ -494,3 +494,125 @@ int tape_cyc_header_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *la
     *last = h;
     return 0;
 }
+
+/* ---- the end a writer may append after ---------------------------------- */
+
+/* A published data entry with this seq at p (its checksum holds). */
+static int entry_is(tape_cyc *y, uint64_t p, uint64_t seq)
+{
+    if (!valid_pos(y, p) || tape_view_cover(&y->y_v, p + TAPE_ENTRY_HDR) != 0)
+        return 0;
+    uint32_t h = tape_load_hdr(&y->y_v, p);
+    if (h == 0 || (h & (TAPE_H_NC | TAPE_H_META)) || (h & TAPE_H_LEN) < TAPE_L_EXTRA)
+        return 0;
+    uint32_t len = (h & TAPE_H_LEN) - TAPE_L_EXTRA;
+    if (tape_view_cover(&y->y_v, p + tape_entry_size(len)) != 0)
+        return 0;
+    const uint8_t *e = y->y_v.v_base + p;
+    uint32_t crc;
+    int64_t ts;
+    memcpy(&crc, e + 4, 4);
+    memcpy(&ts, e + 8, 8);
+    return crc == tape_crc_data(y->y_seed, h, seq, ts, e + TAPE_ENTRY_HDR, len);
+}
+
+int tape_cyc_stray_slot(tape_queue *q, tape_cyc *y, uint64_t end_pos, uint64_t end_seq,
+                        uint64_t *bad_seq)
+{
+    const int nlog = q->q_roll.r_count_log2, slog = q->q_roll.r_spacing_log2;
+    const uint64_t n = (uint64_t)1 << nlog;
+    const uint64_t *i2i = (const uint64_t *)(y->y_v.v_base + y->y_i2i_off);
+    uint64_t b_end = (end_seq + ((uint64_t)1 << slog) - 1) >> slog; /* first block with no entry */
+    uint64_t k_end = b_end >> nlog;
+    for (uint64_t k = k_end + 1; k < n; k++)
+        if (__atomic_load_n(&i2i[k], __ATOMIC_ACQUIRE)) {
+            *bad_seq = (k * n) << slog;
+            return 1;
+        }
+    uint64_t arr;
+    int rc = tape_cyc_index_array(q, y, k_end, &arr);
+    if (rc <= 0)
+        return rc; /* absent (it may be: nothing needs it yet), or damaged */
+    const uint64_t *slots = tape_cyc_slots(y, arr);
+    for (uint64_t j = b_end & (n - 1); j < n; j++) {
+        uint64_t p = __atomic_load_n(&slots[j], __ATOMIC_ACQUIRE);
+        uint64_t b = k_end * n + j;
+        /* A writer stores the slot before it publishes the entry: a slot
+         * naming the end itself, for the entry that goes there, is sound. */
+        if (p && !(b == b_end && (b << slog) == end_seq && p == end_pos)) {
+            *bad_seq = b << slog;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
+                        uint32_t *hdr_at_end, int64_t *last_ts)
+{
+    const int nlog = q->q_roll.r_count_log2, slog = q->q_roll.r_spacing_log2;
+    const uint64_t n = (uint64_t)1 << nlog;
+    const uint64_t *i2i = (const uint64_t *)(y->y_v.v_base + y->y_i2i_off);
+    uint64_t arrays = filled(i2i, n);
+    uint64_t p = y->y_data_off, s = 0, pt = 0, st = 0;
+    int indexed = 0;
+    if (arrays > 0) {
+        uint64_t k = arrays - 1, arr;
+        int rc = tape_cyc_index_array(q, y, k, &arr);
+        if (rc <= 0)
+            return rc < 0 ? rc : TAPE_ECORRUPT;
+        const uint64_t *slots = tape_cyc_slots(y, arr);
+        uint64_t j = filled(slots, n);
+        p = arr;
+        s = (k * n) << slog;
+        if (j > 0) {
+            indexed = 1;
+            pt = slots[j - 1];
+            st = (k * n + j - 1) << slog;
+            if (j > 1) { /* walk the whole last block, from the one before */
+                p = slots[j - 2];
+                s = (k * n + j - 2) << slog;
+            }
+            if (!valid_pos(y, p) || !valid_pos(y, pt) || pt < p)
+                return TAPE_ECORRUPT;
+        }
+    }
+    if (tape_view_cover(&y->y_v, p + 4) != 0)
+        return TAPE_ECORRUPT;
+    uint64_t from = s;
+    int rc = tape_cyc_walk(y, &p, &s, hdr_at_end, last_ts);
+    if (rc < 0)
+        return rc;
+    /* The index and the data must tell the same end: the last indexed entry
+     * is there (or is the end, about to be written), no entry past it should
+     * have had a slot of its own, and no slot names anything past the end. */
+    if (indexed && (st > s || (st == s && pt != p) || (st < s && !entry_is(y, pt, st))))
+        return TAPE_ECORRUPT;
+    if (s > (indexed ? st + ((uint64_t)1 << slog) : from))
+        return TAPE_ECORRUPT;
+    uint64_t bad;
+    rc = tape_cyc_stray_slot(q, y, p, s, &bad);
+    if (rc != 0)
+        return rc < 0 ? rc : TAPE_ECORRUPT;
+    /* Past the end only zeros (and a dead writer's unfinished entry). */
+    if (tape_cyc_dirty_after(y, p, *hdr_at_end))
+        return TAPE_ECORRUPT;
+    *pos = p;
+    *seq = s;
+    return 0;
+}
+
+int tape_cyc_gone(tape_queue *q, const tape_cyc *y, int by_name)
+{
+    struct stat st, sn;
+    if (y->y_v.v_fd < 0 || fstat(y->y_v.v_fd, &st) < 0)
+        return 0;
+    if (st.st_nlink == 0)
+        return 1;
+    char name[80];
+    if (!by_name || tape_cycle_name(q, y->y_cycle, name, sizeof name) < 0)
+        return 0;
+    if (fstatat(q->q_dirfd, name, &sn, 0) < 0)
+        return errno == ENOENT;
+    return sn.st_ino != st.st_ino || sn.st_dev != st.st_dev;
+}

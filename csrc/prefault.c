@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MADV_POPULATE_WRITE
@@ -122,6 +123,31 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
     return 1;
 }
 
+/* How often the prefaulter looks whether the writer's file is still the
+ * queue's. */
+#define LOOK_EVERY_NS 5000000
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Holding w_mu: the writer's file was removed (rm, or renamed over) while it
+ * is the newest cycle; entries appended to it from now on would be
+ * acknowledged and lost, so appends are refused (a file purged after another
+ * writer rolled past it is not the newest, and is let go). */
+static void look_at_file(tape_queue *q)
+{
+    tape_cyc *y = &q->q_w.w_y;
+    if (y->y_v.v_fd < 0 || atomic_load_explicit(&q->q_w.w_poisoned, memory_order_relaxed))
+        return;
+    if (tape_cyc_gone(q, y, 1) &&
+        __atomic_load_n(&q->q_sh->ms_highest, __ATOMIC_ACQUIRE) == y->y_cycle)
+        atomic_store(&q->q_w.w_poisoned, TAPE_LOST);
+}
+
 /* The writer never waits for the prefaulter: it stores what it wants, bumps
  * pf_kicks and wakes the thread only when it sleeps. The thread reads the
  * counter before it looks for work and sleeps on that value, so a kick that
@@ -132,17 +158,27 @@ static void *prefault_main(void *arg)
 {
     tape_queue *q = arg;
     uint64_t refreshed = 0;
+    int64_t looked = mono_ns();
     while (!atomic_load_explicit(&q->q_pf.pf_stop, memory_order_relaxed)) {
         uint32_t kicks = atomic_load_explicit(&q->q_pf.pf_kicks, memory_order_acquire);
+        int64_t now = mono_ns();
         pthread_mutex_lock(&q->q_w.w_mu);
+        if (now - looked >= LOOK_EVERY_NS) {
+            look_at_file(q);
+            looked = now;
+        }
         int busy = prefault_step(q, &refreshed);
+        int has_file = q->q_w.w_y.y_v.v_fd >= 0;
         pthread_mutex_unlock(&q->q_w.w_mu);
         if (busy)
             continue;
         atomic_store_explicit(&q->q_pf.pf_sleeping, 1, memory_order_seq_cst);
+        /* With a file to watch, wake up to look at it every few ms. */
+        struct timespec look = {0, LOOK_EVERY_NS};
         if (atomic_load_explicit(&q->q_pf.pf_kicks, memory_order_seq_cst) == kicks &&
             !atomic_load_explicit(&q->q_pf.pf_stop, memory_order_relaxed))
-            tape_futex((uint32_t *)&q->q_pf.pf_kicks, FUTEX_WAIT_PRIVATE, kicks, NULL);
+            tape_futex((uint32_t *)&q->q_pf.pf_kicks, FUTEX_WAIT_PRIVATE, kicks,
+                       has_file ? &look : NULL);
         atomic_store_explicit(&q->q_pf.pf_sleeping, 0, memory_order_relaxed);
     }
     return NULL;

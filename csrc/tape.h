@@ -264,8 +264,39 @@ void tape_appender_close(tape_appender *a);
  *   TAPE_EPOISONED   an earlier sync failed; reopen the queue
  *   TAPE_ECLOCK      the timestamp falls outside the roll cycle's range
  *   TAPE_ECYCLEFULL  the cycle holds 2^seq_bits entries already
- *   TAPE_ECORRUPT    the newest cycle's tail is damaged (a power loss tore
- *                    it): nothing is written until tape_repair_tail
+ *   TAPE_ECORRUPT    the writer refuses to append (nothing is written): the
+ *                    tail it would append after is not consistent, and an
+ *                    index it returned could be one returned before, or one
+ *                    that readers going forward never reach. Until
+ *                    tape_repair_tail (or, for the last case, a reopen):
+ *                    - the newest cycle's tail is damaged (a power loss tore
+ *                      it: a checksum fails, or non-zero bytes follow the end
+ *                      of data, e.g. behind a zeroed header or an early
+ *                      end-of-file marker);
+ *                    - an index slot names a place past the end of data (a
+ *                      torn write that left only the slot, or a stray word),
+ *                      or the last indexed entry is not where its slot says;
+ *                    - tape.meta names as the newest a cycle whose file is
+ *                      missing while its hint says that cycle held entries;
+ *                    - this handle's cycle file was removed or replaced
+ *                      while it wrote (found at the next lock after another
+ *                      writer, at a roll, at a sync, and within about 5 ms by
+ *                      the prefaulter thread): every later append and sync of
+ *                      this queue handle fails; reopen it.
+ *                    These are checked where the writer finds its end anew
+ *                    (its first append, after another writer died or
+ *                    repaired, when the hint of a live writer does not lead
+ *                    from this handle's own end to the new one): the last
+ *                    block of entries before the end (back to the indexed
+ *                    entry before the last), the index past the end, and the
+ *                    bytes after the end. Damage further back is for
+ *                    tape_verify to find.
+ *                    Repaired without refusing: a newest timestamp in
+ *                    tape.meta ahead of the newest cycle's last entry (or of
+ *                    that cycle's end, when it holds none) is brought back
+ *                    to it before it is used; a newest cycle in tape.meta
+ *                    that has no file (and held no entries) is lowered to
+ *                    the newest file's.
  *   [grow], [list] (finding the newest cycle after another writer died) */
 int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_ns);
 
@@ -298,9 +329,11 @@ int64_t tape_appender_last_index(tape_appender *a);
  * A failure poisons the queue's appenders: later appends return
  * TAPE_EPOISONED until the queue is reopened.
  * Errors: TAPE_ECLOSED, TAPE_EPOISONED (without trying); -EIO, -ENOSPC,
- * -EDQUOT from fdatasync/fsync (these poison); -EMFILE, -ENFILE (dup and
- * open of the cycle files to flush); [grow] and [list] (finding the newest
- * cycle first). */
+ * -EDQUOT from fdatasync/fsync (these poison); TAPE_ECORRUPT (a refusal of
+ * tape_append's: the newest cycle's tail is inconsistent, or the file
+ * flushed was removed or replaced meanwhile, which refuses every later
+ * append); -EMFILE, -ENFILE (dup and open of the cycle files to flush);
+ * [grow] and [list] (finding the newest cycle first). */
 int tape_appender_sync(tape_appender *a);
 
 /* ---- tailer ------------------------------------------------------------- */
@@ -325,6 +358,10 @@ void tape_tailer_close(tape_tailer *t);
 /* Read the entry at the tailer's position and move past it (forward) or
  * before it (backward). Returns 1 and fills *e, 0 when there is nothing to
  * read, or a negative error code; the position does not move on error.
+ * Damage is reported, not hidden: reading forward into a torn tail returns
+ * every intact entry before it, then TAPE_ECORRUPT at the torn entry (for as
+ * long as it is there; a zeroed header reads as the end of data, and
+ * tape_verify reports what follows it).
  * Errors: TAPE_ECORRUPT (the entry at the position is damaged, or a cycle
  * ends before its index says); [open] and [list] (going on to another
  * cycle). */
@@ -413,8 +450,13 @@ typedef struct tape_verify_report {
 #define TAPE_VERIFY_SALVAGE 1   /* go on past damage: count what is still intact */
 
 /* Walk every cycle file, checking headers, every entry's length and CRC,
- * metadata entries, index slots, timestamp order (within and across cycles)
- * and that nothing but zeros follows the end of data. In strict mode (flags
+ * metadata entries, index slots (each indexed entry's, and none past the end
+ * of data but the one naming the end itself), timestamp order (within and
+ * across cycles), that nothing but zeros follows the end of data, and
+ * tape.meta's hints against the files: the newest cycle it names has a file,
+ * and its newest timestamp is not ahead of the newest cycle's last entry (or
+ * of that cycle's end when it holds none). Every state tape_append refuses
+ * or repairs is reported. In strict mode (flags
  * 0) a cycle is abandoned at its first problem; with TAPE_VERIFY_SALVAGE the
  * walk resumes at the next indexed entry after it. Returns 0 when nothing is
  * wrong, 1 when problems were found (see *r: a cycle file that cannot be
@@ -436,12 +478,17 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
 
 /* Make the queue writable again after a power loss tore its tail: in the
  * newest cycle file, everything after the last entry whose checksum holds
- * (what no reader can reach: readers stop at the damage) is cleared, and
- * index slots pointing there are emptied. Nothing a reader could read is
- * removed. Returns the number of bytes cleared (0 when the tail was sound),
- * or a negative error: TAPE_EREADONLY, [lock], [open] (of the newest cycle
- * file), [list]. Damage before the newest cycle's tail is left for
- * tape_verify to report. */
+ * (what no reader going forward can get past: readers raise TAPE_ECORRUPT
+ * there, or see the end of data at a zeroed header) is cleared, and index
+ * slots pointing there, or standing for entries past that end, are emptied.
+ * tape.meta's hints are brought back to the files: a newest cycle with no
+ * file to the newest file's, a newest timestamp ahead of the newest cycle's
+ * last entry to that entry's. Clears whatever tape_verify reports about the
+ * newest cycle's tail, so that tape_append accepts writes again. Nothing a
+ * reader could read is removed. Returns the number of bytes cleared or
+ * corrected (0 when the tail was sound), or a negative error: TAPE_EREADONLY,
+ * [lock], [open] (of the newest cycle file), [list]. Damage before the newest
+ * cycle's tail is left for tape_verify to report. */
 int64_t tape_repair_tail(tape_queue *q);
 
 /* ---- named tailers ------------------------------------------------------- */

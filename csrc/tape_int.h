@@ -222,6 +222,24 @@ uint64_t tape_cyc_block_pos(tape_queue *q, tape_cyc *y, uint64_t b);
  * damaged cycle seems to hold. */
 int tape_cyc_header_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last);
 
+/* The end of data as a writer may append after it: tape_cyc_find_end, then
+ * checks that the index agrees with the data there (the last indexed entry
+ * is intact, or is the end; no slot names a place past the end) and that only
+ * zeros follow (past a dead writer's unfinished entry). TAPE_ECORRUPT when
+ * not: appending there could give an index used before or one no reader
+ * reaches. Checks the last block of entries, not the whole cycle. */
+int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
+                        uint32_t *hdr_at_end, int64_t *last_ts);
+/* 1 when an index slot (or index array) names a place for an entry at or
+ * past `end_seq`, the end of data being at `end_pos` (*bad_seq: the first
+ * seq it stands for); 0 when none does; or TAPE_ECORRUPT (a damaged array). */
+int tape_cyc_stray_slot(tape_queue *q, tape_cyc *y, uint64_t end_pos, uint64_t end_seq,
+                        uint64_t *bad_seq);
+
+/* 1 when the open file y was removed (no link left) or, with by_name, when
+ * its name now leads to another file or to none. */
+int tape_cyc_gone(tape_queue *q, const tape_cyc *y, int by_name);
+
 /* Cycles that have a file, ascending; *out is malloc'ed. */
 int tape_list_cycles_alloc(tape_queue *q, int64_t **out, size_t *n);
 /* The smallest existing cycle > c (dir > 0) or largest < c (dir < 0); -1 none. */
@@ -279,13 +297,16 @@ typedef struct tape_writer {
                                 * while it works on w_y) */
     uint32_t w_token;          /* 0 until the first appender (w_mu) */
     uint32_t w_pid;            /* (w_mu) */
-    atomic_int w_poisoned;     /* a sync failed: appends refused (atomic) */
+    atomic_int w_poisoned;     /* a sync failed (1) or the writer's file was
+                                * removed or replaced (TAPE_LOST): appends
+                                * refused (atomic) */
     tape_cyc w_y;              /* y_cycle -1: none open */
     uint64_t w_pos;
     uint64_t w_seq;
     int64_t w_lo_ns, w_hi_ns;  /* the time span of w_y's cycle */
     uint64_t w_gen;            /* hint generation this state matches */
     int w_valid;
+    int w_strict;              /* the last end was found by tape_cyc_writer_end */
     int w_checked;             /* this handle found an end itself, checking every
                                 * entry on the way: from then on it may trust the
                                 * hints of live writers */
@@ -293,6 +314,8 @@ typedef struct tape_writer {
     uint64_t w_kick_at;        /* next offset at which to wake the prefaulter */
     tape_clock w_clock;        /* timestamps of appends given none */
 } tape_writer;
+
+#define TAPE_LOST 2 /* w_poisoned: the writer's file is not the queue's any more */
 
 /* What tape_appender_sync must flush besides the newest cycle: the cycles the
  * writer left since the last complete sync. */

@@ -24,6 +24,8 @@ typedef struct vctx {
     void *vc_arg;
     uint64_t vc_walked;      /* bytes walked in the cycles before this one */
     int vc_stopped;          /* vc_progress asked to stop */
+    int vc_newest_end;       /* the newest cycle was walked to its end of data */
+    uint64_t vc_newest_seq;  /* ... holding this many entries */
 } vctx;
 
 /* Report `p` (an offset in cycle y) as reached, if anyone asks; false when
@@ -58,6 +60,25 @@ static void check_tail(vctx *c, tape_cyc *y, uint64_t p, uint32_t h)
     if (bad && tape_load_hdr(&y->y_v, p) == h)
         problem(c, y->y_cycle, bad, "cycle %lld: non-zero bytes after the end of data, at offset %llu",
                 (long long)y->y_cycle, (unsigned long long)bad);
+}
+
+/* After the end of data at p (seq entries before it): no index slot may
+ * name a place for an entry at or past it (a writer would append where the
+ * slot says, and readers going forward would not get there), unless a writer
+ * has appended meanwhile. */
+static void check_slots(vctx *c, tape_cyc *y, uint64_t p, uint64_t seq, uint32_t h)
+{
+    uint64_t bad = 0;
+    int rc = tape_cyc_stray_slot(c->vc_q, y, p, seq, &bad);
+    if (rc == 0 || tape_load_hdr(&y->y_v, p) != h)
+        return;
+    if (rc > 0)
+        problem(c, y->y_cycle, p,
+                "cycle %lld: an index slot past the end of data (seq %llu), at offset %llu",
+                (long long)y->y_cycle, (unsigned long long)bad, (unsigned long long)p);
+    else
+        problem(c, y->y_cycle, p, "cycle %lld: a damaged index array after the end of data",
+                (long long)y->y_cycle);
 }
 
 static void verify_cycle(vctx *c, int64_t cycle, int newest)
@@ -95,6 +116,11 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
             if (h != TAPE_H_EOF && (h & TAPE_H_NC))
                 r->vr_abandoned++;
             check_tail(c, &y, p, h);
+            check_slots(c, &y, p, seq, h);
+            if (newest && c->vc_prefix) {
+                c->vc_newest_end = 1;
+                c->vc_newest_seq = seq;
+            }
             break;
         }
         if ((h & TAPE_H_LEN) < TAPE_L_EXTRA) {
@@ -167,6 +193,32 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
     tape_cyc_close(&y);
 }
 
+/* tape.meta's hints against the files: the newest cycle it names has a file,
+ * and its newest timestamp is not ahead of the newest entry (or, when the
+ * newest cycle holds none, of that cycle's end). A writer would otherwise
+ * hand out indexes of the missing file again, or append to a cycle of the
+ * far future. */
+static void check_meta(vctx *c, int64_t highest, int64_t last_file, int64_t newest_ts)
+{
+    const tape_roll *rl = &c->vc_q->q_roll;
+    if (highest > last_file)
+        problem(c, highest, 0,
+                "tape.meta: the newest cycle is %lld, but its file is missing (newest file: %lld)",
+                (long long)highest, (long long)last_file);
+    if (!c->vc_newest_end)
+        return; /* no file, or damage already reported */
+    int64_t bound = c->vc_prev_ts;
+    if (c->vc_newest_seq == 0) {
+        int64_t end_ms = (last_file + 1) * rl->r_length_ms + rl->r_epoch_ms;
+        bound = last_file < (INT64_MAX / 1000000 - rl->r_epoch_ms) / rl->r_length_ms - 1
+                    ? end_ms * 1000000 - 1 : INT64_MAX;
+    }
+    if (newest_ts > bound)
+        problem(c, last_file, 0,
+                "tape.meta: the newest timestamp (%lld ns) is ahead of the newest entry's (%lld ns)",
+                (long long)newest_ts, (long long)bound);
+}
+
 int tape_verify(tape_queue *q, int flags, tape_verify_report *r)
 {
     return tape_verify_progress(q, flags, r, NULL, NULL);
@@ -178,16 +230,22 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
     memset(r, 0, sizeof *r);
     r->vr_last_good = -1;
     r->vr_bad_cycle = -1;
+    /* Read before the files: what a writer adds meanwhile only raises what
+     * the walk finds. */
+    int64_t highest = __atomic_load_n(&q->q_sh->ms_highest, __ATOMIC_ACQUIRE);
+    int64_t newest_ts = __atomic_load_n(&q->q_sh->ms_last_ts, __ATOMIC_ACQUIRE);
     int64_t *v;
     size_t n;
     int rc = tape_list_cycles_alloc(q, &v, &n);
     if (rc < 0)
         return rc;
-    vctx c = {q, r, flags & TAPE_VERIFY_SALVAGE, 1, INT64_MIN, fn, arg, 0, 0};
+    vctx c = {q, r, flags & TAPE_VERIFY_SALVAGE, 1, INT64_MIN, fn, arg, 0, 0, 0, 0};
     for (size_t i = 0; i < n && !c.vc_stopped; i++)
         verify_cycle(&c, v[i], i == n - 1);
+    int64_t last_file = n ? v[n - 1] : -1;
     free(v);
     if (c.vc_stopped)
         return -ECANCELED;
+    check_meta(&c, highest, last_file, newest_ts);
     return r->vr_problems ? 1 : 0;
 }

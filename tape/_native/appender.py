@@ -49,7 +49,7 @@ class AppenderHandle(ChildHandle):
 
     def checked(self, rc: int) -> int:
         """`rc` when it is not an error; else its exception."""
-        check(rc, self.path)
+        check(rc, self.path, appending=True)
         return rc
 
     def append_many(self, parts: list[bytes], ts: int) -> int:
@@ -60,7 +60,7 @@ class AppenderHandle(ChildHandle):
         index: int = lib.tape_append_many(ptr, b"".join(parts), ends, len(parts), ts, written)
         if index < 0:
             try:
-                check(index, self.path)
+                check(index, self.path, appending=True)
             except TapeError as exc:
                 exc.add_note(f"{written[0]} of {len(parts)} entries were written before the error")
                 raise
@@ -72,7 +72,7 @@ class AppenderHandle(ChildHandle):
         index: int = lib.tape_append_if(ptr, data, len(data), ts, -1 if last is None else last)
         if index == lib.TAPE_ECONFLICT:
             return None
-        check(index, self.path)
+        check(index, self.path, appending=True)
         return index
 
     def last_index(self) -> int | None:
@@ -81,7 +81,7 @@ class AppenderHandle(ChildHandle):
 
     def sync(self) -> None:
         """Make everything written to the queue so far durable."""
-        check(lib.tape_appender_sync(self.live()), self.path)
+        check(lib.tape_appender_sync(self.live()), self.path, appending=True)
 
     def sync_quietly(self) -> bool:
         """sync() for a background flusher: False (nothing raised) once closed or failed."""

@@ -73,16 +73,27 @@ _BY_CODE: dict[int, type[TapeError]] = {
 }
 
 
-def check(rc: int, path: str | None = None, *, opening: bool = False) -> None:
+# What a writer's refusal (TAPE_ECORRUPT from an append or a sync) asks of the user.
+_WRITER_REFUSES = (
+    "the writer refuses to append: the end of the newest cycle is damaged or disagrees with"
+    " tape.meta or the index, or the file was removed or replaced under this writer;"
+    " run `tape verify` and then `tape repair` on the queue (and reopen it)"
+)
+
+
+def check(rc: int, path: str | None = None, *, opening: bool = False, appending: bool = False) -> None:
     """Raise the exception for a negative return code of the core; do nothing otherwise.
 
-    `opening` marks a tape_open() result, where -ENOENT means the queue is missing.
+    `opening` marks a tape_open() result, where -ENOENT means the queue is missing;
+    `appending` an append's or a sync's, where damage is a writer's refusal.
     """
     if rc >= 0:
         return
     cls = _BY_CODE.get(rc, TapeError if rc <= lib.TAPE_EBASE else None)
     if cls is not None:
         text = ffi.string(lib.tape_strerror(rc)).decode()
+        if appending and rc == lib.TAPE_ECORRUPT:
+            text = f"{text}: {_WRITER_REFUSES}"
         raise cls(f"{path}: {text}" if path else text)
     code = -rc
     oserror = QueueNotFoundError if opening and code == errno.ENOENT else TapeOSError
