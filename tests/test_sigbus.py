@@ -250,10 +250,10 @@ def test_truncation_races_maintenance(dirs: tuple[Path, Path], call: str) -> Non
     deadline = time.monotonic() + 0.8
     size = cycles[-1].stat().st_size
     while time.monotonic() < deadline and p.poll() is None:
-        for c in cycles:
+        for path in cycles:
             try:
-                os.truncate(c, 12288)
-                with open(c, "r+b") as f:  # back, as zeros: a fault or damage, at random
+                os.truncate(path, 12288)
+                with open(path, "r+b") as f:  # back, as zeros: a fault or damage, at random
                     f.truncate(size)
             except FileNotFoundError:
                 pass
