@@ -132,6 +132,26 @@ static void writer_switch(tape_queue *q, tape_cyc *y)
     }
 }
 
+/* Close the writer's view (the SIGBUS guard found it damaged). Holding the
+ * lock. */
+static void writer_drop(tape_queue *q)
+{
+    tape_writer *w = &q->q_w;
+    note_left(q, w->w_y.y_cycle);
+    pthread_mutex_lock(&q->q_w.w_mu);
+    tape_cyc_close(&w->w_y);
+    atomic_store_explicit(&q->q_pf.pf_ready, 0, memory_order_release);
+    atomic_store_explicit(&q->q_pf.pf_want, 0, memory_order_relaxed);
+    atomic_store_explicit(&q->q_pf.pf_pos, 0, memory_order_relaxed);
+    q->q_pf.pf_alloc = 0;
+    q->q_pf.pf_failed = 0;
+    pthread_mutex_unlock(&q->q_w.w_mu);
+    w->w_ready = 0;
+    w->w_kick_at = 0;
+    w->w_valid = 0;
+    w->w_lo_ns = w->w_hi_ns = 0;
+}
+
 /* Zero an entry a dead writer left "not complete", header last, so the bytes
  * past the end of data are zero again. */
 static int clear_abandoned(tape_cyc *y, uint64_t pos, uint32_t h)
@@ -498,6 +518,12 @@ static int64_t write_one(tape_queue *q, const void *data, uint32_t len, int64_t 
     TAPE_KILL("after_copy");
     uint32_t crc = tape_crc_data(y->y_seed, h, seq, ts, data, len);
     memcpy(e + 4, &crc, 4);
+    /* A page of the entry that faulted (the file was truncated under us) was
+     * replaced by a zero page: the copy is not in the file. Not published,
+     * not acknowledged; what the file holds of it reads as an entry a dead
+     * writer abandoned. One relaxed load. */
+    if (tape_view_hit(&y->y_v))
+        return tape_view_damage(&y->y_v);
     if (indexed) {
         __atomic_store_n((uint64_t *)tape_cyc_slots(y, arr) + ((seq >> slog) & (n - 1)), pos,
                          __ATOMIC_RELEASE);
@@ -625,6 +651,16 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         __atomic_store_n(&a->a_last, last, __ATOMIC_RELAXED);
         hint_store(q, ts);
     }
+    if (tape_view_hit(&w->w_y.y_v)) {
+        /* Something this append read or wrote faulted: its result is not
+         * to be believed, and the view (split by the zero page) is dropped;
+         * the next append opens the file again. An entry published was
+         * checked after its copy (write_one): a fault seen only later
+         * (the prefaulter's, ahead of it) does not undo it. */
+        if (done == 0 && result >= 0)
+            result = tape_view_damage(&w->w_y.y_v);
+        writer_drop(q);
+    }
     if (w->w_pos >= w->w_kick_at && w->w_valid && w->w_y.y_cycle >= 0) {
         uint64_t received = w->w_pos - w->w_y.y_data_off;
         tape_prefault_kick(q, w->w_pos, received);
@@ -737,6 +773,8 @@ int64_t tape_repair_tail(tape_queue *q)
             cleared += (int64_t)(y.y_v.v_size - cut) + 8 * (int64_t)before;
             changed = 1;
         }
+        if (tape_view_hit(&y.y_v))
+            rc = tape_view_damage(&y.y_v);
         /* The newest timestamp no later than the newest entry's (or the
          * newest cycle's end when it holds none). */
         int64_t lo_ms = newest * q->q_roll.r_length_ms + q->q_roll.r_epoch_ms;

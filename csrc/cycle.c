@@ -191,6 +191,8 @@ int tape_cyc_open(tape_queue *q, int64_t cycle, int writable, tape_cyc *y)
                h->c_i2i_off != TAPE_PAGE || h->c_data_off != data) {
         rc = TAPE_ECORRUPT;
     }
+    if (tape_view_hit(&y->y_v)) /* the header's page could not be read */
+        rc = tape_view_damage(&y->y_v);
     if (rc < 0) {
         tape_cyc_close(y);
         return rc;
@@ -233,16 +235,18 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y)
     /* A little room for the first entries; the prefaulter adds more as the
      * cycle fills. */
     off_t size = (off_t)(h.c_data_off + TAPE_FAULT_PIECE);
-    rc = tf_fallocate(fd, 0, size);
-    if (rc < 0 && (errno == EOPNOTSUPP || errno == ENOSYS))
-        rc = tf_ftruncate(fd, size); /* private until linked: cannot race */
-    if (rc == 0 && pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
-        rc = -1;
+    /* The header first: the fallback of tape_file_alloc leaves the file
+     * descriptor in O_APPEND mode, in which pwrite appends. */
+    rc = 0;
+    errno = 0;
+    if (pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
+        rc = errno ? -errno : -EIO;
+    if (rc == 0)
+        rc = tape_file_alloc(fd, 0, (uint64_t)size);
     /* On disk before it has a name, so a name never leads to a file without
      * a header after a power loss. */
-    if (rc == 0)
-        rc = tf_fdatasync(fd);
-    rc = rc < 0 ? (errno ? -errno : -EIO) : 0;
+    if (rc == 0 && tf_fdatasync(fd) < 0)
+        rc = -errno;
     close(fd);
     /* Published whole under its final name; if it is already there (a writer
      * died after creating it), that one is used. */
@@ -318,7 +322,21 @@ static uint64_t filled(const uint64_t *slots, uint64_t n)
 }
 
 /* Walk forward from (*pos, *seq) over published entries, checking each. */
+static int walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int64_t *last_ts);
+
+/* What the SIGBUS guard says of y's mapping, else rc: a page that faulted
+ * read as zeros, so what the caller found is not to be believed. */
+static int guarded(const tape_cyc *y, int rc)
+{
+    return tape_view_hit(&y->y_v) ? tape_view_damage(&y->y_v) : rc;
+}
+
 int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int64_t *last_ts)
+{
+    return guarded(y, walk(y, pos, seq, last, last_ts));
+}
+
+static int walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int64_t *last_ts)
 {
     uint64_t p = *pos, s = *seq;
     uint32_t h = 0;
@@ -390,8 +408,17 @@ uint64_t tape_cyc_dirty_after(tape_cyc *y, uint64_t pos, uint32_t h)
     return 0;
 }
 
+static int find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
+                    uint32_t *hdr_at_end, int64_t *last_ts);
+
 int tape_cyc_find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
                       uint32_t *hdr_at_end, int64_t *last_ts)
+{
+    return guarded(y, find_end(q, y, pos, seq, hdr_at_end, last_ts));
+}
+
+static int find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
+                    uint32_t *hdr_at_end, int64_t *last_ts)
 {
     uint64_t n = (uint64_t)1 << q->q_roll.r_count_log2;
     const uint64_t *i2i = (const uint64_t *)(y->y_v.v_base + y->y_i2i_off);
@@ -424,7 +451,14 @@ int tape_cyc_find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
     return 0;
 }
 
+static int locate(tape_queue *q, tape_cyc *y, uint64_t seq, uint64_t *pos);
+
 int tape_cyc_locate(tape_queue *q, tape_cyc *y, uint64_t seq, uint64_t *pos)
+{
+    return guarded(y, locate(q, y, seq, pos));
+}
+
+static int locate(tape_queue *q, tape_cyc *y, uint64_t seq, uint64_t *pos)
 {
     /* seq == capacity is the end of a full cycle, not an error. */
     if (seq > ((uint64_t)1 << q->q_roll.r_seq_bits))
@@ -492,7 +526,7 @@ int tape_cyc_header_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *la
     *pos = p;
     *seq = s;
     *last = h;
-    return 0;
+    return guarded(y, 0);
 }
 
 /* ---- the end a writer may append after ---------------------------------- */

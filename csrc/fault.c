@@ -20,7 +20,8 @@ static const struct {
     const char *fe_name;
     int fe_value;
 } errnos[] = {{"ENOSPC", ENOSPC}, {"EIO", EIO}, {"EDQUOT", EDQUOT}, {"EACCES", EACCES},
-              {"ENOMEM", ENOMEM}, {"EINTR", EINTR}, {"EROFS", EROFS}, {"EFBIG", EFBIG}};
+              {"ENOMEM", ENOMEM}, {"EINTR", EINTR}, {"EROFS", EROFS}, {"EFBIG", EFBIG},
+              {"EOPNOTSUPP", EOPNOTSUPP}, {"ENOSYS", ENOSYS}, {"EFAULT", EFAULT}};
 
 typedef struct rule {
     int fr_call;             /* an enum tape_call, or -1 for a kill point */

@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <linux/futex.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@ void tape_view_init(tape_view *v)
 {
     memset(v, 0, sizeof *v);
     v->v_fd = -1;
+    v->v_guard = -1;
 }
 
 static size_t map_len_for(uint64_t size, int writable)
@@ -91,6 +93,14 @@ int tape_view_open(tape_view *v, int dirfd, const char *name, int writable)
         close(fd);
         return rc;
     }
+    /* Registered before anything reads it (the header, at once). */
+    int slot = tape_guard_add(p, len);
+    if (slot < 0) {
+        munmap(p, len);
+        close(fd);
+        return slot;
+    }
+    v->v_guard = slot;
     v->v_fd = fd;
     v->v_base = p;
     v->v_maplen = len;
@@ -101,6 +111,7 @@ int tape_view_open(tape_view *v, int dirfd, const char *name, int writable)
 
 void tape_view_close(tape_view *v)
 {
+    tape_guard_remove(v->v_guard);
     if (v->v_base)
         munmap(v->v_base, v->v_maplen);
     if (v->v_fd >= 0)
@@ -116,6 +127,10 @@ static int remap(tape_view *v, uint64_t end)
 {
     if (end <= v->v_maplen)
         return 0;
+    /* A zero page put in by the SIGBUS handler split the mapping, which
+     * mremap cannot move: the owner must close the view. */
+    if (tape_view_hit(v))
+        return tape_view_damage(v);
     size_t len = map_len_for(end, v->v_writable);
     if (v->v_mu)
         pthread_mutex_lock(v->v_mu);
@@ -127,6 +142,7 @@ static int remap(tape_view *v, uint64_t end)
     if (p != MAP_FAILED) {
         v->v_base = p;
         v->v_maplen = len;
+        tape_guard_move(v->v_guard, p, len);
     }
     if (v->v_mu)
         pthread_mutex_unlock(v->v_mu);
@@ -148,6 +164,39 @@ int tape_view_cover(tape_view *v, uint64_t end)
     return end > size ? 1 : 0;
 }
 
+/* Zeros appended at the end of the file (O_APPEND: each write lands at the
+ * end as it is then, so bytes another writer put there are never
+ * overwritten) until it holds `to` bytes. */
+static int append_zeros(int fd, uint64_t to)
+{
+    static const uint8_t zeros[65536];
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (!(fl & O_APPEND) && fcntl(fd, F_SETFL, fl | O_APPEND) < 0))
+        return -errno;
+    for (;;) {
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+            return -errno;
+        if ((uint64_t)st.st_size >= to)
+            return 0;
+        uint64_t n = to - (uint64_t)st.st_size;
+        ssize_t w = write(fd, zeros, n < sizeof zeros ? (size_t)n : sizeof zeros);
+        if (w < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
+int tape_file_alloc(int fd, uint64_t off, uint64_t len)
+{
+    if (tf_fallocate(fd, (off_t)off, (off_t)len) == 0)
+        return 0;
+    if (errno != EOPNOTSUPP && errno != ENOSYS)
+        return -errno;
+    /* No fallocate here (FUSE, NFS, 9p): blocks written are blocks
+     * allocated, so a full disk is ENOSPC here too, never SIGBUS later. */
+    return append_zeros(fd, off + len);
+}
+
 int tape_view_grow(tape_view *v, uint64_t end)
 {
     int rc = tape_view_cover(v, end);
@@ -156,10 +205,24 @@ int tape_view_grow(tape_view *v, uint64_t end)
     /* Never ftruncate: another process may have extended the file meanwhile,
      * and only fallocate is sure not to shrink it. */
     uint64_t to = (end + TAPE_GROW_STEP - 1) & ~(TAPE_GROW_STEP - 1);
-    if (tf_fallocate(v->v_fd, (off_t)v->v_size, (off_t)(to - v->v_size)) < 0)
-        return -errno;
+    if ((rc = tape_file_alloc(v->v_fd, v->v_size, to - v->v_size)) < 0)
+        return rc;
     rc = tape_view_cover(v, to);
     return rc > 0 ? -EIO : rc;
+}
+
+int tape_view_damage(const tape_view *v)
+{
+    if (!tape_view_hit(v))
+        return 0;
+    uint64_t off = tape_guard_fault_off(v->v_guard);
+    struct stat st;
+    if (fstat(v->v_fd, &st) == 0 && (uint64_t)st.st_size <= off)
+        return TAPE_ECORRUPT; /* the file was cut short under the mapping */
+    struct statvfs fs;
+    if (fstatvfs(v->v_fd, &fs) == 0 && fs.f_bavail == 0)
+        return -ENOSPC;
+    return -EIO;
 }
 
 uint64_t tape_view_release(tape_view *v, uint64_t lo, uint64_t hi)

@@ -17,15 +17,20 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
-static void fault_in(uint8_t *p, uint64_t len)
+/* 0, or -errno when the kernel could not fault the pages in: EFAULT (the
+ * file shrank under us), ENOMEM or EIO (no page to back them), where a
+ * plain access would have raised SIGBUS. */
+static int fault_in(uint8_t *p, uint64_t len)
 {
-    /* EFAULT and the like (the file shrank under us, say) mean: leave it. */
-    if (madvise(p, len, MADV_POPULATE_WRITE) == 0 || errno != EINVAL)
-        return;
+    if (madvise(p, len, MADV_POPULATE_WRITE) == 0)
+        return 0;
+    if (errno != EINVAL)
+        return -errno;
     /* Kernels before 5.14: a write fault per page that changes no byte, safe
      * while other writers fill the same pages. */
     for (uint64_t off = 0; off < len; off += TAPE_PAGE)
         __atomic_fetch_or((uint32_t *)(p + off), 0u, __ATOMIC_RELAXED);
+    return 0; /* a SIGBUS here marks the view (guard.c), checked by the caller */
 }
 
 /* The writer fills an index array's slots while it appends the entries the
@@ -63,7 +68,9 @@ static void release_full_arrays(tape_queue *q)
 static int prefault_step(tape_queue *q, uint64_t *refreshed)
 {
     tape_view *v = &q->q_w.w_y.y_v;
-    if (v->v_fd < 0)
+    /* A view the SIGBUS guard marked is left alone: the writer drops it at
+     * its next append. */
+    if (v->v_fd < 0 || tape_view_hit(v))
         return 0;
     uint64_t ready = atomic_load_explicit(&q->q_pf.pf_ready, memory_order_relaxed);
     uint64_t pos = atomic_load_explicit(&q->q_pf.pf_pos, memory_order_relaxed);
@@ -83,7 +90,7 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
         if (hi > ready)
             hi = ready;
         if (hi > lo && hi <= v->v_maplen)
-            fault_in(v->v_base + lo, hi - lo);
+            (void)fault_in(v->v_base + lo, hi - lo); /* the writer's check reports */
         /* Whole huge pages: releasing part of one splits its mapping. */
         if (lo > v->v_trim_lo + TAPE_TRIM_WINDOW) {
             tape_view_trim(v, (lo - TAPE_TRIM_WINDOW / 2) & ~(TAPE_HUGE - 1));
@@ -105,7 +112,7 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
         most = (most + TAPE_HUGE - 1) & ~(TAPE_HUGE - 1);
         if (step > most)
             step = most;
-        if (step > v->v_maplen || tf_fallocate(v->v_fd, (off_t)ready, (off_t)(step - ready)) < 0) {
+        if (step > v->v_maplen || tape_file_alloc(v->v_fd, ready, step - ready) < 0) {
             /* Out of room or out of space: the writer's own slow path
              * reports the error when it gets there. */
             q->q_pf.pf_failed = want;
@@ -113,7 +120,12 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
         }
         q->q_pf.pf_alloc = step;
     }
-    fault_in(v->v_base + ready, to - ready);
+    if (fault_in(v->v_base + ready, to - ready) < 0 || tape_view_hit(v)) {
+        /* Not backed after all (the file was truncated, or the filesystem
+         * has no page for it): stop here; the writer finds out itself. */
+        q->q_pf.pf_failed = want;
+        return 0;
+    }
     /* Raise, never lower: the writer may have raised it past `to` meanwhile. */
     uint64_t cur = atomic_load_explicit(&q->q_pf.pf_ready, memory_order_relaxed);
     while (cur < to && !atomic_compare_exchange_weak_explicit(&q->q_pf.pf_ready, &cur, to,

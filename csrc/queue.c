@@ -277,6 +277,8 @@ int tape_cycle_info_get(tape_queue *q, int64_t cycle, tape_cycle_info *out)
         out->ci_file_bytes = y->y_v.v_size;
         out->ci_sealed = h == TAPE_H_EOF;
     }
+    if (rc == 0 && tape_view_hit(&y->y_v)) /* a page faulted: zeros were read */
+        rc = tape_view_damage(&y->y_v);
     if (!kept || rc < 0 || damaged) {
         /* (a damaged cycle's walk maps all of it: not worth keeping) */
         tape_cyc_close(y);

@@ -531,9 +531,39 @@ static void bwd_advance(tape_tailer *t, const tape_entry *e)
     bound_mapped(t);
 }
 
+/* The SIGBUS guard (guard.c) marked a view of this tailer: a page that
+ * faulted read as zeros, so what this call found is not to be believed.
+ * Report it (instead of rc), and map the file again, so that the next call
+ * reads what the file holds (and faults again where it still cannot). The
+ * position is unchanged. Two relaxed loads when nothing faulted. */
+static int unless_damaged(tape_tailer *t, int rc)
+{
+    int err = 0;
+    tape_cyc *ys[2] = {&t->t_y, &t->t_pk_y};
+    for (int i = 0; i < 2; i++) {
+        tape_cyc *y = ys[i];
+        if (y->y_cycle < 0 || !tape_view_hit(&y->y_v))
+            continue;
+        if (!err)
+            err = tape_view_damage(&y->y_v);
+        tape_cyc fresh;
+        if (tape_cyc_open(t->t_q, y->y_cycle, 0, &fresh) == 0) {
+            tape_cyc_close(y);
+            *y = fresh;
+        }
+    }
+    if (!err)
+        return rc;
+    t->t_bk_block = UINT64_MAX;
+    t->t_jb_len = 0;
+    t->t_hot_lo = t->t_hot_hi = 0;
+    t->t_mapped = t->t_map_lo = t->t_map_hi = 0;
+    return err;
+}
+
 static int peek(tape_tailer *t, tape_entry *e)
 {
-    return t->t_dir == TAPE_FORWARD ? fwd_peek(t, e) : bwd_peek(t, e);
+    return unless_damaged(t, t->t_dir == TAPE_FORWARD ? fwd_peek(t, e) : bwd_peek(t, e));
 }
 
 static void advance(tape_tailer *t, const tape_entry *e)
@@ -545,6 +575,13 @@ static void advance(tape_tailer *t, const tape_entry *e)
 }
 
 /* ---- batches ------------------------------------------------------------ */
+
+static int advance_body(tape_tailer *t, size_t k);
+static int to_index_body(tape_tailer *t, int64_t index);
+static int to_start_body(tape_tailer *t);
+static int to_end_body(tape_tailer *t);
+static int to_time_body(tape_tailer *t, int64_t ts_ns);
+
 
 static int seek_from(tape_tailer *t, int64_t index);
 
@@ -686,7 +723,7 @@ int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int6
     return n;
 }
 
-int tape_tailer_advance(tape_tailer *t, size_t k)
+static int advance_body(tape_tailer *t, size_t k)
 {
     if (t->t_pk_n == NO_BATCH || k > t->t_pk_n)
         return TAPE_EINVAL;
@@ -775,7 +812,7 @@ static int locate_far(tape_tailer *t, tape_cyc *y, uint64_t seq, uint64_t *pos)
     return 0;
 }
 
-int tape_tailer_to_index(tape_tailer *t, int64_t index)
+static int to_index_body(tape_tailer *t, int64_t index)
 {
     forget_batch(t);
     tape_queue *q = t->t_q;
@@ -817,7 +854,7 @@ int tape_tailer_to_index(tape_tailer *t, int64_t index)
     return 1;
 }
 
-int tape_tailer_to_start(tape_tailer *t)
+static int to_start_body(tape_tailer *t)
 {
     forget_batch(t);
     tape_cyc_close(&t->t_y);
@@ -830,7 +867,7 @@ int tape_tailer_to_start(tape_tailer *t)
     return rc < 0 ? rc : 0;
 }
 
-int tape_tailer_to_end(tape_tailer *t)
+static int to_end_body(tape_tailer *t)
 {
     forget_batch(t);
     tape_queue *q = t->t_q;
@@ -913,7 +950,7 @@ static int find_time(tape_queue *q, tape_cyc *y, int64_t target, uint64_t *pos, 
     return 0;
 }
 
-int tape_tailer_to_time(tape_tailer *t, int64_t ts_ns)
+static int to_time_body(tape_tailer *t, int64_t ts_ns)
 {
     forget_batch(t);
     tape_queue *q = t->t_q;
@@ -1158,4 +1195,31 @@ int tape_wait(tape_tailer *t, int64_t timeout_ns)
     if (rc == 0)
         rc = tape_sleep_readers(t->t_q, seen, timeout_ns);
     return rc < 0 ? rc : 0;
+}
+
+/* ---- the public moves, checked by the SIGBUS guard ------------------------ */
+
+int tape_tailer_advance(tape_tailer *t, size_t k)
+{
+    return unless_damaged(t, advance_body(t, k));
+}
+
+int tape_tailer_to_index(tape_tailer *t, int64_t index)
+{
+    return unless_damaged(t, to_index_body(t, index));
+}
+
+int tape_tailer_to_start(tape_tailer *t)
+{
+    return unless_damaged(t, to_start_body(t));
+}
+
+int tape_tailer_to_end(tape_tailer *t)
+{
+    return unless_damaged(t, to_end_body(t));
+}
+
+int tape_tailer_to_time(tape_tailer *t, int64_t ts_ns)
+{
+    return unless_damaged(t, to_time_body(t, ts_ns));
 }

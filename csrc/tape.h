@@ -37,7 +37,7 @@
  *     r_ roll cycle in use, y_ open cycle file, v_ file view, k_ clock,
  *     a_ appender (append.c), t_ tailer and mk_ its batch marks (read.c),
  *     vc_ verify walk (verify.c), fr_ fault rule and fe_ fault errno
- *     (fault.c). Functions: tape_ everywhere; tf_ for the system calls a
+ *     (fault.c), g_ guard slot (guard.c). Functions: tape_ everywhere; tf_ for the system calls a
  *     test can make fail (fault.h).
  *
  * Caveats
@@ -50,7 +50,38 @@
  *     docs/FORMAT.md, "The write lock"), so a killed writer never blocks the
  *     others for more than a few milliseconds.
  *   - A queue must live on a local filesystem that supports shared mmap and
- *     open file description locks (ext4, xfs, btrfs, tmpfs).
+ *     open file description locks (ext4, xfs, btrfs, tmpfs). Where fallocate
+ *     is missing (EOPNOTSUPP: FUSE, NFS, 9p) files are extended by writing
+ *     zeros at their end instead, so a full disk is still -ENOSPC.
+ *   - SIGBUS. A mapped page the file no longer backs (another process
+ *     truncated it) or that the filesystem cannot supply (a full tmpfs asked
+ *     for a page of a hole) raises SIGBUS when touched. On the first mapping,
+ *     tape installs a SIGBUS handler (guard.c), chained to the one installed
+ *     before it: a fault inside one of tape's mappings gets a zero page in
+ *     place of the missing one, and the call that touched it returns an
+ *     error instead of its result; any other fault goes to the earlier
+ *     handler, or to the default action. The error is TAPE_ECORRUPT when the
+ *     file now ends before the page, -ENOSPC when the filesystem is full,
+ *     else -EIO, and, per call:
+ *       tape_read, tape_read_many, tape_peek_many, tape_wait, the tailer's
+ *         moves and tape_tailer_advance: the error, no entry (entries of a
+ *         batch read before the fault are returned; the next call meets the
+ *         fault again); the position does not move. The tailer maps the file
+ *         anew for its next call.
+ *       tape_append, tape_append_if, tape_append_many: the error and no
+ *         index; an entry whose copy met the fault is not published (it is
+ *         left as an unfinished entry, as a killed writer's); entries of a
+ *         batch published before stay (*written). The next append maps the
+ *         file anew and finds the cycle damaged (TAPE_ECORRUPT) if it was
+ *         truncated.
+ *       tape_verify, tape_verify_progress: the error (a partial report).
+ *       tape_repair_tail, tape_cycle_info_get, tape_first_index,
+ *         tape_last_index, tape_count, tape_remove_cycle: the error.
+ *       The prefaulter thread stops allocating ahead (the writer's own
+ *         appends report what it met); a failed MADV_POPULATE_WRITE (EFAULT,
+ *         ENOMEM, EIO) stops it the same way.
+ *     Not covered: tape.meta (its 64 KiB are written once at creation) and
+ *     pointers tape_read returned, used after the file shrank under them.
  */
 #ifndef TAPE_H
 #define TAPE_H

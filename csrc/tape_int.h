@@ -139,7 +139,41 @@ typedef struct tape_view {
     int v_writable;
     uint64_t v_trim_lo;        /* pages below were released from this mapping */
     pthread_mutex_t *v_mu;     /* held while the mapping moves (writer's view) */
+    int v_guard;               /* its slot in guard.c's registry, -1 none */
 } tape_view;
+
+/* ---- SIGBUS guard (guard.c) ---------------------------------------------- */
+
+/* A registered mapping: the SIGBUS handler reads these without a lock. */
+typedef struct tape_guard_slot {
+    _Atomic int g_state;       /* 0 free, 1 registered, 2 being changed */
+    _Atomic int g_hit;         /* a fault in it was replaced by a zero page */
+    _Atomic uintptr_t g_base;
+    _Atomic size_t g_len;
+    _Atomic uint64_t g_fault_off; /* offset of the first such page, or ~0 */
+} tape_guard_slot;
+
+#define TAPE_GUARD_SLOTS 8192
+extern tape_guard_slot tape_guard_slots[TAPE_GUARD_SLOTS];
+
+/* Register [base, base + len) (installs the handler on first use): its slot,
+ * or -EMFILE when every slot is taken. */
+int tape_guard_add(const void *base, size_t len);
+/* The mapping of `slot` moved (its owner holds it still meanwhile). */
+void tape_guard_move(int slot, const void *base, size_t len);
+/* Forget `slot` (before the mapping is unmapped). slot < 0: nothing. */
+void tape_guard_remove(int slot);
+/* The offset in the mapping of the first page replaced, or UINT64_MAX. */
+uint64_t tape_guard_fault_off(int slot);
+/* 1 once the handler is installed. */
+int tape_guard_installed(void);
+
+/* Did an access to the mapping of `slot` fault (SIGBUS) since it was
+ * registered? One relaxed load: cheap enough for the append path. */
+static inline int tape_guard_hit(int slot)
+{
+    return slot >= 0 && atomic_load_explicit(&tape_guard_slots[slot].g_hit, memory_order_relaxed);
+}
 
 void tape_view_init(tape_view *v);
 /* Open `name` in `dirfd` and map it. -ENOENT when missing. */
@@ -149,8 +183,20 @@ void tape_view_close(tape_view *v);
  * Returns 0, or 1 when the file is smaller than `end` (then all of it is
  * covered), or -errno. Keeps v_size <= v_maplen. */
 int tape_view_cover(tape_view *v, uint64_t end);
-/* Extend the file so that [0, end) is allocated (fallocate), and mapped. */
+/* Allocate [off, off + len) of the file: fallocate, or where the filesystem
+ * has none (EOPNOTSUPP), zeros written at its end up to off + len (never
+ * over bytes below the end). 0 or -errno (-ENOSPC: the disk is full). */
+int tape_file_alloc(int fd, uint64_t off, uint64_t len);
+/* Extend the file so that [0, end) is allocated (tape_file_alloc), and mapped. */
 int tape_view_grow(tape_view *v, uint64_t end);
+/* 0 when no access to the view faulted, else the error to report: TAPE_ECORRUPT
+ * when the file now ends before the page that faulted (truncated), -ENOSPC
+ * when the filesystem is full (it could not supply a page), else -EIO. */
+int tape_view_damage(const tape_view *v);
+static inline int tape_view_hit(const tape_view *v)
+{
+    return tape_guard_hit(v->v_guard);
+}
 /* Release the pages of [lo, hi) from this mapping (both rounded down to a
  * page; RSS only, the file is untouched); returns where the release ended. */
 uint64_t tape_view_release(tape_view *v, uint64_t lo, uint64_t hi);

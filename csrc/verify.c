@@ -26,6 +26,7 @@ typedef struct vctx {
     int vc_stopped;          /* vc_progress asked to stop */
     int vc_newest_end;       /* the newest cycle was walked to its end of data */
     uint64_t vc_newest_seq;  /* ... holding this many entries */
+    int vc_err;              /* a page of a cycle faulted (SIGBUS): the error */
 } vctx;
 
 /* Report `p` (an offset in cycle y) as reached, if anyone asks; false when
@@ -190,6 +191,10 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
     if (!c->vc_stopped)
         progress(c, &y, p);
     c->vc_walked += p - y.y_data_off;
+    /* A page that faulted read as zeros: what the walk found of this cycle
+     * is not to be believed, nor the report. */
+    if (tape_view_hit(&y.y_v) && !c->vc_err)
+        c->vc_err = tape_view_damage(&y.y_v);
     tape_cyc_close(&y);
 }
 
@@ -239,11 +244,13 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
     int rc = tape_list_cycles_alloc(q, &v, &n);
     if (rc < 0)
         return rc;
-    vctx c = {q, r, flags & TAPE_VERIFY_SALVAGE, 1, INT64_MIN, fn, arg, 0, 0, 0, 0};
-    for (size_t i = 0; i < n && !c.vc_stopped; i++)
+    vctx c = {q, r, flags & TAPE_VERIFY_SALVAGE, 1, INT64_MIN, fn, arg, 0, 0, 0, 0, 0};
+    for (size_t i = 0; i < n && !c.vc_stopped && !c.vc_err; i++)
         verify_cycle(&c, v[i], i == n - 1);
     int64_t last_file = n ? v[n - 1] : -1;
     free(v);
+    if (c.vc_err)
+        return c.vc_err;
     if (c.vc_stopped)
         return -ECANCELED;
     check_meta(&c, highest, last_file, newest_ts);
