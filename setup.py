@@ -25,7 +25,7 @@ error: tape has C code to compile and {what}.
     Fedora/RHEL:    sudo dnf install gcc python3-devel
     Alpine:         sudo apk add build-base python3-dev
     macOS:          xcode-select --install
-  Or install a prebuilt wheel (see `make wheel` in README.md)."""
+  Or install a wheel built where they are (`make wheel`, see README.md)."""
 
 
 def _compiler_words(cmd: str) -> list[str]:
