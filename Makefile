@@ -71,7 +71,7 @@ SAN_TESTS := tests/test_codecs_msgpack_fast.py tests/test_codecs.py
 sanitize: venv
 	$(MAKE) -C csrc sanitize
 	rm -rf $(SAN_PY) && mkdir -p $(SAN_PY) && cp -r tape $(SAN_PY)/ && rm -f $(SAN_PY)/tape/*.so
-	$(PY) -m pip install -q setuptools cffi
+	$(PY) -m pip install -q 'setuptools>=77' cffi
 	CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(PY) setup.py -q build_ext \
 	  --build-lib $(SAN_PY) --build-temp $(SAN_PY)/tmp
 	cd $(SAN_PY) && ASAN_OPTIONS=detect_leaks=0 PYTHONMALLOC=malloc \
