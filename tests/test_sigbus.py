@@ -357,3 +357,31 @@ def test_full_tmpfs_reader_and_appender(small_tmpfs: Path, tmp_path: Path) -> No
     """
     r = _finish(_child(body, qdir, tmp_path / "other"))
     assert r["got"] == 200 and r["append"] == 28, r
+
+
+def test_no_fallocate_still_a_queue(tmp_path: Path) -> None:
+    """A filesystem without fallocate (LazyFS, some FUSE, NFS, 9p mounts): files are
+    extended with zeros written, past the first 256 KiB, across cycles (issue 17, item 4)."""
+    body = f"""
+        now = [{T0}]
+        q = tape.Queue(sys.argv[1], roll_cycle="test_secondly", clock=lambda: now[0])
+        a = q.appender()
+        for c in range(2):
+            now[0] = {T0} + c * 10**9
+            a.write_many([[i, "x" * 1000] for i in range(2500)])
+        r = q.verify()
+        out["got"] = r.entries
+        if r.problems:
+            out["wrong"].append(r.message)
+    """
+    src = PRE + textwrap.indent(textwrap.dedent(body).strip("\n"), "    ") + "\n" + POST
+    env = dict(os.environ, TAPE_FAULT="fallocate:1:EOPNOTSUPP:always")
+    p = subprocess.run([sys.executable, "-c", src, str(tmp_path / "q"), str(tmp_path / "other")],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, f"{_status(p.returncode)}\n{p.stderr}"
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["error"] is None and r["got"] == 5000 and r["wrong"] == [], r
+    # The newest cycle is allocated: no hole for a full disk to fault on (the sealed
+    # one gave its preallocation back).
+    st = sorted((tmp_path / "q").glob("*.tape"))[-1].stat()
+    assert st.st_blocks * 512 >= st.st_size
