@@ -385,6 +385,25 @@ bad: /* where the intact data ends */
     return TAPE_ECORRUPT;
 }
 
+/* The offset of the first non-zero byte of b[lo, hi), or 0. */
+static uint64_t first_nonzero(const uint8_t *b, uint64_t lo, uint64_t hi)
+{
+    uint64_t p = lo;
+    for (; p < hi && (p & 7); p++)
+        if (b[p])
+            return p;
+    for (; p + 8 <= hi; p += 8) {
+        uint64_t w;
+        memcpy(&w, b + p, 8);
+        if (w)
+            break;
+    }
+    for (; p < hi; p++)
+        if (b[p])
+            return p;
+    return 0;
+}
+
 uint64_t tape_cyc_dirty_after(tape_cyc *y, uint64_t pos, uint32_t h)
 {
     uint64_t p = pos + 4;
@@ -392,19 +411,25 @@ uint64_t tape_cyc_dirty_after(tape_cyc *y, uint64_t pos, uint32_t h)
         p = pos + tape_entry_size((h & TAPE_H_LEN) > TAPE_L_EXTRA ? (h & TAPE_H_LEN) - TAPE_L_EXTRA : 0);
     if (tape_view_cover(&y->y_v, UINT64_MAX) < 0) /* all of the file */
         return 0;
-    const uint8_t *b = y->y_v.v_base;
-    for (; p < y->y_v.v_size && (p & 7); p++)
-        if (b[p])
-            return p;
-    for (; p + 8 <= y->y_v.v_size; p += 8) {
-        uint64_t w;
-        memcpy(&w, b + p, 8);
-        if (w)
-            break;
+    /* Holes (a sealed cycle's preallocation, punched out) read as zeros:
+     * skip them rather than read them through the mapping, which on tmpfs
+     * would give each a page again (and on a full one, SIGBUS). */
+    const uint64_t size = y->y_v.v_size;
+    while (p < size) {
+        off_t d = lseek(y->y_v.v_fd, (off_t)p, SEEK_DATA);
+        if (d < 0 && errno == ENXIO)
+            return 0; /* nothing but a hole from p on */
+        uint64_t lo = p, hi = size;
+        if (d >= 0) {
+            off_t h = lseek(y->y_v.v_fd, d, SEEK_HOLE);
+            lo = (uint64_t)d > p ? (uint64_t)d : p;
+            hi = h > d && (uint64_t)h < size ? (uint64_t)h : size;
+        } /* else: no SEEK_DATA here, read all of it */
+        uint64_t bad = first_nonzero(y->y_v.v_base, lo, hi);
+        if (bad)
+            return bad;
+        p = hi > lo ? hi : size;
     }
-    for (; p < y->y_v.v_size; p++)
-        if (b[p])
-            return p;
     return 0;
 }
 
