@@ -95,6 +95,7 @@ def _repair_and_go_on(path: Path, roll: str, acknowledged: list[int], more: int 
         assert report.ok, report.message
         assert q.repair() == 0  # sound now
         kept = {e.index: e.value for e in q.tailer().entries()}
+        assert set(acknowledged) <= set(kept)  # repair took nothing a reader could reach
         a = q.appender()
         new = [a.write(b"after%d" % i) for i in range(more)]
         assert len(set(new)) == more and min(new) > max(kept, default=-1)
@@ -112,7 +113,8 @@ def _repair_and_go_on(path: Path, roll: str, acknowledged: list[int], more: int 
         assert nt.read_entry().index == last  # type: ignore[union-attr]
         assert q.tailer(start="end").read() is None
         assert q.verify().ok
-        del acknowledged
+        for i in acknowledged:
+            assert t.to_index(i) and t.read() == kept[i]
 
 
 # -- issue 16.2: a stray index slot past the end of data --------------------------------------
