@@ -8,6 +8,7 @@ exits, normally or of an uncaught exception.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import subprocess
 import sys
@@ -48,7 +49,9 @@ def _data_dirty(qpath: Path | str) -> int:
         (cycle,) = q.cycles()
     with open(cycle.path, "rb") as f:
         first_entry = int.from_bytes(f.read(56)[48:56], "little")  # docs/FORMAT.md, cycle file header
-    return _dirty_pages(Path(cycle.path), first_entry + cycle.bytes)
+    # Whole pages only: the prefaulter may touch the page the data ends in again
+    # after a sync (to fault it in for the next writes), which redirties it.
+    return _dirty_pages(Path(cycle.path), (first_entry + cycle.bytes) // mmap.PAGESIZE * mmap.PAGESIZE)
 
 
 _WRITER = """
