@@ -166,6 +166,19 @@ def test_a_slot_naming_the_end_itself_is_sound(tmp_path: Path) -> None:
         assert t.to_index(i) and t.read() == b"x"
 
 
+@pytest.mark.parametrize("k", [1, 5000])
+def test_a_stray_index_array_past_the_end_is_refused(tmp_path: Path, k: int) -> None:
+    path = tmp_path / "q"
+    acked = _fill(path, "daily", 200)
+    f = _cycle_file(path)
+    lay = Layout(f, 13, 6)
+    _write(f, 4096 + 8 * k, struct.pack("<Q", lay.arr0))  # index2index[k] names array 0
+    with tape.Queue(path, codec="raw") as q:
+        assert "index slot past the end" in q.verify().message
+    _refuses(path, "daily")
+    _repair_and_go_on(path, "daily", acked)
+
+
 # -- issue 16.2: a zeroed header, an end-of-file marker before the last indexed entry -------
 
 
