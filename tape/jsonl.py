@@ -27,7 +27,9 @@ from typing import IO, Any
 import tape
 from tape._time import iso_time, iso_times
 
-__all__ = ["FORMATS", "Decode", "Progress", "unseen", "to_json", "from_json_line", "write_entries", "Loader", "LoadError"]
+__all__ = [
+    "FORMATS", "Decode", "Progress", "unseen", "to_json", "from_json_line", "write_entries", "Loader", "LoadError",
+]
 
 Decode = Callable[[bytes], Any]  # a payload to its value
 Progress = Callable[[int], None]  # told how many more entries went out

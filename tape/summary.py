@@ -19,7 +19,9 @@ import tape
 from tape._time import iso_time
 from tape.window import entries_from
 
-__all__ = ["WIDTH", "size_text", "info_text", "verify_text", "cycle_path", "progress_text", "ProgressBar"]
+__all__ = [
+    "WIDTH", "size_text", "info_text", "verify_text", "cycle_path", "progress_text", "ProgressBar",
+]
 
 WIDTH = 80  # columns a line of text fits in
 SHOWN = 3  # cycle files listed at each end of a long list
