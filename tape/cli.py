@@ -18,20 +18,19 @@ import re
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import click
 
 import tape
-from tape._time import parse_duration, parse_time
+from tape._time import iso_time, parse_duration, parse_time
 from tape.dump import Dump, open_reader
-from tape.jsonl import CHUNK, FORMATS, Progress, from_json_line, unseen, write_entries
-from tape.summary import cycle_path, info_text, size_text, verify_text
+from tape.jsonl import FORMATS, Loader, LoadError, Progress, unseen, write_entries
+from tape.summary import ProgressBar, cycle_path, info_text, size_text, verify_text
 from tape.window import INT64_MAX, Window
 
 _FOLLOW_WAIT = 1.0  # seconds a follow waits for an entry in one call
-_REDRAW = 0.1  # seconds between redraws of a progress bar
 
 # -- option values ------------------------------------------------------------------------
 
@@ -80,32 +79,20 @@ def _codec_name(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 
 @contextlib.contextmanager
-def _progress(label: str, total: int | None, *, shown: bool = True) -> Iterator[Progress]:
-    """A function that advances a progress bar on stderr by a number of steps.
+def _progress(label: str, total: int | None, unit: str, *, shown: bool = True) -> Iterator[Progress]:
+    """A function that advances a progress bar on stderr by a number of `unit` (bytes, entries, files).
 
-    The bar is drawn only when `shown` and stderr is a terminal, at most every
-    _REDRAW seconds; with `total` None it shows a count instead.
+    The bar is drawn only when `shown` and stderr is a terminal; with `total`
+    None it shows how much so far. Its line ends before the block's end.
     """
     if not (shown and sys.stderr.isatty()):
         yield unseen
         return
-    steps: Iterable[None] | None = itertools.repeat(None) if total is None else None
-    with click.progressbar(steps, length=total, label=label, file=sys.stderr, show_pos=total is None) as bar:
-        pending = 0
-        due = time.monotonic() + _REDRAW
-
-        def advance(n: int) -> None:
-            nonlocal pending, due
-            pending += n
-            if time.monotonic() >= due:
-                bar.update(pending)
-                pending = 0
-                due = time.monotonic() + _REDRAW
-
-        try:
-            yield advance
-        finally:
-            bar.update(pending)
+    bar = ProgressBar(sys.stderr, label, total, unit)
+    try:
+        yield bar.advance
+    finally:
+        bar.finish()
 
 
 def _is_file(stream: IO[Any]) -> bool:
@@ -160,10 +147,22 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # the reader went (tape dump q | head): not a problem, as for cat
+            _quieten_stdout()
+            ctx.exit(0)
         except (tape.TapeError, OSError) as exc:
-            if ctx.params.get("debug") or isinstance(exc, BrokenPipeError):
-                raise  # click quietens a closed pipe (tape dump q | head)
+            if ctx.params.get("debug"):
+                raise
             raise click.ClickException(_message(exc)) from exc
+
+
+def _quieten_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing what is left in its buffer at exit fails no more."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, sys.stdout.fileno())
+    finally:
+        os.close(null)
 
 
 _path_argument = click.argument("path", type=click.Path(dir_okay=True, file_okay=False, path_type=str))
@@ -234,21 +233,35 @@ def dump(
       tape dump /data/orders --from 7224046387200 --format pretty
       tape dump /data/orders | tape load /tmp/copy -
     """
-    window = Window(
+    window = _window(from_index, to_index, since, until)
+    with _opening(fmt, codec):
+        d = Dump(path, window, fmt=fmt, codec=codec, backward=backward, limit=limit)
+    with d:
+        written = 0
+        if not d.empty:
+            out = sys.stdout.buffer
+            shown = _is_file(out) and sys.stderr.isatty()
+            with _progress("dumping", d.count() if shown else None, "entries", shown=shown) as progress:
+                written = d.write(out, jobs=jobs or len(os.sched_getaffinity(0)), progress=progress)
+    if written == 0 and limit != 0:
+        nothing = "the queue holds no entries" if window == Window() else "no entries in the window"
+        click.echo(f"{path}: {nothing}", err=True)
+
+
+def _window(from_index: int | None, to_index: int | None, since: int | None, until: int | None) -> Window:
+    """dump's window; a window that ends before it starts is bad usage."""
+    if from_index is not None and to_index is not None and from_index > to_index:
+        raise click.UsageError(f"--from {from_index} is after --to {to_index}: the window is inverted")
+    if since is not None and until is not None and since > until:
+        raise click.UsageError(
+            f"--since ({iso_time(since)}) is after --until ({iso_time(until)}): the window is inverted"
+        )
+    return Window(
         0 if from_index is None else from_index,
         INT64_MAX if to_index is None else to_index,
         0 if since is None else since,
         INT64_MAX if until is None else until,
     )
-    with _opening(fmt, codec):
-        d = Dump(path, window, fmt=fmt, codec=codec, backward=backward, limit=limit)
-    with d:
-        if d.empty:
-            return
-        out = sys.stdout.buffer
-        shown = _is_file(out) and sys.stderr.isatty()
-        with _progress("dumping", d.count() if shown else None, shown=shown) as progress:
-            d.write(out, jobs=jobs or len(os.sched_getaffinity(0)), progress=progress)
 
 
 @cli.command(short_help="Print the last entries; -f follows new ones.")
@@ -290,19 +303,23 @@ def tail(path: str, count: int, follow: bool, fmt: str, codec: str | None) -> No
 @cli.command(short_help="Describe a queue: settings, cycle files, tailers.")
 @_path_argument
 @click.option("--json", "as_json", is_flag=True, help="Print Queue.describe() as JSON.")
-def info(path: str, as_json: bool) -> None:
+@click.option("--cycles", "all_cycles", is_flag=True, help="List every cycle file (else the first and last 3).")
+def info(path: str, as_json: bool, all_cycles: bool) -> None:
     """Describe the queue at PATH: settings, cycle files, sizes, indexes, named tailers.
+
+    "space used" is what the entries and the index take of the cycle files,
+    from their first entry to their end of data (files are allocated ahead).
 
     \b
     Examples:
-      tape info /data/orders
+      tape info /data/orders --cycles
       tape info /data/orders --json | jq .entries
     """
     with _open(path) as q:
         if as_json:
             click.echo(json.dumps(q.describe(), indent=2))
             return
-        text = info_text(q, path)
+        text = info_text(q, path, all_cycles=all_cycles)
     click.echo(text)
 
 
@@ -327,7 +344,7 @@ def verify(ctx: click.Context, path: str, strict: bool, as_json: bool) -> None:
     with _open(path) as q:
         shown = sys.stderr.isatty()
         total = sum(c.bytes for c in q.cycles()) if shown else None
-        with _progress("verifying", total, shown=shown) as progress:
+        with _progress("verifying", total, "bytes", shown=shown) as progress:
             walked = 0
 
             def advance(now: int) -> None:
@@ -374,7 +391,7 @@ def repair(path: str) -> None:
 )
 @click.option(
     "--max-bytes", callback=_parsed(parse_size), metavar="SIZE",
-    help="Keep at most this much of entries: bytes, 512K, 10M, 2G.",
+    help="Keep at most this much space used (as tape info counts it): bytes, 512K, 10M, 2G.",
 )
 @click.option("--respect-tailers", is_flag=True, help="Never remove what a named tailer has not read.")
 @click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
@@ -409,13 +426,13 @@ def purge(
         )
         shown = not dry_run and sys.stderr.isatty()
         total = len(purge(dry_run=True)) if shown else None
-        with _progress("purging", total, shown=shown) as progress:
+        with _progress("purging", total, "files", shown=shown) as progress:
             removed = purge(dry_run=dry_run, on_remove=lambda _: progress(1))
     for p in removed:
         click.echo(p)
     verb = "would remove" if dry_run else "removed"
     freed = size_text(sum(sizes.get(p, 0) for p in removed))
-    click.echo(f"{verb} {len(removed)} cycle files ({freed} of entries)", err=True)
+    click.echo(f"{verb} {len(removed)} cycle files ({freed} space used)", err=True)
 
 
 @cli.command(short_help="Append JSON lines to a queue.")
@@ -447,63 +464,16 @@ def load(path: str, file: IO[bytes], codec: str | None, roll_cycle: str | None, 
     except tape.ArgumentError as exc:  # an unknown roll cycle, a schema without avro or avro without one
         raise click.UsageError(str(exc)) from None
     source = getattr(file, "name", "<stdin>")
-    with q, _progress("loading", _file_size(file)) as progress:
-        loader = _Loader(q.appender(), source)
+    with q:
+        loader = Loader(q.appender(), source)
         try:
-            for lineno, line in enumerate(_reporting(file, progress), 1):
-                if not line.strip():
-                    continue
-                try:
-                    value = from_json_line(line)
-                except ValueError as exc:
-                    loader.flush()
-                    raise click.ClickException(f"{source}:{lineno}: not a JSON value: {exc}") from None
-                loader.add(lineno, value)
-            loader.flush()
+            with _progress("loading", _file_size(file), "bytes") as progress:
+                loader.load(file, progress)
             loader.appender.sync()
-        finally:
+        except LoadError as exc:
+            raise click.ClickException(str(exc)) from None
+        finally:  # after the bar's line has ended
             click.echo(f"appended {loader.count} entries to {path}")
-
-
-def _reporting(lines: Iterable[bytes], progress: Progress) -> Iterator[bytes]:
-    """`lines`, telling `progress` how many bytes were taken, a chunk of lines at a time."""
-    it = iter(lines)
-    while chunk := list(itertools.islice(it, CHUNK)):
-        yield from chunk
-        progress(sum(map(len, chunk)))
-
-
-class _Loader:
-    """Appends values in batches, knowing each one's line and how many went in."""
-
-    def __init__(self, appender: tape.Appender, source: str) -> None:
-        self.appender = appender
-        self.source = source
-        self.count = 0
-        self._batch: list[tuple[int, Any]] = []
-
-    def add(self, lineno: int, value: Any) -> None:
-        self._batch.append((lineno, value))
-        if len(self._batch) >= CHUNK:
-            self.flush()
-
-    def flush(self) -> None:
-        """Append the batch; at a value the codec refuses, append those before it and stop."""
-        batch, self._batch = self._batch, []
-        if not batch:
-            return
-        try:
-            self.appender.write_many([value for _, value in batch])
-            self.count += len(batch)
-            return
-        except tape.EncodeError:
-            pass  # nothing of the batch was written: go one by one to find the culprit
-        for lineno, value in batch:
-            try:
-                self.appender.write(value)
-            except tape.EncodeError as exc:
-                raise click.ClickException(f"{self.source}:{lineno}: {exc}") from None
-            self.count += 1
 
 
 def main() -> None:

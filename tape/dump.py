@@ -101,8 +101,22 @@ class Dump:
         units = self._plan()
         return None if units is None else sum(u.length for u in units)
 
-    def write(self, out: IO[bytes], *, jobs: int = 1, progress: Progress = unseen) -> None:
-        """Write the entries to `out`; `jobs` processes format a large window (not raw); `progress` as in write_entries."""
+    def write(self, out: IO[bytes], *, jobs: int = 1, progress: Progress = unseen) -> int:
+        """Write the entries to `out`; `jobs` processes format a large window (not raw); `progress` as in write_entries.
+
+        Returns how many entries were written.
+        """
+        written = 0
+
+        def counted(n: int) -> None:
+            nonlocal written
+            written += n
+            progress(n)
+
+        self._write(out, jobs, counted)
+        return written
+
+    def _write(self, out: IO[bytes], jobs: int, progress: Progress) -> None:
         if self.empty:
             return
         limit, w, t = self.limit, self._window, self._tailer

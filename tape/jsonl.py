@@ -19,7 +19,7 @@ import itertools
 import json
 import struct
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date
 from datetime import time as clock_time
 from typing import IO, Any
@@ -27,7 +27,9 @@ from typing import IO, Any
 import tape
 from tape._time import iso_time, iso_times
 
-__all__ = ["FORMATS", "Decode", "Progress", "unseen", "to_json", "from_json_line", "write_entries"]
+__all__ = [
+    "FORMATS", "Decode", "Progress", "unseen", "to_json", "from_json_line", "write_entries", "Loader", "LoadError",
+]
 
 Decode = Callable[[bytes], Any]  # a payload to its value
 Progress = Callable[[int], None]  # told how many more entries went out
@@ -220,3 +222,63 @@ def write_entries(
         out.write(format_chunk(chunk))
         out.flush()
         progress(len(chunk))
+
+
+# -- JSON lines into a queue -----------------------------------------------------------
+
+
+class LoadError(ValueError):
+    """A line Loader.load could not append: "source:line: why"."""
+
+
+class Loader:
+    """Appends the values of JSON lines (as from_json_line reads them) in batches, counting them."""
+
+    def __init__(self, appender: tape.Appender, source: str) -> None:
+        self.appender = appender
+        self.source = source  # the name of the lines' file, for messages
+        self.count = 0  # values appended
+        self._batch: list[tuple[int, Any]] = []
+
+    def load(self, lines: Iterable[bytes], progress: Progress = unseen) -> None:
+        """Append the value of each line of `lines` (blank lines are skipped); `progress` is told
+        how many bytes were taken. At a line that is not JSON or a value the codec refuses,
+        append the values before it and raise LoadError."""
+        for lineno, line in enumerate(_reporting(lines, progress), 1):
+            if not line.strip():
+                continue
+            try:
+                value = from_json_line(line)
+            except ValueError as exc:
+                self._flush()
+                raise LoadError(f"{self.source}:{lineno}: not a JSON value: {exc}") from None
+            self._batch.append((lineno, value))
+            if len(self._batch) >= CHUNK:
+                self._flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        """Append the batch; at a value the codec refuses, append those before it and stop."""
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        try:
+            self.appender.write_many([value for _, value in batch])
+            self.count += len(batch)
+            return
+        except tape.EncodeError:
+            pass  # nothing of the batch was written: go one by one to find the culprit
+        for lineno, value in batch:
+            try:
+                self.appender.write(value)
+            except tape.EncodeError as exc:
+                raise LoadError(f"{self.source}:{lineno}: {exc}") from None
+            self.count += 1
+
+
+def _reporting(lines: Iterable[bytes], progress: Progress) -> Iterator[bytes]:
+    """`lines`, telling `progress` how many bytes were taken, a chunk of lines at a time."""
+    it = iter(lines)
+    while chunk := list(itertools.islice(it, CHUNK)):
+        yield from chunk
+        progress(sum(map(len, chunk)))

@@ -16,7 +16,17 @@ class Entry(NamedTuple):
 
 
 class CycleInfo(NamedTuple):
-    """One cycle file; `bytes` is what its entries occupy, not the file's size."""
+    """One cycle file.
+
+    `bytes` is the space used in the file: from the offset of its first entry
+    to its end of data, so the data entries (each a 16-byte header, the
+    payload and zero padding to a multiple of 8) and the metadata entries
+    between them, which are the index arrays (8 bytes a slot, the roll
+    cycle's index count of slots each; docs/FORMAT.md). It is neither the
+    file's size (files are allocated ahead) nor the payloads' sum. The total
+    of Queue.verify(progress=) and what purge(max_bytes=) counts; `tape info`
+    calls it "space used".
+    """
 
     cycle: int
     path: str
@@ -37,6 +47,11 @@ class VerifyReport(NamedTuple):
     left at the end of data (both harmless: never read, repaired by the next
     writer). The first problem is described by bad_cycle, bad_offset and
     message.
+
+    bytes is the sum of the sizes of the intact data entries counted in
+    entries: each one's 16-byte header, payload and zero padding to a
+    multiple of 8; not the index arrays nor anything damaged, so less than the
+    sum of CycleInfo.bytes. `tape verify` calls it "entry bytes".
     """
 
     ok: bool

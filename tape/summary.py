@@ -1,19 +1,30 @@
-"""What `tape info` and `tape verify` print for people: a queue and a verify report as tables.
+"""What the `tape` command prints for people: a queue and a verify report as tables, progress bars.
 
-Sizes are in binary units (368 B, 1.5 KiB), times in ISO 8601 UTC.
+Sizes are in binary units (368 B, 1.5 KiB), times in ISO 8601 UTC. Lines fit
+WIDTH columns: a value too long for its line (a long path) goes on in the next.
+
+Two sizes have different names: a cycle file's "space used" (CycleInfo.bytes:
+its entries with headers and padding, and its index arrays) and verify's
+"entry bytes" (VerifyReport.bytes: the intact data entries only).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, Any
 
 import tape
 from tape._time import iso_time
 from tape.window import entries_from
 
-__all__ = ["size_text", "info_text", "verify_text", "cycle_path"]
+__all__ = [
+    "WIDTH", "size_text", "info_text", "verify_text", "cycle_path", "progress_text", "ProgressBar",
+]
+
+WIDTH = 80  # columns a line of text fits in
+SHOWN = 3  # cycle files listed at each end of a long list
 
 
 def size_text(n: int) -> str:
@@ -28,10 +39,35 @@ def size_text(n: int) -> str:
     return f"{amount:.1f} {unit}"
 
 
-def _table(rows: Sequence[Sequence[str]]) -> list[str]:
-    """Rows as lines of left-aligned columns."""
-    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+def _wrap(text: str, room: int) -> list[str]:
+    """`text` in pieces of at most `room` characters, cut after a slash where one is near the end."""
+    pieces = []
+    while len(text) > room:
+        cut = text.rfind("/", 0, room) + 1
+        if cut <= room // 2:
+            cut = room
+        pieces.append(text[:cut])
+        text = text[cut:]
+    return [*pieces, text]
+
+
+def _table(rows: Sequence[Sequence[str]], indent: str = "", right: Sequence[int] = ()) -> list[str]:
+    """Rows as lines of columns (left-aligned, those in `right` right-aligned) of at most WIDTH
+    characters: a last cell too long for its line goes on in the next lines, under itself."""
+    widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]) - 1)]
+    lines = []
+    for r in rows:
+        cells = [cell.rjust(w) if k in right else cell.ljust(w) for k, (cell, w) in enumerate(zip(r, widths))]
+        prefix = indent + "".join(cell + "  " for cell in cells)
+        room = WIDTH - len(prefix)
+        if room < 20:  # no room beside the other cells: the last one goes below them
+            lines.append(prefix.rstrip())
+            prefix = indent + "    "
+            room = WIDTH - len(prefix)
+        pieces = _wrap(r[-1], room)
+        lines.append((prefix + pieces[0]).rstrip())
+        lines += [" " * len(prefix) + piece for piece in pieces[1:]]
+    return [line if len(line) <= WIDTH else line[:WIDTH] for line in lines]
 
 
 def _on_disk(path: str) -> int:
@@ -63,14 +99,19 @@ def _cycle_times(q: tape.Queue) -> dict[int, tuple[int, int]]:
     return times
 
 
-def info_text(q: tape.Queue, path: str) -> str:
-    """tape info's summary of the queue `q` (open raw) at `path`: settings, cycle files, named tailers."""
+def info_text(q: tape.Queue, path: str, *, all_cycles: bool = False) -> str:
+    """tape info's summary of the queue `q` (open raw) at `path`: settings, cycle files, named tailers.
+
+    Of more than 2 * SHOWN + 1 cycle files only the first and last SHOWN are
+    listed, unless `all_cycles`.
+    """
     d = q.describe()
     times = _cycle_times(q)
     named = d["named_tailers"]
     cycles = q.cycles() if named else []
     behind = {name: entries_from(q, cycles, nxt) for name, nxt in named.items()}
-    return "\n".join(_settings(d, times, _on_disk(path)) + _cycles(d["cycles"], times) + _tailers(named, behind))
+    listed = _cycles(d["cycles"], all_cycles)
+    return "\n".join(_settings(d, times, _on_disk(path)) + listed + _tailers(named, behind))
 
 
 def _settings(d: dict[str, Any], times: dict[int, tuple[int, int]], on_disk: int) -> list[str]:
@@ -85,7 +126,7 @@ def _settings(d: dict[str, Any], times: dict[int, tuple[int, int]], on_disk: int
         ("codec", d["codec"]),
         ("created", d["created"]),
         ("entries", str(d["entries"])),
-        ("bytes", f"{size_text(d['bytes'])} of entries"),
+        ("space used", f"{size_text(d['bytes'])} of the cycle files (entries, index)"),
         ("on disk", size_text(on_disk)),
         ("first index", str(d["first_index"])),
         ("last index", str(d["last_index"])),
@@ -99,26 +140,28 @@ def _settings(d: dict[str, Any], times: dict[int, tuple[int, int]], on_disk: int
     return _table(rows)
 
 
-def _cycles(cycles: list[dict[str, Any]], times: dict[int, tuple[int, int]]) -> list[str]:
-    """A row per cycle file of Queue.describe(), indented; none when there is none."""
+def _cycles(cycles: list[dict[str, Any]], all_cycles: bool) -> list[str]:
+    """A row per cycle file of Queue.describe(), indented (only the first and last SHOWN of
+    a long list, unless `all_cycles`); none when there is none."""
     if not cycles:
         return []
-    table = [("cycle", "file", "entries", "bytes", "first index", "last index", "first time", "last time")]
+    table = [("file", "entries", "space used", "first index", "last index")]
     for c in cycles:
-        span = times.get(c["cycle"])
         table.append(
             (
-                str(c["cycle"]),
                 c["path"].rsplit("/", 1)[-1] + (" (damaged)" if c["damaged"] else ""),
                 str(c["entries"]),
                 size_text(c["bytes"]),
                 "-" if c["first_index"] is None else str(c["first_index"]),
                 "-" if c["last_index"] is None else str(c["last_index"]),
-                "-" if span is None else iso_time(span[0]),
-                "-" if span is None else iso_time(span[1]),
             )
         )
-    return ["  " + line for line in _table(table)]
+    hidden = len(cycles) - 2 * SHOWN
+    if all_cycles or hidden <= 1:
+        return _table(table, "  ", right=(1, 2))
+    lines = _table(table[: 1 + SHOWN] + table[-SHOWN:], "  ", right=(1, 2))
+    more = f"  ... {hidden} more cycle files (tape info --cycles lists them all)"
+    return [*lines[: 1 + SHOWN], more, *lines[1 + SHOWN :]]
 
 
 def _tailers(named: dict[str, int | None], behind: dict[str, int]) -> list[str]:
@@ -128,7 +171,7 @@ def _tailers(named: dict[str, int | None], behind: dict[str, int]) -> list[str]:
         table = [("name", "next index", "behind")]
         for name, nxt in sorted(named.items()):
             table.append((name, "start" if nxt is None else str(nxt), str(behind[name])))
-        lines += ["  " + line for line in _table(table)]
+        lines += _table(table, "  ")
     return lines
 
 
@@ -148,7 +191,7 @@ def verify_text(r: tape.VerifyReport, where: str | None) -> str:
         ("status", "ok" if r.ok else "damaged"),
         ("cycle files", str(r.cycles)),
         ("entries", f"{r.entries} intact"),
-        ("bytes", size_text(r.bytes)),
+        ("entry bytes", f"{size_text(r.bytes)} (the intact entries: headers, payloads)"),
         ("last good index", str(r.last_good_index)),
         ("problems", str(r.problems)),
         ("skipped", str(r.skipped)),
@@ -158,3 +201,56 @@ def verify_text(r: tape.VerifyReport, where: str | None) -> str:
     if not r.ok:
         rows.append(("first problem", f"{where} at offset {r.bad_offset}: {r.message}"))
     return "\n".join(_table(rows))
+
+
+# -- progress bars ------------------------------------------------------------------------
+
+_REDRAW = 0.1  # seconds between redraws of a progress bar
+
+
+def _amount(n: int, unit: str) -> str:
+    """`n` of `unit` for people: sizes for "bytes", else a count (12,345 entries)."""
+    return size_text(n) if unit == "bytes" else f"{n:,} {unit}"
+
+
+def progress_text(label: str, done: int, total: int | None, unit: str, seconds: float) -> str:
+    """A progress bar's line, less than WIDTH characters: `done` of `total` `unit` (bytes,
+    entries, files) after `seconds`; with `total` None, how much so far (12.3 MiB read)."""
+    clock = time.strftime("%H:%M:%S", time.gmtime(seconds))
+    if total is None:
+        return f"{label}  {_amount(done, unit)}{' read' if unit == 'bytes' else ''}  {clock}"
+    share = min(done / total, 1.0) if total else 1.0
+    tail = f"  {share:4.0%}  {_amount(done, unit)} of {_amount(total, unit)}  {clock}"
+    room = max(WIDTH - 1 - len(label) - len(tail) - 4, 0)
+    filled = int(room * share)
+    return f"{label}  [{'#' * filled}{'-' * (room - filled)}]{tail}"
+
+
+class ProgressBar:
+    """A progress line on the terminal `out`, redrawn in place at most every _REDRAW seconds;
+    finish() draws it one last time and ends the line, so that what follows starts on its own."""
+
+    def __init__(self, out: IO[str], label: str, total: int | None, unit: str) -> None:
+        self.out, self.label, self.total, self.unit = out, label, total, unit
+        self.done = 0
+        self._start = time.monotonic()
+        self._due = self._start
+        self.advance(0)
+
+    def advance(self, n: int) -> None:
+        """Count `n` more steps; redraw when due."""
+        self.done += n
+        if time.monotonic() >= self._due:
+            self._draw()
+            self._due = time.monotonic() + _REDRAW
+
+    def _draw(self) -> None:
+        text = progress_text(self.label, self.done, self.total, self.unit, time.monotonic() - self._start)
+        self.out.write(f"\r{text}\x1b[K")  # then clear what a longer line left
+        self.out.flush()
+
+    def finish(self) -> None:
+        """Draw the final state and end the line."""
+        self._draw()
+        self.out.write("\n")
+        self.out.flush()
