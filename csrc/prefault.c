@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -112,7 +113,12 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
         most = (most + TAPE_HUGE - 1) & ~(TAPE_HUGE - 1);
         if (step > most)
             step = most;
-        if (step > v->v_maplen || tape_file_alloc(v->v_fd, ready, step - ready) < 0) {
+        /* Never grow a file that shrank under the writer (another process
+         * truncated it): zeros there would hide the loss from readers and
+         * let the writer go on; readers fault and report it instead. */
+        struct stat st;
+        if (step > v->v_maplen || fstat(v->v_fd, &st) < 0 || (uint64_t)st.st_size < ready ||
+            tape_file_alloc(v->v_fd, ready, step - ready) < 0) {
             /* Out of room or out of space: the writer's own slow path
              * reports the error when it gets there. */
             q->q_pf.pf_failed = want;
@@ -157,6 +163,11 @@ static void look_at_file(tape_queue *q)
         return;
     if (tape_cyc_gone(q, y, 1) &&
         __atomic_load_n(&q->q_sh->ms_highest, __ATOMIC_ACQUIRE) == y->y_cycle)
+        atomic_store(&q->q_w.w_poisoned, TAPE_LOST);
+    /* Truncated below what the writer has written: the same, lost. */
+    struct stat st;
+    if (fstat(y->y_v.v_fd, &st) == 0 &&
+        (uint64_t)st.st_size < atomic_load_explicit(&q->q_pf.pf_pos, memory_order_relaxed))
         atomic_store(&q->q_w.w_poisoned, TAPE_LOST);
 }
 
