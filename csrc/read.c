@@ -377,8 +377,21 @@ static int cycle_over(tape_tailer *t)
 {
     tape_view *v = &t->t_y.y_v;
     uint32_t h = t->t_pos + 4 <= v->v_size ? tape_load_hdr(v, t->t_pos) : 0;
-    if (h == TAPE_H_EOF)
+    if (h == TAPE_H_EOF) {
+        /* Sealed, if the marker stands where the cycle's index says its
+         * data ends: one written over entries (damage) would make the reader
+         * skip the rest of the cycle without a word. Checked once a cycle.
+         * (What follows a marker is not looked at: bytes there are never
+         * read, and verify reports them.) */
+        uint64_t end, count;
+        uint32_t eh;
+        int rc = tape_cyc_find_end(t->t_q, &t->t_y, &end, &count, &eh, NULL);
+        if (rc < 0)
+            return rc;
+        if (end != t->t_pos || count != (uint64_t)t->t_seq)
+            return TAPE_ECORRUPT;
         return 1;
+    }
     int64_t hi = __atomic_load_n(&t->t_q->q_sh->ms_highest, __ATOMIC_ACQUIRE);
     if (hi <= t->t_y.y_cycle)
         return 0;
