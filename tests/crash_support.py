@@ -14,7 +14,6 @@ writer dies.
 
 from __future__ import annotations
 
-import errno as errno_mod
 import hashlib
 import itertools
 import json
@@ -246,6 +245,44 @@ def layout(data: bytes) -> Layout:
 def cycle_files(qdir: str | os.PathLike[str]) -> list[Path]:
     """The cycle files of a queue directory, oldest first."""
     return sorted(Path(qdir).glob("*.tape"))
+
+
+@dataclass
+class Built:
+    """The pristine queue: its files, its entries' indexes in order, and the layout of each cycle."""
+
+    path: Path
+    indexes: list[int]
+    expect_file: Path
+    names: list[str]
+    layouts: list[Layout]
+    data: list[bytes]
+    meta: bytes  # tape.meta as built
+
+
+def build_two_cycles(root: Path, per_cycle: int) -> Built:
+    """Two cycles of `per_cycle` entries in a test_secondly raw queue under `root`, the first sealed by the roll."""
+    import tape
+
+    path = root / "q"
+    now = [T0_NS]
+    expect: dict[int, str] = {}
+    indexes = []
+    with tape.Queue(path, codec="raw", roll_cycle="test_secondly", clock=lambda: now[0]) as q:
+        a = q.appender()
+        for cycle in range(2):
+            now[0] = T0_NS + cycle * SECOND
+            for seq in range(per_cycle):
+                value = payload(cycle, seq)
+                i = a.write(value)
+                expect[i] = value.hex()
+                indexes.append(i)
+    expect_file = root / "expect.json"
+    expect_file.write_text(json.dumps(expect))
+    files = cycle_files(path)
+    data = [f.read_bytes() for f in files]
+    layouts = [layout(d) for d in data]
+    return Built(path, indexes, expect_file, [f.name for f in files], layouts, data, (path / "tape.meta").read_bytes())
 
 
 # ---- roles run in child processes -----------------------------------------------------

@@ -56,41 +56,6 @@ INDEX2INDEX_AT = 40  # cycle file header: offset of the index2index array
 H_EOF = 0xC0000000
 
 
-@dataclass
-class Queue:
-    """The pristine queue: its directory, expected values, cycle files and their layouts."""
-
-    path: Path
-    expect_file: Path
-    indexes: list[int]
-    names: list[str]
-    data: list[bytes]
-    layouts: list[cs.Layout]
-    meta: bytes
-
-
-def build(root: Path) -> Queue:
-    """Two cycles of ENTRIES_PER_CYCLE entries in a test_secondly raw queue under `root`."""
-    import tape
-
-    path = root / "q"
-    now = [cs.T0_NS]
-    expect: dict[int, str] = {}
-    with tape.Queue(path, codec="raw", roll_cycle="test_secondly", clock=lambda: now[0]) as q:
-        a = q.appender()
-        for cycle in range(2):
-            now[0] = cs.T0_NS + cycle * cs.SECOND
-            for seq in range(ENTRIES_PER_CYCLE):
-                value = cs.payload(cycle, seq)
-                expect[a.write(value)] = value.hex()
-    expect_file = root / "expect.json"
-    expect_file.write_text(json.dumps(expect))
-    files = cs.cycle_files(path)
-    data = [f.read_bytes() for f in files]
-    layouts = [cs.layout(d) for d in data]
-    return Queue(path, expect_file, list(expect), [f.name for f in files], data, layouts, (path / "tape.meta").read_bytes())
-
-
 # ---- mutations ------------------------------------------------------------------------------
 
 Op = tuple[Any, ...]
@@ -113,7 +78,7 @@ def _word32(rng: random.Random, old: int) -> int:
     ])
 
 
-def _meta_hint(q: Queue, rng: random.Random) -> tuple[str, list[Op]]:
+def _meta_hint(q: cs.Built, rng: random.Random) -> tuple[str, list[Op]]:
     name, at = rng.choice(sorted(META_FIELDS.items()))
     meta = (q.path / "tape.meta").read_bytes()
     (old,) = struct.unpack_from("<Q", meta, at)
@@ -121,7 +86,7 @@ def _meta_hint(q: Queue, rng: random.Random) -> tuple[str, list[Op]]:
     return f"meta {name} = {value:#x}", [("patch", "tape.meta", at, struct.pack("<Q", value).hex())]
 
 
-def _index_slot(q: Queue, rng: random.Random) -> tuple[str, list[Op]]:
+def _index_slot(q: cs.Built, rng: random.Random) -> tuple[str, list[Op]]:
     k = rng.choice([-1, -1, -1, 0])  # mostly the newest cycle
     data = q.data[k]
     (i2i,) = struct.unpack_from("<Q", data, INDEX2INDEX_AT)
@@ -138,7 +103,7 @@ def _index_slot(q: Queue, rng: random.Random) -> tuple[str, list[Op]]:
     return f"cycle {k} index word at {at} = {value:#x}", [("patch", q.names[k], at, struct.pack("<Q", value).hex())]
 
 
-def _entry_header(q: Queue, rng: random.Random) -> tuple[str, list[Op]]:
+def _entry_header(q: cs.Built, rng: random.Random) -> tuple[str, list[Op]]:
     k = rng.choice([-1, -1, -1, 0])
     entries = q.layouts[k].entries
     e = entries[-rng.randint(1, min(40, len(entries)))] if rng.random() < 0.8 else rng.choice(entries)
@@ -146,7 +111,7 @@ def _entry_header(q: Queue, rng: random.Random) -> tuple[str, list[Op]]:
     return f"cycle {k} header at {e.offset} = {value:#x}", [("patch", q.names[k], e.offset, struct.pack("<I", value).hex())]
 
 
-def _file_end(q: Queue, rng: random.Random) -> tuple[str, list[Op]]:
+def _file_end(q: cs.Built, rng: random.Random) -> tuple[str, list[Op]]:
     k = -1 if rng.random() < 0.85 else 0
     lay, name, size = q.layouts[k], q.names[k], len(q.data[k])
     kind = rng.randrange(5)
@@ -167,7 +132,7 @@ def _file_end(q: Queue, rng: random.Random) -> tuple[str, list[Op]]:
     return f"cycle {k} stray word at {at}", [("patch", name, at, rng.randbytes(8).hex())]
 
 
-AIMS: dict[str, Callable[[Queue, random.Random], tuple[str, list[Op]]]] = {
+AIMS: dict[str, Callable[[cs.Built, random.Random], tuple[str, list[Op]]]] = {
     "meta hints": _meta_hint,
     "index slots": _index_slot,
     "entry headers": _entry_header,
@@ -175,7 +140,7 @@ AIMS: dict[str, Callable[[Queue, random.Random], tuple[str, list[Op]]]] = {
 }
 
 
-def mutations(q: Queue, n: int, seed: int) -> Iterator[tuple[str, str, list[Op]]]:
+def mutations(q: cs.Built, n: int, seed: int) -> Iterator[tuple[str, str, list[Op]]]:
     """`n` mutations (aim, label, ops), the aims taken in turn."""
     rng = random.Random(seed)
     aims = sorted(AIMS)
@@ -211,7 +176,7 @@ class Tally:
         return sum(self.by_outcome[k] for k in FAILURES)
 
 
-def judge(q: Queue, aim: str, label: str, ans: dict[str, Any], tally: Tally) -> None:
+def judge(q: cs.Built, aim: str, label: str, ans: dict[str, Any], tally: Tally) -> None:
     """Count what one answer of the reader shows."""
     if ans.get("wrong"):
         tally.failed("wrong", aim, label, str(ans["wrong"][:3]))
@@ -244,7 +209,7 @@ def _answer(insp: cs.Inspector) -> dict[str, Any] | None:
 
 def campaign(root: Path, n: int, seed: int) -> tuple[Tally, float]:
     """Run `n` mutations under `root`; the tally and the seconds it took."""
-    q = build(root)
+    q = cs.build_two_cycles(root, ENTRIES_PER_CYCLE)
     tally = Tally()
     clock_ns = cs.T0_NS + cs.SECOND + cs.SECOND // 2  # still in the newest cycle
     insp = cs.Inspector()
@@ -275,7 +240,7 @@ def campaign(root: Path, n: int, seed: int) -> tuple[Tally, float]:
     return tally, time.monotonic() - start
 
 
-def _restore(q: Queue) -> None:
+def _restore(q: cs.Built) -> None:
     """Put the pristine files back after a reader died before undoing its damage."""
     for name, data in [*zip(q.names, q.data), ("tape.meta", q.meta)]:
         (q.path / name).write_bytes(data)

@@ -13,7 +13,6 @@ a gap-free prefix, and verify() must report the damage.
 
 from __future__ import annotations
 
-import json
 import shutil
 import struct
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 
 import crash_support as cs
+from crash_support import Built, build_two_cycles
 import tape
 from crash_support import ENTRY_HDR
 
@@ -48,43 +48,9 @@ class Case:
     old_cycle_clean_end: bool = False  # an older cycle's data seems to end cleanly at an entry boundary
 
 
-@dataclass
-class Built:
-    """The pristine queue: its files, its entries' indexes in order, and the layout of each cycle."""
-
-    path: Path
-    indexes: list[int]
-    expect_file: Path
-    names: list[str]
-    layouts: list[cs.Layout]
-    data: list[bytes]
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build(tmp_path_factory.mktemp("sweep"))
-
-
-def build(root: Path) -> Built:
-    """Two cycles of ENTRIES_PER_CYCLE entries in a test_secondly raw queue under `root`."""
-    path = root / "q"
-    now = [cs.T0_NS]
-    expect: dict[int, str] = {}
-    indexes = []
-    with tape.Queue(path, codec="raw", roll_cycle="test_secondly", clock=lambda: now[0]) as q:
-        a = q.appender()
-        for cycle in range(2):
-            now[0] = cs.T0_NS + cycle * cs.SECOND
-            for seq in range(ENTRIES_PER_CYCLE):
-                value = cs.payload(cycle, seq)
-                i = a.write(value)
-                expect[i] = value.hex()
-                indexes.append(i)
-    expect_file = root / "expect.json"
-    expect_file.write_text(json.dumps(expect))
-    files = cs.cycle_files(path)
-    data = [f.read_bytes() for f in files]
-    return Built(path, indexes, expect_file, [f.name for f in files], [cs.layout(d) for d in data], data)
+    return build_two_cycles(tmp_path_factory.mktemp("sweep"), ENTRIES_PER_CYCLE)
 
 
 def _truncations(b: Built) -> Iterator[Case]:
