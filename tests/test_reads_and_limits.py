@@ -199,8 +199,8 @@ def test_reader_without_write_permission_still_sees_new_entries() -> None:
 # -- 2. stored positions past the end of the data -----------------------------------------------
 
 
-@pytest.mark.parametrize("when", ["writer-first", "tailer-first"])
-def test_position_past_the_end_does_not_skip_new_entries(qpath: Path, when: str) -> None:
+def _five_read_by_t(qpath: Path) -> int:
+    """A queue of 0..4, all read by the named tailer "t"; the index of the last."""
     with tape.Queue(qpath) as q:
         with q.appender() as a:
             for k in range(5):
@@ -208,8 +208,14 @@ def test_position_past_the_end_does_not_skip_new_entries(qpath: Path, when: str)
         with q.tailer("t") as t:
             assert drain(t) == [0, 1, 2, 3, 4]
         last = q.last_index
-        assert last is not None
-        end = last + 1
+    assert last is not None
+    return last
+
+
+@pytest.mark.parametrize("when", ["writer-first", "tailer-first"])
+def test_position_past_the_end_does_not_skip_new_entries(qpath: Path, when: str) -> None:
+    last = _five_read_by_t(qpath)
+    end = last + 1
     assert stored_position(qpath, "t") == end
     store_position(qpath, "t", end + 20)  # durable ahead of data a power cut lost
 
@@ -228,14 +234,7 @@ def test_position_past_the_end_does_not_skip_new_entries(qpath: Path, when: str)
 
 @pytest.mark.parametrize("when", ["writer-first", "tailer-first"])
 def test_position_in_a_later_cycle_that_does_not_exist(qpath: Path, when: str) -> None:
-    with tape.Queue(qpath) as q:
-        with q.appender() as a:
-            for k in range(5):
-                a.write(k)
-        with q.tailer("t") as t:
-            assert drain(t) == [0, 1, 2, 3, 4]
-        last = q.last_index
-        assert last is not None
+    last = _five_read_by_t(qpath)
     cycle = last >> 32  # daily: seq_bits 32
     store_position(qpath, "t", ((cycle + 3) << 32) | 7)
 
