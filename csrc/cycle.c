@@ -415,6 +415,10 @@ uint64_t tape_cyc_dirty_after(tape_cyc *y, uint64_t pos, uint32_t h)
      * skip them rather than read them through the mapping, which on tmpfs
      * would give each a page again (and on a full one, SIGBUS). */
     const uint64_t size = y->y_v.v_size;
+    /* A dead writer's unfinished entry always fits in the file (the writer
+     * grew it first): one that claims more is damage, not a dead writer's. */
+    if (p > size)
+        return pos;
     while (p < size) {
         off_t d = lseek(y->y_v.v_fd, (off_t)p, SEEK_DATA);
         if (d < 0 && errno == ENXIO)
