@@ -43,7 +43,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BUILD_INPUTS) | $(PY)
-	TAPE_TESTING=1 $(PY) -m pip install -e '.[test]'
+	TAPE_TESTING=1 $(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 $(BPY):
