@@ -676,8 +676,11 @@ static int64_t read_batch(tape_tailer *t, void *buf, size_t cap, int64_t *idx, i
     while (n < max) {
         tape_entry e;
         int rc = peek(t, &e);
-        if (rc > 0 && e.e_len > cap - off)
+        if (rc > 0 && e.e_len > cap - off) {
+            if (n == 0)
+                ends[0] = e.e_len; /* the room it needs */
             rc = TAPE_EINVAL;
+        }
         if (rc > 0 && marks && n == 0) {
             if ((rc = mark(t, 0)) == 0) {
                 rc = 1;

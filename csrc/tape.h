@@ -402,7 +402,8 @@ int tape_read(tape_tailer *t, tape_entry *e);
  * `cap` bytes). For entry k: idx[k], ts[k], and ends[k] (its end offset in
  * buf). Returns the number read (0 when nothing is there) or a negative
  * error code when not even one was read: TAPE_EINVAL when the first entry is
- * larger than `cap` (use tape_read for it), or an error of tape_read. */
+ * larger than `cap` (ends[0] is then set to its length, the room it needs), or
+ * an error of tape_read. */
 int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
                        int64_t *ts, uint64_t *ends, size_t max);
 
@@ -410,7 +411,8 @@ int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
  * the tailer's pending batch until the next read or move of the tailer. A
  * named tailer stores nothing. Returns the number of entries (0 when nothing
  * is there: an empty batch is pending), TAPE_EINVAL when the first entry is
- * larger than `cap`, -ENOMEM (recording the batch), or an error of tape_read
+ * larger than `cap` (ends[0] is then set to its length: peek again with that
+ * much room), -ENOMEM (recording the batch), or an error of tape_read
  * when not even one entry was read (then no batch is pending). */
 int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
                        int64_t *ts, uint64_t *ends, size_t max);

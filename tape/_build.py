@@ -138,6 +138,8 @@ typedef struct tape_entry {
 int tape_tailer_open(tape_queue *q, tape_tailer **out);
 void tape_tailer_close(tape_tailer *t);
 int tape_read(tape_tailer *t, tape_entry *e);
+int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
+                       int64_t *ts, uint64_t *ends, size_t max);
 int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
                        int64_t *ts, uint64_t *ends, size_t max);
 int tape_tailer_advance(tape_tailer *t, size_t k);

@@ -159,3 +159,25 @@ def test_a_move_that_fails_loses_no_value_and_repeats_none(qpath: Path, name: st
     values = [g for g in got if not isinstance(g, str)]
     assert errors, "the move never failed: the test needs it to"
     assert values == list(range(9)) + [None] * (len(values) - 9)
+
+
+def test_entries_larger_than_the_batch_buffer_are_handed_out_in_order(raw_queue: tape.Queue) -> None:
+    # Larger than the 1 MiB batch buffer: peeked alone, in a buffer of their own.
+    values = [b"a", b"x" * (2 << 20), b"b", b"y" * (3 << 20), b"c"]
+    indexes = [raw_queue.appender().write(v) for v in values]
+    named = raw_queue.tailer("big")
+    for value, index in zip(values, indexes):
+        entry = named.read_entry()
+        assert entry is not None and (entry.index, entry.value) == (index, value)
+        assert named.last_read_index == index
+    assert named.read_entry() is None
+    t = raw_queue.tailer()
+    assert list(t) == values
+    n = raw_queue.tailer("big2")
+    for k, value in enumerate(n):
+        assert value == values[k]
+        assert raw_queue.describe()["named_tailers"]["big2"] == indexes[k] + 1
+    back = raw_queue.tailer()
+    back.direction = "backward"
+    back.to_end()
+    assert list(back) == values[::-1]

@@ -192,7 +192,9 @@ class QueueHandle:
             check(lib.tape_queue_info_get(self.ptr(), info), self.path)
         name = self._text(ffi.string(info.qi_roll_cycle), "the roll cycle's name")
         if name not in ROLL_CYCLES:
-            raise CorruptionError(f"{self.path}: tape.meta names an unknown roll cycle {name!r} (damaged; see tape verify)")
+            raise CorruptionError(
+                f"{self.path}: tape.meta names an unknown roll cycle {name!r} (damaged; see tape verify)"
+            )
         roll = RollCycle(name, ROLL_CYCLES[name].length_ms, info.qi_seq_bits, info.qi_epoch_ms)
         return QueueInfo(
             version=info.qi_version,
@@ -289,7 +291,8 @@ class QueueHandle:
                 rc = lib.tape_named_get(h, slot, name, NAME_MAX, nxt)
                 check(rc, self.path)
                 if rc == 1:
-                    found[self._text(ffi.string(name), f"the name of named tailer slot {slot}")] = none_if_negative(nxt[0])
+                    text = self._text(ffi.string(name), f"the name of named tailer slot {slot}")
+                    found[text] = none_if_negative(nxt[0])
         return found
 
     def remove_named(self, name: str) -> None:

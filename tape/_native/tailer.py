@@ -68,14 +68,13 @@ class TailerHandle(ChildHandle):
     """
 
     CLOSED = "the tailer or its queue is closed"
-    __slots__ = ("read_ahead", "_entry", "_buffers", "_moved")
+    __slots__ = ("read_ahead", "_entry", "_buffers")
 
     def __init__(self, queue: QueueHandle, ptr: Any) -> None:
         super().__init__(queue, ptr)
         self.read_ahead: list[Any] | None = None
         self._entry = ffi.new("tape_entry *")
         self._buffers: tuple[Any, Any, Any, Any] | None = None
-        self._moved: int | None = None  # a batch read, not peeked: the index of its one entry
 
     def close(self) -> None:
         with self.lock:
@@ -85,16 +84,14 @@ class TailerHandle(ChildHandle):
             if self.read_ahead is not None:
                 self.read_ahead.clear()
 
-    def _unpacked(self) -> Entry:
-        e = self._entry
-        return tuple.__new__(Entry, (e.e_index, e.e_timestamp, ffi.unpack(ffi.cast("char *", e.e_data), e.e_len)))
-
     def read_one(self) -> Entry | None:
         """The next entry (its value the payload's bytes) read alone, moving past it; None when there is none."""
+        e = self._entry
         with self.lock:  # another thread's read may reuse self._entry once it is released
-            rc = lib.tape_read(self.live(), self._entry)
+            rc = lib.tape_read(self.live(), e)
             if rc == 1:
-                return self._unpacked()
+                value = ffi.unpack(ffi.cast("char *", e.e_data), e.e_len)
+                return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value))
         check(rc, self.path)
         return None
 
@@ -110,33 +107,21 @@ class TailerHandle(ChildHandle):
         buf, idx, ts, ends = self._buffers
         with self.lock:
             ptr = self.live()
-            self._moved = None
             n = lib.tape_peek_many(ptr, buf, BATCH_BYTES, idx, ts, ends, min(slots, BATCH_SLOTS))
+            if n == lib.TAPE_EINVAL:  # the first entry is larger than the buffer: peek at it alone
+                buf = ffi.new("char[]", ends[0])
+                n = lib.tape_peek_many(ptr, buf, ends[0], idx, ts, ends, 1)
             if n > 0:
                 return Batch(ffi.unpack(buf, ends[n - 1]), ffi.unpack(ends, n), idx, ts)
-            if n == lib.TAPE_EINVAL:  # larger than the buffer: read it alone, which moves past it
-                n = lib.tape_read(ptr, self._entry)
-                if n == 1:
-                    entry = self._unpacked()
-                    self._moved = idx[0] = entry.index
-                    ts[0] = entry.timestamp
-                    return Batch(entry.value, [len(entry.value)], idx, ts)
         check(n, self.path)
         return None
 
     def advance(self, k: int) -> None:
         """Move past the first `k` entries of the batch peek() returned last."""
         with self.lock:
-            ptr = self.ptr
-            if ptr is not None and self._moved is None:
-                rc = _TAPE_ADVANCE(ptr, k)
-                if rc:
-                    check(rc, self.path)
-                return
-            ptr = self.live()
-            if k == 0:  # the one entry read was not handed out after all
-                check(lib.tape_tailer_to_index(ptr, self._moved), self.path)
-                self._moved = None
+            rc = _TAPE_ADVANCE(self.live(), k)
+        if rc:
+            check(rc, self.path)
 
     def wait(self, seconds: float) -> None:
         """Sleep until a writer publishes or `seconds` pass (a signal ends it early)."""
@@ -170,20 +155,21 @@ class TailerHandle(ChildHandle):
         check(rc, self.path)
         return rc == 1
 
-    def index(self) -> int | None:
-        """The index the next read returns (at the end: the next to be written), or None."""
+    def _position(self, which: Any) -> int | None:
+        """tape_tailer_index or tape_tailer_last_read_index: None where there is none."""
         with self.lock:
-            index: int = lib.tape_tailer_index(self.live())
+            index: int = which(self.live())
         if index < -1:
             check(index, self.path)
         return none_if_negative(index)
 
+    def index(self) -> int | None:
+        """The index the next read returns (at the end: the next to be written), or None."""
+        return self._position(lib.tape_tailer_index)
+
     def last_read_index(self) -> int | None:
-        with self.lock:
-            index: int = lib.tape_tailer_last_read_index(self.live())
-        if index < -1:
-            check(index, self.path)
-        return none_if_negative(index)
+        """The index of the last entry read, or None before any."""
+        return self._position(lib.tape_tailer_last_read_index)
 
     def direction(self) -> str:
         with self.lock:
