@@ -119,7 +119,8 @@ class TailerHandle(ChildHandle):
     def advance(self, k: int) -> None:
         """Move past the first `k` entries of the batch peek() returned last."""
         with self.lock:
-            rc = _TAPE_ADVANCE(self.live(), k)
+            ptr = self.ptr  # inline: a named tailer's iteration calls this for every value
+            rc = _TAPE_ADVANCE(ptr if ptr is not None else self.live(), k)
         if rc:
             check(rc, self.path)
 
