@@ -10,7 +10,7 @@
 #                   writers that survive, and the 8-writer test 3 times (not in make test)
 #   make fuzz       the damage campaign of tests/fuzz_damage.py: FUZZ_MUTATIONS (10000)
 #                   mutations of queue files aimed at tape.meta's hints, index slots,
-#                   entry headers and file ends (not in make test, which runs 400)
+#                   entry headers and file ends (not run by make test: no test calls it)
 #   make bench      C benchmark, then the Python benchmarks (bench/) on a release
 #                   build of tape in .venv-bench, then tape against its peers
 #   make bench-quick  the comparison with the peers, short

@@ -14,11 +14,12 @@ from datetime import timedelta
 from typing import NamedTuple
 
 import tape
+from tape._native import INDEX_MAX
 from tape._time import to_datetime
 
 __all__ = ["INT64_MAX", "Window", "Run", "place", "in_window", "runs_ahead", "entries_from"]
 
-INT64_MAX = 2**63 - 1
+INT64_MAX = INDEX_MAX  # the largest index, and the largest timestamp (ns)
 
 
 class Window(NamedTuple):

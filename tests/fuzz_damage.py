@@ -53,7 +53,6 @@ META_FIELDS = {
     "modcount": 4176,
 }
 INDEX2INDEX_AT = 40  # cycle file header: offset of the index2index array
-H_EOF = 0xC0000000
 
 
 # ---- mutations ------------------------------------------------------------------------------
@@ -73,7 +72,7 @@ def _word64(rng: random.Random, old: int) -> int:
 def _word32(rng: random.Random, old: int) -> int:
     """A damaging value for a 4-byte header word that held `old`."""
     return rng.choice([
-        0, H_EOF, rng.getrandbits(32), old ^ (1 << rng.randrange(32)),
+        0, cs.H_EOF, rng.getrandbits(32), old ^ (1 << rng.randrange(32)),
         (old + rng.choice([-8, -1, 1, 8, 4096])) % (1 << 32), 0x3FFFFFF0,
     ])
 
@@ -127,7 +126,7 @@ def _file_end(q: cs.Built, rng: random.Random) -> tuple[str, list[Op]]:
         return f"cycle {k} {length} garbage bytes at {at}", [("patch", name, at, rng.randbytes(length).hex())]
     if kind == 3:  # an end-of-file marker at or before the end of data
         at = rng.choice([lay.end] + [e.offset for e in lay.entries[-20:]])
-        return f"cycle {k} end-of-file marker at {at}", [("patch", name, at, struct.pack("<I", H_EOF).hex())]
+        return f"cycle {k} end-of-file marker at {at}", [("patch", name, at, struct.pack("<I", cs.H_EOF).hex())]
     at = rng.randrange(lay.end, max(lay.end + 1, size - 8)) & ~7  # a stray word far past the end
     return f"cycle {k} stray word at {at}", [("patch", name, at, rng.randbytes(8).hex())]
 

@@ -20,16 +20,14 @@ from typing import Any
 
 import pytest
 
+import crash_support as cs
 import tape
 
-META_SHARED = 4096  # tape.meta page 1
-HINT_GEN, HINT_CYCLE, HINT_POS, HINT_SEQ, LAST_TS = 4104, 4112, 4120, 4128, 4136
-HIGHEST = 4168
-ENTRY_HDR = 16
+HINT_GEN, HINT_POS, HINT_SEQ, LAST_TS = 4104, 4120, 4128, 4136  # tape.meta page 1
 
 
 def _cycle_file(path: Path) -> Path:
-    files = sorted(path.glob("*.tape"))
+    files = cs.cycle_files(path)
     assert files, "no cycle file"
     return files[-1]
 
@@ -60,14 +58,13 @@ class Layout:
     def slot_off(self, block: int) -> int:
         """File offset of the index slot of block `block` (in array 0)."""
         assert block < self.n
-        return self.arr0 + ENTRY_HDR + 8 * block
+        return self.arr0 + cs.ENTRY_HDR + 8 * block
 
     def pos(self, seq: int) -> int:
         """File offset of entry `seq`, walking from its block's indexed entry."""
         p = _read(self.f, self.slot_off(seq // self.s), "<Q")
         for _ in range(seq % self.s):
-            h = _read(self.f, p, "<I")
-            p += (4 + (h & 0x3FFFFFFF) + 7) & ~7
+            p += cs.entry_size(_read(self.f, p, "<I"))
         return p
 
 
@@ -156,7 +153,7 @@ def test_a_slot_naming_the_end_itself_is_sound(tmp_path: Path) -> None:
     _fill(path, "daily", 192)
     f = _cycle_file(path)
     lay = Layout(f, 13, 6)
-    end = lay.pos(191) + ((4 + (_read(f, lay.pos(191), "<I") & 0x3FFFFFFF) + 7) & ~7)
+    end = lay.pos(191) + cs.entry_size(_read(f, lay.pos(191), "<I"))
     _write(f, lay.slot_off(3), struct.pack("<Q", end))
     with tape.Queue(path, codec="raw") as q:
         assert q.verify().ok
