@@ -483,7 +483,8 @@ static inline long tape_futex(uint32_t *w, int op, uint32_t val, const struct ti
     return syscall(SYS_futex, w, op, val, ts, NULL, 0);
 }
 
-int64_t tape_now_ns(void);                    /* clock.c */
+int64_t tape_now_ns(void);                    /* clock.c: CLOCK_REALTIME */
+int64_t tape_mono_ns(void);                   /* clock.c: CLOCK_MONOTONIC, for intervals */
 int64_t tape_floor_div(int64_t a, int64_t b); /* roll.c */
 
 #define TAPE_MAP_MIN ((size_t)256 << 20)
