@@ -165,8 +165,6 @@ void tape_guard_move(int slot, const void *base, size_t len);
 void tape_guard_remove(int slot);
 /* The offset in the mapping of the first page replaced, or UINT64_MAX. */
 uint64_t tape_guard_fault_off(int slot);
-/* 1 once the handler is installed. */
-int tape_guard_installed(void);
 
 /* Did an access to the mapping of `slot` fault (SIGBUS) since it was
  * registered? One relaxed load: cheap enough for the append path. */
