@@ -589,13 +589,6 @@ static void advance(tape_tailer *t, const tape_entry *e)
 
 /* ---- batches ------------------------------------------------------------ */
 
-static int advance_body(tape_tailer *t, size_t k);
-static int to_index_body(tape_tailer *t, int64_t index);
-static int to_start_body(tape_tailer *t);
-static int to_end_body(tape_tailer *t);
-static int to_time_body(tape_tailer *t, int64_t ts_ns);
-
-
 static int seek_from(tape_tailer *t, int64_t index);
 
 /* (on every read: a few loads when there is nothing to forget) */
