@@ -4,11 +4,8 @@
  * neither calls into the kernel nor takes page faults, and resident memory
  * stays bounded. */
 #include "tape_int.h"
-#include "fault.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
