@@ -195,6 +195,12 @@ static inline int tape_view_hit(const tape_view *v)
 {
     return tape_guard_hit(v->v_guard);
 }
+/* rc, unless an access to the view faulted: then tape_view_damage (what was
+ * read there is not to be believed). One relaxed load when none did. */
+static inline int tape_view_guarded(const tape_view *v, int rc)
+{
+    return tape_view_hit(v) ? tape_view_damage(v) : rc;
+}
 /* Release the pages of [lo, hi) from this mapping (both rounded down to a
  * page; RSS only, the file is untouched); returns where the release ended. */
 uint64_t tape_view_release(tape_view *v, uint64_t lo, uint64_t hi);
