@@ -773,8 +773,7 @@ int64_t tape_repair_tail(tape_queue *q)
             cleared += (int64_t)(y.y_v.v_size - cut) + 8 * (int64_t)before;
             changed = 1;
         }
-        if (tape_view_hit(&y.y_v))
-            rc = tape_view_damage(&y.y_v);
+        rc = tape_view_guarded(&y.y_v, rc);
         /* The newest timestamp no later than the newest entry's (or the
          * newest cycle's end when it holds none). */
         int64_t lo_ms = newest * q->q_roll.r_length_ms + q->q_roll.r_epoch_ms;

@@ -35,6 +35,13 @@ int64_t tape_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t tape_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 #if HAVE_TSC
 /* An invariant counter (constant rate, not stopped in idle states), readable
  * without a trap. */

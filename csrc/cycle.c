@@ -191,8 +191,7 @@ int tape_cyc_open(tape_queue *q, int64_t cycle, int writable, tape_cyc *y)
                h->c_i2i_off != TAPE_PAGE || h->c_data_off != data) {
         rc = TAPE_ECORRUPT;
     }
-    if (tape_view_hit(&y->y_v)) /* the header's page could not be read */
-        rc = tape_view_damage(&y->y_v);
+    rc = tape_view_guarded(&y->y_v, rc); /* the header's page could not be read */
     if (rc < 0) {
         tape_cyc_close(y);
         return rc;
@@ -324,16 +323,9 @@ static uint64_t filled(const uint64_t *slots, uint64_t n)
 /* Walk forward from (*pos, *seq) over published entries, checking each. */
 static int walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int64_t *last_ts);
 
-/* What the SIGBUS guard says of y's mapping, else rc: a page that faulted
- * read as zeros, so what the caller found is not to be believed. */
-static int guarded(const tape_cyc *y, int rc)
-{
-    return tape_view_hit(&y->y_v) ? tape_view_damage(&y->y_v) : rc;
-}
-
 int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int64_t *last_ts)
 {
-    return guarded(y, walk(y, pos, seq, last, last_ts));
+    return tape_view_guarded(&y->y_v, walk(y, pos, seq, last, last_ts));
 }
 
 static int walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int64_t *last_ts)
@@ -443,7 +435,7 @@ static int find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
 int tape_cyc_find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
                       uint32_t *hdr_at_end, int64_t *last_ts)
 {
-    return guarded(y, find_end(q, y, pos, seq, hdr_at_end, last_ts));
+    return tape_view_guarded(&y->y_v, find_end(q, y, pos, seq, hdr_at_end, last_ts));
 }
 
 static int find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
@@ -484,7 +476,7 @@ static int locate(tape_queue *q, tape_cyc *y, uint64_t seq, uint64_t *pos);
 
 int tape_cyc_locate(tape_queue *q, tape_cyc *y, uint64_t seq, uint64_t *pos)
 {
-    return guarded(y, locate(q, y, seq, pos));
+    return tape_view_guarded(&y->y_v, locate(q, y, seq, pos));
 }
 
 static int locate(tape_queue *q, tape_cyc *y, uint64_t seq, uint64_t *pos)
@@ -555,7 +547,7 @@ int tape_cyc_header_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *la
     *pos = p;
     *seq = s;
     *last = h;
-    return guarded(y, 0);
+    return tape_view_guarded(&y->y_v, 0);
 }
 
 /* ---- the end a writer may append after ---------------------------------- */

@@ -33,7 +33,6 @@ static _Atomic int g_next;         /* where the next claim starts looking */
 static struct sigaction g_prev;    /* the handler installed before ours */
 static _Atomic int g_foreign;      /* faults passed on to g_prev */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-static int g_installed;
 
 static void pass_on(int sig, siginfo_t *si, void *ctx)
 {
@@ -91,14 +90,19 @@ static void on_sigbus(int sig, siginfo_t *si, void *ctx)
     errno = saved;
 }
 
+static void our_action(struct sigaction *sa)
+{
+    memset(sa, 0, sizeof *sa);
+    sa->sa_sigaction = on_sigbus;
+    sa->sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigemptyset(&sa->sa_mask);
+}
+
 static void install(void)
 {
     struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = on_sigbus;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    g_installed = sigaction(SIGBUS, &sa, &g_prev) == 0;
+    our_action(&sa);
+    sigaction(SIGBUS, &sa, &g_prev);
 }
 
 /* Installed once, on the first registration; installed again (chained to
@@ -111,10 +115,7 @@ static void ensure_installed(void)
         cur.sa_sigaction == on_sigbus)
         return;
     struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = on_sigbus;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
-    sigemptyset(&sa.sa_mask);
+    our_action(&sa);
     /* (rare: two threads racing here chain to each other's result, both ours) */
     struct sigaction prev;
     if (sigaction(SIGBUS, &sa, &prev) == 0 &&
@@ -170,9 +171,4 @@ uint64_t tape_guard_fault_off(int slot)
     if (slot < 0)
         return UINT64_MAX;
     return atomic_load_explicit(&tape_guard_slots[slot].g_fault_off, memory_order_relaxed);
-}
-
-int tape_guard_installed(void)
-{
-    return g_installed;
 }

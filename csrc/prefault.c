@@ -4,11 +4,8 @@
  * neither calls into the kernel nor takes page faults, and resident memory
  * stays bounded. */
 #include "tape_int.h"
-#include "fault.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -145,13 +142,6 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
  * queue's. */
 #define LOOK_EVERY_NS 5000000
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Holding w_mu: the writer's file was removed (rm, or renamed over) while it
  * is the newest cycle; entries appended to it from now on would be
  * acknowledged and lost, so appends are refused (a file purged after another
@@ -181,10 +171,10 @@ static void *prefault_main(void *arg)
 {
     tape_queue *q = arg;
     uint64_t refreshed = 0;
-    int64_t looked = mono_ns();
+    int64_t looked = tape_mono_ns();
     while (!atomic_load_explicit(&q->q_pf.pf_stop, memory_order_relaxed)) {
         uint32_t kicks = atomic_load_explicit(&q->q_pf.pf_kicks, memory_order_acquire);
-        int64_t now = mono_ns();
+        int64_t now = tape_mono_ns();
         pthread_mutex_lock(&q->q_w.w_mu);
         if (now - looked >= LOOK_EVERY_NS) {
             look_at_file(q);

@@ -589,13 +589,6 @@ static void advance(tape_tailer *t, const tape_entry *e)
 
 /* ---- batches ------------------------------------------------------------ */
 
-static int advance_body(tape_tailer *t, size_t k);
-static int to_index_body(tape_tailer *t, int64_t index);
-static int to_start_body(tape_tailer *t);
-static int to_end_body(tape_tailer *t);
-static int to_time_body(tape_tailer *t, int64_t ts_ns);
-
-
 static int seek_from(tape_tailer *t, int64_t index);
 
 /* (on every read: a few loads when there is nothing to forget) */
@@ -1138,23 +1131,16 @@ int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns)
     return 0;
 }
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Spin on the tailer's next header until data or `budget` ns; 1 data. */
 static int spin(tape_tailer *t, int64_t budget)
 {
     tape_entry e;
-    int64_t until = mono_ns() + budget;
+    int64_t until = tape_mono_ns() + budget;
     for (unsigned k = 0;; k++) {
         int rc = peek(t, &e);
         if (rc != 0)
             return 1;
-        if ((k & 63) == 63 && mono_ns() >= until)
+        if ((k & 63) == 63 && tape_mono_ns() >= until)
             return 0;
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
@@ -1166,7 +1152,7 @@ static int spin(tape_tailer *t, int64_t budget)
  * longer nothing comes (t_poll_ns, back to POLL_MIN_NS once data is found). */
 static int poll_wait(tape_tailer *t, int64_t timeout_ns)
 {
-    int64_t start = mono_ns();
+    int64_t start = tape_mono_ns();
     int64_t until = timeout_ns < 0 || timeout_ns > INT64_MAX - start ? INT64_MAX : start + timeout_ns;
     for (;;) {
         tape_entry e;
@@ -1175,7 +1161,7 @@ static int poll_wait(tape_tailer *t, int64_t timeout_ns)
             t->t_poll_ns = POLL_MIN_NS;
             return rc < 0 ? rc : 0;
         }
-        int64_t now = mono_ns();
+        int64_t now = tape_mono_ns();
         if (now >= until)
             return 0;
         int64_t ns = t->t_poll_ns < POLL_MIN_NS ? POLL_MIN_NS : t->t_poll_ns;

@@ -165,8 +165,6 @@ void tape_guard_move(int slot, const void *base, size_t len);
 void tape_guard_remove(int slot);
 /* The offset in the mapping of the first page replaced, or UINT64_MAX. */
 uint64_t tape_guard_fault_off(int slot);
-/* 1 once the handler is installed. */
-int tape_guard_installed(void);
 
 /* Did an access to the mapping of `slot` fault (SIGBUS) since it was
  * registered? One relaxed load: cheap enough for the append path. */
@@ -196,6 +194,12 @@ int tape_view_damage(const tape_view *v);
 static inline int tape_view_hit(const tape_view *v)
 {
     return tape_guard_hit(v->v_guard);
+}
+/* rc, unless an access to the view faulted: then tape_view_damage (what was
+ * read there is not to be believed). One relaxed load when none did. */
+static inline int tape_view_guarded(const tape_view *v, int rc)
+{
+    return tape_view_hit(v) ? tape_view_damage(v) : rc;
 }
 /* Release the pages of [lo, hi) from this mapping (both rounded down to a
  * page; RSS only, the file is untouched); returns where the release ended. */
@@ -483,7 +487,8 @@ static inline long tape_futex(uint32_t *w, int op, uint32_t val, const struct ti
     return syscall(SYS_futex, w, op, val, ts, NULL, 0);
 }
 
-int64_t tape_now_ns(void);                    /* clock.c */
+int64_t tape_now_ns(void);                    /* clock.c: CLOCK_REALTIME */
+int64_t tape_mono_ns(void);                   /* clock.c: CLOCK_MONOTONIC, for intervals */
 int64_t tape_floor_div(int64_t a, int64_t b); /* roll.c */
 
 #define TAPE_MAP_MIN ((size_t)256 << 20)
