@@ -31,20 +31,21 @@ tape_guard_slot tape_guard_slots[TAPE_GUARD_SLOTS];
 static _Atomic int g_top;          /* slots [0, g_top) have been used */
 static _Atomic int g_next;         /* where the next claim starts looking */
 static struct sigaction g_prev;    /* the handler installed before ours */
-static _Atomic int g_foreign;      /* faults passed on to g_prev */
+static _Atomic uintptr_t g_foreign = UINTPTR_MAX; /* the last fault passed on to g_prev */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void pass_on(int sig, siginfo_t *si, void *ctx)
 {
-    /* A second foreign fault in a row means the previous handler returned
-     * without curing it: let the default action have it. */
-    if (atomic_fetch_add_explicit(&g_foreign, 1, memory_order_relaxed) == 0 &&
-        (g_prev.sa_flags & SA_SIGINFO) && g_prev.sa_sigaction) {
+    /* The same address again, right after it was passed on: the previous
+     * handler returned without curing it, so the default action has it. */
+    uintptr_t a = (uintptr_t)si->si_addr;
+    int again = atomic_exchange_explicit(&g_foreign, a, memory_order_relaxed) == a;
+    if (!again && (g_prev.sa_flags & SA_SIGINFO) && g_prev.sa_sigaction) {
         g_prev.sa_sigaction(sig, si, ctx);
         return;
     }
-    if (!(g_prev.sa_flags & SA_SIGINFO) && g_prev.sa_handler != SIG_DFL &&
-        g_prev.sa_handler != SIG_IGN && g_foreign == 1) {
+    if (!again && !(g_prev.sa_flags & SA_SIGINFO) && g_prev.sa_handler != SIG_DFL &&
+        g_prev.sa_handler != SIG_IGN) {
         g_prev.sa_handler(sig);
         return;
     }
