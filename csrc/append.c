@@ -132,24 +132,13 @@ static void writer_switch(tape_queue *q, tape_cyc *y)
     }
 }
 
-/* Close the writer's view (the SIGBUS guard found it damaged). Holding the
- * lock. */
+/* Close the writer's view (the SIGBUS guard found it damaged): switch to no
+ * file at all. Holding the lock. */
 static void writer_drop(tape_queue *q)
 {
-    tape_writer *w = &q->q_w;
-    note_left(q, w->w_y.y_cycle);
-    pthread_mutex_lock(&q->q_w.w_mu);
-    tape_cyc_close(&w->w_y);
-    atomic_store_explicit(&q->q_pf.pf_ready, 0, memory_order_release);
-    atomic_store_explicit(&q->q_pf.pf_want, 0, memory_order_relaxed);
-    atomic_store_explicit(&q->q_pf.pf_pos, 0, memory_order_relaxed);
-    q->q_pf.pf_alloc = 0;
-    q->q_pf.pf_failed = 0;
-    pthread_mutex_unlock(&q->q_w.w_mu);
-    w->w_ready = 0;
-    w->w_kick_at = 0;
-    w->w_valid = 0;
-    w->w_lo_ns = w->w_hi_ns = 0;
+    tape_cyc none;
+    tape_cyc_init(&none);
+    writer_switch(q, &none);
 }
 
 /* Zero an entry a dead writer left "not complete", header last, so the bytes

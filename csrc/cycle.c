@@ -26,14 +26,9 @@ static int cmp_i64(const void *a, const void *b)
 
 static int list_dir(tape_queue *q, int64_t **out, size_t *n)
 {
-    int fd = tf_openat(q->q_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-    if (fd < 0)
+    DIR *d = tape_dir_open(q->q_dirfd);
+    if (!d)
         return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -errno;
-    }
     size_t cap = 16, cnt = 0;
     int64_t *v = malloc(cap * sizeof *v);
     struct dirent *de;

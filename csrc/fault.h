@@ -9,7 +9,8 @@
  *       that call and every later one. Calls: open ftruncate fallocate mmap
  *       msync fsync rename pread. tape publishes new files with link(2),
  *       counted as "rename", and flushes with fdatasync(2), counted as
- *       "fsync"; it does not call msync. pread only fills a tailer's jump
+ *       "fsync"; it calls neither msync nor ftruncate (files only grow, by
+ *       tape_file_alloc). pread only fills a tailer's jump
  *       buffer: when it fails, the tailer reads through its mapping.
  *   TAPE_KILL="point:n"   raise SIGKILL on reaching `point` the n-th time.
  *       Points: after_reserve after_copy before_publish index_array
@@ -62,12 +63,6 @@ static inline int tf_openat(int dirfd, const char *path, int flags, mode_t mode)
 {
     TAPE_FAIL_WITH(TC_OPEN, -1);
     return openat(dirfd, path, flags, mode);
-}
-
-static inline int tf_ftruncate(int fd, off_t len)
-{
-    TAPE_FAIL_WITH(TC_FTRUNCATE, -1);
-    return ftruncate(fd, len);
 }
 
 static inline int tf_fallocate(int fd, off_t off, off_t len)

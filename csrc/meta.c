@@ -24,17 +24,26 @@ _Static_assert(offsetof(tape_meta_shared, ms_notify) == 128, "meta line 2");
 
 /* ---- the metadata file ------------------------------------------------------ */
 
-/* 1 when the directory holds nothing but (stale) temporary metadata files. */
-int tape_dir_is_empty(int dirfd)
+DIR *tape_dir_open(int dirfd)
 {
     int fd = tf_openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0)
-        return -errno;
+        return NULL;
     DIR *d = fdopendir(fd);
     if (!d) {
+        int e = errno;
         close(fd);
-        return -errno;
+        errno = e;
     }
+    return d;
+}
+
+/* 1 when the directory holds nothing but (stale) temporary metadata files. */
+int tape_dir_is_empty(int dirfd)
+{
+    DIR *d = tape_dir_open(dirfd);
+    if (!d)
+        return -errno;
     int empty = 1;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {

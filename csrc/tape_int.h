@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #endif
 
+#include <dirent.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -443,6 +444,9 @@ struct tape_queue {
  * the directory holds something else); check the
  * mapped header against the options and set q_roll from it. */
 int tape_meta_create(int dirfd, const tape_open_opts *o, const tape_roll_info *ri);
+/* The directory dirfd names, opened to read (opendir's DIR, its own file
+ * descriptor): NULL and errno on failure. */
+DIR *tape_dir_open(int dirfd);
 /* 1 when the directory holds nothing but (stale) temporary metadata files. */
 int tape_dir_is_empty(int dirfd);
 int tape_meta_validate(tape_queue *q, const tape_open_opts *o);
