@@ -9,7 +9,8 @@ slot is 0. The kernel writes dirty pages back in any order, so a power cut leave
 with sync="none" or "interval:<ms>". A torn write sequence leaves it with any mode.
 On LazyFS it came twice with sync="always". Once from an injected torn-seq fault (daily,
 seq 192). Once after a plain live cut on a test_secondly queue: the slot of seq 1064 was
-0, and seq 1064-1068 were intact and acknowledged. verify() reports "an index slot that does not point at its
+0, and seq 1064-1068 were intact and acknowledged. That live cut undid an acknowledged
+write, which LazyFS also does to a plain mmap writer (RELIABILITY.md, power loss, E). verify() reports "an index slot that does not point at its
 entry". When the block is one of the last two, a writer refuses to append. But repair()
 returns 0 and `tape repair` says "the tail is sound", so verify stays not ok and the
 queue takes no write again, ever. Further back, writes go on, but verify never becomes
