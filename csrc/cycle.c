@@ -226,9 +226,11 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y)
     int fd = tf_openat(q->q_dirfd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0666);
     if (fd < 0)
         return -errno;
-    /* A little room for the first entries; the prefaulter adds more as the
-     * cycle fills. */
-    off_t size = (off_t)(h.c_data_off + TAPE_FAULT_PIECE);
+    /* Room for the first index array and a few entries; the prefaulter
+     * adds more as the cycle fills. */
+    uint64_t first = tape_entry_size((uint32_t)(8u << q->q_roll.r_count_log2));
+    off_t size = (off_t)((h.c_data_off + first + TAPE_START_ROOM + TAPE_PAGE - 1) &
+                         ~(uint64_t)(TAPE_PAGE - 1));
     /* The header first: the fallback of tape_file_alloc leaves the file
      * descriptor in O_APPEND mode, in which pwrite appends. */
     rc = 0;
