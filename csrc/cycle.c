@@ -246,9 +246,16 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y)
     close(fd);
     /* Published whole under its final name; if it is already there (a writer
      * died after creating it), that one is used. */
-    if (rc == 0 && tf_linkat(q->q_dirfd, tmp, name) < 0 && errno != EEXIST)
+    int linked = 0;
+    if (rc == 0 && tf_linkat(q->q_dirfd, tmp, name) == 0)
+        linked = 1;
+    else if (rc == 0 && errno != EEXIST)
         rc = -errno;
     unlinkat(q->q_dirfd, tmp, 0);
+    /* The name on disk too: after a power loss tape.meta may say this cycle
+     * exists, and a writer refuses to append while its file is missing. */
+    if (linked && tf_fsync(q->q_dirfd) < 0)
+        rc = -errno;
     if (rc < 0)
         return rc;
     rc = tape_cyc_open(q, cycle, 1, y);
