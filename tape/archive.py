@@ -42,6 +42,8 @@ def archive_path(directory: str, cycle_path: str) -> str:
 def check_dir(directory: str) -> str:
     """`directory` as a str, created if missing; TapeOSError unless a file can be made in it."""
     path = os.fsdecode(directory)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise TapeOSError(errno.ENOTDIR, f"archive directory {path}: not a directory")
     try:
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".tape-probe{_TMP}{os.getpid()}.{secrets.token_hex(4)}")
@@ -53,7 +55,7 @@ def check_dir(directory: str) -> str:
 
 
 def write(queue_path: str, cycle_path: str, directory: str) -> tuple[str, bool] | None:
-    """Archive the cycle file at `cycle_path` of the queue at `queue_path` into `directory`, on disk.
+    """Archive the cycle file at `cycle_path` of the queue at `queue_path` into `directory` (checked), on disk.
 
     Returns the archive's path and whether this call made it (an archive of this
     same file already there, left by an archiver killed before it removed the

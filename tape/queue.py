@@ -153,6 +153,8 @@ class Queue:
         elif not isinstance(large_pages, bool):
             raise ArgumentTypeError(f"large_pages must be a bool or None, not {type(large_pages).__name__}")
 
+        if self._retention is not None and self._retention.archive is not None and not read_only:
+            archive.check_dir(self._retention.archive)  # now, not at a roll, when a write would raise
         lifecycle.opening(self)
         self._native = QueueHandle.open(
             self.path,
