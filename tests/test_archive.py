@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import tape
 from tape import archive
+from tape.cli import cli as tape_cli
 
 T0 = 1_763_683_200 * 10**9  # 2025-11-21T00:00:00Z
 SECOND = 10**9
@@ -46,8 +48,9 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def dumped(path: str | Path, *options: str) -> list[str]:
-    done = cli("dump", str(path), *options)
-    assert done.returncode == 0, done.stderr
+    """The lines `tape dump PATH OPTIONS` prints (run in this process)."""
+    done = CliRunner().invoke(tape_cli, ["dump", str(path), *options])
+    assert done.exit_code == 0, done.output
     return done.stdout.splitlines()
 
 
@@ -187,14 +190,15 @@ def test_a_leftover_partial_archive_of_a_dead_archiver_is_replaced(tmp_path: Pat
 
 
 def test_the_cli_archives_and_dumps(tmp_path: Path) -> None:
+    """As real processes: purge --archive, then dump of each archive."""
     build(tmp_path / "q", 3, 20)
-    before = dumped(tmp_path / "q")
+    before = cli("dump", str(tmp_path / "q")).stdout.splitlines()
     done = cli("purge", str(tmp_path / "q"), "--keep-cycles", "1", "--archive", str(tmp_path / "arch"))
     assert done.returncode == 0, done.stderr
     paths = done.stdout.splitlines()
     assert len(paths) == 3 and all(p.startswith(str(tmp_path / "arch")) and p.endswith(".tape.lz4") for p in paths)
     assert done.stderr.startswith("archived 3 cycle files")
-    assert [line for p in paths for line in dumped(p)] == before[:60]
+    assert [line for p in paths for line in cli("dump", p).stdout.splitlines()] == before[:60]
     junk = tmp_path / "junk.lz4"
     junk.write_bytes(b"not an archive")
     done = cli("dump", str(junk))
