@@ -24,7 +24,7 @@ from typing import IO
 
 from tape.errors import CorruptionError, NotAQueueError, TapeOSError
 
-__all__ = ["SUFFIX", "archive_path", "check_dir", "is_archive", "opened", "write"]
+__all__ = ["SUFFIX", "archive_path", "check_dir", "opened", "remove_leftovers", "write"]
 
 SUFFIX = ".lz4"
 META_NAME = "tape.meta"  # the queue's metadata file, copied whole
@@ -69,7 +69,6 @@ def write(queue_path: str, cycle_path: str, directory: str) -> tuple[str, bool] 
         except FileNotFoundError:
             return None  # removed meanwhile by another process
         with src:
-            _remove_leftovers(directory, os.path.basename(final))
             if os.path.lexists(final):
                 _check_same(final, src)
                 return final, False
@@ -118,16 +117,6 @@ def opened(archive: str) -> Iterator[str]:
         yield where
     finally:
         shutil.rmtree(where, ignore_errors=True)
-
-
-def is_archive(path: str) -> bool:
-    """True when the file at `path` begins as an archive does."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8 + 4 + len(_MAGIC))
-    except OSError:
-        return False
-    return len(head) == 16 and struct.unpack_from("<I", head)[0] == _SKIPPABLE and head[8:] == _MAGIC
 
 
 # -- the two frames --------------------------------------------------------------------------
@@ -218,16 +207,18 @@ def _check_same(final: str, src: IO[bytes]) -> None:
 # -- files -----------------------------------------------------------------------------------
 
 
-def _remove_leftovers(directory: str, name: str) -> None:
-    """Remove temporary files of `name` that archivers which died (their pid is gone) left in `directory`."""
-    prefix = name + _TMP
-    for entry in os.listdir(directory):
-        if not entry.startswith(prefix):
-            continue
-        pid = entry[len(prefix) :].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+def remove_leftovers(directory: str) -> None:
+    """Remove the temporary files that archivers which died (their pid is gone) left in `directory`."""
+    try:
+        names = os.listdir(directory)
+    except OSError as exc:
+        raise _os_error(exc, f"archive directory {directory}") from None
+    for name in names:
+        stem, tmp, rest = name.partition(SUFFIX + _TMP)
+        pid = rest.split(".", 1)[0]
+        if stem and tmp and pid.isdigit() and not _alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, entry))
+                os.unlink(os.path.join(directory, name))
 
 
 def _alive(pid: int) -> bool:

@@ -330,8 +330,6 @@ class Queue:
 
     def _purge(self, policy: Policy, dry_run: bool, on_remove: Callable[[str], object] | None = None) -> list[str]:
         native = self._handle()
-        if policy.archive is not None and not dry_run:
-            archive.check_dir(policy.archive)  # before anything goes
         cycles = native.cycles()
         floor = None
         if policy.respect_tailers:
@@ -340,6 +338,9 @@ class Queue:
                 floor = min(-1 if i is None else self._roll.cycle(i) for i in nexts)
         now = time.time_ns() if self._clock is None else self._clock()
         doomed = set(policy.select(cycles, self._roll.end_ns, now, floor))
+        if doomed and policy.archive is not None and not dry_run:
+            archive.check_dir(policy.archive)  # before anything goes
+            archive.remove_leftovers(policy.archive)
         removed = []
         for c in cycles:
             if c.cycle not in doomed:
