@@ -33,6 +33,7 @@ from tape.errors import (
 from tape.lifecycle import close_all, on_lifecycle, status
 from tape.queue import Queue, make_index, split_index
 from tape.records import CycleInfo, Entry, VerifyReport
+from tape.states import State, state
 from tape.tailer import Tailer
 
 __version__ = "0.1.0"  # pyproject.toml reads it from here
@@ -55,6 +56,8 @@ __all__ = [
     "AtomConflictError",
     "AtomValidationError",
     "codecs",
+    "state",
+    "State",
     "status",
     "close_all",
     "on_lifecycle",

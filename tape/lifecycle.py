@@ -1,7 +1,8 @@
-"""The lifecycle registry: which queues, appenders, tailers and atoms are open.
+"""The lifecycle registry: which queues, appenders, tailers, atoms and states are open.
 
 Every resource reports its steps here: opening(r) before it opens, register(r)
-once open, closing(r) when close() starts, unregister(r) once closed. The
+once open, closing(r) when close() starts, unregister(r) once closed (a
+tape.state reports them as "starting", "started", "stopping", "stopped"). The
 registry keeps the open ones in the order they opened, closes them newest
 first (close_all, and at interpreter exit), and tells on_lifecycle()
 callbacks of each step. It holds weak references only: tracking never keeps
@@ -29,7 +30,9 @@ __all__ = [
     "on_lifecycle",
 ]
 
-Event = Literal["opening", "opened", "closing", "closed"]
+Event = Literal[
+    "opening", "opened", "closing", "closed", "starting", "started", "stopping", "stopped"
+]
 
 
 class Resource(Protocol):
@@ -66,13 +69,13 @@ def _forget(key: int, ref: weakref.ref[Resource]) -> None:
             del _tracked[key]
 
 
-def opening(resource: Resource) -> None:
-    """Report that `resource` starts opening: emits "opening"."""
-    _emit("opening", resource)
+def opening(resource: Resource, *, event: Event = "opening") -> None:
+    """Report that `resource` starts opening: emits `event`."""
+    _emit(event, resource)
 
 
-def register(resource: Resource, *, parent: Resource | None = None) -> None:
-    """Track `resource`, now open, and emit "opened".
+def register(resource: Resource, *, parent: Resource | None = None, event: Event = "opened") -> None:
+    """Track `resource`, now open, and emit `event`.
 
     With `parent`, closing the parent first closes `resource` (as a queue
     closes its appenders and tailers).
@@ -82,12 +85,12 @@ def register(resource: Resource, *, parent: Resource | None = None) -> None:
     with _lock:
         _tracked.pop(key, None)
         _tracked[key] = _Tracked(ref, None if parent is None else id(parent))
-    _emit("opened", resource)
+    _emit(event, resource)
 
 
-def closing(resource: Resource) -> None:
-    """Report that `resource` starts closing: emits "closing", then closes its children, newest first."""
-    _emit("closing", resource)
+def closing(resource: Resource, *, event: Event = "closing") -> None:
+    """Report that `resource` starts closing: emits `event`, then closes its children, newest first."""
+    _emit(event, resource)
     parent = id(resource)
     with _lock:
         children = [t.ref() for t in _tracked.values() if t.parent == parent]
@@ -96,14 +99,14 @@ def closing(resource: Resource) -> None:
             child.close()
 
 
-def unregister(resource: Resource) -> None:
-    """Stop tracking `resource`, now closed, and emit "closed"."""
+def unregister(resource: Resource, *, event: Event = "closed") -> None:
+    """Stop tracking `resource`, now closed, and emit `event`."""
     key = id(resource)
     with _lock:
         tracked = _tracked.get(key)
         if tracked is not None and tracked.ref() is resource:
             del _tracked[key]
-    _emit("closed", resource)
+    _emit(event, resource)
 
 
 def status() -> list[Resource]:
@@ -133,7 +136,8 @@ def close_all() -> None:
 def on_lifecycle(fn: Callable[[Event, Resource], object]) -> Callable[[], None]:
     """Call fn(event, resource) at every step of every resource; returns a function that stops it.
 
-    Events: "opening" (before it opens), "opened", "closing", "closed". A
+    Events: "opening" (before it opens), "opened", "closing", "closed"; a
+    tape.state emits "starting", "started", "stopping", "stopped" instead. A
     failed open emits "opening" and nothing more, or "closing" and "closed"
     when it had to close what it opened. fn runs in the thread that opens or
     closes; an exception from it is logged (logger "tape.lifecycle").

@@ -52,7 +52,9 @@ static void crc32c_matches_reference_on_random_input(void)
 
 static void crc32c_matches_reference_on_long_input(void)
 {
-    size_t lens[] = {1000, 4096, 4097, 65536 + 13, 300000};
+    /* Around the bounds of the three-way steps (3 x 256 and 3 x 4,096 bytes). */
+    size_t lens[] = {767, 768, 769, 1000, 1536, 4096, 4097, 12287, 12288, 12288 + 768 + 7,
+                     24576 + 1535, 65536 + 13, 300000};
     unsigned char *buf = malloc(300000 + 16);
     CHECK(buf);
     uint64_t rs = 99;
@@ -62,6 +64,14 @@ static void crc32c_matches_reference_on_long_input(void)
         for (size_t a = 0; a < 8; a += 3)
             EXPECT_EQ(tape_crc32c(0x5EED, buf + a, lens[i]),
                       th_crc32c(0x5EED, buf + a, lens[i]));
+    for (int r = 0; r < 200; r++) {
+        size_t len = 700 + th_rand(&rs) % 40000, a = th_rand(&rs) % 16;
+        uint32_t seed = (uint32_t)th_rand(&rs);
+        if (!EXPECT_EQ(tape_crc32c(seed, buf + a, len), th_crc32c(seed, buf + a, len))) {
+            fprintf(stderr, "  len %zu align %zu seed %08x\n", len, a, seed);
+            break;
+        }
+    }
     free(buf);
 }
 
