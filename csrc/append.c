@@ -652,12 +652,7 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     }
     if (w->w_pos >= w->w_kick_at && w->w_valid && w->w_y.y_cycle >= 0) {
         uint64_t received = w->w_pos - w->w_y.y_data_off;
-        tape_prefault_kick(q, w->w_pos, received);
-        /* Kick again after half as much again (at least a piece, at most a
-         * step), as the distance ahead grows with what was received. */
-        uint64_t next = received / 2;
-        w->w_kick_at = w->w_pos + (next < TAPE_FAULT_PIECE ? TAPE_FAULT_PIECE
-                                   : next > TAPE_GROW_STEP / 2 ? TAPE_GROW_STEP / 2 : next);
+        w->w_kick_at = w->w_pos + tape_prefault_kick(q, w->w_pos, received);
     }
     tape_unlock(q);
     if (done > 0)

@@ -226,9 +226,11 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y)
     int fd = tf_openat(q->q_dirfd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0666);
     if (fd < 0)
         return -errno;
-    /* A little room for the first entries; the prefaulter adds more as the
-     * cycle fills. */
-    off_t size = (off_t)(h.c_data_off + TAPE_FAULT_PIECE);
+    /* Room for the first index array and a few entries; the prefaulter
+     * adds more as the cycle fills. */
+    uint64_t first = tape_entry_size((uint32_t)(8u << q->q_roll.r_count_log2));
+    off_t size = (off_t)((h.c_data_off + first + TAPE_START_ROOM + TAPE_PAGE - 1) &
+                         ~(uint64_t)(TAPE_PAGE - 1));
     /* The header first: the fallback of tape_file_alloc leaves the file
      * descriptor in O_APPEND mode, in which pwrite appends. */
     rc = 0;
@@ -244,9 +246,16 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y)
     close(fd);
     /* Published whole under its final name; if it is already there (a writer
      * died after creating it), that one is used. */
-    if (rc == 0 && tf_linkat(q->q_dirfd, tmp, name) < 0 && errno != EEXIST)
+    int linked = 0;
+    if (rc == 0 && tf_linkat(q->q_dirfd, tmp, name) == 0)
+        linked = 1;
+    else if (rc == 0 && errno != EEXIST)
         rc = -errno;
     unlinkat(q->q_dirfd, tmp, 0);
+    /* The name on disk too: after a power loss tape.meta may say this cycle
+     * exists, and a writer refuses to append while its file is missing. */
+    if (linked && tf_fsync(q->q_dirfd) < 0)
+        rc = -errno;
     if (rc < 0)
         return rc;
     rc = tape_cyc_open(q, cycle, 1, y);

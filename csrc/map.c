@@ -191,6 +191,21 @@ int tape_file_alloc(int fd, uint64_t off, uint64_t len)
     return append_zeros(fd, off + len);
 }
 
+/* The size a file of `size` bytes grows to so that it holds `end`: while
+ * it is smaller than a step, doubled (whole pages), so a small file stays
+ * small and a growing one is not extended at every entry; past that, whole
+ * steps, which are whole huge pages (the kernel maps a huge page only where
+ * the file covers all of it). */
+static uint64_t grow_to(uint64_t size, uint64_t end)
+{
+    if (end > TAPE_GROW_STEP)
+        return (end + TAPE_GROW_STEP - 1) & ~(TAPE_GROW_STEP - 1);
+    uint64_t to = 2 * size > end ? 2 * size : end;
+    if (to > TAPE_GROW_STEP)
+        to = TAPE_GROW_STEP;
+    return (to + TAPE_PAGE - 1) & ~(uint64_t)(TAPE_PAGE - 1);
+}
+
 int tape_view_grow(tape_view *v, uint64_t end)
 {
     int rc = tape_view_cover(v, end);
@@ -198,7 +213,7 @@ int tape_view_grow(tape_view *v, uint64_t end)
         return rc;
     /* Never ftruncate: another process may have extended the file meanwhile,
      * and only fallocate is sure not to shrink it. */
-    uint64_t to = (end + TAPE_GROW_STEP - 1) & ~(TAPE_GROW_STEP - 1);
+    uint64_t to = grow_to(v->v_size, end);
     if ((rc = tape_file_alloc(v->v_fd, v->v_size, to - v->v_size)) < 0)
         return rc;
     rc = tape_view_cover(v, to);

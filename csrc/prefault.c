@@ -99,15 +99,24 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
     if (ready >= want || want == q->q_pf.pf_failed)
         return 0;
     /* Allocate in steps (each fallocate takes filesystem locks the
-     * writer's own faults may wait for), fault in by pieces. */
+     * writer's own faults may wait for), fault in by pieces; a young cycle
+     * no further than wanted. */
     uint64_t to = ready + TAPE_FAULT_PIECE;
+    if (to > want)
+        to = (want + TAPE_PAGE - 1) & ~(uint64_t)(TAPE_PAGE - 1);
     if (to > q->q_pf.pf_alloc) {
-        /* As far as wanted, at most a step, and to a huge page boundary: the
-         * kernel makes a huge page only where the file covers all of it. */
+        /* As far as wanted, at most a step, and past the first huge page to
+         * a huge page boundary: the kernel makes a huge page only where the
+         * file covers all of it. Within the first, whole pages: a file
+         * smaller than a huge page has none. */
         uint64_t step = want > to ? want : to;
         uint64_t most = ready + TAPE_GROW_STEP;
-        step = (step + TAPE_HUGE - 1) & ~(TAPE_HUGE - 1);
-        most = (most + TAPE_HUGE - 1) & ~(TAPE_HUGE - 1);
+        if (step > TAPE_HUGE) {
+            step = (step + TAPE_HUGE - 1) & ~(TAPE_HUGE - 1);
+            most = (most + TAPE_HUGE - 1) & ~(TAPE_HUGE - 1);
+        } else {
+            step = (step + TAPE_PAGE - 1) & ~(uint64_t)(TAPE_PAGE - 1);
+        }
         if (step > most)
             step = most;
         /* Never grow a file that shrank under the writer (another process
@@ -233,16 +242,28 @@ void tape_prefault_stop(tape_queue *q)
 
 /* Called by the writer (holding the write lock) when it passes w_kick_at,
  * with what the cycle has received so far: the prefaulter runs ahead by
- * twice that, between 256 KiB and TAPE_PREFAULT_AHEAD, so a cycle that gets
- * a few entries does not cost megabytes of zeroed pages. Never blocks. */
-void tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received)
+ * twice that, between TAPE_START_ROOM and TAPE_PREFAULT_AHEAD, so a cycle
+ * that gets a few entries does not cost megabytes of disk and zeroed pages;
+ * the writer kicks again after half as much (at least half the least
+ * distance ahead, at most half a step), so it never outruns what it asked
+ * for with entries smaller than that. The first index array, written with
+ * the first entry, is not counted as traffic. Never blocks. */
+uint64_t tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received)
 {
-    uint64_t ahead = 2 * received;
-    if (ahead < TAPE_FAULT_PIECE)
-        ahead = TAPE_FAULT_PIECE;
+    uint64_t first = tape_entry_size((uint32_t)(8u << q->q_roll.r_count_log2));
+    uint64_t data = received > first ? received - first : 0;
+    uint64_t ahead = 2 * data;
+    if (ahead < TAPE_START_ROOM)
+        ahead = TAPE_START_ROOM;
     if (ahead > TAPE_PREFAULT_AHEAD)
         ahead = TAPE_PREFAULT_AHEAD;
     atomic_store_explicit(&q->q_pf.pf_pos, pos, memory_order_relaxed);
     atomic_store_explicit(&q->q_pf.pf_want, pos + ahead, memory_order_relaxed);
     prefault_wake(q);
+    uint64_t next = data / 2;
+    if (next < TAPE_START_ROOM / 2)
+        next = TAPE_START_ROOM / 2;
+    if (next > TAPE_GROW_STEP / 2)
+        next = TAPE_GROW_STEP / 2;
+    return next;
 }

@@ -480,7 +480,9 @@ void tape_named_clamp(tape_queue *q, int64_t end);
 /* Prefaulter (prefault.c). */
 int tape_prefault_start(tape_queue *q);
 void tape_prefault_stop(tape_queue *q);
-void tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received);
+/* The writer's kick at `pos`, the cycle having received `received` bytes:
+ * returns how far it goes before it kicks again. */
+uint64_t tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received);
 
 /* The futex system call, which the C library does not wrap: FUTEX_WAIT and
  * FUTEX_WAKE on a word of tape.meta, shared between processes (the lock word,
@@ -498,6 +500,15 @@ int64_t tape_floor_div(int64_t a, int64_t b); /* roll.c */
 #define TAPE_MAP_MIN ((size_t)256 << 20)
 #define TAPE_MAP_MIN_WRITER ((size_t)16 << 30) /* address space only: moving a
                                                  * writer's mapping stalls it */
+/* Growing the writer's file (map.c, prefault.c). A new cycle file has room
+ * for its first index array and TAPE_START_ROOM bytes of entries; the
+ * prefaulter then keeps twice what the cycle received ahead of the writer
+ * (at least TAPE_START_ROOM, at most TAPE_PREFAULT_AHEAD), so a queue with
+ * a few entries stays small. It faults pages in by TAPE_FAULT_PIECE at most
+ * and allocates at most TAPE_GROW_STEP at a time; the writer's own growth
+ * (tape_view_grow) doubles the file up to TAPE_GROW_STEP, then adds whole
+ * steps. */
+#define TAPE_START_ROOM ((uint64_t)32 << 10)
 #define TAPE_FAULT_PIECE ((uint64_t)256 << 10)
 #define TAPE_GROW_STEP ((uint64_t)2 << 20)
 #define TAPE_PREFAULT_AHEAD ((uint64_t)16 << 20)

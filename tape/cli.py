@@ -24,6 +24,7 @@ from typing import IO, Any
 import click
 
 import tape
+from tape import archive
 from tape._time import iso_time, parse_duration, parse_time
 from tape.dump import Dump, open_reader
 from tape.jsonl import FORMATS, Loader, LoadError, Progress, unseen, write_entries
@@ -195,7 +196,7 @@ def cli(debug: bool) -> None:
 
 
 @cli.command(short_help="Print entries as JSON lines (or pretty, or raw).")
-@_path_argument
+@click.argument("path", type=click.Path(dir_okay=True, file_okay=True, path_type=str))
 @click.option("--from", "from_index", type=click.IntRange(0), metavar="INDEX", help="First index (inclusive).")
 @click.option("--to", "to_index", type=click.IntRange(0), metavar="INDEX", help="Last index (inclusive).")
 @click.option(
@@ -226,16 +227,29 @@ def dump(
     """Print the entries of the queue at PATH: {"index", "timestamp", "value"} per line.
 
     Values are decoded with the queue's codec; bytes show as {"$base64": ...}.
+    PATH may also be a cycle file archived by tape purge --archive (NAME.tape.lz4):
+    its entries print as they did from the queue.
 
     \b
     Examples:
       tape dump /data/orders --since 2025-11-21T09:00Z --limit 100
       tape dump /data/orders --from 7224046387200 --format pretty
       tape dump /data/orders | tape load /tmp/copy -
+      tape dump /archive/orders/20251121.tape.lz4
     """
     window = _window(from_index, to_index, since, until)
-    with _opening(fmt, codec):
-        d = Dump(path, window, fmt=fmt, codec=codec, backward=backward, limit=limit)
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(archive.opened(path)) if os.path.isfile(path) else path
+        with _opening(fmt, codec):
+            d = Dump(source, window, fmt=fmt, codec=codec, backward=backward, limit=limit)
+        written = _dump(d, jobs)
+    if written == 0 and limit != 0:
+        nothing = "the queue holds no entries" if window == Window() else "no entries in the window"
+        click.echo(f"{path}: {nothing}", err=True)
+
+
+def _dump(d: Dump, jobs: int) -> int:
+    """Write out `d` to stdout, with a progress bar on a terminal when stdout is a file; the entries written."""
     with d:
         written = 0
         if not d.empty:
@@ -243,9 +257,7 @@ def dump(
             shown = _is_file(out) and sys.stderr.isatty()
             with _progress("dumping", d.count() if shown else None, "entries", shown=shown) as progress:
                 written = d.write(out, jobs=jobs or len(os.sched_getaffinity(0)), progress=progress)
-    if written == 0 and limit != 0:
-        nothing = "the queue holds no entries" if window == Window() else "no entries in the window"
-        click.echo(f"{path}: {nothing}", err=True)
+    return written
 
 
 def _window(from_index: int | None, to_index: int | None, since: int | None, until: int | None) -> Window:
@@ -394,6 +406,10 @@ def repair(path: str) -> None:
     help="Keep at most this much space used (as tape info counts it): bytes, 512K, 10M, 2G.",
 )
 @click.option("--respect-tailers", is_flag=True, help="Never remove what a named tailer has not read.")
+@click.option(
+    "--archive", "archive_dir", type=click.Path(file_okay=False, path_type=str), metavar="DIR",
+    help="Move each file into DIR, lz4-compressed (NAME.tape.lz4; tape dump reads it), instead of deleting it.",
+)
 @click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
 def purge(
     path: str,
@@ -401,17 +417,21 @@ def purge(
     older_than: float | None,
     max_bytes: int | None,
     respect_tailers: bool,
+    archive_dir: str | None,
     dry_run: bool,
 ) -> None:
     """Remove whole cycle files of the queue at PATH; print their paths.
 
     A cycle file goes when any rule given picks it; the newest cycle file and
-    the newest holding entries always stay.
+    the newest holding entries always stay. With --archive DIR each goes into
+    DIR compressed, on disk before it is removed, and the archives' paths are
+    printed.
 
     \b
     Examples:
       tape purge /data/orders --older-than 7d --respect-tailers
       tape purge /data/orders --max-bytes 10G --dry-run
+      tape purge /data/orders --keep-cycles 30 --archive /archive/orders
     """
     if keep_cycles is None and older_than is None and max_bytes is None:
         raise click.UsageError("give at least one of --keep-cycles, --older-than, --max-bytes")
@@ -423,6 +443,7 @@ def purge(
             older_than=older_than,
             max_bytes=max_bytes,
             respect_tailers=respect_tailers,
+            archive=archive_dir,
         )
         shown = not dry_run and sys.stderr.isatty()
         total = len(purge(dry_run=True)) if shown else None
@@ -430,8 +451,13 @@ def purge(
             removed = purge(dry_run=dry_run, on_remove=lambda _: progress(1))
     for p in removed:
         click.echo(p)
-    verb = "would remove" if dry_run else "removed"
-    freed = size_text(sum(sizes.get(p, 0) for p in removed))
+    if archive_dir is None:
+        verb = "would remove" if dry_run else "removed"
+        freed = size_text(sum(sizes.get(p, 0) for p in removed))
+    else:
+        verb = "would archive" if dry_run else "archived"
+        by_name = {os.path.basename(p) + archive.SUFFIX: n for p, n in sizes.items()}
+        freed = size_text(sum(by_name.get(os.path.basename(p), 0) for p in removed))
     click.echo(f"{verb} {len(removed)} cycle files ({freed} space used)", err=True)
 
 

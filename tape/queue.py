@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from tape import codecs, lifecycle
+from tape import archive, codecs, lifecycle
 from tape._args import as_index, as_int, as_name, as_seconds, shown
 from tape._native import NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle
 from tape._time import to_datetime
@@ -153,6 +153,8 @@ class Queue:
         elif not isinstance(large_pages, bool):
             raise ArgumentTypeError(f"large_pages must be a bool or None, not {type(large_pages).__name__}")
 
+        if self._retention is not None and self._retention.archive is not None and not read_only:
+            archive.check_dir(self._retention.archive)  # now, not at a roll, when a write would raise
         lifecycle.opening(self)
         self._native = QueueHandle.open(
             self.path,
@@ -301,6 +303,7 @@ class Queue:
         older_than: float | timedelta | None = None,
         max_bytes: int | None = None,
         respect_tailers: bool = False,
+        archive: str | os.PathLike[str] | None = None,
         dry_run: bool = False,
         on_remove: Callable[[str], object] | None = None,
     ) -> list[str]:
@@ -312,13 +315,16 @@ class Queue:
         cycles first. A cycle goes when any rule given picks it, except the
         newest cycle file and the newest cycle holding entries; with
         respect_tailers=True, never what a named tailer has not read yet.
+        archive=DIR (created if missing) moves each file into DIR instead, as
+        `<file name>.lz4` (tape dump reads it), on disk before the file is
+        removed; the paths returned are then the archives'.
         on_remove(path) is called as each file goes (with dry_run, as it is picked).
         """
         if keep_cycles is None and older_than is None and max_bytes is None:
             raise ArgumentError("purge() needs a rule: keep_cycles=, older_than= or max_bytes=")
         policy = Policy.parse(
             {"keep_cycles": keep_cycles, "older_than": older_than, "max_bytes": max_bytes,
-             "respect_tailers": respect_tailers}
+             "respect_tailers": respect_tailers, "archive": archive}
         )
         return self._purge(policy, dry_run, on_remove)
 
@@ -332,15 +338,22 @@ class Queue:
                 floor = min(-1 if i is None else self._roll.cycle(i) for i in nexts)
         now = time.time_ns() if self._clock is None else self._clock()
         doomed = set(policy.select(cycles, self._roll.end_ns, now, floor))
+        if doomed and policy.archive is not None and not dry_run:
+            archive.check_dir(policy.archive)  # before anything goes
+            archive.remove_leftovers(policy.archive)
         removed = []
         for c in cycles:
             if c.cycle not in doomed:
                 continue
-            if not dry_run and not native.remove_cycle(c.cycle):
-                continue  # gone already, or became the newest holding entries
-            removed.append(c.path)
+            path = c.path if policy.archive is None else archive.archive_path(policy.archive, c.path)
+            if not dry_run:
+                if policy.archive is not None and archive.write(self.path, c.path, policy.archive) is None:
+                    continue  # removed meanwhile by another process
+                if not native.remove_cycle(c.cycle):
+                    continue  # gone already, or became the newest holding entries
+            removed.append(path)
             if on_remove is not None:
-                on_remove(c.path)
+                on_remove(path)
         return removed
 
     def _rolled(self, index: int) -> int:

@@ -4,11 +4,13 @@ A cycle goes when any rule given picks it (keep the last N cycles; drop cycles
 that ended more than `older_than` ago; keep at most `max_bytes` of entries,
 dropping the oldest first), unless it is the newest cycle file, the newest
 cycle holding entries, or (respect_tailers=True) a named tailer has not read
-all of it.
+all of it. With `archive` (a directory) each cycle file goes there, compressed
+(tape.archive), before it is removed.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,7 +18,7 @@ from typing import Any, Protocol
 from tape._time import duration_ns
 from tape.errors import ArgumentError, ArgumentTypeError
 
-KEYWORDS = frozenset({"keep_cycles", "older_than", "max_bytes", "respect_tailers"})
+KEYWORDS = frozenset({"keep_cycles", "older_than", "max_bytes", "respect_tailers", "archive"})
 
 
 class _Cycle(Protocol):
@@ -40,6 +42,7 @@ class Policy:
     older_than_ns: int | None = None
     max_bytes: int | None = None
     respect_tailers: bool = False
+    archive: str | None = None
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> Policy:
@@ -54,7 +57,7 @@ class Policy:
         respect = options.get("respect_tailers", False)
         if not isinstance(respect, bool):
             raise ArgumentTypeError("respect_tailers must be a bool")
-        return cls(keep, older_ns, size, respect)
+        return cls(keep, older_ns, size, respect, _directory(options.get("archive")))
 
     def select(
         self,
@@ -90,6 +93,18 @@ class Policy:
         if self.respect_tailers and tailer_floor is not None:
             doomed = {c for c in doomed if c < tailer_floor}
         return sorted(doomed - protected)
+
+
+def _directory(value: Any) -> str | None:
+    """The archive option: a directory's path as a str, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ArgumentTypeError(f"archive must be a directory's path, not {type(value).__name__}")
+    path = os.fsdecode(value)
+    if not path or "\0" in path:
+        raise ArgumentError(f"archive must be a directory's path, not {path!r}")
+    return path
 
 
 def _count(value: Any, what: str) -> int | None:
