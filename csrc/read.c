@@ -1211,6 +1211,12 @@ int tape_tailer_to_index(tape_tailer *t, int64_t index)
     return unless_damaged(t, to_index_body(t, index));
 }
 
+int tape_tailer_seek(tape_tailer *t, int64_t index)
+{
+    forget_batch(t);
+    return unless_damaged(t, seek_from(t, index));
+}
+
 int tape_tailer_to_start(tape_tailer *t)
 {
     return unless_damaged(t, to_start_body(t));

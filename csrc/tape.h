@@ -110,6 +110,7 @@ extern "C" {
 #define TAPE_ECONFLICT    (-30012) /* tape_append_if: the last entry is not the expected one */
 #define TAPE_ECLOSED      (-30013) /* the appender was shut (tape_appender_shut) */
 #define TAPE_ELIMIT       (-30014) /* a limit of the queue is reached (e.g. TAPE_NAMED_MAX) */
+#define TAPE_ESTALE       (-30015) /* a group delivery's claim has lapsed (tape_group_ack...) */
 
 /* ---- limits ------------------------------------------------------------- */
 
@@ -571,6 +572,163 @@ int tape_wait(tape_tailer *t, int64_t timeout_ns);
  * spins until data arrives or the timeout passes, for the lowest latency.
  * Always 0. */
 int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns);
+
+
+/* ---- consumer groups ------------------------------------------------------
+ *
+ * A consumer group hands each entry of the queue to one of its consumers and
+ * takes it back when that consumer fails (docs/FORMAT.md, "Consumer groups").
+ * Its state is one file, <queue>/groups/<name>.group, mapped by every process
+ * using the group: settings, the position (the last entry taken from the
+ * log), and a fixed table of the entries in flight, each with its state,
+ * owner, attempt, due time and claim generation. Acked entries leave the
+ * table, so the file never grows. Changes are made under a lock word in the
+ * file whose owner's death is detected as for the write lock; a consumer
+ * holds an OFD lock on its own byte of the file, so its death is seen by the
+ * next claim (checked at most every TAPE_GROUP_CHECK_NS) and its entries are
+ * handed out again. Every claim gets a new generation: an ack, nack, extend
+ * or reject naming an older one returns TAPE_ESTALE and changes nothing.
+ *
+ * Times (now_ns, due times) are ns since the epoch, passed by the caller, so
+ * that a test may drive them; every process using a group must use one
+ * clock. Dead letters: an entry delivered max_deliveries times without an
+ * ack, or rejected, becomes dead in the table; tape_group_take_dead hands it
+ * to a caller that stores a copy (the Python layer keeps a queue of them) and
+ * then calls tape_group_dead_done. A caller killed in between leaves it dead
+ * for the next one.
+ *
+ * A group handle and its consumers may be used from several threads, one
+ * call at a time per consumer. A tailer given to a consumer call belongs to
+ * that consumer (and is moved by it). */
+
+typedef struct tape_group tape_group;
+typedef struct tape_consumer tape_consumer;
+
+#define TAPE_GROUP_SLOTS     4096  /* entries in flight (or waiting) per group */
+#define TAPE_GROUP_CONSUMERS 255   /* consumers (and group handles) at once */
+#define TAPE_GROUP_BACKOFF   16    /* steps of a backoff list */
+#define TAPE_GROUP_CHECK_NS  2000000 /* how often claims look for dead consumers */
+
+typedef struct tape_group_settings {
+    int64_t gset_ack_wait_ns;      /* > 0; how long a claim lasts */
+    uint32_t gset_max_deliveries;  /* >= 1 */
+    uint32_t gset_nbackoff;        /* <= TAPE_GROUP_BACKOFF */
+    int64_t gset_backoff_ns[TAPE_GROUP_BACKOFF]; /* delay of redelivery n (the last repeated) */
+} tape_group_settings;
+
+/* Open group `name` (1 to 47 bytes, no '/', not starting with '.'), creating
+ * it when missing with its first entry at or after `start` (-1: the start of
+ * the queue; -2: after the last entry now). `set` (may be NULL) replaces the
+ * stored settings; a group is created with ack_wait 30 s, max_deliveries 5 and
+ * no backoff otherwise. A position beyond the end of the data (a power cut
+ * lost entries the group had taken) is brought back to the end, and entries
+ * in flight past it are forgotten. `sync` (non-zero): every change is flushed
+ * to disk (msync) before the call returns. On a read-only queue the group is
+ * opened for inspection only (-ENOENT when missing); changes return
+ * TAPE_EREADONLY. Errors: TAPE_EINVAL (name, settings), TAPE_ECORRUPT (the
+ * file is damaged), TAPE_EVERSION, TAPE_ELIMIT (every handle slot taken),
+ * -ENOENT, [lock], -ENOSPC and other -errno of creating and mapping it. */
+int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_group_settings *set,
+                    int sync, tape_group **out);
+void tape_group_close(tape_group *g);
+int tape_group_settings_get(tape_group *g, tape_group_settings *out);
+
+typedef struct tape_group_info {
+    int64_t gi_last;          /* the last entry taken from the log, -1 none */
+    int64_t gi_floor;         /* every entry before it is finished (-1: none taken) */
+    uint32_t gi_in_flight;    /* claimed now */
+    uint32_t gi_waiting;      /* in the table, not claimed (due later, or now) */
+    uint32_t gi_dead;         /* dead, not yet stored as dead letters */
+    uint32_t gi_consumers;    /* live consumers */
+    uint64_t gi_generation;   /* the last claim generation given */
+    uint64_t gi_acked;        /* entries acked since the group was created */
+} tape_group_info;
+
+/* Describe the group (no lock: a snapshot). Errors: TAPE_ECORRUPT. */
+int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out);
+
+/* One entry of the table, as tape_group_slot_get and the claims report it. */
+typedef struct tape_delivery {
+    int64_t d_index;          /* the entry's index in the queue */
+    uint64_t d_gen;           /* the claim's generation */
+    int64_t d_due;            /* claimed: its deadline; else when it is due */
+    int64_t d_dl;             /* a redriven dead letter: its index in the dead
+                               * letters' queue; else -1 */
+    uint32_t d_slot;          /* its slot in the table */
+    uint32_t d_state;         /* TAPE_GS_* */
+    uint32_t d_attempt;       /* deliveries so far */
+    uint32_t d_owner;         /* consumer slot + 1, 0 none */
+    uint32_t d_reason;        /* dead: TAPE_GR_* */
+} tape_delivery;
+
+enum { TAPE_GS_FREE = 0, TAPE_GS_READY = 1, TAPE_GS_CLAIMED = 2, TAPE_GS_DEAD = 3,
+       TAPE_GS_MOVING = 4 };
+enum { TAPE_GR_NONE = 0, TAPE_GR_DELIVERIES = 1, TAPE_GR_REJECTED = 2 };
+
+/* Table slot k (0 <= k < TAPE_GROUP_SLOTS): 1 and *out when in use, 0 when
+ * free, TAPE_EINVAL out of range, TAPE_ECORRUPT damaged. */
+int tape_group_slot_get(tape_group *g, uint32_t k, tape_delivery *out);
+/* Consumer slot k: 1 with its name (cap bytes at least TAPE_NAME_MAX) and
+ * liveness (*alive) when in use, 0 when free; TAPE_EINVAL out of range. */
+int tape_group_consumer_get(tape_group *g, uint32_t k, char *name, size_t cap, int *alive);
+
+/* A consumer of the group, named `name` (NULL or "": anonymous; at most 47
+ * bytes). It opens the group file anew and holds the lock on its byte until
+ * closed. Errors: TAPE_EREADONLY, TAPE_EINVAL, TAPE_ELIMIT (every consumer
+ * slot taken), -ENOMEM, -EMFILE and other -errno of opening the file. */
+int tape_consumer_open(tape_group *g, const char *name, tape_consumer **out);
+/* Give back every entry the consumer holds (handed out again at once) and
+ * free it. c may be NULL. */
+void tape_consumer_close(tape_consumer *c);
+/* The consumer's slot + 1 (the owner number of its deliveries). */
+uint32_t tape_consumer_id(tape_consumer *c);
+
+/* Claim the next entry due: the oldest due redelivery, else the next entry
+ * of the log, read with tailer t (which the claim moves). Returns 1 with *d
+ * (and, unless d_dl >= 0, *e: the entry, valid until the next call on t), 0
+ * when nothing is due (or the table is full), or a negative error:
+ * TAPE_EREADONLY, TAPE_ECORRUPT, errors of tape_read. The claim lasts until
+ * now_ns + ack_wait. */
+int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now_ns, tape_delivery *d,
+                     tape_entry *e);
+/* How long (ns) a claimer finding nothing should wait at most before trying
+ * again, timeout_ns allowing (negative: no limit): until the earliest due
+ * entry, or TAPE_GROUP_CHECK_NS while other consumers hold entries (their
+ * death must be noticed); -1 when only a new entry can bring work (then wait
+ * for one with tape_wait on t, which this call places at the group's
+ * position). Errors: those of positioning t. */
+int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now_ns);
+
+/* Finish the delivery (slot, gen): ack removes it; nack hands it out again
+ * at now_ns + delay_ns (delay_ns < 0: the backoff list's step for its
+ * attempt, none: at once), or makes it dead when it was delivered
+ * max_deliveries times; extend moves its deadline to now_ns + delay_ns;
+ * reject makes it dead (TAPE_GR_REJECTED) and hands it to this consumer to
+ * store (as tape_group_take_dead does: *d filled). All return TAPE_ESTALE
+ * when the claim is not this consumer's live one any more (another
+ * generation, finished, or its deadline passed), and change nothing then;
+ * TAPE_EINVAL for a slot out of range. */
+int tape_group_ack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns);
+int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, int64_t delay_ns);
+int tape_group_extend(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, int64_t delay_ns);
+int tape_group_reject(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, tape_delivery *d);
+
+/* Take a dead entry to store as a dead letter: 1 and *d (a new generation),
+ * 0 when none is dead. Then tape_group_dead_done(slot, gen) frees it
+ * (TAPE_ESTALE when it is not this consumer's any more). */
+int tape_group_take_dead(tape_consumer *c, int64_t now_ns, tape_delivery *d);
+int tape_group_dead_done(tape_consumer *c, uint32_t slot, uint64_t gen);
+
+/* Hand a dead letter out again, as a new delivery: entry `index` whose copy
+ * is entry dl of the dead letters' queue. 1 when added, 0 when it is in the
+ * table already (a redrive killed before it was recorded), TAPE_ELIMIT when
+ * the table is full, TAPE_EREADONLY. */
+int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now_ns);
+
+/* Tailer t: move to the first entry at or after `index` (index < 0: the
+ * start; beyond the end: the end). Errors: as tape_tailer_to_index. (A move
+ * of read.c; consumer groups position their tailers with it.) */
+int tape_tailer_seek(tape_tailer *t, int64_t index);
 
 #ifdef __cplusplus
 }

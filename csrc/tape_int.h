@@ -457,6 +457,13 @@ int tape_lock(tape_queue *q, int *recovered);
 void tape_unlock(tape_queue *q);
 int tape_register_writer(tape_queue *q);
 int tape_lock_meta(tape_queue *q);
+/* A lock word in a shared mapping whose owner's token T is alive while the
+ * owner holds the OFD lock on byte base + T of file fd (the write lock, a
+ * consumer group's lock): the contended acquire (tok: the caller's token;
+ * *recovered set when taken over from a dead owner) and the release. The
+ * uncontended acquire is the caller's compare-and-swap of 0 to tok. */
+void tape_shlock_slow(uint32_t *w, int fd, off_t base, uint32_t tok, int *recovered);
+void tape_shlock_release(uint32_t *w);
 
 /* Wake-ups (meta.c): the writer's half after publishing; the reader's half,
  * announce then (finding no data) sleep on the value announced. */
@@ -505,5 +512,86 @@ int64_t tape_floor_div(int64_t a, int64_t b); /* roll.c */
  * page sizes the alignments using it are merely not those of huge pages. */
 #define TAPE_HUGE ((uint64_t)2 << 20)
 #define TAPE_TRIM_WINDOW ((uint64_t)16 << 20)
+
+
+/* ---- consumer groups (group.c; FORMAT.md "Consumer groups") ---------------- */
+
+#define TAPE_GROUP_VERSION 1u
+#define TAPE_GROUP_DIR "groups"
+#define TAPE_GROUP_SUFFIX ".group"
+#define TAPE_GROUP_SHARED_OFF 4096u
+#define TAPE_GROUP_CONS_OFF 8192u
+#define TAPE_GROUP_SLOTS_OFF 32768u
+#define TAPE_GROUP_SIZE (TAPE_GROUP_SLOTS_OFF + TAPE_GROUP_SLOTS * 48u)
+
+/* Page 0 of a group file: written once, at creation. */
+typedef struct tape_group_hdr {
+    char gh_magic[8];          /* "TAPEGRUP" */
+    uint32_t gh_version;
+    uint32_t gh_size;          /* TAPE_GROUP_SIZE */
+    uint32_t gh_slots;         /* TAPE_GROUP_SLOTS */
+    uint32_t gh_consumers;     /* TAPE_GROUP_CONSUMERS */
+    char gh_name[TAPE_NAME_MAX];
+    int64_t gh_created_ns;
+    uint32_t gh_crc;           /* over bytes [0, offsetof(gh_crc)) */
+} tape_group_hdr;
+
+/* Page 1: the shared state, changed under gs_lock. */
+typedef struct tape_group_shared {
+    uint32_t gs_lock;          /* 0 free; owner token (consumer slot + 1); waiters bit */
+    uint32_t gs_lock_pid;
+    uint32_t gs_settings_crc;  /* over gs_set */
+    uint32_t gs_reserved;
+    tape_group_settings gs_set;
+    int64_t gs_last;           /* last entry taken from the log, -1 none */
+    uint64_t gs_gen;           /* last claim generation given */
+    uint64_t gs_acked;
+    int64_t gs_min_due;        /* no slot is due before this (a lower bound) */
+    int64_t gs_next_check;     /* next look for dead consumers (now_ns) */
+    uint32_t gs_hi;            /* slots at or above are free */
+    uint32_t gs_free_hint;     /* slots below are in use */
+    uint32_t gs_busy;          /* slots in use (derived) */
+    uint32_t gs_dead;          /* slots dead (derived) */
+} tape_group_shared;
+
+/* A consumer's slot; slot k's liveness byte is TAPE_LIVE_BASE + k + 1. */
+typedef struct tape_group_cons {
+    char gc_name[TAPE_NAME_MAX];
+    uint32_t gc_state;         /* 0 free, 1 consumer, 2 group handle */
+    uint32_t gc_pid;
+    uint64_t gc_reserved;
+} tape_group_cons;
+
+/* An entry in the table (48 bytes). */
+typedef struct tape_group_slot {
+    int64_t gi_index;
+    int64_t gi_due;            /* claimed: deadline; ready: due time */
+    uint64_t gi_gen;
+    int64_t gi_dl;             /* redriven: index of its copy in the dead letters, else -1 */
+    uint32_t gi_state;         /* TAPE_GS_* (written last) */
+    uint32_t gi_owner;         /* consumer slot + 1, 0 none */
+    uint32_t gi_attempt;
+    uint32_t gi_reason;        /* TAPE_GR_* */
+} tape_group_slot;
+
+struct tape_group {
+    tape_queue *g_q;
+    int g_fd;
+    uint8_t *g_map;            /* TAPE_GROUP_SIZE bytes */
+    tape_group_shared *g_sh;
+    tape_group_cons *g_cons;
+    tape_group_slot *g_slots;
+    int g_guard;               /* its slot in guard.c's registry */
+    uint32_t g_token;          /* this handle's own consumer slot + 1, 0 read-only */
+    int g_sync;
+    int g_read_only;
+};
+
+struct tape_consumer {
+    tape_group *c_g;
+    int c_fd;                  /* its own open of the group file: holds its byte */
+    uint32_t c_token;          /* slot + 1 */
+    int64_t c_after;           /* its tailer stands just after this entry (-2 unknown) */
+};
 
 #endif /* TAPE_INT_H */
