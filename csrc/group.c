@@ -240,10 +240,10 @@ static void set_state(tape_group_slot *s, uint32_t state)
     __atomic_store_n(&s->gi_state, state, __ATOMIC_RELEASE);
 }
 
+/* The owner stays: the last consumer, for the dead letter's provenance. */
 static void make_dead(tape_group *g, tape_group_slot *s, uint32_t reason)
 {
     s->gi_reason = reason;
-    s->gi_owner = 0;
     set_state(s, TAPE_GS_DEAD);
     g->g_sh->gs_dead++;
 }
@@ -402,6 +402,7 @@ int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_g
             last = start - 1;
         if ((rc = create_file(q, name, last, set ? set : &DEFAULTS)) < 0)
             break;
+        rc = 0;
     }
     if (rc == 0 && g->g_fd < 0)
         rc = -errno;
@@ -445,6 +446,19 @@ void tape_group_close(tape_group *g)
     if (g->g_fd >= 0)
         close(g->g_fd);
     free(g);
+}
+
+int tape_group_settings_set(tape_group *g, const tape_group_settings *set)
+{
+    if (g->g_read_only)
+        return TAPE_EREADONLY;
+    if (!valid_settings(set))
+        return TAPE_EINVAL;
+    lock(g, g->g_fd, g->g_token);
+    g->g_sh->gs_set = *set;
+    g->g_sh->gs_settings_crc = settings_crc(set);
+    unlock(g);
+    return 0;
 }
 
 int tape_group_settings_get(tape_group *g, tape_group_settings *out)
@@ -586,7 +600,8 @@ uint32_t tape_consumer_id(tape_consumer *c)
 
 /* The oldest due entry of the table (a lapsed claim is due; one delivered
  * max_deliveries times becomes dead instead), or -1; gs_min_due is brought
- * up to the earliest due time left. */
+ * up to the earliest due time left (the entry found counts: it stays due
+ * unless the caller hands it out). */
 static int64_t oldest_due(tape_group *g, int64_t now)
 {
     tape_group_shared *sh = g->g_sh;
@@ -608,13 +623,9 @@ static int64_t oldest_due(tape_group *g, int64_t now)
             make_dead(g, s, TAPE_GR_DELIVERIES);
             continue;
         }
-        if (best >= 0 && g->g_slots[best].gi_index <= s->gi_index) {
-            min_due = now; /* still due after this claim */
-            continue;
-        }
-        if (best >= 0)
-            min_due = now;
-        best = k;
+        min_due = now;
+        if (best < 0 || s->gi_index < g->g_slots[best].gi_index)
+            best = k;
     }
     sh->gs_min_due = min_due;
     return best;
@@ -678,31 +689,46 @@ int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now, tape_deliver
             unlock(g);
             continue;
         }
-        if (sh->gs_busy >= TAPE_GROUP_SLOTS) {
-            unlock(g);
-            return 0;
+        /* New entries: one not due yet waits in the table (holding back
+         * nothing) and the next is read. */
+        int rc = 0;
+        for (int n = 0; n < 1024 && rc == 0; n++) {
+            if (sh->gs_busy >= TAPE_GROUP_SLOTS) {
+                rc = 0;
+                break;
+            }
+            rc = place(c, t);
+            if (rc == 0)
+                rc = tape_read(t, e);
+            if (rc <= 0) {
+                if (rc < 0)
+                    c->c_after = -2;
+                break;
+            }
+            int64_t at = alloc_slot(g);
+            tape_group_slot *s = &g->g_slots[at];
+            s->gi_index = e->e_index;
+            s->gi_dl = -1;
+            s->gi_attempt = 0;
+            s->gi_reason = TAPE_GR_NONE;
+            int64_t nb = e->e_attrs.a_not_before;
+            if (nb > now) {
+                s->gi_owner = 0;
+                s->gi_due = nb;
+                set_state(s, TAPE_GS_READY);
+                due_at(g, nb);
+                rc = 0;
+            } else {
+                hand_out(c, s, now);
+                describe(s, (uint32_t)at, d);
+                rc = 1;
+            }
+            TAPE_KILL("group_claim");
+            sh->gs_last = e->e_index;
+            c->c_after = e->e_index;
         }
-        int rc = place(c, t);
-        if (rc == 0)
-            rc = tape_read(t, e);
-        if (rc <= 0) {
-            c->c_after = rc < 0 ? -2 : c->c_after;
-            unlock(g);
-            return rc;
-        }
-        int64_t at = alloc_slot(g);
-        tape_group_slot *s = &g->g_slots[at];
-        s->gi_index = e->e_index;
-        s->gi_dl = -1;
-        s->gi_attempt = 0;
-        s->gi_reason = TAPE_GR_NONE;
-        hand_out(c, s, now);
-        TAPE_KILL("group_claim");
-        sh->gs_last = e->e_index;
-        c->c_after = e->e_index;
-        describe(s, (uint32_t)at, d);
         unlock(g);
-        return 1;
+        return rc;
     }
 }
 
@@ -801,10 +827,12 @@ int tape_group_extend(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now
 /* Hand dead slot s to c to store as a dead letter. */
 static void take(tape_consumer *c, tape_group_slot *s, uint32_t k, tape_delivery *d)
 {
+    uint32_t last = s->gi_owner;
     s->gi_gen = ++c->c_g->g_sh->gs_gen;
     s->gi_owner = c->c_token;
     set_state(s, TAPE_GS_MOVING);
     describe(s, k, d);
+    d->d_owner = last; /* the last consumer it was delivered to */
 }
 
 int tape_group_reject(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now, tape_delivery *d)

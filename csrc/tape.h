@@ -688,7 +688,9 @@ typedef struct tape_group_settings {
 int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_group_settings *set,
                     int sync, tape_group **out);
 void tape_group_close(tape_group *g);
+/* The stored settings; replace them (TAPE_EINVAL, TAPE_EREADONLY). */
 int tape_group_settings_get(tape_group *g, tape_group_settings *out);
+int tape_group_settings_set(tape_group *g, const tape_group_settings *set);
 
 typedef struct tape_group_info {
     int64_t gi_last;          /* the last entry taken from the log, -1 none */
@@ -714,7 +716,8 @@ typedef struct tape_delivery {
     uint32_t d_slot;          /* its slot in the table */
     uint32_t d_state;         /* TAPE_GS_* */
     uint32_t d_attempt;       /* deliveries so far */
-    uint32_t d_owner;         /* consumer slot + 1, 0 none */
+    uint32_t d_owner;         /* consumer slot + 1, 0 none (a dead entry taken:
+                               * the last consumer it was delivered to) */
     uint32_t d_reason;        /* dead: TAPE_GR_* */
 } tape_delivery;
 
