@@ -42,7 +42,7 @@ _SLICE = 0.1  # a wait blocks in C for at most this long (Ctrl-C, closing)
 class Pending(NamedTuple):
     """An entry held by a consumer now."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index(), as SPEC.md names it
     consumer: str | None
     attempt: int
     deadline: datetime
@@ -52,7 +52,7 @@ class Pending(NamedTuple):
 class DeadLetter(NamedTuple):
     """An entry the group gave up on, with where it came from."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index(), as SPEC.md names it
     value: Any
     attempts: int
     reason: str | None

@@ -394,15 +394,16 @@ class Queue:
         native = self._handle()
         cycles = native.cycles()
         floor = None
-        floors: list[int] = []
         if policy.respect_tailers:
-            floors += [-1 if i is None else self._roll.cycle(i) for i in native.named().values()]
+            nexts = native.named().values()
+            if nexts:
+                floor = min(-1 if i is None else self._roll.cycle(i) for i in nexts)
+        group_floor = None
         if policy.respect_tailers or groups:
-            floors += [-1 if i < 0 else self._roll.cycle(i) for i in self._group_floors()]
-        if floors:
-            floor = min(floors)
+            floors = [-1 if i < 0 else self._roll.cycle(i) for i in self._group_floors()]
+            group_floor = min(floors, default=None)
         now = time.time_ns() if self._clock is None else self._clock()
-        doomed = set(policy.select(cycles, self._roll.end_ns, now, floor))
+        doomed = set(policy.select(cycles, self._roll.end_ns, now, floor, group_floor))
         removed = []
         for c in cycles:
             if c.cycle not in doomed:

@@ -57,7 +57,7 @@ class Slot(NamedTuple):
     """One entry of a group's table (a delivery, or a waiting or dead entry)."""
 
     slot: int
-    index: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index(), as SPEC.md names it
     generation: int
     due_ns: int
     dead_letter: int | None  # a redriven dead letter: its index in the dead letters' queue
@@ -184,7 +184,7 @@ class GroupHandle(ChildHandle):
         with self.lock:
             rc = lib.tape_group_redrive(self.live(), index, dead_letter, now_ns)
         check(rc, self.path)
-        return rc == 1
+        return bool(rc == 1)
 
     def consumer(self, name: str | None) -> ConsumerHandle:
         """A new consumer of the group, with a tailer of its own."""
