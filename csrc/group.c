@@ -614,7 +614,9 @@ static int64_t oldest_due(tape_group *g, int64_t now)
         uint32_t st = s->gi_state;
         if (st != TAPE_GS_READY && st != TAPE_GS_CLAIMED)
             continue;
-        if (s->gi_due > now) {
+        /* A claim lapses after its deadline (an ack at the deadline counts);
+         * a waiting entry is due at its due time. */
+        if (s->gi_due > now || (st == TAPE_GS_CLAIMED && s->gi_due == now)) {
             if (s->gi_due < min_due)
                 min_due = s->gi_due;
             continue;
