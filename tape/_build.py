@@ -148,15 +148,6 @@ typedef struct tape_tailer tape_tailer;
 
 enum { TAPE_FORWARD = 0, TAPE_BACKWARD = 1 };
 
-typedef struct tape_attrs {
-    const void *a_key;
-    uint32_t a_key_len;
-    uint32_t a_flags;
-    int64_t a_not_before;
-    int64_t a_origin_index;
-    int64_t a_origin_ts;
-} tape_attrs;
-
 typedef struct tape_entry {
     int64_t e_index;
     int64_t e_timestamp;
