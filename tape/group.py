@@ -183,7 +183,7 @@ class Group:
             "lag": lag,
             "in_flight": i.in_flight,
             "waiting": i.waiting,
-            "dead_letters": len(self.dead_letters()) + i.dead,
+            "dead_letters": len(self._records()) + i.dead,
             "consumers": i.consumers,
             "acked": i.acked,
             "settings": self.settings(),
