@@ -513,10 +513,9 @@ def groups(path: str, as_json: bool) -> None:
         for i in infos:
             click.echo(json.dumps(i))
         return
-    table = [("group", "position", "ack floor", "lag", "in flight", "dead", "consumers")]
-    for i in infos:
-        table.append(tuple(str("-" if i[k] is None else i[k]) for k in
-                           ("name", "position", "ack_floor", "lag", "in_flight", "dead_letters", "consumers")))
+    keys = ("name", "position", "ack_floor", "lag", "in_flight", "dead_letters", "consumers")
+    table = [["group", "position", "ack floor", "lag", "in flight", "dead", "consumers"]]
+    table += [["-" if i[k] is None else str(i[k]) for k in keys] for i in infos]
     widths = [max(len(row[k]) for row in table) for k in range(len(table[0]))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -457,7 +457,7 @@ class Queue:
             if native.closed:
                 return
             lifecycle.closing(self)
-            for g in list(self._groups):
+            for g in list(getattr(self, "_groups", ())):  # none when the open failed
                 g.close()
             failure = None
             if self._flusher is not None:
