@@ -117,7 +117,7 @@ static int create_file(tape_queue *q, const char *name, int64_t last, const tape
  * damaged file is reported, never trusted. */
 static int validate(tape_group *g, const char *name)
 {
-    const tape_group_hdr *h = (const tape_group_hdr *)g->g_map;
+    const tape_group_hdr *h = (const tape_group_hdr *)g->gp_map;
     if (memcmp(h->gh_magic, "TAPEGRUP", 8) != 0 || h->gh_size != TAPE_GROUP_SIZE)
         return TAPE_ECORRUPT;
     if (h->gh_version != TAPE_GROUP_VERSION)
@@ -126,20 +126,20 @@ static int validate(tape_group *g, const char *name)
         h->gh_slots != TAPE_GROUP_SLOTS || h->gh_consumers != TAPE_GROUP_CONSUMERS ||
         strncmp(h->gh_name, name, TAPE_NAME_MAX) != 0)
         return TAPE_ECORRUPT;
-    const tape_group_shared *sh = g->g_sh;
+    const tape_group_shared *sh = g->gp_sh;
     if (settings_crc(&sh->gs_set) != sh->gs_settings_crc || !valid_settings(&sh->gs_set) ||
         sh->gs_hi > TAPE_GROUP_SLOTS || sh->gs_last < -1)
         return TAPE_ECORRUPT;
     for (uint32_t k = 0; k < TAPE_GROUP_SLOTS; k++) {
-        const tape_group_slot *s = &g->g_slots[k];
-        if (s->gi_state > TAPE_GS_MOVING || s->gi_owner > TAPE_GROUP_CONSUMERS ||
-            (s->gi_state != TAPE_GS_FREE && s->gi_index < 0))
+        const tape_group_slot *s = &g->gp_slots[k];
+        if (s->gt_state > TAPE_GS_MOVING || s->gt_owner > TAPE_GROUP_CONSUMERS ||
+            (s->gt_state != TAPE_GS_FREE && s->gt_index < 0))
             return TAPE_ECORRUPT;
     }
     for (uint32_t k = 0; k < TAPE_GROUP_CONSUMERS; k++)
-        if (g->g_cons[k].gc_state > 2)
+        if (g->gp_cons[k].gc_state > 2)
             return TAPE_ECORRUPT;
-    return tape_guard_hit(g->g_guard) ? TAPE_ECORRUPT : 0;
+    return tape_guard_hit(g->gp_guard) ? TAPE_ECORRUPT : 0;
 }
 
 /* ---- the lock and liveness ------------------------------------------------------- */
@@ -151,10 +151,10 @@ static void lock(tape_group *g, int fd, uint32_t tok)
 {
     uint32_t e = 0;
     int recovered = 0;
-    if (!__atomic_compare_exchange_n(&g->g_sh->gs_lock, &e, tok, 0, __ATOMIC_ACQUIRE,
+    if (!__atomic_compare_exchange_n(&g->gp_sh->gs_lock, &e, tok, 0, __ATOMIC_ACQUIRE,
                                      __ATOMIC_RELAXED))
-        tape_shlock_slow(&g->g_sh->gs_lock, fd, TAPE_LIVE_BASE, tok, &recovered);
-    __atomic_store_n(&g->g_sh->gs_lock_pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+        tape_shlock_slow(&g->gp_sh->gs_lock, fd, TAPE_LIVE_BASE, tok, &recovered);
+    __atomic_store_n(&g->gp_sh->gs_lock_pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
     if (recovered)
         repair(g);
 }
@@ -162,9 +162,9 @@ static void lock(tape_group *g, int fd, uint32_t tok)
 static void unlock(tape_group *g)
 {
     TAPE_KILL("group_unlock");
-    tape_shlock_release(&g->g_sh->gs_lock);
-    if (g->g_sync)
-        msync(g->g_map + TAPE_GROUP_SHARED_OFF, TAPE_GROUP_SIZE - TAPE_GROUP_SHARED_OFF, MS_SYNC);
+    tape_shlock_release(&g->gp_sh->gs_lock);
+    if (g->gp_sync)
+        msync(g->gp_map + TAPE_GROUP_SHARED_OFF, TAPE_GROUP_SIZE - TAPE_GROUP_SHARED_OFF, MS_SYNC);
 }
 
 /* Does the holder of token `tok` live? Asked through fd, which holds `self`'s
@@ -186,12 +186,12 @@ static uint32_t take_byte(tape_group *g, int fd)
 {
     for (uint32_t k = 0; k < TAPE_GROUP_CONSUMERS; k++) {
         uint32_t tok = k + 1;
-        if (__atomic_load_n(&g->g_cons[k].gc_state, __ATOMIC_RELAXED) != 0 &&
+        if (__atomic_load_n(&g->gp_cons[k].gc_state, __ATOMIC_RELAXED) != 0 &&
             alive(fd, 0, tok))
             continue;
         /* Not a dead owner's token still in the lock word: we would wait for
          * ourselves. */
-        if ((__atomic_load_n(&g->g_sh->gs_lock, __ATOMIC_RELAXED) & ~TAPE_LOCK_WAITERS) == tok)
+        if ((__atomic_load_n(&g->gp_sh->gs_lock, __ATOMIC_RELAXED) & ~TAPE_LOCK_WAITERS) == tok)
             continue;
         struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
                            .l_start = TAPE_LIVE_BASE + tok, .l_len = 1};
@@ -205,16 +205,16 @@ static uint32_t take_byte(tape_group *g, int fd)
 
 static void free_slot(tape_group *g, uint32_t k)
 {
-    tape_group_shared *sh = g->g_sh;
-    tape_group_slot *s = &g->g_slots[k];
-    if (s->gi_state == TAPE_GS_DEAD || s->gi_state == TAPE_GS_MOVING)
+    tape_group_shared *sh = g->gp_sh;
+    tape_group_slot *s = &g->gp_slots[k];
+    if (s->gt_state == TAPE_GS_DEAD || s->gt_state == TAPE_GS_MOVING)
         sh->gs_dead--;
-    __atomic_store_n(&s->gi_state, (uint32_t)TAPE_GS_FREE, __ATOMIC_RELEASE);
-    s->gi_owner = 0;
+    __atomic_store_n(&s->gt_state, (uint32_t)TAPE_GS_FREE, __ATOMIC_RELEASE);
+    s->gt_owner = 0;
     sh->gs_busy--;
     if (k < sh->gs_free_hint)
         sh->gs_free_hint = k;
-    while (sh->gs_hi > 0 && g->g_slots[sh->gs_hi - 1].gi_state == TAPE_GS_FREE)
+    while (sh->gs_hi > 0 && g->gp_slots[sh->gs_hi - 1].gt_state == TAPE_GS_FREE)
         sh->gs_hi--;
 }
 
@@ -222,9 +222,9 @@ static void free_slot(tape_group *g, uint32_t k)
  * -1 when the table is full. */
 static int64_t alloc_slot(tape_group *g)
 {
-    tape_group_shared *sh = g->g_sh;
+    tape_group_shared *sh = g->gp_sh;
     for (uint32_t k = sh->gs_free_hint; k < TAPE_GROUP_SLOTS; k++) {
-        if (g->g_slots[k].gi_state != TAPE_GS_FREE)
+        if (g->gp_slots[k].gt_state != TAPE_GS_FREE)
             continue;
         sh->gs_free_hint = k + 1;
         if (k >= sh->gs_hi)
@@ -237,38 +237,38 @@ static int64_t alloc_slot(tape_group *g)
 
 static void set_state(tape_group_slot *s, uint32_t state)
 {
-    __atomic_store_n(&s->gi_state, state, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->gt_state, state, __ATOMIC_RELEASE);
 }
 
 /* The owner stays: the last consumer, for the dead letter's provenance. */
 static void make_dead(tape_group *g, tape_group_slot *s, uint32_t reason)
 {
-    s->gi_reason = reason;
+    s->gt_reason = reason;
     set_state(s, TAPE_GS_DEAD);
-    g->g_sh->gs_dead++;
+    g->gp_sh->gs_dead++;
 }
 
 static void due_at(tape_group *g, int64_t t)
 {
-    if (t < g->g_sh->gs_min_due)
-        g->g_sh->gs_min_due = t;
+    if (t < g->gp_sh->gs_min_due)
+        g->gp_sh->gs_min_due = t;
 }
 
 /* Every entry the holder of `tok` has: handed out again at once (moving a
  * dead one: dead again, for another to move). */
 static void release_owner(tape_group *g, uint32_t tok)
 {
-    for (uint32_t k = 0; k < g->g_sh->gs_hi; k++) {
-        tape_group_slot *s = &g->g_slots[k];
-        if (s->gi_owner != tok)
+    for (uint32_t k = 0; k < g->gp_sh->gs_hi; k++) {
+        tape_group_slot *s = &g->gp_slots[k];
+        if (s->gt_owner != tok)
             continue;
-        if (s->gi_state == TAPE_GS_CLAIMED) {
-            s->gi_due = 0;
-            s->gi_owner = 0;
+        if (s->gt_state == TAPE_GS_CLAIMED) {
+            s->gt_due = 0;
+            s->gt_owner = 0;
             set_state(s, TAPE_GS_READY);
             due_at(g, 0);
-        } else if (s->gi_state == TAPE_GS_MOVING) {
-            s->gi_owner = 0;
+        } else if (s->gt_state == TAPE_GS_MOVING) {
+            s->gt_owner = 0;
             set_state(s, TAPE_GS_DEAD);
         }
     }
@@ -279,21 +279,21 @@ static void release_owner(tape_group *g, uint32_t tok)
  * change cut short loses nothing; the position may lag an entry it took). */
 static void repair(tape_group *g)
 {
-    tape_group_shared *sh = g->g_sh;
+    tape_group_shared *sh = g->gp_sh;
     uint32_t busy = 0, dead = 0, hi = 0;
     int64_t min_due = NEVER;
     for (uint32_t k = 0; k < TAPE_GROUP_SLOTS; k++) {
-        tape_group_slot *s = &g->g_slots[k];
-        if (s->gi_state == TAPE_GS_FREE)
+        tape_group_slot *s = &g->gp_slots[k];
+        if (s->gt_state == TAPE_GS_FREE)
             continue;
         busy++;
         hi = k + 1;
-        if (s->gi_state == TAPE_GS_DEAD || s->gi_state == TAPE_GS_MOVING)
+        if (s->gt_state == TAPE_GS_DEAD || s->gt_state == TAPE_GS_MOVING)
             dead++;
-        else if (s->gi_due < min_due)
-            min_due = s->gi_due;
-        if (s->gi_dl < 0 && s->gi_index > sh->gs_last)
-            sh->gs_last = s->gi_index;
+        else if (s->gt_due < min_due)
+            min_due = s->gt_due;
+        if (s->gt_dl < 0 && s->gt_index > sh->gs_last)
+            sh->gs_last = s->gt_index;
     }
     sh->gs_busy = busy;
     sh->gs_dead = dead;
@@ -306,7 +306,7 @@ static void repair(tape_group *g)
 static void reap(tape_group *g, int fd, uint32_t self)
 {
     for (uint32_t k = 0; k < TAPE_GROUP_CONSUMERS; k++) {
-        tape_group_cons *gc = &g->g_cons[k];
+        tape_group_cons *gc = &g->gp_cons[k];
         if (gc->gc_state == 0 || alive(fd, self, k + 1))
             continue;
         release_owner(g, k + 1);
@@ -317,7 +317,7 @@ static void reap(tape_group *g, int fd, uint32_t self)
 /* Take consumer slot tok - 1 (its byte held through fd) under the lock. */
 static void adopt(tape_group *g, uint32_t tok, const char *name, uint32_t state)
 {
-    tape_group_cons *gc = &g->g_cons[tok - 1];
+    tape_group_cons *gc = &g->gp_cons[tok - 1];
     release_owner(g, tok); /* a dead holder's leftovers */
     memset(gc->gc_name, 0, TAPE_NAME_MAX);
     if (name)
@@ -335,22 +335,22 @@ static const tape_group_settings DEFAULTS = {
 static int map_file(tape_group *g, const char *name)
 {
     struct stat st;
-    if (fstat(g->g_fd, &st) < 0)
+    if (fstat(g->gp_fd, &st) < 0)
         return -errno;
     if (!S_ISREG(st.st_mode) || st.st_size != (off_t)TAPE_GROUP_SIZE)
         return TAPE_ECORRUPT;
-    int prot = g->g_read_only ? PROT_READ : PROT_READ | PROT_WRITE;
-    void *m = tf_mmap(NULL, TAPE_GROUP_SIZE, prot, g->g_fd);
+    int prot = g->gp_read_only ? PROT_READ : PROT_READ | PROT_WRITE;
+    void *m = tf_mmap(NULL, TAPE_GROUP_SIZE, prot, g->gp_fd);
     if (m == MAP_FAILED)
         return -errno;
-    g->g_map = m;
-    g->g_sh = (tape_group_shared *)(g->g_map + TAPE_GROUP_SHARED_OFF);
-    g->g_cons = (tape_group_cons *)(g->g_map + TAPE_GROUP_CONS_OFF);
-    g->g_slots = (tape_group_slot *)(g->g_map + TAPE_GROUP_SLOTS_OFF);
-    int slot = tape_guard_add(g->g_map, TAPE_GROUP_SIZE);
+    g->gp_map = m;
+    g->gp_sh = (tape_group_shared *)(g->gp_map + TAPE_GROUP_SHARED_OFF);
+    g->gp_cons = (tape_group_cons *)(g->gp_map + TAPE_GROUP_CONS_OFF);
+    g->gp_slots = (tape_group_slot *)(g->gp_map + TAPE_GROUP_SLOTS_OFF);
+    int slot = tape_guard_add(g->gp_map, TAPE_GROUP_SIZE);
     if (slot < 0)
         return slot;
-    g->g_guard = slot;
+    g->gp_guard = slot;
     return validate(g, name);
 }
 
@@ -359,15 +359,15 @@ static int map_file(tape_group *g, const char *name)
  * in flight past it, which are gone, are forgotten. */
 static int clamp(tape_group *g)
 {
-    int64_t last = tape_last_index(g->g_q);
+    int64_t last = tape_last_index(g->gp_q);
     if (last < -1)
         return (int)last;
-    tape_group_shared *sh = g->g_sh;
+    tape_group_shared *sh = g->gp_sh;
     if (sh->gs_last <= last)
         return 0;
     for (uint32_t k = 0; k < sh->gs_hi; k++) {
-        tape_group_slot *s = &g->g_slots[k];
-        if (s->gi_state != TAPE_GS_FREE && s->gi_dl < 0 && s->gi_index > last)
+        tape_group_slot *s = &g->gp_slots[k];
+        if (s->gt_state != TAPE_GS_FREE && s->gt_dl < 0 && s->gt_index > last)
             free_slot(g, k);
     }
     sh->gs_last = last;
@@ -384,14 +384,14 @@ int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_g
     tape_group *g = calloc(1, sizeof *g);
     if (!g)
         return -ENOMEM;
-    g->g_q = q;
-    g->g_guard = -1;
-    g->g_sync = sync;
-    g->g_read_only = q->q_read_only;
+    g->gp_q = q;
+    g->gp_guard = -1;
+    g->gp_sync = sync;
+    g->gp_read_only = q->q_read_only;
     int rc = 0;
     for (int tries = 0; tries < 2; tries++) {
-        g->g_fd = tf_openat(q->q_dirfd, path, (g->g_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
-        if (g->g_fd >= 0 || errno != ENOENT || g->g_read_only || tries)
+        g->gp_fd = tf_openat(q->q_dirfd, path, (g->gp_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+        if (g->gp_fd >= 0 || errno != ENOENT || g->gp_read_only || tries)
             break;
         int64_t last = -1;
         if (start == -2 && (last = tape_last_index(q)) < -1) {
@@ -404,21 +404,21 @@ int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_g
             break;
         rc = 0;
     }
-    if (rc == 0 && g->g_fd < 0)
+    if (rc == 0 && g->gp_fd < 0)
         rc = -errno;
     if (rc == 0)
         rc = map_file(g, name);
-    if (rc == 0 && !g->g_read_only) {
-        g->g_token = take_byte(g, g->g_fd);
-        if (!g->g_token)
+    if (rc == 0 && !g->gp_read_only) {
+        g->gp_token = take_byte(g, g->gp_fd);
+        if (!g->gp_token)
             rc = TAPE_ELIMIT;
     }
-    if (rc == 0 && !g->g_read_only) {
-        lock(g, g->g_fd, g->g_token);
-        adopt(g, g->g_token, NULL, 2);
+    if (rc == 0 && !g->gp_read_only) {
+        lock(g, g->gp_fd, g->gp_token);
+        adopt(g, g->gp_token, NULL, 2);
         if (set) {
-            g->g_sh->gs_set = *set;
-            g->g_sh->gs_settings_crc = settings_crc(set);
+            g->gp_sh->gs_set = *set;
+            g->gp_sh->gs_settings_crc = settings_crc(set);
         }
         rc = clamp(g);
         unlock(g);
@@ -435,36 +435,36 @@ void tape_group_close(tape_group *g)
 {
     if (!g)
         return;
-    if (g->g_token) {
-        lock(g, g->g_fd, g->g_token);
-        __atomic_store_n(&g->g_cons[g->g_token - 1].gc_state, 0u, __ATOMIC_RELEASE);
+    if (g->gp_token) {
+        lock(g, g->gp_fd, g->gp_token);
+        __atomic_store_n(&g->gp_cons[g->gp_token - 1].gc_state, 0u, __ATOMIC_RELEASE);
         unlock(g);
     }
-    tape_guard_remove(g->g_guard);
-    if (g->g_map)
-        munmap(g->g_map, TAPE_GROUP_SIZE);
-    if (g->g_fd >= 0)
-        close(g->g_fd);
+    tape_guard_remove(g->gp_guard);
+    if (g->gp_map)
+        munmap(g->gp_map, TAPE_GROUP_SIZE);
+    if (g->gp_fd >= 0)
+        close(g->gp_fd);
     free(g);
 }
 
 int tape_group_settings_set(tape_group *g, const tape_group_settings *set)
 {
-    if (g->g_read_only)
+    if (g->gp_read_only)
         return TAPE_EREADONLY;
     if (!valid_settings(set))
         return TAPE_EINVAL;
-    lock(g, g->g_fd, g->g_token);
-    g->g_sh->gs_set = *set;
-    g->g_sh->gs_settings_crc = settings_crc(set);
+    lock(g, g->gp_fd, g->gp_token);
+    g->gp_sh->gs_set = *set;
+    g->gp_sh->gs_settings_crc = settings_crc(set);
     unlock(g);
     return 0;
 }
 
 int tape_group_settings_get(tape_group *g, tape_group_settings *out)
 {
-    *out = g->g_sh->gs_set;
-    if (tape_guard_hit(g->g_guard) || !valid_settings(out))
+    *out = g->gp_sh->gs_set;
+    if (tape_guard_hit(g->gp_guard) || !valid_settings(out))
         return TAPE_ECORRUPT;
     return 0;
 }
@@ -473,27 +473,27 @@ int tape_group_settings_get(tape_group *g, tape_group_settings *out)
 
 static void describe(const tape_group_slot *s, uint32_t k, tape_delivery *d)
 {
-    d->d_index = s->gi_index;
-    d->d_gen = s->gi_gen;
-    d->d_due = s->gi_due;
-    d->d_dl = s->gi_dl;
+    d->d_index = s->gt_index;
+    d->d_gen = s->gt_gen;
+    d->d_due = s->gt_due;
+    d->d_dl = s->gt_dl;
     d->d_slot = k;
-    d->d_state = s->gi_state;
-    d->d_attempt = s->gi_attempt;
-    d->d_owner = s->gi_owner;
-    d->d_reason = s->gi_reason;
+    d->d_state = s->gt_state;
+    d->d_attempt = s->gt_attempt;
+    d->d_owner = s->gt_owner;
+    d->d_reason = s->gt_reason;
 }
 
 int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out)
 {
     (void)now_ns;
-    const tape_group_shared *sh = g->g_sh;
+    const tape_group_shared *sh = g->gp_sh;
     memset(out, 0, sizeof *out);
     out->gi_last = __atomic_load_n(&sh->gs_last, __ATOMIC_ACQUIRE);
     out->gi_floor = out->gi_last < 0 ? -1 : out->gi_last + 1;
     for (uint32_t k = 0; k < TAPE_GROUP_SLOTS; k++) {
-        const tape_group_slot *s = &g->g_slots[k];
-        uint32_t st = __atomic_load_n(&s->gi_state, __ATOMIC_ACQUIRE);
+        const tape_group_slot *s = &g->gp_slots[k];
+        uint32_t st = __atomic_load_n(&s->gt_state, __ATOMIC_ACQUIRE);
         if (st == TAPE_GS_FREE)
             continue;
         if (st > TAPE_GS_MOVING)
@@ -504,26 +504,26 @@ int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out)
             out->gi_waiting++;
         else
             out->gi_dead++;
-        if (s->gi_dl < 0 && s->gi_index < out->gi_floor)
-            out->gi_floor = s->gi_index;
+        if (s->gt_dl < 0 && s->gt_index < out->gi_floor)
+            out->gi_floor = s->gt_index;
     }
-    int fd = g->g_fd;
+    int fd = g->gp_fd;
     for (uint32_t k = 0; k < TAPE_GROUP_CONSUMERS; k++)
-        if (__atomic_load_n(&g->g_cons[k].gc_state, __ATOMIC_ACQUIRE) == 1 &&
-            alive(fd, g->g_token, k + 1))
+        if (__atomic_load_n(&g->gp_cons[k].gc_state, __ATOMIC_ACQUIRE) == 1 &&
+            alive(fd, g->gp_token, k + 1))
             out->gi_consumers++;
     out->gi_generation = sh->gs_gen;
     out->gi_acked = sh->gs_acked;
-    return tape_guard_hit(g->g_guard) ? TAPE_ECORRUPT : 0;
+    return tape_guard_hit(g->gp_guard) ? TAPE_ECORRUPT : 0;
 }
 
 int tape_group_slot_get(tape_group *g, uint32_t k, tape_delivery *out)
 {
     if (k >= TAPE_GROUP_SLOTS)
         return TAPE_EINVAL;
-    const tape_group_slot *s = &g->g_slots[k];
-    uint32_t st = __atomic_load_n(&s->gi_state, __ATOMIC_ACQUIRE);
-    if (st > TAPE_GS_MOVING || tape_guard_hit(g->g_guard))
+    const tape_group_slot *s = &g->gp_slots[k];
+    uint32_t st = __atomic_load_n(&s->gt_state, __ATOMIC_ACQUIRE);
+    if (st > TAPE_GS_MOVING || tape_guard_hit(g->gp_guard))
         return TAPE_ECORRUPT;
     if (st == TAPE_GS_FREE)
         return 0;
@@ -535,12 +535,12 @@ int tape_group_consumer_get(tape_group *g, uint32_t k, char *name, size_t cap, i
 {
     if (k >= TAPE_GROUP_CONSUMERS || cap < TAPE_NAME_MAX)
         return TAPE_EINVAL;
-    const tape_group_cons *gc = &g->g_cons[k];
+    const tape_group_cons *gc = &g->gp_cons[k];
     if (__atomic_load_n(&gc->gc_state, __ATOMIC_ACQUIRE) != 1)
         return 0;
     memcpy(name, gc->gc_name, TAPE_NAME_MAX);
     name[TAPE_NAME_MAX - 1] = 0;
-    *is_alive = alive(g->g_fd, g->g_token, k + 1);
+    *is_alive = alive(g->gp_fd, g->gp_token, k + 1);
     return 1;
 }
 
@@ -548,7 +548,7 @@ int tape_group_consumer_get(tape_group *g, uint32_t k, char *name, size_t cap, i
 
 int tape_consumer_open(tape_group *g, const char *name, tape_consumer **out)
 {
-    if (g->g_read_only)
+    if (g->gp_read_only)
         return TAPE_EREADONLY;
     if (name && *name && !(strlen(name) < TAPE_NAME_MAX))
         return TAPE_EINVAL;
@@ -556,23 +556,23 @@ int tape_consumer_open(tape_group *g, const char *name, tape_consumer **out)
     if (!c)
         return -ENOMEM;
     char path[TAPE_NAME_MAX + 32];
-    file_name(path, sizeof path, ((const tape_group_hdr *)g->g_map)->gh_name);
-    c->c_fd = tf_openat(g->g_q->q_dirfd, path, O_RDWR | O_CLOEXEC, 0);
-    if (c->c_fd < 0) {
+    file_name(path, sizeof path, ((const tape_group_hdr *)g->gp_map)->gh_name);
+    c->cn_fd = tf_openat(g->gp_q->q_dirfd, path, O_RDWR | O_CLOEXEC, 0);
+    if (c->cn_fd < 0) {
         int rc = -errno;
         free(c);
         return rc;
     }
-    c->c_g = g;
-    c->c_after = -2;
-    c->c_token = take_byte(g, c->c_fd);
-    if (!c->c_token) {
-        close(c->c_fd);
+    c->cn_g = g;
+    c->cn_after = -2;
+    c->cn_token = take_byte(g, c->cn_fd);
+    if (!c->cn_token) {
+        close(c->cn_fd);
         free(c);
         return TAPE_ELIMIT;
     }
-    lock(g, c->c_fd, c->c_token);
-    adopt(g, c->c_token, name, 1);
+    lock(g, c->cn_fd, c->cn_token);
+    adopt(g, c->cn_token, name, 1);
     unlock(g);
     *out = c;
     return 0;
@@ -582,18 +582,18 @@ void tape_consumer_close(tape_consumer *c)
 {
     if (!c)
         return;
-    tape_group *g = c->c_g;
-    lock(g, c->c_fd, c->c_token);
-    release_owner(g, c->c_token);
-    __atomic_store_n(&g->g_cons[c->c_token - 1].gc_state, 0u, __ATOMIC_RELEASE);
+    tape_group *g = c->cn_g;
+    lock(g, c->cn_fd, c->cn_token);
+    release_owner(g, c->cn_token);
+    __atomic_store_n(&g->gp_cons[c->cn_token - 1].gc_state, 0u, __ATOMIC_RELEASE);
     unlock(g);
-    close(c->c_fd); /* lets go of its byte */
+    close(c->cn_fd); /* lets go of its byte */
     free(c);
 }
 
 uint32_t tape_consumer_id(tape_consumer *c)
 {
-    return c->c_token;
+    return c->cn_token;
 }
 
 /* ---- claims ------------------------------------------------------------------------ */
@@ -604,29 +604,29 @@ uint32_t tape_consumer_id(tape_consumer *c)
  * unless the caller hands it out). */
 static int64_t oldest_due(tape_group *g, int64_t now)
 {
-    tape_group_shared *sh = g->g_sh;
+    tape_group_shared *sh = g->gp_sh;
     if (sh->gs_min_due > now)
         return -1;
     int64_t best = -1, min_due = NEVER;
     uint32_t max = sh->gs_set.gset_max_deliveries;
     for (uint32_t k = 0; k < sh->gs_hi; k++) {
-        tape_group_slot *s = &g->g_slots[k];
-        uint32_t st = s->gi_state;
+        tape_group_slot *s = &g->gp_slots[k];
+        uint32_t st = s->gt_state;
         if (st != TAPE_GS_READY && st != TAPE_GS_CLAIMED)
             continue;
         /* A claim lapses after its deadline (an ack at the deadline counts);
          * a waiting entry is due at its due time. */
-        if (s->gi_due > now || (st == TAPE_GS_CLAIMED && s->gi_due == now)) {
-            if (s->gi_due < min_due)
-                min_due = s->gi_due;
+        if (s->gt_due > now || (st == TAPE_GS_CLAIMED && s->gt_due == now)) {
+            if (s->gt_due < min_due)
+                min_due = s->gt_due;
             continue;
         }
-        if (s->gi_attempt >= max) {
+        if (s->gt_attempt >= max) {
             make_dead(g, s, TAPE_GR_DELIVERIES);
             continue;
         }
         min_due = now;
-        if (best < 0 || s->gi_index < g->g_slots[best].gi_index)
+        if (best < 0 || s->gt_index < g->gp_slots[best].gt_index)
             best = k;
     }
     sh->gs_min_due = min_due;
@@ -635,49 +635,49 @@ static int64_t oldest_due(tape_group *g, int64_t now)
 
 static void hand_out(tape_consumer *c, tape_group_slot *s, int64_t now)
 {
-    tape_group_shared *sh = c->c_g->g_sh;
-    s->gi_gen = ++sh->gs_gen;
-    s->gi_owner = c->c_token;
-    s->gi_attempt++;
-    s->gi_due = now + sh->gs_set.gset_ack_wait_ns;
+    tape_group_shared *sh = c->cn_g->gp_sh;
+    s->gt_gen = ++sh->gs_gen;
+    s->gt_owner = c->cn_token;
+    s->gt_attempt++;
+    s->gt_due = now + sh->gs_set.gset_ack_wait_ns;
     set_state(s, TAPE_GS_CLAIMED);
-    due_at(c->c_g, s->gi_due);
+    due_at(c->cn_g, s->gt_due);
 }
 
 /* Place t just after the group's position. */
 static int place(tape_consumer *c, tape_tailer *t)
 {
-    int64_t last = c->c_g->g_sh->gs_last;
-    if (c->c_after == last)
+    int64_t last = c->cn_g->gp_sh->gs_last;
+    if (c->cn_after == last)
         return 0;
     int rc = last >= 0 ? tape_tailer_to_index(t, last + 1) : 0;
     if (rc == 0)
         rc = tape_tailer_seek(t, last + 1);
     if (rc < 0)
         return rc;
-    c->c_after = last;
+    c->cn_after = last;
     return 0;
 }
 
 int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now, tape_delivery *d, tape_entry *e)
 {
-    tape_group *g = c->c_g;
-    tape_group_shared *sh = g->g_sh;
+    tape_group *g = c->cn_g;
+    tape_group_shared *sh = g->gp_sh;
     for (;;) {
-        lock(g, c->c_fd, c->c_token);
+        lock(g, c->cn_fd, c->cn_token);
         if (now >= sh->gs_next_check || sh->gs_next_check - now > 2 * TAPE_GROUP_CHECK_NS) {
-            reap(g, c->c_fd, c->c_token);
+            reap(g, c->cn_fd, c->cn_token);
             sh->gs_next_check = now + TAPE_GROUP_CHECK_NS;
         }
         int64_t k = oldest_due(g, now);
         if (k >= 0) {
-            tape_group_slot *s = &g->g_slots[k];
+            tape_group_slot *s = &g->gp_slots[k];
             hand_out(c, s, now);
             describe(s, (uint32_t)k, d);
             unlock(g);
             if (d->d_dl >= 0)
                 return 1;
-            c->c_after = -2;
+            c->cn_after = -2;
             int rc = tape_tailer_to_index(t, d->d_index);
             if (rc == 1 && (rc = tape_read(t, e)) == 1 && e->e_index == d->d_index)
                 return 1;
@@ -685,8 +685,8 @@ int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now, tape_deliver
                 return rc;
             /* The entry is gone from the log (the queue was purged by hand
              * under the group): nothing to hand out. */
-            lock(g, c->c_fd, c->c_token);
-            if (s->gi_state == TAPE_GS_CLAIMED && s->gi_gen == d->d_gen)
+            lock(g, c->cn_fd, c->cn_token);
+            if (s->gt_state == TAPE_GS_CLAIMED && s->gt_gen == d->d_gen)
                 free_slot(g, (uint32_t)k);
             unlock(g);
             continue;
@@ -704,19 +704,19 @@ int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now, tape_deliver
                 rc = tape_read(t, e);
             if (rc <= 0) {
                 if (rc < 0)
-                    c->c_after = -2;
+                    c->cn_after = -2;
                 break;
             }
             int64_t at = alloc_slot(g);
-            tape_group_slot *s = &g->g_slots[at];
-            s->gi_index = e->e_index;
-            s->gi_dl = -1;
-            s->gi_attempt = 0;
-            s->gi_reason = TAPE_GR_NONE;
+            tape_group_slot *s = &g->gp_slots[at];
+            s->gt_index = e->e_index;
+            s->gt_dl = -1;
+            s->gt_attempt = 0;
+            s->gt_reason = TAPE_GR_NONE;
             int64_t nb = e->e_attrs.a_not_before;
             if (nb > now) {
-                s->gi_owner = 0;
-                s->gi_due = nb;
+                s->gt_owner = 0;
+                s->gt_due = nb;
                 set_state(s, TAPE_GS_READY);
                 due_at(g, nb);
                 rc = 0;
@@ -727,7 +727,7 @@ int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now, tape_deliver
             }
             TAPE_KILL("group_claim");
             sh->gs_last = e->e_index;
-            c->c_after = e->e_index;
+            c->cn_after = e->e_index;
         }
         unlock(g);
         return rc;
@@ -736,11 +736,11 @@ int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now, tape_deliver
 
 int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now)
 {
-    tape_group *g = c->c_g;
-    lock(g, c->c_fd, c->c_token);
+    tape_group *g = c->cn_g;
+    lock(g, c->cn_fd, c->cn_token);
     int rc = place(c, t);
-    int64_t min_due = g->g_sh->gs_min_due;
-    uint32_t busy = g->g_sh->gs_busy;
+    int64_t min_due = g->gp_sh->gs_min_due;
+    uint32_t busy = g->gp_sh->gs_busy;
     unlock(g);
     if (rc < 0)
         return rc;
@@ -764,11 +764,11 @@ static tape_group_slot *held(tape_consumer *c, uint32_t slot, uint64_t gen, int6
         *rc = TAPE_EINVAL;
         return NULL;
     }
-    tape_group *g = c->c_g;
-    lock(g, c->c_fd, c->c_token);
-    tape_group_slot *s = &g->g_slots[slot];
-    if (s->gi_state != state || s->gi_gen != gen || s->gi_owner != c->c_token ||
-        (state == TAPE_GS_CLAIMED && s->gi_due < now)) {
+    tape_group *g = c->cn_g;
+    lock(g, c->cn_fd, c->cn_token);
+    tape_group_slot *s = &g->gp_slots[slot];
+    if (s->gt_state != state || s->gt_gen != gen || s->gt_owner != c->cn_token ||
+        (state == TAPE_GS_CLAIMED && s->gt_due < now)) {
         unlock(g);
         *rc = TAPE_ESTALE;
         return NULL;
@@ -782,9 +782,9 @@ int tape_group_ack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now)
     int rc;
     if (!held(c, slot, gen, now, TAPE_GS_CLAIMED, &rc))
         return rc;
-    free_slot(c->c_g, slot);
-    c->c_g->g_sh->gs_acked++;
-    unlock(c->c_g);
+    free_slot(c->cn_g, slot);
+    c->cn_g->gp_sh->gs_acked++;
+    unlock(c->cn_g);
     return 0;
 }
 
@@ -794,19 +794,19 @@ int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now, 
     tape_group_slot *s = held(c, slot, gen, now, TAPE_GS_CLAIMED, &rc);
     if (!s)
         return rc;
-    tape_group *g = c->c_g;
-    const tape_group_settings *set = &g->g_sh->gs_set;
-    if (s->gi_attempt >= set->gset_max_deliveries) {
+    tape_group *g = c->cn_g;
+    const tape_group_settings *set = &g->gp_sh->gs_set;
+    if (s->gt_attempt >= set->gset_max_deliveries) {
         make_dead(g, s, TAPE_GR_DELIVERIES);
     } else {
         if (delay < 0) {
-            uint32_t n = set->gset_nbackoff, step = s->gi_attempt - 1;
+            uint32_t n = set->gset_nbackoff, step = s->gt_attempt - 1;
             delay = n ? set->gset_backoff_ns[step < n ? step : n - 1] : 0;
         }
-        s->gi_due = now + delay;
-        s->gi_owner = 0;
+        s->gt_due = now + delay;
+        s->gt_owner = 0;
         set_state(s, TAPE_GS_READY);
-        due_at(g, s->gi_due);
+        due_at(g, s->gt_due);
     }
     unlock(g);
     return 0;
@@ -820,18 +820,18 @@ int tape_group_extend(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now
     tape_group_slot *s = held(c, slot, gen, now, TAPE_GS_CLAIMED, &rc);
     if (!s)
         return rc;
-    s->gi_due = now + delay;
-    due_at(c->c_g, s->gi_due);
-    unlock(c->c_g);
+    s->gt_due = now + delay;
+    due_at(c->cn_g, s->gt_due);
+    unlock(c->cn_g);
     return 0;
 }
 
 /* Hand dead slot s to c to store as a dead letter. */
 static void take(tape_consumer *c, tape_group_slot *s, uint32_t k, tape_delivery *d)
 {
-    uint32_t last = s->gi_owner;
-    s->gi_gen = ++c->c_g->g_sh->gs_gen;
-    s->gi_owner = c->c_token;
+    uint32_t last = s->gt_owner;
+    s->gt_gen = ++c->cn_g->gp_sh->gs_gen;
+    s->gt_owner = c->cn_token;
     set_state(s, TAPE_GS_MOVING);
     describe(s, k, d);
     d->d_owner = last; /* the last consumer it was delivered to */
@@ -843,23 +843,23 @@ int tape_group_reject(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now
     tape_group_slot *s = held(c, slot, gen, now, TAPE_GS_CLAIMED, &rc);
     if (!s)
         return rc;
-    make_dead(c->c_g, s, TAPE_GR_REJECTED);
+    make_dead(c->cn_g, s, TAPE_GR_REJECTED);
     take(c, s, slot, d);
-    unlock(c->c_g);
+    unlock(c->cn_g);
     return 0;
 }
 
 int tape_group_take_dead(tape_consumer *c, int64_t now, tape_delivery *d)
 {
-    tape_group *g = c->c_g;
-    if (!__atomic_load_n(&g->g_sh->gs_dead, __ATOMIC_RELAXED) &&
-        g->g_sh->gs_min_due > now)
+    tape_group *g = c->cn_g;
+    if (!__atomic_load_n(&g->gp_sh->gs_dead, __ATOMIC_RELAXED) &&
+        g->gp_sh->gs_min_due > now)
         return 0;
-    lock(g, c->c_fd, c->c_token);
+    lock(g, c->cn_fd, c->cn_token);
     oldest_due(g, now); /* lapsed entries out of deliveries become dead */
-    for (uint32_t k = 0; k < g->g_sh->gs_hi; k++) {
-        tape_group_slot *s = &g->g_slots[k];
-        if (s->gi_state == TAPE_GS_DEAD) {
+    for (uint32_t k = 0; k < g->gp_sh->gs_hi; k++) {
+        tape_group_slot *s = &g->gp_slots[k];
+        if (s->gt_state == TAPE_GS_DEAD) {
             take(c, s, k, d);
             unlock(g);
             return 1;
@@ -874,21 +874,21 @@ int tape_group_dead_done(tape_consumer *c, uint32_t slot, uint64_t gen)
     int rc;
     if (!held(c, slot, gen, 0, TAPE_GS_MOVING, &rc))
         return rc;
-    free_slot(c->c_g, slot);
-    unlock(c->c_g);
+    free_slot(c->cn_g, slot);
+    unlock(c->cn_g);
     return 0;
 }
 
 int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now)
 {
-    if (g->g_read_only)
+    if (g->gp_read_only)
         return TAPE_EREADONLY;
     if (index < 0 || dl < 0)
         return TAPE_EINVAL;
-    lock(g, g->g_fd, g->g_token);
-    tape_group_shared *sh = g->g_sh;
+    lock(g, g->gp_fd, g->gp_token);
+    tape_group_shared *sh = g->gp_sh;
     for (uint32_t k = 0; k < sh->gs_hi; k++)
-        if (g->g_slots[k].gi_state != TAPE_GS_FREE && g->g_slots[k].gi_dl == dl) {
+        if (g->gp_slots[k].gt_state != TAPE_GS_FREE && g->gp_slots[k].gt_dl == dl) {
             unlock(g);
             return 0;
         }
@@ -897,14 +897,14 @@ int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now)
         unlock(g);
         return TAPE_ELIMIT;
     }
-    tape_group_slot *s = &g->g_slots[at];
-    s->gi_index = index;
-    s->gi_dl = dl;
-    s->gi_attempt = 0;
-    s->gi_reason = TAPE_GR_NONE;
-    s->gi_owner = 0;
-    s->gi_gen = ++sh->gs_gen;
-    s->gi_due = now;
+    tape_group_slot *s = &g->gp_slots[at];
+    s->gt_index = index;
+    s->gt_dl = dl;
+    s->gt_attempt = 0;
+    s->gt_reason = TAPE_GR_NONE;
+    s->gt_owner = 0;
+    s->gt_gen = ++sh->gs_gen;
+    s->gt_due = now;
     set_state(s, TAPE_GS_READY);
     due_at(g, now);
     unlock(g);

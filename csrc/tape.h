@@ -31,13 +31,16 @@
  *     tells whose state it touches. Public (this header): ri_ roll info,
  *     oo_ open options, qi_ queue info, ci_ cycle info, e_ entry,
  *     a_ entry attributes (internally also the appender, append.c),
- *     vr_ verify report. Internal (tape_int.h and the file named): q_ queue,
+ *     vr_ verify report, gset_ group settings, gi_ group info, d_ delivery.
+ *     Internal (tape_int.h and the file named): q_ queue,
  *     w_ writer (its appending side), sy_ sync bookkeeping, cc_ cycle-list
  *     cache, kv_ kept view, pf_ prefaulter, m_ metadata header,
  *     ms_ metadata shared page, n_ named tailer slot, c_ cycle file header,
  *     r_ roll cycle in use, y_ open cycle file, v_ file view, k_ clock,
  *     a_ appender (append.c), t_ tailer and mk_ its batch marks (read.c),
- *     vc_ verify walk (verify.c), fr_ fault rule and fe_ fault errno
+ *     vc_ verify walk (verify.c), gp_ group handle, cn_ consumer, gh_ group
+ *     file header, gs_ its shared page, gc_ its consumer slot, gt_ its table
+ *     entry (group.c), fr_ fault rule and fe_ fault errno
  *     (fault.c), g_ guard slot (guard.c). Functions: tape_ everywhere; tf_ for the system calls a
  *     test can make fail (fault.h).
  *

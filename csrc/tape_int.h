@@ -601,34 +601,34 @@ typedef struct tape_group_cons {
 
 /* An entry in the table (48 bytes). */
 typedef struct tape_group_slot {
-    int64_t gi_index;
-    int64_t gi_due;            /* claimed: deadline; ready: due time */
-    uint64_t gi_gen;
-    int64_t gi_dl;             /* redriven: index of its copy in the dead letters, else -1 */
-    uint32_t gi_state;         /* TAPE_GS_* (written last) */
-    uint32_t gi_owner;         /* consumer slot + 1, 0 none */
-    uint32_t gi_attempt;
-    uint32_t gi_reason;        /* TAPE_GR_* */
+    int64_t gt_index;
+    int64_t gt_due;            /* claimed: deadline; ready: due time */
+    uint64_t gt_gen;
+    int64_t gt_dl;             /* redriven: index of its copy in the dead letters, else -1 */
+    uint32_t gt_state;         /* TAPE_GS_* (written last) */
+    uint32_t gt_owner;         /* consumer slot + 1, 0 none */
+    uint32_t gt_attempt;
+    uint32_t gt_reason;        /* TAPE_GR_* */
 } tape_group_slot;
 
 struct tape_group {
-    tape_queue *g_q;
-    int g_fd;
-    uint8_t *g_map;            /* TAPE_GROUP_SIZE bytes */
-    tape_group_shared *g_sh;
-    tape_group_cons *g_cons;
-    tape_group_slot *g_slots;
-    int g_guard;               /* its slot in guard.c's registry */
-    uint32_t g_token;          /* this handle's own consumer slot + 1, 0 read-only */
-    int g_sync;
-    int g_read_only;
+    tape_queue *gp_q;
+    int gp_fd;
+    uint8_t *gp_map;            /* TAPE_GROUP_SIZE bytes */
+    tape_group_shared *gp_sh;
+    tape_group_cons *gp_cons;
+    tape_group_slot *gp_slots;
+    int gp_guard;               /* its slot in guard.c's registry */
+    uint32_t gp_token;          /* this handle's own consumer slot + 1, 0 read-only */
+    int gp_sync;
+    int gp_read_only;
 };
 
 struct tape_consumer {
-    tape_group *c_g;
-    int c_fd;                  /* its own open of the group file: holds its byte */
-    uint32_t c_token;          /* slot + 1 */
-    int64_t c_after;           /* its tailer stands just after this entry (-2 unknown) */
+    tape_group *cn_g;
+    int cn_fd;                  /* its own open of the group file: holds its byte */
+    uint32_t cn_token;          /* slot + 1 */
+    int64_t cn_after;           /* its tailer stands just after this entry (-2 unknown) */
 };
 
 #endif /* TAPE_INT_H */
