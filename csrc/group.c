@@ -796,7 +796,8 @@ int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now, 
         return rc;
     tape_group *g = c->cn_g;
     const tape_group_settings *set = &g->gp_sh->gs_set;
-    if (s->gt_attempt >= set->gset_max_deliveries) {
+    int dead = s->gt_attempt >= set->gset_max_deliveries;
+    if (dead) {
         make_dead(g, s, TAPE_GR_DELIVERIES);
     } else {
         if (delay < 0) {
@@ -809,7 +810,7 @@ int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now, 
         due_at(g, s->gt_due);
     }
     unlock(g);
-    return 0;
+    return dead;
 }
 
 int tape_group_extend(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now, int64_t delay)

@@ -767,7 +767,8 @@ int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now_ns);
  * attempt, none: at once), or makes it dead when it was delivered
  * max_deliveries times; extend moves its deadline to now_ns + delay_ns;
  * reject makes it dead (TAPE_GR_REJECTED) and hands it to this consumer to
- * store (as tape_group_take_dead does: *d filled). All return TAPE_ESTALE
+ * store (as tape_group_take_dead does: *d filled). nack returns 1 when it
+ * made the entry dead, else 0 (as the others do). All return TAPE_ESTALE
  * when the claim is not this consumer's live one any more (another
  * generation, finished, or its deadline passed), and change nothing then;
  * TAPE_EINVAL for a slot out of range. */

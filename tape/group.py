@@ -304,15 +304,16 @@ class Delivery:
 
     __slots__ = ("value", "index", "timestamp", "attempt", "deadline", "_consumer", "_slot", "_gen", "_done")
 
-    def __init__(self, consumer: Consumer, s: Slot, timestamp: int, value: Any) -> None:
+    def __init__(self, consumer: Consumer, slot: int, gen: int, index: int, attempt: int, deadline_ns: int,
+                 timestamp: int, value: Any) -> None:
         self.value = value
-        self.index = s.index
+        self.index = index
         self.timestamp = timestamp
-        self.attempt = s.attempt
-        self.deadline = s.due_ns / 1e9
+        self.attempt = attempt
+        self.deadline = deadline_ns / 1e9
         self._consumer = consumer
-        self._slot = s.slot
-        self._gen = s.generation
+        self._slot = slot
+        self._gen = gen
         self._done = False
 
     def ack(self) -> None:
@@ -325,8 +326,11 @@ class Delivery:
         """Give it back, to be handed out again after `delay` seconds (None: the group's backoff)."""
         c = self._consumer
         delay_ns = -1 if delay is None else duration_ns(delay, "delay")
-        c._native.nack(self._slot, self._gen, c._group._clock(), delay_ns)
+        now = c._group._clock()
+        dead = c._native.nack(self._slot, self._gen, now, delay_ns)
         self._done = True
+        if dead:  # out of deliveries: stored as a dead letter now
+            c._bury_dead(now)
 
     def extend(self, seconds: float | timedelta) -> None:
         """Still working: the claim's deadline becomes `seconds` from now."""
@@ -367,6 +371,7 @@ class Consumer:
         self._group = group
         self._native = native
         self.name = name
+        self._claims = 0
 
     def _bury_dead(self, now: int) -> None:
         """Store the entries that ran out of deliveries as dead letters."""
@@ -378,18 +383,21 @@ class Consumer:
         g = self._group
         while True:
             now = g._clock()
-            self._bury_dead(now)
+            self._claims += 1
+            if not self._claims & 63:  # entries that ran out of deliveries meanwhile
+                self._bury_dead(now)
             got = self._native.claim(now)
             if got is None:
+                self._bury_dead(now)
                 return None
-            s, ts, payload = got
+            slot, gen, index, attempt, deadline, dl, ts, payload = got
             if payload is None:  # a redriven dead letter: its copy
-                copy = g._payload(s.index, s.dead_letter)
+                copy = g._payload(index, dl)
                 if copy is None:  # lost: finished
-                    self._native.ack(s.slot, s.generation, now)
+                    self._native.ack(slot, gen, now)
                     continue
                 ts, payload = copy
-            return Delivery(self, s, ts, g._decode(payload))
+            return Delivery(self, slot, gen, index, attempt, deadline, ts, g._decode(payload))
 
     def claim(self, timeout: float | None = None) -> Delivery | None:
         """The next entry due, claimed; None when none came within `timeout` seconds (None: no wait)."""

@@ -29,6 +29,8 @@ STATES = {
     lib.TAPE_GS_DEAD: "dead",
     lib.TAPE_GS_MOVING: "dead",
 }
+_CLAIM = lib.tape_group_claim  # the hot calls, looked up once
+_ACK = lib.tape_group_ack
 REASONS = {lib.TAPE_GR_DELIVERIES: "max_deliveries", lib.TAPE_GR_REJECTED: "rejected"}
 
 
@@ -65,14 +67,6 @@ class Slot(NamedTuple):
     attempt: int
     owner: int  # consumer slot + 1, 0 none
     reason: str | None
-
-
-class Claimed(NamedTuple):
-    """A claim: its table entry and the entry's timestamp and payload (None: read the dead letter's copy)."""
-
-    slot: Slot
-    timestamp: int
-    payload: bytes | None
 
 
 def _slot(d: Any) -> Slot:
@@ -206,7 +200,7 @@ class GroupHandle(ChildHandle):
 class ConsumerHandle:
     """A C consumer and its tailer; closing gives its claims back."""
 
-    __slots__ = ("group", "path", "ptr", "tailer", "lock", "id", "_d", "_e")
+    __slots__ = ("group", "path", "ptr", "tailer", "lock", "id", "_d", "_e", "_dead")
 
     def __init__(self, group: GroupHandle, ptr: Any, tailer: Any) -> None:
         self.group = group
@@ -217,6 +211,7 @@ class ConsumerHandle:
         self.id: int = lib.tape_consumer_id(ptr)
         self._d = ffi.new("tape_delivery *")
         self._e = ffi.new("tape_entry *")
+        self._dead = ffi.new("tape_delivery *")
 
     def live(self) -> Any:
         ptr = self.ptr
@@ -233,16 +228,16 @@ class ConsumerHandle:
                 lib.tape_tailer_close(self.tailer)
         self.group.consumers.discard(self)
 
-    def claim(self, now_ns: int) -> Claimed | None:
-        """The next entry due, claimed; None when nothing is due."""
+    def claim(self, now_ns: int) -> tuple[int, int, int, int, int, int, int, bytes | None] | None:
+        """The next entry due, claimed: (slot, generation, index, attempt, deadline ns, dead letter or -1,
+        timestamp, payload; None for a redriven dead letter: read its copy); None when nothing is due."""
         d, e = self._d, self._e
         with self.lock:
-            rc = lib.tape_group_claim(self.live(), self.tailer, now_ns, d, e)
+            rc = _CLAIM(self.live(), self.tailer, now_ns, d, e)
             if rc == 1:
-                slot = _slot(d)
-                if d.d_dl >= 0:
-                    return Claimed(slot, 0, None)
-                return Claimed(slot, e.e_timestamp, ffi.unpack(ffi.cast("char *", e.e_data), e.e_len))
+                dl = d.d_dl
+                payload = None if dl >= 0 else ffi.unpack(ffi.cast("char *", e.e_data), e.e_len)
+                return (d.d_slot, d.d_gen, d.d_index, d.d_attempt, d.d_due, dl, e.e_timestamp, payload)
         check(rc, self.path)
         return None
 
@@ -261,18 +256,27 @@ class ConsumerHandle:
         if rc < 0 and rc != -errno.EINTR:
             check(rc, self.path)
 
-    def _finish(self, call: Any, *args: Any) -> None:
+    def _finish(self, call: Any, *args: Any) -> int:
         with self.lock:
-            rc = call(self.live(), *args)
+            rc: int = call(self.live(), *args)
+        if rc < 0:
+            check(rc, self.path)
+        return rc
+
+    def ack(self, slot: int, gen: int, now_ns: int) -> None:
+        lock = self.lock
+        lock.acquire()  # the hottest call: acquire/release cost less than `with`
+        try:
+            ptr = self.ptr
+            rc = _ACK(ptr if ptr is not None else self.live(), slot, gen, now_ns)
+        finally:
+            lock.release()
         if rc:
             check(rc, self.path)
 
-    def ack(self, slot: int, gen: int, now_ns: int) -> None:
-        self._finish(lib.tape_group_ack, slot, gen, now_ns)
-
-    def nack(self, slot: int, gen: int, now_ns: int, delay_ns: int) -> None:
-        """delay_ns < 0: the group's backoff."""
-        self._finish(lib.tape_group_nack, slot, gen, now_ns, delay_ns)
+    def nack(self, slot: int, gen: int, now_ns: int, delay_ns: int) -> bool:
+        """delay_ns < 0: the group's backoff. True when it made the entry dead (out of deliveries)."""
+        return self._finish(lib.tape_group_nack, slot, gen, now_ns, delay_ns) == 1
 
     def extend(self, slot: int, gen: int, now_ns: int, delay_ns: int) -> None:
         self._finish(lib.tape_group_extend, slot, gen, now_ns, delay_ns)
@@ -285,7 +289,7 @@ class ConsumerHandle:
 
     def take_dead(self, now_ns: int) -> Slot | None:
         """A dead entry to store as a dead letter (then dead_done), or None."""
-        d = ffi.new("tape_delivery *")
+        d = self._dead
         with self.lock:
             rc = lib.tape_group_take_dead(self.live(), now_ns, d)
         check(rc, self.path)
