@@ -201,6 +201,13 @@ static uint32_t take_byte(tape_group *g, int fd)
     return 0;
 }
 
+/* A fault in the mapping (the file was truncated under it): what it reads is
+ * not to be believed. */
+static int damaged(const tape_group *g)
+{
+    return tape_guard_hit(g->gp_guard);
+}
+
 /* ---- the table ---------------------------------------------------------------------- */
 
 static void free_slot(tape_group *g, uint32_t k)
@@ -664,6 +671,8 @@ int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now, tape_deliver
     tape_group *g = c->cn_g;
     tape_group_shared *sh = g->gp_sh;
     for (;;) {
+        if (damaged(g))
+            return TAPE_ECORRUPT;
         lock(g, c->cn_fd, c->cn_token);
         if (now >= sh->gs_next_check || sh->gs_next_check - now > 2 * TAPE_GROUP_CHECK_NS) {
             reap(g, c->cn_fd, c->cn_token);
@@ -765,6 +774,10 @@ static tape_group_slot *held(tape_consumer *c, uint32_t slot, uint64_t gen, int6
         return NULL;
     }
     tape_group *g = c->cn_g;
+    if (damaged(g)) {
+        *rc = TAPE_ECORRUPT;
+        return NULL;
+    }
     lock(g, c->cn_fd, c->cn_token);
     tape_group_slot *s = &g->gp_slots[slot];
     if (s->gt_state != state || s->gt_gen != gen || s->gt_owner != c->cn_token ||
@@ -853,6 +866,8 @@ int tape_group_reject(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now
 int tape_group_take_dead(tape_consumer *c, int64_t now, tape_delivery *d)
 {
     tape_group *g = c->cn_g;
+    if (damaged(g))
+        return TAPE_ECORRUPT;
     if (!__atomic_load_n(&g->gp_sh->gs_dead, __ATOMIC_RELAXED) &&
         g->gp_sh->gs_min_due > now)
         return 0;
@@ -886,6 +901,8 @@ int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now)
         return TAPE_EREADONLY;
     if (index < 0 || dl < 0)
         return TAPE_EINVAL;
+    if (damaged(g))
+        return TAPE_ECORRUPT;
     lock(g, g->gp_fd, g->gp_token);
     tape_group_shared *sh = g->gp_sh;
     for (uint32_t k = 0; k < sh->gs_hi; k++)

@@ -657,6 +657,9 @@ int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns);
  * then calls tape_group_dead_done. A caller killed in between leaves it dead
  * for the next one.
  *
+ * The file is mapped under the SIGBUS guard: when it is truncated under a
+ * handle, the calls that change or claim return TAPE_ECORRUPT from then on.
+ *
  * A group handle and its consumers may be used from several threads, one
  * call at a time per consumer. A tailer given to a consumer call belongs to
  * that consumer (and is moved by it). */

@@ -597,3 +597,38 @@ def test_consumer_per_thread(queue: tape.Queue) -> None:
     for t in threads:
         t.join()
     assert sorted(seen) == list(range(n))
+
+
+def test_a_consumer_garbage_collected_gives_its_claims_back(queue: tape.Queue) -> None:
+    import gc
+
+    [i] = fill(queue, 1)
+    g = queue.group("g", ack_wait=600)
+    c = g.consumer()
+    assert c.claim() is not None
+    del c
+    gc.collect()
+    m = g.consumer().claim()
+    assert m is not None and (m.index, m.attempt) == (i, 2)
+
+
+def test_group_file_truncated_under_a_consumer_is_reported_not_a_crash(queue: tape.Queue) -> None:
+    fill(queue, 3)
+    c = queue.group("g").consumer()
+    m = c.claim()
+    assert m is not None
+    os.truncate(os.path.join(queue.path, "groups", "g.group"), 5000)
+    with pytest.raises(tape.CorruptionError):
+        for _ in range(2):  # the call that meets the missing pages, or the next
+            c.claim()
+    with pytest.raises(tape.CorruptionError):
+        m.ack()
+
+
+def test_sync_always_group(qpath: Path) -> None:
+    with tape.Queue(qpath, sync="always") as q:
+        [i] = fill(q, 1)
+        m = q.group("g").consumer().claim()
+        assert m is not None and m.index == i
+        m.ack()
+        assert q.group("g").info()["acked"] == 1
