@@ -755,7 +755,9 @@ int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now)
         return rc;
     int64_t hint = busy ? TAPE_GROUP_CHECK_NS : -1;
     if (min_due != NEVER) {
-        int64_t until = min_due > now ? min_due - now : 0;
+        /* Nothing was due at `now` (the caller's claim found none): at least
+         * a millisecond, so that a clock that stands still is not spun on. */
+        int64_t until = min_due > now + 1000000 ? min_due - now : 1000000;
         if (hint < 0 || until < hint)
             hint = until;
     }

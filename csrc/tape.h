@@ -758,8 +758,8 @@ uint32_t tape_consumer_id(tape_consumer *c);
 int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now_ns, tape_delivery *d,
                      tape_entry *e);
 /* How long (ns) a claimer finding nothing should wait at most before trying
- * again, timeout_ns allowing (negative: no limit): until the earliest due
- * entry, or TAPE_GROUP_CHECK_NS while other consumers hold entries (their
+ * again: until the earliest due entry (at least 1 ms), or TAPE_GROUP_CHECK_NS
+ * while other consumers hold entries (their
  * death must be noticed); -1 when only a new entry can bring work (then wait
  * for one with tape_wait on t, which this call places at the group's
  * position). Errors: those of positioning t. */
