@@ -33,7 +33,7 @@ from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
 if TYPE_CHECKING:
     from tape.queue import Queue
 
-__all__ = ["Group", "Consumer", "Delivery", "DeadLetter", "Pending", "GROUPS_DIR"]
+__all__ = ["GROUPS_DIR", "Consumer", "DeadLetter", "Delivery", "Group", "Pending"]
 
 GROUPS_DIR = "groups"  # beside the cycle files: <name>.group and <name>.dead/
 _SLICE = 0.1  # a wait blocks in C for at most this long (Ctrl-C, closing)
@@ -302,7 +302,7 @@ class Group:
 class Delivery:
     """An entry claimed by a consumer: finish it with ack, nack, extend or reject (or `with`)."""
 
-    __slots__ = ("value", "index", "timestamp", "attempt", "deadline", "_consumer", "_slot", "_gen", "_done")
+    __slots__ = ("_consumer", "_done", "_gen", "_slot", "attempt", "deadline", "index", "timestamp", "value")
 
     def __init__(self, consumer: Consumer, slot: int, gen: int, index: int, attempt: int, deadline_ns: int,
                  timestamp: int, value: Any) -> None:

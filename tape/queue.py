@@ -20,11 +20,11 @@ from datetime import timedelta
 from typing import Any
 
 from tape import codecs, lifecycle
+from tape import group as groups_
 from tape._args import as_index, as_int, as_name, as_seconds, shown
 from tape._native import NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle
 from tape._time import to_datetime
 from tape.appender import Appender
-from tape import group as groups_
 from tape.errors import (
     ArgumentError,
     ArgumentTypeError,

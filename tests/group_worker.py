@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tape  # noqa: E402
+import tape
 
 REC = struct.Struct("<cq")
 

@@ -87,7 +87,7 @@ class GroupHandle(ChildHandle):
     """An open consumer group of a queue."""
 
     CLOSED = "the group or its queue is closed"
-    __slots__ = ("name", "consumers")
+    __slots__ = ("consumers", "name")
 
     def __init__(self, queue: QueueHandle, ptr: Any, name: str) -> None:
         super().__init__(queue, ptr)
@@ -200,7 +200,7 @@ class GroupHandle(ChildHandle):
 class ConsumerHandle:
     """A C consumer and its tailer; closing gives its claims back."""
 
-    __slots__ = ("group", "path", "ptr", "tailer", "lock", "id", "_d", "_e", "_dead")
+    __slots__ = ("_d", "_dead", "_e", "group", "id", "lock", "path", "ptr", "tailer")
 
     def __init__(self, group: GroupHandle, ptr: Any, tailer: Any) -> None:
         self.group = group
