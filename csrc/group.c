@@ -666,81 +666,132 @@ static int place(tape_consumer *c, tape_tailer *t)
     return 0;
 }
 
-int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now, tape_delivery *d, tape_entry *e)
+/* Holding the lock: claim the next entry due if its payload fits in `room`
+ * bytes. 1 (claimed: *d, and *e unless a redriven dead letter), 0 nothing
+ * due, 2 the next one does not fit (nothing changed), or an error. */
+static int claim_locked(tape_consumer *c, tape_tailer *t, int64_t now, size_t room,
+                        tape_delivery *d, tape_entry *e)
 {
     tape_group *g = c->cn_g;
     tape_group_shared *sh = g->gp_sh;
-    for (;;) {
-        if (damaged(g))
-            return TAPE_ECORRUPT;
-        lock(g, c->cn_fd, c->cn_token);
-        if (now >= sh->gs_next_check || sh->gs_next_check - now > 2 * TAPE_GROUP_CHECK_NS) {
-            reap(g, c->cn_fd, c->cn_token);
-            sh->gs_next_check = now + TAPE_GROUP_CHECK_NS;
-        }
-        int64_t k = oldest_due(g, now);
-        if (k >= 0) {
-            tape_group_slot *s = &g->gp_slots[k];
-            hand_out(c, s, now);
-            describe(s, (uint32_t)k, d);
-            unlock(g);
-            if (d->d_dl >= 0)
-                return 1;
+    int64_t k;
+    while ((k = oldest_due(g, now)) >= 0) {
+        tape_group_slot *s = &g->gp_slots[k];
+        if (s->gt_dl < 0) {
             c->cn_after = -2;
-            int rc = tape_tailer_to_index(t, d->d_index);
-            if (rc == 1 && (rc = tape_read(t, e)) == 1 && e->e_index == d->d_index)
-                return 1;
+            int rc = tape_tailer_to_index(t, s->gt_index);
+            if (rc == 1 && (rc = tape_read(t, e)) == 1 && e->e_index != s->gt_index)
+                rc = 0;
             if (rc < 0)
                 return rc;
-            /* The entry is gone from the log (the queue was purged by hand
-             * under the group): nothing to hand out. */
-            lock(g, c->cn_fd, c->cn_token);
-            if (s->gt_state == TAPE_GS_CLAIMED && s->gt_gen == d->d_gen)
+            if (rc == 0) {
+                /* The entry is gone from the log (the queue was purged by
+                 * hand under the group): nothing to hand out. */
                 free_slot(g, (uint32_t)k);
-            unlock(g);
-            continue;
+                continue;
+            }
+            if (e->e_len > room)
+                return 2;
         }
-        /* New entries: one not due yet waits in the table (holding back
-         * nothing) and the next is read. */
-        int rc = 0;
-        for (int n = 0; n < 1024 && rc == 0; n++) {
-            if (sh->gs_busy >= TAPE_GROUP_SLOTS) {
-                rc = 0;
-                break;
-            }
-            rc = place(c, t);
-            if (rc == 0)
-                rc = tape_read(t, e);
-            if (rc <= 0) {
-                if (rc < 0)
-                    c->cn_after = -2;
-                break;
-            }
-            int64_t at = alloc_slot(g);
-            tape_group_slot *s = &g->gp_slots[at];
-            s->gt_index = e->e_index;
-            s->gt_dl = -1;
-            s->gt_attempt = 0;
-            s->gt_reason = TAPE_GR_NONE;
-            int64_t nb = e->e_attrs.a_not_before;
-            if (nb > now) {
-                s->gt_owner = 0;
-                s->gt_due = nb;
-                set_state(s, TAPE_GS_READY);
-                due_at(g, nb);
-                rc = 0;
-            } else {
-                hand_out(c, s, now);
-                describe(s, (uint32_t)at, d);
-                rc = 1;
-            }
-            TAPE_KILL("group_claim");
-            sh->gs_last = e->e_index;
-            c->cn_after = e->e_index;
-        }
-        unlock(g);
-        return rc;
+        hand_out(c, s, now);
+        describe(s, (uint32_t)k, d);
+        return 1;
     }
+    /* New entries: one not due yet waits in the table (holding back nothing)
+     * and the next is read. */
+    for (int n = 0; n < 1024; n++) {
+        if (sh->gs_busy >= TAPE_GROUP_SLOTS)
+            return 0;
+        int rc = place(c, t);
+        if (rc == 0)
+            rc = tape_read(t, e);
+        if (rc <= 0) {
+            if (rc < 0)
+                c->cn_after = -2;
+            return rc;
+        }
+        int64_t nb = e->e_attrs.a_not_before;
+        if (nb <= now && e->e_len > room) {
+            c->cn_after = -2; /* the tailer moved past it */
+            return 2;
+        }
+        int64_t at = alloc_slot(g);
+        tape_group_slot *s = &g->gp_slots[at];
+        s->gt_index = e->e_index;
+        s->gt_dl = -1;
+        s->gt_attempt = 0;
+        s->gt_reason = TAPE_GR_NONE;
+        if (nb > now) {
+            s->gt_owner = 0;
+            s->gt_due = nb;
+            set_state(s, TAPE_GS_READY);
+            due_at(g, nb);
+        } else {
+            hand_out(c, s, now);
+            describe(s, (uint32_t)at, d);
+        }
+        TAPE_KILL("group_claim");
+        sh->gs_last = e->e_index;
+        c->cn_after = e->e_index;
+        if (nb <= now)
+            return 1;
+    }
+    return 0;
+}
+
+/* Lock, and look for dead consumers when it is time. */
+static int claim_begin(tape_consumer *c, int64_t now)
+{
+    tape_group *g = c->cn_g;
+    tape_group_shared *sh = g->gp_sh;
+    if (damaged(g))
+        return TAPE_ECORRUPT;
+    lock(g, c->cn_fd, c->cn_token);
+    if (now >= sh->gs_next_check || sh->gs_next_check - now > 2 * TAPE_GROUP_CHECK_NS) {
+        reap(g, c->cn_fd, c->cn_token);
+        sh->gs_next_check = now + TAPE_GROUP_CHECK_NS;
+    }
+    return 0;
+}
+
+int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now, tape_delivery *d, tape_entry *e)
+{
+    int rc = claim_begin(c, now);
+    if (rc < 0)
+        return rc;
+    rc = claim_locked(c, t, now, SIZE_MAX, d, e);
+    unlock(c->cn_g);
+    return rc;
+}
+
+int64_t tape_group_claim_many(tape_consumer *c, tape_tailer *t, int64_t now, size_t max,
+                              tape_delivery *d, void *buf, size_t cap, uint64_t *ends,
+                              int64_t *ts)
+{
+    int rc = claim_begin(c, now);
+    if (rc < 0)
+        return rc;
+    size_t n = 0, used = 0;
+    tape_entry e;
+    while (n < max) {
+        rc = claim_locked(c, t, now, cap - used, &d[n], &e);
+        if (rc != 1)
+            break;
+        if (d[n].d_dl < 0) {
+            memcpy((uint8_t *)buf + used, e.e_data, e.e_len);
+            used += e.e_len;
+            ts[n] = e.e_timestamp;
+        } else {
+            ts[n] = 0;
+        }
+        ends[n++] = used;
+    }
+    unlock(c->cn_g);
+    if (n == 0 && rc == 2) {
+        ends[0] = e.e_len;
+        return TAPE_EINVAL;
+    }
+    return n ? (int64_t)n : rc;
 }
 
 int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now)

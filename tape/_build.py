@@ -254,6 +254,9 @@ void tape_consumer_close(tape_consumer *c);
 uint32_t tape_consumer_id(tape_consumer *c);
 int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now_ns, tape_delivery *d,
                      tape_entry *e);
+int64_t tape_group_claim_many(tape_consumer *c, tape_tailer *t, int64_t now_ns, size_t max,
+                              tape_delivery *d, void *buf, size_t cap, uint64_t *ends,
+                              int64_t *ts);
 int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now_ns);
 int tape_group_ack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns);
 int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, int64_t delay_ns);

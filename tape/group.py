@@ -415,17 +415,37 @@ class Consumer:
                 return d
 
     def claim_many(self, n: int, timeout: float | None = None) -> list[Delivery]:
-        """Up to n entries due, claimed (waiting up to `timeout` for the first)."""
+        """Up to n entries due, claimed together (waiting up to `timeout` seconds for the first)."""
         n = as_int(n, "n")
         if n < 1:
             raise ArgumentError(f"n must be at least 1, not {n}")
+        got = self._claim_batch(n)
+        if got or timeout is None:
+            return got
         first = self.claim(timeout)
         if first is None:
             return []
-        got = [first]
-        while len(got) < n and (d := self._claim_now()) is not None:
-            got.append(d)
-        return got
+        return [first, *self._claim_batch(n - 1)] if n > 1 else [first]
+
+    def _claim_batch(self, n: int) -> list[Delivery]:
+        g = self._group
+        decode = g._decode
+        out: list[Delivery] = []
+        while len(out) < n:
+            now = g._clock()
+            got = self._native.claim_many(now, n - len(out))
+            if not got:
+                break
+            for slot, gen, index, attempt, deadline, dl, ts, payload in got:
+                if payload is None:  # a redriven dead letter: its copy
+                    copy = g._payload(index, dl)
+                    if copy is None:  # lost: finished
+                        self._native.ack(slot, gen, now)
+                        continue
+                    ts, payload = copy
+                out.append(Delivery(self, slot, gen, index, attempt, deadline, ts, decode(payload)))
+        self._bury_dead(g._clock())
+        return out
 
     def follow(self, timeout: float | None = None) -> Iterator[Delivery]:
         """Claim entries as they come; stops after `timeout` seconds with none (None: never) or when closed."""

@@ -632,3 +632,17 @@ def test_sync_always_group(qpath: Path) -> None:
         assert m is not None and m.index == i
         m.ack()
         assert q.group("g").info()["acked"] == 1
+
+
+def test_claim_many_large_entries_and_redeliveries(raw_queue: tape.Queue) -> None:
+    a = raw_queue.appender()
+    big = [bytes([k]) * (600 << 10) for k in range(3)] + [b"h" * (3 << 20)]
+    idx = [a.write(v) for v in big] + [a.write(b"small")]
+    c = raw_queue.group("g").consumer()
+    first = c.claim()
+    assert first is not None and first.index == idx[0]
+    first.nack()
+    got = c.claim_many(10)
+    assert [m.index for m in got] == idx  # the redelivery first, each payload whole
+    assert [m.value for m in got] == [*big, b"small"]
+    assert got[0].attempt == 2 and all(m.attempt == 1 for m in got[1:])

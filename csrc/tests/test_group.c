@@ -243,7 +243,48 @@ static void the_table_bounds_what_is_in_flight(void)
     th_close_all(q, a, NULL);
 }
 
+static void claim_many_copies_a_batch_under_one_lock(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
+    fill(a, 10);
+    tape_group *g;
+    CHECK_OK(tape_group_open(q, "g", -1, NULL, 0, &g));
+    tape_consumer *c;
+    tape_tailer *t;
+    CHECK_OK(tape_consumer_open(g, NULL, &c));
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_delivery d[8];
+    uint64_t ends[8];
+    int64_t ts[8];
+    char buf[64];
+    /* 3 bytes of room: the first entry is too large */
+    EXPECT_EQ(tape_group_claim_many(c, t, T0, 8, d, buf, 3, ends, ts), TAPE_EINVAL);
+    EXPECT_EQ(ends[0], sizeof(int));
+    CHECK_EQ(tape_group_claim_many(c, t, T0, 8, d, buf, 4 * sizeof(int), ends, ts), 4);
+    for (int k = 0; k < 4; k++) {
+        int v;
+        memcpy(&v, buf + k * sizeof(int), sizeof v);
+        EXPECT_EQ(v, k);
+        EXPECT_EQ(ends[k], (k + 1) * sizeof(int));
+        EXPECT_EQ(d[k].d_attempt, 1);
+    }
+    CHECK_OK(tape_group_nack(c, d[1].d_slot, d[1].d_gen, T0, 0));
+    CHECK_EQ(tape_group_claim_many(c, t, T0, 8, d, buf, sizeof buf, ends, ts), 7);
+    int first;
+    memcpy(&first, buf, sizeof first);
+    EXPECT_EQ(first, 1); /* the redelivery first */
+    EXPECT_EQ(d[0].d_attempt, 2);
+    EXPECT_EQ(tape_group_claim_many(c, t, T0, 8, d, buf, sizeof buf, ends, ts), 0);
+    tape_consumer_close(c);
+    tape_tailer_close(t);
+    tape_group_close(g);
+    th_close_all(q, a, NULL);
+}
+
 static const th_test tests[] = {
+    TEST(claim_many_copies_a_batch_under_one_lock),
     TEST(claims_in_order_and_acks_fence),
     TEST(lapse_redelivers_and_max_deliveries_kill),
     TEST(a_killed_consumers_claims_come_back),
