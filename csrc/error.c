@@ -21,6 +21,7 @@ const char *tape_strerror(int rc)
     case TAPE_ECONFLICT: return "another entry was appended first";
     case TAPE_ECLOSED: return "the appender is closed";
     case TAPE_ELIMIT: return "a limit of the queue is reached (e.g. 256 named tailers)";
+    case TAPE_ESTALE: return "the delivery's claim has lapsed (handed out again, or finished)";
     default: break;
     }
     if (rc < 0 && rc > TAPE_EBASE)

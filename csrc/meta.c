@@ -222,13 +222,15 @@ int tape_lock_meta(tape_queue *q)
     return tape_lock(q, &recovered);
 }
 
-static int owner_alive(tape_queue *q, uint32_t tok)
+/* 1 when the owner of token `tok` holds its liveness byte (base + tok) of
+ * the file fd, or when that cannot be told; `self` is the caller's own. */
+static int owner_alive(int fd, off_t base, uint32_t self, uint32_t tok)
 {
-    if (tok == q->q_w.w_token)
+    if (tok == self)
         return 1;
     struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
-                       .l_start = TAPE_LIVE_BASE + tok, .l_len = 1};
-    if (fcntl(q->q_meta_fd, F_OFD_GETLK, &fl) < 0)
+                       .l_start = base + tok, .l_len = 1};
+    if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
         return 1; /* cannot tell: keep waiting rather than break a live lock */
     return fl.l_type != F_UNLCK;
 }
@@ -239,22 +241,22 @@ static int cas(uint32_t *w, uint32_t *expected, uint32_t desired)
                                        __ATOMIC_RELAXED);
 }
 
-static void lock_slow(tape_queue *q, int *recovered);
-
 int tape_lock(tape_queue *q, int *recovered)
 {
     uint32_t e = 0;
     *recovered = 0;
     if (!cas(&q->q_sh->ms_lock, &e, q->q_w.w_token))
-        lock_slow(q, recovered);
+        tape_shlock_slow(&q->q_sh->ms_lock, q->q_meta_fd, TAPE_LIVE_BASE, q->q_w.w_token,
+                         recovered);
     __atomic_store_n(&q->q_sh->ms_lock_pid, q->q_w.w_pid, __ATOMIC_RELAXED);
     return 0;
 }
 
-static void lock_slow(tape_queue *q, int *recovered)
+/* The contended half of a shared lock word (the write lock's and a consumer
+ * group's): spin a little, then sleep on the word, marked as having waiters;
+ * every millisecond without progress, check that its owner still lives. */
+void tape_shlock_slow(uint32_t *w, int fd, off_t base, uint32_t tok, int *recovered)
 {
-    uint32_t *w = &q->q_sh->ms_lock;
-    uint32_t tok = q->q_w.w_token;
     uint32_t e;
     for (int i = 0; i < 200; i++) {
         cpu_relax();
@@ -262,8 +264,6 @@ static void lock_slow(tape_queue *q, int *recovered)
         if (__atomic_load_n(w, __ATOMIC_RELAXED) == 0 && cas(w, &e, tok))
             return;
     }
-    /* Sleep on the word, marked as having waiters; every millisecond without
-     * progress, check that its owner still lives. */
     for (;;) {
         e = __atomic_load_n(w, __ATOMIC_RELAXED);
         if (e == 0) {
@@ -278,7 +278,7 @@ static void lock_slow(tape_queue *q, int *recovered)
         }
         struct timespec ts = {0, 1000000};
         if (tape_futex(w, FUTEX_WAIT, e, &ts) < 0 && errno == ETIMEDOUT &&
-            !owner_alive(q, e & ~TAPE_LOCK_WAITERS)) {
+            !owner_alive(fd, base, tok, e & ~TAPE_LOCK_WAITERS)) {
             if (cas(w, &e, tok | TAPE_LOCK_WAITERS)) {
                 *recovered = 1;
                 return;
@@ -287,12 +287,16 @@ static void lock_slow(tape_queue *q, int *recovered)
     }
 }
 
-void tape_unlock(tape_queue *q)
+void tape_shlock_release(uint32_t *w)
 {
-    uint32_t *w = &q->q_sh->ms_lock;
     uint32_t old = __atomic_exchange_n(w, 0, __ATOMIC_SEQ_CST);
     if (old & TAPE_LOCK_WAITERS)
         tape_futex(w, FUTEX_WAKE, 1, NULL);
+}
+
+void tape_unlock(tape_queue *q)
+{
+    tape_shlock_release(&q->q_sh->ms_lock);
 }
 
 /* After publishing (and unlocking): wake tailers sleeping in tape_wait. The

@@ -30,13 +30,17 @@
  *   - Struct members carry an owner prefix, one per struct, so a line of code
  *     tells whose state it touches. Public (this header): ri_ roll info,
  *     oo_ open options, qi_ queue info, ci_ cycle info, e_ entry,
- *     vr_ verify report. Internal (tape_int.h and the file named): q_ queue,
+ *     a_ entry attributes (internally also the appender, append.c),
+ *     vr_ verify report, gset_ group settings, gi_ group info, d_ delivery.
+ *     Internal (tape_int.h and the file named): q_ queue,
  *     w_ writer (its appending side), sy_ sync bookkeeping, cc_ cycle-list
  *     cache, kv_ kept view, pf_ prefaulter, m_ metadata header,
  *     ms_ metadata shared page, n_ named tailer slot, c_ cycle file header,
  *     r_ roll cycle in use, y_ open cycle file, v_ file view, k_ clock,
  *     a_ appender (append.c), t_ tailer and mk_ its batch marks (read.c),
- *     vc_ verify walk (verify.c), fr_ fault rule and fe_ fault errno
+ *     vc_ verify walk (verify.c), gp_ group handle, cn_ consumer, gh_ group
+ *     file header, gs_ its shared page, gc_ its consumer slot, gt_ its table
+ *     entry (group.c), fr_ fault rule and fe_ fault errno
  *     (fault.c), g_ guard slot (guard.c). Functions: tape_ everywhere; tf_ for the system calls a
  *     test can make fail (fault.h).
  *
@@ -110,12 +114,14 @@ extern "C" {
 #define TAPE_ECONFLICT    (-30012) /* tape_append_if: the last entry is not the expected one */
 #define TAPE_ECLOSED      (-30013) /* the appender was shut (tape_appender_shut) */
 #define TAPE_ELIMIT       (-30014) /* a limit of the queue is reached (e.g. TAPE_NAMED_MAX) */
+#define TAPE_ESTALE       (-30015) /* a group delivery's claim has lapsed (tape_group_ack...) */
 
 /* ---- limits ------------------------------------------------------------- */
 
 #define TAPE_MAX_PAYLOAD  ((uint32_t)0x3FFFFFF0u) /* about 1 GiB */
 #define TAPE_NAME_MAX     48 /* roll cycle and codec names, NUL included */
 #define TAPE_PARAMS_MAX   32768 /* codec parameters blob (e.g. an Avro schema) */
+#define TAPE_KEY_MAX      1024u /* bytes of an entry's key (tape_attrs) */
 
 /* Turn any return code of this library (or a -errno) into a static string.
  * Never fails: an unknown code gives a generic text. */
@@ -351,6 +357,44 @@ int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *end
 int64_t tape_append_if(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
                        int64_t expected_last);
 
+/* ---- entry attributes ----------------------------------------------------- */
+
+/* What an entry may carry besides its payload, stored inside the entry and
+ * covered by its checksum (docs/FORMAT.md, "Attributes"). Reading, an entry
+ * without any has a_key NULL, a_key_len 0, a_flags 0, a_not_before 0,
+ * a_origin_index -1 and a_origin_ts 0. */
+#define TAPE_A_KEY_STR    1u   /* a_key holds UTF-8 text (a str, to Python) */
+#define TAPE_A_TOMBSTONE  2u   /* a delete of the key (the payload is empty) */
+typedef struct tape_attrs {
+    const void *a_key;        /* NULL: no key; else a_key_len bytes, 1..TAPE_KEY_MAX */
+    uint32_t a_key_len;
+    uint32_t a_flags;         /* TAPE_A_*; both need a key */
+    int64_t a_not_before;     /* ns since the epoch, not handed to groups before; 0 none */
+    int64_t a_origin_index;   /* the index this entry had in the queue it was copied
+                               * from (replication); -1 none */
+    int64_t a_origin_ts;      /* ... and its timestamp there, ns (with a_origin_index) */
+} tape_attrs;
+
+/* tape_append, tape_append_many and tape_append_if writing the attributes *at
+ * with the entry (with every entry of the batch). `at` may be NULL, or carry
+ * none (no key, no flags, a_not_before 0, a_origin_index -1): the entry is
+ * then written as by the plain call. The payload and the attribute block
+ * (at most 1,080 bytes) together are limited to TAPE_MAX_PAYLOAD.
+ * An attributed entry written into a cycle file of format version 1 (made by
+ * an earlier release) turns the file into version 2 first, which earlier
+ * releases refuse to read (TAPE_EVERSION) rather than misread.
+ * Errors: those of the plain call, and TAPE_EINVAL for bad attributes: a_key
+ * NULL with a_key_len or a_flags set, a_key_len 0 or above TAPE_KEY_MAX,
+ * unknown a_flags bits, a_not_before < 0, a_origin_index < -1 (or -1 with
+ * a_origin_ts set), a_origin_ts < 0; TAPE_ECLOCK for attributes on an entry
+ * of a cycle that starts before 1970 (a negative epoch shift, cycle 0). */
+int64_t tape_append_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                       const tape_attrs *at);
+int64_t tape_append_many_ex(tape_appender *a, const void *data, const uint64_t *ends,
+                            size_t n, int64_t ts_ns, size_t *written, const tape_attrs *at);
+int64_t tape_append_if_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                          int64_t expected_last, const tape_attrs *at);
+
 /* Index of the last entry this appender wrote, or -1. Never fails. */
 int64_t tape_appender_last_index(tape_appender *a);
 
@@ -379,6 +423,9 @@ typedef struct tape_entry {
     const void *e_data;  /* into the mapping or the tailer's buffer; valid until the
                           * next call on the tailer */
     uint32_t e_len;
+    tape_attrs e_attrs;  /* the entry's attributes (see tape_attrs: an entry without
+                          * any has the defaults); a_key points into the same memory
+                          * as e_data, valid as long */
 } tape_entry;
 
 /* A new tailer positioned at the start of the queue, reading forward.
@@ -429,6 +476,20 @@ int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
  * another -errno of open/mmap (the position is then unchanged); a cycle file
  * removed meanwhile leaves the tailer at the next entry that still exists. */
 int tape_tailer_advance(tape_tailer *t, size_t k);
+
+/* tape_read_many and tape_peek_many that also give each entry's attributes:
+ * attrs[k] for entry k (attrs may be NULL: the plain call), *n_attrs (when
+ * not NULL) the number of entries of the batch that carry any. An entry's
+ * key is copied into buf just before its payload: entry k's span
+ * [ends[k-1], ends[k]) holds a_key_len bytes of key (attrs[k].a_key points
+ * at them) and then its payload; for an entry without a key the span is its
+ * payload alone, as in the plain calls. The room an entry needs (ends[0] on
+ * TAPE_EINVAL) counts its key. Entries without attributes cost one store of
+ * the defaults into attrs[k]. Errors: those of the plain calls. */
+int64_t tape_read_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                          uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
+int64_t tape_peek_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                          uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
 
 /* Move to `index`. Returns 1 when the entry exists (the next read returns
  * it), 0 when it does not (the position is unchanged), or a negative error:
@@ -571,6 +632,180 @@ int tape_wait(tape_tailer *t, int64_t timeout_ns);
  * spins until data arrives or the timeout passes, for the lowest latency.
  * Always 0. */
 int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns);
+
+
+/* ---- consumer groups ------------------------------------------------------
+ *
+ * A consumer group hands each entry of the queue to one of its consumers and
+ * takes it back when that consumer fails (docs/FORMAT.md, "Consumer groups").
+ * Its state is one file, <queue>/groups/<name>.group, mapped by every process
+ * using the group: settings, the position (the last entry taken from the
+ * log), and a fixed table of the entries in flight, each with its state,
+ * owner, attempt, due time and claim generation. Acked entries leave the
+ * table, so the file never grows. Changes are made under a lock word in the
+ * file whose owner's death is detected as for the write lock; a consumer
+ * holds an OFD lock on its own byte of the file, so its death is seen by the
+ * next claim (checked at most every TAPE_GROUP_CHECK_NS) and its entries are
+ * handed out again. Every claim gets a new generation: an ack, nack, extend
+ * or reject naming an older one returns TAPE_ESTALE and changes nothing.
+ *
+ * Times (now_ns, due times) are ns since the epoch, passed by the caller, so
+ * that a test may drive them; every process using a group must use one
+ * clock. Dead letters: an entry delivered max_deliveries times without an
+ * ack, or rejected, becomes dead in the table; tape_group_take_dead hands it
+ * to a caller that stores a copy (the Python layer keeps a queue of them) and
+ * then calls tape_group_dead_done. A caller killed in between leaves it dead
+ * for the next one.
+ *
+ * The file is mapped under the SIGBUS guard: when it is truncated under a
+ * handle, the calls that change or claim return TAPE_ECORRUPT from then on.
+ *
+ * A group handle and its consumers may be used from several threads, one
+ * call at a time per consumer. A tailer given to a consumer call belongs to
+ * that consumer (and is moved by it). */
+
+typedef struct tape_group tape_group;
+typedef struct tape_consumer tape_consumer;
+
+#define TAPE_GROUP_SLOTS     4096  /* entries in flight (or waiting) per group */
+#define TAPE_GROUP_CONSUMERS 255   /* consumers (and group handles) at once */
+#define TAPE_GROUP_BACKOFF   16    /* steps of a backoff list */
+#define TAPE_GROUP_CHECK_NS  2000000 /* how often claims look for dead consumers */
+
+typedef struct tape_group_settings {
+    int64_t gset_ack_wait_ns;      /* > 0; how long a claim lasts */
+    uint32_t gset_max_deliveries;  /* >= 1 */
+    uint32_t gset_nbackoff;        /* <= TAPE_GROUP_BACKOFF */
+    int64_t gset_backoff_ns[TAPE_GROUP_BACKOFF]; /* delay of redelivery n (the last repeated) */
+} tape_group_settings;
+
+/* Open group `name` (1 to 47 bytes, no '/', not starting with '.'), creating
+ * it when missing with its first entry at or after `start` (-1: the start of
+ * the queue; -2: after the last entry now). `set` (may be NULL) replaces the
+ * stored settings; a group is created with ack_wait 30 s, max_deliveries 5 and
+ * no backoff otherwise. A position beyond the end of the data (a power cut
+ * lost entries the group had taken) is brought back to the end, and entries
+ * in flight past it are forgotten. `sync` (non-zero): every change is flushed
+ * to disk (msync) before the call returns. On a read-only queue the group is
+ * opened for inspection only (-ENOENT when missing); changes return
+ * TAPE_EREADONLY. Errors: TAPE_EINVAL (name, settings), TAPE_ECORRUPT (the
+ * file is damaged), TAPE_EVERSION, TAPE_ELIMIT (every handle slot taken),
+ * -ENOENT, [lock], -ENOSPC and other -errno of creating and mapping it. */
+int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_group_settings *set,
+                    int sync, tape_group **out);
+void tape_group_close(tape_group *g);
+/* The stored settings; replace them (TAPE_EINVAL, TAPE_EREADONLY). */
+int tape_group_settings_get(tape_group *g, tape_group_settings *out);
+int tape_group_settings_set(tape_group *g, const tape_group_settings *set);
+
+typedef struct tape_group_info {
+    int64_t gi_last;          /* the last entry taken from the log, -1 none */
+    int64_t gi_floor;         /* every entry before it is finished (-1: none taken) */
+    uint32_t gi_in_flight;    /* claimed now */
+    uint32_t gi_waiting;      /* in the table, not claimed (due later, or now) */
+    uint32_t gi_dead;         /* dead, not yet stored as dead letters */
+    uint32_t gi_consumers;    /* live consumers */
+    uint64_t gi_generation;   /* the last claim generation given */
+    uint64_t gi_acked;        /* entries acked since the group was created */
+} tape_group_info;
+
+/* Describe the group (no lock: a snapshot). Errors: TAPE_ECORRUPT. */
+int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out);
+
+/* One entry of the table, as tape_group_slot_get and the claims report it. */
+typedef struct tape_delivery {
+    int64_t d_index;          /* the entry's index in the queue */
+    uint64_t d_gen;           /* the claim's generation */
+    int64_t d_due;            /* claimed: its deadline; else when it is due */
+    int64_t d_dl;             /* a redriven dead letter: its index in the dead
+                               * letters' queue; else -1 */
+    uint32_t d_slot;          /* its slot in the table */
+    uint32_t d_state;         /* TAPE_GS_* */
+    uint32_t d_attempt;       /* deliveries so far */
+    uint32_t d_owner;         /* consumer slot + 1, 0 none (a dead entry taken:
+                               * the last consumer it was delivered to) */
+    uint32_t d_reason;        /* dead: TAPE_GR_* */
+} tape_delivery;
+
+enum { TAPE_GS_FREE = 0, TAPE_GS_READY = 1, TAPE_GS_CLAIMED = 2, TAPE_GS_DEAD = 3,
+       TAPE_GS_MOVING = 4 };
+enum { TAPE_GR_NONE = 0, TAPE_GR_DELIVERIES = 1, TAPE_GR_REJECTED = 2 };
+
+/* Table slot k (0 <= k < TAPE_GROUP_SLOTS): 1 and *out when in use, 0 when
+ * free, TAPE_EINVAL out of range, TAPE_ECORRUPT damaged. */
+int tape_group_slot_get(tape_group *g, uint32_t k, tape_delivery *out);
+/* Consumer slot k: 1 with its name (cap bytes at least TAPE_NAME_MAX) and
+ * liveness (*alive) when in use, 0 when free; TAPE_EINVAL out of range. */
+int tape_group_consumer_get(tape_group *g, uint32_t k, char *name, size_t cap, int *alive);
+
+/* A consumer of the group, named `name` (NULL or "": anonymous; at most 47
+ * bytes). It opens the group file anew and holds the lock on its byte until
+ * closed. Errors: TAPE_EREADONLY, TAPE_EINVAL, TAPE_ELIMIT (every consumer
+ * slot taken), -ENOMEM, -EMFILE and other -errno of opening the file. */
+int tape_consumer_open(tape_group *g, const char *name, tape_consumer **out);
+/* Give back every entry the consumer holds (handed out again at once) and
+ * free it. c may be NULL. */
+void tape_consumer_close(tape_consumer *c);
+/* The consumer's slot + 1 (the owner number of its deliveries). */
+uint32_t tape_consumer_id(tape_consumer *c);
+
+/* Claim the next entry due: the oldest due redelivery, else the next entry
+ * of the log, read with tailer t (which the claim moves). Returns 1 with *d
+ * (and, unless d_dl >= 0, *e: the entry, valid until the next call on t), 0
+ * when nothing is due (or the table is full), or a negative error:
+ * TAPE_EREADONLY, TAPE_ECORRUPT, errors of tape_read. The claim lasts until
+ * now_ns + ack_wait. */
+int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now_ns, tape_delivery *d,
+                     tape_entry *e);
+/* Claim up to `max` entries due, as tape_group_claim one after the other
+ * under one lock, copying their payloads back to back into buf (cap bytes):
+ * for claim k, d[k], ts[k] (the entry's timestamp) and ends[k] (its end in
+ * buf; a redriven dead letter's span is empty: read its copy). Returns the
+ * number claimed (0: nothing due), TAPE_EINVAL when the first entry due is
+ * larger than cap (ends[0] is set to its length; nothing is claimed: claim
+ * it alone), or an error of tape_group_claim when none was claimed. */
+int64_t tape_group_claim_many(tape_consumer *c, tape_tailer *t, int64_t now_ns, size_t max,
+                              tape_delivery *d, void *buf, size_t cap, uint64_t *ends,
+                              int64_t *ts);
+/* How long (ns) a claimer finding nothing should wait at most before trying
+ * again: until the earliest due entry (at least 1 ms), or TAPE_GROUP_CHECK_NS
+ * while other consumers hold entries (their
+ * death must be noticed); -1 when only a new entry can bring work (then wait
+ * for one with tape_wait on t, which this call places at the group's
+ * position). Errors: those of positioning t. */
+int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now_ns);
+
+/* Finish the delivery (slot, gen): ack removes it; nack hands it out again
+ * at now_ns + delay_ns (delay_ns < 0: the backoff list's step for its
+ * attempt, none: at once), or makes it dead when it was delivered
+ * max_deliveries times; extend moves its deadline to now_ns + delay_ns;
+ * reject makes it dead (TAPE_GR_REJECTED) and hands it to this consumer to
+ * store (as tape_group_take_dead does: *d filled). nack returns 1 when it
+ * made the entry dead, else 0 (as the others do). All return TAPE_ESTALE
+ * when the claim is not this consumer's live one any more (another
+ * generation, finished, or its deadline passed), and change nothing then;
+ * TAPE_EINVAL for a slot out of range. */
+int tape_group_ack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns);
+int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, int64_t delay_ns);
+int tape_group_extend(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, int64_t delay_ns);
+int tape_group_reject(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, tape_delivery *d);
+
+/* Take a dead entry to store as a dead letter: 1 and *d (a new generation),
+ * 0 when none is dead. Then tape_group_dead_done(slot, gen) frees it
+ * (TAPE_ESTALE when it is not this consumer's any more). */
+int tape_group_take_dead(tape_consumer *c, int64_t now_ns, tape_delivery *d);
+int tape_group_dead_done(tape_consumer *c, uint32_t slot, uint64_t gen);
+
+/* Hand a dead letter out again, as a new delivery: entry `index` whose copy
+ * is entry dl of the dead letters' queue. 1 when added, 0 when it is in the
+ * table already (a redrive killed before it was recorded), TAPE_ELIMIT when
+ * the table is full, TAPE_EREADONLY. */
+int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now_ns);
+
+/* Tailer t: move to the first entry at or after `index` (index < 0: the
+ * start; beyond the end: the end). Errors: as tape_tailer_to_index. (A move
+ * of read.c; consumer groups position their tailers with it.) */
+int tape_tailer_seek(tape_tailer *t, int64_t index);
 
 #ifdef __cplusplus
 }

@@ -23,7 +23,8 @@
 
 /* ---- on-disk layout --------------------------------------------------- */
 
-#define TAPE_VERSION 1u
+#define TAPE_VERSION 1u       /* of tape.meta */
+#define TAPE_CYC_VERSION 2u   /* of cycle files written now; 1 is still read */
 #define TAPE_META_NAME "tape.meta"
 #define TAPE_META_SIZE 65536u
 #define TAPE_PAGE 4096u
@@ -113,6 +114,12 @@ static inline uint32_t tape_hdr_len(uint32_t payload_len)
     return payload_len + TAPE_L_EXTRA;
 }
 
+/* Bit 63 of a data entry's timestamp word: an attribute block begins its
+ * payload (FORMAT.md "Attributes"). */
+#define TAPE_TS_ATTRS ((uint64_t)1 << 63)
+/* The largest attribute block: header, key, not_before and origin records. */
+#define TAPE_ATTRS_MAX (8u + 8u + TAPE_KEY_MAX + 16u + 24u)
+
 /* Bytes an entry with this payload occupies. */
 static inline uint64_t tape_entry_size(uint32_t payload_len)
 {
@@ -129,6 +136,20 @@ uint32_t tape_crc_data(uint32_t seed, uint32_t hdr, uint64_t seq, int64_t ts,
                        const void *payload, uint32_t len);
 /* The CRC of a metadata entry. */
 uint32_t tape_crc_meta(uint32_t seed, uint32_t hdr, uint64_t tag);
+
+/* ---- entry attributes (attrs.c) ------------------------------------------ */
+
+/* What an entry without attributes reads as. */
+extern const tape_attrs tape_attrs_none;
+/* 1 when *at (may be NULL) carries attributes, 0 when none, TAPE_EINVAL when
+ * they are not valid (tape.h, tape_append_ex). */
+int tape_attrs_check(const tape_attrs *at);
+/* Write the block of the valid attributes *at (carrying some) into out
+ * (TAPE_ATTRS_MAX bytes of room): its length. */
+uint32_t tape_attrs_encode(const tape_attrs *at, uint8_t *out);
+/* Parse the block at p (avail bytes: the entry's payload as stored) into
+ * *out (a_key points into p): its length, or TAPE_ECORRUPT. */
+int64_t tape_attrs_decode(const uint8_t *p, uint32_t avail, tape_attrs *out);
 
 /* ---- file views: a file and its shared mapping ------------------------- */
 
@@ -238,7 +259,18 @@ typedef struct tape_cyc {
     uint64_t y_data_off;
     uint64_t y_full_released;  /* writer's view: the prefaulter has released the
                                 * full index arrays below this one */
+    uint32_t y_version;        /* format version of the file as opened (or upgraded) */
+    int y_attrs_ok;            /* the cycle starts in 1970 or later: bit 63 of a
+                                * timestamp word flags attributes (TAPE_TS_ATTRS) */
 } tape_cyc;
+
+/* The timestamp stored in a data entry's timestamp word `word`, and in
+ * *attrs whether an attribute block begins its payload. */
+static inline int64_t tape_entry_ts(const tape_cyc *y, int64_t word, int *attrs)
+{
+    *attrs = word < 0 && y->y_attrs_ok;
+    return *attrs ? (int64_t)((uint64_t)word & ~TAPE_TS_ATTRS) : word;
+}
 
 void tape_cyc_init(tape_cyc *y);
 int tape_cyc_open(tape_queue *q, int64_t cycle, int writable, tape_cyc *y);
@@ -286,6 +318,11 @@ int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq
  * seq it stands for); 0 when none does; or TAPE_ECORRUPT (a damaged array). */
 int tape_cyc_stray_slot(tape_queue *q, tape_cyc *y, uint64_t end_pos, uint64_t end_seq,
                         uint64_t *bad_seq);
+
+/* Holding the write lock: make the writable y a version-2 file, on disk (a
+ * no-op when it is one), before an entry with attributes goes into it.
+ * 0, or -errno of fdatasync, or the error of a fault (tape_view_damage). */
+int tape_cyc_upgrade(tape_cyc *y);
 
 /* 1 when the open file y was removed (no link left) or, with by_name, when
  * its name now leads to another file or to none. */
@@ -457,6 +494,13 @@ int tape_lock(tape_queue *q, int *recovered);
 void tape_unlock(tape_queue *q);
 int tape_register_writer(tape_queue *q);
 int tape_lock_meta(tape_queue *q);
+/* A lock word in a shared mapping whose owner's token T is alive while the
+ * owner holds the OFD lock on byte base + T of file fd (the write lock, a
+ * consumer group's lock): the contended acquire (tok: the caller's token;
+ * *recovered set when taken over from a dead owner) and the release. The
+ * uncontended acquire is the caller's compare-and-swap of 0 to tok. */
+void tape_shlock_slow(uint32_t *w, int fd, off_t base, uint32_t tok, int *recovered);
+void tape_shlock_release(uint32_t *w);
 
 /* Wake-ups (meta.c): the writer's half after publishing; the reader's half,
  * announce then (finding no data) sleep on the value announced. */
@@ -516,5 +560,86 @@ int64_t tape_floor_div(int64_t a, int64_t b); /* roll.c */
  * page sizes the alignments using it are merely not those of huge pages. */
 #define TAPE_HUGE ((uint64_t)2 << 20)
 #define TAPE_TRIM_WINDOW ((uint64_t)16 << 20)
+
+
+/* ---- consumer groups (group.c; FORMAT.md "Consumer groups") ---------------- */
+
+#define TAPE_GROUP_VERSION 1u
+#define TAPE_GROUP_DIR "groups"
+#define TAPE_GROUP_SUFFIX ".group"
+#define TAPE_GROUP_SHARED_OFF 4096u
+#define TAPE_GROUP_CONS_OFF 8192u
+#define TAPE_GROUP_SLOTS_OFF 32768u
+#define TAPE_GROUP_SIZE (TAPE_GROUP_SLOTS_OFF + TAPE_GROUP_SLOTS * 48u)
+
+/* Page 0 of a group file: written once, at creation. */
+typedef struct tape_group_hdr {
+    char gh_magic[8];          /* "TAPEGRUP" */
+    uint32_t gh_version;
+    uint32_t gh_size;          /* TAPE_GROUP_SIZE */
+    uint32_t gh_slots;         /* TAPE_GROUP_SLOTS */
+    uint32_t gh_consumers;     /* TAPE_GROUP_CONSUMERS */
+    char gh_name[TAPE_NAME_MAX];
+    int64_t gh_created_ns;
+    uint32_t gh_crc;           /* over bytes [0, offsetof(gh_crc)) */
+} tape_group_hdr;
+
+/* Page 1: the shared state, changed under gs_lock. */
+typedef struct tape_group_shared {
+    uint32_t gs_lock;          /* 0 free; owner token (consumer slot + 1); waiters bit */
+    uint32_t gs_lock_pid;
+    uint32_t gs_settings_crc;  /* over gs_set */
+    uint32_t gs_reserved;
+    tape_group_settings gs_set;
+    int64_t gs_last;           /* last entry taken from the log, -1 none */
+    uint64_t gs_gen;           /* last claim generation given */
+    uint64_t gs_acked;
+    int64_t gs_min_due;        /* no slot is due before this (a lower bound) */
+    int64_t gs_next_check;     /* next look for dead consumers (now_ns) */
+    uint32_t gs_hi;            /* slots at or above are free */
+    uint32_t gs_free_hint;     /* slots below are in use */
+    uint32_t gs_busy;          /* slots in use (derived) */
+    uint32_t gs_dead;          /* slots dead (derived) */
+} tape_group_shared;
+
+/* A consumer's slot; slot k's liveness byte is TAPE_LIVE_BASE + k + 1. */
+typedef struct tape_group_cons {
+    char gc_name[TAPE_NAME_MAX];
+    uint32_t gc_state;         /* 0 free, 1 consumer, 2 group handle */
+    uint32_t gc_pid;
+    uint64_t gc_reserved;
+} tape_group_cons;
+
+/* An entry in the table (48 bytes). */
+typedef struct tape_group_slot {
+    int64_t gt_index;
+    int64_t gt_due;            /* claimed: deadline; ready: due time */
+    uint64_t gt_gen;
+    int64_t gt_dl;             /* redriven: index of its copy in the dead letters, else -1 */
+    uint32_t gt_state;         /* TAPE_GS_* (written last) */
+    uint32_t gt_owner;         /* consumer slot + 1, 0 none */
+    uint32_t gt_attempt;
+    uint32_t gt_reason;        /* TAPE_GR_* */
+} tape_group_slot;
+
+struct tape_group {
+    tape_queue *gp_q;
+    int gp_fd;
+    uint8_t *gp_map;            /* TAPE_GROUP_SIZE bytes */
+    tape_group_shared *gp_sh;
+    tape_group_cons *gp_cons;
+    tape_group_slot *gp_slots;
+    int gp_guard;               /* its slot in guard.c's registry */
+    uint32_t gp_token;          /* this handle's own consumer slot + 1, 0 read-only */
+    int gp_sync;
+    int gp_read_only;
+};
+
+struct tape_consumer {
+    tape_group *cn_g;
+    int cn_fd;                  /* its own open of the group file: holds its byte */
+    uint32_t cn_token;          /* slot + 1 */
+    int64_t cn_after;           /* its tailer stands just after this entry (-2 unknown) */
+};
 
 #endif /* TAPE_INT_H */

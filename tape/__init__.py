@@ -27,9 +27,11 @@ from tape.errors import (
     QueueClosedError,
     QueueNotFoundError,
     ReadOnlyError,
+    StaleDeliveryError,
     TapeError,
     TapeOSError,
 )
+from tape.group import Consumer, DeadLetter, Delivery, Group, Pending
 from tape.lifecycle import close_all, on_lifecycle, status
 from tape.queue import Queue, make_index, split_index
 from tape.records import CycleInfo, Entry, VerifyReport
@@ -51,6 +53,12 @@ __all__ = [
     "VerifyReport",
     "split_index",
     "make_index",
+    "Group",
+    "Consumer",
+    "Delivery",
+    "DeadLetter",
+    "Pending",
+    "StaleDeliveryError",
     "DurableAtom",
     "AtomCommitError",
     "AtomConflictError",

@@ -35,10 +35,14 @@ CDEF = """
 #define TAPE_ECONFLICT ...
 #define TAPE_ECLOSED ...
 #define TAPE_ELIMIT ...
+#define TAPE_ESTALE ...
 
 #define TAPE_MAX_PAYLOAD ...
 #define TAPE_NAME_MAX ...
 #define TAPE_PARAMS_MAX ...
+#define TAPE_KEY_MAX ...
+#define TAPE_A_KEY_STR ...
+#define TAPE_A_TOMBSTONE ...
 
 const char *tape_strerror(int rc);
 
@@ -121,6 +125,22 @@ int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *end
                          size_t n, int64_t ts_ns, size_t *written);
 int64_t tape_append_if(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
                        int64_t expected_last);
+
+typedef struct tape_attrs {
+    const void *a_key;
+    uint32_t a_key_len;
+    uint32_t a_flags;
+    int64_t a_not_before;
+    int64_t a_origin_index;
+    int64_t a_origin_ts;
+} tape_attrs;
+
+int64_t tape_append_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                       const tape_attrs *at);
+int64_t tape_append_many_ex(tape_appender *a, const void *data, const uint64_t *ends,
+                            size_t n, int64_t ts_ns, size_t *written, const tape_attrs *at);
+int64_t tape_append_if_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                          int64_t expected_last, const tape_attrs *at);
 int64_t tape_appender_last_index(tape_appender *a);
 int tape_appender_sync(tape_appender *a);
 
@@ -133,6 +153,7 @@ typedef struct tape_entry {
     int64_t e_timestamp;
     const void *e_data;
     uint32_t e_len;
+    tape_attrs e_attrs;
 } tape_entry;
 
 int tape_tailer_open(tape_queue *q, tape_tailer **out);
@@ -143,6 +164,10 @@ int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
 int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
                        int64_t *ts, uint64_t *ends, size_t max);
 int tape_tailer_advance(tape_tailer *t, size_t k);
+int64_t tape_read_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                          uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
+int64_t tape_peek_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                          uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
 int tape_tailer_to_index(tape_tailer *t, int64_t index);
 int tape_tailer_to_start(tape_tailer *t);
 int tape_tailer_to_end(tape_tailer *t);
@@ -180,6 +205,67 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
                          void *arg);
 extern "Python" int _tape_progress(void *arg, uint64_t walked);
 int64_t tape_repair_tail(tape_queue *q);
+
+typedef struct tape_group tape_group;
+typedef struct tape_consumer tape_consumer;
+#define TAPE_GROUP_SLOTS ...
+#define TAPE_GROUP_CONSUMERS ...
+#define TAPE_GROUP_BACKOFF ...
+typedef struct tape_group_settings {
+    int64_t gset_ack_wait_ns;
+    uint32_t gset_max_deliveries;
+    uint32_t gset_nbackoff;
+    int64_t gset_backoff_ns[...];
+} tape_group_settings;
+int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_group_settings *set,
+                    int sync, tape_group **out);
+void tape_group_close(tape_group *g);
+int tape_group_settings_get(tape_group *g, tape_group_settings *out);
+int tape_group_settings_set(tape_group *g, const tape_group_settings *set);
+typedef struct tape_group_info {
+    int64_t gi_last;
+    int64_t gi_floor;
+    uint32_t gi_in_flight;
+    uint32_t gi_waiting;
+    uint32_t gi_dead;
+    uint32_t gi_consumers;
+    uint64_t gi_generation;
+    uint64_t gi_acked;
+} tape_group_info;
+int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out);
+typedef struct tape_delivery {
+    int64_t d_index;
+    uint64_t d_gen;
+    int64_t d_due;
+    int64_t d_dl;
+    uint32_t d_slot;
+    uint32_t d_state;
+    uint32_t d_attempt;
+    uint32_t d_owner;
+    uint32_t d_reason;
+} tape_delivery;
+enum { TAPE_GS_FREE = 0, TAPE_GS_READY = 1, TAPE_GS_CLAIMED = 2, TAPE_GS_DEAD = 3,
+       TAPE_GS_MOVING = 4 };
+enum { TAPE_GR_NONE = 0, TAPE_GR_DELIVERIES = 1, TAPE_GR_REJECTED = 2 };
+int tape_group_slot_get(tape_group *g, uint32_t k, tape_delivery *out);
+int tape_group_consumer_get(tape_group *g, uint32_t k, char *name, size_t cap, int *alive);
+int tape_consumer_open(tape_group *g, const char *name, tape_consumer **out);
+void tape_consumer_close(tape_consumer *c);
+uint32_t tape_consumer_id(tape_consumer *c);
+int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now_ns, tape_delivery *d,
+                     tape_entry *e);
+int64_t tape_group_claim_many(tape_consumer *c, tape_tailer *t, int64_t now_ns, size_t max,
+                              tape_delivery *d, void *buf, size_t cap, uint64_t *ends,
+                              int64_t *ts);
+int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now_ns);
+int tape_group_ack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns);
+int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, int64_t delay_ns);
+int tape_group_extend(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, int64_t delay_ns);
+int tape_group_reject(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, tape_delivery *d);
+int tape_group_take_dead(tape_consumer *c, int64_t now_ns, tape_delivery *d);
+int tape_group_dead_done(tape_consumer *c, uint32_t slot, uint64_t gen);
+int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now_ns);
+int tape_tailer_seek(tape_tailer *t, int64_t index);
 
 """
 

@@ -1,4 +1,4 @@
-"""The `tape` command line: dump, tail, info, verify, repair, purge and load a queue.
+"""The `tape` command line: dump, tail, info, verify, repair, purge and load a queue; its consumer groups.
 
 A thin shell over the Python API: each command opens a tape.Queue, calls what a
 user of the library would call (tape.dump, tape.jsonl, tape.summary) and prints
@@ -27,7 +27,7 @@ import tape
 from tape import archive
 from tape._time import iso_time, parse_duration, parse_time
 from tape.dump import Dump, open_reader
-from tape.jsonl import FORMATS, Loader, LoadError, Progress, unseen, write_entries
+from tape.jsonl import FORMATS, Loader, LoadError, Progress, to_json, unseen, write_entries
 from tape.summary import ProgressBar, cycle_path, info_text, size_text, verify_text
 from tape.window import INT64_MAX, Window
 
@@ -332,7 +332,9 @@ def info(path: str, as_json: bool, all_cycles: bool) -> None:
             click.echo(json.dumps(q.describe(), indent=2))
             return
         text = info_text(q, path, all_cycles=all_cycles)
+        groups = q.groups()
     click.echo(text)
+    click.echo(f"consumer groups  {len(groups)}" + (f": {', '.join(groups)} (tape groups lists them)" if groups else ""))
 
 
 @cli.command(short_help="Check a queue for damage (exit 1 if any).")
@@ -500,6 +502,100 @@ def load(path: str, file: IO[bytes], codec: str | None, roll_cycle: str | None, 
             raise click.ClickException(str(exc)) from None
         finally:  # after the bar's line has ended
             click.echo(f"appended {loader.count} entries to {path}")
+
+
+# -- consumer groups ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _group(path: str, name: str, *, write: bool = False) -> Iterator[tape.Group]:
+    """Group `name` of the queue at `path` (read-only unless `write`); a missing one is a problem found."""
+    with tape.Queue(path, read_only=not write, create=False) as q:
+        if name not in q.groups():
+            raise click.ClickException(f"{path}: no consumer group {name!r} (tape groups lists them)")
+        g = q.group(name)
+        try:
+            yield g
+        finally:
+            g.close()
+
+
+@cli.command(short_help="List the consumer groups of a queue.")
+@_path_argument
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per group (Group.info()).")
+def groups(path: str, as_json: bool) -> None:
+    """List the consumer groups of the queue at PATH: position, lag, in flight, dead letters, consumers.
+
+    \b
+    Example:
+      tape groups /data/jobs --json | jq .lag
+    """
+    with _open(path) as q:
+        infos = []
+        for name in q.groups():
+            with q.group(name) as g:
+                infos.append(g.info())
+    if as_json:
+        for i in infos:
+            click.echo(json.dumps(i))
+        return
+    keys = ("name", "position", "ack_floor", "lag", "in_flight", "dead_letters", "consumers")
+    table = [["group", "position", "ack floor", "lag", "in flight", "dead", "consumers"]]
+    table += [["-" if i[k] is None else str(i[k]) for k in keys] for i in infos]
+    widths = [max(len(row[k]) for row in table) for k in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@cli.command(short_help="Print the entries a group's consumers hold now (JSON lines).")
+@_path_argument
+@click.argument("group")
+def pending(path: str, group: str) -> None:
+    """Print the entries the consumers of GROUP hold now, oldest first, as JSON lines.
+
+    \b
+    Example:
+      tape pending /data/jobs mailer
+    """
+    with _group(path, group) as g:
+        held = g.pending()
+    for p in held:
+        click.echo(json.dumps({"index": p.index, "consumer": p.consumer, "attempt": p.attempt,
+                               "deadline": p.deadline.isoformat(), "idle": p.idle}))
+
+
+@cli.command(short_help="Print a group's dead letters (JSON lines).")
+@_path_argument
+@click.argument("group")
+def dead(path: str, group: str) -> None:
+    """Print the dead letters of GROUP (entries given up on), oldest first, as JSON lines.
+
+    \b
+    Example:
+      tape dead /data/jobs mailer | jq .reason
+    """
+    with _group(path, group) as g:
+        letters = g.dead_letters()
+    for d in letters:
+        click.echo(json.dumps({"index": d.index, "value": to_json(d.value), "attempts": d.attempts,
+                               "reason": d.reason, "when": d.when.isoformat(), "consumer": d.consumer}))
+
+
+@cli.command(short_help="Hand a group's dead letters out again.")
+@_path_argument
+@click.argument("group")
+@click.option("--index", "indexes", type=click.IntRange(0), multiple=True, metavar="INDEX",
+              help="Only this entry's dead letter (may be repeated).")
+def redrive(path: str, group: str, indexes: tuple[int, ...]) -> None:
+    """Hand the dead letters of GROUP out again, as new deliveries; print how many.
+
+    \b
+    Example:
+      tape redrive /data/jobs mailer --index 89309549953025
+    """
+    with _group(path, group, write=True) as g:
+        n = g.redrive(indexes or None)
+    click.echo(f"{n} dead letters handed out again")
 
 
 def main() -> None:

@@ -65,6 +65,10 @@ class LimitError(TapeError):
     """A limit of the queue is reached (e.g. 256 named tailers per queue)."""
 
 
+class StaleDeliveryError(TapeError):
+    """A group delivery's claim has lapsed (handed to another consumer, or finished): nothing was changed."""
+
+
 class PoisonedError(TapeError):
     """An earlier flush to disk failed; the queue must be reopened to write again."""
 

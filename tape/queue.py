@@ -14,16 +14,25 @@ import contextlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from tape import archive, codecs, lifecycle
+from tape import group as groups_
 from tape._args import as_index, as_int, as_name, as_seconds, shown
 from tape._native import NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle
 from tape._time import to_datetime
 from tape.appender import Appender
-from tape.errors import ArgumentError, ArgumentTypeError, CorruptionError, PoisonedError, TapeError
+from tape.errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    CorruptionError,
+    PoisonedError,
+    ReadOnlyError,
+    TapeError,
+)
 from tape.records import CycleInfo, VerifyReport
 from tape.retention import Policy
 from tape.tailer import Tailer
@@ -185,6 +194,7 @@ class Queue:
         self.read_only = bool(read_only)
         self.large_pages = large_pages and not self.read_only
         self._clock = clock
+        self._groups: weakref.WeakSet[groups_.Group] = weakref.WeakSet()
         if interval is not None and not self.read_only:
             self._flusher = _Flusher(self._native.appender(), interval, f"tape-sync {self.path}")
         lifecycle.register(self)
@@ -246,6 +256,57 @@ class Queue:
             raise
         return tailer
 
+    # -- consumer groups ------------------------------------------------------------------------
+
+    def group(
+        self,
+        name: str,
+        *,
+        start: str | int | None = None,
+        ack_wait: float | timedelta | None = None,
+        max_deliveries: int | None = None,
+        backoff: Any = None,
+    ) -> groups_.Group:
+        """The consumer group `name`, created on first use at `start` ("start", "end" or an index).
+
+        ack_wait (seconds; 30 at creation), max_deliveries (5) and backoff (a
+        sequence of seconds, the last repeated; none) are stored with the
+        group: one given changes it, one left out keeps what is stored.
+        """
+        _group_name(name)
+        g = groups_.Group(self, name, start=start, ack_wait=ack_wait, max_deliveries=max_deliveries,
+                          backoff=backoff)
+        self._groups.add(g)
+        return g
+
+    def groups(self) -> list[str]:
+        """The names of the queue's consumer groups."""
+        self._handle()
+        return groups_.names(self.path)
+
+    def remove_group(self, name: str) -> None:
+        """Forget group `name` and its dead letters (KeyError when there is none)."""
+        _group_name(name)
+        if self.read_only:
+            raise ReadOnlyError(f"{self.path}: the queue is open read-only")
+        self._handle()
+        groups_.remove(self.path, name)
+
+    def _group_floors(self) -> list[int]:
+        """The index before which each group has finished every entry (-1: none)."""
+        floors = []
+        for name in groups_.names(self.path):
+            try:
+                g = groups_.Group(self, name)
+            except KeyError:
+                continue  # removed meanwhile (read-only queue)
+            try:
+                f = g.floor()
+            finally:
+                g.close()
+            floors.append(-1 if f is None else f)
+        return floors
+
     def remove_tailer(self, name: str) -> None:
         """Forget the named tailer `name` (KeyError when there is none)."""
         as_name(name, "a tailer name", NAME_MAX)
@@ -292,6 +353,7 @@ class Queue:
             "sync": self.sync,
             "large_pages": self.large_pages,
             "named_tailers": native.named(),
+            "groups": groups_.names(self.path),
         }
 
     # -- maintenance --------------------------------------------------------------------------
@@ -328,7 +390,13 @@ class Queue:
         )
         return self._purge(policy, dry_run, on_remove)
 
-    def _purge(self, policy: Policy, dry_run: bool, on_remove: Callable[[str], object] | None = None) -> list[str]:
+    def _purge(
+        self,
+        policy: Policy,
+        dry_run: bool,
+        on_remove: Callable[[str], object] | None = None,
+        groups: bool = False,
+    ) -> list[str]:
         native = self._handle()
         cycles = native.cycles()
         floor = None
@@ -336,8 +404,12 @@ class Queue:
             nexts = native.named().values()
             if nexts:
                 floor = min(-1 if i is None else self._roll.cycle(i) for i in nexts)
+        group_floor = None
+        if policy.respect_tailers or groups:
+            floors = [-1 if i < 0 else self._roll.cycle(i) for i in self._group_floors()]
+            group_floor = min(floors, default=None)
         now = time.time_ns() if self._clock is None else self._clock()
-        doomed = set(policy.select(cycles, self._roll.end_ns, now, floor))
+        doomed = set(policy.select(cycles, self._roll.end_ns, now, floor, group_floor))
         if doomed and policy.archive is not None and not dry_run:
             archive.check_dir(policy.archive)  # before anything goes
             archive.remove_leftovers(policy.archive)
@@ -359,7 +431,7 @@ class Queue:
     def _rolled(self, index: int) -> int:
         """After a write in a new cycle: apply retention= ; the index where the next cycle starts."""
         if self._retention is not None:
-            self._purge(self._retention, False)
+            self._purge(self._retention, False, groups=True)
         return self._roll.next_cycle_index(index)
 
     def verify(self, *, salvage: bool = False, progress: Callable[[int], None] | None = None) -> VerifyReport:
@@ -398,6 +470,8 @@ class Queue:
             if native.closed:
                 return
             lifecycle.closing(self)
+            for g in list(getattr(self, "_groups", ())):  # none when the open failed
+                g.close()
             failure = None
             if self._flusher is not None:
                 try:
@@ -432,6 +506,13 @@ class Queue:
         if not hasattr(self, "codec_name"):  # still opening
             return f"<tape.Queue {self.path!r} {state}>"
         return f"<tape.Queue {self.path!r} {self.roll_cycle} {self.codec_name} {state}>"
+
+
+def _group_name(name: Any) -> None:
+    """A group's name: a tailer's rules, and a file name of its own (no '/', not starting with '.')."""
+    as_name(name, "a group name", NAME_MAX)
+    if "/" in name or name.startswith("."):
+        raise ArgumentError(f"a group name must not hold '/' nor start with '.', not {shown(name)}")
 
 
 def split_index(queue: Queue, index: int) -> tuple[int, int]:

@@ -4,8 +4,9 @@ A cycle goes when any rule given picks it (keep the last N cycles; drop cycles
 that ended more than `older_than` ago; keep at most `max_bytes` of entries,
 dropping the oldest first), unless it is the newest cycle file, the newest
 cycle holding entries, or (respect_tailers=True) a named tailer has not read
-all of it. With `archive` (a directory) each cycle file goes there, compressed
-(tape.archive), before it is removed.
+all of it, or it holds an entry a consumer group has not finished. With
+`archive` (a directory) each cycle file goes there, compressed (tape.archive),
+before it is removed.
 """
 
 from __future__ import annotations
@@ -65,12 +66,15 @@ class Policy:
         cycle_end_ns: Callable[[int], int],
         now_ns: int,
         tailer_floor: int | None,
+        group_floor: int | None = None,
     ) -> list[int]:
         """The cycles to remove, oldest first.
 
         `cycles` are oldest first; `cycle_end_ns(c)` is when cycle c ends;
         `tailer_floor` is the oldest cycle a named tailer still needs (None:
-        none, or respect_tailers is off).
+        none, or respect_tailers is off); `group_floor` the oldest cycle
+        holding an entry a consumer group has not finished (None: none),
+        kept whatever the rules say.
         """
         if not cycles:
             return []
@@ -92,6 +96,8 @@ class Policy:
                 total -= c.bytes
         if self.respect_tailers and tailer_floor is not None:
             doomed = {c for c in doomed if c < tailer_floor}
+        if group_floor is not None:
+            doomed = {c for c in doomed if c < group_floor}
         return sorted(doomed - protected)
 
 

@@ -29,11 +29,17 @@ from tape._native.core import (
     RollCycle,
     check,
 )
+from tape._native.group import ConsumerHandle, GroupHandle, GroupInfo, Settings, Slot
 from tape._native.queue import QueueHandle, QueueInfo
 from tape._native.tailer import BATCH_SLOTS, Batch, TailerHandle
 
 __all__ = [
     "AppenderHandle",
+    "ConsumerHandle",
+    "GroupHandle",
+    "GroupInfo",
+    "Settings",
+    "Slot",
     "BACKWARD",
     "BATCH_SLOTS",
     "Batch",

@@ -24,6 +24,7 @@ from tape.errors import (
     QueueClosedError,
     QueueNotFoundError,
     ReadOnlyError,
+    StaleDeliveryError,
     TapeError,
     TapeOSError,
 )
@@ -70,6 +71,7 @@ _BY_CODE: dict[int, type[TapeError]] = {
     lib.TAPE_ECONFLICT: TapeError,  # tape_append_if's answer: AppenderHandle.append_if returns None
     lib.TAPE_ECLOSED: QueueClosedError,
     lib.TAPE_ELIMIT: LimitError,
+    lib.TAPE_ESTALE: StaleDeliveryError,
 }
 
 

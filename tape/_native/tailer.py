@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from tape._native.core import (
@@ -28,16 +29,48 @@ BATCH_BYTES = 1 << 20
 BATCH_SLOTS = 4096
 
 
+# What Entry adds to (index, timestamp, value) for an entry without attributes.
+PLAIN = (None, None, None)
+
+
+def entry_attrs(at: Any, key: bytes | None) -> tuple[Any, int | None, tuple[int, int] | None]:
+    """The (key, not_before, origin) fields of Entry from a tape_attrs (`key`: the key's bytes, None without)."""
+    if key is not None and at.a_flags & lib.TAPE_A_KEY_STR:
+        key = key.decode("utf-8", "surrogateescape")  # type: ignore[assignment]
+    not_before = at.a_not_before or None
+    origin = None if at.a_origin_index < 0 else (at.a_origin_index, at.a_origin_ts)
+    return key, not_before, origin
+
+
+def _with_attrs(data: bytes, ends: list[int], attrs: Any) -> tuple[bytes, list[int], list[tuple[Any, ...]]]:
+    """A batch read with keys before payloads: the payloads alone, their ends, and each entry's attributes."""
+    parts, fields, start = [], [], 0
+    for k, end in enumerate(ends):
+        at = attrs[k]
+        key_len = at.a_key_len
+        if key_len or at.a_not_before or at.a_origin_index >= 0:
+            fields.append(entry_attrs(at, data[start : start + key_len] if key_len else None))
+        else:
+            fields.append(PLAIN)
+        parts.append(data[start + key_len : end])
+        start = end
+    return b"".join(parts), list(itertools.accumulate(map(len, parts))), fields
+
+
 class Batch:
     """Entries peeked in one call: their payloads back to back and where each ends.
 
     Indexes and timestamps stay in the tailer's buffers until asked for: a
-    batch is valid until the tailer's next peek.
+    batch is valid until the tailer's next peek. `attrs` holds each entry's
+    (key, not_before, origin), or is None when no entry has any.
     """
 
-    __slots__ = ("data", "ends", "_idx", "_ts")
+    __slots__ = ("data", "ends", "attrs", "_idx", "_ts")
 
-    def __init__(self, data: bytes, ends: list[int], idx: Any, ts: Any) -> None:
+    def __init__(self, data: bytes, ends: list[int], idx: Any, ts: Any, attrs: Any, n_attrs: int) -> None:
+        self.attrs: list[tuple[Any, ...]] | None = None
+        if n_attrs:
+            data, ends, self.attrs = _with_attrs(data, ends, attrs)
         self.data = data
         self.ends = ends
         self._idx = idx
@@ -74,7 +107,7 @@ class TailerHandle(ChildHandle):
         super().__init__(queue, ptr)
         self.read_ahead: list[Any] | None = None
         self._entry = ffi.new("tape_entry *")
-        self._buffers: tuple[Any, Any, Any, Any] | None = None
+        self._buffers: tuple[Any, Any, Any, Any, Any, Any] | None = None
 
     def close(self) -> None:
         with self.lock:
@@ -91,30 +124,64 @@ class TailerHandle(ChildHandle):
             rc = lib.tape_read(self.live(), e)
             if rc == 1:
                 value = ffi.unpack(ffi.cast("char *", e.e_data), e.e_len)
-                return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value))
+                at = e.e_attrs
+                if at.a_key or at.a_not_before or at.a_origin_index >= 0:
+                    key = ffi.unpack(ffi.cast("char *", at.a_key), at.a_key_len) if at.a_key else None
+                    return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value, *entry_attrs(at, key)))
+                return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value, None, None, None))
         check(rc, self.path)
         return None
 
-    def peek(self, slots: int) -> Batch | None:
-        """Up to `slots` entries from the position, which does not move (see advance); None when there is none."""
+    def _batch_buffers(self) -> tuple[Any, Any, Any, Any, Any, Any]:
+        """The buffers of batches: payloads, indexes, timestamps, ends, attributes, and their count."""
         if self._buffers is None:
             self._buffers = (
                 ffi.new("char[]", BATCH_BYTES),
                 ffi.new("int64_t[]", BATCH_SLOTS),
                 ffi.new("int64_t[]", BATCH_SLOTS),
                 ffi.new("uint64_t[]", BATCH_SLOTS),
+                ffi.new("tape_attrs[]", BATCH_SLOTS),
+                ffi.new("size_t *"),
             )
-        buf, idx, ts, ends = self._buffers
+        return self._buffers
+
+    def peek(self, slots: int) -> Batch | None:
+        """Up to `slots` entries from the position, which does not move (see advance); None when there is none."""
+        buf, idx, ts, ends, attrs, n_attrs = self._batch_buffers()
         with self.lock:
             ptr = self.live()
-            n = lib.tape_peek_many(ptr, buf, BATCH_BYTES, idx, ts, ends, min(slots, BATCH_SLOTS))
+            n = lib.tape_peek_many_ex(ptr, buf, BATCH_BYTES, idx, ts, ends, min(slots, BATCH_SLOTS), attrs, n_attrs)
             if n == lib.TAPE_EINVAL:  # the first entry is larger than the buffer: peek at it alone
                 buf = ffi.new("char[]", ends[0])
-                n = lib.tape_peek_many(ptr, buf, ends[0], idx, ts, ends, 1)
+                n = lib.tape_peek_many_ex(ptr, buf, ends[0], idx, ts, ends, 1, attrs, n_attrs)
             if n > 0:
-                return Batch(ffi.unpack(buf, ends[n - 1]), ffi.unpack(ends, n), idx, ts)
+                return Batch(ffi.unpack(buf, ends[n - 1]), ffi.unpack(ends, n), idx, ts, attrs, n_attrs[0])
         check(n, self.path)
         return None
+
+    def read_many(self, max_entries: int, max_bytes: int) -> list[Entry]:
+        """Up to `max_entries` entries (at least one if any is there, however large) as Entry of their stored bytes, moving past them."""
+        buf, idx, ts, ends, attrs, n_attrs = self._batch_buffers()
+        if max_entries > BATCH_SLOTS:
+            idx, ts = ffi.new("int64_t[]", max_entries), ffi.new("int64_t[]", max_entries)
+            ends, attrs = ffi.new("uint64_t[]", max_entries), ffi.new("tape_attrs[]", max_entries)
+        if max_bytes > BATCH_BYTES:
+            buf = ffi.new("char[]", max_bytes)
+        with self.lock:
+            ptr = self.live()
+            n = lib.tape_read_many_ex(ptr, buf, max_bytes, idx, ts, ends, max_entries, attrs, n_attrs)
+            if n == lib.TAPE_EINVAL:  # the first entry is larger than max_bytes: read it alone
+                buf = ffi.new("char[]", ends[0])
+                n = lib.tape_read_many_ex(ptr, buf, ends[0], idx, ts, ends, 1, attrs, n_attrs)
+            if n > 0:
+                batch = Batch(ffi.unpack(buf, ends[n - 1]), ffi.unpack(ends, n), idx, ts, attrs, n_attrs[0])
+        if n <= 0:
+            check(n, self.path)
+            return []
+        data, offsets = batch.data, batch.ends
+        fields = zip(batch.indexes(), batch.timestamps(), map(data.__getitem__, map(slice, (0, *offsets), offsets)))
+        extra = batch.attrs if batch.attrs is not None else itertools.repeat(PLAIN)
+        return [tuple.__new__(Entry, f + x) for f, x in zip(fields, extra)]
 
     def advance(self, k: int) -> None:
         """Move past the first `k` entries of the batch peek() returned last."""

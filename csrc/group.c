@@ -1,0 +1,983 @@
+/* group.c - consumer groups (docs/FORMAT.md, "Consumer groups"): the group
+ * file shared by every process of the group, its lock, the consumers'
+ * liveness, and the claims, acks, nacks, extensions, rejections and dead
+ * entries of its table of entries in flight. Entries are read from the log
+ * through the caller's tailer (read.c). */
+#include "tape_int.h"
+#include "fault.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(tape_group_slot) == 48, "group slot layout");
+_Static_assert(sizeof(tape_group_cons) == 64, "group consumer layout");
+_Static_assert(sizeof(tape_group_shared) <= TAPE_PAGE, "group shared page");
+_Static_assert(TAPE_GROUP_CONS_OFF + TAPE_GROUP_CONSUMERS * 64u <= TAPE_GROUP_SLOTS_OFF,
+               "group consumers fit");
+
+#define NEVER INT64_MAX
+
+/* ---- names and files --------------------------------------------------------- */
+
+static int valid_name(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    return n > 0 && n < TAPE_NAME_MAX && name[0] != '.' && !strchr(name, '/');
+}
+
+static int valid_settings(const tape_group_settings *s)
+{
+    if (s->gset_ack_wait_ns <= 0 || s->gset_max_deliveries < 1 ||
+        s->gset_nbackoff > TAPE_GROUP_BACKOFF)
+        return 0;
+    for (uint32_t i = 0; i < s->gset_nbackoff; i++)
+        if (s->gset_backoff_ns[i] < 0)
+            return 0;
+    return 1;
+}
+
+static uint32_t settings_crc(const tape_group_settings *s)
+{
+    return tape_crc32c(0, s, sizeof *s);
+}
+
+static void file_name(char *buf, size_t cap, const char *name)
+{
+    snprintf(buf, cap, TAPE_GROUP_DIR "/%s" TAPE_GROUP_SUFFIX, name);
+}
+
+/* Create the group file (1), or find that another process did first (0). */
+static int create_file(tape_queue *q, const char *name, int64_t last, const tape_group_settings *set)
+{
+    if (mkdirat(q->q_dirfd, TAPE_GROUP_DIR, 0777) < 0 && errno != EEXIST)
+        return -errno;
+    uint8_t *buf = calloc(1, TAPE_GROUP_SLOTS_OFF);
+    if (!buf)
+        return -ENOMEM;
+    tape_group_hdr *h = (tape_group_hdr *)buf;
+    memcpy(h->gh_magic, "TAPEGRUP", 8);
+    h->gh_version = TAPE_GROUP_VERSION;
+    h->gh_size = TAPE_GROUP_SIZE;
+    h->gh_slots = TAPE_GROUP_SLOTS;
+    h->gh_consumers = TAPE_GROUP_CONSUMERS;
+    memcpy(h->gh_name, name, strlen(name));
+    h->gh_created_ns = tape_now_ns();
+    h->gh_crc = tape_crc32c(0, h, offsetof(tape_group_hdr, gh_crc));
+    tape_group_shared *sh = (tape_group_shared *)(buf + TAPE_GROUP_SHARED_OFF);
+    sh->gs_set = *set;
+    sh->gs_settings_crc = settings_crc(set);
+    sh->gs_last = last;
+    sh->gs_min_due = NEVER;
+
+    char tmp[TAPE_NAME_MAX + 64], final[TAPE_NAME_MAX + 32];
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof r, 0) < 0)
+        r = (uint32_t)tape_now_ns();
+    snprintf(tmp, sizeof tmp, TAPE_GROUP_DIR "/.%s.tmp.%d.%08x", name, (int)getpid(), r);
+    file_name(final, sizeof final, name);
+    int fd = tf_openat(q->q_dirfd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        int rc = -errno;
+        free(buf);
+        return rc;
+    }
+    int rc = tape_file_alloc(fd, 0, TAPE_GROUP_SIZE);
+    if (rc == 0 && pwrite(fd, buf, TAPE_GROUP_SLOTS_OFF, 0) != (ssize_t)TAPE_GROUP_SLOTS_OFF)
+        rc = errno ? -errno : -EIO;
+    free(buf);
+    if (rc == 0 && tf_fsync(fd) < 0)
+        rc = -errno;
+    close(fd);
+    int made = 0;
+    if (rc == 0) {
+        if (tf_linkat(q->q_dirfd, tmp, final) == 0)
+            made = 1;
+        else if (errno != EEXIST)
+            rc = -errno;
+    }
+    unlinkat(q->q_dirfd, tmp, 0);
+    if (rc == 0) {
+        int d = openat(q->q_dirfd, TAPE_GROUP_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (d >= 0) {
+            tf_fsync(d);
+            close(d);
+        }
+    }
+    return rc < 0 ? rc : made;
+}
+
+/* Every field that could send a call out of bounds or loop is checked: a
+ * damaged file is reported, never trusted. */
+static int validate(tape_group *g, const char *name)
+{
+    const tape_group_hdr *h = (const tape_group_hdr *)g->gp_map;
+    if (memcmp(h->gh_magic, "TAPEGRUP", 8) != 0 || h->gh_size != TAPE_GROUP_SIZE)
+        return TAPE_ECORRUPT;
+    if (h->gh_version != TAPE_GROUP_VERSION)
+        return TAPE_EVERSION;
+    if (tape_crc32c(0, h, offsetof(tape_group_hdr, gh_crc)) != h->gh_crc ||
+        h->gh_slots != TAPE_GROUP_SLOTS || h->gh_consumers != TAPE_GROUP_CONSUMERS ||
+        strncmp(h->gh_name, name, TAPE_NAME_MAX) != 0)
+        return TAPE_ECORRUPT;
+    const tape_group_shared *sh = g->gp_sh;
+    if (settings_crc(&sh->gs_set) != sh->gs_settings_crc || !valid_settings(&sh->gs_set) ||
+        sh->gs_hi > TAPE_GROUP_SLOTS || sh->gs_last < -1)
+        return TAPE_ECORRUPT;
+    for (uint32_t k = 0; k < TAPE_GROUP_SLOTS; k++) {
+        const tape_group_slot *s = &g->gp_slots[k];
+        if (s->gt_state > TAPE_GS_MOVING || s->gt_owner > TAPE_GROUP_CONSUMERS ||
+            (s->gt_state != TAPE_GS_FREE && s->gt_index < 0))
+            return TAPE_ECORRUPT;
+    }
+    for (uint32_t k = 0; k < TAPE_GROUP_CONSUMERS; k++)
+        if (g->gp_cons[k].gc_state > 2)
+            return TAPE_ECORRUPT;
+    return tape_guard_hit(g->gp_guard) ? TAPE_ECORRUPT : 0;
+}
+
+/* ---- the lock and liveness ------------------------------------------------------- */
+
+static void repair(tape_group *g);
+
+/* Take the group's lock as `tok` (whose byte fd holds). */
+static void lock(tape_group *g, int fd, uint32_t tok)
+{
+    uint32_t e = 0;
+    int recovered = 0;
+    if (!__atomic_compare_exchange_n(&g->gp_sh->gs_lock, &e, tok, 0, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
+        tape_shlock_slow(&g->gp_sh->gs_lock, fd, TAPE_LIVE_BASE, tok, &recovered);
+    __atomic_store_n(&g->gp_sh->gs_lock_pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+    if (recovered)
+        repair(g);
+}
+
+static void unlock(tape_group *g)
+{
+    TAPE_KILL("group_unlock");
+    tape_shlock_release(&g->gp_sh->gs_lock);
+    if (g->gp_sync)
+        msync(g->gp_map + TAPE_GROUP_SHARED_OFF, TAPE_GROUP_SIZE - TAPE_GROUP_SHARED_OFF, MS_SYNC);
+}
+
+/* Does the holder of token `tok` live? Asked through fd, which holds `self`'s
+ * byte (a byte the asking file holds itself would read as free). */
+static int alive(int fd, uint32_t self, uint32_t tok)
+{
+    if (tok == self)
+        return 1;
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
+                       .l_start = TAPE_LIVE_BASE + tok, .l_len = 1};
+    if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+        return 1;
+    return fl.l_type != F_UNLCK;
+}
+
+/* Take the byte of a consumer slot whose holder is gone: its token, or 0 when
+ * none is free. The caller then locks and adopts the slot (adopt). */
+static uint32_t take_byte(tape_group *g, int fd)
+{
+    for (uint32_t k = 0; k < TAPE_GROUP_CONSUMERS; k++) {
+        uint32_t tok = k + 1;
+        if (__atomic_load_n(&g->gp_cons[k].gc_state, __ATOMIC_RELAXED) != 0 &&
+            alive(fd, 0, tok))
+            continue;
+        /* Not a dead owner's token still in the lock word: we would wait for
+         * ourselves. */
+        if ((__atomic_load_n(&g->gp_sh->gs_lock, __ATOMIC_RELAXED) & ~TAPE_LOCK_WAITERS) == tok)
+            continue;
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
+                           .l_start = TAPE_LIVE_BASE + tok, .l_len = 1};
+        if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+            return tok;
+    }
+    return 0;
+}
+
+/* A fault in the mapping (the file was truncated under it): what it reads is
+ * not to be believed. */
+static int damaged(const tape_group *g)
+{
+    return tape_guard_hit(g->gp_guard);
+}
+
+/* ---- the table ---------------------------------------------------------------------- */
+
+static void free_slot(tape_group *g, uint32_t k)
+{
+    tape_group_shared *sh = g->gp_sh;
+    tape_group_slot *s = &g->gp_slots[k];
+    if (s->gt_state == TAPE_GS_DEAD || s->gt_state == TAPE_GS_MOVING)
+        sh->gs_dead--;
+    __atomic_store_n(&s->gt_state, (uint32_t)TAPE_GS_FREE, __ATOMIC_RELEASE);
+    s->gt_owner = 0;
+    sh->gs_busy--;
+    if (k < sh->gs_free_hint)
+        sh->gs_free_hint = k;
+    while (sh->gs_hi > 0 && g->gp_slots[sh->gs_hi - 1].gt_state == TAPE_GS_FREE)
+        sh->gs_hi--;
+}
+
+/* A free slot, taken (state still FREE: the caller fills it, state last), or
+ * -1 when the table is full. */
+static int64_t alloc_slot(tape_group *g)
+{
+    tape_group_shared *sh = g->gp_sh;
+    for (uint32_t k = sh->gs_free_hint; k < TAPE_GROUP_SLOTS; k++) {
+        if (g->gp_slots[k].gt_state != TAPE_GS_FREE)
+            continue;
+        sh->gs_free_hint = k + 1;
+        if (k >= sh->gs_hi)
+            sh->gs_hi = k + 1;
+        sh->gs_busy++;
+        return k;
+    }
+    return -1;
+}
+
+static void set_state(tape_group_slot *s, uint32_t state)
+{
+    __atomic_store_n(&s->gt_state, state, __ATOMIC_RELEASE);
+}
+
+/* The owner stays: the last consumer, for the dead letter's provenance. */
+static void make_dead(tape_group *g, tape_group_slot *s, uint32_t reason)
+{
+    s->gt_reason = reason;
+    set_state(s, TAPE_GS_DEAD);
+    g->gp_sh->gs_dead++;
+}
+
+static void due_at(tape_group *g, int64_t t)
+{
+    if (t < g->gp_sh->gs_min_due)
+        g->gp_sh->gs_min_due = t;
+}
+
+/* Every entry the holder of `tok` has: handed out again at once (moving a
+ * dead one: dead again, for another to move). */
+static void release_owner(tape_group *g, uint32_t tok)
+{
+    for (uint32_t k = 0; k < g->gp_sh->gs_hi; k++) {
+        tape_group_slot *s = &g->gp_slots[k];
+        if (s->gt_owner != tok)
+            continue;
+        if (s->gt_state == TAPE_GS_CLAIMED) {
+            s->gt_due = 0;
+            s->gt_owner = 0;
+            set_state(s, TAPE_GS_READY);
+            due_at(g, 0);
+        } else if (s->gt_state == TAPE_GS_MOVING) {
+            s->gt_owner = 0;
+            set_state(s, TAPE_GS_DEAD);
+        }
+    }
+}
+
+/* After a holder of the lock died: the counts and bounds are brought back to
+ * the table (each change writes the slot first, the position last, so that a
+ * change cut short loses nothing; the position may lag an entry it took). */
+static void repair(tape_group *g)
+{
+    tape_group_shared *sh = g->gp_sh;
+    uint32_t busy = 0, dead = 0, hi = 0;
+    int64_t min_due = NEVER;
+    for (uint32_t k = 0; k < TAPE_GROUP_SLOTS; k++) {
+        tape_group_slot *s = &g->gp_slots[k];
+        if (s->gt_state == TAPE_GS_FREE)
+            continue;
+        busy++;
+        hi = k + 1;
+        if (s->gt_state == TAPE_GS_DEAD || s->gt_state == TAPE_GS_MOVING)
+            dead++;
+        else if (s->gt_due < min_due)
+            min_due = s->gt_due;
+        if (s->gt_dl < 0 && s->gt_index > sh->gs_last)
+            sh->gs_last = s->gt_index;
+    }
+    sh->gs_busy = busy;
+    sh->gs_dead = dead;
+    sh->gs_hi = hi;
+    sh->gs_free_hint = 0;
+    sh->gs_min_due = min_due;
+}
+
+/* Dead consumers' entries handed out again, their slots freed. */
+static void reap(tape_group *g, int fd, uint32_t self)
+{
+    for (uint32_t k = 0; k < TAPE_GROUP_CONSUMERS; k++) {
+        tape_group_cons *gc = &g->gp_cons[k];
+        if (gc->gc_state == 0 || alive(fd, self, k + 1))
+            continue;
+        release_owner(g, k + 1);
+        __atomic_store_n(&gc->gc_state, 0u, __ATOMIC_RELEASE);
+    }
+}
+
+/* Take consumer slot tok - 1 (its byte held through fd) under the lock. */
+static void adopt(tape_group *g, uint32_t tok, const char *name, uint32_t state)
+{
+    tape_group_cons *gc = &g->gp_cons[tok - 1];
+    release_owner(g, tok); /* a dead holder's leftovers */
+    memset(gc->gc_name, 0, TAPE_NAME_MAX);
+    if (name)
+        memcpy(gc->gc_name, name, strlen(name));
+    gc->gc_pid = (uint32_t)getpid();
+    __atomic_store_n(&gc->gc_state, state, __ATOMIC_RELEASE);
+}
+
+/* ---- opening ------------------------------------------------------------------------ */
+
+static const tape_group_settings DEFAULTS = {
+    .gset_ack_wait_ns = 30000000000LL, .gset_max_deliveries = 5, .gset_nbackoff = 0,
+};
+
+static int map_file(tape_group *g, const char *name)
+{
+    struct stat st;
+    if (fstat(g->gp_fd, &st) < 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode) || st.st_size != (off_t)TAPE_GROUP_SIZE)
+        return TAPE_ECORRUPT;
+    int prot = g->gp_read_only ? PROT_READ : PROT_READ | PROT_WRITE;
+    void *m = tf_mmap(NULL, TAPE_GROUP_SIZE, prot, g->gp_fd);
+    if (m == MAP_FAILED)
+        return -errno;
+    g->gp_map = m;
+    g->gp_sh = (tape_group_shared *)(g->gp_map + TAPE_GROUP_SHARED_OFF);
+    g->gp_cons = (tape_group_cons *)(g->gp_map + TAPE_GROUP_CONS_OFF);
+    g->gp_slots = (tape_group_slot *)(g->gp_map + TAPE_GROUP_SLOTS_OFF);
+    int slot = tape_guard_add(g->gp_map, TAPE_GROUP_SIZE);
+    if (slot < 0)
+        return slot;
+    g->gp_guard = slot;
+    return validate(g, name);
+}
+
+/* Holding the lock: a position beyond the end of the data (made durable ahead
+ * of entries a power cut lost) is brought back to the end, and the entries
+ * in flight past it, which are gone, are forgotten. */
+static int clamp(tape_group *g)
+{
+    int64_t last = tape_last_index(g->gp_q);
+    if (last < -1)
+        return (int)last;
+    tape_group_shared *sh = g->gp_sh;
+    if (sh->gs_last <= last)
+        return 0;
+    for (uint32_t k = 0; k < sh->gs_hi; k++) {
+        tape_group_slot *s = &g->gp_slots[k];
+        if (s->gt_state != TAPE_GS_FREE && s->gt_dl < 0 && s->gt_index > last)
+            free_slot(g, k);
+    }
+    sh->gs_last = last;
+    return 0;
+}
+
+int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_group_settings *set,
+                    int sync, tape_group **out)
+{
+    if (!valid_name(name) || start < -2 || (set && !valid_settings(set)))
+        return TAPE_EINVAL;
+    char path[TAPE_NAME_MAX + 32];
+    file_name(path, sizeof path, name);
+    tape_group *g = calloc(1, sizeof *g);
+    if (!g)
+        return -ENOMEM;
+    g->gp_q = q;
+    g->gp_guard = -1;
+    g->gp_sync = sync;
+    g->gp_read_only = q->q_read_only;
+    int rc = 0;
+    for (int tries = 0; tries < 2; tries++) {
+        g->gp_fd = tf_openat(q->q_dirfd, path, (g->gp_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+        if (g->gp_fd >= 0 || errno != ENOENT || g->gp_read_only || tries)
+            break;
+        int64_t last = -1;
+        if (start == -2 && (last = tape_last_index(q)) < -1) {
+            rc = (int)last;
+            break;
+        }
+        if (start >= 0)
+            last = start - 1;
+        if ((rc = create_file(q, name, last, set ? set : &DEFAULTS)) < 0)
+            break;
+        rc = 0;
+    }
+    if (rc == 0 && g->gp_fd < 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = map_file(g, name);
+    if (rc == 0 && !g->gp_read_only) {
+        g->gp_token = take_byte(g, g->gp_fd);
+        if (!g->gp_token)
+            rc = TAPE_ELIMIT;
+    }
+    if (rc == 0 && !g->gp_read_only) {
+        lock(g, g->gp_fd, g->gp_token);
+        adopt(g, g->gp_token, NULL, 2);
+        if (set) {
+            g->gp_sh->gs_set = *set;
+            g->gp_sh->gs_settings_crc = settings_crc(set);
+        }
+        rc = clamp(g);
+        unlock(g);
+    }
+    if (rc < 0) {
+        tape_group_close(g);
+        return rc;
+    }
+    *out = g;
+    return 0;
+}
+
+void tape_group_close(tape_group *g)
+{
+    if (!g)
+        return;
+    if (g->gp_token) {
+        lock(g, g->gp_fd, g->gp_token);
+        __atomic_store_n(&g->gp_cons[g->gp_token - 1].gc_state, 0u, __ATOMIC_RELEASE);
+        unlock(g);
+    }
+    tape_guard_remove(g->gp_guard);
+    if (g->gp_map)
+        munmap(g->gp_map, TAPE_GROUP_SIZE);
+    if (g->gp_fd >= 0)
+        close(g->gp_fd);
+    free(g);
+}
+
+int tape_group_settings_set(tape_group *g, const tape_group_settings *set)
+{
+    if (g->gp_read_only)
+        return TAPE_EREADONLY;
+    if (!valid_settings(set))
+        return TAPE_EINVAL;
+    lock(g, g->gp_fd, g->gp_token);
+    g->gp_sh->gs_set = *set;
+    g->gp_sh->gs_settings_crc = settings_crc(set);
+    unlock(g);
+    return 0;
+}
+
+int tape_group_settings_get(tape_group *g, tape_group_settings *out)
+{
+    *out = g->gp_sh->gs_set;
+    if (tape_guard_hit(g->gp_guard) || !valid_settings(out))
+        return TAPE_ECORRUPT;
+    return 0;
+}
+
+/* ---- inspection ---------------------------------------------------------------------- */
+
+static void describe(const tape_group_slot *s, uint32_t k, tape_delivery *d)
+{
+    d->d_index = s->gt_index;
+    d->d_gen = s->gt_gen;
+    d->d_due = s->gt_due;
+    d->d_dl = s->gt_dl;
+    d->d_slot = k;
+    d->d_state = s->gt_state;
+    d->d_attempt = s->gt_attempt;
+    d->d_owner = s->gt_owner;
+    d->d_reason = s->gt_reason;
+}
+
+int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out)
+{
+    (void)now_ns;
+    const tape_group_shared *sh = g->gp_sh;
+    memset(out, 0, sizeof *out);
+    out->gi_last = __atomic_load_n(&sh->gs_last, __ATOMIC_ACQUIRE);
+    out->gi_floor = out->gi_last < 0 ? -1 : out->gi_last + 1;
+    for (uint32_t k = 0; k < TAPE_GROUP_SLOTS; k++) {
+        const tape_group_slot *s = &g->gp_slots[k];
+        uint32_t st = __atomic_load_n(&s->gt_state, __ATOMIC_ACQUIRE);
+        if (st == TAPE_GS_FREE)
+            continue;
+        if (st > TAPE_GS_MOVING)
+            return TAPE_ECORRUPT;
+        if (st == TAPE_GS_CLAIMED)
+            out->gi_in_flight++;
+        else if (st == TAPE_GS_READY)
+            out->gi_waiting++;
+        else
+            out->gi_dead++;
+        if (s->gt_dl < 0 && s->gt_index < out->gi_floor)
+            out->gi_floor = s->gt_index;
+    }
+    int fd = g->gp_fd;
+    for (uint32_t k = 0; k < TAPE_GROUP_CONSUMERS; k++)
+        if (__atomic_load_n(&g->gp_cons[k].gc_state, __ATOMIC_ACQUIRE) == 1 &&
+            alive(fd, g->gp_token, k + 1))
+            out->gi_consumers++;
+    out->gi_generation = sh->gs_gen;
+    out->gi_acked = sh->gs_acked;
+    return tape_guard_hit(g->gp_guard) ? TAPE_ECORRUPT : 0;
+}
+
+int tape_group_slot_get(tape_group *g, uint32_t k, tape_delivery *out)
+{
+    if (k >= TAPE_GROUP_SLOTS)
+        return TAPE_EINVAL;
+    const tape_group_slot *s = &g->gp_slots[k];
+    uint32_t st = __atomic_load_n(&s->gt_state, __ATOMIC_ACQUIRE);
+    if (st > TAPE_GS_MOVING || tape_guard_hit(g->gp_guard))
+        return TAPE_ECORRUPT;
+    if (st == TAPE_GS_FREE)
+        return 0;
+    describe(s, k, out);
+    return 1;
+}
+
+int tape_group_consumer_get(tape_group *g, uint32_t k, char *name, size_t cap, int *is_alive)
+{
+    if (k >= TAPE_GROUP_CONSUMERS || cap < TAPE_NAME_MAX)
+        return TAPE_EINVAL;
+    const tape_group_cons *gc = &g->gp_cons[k];
+    if (__atomic_load_n(&gc->gc_state, __ATOMIC_ACQUIRE) != 1)
+        return 0;
+    memcpy(name, gc->gc_name, TAPE_NAME_MAX);
+    name[TAPE_NAME_MAX - 1] = 0;
+    *is_alive = alive(g->gp_fd, g->gp_token, k + 1);
+    return 1;
+}
+
+/* ---- consumers --------------------------------------------------------------------- */
+
+int tape_consumer_open(tape_group *g, const char *name, tape_consumer **out)
+{
+    if (g->gp_read_only)
+        return TAPE_EREADONLY;
+    if (name && *name && !(strlen(name) < TAPE_NAME_MAX))
+        return TAPE_EINVAL;
+    tape_consumer *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    char path[TAPE_NAME_MAX + 32];
+    file_name(path, sizeof path, ((const tape_group_hdr *)g->gp_map)->gh_name);
+    c->cn_fd = tf_openat(g->gp_q->q_dirfd, path, O_RDWR | O_CLOEXEC, 0);
+    if (c->cn_fd < 0) {
+        int rc = -errno;
+        free(c);
+        return rc;
+    }
+    c->cn_g = g;
+    c->cn_after = -2;
+    c->cn_token = take_byte(g, c->cn_fd);
+    if (!c->cn_token) {
+        close(c->cn_fd);
+        free(c);
+        return TAPE_ELIMIT;
+    }
+    lock(g, c->cn_fd, c->cn_token);
+    adopt(g, c->cn_token, name, 1);
+    unlock(g);
+    *out = c;
+    return 0;
+}
+
+void tape_consumer_close(tape_consumer *c)
+{
+    if (!c)
+        return;
+    tape_group *g = c->cn_g;
+    lock(g, c->cn_fd, c->cn_token);
+    release_owner(g, c->cn_token);
+    __atomic_store_n(&g->gp_cons[c->cn_token - 1].gc_state, 0u, __ATOMIC_RELEASE);
+    unlock(g);
+    close(c->cn_fd); /* lets go of its byte */
+    free(c);
+}
+
+uint32_t tape_consumer_id(tape_consumer *c)
+{
+    return c->cn_token;
+}
+
+/* ---- claims ------------------------------------------------------------------------ */
+
+/* The oldest due entry of the table (a lapsed claim is due; one delivered
+ * max_deliveries times becomes dead instead), or -1; gs_min_due is brought
+ * up to the earliest due time left (the entry found counts: it stays due
+ * unless the caller hands it out). */
+static int64_t oldest_due(tape_group *g, int64_t now)
+{
+    tape_group_shared *sh = g->gp_sh;
+    if (sh->gs_min_due > now)
+        return -1;
+    int64_t best = -1, min_due = NEVER;
+    uint32_t max = sh->gs_set.gset_max_deliveries;
+    for (uint32_t k = 0; k < sh->gs_hi; k++) {
+        tape_group_slot *s = &g->gp_slots[k];
+        uint32_t st = s->gt_state;
+        if (st != TAPE_GS_READY && st != TAPE_GS_CLAIMED)
+            continue;
+        /* A claim lapses after its deadline (an ack at the deadline counts);
+         * a waiting entry is due at its due time. */
+        if (s->gt_due > now || (st == TAPE_GS_CLAIMED && s->gt_due == now)) {
+            if (s->gt_due < min_due)
+                min_due = s->gt_due;
+            continue;
+        }
+        if (s->gt_attempt >= max) {
+            make_dead(g, s, TAPE_GR_DELIVERIES);
+            continue;
+        }
+        min_due = now;
+        if (best < 0 || s->gt_index < g->gp_slots[best].gt_index)
+            best = k;
+    }
+    sh->gs_min_due = min_due;
+    return best;
+}
+
+static void hand_out(tape_consumer *c, tape_group_slot *s, int64_t now)
+{
+    tape_group_shared *sh = c->cn_g->gp_sh;
+    s->gt_gen = ++sh->gs_gen;
+    s->gt_owner = c->cn_token;
+    s->gt_attempt++;
+    s->gt_due = now + sh->gs_set.gset_ack_wait_ns;
+    set_state(s, TAPE_GS_CLAIMED);
+    due_at(c->cn_g, s->gt_due);
+}
+
+/* Place t just after the group's position. */
+static int place(tape_consumer *c, tape_tailer *t)
+{
+    int64_t last = c->cn_g->gp_sh->gs_last;
+    if (c->cn_after == last)
+        return 0;
+    int rc = last >= 0 ? tape_tailer_to_index(t, last + 1) : 0;
+    if (rc == 0)
+        rc = tape_tailer_seek(t, last + 1);
+    if (rc < 0)
+        return rc;
+    c->cn_after = last;
+    return 0;
+}
+
+/* Holding the lock: claim the next entry due if its payload fits in `room`
+ * bytes. 1 (claimed: *d, and *e unless a redriven dead letter), 0 nothing
+ * due, 2 the next one does not fit (nothing changed), or an error. */
+static int claim_locked(tape_consumer *c, tape_tailer *t, int64_t now, size_t room,
+                        tape_delivery *d, tape_entry *e)
+{
+    tape_group *g = c->cn_g;
+    tape_group_shared *sh = g->gp_sh;
+    int64_t k;
+    while ((k = oldest_due(g, now)) >= 0) {
+        tape_group_slot *s = &g->gp_slots[k];
+        if (s->gt_dl < 0) {
+            c->cn_after = -2;
+            int rc = tape_tailer_to_index(t, s->gt_index);
+            if (rc == 1 && (rc = tape_read(t, e)) == 1 && e->e_index != s->gt_index)
+                rc = 0;
+            if (rc < 0)
+                return rc;
+            if (rc == 0) {
+                /* The entry is gone from the log (the queue was purged by
+                 * hand under the group): nothing to hand out. */
+                free_slot(g, (uint32_t)k);
+                continue;
+            }
+            if (e->e_len > room)
+                return 2;
+        }
+        hand_out(c, s, now);
+        describe(s, (uint32_t)k, d);
+        return 1;
+    }
+    /* New entries: one not due yet waits in the table (holding back nothing)
+     * and the next is read. */
+    for (int n = 0; n < 1024; n++) {
+        if (sh->gs_busy >= TAPE_GROUP_SLOTS)
+            return 0;
+        int rc = place(c, t);
+        if (rc == 0)
+            rc = tape_read(t, e);
+        if (rc <= 0) {
+            if (rc < 0)
+                c->cn_after = -2;
+            return rc;
+        }
+        int64_t nb = e->e_attrs.a_not_before;
+        if (nb <= now && e->e_len > room) {
+            c->cn_after = -2; /* the tailer moved past it */
+            return 2;
+        }
+        int64_t at = alloc_slot(g);
+        tape_group_slot *s = &g->gp_slots[at];
+        s->gt_index = e->e_index;
+        s->gt_dl = -1;
+        s->gt_attempt = 0;
+        s->gt_reason = TAPE_GR_NONE;
+        if (nb > now) {
+            s->gt_owner = 0;
+            s->gt_due = nb;
+            set_state(s, TAPE_GS_READY);
+            due_at(g, nb);
+        } else {
+            hand_out(c, s, now);
+            describe(s, (uint32_t)at, d);
+        }
+        TAPE_KILL("group_claim");
+        sh->gs_last = e->e_index;
+        c->cn_after = e->e_index;
+        if (nb <= now)
+            return 1;
+    }
+    return 0;
+}
+
+/* Lock, and look for dead consumers when it is time. */
+static int claim_begin(tape_consumer *c, int64_t now)
+{
+    tape_group *g = c->cn_g;
+    tape_group_shared *sh = g->gp_sh;
+    if (damaged(g))
+        return TAPE_ECORRUPT;
+    lock(g, c->cn_fd, c->cn_token);
+    if (now >= sh->gs_next_check || sh->gs_next_check - now > 2 * TAPE_GROUP_CHECK_NS) {
+        reap(g, c->cn_fd, c->cn_token);
+        sh->gs_next_check = now + TAPE_GROUP_CHECK_NS;
+    }
+    return 0;
+}
+
+int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now, tape_delivery *d, tape_entry *e)
+{
+    int rc = claim_begin(c, now);
+    if (rc < 0)
+        return rc;
+    rc = claim_locked(c, t, now, SIZE_MAX, d, e);
+    unlock(c->cn_g);
+    return rc;
+}
+
+int64_t tape_group_claim_many(tape_consumer *c, tape_tailer *t, int64_t now, size_t max,
+                              tape_delivery *d, void *buf, size_t cap, uint64_t *ends,
+                              int64_t *ts)
+{
+    int rc = claim_begin(c, now);
+    if (rc < 0)
+        return rc;
+    size_t n = 0, used = 0;
+    tape_entry e;
+    while (n < max) {
+        rc = claim_locked(c, t, now, cap - used, &d[n], &e);
+        if (rc != 1)
+            break;
+        if (d[n].d_dl < 0) {
+            memcpy((uint8_t *)buf + used, e.e_data, e.e_len);
+            used += e.e_len;
+            ts[n] = e.e_timestamp;
+        } else {
+            ts[n] = 0;
+        }
+        ends[n++] = used;
+    }
+    unlock(c->cn_g);
+    if (n == 0 && rc == 2) {
+        ends[0] = e.e_len;
+        return TAPE_EINVAL;
+    }
+    return n ? (int64_t)n : rc;
+}
+
+int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now)
+{
+    tape_group *g = c->cn_g;
+    lock(g, c->cn_fd, c->cn_token);
+    int rc = place(c, t);
+    int64_t min_due = g->gp_sh->gs_min_due;
+    uint32_t busy = g->gp_sh->gs_busy;
+    unlock(g);
+    if (rc < 0)
+        return rc;
+    int64_t hint = busy ? TAPE_GROUP_CHECK_NS : -1;
+    if (min_due != NEVER) {
+        /* Nothing was due at `now` (the caller's claim found none): at least
+         * a millisecond, so that a clock that stands still is not spun on. */
+        int64_t until = min_due > now + 1000000 ? min_due - now : 1000000;
+        if (hint < 0 || until < hint)
+            hint = until;
+    }
+    return hint;
+}
+
+/* ---- finishing -------------------------------------------------------------------- */
+
+/* The slot of the live claim (slot, gen) of c, locked; NULL (unlocked) when
+ * it is not (TAPE_ESTALE) or slot is out of range (*rc). */
+static tape_group_slot *held(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now,
+                             uint32_t state, int *rc)
+{
+    if (slot >= TAPE_GROUP_SLOTS) {
+        *rc = TAPE_EINVAL;
+        return NULL;
+    }
+    tape_group *g = c->cn_g;
+    if (damaged(g)) {
+        *rc = TAPE_ECORRUPT;
+        return NULL;
+    }
+    lock(g, c->cn_fd, c->cn_token);
+    tape_group_slot *s = &g->gp_slots[slot];
+    if (s->gt_state != state || s->gt_gen != gen || s->gt_owner != c->cn_token ||
+        (state == TAPE_GS_CLAIMED && s->gt_due < now)) {
+        unlock(g);
+        *rc = TAPE_ESTALE;
+        return NULL;
+    }
+    *rc = 0;
+    return s;
+}
+
+int tape_group_ack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now)
+{
+    int rc;
+    if (!held(c, slot, gen, now, TAPE_GS_CLAIMED, &rc))
+        return rc;
+    free_slot(c->cn_g, slot);
+    c->cn_g->gp_sh->gs_acked++;
+    unlock(c->cn_g);
+    return 0;
+}
+
+int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now, int64_t delay)
+{
+    int rc;
+    tape_group_slot *s = held(c, slot, gen, now, TAPE_GS_CLAIMED, &rc);
+    if (!s)
+        return rc;
+    tape_group *g = c->cn_g;
+    const tape_group_settings *set = &g->gp_sh->gs_set;
+    int dead = s->gt_attempt >= set->gset_max_deliveries;
+    if (dead) {
+        make_dead(g, s, TAPE_GR_DELIVERIES);
+    } else {
+        if (delay < 0) {
+            uint32_t n = set->gset_nbackoff, step = s->gt_attempt - 1;
+            delay = n ? set->gset_backoff_ns[step < n ? step : n - 1] : 0;
+        }
+        s->gt_due = now + delay;
+        s->gt_owner = 0;
+        set_state(s, TAPE_GS_READY);
+        due_at(g, s->gt_due);
+    }
+    unlock(g);
+    return dead;
+}
+
+int tape_group_extend(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now, int64_t delay)
+{
+    if (delay < 0)
+        return TAPE_EINVAL;
+    int rc;
+    tape_group_slot *s = held(c, slot, gen, now, TAPE_GS_CLAIMED, &rc);
+    if (!s)
+        return rc;
+    s->gt_due = now + delay;
+    due_at(c->cn_g, s->gt_due);
+    unlock(c->cn_g);
+    return 0;
+}
+
+/* Hand dead slot s to c to store as a dead letter. */
+static void take(tape_consumer *c, tape_group_slot *s, uint32_t k, tape_delivery *d)
+{
+    uint32_t last = s->gt_owner;
+    s->gt_gen = ++c->cn_g->gp_sh->gs_gen;
+    s->gt_owner = c->cn_token;
+    set_state(s, TAPE_GS_MOVING);
+    describe(s, k, d);
+    d->d_owner = last; /* the last consumer it was delivered to */
+}
+
+int tape_group_reject(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now, tape_delivery *d)
+{
+    int rc;
+    tape_group_slot *s = held(c, slot, gen, now, TAPE_GS_CLAIMED, &rc);
+    if (!s)
+        return rc;
+    make_dead(c->cn_g, s, TAPE_GR_REJECTED);
+    take(c, s, slot, d);
+    unlock(c->cn_g);
+    return 0;
+}
+
+int tape_group_take_dead(tape_consumer *c, int64_t now, tape_delivery *d)
+{
+    tape_group *g = c->cn_g;
+    if (damaged(g))
+        return TAPE_ECORRUPT;
+    if (!__atomic_load_n(&g->gp_sh->gs_dead, __ATOMIC_RELAXED) &&
+        g->gp_sh->gs_min_due > now)
+        return 0;
+    lock(g, c->cn_fd, c->cn_token);
+    oldest_due(g, now); /* lapsed entries out of deliveries become dead */
+    for (uint32_t k = 0; k < g->gp_sh->gs_hi; k++) {
+        tape_group_slot *s = &g->gp_slots[k];
+        if (s->gt_state == TAPE_GS_DEAD) {
+            take(c, s, k, d);
+            unlock(g);
+            return 1;
+        }
+    }
+    unlock(g);
+    return 0;
+}
+
+int tape_group_dead_done(tape_consumer *c, uint32_t slot, uint64_t gen)
+{
+    int rc;
+    if (!held(c, slot, gen, 0, TAPE_GS_MOVING, &rc))
+        return rc;
+    free_slot(c->cn_g, slot);
+    unlock(c->cn_g);
+    return 0;
+}
+
+int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now)
+{
+    if (g->gp_read_only)
+        return TAPE_EREADONLY;
+    if (index < 0 || dl < 0)
+        return TAPE_EINVAL;
+    if (damaged(g))
+        return TAPE_ECORRUPT;
+    lock(g, g->gp_fd, g->gp_token);
+    tape_group_shared *sh = g->gp_sh;
+    for (uint32_t k = 0; k < sh->gs_hi; k++)
+        if (g->gp_slots[k].gt_state != TAPE_GS_FREE && g->gp_slots[k].gt_dl == dl) {
+            unlock(g);
+            return 0;
+        }
+    int64_t at = alloc_slot(g);
+    if (at < 0) {
+        unlock(g);
+        return TAPE_ELIMIT;
+    }
+    tape_group_slot *s = &g->gp_slots[at];
+    s->gt_index = index;
+    s->gt_dl = dl;
+    s->gt_attempt = 0;
+    s->gt_reason = TAPE_GR_NONE;
+    s->gt_owner = 0;
+    s->gt_gen = ++sh->gs_gen;
+    s->gt_due = now;
+    set_state(s, TAPE_GS_READY);
+    due_at(g, now);
+    unlock(g);
+    return 1;
+}

@@ -1,0 +1,328 @@
+"""GroupHandle and ConsumerHandle: a consumer group's C handle and its consumers (csrc/group.c).
+
+A GroupHandle is a child of its QueueHandle (closed before the queue); it
+closes its consumers before itself. A ConsumerHandle owns a C consumer and a
+C tailer of its own, through which its claims read the entries; every call
+holds its lock (one call at a time per consumer).
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from tape._native.core import NAME_MAX, ChildHandle, check, ffi, lib
+from tape.errors import QueueClosedError
+
+if TYPE_CHECKING:
+    from tape._native.queue import QueueHandle
+
+SLOTS = lib.TAPE_GROUP_SLOTS  # entries in flight per group
+CONSUMERS = lib.TAPE_GROUP_CONSUMERS
+BACKOFF_MAX = lib.TAPE_GROUP_BACKOFF
+MANY, MANY_BYTES = 1024, 1 << 20  # a batch of claims: at most so many, and bytes of payloads
+START, END = -1, -2  # tape_group_open's start for "start" and "end"
+
+STATES = {
+    lib.TAPE_GS_READY: "waiting",
+    lib.TAPE_GS_CLAIMED: "claimed",
+    lib.TAPE_GS_DEAD: "dead",
+    lib.TAPE_GS_MOVING: "dead",
+}
+_CLAIM = lib.tape_group_claim  # the hot calls, looked up once
+_ACK = lib.tape_group_ack
+REASONS = {lib.TAPE_GR_DELIVERIES: "max_deliveries", lib.TAPE_GR_REJECTED: "rejected"}
+
+
+class Settings(NamedTuple):
+    """A group's stored settings, in ns."""
+
+    ack_wait_ns: int
+    max_deliveries: int
+    backoff_ns: tuple[int, ...]
+
+
+class GroupInfo(NamedTuple):
+    """tape_group_info: indexes are None where there is none."""
+
+    last: int | None
+    floor: int | None
+    in_flight: int
+    waiting: int
+    dead: int
+    consumers: int
+    generation: int
+    acked: int
+
+
+class Slot(NamedTuple):
+    """One entry of a group's table (a delivery, or a waiting or dead entry)."""
+
+    slot: int
+    index: int  # type: ignore[assignment]  # the field shadows tuple.index(), as SPEC.md names it
+    generation: int
+    due_ns: int
+    dead_letter: int | None  # a redriven dead letter: its index in the dead letters' queue
+    state: str
+    attempt: int
+    owner: int  # consumer slot + 1, 0 none
+    reason: str | None
+
+
+def _slot(d: Any) -> Slot:
+    return Slot(
+        slot=d.d_slot,
+        index=d.d_index,
+        generation=d.d_gen,
+        due_ns=d.d_due,
+        dead_letter=None if d.d_dl < 0 else d.d_dl,
+        state=STATES.get(d.d_state, "free"),
+        attempt=d.d_attempt,
+        owner=d.d_owner,
+        reason=REASONS.get(d.d_reason),
+    )
+
+
+class GroupHandle(ChildHandle):
+    """An open consumer group of a queue."""
+
+    CLOSED = "the group or its queue is closed"
+    __slots__ = ("consumers", "name")
+
+    def __init__(self, queue: QueueHandle, ptr: Any, name: str) -> None:
+        super().__init__(queue, ptr)
+        self.name = name
+        self.consumers: set[ConsumerHandle] = set()
+
+    @classmethod
+    def open(cls, queue: QueueHandle, name: str, start: int, sync: bool) -> GroupHandle:
+        """Open group `name` of `queue` (created at `start`: an index, START or END); KeyError when a read-only queue has none."""
+        out = ffi.new("tape_group **")
+        with queue.lock:
+            rc = lib.tape_group_open(queue.ptr(), name.encode(), start, ffi.NULL, int(sync), out)
+            if rc == -errno.ENOENT:
+                raise KeyError(name)
+            check(rc, f"{queue.path}: group {name!r}")
+            handle = cls(queue, out[0], name)
+            queue._children.add(handle)  # closed before the queue
+        return handle
+
+    def close(self) -> None:
+        with self.lock:
+            for consumer in list(self.consumers):
+                consumer.close()
+            ptr, self.ptr = self.ptr, None
+            if ptr is not None:
+                lib.tape_group_close(ptr)
+
+    def settings(self) -> Settings:
+        out = ffi.new("tape_group_settings *")
+        with self.lock:
+            check(lib.tape_group_settings_get(self.live(), out), self.path)
+        return Settings(out.gset_ack_wait_ns, out.gset_max_deliveries,
+                        tuple(out.gset_backoff_ns[0:out.gset_nbackoff]))
+
+    def configure(self, settings: Settings) -> None:
+        """Replace the stored settings."""
+        cset = ffi.new("tape_group_settings *")
+        cset.gset_ack_wait_ns = settings.ack_wait_ns
+        cset.gset_max_deliveries = settings.max_deliveries
+        cset.gset_nbackoff = len(settings.backoff_ns)
+        for k, ns in enumerate(settings.backoff_ns):
+            cset.gset_backoff_ns[k] = ns
+        with self.lock:
+            check(lib.tape_group_settings_set(self.live(), cset), self.path)
+
+    def info(self, now_ns: int) -> GroupInfo:
+        out = ffi.new("tape_group_info *")
+        with self.lock:
+            check(lib.tape_group_info_get(self.live(), now_ns, out), self.path)
+        return GroupInfo(
+            last=None if out.gi_last < 0 else out.gi_last,
+            floor=None if out.gi_floor < 0 else out.gi_floor,
+            in_flight=out.gi_in_flight,
+            waiting=out.gi_waiting,
+            dead=out.gi_dead,
+            consumers=out.gi_consumers,
+            generation=out.gi_generation,
+            acked=out.gi_acked,
+        )
+
+    def slots(self) -> list[Slot]:
+        """Every entry in the table, by slot."""
+        d = ffi.new("tape_delivery *")
+        found = []
+        with self.lock:
+            ptr = self.live()
+            for k in range(SLOTS):
+                rc = lib.tape_group_slot_get(ptr, k, d)
+                check(rc, self.path)
+                if rc == 1:
+                    found.append(_slot(d))
+        return found
+
+    def consumer_names(self) -> dict[int, tuple[str, bool]]:
+        """Consumer slot + 1 -> (name, alive) for every consumer in use."""
+        name = ffi.new("char[]", NAME_MAX)
+        alive = ffi.new("int *")
+        found = {}
+        with self.lock:
+            ptr = self.live()
+            for k in range(CONSUMERS):
+                if lib.tape_group_consumer_get(ptr, k, name, NAME_MAX, alive) == 1:
+                    found[k + 1] = (ffi.string(name).decode(errors="replace"), bool(alive[0]))
+        return found
+
+    def redrive(self, index: int, dead_letter: int, now_ns: int) -> bool:
+        """Hand dead letter `dead_letter` (entry `index`) out again; False when it is in the table already."""
+        with self.lock:
+            rc = lib.tape_group_redrive(self.live(), index, dead_letter, now_ns)
+        check(rc, self.path)
+        return bool(rc == 1)
+
+    def consumer(self, name: str | None) -> ConsumerHandle:
+        """A new consumer of the group, with a tailer of its own."""
+        with self.queue.lock, self.lock:
+            qptr = self.queue.ptr()
+            ptr = self.live()
+            tout = ffi.new("tape_tailer **")
+            check(lib.tape_tailer_open(qptr, tout), self.path)
+            cout = ffi.new("tape_consumer **")
+            rc = lib.tape_consumer_open(ptr, name.encode() if name else ffi.NULL, cout)
+            if rc < 0:
+                lib.tape_tailer_close(tout[0])
+                check(rc, self.path)
+            handle = ConsumerHandle(self, cout[0], tout[0])
+            self.consumers.add(handle)
+            return handle
+
+
+class ConsumerHandle:
+    """A C consumer and its tailer; closing gives its claims back."""
+
+    __slots__ = ("_d", "_dead", "_e", "_many", "group", "id", "lock", "path", "ptr", "tailer")
+
+    def __init__(self, group: GroupHandle, ptr: Any, tailer: Any) -> None:
+        self.group = group
+        self.path = group.path
+        self.ptr: Any = ptr
+        self.tailer: Any = tailer
+        self.lock = threading.Lock()
+        self.id: int = lib.tape_consumer_id(ptr)
+        self._d = ffi.new("tape_delivery *")
+        self._e = ffi.new("tape_entry *")
+        self._dead = ffi.new("tape_delivery *")
+        self._many: tuple[Any, Any, Any, Any] | None = None
+
+    def live(self) -> Any:
+        ptr = self.ptr
+        if ptr is None:
+            raise QueueClosedError(f"{self.path}: the consumer, its group or its queue is closed")
+        return ptr
+
+    def close(self) -> None:
+        """Give back every claim, free the consumer and its tailer; idempotent."""
+        with self.lock:
+            ptr, self.ptr = self.ptr, None
+            if ptr is not None:
+                lib.tape_consumer_close(ptr)
+                lib.tape_tailer_close(self.tailer)
+        self.group.consumers.discard(self)
+
+    def claim(self, now_ns: int) -> tuple[int, int, int, int, int, int, int, bytes | None] | None:
+        """The next entry due, claimed: (slot, generation, index, attempt, deadline ns, dead letter or -1,
+        timestamp, payload; None for a redriven dead letter: read its copy); None when nothing is due."""
+        d, e = self._d, self._e
+        with self.lock:
+            rc = _CLAIM(self.live(), self.tailer, now_ns, d, e)
+            if rc == 1:
+                dl = d.d_dl
+                payload = None if dl >= 0 else ffi.unpack(ffi.cast("char *", e.e_data), e.e_len)
+                return (d.d_slot, d.d_gen, d.d_index, d.d_attempt, d.d_due, dl, e.e_timestamp, payload)
+        check(rc, self.path)
+        return None
+
+    def claim_many(self, now_ns: int, n: int) -> list[tuple[int, int, int, int, int, int, int, bytes | None]]:
+        """Up to n entries due, claimed under one lock (as claim() gives each); [] when nothing is due."""
+        if self._many is None:
+            self._many = (ffi.new("tape_delivery[]", MANY), ffi.new("char[]", MANY_BYTES),
+                          ffi.new("uint64_t[]", MANY), ffi.new("int64_t[]", MANY))
+        ds, buf, ends, ts = self._many
+        with self.lock:
+            got = lib.tape_group_claim_many(self.live(), self.tailer, now_ns, min(n, MANY), ds, buf,
+                                            MANY_BYTES, ends, ts)
+            if got > 0:
+                data = ffi.unpack(buf, ends[got - 1])
+                out = []
+                start = 0
+                for k in range(got):
+                    d = ds[k]
+                    end = ends[k]
+                    dl = d.d_dl
+                    out.append((d.d_slot, d.d_gen, d.d_index, d.d_attempt, d.d_due, dl, ts[k],
+                                None if dl >= 0 else data[start:end]))
+                    start = end
+                return out
+        if got == lib.TAPE_EINVAL:  # the first entry due is larger than the buffer: alone
+            one = self.claim(now_ns)
+            return [] if one is None else [one]
+        check(got, self.path)
+        return []
+
+    def wait(self, now_ns: int, timeout_ns: int) -> None:
+        """Sleep until something may be due: a new entry, a due time, a look for dead consumers, or timeout_ns."""
+        with self.lock:
+            ptr = self.live()
+            hint = lib.tape_group_wait_hint(ptr, self.tailer, now_ns)
+            if hint < -1:
+                check(hint, self.path)
+            if hint >= 0 and (timeout_ns < 0 or hint < timeout_ns):
+                timeout_ns = hint
+            if timeout_ns == 0:
+                return
+            rc = lib.tape_wait(self.tailer, timeout_ns)
+        if rc < 0 and rc != -errno.EINTR:
+            check(rc, self.path)
+
+    def _finish(self, call: Any, *args: Any) -> int:
+        with self.lock:
+            rc: int = call(self.live(), *args)
+        if rc < 0:
+            check(rc, self.path)
+        return rc
+
+    def ack(self, slot: int, gen: int, now_ns: int) -> None:
+        lock = self.lock
+        lock.acquire()  # the hottest call: acquire/release cost less than `with`
+        try:
+            ptr = self.ptr
+            rc = _ACK(ptr if ptr is not None else self.live(), slot, gen, now_ns)
+        finally:
+            lock.release()
+        if rc:
+            check(rc, self.path)
+
+    def nack(self, slot: int, gen: int, now_ns: int, delay_ns: int) -> bool:
+        """delay_ns < 0: the group's backoff. True when it made the entry dead (out of deliveries)."""
+        return self._finish(lib.tape_group_nack, slot, gen, now_ns, delay_ns) == 1
+
+    def extend(self, slot: int, gen: int, now_ns: int, delay_ns: int) -> None:
+        self._finish(lib.tape_group_extend, slot, gen, now_ns, delay_ns)
+
+    def reject(self, slot: int, gen: int, now_ns: int) -> Slot:
+        """Make the delivery dead and take it to store (then dead_done)."""
+        d = ffi.new("tape_delivery *")
+        self._finish(lib.tape_group_reject, slot, gen, now_ns, d)
+        return _slot(d)
+
+    def take_dead(self, now_ns: int) -> Slot | None:
+        """A dead entry to store as a dead letter (then dead_done), or None."""
+        d = self._dead
+        with self.lock:
+            rc = lib.tape_group_take_dead(self.live(), now_ns, d)
+        check(rc, self.path)
+        return _slot(d) if rc == 1 else None
+
+    def dead_done(self, slot: int, gen: int) -> None:
+        self._finish(lib.tape_group_dead_done, slot, gen)
