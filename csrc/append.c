@@ -283,9 +283,8 @@ static int64_t newest_ts_bound(tape_queue *q, int64_t known)
     if (tape_cyc_locate(q, &w->w_y, w->w_seq - 1, &p) != 1)
         return INT64_MAX; /* cannot tell: the index walk will report it */
     int64_t ts;
-    int attrs;
     memcpy(&ts, w->w_y.y_v.v_base + p + 8, 8);
-    return tape_entry_ts(&w->w_y, ts, &attrs);
+    return tape_entry_ts(ts);
 }
 
 /* tape.meta's newest timestamp, checked against the data: one ahead of the
@@ -579,16 +578,6 @@ static int64_t last_written(tape_queue *q)
     return tape_last_index(q); /* the newest cycle is empty: look further back */
 }
 
-/* Before entries with attributes go into the writer's cycle y: none in a
- * cycle before 1970 (bit 63 of its timestamps is not free); a version-1
- * file becomes version 2. */
-static int64_t attributes_allowed(tape_cyc *y)
-{
-    if (!y->y_attrs_ok)
-        return TAPE_ECLOCK;
-    return tape_cyc_upgrade(y);
-}
-
 /* Append n entries (entry k: data[ends[k-1], ends[k])), each with the
  * attribute block blk (blen bytes; 0: none), only if the queue's last entry is
  * *expected_last (when not NULL). */
@@ -651,7 +640,7 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     }
     size_t done = 0;
     if (result >= 0 && blen)
-        result = attributes_allowed(&w->w_y);
+        result = tape_cyc_upgrade(&w->w_y); /* a version-1 file becomes version 2 */
     if (result >= 0 && expected_last) {
         int64_t last = last_written(q);
         if (last != *expected_last)

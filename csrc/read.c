@@ -382,7 +382,7 @@ static int entry_at(tape_tailer *t, uint64_t pos, int64_t seq, tape_entry *e)
     e->e_data = p + TAPE_ENTRY_HDR;
     e->e_len = len;
     e->e_attrs = tape_attrs_none;
-    if (ts < 0 && t->t_y.y_attrs_ok)
+    if (ts < 0) /* bit 63: an attribute block */
         return with_attrs(e, len);
     return 1;
 }
@@ -955,9 +955,8 @@ static int ts_at(tape_cyc *y, uint64_t pos, int64_t *ts)
 {
     if (tape_view_cover(&y->y_v, pos + TAPE_ENTRY_HDR) != 0)
         return TAPE_ECORRUPT;
-    int attrs;
     memcpy(ts, y->y_v.v_base + pos + 8, 8);
-    *ts = tape_entry_ts(y, *ts, &attrs);
+    *ts = tape_entry_ts(*ts);
     return 0;
 }
 

@@ -382,8 +382,7 @@ typedef struct tape_attrs {
  * Errors: those of the plain call, and TAPE_EINVAL for bad attributes: a_key
  * NULL with a_key_len or a_flags set, a_key_len 0 or above TAPE_KEY_MAX,
  * unknown a_flags bits, a_not_before < 0, a_origin_index < -1 (or -1 with
- * a_origin_ts set), a_origin_ts < 0; TAPE_ECLOCK for attributes on an entry
- * of a cycle that starts before 1970 (a negative epoch shift, cycle 0). */
+ * a_origin_ts set), a_origin_ts < 0. */
 int64_t tape_append_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
                        const tape_attrs *at);
 int64_t tape_append_many_ex(tape_appender *a, const void *data, const uint64_t *ends,

@@ -260,16 +260,14 @@ typedef struct tape_cyc {
     uint64_t y_full_released;  /* writer's view: the prefaulter has released the
                                 * full index arrays below this one */
     uint32_t y_version;        /* format version of the file as opened (or upgraded) */
-    int y_attrs_ok;            /* the cycle starts in 1970 or later: bit 63 of a
-                                * timestamp word flags attributes (TAPE_TS_ATTRS) */
 } tape_cyc;
 
-/* The timestamp stored in a data entry's timestamp word `word`, and in
- * *attrs whether an attribute block begins its payload. */
-static inline int64_t tape_entry_ts(const tape_cyc *y, int64_t word, int *attrs)
+/* The timestamp stored in a data entry's timestamp word: without its flag
+ * (TAPE_TS_ATTRS). Timestamps are never negative: a writer stores no less
+ * than the queue's newest, which starts at 0. */
+static inline int64_t tape_entry_ts(int64_t word)
 {
-    *attrs = word < 0 && y->y_attrs_ok;
-    return *attrs ? (int64_t)((uint64_t)word & ~TAPE_TS_ATTRS) : word;
+    return (int64_t)((uint64_t)word & ~TAPE_TS_ATTRS);
 }
 
 void tape_cyc_init(tape_cyc *y);
