@@ -472,15 +472,17 @@ int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
  * removed meanwhile leaves the tailer at the next entry that still exists. */
 int tape_tailer_advance(tape_tailer *t, size_t k);
 
-/* tape_read_many and tape_peek_many that also give each entry's attributes:
- * attrs[k] for entry k (attrs may be NULL: the plain call), *n_attrs (when
- * not NULL) the number of entries of the batch that carry any. An entry's
- * key is copied into buf just before its payload: entry k's span
- * [ends[k-1], ends[k]) holds a_key_len bytes of key (attrs[k].a_key points
- * at them) and then its payload; for an entry without a key the span is its
- * payload alone, as in the plain calls. The room an entry needs (ends[0] on
- * TAPE_EINVAL) counts its key. Entries without attributes cost one store of
- * the defaults into attrs[k]. Errors: those of the plain calls. */
+/* tape_read_many and tape_peek_many that also give each entry's attributes
+ * (attrs NULL: the plain call). *n_attrs is the number of entries of the
+ * batch that carry any; when it is not 0, attrs[k] holds entry k's (the
+ * defaults for one without), and when it is 0 attrs is left as it was, so
+ * that a batch without attributes costs nothing more. An entry's key is
+ * copied into buf just before its payload: entry k's span [ends[k-1],
+ * ends[k]) holds a_key_len bytes of key (attrs[k].a_key points at them) and
+ * then its payload; for an entry without a key the span is its payload
+ * alone, as in the plain calls. The room an entry needs (ends[0] on
+ * TAPE_EINVAL) counts its key. Errors: those of the plain calls, and
+ * TAPE_EINVAL when attrs is given without n_attrs. */
 int64_t tape_read_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
                           uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
 int64_t tape_peek_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,

@@ -110,11 +110,13 @@ static void round_trip_through_read_and_batches(void)
     EXPECT(memcmp(buf, "keyed", 5) == 0); /* payloads alone */
     EXPECT_EQ(ends[0], 5);
 
-    /* A batch without attributes counts none. */
+    /* A batch without attributes counts none and leaves attrs alone. */
     EXPECT(tape_append(a, "p", 1, T0) >= 0);
+    at[0].a_not_before = 77;
     CHECK_EQ(tape_read_many_ex(t, buf, sizeof buf, idx, ts, ends, 8, at, &with), 1);
     EXPECT_EQ(with, 0);
-    EXPECT(at[0].a_key == NULL && at[0].a_origin_index == -1 && at[0].a_not_before == 0);
+    EXPECT_EQ(at[0].a_not_before, 77);
+    EXPECT_EQ(tape_read_many_ex(t, buf, sizeof buf, idx, ts, ends, 8, at, NULL), TAPE_EINVAL);
     th_close_all(q, a, t);
 }
 
