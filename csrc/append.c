@@ -759,6 +759,14 @@ int64_t tape_append_ex(tape_appender *a, const void *data, size_t len, int64_t t
     return r;
 }
 
+int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                          const void *key, uint32_t key_len, uint32_t flags, int64_t not_before,
+                          int64_t origin_index, int64_t origin_ts)
+{
+    tape_attrs at = {key_len ? key : NULL, key_len, flags, not_before, origin_index, origin_ts};
+    return tape_append_ex(a, data, len, ts_ns, &at);
+}
+
 int64_t tape_append_if_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
                           int64_t expected_last, const tape_attrs *at)
 {

@@ -390,6 +390,13 @@ int64_t tape_append_many_ex(tape_appender *a, const void *data, const uint64_t *
 int64_t tape_append_if_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
                           int64_t expected_last, const tape_attrs *at);
 
+/* tape_append_ex with the attributes given one by one (the members of
+ * tape_attrs; key_len 0 means no key, whatever key is): for bindings, which
+ * call it without building a struct. */
+int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                          const void *key, uint32_t key_len, uint32_t flags, int64_t not_before,
+                          int64_t origin_index, int64_t origin_ts);
+
 /* Index of the last entry this appender wrote, or -1. Never fails. */
 int64_t tape_appender_last_index(tape_appender *a);
 

@@ -14,11 +14,13 @@ if TYPE_CHECKING:
     from tape._native.queue import QueueHandle
 
 _TAPE_APPEND = lib.tape_append  # bound once: appending is the hottest call
+_TAPE_APPEND_ATTRS = lib.tape_append_attrs
 KEY_MAX = lib.TAPE_KEY_MAX  # bytes of an entry's key
+KEY_STR = lib.TAPE_A_KEY_STR  # flag: the key was a str
 
 
-def attrs_struct(key: bytes | None, text: bool, not_before: int, origin: tuple[int, int] | None) -> Any:
-    """A tape_attrs for the core (checked arguments): key (text: it was a str), not_before (ns, 0 none), origin.
+def attrs_struct(key: bytes | None, flags: int, not_before: int, origin: tuple[int, int] | None) -> Any:
+    """A tape_attrs for the core (checked arguments): key and its flags (TAPE_A_*), not_before (ns, 0 none), origin.
 
     The key's bytes must stay alive for as long as the struct is used.
     """
@@ -26,7 +28,7 @@ def attrs_struct(key: bytes | None, text: bool, not_before: int, origin: tuple[i
     if key is not None:
         at.a_key = ffi.from_buffer(key)
         at.a_key_len = len(key)
-        at.a_flags = lib.TAPE_A_KEY_STR if text else 0
+        at.a_flags = flags
     at.a_not_before = not_before
     at.a_origin_index, at.a_origin_ts = (-1, 0) if origin is None else origin
     return at
@@ -62,6 +64,14 @@ class AppenderHandle(ChildHandle):
         long as this handle lives, which frees the C appender.
         """
         return _TAPE_APPEND, self.live()
+
+    def append_attrs_call(self) -> Callable[..., int]:
+        """The core's tape_append_attrs, for write() with attributes, called as append_call's function is.
+
+        f(ptr, data, len(data), ts, key (b"": none), len(key), flags, not_before,
+        origin index (-1 none), origin timestamp).
+        """
+        return _TAPE_APPEND_ATTRS  # type: ignore[no-any-return]
 
     def checked(self, rc: int) -> int:
         """`rc` when it is not an error; else its exception."""
