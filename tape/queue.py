@@ -274,7 +274,9 @@ class Queue:
             if index is None:
                 return None
             with self.tailer() as t:
-                entry = t.read_entry() if t.to_index(index) else None
+                if not t.to_index(index):
+                    return None  # its cycle was removed (purge): the key went with it
+                entry = t.read_entry()
             if entry is not None and entry.key is not None and key_bytes(entry.key) == data:
                 return entry
             if attempt == 0 and not self.read_only:
