@@ -20,7 +20,7 @@ from typing import Any
 
 from tape import codecs, lifecycle
 from tape._args import as_index, as_int, as_name, as_seconds, shown
-from tape._native import NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle
+from tape._native import NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle, TailerHandle
 from tape._time import to_datetime
 from tape.appender import Appender, key_bytes
 from tape.errors import ArgumentError, ArgumentTypeError, CorruptionError, PoisonedError, TapeError
@@ -119,6 +119,8 @@ class Queue:
         **unknown: Any,
     ) -> None:
         self._flusher: _Flusher | None = None
+        self._lookup: TailerHandle | None = None  # latest()'s reader, made on first use
+        self._lookup_lock = threading.Lock()
         if unknown:  # a tape error, not Python's plain TypeError
             raise ArgumentTypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
         try:
@@ -273,12 +275,14 @@ class Queue:
             index = native.key_latest(data)
             if index is None:
                 return None
-            with self.tailer() as t:
-                if not t.to_index(index):
+            with self._lookup_lock:
+                if self._lookup is None or self._lookup.ptr is None:
+                    self._lookup = native.tailer(None, 0)
+                if not self._lookup.to_index(index):
                     return None  # its cycle was removed (purge): the key went with it
-                entry = t.read_entry()
+                entry = self._lookup.read_one()
             if entry is not None and entry.key is not None and key_bytes(entry.key) == data:
-                return entry
+                return entry._replace(value=self.codec.decode(entry.value))
             if attempt == 0 and not self.read_only:
                 native.rebuild_keys()  # the directory disagrees with the log: it is rebuilt from it
         raise CorruptionError(f"{self.path}: the key directory names index {index} for {key!r}, which is not its entry")
