@@ -283,9 +283,8 @@ static int64_t newest_ts_bound(tape_queue *q, int64_t known)
     if (tape_cyc_locate(q, &w->w_y, w->w_seq - 1, &p) != 1)
         return INT64_MAX; /* cannot tell: the index walk will report it */
     int64_t ts;
-    int attrs;
     memcpy(&ts, w->w_y.y_v.v_base + p + 8, 8);
-    return tape_entry_ts(&w->w_y, ts, &attrs);
+    return tape_entry_ts(ts);
 }
 
 /* tape.meta's newest timestamp, checked against the data: one ahead of the
@@ -448,7 +447,6 @@ static int writer_room(tape_queue *q, uint64_t end)
     return 0;
 }
 
-/* Write one entry at the end of the writer's cycle. Returns its seq. */
 /* The body of an entry with attributes at e: the timestamp word with its
  * flag, the block, the payload; returns the entry's CRC. */
 static uint32_t write_attributed(uint8_t *e, const void *data, uint32_t len, int64_t ts,
@@ -463,8 +461,9 @@ static uint32_t write_attributed(uint8_t *e, const void *data, uint32_t len, int
     return tape_crc32c(tape_crc_data(seed, h, seq, word, blk, blen), data, len);
 }
 
-/* Write the entry (payload data, len bytes; blen bytes of attribute block
- * blk before it when blen is not 0) at the writer's end, holding the lock. */
+/* Write one entry at the end of the writer's cycle (payload data, len bytes;
+ * blen bytes of attribute block blk before it when blen is not 0), holding
+ * the lock. Returns its seq. */
 static int64_t write_one(tape_queue *q, const void *data, uint32_t len, int64_t ts,
                          const uint8_t *blk, uint32_t blen)
 {
@@ -579,22 +578,13 @@ static int64_t last_written(tape_queue *q)
     return tape_last_index(q); /* the newest cycle is empty: look further back */
 }
 
-/* Before entries with attributes go into the writer's cycle y: none in a
- * cycle before 1970 (bit 63 of its timestamps is not free); a version-1
- * file becomes version 2. */
-static int64_t attributes_allowed(tape_cyc *y)
-{
-    if (!y->y_attrs_ok)
-        return TAPE_ECLOCK;
-    return tape_cyc_upgrade(y);
-}
-
 /* Append n entries (entry k: data[ends[k-1], ends[k])), each with the
- * attribute block blk (blen bytes; 0: none), only if the queue's last entry is
- * *expected_last (when not NULL). */
+ * attributes at (NULL: none) encoded in blk (blen bytes), only if the queue's
+ * last entry (by_key: the newest with at's key) is *expected_last (when not
+ * NULL). */
 static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *ends, size_t n,
                         int64_t ts, size_t *written, const int64_t *expected_last,
-                        const uint8_t *blk, uint32_t blen)
+                        const tape_attrs *at, const uint8_t *blk, uint32_t blen, int by_key)
 {
     tape_queue *q = a->a_q;
     if (written)
@@ -650,10 +640,13 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
             result = TAPE_ECORRUPT;
     }
     size_t done = 0;
+    int keyed = 0;
     if (result >= 0 && blen)
-        result = attributes_allowed(&w->w_y);
+        result = tape_cyc_upgrade(&w->w_y); /* a version-1 file becomes version 2 */
+    if (result >= 0 && blen && at->a_key && (result = tape_keys_begin(q)) >= 0)
+        keyed = 1;
     if (result >= 0 && expected_last) {
-        int64_t last = last_written(q);
+        int64_t last = by_key ? tape_keys_newest(q, at) : last_written(q);
         if (last != *expected_last)
             result = last < -1 ? last : TAPE_ECONFLICT;
     }
@@ -679,6 +672,9 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         __atomic_store_n(&a->a_last, last, __ATOMIC_RELAXED);
         hint_store(q, ts);
     }
+    /* (failing, it leaves the directory marked: readers read the log past it) */
+    if (keyed)
+        tape_keys_apply(q, at, done > 0 ? tape_make_index(q, w->w_y.y_cycle, (int64_t)w->w_seq - 1) : -1);
     if (tape_view_hit(&w->w_y.y_v)) {
         /* Something this append read or wrote faulted: its result is not
          * to be believed, and the view (split by the zero page) is dropped;
@@ -708,7 +704,7 @@ int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_n
     if (!appender_enter(a))
         return TAPE_ECLOSED;
     uint64_t end = len;
-    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, NULL, NULL, 0);
+    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, NULL, NULL, NULL, 0, 0);
     appender_leave(a);
     return rc;
 }
@@ -721,7 +717,7 @@ int64_t tape_append_if(tape_appender *a, const void *data, size_t len, int64_t t
     if (!appender_enter(a))
         return TAPE_ECLOSED;
     uint64_t end = len;
-    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last, NULL, 0);
+    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last, NULL, NULL, 0, 0);
     appender_leave(a);
     return rc;
 }
@@ -733,7 +729,7 @@ int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *end
         return TAPE_EINVAL;
     if (!appender_enter(a))
         return TAPE_ECLOSED;
-    int64_t rc = append_n(a, data, ends, n, ts_ns, written, NULL, NULL, 0);
+    int64_t rc = append_n(a, data, ends, n, ts_ns, written, NULL, NULL, NULL, 0, 0);
     appender_leave(a);
     return rc;
 }
@@ -760,7 +756,33 @@ int64_t tape_append_ex(tape_appender *a, const void *data, size_t len, int64_t t
     if (!appender_enter(a))
         return TAPE_ECLOSED;
     uint64_t end = len;
-    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, NULL, blk, blen);
+    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, NULL, at, blk, blen, 0);
+    appender_leave(a);
+    return r;
+}
+
+int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                          const void *key, uint32_t key_len, uint32_t flags, int64_t not_before,
+                          int64_t origin_index, int64_t origin_ts)
+{
+    tape_attrs at = {key_len ? key : NULL, key_len, flags, not_before, origin_index, origin_ts};
+    return tape_append_ex(a, data, len, ts_ns, &at);
+}
+
+int64_t tape_append_if_key(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                           int64_t expected, const tape_attrs *at)
+{
+    uint8_t blk[TAPE_ATTRS_MAX];
+    uint32_t blen;
+    int rc = attrs_block(at, blk, &blen);
+    if (rc < 0 || !at->a_key || expected < -1)
+        return rc < 0 ? rc : TAPE_EINVAL;
+    if (len > TAPE_MAX_PAYLOAD - blen)
+        return TAPE_ETOOBIG;
+    if (!appender_enter(a))
+        return TAPE_ECLOSED;
+    uint64_t end = len;
+    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, &expected, at, blk, blen, 1);
     appender_leave(a);
     return r;
 }
@@ -778,7 +800,7 @@ int64_t tape_append_if_ex(tape_appender *a, const void *data, size_t len, int64_
     if (!appender_enter(a))
         return TAPE_ECLOSED;
     uint64_t end = len;
-    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last, blk, blen);
+    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last, at, blk, blen, 0);
     appender_leave(a);
     return r;
 }
@@ -797,7 +819,7 @@ int64_t tape_append_many_ex(tape_appender *a, const void *data, const uint64_t *
         return TAPE_EINVAL;
     if (!appender_enter(a))
         return TAPE_ECLOSED;
-    int64_t r = append_n(a, data, ends, n, ts_ns, written, NULL, blk, blen);
+    int64_t r = append_n(a, data, ends, n, ts_ns, written, NULL, at, blk, blen, 0);
     appender_leave(a);
     return r;
 }

@@ -217,9 +217,6 @@ int tape_cyc_open(tape_queue *q, int64_t cycle, int writable, tape_cyc *y)
     y->y_i2i_off = h->c_i2i_off;
     y->y_data_off = h->c_data_off;
     y->y_version = (uint32_t)version;
-    /* Every timestamp of a cycle starting in 1970 or later is positive, which
-     * frees bit 63 of the word to flag attributes. */
-    y->y_attrs_ok = cycle * q->q_roll.r_length_ms + q->q_roll.r_epoch_ms >= 0;
     return 0;
 }
 
@@ -410,9 +407,8 @@ static int walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int64
         } else {
             if (crc != tape_crc_data(y->y_seed, h, s, ts, e + TAPE_ENTRY_HDR, len))
                 goto bad;
-            int attrs;
             if (last_ts)
-                *last_ts = tape_entry_ts(y, ts, &attrs);
+                *last_ts = tape_entry_ts(ts);
             s++;
         }
         p += sz;

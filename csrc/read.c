@@ -56,6 +56,7 @@ struct tape_tailer {
     int t_dir;
     int64_t t_last;         /* index of the last entry read, -1 */
     uint64_t t_cur_sz;      /* size of the peeked entry */
+    int t_cur_attrs;        /* it has attributes (its e_attrs are set) */
     uint64_t t_mapped;      /* bytes counted as mapped since the last release, */
     uint64_t t_map_lo;      /* all within [t_map_lo, t_map_hi) */
     uint64_t t_map_hi;
@@ -381,10 +382,9 @@ static int entry_at(tape_tailer *t, uint64_t pos, int64_t seq, tape_entry *e)
     e->e_timestamp = ts;
     e->e_data = p + TAPE_ENTRY_HDR;
     e->e_len = len;
-    e->e_attrs = tape_attrs_none;
-    if (ts < 0 && t->t_y.y_attrs_ok)
-        return with_attrs(e, len);
-    return 1;
+    /* bit 63: an attribute block; e_attrs is set only then (t_cur_attrs) */
+    t->t_cur_attrs = ts < 0;
+    return ts < 0 ? with_attrs(e, len) : 1;
 }
 
 /* Forward: is the cycle over at the end of its data? Yes when it is sealed,
@@ -671,9 +671,34 @@ int tape_read(tape_tailer *t, tape_entry *e)
 {
     forget_batch(t);
     int rc = peek(t, e);
-    if (rc == 1)
+    if (rc == 1) {
+        if (!t->t_cur_attrs)
+            e->e_attrs = tape_attrs_none;
         advance(t, e);
+    }
     return rc;
+}
+
+/* Entry k of a batch into attrs (tape_read_many_ex), its key copied to
+ * out + *off: the entry just peeked, e. `with` entries before it had
+ * attributes: until the first that has, nothing is stored for the others. */
+static void batch_attrs(tape_tailer *t, const tape_entry *e, size_t k, tape_attrs *attrs,
+                        size_t with, uint8_t *out, size_t *off)
+{
+    if (!t->t_cur_attrs) {
+        if (with)
+            attrs[k] = tape_attrs_none;
+        return;
+    }
+    if (!with)
+        for (size_t i = 0; i < k; i++)
+            attrs[i] = tape_attrs_none;
+    attrs[k] = e->e_attrs;
+    if (e->e_attrs.a_key) {
+        memcpy(out + *off, e->e_attrs.a_key, e->e_attrs.a_key_len);
+        attrs[k].a_key = out + *off;
+        *off += e->e_attrs.a_key_len;
+    }
 }
 
 /* Read up to max entries into buf (see tape_read_many); with `marks`, record
@@ -689,7 +714,7 @@ static int64_t read_batch(tape_tailer *t, void *buf, size_t cap, int64_t *idx, i
     while (n < max) {
         tape_entry e;
         int rc = peek(t, &e);
-        uint32_t key_len = attrs && rc > 0 ? e.e_attrs.a_key_len : 0;
+        uint32_t key_len = attrs && rc > 0 && t->t_cur_attrs ? e.e_attrs.a_key_len : 0;
         if (rc > 0 && (uint64_t)e.e_len + key_len > cap - off) {
             if (n == 0)
                 ends[0] = (uint64_t)e.e_len + key_len; /* the room it needs */
@@ -707,13 +732,8 @@ static int64_t read_batch(tape_tailer *t, void *buf, size_t cap, int64_t *idx, i
             break;
         }
         if (attrs) {
-            attrs[n] = e.e_attrs;
-            if (key_len) {
-                memcpy(out + off, e.e_attrs.a_key, key_len);
-                attrs[n].a_key = out + off;
-                off += key_len;
-            }
-            with += e.e_attrs.a_key || e.e_attrs.a_not_before || e.e_attrs.a_origin_index >= 0;
+            batch_attrs(t, &e, n, attrs, with, out, &off);
+            with += t->t_cur_attrs;
         }
         memcpy(out + off, e.e_data, e.e_len);
         off += e.e_len;
@@ -728,7 +748,7 @@ static int64_t read_batch(tape_tailer *t, void *buf, size_t cap, int64_t *idx, i
             break;
         }
     }
-    if (n_attrs)
+    if (attrs)
         *n_attrs = with;
     return (int64_t)n;
 }
@@ -742,6 +762,8 @@ int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int6
 int64_t tape_read_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
                           uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs)
 {
+    if (attrs && !n_attrs)
+        return TAPE_EINVAL;
     if (n_attrs)
         *n_attrs = 0;
     forget_batch(t);
@@ -757,6 +779,8 @@ int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int6
 int64_t tape_peek_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
                           uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs)
 {
+    if (attrs && !n_attrs)
+        return TAPE_EINVAL;
     if (n_attrs)
         *n_attrs = 0;
     forget_batch(t);
@@ -955,9 +979,8 @@ static int ts_at(tape_cyc *y, uint64_t pos, int64_t *ts)
 {
     if (tape_view_cover(&y->y_v, pos + TAPE_ENTRY_HDR) != 0)
         return TAPE_ECORRUPT;
-    int attrs;
     memcpy(ts, y->y_v.v_base + pos + 8, 8);
-    *ts = tape_entry_ts(y, *ts, &attrs);
+    *ts = tape_entry_ts(*ts);
     return 0;
 }
 

@@ -386,14 +386,20 @@ typedef struct tape_attrs {
  * Errors: those of the plain call, and TAPE_EINVAL for bad attributes: a_key
  * NULL with a_key_len or a_flags set, a_key_len 0 or above TAPE_KEY_MAX,
  * unknown a_flags bits, a_not_before < 0, a_origin_index < -1 (or -1 with
- * a_origin_ts set), a_origin_ts < 0; TAPE_ECLOCK for attributes on an entry
- * of a cycle that starts before 1970 (a negative epoch shift, cycle 0). */
+ * a_origin_ts set), a_origin_ts < 0. */
 int64_t tape_append_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
                        const tape_attrs *at);
 int64_t tape_append_many_ex(tape_appender *a, const void *data, const uint64_t *ends,
                             size_t n, int64_t ts_ns, size_t *written, const tape_attrs *at);
 int64_t tape_append_if_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
                           int64_t expected_last, const tape_attrs *at);
+
+/* tape_append_ex with the attributes given one by one (the members of
+ * tape_attrs; key_len 0 means no key, whatever key is): for bindings, which
+ * call it without building a struct. */
+int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                          const void *key, uint32_t key_len, uint32_t flags, int64_t not_before,
+                          int64_t origin_index, int64_t origin_ts);
 
 /* Index of the last entry this appender wrote, or -1. Never fails. */
 int64_t tape_appender_last_index(tape_appender *a);
@@ -410,6 +416,35 @@ int64_t tape_appender_last_index(tape_appender *a);
  * append); -EMFILE, -ENFILE (dup and open of the cycle files to flush);
  * [grow] and [list] (finding the newest cycle first). */
 int tape_appender_sync(tape_appender *a);
+
+/* ---- the key directory ------------------------------------------------------ */
+
+/* The index of the newest entry with this key, or -1 when there is none or
+ * it is a tombstone (TAPE_A_TOMBSTONE). The directory (tape.keys, see
+ * docs/FORMAT.md) is shared by every process: it answers the same
+ * everywhere once an append returned. A missing or damaged one, or one
+ * written before the last reboot, is rebuilt from the log (holding the write
+ * lock; on a read-only queue the answer comes from reading the log).
+ * Errors: TAPE_EINVAL (key NULL, key_len 0 or above TAPE_KEY_MAX); [lock],
+ * [open], [list], TAPE_ECORRUPT (reading the log); -ENOMEM, -ENOSPC, -EIO
+ * (writing a new tape.keys); TAPE_ELIMIT (more than 2^33 keys). */
+int64_t tape_key_latest(tape_queue *q, const void *key, uint32_t key_len);
+
+/* Append one entry with the attributes *at (a key needed) only if the newest
+ * entry with its key is `expected` (-1: only if there is none, or it is a
+ * tombstone), checked and written under the write lock. Returns the new
+ * index, TAPE_ECONFLICT (nothing written), or an error of tape_append_ex
+ * (TAPE_EINVAL also without a key) or tape_key_latest. */
+int64_t tape_append_if_key(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                           int64_t expected, const tape_attrs *at);
+
+/* The live keys (not deleted): how many, and up to cap indexes of their
+ * newest entries in indexes (in no order). Errors: those of tape_key_latest. */
+int64_t tape_keys_list(tape_queue *q, int64_t *indexes, size_t cap);
+
+/* Rebuild tape.keys from the log. Errors: TAPE_EREADONLY, [lock], and those of
+ * tape_key_latest. */
+int tape_keys_rebuild(tape_queue *q);
 
 /* ---- tailer ------------------------------------------------------------- */
 
@@ -477,15 +512,17 @@ int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
  * removed meanwhile leaves the tailer at the next entry that still exists. */
 int tape_tailer_advance(tape_tailer *t, size_t k);
 
-/* tape_read_many and tape_peek_many that also give each entry's attributes:
- * attrs[k] for entry k (attrs may be NULL: the plain call), *n_attrs (when
- * not NULL) the number of entries of the batch that carry any. An entry's
- * key is copied into buf just before its payload: entry k's span
- * [ends[k-1], ends[k]) holds a_key_len bytes of key (attrs[k].a_key points
- * at them) and then its payload; for an entry without a key the span is its
- * payload alone, as in the plain calls. The room an entry needs (ends[0] on
- * TAPE_EINVAL) counts its key. Entries without attributes cost one store of
- * the defaults into attrs[k]. Errors: those of the plain calls. */
+/* tape_read_many and tape_peek_many that also give each entry's attributes
+ * (attrs NULL: the plain call). *n_attrs is the number of entries of the
+ * batch that carry any; when it is not 0, attrs[k] holds entry k's (the
+ * defaults for one without), and when it is 0 attrs is left as it was, so
+ * that a batch without attributes costs nothing more. An entry's key is
+ * copied into buf just before its payload: entry k's span [ends[k-1],
+ * ends[k]) holds a_key_len bytes of key (attrs[k].a_key points at them) and
+ * then its payload; for an entry without a key the span is its payload
+ * alone, as in the plain calls. The room an entry needs (ends[0] on
+ * TAPE_EINVAL) counts its key. Errors: those of the plain calls, and
+ * TAPE_EINVAL when attrs is given without n_attrs. */
 int64_t tape_read_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
                           uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
 int64_t tape_peek_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,

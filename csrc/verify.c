@@ -85,15 +85,12 @@ static void check_slots(vctx *c, tape_cyc *y, uint64_t p, uint64_t seq, uint32_t
 /* The timestamp of the data entry e (timestamp word `word`, len bytes
  * after it), checking its attribute block if it has one: *why says when the
  * block does not parse (FORMAT.md "Attributes"). */
-static int64_t checked_ts(const tape_cyc *y, const uint8_t *e, int64_t word, uint32_t len,
-                          const char **why)
+static int64_t checked_ts(const uint8_t *e, int64_t word, uint32_t len, const char **why)
 {
-    int attrs;
-    int64_t ts = tape_entry_ts(y, word, &attrs);
     tape_attrs a;
-    if (attrs && tape_attrs_decode(e + TAPE_ENTRY_HDR, len, &a) < 0)
+    if (word < 0 && tape_attrs_decode(e + TAPE_ENTRY_HDR, len, &a) < 0)
         *why = "an entry whose attribute block does not parse";
-    return ts;
+    return tape_entry_ts(word);
 }
 
 static void verify_cycle(vctx *c, int64_t cycle, int newest)
@@ -172,7 +169,7 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
         for (uint64_t k = TAPE_ENTRY_HDR + len; k < sz && !why; k++)
             if (e[k])
                 why = "an entry whose padding is not zero";
-        ts = checked_ts(&y, e, ts, len, &why);
+        ts = checked_ts(e, ts, len, &why);
         if (why)
             goto bad;
         if ((seq & (((uint64_t)1 << slog) - 1)) == 0 && tape_cyc_block_pos(q, &y, seq >> slog) != p) {

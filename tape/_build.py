@@ -141,6 +141,9 @@ int64_t tape_append_many_ex(tape_appender *a, const void *data, const uint64_t *
                             size_t n, int64_t ts_ns, size_t *written, const tape_attrs *at);
 int64_t tape_append_if_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
                           int64_t expected_last, const tape_attrs *at);
+int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                          const void *key, uint32_t key_len, uint32_t flags, int64_t not_before,
+                          int64_t origin_index, int64_t origin_ts);
 int64_t tape_appender_last_index(tape_appender *a);
 int tape_appender_sync(tape_appender *a);
 
@@ -155,6 +158,12 @@ typedef struct tape_entry {
     uint32_t e_len;
     tape_attrs e_attrs;
 } tape_entry;
+
+int64_t tape_key_latest(tape_queue *q, const void *key, uint32_t key_len);
+int64_t tape_append_if_key(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                           int64_t expected, const tape_attrs *at);
+int64_t tape_keys_list(tape_queue *q, int64_t *indexes, size_t cap);
+int tape_keys_rebuild(tape_queue *q);
 
 int tape_tailer_open(tape_queue *q, tape_tailer **out);
 void tape_tailer_close(tape_tailer *t);

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, overload
 from tape import codecs, lifecycle
 from tape._args import as_index, as_int, shown
 from tape._native import INDEX_MAX, AppenderHandle
-from tape._native.appender import KEY_MAX, attrs_struct
+from tape._native.appender import KEY_MAX, KEY_STR, TOMBSTONE, attrs_struct
 from tape._time import duration_ns, to_ns
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
 
@@ -22,20 +22,34 @@ __all__ = ["Appender"]
 _BYTES_ONLY = frozenset({bytes})
 
 
-def _key(key: Any, errors: str) -> tuple[bytes, bool]:
-    """A key's bytes (a str as UTF-8, with `errors`) and whether it was a str; checked."""
+def _key(key: Any, errors: str) -> tuple[bytes, int]:
+    """A key's bytes (a str as UTF-8, with `errors`) and its flags (KEY_STR for a str); checked."""
     if isinstance(key, str):
         try:
-            data, text = key.encode("utf-8", errors), True
+            data, flags = key.encode("utf-8", errors), KEY_STR
         except UnicodeEncodeError:
             raise ArgumentError(f"key must be text that UTF-8 can hold, not {shown(key)}") from None
     elif isinstance(key, bytes):
-        data, text = key, False
+        data, flags = bytes(key), 0
     else:
         raise ArgumentTypeError(f"key must be a str or bytes, not {type(key).__name__}")
     if not 0 < len(data) <= KEY_MAX:
         raise ArgumentError(f"key must be 1 to {KEY_MAX} bytes, not {len(data)}")
-    return data, text
+    return data, flags
+
+
+def key_bytes(key: Any) -> bytes:
+    """What a key is compared by: its bytes (a str's UTF-8, its escaped bytes as they were read); checked."""
+    return _key(key, "surrogateescape")[0]
+
+
+def _when(delay: Any, not_before: Any) -> tuple[int, bool]:
+    """delay= or not_before= (checked) in ns, and whether it counts from the write's time."""
+    if delay is not None and not_before is not None:
+        raise ArgumentError("give delay or not_before, not both")
+    if not_before is not None:
+        return _epoch_ns(to_ns(not_before), "not_before"), False
+    return duration_ns(delay, "delay"), True
 
 
 def _epoch_ns(ns: int, what: str) -> int:
@@ -62,6 +76,7 @@ class Appender:
         self._native = native
         # The core's call itself, not a method around it: write() is the hottest path.
         self._append, self._ptr = native.append_call()
+        self._append_attrs = native.append_attrs_call()
         self._path = queue.path
         self._encode = queue.codec.encode
         self._raw = type(queue.codec) is codecs.RawCodec
@@ -133,24 +148,24 @@ class Appender:
 
     def _write_with(self, obj: Any, key: Any, delay: Any, not_before: Any) -> int:
         """write() with attributes."""
-        kb, text = (None, False) if key is None else _key(key, "strict")
-        nb = self._not_before(delay, not_before)
+        kb, flags = (b"", 0) if key is None else _key(key, "strict")
+        if delay is None and not_before is None:
+            when, relative = 0, False
+        else:
+            when, relative = _when(delay, not_before)
         data = obj if self._raw and type(obj) is bytes else self._encode(obj)
-        ts = self._timestamp()
-        attrs = attrs_struct(kb, text, nb(ts), None)
-        return self._after(self._native.append_ex(data, ts, attrs))
+        ts = 0 if self._clock is None else self._timestamp()
+        if relative:
+            when = self._not_before_ns(ts, when)
+        index: int = self._append_attrs(self._ptr, data, len(data), ts, kb, len(kb), flags, when, -1, 0)
+        if 0 <= index < self._watch:
+            return index
+        return self._after(index)
 
-    def _not_before(self, delay: Any, not_before: Any) -> Callable[[int], int]:
-        """From delay= or not_before= (checked): the function of the write's timestamp (0: the wall clock's) that gives the not-before time in ns (0: none)."""
-        if delay is not None and not_before is not None:
-            raise ArgumentError("give delay or not_before, not both")
-        if not_before is not None:
-            ns = _epoch_ns(to_ns(not_before), "not_before")
-            return lambda ts: ns
-        if delay is None:
-            return lambda ts: 0
-        wait = duration_ns(delay, "delay")
-        return lambda ts: _epoch_ns((ts or time.time_ns()) + wait, "delay")
+    @staticmethod
+    def _not_before_ns(ts: int, delay: int) -> int:
+        """The time `delay` ns after a write at `ts` (0: now), checked."""
+        return _epoch_ns((ts or time.time_ns()) + delay, "delay")
 
     def write_many(
         self,
@@ -165,7 +180,7 @@ class Appender:
         the entries before the failing one stay written (a note says how many).
         delay or not_before (as in write) applies to every entry.
         """
-        nb = self._not_before(delay, not_before) if delay is not None or not_before is not None else None
+        when = None if delay is None and not_before is None else _when(delay, not_before)
         if self._raw:
             # bytes need no encoding: check the whole batch's types at C speed
             parts = objs if type(objs) is list else list(objs)
@@ -176,9 +191,10 @@ class Appender:
         if not parts:
             raise ArgumentError("write_many needs at least one value")
         ts = self._timestamp()
-        if nb is None:
+        if when is None:
             return self._after(self._native.append_many(parts, ts))
-        return self._after(self._native.append_many(parts, ts, attrs_struct(None, False, nb(ts), None)))
+        ns = self._not_before_ns(ts, when[0]) if when[1] else when[0]
+        return self._after(self._native.append_many(parts, ts, attrs_struct(None, 0, ns, None)))
 
     def write_encoded(
         self,
@@ -198,7 +214,7 @@ class Appender:
         """
         if type(data) is not bytes:
             raise ArgumentTypeError(f"data must be bytes, not {type(data).__name__}")
-        kb, text = (None, False) if key is None else _key(key, "surrogateescape")
+        kb, flags = (None, 0) if key is None else _key(key, "surrogateescape")
         nb = 0 if not_before is None else _epoch_ns(as_int(not_before, "not_before"), "not_before")
         pair = None
         if origin is not None:
@@ -208,19 +224,32 @@ class Appender:
         ts = self._timestamp()
         if kb is None and not nb and pair is None:
             return self._after(self._append(self._ptr, data, len(data), ts))
-        return self._after(self._native.append_ex(data, ts, attrs_struct(kb, text, nb, pair)))
+        return self._after(self._native.append_ex(data, ts, attrs_struct(kb, flags, nb, pair)))
 
-    def write_if(self, obj: Any, last: int | None) -> int | None:
+    def write_if(self, obj: Any, last: int | None = None, *, key: str | bytes | None = None) -> int | None:
         """Append `obj` only if the queue's last entry is `last` (None: only if empty).
 
-        The check and the append happen under the queue's write lock, so a
+        With `key`, only if the newest entry with that key is `last` (None:
+        there is none, or it was deleted), and the entry gets the key. The
+        check and the append happen under the queue's write lock, so a
         read-modify-write built on it is atomic across processes. Returns the
         new index, or None when another entry came first (nothing written).
         """
         expected = None if last is None else as_index(last, "last")
+        kb, flags = (b"", 0) if key is None else _key(key, "strict")
         data = self._encode(obj)
-        index = self._native.append_if(data, self._timestamp(), expected)
+        if key is None:
+            index = self._native.append_if(data, self._timestamp(), expected)
+        else:
+            index = self._native.append_if_key(data, self._timestamp(), kb, flags, expected)
         return None if index is None else self._after(index)
+
+    def delete(self, key: str | bytes) -> int:
+        """Append a tombstone of `key` (its value None): Queue.latest(key) is None from now on; the index."""
+        kb, flags = _key(key, "strict")
+        data = b"" if self._raw else self._encode(None)
+        ts = 0 if self._clock is None else self._timestamp()
+        return self._after(self._append_attrs(self._ptr, data, len(data), ts, kb, len(kb), flags | TOMBSTONE, 0, -1, 0))
 
     @property
     def last_index(self) -> int | None:

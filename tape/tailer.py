@@ -306,10 +306,11 @@ class Tailer:
         if entries:
             # tuple.__new__ builds the NamedTuple without its Python-level __new__.
             fields: Iterator[tuple[Any, ...]]
-            if batch.attrs is None:
+            attrs = batch.attrs()
+            if attrs is None:
                 fields = zip(batch.indexes(), batch.timestamps(), values, _NONE, _NONE, _NONE)
             else:
-                fields = map(operator.add, zip(batch.indexes(), batch.timestamps(), values), batch.attrs)
+                fields = map(operator.add, zip(batch.indexes(), batch.timestamps(), values), attrs)
             values = list(map(tuple.__new__, itertools.repeat(Entry), fields))
         self._batch = self._native.read_ahead = values
         if self._native.ptr is None:  # closed by another thread since the peek

@@ -14,11 +14,14 @@ if TYPE_CHECKING:
     from tape._native.queue import QueueHandle
 
 _TAPE_APPEND = lib.tape_append  # bound once: appending is the hottest call
+_TAPE_APPEND_ATTRS = lib.tape_append_attrs
 KEY_MAX = lib.TAPE_KEY_MAX  # bytes of an entry's key
+KEY_STR = lib.TAPE_A_KEY_STR  # flag: the key was a str
+TOMBSTONE = lib.TAPE_A_TOMBSTONE  # flag: a delete of the key
 
 
-def attrs_struct(key: bytes | None, text: bool, not_before: int, origin: tuple[int, int] | None) -> Any:
-    """A tape_attrs for the core (checked arguments): key (text: it was a str), not_before (ns, 0 none), origin.
+def attrs_struct(key: bytes | None, flags: int, not_before: int, origin: tuple[int, int] | None) -> Any:
+    """A tape_attrs for the core (checked arguments): key and its flags (TAPE_A_*), not_before (ns, 0 none), origin.
 
     The key's bytes must stay alive for as long as the struct is used.
     """
@@ -26,7 +29,7 @@ def attrs_struct(key: bytes | None, text: bool, not_before: int, origin: tuple[i
     if key is not None:
         at.a_key = ffi.from_buffer(key)
         at.a_key_len = len(key)
-        at.a_flags = lib.TAPE_A_KEY_STR if text else 0
+        at.a_flags = flags
     at.a_not_before = not_before
     at.a_origin_index, at.a_origin_ts = (-1, 0) if origin is None else origin
     return at
@@ -63,6 +66,14 @@ class AppenderHandle(ChildHandle):
         """
         return _TAPE_APPEND, self.live()
 
+    def append_attrs_call(self) -> Callable[..., int]:
+        """The core's tape_append_attrs, for write() with attributes, called as append_call's function is.
+
+        f(ptr, data, len(data), ts, key (b"": none), len(key), flags, not_before,
+        origin index (-1 none), origin timestamp).
+        """
+        return _TAPE_APPEND_ATTRS  # type: ignore[no-any-return]
+
     def checked(self, rc: int) -> int:
         """`rc` when it is not an error; else its exception."""
         check(rc, self.path, appending=True)
@@ -94,6 +105,15 @@ class AppenderHandle(ChildHandle):
         """Append `data` only if the queue's last entry is `last` (None: empty); None when another came first."""
         ptr = self.live()
         index: int = lib.tape_append_if(ptr, data, len(data), ts, -1 if last is None else last)
+        if index == lib.TAPE_ECONFLICT:
+            return None
+        check(index, self.path, appending=True)
+        return index
+
+    def append_if_key(self, data: bytes, ts: int, key: bytes, flags: int, last: int | None) -> int | None:
+        """Append `data` with `key` only if the key's newest entry is `last` (None: none); None when it is not."""
+        attrs = attrs_struct(key, flags, 0, None)
+        index: int = lib.tape_append_if_key(self.live(), data, len(data), ts, -1 if last is None else last, attrs)
         if index == lib.TAPE_ECONFLICT:
             return None
         check(index, self.path, appending=True)

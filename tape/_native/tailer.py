@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import itertools
+import operator
+import struct
 from typing import TYPE_CHECKING, Any
 
 from tape._native.core import (
@@ -31,50 +33,62 @@ BATCH_SLOTS = 4096
 
 # What Entry adds to (index, timestamp, value) for an entry without attributes.
 PLAIN = (None, None, None)
+# A tape_attrs as bytes: a_key (a pointer), a_key_len, a_flags, a_not_before, a_origin_index, a_origin_ts.
+_ATTRS = struct.Struct("@PIIqqq")
+assert _ATTRS.size == ffi.sizeof("tape_attrs")
+_KEY_LEN = operator.itemgetter(1)
+_KEY_STR = lib.TAPE_A_KEY_STR
 
 
-def entry_attrs(at: Any, key: bytes | None) -> tuple[Any, int | None, tuple[int, int] | None]:
-    """The (key, not_before, origin) fields of Entry from a tape_attrs (`key`: the key's bytes, None without)."""
-    if key is not None and at.a_flags & lib.TAPE_A_KEY_STR:
-        key = key.decode("utf-8", "surrogateescape")  # type: ignore[assignment]
-    not_before = at.a_not_before or None
-    origin = None if at.a_origin_index < 0 else (at.a_origin_index, at.a_origin_ts)
-    return key, not_before, origin
+def entry_attrs(key: bytes | None, flags: int, not_before: int, origin_index: int, origin_ts: int) -> tuple[Any, ...]:
+    """The (key, not_before, origin) fields of Entry from a tape_attrs' members (`key`: its bytes, None without)."""
+    if key is not None and flags & _KEY_STR:
+        return key.decode("utf-8", "surrogateescape"), not_before or None, None if origin_index < 0 else (origin_index, origin_ts)
+    return key, not_before or None, None if origin_index < 0 else (origin_index, origin_ts)
 
 
-def _with_attrs(data: bytes, ends: list[int], attrs: Any) -> tuple[bytes, list[int], list[tuple[Any, ...]]]:
-    """A batch read with keys before payloads: the payloads alone, their ends, and each entry's attributes."""
-    parts, fields, start = [], [], 0
-    for k, end in enumerate(ends):
-        at = attrs[k]
-        key_len = at.a_key_len
-        if key_len or at.a_not_before or at.a_origin_index >= 0:
-            fields.append(entry_attrs(at, data[start : start + key_len] if key_len else None))
-        else:
-            fields.append(PLAIN)
-        parts.append(data[start + key_len : end])
-        start = end
-    return b"".join(parts), list(itertools.accumulate(map(len, parts))), fields
+def _fields(row: tuple[int, ...], start: int, spans: bytes) -> tuple[Any, ...]:
+    """Entry's attribute fields from a row of _ATTRS whose entry's span starts at `start` of `spans`."""
+    _, key_len, flags, not_before, origin_index, origin_ts = row
+    key: Any = None
+    if key_len:
+        key = spans[start : start + key_len]
+        if flags & _KEY_STR:
+            key = key.decode("utf-8", "surrogateescape")
+    elif not (not_before or origin_index >= 0):
+        return PLAIN
+    return key, not_before or None, None if origin_index < 0 else (origin_index, origin_ts)
 
 
 class Batch:
     """Entries peeked in one call: their payloads back to back and where each ends.
 
     Indexes and timestamps stay in the tailer's buffers until asked for: a
-    batch is valid until the tailer's next peek. `attrs` holds each entry's
-    (key, not_before, origin), or is None when no entry has any.
+    batch is valid until the tailer's next peek. When an entry has
+    attributes, the core put each key before its payload: the payloads are
+    taken apart from the keys at once, the attributes when asked for.
     """
 
-    __slots__ = ("data", "ends", "attrs", "_idx", "_ts")
+    __slots__ = ("data", "ends", "_idx", "_ts", "_rows", "_spans", "_starts")
 
     def __init__(self, data: bytes, ends: list[int], idx: Any, ts: Any, attrs: Any, n_attrs: int) -> None:
-        self.attrs: list[tuple[Any, ...]] | None = None
+        self._rows: list[tuple[int, ...]] | None = None
         if n_attrs:
-            data, ends, self.attrs = _with_attrs(data, ends, attrs)
+            # C-speed passes: the attributes as tuples, then each payload after its key.
+            self._rows = rows = list(_ATTRS.iter_unpack(ffi.buffer(attrs, len(ends) * _ATTRS.size)))
+            self._spans, self._starts = data, (0, *ends[:-1])
+            payloads = list(map(data.__getitem__, map(slice, map(operator.add, self._starts, map(_KEY_LEN, rows)), ends)))
+            data, ends = b"".join(payloads), list(itertools.accumulate(map(len, payloads)))
         self.data = data
         self.ends = ends
         self._idx = idx
         self._ts = ts
+
+    def attrs(self) -> list[tuple[Any, ...]] | None:
+        """Each entry's (key, not_before, origin); None when no entry has any."""
+        if self._rows is None:
+            return None
+        return list(map(_fields, self._rows, self._starts, itertools.repeat(self._spans)))
 
     def index(self, k: int) -> int:
         """The index of entry k."""
@@ -127,7 +141,8 @@ class TailerHandle(ChildHandle):
                 at = e.e_attrs
                 if at.a_key or at.a_not_before or at.a_origin_index >= 0:
                     key = ffi.unpack(ffi.cast("char *", at.a_key), at.a_key_len) if at.a_key else None
-                    return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value, *entry_attrs(at, key)))
+                    extra = entry_attrs(key, at.a_flags, at.a_not_before, at.a_origin_index, at.a_origin_ts)
+                    return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value, *extra))
                 return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value, None, None, None))
         check(rc, self.path)
         return None
@@ -180,7 +195,7 @@ class TailerHandle(ChildHandle):
             return []
         data, offsets = batch.data, batch.ends
         fields = zip(batch.indexes(), batch.timestamps(), map(data.__getitem__, map(slice, (0, *offsets), offsets)))
-        extra = batch.attrs if batch.attrs is not None else itertools.repeat(PLAIN)
+        extra = batch.attrs() or itertools.repeat(PLAIN)
         return [tuple.__new__(Entry, f + x) for f, x in zip(fields, extra)]
 
     def advance(self, k: int) -> None:
