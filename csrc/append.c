@@ -201,6 +201,63 @@ static int writer_lost(tape_queue *q)
     return 0;
 }
 
+/* ---- the checked point (docs/FORMAT.md, "Page 1") ------------------------- */
+
+static uint32_t ok_check(int64_t cycle, uint64_t pos, uint64_t seq)
+{
+    uint64_t v[3] = {(uint64_t)cycle, pos, seq};
+    uint32_t c = tape_crc32c(0, v, sizeof v);
+    return c ? c : 1; /* 0 (a queue made before the point): absent */
+}
+
+/* Holding the lock: where a writer's first look at `cycle` starts checking
+ * entries (*pos 0: from the first one). */
+static void ok_load(tape_queue *q, int64_t cycle, uint64_t *pos, uint64_t *seq)
+{
+    tape_meta_shared *sh = q->q_sh;
+    int64_t c = __atomic_load_n(&sh->ms_ok_cycle, __ATOMIC_RELAXED);
+    uint64_t p = __atomic_load_n(&sh->ms_ok_pos, __ATOMIC_RELAXED);
+    uint64_t s = __atomic_load_n(&sh->ms_ok_seq, __ATOMIC_RELAXED);
+    int ok = c == cycle && __atomic_load_n(&sh->ms_ok_check, __ATOMIC_RELAXED) == ok_check(c, p, s);
+    *pos = ok ? p : 0;
+    *seq = ok ? s : 0;
+}
+
+/* Holding the lock: store the checked point (the check word last, so that a
+ * writer killed meanwhile leaves none). */
+static void ok_store(tape_queue *q, int64_t cycle, uint64_t pos, uint64_t seq)
+{
+    tape_meta_shared *sh = q->q_sh;
+    __atomic_store_n(&sh->ms_ok_check, 0u, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(&sh->ms_ok_cycle, cycle, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->ms_ok_pos, pos, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->ms_ok_seq, seq, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(&sh->ms_ok_check, ok_check(cycle, pos, seq), __ATOMIC_RELAXED);
+}
+
+/* After a sync that flushed cycle `cycle` up to (pos, seq), what this handle
+ * found there at modification count `mod`: raise the checked point to it,
+ * unless a roll or a repair came in between. Every entry before it was
+ * checked by the first look of the writer that appended after it, or
+ * appended by a live writer. */
+static void ok_advance(tape_queue *q, int64_t cycle, uint64_t pos, uint64_t seq, uint64_t mod)
+{
+    tape_meta_shared *sh = q->q_sh;
+    int recovered;
+    if (tape_lock(q, &recovered) < 0)
+        return;
+    if (recovered) /* a writer died holding the lock: the next append rebuilds */
+        q->q_w.w_valid = 0;
+    uint64_t p, s;
+    ok_load(q, cycle, &p, &s);
+    if (!recovered && __atomic_load_n(&sh->ms_modcount, __ATOMIC_ACQUIRE) == mod &&
+        __atomic_load_n(&sh->ms_highest, __ATOMIC_ACQUIRE) == cycle && pos > p)
+        ok_store(q, cycle, pos, seq);
+    tape_unlock(q);
+}
+
 /* Open `cycle` (creating it if asked) as the writer's file and find its end:
  * from the hint when it is about this cycle and consistent, else through the
  * index. Returns the header word found at the end through *end_hdr. */
@@ -239,9 +296,17 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
         hint_agrees(w, pos, seq))
         rc = tape_cyc_walk(&w->w_y, &pos, &seq, end_hdr, last_ts);
     if (rc < 0) {
-        rc = tape_cyc_writer_end(q, &w->w_y, &pos, &seq, end_hdr, last_ts);
+        uint64_t ok_pos, ok_seq, hint_seq = seq;
+        ok_load(q, cycle, &ok_pos, &ok_seq);
+        rc = tape_cyc_writer_end(q, &w->w_y, ok_pos, ok_seq, &pos, &seq, end_hdr, last_ts);
         if (rc < 0)
             return rc;
+        /* A complete hint (even generation) counts published entries: a
+         * file that holds fewer lost some (cut short, a power loss that
+         * kept tape.meta but not the data), and appending would hand out
+         * their indexes again. */
+        if (!(gen & 1) && hc == cycle && hint_seq > seq)
+            return TAPE_ECORRUPT;
         w->w_checked = 1;
         w->w_strict = 1;
         /* (the end as the files say, maybe short of what was read before a
@@ -732,6 +797,14 @@ int64_t tape_repair_tail(tape_queue *q)
         int64_t last_ts = INT64_MIN;
         int damaged = tape_cyc_walk(&y, &p, &s, &h, &last_ts) == TAPE_ECORRUPT;
         uint64_t cut = h == TAPE_H_EOF ? p + 4 : p; /* a sealed end stays */
+        /* A complete hint counting more entries than the file holds (which
+         * makes writers refuse): forgotten below, as the generation goes odd. */
+        uint64_t g = __atomic_load_n(&sh->ms_hint_gen, __ATOMIC_ACQUIRE);
+        if (!(g & 1) && __atomic_load_n(&sh->ms_hint_cycle, __ATOMIC_RELAXED) == newest &&
+            __atomic_load_n(&sh->ms_hint_seq, __ATOMIC_RELAXED) > s) {
+            cleared += 8;
+            changed = 1;
+        }
         if (damaged || tape_cyc_dirty_after(&y, p, h) || tape_cyc_stray_slot(q, &y, p, s, &bad)) {
             /* Nothing may point past the cut, nor stand for an entry past
              * it: empty those index slots. */
@@ -777,6 +850,9 @@ int64_t tape_repair_tail(tape_queue *q)
             changed = 1;
         }
     }
+    /* The checked point may name a place the repair cut, or be damaged
+     * itself: the next writer checks the whole newest cycle. */
+    __atomic_store_n(&sh->ms_ok_check, 0u, __ATOMIC_RELAXED);
     if (changed) {
         /* Every writer, here and elsewhere, finds the end anew; tailers
          * drop what they copied of the cleared bytes. */
@@ -832,6 +908,10 @@ static int appender_sync(tape_appender *a)
     if (rc == 0 && q->q_w.w_y.y_v.v_fd >= 0 && (fd = dup(q->q_w.w_y.y_v.v_fd)) < 0)
         rc = -errno;
     int64_t cur = q->q_w.w_y.y_cycle;
+    /* What this sync makes durable: the checked point may rise to it. */
+    int checked = rc == 0 && fd >= 0 && q->q_w.w_valid && q->q_w.w_checked;
+    uint64_t ok_pos = q->q_w.w_pos, ok_seq = q->q_w.w_seq;
+    uint64_t mod = __atomic_load_n(&q->q_sh->ms_modcount, __ATOMIC_ACQUIRE);
     tape_unlock(q);
     if (rc < 0)
         return rc;
@@ -868,6 +948,8 @@ static int appender_sync(tape_appender *a)
     if (q->q_sync.sy_epoch == epoch && from <= cur)
         q->q_sync.sy_from = -1;
     pthread_mutex_unlock(&q->q_sync.sy_mu);
+    if (checked)
+        ok_advance(q, cur, ok_pos, ok_seq, mod);
     return rc;
 }
 

@@ -597,8 +597,8 @@ int tape_cyc_stray_slot(tape_queue *q, tape_cyc *y, uint64_t end_pos, uint64_t e
     return 0;
 }
 
-int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
-                        uint32_t *hdr_at_end, int64_t *last_ts)
+int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t ok_pos, uint64_t ok_seq,
+                        uint64_t *pos, uint64_t *seq, uint32_t *hdr_at_end, int64_t *last_ts)
 {
     const int nlog = q->q_roll.r_count_log2, slog = q->q_roll.r_spacing_log2;
     const uint64_t n = (uint64_t)1 << nlog;
@@ -630,6 +630,18 @@ int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq
     if (tape_view_cover(&y->y_v, p + 4) != 0)
         return TAPE_ECORRUPT;
     uint64_t from = s;
+    /* Entries before the last block are checked from the checked point on
+     * (a writer's append may follow damage there, which readers going
+     * forward stop at): what was not on disk when the point was stored may
+     * have been torn by a power loss. A point past the block is not needed. */
+    if (!ok_pos) {
+        ok_pos = y->y_data_off;
+        ok_seq = 0;
+    }
+    if (valid_pos(y, ok_pos) && ok_pos < p && ok_seq <= s) {
+        p = ok_pos;
+        s = ok_seq;
+    }
     int rc = tape_cyc_walk(y, &p, &s, hdr_at_end, last_ts);
     if (rc < 0)
         return rc;

@@ -292,15 +292,17 @@ static int enter_first(tape_tailer *t)
     tape_meta_shared *sh = t->t_q->q_sh;
     if (__atomic_load_n(&sh->ms_highest, __ATOMIC_ACQUIRE) < 0)
         return 0;
-    int64_t lo = __atomic_load_n(&sh->ms_lowest, __ATOMIC_ACQUIRE);
-    int rc = lo >= 0 ? enter_cycle(t, lo, 1) : -ENOENT;
-    if (rc == -ENOENT) {
-        int64_t c = tape_neighbour_cycle(t->t_q, -1, 1);
+    /* The lowest cycle as the directory says (listed again only when the
+     * modification counter moved): tape.meta's lowest cycle, if damaged,
+     * would start the reader past the first cycles. */
+    for (int64_t c = -1;;) {
+        c = tape_neighbour_cycle(t->t_q, c, 1);
         if (c < 0)
             return c == -1 ? 0 : (int)c;
-        rc = enter_cycle(t, c, 1);
+        int rc = enter_cycle(t, c, 1);
+        if (rc != -ENOENT) /* (else removed meanwhile: the next one) */
+            return rc < 0 ? rc : 1;
     }
-    return rc < 0 ? rc : 1;
 }
 
 /* ---- reading one entry ------------------------------------------------- */
@@ -389,6 +391,11 @@ static int cycle_over(tape_tailer *t)
         if (rc < 0)
             return rc;
         if (end != t->t_pos || count != (uint64_t)t->t_seq)
+            return TAPE_ECORRUPT;
+        /* Nothing follows a seal: a marker over the last block's entries,
+         * which the index cannot tell, has their bytes after it. (The
+         * sealed cycle's preallocation is a hole, skipped unread.) */
+        if (tape_cyc_dirty_after(&t->t_y, t->t_pos, h))
             return TAPE_ECORRUPT;
         return 1;
     }

@@ -61,7 +61,15 @@ typedef struct tape_meta_shared {
     int64_t ms_lowest;
     int64_t ms_highest;
     uint64_t ms_modcount;
-    uint8_t ms_pad1[40];
+    /* the checked point: entries of cycle ms_ok_cycle before ms_ok_pos
+     * (ms_ok_seq of them) were checked and were on disk (fdatasync) when it
+     * was stored; meaningless unless ms_ok_check is tape_ok_check of the
+     * three (absent in queues made before it: zeros) */
+    int64_t ms_ok_cycle;
+    uint64_t ms_ok_pos;
+    uint64_t ms_ok_seq;
+    uint32_t ms_ok_check;
+    uint8_t ms_pad1[12];
     /* line 2: wake-ups */
     uint32_t ms_notify;         /* futex word: counter, TAPE_NOTIFY_SLEEPERS bit */
     uint32_t ms_reserved;
@@ -278,9 +286,12 @@ int tape_cyc_header_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *la
  * is intact, or is the end; no slot names a place past the end) and that only
  * zeros follow (past a dead writer's unfinished entry). TAPE_ECORRUPT when
  * not: appending there could give an index used before or one no reader
- * reaches. Checks the last block of entries, not the whole cycle. */
-int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
-                        uint32_t *hdr_at_end, int64_t *last_ts);
+ * reaches. Every entry is checked from (ok_pos, ok_seq), the checked point
+ * (docs/FORMAT.md, "Page 1"), or from the cycle's first entry when ok_pos
+ * is 0, and at least the last block of entries: damage there, which would
+ * stop a reader going forward before the end, is TAPE_ECORRUPT too. */
+int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t ok_pos, uint64_t ok_seq,
+                        uint64_t *pos, uint64_t *seq, uint32_t *hdr_at_end, int64_t *last_ts);
 /* 1 when an index slot (or index array) names a place for an entry at or
  * past `end_seq`, the end of data being at `end_pos` (*bad_seq: the first
  * seq it stands for); 0 when none does; or TAPE_ECORRUPT (a damaged array). */

@@ -203,7 +203,8 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
  * newest cycle holds none, of that cycle's end). A writer would otherwise
  * hand out indexes of the missing file again, or append to a cycle of the
  * far future. */
-static void check_meta(vctx *c, int64_t highest, int64_t last_file, int64_t newest_ts)
+static void check_meta(vctx *c, int64_t highest, int64_t last_file, int64_t newest_ts,
+                       const uint64_t hint[2])
 {
     const tape_roll *rl = &c->vc_q->q_roll;
     if (highest > last_file)
@@ -212,6 +213,13 @@ static void check_meta(vctx *c, int64_t highest, int64_t last_file, int64_t newe
                 (long long)highest, (long long)last_file);
     if (!c->vc_newest_end)
         return; /* no file, or damage already reported */
+    /* A complete writer's hint counts published entries (writers refuse to
+     * append while the file holds fewer: they lost some). */
+    if ((int64_t)hint[0] == last_file && hint[1] > c->vc_newest_seq)
+        problem(c, last_file, 0,
+                "tape.meta: the writer's hint counts %llu entries in cycle %lld, its file holds %llu",
+                (unsigned long long)hint[1], (long long)last_file,
+                (unsigned long long)c->vc_newest_seq);
     int64_t bound = c->vc_prev_ts;
     if (c->vc_newest_seq == 0) {
         int64_t end_ms = (last_file + 1) * rl->r_length_ms + rl->r_epoch_ms;
@@ -239,6 +247,14 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
      * the walk finds. */
     int64_t highest = __atomic_load_n(&q->q_sh->ms_highest, __ATOMIC_ACQUIRE);
     int64_t newest_ts = __atomic_load_n(&q->q_sh->ms_last_ts, __ATOMIC_ACQUIRE);
+    uint64_t hint[2] = {UINT64_MAX, 0}; /* cycle and seq, when complete */
+    uint64_t g = __atomic_load_n(&q->q_sh->ms_hint_gen, __ATOMIC_ACQUIRE);
+    if (!(g & 1)) {
+        hint[0] = (uint64_t)__atomic_load_n(&q->q_sh->ms_hint_cycle, __ATOMIC_RELAXED);
+        hint[1] = __atomic_load_n(&q->q_sh->ms_hint_seq, __ATOMIC_RELAXED);
+        if (__atomic_load_n(&q->q_sh->ms_hint_gen, __ATOMIC_ACQUIRE) != g)
+            hint[0] = UINT64_MAX;
+    }
     int64_t *v;
     size_t n;
     int rc = tape_list_cycles_alloc(q, &v, &n);
@@ -253,6 +269,6 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
         return c.vc_err;
     if (c.vc_stopped)
         return -ECANCELED;
-    check_meta(&c, highest, last_file, newest_ts);
+    check_meta(&c, highest, last_file, newest_ts, hint);
     return r->vr_problems ? 1 : 0;
 }

@@ -1,6 +1,8 @@
 """A fuzz campaign against damaged queue files: the reader and the writer's recovery.
 
-    python tests/fuzz_damage.py MUTATIONS [SEED]    (make fuzz: 10,000)
+    python tests/fuzz_damage.py MUTATIONS [SEED [FAILURES_FILE]]    (make fuzz: 10,000)
+
+FAILURES_FILE, if given, receives every failing mutation, one a line.
 
 A test_secondly raw queue of two cycles (150 entries each, the first sealed by
 the roll) is damaged by one seeded, random mutation at a time, aimed where a
@@ -38,6 +40,7 @@ from typing import Any
 import crash_support as cs
 
 ENTRIES_PER_CYCLE = 150
+CYCLE_SEQS = (1 << 12) - 1  # test_secondly: the seq bits of an index
 ANSWER_TIMEOUT = 30.0
 FAILURES = ("signal", "hang", "wrong", "gap", "reused", "unreachable")
 
@@ -51,6 +54,10 @@ META_FIELDS = {
     "lowest cycle": 4160,
     "highest cycle": 4168,
     "modcount": 4176,
+    "checked cycle": 4184,
+    "checked offset": 4192,
+    "checked seq": 4200,
+    "checked check word": 4208,
 }
 INDEX2INDEX_AT = 40  # cycle file header: offset of the index2index array
 
@@ -163,9 +170,11 @@ class Tally:
     by_outcome: Counter[str] = field(default_factory=Counter)
     by_aim: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    every: list[str] = field(default_factory=list)
 
     def failed(self, kind: str, aim: str, label: str, detail: str = "") -> None:
         self.by_outcome[kind] += 1
+        self.every.append(f"{kind}\t[{aim}] {label} {detail}".strip())
         self.examples.setdefault(kind, [])
         if len(self.examples[kind]) < 5:
             self.examples[kind].append(f"[{aim}] {label} {detail}".strip())
@@ -187,7 +196,13 @@ def judge(q: cs.Built, aim: str, label: str, ans: dict[str, Any], tally: Tally) 
         if ans["appended"] in set(q.indexes):
             tally.failed("reused", aim, label, f"index {ans['appended']}")
         elif not ans.get("appended_reached"):
-            tally.failed("unreachable", aim, label, f"index {ans['appended']}")
+            if ans.get("appended_reached_in_cycle") and forward[-1:] < [ans["appended"] & ~CYCLE_SEQS] \
+                    and ans.get("forward_error"):
+                # Forward reading stopped at damage in an older cycle, before every entry of the
+                # newest one; reading that cycle from its start reaches the write.
+                tally.by_outcome["behind damage in an older cycle"] += 1
+            else:
+                tally.failed("unreachable", aim, label, f"index {ans['appended']}")
     elif "append_error" in ans:
         tally.by_outcome["refused"] += 1
     if "open_error" in ans:
@@ -254,6 +269,8 @@ def main() -> None:
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     with tempfile.TemporaryDirectory() as root:
         tally, took = campaign(Path(root), n, seed)
+    if len(sys.argv) > 3:
+        Path(sys.argv[3]).write_text("".join(line + "\n" for line in tally.every))
     print(json.dumps({
         "mutations": n, "seed": seed, "seconds": round(took, 1),
         "aims": dict(tally.by_aim), "outcomes": dict(tally.by_outcome), "examples": tally.examples,
