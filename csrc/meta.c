@@ -245,10 +245,13 @@ int tape_lock(tape_queue *q, int *recovered)
 {
     uint32_t e = 0;
     *recovered = 0;
+    if (tape_meta_guarded(q, 0) < 0)
+        return TAPE_ECORRUPT;
     if (!cas(&q->q_sh->ms_lock, &e, q->q_w.w_token))
         lock_slow(q, recovered);
     __atomic_store_n(&q->q_sh->ms_lock_pid, q->q_w.w_pid, __ATOMIC_RELAXED);
-    return 0;
+    /* (taking it faulted: the word taken is the zero page's, no lock) */
+    return tape_meta_guarded(q, 0);
 }
 
 static void lock_slow(tape_queue *q, int *recovered)

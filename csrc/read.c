@@ -64,6 +64,8 @@ struct tape_tailer {
     uint32_t t_bk_n;
     uint64_t *t_bk_pos;
     uint8_t *t_jb;          /* jump buffer (JUMP_BUF bytes), or NULL */
+    uint8_t *t_cp;          /* what tape_read hands out: a copy (t_cp_cap bytes) */
+    size_t t_cp_cap;
     uint64_t t_jb_off;      /* it holds bytes [t_jb_off, +t_jb_len) of t_y's file */
     uint64_t t_jb_len;
     uint64_t t_jb_mod;      /* ms_modcount when it was filled */
@@ -125,6 +127,7 @@ void tape_tailer_close(tape_tailer *t)
     tape_cyc_close(&t->t_pk_y);
     free(t->t_bk_pos);
     free(t->t_jb);
+    free(t->t_cp);
     free(t->t_pk);
     free(t);
 }
@@ -558,7 +561,7 @@ static void bwd_advance(tape_tailer *t, const tape_entry *e)
  * position is unchanged. Two relaxed loads when nothing faulted. */
 static int unless_damaged(tape_tailer *t, int rc)
 {
-    int err = 0;
+    int err = tape_meta_guarded(t->t_q, 0);
     tape_cyc *ys[2] = {&t->t_y, &t->t_pk_y};
     for (int i = 0; i < 2; i++) {
         tape_cyc *y = ys[i];
@@ -657,11 +660,44 @@ static int go_to_mark(tape_tailer *t, const tape_mark *m)
     return 0;
 }
 
+/* After copying a peeked entry's payload out of the mapping: 0, or the
+ * error when the copy faulted (the file shrank meanwhile: zeros were
+ * copied). One relaxed load per view. */
+static int copied(tape_tailer *t)
+{
+    if (!tape_view_hit(&t->t_y.y_v) && !tape_view_hit(&t->t_pk_y.y_v))
+        return 0;
+    return unless_damaged(t, 0);
+}
+
+/* The payload of e, which tape_read hands out, copied into the tailer's
+ * buffer (checked): a pointer into the mapping would fault, or read zeros,
+ * if the file shrank before the caller copied it. */
+static int copy_out(tape_tailer *t, tape_entry *e)
+{
+    const uint8_t *d = e->e_data;
+    if (t->t_jb_len && d >= t->t_jb && d < t->t_jb + JUMP_BUF)
+        return 1; /* a copy already */
+    if (e->e_len > t->t_cp_cap || !t->t_cp) {
+        size_t cap = e->e_len < 256 ? 256 : e->e_len;
+        uint8_t *b = realloc(t->t_cp, cap);
+        if (!b)
+            return -ENOMEM;
+        t->t_cp = b;
+        t->t_cp_cap = cap;
+    }
+    if (e->e_len)
+        memcpy(t->t_cp, d, e->e_len);
+    e->e_data = t->t_cp;
+    int rc = copied(t);
+    return rc < 0 ? rc : 1;
+}
+
 int tape_read(tape_tailer *t, tape_entry *e)
 {
     forget_batch(t);
     int rc = peek(t, e);
-    if (rc == 1)
+    if (rc == 1 && (rc = copy_out(t, e)) == 1)
         advance(t, e);
     return rc;
 }
@@ -693,6 +729,11 @@ static int64_t read_batch(tape_tailer *t, void *buf, size_t cap, int64_t *idx, i
             break;
         }
         memcpy(out + off, e.e_data, e.e_len);
+        if ((rc = copied(t)) < 0) { /* the copy met a fault: not read */
+            if (n == 0)
+                return rc;
+            break;
+        }
         off += e.e_len;
         idx[n] = e.e_index;
         ts[n] = e.e_timestamp;

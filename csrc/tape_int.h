@@ -430,6 +430,7 @@ struct tape_queue {
     int q_dirfd;
     int q_meta_fd;
     uint8_t *q_meta;           /* the 64 KiB mapping */
+    int q_meta_guard;          /* its slot in guard.c's registry, -1 none */
     tape_meta_hdr *q_hdr;
     tape_meta_shared *q_sh;
     int q_read_only;
@@ -462,8 +463,18 @@ DIR *tape_dir_open(int dirfd);
 int tape_dir_is_empty(int dirfd);
 int tape_meta_validate(tape_queue *q, const tape_open_opts *o);
 
+/* TAPE_ECORRUPT once an access to tape.meta's mapping faulted (the file
+ * was truncated under this handle; a zero page stands in for what faulted),
+ * else rc: from then on nothing of this handle that tape.meta says is to be
+ * believed. One relaxed load. */
+static inline int tape_meta_guarded(const tape_queue *q, int rc)
+{
+    return tape_guard_hit(q->q_meta_guard) ? TAPE_ECORRUPT : rc;
+}
+
 /* Lock protocol (meta.c). *recovered is set when the lock was taken over from
- * a dead owner: the writer state must then be rebuilt. */
+ * a dead owner: the writer state must then be rebuilt. TAPE_ECORRUPT (and
+ * no lock) once tape.meta's mapping faulted (tape_meta_guarded). */
 int tape_lock(tape_queue *q, int *recovered);
 void tape_unlock(tape_queue *q);
 int tape_register_writer(tape_queue *q);

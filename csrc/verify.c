@@ -270,5 +270,5 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
     if (c.vc_stopped)
         return -ECANCELED;
     check_meta(&c, highest, last_file, newest_ts, hint);
-    return r->vr_problems ? 1 : 0;
+    return tape_meta_guarded(q, r->vr_problems ? 1 : 0);
 }

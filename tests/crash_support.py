@@ -551,9 +551,9 @@ def _inspect(qdir: str, expect: dict[int, bytes] | None, append: bool, clock_ns:
                 t.to_index(i)
                 out["appended_read"] = (t.read() or b"").hex()
                 out["appended_reached"] = _reached_from_start(q, i)
-                # from the first entry of its own cycle (past damage in an older one)
-                own = [c.first_index for c in q.cycles() if c.first_index is not None and c.first_index <= i]
-                out["appended_reached_in_cycle"] = bool(own) and _reached_from_start(q, i, own[-1])
+                # from the start of its own cycle (past damage in an older one)
+                own = tape.make_index(q, tape.split_index(q, i)[0], 0)
+                out["appended_reached_in_cycle"] = _reached_from_start(q, i, own)
             except tape.TapeError as exc:
                 out["append_error"] = f"{type(exc).__name__}: {exc}"
     return out
