@@ -301,11 +301,12 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
         rc = tape_cyc_writer_end(q, &w->w_y, ok_pos, ok_seq, &pos, &seq, end_hdr, last_ts);
         if (rc < 0)
             return rc;
-        /* A complete hint (even generation) counts published entries: a
-         * file that holds fewer lost some (cut short, a power loss that
-         * kept tape.meta but not the data), and appending would hand out
-         * their indexes again. */
-        if (!(gen & 1) && hc == cycle && hint_seq > seq)
+        /* An unfinished entry at the end is a dead writer's only while its
+         * append kept the generation odd: under a complete hint (even) that
+         * counts it as published, it is a published entry damaged, and
+         * clearing it would hand out its index again. */
+        if (!(gen & 1) && hc == cycle && hint_seq > seq && (*end_hdr & TAPE_H_NC) &&
+            *end_hdr != TAPE_H_EOF)
             return TAPE_ECORRUPT;
         w->w_checked = 1;
         w->w_strict = 1;
@@ -797,14 +798,12 @@ int64_t tape_repair_tail(tape_queue *q)
         int64_t last_ts = INT64_MIN;
         int damaged = tape_cyc_walk(&y, &p, &s, &h, &last_ts) == TAPE_ECORRUPT;
         uint64_t cut = h == TAPE_H_EOF ? p + 4 : p; /* a sealed end stays */
-        /* A complete hint counting more entries than the file holds (which
-         * makes writers refuse): forgotten below, as the generation goes odd. */
+        /* An unfinished entry at the end that a complete hint counts as
+         * published (writers refuse it): damage, cut here too. */
         uint64_t g = __atomic_load_n(&sh->ms_hint_gen, __ATOMIC_ACQUIRE);
-        if (!(g & 1) && __atomic_load_n(&sh->ms_hint_cycle, __ATOMIC_RELAXED) == newest &&
-            __atomic_load_n(&sh->ms_hint_seq, __ATOMIC_RELAXED) > s) {
-            cleared += 8;
-            changed = 1;
-        }
+        damaged |= !(g & 1) && (h & TAPE_H_NC) && h != TAPE_H_EOF &&
+                   __atomic_load_n(&sh->ms_hint_cycle, __ATOMIC_RELAXED) == newest &&
+                   __atomic_load_n(&sh->ms_hint_seq, __ATOMIC_RELAXED) > s;
         if (damaged || tape_cyc_dirty_after(&y, p, h) || tape_cyc_stray_slot(q, &y, p, s, &bad)) {
             /* Nothing may point past the cut, nor stand for an entry past
              * it: empty those index slots. */

@@ -250,7 +250,9 @@ static void set_pos(tape_tailer *t, int64_t seq, uint64_t pos)
     t->t_pos_ok = 1;
 }
 
-/* Open `cycle` at its start (dir > 0) or at its last entry (dir < 0). */
+/* Open `cycle` at its start (dir > 0) or at its last entry (dir < 0); with
+ * dir -2, at its last intact entry when entries after it are damaged (a
+ * torn tail: reading forward from there reports it). */
 static int enter_cycle(tape_tailer *t, int64_t cycle, int dir)
 {
     int rc;
@@ -264,10 +266,10 @@ static int enter_cycle(tape_tailer *t, int64_t cycle, int dir)
         set_pos(t, 0, t->t_y.y_data_off);
         return 0;
     }
-    uint64_t end, count;
+    uint64_t end = 0, count = 0;
     uint32_t h;
     rc = tape_cyc_find_end(t->t_q, &t->t_y, &end, &count, &h, NULL);
-    if (rc < 0)
+    if (rc < 0 && !(dir == -2 && rc == TAPE_ECORRUPT && end && !tape_view_hit(&t->t_y.y_v)))
         return rc;
     note_end_walk(t, count, end);
     t->t_seq = (int64_t)count - 1;
@@ -293,7 +295,9 @@ static int step_cycle(tape_tailer *t, int dir)
 static int enter_first(tape_tailer *t)
 {
     tape_meta_shared *sh = t->t_q->q_sh;
-    if (__atomic_load_n(&sh->ms_highest, __ATOMIC_ACQUIRE) < 0)
+    /* (empty: both -1; one damaged field alone does not hide the files) */
+    if (__atomic_load_n(&sh->ms_highest, __ATOMIC_ACQUIRE) < 0 &&
+        __atomic_load_n(&sh->ms_lowest, __ATOMIC_ACQUIRE) < 0)
         return 0;
     /* The lowest cycle as the directory says (listed again only when the
      * modification counter moved): tape.meta's lowest cycle, if damaged,
@@ -395,10 +399,11 @@ static int cycle_over(tape_tailer *t)
             return rc;
         if (end != t->t_pos || count != (uint64_t)t->t_seq)
             return TAPE_ECORRUPT;
-        /* Nothing follows a seal: a marker over the last block's entries,
-         * which the index cannot tell, has their bytes after it. (The
-         * sealed cycle's preallocation is a hole, skipped unread.) */
-        if (tape_cyc_dirty_after(&t->t_y, t->t_pos, h))
+        /* A marker written over the last block's entries (the index cannot
+         * tell) has their bytes after it, and the roll's marker further on.
+         * Bytes after a seal are not read otherwise (verify reports them).
+         * (The sealed cycle's preallocation is a hole, skipped unread.) */
+        if (tape_cyc_dirty_after(&t->t_y, t->t_pos, h) && tape_cyc_seal_further(&t->t_y, t->t_pos))
             return TAPE_ECORRUPT;
         return 1;
     }
@@ -929,23 +934,24 @@ static int to_end_body(tape_tailer *t)
     forget_batch(t);
     tape_queue *q = t->t_q;
     int64_t hi = __atomic_load_n(&q->q_sh->ms_highest, __ATOMIC_ACQUIRE);
-    if (hi < 0)
-        return tape_tailer_to_start(t);
-    int rc = enter_cycle(t, hi, -1);
+    int rc = hi < 0 ? -ENOENT : enter_cycle(t, hi, -2); /* (-1: empty, or damaged) */
     if (rc == -ENOENT) {
         hi = tape_neighbour_cycle(q, INT64_MAX, -1);
         if (hi < 0)
             return hi == -1 ? tape_tailer_to_start(t) : (int)hi;
-        rc = enter_cycle(t, hi, -1);
+        rc = enter_cycle(t, hi, -2);
     }
     if (rc < 0)
         return rc;
-    /* enter_cycle(-1) leaves t_seq at the last entry; forward reads go on
-     * after it. */
+    /* enter_cycle(-1) leaves t_seq at the last (intact) entry; forward
+     * reads go on after it, backward ones start with it (not with a
+     * damaged entry after it). */
     t->t_seq++;
     t->t_pos_ok = 0;
     bound_mapped(t);
     store_pos(t);
+    if (t->t_dir != TAPE_FORWARD)
+        t->t_seq--;
     return 0;
 }
 

@@ -257,7 +257,9 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y);
 
 /* End of data of a cycle: offset after the last published entry and its
  * count of data entries; *hdr_at_end is the header word found there (0, an
- * abandoned "not complete" word, or TAPE_H_EOF). */
+ * abandoned "not complete" word, or TAPE_H_EOF). TAPE_ECORRUPT when an entry
+ * is damaged (*pos and *seq then at it, where the intact entries end) or the
+ * index is (*pos and *seq unset). */
 int tape_cyc_find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
                       uint32_t *hdr_at_end, int64_t *last_ts);
 /* Position of entry `seq`: 1 found (*pos set), 2 seq is the end of data
@@ -275,6 +277,11 @@ int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int
  * non-zero byte after it (past a dead writer's unfinished entry) up to the
  * end of the file, or 0 when only zeros follow. */
 uint64_t tape_cyc_dirty_after(tape_cyc *y, uint64_t pos, uint32_t h);
+/* After an end-of-file marker at `pos` with non-zero bytes after it: 1 when
+ * another marker lies further on with nothing but zeros after it (the one at
+ * pos was written over entries, not by the roll), else 0 (garbage after a
+ * seal, which readers never read). Reads up to the end of the file's data. */
+int tape_cyc_seal_further(tape_cyc *y, uint64_t pos);
 /* Offset of the indexed entry of block b (seq b*S), 0 when absent. */
 uint64_t tape_cyc_block_pos(tape_queue *q, tape_cyc *y, uint64_t b);
 /* The end of data by entry headers alone, from the first entry: what a

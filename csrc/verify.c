@@ -26,6 +26,7 @@ typedef struct vctx {
     int vc_stopped;          /* vc_progress asked to stop */
     int vc_newest_end;       /* the newest cycle was walked to its end of data */
     uint64_t vc_newest_seq;  /* ... holding this many entries */
+    int vc_newest_nc;        /* ... followed by an unfinished entry */
     int vc_err;              /* a page of a cycle faulted (SIGBUS): the error */
 } vctx;
 
@@ -121,6 +122,7 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
             if (newest && c->vc_prefix) {
                 c->vc_newest_end = 1;
                 c->vc_newest_seq = seq;
+                c->vc_newest_nc = h != TAPE_H_EOF && (h & TAPE_H_NC);
             }
             break;
         }
@@ -213,13 +215,12 @@ static void check_meta(vctx *c, int64_t highest, int64_t last_file, int64_t newe
                 (long long)highest, (long long)last_file);
     if (!c->vc_newest_end)
         return; /* no file, or damage already reported */
-    /* A complete writer's hint counts published entries (writers refuse to
-     * append while the file holds fewer: they lost some). */
-    if ((int64_t)hint[0] == last_file && hint[1] > c->vc_newest_seq)
+    /* An unfinished entry at the end that a complete writer's hint counts
+     * as published: damage, not a dead writer's (writers refuse it). */
+    if (c->vc_newest_nc && (int64_t)hint[0] == last_file && hint[1] > c->vc_newest_seq)
         problem(c, last_file, 0,
-                "tape.meta: the writer's hint counts %llu entries in cycle %lld, its file holds %llu",
-                (unsigned long long)hint[1], (long long)last_file,
-                (unsigned long long)c->vc_newest_seq);
+                "cycle %lld: an unfinished entry at seq %llu, which tape.meta's hint counts as published",
+                (long long)last_file, (unsigned long long)c->vc_newest_seq);
     int64_t bound = c->vc_prev_ts;
     if (c->vc_newest_seq == 0) {
         int64_t end_ms = (last_file + 1) * rl->r_length_ms + rl->r_epoch_ms;
@@ -260,7 +261,7 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
     int rc = tape_list_cycles_alloc(q, &v, &n);
     if (rc < 0)
         return rc;
-    vctx c = {q, r, flags & TAPE_VERIFY_SALVAGE, 1, INT64_MIN, fn, arg, 0, 0, 0, 0, 0};
+    vctx c = {q, r, flags & TAPE_VERIFY_SALVAGE, 1, INT64_MIN, fn, arg, 0, 0, 0, 0, 0, 0};
     for (size_t i = 0; i < n && !c.vc_stopped && !c.vc_err; i++)
         verify_cycle(&c, v[i], i == n - 1);
     int64_t last_file = n ? v[n - 1] : -1;

@@ -27,7 +27,7 @@ import tape
 from tape._time import iso_time, parse_duration, parse_time
 from tape.dump import Dump, open_reader
 from tape.jsonl import FORMATS, Loader, LoadError, Progress, unseen, write_entries
-from tape.summary import ProgressBar, cycle_path, info_text, size_text, verify_text
+from tape.summary import ProgressBar, check_tail, cycle_path, info_text, size_text, verify_text
 from tape.window import INT64_MAX, Window
 
 _FOLLOW_WAIT = 1.0  # seconds a follow waits for an entry in one call
@@ -243,6 +243,8 @@ def dump(
             shown = _is_file(out) and sys.stderr.isatty()
             with _progress("dumping", d.count() if shown else None, "entries", shown=shown) as progress:
                 written = d.write(out, jobs=jobs or len(os.sched_getaffinity(0)), progress=progress)
+        if backward:
+            check_tail(d.queue)  # a torn tail: dumped from the last intact entry, then reported
     if written == 0 and limit != 0:
         nothing = "the queue holds no entries" if window == Window() else "no entries in the window"
         click.echo(f"{path}: {nothing}", err=True)
@@ -288,6 +290,7 @@ def tail(path: str, count: int, follow: bool, fmt: str, codec: str | None) -> No
             newest = list(itertools.islice(back.entries(), count))
         if not follow:
             write_entries(reversed(newest), fmt, out, decode)
+            check_tail(q)  # a torn tail: shown up to it, then reported
             return
         t = q.tailer(start=newest[-1].index if newest else "end")
         try:
@@ -320,7 +323,8 @@ def info(path: str, as_json: bool, all_cycles: bool) -> None:
             click.echo(json.dumps(q.describe(), indent=2))
             return
         text = info_text(q, path, all_cycles=all_cycles)
-    click.echo(text)
+        click.echo(text)
+        check_tail(q)
 
 
 @cli.command(short_help="Check a queue for damage (exit 1 if any).")
