@@ -275,6 +275,7 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
         if (rc == 1) { /* a file we just made: its end is its start */
             w->w_pos = w->w_y.y_data_off;
             w->w_seq = 0;
+            w->w_checked = 1; /* (all of it seen: nothing to check) */
             w->w_gen = __atomic_load_n(&sh->ms_hint_gen, __ATOMIC_ACQUIRE);
             w->w_valid = 1;
             *end_hdr = 0;
@@ -296,7 +297,7 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
         hint_agrees(w, pos, seq))
         rc = tape_cyc_walk(&w->w_y, &pos, &seq, end_hdr, last_ts);
     if (rc < 0) {
-        uint64_t ok_pos, ok_seq, hint_seq = seq;
+        uint64_t ok_pos, ok_seq, hint_seq = seq, hint_pos = pos;
         ok_load(q, cycle, &ok_pos, &ok_seq);
         rc = tape_cyc_writer_end(q, &w->w_y, ok_pos, ok_seq, &pos, &seq, end_hdr, last_ts);
         if (rc < 0)
@@ -307,6 +308,11 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
          * clearing it would hand out its index again. */
         if (!(gen & 1) && hc == cycle && hint_seq > seq && (*end_hdr & TAPE_H_NC) &&
             *end_hdr != TAPE_H_EOF)
+            return TAPE_ECORRUPT;
+        /* Nor may a complete hint's end lie past the file's end: files only
+         * grow, so the file was cut, and the entries it lost would be handed
+         * out again. */
+        if (!(gen & 1) && hc == cycle && hint_seq > seq && hint_pos > w->w_y.y_v.v_size)
             return TAPE_ECORRUPT;
         w->w_checked = 1;
         w->w_strict = 1;
@@ -770,6 +776,43 @@ int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *end
     return rc;
 }
 
+/* The offset after the last non-zero byte of y at or after `from` (from
+ * when there is none), reading only the file's data, not its holes. */
+static uint64_t nonzero_end(tape_cyc *y, uint64_t from)
+{
+    uint64_t end = from, p = from;
+    const uint64_t size = y->y_v.v_size;
+    while (p < size) {
+        off_t d = lseek(y->y_v.v_fd, (off_t)p, SEEK_DATA);
+        if (d < 0 && errno == ENXIO)
+            break;
+        uint64_t lo = d >= 0 && (uint64_t)d > p ? (uint64_t)d : p, hi = size;
+        if (d >= 0) {
+            off_t e = lseek(y->y_v.v_fd, d, SEEK_HOLE);
+            if (e > d && (uint64_t)e < size)
+                hi = (uint64_t)e;
+        }
+        uint64_t k = hi;
+        for (; k > lo && (k & 7); k--) /* to a word boundary, then a word at a time */
+            if (y->y_v.v_base[k - 1])
+                goto found;
+        for (uint64_t w; k >= lo + 8; k -= 8) {
+            memcpy(&w, y->y_v.v_base + k - 8, 8);
+            if (w)
+                break;
+        }
+        for (; k > lo; k--)
+            if (y->y_v.v_base[k - 1])
+                goto found;
+        p = hi > lo ? hi : size;
+        continue;
+    found:
+        end = k;
+        p = hi > lo ? hi : size;
+    }
+    return end;
+}
+
 int64_t tape_repair_tail(tape_queue *q)
 {
     if (q->q_read_only)
@@ -801,9 +844,16 @@ int64_t tape_repair_tail(tape_queue *q)
         /* An unfinished entry at the end that a complete hint counts as
          * published (writers refuse it): damage, cut here too. */
         uint64_t g = __atomic_load_n(&sh->ms_hint_gen, __ATOMIC_ACQUIRE);
-        damaged |= !(g & 1) && (h & TAPE_H_NC) && h != TAPE_H_EOF &&
-                   __atomic_load_n(&sh->ms_hint_cycle, __ATOMIC_RELAXED) == newest &&
-                   __atomic_load_n(&sh->ms_hint_seq, __ATOMIC_RELAXED) > s;
+        int hinted = !(g & 1) && __atomic_load_n(&sh->ms_hint_cycle, __ATOMIC_RELAXED) == newest &&
+                     __atomic_load_n(&sh->ms_hint_seq, __ATOMIC_RELAXED) > s;
+        damaged |= hinted && (h & TAPE_H_NC) && h != TAPE_H_EOF;
+        /* A complete hint whose end lies past the file's (writers refuse:
+         * the file was cut): forgotten below, as the generation goes odd. */
+        tape_view_cover(&y.y_v, UINT64_MAX);
+        if (hinted && __atomic_load_n(&sh->ms_hint_pos, __ATOMIC_RELAXED) > y.y_v.v_size) {
+            cleared += 8;
+            changed = 1;
+        }
         if (damaged || tape_cyc_dirty_after(&y, p, h) || tape_cyc_stray_slot(q, &y, p, s, &bad)) {
             /* Nothing may point past the cut, nor stand for an entry past
              * it: empty those index slots. */
@@ -826,12 +876,15 @@ int64_t tape_repair_tail(tape_queue *q)
                         }
                 }
             }
+            /* Up to the last non-zero byte: the preallocation after it is
+             * zeros already (and holes stay holes). */
             uint64_t zero_from = h == TAPE_H_EOF ? cut : cut + 4; /* the header last */
-            if (y.y_v.v_size > zero_from)
-                memset(y.y_v.v_base + zero_from, 0, y.y_v.v_size - zero_from);
+            uint64_t nz_end = nonzero_end(&y, cut);
+            if (nz_end > zero_from)
+                memset(y.y_v.v_base + zero_from, 0, nz_end - zero_from);
             if (h != TAPE_H_EOF && cut + 4 <= y.y_v.v_size)
                 __atomic_store_n((uint32_t *)(y.y_v.v_base + cut), 0u, __ATOMIC_RELEASE);
-            cleared += (int64_t)(y.y_v.v_size - cut) + 8 * (int64_t)before;
+            cleared += (int64_t)(nz_end - cut) + 8 * (int64_t)before;
             changed = 1;
         }
         rc = tape_view_guarded(&y.y_v, rc);

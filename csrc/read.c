@@ -408,6 +408,8 @@ static int cycle_over(tape_tailer *t)
         return 1;
     }
     int64_t hi = __atomic_load_n(&t->t_q->q_sh->ms_highest, __ATOMIC_ACQUIRE);
+    if (hi < t->t_y.y_cycle && (hi = tape_neighbour_cycle(t->t_q, t->t_y.y_cycle, 1)) < -1)
+        return (int)hi; /* (below this cycle: damaged; the directory knows) */
     if (hi <= t->t_y.y_cycle)
         return 0;
     h = t->t_pos + 4 <= v->v_size ? tape_load_hdr(v, t->t_pos) : 0;

@@ -196,10 +196,11 @@ def judge(q: cs.Built, aim: str, label: str, ans: dict[str, Any], tally: Tally) 
         if ans["appended"] in set(q.indexes):
             tally.failed("reused", aim, label, f"index {ans['appended']}")
         elif not ans.get("appended_reached"):
-            if ans.get("appended_reached_in_cycle") and forward[-1:] < [ans["appended"] & ~CYCLE_SEQS] \
-                    and ans.get("forward_error"):
+            reachable = ans.get("appended_reached_in_cycle") or ans.get("appended_read") == b"after".hex()
+            if reachable and forward[-1:] < [ans["appended"] & ~CYCLE_SEQS] and ans.get("forward_error"):
                 # Forward reading stopped at damage in an older cycle, before every entry of the
-                # newest one; reading that cycle from its start reaches the write.
+                # newest one; reading that cycle from its start (or moving to the write's index)
+                # reaches the write.
                 tally.by_outcome["behind damage in an older cycle"] += 1
             else:
                 tally.failed("unreachable", aim, label, f"index {ans['appended']}")
