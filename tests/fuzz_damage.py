@@ -2,7 +2,8 @@
 
     python tests/fuzz_damage.py MUTATIONS [SEED [FAILURES_FILE]]    (make fuzz: 10,000)
 
-FAILURES_FILE, if given, receives every failing mutation, one a line.
+FAILURES_FILE, if given, receives every failing mutation, one a line. With
+FUZZ_SYNCED=1 in the environment the queue is synced before the damage.
 
 A test_secondly raw queue of two cycles (150 entries each, the first sealed by
 the roll) is damaged by one seeded, random mutation at a time, aimed where a
@@ -25,7 +26,9 @@ that is a CorruptionError, counted but not a failure.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import random
 import select
 import struct
@@ -222,9 +225,19 @@ def _answer(insp: cs.Inspector) -> dict[str, Any] | None:
     return insp.receive()[1]
 
 
-def campaign(root: Path, n: int, seed: int) -> tuple[Tally, float]:
-    """Run `n` mutations under `root`; the tally and the seconds it took."""
+def campaign(root: Path, n: int, seed: int, synced: bool = False) -> tuple[Tally, float]:
+    """Run `n` mutations under `root`; the tally and the seconds it took.
+
+    `synced`: the queue is synced before it is damaged, so tape.meta's checked point
+    stands at its end, and writers check only what follows it (docs/FORMAT.md).
+    """
     q = cs.build_two_cycles(root, ENTRIES_PER_CYCLE)
+    if synced:
+        import tape
+
+        with tape.Queue(q.path, clock=lambda: cs.T0_NS + cs.SECOND) as queue:
+            queue.appender().sync()
+        q = dataclasses.replace(q, meta=(q.path / "tape.meta").read_bytes())
     tally = Tally()
     clock_ns = cs.T0_NS + cs.SECOND + cs.SECOND // 2  # still in the newest cycle
     insp = cs.Inspector()
@@ -269,7 +282,7 @@ def main() -> None:
     n = int(sys.argv[1])
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     with tempfile.TemporaryDirectory() as root:
-        tally, took = campaign(Path(root), n, seed)
+        tally, took = campaign(Path(root), n, seed, synced=os.environ.get("FUZZ_SYNCED") == "1")
     if len(sys.argv) > 3:
         Path(sys.argv[3]).write_text("".join(line + "\n" for line in tally.every))
     print(json.dumps({
