@@ -201,6 +201,63 @@ static int writer_lost(tape_queue *q)
     return 0;
 }
 
+/* ---- the checked point (docs/FORMAT.md, "Page 1") ------------------------- */
+
+static uint32_t ok_check(int64_t cycle, uint64_t pos, uint64_t seq)
+{
+    uint64_t v[3] = {(uint64_t)cycle, pos, seq};
+    uint32_t c = tape_crc32c(0, v, sizeof v);
+    return c ? c : 1; /* 0 (a queue made before the point): absent */
+}
+
+/* Holding the lock: where a writer's first look at `cycle` starts checking
+ * entries (*pos 0: from the first one). */
+static void ok_load(tape_queue *q, int64_t cycle, uint64_t *pos, uint64_t *seq)
+{
+    tape_meta_shared *sh = q->q_sh;
+    int64_t c = __atomic_load_n(&sh->ms_ok_cycle, __ATOMIC_RELAXED);
+    uint64_t p = __atomic_load_n(&sh->ms_ok_pos, __ATOMIC_RELAXED);
+    uint64_t s = __atomic_load_n(&sh->ms_ok_seq, __ATOMIC_RELAXED);
+    int ok = c == cycle && __atomic_load_n(&sh->ms_ok_check, __ATOMIC_RELAXED) == ok_check(c, p, s);
+    *pos = ok ? p : 0;
+    *seq = ok ? s : 0;
+}
+
+/* Holding the lock: store the checked point (the check word last, so that a
+ * writer killed meanwhile leaves none). */
+static void ok_store(tape_queue *q, int64_t cycle, uint64_t pos, uint64_t seq)
+{
+    tape_meta_shared *sh = q->q_sh;
+    __atomic_store_n(&sh->ms_ok_check, 0u, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(&sh->ms_ok_cycle, cycle, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->ms_ok_pos, pos, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->ms_ok_seq, seq, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(&sh->ms_ok_check, ok_check(cycle, pos, seq), __ATOMIC_RELAXED);
+}
+
+/* After a sync that flushed cycle `cycle` up to (pos, seq), what this handle
+ * found there at modification count `mod`: raise the checked point to it,
+ * unless a roll or a repair came in between. Every entry before it was
+ * checked by the first look of the writer that appended after it, or
+ * appended by a live writer. */
+static void ok_advance(tape_queue *q, int64_t cycle, uint64_t pos, uint64_t seq, uint64_t mod)
+{
+    tape_meta_shared *sh = q->q_sh;
+    int recovered;
+    if (tape_lock(q, &recovered) < 0)
+        return;
+    if (recovered) /* a writer died holding the lock: the next append rebuilds */
+        q->q_w.w_valid = 0;
+    uint64_t p, s;
+    ok_load(q, cycle, &p, &s);
+    if (!recovered && __atomic_load_n(&sh->ms_modcount, __ATOMIC_ACQUIRE) == mod &&
+        __atomic_load_n(&sh->ms_highest, __ATOMIC_ACQUIRE) == cycle && pos > p)
+        ok_store(q, cycle, pos, seq);
+    tape_unlock(q);
+}
+
 /* Open `cycle` (creating it if asked) as the writer's file and find its end:
  * from the hint when it is about this cycle and consistent, else through the
  * index. Returns the header word found at the end through *end_hdr. */
@@ -218,6 +275,7 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
         if (rc == 1) { /* a file we just made: its end is its start */
             w->w_pos = w->w_y.y_data_off;
             w->w_seq = 0;
+            w->w_checked = 1; /* (all of it seen: nothing to check) */
             w->w_gen = __atomic_load_n(&sh->ms_hint_gen, __ATOMIC_ACQUIRE);
             w->w_valid = 1;
             *end_hdr = 0;
@@ -239,9 +297,23 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
         hint_agrees(w, pos, seq))
         rc = tape_cyc_walk(&w->w_y, &pos, &seq, end_hdr, last_ts);
     if (rc < 0) {
-        rc = tape_cyc_writer_end(q, &w->w_y, &pos, &seq, end_hdr, last_ts);
+        uint64_t ok_pos, ok_seq, hint_seq = seq, hint_pos = pos;
+        ok_load(q, cycle, &ok_pos, &ok_seq);
+        rc = tape_cyc_writer_end(q, &w->w_y, ok_pos, ok_seq, &pos, &seq, end_hdr, last_ts);
         if (rc < 0)
             return rc;
+        /* An unfinished entry at the end is a dead writer's only while its
+         * append kept the generation odd: under a complete hint (even) that
+         * counts it as published, it is a published entry damaged, and
+         * clearing it would hand out its index again. */
+        if (!(gen & 1) && hc == cycle && hint_seq > seq && (*end_hdr & TAPE_H_NC) &&
+            *end_hdr != TAPE_H_EOF)
+            return TAPE_ECORRUPT;
+        /* Nor may a complete hint's end lie past the file's end: files only
+         * grow, so the file was cut, and the entries it lost would be handed
+         * out again. */
+        if (!(gen & 1) && hc == cycle && hint_seq > seq && hint_pos > w->w_y.y_v.v_size)
+            return TAPE_ECORRUPT;
         w->w_checked = 1;
         w->w_strict = 1;
         /* (the end as the files say, maybe short of what was read before a
@@ -824,6 +896,43 @@ int64_t tape_append_many_ex(tape_appender *a, const void *data, const uint64_t *
     return r;
 }
 
+/* The offset after the last non-zero byte of y at or after `from` (from
+ * when there is none), reading only the file's data, not its holes. */
+static uint64_t nonzero_end(tape_cyc *y, uint64_t from)
+{
+    uint64_t end = from, p = from;
+    const uint64_t size = y->y_v.v_size;
+    while (p < size) {
+        off_t d = lseek(y->y_v.v_fd, (off_t)p, SEEK_DATA);
+        if (d < 0 && errno == ENXIO)
+            break;
+        uint64_t lo = d >= 0 && (uint64_t)d > p ? (uint64_t)d : p, hi = size;
+        if (d >= 0) {
+            off_t e = lseek(y->y_v.v_fd, d, SEEK_HOLE);
+            if (e > d && (uint64_t)e < size)
+                hi = (uint64_t)e;
+        }
+        uint64_t k = hi;
+        for (; k > lo && (k & 7); k--) /* to a word boundary, then a word at a time */
+            if (y->y_v.v_base[k - 1])
+                goto found;
+        for (uint64_t w; k >= lo + 8; k -= 8) {
+            memcpy(&w, y->y_v.v_base + k - 8, 8);
+            if (w)
+                break;
+        }
+        for (; k > lo; k--)
+            if (y->y_v.v_base[k - 1])
+                goto found;
+        p = hi > lo ? hi : size;
+        continue;
+    found:
+        end = k;
+        p = hi > lo ? hi : size;
+    }
+    return end;
+}
+
 int64_t tape_repair_tail(tape_queue *q)
 {
     if (q->q_read_only)
@@ -852,6 +961,19 @@ int64_t tape_repair_tail(tape_queue *q)
         int64_t last_ts = INT64_MIN;
         int damaged = tape_cyc_walk(&y, &p, &s, &h, &last_ts) == TAPE_ECORRUPT;
         uint64_t cut = h == TAPE_H_EOF ? p + 4 : p; /* a sealed end stays */
+        /* An unfinished entry at the end that a complete hint counts as
+         * published (writers refuse it): damage, cut here too. */
+        uint64_t g = __atomic_load_n(&sh->ms_hint_gen, __ATOMIC_ACQUIRE);
+        int hinted = !(g & 1) && __atomic_load_n(&sh->ms_hint_cycle, __ATOMIC_RELAXED) == newest &&
+                     __atomic_load_n(&sh->ms_hint_seq, __ATOMIC_RELAXED) > s;
+        damaged |= hinted && (h & TAPE_H_NC) && h != TAPE_H_EOF;
+        /* A complete hint whose end lies past the file's (writers refuse:
+         * the file was cut): forgotten below, as the generation goes odd. */
+        tape_view_cover(&y.y_v, UINT64_MAX);
+        if (hinted && __atomic_load_n(&sh->ms_hint_pos, __ATOMIC_RELAXED) > y.y_v.v_size) {
+            cleared += 8;
+            changed = 1;
+        }
         if (damaged || tape_cyc_dirty_after(&y, p, h) || tape_cyc_stray_slot(q, &y, p, s, &bad)) {
             /* Nothing may point past the cut, nor stand for an entry past
              * it: empty those index slots. */
@@ -874,12 +996,15 @@ int64_t tape_repair_tail(tape_queue *q)
                         }
                 }
             }
+            /* Up to the last non-zero byte: the preallocation after it is
+             * zeros already (and holes stay holes). */
             uint64_t zero_from = h == TAPE_H_EOF ? cut : cut + 4; /* the header last */
-            if (y.y_v.v_size > zero_from)
-                memset(y.y_v.v_base + zero_from, 0, y.y_v.v_size - zero_from);
+            uint64_t nz_end = nonzero_end(&y, cut);
+            if (nz_end > zero_from)
+                memset(y.y_v.v_base + zero_from, 0, nz_end - zero_from);
             if (h != TAPE_H_EOF && cut + 4 <= y.y_v.v_size)
                 __atomic_store_n((uint32_t *)(y.y_v.v_base + cut), 0u, __ATOMIC_RELEASE);
-            cleared += (int64_t)(y.y_v.v_size - cut) + 8 * (int64_t)before;
+            cleared += (int64_t)(nz_end - cut) + 8 * (int64_t)before;
             changed = 1;
         }
         rc = tape_view_guarded(&y.y_v, rc);
@@ -897,6 +1022,9 @@ int64_t tape_repair_tail(tape_queue *q)
             changed = 1;
         }
     }
+    /* The checked point may name a place the repair cut, or be damaged
+     * itself: the next writer checks the whole newest cycle. */
+    __atomic_store_n(&sh->ms_ok_check, 0u, __ATOMIC_RELAXED);
     if (changed) {
         /* Every writer, here and elsewhere, finds the end anew; tailers
          * drop what they copied of the cleared bytes. */
@@ -952,6 +1080,10 @@ static int appender_sync(tape_appender *a)
     if (rc == 0 && q->q_w.w_y.y_v.v_fd >= 0 && (fd = dup(q->q_w.w_y.y_v.v_fd)) < 0)
         rc = -errno;
     int64_t cur = q->q_w.w_y.y_cycle;
+    /* What this sync makes durable: the checked point may rise to it. */
+    int checked = rc == 0 && fd >= 0 && q->q_w.w_valid && q->q_w.w_checked;
+    uint64_t ok_pos = q->q_w.w_pos, ok_seq = q->q_w.w_seq;
+    uint64_t mod = __atomic_load_n(&q->q_sh->ms_modcount, __ATOMIC_ACQUIRE);
     tape_unlock(q);
     if (rc < 0)
         return rc;
@@ -988,6 +1120,8 @@ static int appender_sync(tape_appender *a)
     if (q->q_sync.sy_epoch == epoch && from <= cur)
         q->q_sync.sy_from = -1;
     pthread_mutex_unlock(&q->q_sync.sy_mu);
+    if (checked)
+        ok_advance(q, cur, ok_pos, ok_seq, mod);
     return rc;
 }
 

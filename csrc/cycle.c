@@ -476,6 +476,36 @@ uint64_t tape_cyc_dirty_after(tape_cyc *y, uint64_t pos, uint32_t h)
     return 0;
 }
 
+int tape_cyc_seal_further(tape_cyc *y, uint64_t pos)
+{
+    if (tape_view_cover(&y->y_v, UINT64_MAX) < 0)
+        return 0;
+    const uint64_t size = y->y_v.v_size;
+    uint64_t p = (pos + 8) & ~(uint64_t)7, seal = 0, last = 0; /* last: a non-zero word */
+    while (p + 8 <= size) {
+        off_t d = lseek(y->y_v.v_fd, (off_t)p, SEEK_DATA);
+        if (d < 0 && errno == ENXIO)
+            break; /* only holes from p on */
+        uint64_t lo = p, hi = size;
+        if (d >= 0) {
+            off_t h = lseek(y->y_v.v_fd, d, SEEK_HOLE);
+            lo = (uint64_t)d > p ? (uint64_t)d & ~(uint64_t)7 : p;
+            hi = h > d && (uint64_t)h < size ? (uint64_t)h : size;
+        }
+        for (uint64_t k = lo; k + 8 <= hi; k += 8) {
+            uint64_t w;
+            memcpy(&w, y->y_v.v_base + k, 8);
+            if (!w)
+                continue;
+            last = k;
+            if ((uint32_t)w == TAPE_H_EOF && !(w >> 32))
+                seal = k;
+        }
+        p = hi > lo ? (hi + 7) & ~(uint64_t)7 : size;
+    }
+    return seal && last == seal;
+}
+
 static int find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
                     uint32_t *hdr_at_end, int64_t *last_ts);
 
@@ -512,11 +542,11 @@ static int find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
     if (tape_view_cover(&y->y_v, p + 4) != 0)
         return TAPE_ECORRUPT;
     int rc = tape_cyc_walk(y, &p, &s, hdr_at_end, last_ts);
-    if (rc < 0)
+    if (rc < 0 && rc != TAPE_ECORRUPT)
         return rc;
-    *pos = p;
+    *pos = p; /* (damaged: where the intact entries end) */
     *seq = s;
-    return 0;
+    return rc;
 }
 
 static int locate(tape_queue *q, tape_cyc *y, uint64_t seq, uint64_t *pos);
@@ -649,8 +679,8 @@ int tape_cyc_stray_slot(tape_queue *q, tape_cyc *y, uint64_t end_pos, uint64_t e
     return 0;
 }
 
-int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
-                        uint32_t *hdr_at_end, int64_t *last_ts)
+int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t ok_pos, uint64_t ok_seq,
+                        uint64_t *pos, uint64_t *seq, uint32_t *hdr_at_end, int64_t *last_ts)
 {
     const int nlog = q->q_roll.r_count_log2, slog = q->q_roll.r_spacing_log2;
     const uint64_t n = (uint64_t)1 << nlog;
@@ -682,6 +712,18 @@ int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq
     if (tape_view_cover(&y->y_v, p + 4) != 0)
         return TAPE_ECORRUPT;
     uint64_t from = s;
+    /* Entries before the last block are checked from the checked point on
+     * (a writer's append may follow damage there, which readers going
+     * forward stop at): what was not on disk when the point was stored may
+     * have been torn by a power loss. A point past the block is not needed. */
+    if (!ok_pos) {
+        ok_pos = y->y_data_off;
+        ok_seq = 0;
+    }
+    if (valid_pos(y, ok_pos) && ok_pos < p && ok_seq <= s) {
+        p = ok_pos;
+        s = ok_seq;
+    }
     int rc = tape_cyc_walk(y, &p, &s, hdr_at_end, last_ts);
     if (rc < 0)
         return rc;

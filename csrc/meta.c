@@ -245,11 +245,14 @@ int tape_lock(tape_queue *q, int *recovered)
 {
     uint32_t e = 0;
     *recovered = 0;
+    if (tape_meta_guarded(q, 0) < 0)
+        return TAPE_ECORRUPT;
     if (!cas(&q->q_sh->ms_lock, &e, q->q_w.w_token))
         tape_shlock_slow(&q->q_sh->ms_lock, q->q_meta_fd, TAPE_LIVE_BASE, q->q_w.w_token,
                          recovered);
     __atomic_store_n(&q->q_sh->ms_lock_pid, q->q_w.w_pid, __ATOMIC_RELAXED);
-    return 0;
+    /* (taking it faulted: the word taken is the zero page's, no lock) */
+    return tape_meta_guarded(q, 0);
 }
 
 /* The contended half of a shared lock word (the write lock's and a consumer

@@ -141,6 +141,8 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
     q->q_dirfd = dirfd;
     q->q_meta_fd = fd;
     q->q_meta = map;
+    /* (a full registry: unguarded, as before the guard) */
+    q->q_meta_guard = tape_guard_add(map, TAPE_META_SIZE);
     q->q_hdr = map;
     q->q_sh = (tape_meta_shared *)((uint8_t *)map + TAPE_META_SHARED_OFF);
     q->q_read_only = o->oo_read_only;
@@ -154,7 +156,7 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
     tape_cyc_init(&q->q_view.kv_y);
     tape_cyc_init(&q->q_w.w_y);
     tape_clock_init(&q->q_w.w_clock);
-    rc = tape_meta_validate(q, o);
+    rc = tape_meta_guarded(q, tape_meta_validate(q, o));
     if (rc < 0) { /* (not one we made: it would be valid) */
         tape_close(q);
         return rc;
@@ -185,6 +187,7 @@ void tape_close(tape_queue *q)
     free(q->q_cyc.cc_list);
     tape_keys_close(q);
     tape_wake_unmap(q);
+    tape_guard_remove(q->q_meta_guard);
     munmap(q->q_meta, TAPE_META_SIZE);
     close(q->q_meta_fd); /* drops our liveness lock */
     close(q->q_dirfd);

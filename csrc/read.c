@@ -65,6 +65,8 @@ struct tape_tailer {
     uint32_t t_bk_n;
     uint64_t *t_bk_pos;
     uint8_t *t_jb;          /* jump buffer (JUMP_BUF bytes), or NULL */
+    uint8_t *t_cp;          /* what tape_read hands out: a copy (t_cp_cap bytes) */
+    size_t t_cp_cap;
     uint64_t t_jb_off;      /* it holds bytes [t_jb_off, +t_jb_len) of t_y's file */
     uint64_t t_jb_len;
     uint64_t t_jb_mod;      /* ms_modcount when it was filled */
@@ -126,6 +128,7 @@ void tape_tailer_close(tape_tailer *t)
     tape_cyc_close(&t->t_pk_y);
     free(t->t_bk_pos);
     free(t->t_jb);
+    free(t->t_cp);
     free(t->t_pk);
     free(t);
 }
@@ -248,7 +251,9 @@ static void set_pos(tape_tailer *t, int64_t seq, uint64_t pos)
     t->t_pos_ok = 1;
 }
 
-/* Open `cycle` at its start (dir > 0) or at its last entry (dir < 0). */
+/* Open `cycle` at its start (dir > 0) or at its last entry (dir < 0); with
+ * dir -2, at its last intact entry when entries after it are damaged (a
+ * torn tail: reading forward from there reports it). */
 static int enter_cycle(tape_tailer *t, int64_t cycle, int dir)
 {
     int rc;
@@ -262,10 +267,10 @@ static int enter_cycle(tape_tailer *t, int64_t cycle, int dir)
         set_pos(t, 0, t->t_y.y_data_off);
         return 0;
     }
-    uint64_t end, count;
+    uint64_t end = 0, count = 0;
     uint32_t h;
     rc = tape_cyc_find_end(t->t_q, &t->t_y, &end, &count, &h, NULL);
-    if (rc < 0)
+    if (rc < 0 && !(dir == -2 && rc == TAPE_ECORRUPT && end && !tape_view_hit(&t->t_y.y_v)))
         return rc;
     note_end_walk(t, count, end);
     t->t_seq = (int64_t)count - 1;
@@ -291,17 +296,21 @@ static int step_cycle(tape_tailer *t, int dir)
 static int enter_first(tape_tailer *t)
 {
     tape_meta_shared *sh = t->t_q->q_sh;
-    if (__atomic_load_n(&sh->ms_highest, __ATOMIC_ACQUIRE) < 0)
+    /* (empty: both -1; one damaged field alone does not hide the files) */
+    if (__atomic_load_n(&sh->ms_highest, __ATOMIC_ACQUIRE) < 0 &&
+        __atomic_load_n(&sh->ms_lowest, __ATOMIC_ACQUIRE) < 0)
         return 0;
-    int64_t lo = __atomic_load_n(&sh->ms_lowest, __ATOMIC_ACQUIRE);
-    int rc = lo >= 0 ? enter_cycle(t, lo, 1) : -ENOENT;
-    if (rc == -ENOENT) {
-        int64_t c = tape_neighbour_cycle(t->t_q, -1, 1);
+    /* The lowest cycle as the directory says (listed again only when the
+     * modification counter moved): tape.meta's lowest cycle, if damaged,
+     * would start the reader past the first cycles. */
+    for (int64_t c = -1;;) {
+        c = tape_neighbour_cycle(t->t_q, c, 1);
         if (c < 0)
             return c == -1 ? 0 : (int)c;
-        rc = enter_cycle(t, c, 1);
+        int rc = enter_cycle(t, c, 1);
+        if (rc != -ENOENT) /* (else removed meanwhile: the next one) */
+            return rc < 0 ? rc : 1;
     }
-    return rc < 0 ? rc : 1;
 }
 
 /* ---- reading one entry ------------------------------------------------- */
@@ -407,9 +416,17 @@ static int cycle_over(tape_tailer *t)
             return rc;
         if (end != t->t_pos || count != (uint64_t)t->t_seq)
             return TAPE_ECORRUPT;
+        /* A marker written over the last block's entries (the index cannot
+         * tell) has their bytes after it, and the roll's marker further on.
+         * Bytes after a seal are not read otherwise (verify reports them).
+         * (The sealed cycle's preallocation is a hole, skipped unread.) */
+        if (tape_cyc_dirty_after(&t->t_y, t->t_pos, h) && tape_cyc_seal_further(&t->t_y, t->t_pos))
+            return TAPE_ECORRUPT;
         return 1;
     }
     int64_t hi = __atomic_load_n(&t->t_q->q_sh->ms_highest, __ATOMIC_ACQUIRE);
+    if (hi < t->t_y.y_cycle && (hi = tape_neighbour_cycle(t->t_q, t->t_y.y_cycle, 1)) < -1)
+        return (int)hi; /* (below this cycle: damaged; the directory knows) */
     if (hi <= t->t_y.y_cycle)
         return 0;
     h = t->t_pos + 4 <= v->v_size ? tape_load_hdr(v, t->t_pos) : 0;
@@ -568,7 +585,7 @@ static void bwd_advance(tape_tailer *t, const tape_entry *e)
  * position is unchanged. Two relaxed loads when nothing faulted. */
 static int unless_damaged(tape_tailer *t, int rc)
 {
-    int err = 0;
+    int err = tape_meta_guarded(t->t_q, 0);
     tape_cyc *ys[2] = {&t->t_y, &t->t_pk_y};
     for (int i = 0; i < 2; i++) {
         tape_cyc *y = ys[i];
@@ -667,6 +684,44 @@ static int go_to_mark(tape_tailer *t, const tape_mark *m)
     return 0;
 }
 
+/* After copying a peeked entry's payload out of the mapping: 0, or the
+ * error when the copy faulted (the file shrank meanwhile: zeros were
+ * copied). One relaxed load per view. */
+static int copied(tape_tailer *t)
+{
+    if (!tape_view_hit(&t->t_y.y_v) && !tape_view_hit(&t->t_pk_y.y_v))
+        return 0;
+    return unless_damaged(t, 0);
+}
+
+/* The payload of e (and its key), which tape_read hands out, copied into
+ * the tailer's buffer (checked): a pointer into the mapping would fault, or
+ * read zeros, if the file shrank before the caller copied it. */
+static int copy_out(tape_tailer *t, tape_entry *e)
+{
+    const uint8_t *d = e->e_data;
+    if (t->t_jb_len && d >= t->t_jb && d < t->t_jb + JUMP_BUF)
+        return 1; /* a copy already */
+    size_t klen = e->e_attrs.a_key ? e->e_attrs.a_key_len : 0, need = klen + e->e_len;
+    if (need > t->t_cp_cap || !t->t_cp) {
+        size_t cap = need < 256 ? 256 : need;
+        uint8_t *b = realloc(t->t_cp, cap);
+        if (!b)
+            return -ENOMEM;
+        t->t_cp = b;
+        t->t_cp_cap = cap;
+    }
+    if (klen) {
+        memcpy(t->t_cp, e->e_attrs.a_key, klen);
+        e->e_attrs.a_key = t->t_cp;
+    }
+    if (e->e_len)
+        memcpy(t->t_cp + klen, d, e->e_len);
+    e->e_data = t->t_cp + klen;
+    int rc = copied(t);
+    return rc < 0 ? rc : 1;
+}
+
 int tape_read(tape_tailer *t, tape_entry *e)
 {
     forget_batch(t);
@@ -674,7 +729,9 @@ int tape_read(tape_tailer *t, tape_entry *e)
     if (rc == 1) {
         if (!t->t_cur_attrs)
             e->e_attrs = tape_attrs_none;
-        advance(t, e);
+        rc = copy_out(t, e);
+        if (rc == 1)
+            advance(t, e);
     }
     return rc;
 }
@@ -736,6 +793,11 @@ static int64_t read_batch(tape_tailer *t, void *buf, size_t cap, int64_t *idx, i
             with += t->t_cur_attrs;
         }
         memcpy(out + off, e.e_data, e.e_len);
+        if ((rc = copied(t)) < 0) { /* the copy met a fault: not read */
+            if (n == 0)
+                return rc;
+            break;
+        }
         off += e.e_len;
         idx[n] = e.e_index;
         ts[n] = e.e_timestamp;
@@ -953,23 +1015,24 @@ static int to_end_body(tape_tailer *t)
     forget_batch(t);
     tape_queue *q = t->t_q;
     int64_t hi = __atomic_load_n(&q->q_sh->ms_highest, __ATOMIC_ACQUIRE);
-    if (hi < 0)
-        return tape_tailer_to_start(t);
-    int rc = enter_cycle(t, hi, -1);
+    int rc = hi < 0 ? -ENOENT : enter_cycle(t, hi, -2); /* (-1: empty, or damaged) */
     if (rc == -ENOENT) {
         hi = tape_neighbour_cycle(q, INT64_MAX, -1);
         if (hi < 0)
             return hi == -1 ? tape_tailer_to_start(t) : (int)hi;
-        rc = enter_cycle(t, hi, -1);
+        rc = enter_cycle(t, hi, -2);
     }
     if (rc < 0)
         return rc;
-    /* enter_cycle(-1) leaves t_seq at the last entry; forward reads go on
-     * after it. */
+    /* enter_cycle(-1) leaves t_seq at the last (intact) entry; forward
+     * reads go on after it, backward ones start with it (not with a
+     * damaged entry after it). */
     t->t_seq++;
     t->t_pos_ok = 0;
     bound_mapped(t);
     store_pos(t);
+    if (t->t_dir != TAPE_FORWARD)
+        t->t_seq--;
     return 0;
 }
 

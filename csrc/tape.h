@@ -47,8 +47,9 @@
  * Caveats
  *   - A tape_queue and its appenders may be used from several threads at once.
  *     A tape_tailer may not: give each thread its own tailer.
- *   - Pointers returned by tape_read() point into a file mapping and stay
- *     valid only until the next call on the same tailer.
+ *   - Pointers returned by tape_read() point into the tailer's own copy of
+ *     the payload (made under the SIGBUS guard) and stay valid only until
+ *     the next call on the same tailer.
  *   - Appending takes a lock word kept in the mapped metadata file; its
  *     owner's death is detected through an OFD lock the owner holds (see
  *     docs/FORMAT.md, "The write lock"), so a killed writer never blocks the
@@ -84,8 +85,10 @@
  *       The prefaulter thread stops allocating ahead (the writer's own
  *         appends report what it met); a failed MADV_POPULATE_WRITE (EFAULT,
  *         ENOMEM, EIO) stops it the same way.
- *     Not covered: tape.meta (its 64 KiB are written once at creation) and
- *     pointers tape_read returned, used after the file shrank under them.
+ *       tape.meta truncated under a handle: every later call of that handle
+ *         that takes the write lock or reads (tape_append..., tape_read...,
+ *         tape_verify, tape_repair_tail, named tailers) returns
+ *         TAPE_ECORRUPT; open the queue again once the file is whole.
  */
 #ifndef TAPE_H
 #define TAPE_H

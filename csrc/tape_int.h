@@ -62,7 +62,15 @@ typedef struct tape_meta_shared {
     int64_t ms_lowest;
     int64_t ms_highest;
     uint64_t ms_modcount;
-    uint8_t ms_pad1[40];
+    /* the checked point: entries of cycle ms_ok_cycle before ms_ok_pos
+     * (ms_ok_seq of them) were checked and were on disk (fdatasync) when it
+     * was stored; meaningless unless ms_ok_check is tape_ok_check of the
+     * three (absent in queues made before it: zeros) */
+    int64_t ms_ok_cycle;
+    uint64_t ms_ok_pos;
+    uint64_t ms_ok_seq;
+    uint32_t ms_ok_check;
+    uint8_t ms_pad1[12];
     /* line 2: wake-ups */
     uint32_t ms_notify;         /* futex word: counter, TAPE_NOTIFY_SLEEPERS bit */
     uint32_t ms_reserved;
@@ -279,7 +287,9 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y);
 
 /* End of data of a cycle: offset after the last published entry and its
  * count of data entries; *hdr_at_end is the header word found there (0, an
- * abandoned "not complete" word, or TAPE_H_EOF). */
+ * abandoned "not complete" word, or TAPE_H_EOF). TAPE_ECORRUPT when an entry
+ * is damaged (*pos and *seq then at it, where the intact entries end) or the
+ * index is (*pos and *seq unset). */
 int tape_cyc_find_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
                       uint32_t *hdr_at_end, int64_t *last_ts);
 /* Position of entry `seq`: 1 found (*pos set), 2 seq is the end of data
@@ -297,6 +307,11 @@ int tape_cyc_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int
  * non-zero byte after it (past a dead writer's unfinished entry) up to the
  * end of the file, or 0 when only zeros follow. */
 uint64_t tape_cyc_dirty_after(tape_cyc *y, uint64_t pos, uint32_t h);
+/* After an end-of-file marker at `pos` with non-zero bytes after it: 1 when
+ * another marker lies further on with nothing but zeros after it (the one at
+ * pos was written over entries, not by the roll), else 0 (garbage after a
+ * seal, which readers never read). Reads up to the end of the file's data. */
+int tape_cyc_seal_further(tape_cyc *y, uint64_t pos);
 /* Offset of the indexed entry of block b (seq b*S), 0 when absent. */
 uint64_t tape_cyc_block_pos(tape_queue *q, tape_cyc *y, uint64_t b);
 /* The end of data by entry headers alone, from the first entry: what a
@@ -308,9 +323,12 @@ int tape_cyc_header_walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *la
  * is intact, or is the end; no slot names a place past the end) and that only
  * zeros follow (past a dead writer's unfinished entry). TAPE_ECORRUPT when
  * not: appending there could give an index used before or one no reader
- * reaches. Checks the last block of entries, not the whole cycle. */
-int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq,
-                        uint32_t *hdr_at_end, int64_t *last_ts);
+ * reaches. Every entry is checked from (ok_pos, ok_seq), the checked point
+ * (docs/FORMAT.md, "Page 1"), or from the cycle's first entry when ok_pos
+ * is 0, and at least the last block of entries: damage there, which would
+ * stop a reader going forward before the end, is TAPE_ECORRUPT too. */
+int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t ok_pos, uint64_t ok_seq,
+                        uint64_t *pos, uint64_t *seq, uint32_t *hdr_at_end, int64_t *last_ts);
 /* 1 when an index slot (or index array) names a place for an entry at or
  * past `end_seq`, the end of data being at `end_pos` (*bad_seq: the first
  * seq it stands for); 0 when none does; or TAPE_ECORRUPT (a damaged array). */
@@ -461,6 +479,7 @@ struct tape_queue {
     int q_dirfd;
     int q_meta_fd;
     uint8_t *q_meta;           /* the 64 KiB mapping */
+    int q_meta_guard;          /* its slot in guard.c's registry, -1 none */
     tape_meta_hdr *q_hdr;
     tape_meta_shared *q_sh;
     int q_read_only;
@@ -494,8 +513,18 @@ DIR *tape_dir_open(int dirfd);
 int tape_dir_is_empty(int dirfd);
 int tape_meta_validate(tape_queue *q, const tape_open_opts *o);
 
+/* TAPE_ECORRUPT once an access to tape.meta's mapping faulted (the file
+ * was truncated under this handle; a zero page stands in for what faulted),
+ * else rc: from then on nothing of this handle that tape.meta says is to be
+ * believed. One relaxed load. */
+static inline int tape_meta_guarded(const tape_queue *q, int rc)
+{
+    return tape_guard_hit(q->q_meta_guard) ? TAPE_ECORRUPT : rc;
+}
+
 /* Lock protocol (meta.c). *recovered is set when the lock was taken over from
- * a dead owner: the writer state must then be rebuilt. */
+ * a dead owner: the writer state must then be rebuilt. TAPE_ECORRUPT (and
+ * no lock) once tape.meta's mapping faulted (tape_meta_guarded). */
 int tape_lock(tape_queue *q, int *recovered);
 void tape_unlock(tape_queue *q);
 int tape_register_writer(tape_queue *q);

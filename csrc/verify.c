@@ -26,6 +26,8 @@ typedef struct vctx {
     int vc_stopped;          /* vc_progress asked to stop */
     int vc_newest_end;       /* the newest cycle was walked to its end of data */
     uint64_t vc_newest_seq;  /* ... holding this many entries */
+    int vc_newest_nc;        /* ... followed by an unfinished entry */
+    uint64_t vc_newest_size; /* ... in a file this long */
     int vc_err;              /* a page of a cycle faulted (SIGBUS): the error */
 } vctx;
 
@@ -132,6 +134,9 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
             if (newest && c->vc_prefix) {
                 c->vc_newest_end = 1;
                 c->vc_newest_seq = seq;
+                c->vc_newest_nc = h != TAPE_H_EOF && (h & TAPE_H_NC);
+                tape_view_cover(&y.y_v, UINT64_MAX);
+                c->vc_newest_size = y.y_v.v_size;
             }
             break;
         }
@@ -215,7 +220,8 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
  * newest cycle holds none, of that cycle's end). A writer would otherwise
  * hand out indexes of the missing file again, or append to a cycle of the
  * far future. */
-static void check_meta(vctx *c, int64_t highest, int64_t last_file, int64_t newest_ts)
+static void check_meta(vctx *c, int64_t highest, int64_t last_file, int64_t newest_ts,
+                       const uint64_t hint[3])
 {
     const tape_roll *rl = &c->vc_q->q_roll;
     if (highest > last_file)
@@ -224,6 +230,17 @@ static void check_meta(vctx *c, int64_t highest, int64_t last_file, int64_t newe
                 (long long)highest, (long long)last_file);
     if (!c->vc_newest_end)
         return; /* no file, or damage already reported */
+    /* An unfinished entry at the end that a complete writer's hint counts
+     * as published: damage, not a dead writer's (writers refuse it). */
+    if (c->vc_newest_nc && (int64_t)hint[0] == last_file && hint[1] > c->vc_newest_seq)
+        problem(c, last_file, 0,
+                "cycle %lld: an unfinished entry at seq %llu, which tape.meta's hint counts as published",
+                (long long)last_file, (unsigned long long)c->vc_newest_seq);
+    /* ... or whose end lies past the end of the file: it was cut. */
+    if ((int64_t)hint[0] == last_file && hint[1] > c->vc_newest_seq && hint[2] > c->vc_newest_size)
+        problem(c, last_file, 0,
+                "cycle %lld: the file ends at %llu, before the end of data tape.meta's hint names (%llu): it was cut",
+                (long long)last_file, (unsigned long long)c->vc_newest_size, (unsigned long long)hint[2]);
     int64_t bound = c->vc_prev_ts;
     if (c->vc_newest_seq == 0) {
         int64_t end_ms = (last_file + 1) * rl->r_length_ms + rl->r_epoch_ms;
@@ -251,12 +268,21 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
      * the walk finds. */
     int64_t highest = __atomic_load_n(&q->q_sh->ms_highest, __ATOMIC_ACQUIRE);
     int64_t newest_ts = __atomic_load_n(&q->q_sh->ms_last_ts, __ATOMIC_ACQUIRE);
+    uint64_t hint[3] = {UINT64_MAX, 0, 0}; /* cycle, seq and offset, when complete */
+    uint64_t g = __atomic_load_n(&q->q_sh->ms_hint_gen, __ATOMIC_ACQUIRE);
+    if (!(g & 1)) {
+        hint[0] = (uint64_t)__atomic_load_n(&q->q_sh->ms_hint_cycle, __ATOMIC_RELAXED);
+        hint[1] = __atomic_load_n(&q->q_sh->ms_hint_seq, __ATOMIC_RELAXED);
+        hint[2] = __atomic_load_n(&q->q_sh->ms_hint_pos, __ATOMIC_RELAXED);
+        if (__atomic_load_n(&q->q_sh->ms_hint_gen, __ATOMIC_ACQUIRE) != g)
+            hint[0] = UINT64_MAX;
+    }
     int64_t *v;
     size_t n;
     int rc = tape_list_cycles_alloc(q, &v, &n);
     if (rc < 0)
         return rc;
-    vctx c = {q, r, flags & TAPE_VERIFY_SALVAGE, 1, INT64_MIN, fn, arg, 0, 0, 0, 0, 0};
+    vctx c = {q, r, flags & TAPE_VERIFY_SALVAGE, 1, INT64_MIN, fn, arg, 0, 0, 0, 0, 0, 0, 0};
     for (size_t i = 0; i < n && !c.vc_stopped && !c.vc_err; i++)
         verify_cycle(&c, v[i], i == n - 1);
     int64_t last_file = n ? v[n - 1] : -1;
@@ -265,6 +291,6 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
         return c.vc_err;
     if (c.vc_stopped)
         return -ECANCELED;
-    check_meta(&c, highest, last_file, newest_ts);
-    return r->vr_problems ? 1 : 0;
+    check_meta(&c, highest, last_file, newest_ts, hint);
+    return tape_meta_guarded(q, r->vr_problems ? 1 : 0);
 }

@@ -28,7 +28,7 @@ from tape import archive
 from tape._time import iso_time, parse_duration, parse_time
 from tape.dump import Dump, open_reader
 from tape.jsonl import FORMATS, Loader, LoadError, Progress, to_json, unseen, write_entries
-from tape.summary import ProgressBar, cycle_path, info_text, size_text, verify_text
+from tape.summary import ProgressBar, check_tail, cycle_path, info_text, size_text, verify_text
 from tape.window import INT64_MAX, Window
 
 _FOLLOW_WAIT = 1.0  # seconds a follow waits for an entry in one call
@@ -257,6 +257,8 @@ def _dump(d: Dump, jobs: int) -> int:
             shown = _is_file(out) and sys.stderr.isatty()
             with _progress("dumping", d.count() if shown else None, "entries", shown=shown) as progress:
                 written = d.write(out, jobs=jobs or len(os.sched_getaffinity(0)), progress=progress)
+        if d.backward:
+            check_tail(d.queue)  # a torn tail: dumped from the last intact entry, then reported
     return written
 
 
@@ -300,6 +302,7 @@ def tail(path: str, count: int, follow: bool, fmt: str, codec: str | None) -> No
             newest = list(itertools.islice(back.entries(), count))
         if not follow:
             write_entries(reversed(newest), fmt, out, decode)
+            check_tail(q)  # a torn tail: shown up to it, then reported
             return
         t = q.tailer(start=newest[-1].index if newest else "end")
         try:
@@ -333,8 +336,9 @@ def info(path: str, as_json: bool, all_cycles: bool) -> None:
             return
         text = info_text(q, path, all_cycles=all_cycles)
         groups = q.groups()
-    click.echo(text)
-    click.echo(f"consumer groups  {len(groups)}" + (f": {', '.join(groups)} (tape groups lists them)" if groups else ""))
+        click.echo(text)
+        click.echo(f"consumer groups  {len(groups)}" + (f": {', '.join(groups)} (tape groups lists them)" if groups else ""))
+        check_tail(q)
 
 
 @cli.command(short_help="Check a queue for damage (exit 1 if any).")

@@ -21,6 +21,7 @@ from tape.window import entries_from
 
 __all__ = [
     "WIDTH", "size_text", "info_text", "verify_text", "cycle_path", "progress_text", "ProgressBar",
+    "damaged_tail", "check_tail",
 ]
 
 WIDTH = 80  # columns a line of text fits in
@@ -82,16 +83,49 @@ def _on_disk(path: str) -> int:
     return total
 
 
+def damaged_tail(q: tape.Queue) -> tuple[tape.CycleInfo, tape.Entry | None] | None:
+    """The newest cycle file when entries in it are damaged (a torn tail), and its last intact entry (or None)."""
+    cycles = q.cycles()
+    if not cycles or not cycles[-1].damaged:
+        return None
+    with q.tailer() as t:
+        t.direction = "backward"
+        t.to_end()  # at the last intact entry
+        last = t.read_entry()
+    if last is not None and tape.split_index(q, last.index)[0] != cycles[-1].cycle:
+        last = None
+    return cycles[-1], last
+
+
+def check_tail(q: tape.Queue) -> None:
+    """Raise CorruptionError, saying what to run, when the newest cycle file holds damaged entries."""
+    torn = damaged_tail(q)
+    if torn is not None:
+        cycle, last = torn
+        after = "its first entry" if last is None else f"index {last.index}"
+        raise tape.CorruptionError(
+            f"{cycle.path}: damaged entries after {after}; run `tape verify` to see the damage,"
+            " `tape repair` to clear a damaged tail"
+        )
+
+
 def _cycle_times(q: tape.Queue) -> dict[int, tuple[int, int]]:
-    """cycle -> timestamps of its first and last entries (damaged cycles are left out); `q` is raw."""
+    """cycle -> timestamps of its first and last entries (damaged cycles are left out, but for the
+    last intact entry of a torn newest one); `q` is raw."""
     times = {}
+    torn = damaged_tail(q)
     with q.tailer() as t:
         for c in q.cycles():
             if c.first_index is None or c.last_index is None:
                 continue
+            last_index = c.last_index
+            if torn is not None and c.cycle == torn[0].cycle:
+                if torn[1] is None:
+                    continue
+                last_index = torn[1].index
             try:
                 first = t.to_index(c.first_index) and t.read_entry()
-                last = t.to_index(c.last_index) and t.read_entry()
+                last = t.to_index(last_index) and t.read_entry()
             except tape.CorruptionError:
                 continue
             if first and last:
@@ -106,6 +140,12 @@ def info_text(q: tape.Queue, path: str, *, all_cycles: bool = False) -> str:
     listed, unless `all_cycles`.
     """
     d = q.describe()
+    torn = damaged_tail(q)
+    if torn is not None:  # the counts are from entry headers: show what is intact
+        cycle, last = torn
+        intact = 0 if last is None else tape.split_index(q, last.index)[1] + 1
+        d["entries"] -= cycle.entries - intact
+        d["last_index"] = f"{last.index if last else '-'} (the last intact; damaged entries follow)"
     times = _cycle_times(q)
     named = d["named_tailers"]
     cycles = q.cycles() if named else []

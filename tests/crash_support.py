@@ -551,17 +551,22 @@ def _inspect(qdir: str, expect: dict[int, bytes] | None, append: bool, clock_ns:
                 t.to_index(i)
                 out["appended_read"] = (t.read() or b"").hex()
                 out["appended_reached"] = _reached_from_start(q, i)
+                # from the start of its own cycle (past damage in an older one)
+                own = tape.make_index(q, tape.split_index(q, i)[0], 0)
+                out["appended_reached_in_cycle"] = _reached_from_start(q, i, own)
             except tape.TapeError as exc:
                 out["append_error"] = f"{type(exc).__name__}: {exc}"
     return out
 
 
-def _reached_from_start(q: Any, index: int) -> bool:
-    """Whether a tailer reading forward from the start reaches the entry at `index`."""
+def _reached_from_start(q: Any, index: int, start: int | None = None) -> bool:
+    """Whether a tailer reading forward from the start (or from index `start`) reaches the entry at `index`."""
     import tape
 
     t = q.tailer()
     try:
+        if start is not None:
+            t.to_index(start)
         for e in t.entries():
             if e.index >= index:
                 return bool(e.index == index)

@@ -288,7 +288,8 @@ def test_info_marks_a_cycle_file_whose_last_entry_is_damaged(qpath: Path, tmp_pa
     data[data.rfind(PAYLOADS[-1]) + 7] ^= 0xFF  # info finds the end; damage further back is verify's
     f.write_bytes(bytes(data))
     result = invoke("info", str(qpath))
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # shown, then reported (issue 21 item 3)
+    assert "damaged entries after index" in result.stderr and "`tape repair`" in result.stderr
     assert ".tape (damaged)" in result.stdout
     rows = [line.split(maxsplit=1) for line in result.stdout.splitlines()]
     assert ["damaged", "1 cycle file (counts from headers; see tape verify)"] in rows

@@ -310,3 +310,59 @@ def test_an_append_after_a_torn_last_entry_is_refused_or_readable(tmp_path: Path
         except tape.CorruptionError:
             pass
         assert index in read, f"write() returned {index}, which no reader reaches (reading stops after {len(read)})"
+
+
+# -- issue 21 item 3: a torn tail is shown up to the damage, then reported --------------------
+
+
+def _torn_tail(path: Path) -> list[int]:
+    """101 entries, one byte of the last one's payload flipped (as a torn write leaves it); their indexes."""
+    with tape.Queue(path, codec="raw") as q:
+        a = q.appender()
+        acked = [a.write(b"entry %03d" % i) for i in range(101)]
+    (f,) = cs.cycle_files(path)
+    data = bytearray(f.read_bytes())
+    data[data.rfind(b"entry 100") + 7] ^= 0x01
+    f.write_bytes(bytes(data))
+    return acked
+
+
+def _tape(*args: str) -> Any:
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "tape", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_a_torn_tail_is_shown_up_to_the_damage_then_reported(tmp_path: Path) -> None:
+    path = tmp_path / "q"
+    acked = _torn_tail(path)
+    (f,) = cs.cycle_files(path)
+    size = f.stat().st_size
+    with tape.Queue(path, codec="raw") as q:
+        with pytest.raises(tape.CorruptionError, match="tape verify.*tape repair"):
+            q.appender().write(b"refused")
+        assert f.stat().st_size == size  # the refused append did not grow the file
+        t = q.tailer(start="end")  # after the last intact entry
+        with pytest.raises(tape.CorruptionError, match="tape verify"):
+            t.read()
+        back = q.tailer()
+        back.direction = "backward"
+        back.to_end()
+        assert [e.index for e in back.entries()] == acked[:100][::-1]
+    tail = _tape("tail", "-n", "2", str(path))
+    assert tail.returncode == 1 and [line.split('"index": ')[1].split(",")[0] for line in tail.stdout.splitlines()] \
+        == [str(i) for i in acked[98:100]]
+    assert f"damaged entries after index {acked[99]}" in tail.stderr and "tape repair" in tail.stderr
+    dump = _tape("dump", "--backward", "--format", "raw", str(path))
+    assert dump.returncode == 1 and dump.stdout.count("entry ") == 100 and "tape repair" in dump.stderr
+    info = _tape("info", str(path))
+    assert info.returncode == 1 and "tape repair" in info.stderr
+    lines = info.stdout.splitlines()
+    assert next(line for line in lines if line.startswith("entries")).split()[1] == "100"
+    assert f"{acked[99]} (the last intact" in next(line for line in lines if line.startswith("last index"))
+    with tape.Queue(path, codec="raw") as q:
+        t = q.tailer(start="end")
+        assert 0 < q.repair() < 4096  # the torn entry, not the file's preallocation
+        i = q.appender().write(b"next")
+        assert i == acked[100] and t.read() == b"next"
+        assert _tape("tail", "-n", "2", str(path)).returncode == 0

@@ -388,3 +388,30 @@ def test_no_fallocate_still_a_queue(tmp_path: Path) -> None:
     # one gave its preallocation back).
     st = sorted((tmp_path / "q").glob("*.tape"))[-1].stat()
     assert st.st_blocks * 512 >= st.st_size
+
+
+META_TRUNCATED = """
+    q = tape.Queue(sys.argv[1], clock=lambda: {t0})
+    a = q.appender()
+    t = q.tailer()
+    a.write(["before", 0])
+    assert t.read() == ["before", 0]
+    wait_go()
+    for call in (lambda: a.write(["after", 1]), t.read, q.verify):
+        try:
+            call()
+            out["wrong"].append("a call succeeded on a truncated tape.meta")
+        except tape.CorruptionError:
+            out["got"] += 1
+"""
+
+
+def test_tape_meta_truncated_under_a_handle(dirs: tuple[Path, Path]) -> None:
+    """tape.meta's mapping is guarded too: its truncation makes the handle's calls raise CorruptionError."""
+    qdir, other = dirs
+    p = _child(META_TRUNCATED.format(t0=T0), qdir, other)
+    _wait_ready(p)
+    os.truncate(qdir / "tape.meta", 0)
+    _go(p)
+    r = _finish(p)
+    assert r["got"] == 3

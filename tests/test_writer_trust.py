@@ -407,3 +407,102 @@ def test_a_forward_reader_returns_the_intact_entries_then_reports_the_torn_one(t
         assert q.repair() > 0
         assert t.read() is None
         assert q.tailer(start="end").read() is None
+
+
+# -- issue 16 (next round): damage anywhere in the newest cycle, the checked point ----------
+
+CHECKED = 4184  # tape.meta page 1: the checked point (cycle, offset, seq, check word)
+
+
+@pytest.mark.parametrize("word", [0, 0xC0000000, 0x1C, 0x80000025])
+def test_damage_far_before_the_end_is_refused(tmp_path: Path, word: int) -> None:
+    """A broken header far before the last block (seq 40 of 300): readers stop there, so the writer refuses."""
+    path = tmp_path / "q"
+    acked = _fill(path, "daily", 300)
+    f = _cycle_file(path)
+    _write(f, Layout(f, 13, 6).pos(40), struct.pack("<I", word))
+    with tape.Queue(path, codec="raw") as q:
+        assert not q.verify().ok
+        assert [e.index for e in _entries_until_damage(q)] == acked[:40]
+    _refuses(path, "daily")
+    _repair_and_go_on(path, "daily", acked[:40])
+
+
+def test_a_sync_stores_the_checked_point_and_repair_forgets_it(tmp_path: Path) -> None:
+    path = tmp_path / "q"
+    with tape.Queue(path, codec="raw") as q:
+        a = q.appender()
+        acked = [a.write(b"v%d" % i) for i in range(100)]
+        meta = path / "tape.meta"
+        assert _read(meta, CHECKED + 24, "<I") == 0  # nothing synced yet
+        a.sync()
+        cycle, seq = tape.split_index(q, acked[-1])
+        assert (_read(meta, CHECKED, "<q"), _read(meta, CHECKED + 16, "<Q")) == (cycle, 100)
+        assert _read(meta, CHECKED + 24, "<I") != 0
+        q.repair()
+        assert _read(meta, CHECKED + 24, "<I") == 0
+
+
+@pytest.mark.parametrize("field", [0, 8, 16, 24])
+def test_a_damaged_checked_point_is_not_believed(tmp_path: Path, field: int) -> None:
+    """A checked point that does not check out means a check of the whole newest cycle: damage is still found."""
+    path = tmp_path / "q"
+    with tape.Queue(path, codec="raw") as q:
+        a = q.appender()
+        acked = [a.write(b"v%d" % i) for i in range(300)]
+        a.sync()  # the point: after entry 299
+    meta, f = path / "tape.meta", _cycle_file(path)
+    _write(meta, CHECKED + field, struct.pack("<I", 0x5A5A5A5A))
+    with tape.Queue(path, codec="raw") as q:  # sound: appends go on
+        i = q.appender().write(b"x")
+        assert [e.index for e in q.tailer().entries()] == acked + [i]
+    _write(meta, CHECKED + field, struct.pack("<I", 0x5A5A5A5A))
+    _write(f, Layout(f, 13, 6).pos(40), struct.pack("<I", 0))
+    _refuses(path, "daily")
+
+
+def test_an_unfinished_entry_that_the_hint_counts_is_refused(tmp_path: Path) -> None:
+    """The last entry's header with "not complete" set under a complete hint: not a dead writer's, not reused."""
+    path = tmp_path / "q"
+    acked = _fill(path, "daily", 100)
+    f = _cycle_file(path)
+    p = Layout(f, 13, 6).pos(99)
+    _write(f, p, struct.pack("<I", _read(f, p, "<I") | 0x80000000))
+    with tape.Queue(path, codec="raw") as q:
+        report = q.verify()
+        assert not report.ok and "counts as published" in report.message
+    _refuses(path, "daily")
+    _repair_and_go_on(path, "daily", acked[:99])
+
+
+@pytest.mark.parametrize(("field", "value"), [(4160, 1 << 62), (4160, -1), (4168, -1), (4168, 1 << 63)])
+def test_a_damaged_cycle_range_hides_no_entries(tmp_path: Path, field: int, value: int) -> None:
+    """tape.meta's lowest or highest cycle, damaged: readers still start at the first cycle file."""
+    path = tmp_path / "q"
+    now = [1_800_000_000_000_000_000]
+    with tape.Queue(path, roll_cycle="test_secondly", codec="raw", clock=lambda: now[0]) as q:
+        a = q.appender()
+        acked = [a.write(b"a%d" % i) for i in range(5)]
+        now[0] += 10**9
+        acked += [a.write(b"b%d" % i) for i in range(5)]
+    _write(path / "tape.meta", field, struct.pack("<Q", value % (1 << 64)))
+    with tape.Queue(path, codec="raw", read_only=True) as q:
+        assert [e.index for e in q.tailer().entries()] == acked
+
+
+def test_a_seal_written_over_the_last_entries_is_reported(tmp_path: Path) -> None:
+    """An end-of-file marker over the last entry of a sealed cycle (its last block): readers raise, not skip."""
+    path = tmp_path / "q"
+    now = [1_800_000_000_000_000_000]
+    with tape.Queue(path, roll_cycle="test_secondly", codec="raw", clock=lambda: now[0]) as q:
+        a = q.appender()
+        acked = [a.write(b"a%d" % i) for i in range(10)]
+        now[0] += 10**9
+        acked += [a.write(b"b%d" % i) for i in range(10)]
+    f = cs.cycle_files(path)[0]
+    _write(f, Layout(f, 5, 2).pos(9), struct.pack("<I", 0xC0000000))
+    with tape.Queue(path, codec="raw") as q:
+        assert [e.index for e in _entries_until_damage(q)] == acked[:9]
+        with pytest.raises(tape.CorruptionError, match="tape verify"):
+            list(q.tailer().entries())
+        assert not q.verify().ok

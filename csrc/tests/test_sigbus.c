@@ -95,6 +95,32 @@ static void truncated_under_a_tailer(void)
     other_queue_works();
 }
 
+/* What tape_read hands out stays readable after the file shrinks under it
+ * (a copy, made under the guard: the caller's own copy cannot fault). */
+static void read_payload_outlives_a_truncation(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    const char *dir = th_path("q");
+    CHECK_OK(th_open_at(dir, "daily", "raw", &q));
+    CHECK_OK(tape_appender_open(q, &a));
+    CHECK_OK(fill(a, 20000, 100));
+    tape_tailer *t;
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    for (int i = 0; i <= 15000; i++)
+        CHECK_EQ(tape_read(t, &e), 1);
+    CHECK_EQ(truncate(cycle_path(dir, q), 12288), 0);
+    int i;
+    memcpy(&i, e.e_data, sizeof i); /* would be SIGBUS (or zeros) through the mapping */
+    EXPECT_EQ(i, 15000);
+    EXPECT_EQ(((const char *)e.e_data)[99], 'a' + 15000 % 26);
+    EXPECT_EQ(tape_read(t, &e), TAPE_ECORRUPT);
+    tape_tailer_close(t);
+    tape_appender_close(a);
+    tape_close(q);
+}
+
 static void truncated_under_an_appender(void)
 {
     tape_queue *q;
@@ -271,6 +297,7 @@ static void no_fallocate_still_a_queue(void)
 
 static const th_test tests[] = {
     TEST(truncated_under_a_tailer),
+    TEST(read_payload_outlives_a_truncation),
     TEST(truncated_under_an_appender),
     TEST(truncated_under_verify),
     TEST(foreign_faults_are_passed_on),

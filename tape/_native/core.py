@@ -83,6 +83,10 @@ _WRITER_REFUSES = (
 )
 
 
+# What any other damage asks of the user.
+_SEE_VERIFY = "run `tape verify` on the queue to see the damage (`tape repair` clears a damaged tail)"
+
+
 def check(rc: int, path: str | None = None, *, opening: bool = False, appending: bool = False) -> None:
     """Raise the exception for a negative return code of the core; do nothing otherwise.
 
@@ -96,6 +100,8 @@ def check(rc: int, path: str | None = None, *, opening: bool = False, appending:
         text = ffi.string(lib.tape_strerror(rc)).decode()
         if appending and rc == lib.TAPE_ECORRUPT:
             text = f"{text}: {_WRITER_REFUSES}"
+        elif rc == lib.TAPE_ECORRUPT:
+            text = f"{text}: {_SEE_VERIFY}"
         raise cls(f"{path}: {text}" if path else text)
     code = -rc
     oserror = QueueNotFoundError if opening and code == errno.ENOENT else TapeOSError
