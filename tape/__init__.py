@@ -27,6 +27,7 @@ from tape.errors import (
     QueueClosedError,
     QueueNotFoundError,
     ReadOnlyError,
+    ReplicationError,
     TapeError,
     TapeOSError,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "QueueNotFoundError",
     "QueueClosedError",
     "ReadOnlyError",
+    "ReplicationError",
     "EncodeError",
     "DecodeError",
     "ArgumentError",
