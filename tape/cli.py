@@ -510,8 +510,10 @@ class _ToStderr(logging.Handler):
 @click.option("-f", "--follow", is_flag=True, help="Then ship new entries as they come, until Ctrl-C.")
 @click.option("--status", is_flag=True, help="Print where replication is (JSON) and exit; needs only PATH.")
 @click.option("--name", default="replicator", show_default=True, help="The named tailer that keeps the position.")
+@click.option("--frame-bytes", default="64KiB", show_default=True, callback=_parsed(parse_size), metavar="SIZE",
+              help="How many bytes of entries one message carries.")
 def replicate(path: str, url: str | None, stream: str | None, subject: str | None, follow: bool, status: bool,
-              name: str) -> None:
+              name: str, frame_bytes: int) -> None:
     """Ship the entries of the queue at PATH to the stream at URL, in order, each once.
 
     Resumes after the last entry the stream holds, after any downtime. While
@@ -529,7 +531,7 @@ def replicate(path: str, url: str | None, stream: str | None, subject: str | Non
         return
     if url is None or stream is None:
         raise click.UsageError("tape replicate PATH URL --stream NAME (or --status PATH)")
-    with replication.Replicator(path, url, stream=stream, subject=subject, name=name) as r:
+    with replication.Replicator(path, url, stream=stream, subject=subject, name=name, frame_bytes=frame_bytes) as r:
         try:
             r.run(follow=follow)
         except KeyboardInterrupt:

@@ -25,7 +25,7 @@ from nats.js.api import StorageType
 from tape._args import as_seconds, shown
 from tape.errors import ArgumentError, ArgumentTypeError, ReplicationError
 
-__all__ = ["Link", "log", "WRONG_LAST_SEQUENCE", "subject_matches"]
+__all__ = ["Link", "NotYet", "log", "WRONG_LAST_SEQUENCE", "subject_matches"]
 
 log = logging.getLogger("tape.replicate")
 
@@ -33,8 +33,14 @@ WRONG_LAST_SEQUENCE = 10071  # JetStream: Nats-Expected-Last-Subject-Sequence di
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
 
+
+
+class NotYet(Exception):
+    """Something that should come (a stream being made) is not there yet: retried like a broken connection."""
+
+
 # What a broken or missing connection raises; anything else is not retried.
-TRANSIENT: tuple[type[BaseException], ...] = (nats.errors.Error, OSError, asyncio.TimeoutError)
+TRANSIENT: tuple[type[BaseException], ...] = (nats.errors.Error, OSError, asyncio.TimeoutError, NotYet)
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -72,6 +78,7 @@ class Link:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self.connected = False
+        self._closing = False  # the session's connection is being closed on purpose
 
     # -- what the subclasses provide -----------------------------------------------------------
 
@@ -144,6 +151,7 @@ class Link:
                 finally:
                     self.connected = False
                     if nc is not None:
+                        self._closing = True
                         await _close(nc)
         finally:
             self._loop = self._wake = None
@@ -165,14 +173,16 @@ class Link:
             log.debug("%s: %s: %s", self._what(), self.url, _said(exc))
 
         async def lost() -> None:
-            if not self._stop.is_set():
+            if not self._closing:
                 log.warning("%s: connection to %s lost", self._what(), self.url)
 
+        self._closing = False
         nc = await nats.connect(
             self.url,
             allow_reconnect=False,
             connect_timeout=self._connect_timeout,
-            max_reconnect_attempts=0,
+            max_reconnect_attempts=1,  # 0 would be for ever; we retry, with backoff and a log line
+            reconnect_time_wait=0,
             error_cb=quiet,
             disconnected_cb=lost,
         )

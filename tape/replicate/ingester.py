@@ -28,7 +28,7 @@ from tape import codecs
 from tape._args import as_int, shown
 from tape.errors import ArgumentError, IncompatibleQueueError, QueueNotFoundError, ReplicationError
 from tape.replicate import frame
-from tape.replicate._link import Link, log
+from tape.replicate._link import Link, NotYet, log
 
 __all__ = ["Ingester"]
 
@@ -121,7 +121,7 @@ class Ingester(Link):
         return self.ingested - before
 
     async def _session(self, js: JetStreamContext, follow: bool) -> None:
-        subject = await self._the_subject(js)
+        subject = await self._the_subject(js, follow)
         sub = await self._subscribe(js, subject)
         while not self.stopping:
             try:
@@ -156,9 +156,11 @@ class Ingester(Link):
                                 deliver_policy=policy, opt_start_seq=start, filter_subject=subject)
         return await js.pull_subscribe(subject, durable=self.durable, stream=self.stream, config=config)
 
-    async def _the_subject(self, js: JetStreamContext) -> str:
+    async def _the_subject(self, js: JetStreamContext, follow: bool) -> str:
         subjects = await self._stream_subjects(js)
         if subjects is None:
+            if follow:  # the replicator may not have made it yet
+                raise NotYet(f"no stream {self.stream} yet")
             raise ReplicationError(f"{self._what()}: there is no stream {self.stream} at {self.url}")
         if self.subject is not None:
             return self.subject
