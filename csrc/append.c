@@ -284,7 +284,7 @@ static int64_t newest_ts_bound(tape_queue *q, int64_t known)
         return INT64_MAX; /* cannot tell: the index walk will report it */
     int64_t ts;
     memcpy(&ts, w->w_y.y_v.v_base + p + 8, 8);
-    return ts;
+    return tape_entry_ts(ts);
 }
 
 /* tape.meta's newest timestamp, checked against the data: one ahead of the
@@ -448,7 +448,24 @@ static int writer_room(tape_queue *q, uint64_t end)
 }
 
 /* Write one entry at the end of the writer's cycle. Returns its seq. */
-static int64_t write_one(tape_queue *q, const void *data, uint32_t len, int64_t ts)
+/* The body of an entry with attributes at e: the timestamp word with its
+ * flag, the block, the payload; returns the entry's CRC. */
+static uint32_t write_attributed(uint8_t *e, const void *data, uint32_t len, int64_t ts,
+                                 const uint8_t *blk, uint32_t blen, uint32_t seed, uint32_t h,
+                                 uint64_t seq)
+{
+    int64_t word = (int64_t)((uint64_t)ts | TAPE_TS_ATTRS);
+    memcpy(e + 8, &word, 8);
+    memcpy(e + TAPE_ENTRY_HDR, blk, blen);
+    memcpy(e + TAPE_ENTRY_HDR + blen, data, len);
+    TAPE_KILL("after_copy");
+    return tape_crc32c(tape_crc_data(seed, h, seq, word, blk, blen), data, len);
+}
+
+/* Write the entry (payload data, len bytes; blen bytes of attribute block
+ * blk before it when blen is not 0) at the writer's end, holding the lock. */
+static int64_t write_one(tape_queue *q, const void *data, uint32_t len, int64_t ts,
+                         const uint8_t *blk, uint32_t blen)
 {
     tape_writer *w = &q->q_w;
     tape_cyc *y = &w->w_y;
@@ -458,7 +475,7 @@ static int64_t write_one(tape_queue *q, const void *data, uint32_t len, int64_t 
     if (seq >> q->q_roll.r_seq_bits)
         return TAPE_ECYCLEFULL;
 
-    uint64_t need = tape_entry_size(len), arr = 0, meta_sz = 0, k = 0;
+    uint64_t need = tape_entry_size(blen + len), arr = 0, meta_sz = 0, k = 0;
     int indexed = (seq & (((uint64_t)1 << slog) - 1)) == 0;
     if (indexed) {
         uint64_t b = seq >> slog;
@@ -495,17 +512,22 @@ static int64_t write_one(tape_queue *q, const void *data, uint32_t len, int64_t 
     }
 
     uint8_t *e = base + pos;
-    uint32_t h = tape_hdr_len(len);
+    uint32_t h = tape_hdr_len(blen + len);
     /* Reserve: a writer killed from here on leaves a "not complete" header
      * that covers every byte it may have written. Only program order matters
      * for that, so a compiler barrier suffices. */
     __atomic_store_n((uint32_t *)e, h | TAPE_H_NC, __ATOMIC_RELAXED);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     TAPE_KILL("after_reserve");
-    memcpy(e + 8, &ts, 8);
-    memcpy(e + TAPE_ENTRY_HDR, data, len);
-    TAPE_KILL("after_copy");
-    uint32_t crc = tape_crc_data(y->y_seed, h, seq, ts, data, len);
+    uint32_t crc;
+    if (blen) {
+        crc = write_attributed(e, data, len, ts, blk, blen, y->y_seed, h, seq);
+    } else {
+        memcpy(e + 8, &ts, 8);
+        memcpy(e + TAPE_ENTRY_HDR, data, len);
+        TAPE_KILL("after_copy");
+        crc = tape_crc_data(y->y_seed, h, seq, ts, data, len);
+    }
     memcpy(e + 4, &crc, 4);
     /* A page of the entry that faulted (the file was truncated under us) was
      * replaced by a zero page: the copy is not in the file. Not published,
@@ -556,8 +578,12 @@ static int64_t last_written(tape_queue *q)
     return tape_last_index(q); /* the newest cycle is empty: look further back */
 }
 
+/* Append n entries (entry k: data[ends[k-1], ends[k])), each with the
+ * attribute block blk (blen bytes; 0: none), only if the queue's last entry is
+ * *expected_last (when not NULL). */
 static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *ends, size_t n,
-                        int64_t ts, size_t *written, const int64_t *expected_last)
+                        int64_t ts, size_t *written, const int64_t *expected_last,
+                        const uint8_t *blk, uint32_t blen)
 {
     tape_queue *q = a->a_q;
     if (written)
@@ -569,7 +595,7 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         uint64_t start = k ? ends[k - 1] : 0;
         if (ends[k] < start)
             return TAPE_EINVAL;
-        if (ends[k] - start > TAPE_MAX_PAYLOAD)
+        if (ends[k] - start > TAPE_MAX_PAYLOAD - blen)
             return TAPE_ETOOBIG;
     }
     int recovered;
@@ -613,6 +639,8 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
             result = TAPE_ECORRUPT;
     }
     size_t done = 0;
+    if (result >= 0 && blen)
+        result = tape_cyc_upgrade(&w->w_y); /* a version-1 file becomes version 2 */
     if (result >= 0 && expected_last) {
         int64_t last = last_written(q);
         if (last != *expected_last)
@@ -625,7 +653,7 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
         for (; done < n; done++) {
             uint64_t start = done ? ends[done - 1] : 0;
-            result = write_one(q, data + start, (uint32_t)(ends[done] - start), ts);
+            result = write_one(q, data + start, (uint32_t)(ends[done] - start), ts, blk, blen);
             if (result < 0)
                 break;
         }
@@ -674,7 +702,7 @@ int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_n
     if (!appender_enter(a))
         return TAPE_ECLOSED;
     uint64_t end = len;
-    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, NULL);
+    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, NULL, NULL, 0);
     appender_leave(a);
     return rc;
 }
@@ -687,7 +715,7 @@ int64_t tape_append_if(tape_appender *a, const void *data, size_t len, int64_t t
     if (!appender_enter(a))
         return TAPE_ECLOSED;
     uint64_t end = len;
-    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last);
+    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last, NULL, 0);
     appender_leave(a);
     return rc;
 }
@@ -699,9 +727,81 @@ int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *end
         return TAPE_EINVAL;
     if (!appender_enter(a))
         return TAPE_ECLOSED;
-    int64_t rc = append_n(a, data, ends, n, ts_ns, written, NULL);
+    int64_t rc = append_n(a, data, ends, n, ts_ns, written, NULL, NULL, 0);
     appender_leave(a);
     return rc;
+}
+
+/* The _ex calls: the attributes *at checked and encoded into blk (1 when
+ * there are some, 0 none, TAPE_EINVAL). */
+static int attrs_block(const tape_attrs *at, uint8_t *blk, uint32_t *blen)
+{
+    int rc = tape_attrs_check(at);
+    *blen = rc > 0 ? tape_attrs_encode(at, blk) : 0;
+    return rc;
+}
+
+int64_t tape_append_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                       const tape_attrs *at)
+{
+    uint8_t blk[TAPE_ATTRS_MAX];
+    uint32_t blen;
+    int rc = attrs_block(at, blk, &blen);
+    if (rc < 0)
+        return rc;
+    if (len > TAPE_MAX_PAYLOAD - blen)
+        return TAPE_ETOOBIG;
+    if (!appender_enter(a))
+        return TAPE_ECLOSED;
+    uint64_t end = len;
+    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, NULL, blk, blen);
+    appender_leave(a);
+    return r;
+}
+
+int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                          const void *key, uint32_t key_len, uint32_t flags, int64_t not_before,
+                          int64_t origin_index, int64_t origin_ts)
+{
+    tape_attrs at = {key_len ? key : NULL, key_len, flags, not_before, origin_index, origin_ts};
+    return tape_append_ex(a, data, len, ts_ns, &at);
+}
+
+int64_t tape_append_if_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                          int64_t expected_last, const tape_attrs *at)
+{
+    uint8_t blk[TAPE_ATTRS_MAX];
+    uint32_t blen;
+    int rc = attrs_block(at, blk, &blen);
+    if (rc < 0)
+        return rc;
+    if (len > TAPE_MAX_PAYLOAD - blen)
+        return TAPE_ETOOBIG;
+    if (!appender_enter(a))
+        return TAPE_ECLOSED;
+    uint64_t end = len;
+    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last, blk, blen);
+    appender_leave(a);
+    return r;
+}
+
+int64_t tape_append_many_ex(tape_appender *a, const void *data, const uint64_t *ends, size_t n,
+                            int64_t ts_ns, size_t *written, const tape_attrs *at)
+{
+    uint8_t blk[TAPE_ATTRS_MAX];
+    uint32_t blen;
+    if (written)
+        *written = 0;
+    int rc = attrs_block(at, blk, &blen);
+    if (rc < 0)
+        return rc;
+    if (n == 0)
+        return TAPE_EINVAL;
+    if (!appender_enter(a))
+        return TAPE_ECLOSED;
+    int64_t r = append_n(a, data, ends, n, ts_ns, written, NULL, blk, blen);
+    appender_leave(a);
+    return r;
 }
 
 int64_t tape_repair_tail(tape_queue *q)

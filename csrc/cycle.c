@@ -158,6 +158,27 @@ static int not_a_cycle_file(tape_queue *q, const char *name)
     return fstatat(q->q_dirfd, name, &st, 0) == 0 && !S_ISREG(st.st_mode);
 }
 
+/* The header h (in a mapping) checks: its CRC holds with the version as
+ * stored (returns that version), or, for a header a writer was turning from
+ * version 1 into 2 when it died (FORMAT.md "Header"), with the other of the
+ * two (returns 1: the upgrade is to be finished). -1 when it does not check.
+ * The two words an upgrade changes are loaded atomically. */
+static int64_t header_version(const tape_cycle_hdr *h)
+{
+    tape_cycle_hdr c;
+    memcpy(&c, h, offsetof(tape_cycle_hdr, c_crc));
+    c.c_version = __atomic_load_n(&h->c_version, __ATOMIC_ACQUIRE);
+    uint32_t crc = __atomic_load_n(&h->c_crc, __ATOMIC_ACQUIRE);
+    if (memcmp(c.c_magic, "TAPECYCL", 8) != 0)
+        return -1;
+    if (tape_crc32c(0, &c, offsetof(tape_cycle_hdr, c_crc)) == crc)
+        return c.c_version;
+    if (c.c_version != 1 && c.c_version != 2)
+        return -1;
+    c.c_version ^= 3; /* 1 <-> 2 */
+    return tape_crc32c(0, &c, offsetof(tape_cycle_hdr, c_crc)) == crc ? 1 : -1;
+}
+
 int tape_cyc_open(tape_queue *q, int64_t cycle, int writable, tape_cyc *y)
 {
     char name[80];
@@ -175,10 +196,10 @@ int tape_cyc_open(tape_queue *q, int64_t cycle, int writable, tape_cyc *y)
         madvise(y->y_v.v_base, y->y_v.v_maplen, MADV_HUGEPAGE);
     const tape_cycle_hdr *h = (const tape_cycle_hdr *)y->y_v.v_base;
     uint64_t data = data_offset(q);
-    if (y->y_v.v_size < data + 8 || memcmp(h->c_magic, "TAPECYCL", 8) != 0 ||
-        tape_crc32c(0, h, offsetof(tape_cycle_hdr, c_crc)) != h->c_crc) {
+    int64_t version = y->y_v.v_size < data + 8 ? -1 : header_version(h);
+    if (version < 0) {
         rc = TAPE_ECORRUPT;
-    } else if (h->c_version != TAPE_VERSION) {
+    } else if (version == 0 || version > TAPE_CYC_VERSION) {
         rc = TAPE_EVERSION;
     } else if (h->c_cycle != cycle || h->c_seq_bits != (uint32_t)q->q_roll.r_seq_bits ||
                h->c_count_log2 != (uint32_t)q->q_roll.r_count_log2 ||
@@ -195,7 +216,29 @@ int tape_cyc_open(tape_queue *q, int64_t cycle, int writable, tape_cyc *y)
     y->y_seed = h->c_seed;
     y->y_i2i_off = h->c_i2i_off;
     y->y_data_off = h->c_data_off;
+    y->y_version = (uint32_t)version;
     return 0;
+}
+
+int tape_cyc_upgrade(tape_cyc *y)
+{
+    if (y->y_version >= TAPE_CYC_VERSION)
+        return 0;
+    tape_cycle_hdr *h = (tape_cycle_hdr *)y->y_v.v_base, c;
+    memcpy(&c, h, offsetof(tape_cycle_hdr, c_crc));
+    c.c_version = TAPE_CYC_VERSION;
+    uint32_t crc = tape_crc32c(0, &c, offsetof(tape_cycle_hdr, c_crc));
+    __atomic_store_n(&h->c_version, TAPE_CYC_VERSION, __ATOMIC_RELEASE);
+    TAPE_KILL("upgrade");
+    __atomic_store_n(&h->c_crc, crc, __ATOMIC_RELEASE);
+    /* On disk before any entry that needs it: after a power loss an earlier
+     * release must not find a version-1 header above attributed entries. */
+    if (tf_fdatasync(y->y_v.v_fd) < 0)
+        return -errno;
+    int rc = tape_view_guarded(&y->y_v, 0);
+    if (rc == 0)
+        y->y_version = TAPE_CYC_VERSION;
+    return rc;
 }
 
 int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y)
@@ -209,7 +252,7 @@ int tape_cyc_create(tape_queue *q, int64_t cycle, tape_cyc *y)
     tape_cycle_hdr h;
     memset(&h, 0, sizeof h);
     memcpy(h.c_magic, "TAPECYCL", 8);
-    h.c_version = TAPE_VERSION;
+    h.c_version = TAPE_CYC_VERSION;
     h.c_cycle = cycle;
     while (h.c_seed == 0)
         if (getrandom(&h.c_seed, sizeof h.c_seed, 0) < 0)
@@ -356,7 +399,7 @@ static int walk(tape_cyc *y, uint64_t *pos, uint64_t *seq, uint32_t *last, int64
             if (crc != tape_crc_data(y->y_seed, h, s, ts, e + TAPE_ENTRY_HDR, len))
                 goto bad;
             if (last_ts)
-                *last_ts = ts;
+                *last_ts = tape_entry_ts(ts);
             s++;
         }
         p += sz;

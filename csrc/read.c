@@ -56,6 +56,7 @@ struct tape_tailer {
     int t_dir;
     int64_t t_last;         /* index of the last entry read, -1 */
     uint64_t t_cur_sz;      /* size of the peeked entry */
+    int t_cur_attrs;        /* it has attributes (its e_attrs are set) */
     uint64_t t_mapped;      /* bytes counted as mapped since the last release, */
     uint64_t t_map_lo;      /* all within [t_map_lo, t_map_hi) */
     uint64_t t_map_hi;
@@ -326,6 +327,20 @@ static const uint8_t *buffered(tape_tailer *t, uint64_t pos)
     return p;
 }
 
+/* The entry *e (len bytes of payload as stored) begins with an attribute
+ * block: parse it into e_attrs, and leave the timestamp and the payload
+ * without it. 1, or TAPE_ECORRUPT when the block does not parse. */
+static int with_attrs(tape_entry *e, uint32_t len)
+{
+    int64_t blen = tape_attrs_decode(e->e_data, len, &e->e_attrs);
+    if (blen < 0)
+        return (int)blen;
+    e->e_timestamp = (int64_t)((uint64_t)e->e_timestamp & ~TAPE_TS_ATTRS);
+    e->e_data = (const uint8_t *)e->e_data + blen;
+    e->e_len = len - (uint32_t)blen;
+    return 1;
+}
+
 /* Check the entry at `pos` as data entry `seq` and describe it in *e:
  * 1 a published data entry, 2 a metadata entry (*e unset), 0 end of data. */
 static int entry_at(tape_tailer *t, uint64_t pos, int64_t seq, tape_entry *e)
@@ -367,7 +382,9 @@ static int entry_at(tape_tailer *t, uint64_t pos, int64_t seq, tape_entry *e)
     e->e_timestamp = ts;
     e->e_data = p + TAPE_ENTRY_HDR;
     e->e_len = len;
-    return 1;
+    /* bit 63: an attribute block; e_attrs is set only then (t_cur_attrs) */
+    t->t_cur_attrs = ts < 0;
+    return ts < 0 ? with_attrs(e, len) : 1;
 }
 
 /* Forward: is the cycle over at the end of its data? Yes when it is sealed,
@@ -654,24 +671,53 @@ int tape_read(tape_tailer *t, tape_entry *e)
 {
     forget_batch(t);
     int rc = peek(t, e);
-    if (rc == 1)
+    if (rc == 1) {
+        if (!t->t_cur_attrs)
+            e->e_attrs = tape_attrs_none;
         advance(t, e);
+    }
     return rc;
 }
 
+/* Entry k of a batch into attrs (tape_read_many_ex), its key copied to
+ * out + *off: the entry just peeked, e. `with` entries before it had
+ * attributes: until the first that has, nothing is stored for the others. */
+static void batch_attrs(tape_tailer *t, const tape_entry *e, size_t k, tape_attrs *attrs,
+                        size_t with, uint8_t *out, size_t *off)
+{
+    if (!t->t_cur_attrs) {
+        if (with)
+            attrs[k] = tape_attrs_none;
+        return;
+    }
+    if (!with)
+        for (size_t i = 0; i < k; i++)
+            attrs[i] = tape_attrs_none;
+    attrs[k] = e->e_attrs;
+    if (e->e_attrs.a_key) {
+        memcpy(out + *off, e->e_attrs.a_key, e->e_attrs.a_key_len);
+        attrs[k].a_key = out + *off;
+        *off += e->e_attrs.a_key_len;
+    }
+}
+
 /* Read up to max entries into buf (see tape_read_many); with `marks`, record
- * in t_pk where the tailer stands before each entry and after the last. */
+ * in t_pk where the tailer stands before each entry and after the last; with
+ * `attrs`, each entry's attributes, its key copied before its payload, and in
+ * *n_attrs how many carry any (tape_read_many_ex). */
 static int64_t read_batch(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
-                          uint64_t *ends, size_t max, int marks)
+                          uint64_t *ends, size_t max, int marks, tape_attrs *attrs,
+                          size_t *n_attrs)
 {
     uint8_t *out = buf;
-    size_t n = 0, off = 0;
+    size_t n = 0, off = 0, with = 0;
     while (n < max) {
         tape_entry e;
         int rc = peek(t, &e);
-        if (rc > 0 && e.e_len > cap - off) {
+        uint32_t key_len = attrs && rc > 0 && t->t_cur_attrs ? e.e_attrs.a_key_len : 0;
+        if (rc > 0 && (uint64_t)e.e_len + key_len > cap - off) {
             if (n == 0)
-                ends[0] = e.e_len; /* the room it needs */
+                ends[0] = (uint64_t)e.e_len + key_len; /* the room it needs */
             rc = TAPE_EINVAL;
         }
         if (rc > 0 && marks && n == 0) {
@@ -684,6 +730,10 @@ static int64_t read_batch(tape_tailer *t, void *buf, size_t cap, int64_t *idx, i
             if (n == 0)
                 return rc;
             break;
+        }
+        if (attrs) {
+            batch_attrs(t, &e, n, attrs, with, out, &off);
+            with += t->t_cur_attrs;
         }
         memcpy(out + off, e.e_data, e.e_len);
         off += e.e_len;
@@ -698,23 +748,45 @@ static int64_t read_batch(tape_tailer *t, void *buf, size_t cap, int64_t *idx, i
             break;
         }
     }
+    if (attrs)
+        *n_attrs = with;
     return (int64_t)n;
 }
 
 int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
                        uint64_t *ends, size_t max)
 {
+    return tape_read_many_ex(t, buf, cap, idx, ts, ends, max, NULL, NULL);
+}
+
+int64_t tape_read_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                          uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs)
+{
+    if (attrs && !n_attrs)
+        return TAPE_EINVAL;
+    if (n_attrs)
+        *n_attrs = 0;
     forget_batch(t);
-    return read_batch(t, buf, cap, idx, ts, ends, max, 0);
+    return read_batch(t, buf, cap, idx, ts, ends, max, 0, attrs, n_attrs);
 }
 
 int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
                        uint64_t *ends, size_t max)
 {
+    return tape_peek_many_ex(t, buf, cap, idx, ts, ends, max, NULL, NULL);
+}
+
+int64_t tape_peek_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                          uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs)
+{
+    if (attrs && !n_attrs)
+        return TAPE_EINVAL;
+    if (n_attrs)
+        *n_attrs = 0;
     forget_batch(t);
     tape_named_slot *slot = t->t_slot;
     t->t_slot = NULL; /* nothing is stored until tape_tailer_advance */
-    int64_t n = read_batch(t, buf, cap, idx, ts, ends, max, 1);
+    int64_t n = read_batch(t, buf, cap, idx, ts, ends, max, 1, attrs, n_attrs);
     t->t_slot = slot;
     if (t->t_pk_keep) { /* entries were read: back to the first */
         t->t_pk_keep = 0;
@@ -908,6 +980,7 @@ static int ts_at(tape_cyc *y, uint64_t pos, int64_t *ts)
     if (tape_view_cover(&y->y_v, pos + TAPE_ENTRY_HDR) != 0)
         return TAPE_ECORRUPT;
     memcpy(ts, y->y_v.v_base + pos + 8, 8);
+    *ts = tape_entry_ts(*ts);
     return 0;
 }
 

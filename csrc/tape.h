@@ -30,6 +30,7 @@
  *   - Struct members carry an owner prefix, one per struct, so a line of code
  *     tells whose state it touches. Public (this header): ri_ roll info,
  *     oo_ open options, qi_ queue info, ci_ cycle info, e_ entry,
+ *     a_ entry attributes (internally also the appender, append.c),
  *     vr_ verify report. Internal (tape_int.h and the file named): q_ queue,
  *     w_ writer (its appending side), sy_ sync bookkeeping, cc_ cycle-list
  *     cache, kv_ kept view, pf_ prefaulter, m_ metadata header,
@@ -116,6 +117,7 @@ extern "C" {
 #define TAPE_MAX_PAYLOAD  ((uint32_t)0x3FFFFFF0u) /* about 1 GiB */
 #define TAPE_NAME_MAX     48 /* roll cycle and codec names, NUL included */
 #define TAPE_PARAMS_MAX   32768 /* codec parameters blob (e.g. an Avro schema) */
+#define TAPE_KEY_MAX      1024u /* bytes of an entry's key (tape_attrs) */
 
 /* Turn any return code of this library (or a -errno) into a static string.
  * Never fails: an unknown code gives a generic text. */
@@ -351,6 +353,50 @@ int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *end
 int64_t tape_append_if(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
                        int64_t expected_last);
 
+/* ---- entry attributes ----------------------------------------------------- */
+
+/* What an entry may carry besides its payload, stored inside the entry and
+ * covered by its checksum (docs/FORMAT.md, "Attributes"). Reading, an entry
+ * without any has a_key NULL, a_key_len 0, a_flags 0, a_not_before 0,
+ * a_origin_index -1 and a_origin_ts 0. */
+#define TAPE_A_KEY_STR    1u   /* a_key holds UTF-8 text (a str, to Python) */
+#define TAPE_A_TOMBSTONE  2u   /* a delete of the key (the payload is empty) */
+typedef struct tape_attrs {
+    const void *a_key;        /* NULL: no key; else a_key_len bytes, 1..TAPE_KEY_MAX */
+    uint32_t a_key_len;
+    uint32_t a_flags;         /* TAPE_A_*; both need a key */
+    int64_t a_not_before;     /* ns since the epoch, not handed to groups before; 0 none */
+    int64_t a_origin_index;   /* the index this entry had in the queue it was copied
+                               * from (replication); -1 none */
+    int64_t a_origin_ts;      /* ... and its timestamp there, ns (with a_origin_index) */
+} tape_attrs;
+
+/* tape_append, tape_append_many and tape_append_if writing the attributes *at
+ * with the entry (with every entry of the batch). `at` may be NULL, or carry
+ * none (no key, no flags, a_not_before 0, a_origin_index -1): the entry is
+ * then written as by the plain call. The payload and the attribute block
+ * (at most 1,080 bytes) together are limited to TAPE_MAX_PAYLOAD.
+ * An attributed entry written into a cycle file of format version 1 (made by
+ * an earlier release) turns the file into version 2 first, which earlier
+ * releases refuse to read (TAPE_EVERSION) rather than misread.
+ * Errors: those of the plain call, and TAPE_EINVAL for bad attributes: a_key
+ * NULL with a_key_len or a_flags set, a_key_len 0 or above TAPE_KEY_MAX,
+ * unknown a_flags bits, a_not_before < 0, a_origin_index < -1 (or -1 with
+ * a_origin_ts set), a_origin_ts < 0. */
+int64_t tape_append_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                       const tape_attrs *at);
+int64_t tape_append_many_ex(tape_appender *a, const void *data, const uint64_t *ends,
+                            size_t n, int64_t ts_ns, size_t *written, const tape_attrs *at);
+int64_t tape_append_if_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                          int64_t expected_last, const tape_attrs *at);
+
+/* tape_append_ex with the attributes given one by one (the members of
+ * tape_attrs; key_len 0 means no key, whatever key is): for bindings, which
+ * call it without building a struct. */
+int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                          const void *key, uint32_t key_len, uint32_t flags, int64_t not_before,
+                          int64_t origin_index, int64_t origin_ts);
+
 /* Index of the last entry this appender wrote, or -1. Never fails. */
 int64_t tape_appender_last_index(tape_appender *a);
 
@@ -379,6 +425,9 @@ typedef struct tape_entry {
     const void *e_data;  /* into the mapping or the tailer's buffer; valid until the
                           * next call on the tailer */
     uint32_t e_len;
+    tape_attrs e_attrs;  /* the entry's attributes (see tape_attrs: an entry without
+                          * any has the defaults); a_key points into the same memory
+                          * as e_data, valid as long */
 } tape_entry;
 
 /* A new tailer positioned at the start of the queue, reading forward.
@@ -429,6 +478,22 @@ int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
  * another -errno of open/mmap (the position is then unchanged); a cycle file
  * removed meanwhile leaves the tailer at the next entry that still exists. */
 int tape_tailer_advance(tape_tailer *t, size_t k);
+
+/* tape_read_many and tape_peek_many that also give each entry's attributes
+ * (attrs NULL: the plain call). *n_attrs is the number of entries of the
+ * batch that carry any; when it is not 0, attrs[k] holds entry k's (the
+ * defaults for one without), and when it is 0 attrs is left as it was, so
+ * that a batch without attributes costs nothing more. An entry's key is
+ * copied into buf just before its payload: entry k's span [ends[k-1],
+ * ends[k]) holds a_key_len bytes of key (attrs[k].a_key points at them) and
+ * then its payload; for an entry without a key the span is its payload
+ * alone, as in the plain calls. The room an entry needs (ends[0] on
+ * TAPE_EINVAL) counts its key. Errors: those of the plain calls, and
+ * TAPE_EINVAL when attrs is given without n_attrs. */
+int64_t tape_read_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                          uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
+int64_t tape_peek_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                          uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
 
 /* Move to `index`. Returns 1 when the entry exists (the next read returns
  * it), 0 when it does not (the position is unchanged), or a negative error:

@@ -23,7 +23,8 @@
 
 /* ---- on-disk layout --------------------------------------------------- */
 
-#define TAPE_VERSION 1u
+#define TAPE_VERSION 1u       /* of tape.meta */
+#define TAPE_CYC_VERSION 2u   /* of cycle files written now; 1 is still read */
 #define TAPE_META_NAME "tape.meta"
 #define TAPE_META_SIZE 65536u
 #define TAPE_PAGE 4096u
@@ -113,6 +114,12 @@ static inline uint32_t tape_hdr_len(uint32_t payload_len)
     return payload_len + TAPE_L_EXTRA;
 }
 
+/* Bit 63 of a data entry's timestamp word: an attribute block begins its
+ * payload (FORMAT.md "Attributes"). */
+#define TAPE_TS_ATTRS ((uint64_t)1 << 63)
+/* The largest attribute block: header, key, not_before and origin records. */
+#define TAPE_ATTRS_MAX (8u + 8u + TAPE_KEY_MAX + 16u + 24u)
+
 /* Bytes an entry with this payload occupies. */
 static inline uint64_t tape_entry_size(uint32_t payload_len)
 {
@@ -129,6 +136,20 @@ uint32_t tape_crc_data(uint32_t seed, uint32_t hdr, uint64_t seq, int64_t ts,
                        const void *payload, uint32_t len);
 /* The CRC of a metadata entry. */
 uint32_t tape_crc_meta(uint32_t seed, uint32_t hdr, uint64_t tag);
+
+/* ---- entry attributes (attrs.c) ------------------------------------------ */
+
+/* What an entry without attributes reads as. */
+extern const tape_attrs tape_attrs_none;
+/* 1 when *at (may be NULL) carries attributes, 0 when none, TAPE_EINVAL when
+ * they are not valid (tape.h, tape_append_ex). */
+int tape_attrs_check(const tape_attrs *at);
+/* Write the block of the valid attributes *at (carrying some) into out
+ * (TAPE_ATTRS_MAX bytes of room): its length. */
+uint32_t tape_attrs_encode(const tape_attrs *at, uint8_t *out);
+/* Parse the block at p (avail bytes: the entry's payload as stored) into
+ * *out (a_key points into p): its length, or TAPE_ECORRUPT. */
+int64_t tape_attrs_decode(const uint8_t *p, uint32_t avail, tape_attrs *out);
 
 /* ---- file views: a file and its shared mapping ------------------------- */
 
@@ -238,7 +259,16 @@ typedef struct tape_cyc {
     uint64_t y_data_off;
     uint64_t y_full_released;  /* writer's view: the prefaulter has released the
                                 * full index arrays below this one */
+    uint32_t y_version;        /* format version of the file as opened (or upgraded) */
 } tape_cyc;
+
+/* The timestamp stored in a data entry's timestamp word: without its flag
+ * (TAPE_TS_ATTRS). Timestamps are never negative: a writer stores no less
+ * than the queue's newest, which starts at 0. */
+static inline int64_t tape_entry_ts(int64_t word)
+{
+    return (int64_t)((uint64_t)word & ~TAPE_TS_ATTRS);
+}
 
 void tape_cyc_init(tape_cyc *y);
 int tape_cyc_open(tape_queue *q, int64_t cycle, int writable, tape_cyc *y);
@@ -286,6 +316,11 @@ int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t *pos, uint64_t *seq
  * seq it stands for); 0 when none does; or TAPE_ECORRUPT (a damaged array). */
 int tape_cyc_stray_slot(tape_queue *q, tape_cyc *y, uint64_t end_pos, uint64_t end_seq,
                         uint64_t *bad_seq);
+
+/* Holding the write lock: make the writable y a version-2 file, on disk (a
+ * no-op when it is one), before an entry with attributes goes into it.
+ * 0, or -errno of fdatasync, or the error of a fault (tape_view_damage). */
+int tape_cyc_upgrade(tape_cyc *y);
 
 /* 1 when the open file y was removed (no link left) or, with by_name, when
  * its name now leads to another file or to none. */

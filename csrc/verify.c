@@ -82,6 +82,17 @@ static void check_slots(vctx *c, tape_cyc *y, uint64_t p, uint64_t seq, uint32_t
                 (long long)y->y_cycle);
 }
 
+/* The timestamp of the data entry e (timestamp word `word`, len bytes
+ * after it), checking its attribute block if it has one: *why says when the
+ * block does not parse (FORMAT.md "Attributes"). */
+static int64_t checked_ts(const uint8_t *e, int64_t word, uint32_t len, const char **why)
+{
+    tape_attrs a;
+    if (word < 0 && tape_attrs_decode(e + TAPE_ENTRY_HDR, len, &a) < 0)
+        *why = "an entry whose attribute block does not parse";
+    return tape_entry_ts(word);
+}
+
 static void verify_cycle(vctx *c, int64_t cycle, int newest)
 {
     tape_queue *q = c->vc_q;
@@ -158,6 +169,7 @@ static void verify_cycle(vctx *c, int64_t cycle, int newest)
         for (uint64_t k = TAPE_ENTRY_HDR + len; k < sz && !why; k++)
             if (e[k])
                 why = "an entry whose padding is not zero";
+        ts = checked_ts(e, ts, len, &why);
         if (why)
             goto bad;
         if ((seq & (((uint64_t)1 << slog) - 1)) == 0 && tape_cyc_block_pos(q, &y, seq >> slog) != p) {

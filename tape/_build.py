@@ -39,6 +39,9 @@ CDEF = """
 #define TAPE_MAX_PAYLOAD ...
 #define TAPE_NAME_MAX ...
 #define TAPE_PARAMS_MAX ...
+#define TAPE_KEY_MAX ...
+#define TAPE_A_KEY_STR ...
+#define TAPE_A_TOMBSTONE ...
 
 const char *tape_strerror(int rc);
 
@@ -121,6 +124,25 @@ int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *end
                          size_t n, int64_t ts_ns, size_t *written);
 int64_t tape_append_if(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
                        int64_t expected_last);
+
+typedef struct tape_attrs {
+    const void *a_key;
+    uint32_t a_key_len;
+    uint32_t a_flags;
+    int64_t a_not_before;
+    int64_t a_origin_index;
+    int64_t a_origin_ts;
+} tape_attrs;
+
+int64_t tape_append_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                       const tape_attrs *at);
+int64_t tape_append_many_ex(tape_appender *a, const void *data, const uint64_t *ends,
+                            size_t n, int64_t ts_ns, size_t *written, const tape_attrs *at);
+int64_t tape_append_if_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                          int64_t expected_last, const tape_attrs *at);
+int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                          const void *key, uint32_t key_len, uint32_t flags, int64_t not_before,
+                          int64_t origin_index, int64_t origin_ts);
 int64_t tape_appender_last_index(tape_appender *a);
 int tape_appender_sync(tape_appender *a);
 
@@ -133,6 +155,7 @@ typedef struct tape_entry {
     int64_t e_timestamp;
     const void *e_data;
     uint32_t e_len;
+    tape_attrs e_attrs;
 } tape_entry;
 
 int tape_tailer_open(tape_queue *q, tape_tailer **out);
@@ -143,6 +166,10 @@ int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
 int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
                        int64_t *ts, uint64_t *ends, size_t max);
 int tape_tailer_advance(tape_tailer *t, size_t k);
+int64_t tape_read_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                          uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
+int64_t tape_peek_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                          uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
 int tape_tailer_to_index(tape_tailer *t, int64_t index);
 int tape_tailer_to_start(tape_tailer *t);
 int tape_tailer_to_end(tape_tailer *t);

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, overload
 
 from tape import codecs, lifecycle
-from tape._args import as_index, shown
+from tape._args import as_index, as_int, shown
 from tape._native import INDEX_MAX, AppenderHandle
+from tape._native.appender import KEY_MAX, KEY_STR, attrs_struct
+from tape._time import duration_ns, to_ns
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
 
 if TYPE_CHECKING:
@@ -16,6 +20,38 @@ if TYPE_CHECKING:
 __all__ = ["Appender"]
 
 _BYTES_ONLY = frozenset({bytes})
+
+
+def _key(key: Any, errors: str) -> tuple[bytes, int]:
+    """A key's bytes (a str as UTF-8, with `errors`) and its flags (KEY_STR for a str); checked."""
+    if isinstance(key, str):
+        try:
+            data, flags = key.encode("utf-8", errors), KEY_STR
+        except UnicodeEncodeError:
+            raise ArgumentError(f"key must be text that UTF-8 can hold, not {shown(key)}") from None
+    elif isinstance(key, bytes):
+        data, flags = bytes(key), 0
+    else:
+        raise ArgumentTypeError(f"key must be a str or bytes, not {type(key).__name__}")
+    if not 0 < len(data) <= KEY_MAX:
+        raise ArgumentError(f"key must be 1 to {KEY_MAX} bytes, not {len(data)}")
+    return data, flags
+
+
+def _when(delay: Any, not_before: Any) -> tuple[int, bool]:
+    """delay= or not_before= (checked) in ns, and whether it counts from the write's time."""
+    if delay is not None and not_before is not None:
+        raise ArgumentError("give delay or not_before, not both")
+    if not_before is not None:
+        return _epoch_ns(to_ns(not_before), "not_before"), False
+    return duration_ns(delay, "delay"), True
+
+
+def _epoch_ns(ns: int, what: str) -> int:
+    """`ns` as a time after 1970, in ns since the epoch; checked."""
+    if not 0 < ns <= INDEX_MAX:
+        raise ArgumentError(f"{what} must be a time after 1970 (1 to 2**63-1 ns since the epoch), not {shown(ns)}")
+    return ns
 
 
 class Appender:
@@ -35,6 +71,7 @@ class Appender:
         self._native = native
         # The core's call itself, not a method around it: write() is the hottest path.
         self._append, self._ptr = native.append_call()
+        self._append_attrs = native.append_attrs_call()
         self._path = queue.path
         self._encode = queue.codec.encode
         self._raw = type(queue.codec) is codecs.RawCodec
@@ -72,20 +109,73 @@ class Appender:
                 self._watch = self._next_roll
         return index
 
-    def write(self, obj: Any) -> int:
-        """Append `obj` and return its index; nothing is written if it cannot be encoded."""
+    @overload
+    def write(self, obj: Any) -> int: ...
+
+    @overload
+    def write(
+        self,
+        obj: Any,
+        *,
+        key: str | bytes | None = None,
+        delay: float | timedelta | None = None,
+        not_before: datetime | float | None = None,
+    ) -> int: ...
+
+    # The keywords are keyword-only to type checkers (the overloads) but not
+    # at run time: CPython looks keyword-only defaults up in a dict on every
+    # call, which would slow every plain write(obj).
+    def write(self, obj: Any, key: Any = None, delay: Any = None, not_before: Any = None) -> int:
+        """Append `obj` and return its index; nothing is written if it cannot be encoded (or an argument is bad).
+
+        key (str or bytes, 1 to 1024 bytes) is kept with the entry (Entry.key).
+        delay (seconds or a timedelta, from now) or not_before (a datetime or
+        epoch seconds), one of the two: consumer groups hand the entry out no
+        earlier (Entry.not_before).
+        """
+        if key is not None or delay is not None or not_before is not None:
+            return self._write_with(obj, key, delay, not_before)
         data = obj if self._raw and type(obj) is bytes else self._encode(obj)
         index: int = self._append(self._ptr, data, len(data), 0 if self._clock is None else self._timestamp())
         if 0 <= index < self._watch:
             return index
         return self._after(index)
 
-    def write_many(self, objs: Iterable[Any]) -> int:
+    def _write_with(self, obj: Any, key: Any, delay: Any, not_before: Any) -> int:
+        """write() with attributes."""
+        kb, flags = (b"", 0) if key is None else _key(key, "strict")
+        if delay is None and not_before is None:
+            when, relative = 0, False
+        else:
+            when, relative = _when(delay, not_before)
+        data = obj if self._raw and type(obj) is bytes else self._encode(obj)
+        ts = 0 if self._clock is None else self._timestamp()
+        if relative:
+            when = self._not_before_ns(ts, when)
+        index: int = self._append_attrs(self._ptr, data, len(data), ts, kb, len(kb), flags, when, -1, 0)
+        if 0 <= index < self._watch:
+            return index
+        return self._after(index)
+
+    @staticmethod
+    def _not_before_ns(ts: int, delay: int) -> int:
+        """The time `delay` ns after a write at `ts` (0: now), checked."""
+        return _epoch_ns((ts or time.time_ns()) + delay, "delay")
+
+    def write_many(
+        self,
+        objs: Iterable[Any],
+        *,
+        delay: float | timedelta | None = None,
+        not_before: datetime | float | None = None,
+    ) -> int:
         """Append every value of `objs` and return the last index.
 
         All are encoded before anything is written. If the core fails midway,
         the entries before the failing one stay written (a note says how many).
+        delay or not_before (as in write) applies to every entry.
         """
+        when = None if delay is None and not_before is None else _when(delay, not_before)
         if self._raw:
             # bytes need no encoding: check the whole batch's types at C speed
             parts = objs if type(objs) is list else list(objs)
@@ -95,7 +185,41 @@ class Appender:
             parts = list(map(self._encode, objs))
         if not parts:
             raise ArgumentError("write_many needs at least one value")
-        return self._after(self._native.append_many(parts, self._timestamp()))
+        ts = self._timestamp()
+        if when is None:
+            return self._after(self._native.append_many(parts, ts))
+        ns = self._not_before_ns(ts, when[0]) if when[1] else when[0]
+        return self._after(self._native.append_many(parts, ts, attrs_struct(None, 0, ns, None)))
+
+    def write_encoded(
+        self,
+        data: bytes,
+        *,
+        key: str | bytes | None = None,
+        not_before: int | None = None,
+        origin: tuple[int, int] | None = None,
+    ) -> int:
+        """Append `data`, bytes already encoded by the queue's codec, as they are; return the index.
+
+        key as in write(); not_before in ns since the epoch; origin the
+        (index, timestamp in ns) the entry had in the queue it comes from.
+        For copying entries between queues (Entry.value of
+        Tailer.read_encoded_batch): a key read back as a str is written back
+        exactly.
+        """
+        if type(data) is not bytes:
+            raise ArgumentTypeError(f"data must be bytes, not {type(data).__name__}")
+        kb, flags = (None, 0) if key is None else _key(key, "surrogateescape")
+        nb = 0 if not_before is None else _epoch_ns(as_int(not_before, "not_before"), "not_before")
+        pair = None
+        if origin is not None:
+            if not isinstance(origin, tuple) or len(origin) != 2:
+                raise ArgumentTypeError(f"origin must be an (index, timestamp) pair, not {shown(origin)}")
+            pair = (as_index(origin[0], "origin's index"), as_index(origin[1], "origin's timestamp"))
+        ts = self._timestamp()
+        if kb is None and not nb and pair is None:
+            return self._after(self._append(self._ptr, data, len(data), ts))
+        return self._after(self._native.append_ex(data, ts, attrs_struct(kb, flags, nb, pair)))
 
     def write_if(self, obj: Any, last: int | None) -> int | None:
         """Append `obj` only if the queue's last entry is `last` (None: only if empty).

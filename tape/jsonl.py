@@ -6,9 +6,11 @@ than strings (or whose only key looks like a marker) as {"$map": [[key,
 value], ...]}; dates, times, decimals and UUIDs as strings; anything else as
 {"$repr": "..."} (for people only: it reads back as a plain object).
 
-Three formats: jsonl, a {"index", "timestamp", "value"} object per line;
-pretty, the same objects indented; raw, each payload undecoded after its
-length (4 bytes, unsigned, little-endian).
+Three formats: jsonl, a {"index", "timestamp", "value"} object per line,
+and for an entry that has them "key" (a string, or bytes marked as values
+are), "not_before" (ISO 8601, like "timestamp") and "origin" ({"index",
+"timestamp"}); pretty, the same objects indented; raw, each payload
+undecoded after its length (4 bytes, unsigned, little-endian).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ _SEQUENCES = frozenset({list, tuple})
 _CONTAINERS = (dict, list, tuple)
 _KEYS = frozenset({str})
 _RECORD_KEYS = frozenset({"index", "timestamp", "value"})
+_RECORD_ATTRS = frozenset({"key", "not_before", "origin"})  # what a record may have besides
 _RAW_LENGTH = struct.Struct("<I")
 
 # -- values as JSON, and back -------------------------------------------------------
@@ -120,7 +123,7 @@ def from_json_line(line: bytes) -> Any:
         value = json.loads(line, object_hook=_from_json_object)
     except TypeError as exc:  # a $map with a key that cannot be a key, or pairs that are not pairs
         raise ValueError(str(exc)) from None
-    if isinstance(value, dict) and value.keys() == _RECORD_KEYS:
+    if isinstance(value, dict) and _RECORD_KEYS <= value.keys() <= _RECORD_KEYS | _RECORD_ATTRS:
         return value["value"]
     return value
 
@@ -160,10 +163,27 @@ def _utf8(text: str) -> bytes:
     return text.encode(errors="backslashreplace")
 
 
+def _attrs(e: tape.Entry) -> dict[str, Any]:
+    """The attributes entry `e` has, as its record shows them."""
+    shown: dict[str, Any] = {}
+    if e.key is not None:
+        shown["key"] = to_json(e.key)
+    if e.not_before is not None:
+        shown["not_before"] = iso_time(e.not_before)
+    if e.origin is not None:
+        shown["origin"] = {"index": e.origin[0], "timestamp": iso_time(e.origin[1])}
+    return shown
+
+
 def _jsonl(entries: list[tape.Entry]) -> bytes:
-    indexes, stamps, values = zip(*entries) if entries else ((), (), ())
+    indexes, stamps, values, keys, not_befores, origins = zip(*entries) if entries else ((),) * 6
     lines = zip(indexes, iso_times(stamps), _values_json(values))
-    return _utf8("".join([f'{{"index": {i}, "timestamp": "{t}", "value": {v}}}\n' for i, t, v in lines]))
+    text = [f'{{"index": {i}, "timestamp": "{t}", "value": {v}}}\n' for i, t, v in lines]
+    if not keys.count(None) == not_befores.count(None) == origins.count(None) == len(entries):
+        for k, e in enumerate(entries):
+            if e.key is not None or e.not_before is not None or e.origin is not None:
+                text[k] = text[k][:-2] + _COMPACT(_attrs(e))[1:-1].join((", ", "}\n"))
+    return _utf8("".join(text))
 
 
 def _pretty(entries: list[tape.Entry]) -> bytes:
@@ -171,7 +191,7 @@ def _pretty(entries: list[tape.Entry]) -> bytes:
     return _utf8(
         "".join(
             [
-                _INDENTED({"index": e.index, "timestamp": iso_time(e.timestamp), "value": value}) + "\n"
+                _INDENTED({"index": e.index, "timestamp": iso_time(e.timestamp), "value": value, **_attrs(e)}) + "\n"
                 for e, value in zip(entries, values)
             ]
         )

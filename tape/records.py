@@ -8,11 +8,20 @@ __all__ = ["Entry", "CycleInfo", "VerifyReport"]
 
 
 class Entry(NamedTuple):
-    """One entry: its index, its timestamp (ns since the epoch) and its value."""
+    """One entry: its index, its timestamp (ns since the epoch), its value, and its attributes.
+
+    key is the entry's key (a str when written as one, else bytes), None
+    without; not_before the time (ns since the epoch) before which consumer
+    groups do not hand it out, None without; origin the (index, timestamp in
+    ns) it had in the queue it was replicated from, None without.
+    """
 
     index: int  # type: ignore[assignment]  # the field shadows tuple.index(), as SPEC.md names it
     timestamp: int
     value: Any
+    key: str | bytes | None = None
+    not_before: int | None = None
+    origin: tuple[int, int] | None = None
 
 
 class CycleInfo(NamedTuple):

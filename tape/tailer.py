@@ -49,6 +49,7 @@ _WAIT_SLICE = 0.1
 # batch: below, setting it up costs more than it saves.
 _DECODE_MANY_MIN = 4
 _NOTHING: Any = object()  # "no entry", since None is a value a codec may return
+_NONE = itertools.repeat(None)  # an Entry's attributes, absent
 
 
 class Tailer:
@@ -124,6 +125,20 @@ class Tailer:
     def entries(self) -> Iterator[Entry]:
         """Like iterating, but yielding Entry."""
         return itertools.chain.from_iterable(self._batches(entries=True))
+
+    def read_encoded_batch(self, max_entries: int = 4096, max_bytes: int = 1 << 20) -> list[Entry]:
+        """Up to `max_entries` entries from the position as Entry whose value is the stored bytes (not decoded), moving past them.
+
+        At most `max_bytes` of values and keys, except that the first entry
+        comes whatever its size. [] when there is none. A named tailer stores
+        its position after them. For copying entries (Appender.write_encoded).
+        """
+        max_entries = as_int(max_entries, "max_entries")
+        max_bytes = as_int(max_bytes, "max_bytes")
+        if max_entries < 1 or max_bytes < 1:
+            raise ArgumentError(f"max_entries and max_bytes must be at least 1, not {max_entries} and {max_bytes}")
+        self._moved()
+        return self._native.read_many(max_entries, max_bytes)
 
     def follow(self, timeout: float | None = None) -> Iterator[Any]:
         """Yield values as they arrive, like tail -f.
@@ -231,7 +246,9 @@ class Tailer:
         if self._raw:
             return entry if entries else entry.value
         value = self._decode(entry.value)
-        return tuple.__new__(Entry, (entry.index, entry.timestamp, value)) if entries else value
+        if not entries:
+            return value
+        return tuple.__new__(Entry, (entry.index, entry.timestamp, value, entry.key, entry.not_before, entry.origin))
 
     def _next_waiting(self, entries: bool, timeout: float) -> Any:
         """Like _next, waiting up to `timeout` seconds for an entry, in slices."""
@@ -288,7 +305,12 @@ class Tailer:
         values, error = self._decoded(batch)
         if entries:
             # tuple.__new__ builds the NamedTuple without its Python-level __new__.
-            fields = zip(batch.indexes(), batch.timestamps(), values)
+            fields: Iterator[tuple[Any, ...]]
+            attrs = batch.attrs()
+            if attrs is None:
+                fields = zip(batch.indexes(), batch.timestamps(), values, _NONE, _NONE, _NONE)
+            else:
+                fields = map(operator.add, zip(batch.indexes(), batch.timestamps(), values), attrs)
             values = list(map(tuple.__new__, itertools.repeat(Entry), fields))
         self._batch = self._native.read_ahead = values
         if self._native.ptr is None:  # closed by another thread since the peek

@@ -85,6 +85,18 @@ static void read_everything(tape_queue *q)
     tape_tailer_to_start(t);
     while (tape_read_many(t, buf, sizeof buf, idx, ts, ends, 16) > 0)
         ;
+    tape_attrs at[16];
+    size_t with;
+    tape_tailer_to_start(t);
+    int64_t got;
+    while ((got = tape_read_many_ex(t, buf, sizeof buf, idx, ts, ends, 16, at, &with)) > 0) {
+        /* A key lies in its entry's span of buf, before the payload. */
+        for (int64_t k = 0; k < got; k++) {
+            const char *lo = buf + (k ? ends[k - 1] : 0);
+            if (at[k].a_key && ((const char *)at[k].a_key != lo || at[k].a_key_len > (uint64_t)(buf + ends[k] - lo)))
+                abort();
+        }
+    }
     tape_tailer_close(t);
     tape_verify_report r;
     tape_verify(q, 0, &r);
@@ -195,12 +207,33 @@ static size_t mutate(uint8_t *b, size_t len)
     return len;
 }
 
-/* Seeds: cycle files written by the real writer, trailing zeros trimmed. */
+/* The attributes of entry i of a seed with attributes (some have none). */
+static tape_attrs seed_attrs(int i)
+{
+    static const char key[] = "key-0123456789";
+    tape_attrs a = {NULL, 0, 0, 0, -1, 0};
+    if (i % 3 == 0) {
+        a.a_key = key;
+        a.a_key_len = 1 + (uint32_t)(i % 14);
+        a.a_flags = (i % 2 ? TAPE_A_KEY_STR : 0) | (i % 9 == 0 ? TAPE_A_TOMBSTONE : 0);
+    }
+    if (i % 4 == 1)
+        a.a_not_before = T0 + i;
+    if (i % 5 == 2) {
+        a.a_origin_index = i;
+        a.a_origin_ts = T0 - i;
+    }
+    return a;
+}
+
+/* Seeds: cycle files written by the real writer, trailing zeros trimmed:
+ * seed-N holds N plain entries, seed-attrs-N entries with attributes. */
 static int make_corpus(const char *out)
 {
-    static const int counts[] = {0, 1, 5, 40, 300};
+    static const int counts[] = {0, 1, 5, 40, 300, -1, -40};
     mkdir(out, 0755);
     for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        int n = abs(counts[k]), with_attrs = counts[k] < 0;
         char qpath[300], name[80], file[400], dst[400];
         snprintf(qpath, sizeof qpath, "%s/seed", g_dir);
         rm_rf(qpath);
@@ -208,10 +241,11 @@ static int make_corpus(const char *out)
         tape_appender *a;
         if (tape_appender_open(q, &a) < 0)
             return 2;
-        for (int i = 0; i < (counts[k] ? counts[k] : 1); i++) {
+        for (int i = 0; i < (n ? n : 1); i++) {
             char buf[64];
             memset(buf, 'a' + i % 26, sizeof buf);
-            tape_append(a, buf, counts[k] ? (size_t)(i % 60) : 0, T0 + i);
+            tape_attrs at = seed_attrs(i);
+            tape_append_ex(a, buf, n ? (size_t)(i % 60) : 0, T0 + i, with_attrs ? &at : NULL);
         }
         tape_appender_close(a);
         tape_cycle_name(q, tape_cycle_of(q, T0), name, sizeof name);
@@ -224,7 +258,7 @@ static int make_corpus(const char *out)
         while (len > 0 && b[len - 1] == 0)
             len--;
         len = (len + 4 + 7) & ~(size_t)7; /* keep the final zero header */
-        snprintf(dst, sizeof dst, "%s/seed-%d", out, counts[k]);
+        snprintf(dst, sizeof dst, "%s/seed-%s%d", out, with_attrs ? "attrs-" : "", n);
         FILE *f = fopen(dst, "wb");
         if (!f || fwrite(b, 1, len, f) != len)
             return 2;

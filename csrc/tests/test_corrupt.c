@@ -153,7 +153,7 @@ static void damaged_entry_is_reported(int victim, uint64_t delta)
         }
         for (int64_t k = 0; k < n; k++) {
             uint64_t start = k ? ends[k - 1] : 0;
-            tape_entry m = {idx[k], ts[k], buf + start, (uint32_t)(ends[k] - start)};
+            tape_entry m = {.e_index = idx[k], .e_timestamp = ts[k], .e_data = buf + start, .e_len = (uint32_t)(ends[k] - start)};
             if (!entry_ok(&m, got + (int)k))
                 goto out;
         }

@@ -254,7 +254,7 @@ static void check_cycle_file(const char *path, int64_t cycle, const written *w,
     if (!EXPECT(size >= first + 4096 && size % 4096 == 0))
         goto out;
     EXPECT(memcmp(f, "TAPECYCL", 8) == 0);
-    EXPECT_EQ(th_le32(f + 8), 1);
+    EXPECT_EQ(th_le32(f + 8), 2); /* new cycle files are version 2 */
     EXPECT_EQ(th_le32(f + 12), 0);
     EXPECT_EQ((int64_t)th_le64(f + 16), cycle);
     uint32_t seed = th_le32(f + 24);

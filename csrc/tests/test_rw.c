@@ -215,7 +215,7 @@ static void read_many_with_small_buffers(void)
             for (int64_t k = 0; k < n; k++, i++) {
                 CHECK(i < M.n);
                 uint64_t start = k ? ends[k - 1] : 0;
-                tape_entry e = {idx[k], ts[k], buf + start, (uint32_t)(ends[k] - start)};
+                tape_entry e = {.e_index = idx[k], .e_timestamp = ts[k], .e_data = buf + start, .e_len = (uint32_t)(ends[k] - start)};
                 if (!entry_ok(&e, &M.e[i]))
                     return;
             }
@@ -278,7 +278,7 @@ static void read_many_backward(void)
         for (int64_t k = 0; k < n; k++, i--) {
             CHECK(i >= 0);
             uint64_t start = k ? ends[k - 1] : 0;
-            tape_entry e = {idx[k], ts[k], buf + start, (uint32_t)(ends[k] - start)};
+            tape_entry e = {.e_index = idx[k], .e_timestamp = ts[k], .e_data = buf + start, .e_len = (uint32_t)(ends[k] - start)};
             if (!entry_ok(&e, &M.e[i]))
                 return;
         }

@@ -14,6 +14,24 @@ if TYPE_CHECKING:
     from tape._native.queue import QueueHandle
 
 _TAPE_APPEND = lib.tape_append  # bound once: appending is the hottest call
+_TAPE_APPEND_ATTRS = lib.tape_append_attrs
+KEY_MAX = lib.TAPE_KEY_MAX  # bytes of an entry's key
+KEY_STR = lib.TAPE_A_KEY_STR  # flag: the key was a str
+
+
+def attrs_struct(key: bytes | None, flags: int, not_before: int, origin: tuple[int, int] | None) -> Any:
+    """A tape_attrs for the core (checked arguments): key and its flags (TAPE_A_*), not_before (ns, 0 none), origin.
+
+    The key's bytes must stay alive for as long as the struct is used.
+    """
+    at = ffi.new("tape_attrs *")
+    if key is not None:
+        at.a_key = ffi.from_buffer(key)
+        at.a_key_len = len(key)
+        at.a_flags = flags
+    at.a_not_before = not_before
+    at.a_origin_index, at.a_origin_ts = (-1, 0) if origin is None else origin
+    return at
 
 
 class AppenderHandle(ChildHandle):
@@ -47,17 +65,33 @@ class AppenderHandle(ChildHandle):
         """
         return _TAPE_APPEND, self.live()
 
+    def append_attrs_call(self) -> Callable[..., int]:
+        """The core's tape_append_attrs, for write() with attributes, called as append_call's function is.
+
+        f(ptr, data, len(data), ts, key (b"": none), len(key), flags, not_before,
+        origin index (-1 none), origin timestamp).
+        """
+        return _TAPE_APPEND_ATTRS  # type: ignore[no-any-return]
+
     def checked(self, rc: int) -> int:
         """`rc` when it is not an error; else its exception."""
         check(rc, self.path, appending=True)
         return rc
 
-    def append_many(self, parts: list[bytes], ts: int) -> int:
-        """Append each of `parts`; the last index. A failure midway says (in a note) how many went in."""
+    def append_ex(self, data: bytes, ts: int, attrs: Any) -> int:
+        """Append `data` with the attributes `attrs` (attrs_struct): the new index, or a code for checked()."""
+        index: int = lib.tape_append_ex(self.live(), data, len(data), ts, attrs)
+        return index
+
+    def append_many(self, parts: list[bytes], ts: int, attrs: Any = ffi.NULL) -> int:
+        """Append each of `parts` (with `attrs` when given, attrs_struct); the last index.
+
+        A failure midway says (in a note) how many went in.
+        """
         ptr = self.live()
         ends = ffi.from_buffer("uint64_t[]", array.array("Q", itertools.accumulate(map(len, parts))))
         written = ffi.new("size_t *")
-        index: int = lib.tape_append_many(ptr, b"".join(parts), ends, len(parts), ts, written)
+        index: int = lib.tape_append_many_ex(ptr, b"".join(parts), ends, len(parts), ts, written, attrs)
         if index < 0:
             try:
                 check(index, self.path, appending=True)

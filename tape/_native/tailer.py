@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import itertools
+import operator
+import struct
 from typing import TYPE_CHECKING, Any
 
 from tape._native.core import (
@@ -28,20 +31,64 @@ BATCH_BYTES = 1 << 20
 BATCH_SLOTS = 4096
 
 
+# What Entry adds to (index, timestamp, value) for an entry without attributes.
+PLAIN = (None, None, None)
+# A tape_attrs as bytes: a_key (a pointer), a_key_len, a_flags, a_not_before, a_origin_index, a_origin_ts.
+_ATTRS = struct.Struct("@PIIqqq")
+assert _ATTRS.size == ffi.sizeof("tape_attrs")
+_KEY_LEN = operator.itemgetter(1)
+_KEY_STR = lib.TAPE_A_KEY_STR
+
+
+def entry_attrs(key: bytes | None, flags: int, not_before: int, origin_index: int, origin_ts: int) -> tuple[Any, ...]:
+    """The (key, not_before, origin) fields of Entry from a tape_attrs' members (`key`: its bytes, None without)."""
+    if key is not None and flags & _KEY_STR:
+        return key.decode("utf-8", "surrogateescape"), not_before or None, None if origin_index < 0 else (origin_index, origin_ts)
+    return key, not_before or None, None if origin_index < 0 else (origin_index, origin_ts)
+
+
+def _fields(row: tuple[int, ...], start: int, spans: bytes) -> tuple[Any, ...]:
+    """Entry's attribute fields from a row of _ATTRS whose entry's span starts at `start` of `spans`."""
+    _, key_len, flags, not_before, origin_index, origin_ts = row
+    key: Any = None
+    if key_len:
+        key = spans[start : start + key_len]
+        if flags & _KEY_STR:
+            key = key.decode("utf-8", "surrogateescape")
+    elif not (not_before or origin_index >= 0):
+        return PLAIN
+    return key, not_before or None, None if origin_index < 0 else (origin_index, origin_ts)
+
+
 class Batch:
     """Entries peeked in one call: their payloads back to back and where each ends.
 
     Indexes and timestamps stay in the tailer's buffers until asked for: a
-    batch is valid until the tailer's next peek.
+    batch is valid until the tailer's next peek. When an entry has
+    attributes, the core put each key before its payload: the payloads are
+    taken apart from the keys at once, the attributes when asked for.
     """
 
-    __slots__ = ("data", "ends", "_idx", "_ts")
+    __slots__ = ("data", "ends", "_idx", "_ts", "_rows", "_spans", "_starts")
 
-    def __init__(self, data: bytes, ends: list[int], idx: Any, ts: Any) -> None:
+    def __init__(self, data: bytes, ends: list[int], idx: Any, ts: Any, attrs: Any, n_attrs: int) -> None:
+        self._rows: list[tuple[int, ...]] | None = None
+        if n_attrs:
+            # C-speed passes: the attributes as tuples, then each payload after its key.
+            self._rows = rows = list(_ATTRS.iter_unpack(ffi.buffer(attrs, len(ends) * _ATTRS.size)))
+            self._spans, self._starts = data, (0, *ends[:-1])
+            payloads = list(map(data.__getitem__, map(slice, map(operator.add, self._starts, map(_KEY_LEN, rows)), ends)))
+            data, ends = b"".join(payloads), list(itertools.accumulate(map(len, payloads)))
         self.data = data
         self.ends = ends
         self._idx = idx
         self._ts = ts
+
+    def attrs(self) -> list[tuple[Any, ...]] | None:
+        """Each entry's (key, not_before, origin); None when no entry has any."""
+        if self._rows is None:
+            return None
+        return list(map(_fields, self._rows, self._starts, itertools.repeat(self._spans)))
 
     def index(self, k: int) -> int:
         """The index of entry k."""
@@ -74,7 +121,7 @@ class TailerHandle(ChildHandle):
         super().__init__(queue, ptr)
         self.read_ahead: list[Any] | None = None
         self._entry = ffi.new("tape_entry *")
-        self._buffers: tuple[Any, Any, Any, Any] | None = None
+        self._buffers: tuple[Any, Any, Any, Any, Any, Any] | None = None
 
     def close(self) -> None:
         with self.lock:
@@ -91,30 +138,65 @@ class TailerHandle(ChildHandle):
             rc = lib.tape_read(self.live(), e)
             if rc == 1:
                 value = ffi.unpack(ffi.cast("char *", e.e_data), e.e_len)
-                return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value))
+                at = e.e_attrs
+                if at.a_key or at.a_not_before or at.a_origin_index >= 0:
+                    key = ffi.unpack(ffi.cast("char *", at.a_key), at.a_key_len) if at.a_key else None
+                    extra = entry_attrs(key, at.a_flags, at.a_not_before, at.a_origin_index, at.a_origin_ts)
+                    return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value, *extra))
+                return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value, None, None, None))
         check(rc, self.path)
         return None
 
-    def peek(self, slots: int) -> Batch | None:
-        """Up to `slots` entries from the position, which does not move (see advance); None when there is none."""
+    def _batch_buffers(self) -> tuple[Any, Any, Any, Any, Any, Any]:
+        """The buffers of batches: payloads, indexes, timestamps, ends, attributes, and their count."""
         if self._buffers is None:
             self._buffers = (
                 ffi.new("char[]", BATCH_BYTES),
                 ffi.new("int64_t[]", BATCH_SLOTS),
                 ffi.new("int64_t[]", BATCH_SLOTS),
                 ffi.new("uint64_t[]", BATCH_SLOTS),
+                ffi.new("tape_attrs[]", BATCH_SLOTS),
+                ffi.new("size_t *"),
             )
-        buf, idx, ts, ends = self._buffers
+        return self._buffers
+
+    def peek(self, slots: int) -> Batch | None:
+        """Up to `slots` entries from the position, which does not move (see advance); None when there is none."""
+        buf, idx, ts, ends, attrs, n_attrs = self._batch_buffers()
         with self.lock:
             ptr = self.live()
-            n = lib.tape_peek_many(ptr, buf, BATCH_BYTES, idx, ts, ends, min(slots, BATCH_SLOTS))
+            n = lib.tape_peek_many_ex(ptr, buf, BATCH_BYTES, idx, ts, ends, min(slots, BATCH_SLOTS), attrs, n_attrs)
             if n == lib.TAPE_EINVAL:  # the first entry is larger than the buffer: peek at it alone
                 buf = ffi.new("char[]", ends[0])
-                n = lib.tape_peek_many(ptr, buf, ends[0], idx, ts, ends, 1)
+                n = lib.tape_peek_many_ex(ptr, buf, ends[0], idx, ts, ends, 1, attrs, n_attrs)
             if n > 0:
-                return Batch(ffi.unpack(buf, ends[n - 1]), ffi.unpack(ends, n), idx, ts)
+                return Batch(ffi.unpack(buf, ends[n - 1]), ffi.unpack(ends, n), idx, ts, attrs, n_attrs[0])
         check(n, self.path)
         return None
+
+    def read_many(self, max_entries: int, max_bytes: int) -> list[Entry]:
+        """Up to `max_entries` entries (at least one if any is there, however large) as Entry of their stored bytes, moving past them."""
+        buf, idx, ts, ends, attrs, n_attrs = self._batch_buffers()
+        if max_entries > BATCH_SLOTS:
+            idx, ts = ffi.new("int64_t[]", max_entries), ffi.new("int64_t[]", max_entries)
+            ends, attrs = ffi.new("uint64_t[]", max_entries), ffi.new("tape_attrs[]", max_entries)
+        if max_bytes > BATCH_BYTES:
+            buf = ffi.new("char[]", max_bytes)
+        with self.lock:
+            ptr = self.live()
+            n = lib.tape_read_many_ex(ptr, buf, max_bytes, idx, ts, ends, max_entries, attrs, n_attrs)
+            if n == lib.TAPE_EINVAL:  # the first entry is larger than max_bytes: read it alone
+                buf = ffi.new("char[]", ends[0])
+                n = lib.tape_read_many_ex(ptr, buf, ends[0], idx, ts, ends, 1, attrs, n_attrs)
+            if n > 0:
+                batch = Batch(ffi.unpack(buf, ends[n - 1]), ffi.unpack(ends, n), idx, ts, attrs, n_attrs[0])
+        if n <= 0:
+            check(n, self.path)
+            return []
+        data, offsets = batch.data, batch.ends
+        fields = zip(batch.indexes(), batch.timestamps(), map(data.__getitem__, map(slice, (0, *offsets), offsets)))
+        extra = batch.attrs() or itertools.repeat(PLAIN)
+        return [tuple.__new__(Entry, f + x) for f, x in zip(fields, extra)]
 
     def advance(self, k: int) -> None:
         """Move past the first `k` entries of the batch peek() returned last."""
