@@ -93,7 +93,7 @@ class Link:
     # -- running ------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask a running run() to return soon (from any thread); idempotent."""
+        """Ask the run() in progress to return soon (from any thread); idempotent."""
         self._stop.set()
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None and not loop.is_closed():
@@ -119,10 +119,9 @@ class Link:
 
     async def _run(self, follow: bool) -> None:
         """Sessions, one after the other, until one ends without an error or stop() is called."""
+        self._stop.clear()  # a stop() ends the run in progress, not the next one
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        if self._stop.is_set():
-            self._wake.set()
         delay = _BACKOFF_FIRST
         failing_since: float | None = None
         try:

@@ -154,7 +154,7 @@ def encode(
                 continue
             attributed += 1
             if isinstance(key, str):
-                raw, kind = key.encode(), _KEY_STR
+                raw, kind = key.encode("utf-8", "surrogateescape"), _KEY_STR
             else:
                 raw, kind = (b"", _KEY_NONE) if key is None else (bytes(key), _KEY_BYTES)
             parts.append(_ATTR.pack(pos, nb or 0, kind, len(raw)))
@@ -208,7 +208,7 @@ def _body(
         at += key_len
         if pos >= count or pos in attrs or kind > _KEY_BYTES or len(raw) != key_len:
             raise ValueError("bad attribute record")
-        key = None if kind == _KEY_NONE else raw.decode() if kind == _KEY_STR else raw
+        key = None if kind == _KEY_NONE else raw.decode("utf-8", "surrogateescape") if kind == _KEY_STR else raw
         attrs[pos] = (key, nb or None)
     if at + sum(lengths) != len(view):
         raise ValueError("payload lengths do not add up to the frame's length")
