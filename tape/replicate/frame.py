@@ -143,10 +143,8 @@ def encode(
     count = len(indexes)
     if not count or not len(timestamps) == len(payloads) == len(keys) == len(not_befores) == count:
         raise ValueError("a frame holds one or more entries, each with every column")
-    parts = [identity, bytes(-len(identity) % 8)]
-    parts.append(_column("q", indexes))
-    parts.append(_column("q", timestamps))
-    parts.append(_column("I", [len(p) for p in payloads]))
+    parts = [identity, bytes(-len(identity) % 8), _column("q", indexes), _column("q", timestamps),
+             _column("I", list(map(len, payloads)))]
     attributed = 0
     if any(keys) or any(not_befores):
         for pos, (key, nb) in enumerate(zip(keys, not_befores)):
@@ -160,14 +158,12 @@ def encode(
             parts.append(_ATTR.pack(pos, nb or 0, kind, len(raw)))
             parts.append(raw)
     parts.extend(payloads)
+    body = b"".join(parts)
     fields = _HEADER.pack(MAGIC, VERSION, 0, len(identity), count, attributed,
                           -1 if prev is None else prev, indexes[0], indexes[-1],
                           timestamps[0], timestamps[-1], 0, 0)[:_CRC_AT]
-    crc = zlib.crc32(fields)
-    for part in parts:
-        crc = zlib.crc32(part, crc)
-    parts[0:0] = [fields, struct.pack("<II", sum(map(len, parts)), crc)]
-    return b"".join(parts)
+    crc = zlib.crc32(body, zlib.crc32(fields))
+    return b"".join((fields, struct.pack("<II", len(body), crc), body))
 
 
 def decode(data: bytes) -> Frame:

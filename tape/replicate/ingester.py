@@ -191,13 +191,11 @@ class Ingester(Link):
             )
         appender = self._local(got.identity)
         start = 0 if origin is None else next(k for k, i in enumerate(got.indexes) if i > origin)
-        attrs = got.attrs
-        for k in range(start, len(got.indexes)):
-            key, not_before = attrs.get(k, (None, None))
-            appender.write_encoded(got.payloads[k], key=key, not_before=not_before,
-                                   origin=(got.indexes[k], got.timestamps[k]))
-            self._origin = got.indexes[k]
-            self.ingested += 1
+        try:
+            _append(appender, got, start)
+        finally:  # what reached the queue, also when a write failed midway
+            self._origin = self._last_origin()
+            self.ingested += _count_after(got.indexes, origin, self._origin)
         if self._sync:
             appender.sync()
 
@@ -238,3 +236,24 @@ class Ingester(Link):
 
     def __repr__(self) -> str:
         return f"<tape.replicate.Ingester {self.url} {self.stream} -> {self.path!r}>"
+
+
+def _append(appender: tape.Appender, got: frame.Frame, start: int) -> None:
+    """Append the entries of `got` from position `start` on, with their origins."""
+    write = appender.write_encoded
+    rows = zip(got.indexes[start:], got.timestamps[start:], got.payloads[start:])
+    if not got.attrs:
+        for index, ts, payload in rows:
+            write(payload, origin=(index, ts))
+        return
+    attrs = got.attrs
+    for k, (index, ts, payload) in enumerate(rows, start):
+        key, not_before = attrs.get(k, (None, None))
+        write(payload, key=key, not_before=not_before, origin=(index, ts))
+
+
+def _count_after(indexes: list[int], before: int | None, upto: int | None) -> int:
+    """How many of `indexes` are after `before` and not after `upto`."""
+    if upto is None:
+        return 0
+    return sum(1 for i in indexes if (before is None or i > before) and i <= upto)
