@@ -579,11 +579,12 @@ static int64_t last_written(tape_queue *q)
 }
 
 /* Append n entries (entry k: data[ends[k-1], ends[k])), each with the
- * attribute block blk (blen bytes; 0: none), only if the queue's last entry is
- * *expected_last (when not NULL). */
+ * attributes at (NULL: none) encoded in blk (blen bytes), only if the queue's
+ * last entry (by_key: the newest with at's key) is *expected_last (when not
+ * NULL). */
 static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *ends, size_t n,
                         int64_t ts, size_t *written, const int64_t *expected_last,
-                        const uint8_t *blk, uint32_t blen)
+                        const tape_attrs *at, const uint8_t *blk, uint32_t blen, int by_key)
 {
     tape_queue *q = a->a_q;
     if (written)
@@ -641,8 +642,10 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     size_t done = 0;
     if (result >= 0 && blen)
         result = tape_cyc_upgrade(&w->w_y); /* a version-1 file becomes version 2 */
+    if (result >= 0 && blen && at->a_key)
+        result = tape_keys_begin(q);
     if (result >= 0 && expected_last) {
-        int64_t last = last_written(q);
+        int64_t last = by_key ? tape_keys_newest(q, at) : last_written(q);
         if (last != *expected_last)
             result = last < -1 ? last : TAPE_ECONFLICT;
     }
@@ -667,6 +670,9 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         /* Threads may share an appender. */
         __atomic_store_n(&a->a_last, last, __ATOMIC_RELAXED);
         hint_store(q, ts);
+        /* (failing, it leaves the directory marked: readers read the log past it) */
+        if (blen && at->a_key)
+            tape_keys_apply(q, at, last);
     }
     if (tape_view_hit(&w->w_y.y_v)) {
         /* Something this append read or wrote faulted: its result is not
@@ -702,7 +708,7 @@ int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_n
     if (!appender_enter(a))
         return TAPE_ECLOSED;
     uint64_t end = len;
-    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, NULL, NULL, 0);
+    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, NULL, NULL, NULL, 0, 0);
     appender_leave(a);
     return rc;
 }
@@ -715,7 +721,7 @@ int64_t tape_append_if(tape_appender *a, const void *data, size_t len, int64_t t
     if (!appender_enter(a))
         return TAPE_ECLOSED;
     uint64_t end = len;
-    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last, NULL, 0);
+    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last, NULL, NULL, 0, 0);
     appender_leave(a);
     return rc;
 }
@@ -727,7 +733,7 @@ int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *end
         return TAPE_EINVAL;
     if (!appender_enter(a))
         return TAPE_ECLOSED;
-    int64_t rc = append_n(a, data, ends, n, ts_ns, written, NULL, NULL, 0);
+    int64_t rc = append_n(a, data, ends, n, ts_ns, written, NULL, NULL, NULL, 0, 0);
     appender_leave(a);
     return rc;
 }
@@ -754,7 +760,7 @@ int64_t tape_append_ex(tape_appender *a, const void *data, size_t len, int64_t t
     if (!appender_enter(a))
         return TAPE_ECLOSED;
     uint64_t end = len;
-    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, NULL, blk, blen);
+    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, NULL, at, blk, blen, 0);
     appender_leave(a);
     return r;
 }
@@ -765,6 +771,24 @@ int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_
 {
     tape_attrs at = {key_len ? key : NULL, key_len, flags, not_before, origin_index, origin_ts};
     return tape_append_ex(a, data, len, ts_ns, &at);
+}
+
+int64_t tape_append_if_key(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                           int64_t expected, const tape_attrs *at)
+{
+    uint8_t blk[TAPE_ATTRS_MAX];
+    uint32_t blen;
+    int rc = attrs_block(at, blk, &blen);
+    if (rc < 0 || !at->a_key || expected < -1)
+        return rc < 0 ? rc : TAPE_EINVAL;
+    if (len > TAPE_MAX_PAYLOAD - blen)
+        return TAPE_ETOOBIG;
+    if (!appender_enter(a))
+        return TAPE_ECLOSED;
+    uint64_t end = len;
+    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, &expected, at, blk, blen, 1);
+    appender_leave(a);
+    return r;
 }
 
 int64_t tape_append_if_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
@@ -780,7 +804,7 @@ int64_t tape_append_if_ex(tape_appender *a, const void *data, size_t len, int64_
     if (!appender_enter(a))
         return TAPE_ECLOSED;
     uint64_t end = len;
-    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last, blk, blen);
+    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last, at, blk, blen, 0);
     appender_leave(a);
     return r;
 }
@@ -799,7 +823,7 @@ int64_t tape_append_many_ex(tape_appender *a, const void *data, const uint64_t *
         return TAPE_EINVAL;
     if (!appender_enter(a))
         return TAPE_ECLOSED;
-    int64_t r = append_n(a, data, ends, n, ts_ns, written, NULL, blk, blen);
+    int64_t r = append_n(a, data, ends, n, ts_ns, written, NULL, at, blk, blen, 0);
     appender_leave(a);
     return r;
 }

@@ -14,7 +14,7 @@
  *       buffer: when it fails, the tailer reads through its mapping.
  *   TAPE_KILL="point:n"   raise SIGKILL on reaching `point` the n-th time.
  *       Points: after_reserve after_copy before_publish index_array
- *       index_slot hint_update roll_created roll_sealed upgrade.
+ *       index_slot hint_update roll_created roll_sealed upgrade key_update.
  *
  * The wrappers carry the prefix tf_ (tf_openat, tf_pread...): a call spelled
  * so can be made to fail.

@@ -150,6 +150,7 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
     pthread_mutex_init(&q->q_view.kv_mu, NULL);
     pthread_mutex_init(&q->q_sync.sy_mu, NULL);
     pthread_mutex_init(&q->q_cyc.cc_mu, NULL);
+    tape_keys_init(q);
     tape_cyc_init(&q->q_view.kv_y);
     tape_cyc_init(&q->q_w.w_y);
     tape_clock_init(&q->q_w.w_clock);
@@ -182,6 +183,7 @@ void tape_close(tape_queue *q)
     tape_cyc_close(&q->q_w.w_y);
     tape_cyc_close(&q->q_view.kv_y);
     free(q->q_cyc.cc_list);
+    tape_keys_close(q);
     tape_wake_unmap(q);
     munmap(q->q_meta, TAPE_META_SIZE);
     close(q->q_meta_fd); /* drops our liveness lock */

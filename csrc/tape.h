@@ -413,6 +413,35 @@ int64_t tape_appender_last_index(tape_appender *a);
  * [grow] and [list] (finding the newest cycle first). */
 int tape_appender_sync(tape_appender *a);
 
+/* ---- the key directory ------------------------------------------------------ */
+
+/* The index of the newest entry with this key, or -1 when there is none or
+ * it is a tombstone (TAPE_A_TOMBSTONE). The directory (tape.keys, see
+ * docs/FORMAT.md) is shared by every process: it answers the same
+ * everywhere once an append returned. A missing or damaged one, or one
+ * written before the last reboot, is rebuilt from the log (holding the write
+ * lock; on a read-only queue the answer comes from reading the log).
+ * Errors: TAPE_EINVAL (key NULL, key_len 0 or above TAPE_KEY_MAX); [lock],
+ * [open], [list], TAPE_ECORRUPT (reading the log); -ENOMEM, -ENOSPC, -EIO
+ * (writing a new tape.keys); TAPE_ELIMIT (more than 2^33 keys). */
+int64_t tape_key_latest(tape_queue *q, const void *key, uint32_t key_len);
+
+/* Append one entry with the attributes *at (a key needed) only if the newest
+ * entry with its key is `expected` (-1: only if there is none, or it is a
+ * tombstone), checked and written under the write lock. Returns the new
+ * index, TAPE_ECONFLICT (nothing written), or an error of tape_append_ex
+ * (TAPE_EINVAL also without a key) or tape_key_latest. */
+int64_t tape_append_if_key(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                           int64_t expected, const tape_attrs *at);
+
+/* The live keys (not deleted): how many, and up to cap indexes of their
+ * newest entries in indexes (in no order). Errors: those of tape_key_latest. */
+int64_t tape_keys_list(tape_queue *q, int64_t *indexes, size_t cap);
+
+/* Rebuild tape.keys from the log. Errors: TAPE_EREADONLY, [lock], and those of
+ * tape_key_latest. */
+int tape_keys_rebuild(tape_queue *q);
+
 /* ---- tailer ------------------------------------------------------------- */
 
 typedef struct tape_tailer tape_tailer;

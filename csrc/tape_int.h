@@ -447,6 +447,13 @@ typedef struct tape_prefaulter {
     _Atomic uint64_t pf_ready; /* allocated (and faulted in) up to here */
 } tape_prefaulter;
 
+/* The key directory, tape.keys, as this handle maps it (keys.c). */
+typedef struct tape_keydir {
+    pthread_mutex_t kd_mu;     /* guards the two below; taken after the write lock */
+    uint8_t *kd_map;           /* NULL: not mapped */
+    size_t kd_len;
+} tape_keydir;
+
 /* A queue handle: what tape_open found (set once, read by any thread), then
  * one member per job, each with its own lock. */
 struct tape_queue {
@@ -465,6 +472,7 @@ struct tape_queue {
     tape_cycle_cache q_cyc;    /* listing cycles */
     tape_kept_view q_view;     /* questions about the newest cycle */
     tape_prefaulter q_pf;      /* allocating ahead of the writer */
+    tape_keydir q_keys;        /* key -> newest index */
     /* Wake-ups (meta.c): the shared page, writable, where tape_wait announces
      * a sleeper: q_sh, or on a read-only handle a page of its own mapped from
      * a second, writable open of tape.meta (q_wake_map, q_wake_len), or NULL
@@ -511,6 +519,17 @@ int tape_named_claim(tape_queue *q, const char *name, tape_named_slot **out);
 /* Holding the write lock: stored positions beyond `end`, the index the next
  * entry gets, are brought back to it (after a power cut lost their data). */
 void tape_named_clamp(tape_queue *q, int64_t end);
+
+/* The key directory (keys.c). Holding the write lock, before writing
+ * entries with a key: the directory mapped and up to date, marked as being
+ * changed; after publishing them: the newest one's index recorded for its
+ * key (and the mark cleared). */
+void tape_keys_init(tape_queue *q);
+void tape_keys_close(tape_queue *q);
+int tape_keys_begin(tape_queue *q);
+int tape_keys_apply(tape_queue *q, const tape_attrs *at, int64_t index);
+/* After tape_keys_begin: the newest entry with at's key, -1 none (or deleted). */
+int64_t tape_keys_newest(tape_queue *q, const tape_attrs *at);
 
 /* Prefaulter (prefault.c). */
 int tape_prefault_start(tape_queue *q);

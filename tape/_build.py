@@ -158,6 +158,12 @@ typedef struct tape_entry {
     tape_attrs e_attrs;
 } tape_entry;
 
+int64_t tape_key_latest(tape_queue *q, const void *key, uint32_t key_len);
+int64_t tape_append_if_key(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                           int64_t expected, const tape_attrs *at);
+int64_t tape_keys_list(tape_queue *q, int64_t *indexes, size_t cap);
+int tape_keys_rebuild(tape_queue *q);
+
 int tape_tailer_open(tape_queue *q, tape_tailer **out);
 void tape_tailer_close(tape_tailer *t);
 int tape_read(tape_tailer *t, tape_entry *e);

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, overload
 from tape import codecs, lifecycle
 from tape._args import as_index, as_int, shown
 from tape._native import INDEX_MAX, AppenderHandle
-from tape._native.appender import KEY_MAX, KEY_STR, attrs_struct
+from tape._native.appender import KEY_MAX, KEY_STR, TOMBSTONE, attrs_struct
 from tape._time import duration_ns, to_ns
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
 
@@ -36,6 +36,11 @@ def _key(key: Any, errors: str) -> tuple[bytes, int]:
     if not 0 < len(data) <= KEY_MAX:
         raise ArgumentError(f"key must be 1 to {KEY_MAX} bytes, not {len(data)}")
     return data, flags
+
+
+def key_bytes(key: Any) -> bytes:
+    """What a key is compared by: its bytes (a str's UTF-8, its escaped bytes as they were read); checked."""
+    return _key(key, "surrogateescape")[0]
 
 
 def _when(delay: Any, not_before: Any) -> tuple[int, bool]:
@@ -221,17 +226,30 @@ class Appender:
             return self._after(self._append(self._ptr, data, len(data), ts))
         return self._after(self._native.append_ex(data, ts, attrs_struct(kb, flags, nb, pair)))
 
-    def write_if(self, obj: Any, last: int | None) -> int | None:
+    def write_if(self, obj: Any, last: int | None = None, *, key: str | bytes | None = None) -> int | None:
         """Append `obj` only if the queue's last entry is `last` (None: only if empty).
 
-        The check and the append happen under the queue's write lock, so a
+        With `key`, only if the newest entry with that key is `last` (None:
+        there is none, or it was deleted), and the entry gets the key. The
+        check and the append happen under the queue's write lock, so a
         read-modify-write built on it is atomic across processes. Returns the
         new index, or None when another entry came first (nothing written).
         """
         expected = None if last is None else as_index(last, "last")
+        kb, flags = (b"", 0) if key is None else _key(key, "strict")
         data = self._encode(obj)
-        index = self._native.append_if(data, self._timestamp(), expected)
+        if key is None:
+            index = self._native.append_if(data, self._timestamp(), expected)
+        else:
+            index = self._native.append_if_key(data, self._timestamp(), kb, flags, expected)
         return None if index is None else self._after(index)
+
+    def delete(self, key: str | bytes) -> int:
+        """Append a tombstone of `key` (its value None): Queue.latest(key) is None from now on; the index."""
+        kb, flags = _key(key, "strict")
+        data = b"" if self._raw else self._encode(None)
+        ts = 0 if self._clock is None else self._timestamp()
+        return self._after(self._append_attrs(self._ptr, data, len(data), ts, kb, len(kb), flags | TOMBSTONE, 0, -1, 0))
 
     @property
     def last_index(self) -> int | None:

@@ -20,11 +20,11 @@ from typing import Any
 
 from tape import codecs, lifecycle
 from tape._args import as_index, as_int, as_name, as_seconds, shown
-from tape._native import NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle
+from tape._native import NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle, TailerHandle
 from tape._time import to_datetime
-from tape.appender import Appender
+from tape.appender import Appender, key_bytes
 from tape.errors import ArgumentError, ArgumentTypeError, CorruptionError, PoisonedError, TapeError
-from tape.records import CycleInfo, VerifyReport
+from tape.records import CycleInfo, Entry, VerifyReport
 from tape.retention import Policy
 from tape.tailer import Tailer
 
@@ -119,6 +119,8 @@ class Queue:
         **unknown: Any,
     ) -> None:
         self._flusher: _Flusher | None = None
+        self._lookup: TailerHandle | None = None  # latest()'s reader, made on first use
+        self._lookup_lock = threading.Lock()
         if unknown:  # a tape error, not Python's plain TypeError
             raise ArgumentTypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
         try:
@@ -260,6 +262,41 @@ class Queue:
     def last_index(self) -> int | None:
         """Index of the last entry, None when the queue is empty."""
         return self._handle().last_index()
+
+    def latest(self, key: str | bytes) -> Entry | None:
+        """The Entry of the newest entry with `key`, None when there is none or it was deleted.
+
+        Answered by the key directory every process shares: the same in all of
+        them once a write returned.
+        """
+        data = key_bytes(key)
+        native = self._handle()
+        for attempt in range(2):
+            index = native.key_latest(data)
+            if index is None:
+                return None
+            with self._lookup_lock:
+                if self._lookup is None or self._lookup.ptr is None:
+                    self._lookup = native.tailer(None, 0)
+                if not self._lookup.to_index(index):
+                    return None  # its cycle was removed (purge): the key went with it
+                entry = self._lookup.read_one()
+            if entry is not None and entry.key is not None and key_bytes(entry.key) == data:
+                return entry._replace(value=self.codec.decode(entry.value))
+            if attempt == 0 and not self.read_only:
+                native.rebuild_keys()  # the directory disagrees with the log: it is rebuilt from it
+        raise CorruptionError(f"{self.path}: the key directory names index {index} for {key!r}, which is not its entry")
+
+    def keys(self) -> list[str | bytes]:
+        """The live keys (those whose newest entry is not a tombstone), in no order."""
+        native = self._handle()
+        keys: list[str | bytes] = []
+        with self.tailer() as t:
+            for index in native.key_indexes():
+                entry = t.read_entry() if t.to_index(index) else None
+                if entry is not None and entry.key is not None:
+                    keys.append(entry.key)
+        return keys
 
     def count(self) -> int:
         """Number of entries in the queue."""

@@ -17,6 +17,7 @@ _TAPE_APPEND = lib.tape_append  # bound once: appending is the hottest call
 _TAPE_APPEND_ATTRS = lib.tape_append_attrs
 KEY_MAX = lib.TAPE_KEY_MAX  # bytes of an entry's key
 KEY_STR = lib.TAPE_A_KEY_STR  # flag: the key was a str
+TOMBSTONE = lib.TAPE_A_TOMBSTONE  # flag: a delete of the key
 
 
 def attrs_struct(key: bytes | None, flags: int, not_before: int, origin: tuple[int, int] | None) -> Any:
@@ -104,6 +105,15 @@ class AppenderHandle(ChildHandle):
         """Append `data` only if the queue's last entry is `last` (None: empty); None when another came first."""
         ptr = self.live()
         index: int = lib.tape_append_if(ptr, data, len(data), ts, -1 if last is None else last)
+        if index == lib.TAPE_ECONFLICT:
+            return None
+        check(index, self.path, appending=True)
+        return index
+
+    def append_if_key(self, data: bytes, ts: int, key: bytes, flags: int, last: int | None) -> int | None:
+        """Append `data` with `key` only if the key's newest entry is `last` (None: none); None when it is not."""
+        attrs = attrs_struct(key, flags, 0, None)
+        index: int = lib.tape_append_if_key(self.live(), data, len(data), ts, -1 if last is None else last, attrs)
         if index == lib.TAPE_ECONFLICT:
             return None
         check(index, self.path, appending=True)

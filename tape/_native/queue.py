@@ -231,6 +231,32 @@ class QueueHandle:
         """Index of the last entry, None when the queue is empty."""
         return self._edge(lib.tape_last_index)
 
+    def key_latest(self, key: bytes) -> int | None:
+        """The index of the newest entry with `key` (checked bytes), None when there is none or it is deleted."""
+        with self.lock:
+            index: int = lib.tape_key_latest(self.ptr(), key, len(key))
+        if index < -1:
+            check(index, self.path)
+        return none_if_negative(index)
+
+    def key_indexes(self) -> list[int]:
+        """The index of the newest entry of each live key."""
+        with self.lock:
+            n: int = lib.tape_keys_list(self.ptr(), ffi.NULL, 0)
+            while n >= 0:
+                out = ffi.new("int64_t[]", max(n, 1))
+                got: int = lib.tape_keys_list(self.ptr(), out, n)
+                if got <= n:
+                    return list(ffi.unpack(out, got))
+                n = got
+        check(n, self.path)
+        return []
+
+    def rebuild_keys(self) -> None:
+        """Rebuild the key directory from the log."""
+        with self.lock:
+            check(lib.tape_keys_rebuild(self.ptr()), self.path)
+
     def count(self) -> int:
         with self.lock:
             n: int = lib.tape_count(self.ptr())

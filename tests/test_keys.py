@@ -1,0 +1,116 @@
+"""Keyed entries (issue 19, the key directory): latest, write_if with a key, delete, keys;
+shared by processes, rebuilt when missing or damaged."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tape
+from tape.testing import ManualClock
+
+
+def test_latest_write_if_delete_and_keys(queue: tape.Queue) -> None:
+    a = queue.appender()
+    assert queue.latest("acct-1") is None and queue.keys() == []
+    i = a.write({"balance": 10}, key="acct-1")
+    a.write({"other": 1})
+    j = a.write({"balance": 5}, key=b"acct-2")
+    e = queue.latest("acct-1")
+    assert e is not None and (e.index, e.value, e.key) == (i, {"balance": 10}, "acct-1")
+    assert queue.latest(b"acct-1") == e  # a key is its bytes: a str is its UTF-8
+    assert a.write_if({"balance": 12}, key="acct-1", last=j) is None  # not the key's newest
+    k = a.write_if({"balance": 12}, key="acct-1", last=i)
+    latest = queue.latest("acct-1")
+    assert latest is not None and (latest.index, latest.value) == (k, {"balance": 12})
+    assert sorted(map(repr, queue.keys())) == sorted(map(repr, ["acct-1", b"acct-2"]))
+    d = a.delete("acct-1")
+    assert queue.latest("acct-1") is None and queue.keys() == [b"acct-2"]
+    tomb = queue.tailer(start=d).read_entry()  # tailers see the tombstone: value None
+    assert tomb is not None and (tomb.index, tomb.value, tomb.key) == (d, None, "acct-1")
+    assert a.write_if({"balance": 1}, key="acct-1") is not None  # deleted: as if there were none
+    assert a.write_if({"balance": 2}, key="new", last=None) is not None
+    assert a.write_if({"balance": 3}, key="new", last=None) is None
+
+
+def test_a_raw_queue_deletes_with_an_empty_value(raw_queue: tape.Queue) -> None:
+    a = raw_queue.appender()
+    a.write(b"v", key="k")
+    d = a.delete("k")
+    assert raw_queue.latest("k") is None
+    tomb = list(raw_queue.tailer().entries())[-1]
+    assert (tomb.index, tomb.value, tomb.key) == (d, b"", "k")
+
+
+def test_another_process_sees_the_newest_at_once(qpath: Path) -> None:
+    code = (
+        "import sys, tape\n"
+        "with tape.Queue(sys.argv[1]) as q:\n"
+        "    a = q.appender()\n"
+        "    for i in range(300):\n"
+        "        print(a.write(i, key=f'k{i % 3}'), flush=True)\n"
+    )
+    with tape.Queue(qpath) as q:
+        assert q.latest("k0") is None
+        p = subprocess.Popen([sys.executable, "-c", code, str(qpath)], stdout=subprocess.PIPE)
+        assert p.stdout is not None
+        for i, line in enumerate(p.stdout):
+            e = q.latest(f"k{i % 3}")
+            assert e is not None and e.index >= int(line) and e.key == f"k{i % 3}"
+        assert p.wait(timeout=60) == 0
+        assert sorted(map(str, q.keys())) == ["k0", "k1", "k2"]
+        e = q.latest("k2")
+        assert e is not None and e.value == 299
+
+
+def test_a_missing_or_damaged_directory_is_rebuilt(qpath: Path) -> None:
+    with tape.Queue(qpath) as q:
+        a = q.appender()
+        want = {f"key-{i}": a.write(i, key=f"key-{i}") for i in range(2000)}
+        a.delete("key-5")
+    keys = qpath / "tape.keys"
+    keys.unlink()
+    with tape.Queue(qpath, read_only=True) as q:  # read-only: the answers come from the log
+        e = q.latest("key-7")
+        assert e is not None and e.index == want["key-7"]
+        assert len(q.keys()) == 1999
+    with tape.Queue(qpath) as q:
+        e = q.latest("key-1999")
+        assert e is not None and e.index == want["key-1999"]
+    data = bytearray(keys.read_bytes())
+    data[0] ^= 0xFF
+    keys.write_bytes(bytes(data))
+    with tape.Queue(qpath) as q:
+        assert q.latest("key-5") is None
+        e = q.latest("key-0")
+        assert e is not None and e.index == want["key-0"]
+        assert len(q.keys()) == 1999
+
+
+@pytest.mark.parametrize("key", [7, "", b"x" * 1025, "x" * 1025])
+def test_bad_keys(queue: tape.Queue, key: object) -> None:
+    with pytest.raises((tape.ArgumentError, tape.ArgumentTypeError)):
+        queue.latest(key)  # type: ignore[arg-type]
+    with pytest.raises((tape.ArgumentError, tape.ArgumentTypeError)):
+        queue.appender().delete(key)  # type: ignore[arg-type]
+    with pytest.raises((tape.ArgumentError, tape.ArgumentTypeError)):
+        queue.appender().write_if(1, key=key)  # type: ignore[arg-type]
+    assert queue.count() == 0
+
+
+def test_a_key_whose_newest_entry_was_purged_is_gone(qpath: Path) -> None:
+    clock = ManualClock(1_763_683_200 * 10**9)
+    with tape.Queue(qpath, roll_cycle="test_secondly", clock=clock) as q:
+        a = q.appender()
+        a.write(1, key="old")
+        clock.advance(2)
+        a.write(2, key="new")
+        assert q.purge(keep_cycles=1)
+        assert q.latest("old") is None
+        e = q.latest("new")
+        assert e is not None and e.value == 2
+    with tape.Queue(qpath, read_only=True) as q:
+        assert q.latest("old") is None
