@@ -33,7 +33,7 @@ from tape.testing import ManualClock
 STREAM = "ORDERS"
 SMALL_FRAMES = 1024  # a few entries a frame: many frames, many moments to be killed at
 # kill -9s of a replicator (and of an ingester) per test; `make torture` style runs set more
-KILLS = int(os.environ.get("TAPE_REPLICATE_KILLS", "6"))
+KILLS = int(os.environ.get("TAPE_REPLICATE_KILLS", "5"))
 
 
 def write(path: Path, n: int, start: int = 0, **options: Any) -> list[int]:
