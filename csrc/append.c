@@ -447,7 +447,6 @@ static int writer_room(tape_queue *q, uint64_t end)
     return 0;
 }
 
-/* Write one entry at the end of the writer's cycle. Returns its seq. */
 /* The body of an entry with attributes at e: the timestamp word with its
  * flag, the block, the payload; returns the entry's CRC. */
 static uint32_t write_attributed(uint8_t *e, const void *data, uint32_t len, int64_t ts,
@@ -462,8 +461,9 @@ static uint32_t write_attributed(uint8_t *e, const void *data, uint32_t len, int
     return tape_crc32c(tape_crc_data(seed, h, seq, word, blk, blen), data, len);
 }
 
-/* Write the entry (payload data, len bytes; blen bytes of attribute block
- * blk before it when blen is not 0) at the writer's end, holding the lock. */
+/* Write one entry at the end of the writer's cycle (payload data, len bytes;
+ * blen bytes of attribute block blk before it when blen is not 0), holding
+ * the lock. Returns its seq. */
 static int64_t write_one(tape_queue *q, const void *data, uint32_t len, int64_t ts,
                          const uint8_t *blk, uint32_t blen)
 {
@@ -640,10 +640,11 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
             result = TAPE_ECORRUPT;
     }
     size_t done = 0;
+    int keyed = 0;
     if (result >= 0 && blen)
         result = tape_cyc_upgrade(&w->w_y); /* a version-1 file becomes version 2 */
-    if (result >= 0 && blen && at->a_key)
-        result = tape_keys_begin(q);
+    if (result >= 0 && blen && at->a_key && (result = tape_keys_begin(q)) >= 0)
+        keyed = 1;
     if (result >= 0 && expected_last) {
         int64_t last = by_key ? tape_keys_newest(q, at) : last_written(q);
         if (last != *expected_last)
@@ -670,10 +671,10 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         /* Threads may share an appender. */
         __atomic_store_n(&a->a_last, last, __ATOMIC_RELAXED);
         hint_store(q, ts);
-        /* (failing, it leaves the directory marked: readers read the log past it) */
-        if (blen && at->a_key)
-            tape_keys_apply(q, at, last);
     }
+    /* (failing, it leaves the directory marked: readers read the log past it) */
+    if (keyed)
+        tape_keys_apply(q, at, done > 0 ? tape_make_index(q, w->w_y.y_cycle, (int64_t)w->w_seq - 1) : -1);
     if (tape_view_hit(&w->w_y.y_v)) {
         /* Something this append read or wrote faulted: its result is not
          * to be believed, and the view (split by the zero page) is dropped;

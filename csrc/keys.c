@@ -260,17 +260,29 @@ static int put_entry(const tape_entry *e, uint8_t *map, uint32_t log2, uint64_t 
 }
 
 /* Apply the keyed entries of the log from index `from` on (0: all) to the
- * table in map; *upto: the index after the last entry read. `from` - 1 is
- * an entry read before: when its cycle is gone, all that remains is after it. */
+ * table in map; *upto: the index after the last entry read. */
+/* A tailer at index `from` (0: the start); `from` - 1 is an entry read
+ * before: when its cycle is gone, all that remains is after it. */
+static int tailer_from(tape_queue *q, int64_t from, tape_tailer **out)
+{
+    int rc = tape_tailer_open(q, out);
+    tape_entry e;
+    if (rc == 0 && from > 0 && (rc = tape_tailer_to_index(*out, from - 1)) == 1)
+        rc = tape_read(*out, &e); /* (the entry before: read already) */
+    if (rc < 0 && *out) {
+        tape_tailer_close(*out);
+        *out = NULL;
+    }
+    return rc < 0 ? rc : 0;
+}
+
 static int scan(tape_queue *q, uint8_t *map, uint32_t log2, int64_t from, int64_t *upto, uint64_t *used)
 {
-    tape_tailer *t;
-    int rc = tape_tailer_open(q, &t);
+    tape_tailer *t = NULL;
+    int rc = tailer_from(q, from, &t);
     if (rc < 0)
         return rc;
     tape_entry e;
-    if (from > 0 && (rc = tape_tailer_to_index(t, from - 1)) == 1)
-        rc = tape_read(t, &e); /* (the entry before: read already) */
     int64_t last = from;
     while (rc >= 0 && (rc = tape_read(t, &e)) == 1) {
         last = e.e_index + 1;
@@ -361,6 +373,11 @@ int tape_keys_apply(tape_queue *q, const tape_attrs *at, int64_t index)
     tape_keydir *kd = &q->q_keys;
     pthread_mutex_lock(&kd->kd_mu);
     keys_hdr *h = hdr(kd);
+    if (index < 0) {
+        __atomic_store_n(&h->kh_pending, 0, __ATOMIC_RELEASE);
+        pthread_mutex_unlock(&kd->kd_mu);
+        return 0;
+    }
     uint64_t h1, h2;
     key_hash(at->a_key, at->a_key_len, &h1, &h2);
     int64_t word = at->a_flags & TAPE_A_TOMBSTONE ? -(index + 1) : index;
@@ -398,15 +415,12 @@ int64_t tape_keys_newest(tape_queue *q, const tape_attrs *at)
 
 /* ---- readers ------------------------------------------------------------------ */
 
-/* A table this call may believe (kd_mu held): the mapped one, current (a
- * writable handle rebuilds a missing or damaged one, holding the write lock),
- * or in *mem (malloc'ed, 2^*log2 slots) a copy brought up to date with the
- * entries a writer has not applied yet, or, where the file cannot be used,
- * one built from the whole log. */
-static int usable(tape_queue *q, uint8_t **mem, uint32_t *log2)
+/* The table mapped and current (kd_mu held): 0; a writable handle rebuilds
+ * a missing or damaged one, holding the write lock; 1 when there is none to
+ * believe (read-only), or -errno. */
+static int ready(tape_queue *q)
 {
     tape_keydir *kd = &q->q_keys;
-    *mem = NULL;
     int rc = current(q);
     if (rc == 1 && !q->q_read_only) {
         pthread_mutex_unlock(&kd->kd_mu); /* the write lock comes first */
@@ -419,6 +433,19 @@ static int usable(tape_queue *q, uint8_t **mem, uint32_t *log2)
             tape_unlock(q);
         }
     }
+    return rc;
+}
+
+/* A table this call may believe (kd_mu held): the mapped one, current (a
+ * writable handle rebuilds a missing or damaged one, holding the write lock),
+ * or in *mem (malloc'ed, 2^*log2 slots) a copy brought up to date with the
+ * entries a writer has not applied yet, or, where the file cannot be used,
+ * one built from the whole log. */
+static int usable(tape_queue *q, uint8_t **mem, uint32_t *log2)
+{
+    tape_keydir *kd = &q->q_keys;
+    *mem = NULL;
+    int rc = ready(q);
     if (rc < 0)
         return rc;
     if (rc == 0 && !__atomic_load_n(&hdr(kd)->kh_pending, __ATOMIC_ACQUIRE)) {
@@ -456,6 +483,20 @@ static int usable(tape_queue *q, uint8_t **mem, uint32_t *log2)
     return TAPE_ELIMIT;
 }
 
+/* *word updated by the entries with this key from index `from` on. */
+static int scan_key(tape_queue *q, int64_t from, const void *key, uint32_t key_len, int64_t *word)
+{
+    tape_tailer *t = NULL;
+    int rc = tailer_from(q, from, &t);
+    tape_entry e;
+    while (rc >= 0 && (rc = tape_read(t, &e)) == 1)
+        if (e.e_attrs.a_key_len == key_len && e.e_attrs.a_key && memcmp(e.e_attrs.a_key, key, key_len) == 0)
+            *word = e.e_attrs.a_flags & TAPE_A_TOMBSTONE ? -(e.e_index + 1) : e.e_index;
+    if (t)
+        tape_tailer_close(t);
+    return rc < 0 ? rc : 0;
+}
+
 int64_t tape_key_latest(tape_queue *q, const void *key, uint32_t key_len)
 {
     if (!key || key_len == 0 || key_len > TAPE_KEY_MAX)
@@ -464,18 +505,19 @@ int64_t tape_key_latest(tape_queue *q, const void *key, uint32_t key_len)
     uint64_t h1, h2;
     key_hash(key, key_len, &h1, &h2);
     pthread_mutex_lock(&kd->kd_mu);
-    uint8_t *mem;
-    uint32_t log2;
-    int64_t rc = usable(q, &mem, &log2);
+    int64_t word = -1;
+    int rc = ready(q);
     if (rc == 0) {
-        key_slot *s = probe(mem ? mem : kd->kd_map, log2, h1, h2);
-        int64_t word = s && __atomic_load_n(&s->s_h1, __ATOMIC_ACQUIRE)
-                           ? __atomic_load_n(&s->s_word, __ATOMIC_ACQUIRE) : -1;
-        rc = word >= 0 ? word : -1;
+        key_slot *s = probe(kd->kd_map, hdr(kd)->kh_log2, h1, h2);
+        if (s && __atomic_load_n(&s->s_h1, __ATOMIC_ACQUIRE))
+            word = __atomic_load_n(&s->s_word, __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&hdr(kd)->kh_pending, __ATOMIC_ACQUIRE)) /* and what it lacks */
+            rc = scan_key(q, __atomic_load_n(&hdr(kd)->kh_upto, __ATOMIC_ACQUIRE), key, key_len, &word);
+    } else if (rc == 1) { /* no table to believe: the log */
+        rc = scan_key(q, 0, key, key_len, &word);
     }
     pthread_mutex_unlock(&kd->kd_mu);
-    free(mem);
-    return rc;
+    return rc < 0 ? rc : word >= 0 ? word : -1;
 }
 
 int64_t tape_keys_list(tape_queue *q, int64_t *indexes, size_t cap)

@@ -523,7 +523,7 @@ void tape_named_clamp(tape_queue *q, int64_t end);
 /* The key directory (keys.c). Holding the write lock, before writing
  * entries with a key: the directory mapped and up to date, marked as being
  * changed; after publishing them: the newest one's index recorded for its
- * key (and the mark cleared). */
+ * key (index -1: none was written), and the mark cleared. */
 void tape_keys_init(tape_queue *q);
 void tape_keys_close(tape_queue *q);
 int tape_keys_begin(tape_queue *q);

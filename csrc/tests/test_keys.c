@@ -45,6 +45,11 @@ static void latest_tombstones_and_the_live_keys(void)
     /* Compare-and-append per key. */
     tape_attrs at = {"a", 1, 0, 0, -1, 0};
     EXPECT_EQ(tape_append_if_key(a, "w", 1, T0, a1, &at), TAPE_ECONFLICT);
+    size_t len;
+    unsigned char *f = th_read_file(th_path("q/tape.keys"), &len);
+    CHECK(f != NULL);
+    EXPECT_EQ(th_le32(f + 72), 0); /* nothing written: not left marked */
+    free(f);
     int64_t a3 = tape_append_if_key(a, "w", 1, T0, a2, &at);
     EXPECT(a3 > a2);
     EXPECT_EQ(latest(q, "a"), a3);
