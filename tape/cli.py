@@ -1,4 +1,5 @@
-"""The `tape` command line: dump, tail, info, verify, repair, purge and load a queue; its consumer groups.
+"""The `tape` command line: dump, tail, info, verify, repair, purge and load a queue; its consumer groups;
+replicate and ingest.
 
 A thin shell over the Python API: each command opens a tape.Queue, calls what a
 user of the library would call (tape.dump, tape.jsonl, tape.summary) and prints
@@ -13,6 +14,7 @@ import contextlib
 import functools
 import itertools
 import json
+import logging
 import os
 import re
 import stat
@@ -600,6 +602,94 @@ def redrive(path: str, group: str, indexes: tuple[int, ...]) -> None:
     with _group(path, group, write=True) as g:
         n = g.redrive(indexes or None)
     click.echo(f"{n} dead letters handed out again")
+
+
+# -- replication (tape.replicate, which needs nats-py: pip install tape[nats]) ---------------
+
+
+def _replication() -> Any:
+    """tape.replicate, logging to stderr; a clear error when nats-py is not installed."""
+    try:
+        import tape.replicate as replication
+    except ImportError as exc:
+        raise click.ClickException(f"replication needs nats-py: pip install 'tape[nats]' ({exc})") from None
+    logger = logging.getLogger("tape.replicate")
+    if not any(isinstance(h, _ToStderr) for h in logger.handlers):
+        handler = _ToStderr()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return replication
+
+
+class _ToStderr(logging.Handler):
+    """Log records as lines on the command's stderr (whatever sys.stderr is at the time)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+@cli.command(short_help="Ship a queue to a NATS JetStream stream, exactly once.")
+@_path_argument
+@click.argument("url", required=False)
+@click.option("--stream", metavar="NAME", help="The stream (created when missing).")
+@click.option("--subject", metavar="SUBJECT", help="The queue's subject (default: the stream's name).")
+@click.option("-f", "--follow", is_flag=True, help="Then ship new entries as they come, until Ctrl-C.")
+@click.option("--status", is_flag=True, help="Print where replication is (JSON) and exit; needs only PATH.")
+@click.option("--name", default="replicator", show_default=True, help="The named tailer that keeps the position.")
+@click.option("--frame-bytes", default="64KiB", show_default=True, callback=_parsed(parse_size), metavar="SIZE",
+              help="How many bytes of entries one message carries.")
+def replicate(path: str, url: str | None, stream: str | None, subject: str | None, follow: bool, status: bool,
+              name: str, frame_bytes: int) -> None:
+    """Ship the entries of the queue at PATH to the stream at URL, in order, each once.
+
+    Resumes after the last entry the stream holds, after any downtime. While
+    the server cannot be reached it retries, saying so on stderr.
+
+    \b
+    Examples:
+      tape replicate /data/orders nats://127.0.0.1:4222 --stream ORDERS --follow
+      tape replicate --status /data/orders
+    """
+    replication = _replication()
+    if status:
+        with _open(path) as q:
+            click.echo(json.dumps(replication.replication_status(q, name), indent=2))
+        return
+    if url is None or stream is None:
+        raise click.UsageError("tape replicate PATH URL --stream NAME (or --status PATH)")
+    with replication.Replicator(path, url, stream=stream, subject=subject, name=name, frame_bytes=frame_bytes) as r:
+        try:
+            r.run(follow=follow)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how a follow ends; what was acknowledged is recorded
+        click.echo(f"shipped {r.shipped} entries to {stream}/{r.subject}", err=True)
+
+
+@cli.command(short_help="Append what a NATS JetStream stream holds to a queue, each entry once.")
+@click.argument("url")
+@click.option("--stream", metavar="NAME", required=True, help="The stream to read.")
+@_path_argument
+@click.option("--subject", metavar="SUBJECT", help="The subject to read (default: the stream's only one).")
+@click.option("--durable", metavar="NAME", help="The durable consumer's name (default: one per local queue).")
+@click.option("-f", "--follow", is_flag=True, help="Then append new entries as they come, until Ctrl-C.")
+def ingest(url: str, stream: str, path: str, subject: str | None, durable: str | None, follow: bool) -> None:
+    """Append the entries the stream at URL holds to the queue at PATH (made when missing), each once.
+
+    Resumes after the last entry the queue holds. While the server cannot be
+    reached it retries, saying so on stderr.
+
+    \b
+    Example:
+      tape ingest nats://127.0.0.1:4222 --stream ORDERS /data/orders-copy --follow
+    """
+    replication = _replication()
+    with replication.Ingester(url, stream=stream, path=path, subject=subject, durable=durable) as i:
+        try:
+            i.run(follow=follow)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how a follow ends; what was written is acknowledged or comes again
+        click.echo(f"appended {i.ingested} entries to {path}", err=True)
 
 
 def main() -> None:

@@ -87,3 +87,7 @@ class AtomConflictError(TapeError):
 
 class AtomCommitError(TapeError):
     """commit="async": changes could not be committed; the cause says why."""
+
+
+class ReplicationError(TapeError):
+    """Replication cannot go on: a stream or frame that does not fit the queue, or a gap (tape.replicate)."""

@@ -63,13 +63,13 @@ class _Imports(ast.NodeVisitor):
         self.found.update(f"{base}.{alias.name}" for alias in node.names)  # `from tape import codecs`
 
 
-def _imports(module: str, *, top_level_only: bool) -> set[str]:
-    """The modules of tape (and tape._core) that `module` imports, and the names it takes from them."""
+def _imports(module: str, *, top_level_only: bool, prefix: str = "tape") -> set[str]:
+    """The modules of tape (and tape._core), or of `prefix`, that `module` imports, and the names it takes from them."""
     path = MODULES[module]
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     finder = _Imports(package, top_level_only)
     finder.visit(ast.parse(path.read_text(), str(path)))
-    return {name for name in finder.found if name.startswith("tape")}
+    return {name for name in finder.found if name == prefix or name.startswith(prefix + ".")}
 
 
 def test_only_the_binding_layer_imports_the_compiled_core() -> None:
@@ -124,7 +124,19 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.parametrize("optional", ["click", "fastavro", "lz4", "multiprocessing", "tape.cli"])
+def test_only_tape_replicate_imports_nats() -> None:
+    importers = {m for m in MODULES if _imports(m, top_level_only=False, prefix="nats")}
+    assert importers and all(m.startswith("tape.replicate") for m in importers)
+
+
+def test_only_the_cli_imports_tape_replicate_from_outside() -> None:
+    outside = {m for m in MODULES if not m.startswith("tape.replicate")}
+    importers = sorted(m for m in outside if _imports(m, top_level_only=False, prefix="tape.replicate"))
+    assert importers == ["tape.cli"]
+    assert not _imports("tape.cli", top_level_only=True, prefix="tape.replicate")  # only when a command runs
+
+
+@pytest.mark.parametrize("optional", ["click", "fastavro", "lz4", "multiprocessing", "tape.cli", "tape.replicate", "nats"])
 def test_import_tape_loads_no_optional_dependency(optional: str) -> None:
     code = f"import sys, tape, tape.testing; sys.exit({optional!r} in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

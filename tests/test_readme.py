@@ -17,7 +17,19 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 # What a block needs that it does not define, by a text it holds.
-PRELUDES = {"log.info": "import logging\nlog = logging.getLogger('readme')\n"}
+PRELUDES = {
+    "log.info": "import logging\nlog = logging.getLogger('readme')\n",
+    # the replication example talks to a nats-server on its default port: one the tests start
+    "nats://127.0.0.1:4222": (
+        "import atexit, pathlib, sys\n"
+        f"sys.path.insert(0, {str(README.parent / 'tests')!r})\n"
+        "from nats_support import NatsServer\n"
+        "_server = NatsServer(pathlib.Path('nats'))\n"
+        "_server.port = 4222\n"
+        "atexit.register(_server.stop)\n"
+        "_server.start()\n"
+    ),
+}
 # Why a block cannot run here, by a text it holds.
 SKIPS = {
     "def test_": "test functions for pytest, with a Billing class and golden files of the reader's own",

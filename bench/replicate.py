@@ -1,0 +1,146 @@
+"""Replication benchmarks (issue 20): entries/s shipped and ingested, lag, frames against one message per entry.
+
+    python -m bench.replicate [--n N] [--dir PATH]
+
+Against a nats-server the benchmark starts (tests/nats_support.py), on
+loopback, storing in PATH. Entries are 100 bytes (a raw queue).
+
+- ship: Replicator.run() of N entries, frames of 64 KiB and of 256 KiB
+  (fenced publishes, one in flight while the next frame is packed);
+- ingest: Ingester.run() of what the 64 KiB run shipped, into a new queue;
+- one message per entry: the same fenced publish per entry (what a
+  replicator without frames would do), for 20,000 entries;
+- lag: this process appends 10,000 entries/s (10 each ms) for 5 s while
+  `tape replicate --follow` and `tape ingest --follow` run; the lag of an entry is the time from its append in the
+  source to its append in the copy (Entry.timestamp - Entry.origin[1]): an
+  upper bound of the replication lag. p50, p99, max.
+
+Rates are per second of wall-clock time on a machine shared with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nats
+
+import tape
+from tape.replicate import Ingester, Replicator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from nats_support import NatsServer  # noqa: E402
+
+PAYLOAD = b"x" * 100
+
+
+def fill(path: Path, n: int) -> None:
+    with tape.Queue(path, codec="raw") as q:
+        a = q.appender()
+        for start in range(0, n, 10_000):
+            a.write_many([PAYLOAD] * min(10_000, n - start))
+
+
+def ship(server: NatsServer, path: Path, stream: str, frame_bytes: int) -> float:
+    with Replicator(path, server.url, stream=stream, frame_bytes=frame_bytes) as r:
+        t = time.perf_counter()
+        n = r.run()
+        return n / (time.perf_counter() - t)
+
+
+def ingest(server: NatsServer, stream: str, path: Path) -> float:
+    with Ingester(server.url, stream=stream, path=path, batch=64) as i:
+        t = time.perf_counter()
+        n = i.run()
+        return n / (time.perf_counter() - t)
+
+
+def one_message_per_entry(server: NatsServer, n: int) -> float:
+    async def go() -> float:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await js.add_stream(name="SINGLE", subjects=["single"])
+        seq = 0
+        t = time.perf_counter()
+        for _ in range(n):
+            ack = await js.publish("single", PAYLOAD, headers={"Nats-Expected-Last-Subject-Sequence": str(seq)})
+            seq = ack.seq
+        rate = n / (time.perf_counter() - t)
+        await nc.close()
+        return rate
+
+    return asyncio.run(go())
+
+
+def lag(server: NatsServer, where: Path, rate: int = 10_000, seconds: float = 5.0) -> list[float]:
+    """Per entry, ms from its append in the source to its append in the copy, at `rate` entries/s."""
+    src, dst = where / "lag-src", where / "lag-dst"
+    with tape.Queue(src, codec="raw") as q:
+        q.appender().write(PAYLOAD)
+    # The replicator and the ingester are processes of their own, as in production.
+    tape_cmd = [sys.executable, "-m", "tape"]
+    procs = [subprocess.Popen([*tape_cmd, "replicate", str(src), server.url, "--stream", "LAG", "--follow"],
+                              stderr=subprocess.DEVNULL),
+             subprocess.Popen([*tape_cmd, "ingest", server.url, "--stream", "LAG", str(dst), "--follow"],
+                              stderr=subprocess.DEVNULL)]
+    try:
+        time.sleep(2)  # both connected
+        total = int(rate * seconds)
+        with tape.Queue(src, codec="raw") as q:
+            a = q.appender()
+            start = time.perf_counter()
+            for k in range(0, total, 10):  # 10 entries each ms
+                pause = start + k / rate - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                a.write_many([PAYLOAD] * 10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with tape.Queue(dst, codec="raw", read_only=True) as q:
+                if q.count() >= total + 1:
+                    break
+            time.sleep(0.1)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+    with tape.Queue(dst, codec="raw") as q:
+        return [(e.timestamp - e.origin[1]) / 1e6 for e in q.tailer().entries() if e.origin is not None][1:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1_000_000, help="entries shipped and ingested")
+    parser.add_argument("--dir", type=Path, default=None, help="where the queues and the server's store go")
+    args = parser.parse_args()
+    where = Path(tempfile.mkdtemp(prefix="bench-replicate-", dir=args.dir))
+    server = NatsServer(where / "nats").start()
+    try:
+        src = where / "src"
+        fill(src, args.n)
+        print(f"{args.n:,} entries of {len(PAYLOAD)} B, nats-server on loopback")
+        print(f"ship, 64 KiB frames:      {ship(server, src, 'S64', 64 << 10):12,.0f} entries/s")
+        with tape.Queue(src) as q:
+            q.remove_tailer("replicator")
+        print(f"ship, 256 KiB frames:     {ship(server, src, 'S256', 256 << 10):12,.0f} entries/s")
+        print(f"ingest (64 KiB frames):   {ingest(server, 'S64', where / 'copy'):12,.0f} entries/s")
+        print(f"one message per entry:    {one_message_per_entry(server, 20_000):12,.0f} entries/s")
+        lags = sorted(lag(server, where))
+        p = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))]  # noqa: E731
+        print(f"lag at 10,000 entries/s (append to copied), ms: p50 {p(0.5):.1f}  p99 {p(0.99):.1f}  "
+              f"max {lags[-1]:.1f}  (mean {statistics.fmean(lags):.1f}, {len(lags):,} entries)")
+    finally:
+        server.stop()
+        shutil.rmtree(where, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

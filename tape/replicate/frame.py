@@ -1,0 +1,219 @@
+"""Frames: a run of a queue's entries packed into one JetStream message.
+
+A frame carries the identity of the queue it comes from, the index of the
+entry shipped before it (so a reader can tell a gap), and per entry its
+index, timestamp, key, not_before and stored payload (already encoded by the
+queue's codec), under one CRC-32. Layout (little-endian):
+
+    header, 64 bytes:
+      magic "TPF1" | version u8 = 1 | flags u8 = 0 | identity length u16
+      entry count u32 | attributed entries u32
+      previous index i64 (-1: none) | first index i64 | last index i64
+      first timestamp i64 | last timestamp i64 (ns since the epoch)
+      body length u32 | CRC-32 u32 of the 56 bytes before the body length
+        and of the whole body
+    body:
+      identity: JSON {"created", "roll_cycle", "codec", "params" (base64)}
+      zeros to a multiple of 8
+      indexes i64 x count | timestamps i64 x count | payload lengths u32 x count
+      attributed entries: position u32, not_before i64 (0: none), key kind u8
+        (0 none, 1 str, 2 bytes), a zero byte, key length u16, the key bytes
+      payloads, one after the other
+
+Columns, not one record per entry: packing and unpacking are a few calls into
+C (array, bytes.join) whatever the number of entries.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import sys
+import zlib
+from array import array
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from tape.errors import CorruptionError
+
+__all__ = ["Identity", "Frame", "encode", "decode", "HEADER_SIZE"]
+
+MAGIC = b"TPF1"
+VERSION = 1
+_HEADER = struct.Struct("<4sBBHIIqqqqqII")
+HEADER_SIZE = _HEADER.size  # 64
+_CRC_AT = HEADER_SIZE - 8  # the CRC covers the header up to the body length, then the body
+_ATTR = struct.Struct("<IqBxH")
+_KEY_NONE, _KEY_STR, _KEY_BYTES = 0, 1, 2
+_SWAP = sys.byteorder != "little"  # array() packs in the machine's order
+
+
+class Identity(NamedTuple):
+    """What identifies a queue wherever it is: its creation time, roll cycle and codec.
+
+    A path is not identity (a queue may move, another may take its place);
+    these are stored in the queue when it is created and never change.
+    """
+
+    created: str
+    roll_cycle: str
+    codec: str
+    params: bytes
+
+    @classmethod
+    def of(cls, queue: Any) -> Identity:
+        """The identity of an open tape.Queue."""
+        return cls(queue.describe()["created"], queue.roll_cycle, queue.codec_name, queue.codec_params)
+
+    def to_json(self) -> bytes:
+        """The identity as JSON, as a frame stores it."""
+        return json.dumps(
+            {"created": self.created, "roll_cycle": self.roll_cycle, "codec": self.codec,
+             "params": base64.b64encode(self.params).decode("ascii")},
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Identity:
+        """The identity stored in a frame; ValueError when it does not parse."""
+        obj = json.loads(data)
+        if not isinstance(obj, dict):
+            raise ValueError("not an object")
+        created, roll_cycle, codec, params = (obj.get(name) for name in ("created", "roll_cycle", "codec", "params"))
+        if not (isinstance(created, str) and isinstance(roll_cycle, str) and isinstance(codec, str)
+                and isinstance(params, str)):
+            raise ValueError("a field is missing or not a string")
+        return cls(created, roll_cycle, codec, base64.b64decode(params, validate=True))
+
+    def __str__(self) -> str:
+        return f"queue created {self.created} ({self.roll_cycle}, {self.codec})"
+
+
+class Frame(NamedTuple):
+    """A decoded frame: columns of its entries.
+
+    `attrs` maps an entry's position in the frame to its (key, not_before):
+    only entries that have either are in it.
+    """
+
+    identity: Identity
+    prev: int | None
+    indexes: list[int]
+    timestamps: list[int]
+    payloads: list[bytes]
+    attrs: dict[int, tuple[str | bytes | None, int | None]]
+
+    @property
+    def first(self) -> int:
+        """Index of the frame's first entry."""
+        return self.indexes[0]
+
+    @property
+    def last(self) -> int:
+        """Index of the frame's last entry."""
+        return self.indexes[-1]
+
+
+def _column(code: str, values: Sequence[int]) -> bytes:
+    col = array(code, values)
+    if _SWAP:
+        col.byteswap()
+    return col.tobytes()
+
+
+def _uncolumn(code: str, data: bytes | memoryview) -> list[int]:
+    col = array(code)
+    col.frombytes(data)
+    if _SWAP:
+        col.byteswap()
+    return col.tolist()
+
+
+def encode(
+    identity: bytes,
+    prev: int | None,
+    indexes: Sequence[int],
+    timestamps: Sequence[int],
+    payloads: Sequence[bytes],
+    keys: Sequence[str | bytes | None],
+    not_befores: Sequence[int | None],
+) -> bytes:
+    """A frame of the entries given as columns; `identity` is Identity.to_json()."""
+    count = len(indexes)
+    if not count or not len(timestamps) == len(payloads) == len(keys) == len(not_befores) == count:
+        raise ValueError("a frame holds one or more entries, each with every column")
+    parts = [identity, bytes(-len(identity) % 8), _column("q", indexes), _column("q", timestamps),
+             _column("I", list(map(len, payloads)))]
+    attributed = 0
+    if any(keys) or any(not_befores):
+        for pos, (key, nb) in enumerate(zip(keys, not_befores)):
+            if key is None and not nb:
+                continue
+            attributed += 1
+            if isinstance(key, str):
+                raw, kind = key.encode("utf-8", "surrogateescape"), _KEY_STR
+            else:
+                raw, kind = (b"", _KEY_NONE) if key is None else (bytes(key), _KEY_BYTES)
+            parts.append(_ATTR.pack(pos, nb or 0, kind, len(raw)))
+            parts.append(raw)
+    parts.extend(payloads)
+    body = b"".join(parts)
+    fields = _HEADER.pack(MAGIC, VERSION, 0, len(identity), count, attributed,
+                          -1 if prev is None else prev, indexes[0], indexes[-1],
+                          timestamps[0], timestamps[-1], 0, 0)[:_CRC_AT]
+    crc = zlib.crc32(body, zlib.crc32(fields))
+    return b"".join((fields, struct.pack("<II", len(body), crc), body))
+
+
+def decode(data: bytes) -> Frame:
+    """The frame in `data`; CorruptionError when it is not one, is damaged or does not add up."""
+    if len(data) < HEADER_SIZE or data[:4] != MAGIC:
+        raise CorruptionError("not a tape frame (no TPF1 header)")
+    (_, version, _, id_len, count, attributed, prev, first, last, _, _, body_len, crc) = _HEADER.unpack_from(data)
+    if version != VERSION:
+        raise CorruptionError(f"tape frame version {version} is not known here (known: {VERSION})")
+    view = memoryview(data)
+    if len(data) != HEADER_SIZE + body_len:
+        raise CorruptionError(f"tape frame of {len(data)} bytes, its header says {HEADER_SIZE + body_len}")
+    if zlib.crc32(view[HEADER_SIZE:], zlib.crc32(view[:_CRC_AT])) != crc:
+        raise CorruptionError("tape frame checksum mismatch: the frame is damaged")
+    try:
+        return _body(view, id_len, count, attributed, prev, first, last)
+    except (ValueError, UnicodeDecodeError, struct.error, IndexError) as exc:
+        raise CorruptionError(f"tape frame does not parse: {exc}") from None
+
+
+def _body(
+    view: memoryview, id_len: int, count: int, attributed: int, prev: int, first: int, last: int
+) -> Frame:
+    at = HEADER_SIZE
+    identity = Identity.from_json(bytes(view[at : at + id_len]))
+    at += id_len + (-id_len % 8)
+    if count == 0 or at + count * 20 > len(view):
+        raise ValueError(f"{count} entries do not fit")
+    indexes = _uncolumn("q", view[at : at + 8 * count])
+    timestamps = _uncolumn("q", view[at + 8 * count : at + 16 * count])
+    lengths = _uncolumn("I", view[at + 16 * count : at + 20 * count])
+    at += 20 * count
+    attrs: dict[int, tuple[str | bytes | None, int | None]] = {}
+    for _ in range(attributed):
+        pos, nb, kind, key_len = _ATTR.unpack_from(view, at)
+        at += _ATTR.size
+        raw = bytes(view[at : at + key_len])
+        at += key_len
+        if pos >= count or pos in attrs or kind > _KEY_BYTES or len(raw) != key_len:
+            raise ValueError("bad attribute record")
+        key = None if kind == _KEY_NONE else raw.decode("utf-8", "surrogateescape") if kind == _KEY_STR else raw
+        attrs[pos] = (key, nb or None)
+    if at + sum(lengths) != len(view):
+        raise ValueError("payload lengths do not add up to the frame's length")
+    if indexes[0] != first or indexes[-1] != last or any(a >= b for a, b in zip(indexes, indexes[1:])):
+        raise ValueError("indexes are not in order or disagree with the header")
+    if prev >= first:
+        raise ValueError(f"the previous index {prev} is not before the first, {first}")
+    payloads = []
+    for n in lengths:
+        payloads.append(bytes(view[at : at + n]))
+        at += n
+    return Frame(identity, None if prev < 0 else prev, indexes, timestamps, payloads, attrs)

@@ -1,0 +1,259 @@
+"""The Ingester: appends the entries of a JetStream subject to a local queue, each once.
+
+A durable pull consumer hands it frames; each entry is appended with
+Appender.write_encoded (the stored bytes as they are, the source's index and
+timestamp as its `origin`), and the message is acknowledged only after the
+local write (and a sync, unless sync="none"). What the local queue holds is
+the truth: at start the origin index of its last entry says where it is, and
+an entry at or before it (a message delivered again after a crash, or a whole
+stream read again by a new consumer) is skipped. A damaged or foreign frame,
+or a gap after what the queue holds, stops the run with an error; nothing of
+that frame is written, and its message stays unacknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+import tape
+from tape import codecs
+from tape._args import as_int, shown
+from tape.errors import ArgumentError, IncompatibleQueueError, QueueNotFoundError, ReplicationError
+from tape.replicate import frame
+from tape.replicate._link import Link, NotYet, log
+
+__all__ = ["Ingester"]
+
+_FETCH_WAIT = 0.25  # seconds a fetch waits for messages
+
+
+class Ingester(Link):
+    """Appends what `stream` (its subject `subject`, or its only one) holds to the queue at `path`.
+
+    The queue is created on the first frame with the source's codec and roll
+    cycle when missing; an existing one must have the source's codec
+    (IncompatibleQueueError). `durable` names the consumer (default: one per
+    local queue, from its absolute path). `sync` is the local queue's sync
+    mode: unless "none", the queue is synced before each acknowledgement.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: str,
+        path: str | os.PathLike[str],
+        subject: str | None = None,
+        durable: str | None = None,
+        sync: str = "none",
+        batch: int = 16,
+        connect_timeout: float = 2.0,
+        retry_for: float | None = None,
+    ) -> None:
+        super().__init__(url, stream=stream, subject=subject, connect_timeout=connect_timeout, retry_for=retry_for)
+        self.path = os.path.abspath(os.fspath(path))
+        if durable is None:
+            durable = "tape-ingest-" + hashlib.sha256(self.path.encode()).hexdigest()[:16]
+        elif not isinstance(durable, str) or not durable or any(c in durable for c in " .*>\t\r\n"):
+            raise ArgumentError(f"durable must be a consumer name (no spaces, '.', '*' or '>'), not {shown(durable)}")
+        self.durable = durable
+        if sync not in ("none", "always") and not (isinstance(sync, str) and sync.startswith("interval:")):
+            raise ArgumentError(f"sync must be 'none', 'always' or 'interval:<ms>', not {shown(sync)}")
+        self._sync = sync != "none"
+        self._batch = as_int(batch, "batch")
+        if not 1 <= self._batch <= 10_000:
+            raise ArgumentError(f"batch must be 1 to 10000 messages, not {self._batch}")
+        self.queue: tape.Queue | None = None
+        self._appender: tape.Appender | None = None
+        try:
+            self._open(tape.Queue(self.path, raw=True, create=False))
+        except QueueNotFoundError:
+            pass  # made from the first frame, with its codec
+        self._origin: int | None = self._last_origin()
+        self._source: frame.Identity | None = None
+        self.ingested = 0  # entries appended by this Ingester
+
+    def _what(self) -> str:
+        return f"ingester {self.stream} -> {self.path}"
+
+    def _open(self, queue: tape.Queue) -> None:
+        self.queue = queue
+        self._appender = queue.appender()
+
+    def _last_origin(self) -> int | None:
+        """The source index of the local queue's last entry (None: the queue is empty or missing)."""
+        if self.queue is None or self.queue.last_index is None:
+            return None
+        with self.queue.tailer(start=self.queue.last_index) as t:
+            entry = t.read_entry()
+        if entry is None:
+            return None
+        if entry.origin is None:
+            raise IncompatibleQueueError(
+                f"{self.path}: its last entry (index {entry.index}) was not ingested (it has no origin): "
+                "ingest into a queue of its own"
+            )
+        return int(entry.origin[0])
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self, follow: bool = False) -> int:
+        """Append what the stream holds that the queue does not; with follow=True, then new entries until stop().
+
+        Returns the number of entries this call appended.
+        """
+        before = self.ingested
+        asyncio.run(self._run(bool(follow)))
+        return self.ingested - before
+
+    async def arun(self, follow: bool = False) -> int:
+        """run() for asyncio code."""
+        before = self.ingested
+        await self._run(bool(follow))
+        return self.ingested - before
+
+    async def _session(self, js: JetStreamContext, follow: bool) -> None:
+        subject = await self._the_subject(js, follow)
+        sub = await self._subscribe(js, subject)
+        while not self.stopping:
+            try:
+                msgs = await sub.fetch(self._batch, timeout=_FETCH_WAIT)
+            except nats.errors.TimeoutError:
+                if not follow and (await sub.consumer_info()).num_pending == 0:
+                    return
+                continue
+            for msg in msgs:
+                self._apply(msg.data, msg.metadata.sequence.stream)
+                await msg.ack()
+
+    async def _subscribe(self, js: JetStreamContext, subject: str) -> JetStreamContext.PullSubscription:
+        """A pull subscription of the durable consumer, which delivers in stream order from here.
+
+        Messages a dead session had fetched but not acknowledged would come
+        again only after the consumer's ack wait, after newer ones: the
+        consumer is made again, from the first message not acknowledged.
+        """
+        policy, start = DeliverPolicy.ALL, None
+        try:
+            info = await js.consumer_info(self.stream, self.durable)
+        except nats.js.errors.NotFoundError:
+            pass
+        else:
+            if info.num_ack_pending or info.config.filter_subject != subject:
+                if info.config.filter_subject == subject and info.ack_floor is not None:
+                    policy, start = DeliverPolicy.BY_START_SEQUENCE, info.ack_floor.stream_seq + 1
+                await js.delete_consumer(self.stream, self.durable)
+                log.info("%s: consumer %s made again, from stream sequence %s", self._what(), self.durable, start or 1)
+        config = ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT,
+                                deliver_policy=policy, opt_start_seq=start, filter_subject=subject)
+        return await js.pull_subscribe(subject, durable=self.durable, stream=self.stream, config=config)
+
+    async def _the_subject(self, js: JetStreamContext, follow: bool) -> str:
+        subjects = await self._stream_subjects(js)
+        if subjects is None:
+            if follow:  # the replicator may not have made it yet
+                raise NotYet(f"no stream {self.stream} yet")
+            raise ReplicationError(f"{self._what()}: there is no stream {self.stream} at {self.url}")
+        if self.subject is not None:
+            return self.subject
+        if len(subjects) != 1:
+            raise ArgumentError(f"stream {self.stream} has subjects {', '.join(subjects)}: say which with subject=")
+        return subjects[0]
+
+    def _apply(self, data: bytes, seq: int) -> None:
+        """Append the entries of the frame `data` (stream sequence `seq`) that the queue does not hold yet."""
+        try:
+            got = frame.decode(data)
+        except tape.CorruptionError as exc:
+            raise tape.CorruptionError(f"{self._what()}: stream sequence {seq}: {exc}; nothing of it was written") from None
+        if self._source is None:
+            self._source = got.identity
+        elif got.identity != self._source:
+            raise ReplicationError(
+                f"{self._what()}: stream sequence {seq} is a frame of another queue ({got.identity}, "
+                f"not {self._source}); nothing of it was written"
+            )
+        origin = self._origin
+        if origin is not None and got.last <= origin:
+            return  # held already
+        if origin is not None and got.prev is not None and got.prev > origin:
+            raise ReplicationError(
+                f"{self._what()}: stream sequence {seq} follows index {got.prev}, the queue holds up to {origin}: "
+                "entries between them are missing from the stream"
+            )
+        appender = self._local(got.identity)
+        start = 0 if origin is None else next(k for k, i in enumerate(got.indexes) if i > origin)
+        try:
+            _append(appender, got, start)
+        finally:  # what reached the queue, also when a write failed midway
+            self._origin = self._last_origin()
+            self.ingested += _count_after(got.indexes, origin, self._origin)
+        if self._sync:
+            appender.sync()
+
+    def _local(self, source: frame.Identity) -> tape.Appender:
+        """The local queue's appender; the queue is made (with the source's codec) on first use."""
+        if self.queue is None:
+            codec: Any = source.codec
+            if source.params:
+                codec = codecs.get(source.codec)
+                if isinstance(codec, codecs.ParamCodec):
+                    codec = codec.with_params(source.params)
+                with tape.Queue(self.path, codec=codec, roll_cycle=source.roll_cycle):
+                    pass
+                self._open(tape.Queue(self.path, raw=True, create=False))
+            else:
+                self._open(tape.Queue(self.path, raw=True, codec=codec, roll_cycle=source.roll_cycle))
+            log.info("%s: created the queue (codec %s, roll cycle %s)", self._what(), source.codec, source.roll_cycle)
+        assert self.queue is not None and self._appender is not None
+        if (self.queue.codec_name, self.queue.codec_params) != (source.codec, source.params):
+            raise IncompatibleQueueError(
+                f"{self.path}: its codec is {self.queue.codec_name!r}, the stream's entries are {source.codec!r}"
+            )
+        return self._appender
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop a run in another thread and close the local queue; idempotent."""
+        self.stop()
+        if self.queue is not None:
+            self.queue.close()
+
+    def __enter__(self) -> Ingester:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<tape.replicate.Ingester {self.url} {self.stream} -> {self.path!r}>"
+
+
+def _append(appender: tape.Appender, got: frame.Frame, start: int) -> None:
+    """Append the entries of `got` from position `start` on, with their origins."""
+    write = appender.write_encoded
+    rows = zip(got.indexes[start:], got.timestamps[start:], got.payloads[start:])
+    if not got.attrs:
+        for index, ts, payload in rows:
+            write(payload, origin=(index, ts))
+        return
+    attrs = got.attrs
+    for k, (index, ts, payload) in enumerate(rows, start):
+        key, not_before = attrs.get(k, (None, None))
+        write(payload, key=key, not_before=not_before, origin=(index, ts))
+
+
+def _count_after(indexes: list[int], before: int | None, upto: int | None) -> int:
+    """How many of `indexes` are after `before` and not after `upto`."""
+    if upto is None:
+        return 0
+    return sum(1 for i in indexes if (before is None or i > before) and i <= upto)

@@ -1,0 +1,78 @@
+"""Frames, the messages tape.replicate ships: what goes in comes out, and damage is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("nats")
+
+import tape
+from tape.replicate import frame
+from tape.replicate.frame import Identity
+
+IDENTITY = Identity("2026-12-07T18:00:31.515166+00:00", "daily", "msgpack", b"")
+
+
+def small() -> bytes:
+    return frame.encode(
+        IDENTITY.to_json(), 6, [7, 8, 1 << 40], [100, 100, 205], [b"one", b"", b"three"],
+        [None, "k\u00e9y", b"\x00raw"], [None, None, 1_700_000_000_000_000_000],
+    )
+
+
+def test_a_frame_gives_back_its_entries_and_their_attributes() -> None:
+    got = frame.decode(small())
+    assert got.identity == IDENTITY
+    assert got.prev == 6
+    assert (got.first, got.last) == (7, 1 << 40)
+    assert got.indexes == [7, 8, 1 << 40]
+    assert got.timestamps == [100, 100, 205]
+    assert got.payloads == [b"one", b"", b"three"]
+    assert got.attrs == {1: ("k\u00e9y", None), 2: (b"\x00raw", 1_700_000_000_000_000_000)}
+
+
+def test_a_first_frame_has_no_previous_index() -> None:
+    data = frame.encode(IDENTITY.to_json(), None, [0], [1], [b"x"], [None], [None])
+    got = frame.decode(data)
+    assert got.prev is None and got.attrs == {}
+
+
+def test_identity_keeps_codec_parameters() -> None:
+    avro = Identity("2026-01-01T00:00:00+00:00", "hourly", "avro", b'{"type": "long"}')
+    data = frame.encode(avro.to_json(), None, [0], [1], [b"\x02"], [None], [None])
+    assert frame.decode(data).identity == avro
+
+
+def test_the_identity_of_a_queue_is_what_it_stores(tmp_path: object) -> None:
+    with tape.Queue(f"{tmp_path}/q", roll_cycle="hourly", codec="json") as q:
+        ident = Identity.of(q)
+        assert (ident.roll_cycle, ident.codec, ident.params) == ("hourly", "json", b"")
+        assert ident.created == q.describe()["created"]
+    with tape.Queue(f"{tmp_path}/q2", roll_cycle="hourly", codec="json") as other:
+        assert Identity.of(other) != ident  # created at another moment
+
+
+def test_every_damaged_byte_is_refused() -> None:
+    data = small()
+    for at in range(len(data)):
+        for flip in (0x01, 0x80):
+            damaged = bytearray(data)
+            damaged[at] ^= flip
+            with pytest.raises(tape.CorruptionError):
+                frame.decode(bytes(damaged))
+
+
+@pytest.mark.parametrize("cut", [0, 10, frame.HEADER_SIZE, -1])
+def test_a_truncated_frame_is_refused(cut: int) -> None:
+    with pytest.raises(tape.CorruptionError):
+        frame.decode(small()[:cut])
+
+
+def test_a_message_that_is_not_a_frame_is_refused() -> None:
+    with pytest.raises(tape.CorruptionError, match="not a tape frame"):
+        frame.decode(b'{"hello": "world"}')
+
+
+def test_a_frame_needs_entries() -> None:
+    with pytest.raises(ValueError):
+        frame.encode(IDENTITY.to_json(), None, [], [], [], [], [])
