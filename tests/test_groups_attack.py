@@ -349,3 +349,50 @@ def test_unclosed_group_objects_do_not_use_up_the_consumer_slots(queue: tape.Que
         print(tape.Queue(sys.argv[1]).group("g").consumer().claim() is not None)
     """, str(qpath))
     assert r.stdout.strip() == "True", r.stderr[-300:]
+
+
+# -- asyncio ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="group.py:Consumer.aclaim discards the Delivery that `await asyncio.to_thread("
+                                       "self.claim, wait)` returns: the entry stays claimed by nobody's code until "
+                                       "ack_wait, its attempt counted (max_deliveries such waits: a dead letter, never run)")
+def test_aclaim_returns_an_entry_that_arrives_while_it_waits(queue: tape.Queue) -> None:
+    import asyncio
+    import threading
+
+    a = queue.appender()
+    g = queue.group("g", ack_wait=600)
+    c = g.consumer("async")
+
+    async def main() -> list[tape.Delivery | None]:
+        got = []
+        for k in range(3):
+            threading.Timer(0.25, lambda k=k: a.write(k)).start()
+            got.append(await c.aclaim(timeout=2))
+        return got
+
+    got = asyncio.run(main())
+    # observed: [None, None, None], while g.pending() shows all three held by 'async' for 600 s
+    assert [d.value for d in got if d is not None] == [0, 1, 2], g.pending()
+
+
+@pytest.mark.xfail(strict=True, reason="group.py:Consumer.aclaim/afollow: a cancelled await (wait_for, TaskGroup, "
+                                       "shutdown) leaves the to_thread claim running; what it claims is dropped "
+                                       "and held until ack_wait")
+def test_cancelled_aclaim_does_not_swallow_an_entry(queue: tape.Queue) -> None:
+    import asyncio
+
+    a = queue.appender()
+    g = queue.group("g", ack_wait=600)
+    c = g.consumer("async")
+
+    async def main() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(c.aclaim(timeout=5), 0.25)  # mid-slice
+        a.write("job")  # the orphaned worker thread is still waiting in claim()
+        await asyncio.sleep(0.3)
+
+    asyncio.run(main())
+    other = g.consumer("other").claim()
+    assert other is not None or g.pending() == []  # observed: held by 'async' for 600 s, nobody has it
