@@ -414,3 +414,35 @@ def test_purge_racing_remove_group_does_not_bring_the_group_back(queue: tape.Que
     queue.purge(keep_cycles=1, respect_tailers=True)
     monkeypatch.undo()
     assert queue.groups() == []  # observed: ['gone'], recreated at 'start': it will take every entry again
+
+
+@pytest.mark.xfail(strict=True, reason="a fork child shares the OFD lock on the killed parent's liveness byte, so "
+                                       "tape_shlock_slow/owner_alive never sees the lock's owner as dead: every "
+                                       "process of the group blocks in lock() (no timeout) until the child exits")
+def test_parent_killed_inside_the_group_lock_with_a_forked_child_alive_does_not_wedge_the_group(qpath: Path) -> None:
+    with tape.Queue(qpath) as q:
+        q.appender().write_many(range(3))
+        q.group("g", ack_wait=600)
+    child_pid_file = qpath.parent / "child.pid"
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import os, sys, time, tape
+        q = tape.Queue(sys.argv[1]); c = q.group("g").consumer("p")
+        pid = os.fork()
+        if pid == 0:
+            os.closerange(0, 3); time.sleep(30); os._exit(0)
+        open(sys.argv[2], "w").write(str(pid))
+        c.claim()  # TAPE_KILL: SIGKILL while holding the group's lock
+    """), str(qpath), str(child_pid_file)], env={**os.environ, "TAPE_KILL": "group_claim:1"}, timeout=60)
+    if p.returncode == 0:
+        pytest.skip("the extension was built without TAPE_TESTING (no kill points)")
+    assert p.returncode == -signal.SIGKILL
+    child = int(child_pid_file.read_text())
+    try:
+        probe = "import sys, tape; print(tape.Queue(sys.argv[1]).group('g').consumer().claim(timeout=1) is not None)"
+        try:
+            r = subprocess.run([sys.executable, "-c", probe, str(qpath)], capture_output=True, text=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("claim(timeout=1) still blocked after 10 s: the group is wedged while the child lives")
+        assert r.stdout.strip() == "True"
+    finally:
+        os.kill(child, signal.SIGKILL)
