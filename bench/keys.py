@@ -8,8 +8,10 @@
   exists).
 - compaction: 1,000 keys rewritten 1,000 times (100-byte values), one round
   per cycle of test_secondly under a ManualClock, retention={"keep_cycles": 2}:
-  the queue's bytes (sum of its cycle files) at the end, and their largest
-  over the run, against the bytes one copy of the live keys takes.
+  the queue's entry bytes (CycleInfo.bytes) at the end, and their largest
+  over the run, against the bytes one copy of the live keys takes, and the
+  disk blocks of all its files at the end; again rewriting a tenth of the
+  keys per cycle (the rest carried forward).
 
 Rates are per second of wall-clock time; prints the median of the runs.
 """
@@ -17,6 +19,7 @@ Rates are per second of wall-clock time; prints the median of the runs.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -45,24 +48,29 @@ def rates(where: Path, codec: str, keys: int, n: int) -> tuple[float, float]:
     return n / (t1 - t0), n / (t2 - t1)
 
 
-def compaction(where: Path, keys: int = 1000, rounds: int = 1000) -> tuple[int, int, int]:
-    """(bytes at the end, most bytes at a round's end, bytes of the live keys' newest entries)."""
+def compaction(where: Path, keys: int = 1000, rounds: int = 1000, share: int = 1) -> tuple[int, int, int, int]:
+    """(entry bytes at the end, most at a round's end, bytes of the live keys' newest entries, disk use at the end).
+
+    Each round rewrites 1/share of the keys, in turn: the others are carried
+    forward when their cycle goes.
+    """
     clock = ManualClock()
     names = [f"key-{k}" for k in range(keys)]
     most = 0
     with tape.Queue(where / "compact", roll_cycle="test_secondly", codec="raw", clock=clock,
                     retention={"keep_cycles": 2}) as q:
         a = q.appender()
-        for _ in range(rounds):
-            for name in names:
+        for r in range(rounds):
+            for name in names[r % share::share]:
                 a.write(VALUE, key=name)
             clock.advance(1)
             a.write(b"")  # the next cycle: retention runs
             most = max(most, sum(c.bytes for c in q.cycles()))
         end = sum(c.bytes for c in q.cycles())
         assert len(q.keys()) == keys
+        disk = sum(os.stat(p).st_blocks * 512 for p in (where / "compact").iterdir())
     live = keys * (16 + len(VALUE) + len(names[0]) + 16)  # header, value, key and its attributes (about)
-    return end, most, live
+    return end, most, live, disk
 
 
 def main() -> None:
@@ -84,14 +92,19 @@ def main() -> None:
         w = statistics.median(r[0] for r in got)
         lat = statistics.median(r[1] for r in got)
         print(f"{codec:8} keyed write {w:>12,.0f}/s   latest {lat:>12,.0f}/s   ({args.keys:,} keys, 100 B)")
-    where = Path(tempfile.mkdtemp(dir=args.dir))
-    try:
-        end, most, live = compaction(where, rounds=args.rounds)
-    finally:
-        shutil.rmtree(where)
-    written = 1000 * args.rounds * (16 + len(VALUE) + 6 + 16)
-    print(f"compaction: 1,000 keys x {args.rounds:,} writes (about {written / 2**20:,.0f} MiB written): "
-          f"{end / 2**20:.2f} MiB at the end, at most {most / 2**20:.2f} MiB; live data about {live / 2**20:.2f} MiB")
+    for share in (1, 10):
+        where = Path(tempfile.mkdtemp(dir=args.dir))
+        try:
+            t0 = time.perf_counter()
+            end, most, live, disk = compaction(where, rounds=args.rounds, share=share)
+            seconds = time.perf_counter() - t0
+        finally:
+            shutil.rmtree(where)
+        written = 1000 // share * args.rounds * (16 + len(VALUE) + 6 + 16)
+        print(f"compaction: 1,000 keys, 1/{share} of them rewritten per cycle, {args.rounds:,} cycles, keep_cycles=2 "
+              f"(about {written / 2**20:,.0f} MiB written, {seconds:.1f} s): {end / 2**20:.2f} MiB at the end, "
+              f"at most {most / 2**20:.2f} MiB; live data about {live / 2**20:.2f} MiB; on disk (all files) "
+              f"{disk / 2**20:.1f} MiB")
 
 
 if __name__ == "__main__":
