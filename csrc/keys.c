@@ -606,10 +606,39 @@ static int64_t first_index(tape_queue *q)
     return first;
 }
 
+/* Holding kd_mu, for verify: 0 when tape.keys is mapped and current, 1 when
+ * it is missing or from another boot (not a problem: rebuilt when next
+ * used), 2 when its header is damaged (msg says so), or -errno. */
+static int check_file(tape_queue *q, char *msg, size_t cap)
+{
+    int rc = current(q);
+    if (rc != 1)
+        return rc;
+    struct stat st;
+    keys_hdr h;
+    int fd = tf_openat(q->q_dirfd, KEYS_NAME, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return 1;
+    if (fstat(fd, &st) < 0 || st.st_size < (off_t)KEYS_HDR || pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h ||
+        memcmp(h.kh_magic, "TAPEKEYS", 8) != 0 || h.kh_crc != header_crc(&h) || h.kh_version != KEYS_VERSION ||
+        h.kh_log2 < KEYS_MIN_LOG2 || h.kh_log2 > KEYS_MAX_LOG2 || (uint64_t)st.st_size != map_len(h.kh_log2)) {
+        snprintf(msg, cap, "tape.keys: damaged header (rebuilt from the log by tape repair or the next use)");
+        rc = 2;
+    }
+    close(fd);
+    return rc;
+}
+
 int tape_keys_check(tape_queue *q, char *msg, size_t cap)
 {
     if (cap)
         msg[0] = '\0';
+    tape_keydir *kd = &q->q_keys;
+    pthread_mutex_lock(&kd->kd_mu);
+    int mapped = check_file(q, msg, cap);
+    pthread_mutex_unlock(&kd->kd_mu);
+    if (mapped != 0)
+        return mapped == 2 ? 1 : mapped == 1 ? 0 : mapped;
     /* What the log says, first: whatever is written after `upto` is newer
      * than this scan and may be in the directory already. */
     uint8_t *log = NULL;
@@ -628,36 +657,15 @@ int tape_keys_check(tape_queue *q, char *msg, size_t cap)
         return rc;
     }
     int64_t first = first_index(q);
-    tape_keydir *kd = &q->q_keys;
     pthread_mutex_lock(&kd->kd_mu);
-    int mapped = current(q);
+    mapped = check_file(q, msg, cap); /* replaced meanwhile, perhaps */
+    if (mapped != 0) {
+        pthread_mutex_unlock(&kd->kd_mu);
+        free(log);
+        return mapped == 2 ? 1 : mapped == 1 ? 0 : mapped;
+    }
     uint8_t *mem = NULL;
     uint32_t dlog2 = 0;
-    if (mapped == 1) {
-        /* Missing, or written before this boot: rebuilt when next used. A
-         * file there whose header is not tape's is damaged. */
-        struct stat st;
-        keys_hdr h;
-        int fd = tf_openat(q->q_dirfd, KEYS_NAME, O_RDONLY | O_CLOEXEC, 0);
-        if (fd >= 0) {
-            if (fstat(fd, &st) < 0 || st.st_size < (off_t)KEYS_HDR || pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h ||
-                memcmp(h.kh_magic, "TAPEKEYS", 8) != 0 || h.kh_crc != header_crc(&h) ||
-                h.kh_version != KEYS_VERSION || h.kh_log2 < KEYS_MIN_LOG2 || h.kh_log2 > KEYS_MAX_LOG2 ||
-                (uint64_t)st.st_size != map_len(h.kh_log2)) {
-                snprintf(msg, cap, "tape.keys: damaged header (rebuilt from the log by tape repair or the next use)");
-                rc = 1;
-            }
-            close(fd);
-        }
-        pthread_mutex_unlock(&kd->kd_mu);
-        free(log);
-        return rc;
-    }
-    if (mapped < 0) {
-        pthread_mutex_unlock(&kd->kd_mu);
-        free(log);
-        return mapped;
-    }
     /* The mapped table, with what a writer has not applied yet. */
     rc = 0;
     if (__atomic_load_n(&hdr(kd)->kh_pending, __ATOMIC_ACQUIRE)) {
@@ -682,7 +690,7 @@ int tape_keys_check(tape_queue *q, char *msg, size_t cap)
                      (long long)index_of(want));
         else
             snprintf(msg, cap,
-                     "tape.keys: names entry %lld as a key's newest, the log entry %lld (rebuilt from the log by "
+                     "tape.keys: names entry %lld as a key's newest where the log has %lld (rebuilt from the log by "
                      "tape repair)",
                      (long long)index_of(got), (long long)index_of(want));
         rc = 1;
