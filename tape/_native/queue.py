@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -34,6 +35,12 @@ from tape.records import CycleInfo, Entry, VerifyReport
 _KEY_READ = lib.tape_key_read  # bound once, with what it uses: Queue.latest's call
 _KEY_STR = lib.TAPE_A_KEY_STR
 _CAST, _UNPACK = ffi.cast, ffi.unpack
+# The members of a tape_entry read at once (faster than one by one): e_index,
+# e_timestamp, e_data, e_len, then e_attrs' a_key, a_key_len, a_flags,
+# a_not_before, a_origin_index, a_origin_ts.
+_ENTRY_FIELDS = struct.Struct("=qqQI4xQIIqqq").unpack_from
+if ffi.sizeof("tape_entry") != 72 or ffi.offsetof("tape_entry", "e_attrs") != 32:
+    raise ImportError("tape_entry's layout is not the one _ENTRY_FIELDS reads")
 
 # -- verify's progress callback ------------------------------------------------------------------
 
@@ -83,6 +90,7 @@ class QueueHandle:
         self._children: set[ChildHandle] = set()
         self._lookup: TailerHandle | None = None  # key_entry's reader, made on first use
         self._entry: Any = ffi.new("tape_entry *")  # key_entry's, under self.lock
+        self._entry_bytes = ffi.buffer(self._entry)  # its memory, read by _ENTRY_FIELDS
 
     @classmethod
     def open(
@@ -247,21 +255,18 @@ class QueueHandle:
 
     def key_entry(self, key: bytes, decode: Callable[[bytes], Any]) -> Entry | None:
         """The newest entry with `key` (checked bytes), its value decode(payload); None when there is none or it is deleted."""
-        e = self._entry
         with self.lock:
             t = self._lookup
             if t is None or t.ptr is None:
                 t = self._lookup = self.tailer(None, 0)
-            rc = _KEY_READ(self.ptr(), t.ptr, key, len(key), e)
+            rc = _KEY_READ(self.ptr(), t.ptr, key, len(key), self._entry)
             if rc == 1:
-                value = decode(_UNPACK(_CAST("char *", e.e_data), e.e_len))
-                at = e.e_attrs
-                nb, origin = at.a_not_before, at.a_origin_index
+                index, ts, data, n, _, _, flags, nb, origin, origin_ts = _ENTRY_FIELDS(self._entry_bytes)
+                value = decode(_UNPACK(_CAST("char *", data), n))
                 if nb or origin >= 0:
-                    extra = entry_attrs(key, at.a_flags, nb, origin, at.a_origin_ts)
-                    return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value, *extra))
-                name = key.decode("utf-8", "surrogateescape") if at.a_flags & _KEY_STR else key
-                return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value, name, None, None))
+                    return tuple.__new__(Entry, (index, ts, value, *entry_attrs(key, flags, nb, origin, origin_ts)))
+                name = key.decode("utf-8", "surrogateescape") if flags & _KEY_STR else key
+                return tuple.__new__(Entry, (index, ts, value, name, None, None))
         check(rc, self.path)
         return None
 
