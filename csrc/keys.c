@@ -341,8 +341,21 @@ static int current(tape_queue *q)
 
 /* ---- writers ---------------------------------------------------------------- */
 
+/* The first keyed append of a queue marks tape.meta, on disk before the
+ * entry is written: readers that find no mark look for no keys. */
+static int mark_keyed(tape_queue *q)
+{
+    if (__atomic_load_n(&q->q_sh->ms_keyed, __ATOMIC_RELAXED))
+        return 0;
+    __atomic_store_n(&q->q_sh->ms_keyed, 1, __ATOMIC_RELEASE);
+    return msync(q->q_sh, TAPE_PAGE, MS_SYNC) < 0 ? -errno : 0;
+}
+
 int tape_keys_begin(tape_queue *q)
 {
+    int mk = mark_keyed(q);
+    if (mk < 0)
+        return mk;
     tape_keydir *kd = &q->q_keys;
     pthread_mutex_lock(&kd->kd_mu);
     int rc = current(q);
@@ -414,6 +427,14 @@ int64_t tape_keys_newest(tape_queue *q, const tape_attrs *at)
 }
 
 /* ---- readers ------------------------------------------------------------------ */
+
+/* No entry with a key was ever appended to q (tape.meta says so): there are
+ * no keys, and no directory is read, built or checked (a purge of a queue
+ * without keys scans nothing). */
+static int never_keyed(tape_queue *q)
+{
+    return !__atomic_load_n(&q->q_sh->ms_keyed, __ATOMIC_ACQUIRE);
+}
 
 /* The table mapped and current (kd_mu held): 0; a writable handle rebuilds
  * a missing or damaged one, holding the write lock; 1 when there is none to
@@ -501,6 +522,8 @@ int64_t tape_key_latest(tape_queue *q, const void *key, uint32_t key_len)
 {
     if (!key || key_len == 0 || key_len > TAPE_KEY_MAX)
         return TAPE_EINVAL;
+    if (never_keyed(q))
+        return -1;
     tape_keydir *kd = &q->q_keys;
     uint64_t h1, h2;
     key_hash(key, key_len, &h1, &h2);
@@ -522,6 +545,8 @@ int64_t tape_key_latest(tape_queue *q, const void *key, uint32_t key_len)
 
 int64_t tape_keys_list(tape_queue *q, int64_t *indexes, size_t cap)
 {
+    if (never_keyed(q))
+        return 0;
     tape_keydir *kd = &q->q_keys;
     pthread_mutex_lock(&kd->kd_mu);
     uint8_t *mem;
@@ -633,6 +658,8 @@ int tape_keys_check(tape_queue *q, char *msg, size_t cap)
 {
     if (cap)
         msg[0] = '\0';
+    if (never_keyed(q))
+        return 0;
     tape_keydir *kd = &q->q_keys;
     pthread_mutex_lock(&kd->kd_mu);
     int mapped = check_file(q, msg, cap);
