@@ -168,7 +168,21 @@ def _quieten_stdout() -> None:
         os.close(null)
 
 
-_path_argument = click.argument("path", type=click.Path(dir_okay=True, file_okay=False, path_type=str))
+class _QueuePath(click.Path):
+    """A queue's directory; a file given instead is named as such, with what reads it."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=True, file_okay=False, path_type=str)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and os.path.isfile(value):
+            hint = ("an archive of tape purge --archive: tape dump reads it" if value.endswith(".lz4")
+                    else "give the queue's directory")
+            self.fail(f"{value!r} is a file, not a queue directory ({hint})", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+_path_argument = click.argument("path", type=_QueuePath())
 _format_option = click.option(
     "--format",
     "fmt",
@@ -497,7 +511,7 @@ def load(path: str, file: IO[bytes], codec: str | None, roll_cycle: str | None, 
     try:
         q = tape.Queue(path, codec=codec, roll_cycle=roll_cycle, schema=avro_schema)
     except tape.ArgumentError as exc:  # an unknown roll cycle, a schema without avro or avro without one
-        raise click.UsageError(str(exc)) from None
+        raise click.UsageError(str(exc).replace("needs schema=", "needs --schema FILE")) from None
     source = getattr(file, "name", "<stdin>")
     with q:
         loader = Loader(q.appender(), source)
@@ -508,7 +522,7 @@ def load(path: str, file: IO[bytes], codec: str | None, roll_cycle: str | None, 
         except LoadError as exc:
             raise click.ClickException(str(exc)) from None
         finally:  # after the bar's line has ended
-            click.echo(f"appended {loader.count} entries to {path}")
+            click.echo(f"appended {loader.count} {'entry' if loader.count == 1 else 'entries'} to {path}")
 
 
 # -- consumer groups ----------------------------------------------------------------------

@@ -187,3 +187,27 @@ def test_load_ends_the_bars_line_before_its_summary_and_shows_stdin_in_binary_un
         assert str(len(text)) not in screen
         bars = [part for part in screen.replace("\x1b[K", "").split("\r") if part.startswith("loading")]
         assert bars and all(len(bar) < WIDTH for bar in bars)
+
+
+def test_a_file_given_for_a_queue_is_named_as_such(tmp_path: Path) -> None:
+    archived = tmp_path / "20251121.tape.lz4"
+    archived.write_bytes(b"x")
+    other = tmp_path / "notes.txt"
+    other.write_text("x")
+    for command in ("info", "verify", "tail"):
+        done = run(command, str(archived))
+        assert done.returncode == 2
+        assert "is a file, not a queue directory (an archive of tape purge --archive: tape dump reads it)" in done.stderr
+    done = run("info", str(other))
+    assert done.returncode == 2 and "give the queue's directory" in done.stderr
+
+
+def test_load_of_a_new_avro_queue_without_schema_names_the_option(tmp_path: Path) -> None:
+    done = run("load", str(tmp_path / "q"), "-", "--codec", "avro", input=b'{"a": 1}\n')
+    assert done.returncode == 2 and "needs --schema FILE" in done.stderr
+    assert not (tmp_path / "q").exists()
+
+
+def test_load_counts_one_entry_in_the_singular(tmp_path: Path) -> None:
+    done = run("load", str(tmp_path / "q"), "-", input=b'{"a": 1}\n')
+    assert done.returncode == 0 and f"appended 1 entry to {tmp_path / 'q'}" in done.stdout
