@@ -456,7 +456,7 @@ def test_load_stops_at_a_value_the_codec_refuses(qpath: Path) -> None:
     result = invoke("load", str(qpath), "-", "--codec", "raw", input='{"$base64": "eA=="}\n"a str"\n')
     assert result.exit_code == 1
     assert "<stdin>:2:" in result.stderr and "raw codec" in result.stderr
-    assert "appended 1 entries" in result.stdout
+    assert "appended 1 entry" in result.stdout
 
 
 def test_load_into_a_queue_with_another_codec_exits_1(qpath: Path) -> None:
