@@ -58,6 +58,7 @@ _GROUP = "alarms"
 ALARM_ACK_WAIT = 60.0
 ALARM_DELIVERIES = 5
 ALARM_BACKOFF = (1.0, 5.0, 30.0, 60.0)
+_BATCH = 256  # fire_due claims this many alarms at a time
 _WAIT = 0.1  # the alarm thread's longest wait for a claim (checks for closing in between)
 _RESERVED = frozenset({"schedule_alarm", "list_alarms", "cancel_alarm", "cancel_all_alarms", "on_alarm"})
 _TYPES: dict[str, type[DurableObject]] = {}  # every DurableObject subclass by name: alarms find theirs
@@ -383,7 +384,7 @@ class Objects:
                 if new == (data if data is not None else _defaults(cls)):
                     break
                 for name, due, token in obj._tape_new:  # before the record: it may fire unrun, never be lost
-                    self._alarm_appender.write_encoded(_MSGPACK.encode({"k": key, "n": name, "t": token}), not_before=due)
+                    self._alarm_appender.write_encoded(_MSGPACK.encode({"k": key, "n": name, "t": token, "d": due}), not_before=due)
                 got = self._appender.write_if(new, index, key=key)
                 if got is not None:
                     slot.index, slot.data = got, new
@@ -491,8 +492,9 @@ class Objects:
             if self._firer is None:
                 self._firer = self._group.consumer(f"fire_due pid {os.getpid()}")
             n = 0
-            while (d := self._firer.claim()) is not None:
-                n += self._fire(d)
+            while batch := self._firer.claim_many(_BATCH):
+                for d in sorted(batch, key=lambda d: d.value["d"]):  # due order, not scheduling order
+                    n += self._fire(d)
             return n
 
     def _alarm_loop(self) -> None:
