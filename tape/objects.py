@@ -63,6 +63,7 @@ _WAIT = 0.1  # the alarm thread's longest wait for a claim (checks for closing i
 _RESERVED = frozenset({"schedule_alarm", "list_alarms", "cancel_alarm", "cancel_all_alarms", "on_alarm"})
 _TYPES: dict[str, type[DurableObject]] = {}  # every DurableObject subclass by name: alarms find theirs
 _MSGPACK = codecs.get("msgpack")
+_HANDLERS: set[tuple[type[DurableObject], str]] = set()  # (type, name) found to be a handler
 
 
 def _is_classvar(annotation: Any) -> bool:
@@ -205,21 +206,23 @@ class _Slot:
 class ObjectRef:
     """A reference to one durable object; nothing is loaded until it is used. Handlers are its methods."""
 
-    __slots__ = ("_cls", "_objects", "id")
-
     def __init__(self, objects: Objects, cls: type[DurableObject], id: str) -> None:
         self._objects = objects
         self._cls = cls
         self.id = id
+        self._key = _key(cls, id)
+        self._kb = self._key.encode()
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if not _is_handler(self._cls, name):
             raise AttributeError(f"{self._cls.__name__} has no handler {name!r}")
+        run, cls, key, kb = self._objects._run_key, self._cls, self._key, self._kb
 
         def handler(*args: Any, **kw: Any) -> Any:
-            return self._objects.call(self._cls, self.id, name, *args, **kw)
+            return run(cls, key, kb, lambda o: getattr(o, name)(*args, **kw))
 
         handler.__name__ = name
+        setattr(self, name, handler)  # found directly from now on
         return handler
 
     def state(self) -> dict[str, Any]:
@@ -341,9 +344,11 @@ class Objects:
         The new state is stored before this returns, and only when it changed;
         a handler that raises changes nothing and its exception is raised here.
         """
-        _key(cls, id)
-        _handler(cls, method)
-        return self._run(cls, id, lambda o: getattr(o, method)(*args, **kw))
+        key = _key(cls, id)
+        if (cls, method) not in _HANDLERS:
+            _handler(cls, method)
+            _HANDLERS.add((cls, method))
+        return self._run_key(cls, key, key.encode(), lambda o: getattr(o, method)(*args, **kw))
 
     def stop(self, cls: type[DurableObject], id: str) -> None:
         """Drop the object from memory; the next call loads it again."""
@@ -371,7 +376,10 @@ class Objects:
     def _run(self, cls: type[DurableObject], id: str, action: Callable[[DurableObject], T]) -> T:
         """Run action(object) on the newest state and store the record if it changed; action's result."""
         key = _key(cls, id)
-        kb = key.encode()
+        return self._run_key(cls, key, key.encode(), action)
+
+    def _run_key(self, cls: type[DurableObject], key: str, kb: bytes, action: Callable[[DurableObject], T]) -> T:
+        """_run of the object whose key is `key` (its bytes `kb`), both checked."""
         now = self._now()
         slot = self._slot(kb, now)
         with slot.lock:
@@ -436,8 +444,13 @@ class Objects:
         obj = cls.__new__(cls)
         stored = record.get("state", {})
         d = obj.__dict__
-        for f in cls._tape_fields:
-            d[f] = stored[f] if f in stored else _MSGPACK.decode(_MSGPACK.encode(cls._tape_fields[f]))
+        d.update(stored)
+        if len(stored) != len(cls._tape_fields) or stored.keys() != cls._tape_fields.keys():  # the class changed
+            for f in [f for f in d if f not in cls._tape_fields]:
+                del d[f]
+            for f, default in cls._tape_fields.items():
+                if f not in d:
+                    d[f] = _MSGPACK.decode(_MSGPACK.encode(default))
         obj._tape_alarms = record.get("alarms", {})
         obj._tape_new = []
         obj._tape_now = self._now
