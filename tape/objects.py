@@ -5,7 +5,9 @@ queue: one key per object ("<type name>/<id>"), whose newest entry is the
 object's record {"state": {field: value}, "alarms": {name: [due ns, token]}}
 in msgpack. `alarms/` holds one entry per scheduled alarm, due (not_before)
 at the alarm's time, and the consumer group "alarms" that hands each to one
-process.
+process. An alarm due more than HORIZON ahead goes to `later/` first (keyed
+by its token), and the alarm threads move it to `alarms/` as it nears: the
+group keeps only a bounded number of entries that are not yet due.
 
 A call loads the object's newest record (cached in memory: the shared key
 directory says in O(1) whether the cache is still the newest), runs the
@@ -30,9 +32,11 @@ group's dead letters: failed_alarms().
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -51,7 +55,11 @@ _log = logging.getLogger("tape.objects")
 T = TypeVar("T")
 
 STATE_DIR = "objects"  # the keyed queue of records, inside the store's directory
-ALARMS_DIR = "alarms"  # the queue of alarm entries
+ALARMS_DIR = "alarms"  # the queue of alarm entries due within HORIZON, and its group
+LATER_DIR = "later"  # alarm entries due later, keyed by token, moved to ALARMS_DIR as they near
+# An alarm due further ahead waits in LATER_DIR, not in the group: the group keeps at
+# most 1,024 entries not yet due, and more would hold back alarms due sooner.
+HORIZON = 60_000_000_000
 _GROUP = "alarms"
 # The alarms group's settings: a fired alarm is held this long, tried this
 # many times, waiting these steps (seconds) between tries.
@@ -298,26 +306,28 @@ class Objects:
         self._now: Callable[[], int] = clock or time.time_ns
         created = not os.path.exists(self.path)
         lifecycle.opening(self)
-        self._queue = Queue(os.path.join(self.path, STATE_DIR), raw=True, codec="msgpack", clock=clock, **queue_options)
-        try:
-            self._alarms = Queue(os.path.join(self.path, ALARMS_DIR), codec="msgpack", clock=clock, **queue_options)
+        with contextlib.ExitStack() as opened:
             try:
-                self._group = self._alarms.group(
-                    _GROUP, ack_wait=ALARM_ACK_WAIT, max_deliveries=ALARM_DELIVERIES, backoff=ALARM_BACKOFF
-                )
+                self._queue = opened.enter_context(
+                    Queue(os.path.join(self.path, STATE_DIR), raw=True, codec="msgpack", clock=clock, **queue_options))
+                self._alarms = opened.enter_context(
+                    Queue(os.path.join(self.path, ALARMS_DIR), codec="msgpack", clock=clock, **queue_options))
+                self._later = opened.enter_context(
+                    Queue(os.path.join(self.path, LATER_DIR), codec="msgpack", clock=clock, **queue_options))
+                self._group = opened.enter_context(self._alarms.group(
+                    _GROUP, ack_wait=ALARM_ACK_WAIT, max_deliveries=ALARM_DELIVERIES, backoff=ALARM_BACKOFF))
             except BaseException:
-                self._alarms.close()
+                opened.close()
+                if created:
+                    shutil.rmtree(self.path, ignore_errors=True)
                 raise
-        except BaseException:
-            self._queue.close()
-            if created:
-                import shutil
-
-                shutil.rmtree(self.path, ignore_errors=True)
-            raise
+            opened.pop_all()
         self._native = self._queue._handle()
         self._appender = self._queue.appender()
         self._alarm_appender = self._alarms.appender()
+        self._later_appender = self._later.appender()
+        self._scan_lock = threading.Lock()
+        self._scanned: int | None = None  # when the later queue was last scanned
         self._slots: dict[bytes, _Slot] = {}
         self._lock = threading.Lock()  # guards _slots, _swept and _state
         self._swept = self._now()
@@ -392,7 +402,11 @@ class Objects:
                 if new == (data if data is not None else _defaults(cls)):
                     break
                 for name, due, token in obj._tape_new:  # before the record: it may fire unrun, never be lost
-                    self._alarm_appender.write_encoded(_MSGPACK.encode({"k": key, "n": name, "t": token, "d": due}), not_before=due)
+                    entry = _MSGPACK.encode({"k": key, "n": name, "t": token, "d": due})
+                    if due - now > HORIZON:
+                        self._later_appender.write_encoded(entry, key=f"{token:x}")
+                    else:
+                        self._alarm_appender.write_encoded(entry, not_before=due)
                 got = self._appender.write_if(new, index, key=key)
                 if got is not None:
                     slot.index, slot.data = got, new
@@ -498,12 +512,29 @@ class Objects:
             pass  # held past ack_wait: redelivered, and then finds the alarm gone
         return ran
 
+    def _move_near(self) -> None:
+        """Move the alarms due within HORIZON from the later queue to the alarms queue (skipped while another runs)."""
+        if not self._scan_lock.acquire(blocking=False):
+            return
+        try:
+            now = self._scanned = self._now()
+            for token in self._later.keys():
+                entry = self._later.latest(token)
+                if entry is None or entry.value["d"] - now > HORIZON:
+                    continue
+                # Appended, then deleted: a crash in between leaves a copy that fires unrun.
+                self._alarm_appender.write_encoded(_MSGPACK.encode(entry.value), not_before=entry.value["d"])
+                self._later_appender.delete(token)
+        finally:
+            self._scan_lock.release()
+
     def _fire_due(self) -> int:
         """Fire every alarm due now, in this thread; how many on_alarm calls ran and returned."""
         with self._fire_lock:
             self._check()
             if self._firer is None:
                 self._firer = self._group.consumer(f"fire_due pid {os.getpid()}")
+            self._move_near()
             n = 0
             while batch := self._firer.claim_many(_BATCH):
                 for d in sorted(batch, key=lambda d: d.value["d"]):  # due order, not scheduling order
@@ -516,6 +547,8 @@ class Objects:
         try:
             while not self._stopping.is_set():
                 try:
+                    if self._scanned is None or self._now() - self._scanned >= HORIZON // 4:
+                        self._move_near()
                     d = consumer.claim(_WAIT)
                     if d is not None:
                         self._fire(d)
@@ -554,6 +587,7 @@ class Objects:
                 pass
         self._state = "closed"
         self._group.close()
+        self._later.close()
         self._alarms.close()
         self._queue.close()
         lifecycle.unregister(self)

@@ -177,6 +177,33 @@ def test_many_alarms_per_object_fire_in_time_order(objects: tape.Objects, clock:
     assert RUNS == ["a", "b", "c"]
 
 
+def test_far_alarms_wait_aside_and_do_not_hold_back_near_ones(objects: tape.Objects, clock: ManualClock) -> None:
+    for i in range(1500):  # more than the group keeps waiting
+        objects.get(Tally, f"far{i}").schedule_alarm("far", delay=3600)
+    objects.get(Tally, "near").schedule_alarm("near", delay=1)
+    clock.advance(1)
+    assert fire_due_alarms(objects) == 1
+    clock.advance(3600 - 1 - 30)
+    assert fire_due_alarms(objects) == 0  # within the horizon now: moved, not yet due
+    clock.advance(29.999)
+    assert fire_due_alarms(objects) == 0
+    clock.advance(0.001)
+    assert fire_due_alarms(objects) == 1500
+    assert objects.failed_alarms() == []
+
+
+def test_a_far_alarm_missed_while_closed_fires_once_after_reopening(tmp_path: Path, clock: ManualClock) -> None:
+    RUNS.clear()
+    with tape.Objects(tmp_path / "s", alarms=False, clock=clock) as objects:
+        objects.get(Tally, "u").schedule_alarm("reset", delay=7200)
+    clock.advance(86400)
+    with tape.Objects(tmp_path / "s", alarms=False, clock=clock) as objects:
+        assert fire_due_alarms(objects) == 1
+        clock.advance(86400)
+        assert fire_due_alarms(objects) == 0
+    assert RUNS == ["reset"]
+
+
 def test_an_alarm_in_the_past_fires_at_once(objects: tape.Objects, clock: ManualClock) -> None:
     objects.get(Tally, "u").schedule_alarm("late", at=datetime(2020, 1, 1, tzinfo=timezone.utc))
     assert fire_due_alarms(objects) == 1
