@@ -297,6 +297,9 @@ class Objects:
         for name in ("codec", "schema", "raw", "read_only"):
             if name in queue_options:
                 raise ArgumentError(f"Objects takes no {name}= (records are msgpack)")
+        if queue_options.get("retention") is not None:
+            # Purging a cycle would drop the only record of every object not changed since.
+            raise ArgumentError("Objects takes no retention= (the queues cannot compact keys yet)")
         try:
             self.path = os.fspath(path)
         except TypeError:
