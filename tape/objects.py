@@ -66,6 +66,7 @@ _GROUP = "alarms"
 ALARM_ACK_WAIT = 60.0
 ALARM_DELIVERIES = 5
 ALARM_BACKOFF = (1.0, 5.0, 30.0, 60.0)
+_SWEEP = 1_000_000_000  # idle objects are looked for at most this often (ns): a sweep visits every one
 _BATCH = 256  # fire_due claims this many alarms at a time
 _WAIT = 0.1  # the alarm thread's longest wait for a claim (checks for closing in between)
 _RESERVED = frozenset({"schedule_alarm", "list_alarms", "cancel_alarm", "cancel_all_alarms", "on_alarm"})
@@ -423,7 +424,7 @@ class Objects:
             if slot is None:
                 slot = self._slots[kb] = _Slot()
                 slot.used = now
-            if now - self._swept >= min(self._hibernate, 1_000_000_000):
+            if now - self._swept >= _SWEEP:
                 self._sweep(now)
             return slot
 
