@@ -34,6 +34,7 @@ from tape.errors import (
 )
 from tape.group import Consumer, DeadLetter, Delivery, Group, Pending
 from tape.lifecycle import close_all, on_lifecycle, status
+from tape.objects import DurableObject, Objects
 from tape.queue import Queue, make_index, split_index
 from tape.records import CycleInfo, Entry, VerifyReport
 from tape.states import State, state
@@ -61,6 +62,8 @@ __all__ = [
     "Pending",
     "StaleDeliveryError",
     "DurableAtom",
+    "DurableObject",
+    "Objects",
     "AtomCommitError",
     "AtomConflictError",
     "AtomValidationError",

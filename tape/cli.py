@@ -30,6 +30,7 @@ from tape import archive
 from tape._time import iso_time, parse_duration, parse_time
 from tape.dump import Dump, open_reader
 from tape.jsonl import FORMATS, Loader, LoadError, Progress, to_json, unseen, write_entries
+from tape.objects import summary as objects_summary
 from tape.summary import ProgressBar, check_tail, cycle_path, info_text, size_text, verify_text
 from tape.window import INT64_MAX, Window
 
@@ -705,6 +706,29 @@ def ingest(url: str, stream: str, path: str, subject: str | None, durable: str |
         except KeyboardInterrupt:
             pass  # Ctrl-C is how a follow ends; what was written is acknowledged or comes again
         click.echo(f"appended {i.ingested} entries to {path}", err=True)
+
+
+# -- durable objects ------------------------------------------------------------------------
+
+
+@cli.command(short_help="List the durable objects of a store.")
+@_path_argument
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per object.")
+def objects(path: str, as_json: bool) -> None:
+    """List the durable objects of the store at PATH (a tape.Objects directory): type, id, state size, alarms.
+
+    \b
+    Example:
+      tape objects /data/objects --json | jq .alarms
+    """
+    found = objects_summary(path)
+    if as_json:
+        for o in found:
+            click.echo(json.dumps(o))
+        return
+    for o in found:
+        alarms = ", ".join(f"{a['name']} at {a['at']}" for a in o["alarms"]) or "-"
+        click.echo(f"{o['type']}  {o['id']}  {o['size']} B  alarms: {alarms}")
 
 
 def main() -> None:

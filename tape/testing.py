@@ -20,10 +20,11 @@ from typing import Any
 
 from tape.errors import ArgumentError
 from tape.jsonl import from_json_line
+from tape.objects import Objects
 from tape.queue import Queue, split_index
 from tape.tailer import Tailer
 
-__all__ = ["ManualClock", "replay", "load_jsonl", "assert_entries"]
+__all__ = ["ManualClock", "replay", "load_jsonl", "assert_entries", "fire_due_alarms"]
 
 _Path = str | os.PathLike[str]
 _START_NS = 1_735_689_600 * 1_000_000_000  # 2025-01-01T00:00:00Z: the same in every run
@@ -172,3 +173,8 @@ def _diff(expected: Any, actual: Any) -> str:
     if len(want) > 1 or len(got) > 1:
         text += "\n  diff (- expected, + actual):\n" + "\n".join("    " + line.rstrip("\n") for line in difflib.ndiff(want, got))
     return text
+
+
+def fire_due_alarms(objects: Objects) -> int:
+    """Fire every alarm of `objects` that is due now (by its clock), in this thread; how many ran and returned."""
+    return objects._fire_due()

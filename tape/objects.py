@@ -1,0 +1,638 @@
+"""Durable objects: keyed, single-instance objects whose state survives restarts, with alarms.
+
+An Objects store is a directory holding two queues. `objects/` is a keyed
+queue: one key per object ("<type name>/<id>"), whose newest entry is the
+object's record {"state": {field: value}, "alarms": {name: [due ns, token]}}
+in msgpack. `alarms/` holds one entry per scheduled alarm, due (not_before)
+at the alarm's time, and the consumer group "alarms" that hands each to one
+process. An alarm due more than HORIZON ahead goes to `later/` first (keyed
+by its token), and the alarm threads move it to `alarms/` as it nears: the
+group keeps only a bounded number of entries that are not yet due.
+
+A call loads the object's newest record (cached in memory: the shared key
+directory says in O(1) whether the cache is still the newest), runs the
+handler on a fresh copy, and, only if the record changed, appends it with
+Appender.write_if(last=<the index it ran on>, key=): atomic per key across
+processes. On a conflict (another process stored first) the handler runs
+again on the newer record, as DurableAtom.swap does; calls of one Objects
+on one object run one at a time (a lock per object), so only processes
+conflict. Optimistic, not an owner lock: a call in one process costs no
+lock file and no system call beyond the append, and a process killed
+mid-call leaves nothing held.
+
+An alarm's entry is appended before the record that schedules it. When it
+fires, the alarm runs only if the object's record still holds that alarm
+with the same token (a replaced or cancelled alarm, or one whose record
+never got stored, is acked without running); running it removes it from
+the record in the same write as on_alarm's changes, so a redelivery after a
+crash finds it gone. An on_alarm that raises is nacked (the group's backoff)
+and, on its last delivery, removed from the record and rejected into the
+group's dead letters: failed_alarms().
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, NamedTuple, TypeVar
+
+from tape import codecs, lifecycle
+from tape._time import duration_ns, to_datetime, to_ns
+from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError, StaleDeliveryError
+from tape.group import Consumer, Delivery
+from tape.queue import Queue
+
+__all__ = ["DurableObject", "Objects", "ObjectRef", "FailedAlarm", "summary"]
+
+_log = logging.getLogger("tape.objects")
+T = TypeVar("T")
+
+STATE_DIR = "objects"  # the keyed queue of records, inside the store's directory
+ALARMS_DIR = "alarms"  # the queue of alarm entries due within HORIZON, and its group
+LATER_DIR = "later"  # alarm entries due later, keyed by token, moved to ALARMS_DIR as they near
+# An alarm due further ahead waits in LATER_DIR, not in the group: the group keeps at
+# most 1,024 entries not yet due, and more would hold back alarms due sooner.
+HORIZON = 60_000_000_000
+_GROUP = "alarms"
+# The alarms group's settings: a fired alarm is held this long, tried this
+# many times, waiting these steps (seconds) between tries.
+ALARM_ACK_WAIT = 60.0
+ALARM_DELIVERIES = 5
+ALARM_BACKOFF = (1.0, 5.0, 30.0, 60.0)
+_SWEEP = 1_000_000_000  # idle objects are looked for at most this often (ns): a sweep visits every one
+_BATCH = 256  # fire_due claims this many alarms at a time
+_WAIT = 0.1  # the alarm thread's longest wait for a claim (checks for closing in between)
+_RESERVED = frozenset({"schedule_alarm", "list_alarms", "cancel_alarm", "cancel_all_alarms", "on_alarm"})
+_TYPES: dict[str, type[DurableObject]] = {}  # every DurableObject subclass by name: alarms find theirs
+_MSGPACK = codecs.get("msgpack")
+_HANDLERS: set[tuple[type[DurableObject], str]] = set()  # (type, name) found to be a handler
+
+
+def _is_classvar(annotation: Any) -> bool:
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return text.startswith(("ClassVar", "typing.ClassVar"))
+
+
+class DurableObject:
+    """Base class of durable objects: annotated fields with defaults are the state; public methods the handlers.
+
+    A handler runs on a fresh copy of the newest state and may run more
+    than once (when another process stored first): it must have no side
+    effects beyond its object. on_alarm(name) runs when an alarm fires.
+    """
+
+    _tape_fields: ClassVar[dict[str, Any]] = {}
+    _tape_alarms: dict[str, list[int]]
+    _tape_new: list[tuple[str, int, int]]
+    _tape_now: Callable[[], int]
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        fields: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            for name, annotation in inspect.get_annotations(klass).items():
+                if name.startswith("_") or _is_classvar(annotation):
+                    continue
+                if name not in vars(klass):
+                    raise ArgumentTypeError(f"{cls.__name__}.{name}: a state field needs a default")
+                fields[name] = vars(klass)[name]
+        bad = sorted(_RESERVED.intersection(fields))
+        if bad:
+            raise ArgumentError(f"{cls.__name__}.{bad[0]}: that name is DurableObject's, not a state field")
+        if "/" in cls.__name__:
+            raise ArgumentError(f"a durable object's type name has no '/': {cls.__name__!r}")
+        cls._tape_fields = fields
+        _TYPES[cls.__name__] = cls
+
+    def on_alarm(self, name: str) -> None:
+        """An alarm fired (the default does nothing)."""
+
+    def schedule_alarm(
+        self, name: str, *, delay: float | timedelta | None = None, at: datetime | float | None = None
+    ) -> None:
+        """Fire on_alarm(name) after `delay` seconds or at `at` (a datetime or epoch seconds); replaces `name`'s alarm."""
+        _alarm_name(name)
+        if (delay is None) == (at is None):
+            raise ArgumentError("give delay or at, one of the two")
+        due = self._tape_now() + duration_ns(delay, "delay") if delay is not None else to_ns(at)  # type: ignore[arg-type]
+        if due <= 0:
+            raise ArgumentError(f"an alarm's time must be after 1970, not {at!r}")
+        token = int.from_bytes(os.urandom(8), "little") >> 1
+        self._tape_alarms[name] = [due, token]
+        self._tape_new.append((name, due, token))
+
+    def list_alarms(self) -> list[tuple[str, datetime]]:
+        """The scheduled alarms as (name, when), soonest first."""
+        return [(n, to_datetime(d)) for n, (d, _) in sorted(self._tape_alarms.items(), key=lambda a: (a[1][0], a[0]))]
+
+    def cancel_alarm(self, name: str) -> bool:
+        """Cancel `name`'s alarm; False when there was none."""
+        _alarm_name(name)
+        return self._tape_alarms.pop(name, None) is not None
+
+    def cancel_all_alarms(self) -> int:
+        """Cancel every alarm of the object; how many there were."""
+        n = len(self._tape_alarms)
+        self._tape_alarms.clear()
+        return n
+
+
+def _alarm_name(name: Any) -> None:
+    if not isinstance(name, str):
+        raise ArgumentTypeError(f"an alarm's name must be a str, not {type(name).__name__}")
+    if not name:
+        raise ArgumentError("an alarm's name must not be empty")
+
+
+def _type(cls: Any) -> type[DurableObject]:
+    if not (isinstance(cls, type) and issubclass(cls, DurableObject)) or cls is DurableObject:
+        raise ArgumentTypeError(f"a durable object's type must be a DurableObject subclass, not {cls!r}")
+    return cls
+
+
+def _key(cls: Any, id: Any) -> str:
+    """The object's key in the store, its arguments checked."""
+    cls = _type(cls)
+    if not isinstance(id, str):
+        raise ArgumentTypeError(f"an object's id must be a str, not {type(id).__name__}")
+    if not id:
+        raise ArgumentError("an object's id must not be empty")
+    return f"{cls.__name__}/{id}"
+
+
+def _handler(cls: type[DurableObject], method: Any) -> str:
+    if not isinstance(method, str):
+        raise ArgumentTypeError(f"a handler's name must be a str, not {type(method).__name__}")
+    if method.startswith("_") or method in _RESERVED:
+        raise ArgumentError(f"{cls.__name__}.{method} is not a handler (handlers are public methods)")
+    if not _is_handler(cls, method):
+        raise ArgumentError(f"{cls.__name__} has no handler {method!r}")
+    return method
+
+
+def _is_handler(cls: type[DurableObject], name: str) -> bool:
+    """Whether `name` is a public method defined by `cls` or a DurableObject base of it."""
+    if name.startswith("_") or name in _RESERVED or name in cls._tape_fields:
+        return False
+    for klass in cls.__mro__:
+        if klass is DurableObject:
+            return False
+        if name in vars(klass):
+            return callable(getattr(cls, name))
+    return False
+
+
+class FailedAlarm(NamedTuple):
+    """An alarm whose on_alarm kept raising: given up on."""
+
+    type: str
+    id: str
+    name: str
+    attempts: int
+    reason: str | None
+    when: datetime  # when it was given up on
+
+
+class _Slot:
+    """An object in memory: its lock, and its newest record known (index and bytes)."""
+
+    __slots__ = ("index", "data", "lock", "used")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.index: int | None = None
+        self.data: bytes | None = None  # None: not loaded (or hibernated)
+        self.used = 0
+
+
+class ObjectRef:
+    """A reference to one durable object; nothing is loaded until it is used. Handlers are its methods."""
+
+    def __init__(self, objects: Objects, cls: type[DurableObject], id: str) -> None:
+        self._objects = objects
+        self._cls = cls
+        self.id = id
+        self._key = _key(cls, id)
+        self._kb = self._key.encode()
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if not _is_handler(self._cls, name):
+            raise AttributeError(f"{self._cls.__name__} has no handler {name!r}")
+        run, cls, key, kb = self._objects._run_key, self._cls, self._key, self._kb
+
+        def handler(*args: Any, **kw: Any) -> Any:
+            return run(cls, key, kb, lambda o: getattr(o, name)(*args, **kw))
+
+        handler.__name__ = name
+        setattr(self, name, handler)  # found directly from now on
+        return handler
+
+    def state(self) -> dict[str, Any]:
+        """The object's state fields (a copy)."""
+        fields = self._cls._tape_fields
+        return self._objects._run(self._cls, self.id, lambda o: {f: getattr(o, f) for f in fields})
+
+    def schedule_alarm(
+        self, name: str, *, delay: float | timedelta | None = None, at: datetime | float | None = None
+    ) -> None:
+        """As DurableObject.schedule_alarm, stored at once."""
+        self._objects._run(self._cls, self.id, lambda o: o.schedule_alarm(name, delay=delay, at=at))
+
+    def list_alarms(self) -> list[tuple[str, datetime]]:
+        """The object's alarms as (name, when), soonest first."""
+        return self._objects._run(self._cls, self.id, lambda o: o.list_alarms())
+
+    def cancel_alarm(self, name: str) -> bool:
+        """Cancel `name`'s alarm; False when there was none."""
+        return self._objects._run(self._cls, self.id, lambda o: o.cancel_alarm(name))
+
+    def cancel_all_alarms(self) -> int:
+        """Cancel every alarm of the object; how many there were."""
+        return self._objects._run(self._cls, self.id, lambda o: o.cancel_all_alarms())
+
+    def stop(self) -> None:
+        """Drop the object from memory (Objects.stop)."""
+        self._objects.stop(self._cls, self.id)
+
+    def __repr__(self) -> str:
+        return f"<tape.ObjectRef {self._cls.__name__}/{self.id}>"
+
+
+class Objects:
+    """A store of durable objects in the directory `path` (created if missing).
+
+    hibernate_after: seconds an object stays in memory unused (then the next
+    call loads it again); shutdown_after (None: never): seconds after which
+    an unused object is forgotten altogether (its lock too). alarms=True runs
+    a thread that fires alarms as they come due (any number of processes may;
+    each alarm fires in one). clock (ns since the epoch, e.g. a
+    tape.testing.ManualClock) times alarms and idleness; queue_options go to
+    both queues (sync=, roll_cycle=, ...).
+    """
+
+    path: str
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        hibernate_after: float = 300.0,
+        shutdown_after: float | None = None,
+        alarms: bool = True,
+        clock: Callable[[], int] | None = None,
+        **queue_options: Any,
+    ) -> None:
+        self._hibernate = duration_ns(hibernate_after, "hibernate_after")
+        self._shutdown = None if shutdown_after is None else duration_ns(shutdown_after, "shutdown_after")
+        if not isinstance(alarms, bool):
+            raise ArgumentTypeError(f"alarms must be a bool, not {type(alarms).__name__}")
+        if clock is not None and not callable(clock):
+            raise ArgumentTypeError(f"clock must be callable, not {type(clock).__name__}")
+        for name in ("codec", "schema", "raw", "read_only"):
+            if name in queue_options:
+                raise ArgumentError(f"Objects takes no {name}= (records are msgpack)")
+        if queue_options.get("retention") is not None:
+            # Purging a cycle would drop the only record of every object not changed since.
+            raise ArgumentError("Objects takes no retention= (the queues cannot compact keys yet)")
+        try:
+            self.path = os.fspath(path)
+        except TypeError:
+            raise ArgumentTypeError(f"path must be a path, not {type(path).__name__}") from None
+        if not isinstance(self.path, str):
+            raise ArgumentTypeError("path must be a str path")
+        self._now: Callable[[], int] = clock or time.time_ns
+        created = not os.path.exists(self.path)
+        lifecycle.opening(self)
+        with contextlib.ExitStack() as opened:
+            try:
+                self._queue = opened.enter_context(
+                    Queue(os.path.join(self.path, STATE_DIR), raw=True, codec="msgpack", clock=clock, **queue_options))
+                self._alarms = opened.enter_context(
+                    Queue(os.path.join(self.path, ALARMS_DIR), codec="msgpack", clock=clock, **queue_options))
+                self._later = opened.enter_context(
+                    Queue(os.path.join(self.path, LATER_DIR), codec="msgpack", clock=clock, **queue_options))
+                self._group = opened.enter_context(self._alarms.group(
+                    _GROUP, ack_wait=ALARM_ACK_WAIT, max_deliveries=ALARM_DELIVERIES, backoff=ALARM_BACKOFF))
+            except BaseException:
+                opened.close()
+                if created:
+                    shutil.rmtree(self.path, ignore_errors=True)
+                raise
+            opened.pop_all()
+        self._native = self._queue._handle()
+        self._appender = self._queue.appender()
+        self._alarm_appender = self._alarms.appender()
+        self._later_appender = self._later.appender()
+        self._scan_lock = threading.Lock()
+        self._scanned: int | None = None  # when the later queue was last scanned
+        self._slots: dict[bytes, _Slot] = {}
+        self._lock = threading.Lock()  # guards _slots, _swept and _state
+        self._swept = self._now()
+        self._state = "open"
+        self._fire_lock = threading.Lock()
+        self._firer: Consumer | None = None  # fire_due's consumer
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        if alarms:
+            self._thread = threading.Thread(target=self._alarm_loop, name=f"tape-alarms {self.path}", daemon=True)
+            self._thread.start()
+        lifecycle.register(self)
+
+    # -- objects -----------------------------------------------------------------------------
+
+    def get(self, cls: type[DurableObject], id: str) -> ObjectRef:
+        """A reference to the object (type `cls`, `id`); nothing is loaded yet."""
+        _key(cls, id)
+        return ObjectRef(self, cls, id)
+
+    def call(self, cls: type[DurableObject], id: str, method: str, /, *args: Any, **kw: Any) -> Any:
+        """Run handler `method` of the object on its newest state; its result.
+
+        The new state is stored before this returns, and only when it changed;
+        a handler that raises changes nothing and its exception is raised here.
+        """
+        key = _key(cls, id)
+        if (cls, method) not in _HANDLERS:
+            _handler(cls, method)
+            _HANDLERS.add((cls, method))
+        return self._run_key(cls, key, key.encode(), lambda o: getattr(o, method)(*args, **kw))
+
+    def stop(self, cls: type[DurableObject], id: str) -> None:
+        """Drop the object from memory; the next call loads it again."""
+        kb = _key(cls, id).encode()
+        with self._lock:
+            slot = self._slots.pop(kb, None)
+        if slot is not None:
+            with slot.lock:
+                slot.data = slot.index = None
+
+    def in_memory(self) -> list[tuple[str, str]]:
+        """(type name, id) of the objects loaded in this Objects now (not hibernated)."""
+        with self._lock:
+            loaded = [k.decode() for k, s in self._slots.items() if s.data is not None]
+        return sorted(tuple(k.split("/", 1)) for k in loaded)  # type: ignore[misc]
+
+    def failed_alarms(self) -> list[FailedAlarm]:
+        """The alarms given up on (on_alarm raised on every try), oldest first."""
+        out = []
+        for d in self._group.dead_letters():
+            type_name, id = d.value["k"].split("/", 1)
+            out.append(FailedAlarm(type_name, id, d.value["n"], d.attempts, d.reason, d.when))
+        return out
+
+    def _run(self, cls: type[DurableObject], id: str, action: Callable[[DurableObject], T]) -> T:
+        """Run action(object) on the newest state and store the record if it changed; action's result."""
+        key = _key(cls, id)
+        return self._run_key(cls, key, key.encode(), action)
+
+    def _run_key(self, cls: type[DurableObject], key: str, kb: bytes, action: Callable[[DurableObject], T]) -> T:
+        """_run of the object whose key is `key` (its bytes `kb`), both checked."""
+        now = self._now()
+        slot = self._slot(kb, now)
+        with slot.lock:
+            self._check()
+            while True:
+                index, data = self._newest(key, kb, slot)
+                obj = self._instance(cls, data)
+                result = action(obj)
+                new = self._record(cls, obj)
+                if new == (data if data is not None else _defaults(cls)):
+                    break
+                for name, due, token in obj._tape_new:  # before the record: it may fire unrun, never be lost
+                    entry = _MSGPACK.encode({"k": key, "n": name, "t": token, "d": due})
+                    if due - now > HORIZON:
+                        self._later_appender.write_encoded(entry, key=f"{token:x}")
+                    else:
+                        self._alarm_appender.write_encoded(entry, not_before=due)
+                got = self._appender.write_if(new, index, key=key)
+                if got is not None:
+                    slot.index, slot.data = got, new
+                    break
+            slot.used = now
+        return result
+
+    def _slot(self, kb: bytes, now: int) -> _Slot:
+        with self._lock:
+            slot = self._slots.get(kb)
+            if slot is None:
+                slot = self._slots[kb] = _Slot()
+                slot.used = now
+            if now - self._swept >= _SWEEP:
+                self._sweep(now)
+            return slot
+
+    def _sweep(self, now: int) -> None:
+        """Hibernate or forget the objects idle long enough (the caller holds _lock)."""
+        self._swept = now
+        for kb, slot in list(self._slots.items()):
+            idle = now - slot.used
+            if idle < self._hibernate or not slot.lock.acquire(blocking=False):
+                continue
+            try:
+                slot.data = slot.index = None
+                if self._shutdown is not None and idle >= self._shutdown:
+                    del self._slots[kb]
+            finally:
+                slot.lock.release()
+
+    def _newest(self, key: str, kb: bytes, slot: _Slot) -> tuple[int | None, bytes | None]:
+        """The object's newest record: (its index, its bytes), (None, None) when there is none."""
+        index = self._native.key_latest(kb)
+        if index is None:
+            slot.index = slot.data = None
+            return None, None
+        if index != slot.index or slot.data is None:
+            entry = self._queue.latest(key)
+            if entry is None:
+                slot.index = slot.data = None
+                return None, None
+            slot.index, slot.data = entry.index, entry.value
+        return slot.index, slot.data
+
+    def _instance(self, cls: type[DurableObject], data: bytes | None) -> DurableObject:
+        """A fresh object from a record's bytes (None: the defaults)."""
+        record = _MSGPACK.decode(data if data is not None else _defaults(cls))
+        obj = cls.__new__(cls)
+        stored = record.get("state", {})
+        d = obj.__dict__
+        d.update(stored)
+        if len(stored) != len(cls._tape_fields) or stored.keys() != cls._tape_fields.keys():  # the class changed
+            for f in [f for f in d if f not in cls._tape_fields]:
+                del d[f]
+            for f, default in cls._tape_fields.items():
+                if f not in d:
+                    d[f] = _MSGPACK.decode(_MSGPACK.encode(default))
+        obj._tape_alarms = record.get("alarms", {})
+        obj._tape_new = []
+        obj._tape_now = self._now
+        return obj
+
+    @staticmethod
+    def _record(cls: type[DurableObject], obj: DurableObject) -> bytes:
+        d = obj.__dict__
+        return bytes(_MSGPACK.encode({"state": {f: d[f] for f in cls._tape_fields}, "alarms": obj._tape_alarms}))
+
+    # -- alarms ------------------------------------------------------------------------------
+
+    def _fire(self, d: Delivery) -> bool:
+        """Run the alarm of delivery `d` and finish the delivery; whether on_alarm ran and returned."""
+        key, name, token = d.value["k"], d.value["n"], d.value["t"]
+        type_name, id = key.split("/", 1)
+        cls = _TYPES.get(type_name)
+        if cls is None:
+            _log.error("%s: alarm %r of %s: type %r is not defined in this process", self.path, name, key, type_name)
+            d.nack()
+            return False
+
+        def ring(o: DurableObject, run: bool = True) -> bool:
+            if o._tape_alarms.get(name, [None, None])[1] != token:
+                return False  # replaced, cancelled, fired, or never stored
+            del o._tape_alarms[name]
+            if run:
+                o.on_alarm(name)
+            return True
+
+        try:
+            ran = self._run(cls, id, ring)
+        except Exception as exc:
+            if d.attempt < self._group.settings()["max_deliveries"]:
+                d.nack()
+                return False
+            try:
+                self._run(cls, id, lambda o: ring(o, run=False))
+            finally:
+                d.reject(f"{type(exc).__name__}: {exc}")
+            return False
+        try:
+            d.ack()
+        except StaleDeliveryError:
+            pass  # held past ack_wait: redelivered, and then finds the alarm gone
+        return ran
+
+    def _move_near(self) -> None:
+        """Move the alarms due within HORIZON from the later queue to the alarms queue (skipped while another runs)."""
+        if not self._scan_lock.acquire(blocking=False):
+            return
+        try:
+            now = self._scanned = self._now()
+            for token in self._later.keys():
+                entry = self._later.latest(token)
+                if entry is None or entry.value["d"] - now > HORIZON:
+                    continue
+                # Appended, then deleted: a crash in between leaves a copy that fires unrun.
+                self._alarm_appender.write_encoded(_MSGPACK.encode(entry.value), not_before=entry.value["d"])
+                self._later_appender.delete(token)
+        finally:
+            self._scan_lock.release()
+
+    def _fire_due(self) -> int:
+        """Fire every alarm due now, in this thread; how many on_alarm calls ran and returned."""
+        with self._fire_lock:
+            self._check()
+            if self._firer is None:
+                self._firer = self._group.consumer(f"fire_due pid {os.getpid()}")
+            self._move_near()
+            n = 0
+            while batch := self._firer.claim_many(_BATCH):
+                for d in sorted(batch, key=lambda d: d.value["d"]):  # due order, not scheduling order
+                    n += self._fire(d)
+            return n
+
+    def _alarm_loop(self) -> None:
+        """The alarm thread: claims alarms as they come due and fires them."""
+        consumer = self._group.consumer(f"alarms pid {os.getpid()}")
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if self._scanned is None or self._now() - self._scanned >= HORIZON // 4:
+                        self._move_near()
+                    d = consumer.claim(_WAIT)
+                    if d is not None:
+                        self._fire(d)
+                except QueueClosedError:
+                    return
+                except Exception:
+                    _log.exception("%s: firing an alarm failed", self.path)
+                    self._stopping.wait(_WAIT)
+        finally:
+            consumer.close()
+
+    # -- life --------------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._state != "open":
+            raise QueueClosedError(f"{self.path}: the objects store is closed")
+
+    def close(self) -> None:
+        """Stop the alarm thread and close the store; idempotent."""
+        with self._lock:
+            if self._state != "open":
+                return
+            self._state = "closing"
+        lifecycle.closing(self)
+        self._stopping.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        with self._fire_lock:
+            if self._firer is not None:
+                self._firer.close()
+        with self._lock:
+            slots = list(self._slots.values())
+            self._slots.clear()
+        for slot in slots:  # wait for calls in flight
+            with slot.lock:
+                pass
+        self._state = "closed"
+        self._group.close()
+        self._later.close()
+        self._alarms.close()
+        self._queue.close()
+        lifecycle.unregister(self)
+
+    def __enter__(self) -> Objects:
+        self._check()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<tape.Objects {self.path!r} {self._state}>"
+
+
+def _defaults(cls: type[DurableObject]) -> bytes:
+    """The record of a new object of type `cls` (cached on the class)."""
+    data: bytes | None = cls.__dict__.get("_tape_defaults")
+    if data is None:
+        data = bytes(_MSGPACK.encode({"state": dict(cls._tape_fields), "alarms": {}}))
+        cls._tape_defaults = data  # type: ignore[attr-defined]
+    return data
+
+
+def summary(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every live object of the store at `path`: type, id, state size (bytes), alarms; sorted (read-only)."""
+    base = os.fspath(path)
+    out = []
+    with Queue(os.path.join(base, STATE_DIR), raw=True, read_only=True, create=False) as q:
+        for key in q.keys():
+            entry = q.latest(key)
+            if entry is None or not isinstance(key, str):
+                continue
+            record = _MSGPACK.decode(entry.value)
+            type_name, id = key.split("/", 1)
+            alarms = sorted(record.get("alarms", {}).items(), key=lambda a: a[1][0])
+            out.append({
+                "type": type_name,
+                "id": id,
+                "index": entry.index,
+                "size": len(entry.value),
+                "alarms": [{"name": n, "at": to_datetime(due).isoformat()} for n, (due, _) in alarms],
+            })
+    return sorted(out, key=lambda o: (o["type"], o["id"]))
