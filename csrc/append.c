@@ -815,8 +815,11 @@ static int attrs_block(const tape_attrs *at, uint8_t *blk, uint32_t *blen)
     return rc;
 }
 
-int64_t tape_append_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
-                       const tape_attrs *at)
+/* One entry with the attributes *at: written, or (expected not NULL) only if
+ * the queue's last entry, or by_key the newest entry with its key, is
+ * *expected. */
+static int64_t append_one_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                             const tape_attrs *at, int64_t *expected, int by_key)
 {
     uint8_t blk[TAPE_ATTRS_MAX];
     uint32_t blen;
@@ -828,9 +831,15 @@ int64_t tape_append_ex(tape_appender *a, const void *data, size_t len, int64_t t
     if (!appender_enter(a))
         return TAPE_ECLOSED;
     uint64_t end = len;
-    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, NULL, at, blk, blen, 0);
+    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, expected, at, blk, blen, by_key);
     appender_leave(a);
     return r;
+}
+
+int64_t tape_append_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
+                       const tape_attrs *at)
+{
+    return append_one_ex(a, data, len, ts_ns, at, NULL, 0);
 }
 
 int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
@@ -844,37 +853,17 @@ int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_
 int64_t tape_append_if_key(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
                            int64_t expected, const tape_attrs *at)
 {
-    uint8_t blk[TAPE_ATTRS_MAX];
-    uint32_t blen;
-    int rc = attrs_block(at, blk, &blen);
-    if (rc < 0 || !at->a_key || expected < -1)
+    if (!at || !at->a_key || expected < -1) {
+        int rc = tape_attrs_check(at);
         return rc < 0 ? rc : TAPE_EINVAL;
-    if (len > TAPE_MAX_PAYLOAD - blen)
-        return TAPE_ETOOBIG;
-    if (!appender_enter(a))
-        return TAPE_ECLOSED;
-    uint64_t end = len;
-    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, &expected, at, blk, blen, 1);
-    appender_leave(a);
-    return r;
+    }
+    return append_one_ex(a, data, len, ts_ns, at, &expected, 1);
 }
 
 int64_t tape_append_if_ex(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
                           int64_t expected_last, const tape_attrs *at)
 {
-    uint8_t blk[TAPE_ATTRS_MAX];
-    uint32_t blen;
-    int rc = attrs_block(at, blk, &blen);
-    if (rc < 0)
-        return rc;
-    if (len > TAPE_MAX_PAYLOAD - blen)
-        return TAPE_ETOOBIG;
-    if (!appender_enter(a))
-        return TAPE_ECLOSED;
-    uint64_t end = len;
-    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last, at, blk, blen, 0);
-    appender_leave(a);
-    return r;
+    return append_one_ex(a, data, len, ts_ns, at, &expected_last, 0);
 }
 
 int64_t tape_append_many_ex(tape_appender *a, const void *data, const uint64_t *ends, size_t n,
