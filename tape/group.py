@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tape._args import as_int, as_seconds
 from tape._native import ConsumerHandle, GroupHandle, Settings, Slot, TailerHandle
-from tape._native.group import BACKOFF_MAX, END, START
+from tape._native.group import BACKOFF_MAX, END, NS_MAX, START
 from tape._time import duration_ns, to_datetime
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
 
@@ -60,6 +60,14 @@ class DeadLetter(NamedTuple):
     consumer: str | None
 
 
+def _duration(seconds: Any, what: str) -> int:
+    """duration_ns, at most what an int64_t of ns holds (about 292 years)."""
+    ns = duration_ns(seconds, what)
+    if ns > NS_MAX:
+        raise ArgumentError(f"{what} must be at most {NS_MAX // 10**9} seconds, not {seconds!r}")
+    return ns
+
+
 def _settings(
     stored: Settings, ack_wait: Any, max_deliveries: Any, backoff: Any
 ) -> Settings | None:
@@ -68,7 +76,7 @@ def _settings(
         return None
     wait_ns = stored.ack_wait_ns
     if ack_wait is not None:
-        wait_ns = duration_ns(ack_wait, "ack_wait")
+        wait_ns = _duration(ack_wait, "ack_wait")
         if wait_ns <= 0:
             raise ArgumentError(f"ack_wait must be more than 0 seconds, not {ack_wait!r}")
     most = stored.max_deliveries
@@ -80,7 +88,7 @@ def _settings(
     if backoff is not None:
         if isinstance(backoff, (str, bytes)) or not isinstance(backoff, Iterable):
             raise ArgumentTypeError(f"backoff must be a sequence of seconds, not {type(backoff).__name__}")
-        steps = tuple(duration_ns(b, "a backoff step") for b in backoff)
+        steps = tuple(_duration(b, "a backoff step") for b in backoff)
         if len(steps) > BACKOFF_MAX:
             raise ArgumentError(f"backoff has at most {BACKOFF_MAX} steps, not {len(steps)}")
     return Settings(wait_ns, most, steps)
@@ -325,7 +333,7 @@ class Delivery:
     def nack(self, delay: float | timedelta | None = None) -> None:
         """Give it back, to be handed out again after `delay` seconds (None: the group's backoff)."""
         c = self._consumer
-        delay_ns = -1 if delay is None else duration_ns(delay, "delay")
+        delay_ns = -1 if delay is None else _duration(delay, "delay")
         now = c._group._clock()
         dead = c._native.nack(self._slot, self._gen, now, delay_ns)
         self._done = True
@@ -336,7 +344,7 @@ class Delivery:
         """Still working: the claim's deadline becomes `seconds` from now."""
         c = self._consumer
         now = c._group._clock()
-        delay = duration_ns(seconds, "seconds")
+        delay = _duration(seconds, "seconds")
         c._native.extend(self._slot, self._gen, now, delay)
         self.deadline = (now + delay) / 1e9
 
@@ -472,17 +480,38 @@ class Consumer:
             wait = _SLICE if end is None else min(_SLICE, end - loop.time())
             if end is not None and wait <= 0:
                 return None
-            await asyncio.to_thread(self.claim, wait)
+            d = await self._claim_in_thread(wait)
+            if d is not None:
+                return d
 
     async def afollow(self) -> AsyncIterator[Delivery]:
         """follow() for asyncio code: `async for m in consumer.afollow()`."""
         while True:
             try:
-                d = await asyncio.to_thread(self.claim, _SLICE)
+                d = await self._claim_in_thread(_SLICE)
             except QueueClosedError:
                 return
             if d is not None:
                 yield d
+
+    async def _claim_in_thread(self, wait: float) -> Delivery | None:
+        """claim(wait) in a worker thread; when the await is cancelled, what it claims is given back."""
+        cancelled = threading.Event()
+
+        def run() -> Delivery | None:
+            d = self.claim(wait)
+            if d is not None and cancelled.is_set():
+                d.nack(0)
+                return None
+            return d
+
+        task = asyncio.ensure_future(asyncio.to_thread(run))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled.set()
+            task.add_done_callback(_give_back)
+            raise
 
     def close(self) -> None:
         """Give back every entry it holds (handed out again at once); idempotent."""
@@ -501,6 +530,14 @@ class Consumer:
 
     def __repr__(self) -> str:
         return f"<tape.Consumer {self.name!r} of group {self._group.name!r}>"
+
+
+def _give_back(task: asyncio.Future[Delivery | None]) -> None:
+    """A cancelled aclaim's thread claimed after all: hand the entry out again at once."""
+    if not task.cancelled() and task.exception() is None:
+        d = task.result()
+        if d is not None:
+            d.nack(0)
 
 
 def remove(queue_path: str, name: str) -> None:

@@ -33,7 +33,6 @@ def run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 # -- time arithmetic overflows (now + delay in int64 ns) ----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:tape_group_nack: now + delay overflows int64 -> due in the past")
 def test_nack_with_a_far_delay_is_not_handed_out_at_once(queue: tape.Queue) -> None:
     """nack(delay=9e9 s) (~285 years, accepted by duration_ns) must keep the entry back."""
     queue.appender().write("job")
@@ -45,7 +44,6 @@ def test_nack_with_a_far_delay_is_not_handed_out_at_once(queue: tape.Queue) -> N
     assert c2.claim() is None  # observed: handed out again at once (attempt 2)
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:tape_group_extend: now + delay overflows int64 -> claim lapses")
 def test_extend_far_keeps_the_claim(queue: tape.Queue) -> None:
     """extend(9e9) returns, then the claim is lapsed: ack raises StaleDeliveryError, another consumer gets it."""
     queue.appender().write("job")
@@ -58,7 +56,6 @@ def test_extend_far_keeps_the_claim(queue: tape.Queue) -> None:
     m.ack()
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:hand_out: now + ack_wait overflows int64 -> every claim lapses at once")
 def test_far_ack_wait_claim_is_exclusive(queue: tape.Queue) -> None:
     """ack_wait=9e9 is accepted, then every claim is born lapsed: two consumers hold one entry."""
     queue.appender().write("job")
@@ -71,7 +68,6 @@ def test_far_ack_wait_claim_is_exclusive(queue: tape.Queue) -> None:
     m.ack()
 
 
-@pytest.mark.xfail(strict=True, reason="_native/group.py:ConsumerHandle.nack: a too-large int reaches cffi (OverflowError)")
 def test_nack_with_an_out_of_range_delay_is_an_argument_error(queue: tape.Queue) -> None:
     queue.appender().write("job")
     m = queue.group("g").consumer().claim()
@@ -83,8 +79,6 @@ def test_nack_with_an_out_of_range_delay_is_an_argument_error(queue: tape.Queue)
 # -- fork -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="no fork handling: a child's exit closes the inherited consumer, "
-                                       "release_owner() gives back the parent's claims (tape_consumer_close)")
 def test_forked_child_exiting_does_not_give_back_the_parents_claims(qpath: Path) -> None:
     """A process forks a helper (multiprocessing 'fork', a daemonising library...) that exits normally:
     the parent's claim must stay exclusive. Observed: handed to another consumer, parent's ack is stale."""
@@ -103,8 +97,6 @@ def test_forked_child_exiting_does_not_give_back_the_parents_claims(qpath: Path)
     assert r.stdout.strip() == "OK", r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="OFD liveness byte inherited by fork children: a kill -9'd parent stays "
-                                       "'alive' while any child lives (alive(), take_byte; no at-fork handling)")
 def test_killed_parent_with_a_forked_child_alive_gives_its_claims_back(qpath: Path) -> None:
     """SPEC: a dead process's claims are handed out again within milliseconds. Observed: held for ack_wait."""
     with tape.Queue(qpath) as q:
@@ -336,8 +328,6 @@ def test_redrive_killed_midway_then_acked_is_not_handed_out_again(qpath: Path) -
 # -- new users ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Group has no finalizer and GroupHandle stays in queue._children: every "
-                                       "q.group() takes one of the 255 consumer slots of the group FILE until the queue closes")
 def test_unclosed_group_objects_do_not_use_up_the_consumer_slots(queue: tape.Queue, qpath: Path) -> None:
     """A monitoring loop calling q.group('g').info() starves every process of the group of consumers.
     Observed: LimitError ('e.g. 256 named tailers') at the 256th call, and consumer() fails in other processes."""
@@ -354,9 +344,6 @@ def test_unclosed_group_objects_do_not_use_up_the_consumer_slots(queue: tape.Que
 # -- asyncio ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Consumer.aclaim discards the Delivery that `await asyncio.to_thread("
-                                       "self.claim, wait)` returns: the entry stays claimed by nobody's code until "
-                                       "ack_wait, its attempt counted (max_deliveries such waits: a dead letter, never run)")
 def test_aclaim_returns_an_entry_that_arrives_while_it_waits(queue: tape.Queue) -> None:
     import asyncio
     import threading
@@ -377,9 +364,6 @@ def test_aclaim_returns_an_entry_that_arrives_while_it_waits(queue: tape.Queue) 
     assert [d.value for d in got if d is not None] == [0, 1, 2], g.pending()
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Consumer.aclaim/afollow: a cancelled await (wait_for, TaskGroup, "
-                                       "shutdown) leaves the to_thread claim running; what it claims is dropped "
-                                       "and held until ack_wait")
 def test_cancelled_aclaim_does_not_swallow_an_entry(queue: tape.Queue) -> None:
     import asyncio
 
@@ -416,9 +400,6 @@ def test_purge_racing_remove_group_does_not_bring_the_group_back(queue: tape.Que
     assert queue.groups() == []  # observed: ['gone'], recreated at 'start': it will take every entry again
 
 
-@pytest.mark.xfail(strict=True, reason="a fork child shares the OFD lock on the killed parent's liveness byte, so "
-                                       "tape_shlock_slow/owner_alive never sees the lock's owner as dead: every "
-                                       "process of the group blocks in lock() (no timeout) until the child exits")
 def test_parent_killed_inside_the_group_lock_with_a_forked_child_alive_does_not_wedge_the_group(qpath: Path) -> None:
     with tape.Queue(qpath) as q:
         q.appender().write_many(range(3))
