@@ -16,6 +16,7 @@ a group must use one clock.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
 import threading
@@ -213,20 +214,30 @@ class Group:
                                    read_only=self._queue.read_only, create=not self._queue.read_only)
             return self._dead
 
-    def _records(self) -> list[tuple[int, dict[str, Any]]]:
-        """The dead letters' queue: (its index, record) of each dead letter not redriven, oldest first."""
+    def _scan(self) -> tuple[list[tuple[int, dict[str, Any]]], set[int]]:
+        """The dead letters' queue: (its index, record) of each dead letter not redriven, oldest first
+        (a death stored twice, by a consumer killed before it freed the slot, counts once), and the
+        indexes of those redriven."""
         path = os.path.join(self._queue.path, GROUPS_DIR, f"{self.name}.dead")
         if not os.path.exists(path):
-            return []
+            return [], set()
         found: dict[int, dict[str, Any]] = {}
+        redriven: set[int] = set()
+        deaths: set[int] = set()
         with self._dead_queue().tailer() as t:
             for e in t.entries():
                 rec = e.value
                 if "redriven" in rec:
                     found.pop(rec["redriven"], None)
-                else:
+                    redriven.add(rec["redriven"])
+                elif rec.get("death") is None or rec["death"] not in deaths:
+                    deaths.add(rec.get("death"))
                     found[e.index] = rec
-        return list(found.items())
+        return list(found.items()), redriven
+
+    def _records(self) -> list[tuple[int, dict[str, Any]]]:
+        """The dead letters not redriven: (index in the dead letters' queue, record), oldest first."""
+        return self._scan()[0]
 
     def dead_letters(self) -> list[DeadLetter]:
         """The entries given up on (delivered max_deliveries times, or rejected), oldest first."""
@@ -242,14 +253,22 @@ class Group:
         n = 0
         dead = self._dead_queue()
         a = dead.appender()
+        lock = os.open(dead.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one redrive at a time, across processes
+            done = self._scan()[1]
+            last = self._native.info(self._clock()).redriven
+            if last is not None and last not in done:  # a redrive killed before its record
+                a.write({"redriven": last})
+                done.add(last)
             for at, r in self._records():
-                if wanted is not None and r["index"] not in wanted:
+                if at in done or (wanted is not None and r["index"] not in wanted):
                     continue
-                self._native.redrive(r["index"], at, self._clock())
-                a.write({"redriven": at})  # after: a redrive cut short hands it out again, never loses it
-                n += 1
+                if self._native.redrive(r["index"], at, self._clock()):
+                    n += 1
+                a.write({"redriven": at})  # the group remembers the last one until this is written
         finally:
+            os.close(lock)
             a.close()
         return n
 
@@ -279,6 +298,7 @@ class Group:
             self._dead_queue().appender().write({
                 "index": s.index, "attempts": s.attempt, "reason": reason, "when": self._clock(),
                 "consumer": consumer, "timestamp": ts, "payload": payload,
+                "death": s.due_ns,  # the death's id (C: make_dead): stored twice, it counts once
             })
         c.dead_done(s.slot, s.generation)
 

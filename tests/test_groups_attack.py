@@ -126,8 +126,6 @@ def test_killed_parent_with_a_forked_child_alive_gives_its_claims_back(qpath: Pa
 # -- dead letters and redrive ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Group._bury writes the dead letter, then dead_done; a kill between "
-                                       "makes release_owner() turn MOVING back to DEAD and another consumer buries it again")
 def test_kill_while_storing_a_dead_letter_does_not_duplicate_it(qpath: Path) -> None:
     with tape.Queue(qpath) as q:
         q.appender().write("job")
@@ -152,8 +150,6 @@ def test_kill_while_storing_a_dead_letter_does_not_duplicate_it(qpath: Path) -> 
         assert [d.reason for d in dead] == ["bad input"]
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Group.redrive: _records() then native.redrive() then the "
-                                       "'redriven' record is not atomic across processes; redrive()'s False is ignored")
 def test_concurrent_redrive_does_not_hand_out_a_finished_entry_again(queue: tape.Queue) -> None:
     """Two processes run redrive (e.g. `tape group redrive` twice): B read the dead letters before A wrote
     its 'redriven' record; A's delivery is acked meanwhile. Simulated by giving B the snapshot it read."""
@@ -174,7 +170,6 @@ def test_concurrent_redrive_does_not_hand_out_a_finished_entry_again(queue: tape
     assert c.claim() is None  # observed: the acked entry is handed out again (finished twice)
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Group.redrive counts n += 1 even when GroupHandle.redrive returned False")
 def test_redrive_counts_only_what_it_handed_out(queue: tape.Queue) -> None:
     queue.appender().write("job")
     g1 = queue.group("g", max_deliveries=1)
@@ -294,9 +289,6 @@ def test_ack_on_a_truncated_group_file_reports_damage(queue: tape.Queue, qpath: 
         m.ack()  # observed: StaleDeliveryError (an honest worker would log "lost the claim" and move on)
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Group.redrive: a kill between GroupHandle.redrive and the 'redriven' "
-                                       "record leaves the dead letter listed; once its delivery is acked, the next "
-                                       "redrive hands the finished entry out again")
 def test_redrive_killed_midway_then_acked_is_not_handed_out_again(qpath: Path) -> None:
     with tape.Queue(qpath) as q:
         q.appender().write("job")
