@@ -417,7 +417,7 @@ static int clamp(tape_group *g)
 int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_group_settings *set,
                     int sync, tape_group **out)
 {
-    if (!valid_name(name) || start < -2 || (set && !valid_settings(set)))
+    if (!valid_name(name) || start < -3 || (set && !valid_settings(set)))
         return TAPE_EINVAL;
     char path[TAPE_NAME_MAX + 32];
     file_name(path, sizeof path, name);
@@ -431,7 +431,7 @@ int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_g
     int rc = 0;
     for (int tries = 0; tries < 2; tries++) {
         g->gp_fd = tf_openat(q->q_dirfd, path, (g->gp_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
-        if (g->gp_fd >= 0 || errno != ENOENT || g->gp_read_only || tries)
+        if (g->gp_fd >= 0 || errno != ENOENT || g->gp_read_only || tries || start == -3)
             break;
         int64_t last = -1;
         if (start == -2 && (last = tape_last_index(q)) < -1) {
@@ -451,6 +451,7 @@ int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_g
     if (rc == 0 && !g->gp_read_only)
         rc = group_lock(g);
     if (rc == 0 && !g->gp_read_only) {
+        repair(g); /* the derived counts and bounds: a damaged one would stop every claim */
         if (set) {
             g->gp_sh->gs_set = *set;
             g->gp_sh->gs_settings_crc = settings_crc(set);
@@ -755,6 +756,11 @@ static int claim_locked(tape_consumer *c, tape_tailer *t, int64_t now, size_t ro
             return 2;
         }
         int64_t at = alloc_slot(g);
+        if (at < 0) { /* the counts disagree with the table: put right, then no claim */
+            repair(g);
+            c->cn_after = -2;
+            return 0;
+        }
         tape_group_slot *s = &g->gp_slots[at];
         s->gt_index = e->e_index;
         s->gt_dl = -1;
@@ -871,6 +877,11 @@ static tape_group_slot *held(tape_consumer *c, uint32_t slot, uint64_t gen, int6
         return NULL;
     }
     lock(g, c->cn_fd, c->cn_token);
+    if (damaged(g)) { /* truncated while it waited: the zero page says nothing */
+        unlock(g);
+        *rc = TAPE_ECORRUPT;
+        return NULL;
+    }
     tape_group_slot *s = &g->gp_slots[slot];
     if (s->gt_state != state || s->gt_gen != gen || s->gt_owner != c->cn_token ||
         (state == TAPE_GS_CLAIMED && s->gt_due < now)) {

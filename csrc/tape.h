@@ -727,7 +727,8 @@ typedef struct tape_group_settings {
 
 /* Open group `name` (1 to 47 bytes, no '/', not starting with '.'), creating
  * it when missing with its first entry at or after `start` (-1: the start of
- * the queue; -2: after the last entry now). `set` (may be NULL) replaces the
+ * the queue; -2: after the last entry now; -3: open an existing group only,
+ * -ENOENT when missing). `set` (may be NULL) replaces the
  * stored settings; a group is created with ack_wait 30 s, max_deliveries 5 and
  * no backoff otherwise. A position beyond the end of the data (a power cut
  * lost entries the group had taken) is brought back to the end, and entries

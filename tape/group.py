@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tape._args import as_int, as_seconds
 from tape._native import ConsumerHandle, GroupHandle, Settings, Slot, TailerHandle
-from tape._native.group import BACKOFF_MAX, END, NS_MAX, START
+from tape._native.group import BACKOFF_MAX, END, EXISTING, NS_MAX, START
 from tape._time import duration_ns, to_datetime
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
 
@@ -38,6 +38,7 @@ __all__ = ["GROUPS_DIR", "Consumer", "DeadLetter", "Delivery", "Group", "Pending
 
 GROUPS_DIR = "groups"  # beside the cycle files: <name>.group and <name>.dead/
 _SLICE = 0.1  # a wait blocks in C for at most this long (Ctrl-C, closing)
+ONLY_EXISTING = object()  # Group(start=ONLY_EXISTING): KeyError instead of creating it
 
 
 class Pending(NamedTuple):
@@ -96,6 +97,8 @@ def _settings(
 
 
 def _start(start: Any) -> int:
+    if start is ONLY_EXISTING:
+        return EXISTING
     if start is None or start == "start":
         return START
     if start == "end":

@@ -245,8 +245,6 @@ def _poke(qpath: Path, off: int, value: int) -> None:
         f.write(struct.pack("<I", value))
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:validate does not check gs_free_hint; alloc_slot() returns -1 and "
-                                       "claim_locked() writes gp_slots[-1], unchecked")
 def test_damaged_free_hint_is_refused_or_repaired(qpath: Path) -> None:
     with tape.Queue(qpath) as q:
         q.appender().write_many(range(3))
@@ -263,8 +261,6 @@ def test_damaged_free_hint_is_refused_or_repaired(qpath: Path) -> None:
         assert g.floor() is not None
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:validate does not check the derived counts (gs_busy...), nor does "
-                                       "open repair them: a wrong gs_busy stops every claim for good")
 def test_damaged_busy_count_is_refused_or_repaired(qpath: Path) -> None:
     with tape.Queue(qpath) as q:
         q.appender().write_many(range(3))
@@ -278,8 +274,6 @@ def test_damaged_busy_count_is_refused_or_repaired(qpath: Path) -> None:
         assert m is not None  # observed: None for ever, lag 3, table empty
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:held: the damaged() check passes before the fault; the zero page reads "
-                                       "as state FREE -> TAPE_ESTALE instead of TAPE_ECORRUPT")
 def test_ack_on_a_truncated_group_file_reports_damage(queue: tape.Queue, qpath: Path) -> None:
     queue.appender().write("job")
     m = queue.group("g").consumer().claim()
@@ -377,8 +371,6 @@ def test_cancelled_aclaim_does_not_swallow_an_entry(queue: tape.Queue) -> None:
 # -- purge ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="queue.py:Queue._group_floors opens each listed group with Group(), which "
-                                       "CREATES a group whose file was removed since the listing (remove_group racing purge)")
 def test_purge_racing_remove_group_does_not_bring_the_group_back(queue: tape.Queue, monkeypatch: pytest.MonkeyPatch) -> None:
     import tape.group as groups_
 

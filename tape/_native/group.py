@@ -24,7 +24,7 @@ SLOTS = lib.TAPE_GROUP_SLOTS  # entries in flight per group
 CONSUMERS = lib.TAPE_GROUP_CONSUMERS
 BACKOFF_MAX = lib.TAPE_GROUP_BACKOFF
 MANY, MANY_BYTES = 1024, 1 << 20  # a batch of claims: at most so many, and bytes of payloads
-START, END = -1, -2  # tape_group_open's start for "start" and "end"
+START, END, EXISTING = -1, -2, -3  # tape_group_open's start for "start", "end", and: do not create
 NS_MAX = 2**63 - 1  # a duration in ns fits an int64_t (due times saturate in C)
 
 STATES = {
@@ -101,7 +101,8 @@ class GroupHandle(ChildHandle):
 
     @classmethod
     def open(cls, queue: QueueHandle, name: str, start: int, sync: bool) -> GroupHandle:
-        """Open group `name` of `queue` (created at `start`: an index, START or END); KeyError when a read-only queue has none."""
+        """Open group `name` of `queue` (created at `start`: an index, START or END); KeyError when a read-only
+        queue has none, or `start` is EXISTING and there is none."""
         out = ffi.new("tape_group **")
         with queue.lock:
             rc = lib.tape_group_open(queue.ptr(), name.encode(), start, ffi.NULL, int(sync), out)
