@@ -701,7 +701,8 @@ int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns);
  * closing an inherited consumer only frees its own copy (tape_consumer_close
  * checks the pid; tape_consumer_forget does it at once, right after fork, so
  * that the child holds no reference to the parent's liveness byte). A group
- * handle holds a byte of the file only while it holds the lock.
+ * handle holds a byte of the file only while it holds the lock, and closing
+ * it changes nothing shared (unmaps, closes its file): safe in a fork child.
  *
  * The file is mapped under the SIGBUS guard: when it is truncated under a
  * handle, the calls that change or claim return TAPE_ECORRUPT from then on.

@@ -209,10 +209,13 @@ class GroupHandle(ChildHandle):
             return handle
 
     def forget(self) -> None:
-        """In a fork child: drop the inherited consumers without touching the group (no locks taken:
-        another thread of the parent may have held them when it forked)."""
+        """In a fork child: drop the inherited consumers and close the handle, without touching the
+        group (no locks taken: another thread of the parent may have held them when it forked)."""
         for consumer in list(self.consumers):
             consumer.forget()
+        ptr, self.ptr = self.ptr, None
+        if ptr is not None:
+            lib.tape_group_close(ptr)  # local only: unmaps, closes its file
 
 
 class ConsumerHandle:
