@@ -737,7 +737,8 @@ typedef struct tape_group_settings {
  * to disk (msync) before the call returns. On a read-only queue the group is
  * opened for inspection only (-ENOENT when missing); changes return
  * TAPE_EREADONLY. Errors: TAPE_EINVAL (name, settings), TAPE_ECORRUPT (the
- * file is damaged), TAPE_EVERSION, TAPE_ELIMIT (every consumer slot taken: the open takes one while it holds the lock),
+ * file is damaged), TAPE_EVERSION, TAPE_ELIMIT (every consumer slot taken:
+ * the open takes one while it holds the lock),
  * -ENOENT, [lock], -ENOSPC and other -errno of creating and mapping it. */
 int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_group_settings *set,
                     int sync, tape_group **out);
