@@ -24,6 +24,12 @@ _Static_assert(TAPE_GROUP_CONS_OFF + TAPE_GROUP_CONSUMERS * 64u <= TAPE_GROUP_SL
 
 #define NEVER INT64_MAX
 
+/* now + d (d >= 0), saturated: a far delay is "never", not the past. */
+static int64_t later(int64_t now, int64_t d)
+{
+    return now > INT64_MAX - d ? INT64_MAX : now + d;
+}
+
 /* ---- names and files --------------------------------------------------------- */
 
 static int valid_name(const char *name)
@@ -201,6 +207,32 @@ static uint32_t take_byte(tape_group *g, int fd)
     return 0;
 }
 
+/* The group handle takes a byte only while it holds the lock (so that an
+ * open group takes no consumer slot): a dead consumer's slot it lands on is
+ * reaped. 0, or TAPE_ELIMIT when every slot is in use. */
+static void release_owner(tape_group *g, uint32_t tok);
+
+static int group_lock(tape_group *g)
+{
+    uint32_t tok = take_byte(g, g->gp_fd);
+    if (!tok)
+        return TAPE_ELIMIT;
+    g->gp_token = tok;
+    lock(g, g->gp_fd, tok);
+    release_owner(g, tok);
+    __atomic_store_n(&g->gp_cons[tok - 1].gc_state, 0u, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static void group_unlock(tape_group *g)
+{
+    unlock(g);
+    struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET,
+                       .l_start = TAPE_LIVE_BASE + g->gp_token, .l_len = 1};
+    fcntl(g->gp_fd, F_OFD_SETLK, &fl);
+    g->gp_token = 0;
+}
+
 /* A fault in the mapping (the file was truncated under it): what it reads is
  * not to be believed. */
 static int damaged(const tape_group *g)
@@ -251,6 +283,7 @@ static void set_state(tape_group_slot *s, uint32_t state)
 static void make_dead(tape_group *g, tape_group_slot *s, uint32_t reason)
 {
     s->gt_reason = reason;
+    s->gt_due = (int64_t)++g->gp_sh->gs_gen; /* the death's id, kept until stored */
     set_state(s, TAPE_GS_DEAD);
     g->gp_sh->gs_dead++;
 }
@@ -384,7 +417,7 @@ static int clamp(tape_group *g)
 int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_group_settings *set,
                     int sync, tape_group **out)
 {
-    if (!valid_name(name) || start < -2 || (set && !valid_settings(set)))
+    if (!valid_name(name) || start < -3 || (set && !valid_settings(set)))
         return TAPE_EINVAL;
     char path[TAPE_NAME_MAX + 32];
     file_name(path, sizeof path, name);
@@ -398,7 +431,7 @@ int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_g
     int rc = 0;
     for (int tries = 0; tries < 2; tries++) {
         g->gp_fd = tf_openat(q->q_dirfd, path, (g->gp_read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
-        if (g->gp_fd >= 0 || errno != ENOENT || g->gp_read_only || tries)
+        if (g->gp_fd >= 0 || errno != ENOENT || g->gp_read_only || tries || start == -3)
             break;
         int64_t last = -1;
         if (start == -2 && (last = tape_last_index(q)) < -1) {
@@ -415,20 +448,16 @@ int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_g
         rc = -errno;
     if (rc == 0)
         rc = map_file(g, name);
+    if (rc == 0 && !g->gp_read_only)
+        rc = group_lock(g);
     if (rc == 0 && !g->gp_read_only) {
-        g->gp_token = take_byte(g, g->gp_fd);
-        if (!g->gp_token)
-            rc = TAPE_ELIMIT;
-    }
-    if (rc == 0 && !g->gp_read_only) {
-        lock(g, g->gp_fd, g->gp_token);
-        adopt(g, g->gp_token, NULL, 2);
+        repair(g); /* the derived counts and bounds: a damaged one would stop every claim */
         if (set) {
             g->gp_sh->gs_set = *set;
             g->gp_sh->gs_settings_crc = settings_crc(set);
         }
         rc = clamp(g);
-        unlock(g);
+        group_unlock(g);
     }
     if (rc < 0) {
         tape_group_close(g);
@@ -442,11 +471,6 @@ void tape_group_close(tape_group *g)
 {
     if (!g)
         return;
-    if (g->gp_token) {
-        lock(g, g->gp_fd, g->gp_token);
-        __atomic_store_n(&g->gp_cons[g->gp_token - 1].gc_state, 0u, __ATOMIC_RELEASE);
-        unlock(g);
-    }
     tape_guard_remove(g->gp_guard);
     if (g->gp_map)
         munmap(g->gp_map, TAPE_GROUP_SIZE);
@@ -461,10 +485,12 @@ int tape_group_settings_set(tape_group *g, const tape_group_settings *set)
         return TAPE_EREADONLY;
     if (!valid_settings(set))
         return TAPE_EINVAL;
-    lock(g, g->gp_fd, g->gp_token);
+    int rc = group_lock(g);
+    if (rc < 0)
+        return rc;
     g->gp_sh->gs_set = *set;
     g->gp_sh->gs_settings_crc = settings_crc(set);
-    unlock(g);
+    group_unlock(g);
     return 0;
 }
 
@@ -517,10 +543,11 @@ int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out)
     int fd = g->gp_fd;
     for (uint32_t k = 0; k < TAPE_GROUP_CONSUMERS; k++)
         if (__atomic_load_n(&g->gp_cons[k].gc_state, __ATOMIC_ACQUIRE) == 1 &&
-            alive(fd, g->gp_token, k + 1))
+            alive(fd, 0, k + 1))
             out->gi_consumers++;
     out->gi_generation = sh->gs_gen;
     out->gi_acked = sh->gs_acked;
+    out->gi_redriven = (int64_t)__atomic_load_n(&sh->gs_redriven, __ATOMIC_ACQUIRE) - 1;
     return tape_guard_hit(g->gp_guard) ? TAPE_ECORRUPT : 0;
 }
 
@@ -547,7 +574,7 @@ int tape_group_consumer_get(tape_group *g, uint32_t k, char *name, size_t cap, i
         return 0;
     memcpy(name, gc->gc_name, TAPE_NAME_MAX);
     name[TAPE_NAME_MAX - 1] = 0;
-    *is_alive = alive(g->gp_fd, g->gp_token, k + 1);
+    *is_alive = alive(g->gp_fd, 0, k + 1);
     return 1;
 }
 
@@ -571,6 +598,7 @@ int tape_consumer_open(tape_group *g, const char *name, tape_consumer **out)
         return rc;
     }
     c->cn_g = g;
+    c->cn_pid = getpid();
     c->cn_after = -2;
     c->cn_token = take_byte(g, c->cn_fd);
     if (!c->cn_token) {
@@ -585,10 +613,22 @@ int tape_consumer_open(tape_group *g, const char *name, tape_consumer **out)
     return 0;
 }
 
+void tape_consumer_forget(tape_consumer *c)
+{
+    if (!c)
+        return;
+    close(c->cn_fd); /* this process's reference to its byte's lock */
+    free(c);
+}
+
 void tape_consumer_close(tape_consumer *c)
 {
     if (!c)
         return;
+    if (c->cn_pid != getpid()) { /* inherited through fork: the parent's */
+        tape_consumer_forget(c);
+        return;
+    }
     tape_group *g = c->cn_g;
     lock(g, c->cn_fd, c->cn_token);
     release_owner(g, c->cn_token);
@@ -646,7 +686,7 @@ static void hand_out(tape_consumer *c, tape_group_slot *s, int64_t now)
     s->gt_gen = ++sh->gs_gen;
     s->gt_owner = c->cn_token;
     s->gt_attempt++;
-    s->gt_due = now + sh->gs_set.gset_ack_wait_ns;
+    s->gt_due = later(now, sh->gs_set.gset_ack_wait_ns);
     set_state(s, TAPE_GS_CLAIMED);
     due_at(c->cn_g, s->gt_due);
 }
@@ -716,6 +756,11 @@ static int claim_locked(tape_consumer *c, tape_tailer *t, int64_t now, size_t ro
             return 2;
         }
         int64_t at = alloc_slot(g);
+        if (at < 0) { /* the counts disagree with the table: put right, then no claim */
+            repair(g);
+            c->cn_after = -2;
+            return 0;
+        }
         tape_group_slot *s = &g->gp_slots[at];
         s->gt_index = e->e_index;
         s->gt_dl = -1;
@@ -832,6 +877,11 @@ static tape_group_slot *held(tape_consumer *c, uint32_t slot, uint64_t gen, int6
         return NULL;
     }
     lock(g, c->cn_fd, c->cn_token);
+    if (damaged(g)) { /* truncated while it waited: the zero page says nothing */
+        unlock(g);
+        *rc = TAPE_ECORRUPT;
+        return NULL;
+    }
     tape_group_slot *s = &g->gp_slots[slot];
     if (s->gt_state != state || s->gt_gen != gen || s->gt_owner != c->cn_token ||
         (state == TAPE_GS_CLAIMED && s->gt_due < now)) {
@@ -870,7 +920,7 @@ int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now, 
             uint32_t n = set->gset_nbackoff, step = s->gt_attempt - 1;
             delay = n ? set->gset_backoff_ns[step < n ? step : n - 1] : 0;
         }
-        s->gt_due = now + delay;
+        s->gt_due = later(now, delay);
         s->gt_owner = 0;
         set_state(s, TAPE_GS_READY);
         due_at(g, s->gt_due);
@@ -887,7 +937,7 @@ int tape_group_extend(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now
     tape_group_slot *s = held(c, slot, gen, now, TAPE_GS_CLAIMED, &rc);
     if (!s)
         return rc;
-    s->gt_due = now + delay;
+    s->gt_due = later(now, delay);
     due_at(c->cn_g, s->gt_due);
     unlock(c->cn_g);
     return 0;
@@ -956,16 +1006,18 @@ int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now)
         return TAPE_EINVAL;
     if (damaged(g))
         return TAPE_ECORRUPT;
-    lock(g, g->gp_fd, g->gp_token);
+    int rc = group_lock(g);
+    if (rc < 0)
+        return rc;
     tape_group_shared *sh = g->gp_sh;
     for (uint32_t k = 0; k < sh->gs_hi; k++)
         if (g->gp_slots[k].gt_state != TAPE_GS_FREE && g->gp_slots[k].gt_dl == dl) {
-            unlock(g);
+            group_unlock(g);
             return 0;
         }
     int64_t at = alloc_slot(g);
     if (at < 0) {
-        unlock(g);
+        group_unlock(g);
         return TAPE_ELIMIT;
     }
     tape_group_slot *s = &g->gp_slots[at];
@@ -978,6 +1030,7 @@ int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now)
     s->gt_due = now;
     set_state(s, TAPE_GS_READY);
     due_at(g, now);
-    unlock(g);
+    __atomic_store_n(&sh->gs_redriven, (uint64_t)dl + 1, __ATOMIC_RELEASE);
+    group_unlock(g);
     return 1;
 }

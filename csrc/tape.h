@@ -715,6 +715,13 @@ int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns);
  * then calls tape_group_dead_done. A caller killed in between leaves it dead
  * for the next one.
  *
+ * Processes: a handle belongs to the process that opened it. A fork child
+ * closing an inherited consumer only frees its own copy (tape_consumer_close
+ * checks the pid; tape_consumer_forget does it at once, right after fork, so
+ * that the child holds no reference to the parent's liveness byte). A group
+ * handle holds a byte of the file only while it holds the lock, and closing
+ * it changes nothing shared (unmaps, closes its file): safe in a fork child.
+ *
  * The file is mapped under the SIGBUS guard: when it is truncated under a
  * handle, the calls that change or claim return TAPE_ECORRUPT from then on.
  *
@@ -726,7 +733,7 @@ typedef struct tape_group tape_group;
 typedef struct tape_consumer tape_consumer;
 
 #define TAPE_GROUP_SLOTS     4096  /* entries in flight (or waiting) per group */
-#define TAPE_GROUP_CONSUMERS 255   /* consumers (and group handles) at once */
+#define TAPE_GROUP_CONSUMERS 255   /* consumers at once */
 #define TAPE_GROUP_BACKOFF   16    /* steps of a backoff list */
 #define TAPE_GROUP_CHECK_NS  2000000 /* how often claims look for dead consumers */
 
@@ -739,7 +746,8 @@ typedef struct tape_group_settings {
 
 /* Open group `name` (1 to 47 bytes, no '/', not starting with '.'), creating
  * it when missing with its first entry at or after `start` (-1: the start of
- * the queue; -2: after the last entry now). `set` (may be NULL) replaces the
+ * the queue; -2: after the last entry now; -3: open an existing group only,
+ * -ENOENT when missing). `set` (may be NULL) replaces the
  * stored settings; a group is created with ack_wait 30 s, max_deliveries 5 and
  * no backoff otherwise. A position beyond the end of the data (a power cut
  * lost entries the group had taken) is brought back to the end, and entries
@@ -747,12 +755,15 @@ typedef struct tape_group_settings {
  * to disk (msync) before the call returns. On a read-only queue the group is
  * opened for inspection only (-ENOENT when missing); changes return
  * TAPE_EREADONLY. Errors: TAPE_EINVAL (name, settings), TAPE_ECORRUPT (the
- * file is damaged), TAPE_EVERSION, TAPE_ELIMIT (every handle slot taken),
+ * file is damaged), TAPE_EVERSION, TAPE_ELIMIT (every consumer slot taken:
+ * the open takes one while it holds the lock),
  * -ENOENT, [lock], -ENOSPC and other -errno of creating and mapping it. */
 int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_group_settings *set,
                     int sync, tape_group **out);
 void tape_group_close(tape_group *g);
-/* The stored settings; replace them (TAPE_EINVAL, TAPE_EREADONLY). */
+/* The stored settings; replace them (TAPE_EINVAL, TAPE_EREADONLY,
+ * TAPE_ELIMIT as tape_group_open). Due times are now + a setting, saturated
+ * (a delay past the year 2262 is never). */
 int tape_group_settings_get(tape_group *g, tape_group_settings *out);
 int tape_group_settings_set(tape_group *g, const tape_group_settings *set);
 
@@ -765,6 +776,7 @@ typedef struct tape_group_info {
     uint32_t gi_consumers;    /* live consumers */
     uint64_t gi_generation;   /* the last claim generation given */
     uint64_t gi_acked;        /* entries acked since the group was created */
+    int64_t gi_redriven;      /* the last dead letter redriven (its dl), -1 none */
 } tape_group_info;
 
 /* Describe the group (no lock: a snapshot). Errors: TAPE_ECORRUPT. */
@@ -802,8 +814,13 @@ int tape_group_consumer_get(tape_group *g, uint32_t k, char *name, size_t cap, i
  * slot taken), -ENOMEM, -EMFILE and other -errno of opening the file. */
 int tape_consumer_open(tape_group *g, const char *name, tape_consumer **out);
 /* Give back every entry the consumer holds (handed out again at once) and
- * free it. c may be NULL. */
+ * free it. c may be NULL. In a process other than the one that opened it (a
+ * fork child), as tape_consumer_forget. */
 void tape_consumer_close(tape_consumer *c);
+/* Free this process's copy of an inherited consumer (a fork child's): close
+ * its file (the parent's lock on its byte stays the parent's alone) without
+ * changing the group. c may be NULL. */
+void tape_consumer_forget(tape_consumer *c);
 /* The consumer's slot + 1 (the owner number of its deliveries). */
 uint32_t tape_consumer_id(tape_consumer *c);
 
@@ -836,7 +853,8 @@ int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now_ns);
 /* Finish the delivery (slot, gen): ack removes it; nack hands it out again
  * at now_ns + delay_ns (delay_ns < 0: the backoff list's step for its
  * attempt, none: at once), or makes it dead when it was delivered
- * max_deliveries times; extend moves its deadline to now_ns + delay_ns;
+ * max_deliveries times (its d_due is then the death's id, kept while it is
+ * dead or taken, for the stored copy to name); extend moves its deadline to now_ns + delay_ns;
  * reject makes it dead (TAPE_GR_REJECTED) and hands it to this consumer to
  * store (as tape_group_take_dead does: *d filled). nack returns 1 when it
  * made the entry dead, else 0 (as the others do). All return TAPE_ESTALE
@@ -857,7 +875,9 @@ int tape_group_dead_done(tape_consumer *c, uint32_t slot, uint64_t gen);
 /* Hand a dead letter out again, as a new delivery: entry `index` whose copy
  * is entry dl of the dead letters' queue. 1 when added, 0 when it is in the
  * table already (a redrive killed before it was recorded), TAPE_ELIMIT when
- * the table is full, TAPE_EREADONLY. */
+ * the table is full, TAPE_EREADONLY. The group remembers the last dead
+ * letter redriven (tape_group_info_get's gi_redriven), so that a caller
+ * killed before recording a redrive can record it. */
 int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now_ns);
 
 /* Tailer t: move to the first entry at or after `index` (index < 0: the

@@ -648,12 +648,13 @@ typedef struct tape_group_shared {
     uint32_t gs_free_hint;     /* slots below are in use */
     uint32_t gs_busy;          /* slots in use (derived) */
     uint32_t gs_dead;          /* slots dead (derived) */
+    uint64_t gs_redriven;      /* the last dead letter redriven + 1, 0 none */
 } tape_group_shared;
 
 /* A consumer's slot; slot k's liveness byte is TAPE_LIVE_BASE + k + 1. */
 typedef struct tape_group_cons {
     char gc_name[TAPE_NAME_MAX];
-    uint32_t gc_state;         /* 0 free, 1 consumer, 2 group handle */
+    uint32_t gc_state;         /* 0 free, 1 consumer (2: a group handle of an older version) */
     uint32_t gc_pid;
     uint64_t gc_reserved;
 } tape_group_cons;
@@ -678,7 +679,7 @@ struct tape_group {
     tape_group_cons *gp_cons;
     tape_group_slot *gp_slots;
     int gp_guard;               /* its slot in guard.c's registry */
-    uint32_t gp_token;          /* this handle's own consumer slot + 1, 0 read-only */
+    uint32_t gp_token;          /* the consumer slot + 1 whose byte it holds while locked, else 0 */
     int gp_sync;
     int gp_read_only;
 };
@@ -686,6 +687,7 @@ struct tape_group {
 struct tape_consumer {
     tape_group *cn_g;
     int cn_fd;                  /* its own open of the group file: holds its byte */
+    pid_t cn_pid;               /* the process that opened it (a fork child's copy is not its own) */
     uint32_t cn_token;          /* slot + 1 */
     int64_t cn_after;           /* its tailer stands just after this entry (-2 unknown) */
 };

@@ -242,6 +242,7 @@ typedef struct tape_group_info {
     uint32_t gi_consumers;
     uint64_t gi_generation;
     uint64_t gi_acked;
+    int64_t gi_redriven;
 } tape_group_info;
 int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out);
 typedef struct tape_delivery {
@@ -262,6 +263,7 @@ int tape_group_slot_get(tape_group *g, uint32_t k, tape_delivery *out);
 int tape_group_consumer_get(tape_group *g, uint32_t k, char *name, size_t cap, int *alive);
 int tape_consumer_open(tape_group *g, const char *name, tape_consumer **out);
 void tape_consumer_close(tape_consumer *c);
+void tape_consumer_forget(tape_consumer *c);
 uint32_t tape_consumer_id(tape_consumer *c);
 int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now_ns, tape_delivery *d,
                      tape_entry *e);

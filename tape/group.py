@@ -16,6 +16,7 @@ a group must use one clock.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
 import threading
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tape._args import as_int, as_seconds
 from tape._native import ConsumerHandle, GroupHandle, Settings, Slot, TailerHandle
-from tape._native.group import BACKOFF_MAX, END, START
+from tape._native.group import BACKOFF_MAX, END, EXISTING, NS_MAX, START
 from tape._time import duration_ns, to_datetime
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
 
@@ -37,6 +38,7 @@ __all__ = ["GROUPS_DIR", "Consumer", "DeadLetter", "Delivery", "Group", "Pending
 
 GROUPS_DIR = "groups"  # beside the cycle files: <name>.group and <name>.dead/
 _SLICE = 0.1  # a wait blocks in C for at most this long (Ctrl-C, closing)
+ONLY_EXISTING = object()  # Group(start=ONLY_EXISTING): KeyError instead of creating it
 
 
 class Pending(NamedTuple):
@@ -60,6 +62,14 @@ class DeadLetter(NamedTuple):
     consumer: str | None
 
 
+def _duration(seconds: Any, what: str) -> int:
+    """duration_ns, at most what an int64_t of ns holds (about 292 years)."""
+    ns = duration_ns(seconds, what)
+    if ns > NS_MAX:
+        raise ArgumentError(f"{what} must be at most {NS_MAX // 10**9} seconds, not {seconds!r}")
+    return ns
+
+
 def _settings(
     stored: Settings, ack_wait: Any, max_deliveries: Any, backoff: Any
 ) -> Settings | None:
@@ -68,7 +78,7 @@ def _settings(
         return None
     wait_ns = stored.ack_wait_ns
     if ack_wait is not None:
-        wait_ns = duration_ns(ack_wait, "ack_wait")
+        wait_ns = _duration(ack_wait, "ack_wait")
         if wait_ns <= 0:
             raise ArgumentError(f"ack_wait must be more than 0 seconds, not {ack_wait!r}")
     most = stored.max_deliveries
@@ -80,13 +90,15 @@ def _settings(
     if backoff is not None:
         if isinstance(backoff, (str, bytes)) or not isinstance(backoff, Iterable):
             raise ArgumentTypeError(f"backoff must be a sequence of seconds, not {type(backoff).__name__}")
-        steps = tuple(duration_ns(b, "a backoff step") for b in backoff)
+        steps = tuple(_duration(b, "a backoff step") for b in backoff)
         if len(steps) > BACKOFF_MAX:
             raise ArgumentError(f"backoff has at most {BACKOFF_MAX} steps, not {len(steps)}")
     return Settings(wait_ns, most, steps)
 
 
 def _start(start: Any) -> int:
+    if start is ONLY_EXISTING:
+        return EXISTING
     if start is None or start == "start":
         return START
     if start == "end":
@@ -205,20 +217,30 @@ class Group:
                                    read_only=self._queue.read_only, create=not self._queue.read_only)
             return self._dead
 
-    def _records(self) -> list[tuple[int, dict[str, Any]]]:
-        """The dead letters' queue: (its index, record) of each dead letter not redriven, oldest first."""
+    def _scan(self) -> tuple[list[tuple[int, dict[str, Any]]], set[int]]:
+        """The dead letters' queue: (its index, record) of each dead letter not redriven, oldest first
+        (a death stored twice, by a consumer killed before it freed the slot, counts once), and the
+        indexes of those redriven."""
         path = os.path.join(self._queue.path, GROUPS_DIR, f"{self.name}.dead")
         if not os.path.exists(path):
-            return []
+            return [], set()
         found: dict[int, dict[str, Any]] = {}
+        redriven: set[int] = set()
+        deaths: set[int] = set()
         with self._dead_queue().tailer() as t:
             for e in t.entries():
                 rec = e.value
                 if "redriven" in rec:
                     found.pop(rec["redriven"], None)
-                else:
+                    redriven.add(rec["redriven"])
+                elif rec.get("death") is None or rec["death"] not in deaths:
+                    deaths.add(rec.get("death"))
                     found[e.index] = rec
-        return list(found.items())
+        return list(found.items()), redriven
+
+    def _records(self) -> list[tuple[int, dict[str, Any]]]:
+        """The dead letters not redriven: (index in the dead letters' queue, record), oldest first."""
+        return self._scan()[0]
 
     def dead_letters(self) -> list[DeadLetter]:
         """The entries given up on (delivered max_deliveries times, or rejected), oldest first."""
@@ -234,14 +256,22 @@ class Group:
         n = 0
         dead = self._dead_queue()
         a = dead.appender()
+        lock = os.open(dead.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one redrive at a time, across processes
+            done = self._scan()[1]
+            last = self._native.info(self._clock()).redriven
+            if last is not None and last not in done:  # a redrive killed before its record
+                a.write({"redriven": last})
+                done.add(last)
             for at, r in self._records():
-                if wanted is not None and r["index"] not in wanted:
+                if at in done or (wanted is not None and r["index"] not in wanted):
                     continue
-                self._native.redrive(r["index"], at, self._clock())
-                a.write({"redriven": at})  # after: a redrive cut short hands it out again, never loses it
-                n += 1
+                if self._native.redrive(r["index"], at, self._clock()):
+                    n += 1
+                a.write({"redriven": at})  # the group remembers the last one until this is written
         finally:
+            os.close(lock)
             a.close()
         return n
 
@@ -271,6 +301,7 @@ class Group:
             self._dead_queue().appender().write({
                 "index": s.index, "attempts": s.attempt, "reason": reason, "when": self._clock(),
                 "consumer": consumer, "timestamp": ts, "payload": payload,
+                "death": s.due_ns,  # the death's id (C: make_dead): stored twice, it counts once
             })
         c.dead_done(s.slot, s.generation)
 
@@ -325,7 +356,7 @@ class Delivery:
     def nack(self, delay: float | timedelta | None = None) -> None:
         """Give it back, to be handed out again after `delay` seconds (None: the group's backoff)."""
         c = self._consumer
-        delay_ns = -1 if delay is None else duration_ns(delay, "delay")
+        delay_ns = -1 if delay is None else _duration(delay, "delay")
         now = c._group._clock()
         dead = c._native.nack(self._slot, self._gen, now, delay_ns)
         self._done = True
@@ -336,7 +367,7 @@ class Delivery:
         """Still working: the claim's deadline becomes `seconds` from now."""
         c = self._consumer
         now = c._group._clock()
-        delay = duration_ns(seconds, "seconds")
+        delay = _duration(seconds, "seconds")
         c._native.extend(self._slot, self._gen, now, delay)
         self.deadline = (now + delay) / 1e9
 
@@ -472,17 +503,38 @@ class Consumer:
             wait = _SLICE if end is None else min(_SLICE, end - loop.time())
             if end is not None and wait <= 0:
                 return None
-            await asyncio.to_thread(self.claim, wait)
+            d = await self._claim_in_thread(wait)
+            if d is not None:
+                return d
 
     async def afollow(self) -> AsyncIterator[Delivery]:
         """follow() for asyncio code: `async for m in consumer.afollow()`."""
         while True:
             try:
-                d = await asyncio.to_thread(self.claim, _SLICE)
+                d = await self._claim_in_thread(_SLICE)
             except QueueClosedError:
                 return
             if d is not None:
                 yield d
+
+    async def _claim_in_thread(self, wait: float) -> Delivery | None:
+        """claim(wait) in a worker thread; when the await is cancelled, what it claims is given back."""
+        cancelled = threading.Event()
+
+        def run() -> Delivery | None:
+            d = self.claim(wait)
+            if d is not None and cancelled.is_set():
+                d.nack(0)
+                return None
+            return d
+
+        task = asyncio.ensure_future(asyncio.to_thread(run))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled.set()
+            task.add_done_callback(_give_back)
+            raise
 
     def close(self) -> None:
         """Give back every entry it holds (handed out again at once); idempotent."""
@@ -501,6 +553,14 @@ class Consumer:
 
     def __repr__(self) -> str:
         return f"<tape.Consumer {self.name!r} of group {self._group.name!r}>"
+
+
+def _give_back(task: asyncio.Future[Delivery | None]) -> None:
+    """A cancelled aclaim's thread claimed after all: hand the entry out again at once."""
+    if not task.cancelled() and task.exception() is None:
+        d = task.result()
+        if d is not None:
+            d.nack(0)
 
 
 def remove(queue_path: str, name: str) -> None:

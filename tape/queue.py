@@ -297,9 +297,9 @@ class Queue:
         floors = []
         for name in groups_.names(self.path):
             try:
-                g = groups_.Group(self, name)
+                g = groups_.Group(self, name, start=groups_.ONLY_EXISTING)
             except KeyError:
-                continue  # removed meanwhile (read-only queue)
+                continue  # removed meanwhile
             try:
                 f = g.floor()
             finally:

@@ -646,3 +646,56 @@ def test_claim_many_large_entries_and_redeliveries(raw_queue: tape.Queue) -> Non
     assert [m.index for m in got] == idx  # the redelivery first, each payload whole
     assert [m.value for m in got] == [*big, b"small"]
     assert got[0].attempt == 2 and all(m.attempt == 1 for m in got[1:])
+
+
+def test_a_group_takes_no_consumer_slot_and_the_limit_says_consumers(queue: tape.Queue) -> None:
+    g = queue.group("g")
+    consumers = [g.consumer() for _ in range(254)]
+    groups = [queue.group("g") for _ in range(10)]  # an open Group holds no slot
+    consumers.append(g.consumer())
+    with pytest.raises(tape.LimitError, match="255 consumers"):
+        g.consumer()
+    with pytest.raises(tape.LimitError, match="255 consumers"):
+        queue.group("g")  # opening takes a slot while it holds the group's lock
+    consumers.pop().close()
+    assert groups[-1].consumer() is not None
+
+
+def test_far_settings_are_argument_errors(queue: tape.Queue) -> None:
+    with pytest.raises(tape.ArgumentError):
+        queue.group("g", ack_wait=1e12)
+    with pytest.raises(tape.ArgumentError):
+        queue.group("g", backoff=[1, 1e12])
+    queue.appender().write("job")
+    m = queue.group("g").consumer().claim()
+    assert m is not None
+    with pytest.raises(tape.ArgumentError):
+        m.extend(1e12)
+    m.ack()
+
+
+def test_a_fork_child_cannot_use_the_parents_consumer_and_opens_its_own(qpath: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os, sys, tape
+        q = tape.Queue(sys.argv[1]); q.appender().write_many(["a", "b"])
+        g = q.group("g"); c = g.consumer("parent")
+        m = c.claim()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                c.claim()
+                os._exit(1)
+            except tape.QueueClosedError:
+                pass
+            d = tape.Queue(sys.argv[1]).group("g").consumer("child").claim()
+            os._exit(0 if d is not None and d.value == "b" else 2)
+        _, status = os.waitpid(pid, 0)
+        m.ack()  # still the parent's
+        print(os.waitstatus_to_exitcode(status))
+    """)
+    r = subprocess.run([sys.executable, "-c", code, str(qpath)], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "0", r.stdout + r.stderr

@@ -33,7 +33,6 @@ def run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 # -- time arithmetic overflows (now + delay in int64 ns) ----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:tape_group_nack: now + delay overflows int64 -> due in the past")
 def test_nack_with_a_far_delay_is_not_handed_out_at_once(queue: tape.Queue) -> None:
     """nack(delay=9e9 s) (~285 years, accepted by duration_ns) must keep the entry back."""
     queue.appender().write("job")
@@ -45,7 +44,6 @@ def test_nack_with_a_far_delay_is_not_handed_out_at_once(queue: tape.Queue) -> N
     assert c2.claim() is None  # observed: handed out again at once (attempt 2)
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:tape_group_extend: now + delay overflows int64 -> claim lapses")
 def test_extend_far_keeps_the_claim(queue: tape.Queue) -> None:
     """extend(9e9) returns, then the claim is lapsed: ack raises StaleDeliveryError, another consumer gets it."""
     queue.appender().write("job")
@@ -58,7 +56,6 @@ def test_extend_far_keeps_the_claim(queue: tape.Queue) -> None:
     m.ack()
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:hand_out: now + ack_wait overflows int64 -> every claim lapses at once")
 def test_far_ack_wait_claim_is_exclusive(queue: tape.Queue) -> None:
     """ack_wait=9e9 is accepted, then every claim is born lapsed: two consumers hold one entry."""
     queue.appender().write("job")
@@ -71,7 +68,6 @@ def test_far_ack_wait_claim_is_exclusive(queue: tape.Queue) -> None:
     m.ack()
 
 
-@pytest.mark.xfail(strict=True, reason="_native/group.py:ConsumerHandle.nack: a too-large int reaches cffi (OverflowError)")
 def test_nack_with_an_out_of_range_delay_is_an_argument_error(queue: tape.Queue) -> None:
     queue.appender().write("job")
     m = queue.group("g").consumer().claim()
@@ -83,8 +79,6 @@ def test_nack_with_an_out_of_range_delay_is_an_argument_error(queue: tape.Queue)
 # -- fork -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="no fork handling: a child's exit closes the inherited consumer, "
-                                       "release_owner() gives back the parent's claims (tape_consumer_close)")
 def test_forked_child_exiting_does_not_give_back_the_parents_claims(qpath: Path) -> None:
     """A process forks a helper (multiprocessing 'fork', a daemonising library...) that exits normally:
     the parent's claim must stay exclusive. Observed: handed to another consumer, parent's ack is stale."""
@@ -103,8 +97,6 @@ def test_forked_child_exiting_does_not_give_back_the_parents_claims(qpath: Path)
     assert r.stdout.strip() == "OK", r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="OFD liveness byte inherited by fork children: a kill -9'd parent stays "
-                                       "'alive' while any child lives (alive(), take_byte; no at-fork handling)")
 def test_killed_parent_with_a_forked_child_alive_gives_its_claims_back(qpath: Path) -> None:
     """SPEC: a dead process's claims are handed out again within milliseconds. Observed: held for ack_wait."""
     with tape.Queue(qpath) as q:
@@ -134,8 +126,6 @@ def test_killed_parent_with_a_forked_child_alive_gives_its_claims_back(qpath: Pa
 # -- dead letters and redrive ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Group._bury writes the dead letter, then dead_done; a kill between "
-                                       "makes release_owner() turn MOVING back to DEAD and another consumer buries it again")
 def test_kill_while_storing_a_dead_letter_does_not_duplicate_it(qpath: Path) -> None:
     with tape.Queue(qpath) as q:
         q.appender().write("job")
@@ -160,8 +150,6 @@ def test_kill_while_storing_a_dead_letter_does_not_duplicate_it(qpath: Path) -> 
         assert [d.reason for d in dead] == ["bad input"]
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Group.redrive: _records() then native.redrive() then the "
-                                       "'redriven' record is not atomic across processes; redrive()'s False is ignored")
 def test_concurrent_redrive_does_not_hand_out_a_finished_entry_again(queue: tape.Queue) -> None:
     """Two processes run redrive (e.g. `tape group redrive` twice): B read the dead letters before A wrote
     its 'redriven' record; A's delivery is acked meanwhile. Simulated by giving B the snapshot it read."""
@@ -182,7 +170,6 @@ def test_concurrent_redrive_does_not_hand_out_a_finished_entry_again(queue: tape
     assert c.claim() is None  # observed: the acked entry is handed out again (finished twice)
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Group.redrive counts n += 1 even when GroupHandle.redrive returned False")
 def test_redrive_counts_only_what_it_handed_out(queue: tape.Queue) -> None:
     queue.appender().write("job")
     g1 = queue.group("g", max_deliveries=1)
@@ -258,8 +245,6 @@ def _poke(qpath: Path, off: int, value: int) -> None:
         f.write(struct.pack("<I", value))
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:validate does not check gs_free_hint; alloc_slot() returns -1 and "
-                                       "claim_locked() writes gp_slots[-1], unchecked")
 def test_damaged_free_hint_is_refused_or_repaired(qpath: Path) -> None:
     with tape.Queue(qpath) as q:
         q.appender().write_many(range(3))
@@ -276,8 +261,6 @@ def test_damaged_free_hint_is_refused_or_repaired(qpath: Path) -> None:
         assert g.floor() is not None
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:validate does not check the derived counts (gs_busy...), nor does "
-                                       "open repair them: a wrong gs_busy stops every claim for good")
 def test_damaged_busy_count_is_refused_or_repaired(qpath: Path) -> None:
     with tape.Queue(qpath) as q:
         q.appender().write_many(range(3))
@@ -291,8 +274,6 @@ def test_damaged_busy_count_is_refused_or_repaired(qpath: Path) -> None:
         assert m is not None  # observed: None for ever, lag 3, table empty
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:held: the damaged() check passes before the fault; the zero page reads "
-                                       "as state FREE -> TAPE_ESTALE instead of TAPE_ECORRUPT")
 def test_ack_on_a_truncated_group_file_reports_damage(queue: tape.Queue, qpath: Path) -> None:
     queue.appender().write("job")
     m = queue.group("g").consumer().claim()
@@ -302,9 +283,6 @@ def test_ack_on_a_truncated_group_file_reports_damage(queue: tape.Queue, qpath: 
         m.ack()  # observed: StaleDeliveryError (an honest worker would log "lost the claim" and move on)
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Group.redrive: a kill between GroupHandle.redrive and the 'redriven' "
-                                       "record leaves the dead letter listed; once its delivery is acked, the next "
-                                       "redrive hands the finished entry out again")
 def test_redrive_killed_midway_then_acked_is_not_handed_out_again(qpath: Path) -> None:
     with tape.Queue(qpath) as q:
         q.appender().write("job")
@@ -336,8 +314,6 @@ def test_redrive_killed_midway_then_acked_is_not_handed_out_again(qpath: Path) -
 # -- new users ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Group has no finalizer and GroupHandle stays in queue._children: every "
-                                       "q.group() takes one of the 255 consumer slots of the group FILE until the queue closes")
 def test_unclosed_group_objects_do_not_use_up_the_consumer_slots(queue: tape.Queue, qpath: Path) -> None:
     """A monitoring loop calling q.group('g').info() starves every process of the group of consumers.
     Observed: LimitError ('e.g. 256 named tailers') at the 256th call, and consumer() fails in other processes."""
@@ -354,9 +330,6 @@ def test_unclosed_group_objects_do_not_use_up_the_consumer_slots(queue: tape.Que
 # -- asyncio ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Consumer.aclaim discards the Delivery that `await asyncio.to_thread("
-                                       "self.claim, wait)` returns: the entry stays claimed by nobody's code until "
-                                       "ack_wait, its attempt counted (max_deliveries such waits: a dead letter, never run)")
 def test_aclaim_returns_an_entry_that_arrives_while_it_waits(queue: tape.Queue) -> None:
     import asyncio
     import threading
@@ -377,9 +350,6 @@ def test_aclaim_returns_an_entry_that_arrives_while_it_waits(queue: tape.Queue) 
     assert [d.value for d in got if d is not None] == [0, 1, 2], g.pending()
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Consumer.aclaim/afollow: a cancelled await (wait_for, TaskGroup, "
-                                       "shutdown) leaves the to_thread claim running; what it claims is dropped "
-                                       "and held until ack_wait")
 def test_cancelled_aclaim_does_not_swallow_an_entry(queue: tape.Queue) -> None:
     import asyncio
 
@@ -401,8 +371,6 @@ def test_cancelled_aclaim_does_not_swallow_an_entry(queue: tape.Queue) -> None:
 # -- purge ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="queue.py:Queue._group_floors opens each listed group with Group(), which "
-                                       "CREATES a group whose file was removed since the listing (remove_group racing purge)")
 def test_purge_racing_remove_group_does_not_bring_the_group_back(queue: tape.Queue, monkeypatch: pytest.MonkeyPatch) -> None:
     import tape.group as groups_
 
@@ -416,9 +384,6 @@ def test_purge_racing_remove_group_does_not_bring_the_group_back(queue: tape.Que
     assert queue.groups() == []  # observed: ['gone'], recreated at 'start': it will take every entry again
 
 
-@pytest.mark.xfail(strict=True, reason="a fork child shares the OFD lock on the killed parent's liveness byte, so "
-                                       "tape_shlock_slow/owner_alive never sees the lock's owner as dead: every "
-                                       "process of the group blocks in lock() (no timeout) until the child exits")
 def test_parent_killed_inside_the_group_lock_with_a_forked_child_alive_does_not_wedge_the_group(qpath: Path) -> None:
     with tape.Queue(qpath) as q:
         q.appender().write_many(range(3))

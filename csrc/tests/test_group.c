@@ -187,7 +187,7 @@ static void bad_names_and_settings_are_refused(void)
     EXPECT_EQ(tape_group_open(q, "", -1, NULL, 0, &g), TAPE_EINVAL);
     EXPECT_EQ(tape_group_open(q, "a/b", -1, NULL, 0, &g), TAPE_EINVAL);
     EXPECT_EQ(tape_group_open(q, ".x", -1, NULL, 0, &g), TAPE_EINVAL);
-    EXPECT_EQ(tape_group_open(q, "g", -3, NULL, 0, &g), TAPE_EINVAL);
+    EXPECT_EQ(tape_group_open(q, "g", -4, NULL, 0, &g), TAPE_EINVAL);
     EXPECT_EQ(tape_group_open(q, "g", -1, &s, 0, &g), TAPE_EINVAL);
     s = settings(NS, 0);
     EXPECT_EQ(tape_group_open(q, "g", -1, &s, 0, &g), TAPE_EINVAL);
@@ -283,7 +283,53 @@ static void claim_many_copies_a_batch_under_one_lock(void)
     th_close_all(q, a, NULL);
 }
 
+/* Far delays saturate (a deadline past 2262 is never), a fork child's close of
+ * an inherited consumer changes nothing, and an existing-only open of a missing
+ * group is -ENOENT. */
+static void far_delays_fork_and_existing_only(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
+    fill(a, 2);
+    tape_group *g;
+    EXPECT_EQ(tape_group_open(q, "none", -3, NULL, 0, &g), -ENOENT);
+    tape_group_settings s = settings(INT64_MAX, 5);
+    CHECK_OK(tape_group_open(q, "g", -1, &s, 0, &g));
+    tape_consumer *c, *c2;
+    tape_tailer *t, *t2;
+    CHECK_OK(tape_consumer_open(g, "w", &c));
+    CHECK_OK(tape_consumer_open(g, "w2", &c2));
+    CHECK_OK(tape_tailer_open(q, &t));
+    CHECK_OK(tape_tailer_open(q, &t2));
+    tape_delivery d, d2;
+    tape_entry e;
+    CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1);
+    EXPECT_EQ(d.d_due, INT64_MAX);
+    CHECK_OK(tape_group_extend(c, d.d_slot, d.d_gen, T0, INT64_MAX));
+    CHECK_EQ(tape_group_claim(c2, t2, T0 + NS, &d2, &e), 1);
+    EXPECT_EQ(value_of(&e), 1);
+    CHECK_OK(tape_group_nack(c2, d2.d_slot, d2.d_gen, T0 + NS, INT64_MAX - 1));
+    EXPECT_EQ(tape_group_claim(c2, t2, T0 + 2 * NS, &d2, &e), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        tape_consumer_close(c); /* not its own: only its copy goes */
+        _exit(0);
+    }
+    int status;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_EQ(tape_group_claim(c2, t2, T0 + 3 * NS, &d2, &e), 0); /* still c's */
+    CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0 + 3 * NS));
+    tape_consumer_close(c);
+    tape_consumer_close(c2);
+    tape_tailer_close(t);
+    tape_tailer_close(t2);
+    tape_group_close(g);
+    th_close_all(q, a, NULL);
+}
+
 static const th_test tests[] = {
+    TEST(far_delays_fork_and_existing_only),
     TEST(claim_many_copies_a_batch_under_one_lock),
     TEST(claims_in_order_and_acks_fence),
     TEST(lapse_redelivers_and_max_deliveries_kill),

@@ -9,11 +9,13 @@ holds its lock (one call at a time per consumer).
 from __future__ import annotations
 
 import errno
+import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tape._native.core import NAME_MAX, ChildHandle, check, ffi, lib
-from tape.errors import QueueClosedError
+from tape.errors import LimitError, QueueClosedError
 
 if TYPE_CHECKING:
     from tape._native.queue import QueueHandle
@@ -22,7 +24,8 @@ SLOTS = lib.TAPE_GROUP_SLOTS  # entries in flight per group
 CONSUMERS = lib.TAPE_GROUP_CONSUMERS
 BACKOFF_MAX = lib.TAPE_GROUP_BACKOFF
 MANY, MANY_BYTES = 1024, 1 << 20  # a batch of claims: at most so many, and bytes of payloads
-START, END = -1, -2  # tape_group_open's start for "start" and "end"
+START, END, EXISTING = -1, -2, -3  # tape_group_open's start for "start", "end", and: do not create
+NS_MAX = 2**63 - 1  # a duration in ns fits an int64_t (due times saturate in C)
 
 STATES = {
     lib.TAPE_GS_READY: "waiting",
@@ -54,6 +57,7 @@ class GroupInfo(NamedTuple):
     consumers: int
     generation: int
     acked: int
+    redriven: int | None  # the last dead letter redriven (its index in the dead letters' queue)
 
 
 class Slot(NamedTuple):
@@ -88,7 +92,7 @@ class GroupHandle(ChildHandle):
     """An open consumer group of a queue."""
 
     CLOSED = "the group or its queue is closed"
-    __slots__ = ("consumers", "name")
+    __slots__ = ("__weakref__", "consumers", "name")
 
     def __init__(self, queue: QueueHandle, ptr: Any, name: str) -> None:
         super().__init__(queue, ptr)
@@ -97,15 +101,19 @@ class GroupHandle(ChildHandle):
 
     @classmethod
     def open(cls, queue: QueueHandle, name: str, start: int, sync: bool) -> GroupHandle:
-        """Open group `name` of `queue` (created at `start`: an index, START or END); KeyError when a read-only queue has none."""
+        """Open group `name` of `queue` (created at `start`: an index, START or END); KeyError when a read-only
+        queue has none, or `start` is EXISTING and there is none."""
         out = ffi.new("tape_group **")
         with queue.lock:
             rc = lib.tape_group_open(queue.ptr(), name.encode(), start, ffi.NULL, int(sync), out)
             if rc == -errno.ENOENT:
                 raise KeyError(name)
+            if rc == lib.TAPE_ELIMIT:
+                raise LimitError(f"{queue.path}: group {name!r}: {CONSUMERS} consumers of it are open")
             check(rc, f"{queue.path}: group {name!r}")
             handle = cls(queue, out[0], name)
             queue._children.add(handle)  # closed before the queue
+        _OPEN.add(handle)
         return handle
 
     def close(self) -> None:
@@ -147,6 +155,7 @@ class GroupHandle(ChildHandle):
             consumers=out.gi_consumers,
             generation=out.gi_generation,
             acked=out.gi_acked,
+            redriven=None if out.gi_redriven < 0 else out.gi_redriven,
         )
 
     def slots(self) -> list[Slot]:
@@ -192,10 +201,21 @@ class GroupHandle(ChildHandle):
             rc = lib.tape_consumer_open(ptr, name.encode() if name else ffi.NULL, cout)
             if rc < 0:
                 lib.tape_tailer_close(tout[0])
+                if rc == lib.TAPE_ELIMIT:
+                    raise LimitError(f"{self.path}: group {self.name!r}: {CONSUMERS} consumers of it are open")
                 check(rc, self.path)
             handle = ConsumerHandle(self, cout[0], tout[0])
             self.consumers.add(handle)
             return handle
+
+    def forget(self) -> None:
+        """In a fork child: drop the inherited consumers and close the handle, without touching the
+        group (no locks taken: another thread of the parent may have held them when it forked)."""
+        for consumer in list(self.consumers):
+            consumer.forget()
+        ptr, self.ptr = self.ptr, None
+        if ptr is not None:
+            lib.tape_group_close(ptr)  # local only: unmaps, closes its file
 
 
 class ConsumerHandle:
@@ -220,6 +240,13 @@ class ConsumerHandle:
         if ptr is None:
             raise QueueClosedError(f"{self.path}: the consumer, its group or its queue is closed")
         return ptr
+
+    def forget(self) -> None:
+        """In a fork child: close the inherited consumer's file (the parent's liveness byte stays the
+        parent's alone) without changing the group; using it raises QueueClosedError from then on."""
+        ptr, self.ptr = self.ptr, None
+        if ptr is not None:
+            lib.tape_consumer_forget(ptr)
 
     def close(self) -> None:
         """Give back every claim, free the consumer and its tailer; idempotent."""
@@ -326,3 +353,15 @@ class ConsumerHandle:
 
     def dead_done(self, slot: int, gen: int) -> None:
         self._finish(lib.tape_group_dead_done, slot, gen)
+
+
+_OPEN: weakref.WeakSet[GroupHandle] = weakref.WeakSet()  # the groups open in this process
+
+
+def _after_fork_in_child() -> None:
+    """A fork child does not own its parent's consumers: they are dropped (SPEC: open new ones)."""
+    for group in list(_OPEN):
+        group.forget()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
