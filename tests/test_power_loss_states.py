@@ -58,7 +58,6 @@ def _slot_off(f: Path, count_log2: int, spacing_log2: int, seq: int) -> int:
     return arr + cs.ENTRY_HDR + 8 * j
 
 
-@pytest.mark.xfail(strict=True, reason="repair() does not fill in a lost index slot (issue 17 re-run)")
 @pytest.mark.parametrize(
     ("roll", "count_log2", "spacing_log2", "n", "lost_seq"),
     [
@@ -101,7 +100,6 @@ def test_a_lost_index_slot_before_intact_entries_is_filled_in_by_repair(
 
 
 
-@pytest.mark.xfail(strict=True, reason="repair() looks only at the newest cycle (issue 17 re-run)")
 def test_a_damaged_unsealed_cycle_before_the_newest_is_cleared_by_repair(tmp_path: Path) -> None:
     path = tmp_path / "q"
     with tape.Queue(path, roll_cycle="test_secondly", codec="raw", clock=lambda: T0) as q:
