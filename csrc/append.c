@@ -1020,7 +1020,7 @@ static uint64_t zero_after(tape_cyc *y, uint64_t from)
  * its last intact entry are damaged: readers going forward would stop there
  * and never reach the newer cycle. Cut it after that entry and seal it; fill
  * in lost index words before. Adds to *r what it did. */
-static int repair_unsealed(tape_queue *q, int64_t cycle, tape_repair_counts *r)
+static int repair_unsealed(tape_queue *q, int64_t cycle, tape_repair_report *r)
 {
     tape_cyc y;
     tape_cyc_init(&y);
@@ -1034,14 +1034,14 @@ static int repair_unsealed(tape_queue *q, int64_t cycle, tape_repair_counts *r)
     int damaged = tape_cyc_walk(&y, &p, &s, &h, NULL) == TAPE_ECORRUPT;
     if (h != TAPE_H_EOF || damaged) {
         tape_view_cover(&y.y_v, UINT64_MAX);
-        r->rc_refilled += refill_slots(q, &y, p);
+        r->rr_refilled += refill_slots(q, &y, p);
         if (damaged || (h & TAPE_H_NC) || tape_cyc_dirty_after(&y, p, h) ||
             tape_cyc_stray_slot(q, &y, p, s, &bad)) {
-            r->rc_cleared += 8 * clear_slots_past(q, &y, p, s);
+            r->rr_cleared += 8 * clear_slots_past(q, &y, p, s);
             if (p + 4 <= y.y_v.v_size) {
-                r->rc_cleared += zero_after(&y, p + 4);
+                r->rr_cleared += zero_after(&y, p + 4);
                 __atomic_store_n((uint32_t *)(y.y_v.v_base + p), TAPE_H_EOF, __ATOMIC_RELEASE);
-                r->rc_sealed++;
+                r->rr_sealed++;
             }
         }
         rc = tape_view_guarded(&y.y_v, 0);
@@ -1052,12 +1052,12 @@ static int repair_unsealed(tape_queue *q, int64_t cycle, tape_repair_counts *r)
 
 int64_t tape_repair_tail(tape_queue *q)
 {
-    tape_repair_counts r;
+    tape_repair_report r;
     int rc = tape_repair(q, &r);
-    return rc < 0 ? rc : (int64_t)(r.rc_cleared + 8 * r.rc_refilled + 4 * r.rc_sealed + r.rc_corrected);
+    return rc < 0 ? rc : (int64_t)(r.rr_cleared + 8 * r.rr_refilled + 4 * r.rr_sealed + r.rr_corrected);
 }
 
-int tape_repair(tape_queue *q, tape_repair_counts *r)
+int tape_repair(tape_queue *q, tape_repair_report *r)
 {
     memset(r, 0, sizeof *r);
     if (q->q_read_only)
@@ -1073,7 +1073,7 @@ int tape_repair(tape_queue *q, tape_repair_counts *r)
     /* tape.meta naming a newest cycle whose file is gone: the real newest. */
     if (rc == 0 && __atomic_load_n(&sh->ms_highest, __ATOMIC_ACQUIRE) > newest) {
         __atomic_store_n(&sh->ms_highest, newest, __ATOMIC_RELEASE);
-        r->rc_corrected += 8;
+        r->rr_corrected += 8;
     }
     /* The cycle before the newest, left unsealed by a roll cut short. */
     int64_t prev = newest > 0 ? tape_neighbour_cycle(q, newest, -1) : -1;
@@ -1099,10 +1099,10 @@ int tape_repair(tape_queue *q, tape_repair_counts *r)
          * the file was cut): forgotten below, as the generation goes odd. */
         tape_view_cover(&y.y_v, UINT64_MAX);
         if (hinted && __atomic_load_n(&sh->ms_hint_pos, __ATOMIC_RELAXED) > y.y_v.v_size)
-            r->rc_corrected += 8;
+            r->rr_corrected += 8;
         /* Index words a lost page left 0 before intact entries (writers
          * refuse them in the last blocks; tailers cannot start there). */
-        r->rc_refilled += refill_slots(q, &y, p);
+        r->rr_refilled += refill_slots(q, &y, p);
         if (damaged || tape_cyc_dirty_after(&y, p, h) || tape_cyc_stray_slot(q, &y, p, s, &bad)) {
             uint64_t before = clear_slots_past(q, &y, cut, s);
             /* Up to the last non-zero byte, the header last. */
@@ -1110,7 +1110,7 @@ int tape_repair(tape_queue *q, tape_repair_counts *r)
             zero_after(&y, h == TAPE_H_EOF ? cut : cut + 4);
             if (h != TAPE_H_EOF && cut + 4 <= y.y_v.v_size)
                 __atomic_store_n((uint32_t *)(y.y_v.v_base + cut), 0u, __ATOMIC_RELEASE);
-            r->rc_cleared += (nz_end > cut ? nz_end - cut : 0) + 8 * before;
+            r->rr_cleared += (nz_end > cut ? nz_end - cut : 0) + 8 * before;
             changed = 1; /* (even with nothing to zero: a stray slot past the end) */
         }
         rc = tape_view_guarded(&y.y_v, rc);
@@ -1124,10 +1124,10 @@ int tape_repair(tape_queue *q, tape_repair_counts *r)
             bound = INT64_MAX; /* damage before any entry: nothing to go by */
         if (__atomic_load_n(&sh->ms_last_ts, __ATOMIC_RELAXED) > bound) {
             __atomic_store_n(&sh->ms_last_ts, bound, __ATOMIC_RELEASE);
-            r->rc_corrected += 8;
+            r->rr_corrected += 8;
         }
     }
-    changed |= r->rc_cleared || r->rc_refilled || r->rc_sealed || r->rc_corrected;
+    changed |= r->rr_cleared || r->rr_refilled || r->rr_sealed || r->rr_corrected;
     /* The checked point may name a place the repair cut, or be damaged
      * itself: the next writer checks the whole newest cycle. */
     __atomic_store_n(&sh->ms_ok_check, 0u, __ATOMIC_RELAXED);

@@ -335,19 +335,6 @@ int tape_cyc_writer_end(tape_queue *q, tape_cyc *y, uint64_t ok_pos, uint64_t ok
 int tape_cyc_stray_slot(tape_queue *q, tape_cyc *y, uint64_t end_pos, uint64_t end_seq,
                         uint64_t *bad_seq);
 
-/* What tape_repair did: bytes cleared after the last intact entry (with the
- * index words emptied there, 8 each), index words refilled, cycles before
- * the newest sealed, bytes of tape.meta's hints corrected. */
-typedef struct tape_repair_counts {
-    uint64_t rc_cleared;
-    uint64_t rc_refilled;
-    uint64_t rc_sealed;
-    uint64_t rc_corrected;
-} tape_repair_counts;
-
-/* tape_repair_tail, telling what it did apart: 0 or its error. */
-int tape_repair(tape_queue *q, tape_repair_counts *r);
-
 /* Holding the write lock: make the writable y a version-2 file, on disk (a
  * no-op when it is one), before an entry with attributes goes into it.
  * 0, or -errno of fdatasync, or the error of a fault (tape_view_damage). */

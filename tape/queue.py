@@ -483,13 +483,22 @@ class Queue:
         return self._handle().verify(salvage, progress)
 
     def repair(self) -> int:
-        """Make the queue writable again after a power loss tore its tail; the bytes cleared.
+        """Make the queue writable again after a power loss tore its tail; the bytes cleared or corrected.
 
         In the newest cycle file, what follows the last entry whose checksum
         holds is cleared: nothing a reader could reach (readers stop at the
-        damage). A sound tail is left as it is (0). Damage further back is for
-        verify() to report.
+        damage); index slots a lost page left empty before intact entries are
+        filled back in (8 bytes each). The cycle before the newest, when a
+        roll cut short left it unsealed and damaged after its last intact
+        entry, is cut there and sealed (4 bytes more), so that readers reach
+        the newer cycle. A sound tail is left as it is (0). Damage further
+        back is for verify() to report.
         """
+        cleared, refilled, sealed, corrected = self._handle().repair()
+        return cleared + 8 * refilled + 4 * sealed + corrected
+
+    def repair_report(self) -> tuple[int, int, int, int]:
+        """repair(), telling apart what it did: bytes cleared, index slots refilled, cycles sealed, bytes of hints corrected."""
         return self._handle().repair()
 
     # -- closing ------------------------------------------------------------------------------

@@ -358,12 +358,13 @@ class QueueHandle:
             message=ffi.string(r.vr_message).decode(errors="replace"),
         )
 
-    def repair(self) -> int:
-        """tape_repair_tail: the bytes cleared."""
+    def repair(self) -> tuple[int, int, int, int]:
+        """tape_repair: bytes cleared, index words refilled, cycles sealed, bytes of hints corrected."""
+        r = ffi.new("tape_repair_report *")
         with self.lock:
-            cleared: int = lib.tape_repair_tail(self.ptr())
-        check(cleared, self.path)
-        return cleared
+            rc = lib.tape_repair(self.ptr(), r)
+        check(rc, self.path)
+        return r.rr_cleared, r.rr_refilled, r.rr_sealed, r.rr_corrected
 
     # -- children ------------------------------------------------------------------------------
 
