@@ -376,6 +376,32 @@ static int check_newest_ts(tape_queue *q, int64_t known)
     return 1;
 }
 
+/* At a writer's first look: is the cycle before the newest one a roll cut
+ * short left unsealed, with damage or non-zero bytes after its last intact
+ * entry (a power cut between the roll's steps)? Readers going forward stop
+ * there and would never reach what is appended after: TAPE_ECORRUPT
+ * (tape_repair_tail cuts and seals it). */
+static int check_unsealed_before(tape_queue *q, int64_t newest)
+{
+    int64_t prev = tape_neighbour_cycle(q, newest, -1);
+    if (prev < 0)
+        return prev < -1 ? (int)prev : 0;
+    tape_cyc y;
+    tape_cyc_init(&y);
+    int rc = tape_cyc_open(q, prev, 0, &y);
+    if (rc < 0)
+        return rc == -ENOENT ? 0 : rc; /* (purged meanwhile) */
+    uint64_t p = 0, s = 0, bad;
+    uint32_t h = 0;
+    rc = tape_cyc_find_end(q, &y, &p, &s, &h, NULL);
+    if (rc == 0 && h != TAPE_H_EOF &&
+        (tape_cyc_dirty_after(&y, p, h) || tape_cyc_stray_slot(q, &y, p, s, &bad)))
+        rc = TAPE_ECORRUPT;
+    rc = tape_view_guarded(&y.y_v, rc);
+    tape_cyc_close(&y);
+    return rc;
+}
+
 /* Rebuild q->q_w from the files: the end of the newest cycle, at least
  * `cycle`, repairing what a dead writer left and rolling when the newest
  * cycle is older than `cycle`. Returns 1 (and rolls not) when tape.meta's
@@ -423,6 +449,11 @@ static int writer_rebuild(tape_queue *q, int64_t newest, int64_t cycle)
          * field): readers would take the real newest cycle as over. */
         __atomic_store_n(&sh->ms_highest, newest, __ATOMIC_RELEASE);
         __atomic_fetch_add(&sh->ms_modcount, 1, __ATOMIC_RELEASE);
+    }
+    if (w->w_strict && newest > 0) {
+        int rc = check_unsealed_before(q, newest);
+        if (rc < 0)
+            return rc;
     }
     if (newest >= 0 && h != TAPE_H_EOF && (h & TAPE_H_NC)) {
         int rc = clear_abandoned(&w->w_y, w->w_pos, h);

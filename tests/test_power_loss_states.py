@@ -117,6 +117,8 @@ def test_a_damaged_unsealed_cycle_before_the_newest_is_cleared_by_repair(tmp_pat
     with tape.Queue(path, roll_cycle="test_secondly", codec="raw") as q:
         report = q.verify()
         assert not report.ok and "non-zero bytes after the end of data" in report.message
+        with pytest.raises(tape.CorruptionError, match="tape repair"):
+            q.appender().write(b"lost")  # readers going forward would never reach it
     out = subprocess.run([sys.executable, "-m", "tape", "repair", str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert re.fullmatch(
