@@ -376,6 +376,15 @@ static int check_newest_ts(tape_queue *q, int64_t known)
     return 1;
 }
 
+/* A cycle damaged before its end of data: sealed all the same, by its entry
+ * headers (damage in a sealed cycle is for verify to report)? */
+static int sealed_by_headers(tape_cyc *y)
+{
+    uint64_t p, s;
+    uint32_t last;
+    return tape_cyc_header_walk(y, &p, &s, &last) == 0 && last == TAPE_H_EOF;
+}
+
 /* At a writer's first look: is the cycle before the newest one a roll cut
  * short left unsealed, with damage or non-zero bytes after its last intact
  * entry (a power cut between the roll's steps)? Readers going forward stop
@@ -394,6 +403,8 @@ static int check_unsealed_before(tape_queue *q, int64_t newest)
     uint64_t p = 0, s = 0, bad;
     uint32_t h = 0;
     rc = tape_cyc_find_end(q, &y, &p, &s, &h, NULL);
+    if (rc == TAPE_ECORRUPT && sealed_by_headers(&y))
+        rc = 0, h = TAPE_H_EOF;
     if (rc == 0 && h != TAPE_H_EOF &&
         (tape_cyc_dirty_after(&y, p, h) || tape_cyc_stray_slot(q, &y, p, s, &bad)))
         rc = TAPE_ECORRUPT;
@@ -1062,8 +1073,10 @@ static int repair_unsealed(tape_queue *q, int64_t cycle, tape_repair_report *r)
         return rc;
     uint64_t p = y.y_data_off, s = 0, bad;
     uint32_t h = 0;
-    int damaged = tape_cyc_walk(&y, &p, &s, &h, NULL) == TAPE_ECORRUPT;
-    if (h != TAPE_H_EOF || damaged) {
+    int wrc = tape_cyc_walk(&y, &p, &s, &h, NULL), damaged = wrc == TAPE_ECORRUPT;
+    if (wrc < 0 && !damaged)
+        rc = wrc;
+    else if (h != TAPE_H_EOF && !(damaged && sealed_by_headers(&y))) {
         tape_view_cover(&y.y_v, UINT64_MAX);
         r->rr_refilled += refill_slots(q, &y, p);
         if (damaged || (h & TAPE_H_NC) || tape_cyc_dirty_after(&y, p, h) ||

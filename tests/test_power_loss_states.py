@@ -131,3 +131,23 @@ def test_a_damaged_unsealed_cycle_before_the_newest_is_cleared_by_repair(tmp_pat
         assert [e.index for e in q.tailer().entries()] == kept + new
         more = q.appender().write(b"more")
         assert [e.index for e in q.tailer().entries()] == kept + new + [more]
+
+
+def test_damage_inside_a_sealed_cycle_before_the_newest_is_left_to_verify(tmp_path: Path) -> None:
+    path = tmp_path / "q"
+    with tape.Queue(path, roll_cycle="test_secondly", codec="raw", clock=lambda: T0) as q:
+        old = q.appender().write_many([b"v%05d" % i for i in range(100)])
+    with tape.Queue(path, roll_cycle="test_secondly", codec="raw", clock=lambda: T0 + 10**9) as q:
+        new = q.appender().write(b"after")  # a roll: the old file sealed
+    f = cs.cycle_files(path)[0]
+    lay = cs.layout(f.read_bytes())
+    with open(f, "r+b") as fh:  # one payload byte of entry 50 (a bad block, not a power cut)
+        fh.seek(lay.data[50].offset + 16)
+        fh.write(b"\xff")
+    with tape.Queue(path, roll_cycle="test_secondly", codec="raw") as q:
+        assert not q.verify().ok
+        assert q.repair_report() == (0, 0, 0, 0)  # nothing cut: entries after it stay reachable
+        t = q.tailer()
+        assert t.to_index(old - 10) and t.read() == b"v%05d" % 89
+        more = q.appender().write(b"more")  # writers go on, as before
+        assert q.tailer(start=new).read() == b"after" and q.tailer(start=more).read() == b"more"
