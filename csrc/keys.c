@@ -341,8 +341,21 @@ static int current(tape_queue *q)
 
 /* ---- writers ---------------------------------------------------------------- */
 
+/* The first keyed append of a queue marks tape.meta, on disk before the
+ * entry is written: readers that find no mark look for no keys. */
+static int mark_keyed(tape_queue *q)
+{
+    if (__atomic_load_n(&q->q_sh->ms_keyed, __ATOMIC_RELAXED))
+        return 0;
+    __atomic_store_n(&q->q_sh->ms_keyed, 1, __ATOMIC_RELEASE);
+    return msync(q->q_sh, TAPE_PAGE, MS_SYNC) < 0 ? -errno : 0;
+}
+
 int tape_keys_begin(tape_queue *q)
 {
+    int mk = mark_keyed(q);
+    if (mk < 0)
+        return mk;
     tape_keydir *kd = &q->q_keys;
     pthread_mutex_lock(&kd->kd_mu);
     int rc = current(q);
@@ -414,6 +427,14 @@ int64_t tape_keys_newest(tape_queue *q, const tape_attrs *at)
 }
 
 /* ---- readers ------------------------------------------------------------------ */
+
+/* No entry with a key was ever appended to q (tape.meta says so): there are
+ * no keys, and no directory is read, built or checked (a purge of a queue
+ * without keys scans nothing). */
+static int never_keyed(tape_queue *q)
+{
+    return !__atomic_load_n(&q->q_sh->ms_keyed, __ATOMIC_ACQUIRE);
+}
 
 /* The table mapped and current (kd_mu held): 0; a writable handle rebuilds
  * a missing or damaged one, holding the write lock; 1 when there is none to
@@ -501,6 +522,8 @@ int64_t tape_key_latest(tape_queue *q, const void *key, uint32_t key_len)
 {
     if (!key || key_len == 0 || key_len > TAPE_KEY_MAX)
         return TAPE_EINVAL;
+    if (never_keyed(q))
+        return -1;
     tape_keydir *kd = &q->q_keys;
     uint64_t h1, h2;
     key_hash(key, key_len, &h1, &h2);
@@ -522,6 +545,8 @@ int64_t tape_key_latest(tape_queue *q, const void *key, uint32_t key_len)
 
 int64_t tape_keys_list(tape_queue *q, int64_t *indexes, size_t cap)
 {
+    if (never_keyed(q))
+        return 0;
     tape_keydir *kd = &q->q_keys;
     pthread_mutex_lock(&kd->kd_mu);
     uint8_t *mem;
@@ -558,5 +583,163 @@ int tape_keys_rebuild(tape_queue *q)
     rc = rebuild(q);
     pthread_mutex_unlock(&q->q_keys.kd_mu);
     tape_unlock(q);
+    return rc;
+}
+
+int tape_key_read(tape_queue *q, tape_tailer *t, const void *key, uint32_t key_len, tape_entry *e)
+{
+    for (int attempt = 0;; attempt++) {
+        int64_t index = tape_key_latest(q, key, key_len);
+        if (index < 0)
+            return index == -1 ? 0 : (int)index;
+        int rc = tape_tailer_to_index(t, index);
+        if (rc == 1)
+            rc = tape_read(t, e);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            return 0; /* its cycle was removed meanwhile: the key went with it */
+        if (e->e_index == index && e->e_attrs.a_key && e->e_attrs.a_key_len == key_len &&
+            memcmp(e->e_attrs.a_key, key, key_len) == 0)
+            return 1;
+        /* The directory disagrees with the log: rebuilt from it, once. */
+        if (attempt > 0 || q->q_read_only)
+            return TAPE_ECORRUPT;
+        if ((rc = tape_keys_rebuild(q)) < 0)
+            return rc;
+    }
+}
+
+/* ---- verify ---------------------------------------------------------------------- */
+
+static int64_t index_of(int64_t word)
+{
+    return word < 0 ? -(word + 1) : word;
+}
+
+/* The index of the log's first entry, -1 when it is empty (or unreadable:
+ * the scan reports that). */
+static int64_t first_index(tape_queue *q)
+{
+    tape_tailer *t = NULL;
+    tape_entry e;
+    int64_t first = -1;
+    if (tailer_from(q, 0, &t) == 0 && tape_read(t, &e) == 1)
+        first = e.e_index;
+    if (t)
+        tape_tailer_close(t);
+    return first;
+}
+
+/* Holding kd_mu, for verify: 0 when tape.keys is mapped and current, 1 when
+ * it is missing or from another boot (not a problem: rebuilt when next
+ * used), 2 when its header is damaged (msg says so), or -errno. */
+static int check_file(tape_queue *q, char *msg, size_t cap)
+{
+    int rc = current(q);
+    if (rc != 1)
+        return rc;
+    struct stat st;
+    keys_hdr h;
+    int fd = tf_openat(q->q_dirfd, KEYS_NAME, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return 1;
+    if (fstat(fd, &st) < 0 || st.st_size < (off_t)KEYS_HDR || pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h ||
+        memcmp(h.kh_magic, "TAPEKEYS", 8) != 0 || h.kh_crc != header_crc(&h) || h.kh_version != KEYS_VERSION ||
+        h.kh_log2 < KEYS_MIN_LOG2 || h.kh_log2 > KEYS_MAX_LOG2 || (uint64_t)st.st_size != map_len(h.kh_log2)) {
+        snprintf(msg, cap, "tape.keys: damaged header (rebuilt from the log by tape repair or the next use)");
+        rc = 2;
+    }
+    close(fd);
+    return rc;
+}
+
+int tape_keys_check(tape_queue *q, char *msg, size_t cap)
+{
+    if (cap)
+        msg[0] = '\0';
+    if (never_keyed(q))
+        return 0;
+    tape_keydir *kd = &q->q_keys;
+    pthread_mutex_lock(&kd->kd_mu);
+    int mapped = check_file(q, msg, cap);
+    pthread_mutex_unlock(&kd->kd_mu);
+    if (mapped != 0)
+        return mapped == 2 ? 1 : mapped == 1 ? 0 : mapped;
+    /* What the log says, first: whatever is written after `upto` is newer
+     * than this scan and may be in the directory already. */
+    uint8_t *log = NULL;
+    uint32_t log2 = KEYS_MIN_LOG2;
+    int64_t upto = 0;
+    int rc = TAPE_ELIMIT;
+    for (; rc == TAPE_ELIMIT && log2 <= KEYS_MAX_LOG2; log2 += 2) {
+        free(log);
+        uint64_t used = 0;
+        log = calloc(1, map_len(log2));
+        rc = log ? scan(q, log, log2, 0, &upto, &used) : -ENOMEM;
+    }
+    log2 -= 2;
+    if (rc < 0) {
+        free(log);
+        return rc;
+    }
+    int64_t first = first_index(q);
+    pthread_mutex_lock(&kd->kd_mu);
+    mapped = check_file(q, msg, cap); /* replaced meanwhile, perhaps */
+    if (mapped != 0) {
+        pthread_mutex_unlock(&kd->kd_mu);
+        free(log);
+        return mapped == 2 ? 1 : mapped == 1 ? 0 : mapped;
+    }
+    uint8_t *mem = NULL;
+    uint32_t dlog2 = 0;
+    /* The mapped table, with what a writer has not applied yet. */
+    rc = 0;
+    if (__atomic_load_n(&hdr(kd)->kh_pending, __ATOMIC_ACQUIRE)) {
+        rc = usable(q, &mem, &dlog2);
+    } else {
+        dlog2 = hdr(kd)->kh_log2;
+    }
+    const key_slot *dir = rc == 0 ? slots_of(mem ? mem : kd->kd_map) : NULL;
+    /* Each key of the log: the directory has its newest entry, or a newer. */
+    const key_slot *ls = slots_of(log);
+    for (uint64_t k = 0; rc == 0 && k < ((uint64_t)1 << log2); k++) {
+        if (!ls[k].s_h1)
+            continue;
+        key_slot *d = probe(mem ? mem : kd->kd_map, dlog2, ls[k].s_h1, ls[k].s_h2);
+        int64_t want = ls[k].s_word;
+        int64_t got = d && __atomic_load_n(&d->s_h1, __ATOMIC_ACQUIRE) ? __atomic_load_n(&d->s_word, __ATOMIC_ACQUIRE)
+                                                                       : INT64_MIN;
+        if (got == want || (got != INT64_MIN && index_of(got) >= upto))
+            continue;
+        if (got == INT64_MIN)
+            snprintf(msg, cap, "tape.keys: the key of entry %lld is missing (rebuilt from the log by tape repair)",
+                     (long long)index_of(want));
+        else
+            snprintf(msg, cap,
+                     "tape.keys: names entry %lld as a key's newest where the log has %lld (rebuilt from the log by "
+                     "tape repair)",
+                     (long long)index_of(got), (long long)index_of(want));
+        rc = 1;
+    }
+    /* Each key of the directory: in the log, or newer than the scan, or a
+     * tombstone in a removed cycle. */
+    for (uint64_t k = 0; rc == 0 && k < ((uint64_t)1 << dlog2); k++) {
+        uint64_t h1 = __atomic_load_n(&dir[k].s_h1, __ATOMIC_ACQUIRE);
+        if (!h1)
+            continue;
+        int64_t word = __atomic_load_n(&dir[k].s_word, __ATOMIC_ACQUIRE);
+        key_slot *l = probe(log, log2, h1, dir[k].s_h2);
+        if ((l && l->s_h1) || index_of(word) >= upto || (word < 0 && (first < 0 || index_of(word) < first)))
+            continue;
+        snprintf(msg, cap,
+                 "tape.keys: names entry %lld as a %s, which the log does not hold (rebuilt from the log by tape "
+                 "repair)",
+                 (long long)index_of(word), word < 0 ? "deleted key's tombstone" : "live key's newest entry");
+        rc = 1;
+    }
+    pthread_mutex_unlock(&kd->kd_mu);
+    free(mem);
+    free(log);
     return rc;
 }

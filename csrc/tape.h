@@ -449,6 +449,24 @@ int64_t tape_keys_list(tape_queue *q, int64_t *indexes, size_t cap);
  * tape_key_latest. */
 int tape_keys_rebuild(tape_queue *q);
 
+/* tape_key_latest's entry read with tailer t (a tailer of q, moved there):
+ * 1 and *e filled as tape_read fills it, 0 when there is none (none
+ * written, deleted, or its cycle removed meanwhile). A directory that names
+ * an entry without this key is rebuilt from the log, once (read-only:
+ * TAPE_ECORRUPT). Errors: those of tape_key_latest and tape_tailer_to_index,
+ * TAPE_ECORRUPT. */
+struct tape_tailer;
+struct tape_entry;
+int tape_key_read(tape_queue *q, struct tape_tailer *t, const void *key, uint32_t key_len, struct tape_entry *e);
+
+/* Check tape.keys against the log (for verify): 0 when they agree (or there
+ * is no tape.keys, or one written before this boot: it is rebuilt when next
+ * used), 1 when they do not, the first difference described in msg (cap
+ * bytes, NUL-terminated). Entries appended meanwhile are allowed for; a
+ * tombstone whose cycle was removed is not a difference. Errors: [open],
+ * [list], TAPE_ECORRUPT (reading the log), -ENOMEM, TAPE_ELIMIT. */
+int tape_keys_check(tape_queue *q, char *msg, size_t cap);
+
 /* ---- tailer ------------------------------------------------------------- */
 
 typedef struct tape_tailer tape_tailer;

@@ -57,7 +57,9 @@ typedef struct tape_meta_shared {
     uint64_t ms_hint_pos;
     uint64_t ms_hint_seq;
     int64_t ms_last_ts;
-    uint8_t ms_pad0[16];
+    uint32_t ms_keyed;          /* 1 once an entry with a key was appended: never
+                                 * cleared (0 in queues made before it) */
+    uint8_t ms_pad0[12];
     /* line 1: cycles, changed on roll */
     int64_t ms_lowest;
     int64_t ms_highest;

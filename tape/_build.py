@@ -164,6 +164,8 @@ int64_t tape_append_if_key(tape_appender *a, const void *data, size_t len, int64
                            int64_t expected, const tape_attrs *at);
 int64_t tape_keys_list(tape_queue *q, int64_t *indexes, size_t cap);
 int tape_keys_rebuild(tape_queue *q);
+int tape_key_read(tape_queue *q, tape_tailer *t, const void *key, uint32_t key_len, tape_entry *e);
+int tape_keys_check(tape_queue *q, char *msg, size_t cap);
 
 int tape_tailer_open(tape_queue *q, tape_tailer **out);
 void tape_tailer_close(tape_tailer *t);

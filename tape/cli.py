@@ -379,7 +379,8 @@ def verify(ctx: click.Context, path: str, strict: bool, as_json: bool) -> None:
     else:
         click.echo(verify_text(report, where))
     if not report.ok:
-        click.echo(f"Error: {path}: damaged: {where} at offset {report.bad_offset}: {report.message}", err=True)
+        place = "" if report.bad_cycle is None else f"{where} at offset {report.bad_offset}: "  # None: tape.keys
+        click.echo(f"Error: {path}: damaged: {place}{report.message}", err=True)
         ctx.exit(1)
 
 

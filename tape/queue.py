@@ -22,7 +22,7 @@ from typing import Any
 from tape import archive, codecs, lifecycle
 from tape import group as groups_
 from tape._args import as_index, as_int, as_name, as_seconds, shown
-from tape._native import NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle, TailerHandle
+from tape._native import NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle
 from tape._time import to_datetime
 from tape.appender import Appender, key_bytes
 from tape.errors import (
@@ -128,8 +128,6 @@ class Queue:
         **unknown: Any,
     ) -> None:
         self._flusher: _Flusher | None = None
-        self._lookup: TailerHandle | None = None  # latest()'s reader, made on first use
-        self._lookup_lock = threading.Lock()
         if unknown:  # a tape error, not Python's plain TypeError
             raise ArgumentTypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
         try:
@@ -332,23 +330,7 @@ class Queue:
         Answered by the key directory every process shares: the same in all of
         them once a write returned.
         """
-        data = key_bytes(key)
-        native = self._handle()
-        for attempt in range(2):
-            index = native.key_latest(data)
-            if index is None:
-                return None
-            with self._lookup_lock:
-                if self._lookup is None or self._lookup.ptr is None:
-                    self._lookup = native.tailer(None, 0)
-                if not self._lookup.to_index(index):
-                    return None  # its cycle was removed (purge): the key went with it
-                entry = self._lookup.read_one()
-            if entry is not None and entry.key is not None and key_bytes(entry.key) == data:
-                return entry._replace(value=self.codec.decode(entry.value))
-            if attempt == 0 and not self.read_only:
-                native.rebuild_keys()  # the directory disagrees with the log: it is rebuilt from it
-        raise CorruptionError(f"{self.path}: the key directory names index {index} for {key!r}, which is not its entry")
+        return self._handle().key_entry(key_bytes(key), self.codec.decode)
 
     def keys(self) -> list[str | bytes]:
         """The live keys (those whose newest entry is not a tombstone), in no order."""
@@ -451,11 +433,14 @@ class Queue:
             archive.check_dir(policy.archive)  # before anything goes
             archive.remove_leftovers(policy.archive)
         removed = []
+        live = native.key_indexes() if doomed and not dry_run else []
         for c in cycles:
             if c.cycle not in doomed:
                 continue
             path = c.path if policy.archive is None else archive.archive_path(policy.archive, c.path)
             if not dry_run:
+                # Compaction: each live key whose newest entry is in the cycle is appended again first.
+                native.carry_keys([i for i in live if self._roll.cycle(i) == c.cycle], self._now_ts())
                 if policy.archive is not None and archive.write(self.path, c.path, policy.archive) is None:
                     continue  # removed meanwhile by another process
                 if not native.remove_cycle(c.cycle):
@@ -464,6 +449,10 @@ class Queue:
             if on_remove is not None:
                 on_remove(path)
         return removed
+
+    def _now_ts(self) -> int:
+        """The timestamp of an entry written now: the queue's clock, or 0 (the core reads the wall clock)."""
+        return 0 if self._clock is None else self._clock()
 
     def _rolled(self, index: int) -> int:
         """After a write in a new cycle: apply retention= ; the index where the next cycle starts."""
@@ -478,9 +467,15 @@ class Queue:
         salvage=True the check goes on past damage and counts what is intact.
         `progress` is called with the bytes checked so far (every 16 MiB and
         after each cycle file; the total is the sum of cycles()' bytes); an
-        exception it raises stops the check and is raised here.
+        exception it raises stops the check and is raised here. Then, if the
+        cycles are sound, the key directory (tape.keys) is checked against them.
         """
-        return self._handle().verify(salvage, progress)
+        native = self._handle()
+        report = native.verify(salvage, progress)
+        differs = native.check_keys() if report.ok else None  # the key directory against a sound log
+        if differs is not None:
+            report = report._replace(ok=False, problems=report.problems + 1, message=differs)
+        return report
 
     def repair(self) -> int:
         """Make the queue writable again after a power loss tore its tail; the bytes cleared or corrected.
@@ -492,14 +487,19 @@ class Queue:
         roll cut short left it unsealed and damaged after its last intact
         entry, is cut there and sealed (4 bytes more), so that readers reach
         the newer cycle. A sound tail is left as it is (0). Damage further
-        back is for verify() to report.
+        back is for verify() to report. A key directory (tape.keys) that
+        disagrees with the log is rebuilt from it.
         """
-        cleared, refilled, sealed, corrected = self._handle().repair()
+        cleared, refilled, sealed, corrected = self.repair_report()
         return cleared + 8 * refilled + 4 * sealed + corrected
 
     def repair_report(self) -> tuple[int, int, int, int]:
         """repair(), telling apart what it did: bytes cleared, index slots refilled, cycles sealed, bytes of hints corrected."""
-        return self._handle().repair()
+        native = self._handle()
+        done = native.repair()
+        if native.check_keys() is not None:
+            native.rebuild_keys()
+        return done
 
     # -- closing ------------------------------------------------------------------------------
 

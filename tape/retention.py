@@ -6,7 +6,8 @@ dropping the oldest first), unless it is the newest cycle file, the newest
 cycle holding entries, or (respect_tailers=True) a named tailer has not read
 all of it, or it holds an entry a consumer group has not finished. With
 `archive` (a directory) each cycle file goes there, compressed (tape.archive),
-before it is removed.
+before it is removed. Queue._purge carries each live key's newest entry out of
+a cycle (appends it again) before the cycle goes.
 """
 
 from __future__ import annotations

@@ -239,7 +239,8 @@ def verify_text(r: tape.VerifyReport, where: str | None) -> str:
         ("abandoned entries", f"{r.abandoned} (harmless)"),
     ]
     if not r.ok:
-        rows.append(("first problem", f"{where} at offset {r.bad_offset}: {r.message}"))
+        place = "" if r.bad_cycle is None else f"{where} at offset {r.bad_offset}: "  # None: tape.keys
+        rows.append(("first problem", f"{place}{r.message}"))
     return "\n".join(_table(rows))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -20,7 +21,7 @@ from tape._native.core import (
     lib,
     none_if_negative,
 )
-from tape._native.tailer import TailerHandle
+from tape._native.tailer import TailerHandle, entry_attrs
 from tape.errors import (
     ArgumentError,
     CorruptionError,
@@ -29,7 +30,17 @@ from tape.errors import (
     QueueNotFoundError,
     TapeError,
 )
-from tape.records import CycleInfo, VerifyReport
+from tape.records import CycleInfo, Entry, VerifyReport
+
+_KEY_READ = lib.tape_key_read  # bound once, with what it uses: Queue.latest's call
+_KEY_STR = lib.TAPE_A_KEY_STR
+_CAST, _UNPACK = ffi.cast, ffi.unpack
+# The members of a tape_entry read at once (faster than one by one): e_index,
+# e_timestamp, e_data, e_len, then e_attrs' a_key, a_key_len, a_flags,
+# a_not_before, a_origin_index, a_origin_ts.
+_ENTRY_FIELDS = struct.Struct("=qqQI4xQIIqqq").unpack_from
+if ffi.sizeof("tape_entry") != 72 or ffi.offsetof("tape_entry", "e_attrs") != 32:
+    raise ImportError("tape_entry's layout is not the one _ENTRY_FIELDS reads")
 
 # -- verify's progress callback ------------------------------------------------------------------
 
@@ -77,6 +88,9 @@ class QueueHandle:
         self.lock = threading.RLock()
         self._ptr: Any = ptr
         self._children: set[ChildHandle] = set()
+        self._lookup: TailerHandle | None = None  # key_entry's reader, made on first use
+        self._entry: Any = ffi.new("tape_entry *")  # key_entry's, under self.lock
+        self._entry_bytes = ffi.buffer(self._entry)  # its memory, read by _ENTRY_FIELDS
 
     @classmethod
     def open(
@@ -238,6 +252,66 @@ class QueueHandle:
         if index < -1:
             check(index, self.path)
         return none_if_negative(index)
+
+    def key_entry(self, key: bytes, decode: Callable[[bytes], Any]) -> Entry | None:
+        """The newest entry with `key` (checked bytes), its value decode(payload); None when there is none or it is deleted."""
+        with self.lock:
+            t = self._lookup
+            if t is None or t.ptr is None:
+                t = self._lookup = self.tailer(None, 0)
+            rc = _KEY_READ(self.ptr(), t.ptr, key, len(key), self._entry)
+            if rc == 1:
+                index, ts, data, n, _, _, flags, nb, origin, origin_ts = _ENTRY_FIELDS(self._entry_bytes)
+                value = decode(_UNPACK(_CAST("char *", data), n))
+                if nb or origin >= 0:
+                    return tuple.__new__(Entry, (index, ts, value, *entry_attrs(key, flags, nb, origin, origin_ts)))
+                name = key.decode("utf-8", "surrogateescape") if flags & _KEY_STR else key
+                return tuple.__new__(Entry, (index, ts, value, name, None, None, False))
+        check(rc, self.path)
+        return None
+
+    def carry_keys(self, indexes: list[int], ts: int) -> int:
+        """Append again each entry of `indexes` (a live key's newest) that is still its key's newest; how many were.
+
+        Each is a compare-and-append on its key's newest index: a key written
+        or deleted meanwhile is left as the newer entry says. The copy has the
+        entry's payload and attributes, a new index and the timestamp `ts` (0:
+        now).
+        """
+        if not indexes:
+            return 0
+        carried = 0
+        e = ffi.new("tape_entry *")
+        appender = self.appender()
+        try:
+            with self.lock:
+                tailer = self.tailer(None, 0)
+                try:
+                    for index in indexes:
+                        rc = lib.tape_tailer_to_index(tailer.live(), index)
+                        if rc == 1:
+                            rc = lib.tape_read(tailer.live(), e)
+                        check(rc, self.path)
+                        if rc == 0 or e.e_index != index or e.e_attrs.a_key == ffi.NULL:
+                            continue  # removed meanwhile by another purge, which carried it
+                        new = lib.tape_append_if_key(appender.live(), e.e_data, e.e_len, ts, index,
+                                                     ffi.addressof(e, "e_attrs"))
+                        if new != lib.TAPE_ECONFLICT:
+                            check(new, self.path, appending=True)
+                            carried += 1
+                finally:
+                    self.release(tailer, lambda: None)
+        finally:
+            self.release(appender, lambda: None)
+        return carried
+
+    def check_keys(self) -> str | None:
+        """tape_keys_check: None when tape.keys agrees with the log, else the first difference in words."""
+        msg = ffi.new("char[]", 256)
+        with self.lock:
+            rc = lib.tape_keys_check(self.ptr(), msg, len(msg))
+        check(rc, self.path)
+        return None if rc == 0 else ffi.string(msg).decode(errors="replace")
 
     def key_indexes(self) -> list[int]:
         """The index of the newest entry of each live key."""
