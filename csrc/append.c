@@ -376,6 +376,43 @@ static int check_newest_ts(tape_queue *q, int64_t known)
     return 1;
 }
 
+/* A cycle damaged before its end of data: sealed all the same, by its entry
+ * headers (damage in a sealed cycle is for verify to report)? */
+static int sealed_by_headers(tape_cyc *y)
+{
+    uint64_t p, s;
+    uint32_t last;
+    return tape_cyc_header_walk(y, &p, &s, &last) == 0 && last == TAPE_H_EOF;
+}
+
+/* At a writer's first look: is the cycle before the newest one a roll cut
+ * short left unsealed, with damage or non-zero bytes after its last intact
+ * entry (a power cut between the roll's steps)? Readers going forward stop
+ * there and would never reach what is appended after: TAPE_ECORRUPT
+ * (tape_repair_tail cuts and seals it). */
+static int check_unsealed_before(tape_queue *q, int64_t newest)
+{
+    int64_t prev = tape_neighbour_cycle(q, newest, -1);
+    if (prev < 0)
+        return prev < -1 ? (int)prev : 0;
+    tape_cyc y;
+    tape_cyc_init(&y);
+    int rc = tape_cyc_open(q, prev, 0, &y);
+    if (rc < 0)
+        return rc == -ENOENT ? 0 : rc; /* (purged meanwhile) */
+    uint64_t p = 0, s = 0, bad;
+    uint32_t h = 0;
+    rc = tape_cyc_find_end(q, &y, &p, &s, &h, NULL);
+    if (rc == TAPE_ECORRUPT && sealed_by_headers(&y))
+        rc = 0, h = TAPE_H_EOF;
+    if (rc == 0 && h != TAPE_H_EOF &&
+        (tape_cyc_dirty_after(&y, p, h) || tape_cyc_stray_slot(q, &y, p, s, &bad)))
+        rc = TAPE_ECORRUPT;
+    rc = tape_view_guarded(&y.y_v, rc);
+    tape_cyc_close(&y);
+    return rc;
+}
+
 /* Rebuild q->q_w from the files: the end of the newest cycle, at least
  * `cycle`, repairing what a dead writer left and rolling when the newest
  * cycle is older than `cycle`. Returns 1 (and rolls not) when tape.meta's
@@ -423,6 +460,11 @@ static int writer_rebuild(tape_queue *q, int64_t newest, int64_t cycle)
          * field): readers would take the real newest cycle as over. */
         __atomic_store_n(&sh->ms_highest, newest, __ATOMIC_RELEASE);
         __atomic_fetch_add(&sh->ms_modcount, 1, __ATOMIC_RELEASE);
+    }
+    if (w->w_strict && newest > 0) {
+        int rc = check_unsealed_before(q, newest);
+        if (rc < 0)
+            return rc;
     }
     if (newest >= 0 && h != TAPE_H_EOF && (h & TAPE_H_NC)) {
         int rc = clear_abandoned(&w->w_y, w->w_pos, h);
@@ -922,29 +964,159 @@ static uint64_t nonzero_end(tape_cyc *y, uint64_t from)
     return end;
 }
 
+/* Empty the index arrays and slots of y that name a place at or past `cut`,
+ * or stand for an entry at or past seq `s` (nothing may point past a cut);
+ * returns how many words it emptied inside the data (before `cut`). The
+ * whole file is covered. */
+static uint64_t clear_slots_past(tape_queue *q, tape_cyc *y, uint64_t cut, uint64_t s)
+{
+    const int nlog = q->q_roll.r_count_log2, slog = q->q_roll.r_spacing_log2;
+    const uint64_t n = (uint64_t)1 << nlog;
+    uint64_t b_end = (s + ((uint64_t)1 << slog) - 1) >> slog;
+    uint64_t *i2i = (uint64_t *)(y->y_v.v_base + y->y_i2i_off);
+    uint64_t before = 0;
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t a = __atomic_load_n(&i2i[k], __ATOMIC_ACQUIRE);
+        if (a >= cut || k > (b_end >> nlog) ||
+            (a && a + TAPE_ENTRY_HDR + 8 * n > y->y_v.v_size)) {
+            before += a != 0;
+            __atomic_store_n(&i2i[k], 0, __ATOMIC_RELEASE);
+        } else if (a) {
+            uint64_t *slots = (uint64_t *)(y->y_v.v_base + a + TAPE_ENTRY_HDR);
+            for (uint64_t j = 0; j < n; j++)
+                if (slots[j] && (slots[j] >= cut || k * n + j >= b_end)) {
+                    before += a < cut; /* inside the data: counted here */
+                    __atomic_store_n(&slots[j], 0, __ATOMIC_RELEASE);
+                }
+        }
+    }
+    return before;
+}
+
+/* Fill in the index words of y that a lost page left 0 while the entries
+ * they stand for are intact: walking the entries before `end` (all intact),
+ * each index array's offset into index2index, each indexed entry's offset
+ * into its slot. Returns how many words it stored. The whole file is
+ * covered. */
+static uint64_t refill_slots(tape_queue *q, tape_cyc *y, uint64_t end)
+{
+    const int nlog = q->q_roll.r_count_log2, slog = q->q_roll.r_spacing_log2;
+    const uint64_t n = (uint64_t)1 << nlog;
+    const uint32_t arr_hdr = TAPE_H_META | tape_hdr_len((uint32_t)(8 * n));
+    uint64_t *i2i = (uint64_t *)(y->y_v.v_base + y->y_i2i_off);
+    uint64_t p = y->y_data_off, s = 0, stored = 0;
+    while (p + TAPE_ENTRY_HDR <= end) {
+        uint32_t h = tape_load_hdr(&y->y_v, p);
+        if ((h & TAPE_H_LEN) < TAPE_L_EXTRA)
+            break; /* (cannot be: the walk checked every entry before end) */
+        if (h & TAPE_H_META) {
+            uint64_t tag;
+            memcpy(&tag, y->y_v.v_base + p + 8, 8);
+            uint64_t k = tag - TAPE_TAG_INDEX;
+            if (h == arr_hdr && tag >= TAPE_TAG_INDEX && k < n &&
+                __atomic_load_n(&i2i[k], __ATOMIC_ACQUIRE) == 0) {
+                __atomic_store_n(&i2i[k], p, __ATOMIC_RELEASE);
+                stored++;
+            }
+        } else {
+            uint64_t b = s >> slog, arr;
+            if ((s & (((uint64_t)1 << slog) - 1)) == 0 &&
+                tape_cyc_index_array(q, y, b >> nlog, &arr) == 1) {
+                uint64_t *slot = (uint64_t *)(y->y_v.v_base + arr + TAPE_ENTRY_HDR) + (b & (n - 1));
+                if (__atomic_load_n(slot, __ATOMIC_ACQUIRE) == 0) {
+                    __atomic_store_n(slot, p, __ATOMIC_RELEASE);
+                    stored++;
+                }
+            }
+            s++;
+        }
+        p += tape_entry_size((h & TAPE_H_LEN) - TAPE_L_EXTRA);
+    }
+    return stored;
+}
+
+/* Zero y from `from` up to its last non-zero byte (the preallocation after
+ * it is zeros already, and holes stay holes); returns the bytes zeroed. */
+static uint64_t zero_after(tape_cyc *y, uint64_t from)
+{
+    uint64_t nz_end = nonzero_end(y, from);
+    if (nz_end <= from)
+        return 0;
+    memset(y->y_v.v_base + from, 0, nz_end - from);
+    return nz_end - from;
+}
+
+/* The cycle before the newest, `cycle`, when a roll did not seal it (a
+ * power cut inside the roll, or a roller killed there) and the bytes after
+ * its last intact entry are damaged: readers going forward would stop there
+ * and never reach the newer cycle. Cut it after that entry and seal it; fill
+ * in lost index words before. Adds to *r what it did. */
+static int repair_unsealed(tape_queue *q, int64_t cycle, tape_repair_report *r)
+{
+    tape_cyc y;
+    tape_cyc_init(&y);
+    int rc = tape_cyc_open(q, cycle, 1, &y);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc < 0)
+        return rc;
+    uint64_t p = y.y_data_off, s = 0, bad;
+    uint32_t h = 0;
+    int wrc = tape_cyc_walk(&y, &p, &s, &h, NULL), damaged = wrc == TAPE_ECORRUPT;
+    if (wrc < 0 && !damaged)
+        rc = wrc;
+    else if (h != TAPE_H_EOF && !(damaged && sealed_by_headers(&y))) {
+        tape_view_cover(&y.y_v, UINT64_MAX);
+        r->rr_refilled += refill_slots(q, &y, p);
+        if (damaged || (h & TAPE_H_NC) || tape_cyc_dirty_after(&y, p, h) ||
+            tape_cyc_stray_slot(q, &y, p, s, &bad)) {
+            r->rr_cleared += 8 * clear_slots_past(q, &y, p, s);
+            if (p + 4 <= y.y_v.v_size) {
+                r->rr_cleared += zero_after(&y, p + 4);
+                __atomic_store_n((uint32_t *)(y.y_v.v_base + p), TAPE_H_EOF, __ATOMIC_RELEASE);
+                r->rr_sealed++;
+            }
+        }
+        rc = tape_view_guarded(&y.y_v, 0);
+    }
+    tape_cyc_close(&y);
+    return rc;
+}
+
 int64_t tape_repair_tail(tape_queue *q)
 {
+    tape_repair_report r;
+    int rc = tape_repair(q, &r);
+    return rc < 0 ? rc : (int64_t)(r.rr_cleared + 8 * r.rr_refilled + 4 * r.rr_sealed + r.rr_corrected);
+}
+
+int tape_repair(tape_queue *q, tape_repair_report *r)
+{
+    memset(r, 0, sizeof *r);
     if (q->q_read_only)
         return TAPE_EREADONLY;
     int rc = tape_lock_meta(q);
     if (rc < 0)
         return rc;
     tape_meta_shared *sh = q->q_sh;
-    int64_t newest = tape_neighbour_cycle(q, INT64_MAX, -1), cleared = 0;
+    int64_t newest = tape_neighbour_cycle(q, INT64_MAX, -1);
     int changed = 0;
     if (newest < -1)
         rc = (int)newest;
     /* tape.meta naming a newest cycle whose file is gone: the real newest. */
     if (rc == 0 && __atomic_load_n(&sh->ms_highest, __ATOMIC_ACQUIRE) > newest) {
         __atomic_store_n(&sh->ms_highest, newest, __ATOMIC_RELEASE);
-        cleared += 8;
-        changed = 1;
+        r->rr_corrected += 8;
     }
+    /* The cycle before the newest, left unsealed by a roll cut short. */
+    int64_t prev = newest > 0 ? tape_neighbour_cycle(q, newest, -1) : -1;
+    if (rc == 0 && prev < -1)
+        rc = (int)prev;
+    if (rc == 0 && prev >= 0)
+        rc = repair_unsealed(q, prev, r);
     tape_cyc y;
     tape_cyc_init(&y);
     if (rc == 0 && newest >= 0 && (rc = tape_cyc_open(q, newest, 1, &y)) == 0) {
-        const int nlog = q->q_roll.r_count_log2, slog = q->q_roll.r_spacing_log2;
-        const uint64_t n = (uint64_t)1 << nlog;
         uint64_t p = y.y_data_off, s = 0, bad;
         uint32_t h = 0;
         int64_t last_ts = INT64_MIN;
@@ -959,42 +1131,20 @@ int64_t tape_repair_tail(tape_queue *q)
         /* A complete hint whose end lies past the file's (writers refuse:
          * the file was cut): forgotten below, as the generation goes odd. */
         tape_view_cover(&y.y_v, UINT64_MAX);
-        if (hinted && __atomic_load_n(&sh->ms_hint_pos, __ATOMIC_RELAXED) > y.y_v.v_size) {
-            cleared += 8;
-            changed = 1;
-        }
+        if (hinted && __atomic_load_n(&sh->ms_hint_pos, __ATOMIC_RELAXED) > y.y_v.v_size)
+            r->rr_corrected += 8;
+        /* Index words a lost page left 0 before intact entries (writers
+         * refuse them in the last blocks; tailers cannot start there). */
+        r->rr_refilled += refill_slots(q, &y, p);
         if (damaged || tape_cyc_dirty_after(&y, p, h) || tape_cyc_stray_slot(q, &y, p, s, &bad)) {
-            /* Nothing may point past the cut, nor stand for an entry past
-             * it: empty those index slots. */
-            uint64_t b_end = (s + ((uint64_t)1 << slog) - 1) >> slog;
-            uint64_t *i2i = (uint64_t *)(y.y_v.v_base + y.y_i2i_off);
-            tape_view_cover(&y.y_v, UINT64_MAX);
-            uint64_t before = 0;
-            for (uint64_t k = 0; k < n; k++) {
-                uint64_t a = __atomic_load_n(&i2i[k], __ATOMIC_ACQUIRE);
-                if (a >= cut || k > (b_end >> nlog) ||
-                    (a && a + TAPE_ENTRY_HDR + 8 * n > y.y_v.v_size)) {
-                    before += a != 0;
-                    __atomic_store_n(&i2i[k], 0, __ATOMIC_RELEASE);
-                } else if (a) {
-                    uint64_t *slots = (uint64_t *)(y.y_v.v_base + a + TAPE_ENTRY_HDR);
-                    for (uint64_t j = 0; j < n; j++)
-                        if (slots[j] && (slots[j] >= cut || k * n + j >= b_end)) {
-                            before += a < cut; /* inside the data: counted here */
-                            __atomic_store_n(&slots[j], 0, __ATOMIC_RELEASE);
-                        }
-                }
-            }
-            /* Up to the last non-zero byte: the preallocation after it is
-             * zeros already (and holes stay holes). */
-            uint64_t zero_from = h == TAPE_H_EOF ? cut : cut + 4; /* the header last */
+            uint64_t before = clear_slots_past(q, &y, cut, s);
+            /* Up to the last non-zero byte, the header last. */
             uint64_t nz_end = nonzero_end(&y, cut);
-            if (nz_end > zero_from)
-                memset(y.y_v.v_base + zero_from, 0, nz_end - zero_from);
+            zero_after(&y, h == TAPE_H_EOF ? cut : cut + 4);
             if (h != TAPE_H_EOF && cut + 4 <= y.y_v.v_size)
                 __atomic_store_n((uint32_t *)(y.y_v.v_base + cut), 0u, __ATOMIC_RELEASE);
-            cleared += (int64_t)(nz_end - cut) + 8 * (int64_t)before;
-            changed = 1;
+            r->rr_cleared += (nz_end > cut ? nz_end - cut : 0) + 8 * before;
+            changed = 1; /* (even with nothing to zero: a stray slot past the end) */
         }
         rc = tape_view_guarded(&y.y_v, rc);
         /* The newest timestamp no later than the newest entry's (or the
@@ -1007,10 +1157,10 @@ int64_t tape_repair_tail(tape_queue *q)
             bound = INT64_MAX; /* damage before any entry: nothing to go by */
         if (__atomic_load_n(&sh->ms_last_ts, __ATOMIC_RELAXED) > bound) {
             __atomic_store_n(&sh->ms_last_ts, bound, __ATOMIC_RELEASE);
-            cleared += 8;
-            changed = 1;
+            r->rr_corrected += 8;
         }
     }
+    changed |= r->rr_cleared || r->rr_refilled || r->rr_sealed || r->rr_corrected;
     /* The checked point may name a place the repair cut, or be damaged
      * itself: the next writer checks the whole newest cycle. */
     __atomic_store_n(&sh->ms_ok_check, 0u, __ATOMIC_RELAXED);
@@ -1024,7 +1174,7 @@ int64_t tape_repair_tail(tape_queue *q)
     }
     tape_cyc_close(&y);
     tape_unlock(q);
-    return rc < 0 ? rc : cleared;
+    return rc < 0 ? rc : 0;
 }
 
 /* fdatasync the files of cycles [from, to) that exist. */

@@ -80,14 +80,14 @@
  *         file anew and finds the cycle damaged (TAPE_ECORRUPT) if it was
  *         truncated.
  *       tape_verify, tape_verify_progress: the error (a partial report).
- *       tape_repair_tail, tape_cycle_info_get, tape_first_index,
+ *       tape_repair_tail, tape_repair, tape_cycle_info_get, tape_first_index,
  *         tape_last_index, tape_count, tape_remove_cycle: the error.
  *       The prefaulter thread stops allocating ahead (the writer's own
  *         appends report what it met); a failed MADV_POPULATE_WRITE (EFAULT,
  *         ENOMEM, EIO) stops it the same way.
  *       tape.meta truncated under a handle: every later call of that handle
  *         that takes the write lock or reads (tape_append..., tape_read...,
- *         tape_verify, tape_repair_tail, named tailers) returns
+ *         tape_verify, tape_repair_tail, tape_repair, named tailers) returns
  *         TAPE_ECORRUPT; open the queue again once the file is whole.
  */
 #ifndef TAPE_H
@@ -628,7 +628,7 @@ typedef int (*tape_progress_fn)(void *arg, uint64_t walked);
 int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_progress_fn fn,
                          void *arg);
 
-/* Make the queue writable again after a power loss tore its tail: in the
+/* Make the queue writable again after a power loss: in the
  * newest cycle file, everything after the last entry whose checksum holds
  * (what no reader going forward can get past: readers raise TAPE_ECORRUPT
  * there, or see the end of data at a zeroed header) is cleared, and index
@@ -637,11 +637,32 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
  * file to the newest file's, a newest timestamp ahead of the newest cycle's
  * last entry to that entry's. Clears whatever tape_verify reports about the
  * newest cycle's tail, so that tape_append accepts writes again. Nothing a
- * reader could read is removed. Returns the number of bytes cleared or
- * corrected (0 when the tail was sound), or a negative error: TAPE_EREADONLY,
- * [lock], [open] (of the newest cycle file), [list]. Damage before the newest
- * cycle's tail is left for tape_verify to report. */
+ * reader could read is removed. Index words (an index array's offset in
+ * index2index, an indexed entry's offset in its slot) that a lost page left
+ * 0 before intact entries of the newest cycle are filled back in. The cycle
+ * before the newest, when a roll cut short left it unsealed with damage or
+ * non-zero bytes after its last intact entry (readers going forward would
+ * stop there), is cut after that entry (its index words past it emptied,
+ * lost ones before it filled in) and sealed with an end-of-file marker.
+ * Returns the number of bytes cleared or corrected, 8 for each index word
+ * filled in, 4 for each seal (0 when there was nothing to do), or a negative
+ * error: TAPE_EREADONLY, [lock], [open] (of the two newest cycle files),
+ * [list]. Damage further back is left for tape_verify to report. */
 int64_t tape_repair_tail(tape_queue *q);
+
+/* What tape_repair did. */
+typedef struct tape_repair_report {
+    uint64_t rr_cleared;   /* bytes cleared after the last intact entry (of the
+                            * newest cycle, and of a cycle sealed), 8 for
+                            * each index word emptied before it */
+    uint64_t rr_refilled;  /* index words a lost page left 0, filled in */
+    uint64_t rr_sealed;    /* cycles before the newest sealed (0 or 1) */
+    uint64_t rr_corrected; /* bytes of tape.meta's hints brought back to the
+                            * files (8 a word) */
+} tape_repair_report;
+
+/* tape_repair_tail, telling what it did apart in *r: 0, or its errors. */
+int tape_repair(tape_queue *q, tape_repair_report *r);
 
 /* ---- named tailers ------------------------------------------------------- */
 

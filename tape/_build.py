@@ -216,6 +216,13 @@ int tape_verify_progress(tape_queue *q, int flags, tape_verify_report *r, tape_p
                          void *arg);
 extern "Python" int _tape_progress(void *arg, uint64_t walked);
 int64_t tape_repair_tail(tape_queue *q);
+typedef struct tape_repair_report {
+    uint64_t rr_cleared;
+    uint64_t rr_refilled;
+    uint64_t rr_sealed;
+    uint64_t rr_corrected;
+} tape_repair_report;
+int tape_repair(tape_queue *q, tape_repair_report *r);
 
 typedef struct tape_group tape_group;
 typedef struct tape_consumer tape_consumer;

@@ -203,18 +203,25 @@ class Appender:
         key: str | bytes | None = None,
         not_before: int | None = None,
         origin: tuple[int, int] | None = None,
+        tombstone: bool = False,
     ) -> int:
         """Append `data`, bytes already encoded by the queue's codec, as they are; return the index.
 
         key as in write(); not_before in ns since the epoch; origin the
-        (index, timestamp in ns) the entry had in the queue it comes from.
-        For copying entries between queues (Entry.value of
+        (index, timestamp in ns) the entry had in the queue it comes from;
+        tombstone True writes a delete of `key` (as delete() does). For
+        copying entries between queues (Entry.value of
         Tailer.read_encoded_batch): a key read back as a str is written back
         exactly.
         """
         if type(data) is not bytes:
             raise ArgumentTypeError(f"data must be bytes, not {type(data).__name__}")
+        if type(tombstone) is not bool:
+            raise ArgumentTypeError(f"tombstone must be a bool, not {type(tombstone).__name__}")
+        if tombstone and key is None:
+            raise ArgumentError("a tombstone needs a key")
         kb, flags = (None, 0) if key is None else _key(key, "surrogateescape")
+        flags |= TOMBSTONE if tombstone else 0
         nb = 0 if not_before is None else _epoch_ns(as_int(not_before, "not_before"), "not_before")
         pair = None
         if origin is not None:

@@ -406,16 +406,26 @@ def repair(path: str) -> None:
 
     After a power loss the last entries may be torn: readers stop before them
     and writers refuse to append. This clears them (nothing a reader could
-    read) and prints how many bytes it cleared; run tape verify first to see
-    what is damaged.
+    read), fills back index slots lost before intact entries, seals a cycle
+    before the newest that a roll cut short left damaged, and prints what it
+    did; run tape verify first to see what is damaged.
 
     \b
     Example:
       tape verify /data/orders || tape repair /data/orders
     """
     with tape.Queue(path, create=False, raw=True) as q:
-        cleared = q.repair()
-    click.echo(f"cleared {size_text(cleared)} after the last intact entry" if cleared else "the tail is sound")
+        cleared, refilled, sealed, corrected = q.repair_report()
+    done = []
+    if cleared:
+        done.append(f"cleared {size_text(cleared)} after the last intact entry")
+    if refilled:
+        done.append(f"refilled {refilled} lost index slot{'s' if refilled > 1 else ''}")
+    if sealed:
+        done.append("sealed the cycle before the newest after its last intact entry")
+    if corrected:
+        done.append(f"corrected {size_text(corrected)} of tape.meta's hints")
+    click.echo("; ".join(done) if done else "the tail is sound")
 
 
 @cli.command(short_help="Remove old cycle files.")

@@ -9,7 +9,7 @@ value], ...]}; dates, times, decimals and UUIDs as strings; anything else as
 Three formats: jsonl, a {"index", "timestamp", "value"} object per line,
 and for an entry that has them "key" (a string, or bytes marked as values
 are), "not_before" (ISO 8601, like "timestamp") and "origin" ({"index",
-"timestamp"}); pretty, the same objects indented; raw, each payload
+"timestamp"}), and "tombstone": true for a delete of its key; pretty, the same objects indented; raw, each payload
 undecoded after its length (4 bytes, unsigned, little-endian).
 """
 
@@ -43,7 +43,7 @@ _SEQUENCES = frozenset({list, tuple})
 _CONTAINERS = (dict, list, tuple)
 _KEYS = frozenset({str})
 _RECORD_KEYS = frozenset({"index", "timestamp", "value"})
-_RECORD_ATTRS = frozenset({"key", "not_before", "origin"})  # what a record may have besides
+_RECORD_ATTRS = frozenset({"key", "not_before", "origin", "tombstone"})  # what a record may have besides
 _RAW_LENGTH = struct.Struct("<I")
 
 # -- values as JSON, and back -------------------------------------------------------
@@ -172,11 +172,13 @@ def _attrs(e: tape.Entry) -> dict[str, Any]:
         shown["not_before"] = iso_time(e.not_before)
     if e.origin is not None:
         shown["origin"] = {"index": e.origin[0], "timestamp": iso_time(e.origin[1])}
+    if e.tombstone:
+        shown["tombstone"] = True
     return shown
 
 
 def _jsonl(entries: list[tape.Entry]) -> bytes:
-    indexes, stamps, values, keys, not_befores, origins = zip(*entries) if entries else ((),) * 6
+    indexes, stamps, values, keys, not_befores, origins, _ = zip(*entries) if entries else ((),) * 7
     lines = zip(indexes, iso_times(stamps), _values_json(values))
     text = [f'{{"index": {i}, "timestamp": "{t}", "value": {v}}}\n' for i, t, v in lines]
     if not keys.count(None) == not_befores.count(None) == origins.count(None) == len(entries):

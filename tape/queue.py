@@ -478,19 +478,28 @@ class Queue:
         return report
 
     def repair(self) -> int:
-        """Make the queue writable again after a power loss tore its tail; the bytes cleared.
+        """Make the queue writable again after a power loss tore its tail; the bytes cleared or corrected.
 
         In the newest cycle file, what follows the last entry whose checksum
         holds is cleared: nothing a reader could reach (readers stop at the
-        damage). A sound tail is left as it is (0). Damage further back is for
-        verify() to report. A key directory (tape.keys) that disagrees with the
-        log is rebuilt from it.
+        damage); index slots a lost page left empty before intact entries are
+        filled back in (8 bytes each). The cycle before the newest, when a
+        roll cut short left it unsealed and damaged after its last intact
+        entry, is cut there and sealed (4 bytes more), so that readers reach
+        the newer cycle. A sound tail is left as it is (0). Damage further
+        back is for verify() to report. A key directory (tape.keys) that
+        disagrees with the log is rebuilt from it.
         """
+        cleared, refilled, sealed, corrected = self.repair_report()
+        return cleared + 8 * refilled + 4 * sealed + corrected
+
+    def repair_report(self) -> tuple[int, int, int, int]:
+        """repair(), telling apart what it did: bytes cleared, index slots refilled, cycles sealed, bytes of hints corrected."""
         native = self._handle()
-        cleared = native.repair()
+        done = native.repair()
         if native.check_keys() is not None:
             native.rebuild_keys()
-        return cleared
+        return done
 
     # -- closing ------------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ class Entry(NamedTuple):
     key is the entry's key (a str when written as one, else bytes), None
     without; not_before the time (ns since the epoch) before which consumer
     groups do not hand it out, None without; origin the (index, timestamp in
-    ns) it had in the queue it was replicated from, None without.
+    ns) it had in the queue it was replicated from, None without; tombstone
+    True when the entry is a delete of its key (Appender.delete).
     """
 
     index: int  # type: ignore[assignment]  # the field shadows tuple.index(), as SPEC.md names it
@@ -22,6 +23,7 @@ class Entry(NamedTuple):
     key: str | bytes | None = None
     not_before: int | None = None
     origin: tuple[int, int] | None = None
+    tombstone: bool = False
 
 
 class CycleInfo(NamedTuple):

@@ -50,6 +50,7 @@ _WAIT_SLICE = 0.1
 _DECODE_MANY_MIN = 4
 _NOTHING: Any = object()  # "no entry", since None is a value a codec may return
 _NONE = itertools.repeat(None)  # an Entry's attributes, absent
+_FALSE = itertools.repeat(False)  # Entry.tombstone, absent
 
 
 class Tailer:
@@ -248,7 +249,7 @@ class Tailer:
         value = self._decode(entry.value)
         if not entries:
             return value
-        return tuple.__new__(Entry, (entry.index, entry.timestamp, value, entry.key, entry.not_before, entry.origin))
+        return tuple.__new__(Entry, (entry.index, entry.timestamp, value, *entry[3:]))
 
     def _next_waiting(self, entries: bool, timeout: float) -> Any:
         """Like _next, waiting up to `timeout` seconds for an entry, in slices."""
@@ -308,7 +309,7 @@ class Tailer:
             fields: Iterator[tuple[Any, ...]]
             attrs = batch.attrs()
             if attrs is None:
-                fields = zip(batch.indexes(), batch.timestamps(), values, _NONE, _NONE, _NONE)
+                fields = zip(batch.indexes(), batch.timestamps(), values, _NONE, _NONE, _NONE, _FALSE)
             else:
                 fields = map(operator.add, zip(batch.indexes(), batch.timestamps(), values), attrs)
             values = list(map(tuple.__new__, itertools.repeat(Entry), fields))

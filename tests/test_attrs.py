@@ -77,7 +77,7 @@ def written(qpath: Path) -> tuple[Path, list[int]]:
 
 
 def test_entry_has_defaults_for_the_attributes() -> None:
-    assert tape.Entry(1, 2, 3) == (1, 2, 3, None, None, None)
+    assert tape.Entry(1, 2, 3) == (1, 2, 3, None, None, None, False)
     assert tape.Entry(1, 2, 3, key="k").key == "k"
 
 
@@ -220,6 +220,8 @@ def test_bad_arguments_write_nothing(queue: tape.Queue, kwargs: dict[str, Any], 
         ((b"x",), {"origin": (-1, 2)}, tape.ArgumentError),
         ((b"x",), {"origin": (1, -2)}, tape.ArgumentError),
         ((b"x",), {"origin": ("1", 2)}, tape.ArgumentTypeError),
+        ((b"x",), {"tombstone": True}, tape.ArgumentError),  # a tombstone needs a key
+        ((b"x",), {"key": "k", "tombstone": 1}, tape.ArgumentTypeError),
     ],
 )
 def test_bad_arguments_of_write_encoded_write_nothing(
@@ -228,6 +230,35 @@ def test_bad_arguments_of_write_encoded_write_nothing(
     with pytest.raises(error):
         raw_queue.appender().write_encoded(*args, **kwargs)
     assert raw_queue.count() == 0
+
+
+def test_a_tombstone_shows_on_every_read_path_and_copies_as_one(tmp_path: Path) -> None:
+    with tape.Queue(tmp_path / "src") as src, tape.Queue(tmp_path / "copy") as dst:
+        a = src.appender()
+        a.write({"v": 1}, key="k")
+        gone = a.delete("k")
+        a.write({"v": 2}, key="other")
+        got = [e for e in src.tailer().entries()]
+        assert [e.tombstone for e in got] == [False, True, False]
+        assert [e.tombstone for e in src.tailer().read_encoded_batch()] == [False, True, False]
+        t = src.tailer()
+        assert t.to_index(gone)
+        one = t.read_entry()  # after a move: read alone
+        assert one is not None and one.tombstone and one.key == "k" and one.value is None
+        assert src.latest("k") is None
+        b = dst.appender()
+        for e in src.tailer().read_encoded_batch():
+            b.write_encoded(e.value, key=e.key, not_before=e.not_before, origin=(e.index, e.timestamp), tombstone=e.tombstone)
+        assert [e.tombstone for e in dst.tailer().entries()] == [False, True, False]
+        assert dst.latest("k") is None
+        latest = dst.latest("other")
+        assert latest is not None and latest.value == {"v": 2} and not latest.tombstone
+    out = subprocess.run(
+        [sys.executable, "-m", "tape", "dump", str(tmp_path / "copy")], capture_output=True, check=True, timeout=60
+    ).stdout
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line.get("tombstone") for line in lines] == [None, True, None]
+    assert lines[1]["key"] == "k" and lines[1]["value"] is None
 
 
 @pytest.mark.parametrize("kwargs", [{"max_entries": 0}, {"max_bytes": 0}, {"max_entries": "1"}])

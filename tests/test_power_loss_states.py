@@ -1,42 +1,37 @@
 """File states a power cut left on LazyFS, rebuilt on a plain filesystem (issue 17, re-run).
 
-Both tests fail today (strict xfail). The fix belongs in `tape_repair_tail`
-(csrc/append.c).
+RELIABILITY.md, "Power loss (LazyFS)", findings C and D: both were tape's bugs, fixed in
+`tape_repair_tail` (csrc/append.c).
 
 A lost index slot before intact entries. The entries of a block (and those after it)
 reached the disk, but the page of the index array holding the block's slot did not: the
 slot is 0. The kernel writes dirty pages back in any order, so a power cut leaves this
-with sync="none" or "interval:<ms>". A torn write sequence leaves it with any mode.
-On LazyFS it came twice with sync="always". Once from an injected torn-seq fault (daily,
-seq 192). Once after a plain live cut on a test_secondly queue: the slot of seq 1064 was
-0, and seq 1064-1068 were intact and acknowledged. That live cut undid an acknowledged
-write, which LazyFS also does to a plain mmap writer (RELIABILITY.md, power loss, E). verify() reports "an index slot that does not point at its
-entry". When the block is one of the last two, a writer refuses to append. But repair()
-returns 0 and `tape repair` says "the tail is sound", so verify stays not ok and the
-queue takes no write again, ever. Further back, writes go on, but verify never becomes
-ok: `to_index` returns False for every entry of that block, and `tailer(start=...)`
-raises ArgumentError for them.
-
-What the test expects: repair() clears what verify reports. Here that means filling the
-slot back in, since every entry is intact and may have been acknowledged. Then no entry
-is lost, every index is found, and writes go on.
+with sync="none" or "interval:<ms>"; a torn write sequence with any mode; on LazyFS it
+came twice with sync="always" (a torn-seq fault, daily, seq 192; a live cut on a
+test_secondly queue, slot of seq 1064). verify() reports "an index slot that does not
+point at its entry", and when the block is one of the last two a writer refuses to
+append. repair() used to find "the tail is sound", so the queue never took a write
+again. Now repair() fills the slot back in (every entry is intact and may have been
+acknowledged): nothing is lost, every index is found, writes go on.
 
 A damaged tail behind a newer cycle. A writer rolls in this order: it creates the new
 cycle's file (on disk before it has a name), then seals the old one, then announces the
 new one. A cut in between, with sync="none" or "interval:<ms>", leaves the old cycle
-unsealed, with the pages of its last entries partly lost. The new file is the newest
-cycle, and it is empty and sound. Seen on LazyFS (sync="none", test_secondly). The
-next writer appends to the new cycle. verify() reports the old cycle ("non-zero bytes
-after the end of data"). A reader going forward raises CorruptionError there, so it
-never reaches anything written after the cut. repair() returns 0 ("the tail is sound")
-because it looks only at the newest cycle. What the test expects: repair() also clears
-the end of an unsealed cycle before the newest, by sealing it after its last intact
-entry. Then verify is ok and a reader going forward gets every entry.
+unsealed, with the pages of its last entries partly lost, and the new, empty file the
+newest cycle (seen on LazyFS, sync="none", test_secondly). The next writer appends to
+the new cycle; verify() reports the old cycle ("non-zero bytes after the end of data")
+and a reader going forward raises CorruptionError there, never reaching what was
+written after the cut. repair() used to look only at the newest cycle. Now it also cuts
+an unsealed, damaged cycle just before the newest after its last intact entry and seals
+it: verify is ok and a reader going forward gets every intact entry.
 """
 
 from __future__ import annotations
 
+import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,7 +53,6 @@ def _slot_off(f: Path, count_log2: int, spacing_log2: int, seq: int) -> int:
     return arr + cs.ENTRY_HDR + 8 * j
 
 
-@pytest.mark.xfail(strict=True, reason="repair() does not fill in a lost index slot (issue 17 re-run)")
 @pytest.mark.parametrize(
     ("roll", "count_log2", "spacing_log2", "n", "lost_seq"),
     [
@@ -85,7 +79,7 @@ def test_a_lost_index_slot_before_intact_entries_is_filled_in_by_repair(
         report = q.verify()
         assert not report.ok and "index slot" in report.message and "seq %d" % lost_seq in report.message
         assert [e.index for e in q.tailer().entries()] == acked  # nothing is lost yet
-        q.repair()
+        assert q.repair_report() == (0, 1, 0, 0)  # the slot filled back in, nothing cleared
         report = q.verify()
         assert report.ok, report.message
         t = q.tailer()
@@ -101,7 +95,6 @@ def test_a_lost_index_slot_before_intact_entries_is_filled_in_by_repair(
 
 
 
-@pytest.mark.xfail(strict=True, reason="repair() looks only at the newest cycle (issue 17 re-run)")
 def test_a_damaged_unsealed_cycle_before_the_newest_is_cleared_by_repair(tmp_path: Path) -> None:
     path = tmp_path / "q"
     with tape.Queue(path, roll_cycle="test_secondly", codec="raw", clock=lambda: T0) as q:
@@ -124,9 +117,37 @@ def test_a_damaged_unsealed_cycle_before_the_newest_is_cleared_by_repair(tmp_pat
     with tape.Queue(path, roll_cycle="test_secondly", codec="raw") as q:
         report = q.verify()
         assert not report.ok and "non-zero bytes after the end of data" in report.message
-        q.repair()
+        with pytest.raises(tape.CorruptionError, match="tape repair"):
+            q.appender().write(b"lost")  # readers going forward would never reach it
+    out = subprocess.run([sys.executable, "-m", "tape", "repair", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert re.fullmatch(
+        r"cleared \S+ \S+ after the last intact entry; sealed the cycle before the newest after its last intact entry\n",
+        out.stdout,
+    ), out.stdout
+    with tape.Queue(path, roll_cycle="test_secondly", codec="raw") as q:
         report = q.verify()
         assert report.ok, report.message
         assert [e.index for e in q.tailer().entries()] == kept + new
         more = q.appender().write(b"more")
         assert [e.index for e in q.tailer().entries()] == kept + new + [more]
+
+
+def test_damage_inside_a_sealed_cycle_before_the_newest_is_left_to_verify(tmp_path: Path) -> None:
+    path = tmp_path / "q"
+    with tape.Queue(path, roll_cycle="test_secondly", codec="raw", clock=lambda: T0) as q:
+        old = q.appender().write_many([b"v%05d" % i for i in range(100)])
+    with tape.Queue(path, roll_cycle="test_secondly", codec="raw", clock=lambda: T0 + 10**9) as q:
+        new = q.appender().write(b"after")  # a roll: the old file sealed
+    f = cs.cycle_files(path)[0]
+    lay = cs.layout(f.read_bytes())
+    with open(f, "r+b") as fh:  # one payload byte of entry 50 (a bad block, not a power cut)
+        fh.seek(lay.data[50].offset + 16)
+        fh.write(b"\xff")
+    with tape.Queue(path, roll_cycle="test_secondly", codec="raw") as q:
+        assert not q.verify().ok
+        assert q.repair_report() == (0, 0, 0, 0)  # nothing cut: entries after it stay reachable
+        t = q.tailer()
+        assert t.to_index(old - 10) and t.read() == b"v%05d" % 89
+        more = q.appender().write(b"more")  # writers go on, as before
+        assert q.tailer(start=new).read() == b"after" and q.tailer(start=more).read() == b"more"

@@ -156,6 +156,25 @@ def test_entries_go_to_the_stream_and_into_another_queue_unchanged(
         assert q.tailer().read() == {"n": 0, "pad": "x" * 60}
 
 
+def test_a_delete_is_replicated_as_a_tombstone(nats_server: NatsServer, src: Path, dst: Path) -> None:
+    with tape.Queue(src) as q:
+        a = q.appender()
+        a.write({"balance": 10}, key="acct-1")
+        a.write({"balance": 5}, key="acct-2")
+        a.delete("acct-1")
+    with Replicator(src, nats_server.url, stream=STREAM) as r:
+        assert r.run() == 3
+    with Ingester(nats_server.url, stream=STREAM, path=dst) as i:
+        assert i.run() == 3
+    with tape.Queue(dst) as q:
+        assert q.latest("acct-1") is None
+        kept = q.latest("acct-2")
+        assert kept is not None and kept.value == {"balance": 5}
+        assert [(e.key, e.tombstone) for e in q.tailer().entries()] == [
+            ("acct-1", False), ("acct-2", False), ("acct-1", True)
+        ]
+
+
 def test_the_ingested_queue_has_the_source_codec(nats_server: NatsServer, src: Path, dst: Path) -> None:
     with tape.Queue(src, codec="json", roll_cycle="hourly") as q:
         q.appender().write({"a": 1})

@@ -28,7 +28,14 @@ def test_a_frame_gives_back_its_entries_and_their_attributes() -> None:
     assert got.indexes == [7, 8, 1 << 40]
     assert got.timestamps == [100, 100, 205]
     assert got.payloads == [b"one", b"", b"three"]
-    assert got.attrs == {1: ("k\u00e9y", None), 2: (b"\x00raw", 1_700_000_000_000_000_000)}
+    assert got.attrs == {1: ("k\u00e9y", None, False), 2: (b"\x00raw", 1_700_000_000_000_000_000, False)}
+
+
+def test_a_frame_carries_tombstones() -> None:
+    data = frame.encode(IDENTITY.to_json(), None, [0, 1], [1, 2], [b"a", b"\xc0"], ["k", "k"], [None, None], [False, True])
+    assert frame.decode(data).attrs == {0: ("k", None, False), 1: ("k", None, True)}
+    with pytest.raises(ValueError):
+        frame.encode(IDENTITY.to_json(), None, [0], [1], [b"\xc0"], [None], [None], [True])  # a tombstone needs a key
 
 
 def test_a_first_frame_has_no_previous_index() -> None:

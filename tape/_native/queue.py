@@ -266,7 +266,7 @@ class QueueHandle:
                 if nb or origin >= 0:
                     return tuple.__new__(Entry, (index, ts, value, *entry_attrs(key, flags, nb, origin, origin_ts)))
                 name = key.decode("utf-8", "surrogateescape") if flags & _KEY_STR else key
-                return tuple.__new__(Entry, (index, ts, value, name, None, None))
+                return tuple.__new__(Entry, (index, ts, value, name, None, None, False))
         check(rc, self.path)
         return None
 
@@ -432,12 +432,13 @@ class QueueHandle:
             message=ffi.string(r.vr_message).decode(errors="replace"),
         )
 
-    def repair(self) -> int:
-        """tape_repair_tail: the bytes cleared."""
+    def repair(self) -> tuple[int, int, int, int]:
+        """tape_repair: bytes cleared, index words refilled, cycles sealed, bytes of hints corrected."""
+        r = ffi.new("tape_repair_report *")
         with self.lock:
-            cleared: int = lib.tape_repair_tail(self.ptr())
-        check(cleared, self.path)
-        return cleared
+            rc = lib.tape_repair(self.ptr(), r)
+        check(rc, self.path)
+        return r.rr_cleared, r.rr_refilled, r.rr_sealed, r.rr_corrected
 
     # -- children ------------------------------------------------------------------------------
 

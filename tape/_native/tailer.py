@@ -32,19 +32,21 @@ BATCH_SLOTS = 4096
 
 
 # What Entry adds to (index, timestamp, value) for an entry without attributes.
-PLAIN = (None, None, None)
+PLAIN = (None, None, None, False)
 # A tape_attrs as bytes: a_key (a pointer), a_key_len, a_flags, a_not_before, a_origin_index, a_origin_ts.
 _ATTRS = struct.Struct("@PIIqqq")
 assert _ATTRS.size == ffi.sizeof("tape_attrs")
 _KEY_LEN = operator.itemgetter(1)
 _KEY_STR = lib.TAPE_A_KEY_STR
+_TOMBSTONE = lib.TAPE_A_TOMBSTONE
 
 
 def entry_attrs(key: bytes | None, flags: int, not_before: int, origin_index: int, origin_ts: int) -> tuple[Any, ...]:
-    """The (key, not_before, origin) fields of Entry from a tape_attrs' members (`key`: its bytes, None without)."""
+    """The (key, not_before, origin, tombstone) fields of Entry from a tape_attrs' members (`key`: its bytes, None without)."""
+    origin = None if origin_index < 0 else (origin_index, origin_ts)
     if key is not None and flags & _KEY_STR:
-        return key.decode("utf-8", "surrogateescape"), not_before or None, None if origin_index < 0 else (origin_index, origin_ts)
-    return key, not_before or None, None if origin_index < 0 else (origin_index, origin_ts)
+        return key.decode("utf-8", "surrogateescape"), not_before or None, origin, bool(flags & _TOMBSTONE)
+    return key, not_before or None, origin, key is not None and bool(flags & _TOMBSTONE)
 
 
 def _fields(row: tuple[int, ...], start: int, spans: bytes) -> tuple[Any, ...]:
@@ -57,7 +59,7 @@ def _fields(row: tuple[int, ...], start: int, spans: bytes) -> tuple[Any, ...]:
             key = key.decode("utf-8", "surrogateescape")
     elif not (not_before or origin_index >= 0):
         return PLAIN
-    return key, not_before or None, None if origin_index < 0 else (origin_index, origin_ts)
+    return key, not_before or None, None if origin_index < 0 else (origin_index, origin_ts), bool(key_len and flags & _TOMBSTONE)
 
 
 class Batch:
@@ -85,7 +87,7 @@ class Batch:
         self._ts = ts
 
     def attrs(self) -> list[tuple[Any, ...]] | None:
-        """Each entry's (key, not_before, origin); None when no entry has any."""
+        """Each entry's (key, not_before, origin, tombstone); None when no entry has any."""
         if self._rows is None:
             return None
         return list(map(_fields, self._rows, self._starts, itertools.repeat(self._spans)))
@@ -143,7 +145,7 @@ class TailerHandle(ChildHandle):
                     key = ffi.unpack(ffi.cast("char *", at.a_key), at.a_key_len) if at.a_key else None
                     extra = entry_attrs(key, at.a_flags, at.a_not_before, at.a_origin_index, at.a_origin_ts)
                     return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value, *extra))
-                return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value, None, None, None))
+                return tuple.__new__(Entry, (e.e_index, e.e_timestamp, value, None, None, None, False))
         check(rc, self.path)
         return None
 

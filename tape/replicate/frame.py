@@ -2,7 +2,7 @@
 
 A frame carries the identity of the queue it comes from, the index of the
 entry shipped before it (so a reader can tell a gap), and per entry its
-index, timestamp, key, not_before and stored payload (already encoded by the
+index, timestamp, key, not_before, tombstone flag and stored payload (already encoded by the
 queue's codec), under one CRC-32. Layout (little-endian):
 
     header, 64 bytes:
@@ -17,7 +17,9 @@ queue's codec), under one CRC-32. Layout (little-endian):
       zeros to a multiple of 8
       indexes i64 x count | timestamps i64 x count | payload lengths u32 x count
       attributed entries: position u32, not_before i64 (0: none), key kind u8
-        (0 none, 1 str, 2 bytes), a zero byte, key length u16, the key bytes
+        (0 none, 1 str, 2 bytes), flags u8 (1: a tombstone, a delete of the key;
+        0 in frames written before tombstones were carried), key length u16,
+        the key bytes
       payloads, one after the other
 
 Columns, not one record per entry: packing and unpacking are a few calls into
@@ -44,7 +46,8 @@ VERSION = 1
 _HEADER = struct.Struct("<4sBBHIIqqqqqII")
 HEADER_SIZE = _HEADER.size  # 64
 _CRC_AT = HEADER_SIZE - 8  # the CRC covers the header up to the body length, then the body
-_ATTR = struct.Struct("<IqBxH")
+_ATTR = struct.Struct("<IqBBH")
+_TOMBSTONE = 1  # the flags of an attributed entry: a delete of its key
 _KEY_NONE, _KEY_STR, _KEY_BYTES = 0, 1, 2
 _SWAP = sys.byteorder != "little"  # array() packs in the machine's order
 
@@ -93,8 +96,8 @@ class Identity(NamedTuple):
 class Frame(NamedTuple):
     """A decoded frame: columns of its entries.
 
-    `attrs` maps an entry's position in the frame to its (key, not_before):
-    only entries that have either are in it.
+    `attrs` maps an entry's position in the frame to its (key, not_before,
+    tombstone): only entries that have a key or a not_before are in it.
     """
 
     identity: Identity
@@ -102,7 +105,7 @@ class Frame(NamedTuple):
     indexes: list[int]
     timestamps: list[int]
     payloads: list[bytes]
-    attrs: dict[int, tuple[str | bytes | None, int | None]]
+    attrs: dict[int, tuple[str | bytes | None, int | None, bool]]
 
     @property
     def first(self) -> int:
@@ -138,16 +141,21 @@ def encode(
     payloads: Sequence[bytes],
     keys: Sequence[str | bytes | None],
     not_befores: Sequence[int | None],
+    tombstones: Sequence[bool] | None = None,
 ) -> bytes:
-    """A frame of the entries given as columns; `identity` is Identity.to_json()."""
+    """A frame of the entries given as columns (`tombstones`: None, no entry is one); `identity` is Identity.to_json()."""
     count = len(indexes)
-    if not count or not len(timestamps) == len(payloads) == len(keys) == len(not_befores) == count:
+    if tombstones is None:
+        tombstones = [False] * count
+    if not count or not len(timestamps) == len(payloads) == len(keys) == len(not_befores) == len(tombstones) == count:
         raise ValueError("a frame holds one or more entries, each with every column")
+    if any(t and k is None for k, t in zip(keys, tombstones)):
+        raise ValueError("a tombstone needs a key")
     parts = [identity, bytes(-len(identity) % 8), _column("q", indexes), _column("q", timestamps),
              _column("I", list(map(len, payloads)))]
     attributed = 0
     if any(keys) or any(not_befores):
-        for pos, (key, nb) in enumerate(zip(keys, not_befores)):
+        for pos, (key, nb, tomb) in enumerate(zip(keys, not_befores, tombstones)):
             if key is None and not nb:
                 continue
             attributed += 1
@@ -155,7 +163,7 @@ def encode(
                 raw, kind = key.encode("utf-8", "surrogateescape"), _KEY_STR
             else:
                 raw, kind = (b"", _KEY_NONE) if key is None else (bytes(key), _KEY_BYTES)
-            parts.append(_ATTR.pack(pos, nb or 0, kind, len(raw)))
+            parts.append(_ATTR.pack(pos, nb or 0, kind, _TOMBSTONE if tomb else 0, len(raw)))
             parts.append(raw)
     parts.extend(payloads)
     body = b"".join(parts)
@@ -196,16 +204,17 @@ def _body(
     timestamps = _uncolumn("q", view[at + 8 * count : at + 16 * count])
     lengths = _uncolumn("I", view[at + 16 * count : at + 20 * count])
     at += 20 * count
-    attrs: dict[int, tuple[str | bytes | None, int | None]] = {}
+    attrs: dict[int, tuple[str | bytes | None, int | None, bool]] = {}
     for _ in range(attributed):
-        pos, nb, kind, key_len = _ATTR.unpack_from(view, at)
+        pos, nb, kind, flags, key_len = _ATTR.unpack_from(view, at)
         at += _ATTR.size
         raw = bytes(view[at : at + key_len])
         at += key_len
-        if pos >= count or pos in attrs or kind > _KEY_BYTES or len(raw) != key_len:
+        tomb = bool(flags & _TOMBSTONE)
+        if pos >= count or pos in attrs or kind > _KEY_BYTES or len(raw) != key_len or flags & ~_TOMBSTONE or (tomb and kind == _KEY_NONE):
             raise ValueError("bad attribute record")
         key = None if kind == _KEY_NONE else raw.decode("utf-8", "surrogateescape") if kind == _KEY_STR else raw
-        attrs[pos] = (key, nb or None)
+        attrs[pos] = (key, nb or None, tomb)
     if at + sum(lengths) != len(view):
         raise ValueError("payload lengths do not add up to the frame's length")
     if indexes[0] != first or indexes[-1] != last or any(a >= b for a, b in zip(indexes, indexes[1:])):

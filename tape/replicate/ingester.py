@@ -248,8 +248,8 @@ def _append(appender: tape.Appender, got: frame.Frame, start: int) -> None:
         return
     attrs = got.attrs
     for k, (index, ts, payload) in enumerate(rows, start):
-        key, not_before = attrs.get(k, (None, None))
-        write(payload, key=key, not_before=not_before, origin=(index, ts))
+        key, not_before, tombstone = attrs.get(k, (None, None, False))
+        write(payload, key=key, not_before=not_before, origin=(index, ts), tombstone=tombstone)
 
 
 def _count_after(indexes: list[int], before: int | None, upto: int | None) -> int:

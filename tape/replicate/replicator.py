@@ -155,8 +155,8 @@ class Replicator(Link):
 
     def _frame(self, prev: int | None, batch: Sequence[Entry]) -> bytes:
         """The frame of `batch`, which follows the entry at index `prev`."""
-        indexes, timestamps, payloads, keys, not_befores, _ = zip(*batch)
-        return frame.encode(self._identity, prev, indexes, timestamps, payloads, keys, not_befores)
+        indexes, timestamps, payloads, keys, not_befores, _, tombstones = zip(*batch)
+        return frame.encode(self._identity, prev, indexes, timestamps, payloads, keys, not_befores, tombstones)
 
     def _shipped(self, seq: int, count: int, last: int) -> None:
         """JetStream stored the frame of `count` entries up to index `last` as `seq`: move the named tailer past it."""
