@@ -26,17 +26,21 @@ static const char *cycle_path(const char *dir, tape_queue *q)
     return buf;
 }
 
-static int fill(tape_appender *a, int n, size_t len)
+/* A daily raw queue at dir and an appender of it that wrote n entries of
+ * 100 B: entry i starts with i, then the letter 'a' + i % 26. */
+static int open_filled(const char *dir, int n, tape_queue **q, tape_appender **a)
 {
-    char buf[1024];
-    for (int i = 0; i < n; i++) {
-        memset(buf, 'a' + i % 26, len);
+    int rc = th_open_at(dir, "daily", "raw", q);
+    if (rc == 0)
+        rc = tape_appender_open(*q, a);
+    char buf[100];
+    for (int i = 0; rc == 0 && i < n; i++) {
+        memset(buf, 'a' + i % 26, sizeof buf);
         memcpy(buf, &i, sizeof i);
-        int64_t r = tape_append(a, buf, len, T0 + i);
-        if (r < 0)
-            return (int)r;
+        int64_t r = tape_append(*a, buf, sizeof buf, T0 + i);
+        rc = r < 0 ? (int)r : 0;
     }
-    return 0;
+    return rc;
 }
 
 /* Another queue of the process still works. */
@@ -63,9 +67,7 @@ static void truncated_under_a_tailer(void)
     tape_queue *q;
     tape_appender *a;
     const char *dir = th_path("q");
-    CHECK_OK(th_open_at(dir, "daily", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
-    CHECK_OK(fill(a, 20000, 100));
+    CHECK_OK(open_filled(dir, 20000, &q, &a));
     tape_tailer *t;
     CHECK_OK(tape_tailer_open(q, &t));
     tape_entry e;
@@ -102,9 +104,7 @@ static void read_payload_outlives_a_truncation(void)
     tape_queue *q;
     tape_appender *a;
     const char *dir = th_path("q");
-    CHECK_OK(th_open_at(dir, "daily", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
-    CHECK_OK(fill(a, 20000, 100));
+    CHECK_OK(open_filled(dir, 20000, &q, &a));
     tape_tailer *t;
     CHECK_OK(tape_tailer_open(q, &t));
     tape_entry e;
@@ -126,9 +126,7 @@ static void truncated_under_an_appender(void)
     tape_queue *q;
     tape_appender *a;
     const char *dir = th_path("q");
-    CHECK_OK(th_open_at(dir, "daily", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
-    CHECK_OK(fill(a, 2000, 100));
+    CHECK_OK(open_filled(dir, 2000, &q, &a));
     CHECK_EQ(truncate(cycle_path(dir, q), 12288), 0);
     char buf[100] = {0};
     /* The first append meets the fault (its copy lands past the end of the
@@ -173,9 +171,7 @@ static void truncated_under_verify(void)
     tape_queue *q;
     tape_appender *a;
     const char *dir = th_path("q");
-    CHECK_OK(th_open_at(dir, "daily", "raw", &q));
-    CHECK_OK(tape_appender_open(q, &a));
-    CHECK_OK(fill(a, 160000, 100)); /* past 16 MiB: verify reports progress midway */
+    CHECK_OK(open_filled(dir, 160000, &q, &a)); /* past 16 MiB: verify reports progress midway */
     char path[4096];
     snprintf(path, sizeof path, "%s", cycle_path(dir, q));
     tape_verify_report r;
