@@ -22,7 +22,7 @@ import json
 import struct
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import date
+from datetime import date, datetime
 from datetime import time as clock_time
 from typing import IO, Any
 
@@ -30,7 +30,8 @@ import tape
 from tape._time import iso_time, iso_times
 
 __all__ = [
-    "FORMATS", "Decode", "Progress", "unseen", "to_json", "from_json_line", "write_entries", "Loader", "LoadError",
+    "FORMATS", "Decode", "Progress", "unseen", "to_json", "from_json_line", "from_json_record", "write_entries",
+    "Loader", "LoadError",
 ]
 
 Decode = Callable[[bytes], Any]  # a payload to its value
@@ -119,13 +120,41 @@ def _hashable(key: Any) -> Any:
 
 def from_json_line(line: bytes) -> Any:
     """The value of one line: a JSON value, or a jsonl record (its value); ValueError if neither."""
+    return from_json_record(line)[0]
+
+
+def from_json_record(line: bytes) -> tuple[Any, dict[str, Any] | None]:
+    """The value of one line and, for a jsonl record with them, its attributes to write it with.
+
+    The attributes are write()'s keywords ("key", "not_before" as a datetime)
+    or, for a tombstone, {"key": key, "tombstone": True}; None when the line
+    has none. ValueError when the line is no JSON value or its attributes are bad.
+    """
     try:
         value = json.loads(line, object_hook=_from_json_object)
     except TypeError as exc:  # a $map with a key that cannot be a key, or pairs that are not pairs
         raise ValueError(str(exc)) from None
-    if isinstance(value, dict) and _RECORD_KEYS <= value.keys() <= _RECORD_KEYS | _RECORD_ATTRS:
-        return value["value"]
-    return value
+    if not (isinstance(value, dict) and _RECORD_KEYS <= value.keys() <= _RECORD_KEYS | _RECORD_ATTRS):
+        return value, None
+    if value.keys() <= _RECORD_KEYS | {"origin"}:
+        return value["value"], None
+    attrs: dict[str, Any] = {}
+    key = value.get("key")
+    if key is not None:
+        if not isinstance(key, (str, bytes)):
+            raise ValueError(f"a key is a string or {{\"$base64\": ...}}, not {key!r}")
+        attrs["key"] = key
+    if value.get("tombstone", False) is not False:
+        if value["tombstone"] is not True or key is None:
+            raise ValueError('"tombstone" is true, with a "key"')
+        attrs["tombstone"] = True
+    when = value.get("not_before")
+    if when is not None:
+        try:
+            attrs["not_before"] = datetime.fromisoformat(when)
+        except (TypeError, ValueError):
+            raise ValueError(f'"not_before" is an ISO 8601 time, not {when!r}') from None
+    return value["value"], attrs or None
 
 
 # -- entries as text ------------------------------------------------------------------
@@ -260,24 +289,41 @@ class Loader:
         self.appender = appender
         self.source = source  # the name of the lines' file, for messages
         self.count = 0  # values appended
-        self._batch: list[tuple[int, Any]] = []
+        self._batch: list[tuple[int, Any]] = []  # (line number, value) of lines without attributes
 
     def load(self, lines: Iterable[bytes], progress: Progress = unseen) -> None:
         """Append the value of each line of `lines` (blank lines are skipped); `progress` is told
         how many bytes were taken. At a line that is not JSON or a value the codec refuses,
-        append the values before it and raise LoadError."""
+        append the values before it and raise LoadError. A record's key, tombstone and not_before
+        (as `tape dump` writes them) are written with its value; its index, timestamp and origin
+        are not (the entry gets this queue's)."""
         for lineno, line in enumerate(_reporting(lines, progress), 1):
             if not line.strip():
                 continue
             try:
-                value = from_json_line(line)
+                value, attrs = from_json_record(line)
             except ValueError as exc:
                 self._flush()
                 raise LoadError(f"{self.source}:{lineno}: not a JSON value: {exc}") from None
+            if attrs is not None:
+                self._flush()
+                self._write_with(lineno, value, attrs)
+                continue
             self._batch.append((lineno, value))
             if len(self._batch) >= CHUNK:
                 self._flush()
         self._flush()
+
+    def _write_with(self, lineno: int, value: Any, attrs: dict[str, Any]) -> None:
+        """Append one value with its attributes (a tombstone: a delete of its key)."""
+        try:
+            if attrs.get("tombstone"):
+                self.appender.delete(attrs["key"])
+            else:
+                self.appender.write(value, key=attrs.get("key"), not_before=attrs.get("not_before"))
+        except (tape.EncodeError, tape.ArgumentError, tape.ArgumentTypeError) as exc:
+            raise LoadError(f"{self.source}:{lineno}: {exc}") from None
+        self.count += 1
 
     def _flush(self) -> None:
         """Append the batch; at a value the codec refuses, append those before it and stop."""
