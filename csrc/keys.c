@@ -306,26 +306,73 @@ static int fill_from_log(tape_queue *q, uint8_t *buf, uint32_t log2, void *arg)
     return rc;
 }
 
+/* The live keys of the table in map: tombstones' slots not counted. */
+static uint64_t live_keys(uint8_t *map)
+{
+    keys_hdr *h = (keys_hdr *)map;
+    key_slot *s = slots_of(map);
+    uint64_t n = 0;
+    for (uint64_t k = 0; k < ((uint64_t)1 << h->kh_log2); k++)
+        n += __atomic_load_n(&s[k].s_h1, __ATOMIC_ACQUIRE) && __atomic_load_n(&s[k].s_word, __ATOMIC_ACQUIRE) >= 0;
+    return n;
+}
+
+/* The size (log2 of the slots) of a table for n keys: at most 3/8 full,
+ * so that as many keys again fit before it is written anew; above
+ * KEYS_MAX_LOG2 when none is big enough. */
+static uint32_t fit_log2(uint64_t n)
+{
+    uint32_t log2 = KEYS_MIN_LOG2;
+    while (log2 <= KEYS_MAX_LOG2 && n > ((uint64_t)3 << log2) / 8)
+        log2++;
+    return log2;
+}
+
+/* The live keys of the table `arg` (a mapped or built one), without the
+ * tombstones' slots: a deleted key and a key never written look the same
+ * to every reader (no newest entry), so a table written anew forgets them. */
 static int fill_from_table(tape_queue *q, uint8_t *buf, uint32_t log2, void *arg)
 {
     (void)q;
     keys_hdr *from = arg, *h = (keys_hdr *)buf;
     key_slot *s = slots_of((uint8_t *)from);
-    for (uint64_t k = 0; k < ((uint64_t)1 << from->kh_log2); k++)
-        if (s[k].s_h1 && put(buf, log2, s[k].s_h1, s[k].s_h2, s[k].s_word) < 0)
+    uint64_t used = 0;
+    for (uint64_t k = 0; k < ((uint64_t)1 << from->kh_log2); k++) {
+        uint64_t h1 = __atomic_load_n(&s[k].s_h1, __ATOMIC_ACQUIRE);
+        int64_t word = __atomic_load_n(&s[k].s_word, __ATOMIC_ACQUIRE);
+        if (!h1 || word < 0)
+            continue;
+        if (put(buf, log2, h1, s[k].s_h2, word) < 0)
             return TAPE_ELIMIT;
+        used++;
+    }
     h->kh_upto = from->kh_upto;
-    h->kh_used = from->kh_used;
+    h->kh_used = used;
     return 0;
 }
 
-/* Rebuild tape.keys from the whole log (holding the write lock). */
+/* Rebuild tape.keys from the whole log (holding the write lock): built in
+ * memory, big enough for every key the log names, then written at the size
+ * its live keys need. */
 static int rebuild(tape_queue *q)
 {
-    int rc = TAPE_ELIMIT;
-    for (uint32_t log2 = KEYS_MIN_LOG2; rc == TAPE_ELIMIT && log2 <= KEYS_MAX_LOG2; log2 += 2)
-        rc = write_file(q, log2, fill_from_log, NULL);
-    return rc;
+    for (uint32_t log2 = KEYS_MIN_LOG2; log2 <= KEYS_MAX_LOG2; log2 += 2) {
+        uint8_t *mem = calloc(1, map_len(log2));
+        if (!mem)
+            return -ENOMEM;
+        ((keys_hdr *)mem)->kh_log2 = log2;
+        int rc = fill_from_log(q, mem, log2, NULL);
+        if (rc == 0) {
+            uint32_t fit = fit_log2(live_keys(mem));
+            rc = fit > KEYS_MAX_LOG2 ? TAPE_ELIMIT : write_file(q, fit, fill_from_table, mem);
+        } else if (rc == TAPE_ELIMIT) {
+            rc = 1; /* a bigger table, then */
+        }
+        free(mem);
+        if (rc != 1)
+            return rc;
+    }
+    return TAPE_ELIMIT;
 }
 
 /* Holding kd_mu: tape.keys mapped and current for a lookup or a change:
@@ -398,10 +445,12 @@ int tape_keys_apply(tape_queue *q, const tape_attrs *at, int64_t index)
     uint64_t used = __atomic_load_n(&h->kh_used, __ATOMIC_RELAXED) + (uint64_t)(r > 0);
     __atomic_store_n(&h->kh_used, used, __ATOMIC_RELAXED);
     if (r < 0 || used > ((uint64_t)3 << h->kh_log2) / 4) {
-        /* Full: a table four times as big, the entry written since in it. */
+        /* Full: written anew without the tombstones' slots, at the size its
+         * live keys need (bigger, the same, or smaller), the entry written
+         * since in it. */
         __atomic_store_n(&h->kh_upto, index + 1, __ATOMIC_RELAXED);
-        rc = h->kh_log2 + 2 > KEYS_MAX_LOG2 ? TAPE_ELIMIT
-             : write_file(q, h->kh_log2 + 2, fill_from_table, h);
+        uint32_t fit = fit_log2(live_keys(kd->kd_map) + 1);
+        rc = fit > KEYS_MAX_LOG2 ? TAPE_ELIMIT : write_file(q, fit, fill_from_table, h);
         if (rc == 0 && r < 0)
             put(kd->kd_map, hdr(kd)->kh_log2, h1, h2, word);
         h = rc == 0 ? hdr(kd) : h;
@@ -710,8 +759,8 @@ int tape_keys_check(tape_queue *q, char *msg, size_t cap)
         int64_t want = ls[k].s_word;
         int64_t got = d && __atomic_load_n(&d->s_h1, __ATOMIC_ACQUIRE) ? __atomic_load_n(&d->s_word, __ATOMIC_ACQUIRE)
                                                                        : INT64_MIN;
-        if (got == want || (got != INT64_MIN && index_of(got) >= upto))
-            continue;
+        if (got == want || (got != INT64_MIN && index_of(got) >= upto) || (got == INT64_MIN && want < 0))
+            continue; /* (a table written anew forgets tombstones) */
         if (got == INT64_MIN)
             snprintf(msg, cap, "tape.keys: the key of entry %lld is missing (rebuilt from the log by tape repair)",
                      (long long)index_of(want));

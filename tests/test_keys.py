@@ -116,3 +116,33 @@ def test_a_key_whose_newest_entry_was_purged_is_carried_forward(qpath: Path) -> 
     with tape.Queue(qpath, read_only=True) as q:
         e = q.latest("old")
         assert e is not None and e.value == 1
+
+def test_keys_that_churn_leave_the_directory_bounded(qpath: Path) -> None:
+    """1,000,000 distinct keys written then deleted, 20,000 at a time: the directory forgets
+    the deleted ones when it is written anew, so its size follows the live keys, not all ever seen."""
+    batch, batches = 20_000, 50
+    sizes = []
+    clock = ManualClock(1_763_683_200 * 10**9)
+    with tape.Queue(qpath, codec="raw", roll_cycle="minutely", clock=clock) as q:
+        a = q.appender()
+        for b in range(batches):
+            clock.advance(60)  # a cycle file a batch
+            keys = [b"k%d" % (b * batch + i) for i in range(batch)]
+            for k in keys:
+                a.write(b"v", key=k)
+            for k in keys[1:]:  # one key of each batch stays
+                a.delete(k)
+            sizes.append((qpath / "tape.keys").stat().st_size)
+            if b % 10 == 9:
+                q.purge(keep_cycles=1)  # (the log's size is not the question here)
+        assert sorted(q.keys()) == sorted(b"k%d" % (b * batch) for b in range(batches))
+        assert q.latest(b"k20001") is None
+        e = q.latest(b"k40000")
+        assert e is not None and e.value == b"v"
+    # 20,000 live keys at most, at most 3/8 of the slots after a rewrite: 2^16 slots of 32 B
+    # (2 MiB); keeping every deleted key's slot would have taken 2^22 (128 MiB).
+    assert max(sizes) <= 4096 + 32 * 2**16, sizes
+    (qpath / "tape.keys").unlink()  # rebuilt from the log, whose tombstones it leaves out
+    with tape.Queue(qpath, codec="raw") as q:
+        assert len(q.keys()) == batches and q.verify().ok
+    assert (qpath / "tape.keys").stat().st_size <= 4096 + 32 * 2**10
