@@ -28,6 +28,12 @@ the record in the same write as on_alarm's changes, so a redelivery after a
 crash finds it gone. An on_alarm that raises is nacked (the group's backoff)
 and, on its last delivery, removed from the record and rejected into the
 group's dead letters: failed_alarms().
+
+With retention= each queue is compacted as it rolls, and nothing live goes:
+a purge of `objects/` or `later/` appends the newest entry of each live key
+again before its cycle goes (so each object's record, and each alarm due
+later, survives), and a purge of `alarms/` keeps every cycle holding an
+alarm the group has not finished.
 """
 
 from __future__ import annotations
@@ -274,7 +280,7 @@ class Objects:
     a thread that fires alarms as they come due (any number of processes may;
     each alarm fires in one). clock (ns since the epoch, e.g. a
     tape.testing.ManualClock) times alarms and idleness; queue_options go to
-    both queues (sync=, roll_cycle=, ...).
+    its queues (sync=, roll_cycle=, retention=, ...).
     """
 
     path: str
@@ -298,9 +304,6 @@ class Objects:
         for name in ("codec", "schema", "raw", "read_only"):
             if name in queue_options:
                 raise ArgumentError(f"Objects takes no {name}= (records are msgpack)")
-        if queue_options.get("retention") is not None:
-            # Purging a cycle would drop the only record of every object not changed since.
-            raise ArgumentError("Objects takes no retention= (the queues cannot compact keys yet)")
         try:
             self.path = os.fspath(path)
         except TypeError:

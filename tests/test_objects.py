@@ -320,8 +320,8 @@ def test_bad_arguments_give_tape_errors_and_change_nothing(objects: tape.Objects
         tape.Objects(tmp_path / "bad", codec="json")
     with pytest.raises(tape.ArgumentTypeError):
         tape.Objects(tmp_path / "bad", nonsense=1)
-    with pytest.raises(tape.ArgumentError, match="retention"):
-        tape.Objects(tmp_path / "bad", retention={"keep_cycles": 2})
+    with pytest.raises(tape.ArgumentTypeError, match="retention"):
+        tape.Objects(tmp_path / "bad", retention={"keep": 2})
     assert not (tmp_path / "bad").exists()
 
 
