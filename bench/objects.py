@@ -10,6 +10,10 @@
   per call. Measured twice: as tape does it (optimistic: rerun on conflict),
   and with every call serialised across processes by an exclusive flock() on
   a lock file (the other design the brief allowed), to compare.
+- cold objects: a store of --objects objects (100,000), one call each to make
+  them; then, in a store just opened, the first call on each of 1,000 objects
+  chosen at random (none in memory yet), each timed alone: median and p99; and
+  opening the store (Objects(...) then close()), 20 times: median.
 
 Rates are calls per second of wall-clock time over all processes (first start
 to last end; processes start together, behind a barrier file). Every process
@@ -22,6 +26,7 @@ import argparse
 import fcntl
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -102,6 +107,31 @@ def processes(where: Path, n: int, ids: list[str], lock: bool) -> tuple[float, f
     return n * len(ids) / span, sum(o["runs"] for o in out) / (n * len(ids))
 
 
+def cold(where: Path, objects_n: int, samples: int = 1000, opens: int = 20) -> tuple[float, float, float]:
+    """(median and p99 of a first call on a cold object, median of opening the store), in seconds."""
+    store = where / "cold"
+    with tape.Objects(store, alarms=False) as objects:
+        call = objects.call
+        for i in range(objects_n):
+            call(BenchCounter, f"o{i}", "increment")
+    chosen = random.Random(19).sample(range(objects_n), samples)
+    took = []
+    with tape.Objects(store, alarms=False) as objects:
+        for i in chosen:
+            ref = objects.get(BenchCounter, f"o{i}")
+            t0 = time.perf_counter()
+            ref.increment()
+            took.append(time.perf_counter() - t0)
+    opened = []
+    for _ in range(opens):
+        t0 = time.perf_counter()
+        tape.Objects(store, alarms=False).close()
+        opened.append(time.perf_counter() - t0)
+    shutil.rmtree(store)
+    took.sort()
+    return statistics.median(took), took[int(len(took) * 0.99)], statistics.median(opened)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         store, oid, n, lock, go = sys.argv[2:7]
@@ -110,11 +140,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--objects", type=int, default=100_000, help="objects in the store of the cold-call rows")
     ap.add_argument("--dir", default=None, help="where the stores go (default: a temporary directory)")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-objects-", dir=args.dir))
     try:
         rows: dict[str, list[tuple[float, float]]] = {}
+        colds = []
         for run in range(args.runs):
             where = base / str(run)
             where.mkdir()
@@ -125,11 +157,15 @@ def main() -> None:
                 processes(where, args.n // 8, ["x"] * 4, lock=False))
             rows.setdefault("4 processes, 1 object (flock per call)", []).append(
                 processes(where, args.n // 8, ["x"] * 4, lock=True))
+            colds.append(cold(where, args.objects))
             shutil.rmtree(where)
         for name, got in rows.items():
             rate = statistics.median(r for r, _ in got)
             runs = statistics.median(x for _, x in got)
             print(f"{name:42} {rate:>12,.0f} calls/s   {runs:.2f} runs/call")
+        median, p99, opened = (statistics.median(c[k] for c in colds) * 1e6 for k in range(3))
+        print(f"first call on a cold object ({args.objects:,} in the store): median {median:,.0f} us, p99 {p99:,.0f} us")
+        print(f"opening the store ({args.objects:,} objects): median {opened:,.0f} us")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
