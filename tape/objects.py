@@ -47,9 +47,12 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from operator import methodcaller
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from tape import codecs, lifecycle
+from tape._native.appender import KEY_STR
+from tape._native.queue import KEY_CONFLICT
 from tape._time import duration_ns, to_datetime, to_ns
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError, StaleDeliveryError
 from tape.group import Consumer, Delivery
@@ -78,6 +81,8 @@ _WAIT = 0.1  # the alarm thread's longest wait for a claim (checks for closing i
 _RESERVED = frozenset({"schedule_alarm", "list_alarms", "cancel_alarm", "cancel_all_alarms", "on_alarm"})
 _TYPES: dict[str, type[DurableObject]] = {}  # every DurableObject subclass by name: alarms find theirs
 _MSGPACK = codecs.get("msgpack")
+_ENCODE, _DECODE = _MSGPACK.encode, _MSGPACK.decode
+_NEW = object.__new__
 _HANDLERS: set[tuple[type[DurableObject], str]] = set()  # (type, name) found to be a handler
 
 
@@ -207,15 +212,16 @@ class FailedAlarm(NamedTuple):
 
 
 class _Slot:
-    """An object in memory: its lock, and its newest record known (index and bytes)."""
+    """An object in memory: its lock, its newest record known (index and bytes), its compare-and-append."""
 
-    __slots__ = ("index", "data", "lock", "used")
+    __slots__ = ("index", "data", "lock", "used", "append_if")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.index: int | None = None
-        self.data: bytes | None = None  # None: not loaded (or hibernated)
+        self.index = -1  # the record's index in the log, -1: none (the object is new)
+        self.data: bytes | None = None  # the record; None: not loaded (or hibernated)
         self.used = 0
+        self.append_if: Callable[[bytes, int, int], int] | None = None  # made at the first write
 
 
 class ObjectRef:
@@ -234,7 +240,7 @@ class ObjectRef:
         run, cls, key, kb = self._objects._run_key, self._cls, self._key, self._kb
 
         def handler(*args: Any, **kw: Any) -> Any:
-            return run(cls, key, kb, lambda o: getattr(o, name)(*args, **kw))
+            return run(cls, key, kb, methodcaller(name, *args, **kw))
 
         handler.__name__ = name
         setattr(self, name, handler)  # found directly from now on
@@ -330,7 +336,11 @@ class Objects:
                 raise
             opened.pop_all()
         self._native = self._queue._handle()
+        self._key_latest, self._ptr = self._native.key_latest_call()  # called while the store is open only
         self._appender = self._queue.appender()
+        self._appender_handle = self._appender._native
+        self._after = self._appender._after  # after an append: retention at a roll, sync="always"
+        self._ts: Callable[[int], int] = (lambda now: 0) if clock is None else (lambda now: now)
         self._alarm_appender = self._alarms.appender()
         self._later_appender = self._later.appender()
         self._scan_lock = threading.Lock()
@@ -365,7 +375,7 @@ class Objects:
         if (cls, method) not in _HANDLERS:
             _handler(cls, method)
             _HANDLERS.add((cls, method))
-        return self._run_key(cls, key, key.encode(), lambda o: getattr(o, method)(*args, **kw))
+        return self._run_key(cls, key, key.encode(), methodcaller(method, *args, **kw))
 
     def stop(self, cls: type[DurableObject], id: str) -> None:
         """Drop the object from memory; the next call loads it again."""
@@ -374,7 +384,7 @@ class Objects:
             slot = self._slots.pop(kb, None)
         if slot is not None:
             with slot.lock:
-                slot.data = slot.index = None
+                slot.data = None
 
     def in_memory(self) -> list[tuple[str, str]]:
         """(type name, id) of the objects loaded in this Objects now (not hibernated)."""
@@ -396,30 +406,70 @@ class Objects:
         return self._run_key(cls, key, key.encode(), action)
 
     def _run_key(self, cls: type[DurableObject], key: str, kb: bytes, action: Callable[[DurableObject], T]) -> T:
-        """_run of the object whose key is `key` (its bytes `kb`), both checked."""
+        """_run of the object whose key is `key` (its bytes `kb`), both checked.
+
+        The action runs on the record cached in the slot, loaded first when
+        there is none. A record that changed is stored by a compare-and-append
+        on the index it ran on: a conflict (another process stored first)
+        loads the newest and runs it again. A result (or exception) from a
+        record that did not change counts only if the record is still the
+        newest, which one look at the key directory says.
+        """
         now = self._now()
-        slot = self._slot(kb, now)
+        slot = self._slots.get(kb)
+        if slot is None or now - self._swept >= _SWEEP:
+            slot = self._slot(kb, now)
         with slot.lock:
-            self._check()
+            if self._state != "open":
+                self._check()
+            data = slot.data
+            if data is None:
+                data = self._load(cls, key, kb, slot)
             while True:
-                index, data = self._newest(key, kb, slot)
-                obj = self._instance(cls, data)
-                result = action(obj)
-                new = self._record(cls, obj)
-                if new == (data if data is not None else _defaults(cls)):
+                index = slot.index
+                record = _DECODE(data)
+                obj = _NEW(cls)
+                d = obj.__dict__
+                d.update(record["state"])
+                d["_tape_alarms"] = record["alarms"]
+                d["_tape_new"] = []
+                d["_tape_now"] = self._now
+                try:
+                    result = action(obj)
+                except Exception:
+                    if self._key_latest(self._ptr, kb, len(kb)) != index:
+                        data = self._load(cls, key, kb, slot)
+                        continue  # it raised on a record older than the newest
+                    raise
+                new = _ENCODE({"state": {f: d[f] for f in cls._tape_fields}, "alarms": d["_tape_alarms"]})
+                if new == data:
+                    if self._key_latest(self._ptr, kb, len(kb)) != index:
+                        data = self._load(cls, key, kb, slot)
+                        continue
                     break
-                for name, due, token in obj._tape_new:  # before the record: it may fire unrun, never be lost
-                    entry = _MSGPACK.encode({"k": key, "n": name, "t": token, "d": due})
-                    if due - now > HORIZON:
-                        self._later_appender.write_encoded(entry, key=f"{token:x}")
-                    else:
-                        self._alarm_appender.write_encoded(entry, not_before=due)
-                got = self._appender.write_if(new, index, key=key)
-                if got is not None:
-                    slot.index, slot.data = got, new
+                if d["_tape_new"]:
+                    self._schedule(key, d["_tape_new"], now)
+                append_if = slot.append_if
+                if append_if is None:
+                    append_if = slot.append_if = self._native.key_append_if_call(self._appender_handle, kb, KEY_STR)
+                got = append_if(new, self._ts(now), index)
+                if got >= 0:
+                    slot.index, slot.data = self._after(got), new
                     break
+                if got != KEY_CONFLICT:
+                    self._appender_handle.checked(got)
+                data = self._load(cls, key, kb, slot)
             slot.used = now
         return result
+
+    def _schedule(self, key: str, new: list[tuple[str, int, int]], now: int) -> None:
+        """Append the alarm entries of the alarms just scheduled: before the record, so one may fire unrun, never be lost."""
+        for name, due, token in new:
+            entry = _ENCODE({"k": key, "n": name, "t": token, "d": due})
+            if due - now > HORIZON:
+                self._later_appender.write_encoded(entry, key=f"{token:x}")
+            else:
+                self._alarm_appender.write_encoded(entry, not_before=due)
 
     def _slot(self, kb: bytes, now: int) -> _Slot:
         with self._lock:
@@ -439,48 +489,32 @@ class Objects:
             if idle < self._hibernate or not slot.lock.acquire(blocking=False):
                 continue
             try:
-                slot.data = slot.index = None
+                slot.data = None
                 if self._shutdown is not None and idle >= self._shutdown:
                     del self._slots[kb]
             finally:
                 slot.lock.release()
 
-    def _newest(self, key: str, kb: bytes, slot: _Slot) -> tuple[int | None, bytes | None]:
-        """The object's newest record: (its index, its bytes), (None, None) when there is none."""
-        index = self._native.key_latest(kb)
-        if index is None:
-            slot.index = slot.data = None
-            return None, None
-        if index != slot.index or slot.data is None:
-            entry = self._queue.latest(key)
-            if entry is None:
-                slot.index = slot.data = None
-                return None, None
-            slot.index, slot.data = entry.index, entry.value
-        return slot.index, slot.data
+    def _load(self, cls: type[DurableObject], key: str, kb: bytes, slot: _Slot) -> bytes:
+        """Load the object's newest record into the slot (the defaults when there is none); its bytes.
 
-    def _instance(self, cls: type[DurableObject], data: bytes | None) -> DurableObject:
-        """A fresh object from a record's bytes (None: the defaults)."""
-        record = _MSGPACK.decode(data if data is not None else _defaults(cls))
-        obj = cls.__new__(cls)
+        A record stored by another version of the class gets its fields: those
+        no longer declared dropped, new ones at their defaults (stored with the
+        next change).
+        """
+        entry = self._queue.latest(key)
+        if entry is None:
+            slot.index, slot.data = -1, _defaults(cls)
+            return slot.data
+        data: bytes = entry.value
+        record = _DECODE(data)
         stored = record.get("state", {})
-        d = obj.__dict__
-        d.update(stored)
-        if len(stored) != len(cls._tape_fields) or stored.keys() != cls._tape_fields.keys():  # the class changed
-            for f in [f for f in d if f not in cls._tape_fields]:
-                del d[f]
-            for f, default in cls._tape_fields.items():
-                if f not in d:
-                    d[f] = _MSGPACK.decode(_MSGPACK.encode(default))
-        obj._tape_alarms = record.get("alarms", {})
-        obj._tape_new = []
-        obj._tape_now = self._now
-        return obj
-
-    @staticmethod
-    def _record(cls: type[DurableObject], obj: DurableObject) -> bytes:
-        d = obj.__dict__
-        return bytes(_MSGPACK.encode({"state": {f: d[f] for f in cls._tape_fields}, "alarms": obj._tape_alarms}))
+        fields = cls._tape_fields
+        if stored.keys() != fields.keys() or "alarms" not in record:  # the class changed
+            state = {f: stored[f] if f in stored else _DECODE(_ENCODE(v)) for f, v in fields.items()}
+            data = _ENCODE({"state": state, "alarms": record.get("alarms", {})})
+        slot.index, slot.data = entry.index, data
+        return data
 
     # -- alarms ------------------------------------------------------------------------------
 

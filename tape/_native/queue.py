@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from tape._native.appender import AppenderHandle
+from tape._native.appender import AppenderHandle, attrs_struct
 from tape._native.core import (
     NAME_MAX,
     NAMED_MAX,
@@ -34,6 +34,9 @@ from tape.records import CycleInfo, Entry, VerifyReport
 
 _KEY_READ = lib.tape_key_read  # bound once, with what it uses: Queue.latest's call
 _KEY_STR = lib.TAPE_A_KEY_STR
+_KEY_LATEST = lib.tape_key_latest
+_APPEND_IF_KEY = lib.tape_append_if_key
+KEY_CONFLICT = lib.TAPE_ECONFLICT  # what a key_append_if_call function returns on a conflict
 _CAST, _UNPACK = ffi.cast, ffi.unpack
 # The members of a tape_entry read at once (faster than one by one): e_index,
 # e_timestamp, e_data, e_len, then e_attrs' a_key, a_key_len, a_flags,
@@ -252,6 +255,31 @@ class QueueHandle:
         if index < -1:
             check(index, self.path)
         return none_if_negative(index)
+
+    def key_latest_call(self) -> tuple[Callable[[Any, bytes, int], int], Any]:
+        """The core's tape_key_latest and this queue's C pointer, for a caller that keeps the queue open meanwhile.
+
+        f(ptr, key, len(key)) is key_latest without its lock: the index of the
+        newest entry with `key` (checked bytes), -1 when there is none or it is
+        deleted, or a code below -1 for check().
+        """
+        return _KEY_LATEST, self.ptr()
+
+    def key_append_if_call(self, appender: AppenderHandle, key: bytes, flags: int) -> Callable[[bytes, int, int], int]:
+        """A compare-and-append of entries with `key` (checked bytes, its TAPE_A_* flags) by `appender`,
+        its attributes built once, for a caller that keeps the queue open meanwhile.
+
+        f(data, ts, last) appends `data` with the key only if the key's newest
+        entry is `last` (-1: there is none): the new index, KEY_CONFLICT when
+        it is not, or another code below 0 for appender.checked().
+        """
+        attrs, ptr = attrs_struct(key, flags, 0, None), appender.live()
+
+        def append_if(data: bytes, ts: int, last: int, _keep: Any = (key, appender)) -> int:
+            index: int = _APPEND_IF_KEY(ptr, data, len(data), ts, last, attrs)
+            return index
+
+        return append_if
 
     def key_entry(self, key: bytes, decode: Callable[[bytes], Any]) -> Entry | None:
         """The newest entry with `key` (checked bytes), its value decode(payload); None when there is none or it is deleted."""
