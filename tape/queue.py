@@ -24,6 +24,7 @@ from tape import group as groups_
 from tape._args import as_index, as_int, as_name, as_seconds, shown
 from tape._native import NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle
 from tape._time import to_datetime
+from tape._native.appender import KEY_MAX
 from tape.appender import Appender, key_bytes
 from tape.errors import (
     ArgumentError,
@@ -330,7 +331,18 @@ class Queue:
         Answered by the key directory every process shares: the same in all of
         them once a write returned.
         """
-        return self._handle().key_entry(key_bytes(key), self.codec.decode)
+        native = self._native
+        if native is None:
+            raise AssertionError("the queue never opened")
+        if type(key) is str:  # the common case, checked here at once
+            try:
+                kb = key.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                pass  # key_bytes says why
+            else:
+                if 0 < len(kb) <= KEY_MAX:
+                    return native.key_entry(kb, self.codec.decode, key)
+        return native.key_entry(key_bytes(key), self.codec.decode)
 
     def keys(self) -> list[str | bytes]:
         """The live keys (those whose newest entry is not a tombstone), in no order."""

@@ -281,19 +281,28 @@ class QueueHandle:
 
         return append_if
 
-    def key_entry(self, key: bytes, decode: Callable[[bytes], Any]) -> Entry | None:
-        """The newest entry with `key` (checked bytes), its value decode(payload); None when there is none or it is deleted."""
+    def key_entry(self, key: bytes, decode: Callable[[bytes], Any], name: str | None = None) -> Entry | None:
+        """The newest entry with `key` (checked bytes), its value decode(payload); None when there is none or it is deleted.
+
+        `name`: the str whose UTF-8 (surrogateescape) `key` is, when the caller has it.
+        """
         with self.lock:
             t = self._lookup
             if t is None or t.ptr is None:
                 t = self._lookup = self.tailer(None, 0)
-            rc = _KEY_READ(self.ptr(), t.ptr, key, len(key), self._entry)
+            h = self._ptr
+            if h is None:
+                raise QueueClosedError(f"{self.path}: the queue is closed")
+            rc = _KEY_READ(h, t.ptr, key, len(key), self._entry)
             if rc == 1:
                 index, ts, data, n, _, _, flags, nb, origin, origin_ts = _ENTRY_FIELDS(self._entry_bytes)
                 value = decode(_UNPACK(_CAST("char *", data), n))
                 if nb or origin >= 0:
                     return tuple.__new__(Entry, (index, ts, value, *entry_attrs(key, flags, nb, origin, origin_ts)))
-                name = key.decode("utf-8", "surrogateescape") if flags & _KEY_STR else key
+                if not flags & _KEY_STR:
+                    return tuple.__new__(Entry, (index, ts, value, key, None, None, False))
+                if name is None:
+                    name = key.decode("utf-8", "surrogateescape")
                 return tuple.__new__(Entry, (index, ts, value, name, None, None, False))
         check(rc, self.path)
         return None
