@@ -13,6 +13,16 @@
   disk blocks of all its files at the end; again rewriting a tenth of the
   keys per cycle (the rest carried forward).
 
+- peers (--peers): the same keyed put and get of a 100-byte value, and a
+  read-modify-write of an int counter per key, in tape (a keyed queue, and
+  tape.Objects) and in what a Python user would use instead (sqlitedict,
+  diskcache Index, py-lmdb, shelve: bench/peers/keyed.py names the
+  durability settings of each), over --peer-keys keys round robin, each phase
+  --peer-n operations or --peer-seconds, whichever comes first; then kill -9:
+  a child process puts key after key, telling each one the library
+  acknowledged, is killed 0.3 s in, and the store, reopened, is asked for
+  every key acknowledged: how many are lost.
+
 Rates are per second of wall-clock time; prints the median of the runs.
 """
 
@@ -21,12 +31,18 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 import tape
+from bench.peers.keyed import STORES, KeyedStore
 from tape.testing import ManualClock
 
 VALUE = b"v" * 100
@@ -73,14 +89,110 @@ def compaction(where: Path, keys: int = 1000, rounds: int = 1000, share: int = 1
     return end, most, live, disk
 
 
+def _timed(op: Callable[[str], object], names: list[str], n: int, seconds: float) -> float:
+    """op(name) over `names` round robin, n times or for `seconds`, whichever ends first: per second."""
+    done, clock = 0, time.perf_counter
+    t0 = clock()
+    deadline = t0 + seconds
+    while done < n:
+        for name in names[done % len(names):][:256]:
+            op(name)
+        done += min(256, len(names) - done % len(names))
+        if clock() >= deadline:
+            break
+    return done / (clock() - t0)
+
+
+def peer_rates(store: type[KeyedStore], where: Path, keys: int, n: int, seconds: float) -> tuple[float, float, float]:
+    """(puts/s, gets/s, increments/s) of `store`."""
+    names = [f"key-{k}" for k in range(keys)]
+    s = store()
+    s.open(where)
+    try:
+        put, get, increment = s.put, s.get, s.increment
+        puts = _timed(lambda k: put(k, VALUE), names, n, seconds)
+        for k in names:  # every key there for the gets, whatever the puts got to
+            put(k, VALUE)
+        gets = _timed(get, names, n, seconds)
+        assert get(names[-1]) == VALUE
+        counters = [f"count-{k}" for k in range(keys)]
+        increments = _timed(increment, counters, n, seconds)
+    finally:
+        s.close()
+    return puts, gets, increments
+
+
+def kill_child(name: str, where: str) -> None:
+    """The child of peer_kill: put key-0, key-1, ... telling each acknowledged one on stdout, until killed."""
+    store = next(s for s in STORES if s.__name__ == name)()
+    store.open(Path(where))
+    put, i = store.put, 0
+    while True:
+        put(f"key-{i}", VALUE)
+        os.write(1, b"%d\n" % i)
+        i += 1
+
+
+def peer_kill(store: type[KeyedStore], where: Path, after: float = 0.3) -> tuple[int, int]:
+    """(keys acknowledged, of them lost) when the putting process is killed -9 `after` seconds in."""
+    child = subprocess.Popen([sys.executable, "-m", "bench.keys", "--kill-child", store.__name__, str(where)],
+                             stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
+    assert child.stdout is not None
+    first = child.stdout.readline()  # started
+    assert first, "the child died"
+    time.sleep(after)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    acked = int((first + child.stdout.read()).split()[-1]) + 1
+    s = store()
+    s.open(where)
+    try:
+        lost = sum(s.get(f"key-{i}") != VALUE for i in range(acked))
+    finally:
+        s.close()
+    return acked, lost
+
+
+def peers(args: argparse.Namespace) -> None:
+    """The peers' rows: rates, then kill -9."""
+    print(f"{'store':18} {'put/s':>10} {'get/s':>10} {'incr/s':>10}   kill -9: lost of acknowledged   version; settings")
+    for store in STORES:
+        got = []
+        for _ in range(args.runs):
+            where = Path(tempfile.mkdtemp(dir=args.dir))
+            try:
+                got.append(peer_rates(store, where, args.peer_keys, args.peer_n, args.peer_seconds))
+            finally:
+                shutil.rmtree(where)
+        where = Path(tempfile.mkdtemp(dir=args.dir))
+        try:
+            acked, lost = peer_kill(store, where)
+        finally:
+            shutil.rmtree(where)
+        put, get, incr = (statistics.median(r[k] for r in got) for k in range(3))
+        version = metadata.version(store.package) if store.package else "tape" if "tape" in store.name else "stdlib"
+        print(f"{store.name:18} {put:>10,.0f} {get:>10,.0f} {incr:>10,.0f}   {lost:>6,} of {acked:>8,}"
+              f"   {version}; {store.settings}")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--kill-child"]:
+        kill_child(sys.argv[2], sys.argv[3])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", default=None)
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=1000)
+    ap.add_argument("--peers", action="store_true", help="only the comparison with the peers")
+    ap.add_argument("--peer-keys", type=int, default=1000)
+    ap.add_argument("--peer-n", type=int, default=200_000)
+    ap.add_argument("--peer-seconds", type=float, default=2.0)
     args = ap.parse_args()
+    if args.peers:
+        peers(args)
+        return
     for codec in ("raw", "msgpack"):
         got = []
         for _ in range(args.runs):
