@@ -1,6 +1,6 @@
 """Durable objects: keyed, single-instance objects whose state survives restarts, with alarms.
 
-An Objects store is a directory holding two queues. `objects/` is a keyed
+An Objects store is a directory holding three queues. `objects/` is a keyed
 queue: one key per object ("<type name>/<id>"), whose newest entry is the
 object's record {"state": {field: value}, "alarms": {name: [due ns, token]}}
 in msgpack. `alarms/` holds one entry per scheduled alarm, due (not_before)
@@ -9,13 +9,16 @@ process. An alarm due more than HORIZON ahead goes to `later/` first (keyed
 by its token), and the alarm threads move it to `alarms/` as it nears: the
 group keeps only a bounded number of entries that are not yet due.
 
-A call loads the object's newest record (cached in memory: the shared key
-directory says in O(1) whether the cache is still the newest), runs the
-handler on a fresh copy, and, only if the record changed, appends it with
-Appender.write_if(last=<the index it ran on>, key=): atomic per key across
-processes. On a conflict (another process stored first) the handler runs
-again on the newer record, as DurableAtom.swap does; calls of one Objects
-on one object run one at a time (a lock per object), so only processes
+A call runs the handler on a fresh copy (a decode) of the object's record
+cached in memory (loaded first when it is not) and, only if the record
+changed, appends it with a compare-and-append on the key (only if the key's
+newest entry is still the index it ran on; built once per object):
+atomic per key across processes. On a conflict (another process stored
+first) it loads the newest record and runs the handler again, as
+DurableAtom.swap does. A call that changed nothing, or raised, counts only
+if the shared key directory still names the cached record as the newest (one
+O(1) look); else it too runs again on the newest. Calls of one Objects on
+one object run one at a time (a lock per object), so only processes
 conflict. Optimistic, not an owner lock: a call in one process costs no
 lock file and no system call beyond the append, and a process killed
 mid-call leaves nothing held.
