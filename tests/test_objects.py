@@ -349,3 +349,34 @@ def test_cli_lists_objects(tmp_path: Path, clock: ManualClock) -> None:
     text = subprocess.run([sys.executable, "-m", "tape", "objects", str(tmp_path / "s")],
                           capture_output=True, text=True, check=True).stdout
     assert "Tally  a" in text and "ping at 2025-01-01T00:01:00+00:00" in text
+
+
+class Gate(tape.DurableObject):
+    count: int = 0
+
+    def increment(self) -> int:
+        self.count += 1
+        return self.count
+
+    def read(self) -> int:
+        return self.count
+
+    def need(self, at_least: int) -> int:
+        if self.count < at_least:
+            raise ValueError(f"only {self.count}")
+        return self.count
+
+
+def test_a_call_that_changes_nothing_or_raises_sees_what_another_store_wrote(tmp_path: Path) -> None:
+    """Two stores on one directory (as two processes): each call runs on the newest record,
+    also one whose cached record is older and that changes nothing or raises."""
+    with tape.Objects(tmp_path, alarms=False) as one, tape.Objects(tmp_path, alarms=False) as two:
+        a, b = one.get(Gate, "g"), two.get(Gate, "g")
+        assert a.increment() == 1 and a.read() == 1  # cached in `one`
+        assert b.increment() == 2
+        assert a.read() == 2  # not the cached 1
+        assert b.increment() == 3
+        assert a.need(3) == 3  # would raise on the cached record
+        with pytest.raises(ValueError, match="only 3"):
+            a.need(4)
+        assert b.increment() == 4 and a.increment() == 5 and b.read() == 5
