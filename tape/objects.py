@@ -53,6 +53,7 @@ from datetime import datetime, timedelta
 from operator import methodcaller
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
+from tape import _msgpack as _fast
 from tape import codecs, lifecycle
 from tape._native.appender import KEY_STR
 from tape._native.queue import KEY_CONFLICT
@@ -85,6 +86,7 @@ _RESERVED = frozenset({"schedule_alarm", "list_alarms", "cancel_alarm", "cancel_
 _TYPES: dict[str, type[DurableObject]] = {}  # every DurableObject subclass by name: alarms find theirs
 _MSGPACK = codecs.get("msgpack")
 _ENCODE, _DECODE = _MSGPACK.encode, _MSGPACK.decode
+_PACK, _UNPACK, _FALLBACK = _fast.pack, _fast.unpack, _fast.FALLBACK  # the codec's fast path, called directly
 _NEW = object.__new__
 _HANDLERS: set[tuple[type[DurableObject], str]] = set()  # (type, name) found to be a handler
 
@@ -343,7 +345,7 @@ class Objects:
         self._appender = self._queue.appender()
         self._appender_handle = self._appender._native
         self._after = self._appender._after  # after an append: retention at a roll, sync="always"
-        self._ts: Callable[[int], int] = (lambda now: 0) if clock is None else (lambda now: now)
+        self._stamp = clock is not None  # entries get the clock's time, else the core reads the wall clock
         self._alarm_appender = self._alarms.appender()
         self._later_appender = self._later.appender()
         self._scan_lock = threading.Lock()
@@ -430,7 +432,9 @@ class Objects:
                 data = self._load(cls, key, kb, slot)
             while True:
                 index = slot.index
-                record = _DECODE(data)
+                record = _UNPACK(data)
+                if record is _FALLBACK:
+                    record = _DECODE(data)
                 obj = _NEW(cls)
                 d = obj.__dict__
                 d.update(record["state"])
@@ -444,7 +448,8 @@ class Objects:
                         data = self._load(cls, key, kb, slot)
                         continue  # it raised on a record older than the newest
                     raise
-                new = _ENCODE({"state": {f: d[f] for f in cls._tape_fields}, "alarms": d["_tape_alarms"]})
+                record = {"state": {f: d[f] for f in cls._tape_fields}, "alarms": d["_tape_alarms"]}
+                new = _PACK(record) or _ENCODE(record)
                 if new == data:
                     if self._key_latest(self._ptr, kb, len(kb)) != index:
                         data = self._load(cls, key, kb, slot)
@@ -455,9 +460,11 @@ class Objects:
                 append_if = slot.append_if
                 if append_if is None:
                     append_if = slot.append_if = self._native.key_append_if_call(self._appender_handle, kb, KEY_STR)
-                got = append_if(new, self._ts(now), index)
+                got = append_if(new, now if self._stamp else 0, index)
                 if got >= 0:
-                    slot.index, slot.data = self._after(got), new
+                    if got >= self._appender._watch:  # as Appender.write: only then is there more to do
+                        got = self._after(got)
+                    slot.index, slot.data = got, new
                     break
                 if got != KEY_CONFLICT:
                     self._appender_handle.checked(got)
