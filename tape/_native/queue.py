@@ -135,7 +135,11 @@ class QueueHandle:
         except QueueNotFoundError:
             if creating and params is None:
                 raise ArgumentError(f"{path}: creating a queue with codec {codec!r} needs schema=") from None
-            raise
+            if creating:
+                raise
+            there = "the directory is empty" if os.path.isdir(path) else "no such directory"
+            why = "read_only=True" if read_only else "create=False"
+            raise QueueNotFoundError(errno.ENOENT, f"no queue ({there}; {why} creates none)", path) from None
         return cls(path, out[0])
 
     @classmethod
