@@ -26,6 +26,7 @@ from tape.errors import (
     ArgumentError,
     CorruptionError,
     IncompatibleQueueError,
+    LimitError,
     QueueClosedError,
     QueueNotFoundError,
     TapeError,
@@ -462,7 +463,11 @@ class QueueHandle:
             if name is None:
                 check(lib.tape_tailer_open(self.ptr(), out), self.path)
             else:
-                check(lib.tape_tailer_open_named(self.ptr(), name.encode(), out), self.path)
+                rc = lib.tape_tailer_open_named(self.ptr(), name.encode(), out)
+                if rc == lib.TAPE_ELIMIT:
+                    raise LimitError(f"{self.path}: {NAMED_MAX} named tailers exist, the most a queue holds;"
+                                     " Queue.remove_tailer(name) forgets one")
+                check(rc, self.path)
             handle = TailerHandle(self, out[0])
             self._children.add(handle)
             lib.tape_tailer_set_spin(out[0], spin_ns)
