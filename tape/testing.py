@@ -11,6 +11,7 @@ tape.pytest_plugin) come with the package.
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 import pprint
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +20,8 @@ from datetime import timedelta
 from typing import Any
 
 from tape.errors import ArgumentError
-from tape.jsonl import from_json_line
+from tape.appender import key_bytes
+from tape.jsonl import from_json_record
 from tape.objects import Objects
 from tape.queue import Queue, split_index
 from tape.tailer import Tailer
@@ -112,23 +114,35 @@ def load_jsonl(path: _Path, queue: Queue) -> int:
 
     A line is a JSON value, or a record as `tape dump` writes it (index,
     timestamp and value: its value is appended, with a new index and
-    timestamp). Blank lines are skipped. Nothing is appended when a line is
-    not JSON or a value cannot be encoded.
+    timestamp; its key, tombstone and not_before are kept). Blank lines are
+    skipped. Nothing is appended when a line is not JSON, a value cannot be
+    encoded or a key is bad.
     """
-    values = []
+    records = []
     with open(path, "rb") as lines:
         for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                values.append(from_json_line(line))
-            except ValueError as exc:
+                value, attrs = from_json_record(line)
+                queue.codec.encode(value)  # refused now, before anything is written
+                if attrs and attrs.get("key") is not None:
+                    key_bytes(attrs["key"])
+            except (ValueError, TypeError) as exc:
                 exc.add_note(f"{os.fspath(path)}:{lineno}")
                 raise
-    if values:
-        with queue.appender() as appender:
-            appender.write_many(values)
-    return len(values)
+            records.append((value, attrs or {}))
+    with queue.appender() as appender:
+        for with_attrs, run in itertools.groupby(records, lambda r: bool(r[1])):
+            if not with_attrs:
+                appender.write_many([value for value, _ in run])
+                continue
+            for value, attrs in run:
+                if attrs.get("tombstone"):
+                    appender.delete(attrs["key"])
+                else:
+                    appender.write(value, key=attrs.get("key"), not_before=attrs.get("not_before"))
+    return len(records)
 
 
 def assert_entries(path_or_queue: Queue | _Path, expected: Iterable[Any]) -> None:

@@ -159,6 +159,32 @@ def test_load_jsonl_names_the_bad_line_and_appends_nothing(tape_queue: tape.Queu
     assert tape_queue.count() == 0
 
 
+def test_load_jsonl_keeps_keys_tombstones_and_not_before(tape_queue: tape.Queue, tmp_path: Path) -> None:
+    a = tape_queue.appender()
+    a.write({"n": 1}, key="acct-1")
+    a.write({"n": 2}, key="acct-2")
+    a.write("plain")
+    a.delete("acct-2")
+    a.write("later", not_before=4_000_000_000)
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(CliRunner().invoke(cli, ["dump", tape_queue.path]).stdout)
+    with tape.Queue(tmp_path / "copy") as copy:
+        assert load_jsonl(golden, copy) == 5
+        assert [(e.value, e.key, e.tombstone, e.not_before) for e in copy.tailer().entries()] == [
+            (e.value, e.key, e.tombstone, e.not_before) for e in tape_queue.tailer().entries()]
+        assert copy.latest("acct-1").value == {"n": 1}  # type: ignore[union-attr]
+        assert copy.latest("acct-2") is None
+
+
+def test_load_jsonl_with_a_bad_key_appends_nothing(tape_queue: tape.Queue, tmp_path: Path) -> None:
+    lines = tmp_path / "in.jsonl"
+    lines.write_text('1\n{"index": 1, "timestamp": "t", "value": 2, "key": ""}\n')
+    with pytest.raises(tape.ArgumentError) as caught:
+        load_jsonl(lines, tape_queue)
+    assert f"{lines}:2" in caught.value.__notes__
+    assert tape_queue.count() == 0
+
+
 def test_assert_entries_passes_when_the_values_match(tape_queue: tape.Queue) -> None:
     tape_queue.appender().write_many([{"a": 1}, [2]])
     assert_entries(tape_queue, [{"a": 1}, [2]])
