@@ -736,6 +736,22 @@ int tape_read(tape_tailer *t, tape_entry *e)
     return rc;
 }
 
+int tape_read_pinned(tape_tailer *t, tape_entry *e, tape_pin **pin)
+{
+    *pin = NULL;
+    forget_batch(t);
+    t->t_jb_len = 0; /* read through the mapping, not a copy of it */
+    int rc = peek(t, e);
+    if (rc != 1)
+        return rc;
+    if (!t->t_cur_attrs)
+        e->e_attrs = tape_attrs_none;
+    if (!(*pin = tape_view_pin(&t->t_y.y_v)))
+        return -ENOMEM;
+    advance(t, e);
+    return 1;
+}
+
 /* Entry k of a batch into attrs (tape_read_many_ex), its key copied to
  * out + *off: the entry just peeked, e. `with` entries before it had
  * attributes: until the first that has, nothing is stored for the others. */

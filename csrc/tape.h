@@ -477,7 +477,8 @@ typedef struct tape_entry {
     int64_t e_index;
     int64_t e_timestamp;
     const void *e_data;  /* into the mapping or the tailer's buffer; valid until the
-                          * next call on the tailer */
+                          * next call on the tailer (tape_read_pinned: while
+                          * its pin is held) */
     uint32_t e_len;
     tape_attrs e_attrs;  /* the entry's attributes (see tape_attrs: an entry without
                           * any has the defaults); a_key points into the same memory
@@ -500,6 +501,31 @@ void tape_tailer_close(tape_tailer *t);
  * ends before its index says); [open] and [list] (going on to another
  * cycle). */
 int tape_read(tape_tailer *t, tape_entry *e);
+
+/* A reader's mapping kept alive for an entry handed out without a copy. */
+typedef struct tape_pin tape_pin;
+
+/* tape_read without the copy, for large payloads: e_data (and a_key) point
+ * into the tailer's mapping of the cycle file, the entry's CRC checked, and
+ * *pin holds that mapping until tape_pin_release(*pin): the bytes stay
+ * readable while the tailer reads on, moves, maps the file anew or is closed,
+ * and after the queue is closed. Published entries do not change, so they
+ * hold the entry as it was read, unless the file is damaged meanwhile: a page
+ * the file no longer backs (another process truncated it) then reads as
+ * zeros, never SIGBUS (see SIGBUS above), and tape_pin_damaged says so. The
+ * memory is read-only: writing to it raises SIGSEGV. *pin is NULL unless 1 is
+ * returned. Each pin keeps its mapping's address space (256 MiB or more)
+ * reserved and one slot of the SIGBUS guard taken, shared by every pin of
+ * the same mapping: release pins promptly. Returns as tape_read; also
+ * -ENOMEM (the position then does not move). */
+int tape_read_pinned(tape_tailer *t, tape_entry *e, tape_pin **pin);
+/* Drop a hold of tape_read_pinned (NULL: nothing); the last one unmaps. May
+ * be called from any thread, also after the tailer and queue were closed. */
+void tape_pin_release(tape_pin *pin);
+/* 0, or TAPE_ECORRUPT when a page of the pinned mapping read as zeros
+ * because the file no longer backs it (the bytes read there are not the
+ * entry's). */
+int tape_pin_damaged(const tape_pin *pin);
 
 /* Read up to `max` entries, copying payloads back to back into `buf` (at most
  * `cap` bytes). For entry k: idx[k], ts[k], and ends[k] (its end offset in
