@@ -36,8 +36,8 @@
  *     w_ writer (its appending side), sy_ sync bookkeeping, cc_ cycle-list
  *     cache, kv_ kept view, pf_ prefaulter, m_ metadata header,
  *     ms_ metadata shared page, n_ named tailer slot, c_ cycle file header,
- *     r_ roll cycle in use, y_ open cycle file, v_ file view, k_ clock,
- *     a_ appender (append.c), t_ tailer and mk_ its batch marks (read.c),
+ *     r_ roll cycle in use, y_ open cycle file, v_ file view, p_ its pin
+ *     (map.c), k_ clock, a_ appender (append.c), t_ tailer and mk_ its batch marks (read.c),
  *     vc_ verify walk (verify.c), gp_ group handle, cn_ consumer, gh_ group
  *     file header, gs_ its shared page, gc_ its consumer slot, gt_ its table
  *     entry (group.c), fr_ fault rule and fe_ fault errno
@@ -49,7 +49,8 @@
  *     A tape_tailer may not: give each thread its own tailer.
  *   - Pointers returned by tape_read() point into the tailer's own copy of
  *     the payload (made under the SIGBUS guard) and stay valid only until
- *     the next call on the same tailer.
+ *     the next call on the same tailer; those of tape_read_pinned() point
+ *     into the mapped file and stay valid until the pin is released.
  *   - Appending takes a lock word kept in the mapped metadata file; its
  *     owner's death is detected through an OFD lock the owner holds (see
  *     docs/FORMAT.md, "The write lock"), so a killed writer never blocks the
@@ -68,11 +69,12 @@
  *     handler, or to the default action. The error is TAPE_ECORRUPT when the
  *     file now ends before the page, -ENOSPC when the filesystem is full,
  *     else -EIO, and, per call:
- *       tape_read, tape_read_many, tape_peek_many, tape_wait, the tailer's
- *         moves and tape_tailer_advance: the error, no entry (entries of a
- *         batch read before the fault are returned; the next call meets the
- *         fault again); the position does not move. The tailer maps the file
- *         anew for its next call.
+ *       tape_read, tape_read_pinned, tape_read_many, tape_peek_many,
+ *         tape_wait, the tailer's moves and tape_tailer_advance: the error,
+ *         no entry (entries of a batch read before the fault are returned;
+ *         the next call meets the fault again); the position does not move.
+ *         The tailer maps the file anew for its next call. A pinned mapping
+ *         that faults later reads as zeros there (tape_pin_damaged).
  *       tape_append, tape_append_if, tape_append_many: the error and no
  *         index; an entry whose copy met the fault is not published (it is
  *         left as an unfinished entry, as a killed writer's); entries of a
