@@ -504,6 +504,17 @@ void tape_tailer_close(tape_tailer *t);
  * cycle). */
 int tape_read(tape_tailer *t, tape_entry *e);
 
+/* tape_read with one copy, into memory the caller provides once it knows
+ * the size: alloc(ctx, e_len) returns room for the payload (NULL: -ENOMEM,
+ * nothing read), which the payload is copied into, after its CRC was
+ * checked; e_data then points there. A key is copied into the tailer's own
+ * buffer (valid until its next call). alloc must not call the tailer. On an
+ * error after alloc (the copy met a fault: see SIGBUS above) the position
+ * does not move and the memory is the caller's to free. For large payloads
+ * read into an object of the caller's (a Python bytes of the right size). */
+int tape_read_into(tape_tailer *t, tape_entry *e, void *(*alloc)(void *ctx, size_t len),
+                   void *ctx);
+
 /* A reader's mapping kept alive for an entry handed out without a copy. */
 typedef struct tape_pin tape_pin;
 

@@ -1,7 +1,8 @@
-/* test_pin.c - tape_read_pinned: entries handed out without a copy, their
- * mapping held by pins that outlive the tailer, its moves to other cycles
- * and the queue, and a file truncated under a pin reading as zeros (the
- * SIGBUS guard), which tape_pin_damaged reports. */
+/* test_large.c - reading large payloads: tape_read_into (one copy, into
+ * memory the caller allocates once it knows the size) and tape_read_pinned
+ * (no copy: entries handed out of the mapping, held by pins that outlive the
+ * tailer, its moves to other cycles and the queue; a file truncated under a
+ * pin reads as zeros (the SIGBUS guard), which tape_pin_damaged reports). */
 #include "test_harness.h"
 
 static const int64_t T0 = 1763683200LL * 1000000000LL;
@@ -96,7 +97,66 @@ static void a_truncated_file_reads_as_zeros_and_is_reported(void)
     tape_pin_release(pin);
 }
 
+/* alloc for tape_read_into: malloc, counting the calls in *ctx (int). */
+static void *counted_malloc(void *ctx, size_t len)
+{
+    ++*(int *)ctx;
+    return malloc(len ? len : 1);
+}
+
+static void *no_memory(void *ctx, size_t len)
+{
+    (void)ctx;
+    (void)len;
+    return NULL;
+}
+
+static void read_into_copies_each_payload_once_into_the_callers_memory(void)
+{
+    tape_queue *q;
+    tape_tailer *t;
+    CHECK_OK(open_filled(&q, &t));
+    tape_entry e;
+    int calls = 0;
+    EXPECT_EQ(tape_read_into(t, &e, no_memory, NULL), -ENOMEM);
+    for (int k = 0; k < N; k++) {
+        CHECK_EQ(tape_read_into(t, &e, counted_malloc, &calls), 1);
+        EXPECT_EQ(calls, k + 1);
+        EXPECT_EQ(e.e_len, BIG);
+        EXPECT_EQ(e.e_index, tape_make_index(q, tape_cycle_of(q, T0 + (k / 2) * DAY), k % 2));
+        EXPECT(e.e_attrs.a_key == NULL);
+        EXPECT(same_payload(e.e_data, k)); /* (the first one too: -ENOMEM did not move) */
+        free((void *)e.e_data);
+    }
+    EXPECT_EQ(tape_read_into(t, &e, counted_malloc, &calls), 0);
+    EXPECT_EQ(calls, N);
+    th_close_all(q, NULL, t);
+}
+
+static void read_into_gives_the_key_of_an_attributed_entry(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
+    static unsigned char p[BIG];
+    fill_payload(p, 7);
+    tape_attrs at = {"order-17", 8, 0, 0, -1, 0};
+    CHECK_OK(tape_append_ex(a, p, BIG, T0, &at));
+    tape_tailer *t;
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    int calls = 0;
+    CHECK_EQ(tape_read_into(t, &e, counted_malloc, &calls), 1);
+    EXPECT(same_payload(e.e_data, 7));
+    EXPECT_EQ(e.e_attrs.a_key_len, 8);
+    EXPECT(e.e_attrs.a_key && memcmp(e.e_attrs.a_key, "order-17", 8) == 0);
+    free((void *)e.e_data);
+    th_close_all(q, a, t);
+}
+
 static const th_test tests[] = {
+    TEST(read_into_copies_each_payload_once_into_the_callers_memory),
+    TEST(read_into_gives_the_key_of_an_attributed_entry),
     TEST(pins_outlive_the_tailer_its_cycles_and_the_queue),
     TEST(a_truncated_file_reads_as_zeros_and_is_reported),
 };
