@@ -764,15 +764,6 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         if (last != *expected_last)
             result = last < -1 ? last : TAPE_ECONFLICT;
     }
-    /* What this append will add (payloads, headers, padding, attributes). */
-    const uint64_t burst = ends[n - 1] + n * (uint64_t)(TAPE_ENTRY_HDR + 8 + blen);
-    if (result >= 0 && w->w_valid && w->w_y.y_cycle >= 0 &&
-        w->w_pos + burst > atomic_load_explicit(&q->q_pf.pf_want, memory_order_relaxed)) {
-        /* Past what the prefaulter was asked for: ask now, so that it works
-         * ahead while this append copies. */
-        uint64_t received = w->w_pos - w->w_y.y_data_off;
-        w->w_kick_at = w->w_pos + tape_prefault_kick(q, w->w_pos, received, burst);
-    }
     if (result >= 0) {
         /* Odd for as long as this append changes the file: a writer killed
          * meanwhile leaves it odd, and the next lock holder rebuilds. */
@@ -810,7 +801,7 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     }
     if (w->w_pos >= w->w_kick_at && w->w_valid && w->w_y.y_cycle >= 0) {
         uint64_t received = w->w_pos - w->w_y.y_data_off;
-        w->w_kick_at = w->w_pos + tape_prefault_kick(q, w->w_pos, received, burst);
+        w->w_kick_at = w->w_pos + tape_prefault_kick(q, w->w_pos, received);
     }
     tape_unlock(q);
     if (done > 0)

@@ -240,30 +240,19 @@ void tape_prefault_stop(tape_queue *q)
     q->q_pf.pf_running = 0;
 }
 
-/* The prefaulter runs at least this many of the writer's last append ahead. */
-#define APPENDS_AHEAD 8
-
 /* Called by the writer (holding the write lock) when it passes w_kick_at,
- * or before an append of `burst` bytes that goes past what it asked for,
  * with what the cycle has received so far: the prefaulter runs ahead by
- * twice that, and by at least APPENDS_AHEAD appends of `burst` bytes (a
- * stream of large entries is faulted in ahead from its first entries
- * rather than by the writer itself), between TAPE_START_ROOM and
- * TAPE_PREFAULT_AHEAD, so a cycle that gets a few small entries does not
- * cost megabytes of disk and zeroed pages; the writer kicks again after
- * half the traffic (at least half the least distance ahead, at most half a
- * step), so it never outruns what it asked for with entries smaller than
- * that. The first index array, written with the first entry, is not counted
- * as traffic. Never blocks. */
-uint64_t tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received, uint64_t burst)
+ * twice that, between TAPE_START_ROOM and TAPE_PREFAULT_AHEAD, so a cycle
+ * that gets a few entries does not cost megabytes of disk and zeroed pages;
+ * the writer kicks again after half as much (at least half the least
+ * distance ahead, at most half a step), so it never outruns what it asked
+ * for with entries smaller than that. The first index array, written with
+ * the first entry, is not counted as traffic. Never blocks. */
+uint64_t tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received)
 {
     uint64_t first = tape_entry_size((uint32_t)(8u << q->q_roll.r_count_log2));
     uint64_t data = received > first ? received - first : 0;
     uint64_t ahead = 2 * data;
-    if (burst > TAPE_PREFAULT_AHEAD)
-        burst = TAPE_PREFAULT_AHEAD;
-    if (ahead < APPENDS_AHEAD * burst)
-        ahead = APPENDS_AHEAD * burst;
     if (ahead < TAPE_START_ROOM)
         ahead = TAPE_START_ROOM;
     if (ahead > TAPE_PREFAULT_AHEAD)

@@ -588,10 +588,9 @@ int64_t tape_keys_newest(tape_queue *q, const tape_attrs *at);
 /* Prefaulter (prefault.c). */
 int tape_prefault_start(tape_queue *q);
 void tape_prefault_stop(tape_queue *q);
-/* The writer's kick at `pos`, the cycle having received `received` bytes,
- * its append being of `burst` bytes: returns how far it goes before it kicks
- * again. */
-uint64_t tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received, uint64_t burst);
+/* The writer's kick at `pos`, the cycle having received `received` bytes:
+ * returns how far it goes before it kicks again. */
+uint64_t tape_prefault_kick(tape_queue *q, uint64_t pos, uint64_t received);
 
 /* The futex system call, which the C library does not wrap: FUTEX_WAIT and
  * FUTEX_WAKE on a word of tape.meta, shared between processes (the lock word,
