@@ -62,6 +62,19 @@ def test_a_view_is_read_only(tmp_path: Path) -> None:
             memoryview(v)[4:8] = b"abcd"
 
 
+def test_read_view_of_a_closed_tailer_raises(tmp_path: Path) -> None:
+    q = tape.Queue(tmp_path / "q", codec="raw")
+    q.appender().write(payload(1))
+    t = q.tailer()
+    t.close()
+    with pytest.raises(tape.QueueClosedError):
+        t.read_view()
+    t = q.tailer()
+    q.close()
+    with pytest.raises(tape.QueueClosedError):
+        t.read_view()
+
+
 def test_a_view_of_an_encoded_queue_is_the_stored_bytes(tmp_path: Path) -> None:
     with tape.Queue(tmp_path / "q") as q:  # msgpack
         q.appender().write({"k": "v" * 1000})
