@@ -278,7 +278,7 @@ class TailerHandle(ChildHandle):
             rc = lib.tape_read_pinned(self.live(), e, pin)
             if rc == 1:
                 held = pin[0]
-                data = ffi.gc(ffi.cast("char *", e.e_data), lambda _: lib.tape_pin_release(held))
+                data = ffi.gc(e.e_data, lambda _: lib.tape_pin_release(held))
                 return memoryview(ffi.buffer(data, e.e_len)).toreadonly()
         check(rc, self.path)
         return None
