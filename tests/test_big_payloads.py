@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import gc
 import os
+import queue
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -154,6 +156,48 @@ def test_a_view_survives_its_tailer_mapping_the_grown_file_anew(tmp_path: Path) 
         del first, v
         gc.collect()
         assert maps_of(tmp_path, "r--s") == 1
+
+
+def test_views_released_by_another_thread_while_the_tailer_reads_on(tmp_path: Path) -> None:
+    # One thread reads views as a writer in another appends across cycle
+    # files; a third checks each view and drops it (the last one of its
+    # mapping unmaps it) while the reader goes on.
+    now = [T0]
+    n = 600
+    q = tape.Queue(tmp_path / "q", codec="raw", roll_cycle="test_secondly", clock=lambda: now[0])
+    handed: queue.Queue[memoryview | None] = queue.Queue(maxsize=50)
+    bad: list[int] = []
+
+    def write() -> None:
+        a = q.appender()
+        for k in range(n):
+            now[0] = T0 + (k // 100) * 10**9
+            a.write(payload(k, 20000))
+
+    def check() -> None:
+        k = 0
+        while (v := handed.get()) is not None:
+            if v != payload(k, 20000):
+                bad.append(k)
+            v.release()
+            k += 1
+
+    writer, checker = threading.Thread(target=write), threading.Thread(target=check)
+    writer.start()
+    checker.start()
+    t = q.tailer()
+    for _ in range(n):
+        v = t.read_view(timeout=10)
+        assert v is not None
+        handed.put(v)
+        del v
+    handed.put(None)
+    writer.join()
+    checker.join()
+    q.close()
+    gc.collect()
+    assert bad == []
+    assert maps_of(tmp_path) == 0
 
 
 TRUNCATE = """
