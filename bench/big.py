@@ -1,15 +1,21 @@
-"""The big benchmarks (`python -m bench --full`): a 100,000,000-entry queue (~12 GB).
+"""The big benchmarks (`python -m bench --full`): a 100,000,000-entry queue (~12 GB),
+and large payloads (64 KiB entries, 256 MiB).
 
 Each phase runs in a new process (`python -m bench.big <phase> ...`, which
 prints its figures as JSON), so that opening finds nothing cached in the
 process and each peak resident memory (VmHWM) is that phase's alone:
 build the queue with write_many; open it, make a tailer, read one entry, then
-move to random indexes; read all of it by iteration.
+move to random indexes; read all of it by iteration. The large phase writes
+64 KiB entries with write(), then reads them with read(), by iteration, with
+read_view() and with bytes(read_view()), counting CPU time and page faults
+(this process's threads, the prefaulter included) per entry.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -165,7 +171,62 @@ def phase_read(path: str, n: int) -> dict[str, float]:
     return {"rate": rate(n, dt), "seconds": dt, **rss.figures()}
 
 
-_PHASES = {"build": phase_build, "open": phase_open, "read": phase_read}
+LARGE = 64 << 10
+N_LARGE = 4096
+
+
+def _per_entry(name: str, n: int, step: Callable[[], int]) -> dict[str, float]:
+    """Run step() (returns how many entries it did, which must be n): k entries/s, CPU us and page faults per entry."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    did = step()
+    dt = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    if did != n:
+        raise AssertionError(f"{name}: {did} entries, not {n}")
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {
+        f"{name}_rate": n / dt / 1e3,
+        f"{name}_cpu_us": cpu / n * 1e6,
+        f"{name}_faults": (after.ru_minflt - before.ru_minflt) / n,
+    }
+
+
+def phase_large(path: str, n: int) -> dict[str, float]:
+    """Write n entries of 64 KiB with write(), then read them four ways, each with a new tailer."""
+    value = os.urandom(LARGE)
+    figures: dict[str, float] = {}
+    with tape.Queue(path, codec="raw") as q:
+        write = q.appender().write
+
+        def writes() -> int:
+            for _ in range(n):
+                write(value)
+            return n
+
+        figures.update(_per_entry("write", n, writes))
+
+        def reads(kind: str) -> Callable[[], int]:
+            def step() -> int:
+                t = q.tailer()
+                if kind == "iter":
+                    return sum(1 for _ in t)
+                read, count = (t.read if kind == "read" else t.read_view), 0
+                while (got := read()) is not None:
+                    if kind == "copy":
+                        bytes(got)
+                    count += 1
+                return count
+
+            return step
+
+        # (a build before read_view, measured for comparison, reads two ways)
+        for kind in ("read", "iter", "view", "copy")[: 4 if hasattr(tape.Tailer, "read_view") else 2]:
+            figures.update(_per_entry(kind, n, reads(kind)))
+    return figures
+
+
+_PHASES = {"build": phase_build, "open": phase_open, "read": phase_read, "large": phase_large}
 
 
 def _child(phase: str, path: Path, n: int) -> dict[str, float]:
@@ -210,6 +271,23 @@ def _open(ctx: Context) -> dict[str, float]:
 
 def _read(ctx: Context) -> dict[str, float]:
     return _child("read", _big_queue(ctx), N_BIG)
+
+
+def _large(ctx: Context) -> dict[str, float]:
+    where = ctx.scratch()
+    try:
+        return _child("large", where / "q", N_LARGE)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+_LARGE_WAYS = (
+    ("write", "write()"),
+    ("read", "read()"),
+    ("iter", "iteration"),
+    ("view", "read_view()"),
+    ("copy", "bytes(read_view())"),
+)
 
 
 _MEMORY = (
@@ -260,6 +338,21 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         _read,
         note="no warm-up run: the build has just written every page",
         warmup=False,
+    ),
+    Benchmark(
+        "big.large",
+        f"new process: write {N_LARGE:,} entries of 64 KiB, read them four ways",
+        tuple(
+            m
+            for key, label in _LARGE_WAYS
+            for m in (
+                Metric(f"{key}_rate", label, "k/s"),
+                Metric(f"{key}_cpu_us", f"{label} CPU per entry (all threads)", "us"),
+                Metric(f"{key}_faults", f"{label} page faults per entry", ""),
+            )
+        ),
+        _large,
+        note="raw codec; each read with a new tailer from the start; bytes(read_view()) is one copy",
     ),
 )
 

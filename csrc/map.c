@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -103,14 +104,79 @@ int tape_view_open(tape_view *v, int dirfd, const char *name, int writable)
     return 0;
 }
 
+/* Unmap a mapping and forget its guard slot. */
+static void unmap(uint8_t *base, size_t len, int guard)
+{
+    tape_guard_remove(guard);
+    if (base)
+        munmap(base, len);
+}
+
+struct tape_pin *tape_view_pin(tape_view *v)
+{
+    struct tape_pin *p = v->v_pin;
+    if (!p) {
+        if (!(p = malloc(sizeof *p)))
+            return NULL;
+        atomic_init(&p->p_refs, 1); /* the view's */
+        p->p_base = v->v_base;
+        p->p_len = v->v_maplen;
+        p->p_guard = v->v_guard;
+        v->v_pin = p;
+    }
+    atomic_fetch_add_explicit(&p->p_refs, 1, memory_order_relaxed);
+    return p;
+}
+
+void tape_pin_release(tape_pin *p)
+{
+    if (!p || atomic_fetch_sub_explicit(&p->p_refs, 1, memory_order_acq_rel) != 1)
+        return;
+    unmap(p->p_base, p->p_len, p->p_guard);
+    free(p);
+}
+
+int tape_pin_damaged(const tape_pin *p)
+{
+    return tape_guard_hit(p->p_guard) ? TAPE_ECORRUPT : 0;
+}
+
+/* The view stops using its mapping: unmapped, unless pins hold it. */
+static void unpin(tape_view *v)
+{
+    tape_pin *p = v->v_pin;
+    v->v_pin = NULL;
+    if (!p)
+        unmap(v->v_base, v->v_maplen, v->v_guard);
+    else
+        tape_pin_release(p);
+}
+
 void tape_view_close(tape_view *v)
 {
-    tape_guard_remove(v->v_guard);
-    if (v->v_base)
-        munmap(v->v_base, v->v_maplen);
+    unpin(v);
     if (v->v_fd >= 0)
         close(v->v_fd);
     tape_view_init(v);
+}
+
+/* A pinned reader's view that must grow: a new mapping of `len` bytes (and
+ * guard slot) for the view, the old one left to its pins. */
+static int remap_pinned(tape_view *v, size_t len)
+{
+    uint8_t *p = map_view(len, 0, v->v_fd);
+    if (p == MAP_FAILED)
+        return -errno;
+    int slot = tape_guard_add(p, len);
+    if (slot < 0) {
+        munmap(p, len);
+        return slot;
+    }
+    unpin(v);
+    v->v_base = p;
+    v->v_maplen = len;
+    v->v_guard = slot;
+    return 0;
 }
 
 /* Only the thread that owns a view moves its mapping; v_mu (when set) keeps
@@ -126,6 +192,14 @@ static int remap(tape_view *v, uint64_t end)
     if (tape_view_hit(v))
         return tape_view_damage(v);
     size_t len = map_len_for(end, v->v_writable);
+    if (v->v_pin) {
+        /* Only this view's own calls add holders: with none left but the
+         * view, the mapping may move as usual. */
+        if (atomic_load_explicit(&v->v_pin->p_refs, memory_order_acquire) > 1)
+            return remap_pinned(v, len);
+        free(v->v_pin);
+        v->v_pin = NULL;
+    }
     if (v->v_mu)
         pthread_mutex_lock(v->v_mu);
     /* Readers' views move to a place of their kind (see reader_place). */

@@ -736,6 +736,54 @@ int tape_read(tape_tailer *t, tape_entry *e)
     return rc;
 }
 
+int tape_read_into(tape_tailer *t, tape_entry *e, void *(*alloc)(void *ctx, size_t len),
+                   void *ctx)
+{
+    forget_batch(t);
+    int rc = peek(t, e);
+    if (rc != 1)
+        return rc;
+    if (!t->t_cur_attrs)
+        e->e_attrs = tape_attrs_none;
+    size_t klen = e->e_attrs.a_key ? e->e_attrs.a_key_len : 0;
+    if (klen > t->t_cp_cap || !t->t_cp) {
+        uint8_t *b = realloc(t->t_cp, klen < 256 ? 256 : klen);
+        if (!b)
+            return -ENOMEM;
+        t->t_cp = b;
+        t->t_cp_cap = klen < 256 ? 256 : klen;
+    }
+    if (klen) {
+        memcpy(t->t_cp, e->e_attrs.a_key, klen);
+        e->e_attrs.a_key = t->t_cp;
+    }
+    uint8_t *dst = alloc(ctx, e->e_len);
+    if (!dst)
+        return -ENOMEM;
+    memcpy(dst, e->e_data, e->e_len);
+    if ((rc = copied(t)) < 0)
+        return rc;
+    e->e_data = dst;
+    advance(t, e);
+    return 1;
+}
+
+int tape_read_pinned(tape_tailer *t, tape_entry *e, tape_pin **pin)
+{
+    *pin = NULL;
+    forget_batch(t);
+    t->t_jb_len = 0; /* read through the mapping, not a copy of it */
+    int rc = peek(t, e);
+    if (rc != 1)
+        return rc;
+    if (!t->t_cur_attrs)
+        e->e_attrs = tape_attrs_none;
+    if (!(*pin = tape_view_pin(&t->t_y.y_v)))
+        return -ENOMEM;
+    advance(t, e);
+    return 1;
+}
+
 /* Entry k of a batch into attrs (tape_read_many_ex), its key copied to
  * out + *off: the entry just peeked, e. `with` entries before it had
  * attributes: until the first that has, nothing is stored for the others. */

@@ -36,8 +36,8 @@
  *     w_ writer (its appending side), sy_ sync bookkeeping, cc_ cycle-list
  *     cache, kv_ kept view, pf_ prefaulter, m_ metadata header,
  *     ms_ metadata shared page, n_ named tailer slot, c_ cycle file header,
- *     r_ roll cycle in use, y_ open cycle file, v_ file view, k_ clock,
- *     a_ appender (append.c), t_ tailer and mk_ its batch marks (read.c),
+ *     r_ roll cycle in use, y_ open cycle file, v_ file view, p_ its pin
+ *     (map.c), k_ clock, a_ appender (append.c), t_ tailer and mk_ its batch marks (read.c),
  *     vc_ verify walk (verify.c), gp_ group handle, cn_ consumer, gh_ group
  *     file header, gs_ its shared page, gc_ its consumer slot, gt_ its table
  *     entry (group.c), fr_ fault rule and fe_ fault errno
@@ -49,7 +49,8 @@
  *     A tape_tailer may not: give each thread its own tailer.
  *   - Pointers returned by tape_read() point into the tailer's own copy of
  *     the payload (made under the SIGBUS guard) and stay valid only until
- *     the next call on the same tailer.
+ *     the next call on the same tailer; those of tape_read_pinned() point
+ *     into the mapped file and stay valid until the pin is released.
  *   - Appending takes a lock word kept in the mapped metadata file; its
  *     owner's death is detected through an OFD lock the owner holds (see
  *     docs/FORMAT.md, "The write lock"), so a killed writer never blocks the
@@ -68,11 +69,12 @@
  *     handler, or to the default action. The error is TAPE_ECORRUPT when the
  *     file now ends before the page, -ENOSPC when the filesystem is full,
  *     else -EIO, and, per call:
- *       tape_read, tape_read_many, tape_peek_many, tape_wait, the tailer's
- *         moves and tape_tailer_advance: the error, no entry (entries of a
- *         batch read before the fault are returned; the next call meets the
- *         fault again); the position does not move. The tailer maps the file
- *         anew for its next call.
+ *       tape_read, tape_read_pinned, tape_read_many, tape_peek_many,
+ *         tape_wait, the tailer's moves and tape_tailer_advance: the error,
+ *         no entry (entries of a batch read before the fault are returned;
+ *         the next call meets the fault again); the position does not move.
+ *         The tailer maps the file anew for its next call. A pinned mapping
+ *         that faults later reads as zeros there (tape_pin_damaged).
  *       tape_append, tape_append_if, tape_append_many: the error and no
  *         index; an entry whose copy met the fault is not published (it is
  *         left as an unfinished entry, as a killed writer's); entries of a
@@ -487,7 +489,8 @@ typedef struct tape_entry {
     int64_t e_index;
     int64_t e_timestamp;
     const void *e_data;  /* into the mapping or the tailer's buffer; valid until the
-                          * next call on the tailer */
+                          * next call on the tailer (tape_read_pinned: while
+                          * its pin is held) */
     uint32_t e_len;
     tape_attrs e_attrs;  /* the entry's attributes (see tape_attrs: an entry without
                           * any has the defaults); a_key points into the same memory
@@ -510,6 +513,42 @@ void tape_tailer_close(tape_tailer *t);
  * ends before its index says); [open] and [list] (going on to another
  * cycle). */
 int tape_read(tape_tailer *t, tape_entry *e);
+
+/* tape_read with one copy, into memory the caller provides once it knows
+ * the size: alloc(ctx, e_len) returns room for the payload (NULL: -ENOMEM,
+ * nothing read), which the payload is copied into, after its CRC was
+ * checked; e_data then points there. A key is copied into the tailer's own
+ * buffer (valid until its next call). alloc must not call the tailer. On an
+ * error after alloc (the copy met a fault: see SIGBUS above) the position
+ * does not move and the memory is the caller's to free. For large payloads
+ * read into an object of the caller's (a Python bytes of the right size). */
+int tape_read_into(tape_tailer *t, tape_entry *e, void *(*alloc)(void *ctx, size_t len),
+                   void *ctx);
+
+/* A reader's mapping kept alive for an entry handed out without a copy. */
+typedef struct tape_pin tape_pin;
+
+/* tape_read without the copy, for large payloads: e_data (and a_key) point
+ * into the tailer's mapping of the cycle file, the entry's CRC checked, and
+ * *pin holds that mapping until tape_pin_release(*pin): the bytes stay
+ * readable while the tailer reads on, moves, maps the file anew or is closed,
+ * and after the queue is closed. Published entries do not change, so they
+ * hold the entry as it was read, unless the file is damaged meanwhile: a page
+ * the file no longer backs (another process truncated it) then reads as
+ * zeros, never SIGBUS (see SIGBUS above), and tape_pin_damaged says so. The
+ * memory is read-only: writing to it raises SIGSEGV. *pin is NULL unless 1 is
+ * returned. Each pin keeps its mapping's address space (256 MiB or more)
+ * reserved and one slot of the SIGBUS guard taken, shared by every pin of
+ * the same mapping: release pins promptly. Returns as tape_read; also
+ * -ENOMEM (the position then does not move). */
+int tape_read_pinned(tape_tailer *t, tape_entry *e, tape_pin **pin);
+/* Drop a hold of tape_read_pinned (NULL: nothing); the last one unmaps. May
+ * be called from any thread, also after the tailer and queue were closed. */
+void tape_pin_release(tape_pin *pin);
+/* 0, or TAPE_ECORRUPT when a page of the pinned mapping read as zeros
+ * because the file no longer backs it (the bytes read there are not the
+ * entry's). */
+int tape_pin_damaged(const tape_pin *pin);
 
 /* Read up to `max` entries, copying payloads back to back into `buf` (at most
  * `cap` bytes). For entry k: idx[k], ts[k], and ends[k] (its end offset in

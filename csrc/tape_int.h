@@ -172,7 +172,20 @@ typedef struct tape_view {
     uint64_t v_trim_lo;        /* pages below were released from this mapping */
     pthread_mutex_t *v_mu;     /* held while the mapping moves (writer's view) */
     int v_guard;               /* its slot in guard.c's registry, -1 none */
+    struct tape_pin *v_pin;    /* the mapping's holders once it was pinned (a
+                                * reader's), or NULL */
 } tape_view;
+
+/* A reader's mapping kept alive for what was handed out of it (tape_pin in
+ * tape.h): while any holder is left, the view that made it maps anew rather
+ * than moving or unmapping it, and it stays registered with the SIGBUS guard.
+ * The view holds one reference while it uses the mapping. */
+struct tape_pin {
+    _Atomic uint32_t p_refs;
+    uint8_t *p_base;
+    size_t p_len;
+    int p_guard;
+};
 
 /* ---- SIGBUS guard (guard.c) ---------------------------------------------- */
 
@@ -233,6 +246,9 @@ static inline int tape_view_guarded(const tape_view *v, int rc)
 {
     return tape_view_hit(v) ? tape_view_damage(v) : rc;
 }
+/* A new reference to the view's mapping (see struct tape_pin), or NULL
+ * (-ENOMEM). Only for a reader's view, by its owner. */
+struct tape_pin *tape_view_pin(tape_view *v);
 /* Release the pages of [lo, hi) from this mapping (both rounded down to a
  * page; RSS only, the file is untouched); returns where the release ended. */
 uint64_t tape_view_release(tape_view *v, uint64_t lo, uint64_t hi);

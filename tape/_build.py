@@ -176,6 +176,12 @@ int64_t tape_read_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
 int64_t tape_peek_many(tape_tailer *t, void *buf, size_t cap, int64_t *idx,
                        int64_t *ts, uint64_t *ends, size_t max);
 int tape_tailer_advance(tape_tailer *t, size_t k);
+int tape_read_into(tape_tailer *t, tape_entry *e, void *(*alloc)(void *ctx, size_t len),
+                   void *ctx);
+typedef struct tape_pin tape_pin;
+int tape_read_pinned(tape_tailer *t, tape_entry *e, tape_pin **pin);
+void tape_pin_release(tape_pin *pin);
+int tape_pin_damaged(const tape_pin *pin);
 int64_t tape_read_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
                           uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
 int64_t tape_peek_many_ex(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,

@@ -471,3 +471,23 @@ class Tailer:
         except QueueClosedError:
             state = "closed"
         return f"<tape.Tailer{name} of {self._path!r} {state}>"
+
+    def read_view(self, timeout: float | None = None) -> memoryview | None:
+        """The next entry's stored bytes (not decoded) as a read-only memoryview of the queue's file: no copy.
+
+        None when there is none (after waiting up to `timeout` seconds). For
+        large payloads: the checksum is checked, then the view is handed out
+        and the tailer moves past the entry (a named tailer stores its
+        position). The view keeps its part of the mapping alive, so it stays
+        readable after the tailer moves on or the queue is closed, until it
+        and every view made from it are released (`with t.read_view() as v:`,
+        or `v.release()`); hold it briefly.
+        """
+        self._moved()
+        view = self._native.read_view()
+        if view is None and timeout is not None:
+            deadline = time.monotonic() + as_seconds(timeout)
+            while view is None and (remaining := deadline - time.monotonic()) > 0:
+                self._native.wait(min(remaining, _WAIT_SLICE))
+                view = self._native.read_view()
+        return view

@@ -1,4 +1,4 @@
-"""tape itself: the raw codec, the msgpack codec, and raw with sync="always" (writes only)."""
+"""tape itself: the raw codec, the msgpack codec, raw with sync="always" (writes only), raw read with read_view."""
 
 from __future__ import annotations
 
@@ -80,4 +80,27 @@ class TapeRawAlways(TapeRaw):
     crash = False
 
 
-SUBJECTS: tuple[type[Subject], ...] = (TapeRaw, TapeMsgpack, TapeRawAlways)
+class TapeRawView(TapeRaw):
+    """tape raw read without a copy: Tailer.read_view, a memoryview of the mapped entry."""
+
+    key = "tape-view"
+    name = "tape (raw, read_view)"
+    how = "Appender.write / Appender.write_many / Tailer.read_view / read_view in a loop"
+    crash = False
+
+    def open(self, path: Path) -> None:
+        super().open(path)
+        self.read = self.tailer.read_view
+
+    def read_all(self, deadline: float) -> int:
+        read, n, clock = self.tailer.read_view, 0, time.perf_counter
+        while True:
+            for _ in range(4096):
+                if read() is None:
+                    return n
+                n += 1
+            if clock() >= deadline:
+                return n
+
+
+SUBJECTS: tuple[type[Subject], ...] = (TapeRaw, TapeMsgpack, TapeRawAlways, TapeRawView)

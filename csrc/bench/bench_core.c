@@ -11,7 +11,8 @@
  * directory, "daily" roll cycle, "raw" codec, 100-byte payloads, and are
  * removed at the end. Each figure is the median over R runs (default 5).
  * --big adds a 100 M-entry queue of 8-byte payloads for to_index (about
- * 2.4 GB of disk). */
+ * 2.4 GB of disk). Then 64 KiB entries (256 MiB a run): appends, tape_read,
+ * tape_read_pinned, tape_read_into; --large-only runs only those. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <ftw.h>
@@ -37,6 +38,7 @@ static int64_t g_n = 10000000;      /* appends per throughput run */
 static int64_t g_lat_n = 1000000;   /* timed appends per latency run */
 static int64_t g_moves = 100000;    /* to_index moves per run */
 static int g_big;
+static int g_large_only;            /* only the rows of 64 KiB entries */
 
 /* ---- helpers ------------------------------------------------------------------ */
 
@@ -422,6 +424,104 @@ static void bench_read(tape_queue *q)
     add(name, median(r2, g_runs) / 1e6, "M/s", NULL, -1);
 }
 
+/* ---- (c') large entries ------------------------------------------------------------ */
+
+#define LARGE (64 << 10)
+#define LARGE_N 4096 /* 256 MiB a run */
+
+/* Appends LARGE_N entries of LARGE bytes to a new queue; returns appends a second. */
+static double large_append_run(const char *name)
+{
+    tape_queue *q = open_queue(name);
+    tape_appender *a = open_appender(q);
+    unsigned char *buf = malloc(LARGE);
+    if (!buf)
+        die("malloc", -ENOMEM);
+    for (int j = 0; j < LARGE; j++)
+        buf[j] = (unsigned char)rnd();
+    int64_t t0 = now_ns();
+    for (int64_t i = 0; i < LARGE_N; i++) {
+        memcpy(buf, &i, 8);
+        int64_t idx = tape_append(a, buf, LARGE, 0);
+        if (idx < 0)
+            die("tape_append", idx);
+    }
+    int64_t dt = now_ns() - t0;
+    tape_appender_close(a);
+    tape_close(q);
+    free(buf);
+    return (double)LARGE_N / ((double)dt / 1e9);
+}
+
+/* tape_read_into's alloc: a new buffer of the payload's size, as a binding
+ * allocates a bytes object (freed by the reader). */
+static void *alloc_payload(void *ctx, size_t len)
+{
+    (void)ctx;
+    return malloc(len ? len : 1);
+}
+
+/* Reads the queue `name` from its start: how = 0 tape_read (a copy into the
+ * tailer's buffer), 1 tape_read_pinned (each pin released after the
+ * payload's first and last byte are read), 2 tape_read_into (a copy into a
+ * new buffer each, freed); returns entries a second. */
+static double large_read_run(const char *name, int how)
+{
+    tape_queue *q = open_queue(name);
+    tape_tailer *t = NULL;
+    int rc = tape_tailer_open(q, &t);
+    if (rc)
+        die("tailer_open", rc);
+    tape_entry e;
+    tape_pin *pin;
+    uint64_t sink = 0;
+    int64_t n = 0, t0 = now_ns();
+    for (;;) {
+        pin = NULL;
+        rc = how == 0   ? tape_read(t, &e)
+             : how == 1 ? tape_read_pinned(t, &e, &pin)
+                        : tape_read_into(t, &e, alloc_payload, NULL);
+        if (rc != 1)
+            break;
+        const unsigned char *d = e.e_data;
+        sink += d[0] + d[e.e_len - 1];
+        tape_pin_release(pin);
+        if (how == 2)
+            free((void *)d);
+        n++;
+    }
+    int64_t dt = now_ns() - t0;
+    if (rc < 0 || n != LARGE_N)
+        die("large read", rc < 0 ? rc : TAPE_ECORRUPT);
+    tape_tailer_close(t);
+    tape_close(q);
+    if (sink == 42)
+        printf(" ");
+    return (double)n / ((double)dt / 1e9);
+}
+
+static void bench_large(void)
+{
+    double w[16], r[16], p[16], c[16];
+    char path[4096];
+    snprintf(path, sizeof path, "%s/large", g_root);
+    large_append_run("large"); /* untimed: see bench_append_throughput */
+    for (int k = 0; k < g_runs; k++) {
+        rm_rf(path);
+        w[k] = large_append_run("large");
+        r[k] = large_read_run("large", 0);
+        p[k] = large_read_run("large", 1);
+        c[k] = large_read_run("large", 2);
+        printf("    run %d: append %.1f k/s, tape_read %.1f k/s, tape_read_pinned %.1f k/s, "
+               "tape_read_into %.1f k/s\n", k + 1, w[k] / 1e3, r[k] / 1e3, p[k] / 1e3, c[k] / 1e3);
+    }
+    rm_rf(path);
+    add("append 64 KiB (k appends/s)", median(w, g_runs) / 1e3, "k/s", NULL, -1);
+    add("tape_read 64 KiB, a copy (k entries/s)", median(r, g_runs) / 1e3, "k/s", NULL, -1);
+    add("tape_read_pinned 64 KiB (k entries/s)", median(p, g_runs) / 1e3, "k/s", NULL, -1);
+    add("tape_read_into 64 KiB, new buffers (k entries/s)", median(c, g_runs) / 1e3, "k/s", NULL, -1);
+}
+
 /* ---- (d) to_index ------------------------------------------------------------------------ */
 
 typedef struct span {
@@ -633,9 +733,11 @@ int main(int argc, char **argv)
             g_moves = atoll(argv[++i]);
         else if (strcmp(argv[i], "--big") == 0)
             g_big = 1;
+        else if (strcmp(argv[i], "--large-only") == 0)
+            g_large_only = 1;
         else {
             fprintf(stderr, "usage: %s [--dir D] [--runs R] [--n N] [--lat-n N] "
-                            "[--moves N] [--big]\n", argv[0]);
+                            "[--moves N] [--big] [--large-only]\n", argv[0]);
             return 2;
         }
     }
@@ -653,6 +755,11 @@ int main(int argc, char **argv)
     machine();
     printf("  %-46s %12s %-4s %s\n", "measure (median of runs)", "value", "unit", "target");
 
+    if (g_large_only) {
+        bench_large();
+        rm_rf(root);
+        return 0;
+    }
     bench_append_throughput();
     bench_append_latency(0);
     bench_append_latency(5e6);
@@ -666,6 +773,7 @@ int main(int argc, char **argv)
     bench_read(q);
     bench_to_index(q, label);
     drop_queue(q, "tp");
+    bench_large();
     if (g_big)
         bench_big();
     bench_crc();

@@ -265,3 +265,20 @@ class TailerHandle(ChildHandle):
     def set_direction(self, direction: str) -> None:
         with self.lock:
             check(lib.tape_tailer_set_direction(self.live(), _DIRECTIONS[direction]), self.path)
+
+    def read_view(self) -> memoryview | None:
+        """The next entry's stored bytes as a read-only memoryview of the mapped file, moving past it; None when there is none.
+
+        The view holds its mapping (tape_read_pinned) until it and every
+        view made from it are released or collected.
+        """
+        pin = ffi.new("tape_pin **")
+        with self.lock:
+            e = self._entry
+            rc = lib.tape_read_pinned(self.live(), e, pin)
+            if rc == 1:
+                held = pin[0]
+                data = ffi.gc(e.e_data, lambda _: lib.tape_pin_release(held))
+                return memoryview(ffi.buffer(data, e.e_len)).toreadonly()
+        check(rc, self.path)
+        return None
