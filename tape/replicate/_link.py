@@ -29,7 +29,9 @@ __all__ = ["Link", "NotYet", "log", "WRONG_LAST_SEQUENCE", "subject_matches"]
 
 log = logging.getLogger("tape.replicate")
 
-WRONG_LAST_SEQUENCE = 10071  # JetStream: Nats-Expected-Last-Subject-Sequence did not hold
+# JetStream's refusals of a fenced publish: Nats-Expected-Last-Subject-Sequence
+# (10071) or Nats-Expected-Last-Sequence (10164) did not hold
+WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
 
@@ -135,7 +137,7 @@ class Link:
                     await self._session(nc.jetstream(timeout=self._connect_timeout), follow)
                     return
                 except nats.js.errors.APIError as exc:
-                    if exc.err_code == WRONG_LAST_SEQUENCE:
+                    if exc.err_code in WRONG_LAST_SEQUENCE:
                         # Another publish came first (ours, whose ack was lost, or
                         # another replicator's): a new session asks the stream again.
                         log.info("%s: the subject moved on; asking the stream where to resume", self._what())

@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import Header
@@ -63,7 +64,7 @@ class _Sent(NamedTuple):
 
     ack: asyncio.Future[Any]
     seq: int  # the stream sequence it gets when stored
-    count: int  # its entries
+    entries: int  # how many it holds
     last: int  # the index of its last entry
 
 
@@ -169,7 +170,12 @@ class Replicator(Link):
                                FIRST_INDEX_HEADER: str(first), LAST_INDEX_HEADER: str(last)}
                     if sent:  # the stream is this subject: its last message is to be the frame in flight
                         headers[Header.EXPECTED_LAST_SEQUENCE.value] = str(seq)
-                    ack = await js.publish_async(subject, data, headers=headers)
+                    # A task per publish: tasks start in the order made, and each puts its
+                    # message in the connection's buffer before it first waits, so the
+                    # frames go out in order (on the request inbox that resume's requests
+                    # proved the stream's leader can answer, also across a cluster).
+                    ack = asyncio.ensure_future(js.publish(subject, data, timeout=self._ack_timeout, headers=headers))
+                    await asyncio.sleep(0)  # it goes out while the next frame is read and packed
                     seq += 1
                     sent.append(_Sent(ack, seq, len(batch), last))
                     prev = last
@@ -194,16 +200,16 @@ class Replicator(Link):
         """
         oldest = sent.popleft()
         try:
-            ack = await asyncio.wait_for(oldest.ack, self._ack_timeout)
+            ack = await oldest.ack
         except nats.js.errors.APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE and sent:
+            if exc.err_code in WRONG_LAST_SEQUENCE and sent:
                 await self._none_stored_after(sent)
             raise
         if ack.seq != oldest.seq and sent:
             # Another message came into the stream before it: the frames
             # after it expected the sequence it did not get and are refused.
             log.info("%s: frame stored as sequence %d, not %d", self._what(), ack.seq, oldest.seq)
-        self._shipped(ack.seq, oldest.count, oldest.last)
+        self._shipped(ack.seq, oldest.entries, oldest.last)
         return seq if sent else int(ack.seq)
 
     async def _none_stored_after(self, sent: deque[_Sent]) -> None:
@@ -211,8 +217,8 @@ class Replicator(Link):
         while sent:
             later = sent.popleft()
             try:
-                ack = await asyncio.wait_for(later.ack, self._ack_timeout)
-            except (nats.js.errors.APIError, asyncio.TimeoutError):
+                ack = await later.ack
+            except (nats.js.errors.APIError, nats.errors.TimeoutError):
                 continue
             raise ReplicationError(
                 f"{self._what()}: a frame was refused and the one after it stored (sequence {ack.seq}): "
