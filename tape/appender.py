@@ -329,8 +329,9 @@ class Appender:
         nb = None if not_befores.count(None) == n else array(
             "q", (0 if t is None else _epoch_ns(as_int(t, "not_before"), "not_before") for t in not_befores))
         oi = ots = None
-        if origins.count(None) != n:
-            pairs = [(-1, 0) if o is None else o for o in origins]
+        missing = origins.count(None)
+        if missing != n:
+            pairs = [(-1, 0) if o is None else o for o in origins] if missing else origins
             if not set(map(type, pairs)) <= {tuple} or set(map(len, pairs)) != {2}:
                 raise ArgumentTypeError("write_encoded_many: an origin is an (index, timestamp) pair")
             try:
@@ -338,7 +339,7 @@ class Appender:
             except (TypeError, OverflowError) as exc:
                 raise ArgumentTypeError(f"write_encoded_many: an origin is a pair of ints ({exc})") from None
             oi, ots = flat[0::2], flat[1::2]
-            if any(i < 0 and o is not None for i, o in zip(oi, origins)) or min(ots) < 0:
+            if min(ots) < 0 or min(oi) < (-1 if missing else 0) or (missing and oi.count(-1) != missing):
                 raise ArgumentError("write_encoded_many: an origin's index and timestamp are not negative")
         if keys.count(None) != n:
             if any(t and k is None for k, t in zip(keys, tombstones)):

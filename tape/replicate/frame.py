@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import base64
 import json
+import operator
 import struct
 import sys
 import zlib
 from array import array
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 from tape.errors import CorruptionError
@@ -138,6 +140,11 @@ def _column(code: str, values: Sequence[int]) -> bytes:
     return col.tobytes()
 
 
+def _increasing(values: list[int]) -> bool:
+    """True when each of `values` is above the one before."""
+    return all(map(operator.lt, values, values[1:]))
+
+
 def _uncolumn(code: str, data: bytes | memoryview) -> list[int]:
     col = array(code)
     col.frombytes(data)
@@ -170,7 +177,7 @@ def encode(
     if any(tombstones) and any(t and k is None for k, t in zip(keys, tombstones)):
         raise ValueError("a tombstone needs a key")
     parts = [identity, bytes(-len(identity) % 8), _column("q", indexes), _column("q", timestamps),
-             _column("I", list(map(len, payloads)))]
+             _column("I", array("I", map(len, payloads)))]
     if origins is not None:
         prev_origin, origin_indexes, origin_timestamps = origins
         if not len(origin_indexes) == len(origin_timestamps) == count:
@@ -238,7 +245,7 @@ def _body(
         origin_indexes = _uncolumn("q", view[at + 8 : at + 8 + 8 * count])
         origin_timestamps = _uncolumn("q", view[at + 8 + 8 * count : at + 8 + 16 * count])
         at += 8 + 16 * count
-        if prev_origin >= origin_indexes[0] or any(a >= b for a, b in zip(origin_indexes, origin_indexes[1:])):
+        if prev_origin >= origin_indexes[0] or not _increasing(origin_indexes):
             raise ValueError("origin indexes are not in order")
         if prev_origin < -1 or origin_indexes[0] < 0 or min(origin_timestamps) < 0:
             raise ValueError("a negative origin")
@@ -254,14 +261,13 @@ def _body(
             raise ValueError("bad attribute record")
         key = None if kind == _KEY_NONE else raw.decode("utf-8", "surrogateescape") if kind == _KEY_STR else raw
         attrs[pos] = (key, nb or None, tomb)
-    if at + sum(lengths) != len(view):
+    ends = list(accumulate(lengths, initial=at))
+    if ends[-1] != len(view):
         raise ValueError("payload lengths do not add up to the frame's length")
-    if indexes[0] != first or indexes[-1] != last or any(a >= b for a, b in zip(indexes, indexes[1:])):
+    if indexes[0] != first or indexes[-1] != last or not _increasing(indexes):
         raise ValueError("indexes are not in order or disagree with the header")
     if prev >= first:
         raise ValueError(f"the previous index {prev} is not before the first, {first}")
-    payloads = []
-    for n in lengths:
-        payloads.append(bytes(view[at : at + n]))
-        at += n
+    data = view.obj if isinstance(view.obj, bytes) else bytes(view)
+    payloads = list(map(data.__getitem__, map(slice, ends, ends[1:])))
     return Frame(identity, None if prev < 0 else prev, indexes, timestamps, payloads, attrs, origins)

@@ -140,16 +140,27 @@ class Ingester(Link):
     async def _session(self, js: JetStreamContext, follow: bool) -> None:
         subject = await self._the_subject(js, follow)
         sub = await self._subscribe(js, subject)
-        while not self.stopping:
-            try:
-                msgs = await sub.fetch(self._batch, timeout=_FETCH_WAIT)
-            except nats.errors.TimeoutError:
-                if not follow and (await sub.consumer_info()).num_pending == 0:
-                    return
-                continue
-            for msg in msgs:
-                self._apply(msg.data, msg.metadata.sequence.stream)
-                await msg.ack()
+        fetching = asyncio.ensure_future(sub.fetch(self._batch, timeout=_FETCH_WAIT))
+        try:
+            while not self.stopping:
+                try:
+                    msgs = await fetching
+                except nats.errors.TimeoutError:
+                    if not follow and (await sub.consumer_info()).num_pending == 0:
+                        return
+                    msgs = []
+                # The next batch comes while this one is written: a few turns of the
+                # loop let the fetch put its pull request out (the connection's
+                # flusher writes it) before the writing holds the loop.
+                fetching = asyncio.ensure_future(sub.fetch(self._batch, timeout=_FETCH_WAIT))
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                for msg in msgs:
+                    self._apply(msg.data, msg.metadata.sequence.stream)
+                    await msg.ack()
+        finally:
+            if not fetching.cancel() and not fetching.cancelled():
+                fetching.exception()  # a fetch that ended unawaited (a timeout): retrieved, not logged
 
     async def _subscribe(self, js: JetStreamContext, subject: str) -> JetStreamContext.PullSubscription:
         """A pull subscription of the durable consumer, which delivers in stream order from here.
@@ -211,9 +222,12 @@ class Ingester(Link):
         start = 0 if origin is None else next(k for k, i in enumerate(indexes) if i > origin)
         try:
             _append(appender, got, start)
-        finally:  # what reached the queue, also when a write failed midway
+        except BaseException:  # what reached the queue of a write that failed midway
             self._origin = self._last_origin()
             self.ingested += _count_after(indexes, origin, self._origin)
+            raise
+        self._origin = indexes[-1]
+        self.ingested += len(indexes) - start
         if self._sync:
             appender.sync()
 
