@@ -48,19 +48,19 @@ def source(path: Path) -> list[tape.Entry]:
         return list(q.tailer().entries())
 
 
-def stream_frames(url: str, subject: str = STREAM) -> list[frame.Frame]:
+def stream_frames(url: str, subject: str = STREAM, stream: str = STREAM) -> list[frame.Frame]:
     """Every frame of `subject` in the stream, in stream order."""
 
     async def go() -> list[frame.Frame]:
         nc = await nats.connect(url.split(","))
         try:
             js = nc.jetstream()
-            state = (await js.stream_info(STREAM)).state
+            state = (await js.stream_info(stream)).state
             got: list[frame.Frame] = []
             if not state.last_seq:
                 return got
             for seq in range(state.first_seq, state.last_seq + 1):
-                msg = await js.get_msg(STREAM, seq)
+                msg = await js.get_msg(stream, seq)
                 if msg.subject == subject:
                     assert msg.data is not None
                     got.append(frame.decode(msg.data))
@@ -255,6 +255,73 @@ def test_retention_keeps_what_is_not_shipped(nats_server: NatsServer, src: Path)
         with Replicator(src, nats_server.url, stream=STREAM) as r:
             r.run()
     assert stream_indexes(nats_server.url) == shipped + unshipped
+
+
+def test_a_copy_of_a_copy_keeps_the_first_origin(nats_server: NatsServer, tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    write(a, 300)
+    with tape.Queue(a) as q:
+        q.appender().write_encoded(b"\x81\xa1k\xa1v", key="acct-1", not_before=1_800_000_000_000_000_000)
+    url = nats_server.url
+    for more in (0, 200):  # a second round: every hop resumes where it stopped
+        write(a, more, start=300)
+        with Replicator(a, url, stream="S1", frame_bytes=SMALL_FRAMES) as r:
+            r.run()
+        with Ingester(url, stream="S1", path=b) as i:
+            i.run()
+        with Replicator(b, url, stream="S2", frame_bytes=SMALL_FRAMES) as r:
+            r.run()
+        with Ingester(url, stream="S2", path=c) as i:
+            i.run()
+    first, middle, last = source(a), source(b), source(c)
+    assert len(first) == len(middle) == len(last) == 501
+    assert [e.origin for e in middle] == [e.origin for e in last] == [(e.index, e.timestamp) for e in first]
+    assert [(e.value, e.key, e.not_before) for e in last] == [(e.value, e.key, e.not_before) for e in first]
+    second_hop = stream_frames(url, "S2", stream="S2")
+    assert len(second_hop) > 2 and all(f.origins is not None for f in second_hop)
+    assert [i for f in second_hop for i in f.indexes] == [e.index for e in middle]
+
+
+# -- one of each at a time ------------------------------------------------------------------------
+
+
+def test_a_second_replicator_or_ingester_of_a_queue_is_refused(src: Path, dst: Path) -> None:
+    write(src, 5)
+    write(dst, 0)
+    url = "nats://127.0.0.1:1"
+    with Replicator(src, url, stream=STREAM):
+        with pytest.raises(ReplicationError, match=f"already running in process {os.getpid()}"):
+            Replicator(src, url, stream=STREAM)
+        with Replicator(src, url, stream="OTHER", name="other"):
+            pass  # another stream: another replicator
+    with Replicator(src, url, stream=STREAM):
+        pass  # the first one closed: free
+    with Ingester(url, stream=STREAM, path=dst):
+        with pytest.raises(ReplicationError, match=f"already running in process {os.getpid()}"):
+            Ingester(url, stream="OTHER", path=dst)
+    with Ingester(url, stream=STREAM, path=dst):
+        pass
+
+
+@pytest.mark.parametrize("role", ["replicate", "ingest"])
+def test_a_killed_holder_frees_its_queue_at_once(src: Path, dst: Path, role: str) -> None:
+    write(src, 5)
+    write(dst, 0)
+    url = "nats://127.0.0.1:1"  # nothing listens: the command retries for ever
+    args = ["replicate", str(src), url, "--stream", STREAM] if role == "replicate" else ["ingest", url, "--stream",
+                                                                                          STREAM, str(dst)]
+    lock = src / "replication" / f"ship-{STREAM}.lock" if role == "replicate" else dst / "replication" / "ingest.lock"
+    start = (lambda: Replicator(src, url, stream=STREAM)) if role == "replicate" else (
+        lambda: Ingester(url, stream=STREAM, path=dst))
+    proc = tape_command(*args, "--follow")
+    try:
+        wait_until(lambda: lock.exists() and lock.read_text().strip() == str(proc.pid), "the command holding the lock")
+        with pytest.raises(ReplicationError, match=f"already running in process {proc.pid}"):
+            start()
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    start().close()  # at once, no waiting: the kernel dropped the lock with the process
 
 
 # -- crashes and downtime -----------------------------------------------------------------------
@@ -465,6 +532,22 @@ def test_ctrl_c_ends_a_follow_cleanly_and_an_unreachable_server_is_said(src: Pat
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("role", ["replicate", "ingest"])
+def test_retry_for_gives_up_with_exit_status_1(src: Path, dst: Path, role: str) -> None:
+    write(src, 5)
+    url = "nats://127.0.0.1:1"
+    args = ["replicate", str(src), url, "--stream", STREAM] if role == "replicate" else ["ingest", url, "--stream",
+                                                                                          STREAM, str(dst)]
+    proc = tape_command(*args, "--follow", "--retry-for", "0.5s")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "retrying in" in err  # said each time
+    assert f"{url} unreachable for" in err.splitlines()[-1] and "Traceback" not in err
+    proc = tape_command(*args, "--retry-for", "soon")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "--retry-for" in err
 
 
 def test_bad_usage_is_exit_status_2(src: Path) -> None:
