@@ -282,6 +282,39 @@ def test_a_copy_of_a_copy_keeps_the_first_origin(nats_server: NatsServer, tmp_pa
     assert [i for f in second_hop for i in f.indexes] == [e.index for e in middle]
 
 
+def test_two_queues_on_subjects_of_one_stream_each_arrive_once_in_order(nats_server: NatsServer,
+                                                                       tmp_path: Path) -> None:
+    # The stream's sequences interleave the two subjects: each replicator has one frame in
+    # flight and fences it on its subject's last sequence.
+    asyncio.run(_add_stream(nats_server.url, STREAM, ["orders.*"]))
+    queues = [tmp_path / "a", tmp_path / "b"]
+    for q in queues:
+        write(q, 10)
+    writers = [Writer(q) for q in queues]
+    replicators = [Replicator(q, nats_server.url, stream=STREAM, subject=f"orders.{q.name}",
+                              frame_bytes=SMALL_FRAMES) for q in queues]
+    running = [Running(r) for r in replicators]
+    try:
+        wait_until(lambda: all(r.shipped > 500 for r in replicators), "both shipping")
+    finally:
+        for w in writers:
+            w.stop()
+        for run in running:
+            run.stop()
+    for r, q in zip(replicators, queues):
+        r.run()
+        r.close()
+        assert stream_indexes(nats_server.url, f"orders.{q.name}") == [e.index for e in source(q)]
+
+
+async def _add_stream(url: str, name: str, subjects: list[str]) -> None:
+    nc = await nats.connect(url)
+    try:
+        await nc.jetstream().add_stream(name=name, subjects=subjects)
+    finally:
+        await nc.close()
+
+
 # -- one of each at a time ------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ from nats.js.api import StorageType
 from tape._args import as_seconds, shown
 from tape.errors import ArgumentError, ArgumentTypeError, ReplicationError
 
-__all__ = ["Link", "NotYet", "log", "WRONG_LAST_SEQUENCE", "subject_matches"]
+__all__ = ["Link", "NotYet", "log", "WRONG_LAST_SEQUENCE", "discard", "subject_matches"]
 
 log = logging.getLogger("tape.replicate")
 
@@ -219,6 +219,12 @@ class Link:
             raise ReplicationError(
                 f"stream {self.stream} does not take subject {subject!r} (its subjects: {', '.join(subjects)})"
             )
+
+
+def discard(task: asyncio.Future[Any]) -> None:
+    """Cancel `task`; if it had ended with an exception, take it (so that it is not logged as never retrieved)."""
+    if not task.cancel() and not task.cancelled():
+        task.exception()
 
 
 def _unavailable(exc: nats.js.errors.APIError) -> bool:

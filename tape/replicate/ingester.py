@@ -31,7 +31,7 @@ from tape import codecs
 from tape._args import as_int, shown
 from tape.errors import ArgumentError, IncompatibleQueueError, QueueNotFoundError, ReplicationError
 from tape.replicate import frame
-from tape.replicate._link import Link, NotYet, log
+from tape.replicate._link import Link, NotYet, discard, log
 from tape.replicate._lock import RoleLock
 
 __all__ = ["Ingester"]
@@ -159,8 +159,7 @@ class Ingester(Link):
                     self._apply(msg.data, msg.metadata.sequence.stream)
                     await msg.ack()
         finally:
-            if not fetching.cancel() and not fetching.cancelled():
-                fetching.exception()  # a fetch that ended unawaited (a timeout): retrieved, not logged
+            discard(fetching)
 
     async def _subscribe(self, js: JetStreamContext, subject: str) -> JetStreamContext.PullSubscription:
         """A pull subscription of the durable consumer, which delivers in stream order from here.

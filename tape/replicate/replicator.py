@@ -46,7 +46,7 @@ from tape._args import as_int
 from tape.errors import ArgumentError, ReplicationError
 from tape.records import Entry
 from tape.replicate import frame
-from tape.replicate._link import WRONG_LAST_SEQUENCE, Link, log
+from tape.replicate._link import WRONG_LAST_SEQUENCE, Link, discard, log
 from tape.replicate._lock import RoleLock
 
 __all__ = ["Replicator", "replication_status"]
@@ -190,7 +190,7 @@ class Replicator(Link):
                 await self._pause(_IDLE_POLL)
         finally:
             for pending in sent:
-                pending.ack.cancel()
+                discard(pending.ack)
 
     async def _acked(self, sent: deque[_Sent], seq: int) -> int:
         """Wait for the oldest frame in flight to be stored; move the named tailer past it.
