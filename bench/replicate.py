@@ -1,6 +1,6 @@
 """Replication benchmarks (issue 20): entries/s shipped and ingested, lag, frames against one message per entry.
 
-    python -m bench.replicate [--n N] [--dir PATH]
+    python -m bench.replicate [--n N] [--dir PATH] [--stages]
 
 Against a nats-server the benchmark starts (tests/nats_support.py), on
 loopback, storing in PATH. Entries are 100 bytes (a raw queue).
@@ -15,6 +15,11 @@ loopback, storing in PATH. Entries are 100 bytes (a raw queue).
   `tape replicate --follow` and `tape ingest --follow` run; the lag of an entry is the time from its append in the
   source to its append in the copy (Entry.timestamp - Entry.origin[1]): an
   upper bound of the replication lag. p50, p99, max.
+
+--stages: instead, where the time of shipping and ingesting N entries goes
+(64 KiB frames), in us of wall-clock time per entry: reading the batch
+(Tailer.read_encoded_batch), building the frame, waiting for acknowledgements;
+decoding frames, appending (write_encoded_many), the whole of each frame.
 
 Rates are per second of wall-clock time on a machine shared with the server;
 "cpu" is this process's CPU time per entry (user + system), steadier than
@@ -34,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nats
 
@@ -69,6 +75,46 @@ def ship(server: NatsServer, path: Path, stream: str, frame_bytes: int) -> str:
 def ingest(server: NatsServer, stream: str, path: Path) -> str:
     with Ingester(server.url, stream=stream, path=path, batch=64) as i:
         return rate(i.run)
+
+
+def stages(server: NatsServer, where: Path, n: int) -> None:
+    """Print the time per entry of each stage of shipping and ingesting the queue `where`/src."""
+    from tape.replicate import ingester, replicator
+
+    spent: dict[str, float] = {}
+
+    def timed(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+        return run
+
+    def atimed(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return await f(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+        return run
+
+    def report(what: str, rate_line: str) -> None:
+        print(f"{what}: {rate_line}; us/entry: " + ", ".join(f"{k} {v / n * 1e6:.2f}" for k, v in spent.items()))
+        spent.clear()
+
+    replicator.Replicator._frame = timed("frame", replicator.Replicator._frame)  # type: ignore[method-assign]
+    replicator.Replicator._acked = atimed("ack wait", replicator.Replicator._acked)  # type: ignore[method-assign]
+    with Replicator(where / "src", server.url, stream="STAGES") as r:
+        r._reader.read_encoded_batch = timed("read", r._reader.read_encoded_batch)  # type: ignore[method-assign]
+        report("ship", rate(r.run))
+    ingester.frame.decode = timed("decode", ingester.frame.decode)
+    ingester._append = timed("append", ingester._append)
+    ingester.Ingester._apply = timed("frame in all", ingester.Ingester._apply)  # type: ignore[method-assign]
+    with Ingester(server.url, stream="STAGES", path=where / "copy", batch=64) as i:
+        report("ingest", rate(i.run))
 
 
 def one_message_per_entry(server: NatsServer, n: int) -> float:
@@ -128,6 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="entries shipped and ingested")
     parser.add_argument("--dir", type=Path, default=None, help="where the queues and the server's store go")
+    parser.add_argument("--stages", action="store_true", help="where the time goes, per stage")
     args = parser.parse_args()
     where = Path(tempfile.mkdtemp(prefix="bench-replicate-", dir=args.dir))
     server = NatsServer(where / "nats").start()
@@ -135,6 +182,9 @@ def main() -> None:
         src = where / "src"
         fill(src, args.n)
         print(f"{args.n:,} entries of {len(PAYLOAD)} B, nats-server on loopback")
+        if args.stages:
+            stages(server, where, args.n)
+            return
         print(f"ship, 64 KiB frames:      {ship(server, src, 'S64', 64 << 10)}")
         with tape.Queue(src) as q:
             q.remove_tailer("replicator")
