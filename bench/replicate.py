@@ -19,7 +19,9 @@ loopback, storing in PATH. Entries are 100 bytes (a raw queue).
 --stages: instead, where the time of shipping and ingesting N entries goes
 (64 KiB frames), in us of wall-clock time per entry: reading the batch
 (Tailer.read_encoded_batch), building the frame, waiting for acknowledgements;
-decoding frames, appending (write_encoded_many), the whole of each frame.
+decoding frames, appending (write_encoded_many), the whole of each frame;
+then each stage on its own, without a server: CPU time per entry, best of 5
+loops of 200 calls on batches of 640 entries.
 
 Rates are per second of wall-clock time on a machine shared with the server;
 "cpu" is this process's CPU time per entry (user + system), steadier than
@@ -117,6 +119,35 @@ def stages(server: NatsServer, where: Path, n: int) -> None:
         report("ingest", rate(i.run))
 
 
+def stages_alone(where: Path) -> None:
+    """Print the CPU time per entry of each stage called in a loop: read, frame, decode, append."""
+    from tape.replicate import frame, ingester
+
+    n = 640
+
+    def best(call: Callable[[], Any]) -> str:
+        times = []
+        for _ in range(5):
+            cpu = time.process_time()
+            for _ in range(200):
+                call()
+            times.append((time.process_time() - cpu) / 200 / n * 1e6)
+        return f"{min(times):.2f}"
+
+    with Replicator(where / "src", "nats://127.0.0.1:1", stream="ALONE") as r:
+        t = r.queue.tailer()
+        batch = t.read_encoded_batch(n)
+        read = best(lambda: (t.to_start(), t.read_encoded_batch(n)))
+        framing = best(lambda: r._frame(None, None, batch))
+        data = r._frame(None, None, batch)[0]
+    got = frame.decode(data)
+    decoding = best(lambda: frame.decode(data))
+    with tape.Queue(where / "alone", codec="raw") as q:
+        a = q.appender()
+        appending = best(lambda: ingester._append(a, got, 0))
+    print(f"alone, cpu us/entry: read {read}, frame {framing}, decode {decoding}, append {appending}")
+
+
 def one_message_per_entry(server: NatsServer, n: int) -> float:
     async def go() -> float:
         nc = await nats.connect(server.url)
@@ -184,6 +215,7 @@ def main() -> None:
         print(f"{args.n:,} entries of {len(PAYLOAD)} B, nats-server on loopback")
         if args.stages:
             stages(server, where, args.n)
+            stages_alone(where)
             return
         print(f"ship, 64 KiB frames:      {ship(server, src, 'S64', 64 << 10)}")
         with tape.Queue(src) as q:
