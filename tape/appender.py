@@ -305,7 +305,6 @@ class Appender:
         failing one stay written (a note says how many).
         """
         # Imported here: this method is appended to a module whose head is being rewritten elsewhere.
-        import itertools
         from array import array
 
         from tape.records import Entry
@@ -334,12 +333,12 @@ class Appender:
             pairs = [(-1, 0) if o is None else o for o in origins] if missing else origins
             if not set(map(type, pairs)) <= {tuple} or set(map(len, pairs)) != {2}:
                 raise ArgumentTypeError("write_encoded_many: an origin is an (index, timestamp) pair")
+            indexes, timestamps = zip(*pairs)
             try:
-                flat = array("q", itertools.chain.from_iterable(pairs))
+                oi, ots = array("q", indexes), array("q", timestamps)
             except (TypeError, OverflowError) as exc:
                 raise ArgumentTypeError(f"write_encoded_many: an origin is a pair of ints ({exc})") from None
-            oi, ots = flat[0::2], flat[1::2]
-            if min(ots) < 0 or min(oi) < (-1 if missing else 0) or (missing and oi.count(-1) != missing):
+            if min(timestamps) < 0 or min(indexes) < (-1 if missing else 0) or (missing and indexes.count(-1) != missing):
                 raise ArgumentError("write_encoded_many: an origin's index and timestamp are not negative")
         if keys.count(None) != n:
             if any(t and k is None for k, t in zip(keys, tombstones)):
