@@ -455,6 +455,25 @@ def test_the_server_killed_and_restarted_mid_run_loses_and_doubles_nothing(
     assert any("retrying" in m for m in caplog.messages)
 
 
+def test_each_outage_gets_its_own_retry_for(nats_server: NatsServer, src: Path) -> None:
+    write(src, 10)
+    shipped = 10
+    with Replicator(src, nats_server.url, stream=STREAM, retry_for=3.0, connect_timeout=0.5) as r:
+        shipping = Running(r)
+        try:
+            for round_ in range(2):
+                nats_server.stop(signal.SIGKILL)
+                time.sleep(0.3)
+                nats_server.start()
+                write(src, 10, start=shipped)
+                shipped += 10
+                wait_until(lambda: r.shipped == shipped, f"shipping after restart {round_ + 1}")
+                time.sleep(3.2)  # the first outage began longer than retry_for ago: the second is new
+        finally:
+            shipping.stop()  # raises what run() raised
+    assert stream_indexes(nats_server.url) == [e.index for e in source(src)]
+
+
 def test_exactly_once_does_not_depend_on_the_duplicate_window(nats_server: NatsServer, src: Path) -> None:
     write(src, 200)
     with Replicator(src, nats_server.url, stream=STREAM, duplicate_window=1.0, frame_bytes=SMALL_FRAMES) as r:

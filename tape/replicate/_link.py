@@ -81,6 +81,7 @@ class Link:
         self._wake: asyncio.Event | None = None
         self.connected = False
         self._closing = False  # the session's connection is being closed on purpose
+        self._reached = False  # the session's stream answered (a failure after that starts a new outage)
         self.max_payload = 1 << 20  # the largest message the server takes (it says so when connected)
 
     # -- what the subclasses provide -----------------------------------------------------------
@@ -130,6 +131,7 @@ class Link:
         try:
             while not self._stop.is_set():
                 nc: Client | None = None
+                self._reached = False
                 try:
                     nc = await self._connect()
                     if failing_since is not None:
@@ -145,11 +147,9 @@ class Link:
                         continue
                     if not _unavailable(exc):
                         raise ReplicationError(f"{self._what()}: the stream refused a request: {exc}") from exc
-                    failing_since = await self._failed(exc, failing_since, delay)
-                    delay = min(delay * 2, _BACKOFF_MAX)
+                    failing_since, delay = await self._failed(exc, failing_since, delay)
                 except TRANSIENT as exc:
-                    failing_since = await self._failed(exc, failing_since, delay)
-                    delay = min(delay * 2, _BACKOFF_MAX)
+                    failing_since, delay = await self._failed(exc, failing_since, delay)
                 finally:
                     self.connected = False
                     if nc is not None:
@@ -158,9 +158,15 @@ class Link:
         finally:
             self._loop = self._wake = None
 
-    async def _failed(self, exc: BaseException, failing_since: float | None, delay: float) -> float:
-        """Log a failure and wait `delay` s; when it started; ReplicationError past retry_for."""
+    async def _failed(self, exc: BaseException, failing_since: float | None, delay: float) -> tuple[float, float]:
+        """Log a failure and wait `delay` s: (when the outage started, the next delay); ReplicationError past retry_for.
+
+        A session that reached its stream ended the outage before it: this
+        failure starts a new one, retried from the shortest delay.
+        """
         now = time.monotonic()
+        if self._reached:
+            failing_since, delay = None, _BACKOFF_FIRST
         failing_since = now if failing_since is None else failing_since
         if self._retry_for is not None and now - failing_since >= self._retry_for:
             raise ReplicationError(
@@ -168,7 +174,7 @@ class Link:
             ) from exc
         log.warning("%s: %s: %s; retrying in %.1f s", self._what(), self.url, _said(exc), delay)
         await self._pause(delay)
-        return failing_since
+        return failing_since, min(delay * 2, _BACKOFF_MAX)
 
     async def _connect(self) -> Client:
         async def quiet(exc: Exception) -> None:

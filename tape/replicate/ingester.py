@@ -140,6 +140,7 @@ class Ingester(Link):
     async def _session(self, js: JetStreamContext, follow: bool) -> None:
         subject = await self._the_subject(js, follow)
         sub = await self._subscribe(js, subject)
+        self._reached = True
         fetching = asyncio.ensure_future(sub.fetch(self._batch, timeout=_FETCH_WAIT))
         try:
             while not self.stopping:

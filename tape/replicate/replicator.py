@@ -150,6 +150,7 @@ class Replicator(Link):
             await self._make_stream(js, subject, self._replicas, self._duplicate_window)
         prev, prev_origin, seq = await self._resume(js, subject)
         info = await js.stream_info(self.stream)
+        self._reached = True
         alone = info.config.subjects == [subject] and info.state.last_seq == seq
         depth = _IN_FLIGHT if alone else 1
         sent: deque[_Sent] = deque()
