@@ -1,13 +1,14 @@
 """Replication benchmarks (issue 20): entries/s shipped and ingested, lag, frames against one message per entry.
 
-    python -m bench.replicate [--n N] [--dir PATH]
+    python -m bench.replicate [--n N] [--dir PATH] [--stages]
 
 Against a nats-server the benchmark starts (tests/nats_support.py), on
 loopback, storing in PATH. Entries are 100 bytes (a raw queue).
 
 - ship: Replicator.run() of N entries, frames of 64 KiB and of 256 KiB
-  (fenced publishes, one in flight while the next frame is packed);
-- ingest: Ingester.run() of what the 64 KiB run shipped, into a new queue;
+  (fenced publishes, up to 8 in flight on a stream of one subject);
+- ingest: Ingester.run() of what the 64 KiB run shipped, into a new queue
+  (64 messages a fetch, the next fetched while one is written);
 - one message per entry: the same fenced publish per entry (what a
   replicator without frames would do), for 20,000 entries;
 - lag: this process appends 10,000 entries/s (10 each ms) for 5 s while
@@ -15,7 +16,16 @@ loopback, storing in PATH. Entries are 100 bytes (a raw queue).
   source to its append in the copy (Entry.timestamp - Entry.origin[1]): an
   upper bound of the replication lag. p50, p99, max.
 
-Rates are per second of wall-clock time on a machine shared with the server.
+--stages: instead, where the time of shipping and ingesting N entries goes
+(64 KiB frames), in us of wall-clock time per entry: reading the batch
+(Tailer.read_encoded_batch), building the frame, waiting for acknowledgements;
+decoding frames, appending (write_encoded_many), the whole of each frame;
+then each stage on its own, without a server: CPU time per entry, best of 5
+loops of 200 calls on batches of 640 entries.
+
+Rates are per second of wall-clock time on a machine shared with the server;
+"cpu" is this process's CPU time per entry (user + system), steadier than
+wall-clock time on a loaded machine.
 """
 
 from __future__ import annotations
@@ -29,7 +39,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nats
 
@@ -49,18 +61,91 @@ def fill(path: Path, n: int) -> None:
             a.write_many([PAYLOAD] * min(10_000, n - start))
 
 
-def ship(server: NatsServer, path: Path, stream: str, frame_bytes: int) -> float:
+def rate(run: Callable[[], int]) -> str:
+    """run()'s entries per second of wall-clock time, and its CPU time per entry."""
+    t, cpu = time.perf_counter(), time.process_time()
+    n = run()
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+    return f"{n / wall:12,.0f} entries/s  (cpu {cpu / n * 1e6:.2f} us/entry)"
+
+
+def ship(server: NatsServer, path: Path, stream: str, frame_bytes: int) -> str:
     with Replicator(path, server.url, stream=stream, frame_bytes=frame_bytes) as r:
-        t = time.perf_counter()
-        n = r.run()
-        return n / (time.perf_counter() - t)
+        return rate(r.run)
 
 
-def ingest(server: NatsServer, stream: str, path: Path) -> float:
+def ingest(server: NatsServer, stream: str, path: Path) -> str:
     with Ingester(server.url, stream=stream, path=path, batch=64) as i:
-        t = time.perf_counter()
-        n = i.run()
-        return n / (time.perf_counter() - t)
+        return rate(i.run)
+
+
+def stages(server: NatsServer, where: Path, n: int) -> None:
+    """Print the time per entry of each stage of shipping and ingesting the queue `where`/src."""
+    from tape.replicate import ingester, replicator
+
+    spent: dict[str, float] = {}
+
+    def timed(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+        return run
+
+    def atimed(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return await f(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+        return run
+
+    def report(what: str, rate_line: str) -> None:
+        print(f"{what}: {rate_line}; us/entry: " + ", ".join(f"{k} {v / n * 1e6:.2f}" for k, v in spent.items()))
+        spent.clear()
+
+    replicator.Replicator._frame = timed("frame", replicator.Replicator._frame)  # type: ignore[method-assign]
+    replicator.Replicator._acked = atimed("ack wait", replicator.Replicator._acked)  # type: ignore[method-assign]
+    with Replicator(where / "src", server.url, stream="STAGES") as r:
+        r._reader.read_encoded_batch = timed("read", r._reader.read_encoded_batch)  # type: ignore[method-assign]
+        report("ship", rate(r.run))
+    ingester.frame.decode = timed("decode", ingester.frame.decode)
+    ingester._append = timed("append", ingester._append)
+    ingester.Ingester._apply = timed("frame in all", ingester.Ingester._apply)  # type: ignore[method-assign]
+    with Ingester(server.url, stream="STAGES", path=where / "copy", batch=64) as i:
+        report("ingest", rate(i.run))
+
+
+def stages_alone(where: Path) -> None:
+    """Print the CPU time per entry of each stage called in a loop: read, frame, decode, append."""
+    from tape.replicate import frame, ingester
+
+    n = 640
+
+    def best(call: Callable[[], Any]) -> str:
+        times = []
+        for _ in range(5):
+            cpu = time.process_time()
+            for _ in range(200):
+                call()
+            times.append((time.process_time() - cpu) / 200 / n * 1e6)
+        return f"{min(times):.2f}"
+
+    with Replicator(where / "src", "nats://127.0.0.1:1", stream="ALONE") as r:
+        t = r.queue.tailer()
+        batch = t.read_encoded_batch(n)
+        read = best(lambda: (t.to_start(), t.read_encoded_batch(n)))
+        framing = best(lambda: r._frame(None, None, batch))
+        data = r._frame(None, None, batch)[0]
+    got = frame.decode(data)
+    decoding = best(lambda: frame.decode(data))
+    with tape.Queue(where / "alone", codec="raw") as q:
+        a = q.appender()
+        appending = best(lambda: ingester._append(a, got, 0))
+    print(f"alone, cpu us/entry: read {read}, frame {framing}, decode {decoding}, append {appending}")
 
 
 def one_message_per_entry(server: NatsServer, n: int) -> float:
@@ -120,6 +205,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="entries shipped and ingested")
     parser.add_argument("--dir", type=Path, default=None, help="where the queues and the server's store go")
+    parser.add_argument("--stages", action="store_true", help="where the time goes, per stage")
     args = parser.parse_args()
     where = Path(tempfile.mkdtemp(prefix="bench-replicate-", dir=args.dir))
     server = NatsServer(where / "nats").start()
@@ -127,11 +213,15 @@ def main() -> None:
         src = where / "src"
         fill(src, args.n)
         print(f"{args.n:,} entries of {len(PAYLOAD)} B, nats-server on loopback")
-        print(f"ship, 64 KiB frames:      {ship(server, src, 'S64', 64 << 10):12,.0f} entries/s")
+        if args.stages:
+            stages(server, where, args.n)
+            stages_alone(where)
+            return
+        print(f"ship, 64 KiB frames:      {ship(server, src, 'S64', 64 << 10)}")
         with tape.Queue(src) as q:
             q.remove_tailer("replicator")
-        print(f"ship, 256 KiB frames:     {ship(server, src, 'S256', 256 << 10):12,.0f} entries/s")
-        print(f"ingest (64 KiB frames):   {ingest(server, 'S64', where / 'copy'):12,.0f} entries/s")
+        print(f"ship, 256 KiB frames:     {ship(server, src, 'S256', 256 << 10)}")
+        print(f"ingest (64 KiB frames):   {ingest(server, 'S64', where / 'copy')}")
         print(f"one message per entry:    {one_message_per_entry(server, 20_000):12,.0f} entries/s")
         lags = sorted(lag(server, where))
         p = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))]  # noqa: E731

@@ -692,13 +692,32 @@ static int64_t last_written(tape_queue *q)
     return tape_last_index(q); /* the newest cycle is empty: look further back */
 }
 
+/* Per-entry attributes of tape_append_many_each: columns, each may be NULL. */
+struct each_cols {
+    const int64_t *not_before, *origin_index, *origin_ts;
+};
+
+static tape_attrs each_row(const struct each_cols *c, size_t k)
+{
+    tape_attrs at = tape_attrs_none;
+    if (c->not_before)
+        at.a_not_before = c->not_before[k];
+    if (c->origin_index) {
+        at.a_origin_index = c->origin_index[k];
+        at.a_origin_ts = c->origin_ts[k];
+    }
+    return at;
+}
+
 /* Append n entries (entry k: data[ends[k-1], ends[k])), each with the
  * attributes at (NULL: none) encoded in blk (blen bytes), only if the queue's
  * last entry (by_key: the newest with at's key) is *expected_last (when not
- * NULL). */
+ * NULL). With `each` (checked, sizes checked), entry k has the
+ * attributes of row k of its columns instead. */
 static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *ends, size_t n,
                         int64_t ts, size_t *written, const int64_t *expected_last,
-                        const tape_attrs *at, const uint8_t *blk, uint32_t blen, int by_key)
+                        const tape_attrs *at, const uint8_t *blk, uint32_t blen, int by_key,
+                        const struct each_cols *each)
 {
     tape_queue *q = a->a_q;
     if (written)
@@ -755,7 +774,7 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     }
     size_t done = 0;
     int keyed = 0;
-    if (result >= 0 && blen)
+    if (result >= 0 && (blen || each))
         result = tape_cyc_upgrade(&w->w_y); /* a version-1 file becomes version 2 */
     if (result >= 0 && blen && at->a_key && (result = tape_keys_begin(q)) >= 0)
         keyed = 1;
@@ -769,8 +788,14 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
          * meanwhile leaves it odd, and the next lock holder rebuilds. */
         __atomic_store_n(&q->q_sh->ms_hint_gen, w->w_gen + 1, __ATOMIC_RELAXED);
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        uint8_t own[TAPE_ATTRS_MAX];
         for (; done < n; done++) {
             uint64_t start = done ? ends[done - 1] : 0;
+            if (each) {
+                tape_attrs row = each_row(each, done);
+                blk = own;
+                blen = tape_attrs_check(&row) > 0 ? tape_attrs_encode(&row, own) : 0;
+            }
             result = write_one(q, data + start, (uint32_t)(ends[done] - start), ts, blk, blen);
             if (result < 0)
                 break;
@@ -818,7 +843,7 @@ int64_t tape_append(tape_appender *a, const void *data, size_t len, int64_t ts_n
     if (!appender_enter(a))
         return TAPE_ECLOSED;
     uint64_t end = len;
-    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, NULL, NULL, NULL, 0, 0);
+    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, NULL, NULL, NULL, 0, 0, NULL);
     appender_leave(a);
     return rc;
 }
@@ -831,7 +856,7 @@ int64_t tape_append_if(tape_appender *a, const void *data, size_t len, int64_t t
     if (!appender_enter(a))
         return TAPE_ECLOSED;
     uint64_t end = len;
-    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last, NULL, NULL, 0, 0);
+    int64_t rc = append_n(a, data, &end, 1, ts_ns, NULL, &expected_last, NULL, NULL, 0, 0, NULL);
     appender_leave(a);
     return rc;
 }
@@ -843,7 +868,7 @@ int64_t tape_append_many(tape_appender *a, const void *data, const uint64_t *end
         return TAPE_EINVAL;
     if (!appender_enter(a))
         return TAPE_ECLOSED;
-    int64_t rc = append_n(a, data, ends, n, ts_ns, written, NULL, NULL, NULL, 0, 0);
+    int64_t rc = append_n(a, data, ends, n, ts_ns, written, NULL, NULL, NULL, 0, 0, NULL);
     appender_leave(a);
     return rc;
 }
@@ -873,7 +898,7 @@ static int64_t append_one_ex(tape_appender *a, const void *data, size_t len, int
     if (!appender_enter(a))
         return TAPE_ECLOSED;
     uint64_t end = len;
-    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, expected, at, blk, blen, by_key);
+    int64_t r = append_n(a, data, &end, 1, ts_ns, NULL, expected, at, blk, blen, by_key, NULL);
     appender_leave(a);
     return r;
 }
@@ -922,7 +947,38 @@ int64_t tape_append_many_ex(tape_appender *a, const void *data, const uint64_t *
         return TAPE_EINVAL;
     if (!appender_enter(a))
         return TAPE_ECLOSED;
-    int64_t r = append_n(a, data, ends, n, ts_ns, written, NULL, at, blk, blen, 0);
+    int64_t r = append_n(a, data, ends, n, ts_ns, written, NULL, at, blk, blen, 0, NULL);
+    appender_leave(a);
+    return r;
+}
+
+int64_t tape_append_many_each(tape_appender *a, const void *data, const uint64_t *ends, size_t n,
+                              int64_t ts_ns, size_t *written, const int64_t *not_before,
+                              const int64_t *origin_index, const int64_t *origin_ts)
+{
+    uint8_t blk[TAPE_ATTRS_MAX];
+    const struct each_cols cols = {not_before, origin_index, origin_ts};
+    int some = 0;
+    if (written)
+        *written = 0;
+    if (n == 0 || !origin_index != !origin_ts)
+        return TAPE_EINVAL;
+    for (size_t k = 0; k < n; k++) {
+        tape_attrs row = each_row(&cols, k);
+        int rc = tape_attrs_check(&row);
+        if (rc < 0)
+            return rc;
+        uint64_t start = k ? ends[k - 1] : 0;
+        uint32_t blen = rc > 0 ? tape_attrs_encode(&row, blk) : 0;
+        if (ends[k] < start)
+            return TAPE_EINVAL;
+        if (ends[k] - start > TAPE_MAX_PAYLOAD - blen)
+            return TAPE_ETOOBIG;
+        some |= rc;
+    }
+    if (!appender_enter(a))
+        return TAPE_ECLOSED;
+    int64_t r = append_n(a, data, ends, n, ts_ns, written, NULL, NULL, NULL, 0, 0, some ? &cols : NULL);
     appender_leave(a);
     return r;
 }

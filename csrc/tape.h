@@ -416,6 +416,17 @@ int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_
                           const void *key, uint32_t key_len, uint32_t flags, int64_t not_before,
                           int64_t origin_index, int64_t origin_ts);
 
+/* tape_append_many with attributes of its own for each entry, given as
+ * columns of n values (each column may be NULL: none): entry k gets
+ * not_before[k] (0: none) and the origin (origin_index[k], origin_ts[k])
+ * (origin_index[k] -1: none; origin_index and origin_ts both given or both
+ * NULL). For copies (replication); no keys (the key directory is kept per
+ * call: tape_append_many_ex). Every row and length is checked first: a bad
+ * one writes nothing. Errors: those of tape_append_many_ex. */
+int64_t tape_append_many_each(tape_appender *a, const void *data, const uint64_t *ends,
+                              size_t n, int64_t ts_ns, size_t *written, const int64_t *not_before,
+                              const int64_t *origin_index, const int64_t *origin_ts);
+
 /* Index of the last entry this appender wrote, or -1. Never fails. */
 int64_t tape_appender_last_index(tape_appender *a);
 

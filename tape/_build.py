@@ -145,6 +145,9 @@ int64_t tape_append_if_ex(tape_appender *a, const void *data, size_t len, int64_
 int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_t ts_ns,
                           const void *key, uint32_t key_len, uint32_t flags, int64_t not_before,
                           int64_t origin_index, int64_t origin_ts);
+int64_t tape_append_many_each(tape_appender *a, const void *data, const uint64_t *ends,
+                              size_t n, int64_t ts_ns, size_t *written, const int64_t *not_before,
+                              const int64_t *origin_index, const int64_t *origin_ts);
 int64_t tape_appender_last_index(tape_appender *a);
 int tape_appender_sync(tape_appender *a);
 

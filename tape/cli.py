@@ -658,6 +658,11 @@ class _ToStderr(logging.Handler):
         click.echo(self.format(record), err=True)
 
 
+_retry_for_option = click.option(
+    "--retry-for", callback=_parsed(parse_duration), metavar="DURATION",
+    help="Give up (exit status 1) after this long without reaching the server (30, 90s, 5m); default: for ever.")
+
+
 @cli.command(short_help="Ship a queue to a NATS JetStream stream, exactly once.")
 @_path_argument
 @click.argument("url", required=False)
@@ -668,12 +673,14 @@ class _ToStderr(logging.Handler):
 @click.option("--name", default="replicator", show_default=True, help="The named tailer that keeps the position.")
 @click.option("--frame-bytes", default="64KiB", show_default=True, callback=_parsed(parse_size), metavar="SIZE",
               help="How many bytes of entries one message carries.")
+@_retry_for_option
 def replicate(path: str, url: str | None, stream: str | None, subject: str | None, follow: bool, status: bool,
-              name: str, frame_bytes: int) -> None:
+              name: str, frame_bytes: int, retry_for: float | None) -> None:
     """Ship the entries of the queue at PATH to the stream at URL, in order, each once.
 
     Resumes after the last entry the stream holds, after any downtime. While
-    the server cannot be reached it retries, saying so on stderr.
+    the server cannot be reached it retries, saying so on stderr, for ever or
+    until --retry-for has passed (then exit status 1).
 
     \b
     Examples:
@@ -687,7 +694,8 @@ def replicate(path: str, url: str | None, stream: str | None, subject: str | Non
         return
     if url is None or stream is None:
         raise click.UsageError("tape replicate PATH URL --stream NAME (or --status PATH)")
-    with replication.Replicator(path, url, stream=stream, subject=subject, name=name, frame_bytes=frame_bytes) as r:
+    with replication.Replicator(path, url, stream=stream, subject=subject, name=name, frame_bytes=frame_bytes,
+                                retry_for=retry_for) as r:
         try:
             r.run(follow=follow)
         except KeyboardInterrupt:
@@ -702,18 +710,22 @@ def replicate(path: str, url: str | None, stream: str | None, subject: str | Non
 @click.option("--subject", metavar="SUBJECT", help="The subject to read (default: the stream's only one).")
 @click.option("--durable", metavar="NAME", help="The durable consumer's name (default: one per local queue).")
 @click.option("-f", "--follow", is_flag=True, help="Then append new entries as they come, until Ctrl-C.")
-def ingest(url: str, stream: str, path: str, subject: str | None, durable: str | None, follow: bool) -> None:
+@_retry_for_option
+def ingest(url: str, stream: str, path: str, subject: str | None, durable: str | None, follow: bool,
+           retry_for: float | None) -> None:
     """Append the entries the stream at URL holds to the queue at PATH (made when missing), each once.
 
     Resumes after the last entry the queue holds. While the server cannot be
-    reached it retries, saying so on stderr.
+    reached it retries, saying so on stderr, for ever or until --retry-for has
+    passed (then exit status 1).
 
     \b
     Example:
       tape ingest nats://127.0.0.1:4222 --stream ORDERS /data/orders-copy --follow
     """
     replication = _replication()
-    with replication.Ingester(url, stream=stream, path=path, subject=subject, durable=durable) as i:
+    with replication.Ingester(url, stream=stream, path=path, subject=subject, durable=durable,
+                              retry_for=retry_for) as i:
         try:
             i.run(follow=follow)
         except KeyboardInterrupt:

@@ -48,19 +48,19 @@ def source(path: Path) -> list[tape.Entry]:
         return list(q.tailer().entries())
 
 
-def stream_frames(url: str, subject: str = STREAM) -> list[frame.Frame]:
+def stream_frames(url: str, subject: str = STREAM, stream: str = STREAM) -> list[frame.Frame]:
     """Every frame of `subject` in the stream, in stream order."""
 
     async def go() -> list[frame.Frame]:
         nc = await nats.connect(url.split(","))
         try:
             js = nc.jetstream()
-            state = (await js.stream_info(STREAM)).state
+            state = (await js.stream_info(stream)).state
             got: list[frame.Frame] = []
             if not state.last_seq:
                 return got
             for seq in range(state.first_seq, state.last_seq + 1):
-                msg = await js.get_msg(STREAM, seq)
+                msg = await js.get_msg(stream, seq)
                 if msg.subject == subject:
                     assert msg.data is not None
                     got.append(frame.decode(msg.data))
@@ -257,6 +257,106 @@ def test_retention_keeps_what_is_not_shipped(nats_server: NatsServer, src: Path)
     assert stream_indexes(nats_server.url) == shipped + unshipped
 
 
+def test_a_copy_of_a_copy_keeps_the_first_origin(nats_server: NatsServer, tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    write(a, 300)
+    with tape.Queue(a) as q:
+        q.appender().write_encoded(b"\x81\xa1k\xa1v", key="acct-1", not_before=1_800_000_000_000_000_000)
+    url = nats_server.url
+    for more in (0, 200):  # a second round: every hop resumes where it stopped
+        write(a, more, start=300)
+        with Replicator(a, url, stream="S1", frame_bytes=SMALL_FRAMES) as r:
+            r.run()
+        with Ingester(url, stream="S1", path=b) as i:
+            i.run()
+        with Replicator(b, url, stream="S2", frame_bytes=SMALL_FRAMES) as r:
+            r.run()
+        with Ingester(url, stream="S2", path=c) as i:
+            i.run()
+    first, middle, last = source(a), source(b), source(c)
+    assert len(first) == len(middle) == len(last) == 501
+    assert [e.origin for e in middle] == [e.origin for e in last] == [(e.index, e.timestamp) for e in first]
+    assert [(e.value, e.key, e.not_before) for e in last] == [(e.value, e.key, e.not_before) for e in first]
+    second_hop = stream_frames(url, "S2", stream="S2")
+    assert len(second_hop) > 2 and all(f.origins is not None for f in second_hop)
+    assert [i for f in second_hop for i in f.indexes] == [e.index for e in middle]
+
+
+def test_two_queues_on_subjects_of_one_stream_each_arrive_once_in_order(nats_server: NatsServer,
+                                                                       tmp_path: Path) -> None:
+    # The stream's sequences interleave the two subjects: each replicator has one frame in
+    # flight and fences it on its subject's last sequence.
+    asyncio.run(_add_stream(nats_server.url, STREAM, ["orders.*"]))
+    queues = [tmp_path / "a", tmp_path / "b"]
+    for q in queues:
+        write(q, 10)
+    writers = [Writer(q) for q in queues]
+    replicators = [Replicator(q, nats_server.url, stream=STREAM, subject=f"orders.{q.name}",
+                              frame_bytes=SMALL_FRAMES) for q in queues]
+    running = [Running(r) for r in replicators]
+    try:
+        wait_until(lambda: all(r.shipped > 500 for r in replicators), "both shipping")
+    finally:
+        for w in writers:
+            w.stop()
+        for run in running:
+            run.stop()
+    for r, q in zip(replicators, queues):
+        r.run()
+        r.close()
+        assert stream_indexes(nats_server.url, f"orders.{q.name}") == [e.index for e in source(q)]
+
+
+async def _add_stream(url: str, name: str, subjects: list[str]) -> None:
+    nc = await nats.connect(url)
+    try:
+        await nc.jetstream().add_stream(name=name, subjects=subjects)
+    finally:
+        await nc.close()
+
+
+# -- one of each at a time ------------------------------------------------------------------------
+
+
+def test_a_second_replicator_or_ingester_of_a_queue_is_refused(src: Path, dst: Path) -> None:
+    write(src, 5)
+    write(dst, 0)
+    url = "nats://127.0.0.1:1"
+    with Replicator(src, url, stream=STREAM):
+        with pytest.raises(ReplicationError, match=f"already running in process {os.getpid()}"):
+            Replicator(src, url, stream=STREAM)
+        with Replicator(src, url, stream="OTHER", name="other"):
+            pass  # another stream: another replicator
+    with Replicator(src, url, stream=STREAM):
+        pass  # the first one closed: free
+    with Ingester(url, stream=STREAM, path=dst):
+        with pytest.raises(ReplicationError, match=f"already running in process {os.getpid()}"):
+            Ingester(url, stream="OTHER", path=dst)
+    with Ingester(url, stream=STREAM, path=dst):
+        pass
+
+
+@pytest.mark.parametrize("role", ["replicate", "ingest"])
+def test_a_killed_holder_frees_its_queue_at_once(src: Path, dst: Path, role: str) -> None:
+    write(src, 5)
+    write(dst, 0)
+    url = "nats://127.0.0.1:1"  # nothing listens: the command retries for ever
+    args = ["replicate", str(src), url, "--stream", STREAM] if role == "replicate" else ["ingest", url, "--stream",
+                                                                                          STREAM, str(dst)]
+    lock = src / "replication" / f"ship-{STREAM}.lock" if role == "replicate" else dst / "replication" / "ingest.lock"
+    start = (lambda: Replicator(src, url, stream=STREAM)) if role == "replicate" else (
+        lambda: Ingester(url, stream=STREAM, path=dst))
+    proc = tape_command(*args, "--follow")
+    try:
+        wait_until(lambda: lock.exists() and lock.read_text().strip() == str(proc.pid), "the command holding the lock")
+        with pytest.raises(ReplicationError, match=f"already running in process {proc.pid}"):
+            start()
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    start().close()  # at once, no waiting: the kernel dropped the lock with the process
+
+
 # -- crashes and downtime -----------------------------------------------------------------------
 
 
@@ -353,6 +453,25 @@ def test_the_server_killed_and_restarted_mid_run_loses_and_doubles_nothing(
     assert stream_indexes(nats_server.url) == entries
     assert [e.origin[0] for e in source(dst)] == entries
     assert any("retrying" in m for m in caplog.messages)
+
+
+def test_each_outage_gets_its_own_retry_for(nats_server: NatsServer, src: Path) -> None:
+    write(src, 10)
+    shipped = 10
+    with Replicator(src, nats_server.url, stream=STREAM, retry_for=3.0, connect_timeout=0.5) as r:
+        shipping = Running(r)
+        try:
+            for round_ in range(2):
+                nats_server.stop(signal.SIGKILL)
+                time.sleep(0.3)
+                nats_server.start()
+                write(src, 10, start=shipped)
+                shipped += 10
+                wait_until(lambda: r.shipped == shipped, f"shipping after restart {round_ + 1}")
+                time.sleep(3.2)  # the first outage began longer than retry_for ago: the second is new
+        finally:
+            shipping.stop()  # raises what run() raised
+    assert stream_indexes(nats_server.url) == [e.index for e in source(src)]
 
 
 def test_exactly_once_does_not_depend_on_the_duplicate_window(nats_server: NatsServer, src: Path) -> None:
@@ -465,6 +584,22 @@ def test_ctrl_c_ends_a_follow_cleanly_and_an_unreachable_server_is_said(src: Pat
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("role", ["replicate", "ingest"])
+def test_retry_for_gives_up_with_exit_status_1(src: Path, dst: Path, role: str) -> None:
+    write(src, 5)
+    url = "nats://127.0.0.1:1"
+    args = ["replicate", str(src), url, "--stream", STREAM] if role == "replicate" else ["ingest", url, "--stream",
+                                                                                          STREAM, str(dst)]
+    proc = tape_command(*args, "--follow", "--retry-for", "0.5s")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "retrying in" in err  # said each time
+    assert f"{url} unreachable for" in err.splitlines()[-1] and "Traceback" not in err
+    proc = tape_command(*args, "--retry-for", "soon")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "--retry-for" in err
 
 
 def test_bad_usage_is_exit_status_2(src: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
 pytest.importorskip("nats")
@@ -83,3 +85,45 @@ def test_a_message_that_is_not_a_frame_is_refused() -> None:
 def test_a_frame_needs_entries() -> None:
     with pytest.raises(ValueError):
         frame.encode(IDENTITY.to_json(), None, [], [], [], [], [])
+
+
+def copied() -> bytes:
+    return frame.encode(
+        IDENTITY.to_json(), 6, [7, 8], [100, 101], [b"one", b"two"], [None, None], [None, None],
+        origins=(40, [41, 45], [10, 11]),
+    )
+
+
+def test_a_frame_of_copies_carries_their_origins() -> None:
+    got = frame.decode(copied())
+    assert (got.prev, got.indexes, got.timestamps) == (6, [7, 8], [100, 101])
+    assert got.origins == (40, [41, 45], [10, 11])
+    assert got.sources == (40, [41, 45], [10, 11])
+    plain = frame.decode(small())
+    assert plain.origins is None and plain.sources == (6, plain.indexes, plain.timestamps)
+
+
+def test_every_damaged_byte_of_a_frame_of_copies_is_refused() -> None:
+    data = copied()
+    for at in range(len(data)):
+        damaged = bytearray(data)
+        damaged[at] ^= 0x01
+        with pytest.raises(tape.CorruptionError):
+            frame.decode(bytes(damaged))
+
+
+@pytest.mark.parametrize("origins", [(41, [41, 45], [10, 11]), (None, [45, 41], [10, 11]), (None, [-1, 5], [1, 1]),
+                                     (None, [1, 5], [1, -1])])
+def test_origins_out_of_order_or_negative_are_refused(origins: tuple[int | None, list[int], list[int]]) -> None:
+    data = frame.encode(IDENTITY.to_json(), None, [7, 8], [1, 2], [b"a", b"b"], [None, None], [None, None],
+                        origins=origins)
+    with pytest.raises(tape.CorruptionError, match="origin"):
+        frame.decode(data)
+
+
+def test_unknown_flags_are_refused() -> None:
+    data = bytearray(small())
+    data[5] = 2  # flags, under a checksum made again
+    data[60:64] = zlib.crc32(data[frame.HEADER_SIZE :], zlib.crc32(data[:56])).to_bytes(4, "little")
+    with pytest.raises(tape.CorruptionError, match="flags"):
+        frame.decode(bytes(data))

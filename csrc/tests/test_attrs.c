@@ -144,6 +144,38 @@ static void many_and_if_carry_the_attributes(void)
     th_close_all(q, a, t);
 }
 
+static void many_each_gives_each_entry_its_own(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    tape_tailer *t;
+    CHECK_OK(th_open_writer("q", "test_secondly", "raw", &q, &a));
+    uint64_t ends[3] = {1, 2, 3};
+    int64_t nb[3] = {0, T0 + 5, 0}, oi[3] = {40, -1, 42}, ots[3] = {T0 - 2, 0, T0 - 1};
+    size_t written = 9;
+    int64_t last = tape_append_many_each(a, "abc", ends, 3, T0, &written, nb, oi, ots);
+    EXPECT_EQ(written, 3);
+    EXPECT_EQ(tape_append_many_each(a, "d", ends, 1, T0, &written, NULL, NULL, NULL), last + 1);
+    int64_t bad_nb[2] = {0, -1}, bad_oi[2] = {1, -2};
+    EXPECT_EQ(tape_append_many_each(a, "ef", ends, 2, T0, &written, bad_nb, NULL, NULL), TAPE_EINVAL);
+    EXPECT_EQ(written, 0);
+    EXPECT_EQ(tape_append_many_each(a, "ef", ends, 2, T0, &written, NULL, bad_oi, ots), TAPE_EINVAL);
+    EXPECT_EQ(tape_append_many_each(a, "ef", ends, 2, T0, &written, NULL, oi, NULL), TAPE_EINVAL);
+    EXPECT_EQ(tape_append_many_each(a, "ef", ends, 0, T0, &written, NULL, NULL, NULL), TAPE_EINVAL);
+    EXPECT_EQ(tape_count(q), 4);
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_entry e;
+    tape_attrs want[4] = {attrs(NULL, 0, 0, 40, T0 - 2), attrs(NULL, 0, T0 + 5, -1, 0),
+                          attrs(NULL, 0, 0, 42, T0 - 1), attrs(NULL, 0, 0, -1, 0)};
+    const char *payload[] = {"a", "b", "c", "d"};
+    for (int k = 0; k < 4; k++) {
+        CHECK_EQ(tape_read(t, &e), 1);
+        expect_entry(&e, &want[k], payload[k]);
+    }
+    EXPECT_EQ(tape_read(t, &e), 0);
+    th_close_all(q, a, t);
+}
+
 static void bad_attributes_write_nothing(void)
 {
     tape_queue *q;
@@ -432,6 +464,7 @@ static void a_block_that_does_not_parse_is_damage(void)
 static const th_test tests[] = {
     TEST(round_trip_through_read_and_batches),
     TEST(many_and_if_carry_the_attributes),
+    TEST(many_each_gives_each_entry_its_own),
     TEST(bad_attributes_write_nothing),
     TEST(stored_as_documented),
     TEST(a_version_1_file_is_upgraded_by_the_first_attributes),

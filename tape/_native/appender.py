@@ -131,3 +131,19 @@ class AppenderHandle(ChildHandle):
         """sync() for a background flusher: False (nothing raised) once closed or failed."""
         ptr = self.ptr
         return ptr is not None and lib.tape_appender_sync(ptr) >= 0
+
+    def append_many_each(self, parts: list[bytes], ts: int, not_before: array.array[int] | None,
+                         origin_index: array.array[int] | None, origin_ts: array.array[int] | None) -> int:
+        """append_many with attributes per entry, as columns (None: none): not_before (0 none), origin index (-1 none) and timestamp."""
+        ptr = self.live()
+        ends = ffi.from_buffer("uint64_t[]", array.array("Q", itertools.accumulate(map(len, parts))))
+        written = ffi.new("size_t *")
+        cols = [ffi.NULL if c is None else ffi.from_buffer("int64_t[]", c) for c in (not_before, origin_index, origin_ts)]
+        index: int = lib.tape_append_many_each(ptr, b"".join(parts), ends, len(parts), ts, written, *cols)
+        if index < 0:
+            try:
+                check(index, self.path, appending=True)
+            except TapeError as exc:
+                exc.add_note(f"{written[0]} of {len(parts)} entries were written before the error")
+                raise
+        return index

@@ -25,11 +25,13 @@ from nats.js.api import StorageType
 from tape._args import as_seconds, shown
 from tape.errors import ArgumentError, ArgumentTypeError, ReplicationError
 
-__all__ = ["Link", "NotYet", "log", "WRONG_LAST_SEQUENCE", "subject_matches"]
+__all__ = ["Link", "NotYet", "log", "WRONG_LAST_SEQUENCE", "discard", "subject_matches"]
 
 log = logging.getLogger("tape.replicate")
 
-WRONG_LAST_SEQUENCE = 10071  # JetStream: Nats-Expected-Last-Subject-Sequence did not hold
+# JetStream's refusals of a fenced publish: Nats-Expected-Last-Subject-Sequence
+# (10071) or Nats-Expected-Last-Sequence (10164) did not hold
+WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
 
@@ -79,6 +81,7 @@ class Link:
         self._wake: asyncio.Event | None = None
         self.connected = False
         self._closing = False  # the session's connection is being closed on purpose
+        self._reached = False  # the session's stream answered (a failure after that starts a new outage)
         self.max_payload = 1 << 20  # the largest message the server takes (it says so when connected)
 
     # -- what the subclasses provide -----------------------------------------------------------
@@ -128,6 +131,7 @@ class Link:
         try:
             while not self._stop.is_set():
                 nc: Client | None = None
+                self._reached = False
                 try:
                     nc = await self._connect()
                     if failing_since is not None:
@@ -135,7 +139,7 @@ class Link:
                     await self._session(nc.jetstream(timeout=self._connect_timeout), follow)
                     return
                 except nats.js.errors.APIError as exc:
-                    if exc.err_code == WRONG_LAST_SEQUENCE:
+                    if exc.err_code in WRONG_LAST_SEQUENCE:
                         # Another publish came first (ours, whose ack was lost, or
                         # another replicator's): a new session asks the stream again.
                         log.info("%s: the subject moved on; asking the stream where to resume", self._what())
@@ -143,11 +147,9 @@ class Link:
                         continue
                     if not _unavailable(exc):
                         raise ReplicationError(f"{self._what()}: the stream refused a request: {exc}") from exc
-                    failing_since = await self._failed(exc, failing_since, delay)
-                    delay = min(delay * 2, _BACKOFF_MAX)
+                    failing_since, delay = await self._failed(exc, failing_since, delay)
                 except TRANSIENT as exc:
-                    failing_since = await self._failed(exc, failing_since, delay)
-                    delay = min(delay * 2, _BACKOFF_MAX)
+                    failing_since, delay = await self._failed(exc, failing_since, delay)
                 finally:
                     self.connected = False
                     if nc is not None:
@@ -156,9 +158,15 @@ class Link:
         finally:
             self._loop = self._wake = None
 
-    async def _failed(self, exc: BaseException, failing_since: float | None, delay: float) -> float:
-        """Log a failure and wait `delay` s; when it started; ReplicationError past retry_for."""
+    async def _failed(self, exc: BaseException, failing_since: float | None, delay: float) -> tuple[float, float]:
+        """Log a failure and wait `delay` s: (when the outage started, the next delay); ReplicationError past retry_for.
+
+        A session that reached its stream ended the outage before it: this
+        failure starts a new one, retried from the shortest delay.
+        """
         now = time.monotonic()
+        if self._reached:
+            failing_since, delay = None, _BACKOFF_FIRST
         failing_since = now if failing_since is None else failing_since
         if self._retry_for is not None and now - failing_since >= self._retry_for:
             raise ReplicationError(
@@ -166,7 +174,7 @@ class Link:
             ) from exc
         log.warning("%s: %s: %s; retrying in %.1f s", self._what(), self.url, _said(exc), delay)
         await self._pause(delay)
-        return failing_since
+        return failing_since, min(delay * 2, _BACKOFF_MAX)
 
     async def _connect(self) -> Client:
         async def quiet(exc: Exception) -> None:
@@ -217,6 +225,12 @@ class Link:
             raise ReplicationError(
                 f"stream {self.stream} does not take subject {subject!r} (its subjects: {', '.join(subjects)})"
             )
+
+
+def discard(task: asyncio.Future[Any]) -> None:
+    """Cancel `task`; if it had ended with an exception, take it (so that it is not logged as never retrieved)."""
+    if not task.cancel() and not task.cancelled():
+        task.exception()
 
 
 def _unavailable(exc: nats.js.errors.APIError) -> bool:

@@ -6,7 +6,7 @@ index, timestamp, key, not_before, tombstone flag and stored payload (already en
 queue's codec), under one CRC-32. Layout (little-endian):
 
     header, 64 bytes:
-      magic "TPF1" | version u8 = 1 | flags u8 = 0 | identity length u16
+      magic "TPF1" | version u8 = 1 | flags u8 (1: origin columns) | identity length u16
       entry count u32 | attributed entries u32
       previous index i64 (-1: none) | first index i64 | last index i64
       first timestamp i64 | last timestamp i64 (ns since the epoch)
@@ -16,6 +16,10 @@ queue's codec), under one CRC-32. Layout (little-endian):
       identity: JSON {"created", "roll_cycle", "codec", "params" (base64)}
       zeros to a multiple of 8
       indexes i64 x count | timestamps i64 x count | payload lengths u32 x count
+      with flag 1 (the entries were themselves copied: their origin in the
+        first queue, kept along a chain of copies): previous origin index i64
+        (-1: none) | origin indexes i64 x count | origin timestamps i64 x count
+        (an entry without an origin: its own index and timestamp)
       attributed entries: position u32, not_before i64 (0: none), key kind u8
         (0 none, 1 str, 2 bytes), flags u8 (1: a tombstone, a delete of the key;
         0 in frames written before tombstones were carried), key length u16,
@@ -30,11 +34,13 @@ from __future__ import annotations
 
 import base64
 import json
+import operator
 import struct
 import sys
 import zlib
 from array import array
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 from tape.errors import CorruptionError
@@ -49,6 +55,7 @@ _CRC_AT = HEADER_SIZE - 8  # the CRC covers the header up to the body length, th
 _ATTR = struct.Struct("<IqBBH")
 _TOMBSTONE = 1  # the flags of an attributed entry: a delete of its key
 _KEY_NONE, _KEY_STR, _KEY_BYTES = 0, 1, 2
+_ORIGINS = 1  # header flag: the origin columns follow the lengths
 _SWAP = sys.byteorder != "little"  # array() packs in the machine's order
 
 
@@ -98,6 +105,8 @@ class Frame(NamedTuple):
 
     `attrs` maps an entry's position in the frame to its (key, not_before,
     tombstone): only entries that have a key or a not_before are in it.
+    `origins` (None: the entries are originals) are the (previous origin
+    index, origin indexes, origin timestamps) of entries that were copies.
     """
 
     identity: Identity
@@ -106,6 +115,12 @@ class Frame(NamedTuple):
     timestamps: list[int]
     payloads: list[bytes]
     attrs: dict[int, tuple[str | bytes | None, int | None, bool]]
+    origins: tuple[int | None, list[int], list[int]] | None = None
+
+    @property
+    def sources(self) -> tuple[int | None, list[int], list[int]]:
+        """(previous, indexes, timestamps) of the entries in the first queue of a chain of copies."""
+        return self.origins or (self.prev, self.indexes, self.timestamps)
 
     @property
     def first(self) -> int:
@@ -125,6 +140,11 @@ def _column(code: str, values: Sequence[int]) -> bytes:
     return col.tobytes()
 
 
+def _increasing(values: list[int]) -> bool:
+    """True when each of `values` is above the one before."""
+    return all(map(operator.lt, values, values[1:]))
+
+
 def _uncolumn(code: str, data: bytes | memoryview) -> list[int]:
     col = array(code)
     col.frombytes(data)
@@ -142,17 +162,28 @@ def encode(
     keys: Sequence[str | bytes | None],
     not_befores: Sequence[int | None],
     tombstones: Sequence[bool] | None = None,
+    origins: tuple[int | None, Sequence[int], Sequence[int]] | None = None,
 ) -> bytes:
-    """A frame of the entries given as columns (`tombstones`: None, no entry is one); `identity` is Identity.to_json()."""
+    """A frame of the entries given as columns; `identity` is Identity.to_json().
+
+    `tombstones`: None, no entry is one. `origins`: None, or (previous origin
+    index, origin indexes, origin timestamps) for copies of copies.
+    """
     count = len(indexes)
     if tombstones is None:
         tombstones = [False] * count
     if not count or not len(timestamps) == len(payloads) == len(keys) == len(not_befores) == len(tombstones) == count:
         raise ValueError("a frame holds one or more entries, each with every column")
-    if any(t and k is None for k, t in zip(keys, tombstones)):
+    if any(tombstones) and any(t and k is None for k, t in zip(keys, tombstones)):
         raise ValueError("a tombstone needs a key")
     parts = [identity, bytes(-len(identity) % 8), _column("q", indexes), _column("q", timestamps),
-             _column("I", list(map(len, payloads)))]
+             _column("I", array("I", map(len, payloads)))]
+    if origins is not None:
+        prev_origin, origin_indexes, origin_timestamps = origins
+        if not len(origin_indexes) == len(origin_timestamps) == count:
+            raise ValueError("a frame's origin columns hold one value per entry")
+        parts += [_column("q", [-1 if prev_origin is None else prev_origin]), _column("q", origin_indexes),
+                  _column("q", origin_timestamps)]
     attributed = 0
     if any(keys) or any(not_befores):
         for pos, (key, nb, tomb) in enumerate(zip(keys, not_befores, tombstones)):
@@ -167,7 +198,7 @@ def encode(
             parts.append(raw)
     parts.extend(payloads)
     body = b"".join(parts)
-    fields = _HEADER.pack(MAGIC, VERSION, 0, len(identity), count, attributed,
+    fields = _HEADER.pack(MAGIC, VERSION, 0 if origins is None else _ORIGINS, len(identity), count, attributed,
                           -1 if prev is None else prev, indexes[0], indexes[-1],
                           timestamps[0], timestamps[-1], 0, 0)[:_CRC_AT]
     crc = zlib.crc32(body, zlib.crc32(fields))
@@ -178,7 +209,7 @@ def decode(data: bytes) -> Frame:
     """The frame in `data`; CorruptionError when it is not one, is damaged or does not add up."""
     if len(data) < HEADER_SIZE or data[:4] != MAGIC:
         raise CorruptionError("not a tape frame (no TPF1 header)")
-    (_, version, _, id_len, count, attributed, prev, first, last, _, _, body_len, crc) = _HEADER.unpack_from(data)
+    (_, version, flags, id_len, count, attributed, prev, first, last, _, _, body_len, crc) = _HEADER.unpack_from(data)
     if version != VERSION:
         raise CorruptionError(f"tape frame version {version} is not known here (known: {VERSION})")
     view = memoryview(data)
@@ -187,13 +218,15 @@ def decode(data: bytes) -> Frame:
     if zlib.crc32(view[HEADER_SIZE:], zlib.crc32(view[:_CRC_AT])) != crc:
         raise CorruptionError("tape frame checksum mismatch: the frame is damaged")
     try:
-        return _body(view, id_len, count, attributed, prev, first, last)
+        if flags & ~_ORIGINS:
+            raise ValueError(f"unknown flags {flags:#x}")
+        return _body(view, id_len, count, attributed, prev, first, last, bool(flags & _ORIGINS))
     except (ValueError, UnicodeDecodeError, struct.error, IndexError) as exc:
         raise CorruptionError(f"tape frame does not parse: {exc}") from None
 
 
 def _body(
-    view: memoryview, id_len: int, count: int, attributed: int, prev: int, first: int, last: int
+    view: memoryview, id_len: int, count: int, attributed: int, prev: int, first: int, last: int, copies: bool
 ) -> Frame:
     at = HEADER_SIZE
     identity = Identity.from_json(bytes(view[at : at + id_len]))
@@ -204,6 +237,19 @@ def _body(
     timestamps = _uncolumn("q", view[at + 8 * count : at + 16 * count])
     lengths = _uncolumn("I", view[at + 16 * count : at + 20 * count])
     at += 20 * count
+    origins = None
+    if copies:
+        if at + 8 + count * 16 > len(view):
+            raise ValueError(f"the origins of {count} entries do not fit")
+        prev_origin = _uncolumn("q", view[at : at + 8])[0]
+        origin_indexes = _uncolumn("q", view[at + 8 : at + 8 + 8 * count])
+        origin_timestamps = _uncolumn("q", view[at + 8 + 8 * count : at + 8 + 16 * count])
+        at += 8 + 16 * count
+        if prev_origin >= origin_indexes[0] or not _increasing(origin_indexes):
+            raise ValueError("origin indexes are not in order")
+        if prev_origin < -1 or origin_indexes[0] < 0 or min(origin_timestamps) < 0:
+            raise ValueError("a negative origin")
+        origins = (None if prev_origin < 0 else prev_origin, origin_indexes, origin_timestamps)
     attrs: dict[int, tuple[str | bytes | None, int | None, bool]] = {}
     for _ in range(attributed):
         pos, nb, kind, flags, key_len = _ATTR.unpack_from(view, at)
@@ -215,14 +261,13 @@ def _body(
             raise ValueError("bad attribute record")
         key = None if kind == _KEY_NONE else raw.decode("utf-8", "surrogateescape") if kind == _KEY_STR else raw
         attrs[pos] = (key, nb or None, tomb)
-    if at + sum(lengths) != len(view):
+    ends = list(accumulate(lengths, initial=at))
+    if ends[-1] != len(view):
         raise ValueError("payload lengths do not add up to the frame's length")
-    if indexes[0] != first or indexes[-1] != last or any(a >= b for a, b in zip(indexes, indexes[1:])):
+    if indexes[0] != first or indexes[-1] != last or not _increasing(indexes):
         raise ValueError("indexes are not in order or disagree with the header")
     if prev >= first:
         raise ValueError(f"the previous index {prev} is not before the first, {first}")
-    payloads = []
-    for n in lengths:
-        payloads.append(bytes(view[at : at + n]))
-        at += n
-    return Frame(identity, None if prev < 0 else prev, indexes, timestamps, payloads, attrs)
+    data = view.obj if isinstance(view.obj, bytes) else bytes(view)
+    payloads = list(map(data.__getitem__, map(slice, ends, ends[1:])))
+    return Frame(identity, None if prev < 0 else prev, indexes, timestamps, payloads, attrs, origins)

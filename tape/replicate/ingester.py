@@ -1,20 +1,23 @@
 """The Ingester: appends the entries of a JetStream subject to a local queue, each once.
 
-A durable pull consumer hands it frames; each entry is appended with
-Appender.write_encoded (the stored bytes as they are, the source's index and
-timestamp as its `origin`), and the message is acknowledged only after the
-local write (and a sync, unless sync="none"). What the local queue holds is
-the truth: at start the origin index of its last entry says where it is, and
-an entry at or before it (a message delivered again after a crash, or a whole
-stream read again by a new consumer) is skipped. A damaged or foreign frame,
-or a gap after what the queue holds, stops the run with an error; nothing of
-that frame is written, and its message stays unacknowledged.
+A durable pull consumer hands it frames; a frame's entries are appended with
+Appender.write_encoded_many (the stored bytes as they are, each entry's
+origin: its index and timestamp in the first queue of the chain of copies),
+and the message is acknowledged only after the local write (and a sync,
+unless sync="none"). What the local queue holds is the truth: at start the
+origin index of its last entry says where it is, and an entry at or before it
+(a message delivered again after a crash, or a whole stream read again by a
+new consumer) is skipped. A damaged or foreign frame, or a gap after what the
+queue holds, stops the run with an error; nothing of that frame is written,
+and its message stays unacknowledged. One Ingester per local queue runs at a
+time (a flock in the queue's folder, free at once when its holder dies).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 from typing import Any
 
@@ -28,7 +31,8 @@ from tape import codecs
 from tape._args import as_int, shown
 from tape.errors import ArgumentError, IncompatibleQueueError, QueueNotFoundError, ReplicationError
 from tape.replicate import frame
-from tape.replicate._link import Link, NotYet, log
+from tape.replicate._link import Link, NotYet, discard, log
+from tape.replicate._lock import RoleLock
 
 __all__ = ["Ingester"]
 
@@ -43,6 +47,8 @@ class Ingester(Link):
     (IncompatibleQueueError). `durable` names the consumer (default: one per
     local queue, from its absolute path). `sync` is the local queue's sync
     mode: unless "none", the queue is synced before each acknowledgement.
+    A second Ingester of the same queue gets ReplicationError naming the
+    first one's pid.
     """
 
     def __init__(
@@ -73,11 +79,16 @@ class Ingester(Link):
             raise ArgumentError(f"batch must be 1 to 10000 messages, not {self._batch}")
         self.queue: tape.Queue | None = None
         self._appender: tape.Appender | None = None
+        self._lock: RoleLock | None = None
         try:
             self._open(tape.Queue(self.path, raw=True, create=False))
         except QueueNotFoundError:
             pass  # made from the first frame, with its codec
-        self._origin: int | None = self._last_origin()
+        try:
+            self._origin: int | None = self._last_origin()
+        except BaseException:
+            self.close()
+            raise
         self._source: frame.Identity | None = None
         self.ingested = 0  # entries appended by this Ingester
 
@@ -85,6 +96,12 @@ class Ingester(Link):
         return f"ingester {self.stream} -> {self.path}"
 
     def _open(self, queue: tape.Queue) -> None:
+        """Work on `queue`: take its ingester lock (or close it and raise), make an appender."""
+        try:
+            self._lock = RoleLock(queue.path, "ingest", self._what())
+        except BaseException:
+            queue.close()
+            raise
         self.queue = queue
         self._appender = queue.appender()
 
@@ -123,16 +140,27 @@ class Ingester(Link):
     async def _session(self, js: JetStreamContext, follow: bool) -> None:
         subject = await self._the_subject(js, follow)
         sub = await self._subscribe(js, subject)
-        while not self.stopping:
-            try:
-                msgs = await sub.fetch(self._batch, timeout=_FETCH_WAIT)
-            except nats.errors.TimeoutError:
-                if not follow and (await sub.consumer_info()).num_pending == 0:
-                    return
-                continue
-            for msg in msgs:
-                self._apply(msg.data, msg.metadata.sequence.stream)
-                await msg.ack()
+        self._reached = True
+        fetching = asyncio.ensure_future(sub.fetch(self._batch, timeout=_FETCH_WAIT))
+        try:
+            while not self.stopping:
+                try:
+                    msgs = await fetching
+                except nats.errors.TimeoutError:
+                    if not follow and (await sub.consumer_info()).num_pending == 0:
+                        return
+                    msgs = []
+                # The next batch comes while this one is written: a few turns of the
+                # loop let the fetch put its pull request out (the connection's
+                # flusher writes it) before the writing holds the loop.
+                fetching = asyncio.ensure_future(sub.fetch(self._batch, timeout=_FETCH_WAIT))
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                for msg in msgs:
+                    self._apply(msg.data, msg.metadata.sequence.stream)
+                    await msg.ack()
+        finally:
+            discard(fetching)
 
     async def _subscribe(self, js: JetStreamContext, subject: str) -> JetStreamContext.PullSubscription:
         """A pull subscription of the durable consumer, which delivers in stream order from here.
@@ -182,20 +210,24 @@ class Ingester(Link):
                 f"not {self._source}); nothing of it was written"
             )
         origin = self._origin
-        if origin is not None and got.last <= origin:
+        prev, indexes, _ = got.sources
+        if origin is not None and indexes[-1] <= origin:
             return  # held already
-        if origin is not None and got.prev is not None and got.prev > origin:
+        if origin is not None and prev is not None and prev > origin:
             raise ReplicationError(
-                f"{self._what()}: stream sequence {seq} follows index {got.prev}, the queue holds up to {origin}: "
+                f"{self._what()}: stream sequence {seq} follows index {prev}, the queue holds up to {origin}: "
                 "entries between them are missing from the stream"
             )
         appender = self._local(got.identity)
-        start = 0 if origin is None else next(k for k, i in enumerate(got.indexes) if i > origin)
+        start = 0 if origin is None else next(k for k, i in enumerate(indexes) if i > origin)
         try:
             _append(appender, got, start)
-        finally:  # what reached the queue, also when a write failed midway
+        except BaseException:  # what reached the queue of a write that failed midway
             self._origin = self._last_origin()
-            self.ingested += _count_after(got.indexes, origin, self._origin)
+            self.ingested += _count_after(indexes, origin, self._origin)
+            raise
+        self._origin = indexes[-1]
+        self.ingested += len(indexes) - start
         if self._sync:
             appender.sync()
 
@@ -223,10 +255,12 @@ class Ingester(Link):
     # -- closing ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop a run in another thread and close the local queue; idempotent."""
+        """Stop a run in another thread, close the local queue and let another Ingester in; idempotent."""
         self.stop()
         if self.queue is not None:
             self.queue.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> Ingester:
         return self
@@ -240,16 +274,13 @@ class Ingester(Link):
 
 def _append(appender: tape.Appender, got: frame.Frame, start: int) -> None:
     """Append the entries of `got` from position `start` on, with their origins."""
-    write = appender.write_encoded
-    rows = zip(got.indexes[start:], got.timestamps[start:], got.payloads[start:])
-    if not got.attrs:
-        for index, ts, payload in rows:
-            write(payload, origin=(index, ts))
-        return
-    attrs = got.attrs
-    for k, (index, ts, payload) in enumerate(rows, start):
-        key, not_before, tombstone = attrs.get(k, (None, None, False))
-        write(payload, key=key, not_before=not_before, origin=(index, ts), tombstone=tombstone)
+    _, indexes, timestamps = got.sources
+    rows: list[Any] = list(zip(got.payloads[start:], itertools.repeat(None), itertools.repeat(None),
+                               zip(indexes[start:], timestamps[start:]), itertools.repeat(False)))
+    for k, (key, not_before, tombstone) in got.attrs.items():
+        if k >= start:
+            rows[k - start] = (rows[k - start][0], key, not_before, rows[k - start][3], tombstone)
+    appender.write_encoded_many(rows)
 
 
 def _count_after(indexes: list[int], before: int | None, upto: int | None) -> int:

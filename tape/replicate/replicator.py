@@ -11,7 +11,20 @@ acknowledged, so retention (purge(respect_tailers=True)) keeps what is not
 shipped yet; it is for people and for retention, not for resuming: the stream
 says where to resume.
 
-While JetStream stores one frame, the next is read and packed.
+Several frames are in flight at once when the stream has this one subject
+(its sequences are then the subject's): frame n+1 is published before frame
+n is acknowledged, expecting as the subject's and the stream's last sequence
+the one frame n gets if it is stored. Both hold only if the stream's last
+message is on this subject at that sequence, which with one publisher (the
+lock) is frame n: a refused frame makes every later one refused, and the next
+session resumes from what the stream holds. A later frame stored after a
+refused one would mean another publisher on the subject: ReplicationError.
+On a stream with other subjects, one frame is in flight and each publish
+waits for the sequence of the one before.
+
+Entries that were themselves copies (ingested from another stream) keep
+their origin: frames carry it, so a copy of a copy records the index and
+timestamp each entry had in the first queue.
 """
 
 from __future__ import annotations
@@ -19,9 +32,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import Header
@@ -31,15 +46,26 @@ from tape._args import as_int
 from tape.errors import ArgumentError, ReplicationError
 from tape.records import Entry
 from tape.replicate import frame
-from tape.replicate._link import Link, log
+from tape.replicate._link import WRONG_LAST_SEQUENCE, Link, discard, log
+from tape.replicate._lock import RoleLock
 
 __all__ = ["Replicator", "replication_status"]
 
 FIRST_INDEX_HEADER = "Tape-First-Index"
 LAST_INDEX_HEADER = "Tape-Last-Index"
 _FRAME_MIN, _FRAME_MAX = 1024, 8 << 20
-_BATCH_ENTRIES = 4096  # the most entries one read hands a frame
+_BATCH_ENTRIES = 16384  # the most entries one read hands a frame
 _IDLE_POLL = 0.01  # seconds between looks for new entries when following
+_IN_FLIGHT = 8  # frames published and not acknowledged yet, at most
+
+
+class _Sent(NamedTuple):
+    """A frame published and not acknowledged yet."""
+
+    ack: asyncio.Future[Any]
+    seq: int  # the stream sequence it gets when stored
+    entries: int  # how many it holds
+    last: int  # the index of its last entry
 
 
 class Replicator(Link):
@@ -48,7 +74,9 @@ class Replicator(Link):
     `url` is a server URL, or several, comma-separated (the nodes of a cluster).
 
     `name` is the named tailer that records what was shipped. `frame_bytes`
-    bounds a frame's payloads (an entry larger than that goes alone). The
+    bounds a frame's payloads (an entry larger than that goes alone). One
+    Replicator of a queue to a stream runs at a time (ReplicationError
+    naming the other's pid); a killed one's lock is free at once. The
     stream is created when missing (file storage, `replicas` copies,
     `duplicate_window` seconds, the server's default when None). When the
     server cannot be reached, run() retries with backoff, logging each failure
@@ -84,12 +112,14 @@ class Replicator(Link):
         self._ack_timeout = float(ack_timeout)
         self.name = name
         self.queue = tape.Queue(path, raw=True, create=False)
+        self._lock: RoleLock | None = None
         try:
+            self._lock = RoleLock(self.queue.path, f"ship-{self.stream}", self._what())
             self._identity = frame.Identity.of(self.queue).to_json()
             self._position = self.queue.tailer(name)  # moved after each acknowledgement
             self._reader = self.queue.tailer()  # reads ahead of it
         except BaseException:
-            self.queue.close()
+            self.close()
             raise
         self.last_sequence: int | None = None  # of the subject's last message, once known
         self.shipped = 0  # entries shipped by this Replicator
@@ -118,45 +148,105 @@ class Replicator(Link):
         subject = self._subject()
         if self._create_stream:
             await self._make_stream(js, subject, self._replicas, self._duplicate_window)
-        prev, seq = await self._resume(js, subject)
-        inflight: asyncio.Task[Any] | None = None
-        sent = (0, 0)  # the count and last index of the frame in flight
+        prev, prev_origin, seq = await self._resume(js, subject)
+        info = await js.stream_info(self.stream)
+        self._reached = True
+        alone = info.config.subjects == [subject] and info.state.last_seq == seq
+        depth = _IN_FLIGHT if alone else 1
+        sent: deque[_Sent] = deque()
         try:
             while True:
                 batch = [] if self.stopping else self._reader.read_encoded_batch(_BATCH_ENTRIES, self._frame_bytes)
-                data = self._frame(prev, batch) if batch else b""
-                if inflight is not None:
-                    seq = (await inflight).seq
-                    inflight = None
-                    self._shipped(seq, *sent)
-                if not batch:
-                    if not follow or self.stopping:
-                        return
-                    await self._pause(_IDLE_POLL)
+                if batch:
+                    data, prev_origin = self._frame(prev, prev_origin, batch)
+                    first, last = batch[0].index, batch[-1].index
+                    if len(data) > self.max_payload:  # one entry larger than a message can be
+                        raise ReplicationError(
+                            f"{self._what()}: entry {first} makes a message of {len(data)} bytes, "
+                            f"the server takes at most {self.max_payload} (its max_payload)"
+                        )
+                    if len(sent) >= depth:
+                        seq = await self._acked(sent, seq)
+                    headers = {Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(seq),
+                               FIRST_INDEX_HEADER: str(first), LAST_INDEX_HEADER: str(last)}
+                    if sent:  # the stream is this subject: its last message is to be the frame in flight
+                        headers[Header.EXPECTED_LAST_SEQUENCE.value] = str(seq)
+                    # A task per publish: tasks start in the order made, and each puts its
+                    # message in the connection's buffer before it first waits, so the
+                    # frames go out in order (on the request inbox that resume's requests
+                    # proved the stream's leader can answer, also across a cluster).
+                    ack = asyncio.ensure_future(js.publish(subject, data, timeout=self._ack_timeout, headers=headers))
+                    await asyncio.sleep(0)  # it goes out while the next frame is read and packed
+                    seq += 1
+                    sent.append(_Sent(ack, seq, len(batch), last))
+                    prev = last
+                    while sent and sent[0].ack.done():
+                        seq = await self._acked(sent, seq)
                     continue
-                first, last = batch[0].index, batch[-1].index
-                if len(data) > self.max_payload:  # one entry larger than a message can be
-                    raise ReplicationError(
-                        f"{self._what()}: entry {first} makes a message of {len(data)} bytes, "
-                        f"the server takes at most {self.max_payload} (its max_payload)"
-                    )
-                headers = {Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(seq),
-                           FIRST_INDEX_HEADER: str(first), LAST_INDEX_HEADER: str(last)}
-                inflight = asyncio.ensure_future(js.publish(subject, data, timeout=self._ack_timeout, headers=headers))
-                sent, prev = (len(batch), last), last
-                await asyncio.sleep(0)  # the publish goes out while the next frame is read and packed
+                if sent:
+                    seq = await self._acked(sent, seq)
+                    continue
+                if not follow or self.stopping:
+                    return
+                await self._pause(_IDLE_POLL)
         finally:
-            if inflight is not None:
-                inflight.cancel()
+            for pending in sent:
+                discard(pending.ack)
+
+    async def _acked(self, sent: deque[_Sent], seq: int) -> int:
+        """Wait for the oldest frame in flight to be stored; move the named tailer past it.
+
+        Returns the sequence the next frame expects: `seq`, or the stored
+        frame's when no other is in flight.
+        """
+        oldest = sent.popleft()
+        try:
+            ack = await oldest.ack
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in WRONG_LAST_SEQUENCE and sent:
+                await self._none_stored_after(sent)
+            raise
+        if ack.seq != oldest.seq and sent:
+            # Another message came into the stream before it: the frames
+            # after it expected the sequence it did not get and are refused.
+            log.info("%s: frame stored as sequence %d, not %d", self._what(), ack.seq, oldest.seq)
+        self._shipped(ack.seq, oldest.entries, oldest.last)
+        return seq if sent else int(ack.seq)
+
+    async def _none_stored_after(self, sent: deque[_Sent]) -> None:
+        """A frame was refused: check that none published after it was stored (which another publisher explains)."""
+        while sent:
+            later = sent.popleft()
+            try:
+                ack = await later.ack
+            except (nats.js.errors.APIError, nats.errors.TimeoutError):
+                continue
+            raise ReplicationError(
+                f"{self._what()}: a frame was refused and the one after it stored (sequence {ack.seq}): "
+                f"something else publishes to {self.subject}; the stream may miss entries before index {later.last}"
+            )
 
     def _subject(self) -> str:
         assert self.subject is not None
         return self.subject
 
-    def _frame(self, prev: int | None, batch: Sequence[Entry]) -> bytes:
-        """The frame of `batch`, which follows the entry at index `prev`."""
-        indexes, timestamps, payloads, keys, not_befores, _, tombstones = zip(*batch)
-        return frame.encode(self._identity, prev, indexes, timestamps, payloads, keys, not_befores, tombstones)
+    def _frame(self, prev: int | None, prev_origin: int | None, batch: Sequence[Entry]) -> tuple[bytes, int | None]:
+        """The frame of `batch`, which follows the entry at index `prev` (origin index `prev_origin`); the origin index of its last entry."""
+        indexes, timestamps, payloads, keys, not_befores, origins, tombstones = zip(*batch)
+        if not any(origins):
+            data = frame.encode(self._identity, prev, indexes, timestamps, payloads, keys, not_befores, tombstones)
+            return data, indexes[-1]
+        firsts = [i if o is None else o[0] for i, o in zip(indexes, origins)]
+        times = [t if o is None else o[1] for t, o in zip(timestamps, origins)]
+        order = [prev_origin, *firsts] if prev_origin is not None else firsts
+        if any(a >= b for a, b in zip(order, order[1:])):
+            raise ReplicationError(
+                f"{self._what()}: the origins of entries {indexes[0]} to {indexes[-1]} are not in order "
+                "(a queue that mixes ingested entries and others cannot be shipped as a copy)"
+            )
+        data = frame.encode(self._identity, prev, indexes, timestamps, payloads, keys, not_befores, tombstones,
+                            (prev_origin, firsts, times))
+        return data, firsts[-1]
 
     def _shipped(self, seq: int, count: int, last: int) -> None:
         """JetStream stored the frame of `count` entries up to index `last` as `seq`: move the named tailer past it."""
@@ -165,15 +255,15 @@ class Replicator(Link):
         if self._position.to_index(last):
             self._position.read_encoded_batch(1)
 
-    async def _resume(self, js: JetStreamContext, subject: str) -> tuple[int | None, int]:
-        """Place the reader after the last entry the subject holds: (its index or None, its sequence)."""
+    async def _resume(self, js: JetStreamContext, subject: str) -> tuple[int | None, int | None, int]:
+        """Place the reader after the last entry the subject holds: (its index, its origin index, its sequence)."""
         try:
             msg = await js.get_last_msg(self.stream, subject)
         except nats.js.errors.NotFoundError:
             self.last_sequence = 0
             self._reader.to_start()
             log.info("%s: the subject is empty: shipping from the start", self._what())
-            return None, 0
+            return None, None, 0
         if msg.data is None or msg.seq is None:
             raise ReplicationError(f"{self._what()}: the stream's last message has no data")
         try:
@@ -191,7 +281,7 @@ class Replicator(Link):
         self._place_after(last.last)
         log.info("%s: the stream holds up to index %d (sequence %d): resuming after it",
                  self._what(), last.last, msg.seq)
-        return last.last, msg.seq
+        return last.last, last.sources[1][-1], msg.seq
 
     def _place_after(self, index: int) -> None:
         """Move the reader past `index`, the last entry the stream holds."""
@@ -228,9 +318,11 @@ class Replicator(Link):
         return report
 
     def close(self) -> None:
-        """Stop a run in another thread and close the queue; idempotent."""
+        """Stop a run in another thread, close the queue and let another Replicator in; idempotent."""
         self.stop()
         self.queue.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> Replicator:
         return self

@@ -1,0 +1,55 @@
+"""One replicator per (queue, stream), one ingester per queue: a flock the kernel drops when its holder dies.
+
+The lock files are in the queue's folder `replication/` (which the cycle
+listing, verify and purge ignore): `ship-<stream>.lock` and `ingest.lock`,
+each holding the pid of the process that last took it (for the message a
+second one gets; the lock, not the pid, says whether it is held).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import urllib.parse
+
+from tape.errors import ReplicationError
+
+__all__ = ["RoleLock"]
+
+
+class RoleLock:
+    """An exclusive flock on `<queue>/replication/<name>.lock`, taken at once or ReplicationError."""
+
+    def __init__(self, queue_path: str, name: str, who: str) -> None:
+        folder = os.path.join(queue_path, "replication")
+        os.makedirs(folder, exist_ok=True)
+        self.path = os.path.join(folder, urllib.parse.quote(name, safe="") + ".lock")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _pid_in(fd)
+            os.close(fd)
+            by = f"process {holder}" if holder else "another process"
+            raise ReplicationError(f"{who}: already running in {by} (it holds {self.path})") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Let the next one in; idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _pid_in(fd: int) -> int | None:
+    """The pid the file says holds it, None when it does not say."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
