@@ -357,6 +357,30 @@ def test_a_killed_holder_frees_its_queue_at_once(src: Path, dst: Path, role: str
     start().close()  # at once, no waiting: the kernel dropped the lock with the process
 
 
+def test_a_fork_child_does_not_keep_its_dead_parents_queue(src: Path) -> None:
+    write(src, 5)
+    script = (
+        "import os, sys, time\n"
+        "from tape.replicate import Replicator\n"
+        f"r = Replicator({str(src)!r}, 'nats://127.0.0.1:1', stream={STREAM!r})\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "print(pid, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    try:
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        os.kill(child, 0)  # alive
+        Replicator(src, "nats://127.0.0.1:1", stream=STREAM).close()  # free: the child let go of its copy
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
 # -- crashes and downtime -----------------------------------------------------------------------
 
 

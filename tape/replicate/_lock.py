@@ -3,7 +3,9 @@
 The lock files are in the queue's folder `replication/` (which the cycle
 listing, verify and purge ignore): `ship-<stream>.lock` and `ingest.lock`,
 each holding the pid of the process that last took it (for the message a
-second one gets; the lock, not the pid, says whether it is held).
+second one gets; the lock, not the pid, says whether it is held). A fork
+child lets go of its copy at once: the lock stays its parent's, and is free
+when the parent dies, whether the child lives or not.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import urllib.parse
+import weakref
 
 from tape.errors import ReplicationError
 
@@ -38,12 +41,25 @@ class RoleLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd: int | None = fd
+        _HELD.add(self)
 
     def release(self) -> None:
         """Let the next one in; idempotent."""
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+_HELD: weakref.WeakSet[RoleLock] = weakref.WeakSet()  # the locks taken in this process
+
+
+def _after_fork_in_child() -> None:
+    """Close a fork child's copies: a flock lasts while any copy of its file is open."""
+    for lock in list(_HELD):
+        lock.release()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _pid_in(fd: int) -> int | None:
