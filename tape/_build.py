@@ -279,12 +279,15 @@ int64_t tape_group_claim_many(tape_consumer *c, tape_tailer *t, int64_t now_ns, 
                               int64_t *ts);
 int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now_ns);
 int tape_group_ack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns);
+int64_t tape_group_ack_many(tape_consumer *c, const uint32_t *slots, const uint64_t *gens,
+                            size_t n, int64_t now_ns, uint8_t *stale);
 int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, int64_t delay_ns);
 int tape_group_extend(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, int64_t delay_ns);
 int tape_group_reject(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, tape_delivery *d);
 int tape_group_take_dead(tape_consumer *c, int64_t now_ns, tape_delivery *d);
 int tape_group_dead_done(tape_consumer *c, uint32_t slot, uint64_t gen);
 int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now_ns);
+int tape_group_remove(tape_group *g);
 int tape_tailer_seek(tape_tailer *t, int64_t index);
 
 """

@@ -29,7 +29,7 @@ from tape._args import as_int, as_seconds
 from tape._native import ConsumerHandle, GroupHandle, Settings, Slot, TailerHandle
 from tape._native.group import BACKOFF_MAX, END, EXISTING, NS_MAX, START
 from tape._time import duration_ns, to_datetime
-from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
+from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError, StaleDeliveryError
 
 if TYPE_CHECKING:
     from tape.queue import Queue
@@ -478,6 +478,25 @@ class Consumer:
         self._bury_dead(g._clock())
         return out
 
+    def ack_many(self, deliveries: Iterable[Delivery]) -> None:
+        """Ack deliveries of this consumer together, under one lock (as Redis XACK takes many ids). Those whose
+        claim had lapsed change nothing: StaleDeliveryError names them, after the others are acked."""
+        ds = deliveries if isinstance(deliveries, list) else list(deliveries)
+        for d in ds:
+            if not isinstance(d, Delivery) or d._consumer is not self:
+                raise ArgumentError(f"ack_many takes deliveries of this consumer, not {d!r}")
+        if not ds:
+            return
+        stale = self._native.ack_many([d._slot for d in ds], [d._gen for d in ds], self._group._clock())
+        for d in ds:
+            d._done = True
+        if stale:
+            for k in stale:
+                ds[k]._done = False
+            which = ", ".join(str(ds[k].index) for k in stale[:10])
+            raise StaleDeliveryError(f"{self._group._queue.path}: group {self._group.name!r}: {len(stale)} of "
+                                     f"{len(ds)} claims had lapsed (indexes {which}{', ...' if len(stale) > 10 else ''})")
+
     def follow(self, timeout: float | None = None) -> Iterator[Delivery]:
         """Claim entries as they come; stops after `timeout` seconds with none (None: never) or when closed."""
         limit = None if timeout is None else as_seconds(timeout)
@@ -563,14 +582,15 @@ def _give_back(task: asyncio.Future[Delivery | None]) -> None:
             d.nack(0)
 
 
-def remove(queue_path: str, name: str) -> None:
-    """Remove group `name`'s file and dead letters (KeyError when there is none)."""
-    base = os.path.join(queue_path, GROUPS_DIR, name)
+def remove(queue: Queue, name: str) -> None:
+    """Remove group `name`'s file and dead letters: KeyError when there is none, TapeOSError (EBUSY)
+    naming its live consumers when it has some (nothing removed then)."""
+    g = Group(queue, name, start=ONLY_EXISTING)
     try:
-        os.unlink(base + ".group")
-    except FileNotFoundError:
-        raise KeyError(name) from None
-    shutil.rmtree(base + ".dead", ignore_errors=True)
+        g._native.remove()
+    finally:
+        g.close()
+    shutil.rmtree(os.path.join(queue.path, GROUPS_DIR, name + ".dead"), ignore_errors=True)
 
 
 def names(queue_path: str) -> list[str]:

@@ -15,7 +15,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tape._native.core import NAME_MAX, ChildHandle, check, ffi, lib
-from tape.errors import LimitError, QueueClosedError
+from tape.errors import LimitError, QueueClosedError, TapeOSError
 
 if TYPE_CHECKING:
     from tape._native.queue import QueueHandle
@@ -190,6 +190,19 @@ class GroupHandle(ChildHandle):
         check(rc, self.path)
         return bool(rc == 1)
 
+    def remove(self) -> None:
+        """Unlink the group's file when no live consumer uses it: TapeOSError EBUSY naming them when one
+        does, KeyError when it is gone."""
+        with self.lock:
+            rc = lib.tape_group_remove(self.live())
+        if rc == -errno.ENOENT:
+            raise KeyError(self.name)
+        if rc == -errno.EBUSY:
+            live = ", ".join(repr(n) if n else "(anonymous)" for n, alive in self.consumer_names().values() if alive)
+            raise TapeOSError(errno.EBUSY, f"group {self.name!r} has live consumers: {live or '(closing)'}; "
+                                           "close them first", self.path)
+        check(rc, self.path)
+
     def consumer(self, name: str | None) -> ConsumerHandle:
         """A new consumer of the group, with a tailer of its own."""
         with self.queue.lock, self.lock:
@@ -201,6 +214,8 @@ class GroupHandle(ChildHandle):
             rc = lib.tape_consumer_open(ptr, name.encode() if name else ffi.NULL, cout)
             if rc < 0:
                 lib.tape_tailer_close(tout[0])
+                if rc == -errno.ENOENT:
+                    raise TapeOSError(errno.ENOENT, f"group {self.name!r} was removed", self.path)
                 if rc == lib.TAPE_ELIMIT:
                     raise LimitError(f"{self.path}: group {self.name!r}: {CONSUMERS} consumers of it are open")
                 check(rc, self.path)
@@ -329,6 +344,16 @@ class ConsumerHandle:
             lock.release()
         if rc:
             check(rc, self.path)
+
+    def ack_many(self, slots: list[int], gens: list[int], now_ns: int) -> list[int]:
+        """Ack the deliveries (slots[i], gens[i]) under one lock; the positions of those whose claim had lapsed
+        (unchanged)."""
+        n = len(slots)
+        stale = ffi.new("uint8_t[]", n)
+        with self.lock:
+            rc = lib.tape_group_ack_many(self.live(), slots, gens, n, now_ns, stale)
+        check(rc, self.path)
+        return [k for k in range(n) if stale[k]] if rc != n else []
 
     def nack(self, slot: int, gen: int, now_ns: int, delay_ns: int) -> bool:
         """delay_ns < 0: the group's backoff. True when it made the entry dead (out of deliveries)."""
