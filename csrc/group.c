@@ -160,15 +160,15 @@ static int validate(tape_group *g, const char *name)
 
 static void repair(tape_group *g);
 
-/* Take the group's lock as `tok` (whose byte fd holds). */
-static void lock(tape_group *g, int fd, uint32_t tok)
+/* Take the group's lock as `tok` (whose byte fd holds), for process `pid`. */
+static void lock(tape_group *g, int fd, uint32_t tok, pid_t pid)
 {
     uint32_t e = 0;
     int recovered = 0;
     if (!__atomic_compare_exchange_n(&g->gp_sh->gs_lock, &e, tok, 0, __ATOMIC_ACQUIRE,
                                      __ATOMIC_RELAXED))
         tape_shlock_slow(&g->gp_sh->gs_lock, fd, TAPE_LIVE_BASE, tok, &recovered);
-    __atomic_store_n(&g->gp_sh->gs_lock_pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+    __atomic_store_n(&g->gp_sh->gs_lock_pid, (uint32_t)pid, __ATOMIC_RELAXED);
     if (recovered)
         repair(g);
 }
@@ -226,7 +226,7 @@ static int group_lock(tape_group *g)
     if (!tok)
         return TAPE_ELIMIT;
     g->gp_token = tok;
-    lock(g, g->gp_fd, tok);
+    lock(g, g->gp_fd, tok, getpid());
     release_owner(g, tok);
     __atomic_store_n(&g->gp_cons[tok - 1].gc_state, 0u, __ATOMIC_RELEASE);
     return 0;
@@ -805,7 +805,7 @@ int tape_consumer_open(tape_group *g, const char *name, tape_consumer **out)
         free(c);
         return TAPE_ELIMIT;
     }
-    lock(g, c->cn_fd, c->cn_token);
+    lock(g, c->cn_fd, c->cn_token, c->cn_pid);
     struct stat st;
     if (fstat(c->cn_fd, &st) < 0 || st.st_nlink == 0) { /* removed (tape_group_remove) */
         int rc = st.st_nlink == 0 ? -ENOENT : -errno;
@@ -837,7 +837,7 @@ void tape_consumer_close(tape_consumer *c)
         return;
     }
     tape_group *g = c->cn_g;
-    lock(g, c->cn_fd, c->cn_token);
+    lock(g, c->cn_fd, c->cn_token, c->cn_pid);
     release_owner(g, c->cn_token);
     __atomic_store_n(&g->gp_cons[c->cn_token - 1].gc_state, 0u, __ATOMIC_RELEASE);
     unlock(g);
@@ -1026,7 +1026,7 @@ static int claim_begin(tape_consumer *c, int64_t now)
     tape_group_shared *sh = g->gp_sh;
     if (damaged(g))
         return TAPE_ECORRUPT;
-    lock(g, c->cn_fd, c->cn_token);
+    lock(g, c->cn_fd, c->cn_token, c->cn_pid);
     if (now >= sh->gs_next_check || sh->gs_next_check - now > 2 * TAPE_GROUP_CHECK_NS) {
         reap(g, c->cn_fd, c->cn_token);
         sh->gs_next_check = now + TAPE_GROUP_CHECK_NS;
@@ -1077,7 +1077,7 @@ int64_t tape_group_claim_many(tape_consumer *c, tape_tailer *t, int64_t now, siz
 int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now)
 {
     tape_group *g = c->cn_g;
-    lock(g, c->cn_fd, c->cn_token);
+    lock(g, c->cn_fd, c->cn_token, c->cn_pid);
     int rc = place(c, t);
     int64_t min_due = g->gp_sh->gs_min_due;
     uint32_t busy = g->gp_sh->gs_busy;
@@ -1117,7 +1117,7 @@ static tape_group_slot *held(tape_consumer *c, uint32_t slot, uint64_t gen, int6
         *rc = TAPE_ECORRUPT;
         return NULL;
     }
-    lock(g, c->cn_fd, c->cn_token);
+    lock(g, c->cn_fd, c->cn_token, c->cn_pid);
     if (damaged(g)) { /* truncated while it waited: the zero page says nothing */
         unlock(g);
         *rc = TAPE_ECORRUPT;
@@ -1154,7 +1154,7 @@ int64_t tape_group_ack_many(tape_consumer *c, const uint32_t *slots, const uint6
             return TAPE_EINVAL;
     if (damaged(g))
         return TAPE_ECORRUPT;
-    lock(g, c->cn_fd, c->cn_token);
+    lock(g, c->cn_fd, c->cn_token, c->cn_pid);
     if (damaged(g)) {
         unlock(g);
         return TAPE_ECORRUPT;
@@ -1244,7 +1244,7 @@ int tape_group_take_dead(tape_consumer *c, int64_t now, tape_delivery *d)
     if (!__atomic_load_n(&g->gp_sh->gs_dead, __ATOMIC_RELAXED) &&
         g->gp_sh->gs_min_due > now)
         return 0;
-    lock(g, c->cn_fd, c->cn_token);
+    lock(g, c->cn_fd, c->cn_token, c->cn_pid);
     oldest_due(g, now); /* lapsed entries out of deliveries become dead */
     for (uint32_t k = 0; k < g->gp_sh->gs_hi; k++) {
         tape_group_slot *s = &g->gp_slots[k];
