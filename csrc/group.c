@@ -1045,30 +1045,36 @@ int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now, tape_deliver
 }
 
 int64_t tape_group_claim_many(tape_consumer *c, tape_tailer *t, int64_t now, size_t max,
-                              tape_delivery *d, void *buf, size_t cap, uint64_t *ends,
-                              int64_t *ts)
+                              int64_t *out, void *buf, size_t cap)
 {
     int rc = claim_begin(c, now);
     if (rc < 0)
         return rc;
     size_t n = 0, used = 0;
     tape_entry e;
+    tape_delivery d;
     while (n < max) {
-        rc = claim_locked(c, t, now, cap - used, &d[n], &e);
+        rc = claim_locked(c, t, now, cap - used, &d, &e);
         if (rc != 1)
             break;
-        if (d[n].d_dl < 0) {
+        int64_t *o = out + n++ * TAPE_CLAIM_FIELDS;
+        o[TAPE_CLAIM_SLOT] = d.d_slot;
+        o[TAPE_CLAIM_GEN] = (int64_t)d.d_gen;
+        o[TAPE_CLAIM_INDEX] = d.d_index;
+        o[TAPE_CLAIM_ATTEMPT] = d.d_attempt;
+        o[TAPE_CLAIM_DUE] = d.d_due;
+        o[TAPE_CLAIM_DL] = d.d_dl;
+        o[TAPE_CLAIM_TS] = 0;
+        if (d.d_dl < 0) {
             memcpy((uint8_t *)buf + used, e.e_data, e.e_len);
             used += e.e_len;
-            ts[n] = e.e_timestamp;
-        } else {
-            ts[n] = 0;
+            o[TAPE_CLAIM_TS] = e.e_timestamp;
         }
-        ends[n++] = used;
+        o[TAPE_CLAIM_END] = (int64_t)used;
     }
     unlock(c->cn_g);
     if (n == 0 && rc == 2) {
-        ends[0] = e.e_len;
+        out[TAPE_CLAIM_END] = (int64_t)e.e_len;
         return TAPE_EINVAL;
     }
     return n ? (int64_t)n : rc;

@@ -859,15 +859,20 @@ uint32_t tape_consumer_id(tape_consumer *c);
 int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now_ns, tape_delivery *d,
                      tape_entry *e);
 /* Claim up to `max` entries due, as tape_group_claim one after the other
- * under one lock, copying their payloads back to back into buf (cap bytes):
- * for claim k, d[k], ts[k] (the entry's timestamp) and ends[k] (its end in
- * buf; a redriven dead letter's span is empty: read its copy). Returns the
- * number claimed (0: nothing due), TAPE_EINVAL when the first entry due is
- * larger than cap (ends[0] is set to its length; nothing is claimed: claim
- * it alone), or an error of tape_group_claim when none was claimed. */
+ * under one lock, copying their payloads back to back into buf (cap bytes).
+ * Claim k is described by the TAPE_CLAIM_FIELDS numbers from
+ * out[k * TAPE_CLAIM_FIELDS] (a flat array, which a binding reads in one
+ * go): its slot, generation, index, attempt, deadline, the index of its copy
+ * in the dead letters (-1 unless a redriven dead letter: its span in buf is
+ * empty, read its copy), the entry's timestamp, and the end of its payload in
+ * buf. Returns the number claimed (0: nothing due), TAPE_EINVAL when the first
+ * entry due is larger than cap (out[TAPE_CLAIM_END] is set to its length;
+ * nothing is claimed: claim it alone), or an error of tape_group_claim when
+ * none was claimed. */
+enum { TAPE_CLAIM_SLOT, TAPE_CLAIM_GEN, TAPE_CLAIM_INDEX, TAPE_CLAIM_ATTEMPT, TAPE_CLAIM_DUE,
+       TAPE_CLAIM_DL, TAPE_CLAIM_TS, TAPE_CLAIM_END, TAPE_CLAIM_FIELDS };
 int64_t tape_group_claim_many(tape_consumer *c, tape_tailer *t, int64_t now_ns, size_t max,
-                              tape_delivery *d, void *buf, size_t cap, uint64_t *ends,
-                              int64_t *ts);
+                              int64_t *out, void *buf, size_t cap);
 /* How long (ns) a claimer finding nothing should wait at most before trying
  * again: until the earliest due entry (at least 1 ms), or TAPE_GROUP_CHECK_NS
  * while other consumers hold entries (their

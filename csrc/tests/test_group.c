@@ -255,28 +255,28 @@ static void claim_many_copies_a_batch_under_one_lock(void)
     tape_tailer *t;
     CHECK_OK(tape_consumer_open(g, NULL, &c));
     CHECK_OK(tape_tailer_open(q, &t));
-    tape_delivery d[8];
-    uint64_t ends[8];
-    int64_t ts[8];
+    int64_t out[8 * TAPE_CLAIM_FIELDS];
     char buf[64];
     /* 3 bytes of room: the first entry is too large */
-    EXPECT_EQ(tape_group_claim_many(c, t, T0, 8, d, buf, 3, ends, ts), TAPE_EINVAL);
-    EXPECT_EQ(ends[0], sizeof(int));
-    CHECK_EQ(tape_group_claim_many(c, t, T0, 8, d, buf, 4 * sizeof(int), ends, ts), 4);
+    EXPECT_EQ(tape_group_claim_many(c, t, T0, 8, out, buf, 3), TAPE_EINVAL);
+    EXPECT_EQ(out[TAPE_CLAIM_END], (int64_t)sizeof(int));
+    CHECK_EQ(tape_group_claim_many(c, t, T0, 8, out, buf, 4 * sizeof(int)), 4);
     for (int k = 0; k < 4; k++) {
         int v;
         memcpy(&v, buf + k * sizeof(int), sizeof v);
         EXPECT_EQ(v, k);
-        EXPECT_EQ(ends[k], (k + 1) * sizeof(int));
-        EXPECT_EQ(d[k].d_attempt, 1);
+        EXPECT_EQ(out[k * TAPE_CLAIM_FIELDS + TAPE_CLAIM_END], (int64_t)((k + 1) * sizeof(int)));
+        EXPECT_EQ(out[k * TAPE_CLAIM_FIELDS + TAPE_CLAIM_ATTEMPT], 1);
+        EXPECT_EQ(out[k * TAPE_CLAIM_FIELDS + TAPE_CLAIM_DL], -1);
     }
-    CHECK_OK(tape_group_nack(c, d[1].d_slot, d[1].d_gen, T0, 0));
-    CHECK_EQ(tape_group_claim_many(c, t, T0, 8, d, buf, sizeof buf, ends, ts), 7);
+    int64_t *second = out + TAPE_CLAIM_FIELDS;
+    CHECK_OK(tape_group_nack(c, (uint32_t)second[TAPE_CLAIM_SLOT], (uint64_t)second[TAPE_CLAIM_GEN], T0, 0));
+    CHECK_EQ(tape_group_claim_many(c, t, T0, 8, out, buf, sizeof buf), 7);
     int first;
     memcpy(&first, buf, sizeof first);
     EXPECT_EQ(first, 1); /* the redelivery first */
-    EXPECT_EQ(d[0].d_attempt, 2);
-    EXPECT_EQ(tape_group_claim_many(c, t, T0, 8, d, buf, sizeof buf, ends, ts), 0);
+    EXPECT_EQ(out[TAPE_CLAIM_ATTEMPT], 2);
+    EXPECT_EQ(tape_group_claim_many(c, t, T0, 8, out, buf, sizeof buf), 0);
     tape_consumer_close(c);
     tape_tailer_close(t);
     tape_group_close(g);
