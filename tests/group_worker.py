@@ -8,6 +8,7 @@ Modes:
   hold   claim every entry there is, write "held N\\n" to OUT, then sleep
          (to be killed holding its claims).
   storm  as work, but never stops (the supervisor kills it).
+GROUP_WORKER_IDLE (environment): work's idle time, seconds (0.5).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main() -> None:
             time.sleep(3600)
             return
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        idle = None if mode == "storm" else 0.5
+        idle = None if mode == "storm" else float(os.environ.get("GROUP_WORKER_IDLE", "0.5"))
         workers = [threading.Thread(target=work, args=(q, group, fd, idle)) for _ in range(threads)]
         for t in workers:
             t.start()

@@ -165,3 +165,26 @@ def test_killed_inside_the_group_lock_leaves_the_group_usable(qpath: Path, tmp_p
             m.ack()
     assert sorted(set(got) | acked_before) == indexes
     assert not set(got) & acked_before
+
+
+def test_killed_inside_a_pass_over_deferred_entries_loses_and_repeats_nothing(qpath: Path, tmp_path: Path) -> None:
+    """3,000 entries not yet due: past half the table they are deferred; a worker killed while a pass moves
+    them into the table (an entry moved, the pass's cursor not) leaves each to be handed out once."""
+    with tape.Queue(qpath) as q:
+        q.group("g", ack_wait=600)
+        q.appender().write_many(range(3000), delay=1.5)
+        indexes = [e.index for e in q.tailer().entries()]
+    p = start("work", qpath, tmp_path / "killed", env={"TAPE_KILL": "group_pass:3", "GROUP_WORKER_IDLE": "5"})
+    rc = p.wait(timeout=60)
+    if rc == 0:
+        pytest.skip("the extension was built without TAPE_TESTING (no kill points)")
+    assert rc == -signal.SIGKILL
+    acked_before = [i for kind, i in records([tmp_path / "killed"]) if kind == "a"]
+    with tape.Queue(qpath) as q:
+        c = q.group("g").consumer()
+        got = []
+        while batch := c.claim_many(500, timeout=0.5):
+            got += [m.index for m in batch]
+            c.ack_many(batch)
+    assert len(got) == len(set(got)) and not set(got) & set(acked_before)
+    assert sorted(got + acked_before) == indexes

@@ -1,6 +1,7 @@
 /* test_group.c - consumer groups in the core (group.c): claims, fencing,
  * redelivery, dead entries, a consumer killed holding claims, bounds. */
 #include "test_harness.h"
+#include "tape_int.h"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -328,7 +329,45 @@ static void far_delays_fork_and_existing_only(void)
     th_close_all(q, a, NULL);
 }
 
+/* A file of version 1 (before the deferred range, whose fields it holds as
+ * zeros) opens and is used as it is. */
+static void a_version_1_file_opens(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
+    fill(a, 3);
+    tape_group *g;
+    CHECK_OK(tape_group_open(q, "g", -1, NULL, 0, &g));
+    tape_group_close(g);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/groups/g.group", th_path("q"));
+    int fd = open(path, O_RDWR);
+    CHECK(fd >= 0);
+    tape_group_hdr h;
+    CHECK(pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
+    EXPECT_EQ(h.gh_version, TAPE_GROUP_VERSION);
+    h.gh_version = 1;
+    h.gh_crc = tape_crc32c(0, &h, offsetof(tape_group_hdr, gh_crc));
+    CHECK(pwrite(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
+    close(fd);
+    CHECK_OK(tape_group_open(q, "g", -1, NULL, 0, &g));
+    tape_consumer *c;
+    tape_tailer *t;
+    CHECK_OK(tape_consumer_open(g, NULL, &c));
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_delivery d;
+    tape_entry e;
+    CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1);
+    CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0));
+    tape_consumer_close(c);
+    tape_tailer_close(t);
+    tape_group_close(g);
+    th_close_all(q, a, NULL);
+}
+
 static const th_test tests[] = {
+    TEST(a_version_1_file_opens),
     TEST(far_delays_fork_and_existing_only),
     TEST(claim_many_copies_a_batch_under_one_lock),
     TEST(claims_in_order_and_acks_fence),
