@@ -24,6 +24,13 @@ rate), and Redis Streams (N / 10 entries, one at a time and in batches of
 1,000) when redis-server and redis-py are installed.
 
 Figures are entries per second, best of 3 runs (the kill: median of 10).
+
+    python -m bench.groups --instructions [--before PATH] [--after PATH]
+
+counts instead the instructions of one claim() + ack(), and of one entry of
+claim_many(1000) + ack_many(), Python and C together, with callgrind (as
+bench/instructions.py does: two runs, 10,000 and 30,000 entries, the
+difference divided by 20,000): a measure that holds on a busy machine.
 """
 
 from __future__ import annotations
@@ -220,18 +227,75 @@ def tape_in_child(n: int, path: str | None) -> dict[str, float]:
     return figures
 
 
+def _loop(mode: str, n: int) -> None:
+    """What callgrind runs: n claims and acks (mode "one" or "many") on a queue of 30,000 entries."""
+    d = tempfile.mkdtemp(prefix="tape-bench-groups-")
+    try:
+        with tape.Queue(os.path.join(d, "q"), codec="raw", large_pages=False) as q:
+            q.group("g", ack_wait=600)
+            q.appender().write_many(PAYLOAD for _ in range(30_000))
+            c = q.group("g").consumer()
+            if mode == "one":
+                for _ in range(n):
+                    m = c.claim()
+                    assert m is not None
+                    m.ack()
+                return
+            ack_many = getattr(c, "ack_many", None)
+            for _ in range(n // 1000):
+                batch = c.claim_many(1000)
+                if ack_many is not None:
+                    ack_many(batch)
+                else:
+                    for m in batch:
+                        m.ack()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def instructions(mode: str, path: str | None) -> int:
+    """Instructions per entry of _loop(mode) with the tape of `path` (None: as installed)."""
+    env = dict(os.environ)
+    if path is not None:
+        env["PYTHONPATH"] = os.path.abspath(path)
+    else:
+        env.pop("PYTHONPATH", None)
+    counts = []
+    for n in (10_000, 30_000):
+        out = tempfile.mktemp(prefix="tape-bench-callgrind-")
+        try:
+            r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+                                os.path.abspath(__file__), "--loop", mode, "--n", str(n)], env=env,
+                               cwd=tempfile.gettempdir(), check=True, capture_output=True, text=True)
+        finally:
+            if os.path.exists(out):
+                os.unlink(out)
+        counts.append(int(r.stderr.split("Collected : ")[1].split()[0]))
+    return (counts[1] - counts[0]) // 20_000
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--before", help="a folder holding the tape package to compare against")
     ap.add_argument("--after", help="a folder holding the tape package to measure (default: as installed)")
+    ap.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
     ap.add_argument("--tape-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--loop", help=argparse.SUPPRESS)
     args = ap.parse_args()
     n = args.n
+    if args.loop:
+        _loop(args.loop, n)
+        return
     if args.tape_only:
         print(json.dumps(tape_figures(n)))
         return
     builds = ([("before", args.before)] if args.before else []) + [("after", args.after)]
+    if args.instructions:
+        print(f"{'instructions per entry':38}" + "".join(f"{label:>14}" for label, _ in builds))
+        for mode, what in (("one", "claim()+ack()"), ("many", "claim_many(1000)+ack_many()")):
+            print(f"{what:38}" + "".join(f"{instructions(mode, path):14,}" for _, path in builds))
+        return
     columns = {label: tape_in_child(n, path) for label, path in builds}
     print(f"{'':38}" + "".join(f"{label:>14}" for label in columns))
     for key, what, unit in ROWS:
