@@ -16,7 +16,7 @@ import pytest
 import tape
 
 WORKER = Path(__file__).with_name("group_worker.py")
-REC = 9  # group_worker.REC: (kind, index)
+REC = 17  # group_worker.REC: (kind, index, time.monotonic_ns())
 
 
 def start(mode: str, qpath: Path, out: Path, threads: int = 1, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -27,6 +27,12 @@ def start(mode: str, qpath: Path, out: Path, threads: int = 1, env: dict[str, st
 
 
 def records(paths: list[Path]) -> list[tuple[str, int]]:
+    """(kind, index) of every record, file after file."""
+    return [(kind, index) for kind, index, _ in timed_records(paths)]
+
+
+def timed_records(paths: list[Path]) -> list[tuple[str, int, int]]:
+    """(kind, index, monotonic ns) of every record, file after file."""
     import struct
 
     out = []
@@ -35,9 +41,26 @@ def records(paths: list[Path]) -> list[tuple[str, int]]:
             continue
         data = p.read_bytes()
         for k in range(len(data) // REC):
-            kind, index = struct.unpack_from("<cq", data, k * REC)
-            out.append((kind.decode(), index))
+            kind, index, when = struct.unpack_from("<cqq", data, k * REC)
+            out.append((kind.decode(), index, when))
     return out
+
+
+def comeback_ms(killed: list[tuple[Path, int]], outs: list[Path]) -> list[float]:
+    """For each entry a killed worker had claimed and not acked: ms from its kill (after waitpid) to the next
+    claim of it by another worker."""
+    claims: dict[int, list[int]] = collections.defaultdict(list)
+    for _, index, when in (r for r in timed_records(outs) if r[0] == "c"):
+        claims[index].append(when)
+    delays = []
+    for out, at in killed:
+        mine = timed_records([out])
+        held = {i for kind, i, _ in mine if kind == "c"} - {i for kind, i, _ in mine if kind == "a"}
+        for i in held:
+            later = [w for w in claims[i] if w > at]
+            if later:
+                delays.append((min(later) - at) / 1e6)
+    return delays
 
 
 def test_workers_in_processes_ack_each_entry_exactly_once(qpath: Path, tmp_path: Path) -> None:
@@ -106,6 +129,8 @@ def test_kill_storm_every_entry_finished(qpath: Path, tmp_path: Path) -> None:
         return start("storm", qpath, out)
 
     procs = [spawn() for _ in range(4)]
+    worker_out = {id(p): outs[k] for k, p in enumerate(procs)}
+    killed: list[tuple[Path, int]] = []
     kills = 0
     rng = random.Random(18)
     deadline = time.monotonic() + 240
@@ -124,13 +149,17 @@ def test_kill_storm_every_entry_finished(qpath: Path, tmp_path: Path) -> None:
                     k = rng.randrange(len(procs))
                     procs[k].send_signal(signal.SIGKILL)
                     procs[k].wait()
+                    killed.append((worker_out[id(procs[k])], time.monotonic_ns()))
                     kills += 1
                     procs[k] = spawn()
+                    worker_out[id(procs[k])] = outs[-1]
     finally:
         for p in procs:
             p.send_signal(signal.SIGKILL)
             p.wait()
-    print(f"{kills} workers killed")
+    delays = sorted(comeback_ms(killed, outs))
+    print(f"{kills} workers killed; {len(delays)} claims of killed workers handed out again, ms after the kill: "
+          f"median {delays[len(delays) // 2] if delays else 0:.1f}, max {delays[-1] if delays else 0:.1f}")
     assert kills >= 3
     recs = records(outs)
     acks = collections.Counter(i for kind, i in recs if kind == "a")
