@@ -23,6 +23,7 @@ _Static_assert(TAPE_GROUP_CONS_OFF + TAPE_GROUP_CONSUMERS * 64u <= TAPE_GROUP_SL
                "group consumers fit");
 
 #define NEVER INT64_MAX
+#define IDLE_RECHECK_NS 10000000 /* tape_group_wait_hint with nothing in flight */
 
 /* now + d (d >= 0), saturated: a far delay is "never", not the past. */
 static int64_t later(int64_t now, int64_t d)
@@ -1096,7 +1097,9 @@ int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now)
     unlock(g);
     if (rc < 0)
         return rc;
-    int64_t hint = busy ? TAPE_GROUP_CHECK_NS : -1;
+    /* Idle, a waiter still looks again now and then: a consumer that claims
+     * after it started waiting may die holding what it claimed. */
+    int64_t hint = busy ? TAPE_GROUP_CHECK_NS : IDLE_RECHECK_NS;
     if (min_due != NEVER) {
         /* Nothing was due at `now` (the caller's claim found none): at least
          * a millisecond, so that a clock that stands still is not spun on. */

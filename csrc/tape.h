@@ -874,11 +874,11 @@ enum { TAPE_CLAIM_SLOT, TAPE_CLAIM_GEN, TAPE_CLAIM_INDEX, TAPE_CLAIM_ATTEMPT, TA
 int64_t tape_group_claim_many(tape_consumer *c, tape_tailer *t, int64_t now_ns, size_t max,
                               int64_t *out, void *buf, size_t cap);
 /* How long (ns) a claimer finding nothing should wait at most before trying
- * again: until the earliest due entry (at least 1 ms), or TAPE_GROUP_CHECK_NS
- * while other consumers hold entries (their
- * death must be noticed); -1 when only a new entry can bring work (then wait
- * for one with tape_wait on t, which this call places at the group's
- * position). Errors: those of positioning t. */
+ * again (waiting for a new entry with tape_wait on t, which this call places
+ * at the group's position): until the earliest due entry (at least 1 ms), or
+ * TAPE_GROUP_CHECK_NS while other consumers hold entries (their death must be
+ * noticed), or 10 ms when none does (one may claim meanwhile, and die).
+ * Errors: those of positioning t. */
 int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now_ns);
 
 /* Finish the delivery (slot, gen): ack removes it; nack hands it out again

@@ -328,9 +328,9 @@ class ConsumerHandle:
         with self.lock:
             ptr = self.live()
             hint = lib.tape_group_wait_hint(ptr, self.tailer, now_ns)
-            if hint < -1:
+            if hint < 0:
                 check(hint, self.path)
-            if hint >= 0 and (timeout_ns < 0 or hint < timeout_ns):
+            if timeout_ns < 0 or hint < timeout_ns:
                 timeout_ns = hint
             if timeout_ns == 0:
                 return
