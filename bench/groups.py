@@ -1,24 +1,42 @@
-"""Work queues: claim + ack per second through a consumer group, and a killed worker's claims.
+"""Work queues: claim + ack per second through a consumer group, a killed worker's claims, and the peers.
 
-    python -m bench.groups [--n N]
+    python -m bench.groups [--n N] [--before PATH] [--after PATH]
 
-- tape, 1 consumer: claim() + ack() of N entries of 100 bytes (raw codec);
-  then claim_many(1000) + ack() of each;
-- tape, 2 worker processes sharing one group: claim() + ack() of N entries,
-  counted from the start of both to the end of the last;
+tape's figures come from a child process per build: PYTHONPATH=PATH for
+--before/--after (a folder holding a built `tape` package, e.g. from
+`pip install --target`), else the tape this Python imports outside the source
+tree (.venv-bench's release build), so that two builds are measured side by side
+in one run:
+
+- claim() + ack() of N entries of 100 bytes (raw codec), 1 consumer;
+- claim_many(1000) + ack_many() of each batch (a build without ack_many:
+  ack() of each);
+- claim() + ack() of N entries by 2 and by 4 worker processes sharing one
+  group, counted from the start of all to the end of the last;
 - redelivery after kill -9: a process holds 100 claims (ack_wait 600 s) and is
   killed; the time from its death (waitpid) to another consumer's claim of
-  them, median of 10;
-- persist-queue's SQLiteAckQueue (when importable): get() + ack() of N / 200
-  entries (put beforehand), in one process (it commits every call: a few
-  hundred per second, so fewer entries give the same rate).
+  them, median of 10.
+
+Then the peers (bench/peers/work_queues.py), in this process: persist-queue's
+SQLiteAckQueue and litequeue (get + ack of N / 200 entries: each call commits,
+a few hundred to a few thousand a second, so fewer entries give the same
+rate), and Redis Streams (N / 10 entries, one at a time and in batches of
+1,000) when redis-server and redis-py are installed.
 
 Figures are entries per second, best of 3 runs (the kill: median of 10).
+
+    python -m bench.groups --instructions [--before PATH] [--after PATH]
+
+counts instead the instructions of one claim() + ack(), and of one entry of
+claim_many(1000) + ack_many(), Python and C together, with callgrind (as
+bench/instructions.py does: two runs, 10,000 and 30,000 entries, the
+difference divided by 20,000): a measure that holds on a busy machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import shutil
@@ -29,8 +47,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tape
+
+if TYPE_CHECKING:
+    from bench.peers.work_queues import Peer
 
 PAYLOAD = b"x" * 100
 
@@ -61,9 +83,13 @@ def tape_many(path: str, n: int) -> float:
         c = q.group("g").consumer()
         t0 = time.perf_counter()
         got = 0
+        ack_many = getattr(c, "ack_many", None)
         while batch := c.claim_many(1000):
-            for m in batch:
-                m.ack()
+            if ack_many is not None:
+                ack_many(batch)
+            else:
+                for m in batch:
+                    m.ack()
             got += len(batch)
         took = time.perf_counter() - t0
     assert got == n, got
@@ -130,19 +156,26 @@ def kill_redelivery_ms(path: str, trials: int = 10) -> float:
     return statistics.median(times)
 
 
-def persist_queue(path: str, n: int) -> float | None:
+def peer_rate(cls: type[Peer], n: int, batched: bool = False) -> float | None:
+    """Entries per second of a peer's take + ack (None: not installed)."""
+    from bench.peers.work_queues import open_peer
+
+    d = tempfile.mkdtemp(prefix="tape-bench-groups-")
     try:
-        from persistqueue import SQLiteAckQueue  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    q = SQLiteAckQueue(path, auto_commit=True, multithreading=False)
-    for _ in range(n):
-        q.put(PAYLOAD)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        item = q.get(block=False)
-        q.ack(item)
-    return n / (time.perf_counter() - t0)
+        peer = open_peer(cls, os.path.join(d, "q"))
+        if peer is None:
+            return None
+        try:
+            peer.fill([PAYLOAD] * n)
+            t0 = time.perf_counter()
+            got = peer.take_ack_batched(n) if batched else peer.take_ack(n)
+            took = time.perf_counter() - t0
+        finally:
+            peer.close()
+        assert got == n, got
+        return n / took
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def best(fn, n: int, runs: int = 3) -> float:  # type: ignore[no-untyped-def]
@@ -156,25 +189,132 @@ def best(fn, n: int, runs: int = 3) -> float:  # type: ignore[no-untyped-def]
     return max(figures)
 
 
+ROWS = (
+    ("one", "tape claim()+ack(), 1 consumer", "/s"),
+    ("many", "tape claim_many(1000)+ack_many()", "/s"),
+    ("procs2", "tape claim()+ack(), 2 processes", "/s"),
+    ("procs4", "tape claim()+ack(), 4 processes", "/s"),
+    ("kill", "redelivery after kill -9 (median)", "ms"),
+)
+
+
+def tape_figures(n: int) -> dict[str, float]:
+    """Every tape row, with the tape this process imports."""
+    d = tempfile.mkdtemp(prefix="tape-bench-groups-")
+    try:
+        kill = kill_redelivery_ms(os.path.join(d, "q"))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return {
+        "one": best(tape_one, n),
+        "many": best(tape_many, n),
+        "procs2": best(lambda p, k: tape_procs(p, k, 2), n),
+        "procs4": best(lambda p, k: tape_procs(p, k, 4), n),
+        "kill": kill,
+    }
+
+
+def tape_in_child(n: int, path: str | None) -> dict[str, float]:
+    """tape_figures in a child process importing tape from `path` (None: as installed)."""
+    env = dict(os.environ)
+    if path is not None:
+        env["PYTHONPATH"] = os.path.abspath(path)
+    else:
+        env.pop("PYTHONPATH", None)
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--tape-only", "--n", str(n)], env=env,
+                         cwd=tempfile.gettempdir(), check=True, capture_output=True, text=True).stdout
+    figures: dict[str, float] = json.loads(out.splitlines()[-1])
+    return figures
+
+
+def _loop(mode: str, n: int) -> None:
+    """What callgrind runs: n claims and acks (mode "one" or "many") on a queue of 30,000 entries."""
+    d = tempfile.mkdtemp(prefix="tape-bench-groups-")
+    try:
+        with tape.Queue(os.path.join(d, "q"), codec="raw", large_pages=False) as q:
+            q.group("g", ack_wait=600)
+            q.appender().write_many(PAYLOAD for _ in range(30_000))
+            c = q.group("g").consumer()
+            if mode == "one":
+                for _ in range(n):
+                    m = c.claim()
+                    assert m is not None
+                    m.ack()
+                return
+            ack_many = getattr(c, "ack_many", None)
+            for _ in range(n // 1000):
+                batch = c.claim_many(1000)
+                if ack_many is not None:
+                    ack_many(batch)
+                else:
+                    for m in batch:
+                        m.ack()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def instructions(mode: str, path: str | None) -> int:
+    """Instructions per entry of _loop(mode) with the tape of `path` (None: as installed)."""
+    env = dict(os.environ)
+    if path is not None:
+        env["PYTHONPATH"] = os.path.abspath(path)
+    else:
+        env.pop("PYTHONPATH", None)
+    counts = []
+    for n in (10_000, 30_000):
+        out = tempfile.mktemp(prefix="tape-bench-callgrind-")
+        try:
+            r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+                                os.path.abspath(__file__), "--loop", mode, "--n", str(n)], env=env,
+                               cwd=tempfile.gettempdir(), check=True, capture_output=True, text=True)
+        finally:
+            if os.path.exists(out):
+                os.unlink(out)
+        counts.append(int(r.stderr.split("Collected : ")[1].split()[0]))
+    return (counts[1] - counts[0]) // 20_000
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200_000)
-    n = ap.parse_args().n
-    print(f"tape claim+ack, 1 consumer:         {best(tape_one, n):12,.0f} /s")
-    print(f"tape claim_many(1000)+ack:          {best(tape_many, n):12,.0f} /s")
-    print(f"tape claim+ack, 2 processes:        {best(tape_procs, n):12,.0f} /s")
-    d = tempfile.mkdtemp(prefix="tape-bench-groups-")
-    try:
-        print(f"redelivery after kill -9 (median):  {kill_redelivery_ms(os.path.join(d, 'q')):12.2f} ms")
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-    pq = best(persist_queue, max(n // 200, 1))
-    if pq is None:
-        print("persist-queue SQLiteAckQueue:       not installed (make bench installs it)")
-    else:
-        print(f"persist-queue SQLiteAckQueue get+ack:{pq:11,.0f} /s")
+    ap.add_argument("--before", help="a folder holding the tape package to compare against")
+    ap.add_argument("--after", help="a folder holding the tape package to measure (default: as installed)")
+    ap.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
+    ap.add_argument("--tape-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--loop", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    n = args.n
+    if args.loop:
+        _loop(args.loop, n)
+        return
+    if args.tape_only:
+        print(json.dumps(tape_figures(n)))
+        return
+    builds = ([("before", args.before)] if args.before else []) + [("after", args.after)]
+    if args.instructions:
+        print(f"{'instructions per entry':38}" + "".join(f"{label:>14}" for label, _ in builds))
+        for mode, what in (("one", "claim()+ack()"), ("many", "claim_many(1000)+ack_many()")):
+            print(f"{what:38}" + "".join(f"{instructions(mode, path):14,}" for _, path in builds))
+        return
+    columns = {label: tape_in_child(n, path) for label, path in builds}
+    print(f"{'':38}" + "".join(f"{label:>14}" for label in columns))
+    for key, what, unit in ROWS:
+        cells = "".join(f"{c[key]:14,.2f}" if unit == "ms" else f"{c[key]:14,.0f}" for c in columns.values())
+        print(f"{what:38}{cells} {unit}")
+    from bench.peers.work_queues import PEERS
+
+    for cls in PEERS:
+        k = max(n // 10, 1) if cls.batched else max(n // 200, 1)
+        rate = max((r for r in (peer_rate(cls, k) for _ in range(3)) if r is not None), default=None)
+        if rate is None:
+            print(f"{cls.name:38} not installed (make bench installs the libraries; Redis: apt-get install redis-server)")
+            continue
+        print(f"{cls.name:38}{rate:14,.0f} /s")
+        if cls.batched:
+            rate = max(r for r in (peer_rate(cls, k, batched=True) for _ in range(3)) if r is not None)
+            print(f"{cls.name + ', batches of 1,000':38}{rate:14,.0f} /s")
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.append(str(Path(__file__).resolve().parent.parent))  # bench.peers; tape as installed comes first
     main()

@@ -23,6 +23,7 @@ _Static_assert(TAPE_GROUP_CONS_OFF + TAPE_GROUP_CONSUMERS * 64u <= TAPE_GROUP_SL
                "group consumers fit");
 
 #define NEVER INT64_MAX
+#define IDLE_RECHECK_NS 10000000 /* tape_group_wait_hint with nothing in flight */
 
 /* now + d (d >= 0), saturated: a far delay is "never", not the past. */
 static int64_t later(int64_t now, int64_t d)
@@ -59,8 +60,10 @@ static void file_name(char *buf, size_t cap, const char *name)
     snprintf(buf, cap, TAPE_GROUP_DIR "/%s" TAPE_GROUP_SUFFIX, name);
 }
 
-/* Create the group file (1), or find that another process did first (0). */
-static int create_file(tape_queue *q, const char *name, int64_t last, const tape_group_settings *set)
+/* Create the group file (1), or find that another process did first (0):
+ * position `last`; `origin` the index asked for as its start (0 none). */
+static int create_file(tape_queue *q, const char *name, int64_t last, int64_t origin,
+                       const tape_group_settings *set)
 {
     if (mkdirat(q->q_dirfd, TAPE_GROUP_DIR, 0777) < 0 && errno != EEXIST)
         return -errno;
@@ -80,6 +83,7 @@ static int create_file(tape_queue *q, const char *name, int64_t last, const tape
     sh->gs_set = *set;
     sh->gs_settings_crc = settings_crc(set);
     sh->gs_last = last;
+    sh->gs_origin = origin;
     sh->gs_min_due = NEVER;
 
     char tmp[TAPE_NAME_MAX + 64], final[TAPE_NAME_MAX + 32];
@@ -126,7 +130,7 @@ static int validate(tape_group *g, const char *name)
     const tape_group_hdr *h = (const tape_group_hdr *)g->gp_map;
     if (memcmp(h->gh_magic, "TAPEGRUP", 8) != 0 || h->gh_size != TAPE_GROUP_SIZE)
         return TAPE_ECORRUPT;
-    if (h->gh_version != TAPE_GROUP_VERSION)
+    if (h->gh_version != TAPE_GROUP_VERSION && h->gh_version != 1)
         return TAPE_EVERSION;
     if (tape_crc32c(0, h, offsetof(tape_group_hdr, gh_crc)) != h->gh_crc ||
         h->gh_slots != TAPE_GROUP_SLOTS || h->gh_consumers != TAPE_GROUP_CONSUMERS ||
@@ -134,7 +138,12 @@ static int validate(tape_group *g, const char *name)
         return TAPE_ECORRUPT;
     const tape_group_shared *sh = g->gp_sh;
     if (settings_crc(&sh->gs_set) != sh->gs_settings_crc || !valid_settings(&sh->gs_set) ||
-        sh->gs_hi > TAPE_GROUP_SLOTS || sh->gs_last < -1)
+        sh->gs_hi > TAPE_GROUP_SLOTS || sh->gs_last < -1 || sh->gs_origin < 0 ||
+        sh->gs_defer_sel > 1)
+        return TAPE_ECORRUPT;
+    const tape_group_defer *df = &sh->gs_defer[sh->gs_defer_sel];
+    if (df->df_first < 0 || df->df_pass > 1 || df->df_pfirst < 0 ||
+        (df->df_first && df->df_cursor < df->df_first - 1))
         return TAPE_ECORRUPT;
     for (uint32_t k = 0; k < TAPE_GROUP_SLOTS; k++) {
         const tape_group_slot *s = &g->gp_slots[k];
@@ -152,15 +161,15 @@ static int validate(tape_group *g, const char *name)
 
 static void repair(tape_group *g);
 
-/* Take the group's lock as `tok` (whose byte fd holds). */
-static void lock(tape_group *g, int fd, uint32_t tok)
+/* Take the group's lock as `tok` (whose byte fd holds), for process `pid`. */
+static void lock(tape_group *g, int fd, uint32_t tok, pid_t pid)
 {
     uint32_t e = 0;
     int recovered = 0;
     if (!__atomic_compare_exchange_n(&g->gp_sh->gs_lock, &e, tok, 0, __ATOMIC_ACQUIRE,
                                      __ATOMIC_RELAXED))
         tape_shlock_slow(&g->gp_sh->gs_lock, fd, TAPE_LIVE_BASE, tok, &recovered);
-    __atomic_store_n(&g->gp_sh->gs_lock_pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+    __atomic_store_n(&g->gp_sh->gs_lock_pid, (uint32_t)pid, __ATOMIC_RELAXED);
     if (recovered)
         repair(g);
 }
@@ -218,7 +227,7 @@ static int group_lock(tape_group *g)
     if (!tok)
         return TAPE_ELIMIT;
     g->gp_token = tok;
-    lock(g, g->gp_fd, tok);
+    lock(g, g->gp_fd, tok, getpid());
     release_owner(g, tok);
     __atomic_store_n(&g->gp_cons[tok - 1].gc_state, 0u, __ATOMIC_RELEASE);
     return 0;
@@ -294,6 +303,159 @@ static void due_at(tape_group *g, int64_t t)
         g->gp_sh->gs_min_due = t;
 }
 
+/* ---- deferred entries ------------------------------------------------------------
+ * An entry not yet due when the position passes it waits in the table while
+ * half of the table is free. Past that it stays in the log only, in the
+ * deferred range (tape_group_defer), so that any number of them holds back
+ * nothing and the table stays bounded. When the earliest of them is due, a
+ * pass walks the range and moves those due by the pass's start into the table
+ * (waiting, due), as room allows; meanwhile the position defers every entry
+ * whose not_before exceeds df_lo, so that one rule tells the range's deferred
+ * entries from those handed out. */
+
+#define GR_DEFERRED 3u                                   /* gt_reason: moved by the pass under way */
+#define DEFER_ROOM (TAPE_GROUP_SLOTS / 2)                 /* waiting entries before any is deferred */
+#define PASS_ROOM (TAPE_GROUP_SLOTS - TAPE_GROUP_SLOTS / 8) /* a pass fills the table up to this */
+
+static const tape_group_defer *defer_cur(const tape_group_shared *sh)
+{
+    return &sh->gs_defer[sh->gs_defer_sel & 1];
+}
+
+/* The copy to change (then defer_commit), filled from the current one. */
+static tape_group_defer *defer_next(tape_group_shared *sh)
+{
+    tape_group_defer *df = &sh->gs_defer[(sh->gs_defer_sel & 1) ^ 1];
+    *df = sh->gs_defer[sh->gs_defer_sel & 1];
+    return df;
+}
+
+static void defer_commit(tape_group_shared *sh)
+{
+    __atomic_store_n(&sh->gs_defer_sel, (sh->gs_defer_sel & 1) ^ 1, __ATOMIC_RELEASE);
+}
+
+/* The position passes entry `index`, not due before nb: 1 when it is
+ * deferred (recorded; the caller moves the position past it), else 0. */
+static int defer(tape_group *g, int64_t index, int64_t nb, int64_t now)
+{
+    tape_group_shared *sh = g->gp_sh;
+    const tape_group_defer *cur = defer_cur(sh);
+    if (cur->df_first ? nb <= cur->df_lo : (nb <= now || sh->gs_busy < DEFER_ROOM))
+        return 0;
+    if (cur->df_first && nb >= cur->df_due)
+        return 1;
+    tape_group_defer *df = defer_next(sh);
+    if (!df->df_first) {
+        memset(df, 0, sizeof *df);
+        df->df_first = index + 1;
+        df->df_cursor = index;
+        df->df_lo = now;
+    }
+    df->df_due = nb;
+    defer_commit(sh);
+    return 1;
+}
+
+/* Is entry `index` in the table, moved there by the pass under way? */
+static int moved(const tape_group *g, int64_t index)
+{
+    for (uint32_t k = 0; k < g->gp_sh->gs_hi; k++) {
+        const tape_group_slot *s = &g->gp_slots[k];
+        if (s->gt_state != TAPE_GS_FREE && s->gt_reason == GR_DEFERRED && s->gt_dl < 0 &&
+            s->gt_index == index)
+            return 1;
+    }
+    return 0;
+}
+
+/* Holding the lock, when a deferred entry may be due: walk the range from
+ * where the pass stands with tailer t, moving into the table the entries due
+ * by the pass's start, until the table is full enough (the pass stands there)
+ * or the walk reaches the position (the pass is over: the range becomes what
+ * it left deferred). 0, or an error. */
+static int pass(tape_consumer *c, tape_tailer *t, int64_t now)
+{
+    tape_group *g = c->cn_g;
+    tape_group_shared *sh = g->gp_sh;
+    const tape_group_defer *cur = defer_cur(sh);
+    if (!cur->df_first || (!cur->df_pass && cur->df_due > now) || sh->gs_busy >= PASS_ROOM)
+        return 0;
+    tape_group_defer *df = defer_next(sh);
+    if (!df->df_pass) {
+        for (uint32_t k = 0; k < sh->gs_hi; k++)
+            if (g->gp_slots[k].gt_reason == GR_DEFERRED)
+                g->gp_slots[k].gt_reason = TAPE_GR_NONE;
+        df->df_pass = 1;
+        df->df_hi = now;
+        df->df_cursor = df->df_first - 1;
+        df->df_pfirst = 0;
+        df->df_pdue = NEVER;
+        df->df_dupe = 0;
+        defer_commit(sh);
+        df = defer_next(sh);
+    }
+    c->cn_after = -2;
+    int64_t last = sh->gs_last, at = df->df_cursor;
+    int rc = tape_tailer_seek(t, at), over = 0;
+    tape_entry e;
+    while (rc >= 0 && sh->gs_busy < PASS_ROOM) {
+        rc = tape_read(t, &e);
+        if (rc <= 0 || e.e_index > last) {
+            over = rc >= 0;
+            break;
+        }
+        at = e.e_index + 1;
+        int64_t nb = e.e_attrs.a_not_before;
+        if (nb <= df->df_lo) /* handed out when the position passed it */
+            continue;
+        if (nb > df->df_hi) { /* still deferred */
+            if (!df->df_pfirst)
+                df->df_pfirst = e.e_index + 1;
+            if (nb < df->df_pdue)
+                df->df_pdue = nb;
+            continue;
+        }
+        if (e.e_index < df->df_dupe && moved(g, e.e_index))
+            continue; /* moved by a holder killed before it moved the cursor */
+        int64_t k = alloc_slot(g);
+        if (k < 0) { /* the counts disagree with the table: put right, stop here */
+            repair(g);
+            at = e.e_index;
+            break;
+        }
+        tape_group_slot *s = &g->gp_slots[k];
+        s->gt_index = e.e_index;
+        s->gt_dl = -1;
+        s->gt_attempt = 0;
+        s->gt_reason = GR_DEFERRED;
+        s->gt_owner = 0;
+        s->gt_due = nb;
+        set_state(s, TAPE_GS_READY);
+        due_at(g, nb);
+        TAPE_KILL("group_pass");
+        df->df_cursor = at;
+        defer_commit(sh);
+        df = defer_next(sh);
+    }
+    if (rc < 0)
+        return rc;
+    if (over) { /* the walk reached the position */
+        int64_t first = df->df_pfirst, due = df->df_pdue, lo = df->df_hi;
+        memset(df, 0, sizeof *df);
+        if (first) {
+            df->df_first = first;
+            df->df_cursor = first - 1;
+            df->df_lo = lo;
+            df->df_due = due;
+        }
+    } else {
+        df->df_cursor = at;
+    }
+    defer_commit(sh);
+    return 0;
+}
+
 /* Every entry the holder of `tok` has: handed out again at once (moving a
  * dead one: dead again, for another to move). */
 static void release_owner(tape_group *g, uint32_t tok)
@@ -340,6 +502,21 @@ static void repair(tape_group *g)
     sh->gs_hi = hi;
     sh->gs_free_hint = 0;
     sh->gs_min_due = min_due;
+    /* A pass's holder killed between moving an entry and moving the cursor:
+     * the pass looks for what it moved before moving it again. */
+    if (defer_cur(sh)->df_pass) {
+        int64_t top = 0;
+        for (uint32_t k = 0; k < hi; k++) {
+            const tape_group_slot *s = &g->gp_slots[k];
+            if (s->gt_state != TAPE_GS_FREE && s->gt_reason == GR_DEFERRED && s->gt_dl < 0 &&
+                s->gt_index + 1 > top)
+                top = s->gt_index + 1;
+        }
+        if (top > defer_cur(sh)->df_cursor) {
+            defer_next(sh)->df_dupe = top;
+            defer_commit(sh);
+        }
+    }
 }
 
 /* Dead consumers' entries handed out again, their slots freed. */
@@ -403,12 +580,23 @@ static int clamp(tape_group *g)
     if (last < -1)
         return (int)last;
     tape_group_shared *sh = g->gp_sh;
+    if (sh->gs_origin - 1 > last) /* created at an index beyond the end: it starts there */
+        last = sh->gs_origin - 1;
     if (sh->gs_last <= last)
         return 0;
     for (uint32_t k = 0; k < sh->gs_hi; k++) {
         tape_group_slot *s = &g->gp_slots[k];
         if (s->gt_state != TAPE_GS_FREE && s->gt_dl < 0 && s->gt_index > last)
             free_slot(g, k);
+    }
+    const tape_group_defer *cur = &sh->gs_defer[sh->gs_defer_sel];
+    if (cur->df_first) {
+        tape_group_defer *df = defer_next(sh);
+        if (df->df_first - 1 > last)
+            memset(df, 0, sizeof *df);
+        else if (df->df_cursor > last + 1)
+            df->df_cursor = last + 1;
+        defer_commit(sh);
     }
     sh->gs_last = last;
     return 0;
@@ -440,7 +628,7 @@ int tape_group_open(tape_queue *q, const char *name, int64_t start, const tape_g
         }
         if (start >= 0)
             last = start - 1;
-        if ((rc = create_file(q, name, last, set ? set : &DEFAULTS)) < 0)
+        if ((rc = create_file(q, name, last, start > 0 ? start : 0, set ? set : &DEFAULTS)) < 0)
             break;
         rc = 0;
     }
@@ -524,6 +712,18 @@ int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out)
     memset(out, 0, sizeof *out);
     out->gi_last = __atomic_load_n(&sh->gs_last, __ATOMIC_ACQUIRE);
     out->gi_floor = out->gi_last < 0 ? -1 : out->gi_last + 1;
+    /* The deferred range's start, read without the lock: again if a commit
+     * came in between. */
+    for (int tries = 0; tries < 100; tries++) {
+        uint32_t sel = __atomic_load_n(&sh->gs_defer_sel, __ATOMIC_ACQUIRE);
+        int64_t first = __atomic_load_n(&sh->gs_defer[sel & 1].df_first, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&sh->gs_defer_sel, __ATOMIC_RELAXED) != sel)
+            continue;
+        if (first > 0 && first - 1 < out->gi_floor)
+            out->gi_floor = first - 1;
+        break;
+    }
     for (uint32_t k = 0; k < TAPE_GROUP_SLOTS; k++) {
         const tape_group_slot *s = &g->gp_slots[k];
         uint32_t st = __atomic_load_n(&s->gt_state, __ATOMIC_ACQUIRE);
@@ -606,7 +806,15 @@ int tape_consumer_open(tape_group *g, const char *name, tape_consumer **out)
         free(c);
         return TAPE_ELIMIT;
     }
-    lock(g, c->cn_fd, c->cn_token);
+    lock(g, c->cn_fd, c->cn_token, c->cn_pid);
+    struct stat st;
+    if (fstat(c->cn_fd, &st) < 0 || st.st_nlink == 0) { /* removed (tape_group_remove) */
+        int rc = st.st_nlink == 0 ? -ENOENT : -errno;
+        unlock(g);
+        close(c->cn_fd);
+        free(c);
+        return rc;
+    }
     adopt(g, c->cn_token, name, 1);
     unlock(g);
     *out = c;
@@ -630,7 +838,7 @@ void tape_consumer_close(tape_consumer *c)
         return;
     }
     tape_group *g = c->cn_g;
-    lock(g, c->cn_fd, c->cn_token);
+    lock(g, c->cn_fd, c->cn_token, c->cn_pid);
     release_owner(g, c->cn_token);
     __atomic_store_n(&g->gp_cons[c->cn_token - 1].gc_state, 0u, __ATOMIC_RELEASE);
     unlock(g);
@@ -706,20 +914,38 @@ static int place(tape_consumer *c, tape_tailer *t)
     return 0;
 }
 
+static int claim_once(tape_consumer *c, tape_tailer *t, int64_t now, size_t room,
+                      tape_delivery *d, tape_entry *e);
+
 /* Holding the lock: claim the next entry due if its payload fits in `room`
  * bytes. 1 (claimed: *d, and *e unless a redriven dead letter), 0 nothing
- * due, 2 the next one does not fit (nothing changed), or an error. */
+ * due, 2 the next one does not fit (nothing changed), or an error. Once more
+ * when new entries deferred one that is due already (the position defers by
+ * the range's rule, not by now). */
 static int claim_locked(tape_consumer *c, tape_tailer *t, int64_t now, size_t room,
                         tape_delivery *d, tape_entry *e)
+{
+    int rc = claim_once(c, t, now, room, d, e);
+    const tape_group_defer *df = defer_cur(c->cn_g->gp_sh);
+    if (rc == 0 && df->df_first && (df->df_pass || df->df_due <= now))
+        rc = claim_once(c, t, now, room, d, e);
+    return rc;
+}
+
+static int claim_once(tape_consumer *c, tape_tailer *t, int64_t now, size_t room,
+                      tape_delivery *d, tape_entry *e)
 {
     tape_group *g = c->cn_g;
     tape_group_shared *sh = g->gp_sh;
     int64_t k;
+    int rc = pass(c, t, now);
+    if (rc < 0)
+        return rc;
     while ((k = oldest_due(g, now)) >= 0) {
         tape_group_slot *s = &g->gp_slots[k];
         if (s->gt_dl < 0) {
             c->cn_after = -2;
-            int rc = tape_tailer_to_index(t, s->gt_index);
+            rc = tape_tailer_to_index(t, s->gt_index);
             if (rc == 1 && (rc = tape_read(t, e)) == 1 && e->e_index != s->gt_index)
                 rc = 0;
             if (rc < 0)
@@ -737,20 +963,31 @@ static int claim_locked(tape_consumer *c, tape_tailer *t, int64_t now, size_t ro
         describe(s, (uint32_t)k, d);
         return 1;
     }
-    /* New entries: one not due yet waits in the table (holding back nothing)
-     * and the next is read. */
-    for (int n = 0; n < 1024; n++) {
+    /* New entries: one not due yet waits in the table, or is deferred
+     * (holding back nothing either way), and the next is read. Entries at or
+     * before the position (a group started ahead of the log) are passed over. */
+    if ((rc = place(c, t)) < 0) {
+        c->cn_after = -2;
+        return rc;
+    }
+    for (;;) { /* bounded by the table's room and the log's end */
         if (sh->gs_busy >= TAPE_GROUP_SLOTS)
             return 0;
-        int rc = place(c, t);
-        if (rc == 0)
-            rc = tape_read(t, e);
+        rc = tape_read(t, e);
         if (rc <= 0) {
             if (rc < 0)
                 c->cn_after = -2;
             return rc;
         }
         int64_t nb = e->e_attrs.a_not_before;
+        if (e->e_index <= sh->gs_last || defer(g, e->e_index, nb, now)) {
+            if (e->e_index > sh->gs_last) {
+                TAPE_KILL("group_defer");
+                sh->gs_last = e->e_index;
+                c->cn_after = e->e_index;
+            }
+            continue;
+        }
         if (nb <= now && e->e_len > room) {
             c->cn_after = -2; /* the tailer moved past it */
             return 2;
@@ -781,7 +1018,6 @@ static int claim_locked(tape_consumer *c, tape_tailer *t, int64_t now, size_t ro
         if (nb <= now)
             return 1;
     }
-    return 0;
 }
 
 /* Lock, and look for dead consumers when it is time. */
@@ -791,7 +1027,7 @@ static int claim_begin(tape_consumer *c, int64_t now)
     tape_group_shared *sh = g->gp_sh;
     if (damaged(g))
         return TAPE_ECORRUPT;
-    lock(g, c->cn_fd, c->cn_token);
+    lock(g, c->cn_fd, c->cn_token, c->cn_pid);
     if (now >= sh->gs_next_check || sh->gs_next_check - now > 2 * TAPE_GROUP_CHECK_NS) {
         reap(g, c->cn_fd, c->cn_token);
         sh->gs_next_check = now + TAPE_GROUP_CHECK_NS;
@@ -810,30 +1046,36 @@ int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now, tape_deliver
 }
 
 int64_t tape_group_claim_many(tape_consumer *c, tape_tailer *t, int64_t now, size_t max,
-                              tape_delivery *d, void *buf, size_t cap, uint64_t *ends,
-                              int64_t *ts)
+                              int64_t *out, void *buf, size_t cap)
 {
     int rc = claim_begin(c, now);
     if (rc < 0)
         return rc;
     size_t n = 0, used = 0;
     tape_entry e;
+    tape_delivery d;
     while (n < max) {
-        rc = claim_locked(c, t, now, cap - used, &d[n], &e);
+        rc = claim_locked(c, t, now, cap - used, &d, &e);
         if (rc != 1)
             break;
-        if (d[n].d_dl < 0) {
+        int64_t *o = out + n++ * TAPE_CLAIM_FIELDS;
+        o[TAPE_CLAIM_SLOT] = d.d_slot;
+        o[TAPE_CLAIM_GEN] = (int64_t)d.d_gen;
+        o[TAPE_CLAIM_INDEX] = d.d_index;
+        o[TAPE_CLAIM_ATTEMPT] = d.d_attempt;
+        o[TAPE_CLAIM_DUE] = d.d_due;
+        o[TAPE_CLAIM_DL] = d.d_dl;
+        o[TAPE_CLAIM_TS] = 0;
+        if (d.d_dl < 0) {
             memcpy((uint8_t *)buf + used, e.e_data, e.e_len);
             used += e.e_len;
-            ts[n] = e.e_timestamp;
-        } else {
-            ts[n] = 0;
+            o[TAPE_CLAIM_TS] = e.e_timestamp;
         }
-        ends[n++] = used;
+        o[TAPE_CLAIM_END] = (int64_t)used;
     }
     unlock(c->cn_g);
     if (n == 0 && rc == 2) {
-        ends[0] = e.e_len;
+        out[TAPE_CLAIM_END] = (int64_t)e.e_len;
         return TAPE_EINVAL;
     }
     return n ? (int64_t)n : rc;
@@ -842,14 +1084,22 @@ int64_t tape_group_claim_many(tape_consumer *c, tape_tailer *t, int64_t now, siz
 int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now)
 {
     tape_group *g = c->cn_g;
-    lock(g, c->cn_fd, c->cn_token);
+    lock(g, c->cn_fd, c->cn_token, c->cn_pid);
     int rc = place(c, t);
     int64_t min_due = g->gp_sh->gs_min_due;
     uint32_t busy = g->gp_sh->gs_busy;
+    const tape_group_defer *df = defer_cur(g->gp_sh);
+    if (df->df_first) {
+        int64_t due = df->df_pass ? now : df->df_due;
+        if (due < min_due)
+            min_due = due;
+    }
     unlock(g);
     if (rc < 0)
         return rc;
-    int64_t hint = busy ? TAPE_GROUP_CHECK_NS : -1;
+    /* Idle, a waiter still looks again now and then: a consumer that claims
+     * after it started waiting may die holding what it claimed. */
+    int64_t hint = busy ? TAPE_GROUP_CHECK_NS : IDLE_RECHECK_NS;
     if (min_due != NEVER) {
         /* Nothing was due at `now` (the caller's claim found none): at least
          * a millisecond, so that a clock that stands still is not spun on. */
@@ -876,7 +1126,7 @@ static tape_group_slot *held(tape_consumer *c, uint32_t slot, uint64_t gen, int6
         *rc = TAPE_ECORRUPT;
         return NULL;
     }
-    lock(g, c->cn_fd, c->cn_token);
+    lock(g, c->cn_fd, c->cn_token, c->cn_pid);
     if (damaged(g)) { /* truncated while it waited: the zero page says nothing */
         unlock(g);
         *rc = TAPE_ECORRUPT;
@@ -902,6 +1152,35 @@ int tape_group_ack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now)
     c->cn_g->gp_sh->gs_acked++;
     unlock(c->cn_g);
     return 0;
+}
+
+int64_t tape_group_ack_many(tape_consumer *c, const uint32_t *slots, const uint64_t *gens,
+                            size_t n, int64_t now, uint8_t *stale)
+{
+    tape_group *g = c->cn_g;
+    for (size_t i = 0; i < n; i++)
+        if (slots[i] >= TAPE_GROUP_SLOTS)
+            return TAPE_EINVAL;
+    if (damaged(g))
+        return TAPE_ECORRUPT;
+    lock(g, c->cn_fd, c->cn_token, c->cn_pid);
+    if (damaged(g)) {
+        unlock(g);
+        return TAPE_ECORRUPT;
+    }
+    int64_t acked = 0;
+    for (size_t i = 0; i < n; i++) {
+        tape_group_slot *s = &g->gp_slots[slots[i]];
+        stale[i] = s->gt_state != TAPE_GS_CLAIMED || s->gt_gen != gens[i] ||
+                   s->gt_owner != c->cn_token || s->gt_due < now;
+        if (stale[i])
+            continue;
+        free_slot(g, slots[i]);
+        acked++;
+    }
+    g->gp_sh->gs_acked += (uint64_t)acked;
+    unlock(g);
+    return acked;
 }
 
 int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now, int64_t delay)
@@ -974,7 +1253,7 @@ int tape_group_take_dead(tape_consumer *c, int64_t now, tape_delivery *d)
     if (!__atomic_load_n(&g->gp_sh->gs_dead, __ATOMIC_RELAXED) &&
         g->gp_sh->gs_min_due > now)
         return 0;
-    lock(g, c->cn_fd, c->cn_token);
+    lock(g, c->cn_fd, c->cn_token, c->cn_pid);
     oldest_due(g, now); /* lapsed entries out of deliveries become dead */
     for (uint32_t k = 0; k < g->gp_sh->gs_hi; k++) {
         tape_group_slot *s = &g->gp_slots[k];
@@ -996,6 +1275,32 @@ int tape_group_dead_done(tape_consumer *c, uint32_t slot, uint64_t gen)
     free_slot(c->cn_g, slot);
     unlock(c->cn_g);
     return 0;
+}
+
+int tape_group_remove(tape_group *g)
+{
+    if (g->gp_read_only)
+        return TAPE_EREADONLY;
+    if (damaged(g))
+        return TAPE_ECORRUPT;
+    int rc = group_lock(g);
+    if (rc < 0)
+        return rc;
+    reap(g, g->gp_fd, g->gp_token);
+    for (uint32_t k = 0; k < TAPE_GROUP_CONSUMERS && rc == 0; k++)
+        if (g->gp_cons[k].gc_state == 1 && alive(g->gp_fd, g->gp_token, k + 1))
+            rc = -EBUSY;
+    char path[TAPE_NAME_MAX + 32];
+    file_name(path, sizeof path, ((const tape_group_hdr *)g->gp_map)->gh_name);
+    struct stat mine, named;
+    if (rc == 0 && (fstat(g->gp_fd, &mine) < 0 || fstatat(g->gp_q->q_dirfd, path, &named, 0) < 0))
+        rc = -errno;
+    if (rc == 0 && (mine.st_ino != named.st_ino || mine.st_dev != named.st_dev))
+        rc = -ENOENT; /* removed, and made anew, by others */
+    if (rc == 0 && unlinkat(g->gp_q->q_dirfd, path, 0) < 0)
+        rc = -errno;
+    group_unlock(g);
+    return rc;
 }
 
 int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now)

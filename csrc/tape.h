@@ -787,6 +787,10 @@ int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns);
  * next claim (checked at most every TAPE_GROUP_CHECK_NS) and its entries are
  * handed out again. Every claim gets a new generation: an ack, nack, extend
  * or reject naming an older one returns TAPE_ESTALE and changes nothing.
+ * An entry not yet due when the position passes it waits in the table while
+ * half of it is free; past that it stays in the log only (the group's
+ * deferred range), and claims find it again when it is due: any number of
+ * entries not yet due hold back nothing, and the table stays bounded.
  *
  * Times (now_ns, due times) are ns since the epoch, passed by the caller, so
  * that a test may drive them; every process using a group must use one
@@ -892,7 +896,8 @@ int tape_group_consumer_get(tape_group *g, uint32_t k, char *name, size_t cap, i
 /* A consumer of the group, named `name` (NULL or "": anonymous; at most 47
  * bytes). It opens the group file anew and holds the lock on its byte until
  * closed. Errors: TAPE_EREADONLY, TAPE_EINVAL, TAPE_ELIMIT (every consumer
- * slot taken), -ENOMEM, -EMFILE and other -errno of opening the file. */
+ * slot taken), -ENOENT (the group was removed: tape_group_remove), -ENOMEM,
+ * -EMFILE and other -errno of opening the file. */
 int tape_consumer_open(tape_group *g, const char *name, tape_consumer **out);
 /* Give back every entry the consumer holds (handed out again at once) and
  * free it. c may be NULL. In a process other than the one that opened it (a
@@ -914,21 +919,26 @@ uint32_t tape_consumer_id(tape_consumer *c);
 int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now_ns, tape_delivery *d,
                      tape_entry *e);
 /* Claim up to `max` entries due, as tape_group_claim one after the other
- * under one lock, copying their payloads back to back into buf (cap bytes):
- * for claim k, d[k], ts[k] (the entry's timestamp) and ends[k] (its end in
- * buf; a redriven dead letter's span is empty: read its copy). Returns the
- * number claimed (0: nothing due), TAPE_EINVAL when the first entry due is
- * larger than cap (ends[0] is set to its length; nothing is claimed: claim
- * it alone), or an error of tape_group_claim when none was claimed. */
+ * under one lock, copying their payloads back to back into buf (cap bytes).
+ * Claim k is described by the TAPE_CLAIM_FIELDS numbers from
+ * out[k * TAPE_CLAIM_FIELDS] (a flat array, which a binding reads in one
+ * go): its slot, generation, index, attempt, deadline, the index of its copy
+ * in the dead letters (-1 unless a redriven dead letter: its span in buf is
+ * empty, read its copy), the entry's timestamp, and the end of its payload in
+ * buf. Returns the number claimed (0: nothing due), TAPE_EINVAL when the first
+ * entry due is larger than cap (out[TAPE_CLAIM_END] is set to its length;
+ * nothing is claimed: claim it alone), or an error of tape_group_claim when
+ * none was claimed. */
+enum { TAPE_CLAIM_SLOT, TAPE_CLAIM_GEN, TAPE_CLAIM_INDEX, TAPE_CLAIM_ATTEMPT, TAPE_CLAIM_DUE,
+       TAPE_CLAIM_DL, TAPE_CLAIM_TS, TAPE_CLAIM_END, TAPE_CLAIM_FIELDS };
 int64_t tape_group_claim_many(tape_consumer *c, tape_tailer *t, int64_t now_ns, size_t max,
-                              tape_delivery *d, void *buf, size_t cap, uint64_t *ends,
-                              int64_t *ts);
+                              int64_t *out, void *buf, size_t cap);
 /* How long (ns) a claimer finding nothing should wait at most before trying
- * again: until the earliest due entry (at least 1 ms), or TAPE_GROUP_CHECK_NS
- * while other consumers hold entries (their
- * death must be noticed); -1 when only a new entry can bring work (then wait
- * for one with tape_wait on t, which this call places at the group's
- * position). Errors: those of positioning t. */
+ * again (waiting for a new entry with tape_wait on t, which this call places
+ * at the group's position): until the earliest due entry (at least 1 ms), or
+ * TAPE_GROUP_CHECK_NS while other consumers hold entries (their death must be
+ * noticed), or 10 ms when none does (one may claim meanwhile, and die).
+ * Errors: those of positioning t. */
 int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now_ns);
 
 /* Finish the delivery (slot, gen): ack removes it; nack hands it out again
@@ -943,6 +953,12 @@ int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now_ns);
  * generation, finished, or its deadline passed), and change nothing then;
  * TAPE_EINVAL for a slot out of range. */
 int tape_group_ack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns);
+/* Ack the n deliveries (slots[i], gens[i]) under one lock: the number acked;
+ * stale[i] is 1 for each that was not this consumer's live claim (unchanged,
+ * as tape_group_ack's TAPE_ESTALE), else 0. TAPE_EINVAL (nothing acked) when
+ * a slot is out of range; TAPE_ECORRUPT. */
+int64_t tape_group_ack_many(tape_consumer *c, const uint32_t *slots, const uint64_t *gens,
+                            size_t n, int64_t now_ns, uint8_t *stale);
 int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, int64_t delay_ns);
 int tape_group_extend(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, int64_t delay_ns);
 int tape_group_reject(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, tape_delivery *d);
@@ -960,6 +976,13 @@ int tape_group_dead_done(tape_consumer *c, uint32_t slot, uint64_t gen);
  * letter redriven (tape_group_info_get's gi_redriven), so that a caller
  * killed before recording a redrive can record it. */
 int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now_ns);
+
+/* Remove the group: its file is unlinked, under its lock, when no live
+ * consumer uses it; -EBUSY when one does (dead ones are reaped first), -ENOENT
+ * when the file is gone or is another group's of that name already. Group
+ * handles still open on it may be closed; tape_consumer_open on them returns
+ * -ENOENT from then on. Errors: TAPE_EREADONLY, TAPE_ELIMIT, TAPE_ECORRUPT. */
+int tape_group_remove(tape_group *g);
 
 /* Tailer t: move to the first entry at or after `index` (index < 0: the
  * start; beyond the end: the end). Errors: as tape_tailer_to_index. (A move

@@ -630,7 +630,7 @@ int64_t tape_floor_div(int64_t a, int64_t b); /* roll.c */
 
 /* ---- consumer groups (group.c; FORMAT.md "Consumer groups") ---------------- */
 
-#define TAPE_GROUP_VERSION 1u
+#define TAPE_GROUP_VERSION 2u  /* 1: written before the deferred range; opened alike */
 #define TAPE_GROUP_DIR "groups"
 #define TAPE_GROUP_SUFFIX ".group"
 #define TAPE_GROUP_SHARED_OFF 4096u
@@ -650,6 +650,25 @@ typedef struct tape_group_hdr {
     uint32_t gh_crc;           /* over bytes [0, offsetof(gh_crc)) */
 } tape_group_hdr;
 
+/* The deferred range (group.c, "deferred entries"): entries from df_first - 1
+ * up to the position that were not yet due when the position passed them and
+ * the table had no room to spare, found again by a pass over the log. An entry
+ * in it is deferred when its not_before exceeds df_hi below df_cursor, df_lo
+ * from df_cursor on. Changed as a whole: the other copy is written, then
+ * gs_defer_sel flips. All zero: none. */
+typedef struct tape_group_defer {
+    int64_t df_first;          /* the first deferred entry + 1, 0 none */
+    int64_t df_cursor;         /* a pass: the next entry it looks at; else df_first - 1 */
+    int64_t df_lo;
+    int64_t df_hi;             /* a pass's horizon: the time it started */
+    int64_t df_due;            /* no deferred entry is due before this */
+    int64_t df_pfirst;         /* a pass: the first entry it left deferred + 1, 0 none */
+    int64_t df_pdue;           /* a pass: the earliest due time of those */
+    uint32_t df_pass;          /* 1: a pass is under way */
+    uint32_t df_pad;
+    int64_t df_dupe;           /* a pass re-inserting below this looks for a copy first */
+} tape_group_defer;
+
 /* Page 1: the shared state, changed under gs_lock. */
 typedef struct tape_group_shared {
     uint32_t gs_lock;          /* 0 free; owner token (consumer slot + 1); waiters bit */
@@ -667,6 +686,10 @@ typedef struct tape_group_shared {
     uint32_t gs_busy;          /* slots in use (derived) */
     uint32_t gs_dead;          /* slots dead (derived) */
     uint64_t gs_redriven;      /* the last dead letter redriven + 1, 0 none */
+    int64_t gs_origin;         /* the index the group was created at (kept by clamp), 0 none */
+    uint32_t gs_defer_sel;     /* which of gs_defer is current (the other is written first) */
+    uint32_t gs_reserved2;
+    tape_group_defer gs_defer[2];
 } tape_group_shared;
 
 /* A consumer's slot; slot k's liveness byte is TAPE_LIVE_BASE + k + 1. */

@@ -284,17 +284,21 @@ void tape_consumer_forget(tape_consumer *c);
 uint32_t tape_consumer_id(tape_consumer *c);
 int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now_ns, tape_delivery *d,
                      tape_entry *e);
+enum { TAPE_CLAIM_SLOT, TAPE_CLAIM_GEN, TAPE_CLAIM_INDEX, TAPE_CLAIM_ATTEMPT, TAPE_CLAIM_DUE,
+       TAPE_CLAIM_DL, TAPE_CLAIM_TS, TAPE_CLAIM_END, TAPE_CLAIM_FIELDS };
 int64_t tape_group_claim_many(tape_consumer *c, tape_tailer *t, int64_t now_ns, size_t max,
-                              tape_delivery *d, void *buf, size_t cap, uint64_t *ends,
-                              int64_t *ts);
+                              int64_t *out, void *buf, size_t cap);
 int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now_ns);
 int tape_group_ack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns);
+int64_t tape_group_ack_many(tape_consumer *c, const uint32_t *slots, const uint64_t *gens,
+                            size_t n, int64_t now_ns, uint8_t *stale);
 int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, int64_t delay_ns);
 int tape_group_extend(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, int64_t delay_ns);
 int tape_group_reject(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now_ns, tape_delivery *d);
 int tape_group_take_dead(tape_consumer *c, int64_t now_ns, tape_delivery *d);
 int tape_group_dead_done(tape_consumer *c, uint32_t slot, uint64_t gen);
 int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now_ns);
+int tape_group_remove(tape_group *g);
 int tape_tailer_seek(tape_tailer *t, int64_t index);
 
 """

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tape._args import as_int, as_seconds
 from tape._native import ConsumerHandle, GroupHandle, Settings, Slot, TailerHandle
-from tape._native.group import BACKOFF_MAX, END, EXISTING, NS_MAX, START
+from tape._native.group import (BACKOFF_MAX, C_DL, C_END, C_GEN, C_INDEX, C_SLOT, C_TS, END, EXISTING, FIELDS, NS_MAX,
+                                START, Claim)
 from tape._time import duration_ns, to_datetime
-from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
+from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError, StaleDeliveryError
 
 if TYPE_CHECKING:
     from tape.queue import Queue
@@ -333,24 +334,24 @@ class Group:
 class Delivery:
     """An entry claimed by a consumer: finish it with ack, nack, extend or reject (or `with`)."""
 
-    __slots__ = ("_consumer", "_done", "_gen", "_slot", "attempt", "deadline", "index", "timestamp", "value")
+    __slots__ = ("_consumer", "_done", "_due", "_gen", "_slot", "attempt", "index", "timestamp", "value")
 
-    def __init__(self, consumer: Consumer, slot: int, gen: int, index: int, attempt: int, deadline_ns: int,
-                 timestamp: int, value: Any) -> None:
+    def __init__(self, consumer: Consumer, claim: Claim, value: Any) -> None:
+        """claim: the claim's numbers (tape._native.group.FIELDS, in that order)."""
         self.value = value
-        self.index = index
-        self.timestamp = timestamp
-        self.attempt = attempt
-        self.deadline = deadline_ns / 1e9
+        self._slot, self._gen, self.index, self.attempt, self._due, _, self.timestamp, _ = claim
         self._consumer = consumer
-        self._slot = slot
-        self._gen = gen
         self._done = False
+
+    @property
+    def deadline(self) -> float:
+        """When the claim lapses, in epoch seconds."""
+        return self._due / 1e9
 
     def ack(self) -> None:
         """Finished: never handed out again. StaleDeliveryError when the claim lapsed."""
         c = self._consumer
-        c._native.ack(self._slot, self._gen, c._group._clock())
+        c._native.ack(self._slot, self._gen, c._clock())
         self._done = True
 
     def nack(self, delay: float | timedelta | None = None) -> None:
@@ -369,7 +370,7 @@ class Delivery:
         now = c._group._clock()
         delay = _duration(seconds, "seconds")
         c._native.extend(self._slot, self._gen, now, delay)
-        self.deadline = (now + delay) / 1e9
+        self._due = min(now + delay, NS_MAX)
 
     def reject(self, reason: str | None = None) -> None:
         """No more tries: to the group's dead letters now, with `reason`."""
@@ -403,6 +404,7 @@ class Consumer:
         self._native = native
         self.name = name
         self._claims = 0
+        self._clock = group._clock
 
     def _bury_dead(self, now: int) -> None:
         """Store the entries that ran out of deliveries as dead letters."""
@@ -411,9 +413,8 @@ class Consumer:
             self._group._bury(self._native, s, s.reason, last)
 
     def _claim_now(self) -> Delivery | None:
-        g = self._group
         while True:
-            now = g._clock()
+            now = self._clock()
             self._claims += 1
             if not self._claims & 63:  # entries that ran out of deliveries meanwhile
                 self._bury_dead(now)
@@ -421,14 +422,22 @@ class Consumer:
             if got is None:
                 self._bury_dead(now)
                 return None
-            slot, gen, index, attempt, deadline, dl, ts, payload = got
-            if payload is None:  # a redriven dead letter: its copy
-                copy = g._payload(index, dl)
-                if copy is None:  # lost: finished
-                    self._native.ack(slot, gen, now)
+            o, payload = got
+            if payload is None:
+                payload = self._copy(o, now)
+                if payload is None:
                     continue
-                ts, payload = copy
-            return Delivery(self, slot, gen, index, attempt, deadline, ts, g._decode(payload))
+            return Delivery(self, o, self._group._decode(payload))
+
+    def _copy(self, o: Claim, now: int) -> bytes | None:
+        """A redriven dead letter's payload, from its copy (its timestamp set in o); None when the copy is lost
+        (the delivery is finished then)."""
+        copy = self._group._payload(o[C_INDEX], o[C_DL])
+        if copy is None:
+            self._native.ack(o[C_SLOT], o[C_GEN], now)
+            return None
+        o[C_TS], payload = copy
+        return payload
 
     def claim(self, timeout: float | None = None) -> Delivery | None:
         """The next entry due, claimed; None when none came within `timeout` seconds (None: no wait)."""
@@ -459,24 +468,45 @@ class Consumer:
         return [first, *self._claim_batch(n - 1)] if n > 1 else [first]
 
     def _claim_batch(self, n: int) -> list[Delivery]:
-        g = self._group
-        decode = g._decode
+        decode = self._group._decode
         out: list[Delivery] = []
         while len(out) < n:
-            now = g._clock()
-            got = self._native.claim_many(now, n - len(out))
-            if not got:
+            now = self._clock()
+            flat, data = self._native.claim_many(now, n - len(out))
+            if not flat:
                 break
-            for slot, gen, index, attempt, deadline, dl, ts, payload in got:
-                if payload is None:  # a redriven dead letter: its copy
-                    copy = g._payload(index, dl)
-                    if copy is None:  # lost: finished
-                        self._native.ack(slot, gen, now)
-                        continue
-                    ts, payload = copy
-                out.append(Delivery(self, slot, gen, index, attempt, deadline, ts, decode(payload)))
-        self._bury_dead(g._clock())
+            start = 0
+            for k in range(0, len(flat), FIELDS):
+                o = flat[k:k + FIELDS]
+                end = o[C_END]
+                if o[C_DL] >= 0:  # a redriven dead letter: its copy
+                    payload = self._copy(o, now)
+                    if payload is not None:
+                        out.append(Delivery(self, o, decode(payload)))
+                    continue
+                out.append(Delivery(self, o, decode(data[start:end])))
+                start = end
+        self._bury_dead(self._clock())
         return out
+
+    def ack_many(self, deliveries: Iterable[Delivery]) -> None:
+        """Ack deliveries of this consumer together, under one lock (as Redis XACK takes many ids). Those whose
+        claim had lapsed change nothing: StaleDeliveryError names them, after the others are acked."""
+        ds = deliveries if isinstance(deliveries, list) else list(deliveries)
+        for d in ds:
+            if not isinstance(d, Delivery) or d._consumer is not self:
+                raise ArgumentError(f"ack_many takes deliveries of this consumer, not {d!r}")
+        if not ds:
+            return
+        stale = self._native.ack_many([d._slot for d in ds], [d._gen for d in ds], self._group._clock())
+        for d in ds:
+            d._done = True
+        if stale:
+            for k in stale:
+                ds[k]._done = False
+            which = ", ".join(str(ds[k].index) for k in stale[:10])
+            raise StaleDeliveryError(f"{self._group._queue.path}: group {self._group.name!r}: {len(stale)} of "
+                                     f"{len(ds)} claims had lapsed (indexes {which}{', ...' if len(stale) > 10 else ''})")
 
     def follow(self, timeout: float | None = None) -> Iterator[Delivery]:
         """Claim entries as they come; stops after `timeout` seconds with none (None: never) or when closed."""
@@ -563,14 +593,15 @@ def _give_back(task: asyncio.Future[Delivery | None]) -> None:
             d.nack(0)
 
 
-def remove(queue_path: str, name: str) -> None:
-    """Remove group `name`'s file and dead letters (KeyError when there is none)."""
-    base = os.path.join(queue_path, GROUPS_DIR, name)
+def remove(queue: Queue, name: str) -> None:
+    """Remove group `name`'s file and dead letters: KeyError when there is none, TapeOSError (EBUSY)
+    naming its live consumers when it has some (nothing removed then)."""
+    g = Group(queue, name, start=ONLY_EXISTING)
     try:
-        os.unlink(base + ".group")
-    except FileNotFoundError:
-        raise KeyError(name) from None
-    shutil.rmtree(base + ".dead", ignore_errors=True)
+        g._native.remove()
+    finally:
+        g.close()
+    shutil.rmtree(os.path.join(queue.path, GROUPS_DIR, name + ".dead"), ignore_errors=True)
 
 
 def names(queue_path: str) -> list[str]:

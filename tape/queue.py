@@ -286,12 +286,13 @@ class Queue:
         return groups_.names(self.path)
 
     def remove_group(self, name: str) -> None:
-        """Forget group `name` and its dead letters (KeyError when there is none)."""
+        """Forget group `name` and its dead letters (KeyError when there is none); refused (TapeOSError,
+        EBUSY, naming them) while consumers of it are open, in any process."""
         _group_name(name)
         if self.read_only:
             raise ReadOnlyError(f"{self.path}: the queue is open read-only")
         self._handle()
-        groups_.remove(self.path, name)
+        groups_.remove(self, name)
 
     def _group_floors(self) -> list[int]:
         """The index before which each group has finished every entry (-1: none)."""

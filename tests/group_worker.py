@@ -2,12 +2,14 @@
 
 Modes:
   work   claim and ack until nothing comes for 0.5 s; each consumer thread
-         appends to OUT, for every claim, the record ("c", index) and after
-         every ack that returned ("a", index): 9 bytes written in one call, so
-         a worker killed at any point leaves whole records.
+         appends to OUT, for every claim, the record ("c", index, when) and
+         after every ack that returned ("a", index, when), when being
+         time.monotonic_ns() (one clock for every process): 17 bytes written in
+         one call, so a worker killed at any point leaves whole records.
   hold   claim every entry there is, write "held N\\n" to OUT, then sleep
          (to be killed holding its claims).
   storm  as work, but never stops (the supervisor kills it).
+GROUP_WORKER_IDLE (environment): work's idle time, seconds (0.5).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tape
 
-REC = struct.Struct("<cq")
+REC = struct.Struct("<cqq")
 
 
 def work(q: tape.Queue, group: str, fd: int, idle: float | None) -> None:
@@ -35,9 +37,9 @@ def work(q: tape.Queue, group: str, fd: int, idle: float | None) -> None:
                     return
                 continue
             last = time.monotonic()
-            os.write(fd, REC.pack(b"c", m.index))
+            os.write(fd, REC.pack(b"c", m.index, time.monotonic_ns()))
             m.ack()
-            os.write(fd, REC.pack(b"a", m.index))
+            os.write(fd, REC.pack(b"a", m.index, time.monotonic_ns()))
 
 
 def main() -> None:
@@ -52,7 +54,7 @@ def main() -> None:
             time.sleep(3600)
             return
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        idle = None if mode == "storm" else 0.5
+        idle = None if mode == "storm" else float(os.environ.get("GROUP_WORKER_IDLE", "0.5"))
         workers = [threading.Thread(target=work, args=(q, group, fd, idle)) for _ in range(threads)]
         for t in workers:
             t.start()

@@ -699,3 +699,46 @@ def test_a_fork_child_cannot_use_the_parents_consumer_and_opens_its_own(qpath: P
     """)
     r = subprocess.run([sys.executable, "-c", code, str(qpath)], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "0", r.stdout + r.stderr
+
+
+def test_ack_many_acks_a_batch(queue: tape.Queue) -> None:
+    indexes = fill(queue, 10)
+    g = queue.group("g")
+    c = g.consumer()
+    batch = c.claim_many(10)
+    c.ack_many(batch)
+    assert g.info()["acked"] == 10 and g.floor() == indexes[-1] + 1
+    c.ack_many([])
+    with pytest.raises(tape.StaleDeliveryError):
+        batch[0].ack()  # finished already
+
+
+def test_ack_many_acks_the_live_claims_and_names_the_lapsed_ones(mq: tape.Queue, clock: ManualClock) -> None:
+    indexes = fill(mq, 3)
+    g = mq.group("g", ack_wait=10)
+    c1, c2 = g.consumer("c1"), g.consumer("c2")
+    first = c1.claim()
+    assert first is not None
+    clock.advance(11)  # the first claim lapses
+    again = c2.claim()
+    assert again is not None and again.index == first.index
+    rest = c1.claim_many(2)
+    with pytest.raises(tape.StaleDeliveryError, match=str(first.index)):
+        c1.ack_many([first, *rest])
+    assert g.info()["acked"] == 2
+    again.ack()  # the redelivery is untouched
+    assert g.floor() == indexes[-1] + 1
+
+
+def test_ack_many_takes_only_this_consumers_deliveries(queue: tape.Queue) -> None:
+    fill(queue, 2)
+    g = queue.group("g")
+    c1, c2 = g.consumer(), g.consumer()
+    m = c1.claim()
+    assert m is not None
+    with pytest.raises(tape.ArgumentError):
+        c2.ack_many([m])
+    with pytest.raises(tape.ArgumentError):
+        c1.ack_many(["not a delivery"])  # type: ignore[list-item]
+    c1.ack_many(iter([m]))
+    assert g.info()["acked"] == 1

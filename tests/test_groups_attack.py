@@ -1,12 +1,11 @@
 """Attacks on consumer groups (review of issue 18): each test states what SPEC/README promise.
 
-Every test here fails on main as merged: it is marked xfail(strict=True) with the
-cause, so that the suite stays green and a fix turns it into an XPASS (then drop the
-mark). See the review report for the code locations and suggested fixes.
+Each test failed on main as first merged; "observed:" comments say what it saw then.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import struct
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import tape
+from tape.testing import ManualClock
 
 SHARED = 4096  # offset of the group file's shared page (docs/FORMAT.md "Consumer groups")
 GS_FREE_HINT = SHARED + 204
@@ -187,44 +187,92 @@ def test_redrive_counts_only_what_it_handed_out(queue: tape.Queue) -> None:
 # -- remove_group ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="queue.py:Queue.remove_group unlinks the file under live consumers; they go on "
-                                       "on the unlinked file while a new group of that name starts over")
-def test_remove_group_with_live_consumers(queue: tape.Queue) -> None:
-    """Either refuse while consumers live, or make them fail: observed, every entry is handed out twice."""
+def test_remove_group_with_live_consumers_is_refused(queue: tape.Queue) -> None:
+    """Refused while a consumer lives, naming it: observed, the file was unlinked under it and every entry was
+    handed out twice (the old consumer went on with the removed file, a new group started over)."""
     a = queue.appender()
     a.write_many(range(4))
     old = queue.group("g").consumer("old")
     m = old.claim()
     assert m is not None
-    try:
+    with pytest.raises(tape.TapeError, match="'old'") as refused:
         queue.remove_group("g")
-    except tape.TapeError:
-        return  # refused: fine
-    with pytest.raises(tape.TapeError):
-        old.claim()  # observed: claims the next entry from the removed group's file
-    new = queue.group("g").consumer("new")
-    assert m.index not in [d.index for d in new.claim_many(10)]
+    assert isinstance(refused.value, OSError) and refused.value.errno == errno.EBUSY
+    assert queue.groups() == ["g"]
+    m.ack()
+    assert [d.index for d in old.claim_many(10)] == [m.index + 1, m.index + 2, m.index + 3]
+
+
+def test_remove_group_with_a_live_consumer_in_another_process_is_refused(qpath: Path) -> None:
+    with tape.Queue(qpath) as q:
+        q.appender().write("job")
+        q.group("g").close()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys, tape
+        c = tape.Queue(sys.argv[1]).group("g").consumer("far")
+        print(c.claim().index, flush=True)
+        sys.stdin.read()
+    """), str(qpath)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip().isdigit()
+        with tape.Queue(qpath) as q:
+            with pytest.raises(tape.TapeError, match="'far'"):
+                q.remove_group("g")
+            holder.kill()  # a dead consumer does not hold the group
+            holder.wait()
+            q.remove_group("g")
+            assert q.groups() == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_group_handle_open_on_a_removed_group_opens_no_consumer(queue: tape.Queue) -> None:
+    queue.appender().write("job")
+    stale = queue.group("g")
+    queue.remove_group("g")
+    with pytest.raises(tape.TapeError, match="removed"):
+        stale.consumer()
+    m = queue.group("g").consumer().claim()  # a new group of that name, from the start
+    assert m is not None and m.value == "job"
 
 
 # -- the table's limit ------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:claim_locked: 4,096 not-yet-due entries fill the table and block "
-                                       "every due entry behind them ('an entry not yet due holds back nothing')")
-def test_delayed_entries_do_not_hold_back_due_ones(queue: tape.Queue) -> None:
-    a = queue.appender()
-    a.write_many(range(4096), delay=3600)  # a scheduler's next hour of jobs
-    due = a.write("now")
-    c = queue.group("g").consumer()
-    m = c.claim(timeout=0.5)
-    assert m is not None and m.index == due  # observed: None for the next hour
+def test_delayed_entries_do_not_hold_back_due_ones(qpath: Path) -> None:
+    """100,000 entries not yet due, then one due: claimed at once (observed: 4,096 filled the table and held
+    back everything for the next hour); the delayed ones come out when due, each once, oldest first."""
+    clock = ManualClock()
+    with tape.Queue(qpath, codec="raw", clock=clock) as q:
+        a = q.appender()
+        a.write_many([b"later"] * 100_000, delay=3600)  # a scheduler's next hour of jobs
+        due = a.write(b"now")
+        g = q.group("g")
+        c = g.consumer()
+        m = c.claim()
+        assert m is not None and m.index == due
+        m.ack()
+        assert c.claim() is None
+        assert g.info()["waiting"] <= 4096  # the table stays bounded
+        assert g.floor() is not None and g.floor() < due  # retention keeps the delayed entries
+        a.write(b"soon", delay=10)
+        clock.advance(10)
+        m = c.claim()
+        assert m is not None and m.value == b"soon"
+        m.ack()
+        clock.advance(3600)
+        got = []
+        while batch := c.claim_many(1000):
+            got += [d.index for d in batch]
+            c.ack_many(batch)
+        assert got == sorted(got) and len(got) == len(set(got)) == 100_000 and got[-1] < due
+        assert c.claim() is None and g.floor() == g.info()["position"] + 1
 
 
 # -- start and the clamp on open -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:tape_group_open: clamp() takes a start past the end for a position "
-                                       "a power loss left ahead of the log and moves it back to the end")
 def test_group_started_at_a_future_index_skips_what_is_before_it(queue: tape.Queue) -> None:
     a = queue.appender()
     first = [a.write(i) for i in range(3)]
@@ -233,7 +281,7 @@ def test_group_started_at_a_future_index_skips_what_is_before_it(queue: tape.Que
     for i in range(3, 8):
         a.write(i)
     got = [d.index for d in g.consumer().claim_many(10)]
-    assert got and got[0] == start  # observed: starts at first[-1] + 1
+    assert got == list(range(start, first[-1] + 6))  # observed: started at first[-1] + 1
 
 
 # -- damaged group files -------------------------------------------------------------------------------------

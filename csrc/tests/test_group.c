@@ -1,6 +1,7 @@
 /* test_group.c - consumer groups in the core (group.c): claims, fencing,
  * redelivery, dead entries, a consumer killed holding claims, bounds. */
 #include "test_harness.h"
+#include "tape_int.h"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -255,28 +256,28 @@ static void claim_many_copies_a_batch_under_one_lock(void)
     tape_tailer *t;
     CHECK_OK(tape_consumer_open(g, NULL, &c));
     CHECK_OK(tape_tailer_open(q, &t));
-    tape_delivery d[8];
-    uint64_t ends[8];
-    int64_t ts[8];
+    int64_t out[8 * TAPE_CLAIM_FIELDS];
     char buf[64];
     /* 3 bytes of room: the first entry is too large */
-    EXPECT_EQ(tape_group_claim_many(c, t, T0, 8, d, buf, 3, ends, ts), TAPE_EINVAL);
-    EXPECT_EQ(ends[0], sizeof(int));
-    CHECK_EQ(tape_group_claim_many(c, t, T0, 8, d, buf, 4 * sizeof(int), ends, ts), 4);
+    EXPECT_EQ(tape_group_claim_many(c, t, T0, 8, out, buf, 3), TAPE_EINVAL);
+    EXPECT_EQ(out[TAPE_CLAIM_END], (int64_t)sizeof(int));
+    CHECK_EQ(tape_group_claim_many(c, t, T0, 8, out, buf, 4 * sizeof(int)), 4);
     for (int k = 0; k < 4; k++) {
         int v;
         memcpy(&v, buf + k * sizeof(int), sizeof v);
         EXPECT_EQ(v, k);
-        EXPECT_EQ(ends[k], (k + 1) * sizeof(int));
-        EXPECT_EQ(d[k].d_attempt, 1);
+        EXPECT_EQ(out[k * TAPE_CLAIM_FIELDS + TAPE_CLAIM_END], (int64_t)((k + 1) * sizeof(int)));
+        EXPECT_EQ(out[k * TAPE_CLAIM_FIELDS + TAPE_CLAIM_ATTEMPT], 1);
+        EXPECT_EQ(out[k * TAPE_CLAIM_FIELDS + TAPE_CLAIM_DL], -1);
     }
-    CHECK_OK(tape_group_nack(c, d[1].d_slot, d[1].d_gen, T0, 0));
-    CHECK_EQ(tape_group_claim_many(c, t, T0, 8, d, buf, sizeof buf, ends, ts), 7);
+    int64_t *second = out + TAPE_CLAIM_FIELDS;
+    CHECK_OK(tape_group_nack(c, (uint32_t)second[TAPE_CLAIM_SLOT], (uint64_t)second[TAPE_CLAIM_GEN], T0, 0));
+    CHECK_EQ(tape_group_claim_many(c, t, T0, 8, out, buf, sizeof buf), 7);
     int first;
     memcpy(&first, buf, sizeof first);
     EXPECT_EQ(first, 1); /* the redelivery first */
-    EXPECT_EQ(d[0].d_attempt, 2);
-    EXPECT_EQ(tape_group_claim_many(c, t, T0, 8, d, buf, sizeof buf, ends, ts), 0);
+    EXPECT_EQ(out[TAPE_CLAIM_ATTEMPT], 2);
+    EXPECT_EQ(tape_group_claim_many(c, t, T0, 8, out, buf, sizeof buf), 0);
     tape_consumer_close(c);
     tape_tailer_close(t);
     tape_group_close(g);
@@ -328,7 +329,45 @@ static void far_delays_fork_and_existing_only(void)
     th_close_all(q, a, NULL);
 }
 
+/* A file of version 1 (before the deferred range, whose fields it holds as
+ * zeros) opens and is used as it is. */
+static void a_version_1_file_opens(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
+    fill(a, 3);
+    tape_group *g;
+    CHECK_OK(tape_group_open(q, "g", -1, NULL, 0, &g));
+    tape_group_close(g);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/groups/g.group", th_path("q"));
+    int fd = open(path, O_RDWR);
+    CHECK(fd >= 0);
+    tape_group_hdr h;
+    CHECK(pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
+    EXPECT_EQ(h.gh_version, TAPE_GROUP_VERSION);
+    h.gh_version = 1;
+    h.gh_crc = tape_crc32c(0, &h, offsetof(tape_group_hdr, gh_crc));
+    CHECK(pwrite(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
+    close(fd);
+    CHECK_OK(tape_group_open(q, "g", -1, NULL, 0, &g));
+    tape_consumer *c;
+    tape_tailer *t;
+    CHECK_OK(tape_consumer_open(g, NULL, &c));
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_delivery d;
+    tape_entry e;
+    CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1);
+    CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0));
+    tape_consumer_close(c);
+    tape_tailer_close(t);
+    tape_group_close(g);
+    th_close_all(q, a, NULL);
+}
+
 static const th_test tests[] = {
+    TEST(a_version_1_file_opens),
     TEST(far_delays_fork_and_existing_only),
     TEST(claim_many_copies_a_batch_under_one_lock),
     TEST(claims_in_order_and_acks_fence),

@@ -15,7 +15,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tape._native.core import NAME_MAX, ChildHandle, check, ffi, lib
-from tape.errors import LimitError, QueueClosedError
+from tape.errors import LimitError, QueueClosedError, TapeOSError
 
 if TYPE_CHECKING:
     from tape._native.queue import QueueHandle
@@ -33,8 +33,12 @@ STATES = {
     lib.TAPE_GS_DEAD: "dead",
     lib.TAPE_GS_MOVING: "dead",
 }
-_CLAIM = lib.tape_group_claim  # the hot calls, looked up once
+_CLAIM = lib.tape_group_claim_many  # the hot calls, looked up once
 _ACK = lib.tape_group_ack
+_UNPACK = ffi.unpack
+FIELDS = lib.TAPE_CLAIM_FIELDS  # a claim's numbers, in this order:
+C_SLOT, C_GEN, C_INDEX, C_ATTEMPT, C_DUE, C_DL, C_TS, C_END = range(FIELDS)
+Claim = list[int]  # a claim's FIELDS numbers (C_DL: the dead letter's index for a redriven one, else -1)
 REASONS = {lib.TAPE_GR_DELIVERIES: "max_deliveries", lib.TAPE_GR_REJECTED: "rejected"}
 
 
@@ -190,6 +194,19 @@ class GroupHandle(ChildHandle):
         check(rc, self.path)
         return bool(rc == 1)
 
+    def remove(self) -> None:
+        """Unlink the group's file when no live consumer uses it: TapeOSError EBUSY naming them when one
+        does, KeyError when it is gone."""
+        with self.lock:
+            rc = lib.tape_group_remove(self.live())
+        if rc == -errno.ENOENT:
+            raise KeyError(self.name)
+        if rc == -errno.EBUSY:
+            live = ", ".join(repr(n) if n else "(anonymous)" for n, alive in self.consumer_names().values() if alive)
+            raise TapeOSError(errno.EBUSY, f"group {self.name!r} has live consumers: {live or '(closing)'}; "
+                                           "close them first", self.path)
+        check(rc, self.path)
+
     def consumer(self, name: str | None) -> ConsumerHandle:
         """A new consumer of the group, with a tailer of its own."""
         with self.queue.lock, self.lock:
@@ -201,6 +218,8 @@ class GroupHandle(ChildHandle):
             rc = lib.tape_consumer_open(ptr, name.encode() if name else ffi.NULL, cout)
             if rc < 0:
                 lib.tape_tailer_close(tout[0])
+                if rc == -errno.ENOENT:
+                    raise TapeOSError(errno.ENOENT, f"group {self.name!r} was removed", self.path)
                 if rc == lib.TAPE_ELIMIT:
                     raise LimitError(f"{self.path}: group {self.name!r}: {CONSUMERS} consumers of it are open")
                 check(rc, self.path)
@@ -221,7 +240,7 @@ class GroupHandle(ChildHandle):
 class ConsumerHandle:
     """A C consumer and its tailer; closing gives its claims back."""
 
-    __slots__ = ("_d", "_dead", "_e", "_many", "group", "id", "lock", "path", "ptr", "tailer")
+    __slots__ = ("_buf", "_dead", "_out", "group", "id", "lock", "path", "ptr", "tailer")
 
     def __init__(self, group: GroupHandle, ptr: Any, tailer: Any) -> None:
         self.group = group
@@ -230,10 +249,9 @@ class ConsumerHandle:
         self.tailer: Any = tailer
         self.lock = threading.Lock()
         self.id: int = lib.tape_consumer_id(ptr)
-        self._d = ffi.new("tape_delivery *")
-        self._e = ffi.new("tape_entry *")
         self._dead = ffi.new("tape_delivery *")
-        self._many: tuple[Any, Any, Any, Any] | None = None
+        self._out = ffi.new("int64_t[]", MANY * FIELDS)
+        self._buf: Any = None  # MANY_BYTES for payloads, made at the first claim
 
     def live(self) -> Any:
         ptr = self.ptr
@@ -257,54 +275,62 @@ class ConsumerHandle:
                 lib.tape_tailer_close(self.tailer)
         self.group.consumers.discard(self)
 
-    def claim(self, now_ns: int) -> tuple[int, int, int, int, int, int, int, bytes | None] | None:
-        """The next entry due, claimed: (slot, generation, index, attempt, deadline ns, dead letter or -1,
-        timestamp, payload; None for a redriven dead letter: read its copy); None when nothing is due."""
-        d, e = self._d, self._e
-        with self.lock:
-            rc = _CLAIM(self.live(), self.tailer, now_ns, d, e)
-            if rc == 1:
-                dl = d.d_dl
-                payload = None if dl >= 0 else ffi.unpack(ffi.cast("char *", e.e_data), e.e_len)
-                return (d.d_slot, d.d_gen, d.d_index, d.d_attempt, d.d_due, dl, e.e_timestamp, payload)
-        check(rc, self.path)
+    def claim(self, now_ns: int) -> tuple[Claim, bytes | None] | None:
+        """The next entry due, claimed: (its numbers, payload; None for a redriven dead letter: read its copy);
+        None when nothing is due."""
+        buf = self._buf
+        if buf is None:
+            buf = self._buf = ffi.new("char[]", MANY_BYTES)
+        out = self._out
+        lock = self.lock
+        lock.acquire()  # the hottest call: acquire/release cost less than `with`
+        try:
+            ptr = self.ptr
+            got = _CLAIM(ptr if ptr is not None else self.live(), self.tailer, now_ns, 1, out, buf, MANY_BYTES)
+            if got == 1:
+                o: Claim = _UNPACK(out, FIELDS)
+                return o, (None if o[C_DL] >= 0 else _UNPACK(buf, o[C_END]))
+            if got == lib.TAPE_EINVAL:  # larger than the buffer: with one of its size
+                big = ffi.new("char[]", out[C_END])
+                got = _CLAIM(self.live(), self.tailer, now_ns, 1, out, big, out[C_END])
+                if got == 1:
+                    o = _UNPACK(out, FIELDS)
+                    return o, _UNPACK(big, o[C_END])
+        finally:
+            lock.release()
+        check(got, self.path)
         return None
 
-    def claim_many(self, now_ns: int, n: int) -> list[tuple[int, int, int, int, int, int, int, bytes | None]]:
-        """Up to n entries due, claimed under one lock (as claim() gives each); [] when nothing is due."""
-        if self._many is None:
-            self._many = (ffi.new("tape_delivery[]", MANY), ffi.new("char[]", MANY_BYTES),
-                          ffi.new("uint64_t[]", MANY), ffi.new("int64_t[]", MANY))
-        ds, buf, ends, ts = self._many
+    def claim_many(self, now_ns: int, n: int) -> tuple[list[int], bytes]:
+        """Up to n entries due, claimed under one lock: their numbers (FIELDS each, one after the other) and
+        their payloads back to back (claim k's ends at its C_END); ([], b"") when nothing is due."""
+        buf = self._buf
+        if buf is None:
+            buf = self._buf = ffi.new("char[]", MANY_BYTES)
+        out = self._out
         with self.lock:
-            got = lib.tape_group_claim_many(self.live(), self.tailer, now_ns, min(n, MANY), ds, buf,
-                                            MANY_BYTES, ends, ts)
+            got = _CLAIM(self.live(), self.tailer, now_ns, min(n, MANY), out, buf, MANY_BYTES)
             if got > 0:
-                data = ffi.unpack(buf, ends[got - 1])
-                out = []
-                start = 0
-                for k in range(got):
-                    d = ds[k]
-                    end = ends[k]
-                    dl = d.d_dl
-                    out.append((d.d_slot, d.d_gen, d.d_index, d.d_attempt, d.d_due, dl, ts[k],
-                                None if dl >= 0 else data[start:end]))
-                    start = end
-                return out
+                flat: list[int] = _UNPACK(out, got * FIELDS)
+                return flat, _UNPACK(buf, flat[-1])
         if got == lib.TAPE_EINVAL:  # the first entry due is larger than the buffer: alone
             one = self.claim(now_ns)
-            return [] if one is None else [one]
+            if one is None:
+                return [], b""
+            o, payload = one
+            o[C_END] = len(payload or b"")
+            return o, payload or b""
         check(got, self.path)
-        return []
+        return [], b""
 
     def wait(self, now_ns: int, timeout_ns: int) -> None:
         """Sleep until something may be due: a new entry, a due time, a look for dead consumers, or timeout_ns."""
         with self.lock:
             ptr = self.live()
             hint = lib.tape_group_wait_hint(ptr, self.tailer, now_ns)
-            if hint < -1:
+            if hint < 0:
                 check(hint, self.path)
-            if hint >= 0 and (timeout_ns < 0 or hint < timeout_ns):
+            if timeout_ns < 0 or hint < timeout_ns:
                 timeout_ns = hint
             if timeout_ns == 0:
                 return
@@ -329,6 +355,16 @@ class ConsumerHandle:
             lock.release()
         if rc:
             check(rc, self.path)
+
+    def ack_many(self, slots: list[int], gens: list[int], now_ns: int) -> list[int]:
+        """Ack the deliveries (slots[i], gens[i]) under one lock; the positions of those whose claim had lapsed
+        (unchanged)."""
+        n = len(slots)
+        stale = ffi.new("uint8_t[]", n)
+        with self.lock:
+            rc = lib.tape_group_ack_many(self.live(), slots, gens, n, now_ns, stale)
+        check(rc, self.path)
+        return [k for k in range(n) if stale[k]] if rc != n else []
 
     def nack(self, slot: int, gen: int, now_ns: int, delay_ns: int) -> bool:
         """delay_ns < 0: the group's backoff. True when it made the entry dead (out of deliveries)."""
