@@ -334,25 +334,30 @@ class Group:
 class Delivery:
     """An entry claimed by a consumer: finish it with ack, nack, extend or reject (or `with`)."""
 
-    __slots__ = ("_consumer", "_done", "_due", "_gen", "_slot", "attempt", "index", "timestamp", "value")
+    __slots__ = ("_consumer", "_due", "_gen", "_outcome", "_slot", "attempt", "index", "timestamp", "value")
 
     def __init__(self, consumer: Consumer, claim: Claim, value: Any) -> None:
         """claim: the claim's numbers (tape._native.group.FIELDS, in that order)."""
         self.value = value
         self._slot, self._gen, self.index, self.attempt, self._due, _, self.timestamp, _ = claim
         self._consumer = consumer
-        self._done = False
+        self._outcome: str | None = None
 
     @property
     def deadline(self) -> float:
         """When the claim lapses, in epoch seconds."""
         return self._due / 1e9
 
+    @property
+    def outcome(self) -> str | None:
+        """How this consumer finished it: "acked", "nacked" or "rejected"; None while it holds it."""
+        return self._outcome
+
     def ack(self) -> None:
         """Finished: never handed out again. StaleDeliveryError when the claim lapsed."""
         c = self._consumer
         c._native.ack(self._slot, self._gen, c._clock())
-        self._done = True
+        self._outcome = "acked"
 
     def nack(self, delay: float | timedelta | None = None) -> None:
         """Give it back, to be handed out again after `delay` seconds (None: the group's backoff)."""
@@ -360,7 +365,7 @@ class Delivery:
         delay_ns = -1 if delay is None else _duration(delay, "delay")
         now = c._group._clock()
         dead = c._native.nack(self._slot, self._gen, now, delay_ns)
-        self._done = True
+        self._outcome = "nacked"
         if dead:  # out of deliveries: stored as a dead letter now
             c._bury_dead(now)
 
@@ -378,14 +383,14 @@ class Delivery:
             raise ArgumentTypeError(f"reason must be a str, not {type(reason).__name__}")
         c = self._consumer
         s = c._native.reject(self._slot, self._gen, c._group._clock())
-        self._done = True
+        self._outcome = "rejected"
         c._group._bury(c._native, s, reason if reason is not None else "rejected", c.name)
 
     def __enter__(self) -> Delivery:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._done:
+        if self._outcome is not None:
             return
         if exc_type is None:
             self.ack()
@@ -500,10 +505,10 @@ class Consumer:
             return
         stale = self._native.ack_many([d._slot for d in ds], [d._gen for d in ds], self._group._clock())
         for d in ds:
-            d._done = True
+            d._outcome = "acked"
         if stale:
             for k in stale:
-                ds[k]._done = False
+                ds[k]._outcome = None
             which = ", ".join(str(ds[k].index) for k in stale[:10])
             raise StaleDeliveryError(f"{self._group._queue.path}: group {self._group.name!r}: {len(stale)} of "
                                      f"{len(ds)} claims had lapsed (indexes {which}{', ...' if len(stale) > 10 else ''})")

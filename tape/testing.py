@@ -17,16 +17,17 @@ import pprint
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from tape.errors import ArgumentError
 from tape.appender import key_bytes
+from tape.errors import ArgumentError
+from tape.group import Delivery, Group
 from tape.jsonl import from_json_record
 from tape.objects import Objects
 from tape.queue import Queue, split_index
 from tape.tailer import Tailer
 
-__all__ = ["ManualClock", "replay", "load_jsonl", "assert_entries", "fire_due_alarms"]
+__all__ = ["ManualClock", "replay", "load_jsonl", "assert_entries", "fire_due_alarms", "WorkerRun", "run_worker"]
 
 _Path = str | os.PathLike[str]
 _START_NS = 1_735_689_600 * 1_000_000_000  # 2025-01-01T00:00:00Z: the same in every run
@@ -192,3 +193,41 @@ def _diff(expected: Any, actual: Any) -> str:
 def fire_due_alarms(objects: Objects) -> int:
     """Fire every alarm of `objects` that is due now (by its clock), in this thread; how many ran and returned."""
     return objects._fire_due()
+
+
+class WorkerRun(NamedTuple):
+    """What run_worker's handler did with each delivery, in the order they were finished."""
+
+    acked: list[Delivery]
+    nacked: list[Delivery]  # by the handler, or because it raised (see errors)
+    rejected: list[Delivery]
+    errors: list[tuple[Delivery, Exception]]  # the handler raised: nacked, with the group's backoff
+
+
+def run_worker(group: Group, handler: Callable[[Delivery], object], *, consumer: str = "test-worker",
+               limit: int = 100_000) -> WorkerRun:
+    """Run `handler` over every entry of `group` that is due now, as a worker would; what it did.
+
+    Each claim is handled as `with delivery: handler(delivery)` does: acked
+    when the handler returns without finishing it, nacked when it raises
+    (the exception is recorded, not raised); the handler may ack, nack or
+    reject it itself. A redelivery that comes due during the run (a nack
+    without delay) is handled again. Stops when nothing is due, or after
+    `limit` claims. With the queue's clock a ManualClock, a test moves time
+    on and runs the worker again.
+    """
+    run = WorkerRun([], [], [], [])
+    finished = {"acked": run.acked, "nacked": run.nacked, "rejected": run.rejected}
+    with group.consumer(consumer) as c:
+        for _ in range(limit):
+            d = c.claim()
+            if d is None:
+                break
+            try:
+                with d:
+                    handler(d)
+            except Exception as exc:  # the with block nacked it
+                run.errors.append((d, exc))
+            if d.outcome is not None:
+                finished[d.outcome].append(d)
+    return run

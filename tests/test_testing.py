@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import tape
 from tape.cli import cli
-from tape.testing import ManualClock, assert_entries, load_jsonl, replay
+from tape.testing import ManualClock, assert_entries, load_jsonl, replay, run_worker
 
 DAY = 86_400
 
@@ -215,3 +215,39 @@ def test_assert_entries_reports_missing_and_extra_entries(tape_queue: tape.Queue
     with pytest.raises(AssertionError, match=r"holds 3 entries, 2 expected; the first extra is entry 2 .*\n  'c'"):
         assert_entries(tape_queue, ["a", "b"])
 
+
+
+def test_run_worker_reports_what_the_handler_did(tape_queue: tape.Queue, tape_clock: ManualClock) -> None:
+    tape_queue.appender().write_many([{"job": k} for k in range(5)])
+    group = tape_queue.group("mailer", backoff=[60])
+
+    def handle(m: tape.Delivery) -> None:
+        job = m.value["job"]
+        if job == 1:
+            raise ValueError("smtp down")  # nacked, with the group's backoff
+        if job == 2:
+            m.reject("bad address")
+        if job == 3:
+            m.nack(delay=30)
+
+    run = run_worker(group, handle)
+    assert [d.value["job"] for d in run.acked] == [0, 4]
+    assert [d.value["job"] for d in run.nacked] == [1, 3]
+    assert [d.value["job"] for d in run.rejected] == [2]
+    assert [(d.value["job"], str(e)) for d, e in run.errors] == [(1, "smtp down")]
+    assert [d.index for d in group.dead_letters()] == [run.rejected[0].index]
+
+    assert run_worker(group, handle).acked == []  # nothing is due yet
+    tape_clock.advance(30)
+    again = run_worker(group, handle)
+    assert [(d.value["job"], d.attempt) for d in again.nacked] == [(3, 2)]  # due after 30 s, nacked again
+    tape_clock.advance(30)
+    assert [(d.value["job"], d.attempt) for d in run_worker(group, lambda m: None).acked] == [(1, 2), (3, 3)]
+    assert group.info()["in_flight"] == 0
+
+
+def test_run_worker_stops_after_limit_claims(tape_queue: tape.Queue) -> None:
+    tape_queue.appender().write_many(range(10))
+    group = tape_queue.group("g")
+    assert len(run_worker(group, lambda m: None, limit=3).acked) == 3
+    assert [d.value for d in run_worker(group, lambda m: None).acked] == list(range(3, 10))
