@@ -32,8 +32,9 @@ BSTAMP := $(BVENV)/.installed
 
 # What the installed extension is built from: a change to any rebuilds it.
 CORE_SRC     := $(wildcard csrc/*.c)
-BUILD_INPUTS := $(CORE_SRC) $(wildcard csrc/*.h) tape/_build.py tape/_msgpack.c \
-                tape/_msgpack_keys.c tape/_msgpack_keys.h setup.py pyproject.toml
+BUILD_INPUTS := $(CORE_SRC) $(wildcard csrc/*.h) tape/_build.py tape/_msgpack.c tape/_msgpack.h \
+                tape/_msgpack_keys.c tape/_msgpack_keys.h $(wildcard tape/_native/_hot*.[ch]) \
+                setup.py pyproject.toml
 
 .PHONY: venv test demo sanitize bench clean
 

@@ -31,7 +31,7 @@ from tape._native.core import (
 )
 from tape._native.group import ConsumerHandle, GroupHandle, GroupInfo, Settings, Slot
 from tape._native.queue import QueueHandle, QueueInfo
-from tape._native.tailer import BATCH_SLOTS, Batch, TailerHandle
+from tape._native.tailer import BATCH_SLOTS, TailerHandle
 
 __all__ = [
     "AppenderHandle",
@@ -42,7 +42,6 @@ __all__ = [
     "Slot",
     "BACKWARD",
     "BATCH_SLOTS",
-    "Batch",
     "FORWARD",
     "INDEX_MAX",
     "NAME_MAX",
