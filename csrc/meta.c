@@ -255,6 +255,16 @@ int tape_lock(tape_queue *q, int *recovered)
     return tape_meta_guarded(q, 0);
 }
 
+/* tape_set_wait_hooks: called around the sleeping half of a lock wait. */
+static void (*wait_before)(void);
+static void (*wait_after)(void);
+
+void tape_set_wait_hooks(void (*before)(void), void (*after)(void))
+{
+    __atomic_store_n(&wait_after, after, __ATOMIC_RELAXED);
+    __atomic_store_n(&wait_before, before, __ATOMIC_RELEASE);
+}
+
 /* The contended half of a shared lock word (the write lock's and a consumer
  * group's): spin a little, then sleep on the word, marked as having waiters;
  * every millisecond without progress, check that its owner still lives. */
@@ -267,11 +277,15 @@ void tape_shlock_slow(uint32_t *w, int fd, off_t base, uint32_t tok, int *recove
         if (__atomic_load_n(w, __ATOMIC_RELAXED) == 0 && cas(w, &e, tok))
             return;
     }
+    void (*before)(void) = __atomic_load_n(&wait_before, __ATOMIC_ACQUIRE);
+    void (*after)(void) = before ? __atomic_load_n(&wait_after, __ATOMIC_RELAXED) : NULL;
+    if (before)
+        before();
     for (;;) {
         e = __atomic_load_n(w, __ATOMIC_RELAXED);
         if (e == 0) {
             if (cas(w, &e, tok | TAPE_LOCK_WAITERS))
-                return;
+                break;
             continue;
         }
         if (!(e & TAPE_LOCK_WAITERS)) {
@@ -284,10 +298,12 @@ void tape_shlock_slow(uint32_t *w, int fd, off_t base, uint32_t tok, int *recove
             !owner_alive(fd, base, tok, e & ~TAPE_LOCK_WAITERS)) {
             if (cas(w, &e, tok | TAPE_LOCK_WAITERS)) {
                 *recovered = 1;
-                return;
+                break;
             }
         }
     }
+    if (after)
+        after();
 }
 
 void tape_shlock_release(uint32_t *w)

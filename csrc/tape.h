@@ -404,6 +404,16 @@ int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_
                           const void *key, uint32_t key_len, uint32_t flags, int64_t not_before,
                           int64_t origin_index, int64_t origin_ts);
 
+/* Hooks around a wait for a lock word taken by another thread or process
+ * (the write lock of the appends, a consumer group's lock): after a short
+ * spin, before() runs in the waiting thread, then it sleeps until the lock
+ * is its own, then after() runs. For a binding that holds a lock of its own
+ * while it calls the core and must let go of it while the core waits (the
+ * Python GIL: tape._native._hot). Both NULL (the default): nothing runs.
+ * The hooks must not call the core. Set them before any other thread uses
+ * tape. */
+void tape_set_wait_hooks(void (*before)(void), void (*after)(void));
+
 /* Index of the last entry this appender wrote, or -1. Never fails. */
 int64_t tape_appender_last_index(tape_appender *a);
 

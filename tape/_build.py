@@ -145,6 +145,7 @@ int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_
                           const void *key, uint32_t key_len, uint32_t flags, int64_t not_before,
                           int64_t origin_index, int64_t origin_ts);
 int64_t tape_appender_last_index(tape_appender *a);
+void tape_set_wait_hooks(void (*before)(void), void (*after)(void));
 int tape_appender_sync(tape_appender *a);
 
 typedef struct tape_tailer tape_tailer;

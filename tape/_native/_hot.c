@@ -21,15 +21,37 @@
  * table of queues. Nor a copy of the msgpack codec: its C API comes from the
  * capsule of tape._msgpack.
  *
- * The GIL: these calls hold it; none of them waits on anything but the write
- * lock (tape_append, held by other writers for a few hundred nanoseconds).
- * What may wait long (sync, tape_wait) is called through cffi, which
- * releases the GIL.
+ * The GIL: these calls hold it (an append costs tens of nanoseconds), but
+ * where the core may wait: when the write lock is taken by another thread or
+ * process, tape_append's wait lets the GIL go (tape_set_wait_hooks, set by
+ * bind(): hot_in_core marks the calls of ours that hold the GIL), and
+ * write_many lets it go while a large batch is copied. What may wait long
+ * otherwise (sync, tape_wait) is called through cffi, which releases the
+ * GIL. peek and read_many never wait.
  */
 #include "_hot.h"
 
 hot_core hot_fn;
 const tape_mp_api *hot_mp;
+_Thread_local int hot_in_core;
+static _Thread_local PyThreadState *hot_saved;
+
+/* The core's wait for a lock word (tape_set_wait_hooks): let the GIL go
+ * while it sleeps, when this thread holds it in a call of ours. */
+static void hot_wait_before(void)
+{
+    if (hot_in_core)
+        hot_saved = PyEval_SaveThread();
+}
+
+static void hot_wait_after(void)
+{
+    if (hot_saved != NULL) {
+        PyThreadState *saved = hot_saved;
+        hot_saved = NULL;
+        PyEval_RestoreThread(saved);
+    }
+}
 
 PyObject *hot_str_write_slow, *hot_str_write_many_slow, *hot_str_after, *hot_str_after_many,
     *hot_str_read_slow, *hot_str_read_entry_slow;
@@ -62,16 +84,17 @@ static int hot_intern(PyObject **s, const char *text)
     return *s == NULL ? -1 : 0;
 }
 
-/* bind(append, append_many_ex, peek_many_ex, read_many_ex): the addresses of the core's functions. */
+/* bind(append, append_many_ex, peek_many_ex, read_many_ex, set_wait_hooks): the
+ * addresses of the core's functions; the last is called at once. */
 static PyObject *hot_bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "bind() takes 4 addresses");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "bind() takes 5 addresses");
         return NULL;
     }
-    uintptr_t p[4];
-    for (int i = 0; i < 4; i++) {
+    uintptr_t p[5];
+    for (int i = 0; i < 5; i++) {
         p[i] = (uintptr_t)PyLong_AsUnsignedLongLong(args[i]);
         if (PyErr_Occurred())
             return NULL;
@@ -87,12 +110,14 @@ static PyObject *hot_bind(PyObject *module, PyObject *const *args, Py_ssize_t na
                                        uint64_t *, size_t, tape_attrs *, size_t *))p[2];
     hot_fn.read_many_ex = (int64_t (*)(tape_tailer *, void *, size_t, int64_t *, int64_t *,
                                        uint64_t *, size_t, tape_attrs *, size_t *))p[3];
+    void (*set_wait_hooks)(void (*)(void), void (*)(void)) = (void (*)(void (*)(void), void (*)(void)))p[4];
+    set_wait_hooks(hot_wait_before, hot_wait_after);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef hot_methods[] = {
     {"bind", (PyCFunction)(void (*)(void))hot_bind, METH_FASTCALL,
-     "bind(append, append_many_ex, peek_many_ex, read_many_ex, /) -> None\n--\n\n"
+     "bind(append, append_many_ex, peek_many_ex, read_many_ex, set_wait_hooks, /) -> None\n--\n\n"
      "Take the core's functions (their addresses in tape._core); once, before any Writer or Reader is used."},
     {NULL, NULL, 0, NULL},
 };

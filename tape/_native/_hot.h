@@ -18,6 +18,10 @@ typedef struct hot_core {
 } hot_core;
 
 extern hot_core hot_fn;
+
+/* Set while this thread calls the core holding the GIL: the core's wait for
+ * the write lock then lets the GIL go (tape_set_wait_hooks). */
+extern _Thread_local int hot_in_core;
 extern const tape_mp_api *hot_mp;
 
 /* The codecs handled here; any other calls its Python encode / decode. */

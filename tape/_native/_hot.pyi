@@ -11,7 +11,7 @@ RAW: Final[int]
 MSGPACK: Final[int]
 OTHER: Final[int]
 
-def bind(append: int, append_many_ex: int, peek_many_ex: int, read_many_ex: int, /) -> None: ...
+def bind(append: int, append_many_ex: int, peek_many_ex: int, read_many_ex: int, set_wait_hooks: int, /) -> None: ...
 
 class Writer:
     _fast: bool

@@ -146,6 +146,15 @@ static void out_free(mp_out *o)
         PyMem_Free(o->mo_buf);
 }
 
+/* The core's appends, holding the GIL (let go if the write lock must be waited for). */
+static int64_t append_one(hot_writer *self, const void *data, size_t len)
+{
+    hot_in_core = 1;
+    int64_t index = hot_fn.append(self->w_ptr, data, len, 0);
+    hot_in_core = 0;
+    return index;
+}
+
 static PyObject *writer_write(hot_writer *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (nargs != 1 || kwnames != NULL || !self->w_fast || self->w_ptr == NULL)
@@ -153,7 +162,7 @@ static PyObject *writer_write(hot_writer *self, PyObject *const *args, Py_ssize_
     PyObject *obj = args[0];
     int64_t index;
     if (self->w_kind == HOT_RAW && PyBytes_CheckExact(obj)) {
-        index = hot_fn.append(self->w_ptr, PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj), 0);
+        index = append_one(self, PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj));
     } else {
         mp_out o;
         out_init(&o);
@@ -161,7 +170,7 @@ static PyObject *writer_write(hot_writer *self, PyObject *const *args, Py_ssize_
             out_free(&o);
             return NULL;
         }
-        index = hot_fn.append(self->w_ptr, o.mo_buf, o.mo_len, 0);
+        index = append_one(self, o.mo_buf, o.mo_len);
         out_free(&o);
     }
     return writer_result(self, index);
@@ -213,7 +222,9 @@ static PyObject *writer_write_many(hot_writer *self, PyObject *const *args, Py_s
         index = hot_fn.append_many_ex(self->w_ptr, o.mo_buf, ends, n, 0, &written, NULL);
         Py_END_ALLOW_THREADS
     } else {
+        hot_in_core = 1;
         index = hot_fn.append_many_ex(self->w_ptr, o.mo_buf, ends, n, 0, &written, NULL);
+        hot_in_core = 0;
     }
     if (index >= 0 && index < self->w_watch) {
         result = PyLong_FromLongLong(index);

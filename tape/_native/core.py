@@ -121,9 +121,11 @@ def address(ptr: Any) -> int:
 
 # tape._native._hot calls the core's functions through these addresses: it
 # links no copy of the core, whose process-wide state (the SIGBUS guard's
-# registry, the fork handlers, the table of open queues) must stay one.
+# registry, the fork handlers, the table of open queues) must stay one. It
+# sets the core's wait hooks (tape_set_wait_hooks) to let the GIL go while an
+# append of its own waits for the write lock.
 _hot.bind(*(address(ffi.addressof(lib, name)) for name in (
-    "tape_append", "tape_append_many_ex", "tape_peek_many_ex", "tape_read_many_ex")))
+    "tape_append", "tape_append_many_ex", "tape_peek_many_ex", "tape_read_many_ex", "tape_set_wait_hooks")))
 
 
 # -- roll cycles -------------------------------------------------------------------------------
