@@ -4,8 +4,9 @@
 #                   a test build: the fault and kill hooks of csrc/fault.h compiled in
 #   make test       C tests, then the Python tests
 #   make demo       the example of examples/demo.py
-#   make sanitize   C tests under AddressSanitizer + UBSan, then the codec tests on the
-#                   Python extensions (the cffi core, tape._msgpack) built with them
+#   make sanitize   C tests under AddressSanitizer + UBSan, then the codec and hot-path tests
+#                   on the Python extensions (the cffi core, tape._msgpack, tape._native._hot)
+#                   built with them
 #   make torture    crash suite at length: kill -9 storm of TORTURE_KILLS (5000) kills with
 #                   writers that survive, and the 8-writer test 3 times (not in make test)
 #   make fuzz       the damage campaign of tests/fuzz_damage.py: FUZZ_MUTATIONS (10000)
@@ -67,11 +68,11 @@ demo: venv
 # so that `import tape` finds that copy, not the source tree's test build.
 SAN_PY    := build/san-py
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-SAN_TESTS := tests/test_codecs_msgpack_fast.py tests/test_codecs.py
+SAN_TESTS := tests/test_codecs_msgpack_fast.py tests/test_codecs.py tests/test_hot.py
 
 sanitize: venv
 	$(MAKE) -C csrc sanitize
-	rm -rf $(SAN_PY) && mkdir -p $(SAN_PY) && cp -r tape $(SAN_PY)/ && rm -f $(SAN_PY)/tape/*.so
+	rm -rf $(SAN_PY) && mkdir -p $(SAN_PY) && cp -r tape $(SAN_PY)/ && rm -f $(SAN_PY)/tape/*.so $(SAN_PY)/tape/_native/*.so
 	$(PY) -m pip install -q 'setuptools>=77' cffi
 	CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(PY) setup.py -q build_ext \
 	  --build-lib $(SAN_PY) --build-temp $(SAN_PY)/tmp

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tape import codecs, lifecycle
 from tape._args import as_index, as_int, shown
 from tape._native import INDEX_MAX, AppenderHandle
-from tape._native.appender import KEY_MAX, KEY_STR, MSGPACK, OTHER, RAW, TOMBSTONE, Writer, attrs_struct
+from tape._native.appender import (
+    KEY_MAX,
+    KEY_STR,
+    MSGPACK,
+    OTHER,
+    RAW,
+    TOMBSTONE,
+    Writer,
+    attrs_struct,
+)
 from tape._time import duration_ns, to_ns
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
 
