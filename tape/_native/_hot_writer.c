@@ -189,9 +189,24 @@ static PyObject *writer_write_many(hot_writer *self, PyObject *const *args, Py_s
     Py_INCREF(objs);
     mp_out o;
     out_init(&o);
-    uint64_t *ends = NULL;
-    size_t cap = 0, n = 0;
+    size_t cap = (size_t)PySequence_Fast_GET_SIZE(objs), n = 0;
+    uint64_t *ends = PyMem_Malloc(cap * sizeof *ends);
     PyObject *result = NULL;
+    if (ends == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* Room for the whole batch at once: raw bytes' sizes are known, msgpack's guessed. */
+    size_t room = 0;
+    if (self->w_kind == HOT_RAW) {
+        PyObject **items = PySequence_Fast_ITEMS(objs);
+        for (size_t i = 0; i < cap && PyBytes_CheckExact(items[i]); i++)
+            room += (size_t)PyBytes_GET_SIZE(items[i]);
+    } else if (self->w_kind == HOT_MSGPACK) {
+        room = cap * 64;
+    }
+    if (room > o.mo_cap && hot_mp->mp_reserve(&o, room) < 0)
+        goto done;
     /* Encoding may run Python code (a codec's encode) that changes a list: its
      * size is read again at every step, each item held while it is encoded. */
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(objs); i++) {
