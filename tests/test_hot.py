@@ -277,3 +277,65 @@ def test_only_the_binding_layer_imports_the_hot_extension() -> None:
             ):
                 importers.add(path.relative_to(PACKAGE).as_posix())
     assert importers and all(p.startswith("_native/") for p in importers), importers
+
+
+def _write_forever(path: str) -> None:
+    with tape.Queue(path, codec="raw") as q:
+        a = q.appender()
+        batch = [b"c" * 100] * 2000
+        while True:
+            a.write_many(batch)  # holds the write lock for most of each call
+
+
+_PROBE = "import sys, tape; tape.Queue(sys.argv[1], codec='raw').appender().write(b'probe')"
+
+
+def test_a_write_waiting_for_the_write_lock_lets_other_threads_run(qpath: Path) -> None:
+    # A child process that appends all the time is stopped (SIGSTOP) until a
+    # probe process finds the write lock held (its write does not finish): a
+    # write of ours then waits for the stopped child, and must let the GIL go
+    # meanwhile, so that this thread runs on while it waits.
+    import multiprocessing
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tape.Queue(qpath, codec="raw").close()
+    child = multiprocessing.get_context("spawn").Process(target=_write_forever, args=(str(qpath),), daemon=True)
+    child.start()
+    assert child.pid is not None
+    # Were the GIL held while waiting, nothing here would run until the child
+    # is resumed: a watchdog resumes it every 10 s, so that the test fails
+    # rather than hangs.
+    watchdog = subprocess.Popen(
+        ["sh", "-c", f"while kill -0 {child.pid} 2>/dev/null; do sleep 10; kill -CONT {child.pid}; done"]
+    )
+    try:
+        with tape.Queue(qpath, codec="raw") as q:
+            a = q.appender()
+            while len(q.tailer().read_encoded_batch(1)) == 0:  # the child has started writing
+                time.sleep(0.01)
+            for _ in range(30):
+                os.kill(child.pid, signal.SIGSTOP)
+                try:
+                    subprocess.run([sys.executable, "-c", _PROBE, str(qpath)], timeout=3, check=True)
+                except subprocess.TimeoutExpired:
+                    break  # the stopped child holds the write lock
+                os.kill(child.pid, signal.SIGCONT)
+            else:
+                pytest.skip("the child was never stopped holding the write lock")
+            done = threading.Event()
+            writer = threading.Thread(target=lambda: (a.write(b"mine"), done.set()))
+            writer.start()
+            writer.join(0.5)  # this thread runs again while the writer waits
+            assert not done.is_set(), "the write did not wait, or held the GIL until the child was resumed"
+            os.kill(child.pid, signal.SIGCONT)
+            writer.join()
+            assert done.is_set()
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+        child.terminate()
+        child.join()
+        watchdog.kill()
+        watchdog.wait()
