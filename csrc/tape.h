@@ -47,6 +47,15 @@
  * Caveats
  *   - A tape_queue and its appenders may be used from several threads at once.
  *     A tape_tailer may not: give each thread its own tailer.
+ *   - Which calls may block (a binding that holds a lock of its own, as the
+ *     Python GIL, lets go of it around these, or through
+ *     tape_set_wait_hooks): tape_append... wait for the write lock while
+ *     another thread or process holds it (a dead owner is found within about
+ *     a millisecond); tape_appender_sync waits for the disk; tape_wait
+ *     waits for a writer; consumer groups' calls wait for
+ *     the group's lock; opening, verifying and repairing read whole files.
+ *     tape_read..., tape_peek_many... and the tailer's moves never wait for
+ *     another process.
  *   - Pointers returned by tape_read() point into the tailer's own copy of
  *     the payload (made under the SIGBUS guard) and stay valid only until
  *     the next call on the same tailer.

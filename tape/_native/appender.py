@@ -61,7 +61,7 @@ class AppenderHandle(ChildHandle):
             lib.tape_appender_close(self._kept)
 
     def append_call(self) -> tuple[Callable[[Any, bytes, int, int], int], Any]:
-        """The core's tape_append and this appender's C pointer, for the hottest path.
+        """The core's tape_append and this appender's C pointer, for write_encoded and _write_slow.
 
         f(ptr, data, len(data), ts) returns the new index, or a negative
         return code that checked() turns into its exception. Calling it after
