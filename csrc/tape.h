@@ -52,10 +52,11 @@
  *     tape_set_wait_hooks): tape_append... wait for the write lock while
  *     another thread or process holds it (a dead owner is found within about
  *     a millisecond); tape_appender_sync waits for the disk; tape_wait
- *     waits for a writer; consumer groups' calls wait for
- *     the group's lock; opening, verifying and repairing read whole files.
- *     tape_read..., tape_peek_many... and the tailer's moves never wait for
- *     another process.
+ *     waits for a writer; consumer groups' calls wait for the group's lock;
+ *     claiming or forgetting a named tailer's slot waits for the write lock;
+ *     opening, verifying and repairing read whole files. tape_read...,
+ *     tape_peek_many..., tape_tailer_advance and the tailer's moves wait for
+ *     no other thread or process.
  *   - Pointers returned by tape_read() point into the tailer's own copy of
  *     the payload (made under the SIGBUS guard) and stay valid only until
  *     the next call on the same tailer.
