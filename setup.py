@@ -24,7 +24,6 @@ error: tape has C code to compile and {what}.
     Debian/Ubuntu:  sudo apt-get install build-essential python3-dev
     Fedora/RHEL:    sudo dnf install gcc python3-devel
     Alpine:         sudo apk add build-base python3-dev
-    macOS:          xcode-select --install
   Or install a wheel built where they are (`make wheel`, see README.md)."""
 
 
@@ -52,6 +51,8 @@ def _missing_toolchain() -> str | None:
 
 
 def _require_toolchain() -> None:
+    if not sys.platform.startswith("linux"):
+        raise SystemExit(f"error: tape runs on Linux only (futexes, OFD locks), not on {sys.platform}.")
     missing = _missing_toolchain()
     if missing is not None:
         raise SystemExit(_NO_COMPILER.format(what=missing))

@@ -184,7 +184,7 @@ static inline void cpu_relax(void)
  * hold on it when this process dies (or closes the queue). Holding w_mu. */
 int tape_register_writer(tape_queue *q)
 {
-    if (q->q_w.w_token)
+    if (__atomic_load_n(&q->q_w.w_token, __ATOMIC_RELAXED))
         return 0;
     for (int tries = 0; tries < 64; tries++) {
         uint32_t tok = 0;
@@ -198,14 +198,39 @@ int tape_register_writer(tape_queue *q)
         struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET,
                            .l_start = TAPE_LIVE_BASE + tok, .l_len = 1};
         if (fcntl(q->q_meta_fd, F_OFD_SETLK, &fl) == 0) {
-            q->q_w.w_token = tok;
             q->q_w.w_pid = (uint32_t)getpid();
+            __atomic_store_n(&q->q_w.w_token, tok, __ATOMIC_RELEASE); /* read by tape_lock */
             return 0;
         }
         if (errno != EAGAIN && errno != EACCES)
             return -errno;
     }
     return -EAGAIN;
+}
+
+int tape_queue_after_fork(tape_queue *q)
+{
+    if (q->q_read_only || !__atomic_load_n(&q->q_w.w_token, __ATOMIC_RELAXED))
+        return 0; /* no token: this process holds no liveness byte */
+    int fd = openat(q->q_dirfd, TAPE_META_NAME, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    /* The parent's open file description (which holds the lock) is kept
+     * alive by the mapping as well as by the descriptor: map the same file
+     * at the same place through the fresh one (contents are shared, so
+     * nothing moves), then put the fresh one under the descriptor number. */
+    int rc = 0;
+    if (mmap(q->q_meta, TAPE_META_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
+        rc = -errno;
+    } else {
+        madvise(q->q_meta, TAPE_META_SIZE, MADV_RANDOM); /* as tape_open maps it */
+        if (dup3(fd, q->q_meta_fd, O_CLOEXEC) < 0)
+            rc = -errno;
+    }
+    close(fd);
+    if (rc == 0) /* the next tape_lock takes a token of this process */
+        __atomic_store_n(&q->q_w.w_token, 0u, __ATOMIC_RELEASE);
+    return rc;
 }
 
 /* Take the write lock for a change that is not an append (named tailers,
@@ -247,9 +272,17 @@ int tape_lock(tape_queue *q, int *recovered)
     *recovered = 0;
     if (tape_meta_guarded(q, 0) < 0)
         return TAPE_ECORRUPT;
-    if (!cas(&q->q_sh->ms_lock, &e, q->q_w.w_token))
-        tape_shlock_slow(&q->q_sh->ms_lock, q->q_meta_fd, TAPE_LIVE_BASE, q->q_w.w_token,
-                         recovered);
+    uint32_t tok = __atomic_load_n(&q->q_w.w_token, __ATOMIC_ACQUIRE);
+    if (__builtin_expect(!tok, 0)) { /* a fork child's first lock after tape_queue_after_fork */
+        pthread_mutex_lock(&q->q_w.w_mu);
+        int rc = tape_register_writer(q);
+        pthread_mutex_unlock(&q->q_w.w_mu);
+        if (rc < 0)
+            return rc;
+        tok = __atomic_load_n(&q->q_w.w_token, __ATOMIC_ACQUIRE);
+    }
+    if (!cas(&q->q_sh->ms_lock, &e, tok))
+        tape_shlock_slow(&q->q_sh->ms_lock, q->q_meta_fd, TAPE_LIVE_BASE, tok, recovered);
     __atomic_store_n(&q->q_sh->ms_lock_pid, q->q_w.w_pid, __ATOMIC_RELAXED);
     /* (taking it faulted: the word taken is the zero page's, no lock) */
     return tape_meta_guarded(q, 0);

@@ -201,6 +201,16 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out);
  * q may be NULL. */
 void tape_close(tape_queue *q);
 
+/* Call in a fork child, for each queue it inherited open, before anything
+ * else of the queue: the child lets go of its copy of the parent's hold on
+ * the write lock's liveness byte (it reopens tape.meta under the same
+ * descriptor), so that the parent's death is seen while the child lives,
+ * and its next write takes a token of its own. Without it, a child that
+ * outlives a parent killed holding the write lock keeps every writer
+ * waiting. Safe in a fork child (no lock taken). Errors: -EMFILE, -ENFILE,
+ * -ENOMEM (the child keeps the parent's hold, as without the call). */
+int tape_queue_after_fork(tape_queue *q);
+
 typedef struct tape_queue_info {
     uint32_t qi_version;
     char qi_roll_cycle[TAPE_NAME_MAX];

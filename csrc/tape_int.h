@@ -401,7 +401,9 @@ typedef struct tape_writer {
                                 * points here), and the prefaulter's pf_running,
                                 * pf_alloc and pf_failed (its thread holds it
                                 * while it works on w_y) */
-    uint32_t w_token;          /* 0 until the first appender (w_mu) */
+    uint32_t w_token;          /* 0 until the first appender, and in a fork child
+                                * after tape_queue_after_fork (set under w_mu;
+                                * atomic: tape_lock reads it without) */
     uint32_t w_pid;            /* (w_mu) */
     atomic_int w_poisoned;     /* a sync failed (1) or the writer's file was
                                 * removed or replaced (TAPE_LOST): appends

@@ -72,6 +72,7 @@ typedef struct tape_open_opts {
 
 int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out);
 void tape_close(tape_queue *q);
+int tape_queue_after_fork(tape_queue *q);
 
 typedef struct tape_queue_info {
     uint32_t qi_version;

@@ -626,8 +626,11 @@ def redrive(path: str, group: str, indexes: tuple[int, ...]) -> None:
       tape redrive /data/jobs mailer --index 89309549953025
     """
     with _group(path, group, write=True) as g:
+        unknown = sorted(set(indexes) - {d.index for d in g.dead_letters()})
         n = g.redrive(indexes or None)
     click.echo(f"{n} dead letters handed out again")
+    if unknown:
+        raise click.ClickException(f"not a dead letter of {group}: {', '.join(map(str, unknown))}")
 
 
 # -- replication (tape.replicate, which needs nats-py: pip install tape[nats]) ---------------

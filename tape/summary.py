@@ -41,12 +41,17 @@ def size_text(n: int) -> str:
 
 
 def _wrap(text: str, room: int) -> list[str]:
-    """`text` in pieces of at most `room` characters, cut after a slash where one is near the end."""
+    """`text` in pieces of at most `room` characters, cut at a space near the end, else after a slash
+    (a space at a cut is dropped), a word only when it alone is longer than the line."""
     pieces = []
     while len(text) > room:
-        cut = text.rfind("/", 0, room) + 1
-        if cut <= room // 2:
-            cut = room
+        space = text.rfind(" ", 0, room + 1)
+        slash = text.rfind("/", 0, room) + 1
+        if space > room // 2:
+            pieces.append(text[:space])
+            text = text[space + 1:]
+            continue
+        cut = slash if slash > room // 2 else room
         pieces.append(text[:cut])
         text = text[cut:]
     return [*pieces, text]

@@ -125,6 +125,26 @@ def test_info_fits_80_columns_and_summarizes_many_cycle_files(tmp_path: Path) ->
     assert max(map(len, every.splitlines())) <= WIDTH
 
 
+def test_verify_wraps_a_long_problem_between_words(tmp_path: Path) -> None:
+    path = long_queue(tmp_path, 1)
+    cycle = next(path.glob("*.tape"))
+    data = bytearray(cycle.read_bytes())
+    data[data.rfind(b"\x81\xa1i") + 3] ^= 0xFF  # the last entry's payload: its checksum fails
+    cycle.write_bytes(data)
+    done = run("verify", str(path))
+    assert done.returncode == 1
+    problem = done.stderr.strip().split(": damaged: ", 1)[1]
+    lines = done.stdout.splitlines()
+    start = next(k for k, line in enumerate(lines) if line.startswith("first problem"))
+    pieces = [line.removeprefix("first problem").strip() for line in lines[start:]]
+    assert max(map(len, lines)) <= WIDTH
+    # a line ends between two words or after a slash of the path, never inside a word
+    joined = pieces[0]
+    for piece in pieces[1:]:
+        joined += piece if joined.endswith("/") else " " + piece
+    assert joined == problem
+
+
 def test_info_and_verify_name_their_two_sizes_differently(qpath: Path) -> None:
     with tape.Queue(qpath) as q:
         q.appender().write_many(range(1000))

@@ -88,3 +88,11 @@ def test_verify_and_purge_ignore_the_groups_folder(qpath: Path) -> None:
     make(qpath)
     assert run("verify", str(qpath))[0] == 0
     assert run("purge", str(qpath), "--keep-cycles", "0", "--dry-run")[0] == 0
+
+
+def test_redrive_of_an_index_that_is_not_a_dead_letter_says_so(qpath: Path) -> None:
+    idx = make(qpath)
+    code, out, err = run("redrive", str(qpath), "mailer", "--index", str(idx[0]), "--index", str(idx[3]))
+    assert code == 1
+    assert out.startswith("1 dead letters handed out again")  # the one that was dead
+    assert f"not a dead letter of mailer: {idx[3]}" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -87,9 +88,17 @@ def test_an_empty_existing_directory_becomes_a_queue(tmp_path: Path) -> None:
 def test_create_false_on_a_missing_queue_raises_queue_not_found(qpath: Path) -> None:
     with pytest.raises(tape.QueueNotFoundError):
         tape.Queue(qpath, create=False)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError) as raised:
         tape.Queue(qpath, create=False)
+    assert raised.value.errno == errno.ENOENT and raised.value.filename == str(qpath)
+    assert "no queue (no such directory; create=False creates none)" in str(raised.value)
     assert not qpath.exists()
+
+
+def test_create_false_on_an_empty_directory_says_it_is_empty(tmp_path: Path) -> None:
+    with pytest.raises(tape.QueueNotFoundError, match=r"the directory is empty; create=False creates none"):
+        tape.Queue(tmp_path, create=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_create_false_opens_an_existing_queue(qpath: Path) -> None:

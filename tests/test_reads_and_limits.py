@@ -310,7 +310,8 @@ def test_the_257th_named_tailer_is_a_limit_error(queue: tape.Queue) -> None:
         queue.tailer("one-too-many")
     assert isinstance(raised.value, tape.TapeError)
     assert not isinstance(raised.value, OSError)
-    assert "limit" in str(raised.value)
+    assert "256 named tailers exist, the most a queue holds" in str(raised.value)
+    assert "remove_tailer" in str(raised.value)  # and what to do
     queue.remove_tailer("t0")
     queue.tailer("one-too-many").close()
 

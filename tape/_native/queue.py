@@ -6,6 +6,7 @@ import errno
 import os
 import struct
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -26,6 +27,7 @@ from tape.errors import (
     ArgumentError,
     CorruptionError,
     IncompatibleQueueError,
+    LimitError,
     QueueClosedError,
     QueueNotFoundError,
     TapeError,
@@ -135,8 +137,14 @@ class QueueHandle:
         except QueueNotFoundError:
             if creating and params is None:
                 raise ArgumentError(f"{path}: creating a queue with codec {codec!r} needs schema=") from None
-            raise
-        return cls(path, out[0])
+            if creating:
+                raise
+            there = "the directory is empty" if os.path.isdir(path) else "no such directory"
+            why = "read_only=True" if read_only else "create=False"
+            raise QueueNotFoundError(errno.ENOENT, f"no queue ({there}; {why} creates none)", path) from None
+        handle = cls(path, out[0])
+        _OPEN.add(handle)
+        return handle
 
     @classmethod
     def _differences(cls, path: str, roll_cycle: str | None, codec: str | None) -> str:
@@ -458,8 +466,30 @@ class QueueHandle:
             if name is None:
                 check(lib.tape_tailer_open(self.ptr(), out), self.path)
             else:
-                check(lib.tape_tailer_open_named(self.ptr(), name.encode(), out), self.path)
+                rc = lib.tape_tailer_open_named(self.ptr(), name.encode(), out)
+                if rc == lib.TAPE_ELIMIT:
+                    raise LimitError(f"{self.path}: {NAMED_MAX} named tailers exist, the most a queue holds;"
+                                     " Queue.remove_tailer(name) forgets one")
+                check(rc, self.path)
             handle = TailerHandle(self, out[0])
             self._children.add(handle)
             lib.tape_tailer_set_spin(out[0], spin_ns)
             return handle
+
+
+_OPEN: weakref.WeakSet[QueueHandle] = weakref.WeakSet()  # the queues open in this process
+
+
+def _after_fork_in_child() -> None:
+    """A fork child lets go of its parent's hold on each open queue's write lock (tape_queue_after_fork).
+
+    Its writes go on with a lock token of its own; a failure (no file
+    descriptor left) leaves the child holding the parent's, as before.
+    """
+    for handle in list(_OPEN):
+        ptr = handle._ptr
+        if ptr is not None:
+            lib.tape_queue_after_fork(ptr)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
