@@ -287,12 +287,18 @@ def _write_forever(path: str) -> None:
             a.write_many(batch)  # holds the write lock for most of each call
 
 
-_PROBE = "import sys, tape; tape.Queue(sys.argv[1], codec='raw').appender().write(b'probe')"
+_PROBE = """\
+import sys, tape
+a = tape.Queue(sys.argv[1], codec="raw").appender()
+print("ready", flush=True)
+a.write(b"probe")
+"""
 
 
 def test_a_write_waiting_for_the_write_lock_lets_other_threads_run(qpath: Path) -> None:
     # A child process that appends all the time is stopped (SIGSTOP) until a
-    # probe process finds the write lock held (its write does not finish): a
+    # probe process finds the write lock held (its write does not finish within
+    # a second): a
     # write of ours then waits for the stopped child, and must let the GIL go
     # meanwhile, so that this thread runs on while it waits.
     import multiprocessing
@@ -318,10 +324,17 @@ def test_a_write_waiting_for_the_write_lock_lets_other_threads_run(qpath: Path) 
                 time.sleep(0.01)
             for _ in range(30):
                 os.kill(child.pid, signal.SIGSTOP)
+                probe = subprocess.Popen([sys.executable, "-c", _PROBE, str(qpath)], stdout=subprocess.PIPE)
+                assert probe.stdout is not None
+                probe.stdout.readline()  # "ready": started, the queue open
                 try:
-                    subprocess.run([sys.executable, "-c", _PROBE, str(qpath)], timeout=3, check=True)
+                    probe.wait(timeout=1)
                 except subprocess.TimeoutExpired:
-                    break  # the stopped child holds the write lock
+                    probe.kill()
+                    probe.wait()
+                    break  # the probe's write waits: the stopped child holds the write lock
+                finally:
+                    probe.stdout.close()
                 os.kill(child.pid, signal.SIGCONT)
             else:
                 pytest.skip("the child was never stopped holding the write lock")
