@@ -4,8 +4,9 @@
 #                   a test build: the fault and kill hooks of csrc/fault.h compiled in
 #   make test       C tests, then the Python tests
 #   make demo       the example of examples/demo.py
-#   make sanitize   C tests under AddressSanitizer + UBSan, then the codec tests and those
-#                   of read_view on the Python extensions (the cffi core, tape._msgpack)
+#   make sanitize   C tests under AddressSanitizer + UBSan, then the codec, hot-path and
+#                   read_view tests on the Python extensions (the cffi core, tape._msgpack,
+#                   tape._native._hot)
 #                   built with them
 #   make torture    crash suite at length: kill -9 storm of TORTURE_KILLS (5000) kills with
 #                   writers that survive, and the 8-writer test 3 times (not in make test)
@@ -33,8 +34,9 @@ BSTAMP := $(BVENV)/.installed
 
 # What the installed extension is built from: a change to any rebuilds it.
 CORE_SRC     := $(wildcard csrc/*.c)
-BUILD_INPUTS := $(CORE_SRC) $(wildcard csrc/*.h) tape/_build.py tape/_msgpack.c \
-                tape/_msgpack_keys.c tape/_msgpack_keys.h setup.py pyproject.toml
+BUILD_INPUTS := $(CORE_SRC) $(wildcard csrc/*.h) tape/_build.py tape/_msgpack.c tape/_msgpack.h \
+                tape/_msgpack_keys.c tape/_msgpack_keys.h $(wildcard tape/_native/_hot*.[ch]) \
+                setup.py pyproject.toml
 
 .PHONY: venv test demo sanitize bench clean
 
@@ -67,11 +69,11 @@ demo: venv
 # so that `import tape` finds that copy, not the source tree's test build.
 SAN_PY    := build/san-py
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-SAN_TESTS := tests/test_codecs_msgpack_fast.py tests/test_codecs.py tests/test_big_payloads.py
+SAN_TESTS := tests/test_codecs_msgpack_fast.py tests/test_codecs.py tests/test_hot.py tests/test_big_payloads.py
 
 sanitize: venv
 	$(MAKE) -C csrc sanitize
-	rm -rf $(SAN_PY) && mkdir -p $(SAN_PY) && cp -r tape $(SAN_PY)/ && rm -f $(SAN_PY)/tape/*.so
+	rm -rf $(SAN_PY) && mkdir -p $(SAN_PY) && cp -r tape $(SAN_PY)/ && rm -f $(SAN_PY)/tape/*.so $(SAN_PY)/tape/_native/*.so
 	$(PY) -m pip install -q 'setuptools>=77' cffi
 	CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(PY) setup.py -q build_ext \
 	  --build-lib $(SAN_PY) --build-temp $(SAN_PY)/tmp

@@ -1,4 +1,4 @@
-"""Builds the C core through cffi, and the msgpack codec's fast path; the metadata lives in pyproject.toml."""
+"""Builds the C core through cffi, the msgpack codec's fast path and the hot calls (tape._native._hot); the metadata lives in pyproject.toml."""
 
 import os
 import shlex
@@ -78,6 +78,21 @@ setup(
             sources=["tape/_msgpack.c", "tape/_msgpack_keys.c"],
             depends=["tape/_msgpack_keys.h"],
             extra_compile_args=["-std=c11", "-O2", *_WARNINGS],
-        )
+        ),
+        # The hot calls of Appender and Tailer: it calls the core through the
+        # addresses tape._core gives it (csrc/ only for tape.h), msgpack
+        # through tape._msgpack's capsule; it links no copy of either.
+        Extension(
+            "tape._native._hot",
+            sources=[
+                "tape/_native/_hot.c",
+                "tape/_native/_hot_writer.c",
+                "tape/_native/_hot_reader.c",
+                "tape/_native/_hot_batches.c",
+            ],
+            include_dirs=["csrc"],
+            depends=["tape/_native/_hot.h", "tape/_msgpack.h", "csrc/tape.h"],
+            extra_compile_args=["-std=c11", "-O2", *_WARNINGS],
+        ),
     ],
 )

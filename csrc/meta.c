@@ -210,6 +210,10 @@ int tape_register_writer(tape_queue *q)
 
 int tape_queue_after_fork(tape_queue *q)
 {
+    /* The child has one thread: a w_mu that the parent's prefaulter thread
+     * held at the fork would stay locked for ever (the first tape_lock takes
+     * it). */
+    pthread_mutex_init(&q->q_w.w_mu, NULL);
     if (q->q_read_only || !__atomic_load_n(&q->q_w.w_token, __ATOMIC_RELAXED))
         return 0; /* no token: this process holds no liveness byte */
     int fd = openat(q->q_dirfd, TAPE_META_NAME, O_RDWR | O_CLOEXEC);
@@ -288,6 +292,16 @@ int tape_lock(tape_queue *q, int *recovered)
     return tape_meta_guarded(q, 0);
 }
 
+/* tape_set_wait_hooks: called around the sleeping half of a lock wait. */
+static void (*wait_before)(void);
+static void (*wait_after)(void);
+
+void tape_set_wait_hooks(void (*before)(void), void (*after)(void))
+{
+    __atomic_store_n(&wait_after, after, __ATOMIC_RELAXED);
+    __atomic_store_n(&wait_before, before, __ATOMIC_RELEASE);
+}
+
 /* The contended half of a shared lock word (the write lock's and a consumer
  * group's): spin a little, then sleep on the word, marked as having waiters;
  * every millisecond without progress, check that its owner still lives. */
@@ -300,11 +314,15 @@ void tape_shlock_slow(uint32_t *w, int fd, off_t base, uint32_t tok, int *recove
         if (__atomic_load_n(w, __ATOMIC_RELAXED) == 0 && cas(w, &e, tok))
             return;
     }
+    void (*before)(void) = __atomic_load_n(&wait_before, __ATOMIC_ACQUIRE);
+    void (*after)(void) = before ? __atomic_load_n(&wait_after, __ATOMIC_RELAXED) : NULL;
+    if (before)
+        before();
     for (;;) {
         e = __atomic_load_n(w, __ATOMIC_RELAXED);
         if (e == 0) {
             if (cas(w, &e, tok | TAPE_LOCK_WAITERS))
-                return;
+                break;
             continue;
         }
         if (!(e & TAPE_LOCK_WAITERS)) {
@@ -317,10 +335,12 @@ void tape_shlock_slow(uint32_t *w, int fd, off_t base, uint32_t tok, int *recove
             !owner_alive(fd, base, tok, e & ~TAPE_LOCK_WAITERS)) {
             if (cas(w, &e, tok | TAPE_LOCK_WAITERS)) {
                 *recovered = 1;
-                return;
+                break;
             }
         }
     }
+    if (after)
+        after();
 }
 
 void tape_shlock_release(uint32_t *w)

@@ -47,6 +47,16 @@
  * Caveats
  *   - A tape_queue and its appenders may be used from several threads at once.
  *     A tape_tailer may not: give each thread its own tailer.
+ *   - Which calls may block (a binding that holds a lock of its own, as the
+ *     Python GIL, lets go of it around these, or through
+ *     tape_set_wait_hooks): tape_append... wait for the write lock while
+ *     another thread or process holds it (a dead owner is found within about
+ *     a millisecond); tape_appender_sync waits for the disk; tape_wait
+ *     waits for a writer; consumer groups' calls wait for the group's lock;
+ *     claiming or forgetting a named tailer's slot waits for the write lock;
+ *     opening, verifying and repairing read whole files. tape_read...,
+ *     tape_peek_many..., tape_tailer_advance and the tailer's moves wait for
+ *     no other thread or process.
  *   - Pointers returned by tape_read() point into the tailer's own copy of
  *     the payload (made under the SIGBUS guard) and stay valid only until
  *     the next call on the same tailer; those of tape_read_pinned() point
@@ -426,6 +436,16 @@ int64_t tape_append_attrs(tape_appender *a, const void *data, size_t len, int64_
 int64_t tape_append_many_each(tape_appender *a, const void *data, const uint64_t *ends,
                               size_t n, int64_t ts_ns, size_t *written, const int64_t *not_before,
                               const int64_t *origin_index, const int64_t *origin_ts);
+
+/* Hooks around a wait for a lock word taken by another thread or process
+ * (the write lock of the appends, a consumer group's lock): after a short
+ * spin, before() runs in the waiting thread, then it sleeps until the lock
+ * is its own, then after() runs. For a binding that holds a lock of its own
+ * while it calls the core and must let go of it while the core waits (the
+ * Python GIL: tape._native._hot). Both NULL (the default): nothing runs.
+ * The hooks must not call the core. Set them before any other thread uses
+ * tape. */
+void tape_set_wait_hooks(void (*before)(void), void (*after)(void));
 
 /* Index of the last entry this appender wrote, or -1. Never fails. */
 int64_t tape_appender_last_index(tape_appender *a);

@@ -37,6 +37,7 @@ unzip -Z1 "$WHEEL" | grep -v "/$" | sort > "$TMP/wheel.txt"
 has "$TMP/wheel.txt" '^tape/__init__\.py$' '^tape/cli\.py$' '^tape/codecs/__init__\.py$' \
     '^tape/_native/__init__\.py$' '^tape/py\.typed$' '^tape/_core\.pyi$' '^tape/_msgpack\.pyi$' \
     '^tape/_core\.[^/]*\.so$' '^tape/_msgpack\.cpython-[^/]*\.so$' \
+    '^tape/_native/_hot\.cpython-[^/]*\.so$' '^tape/_native/_hot\.pyi$' \
     "^tape-$VERSION\.dist-info/licenses/LICENSE$" "^tape-$VERSION\.dist-info/entry_points\.txt$"
 lacks "$TMP/wheel.txt" '\.(c|h|o)$|^csrc/|^tests/|^docs/|^examples/'
 unzip -p "$WHEEL" "tape-$VERSION.dist-info/METADATA" > "$TMP/METADATA"

@@ -149,6 +149,7 @@ int64_t tape_append_many_each(tape_appender *a, const void *data, const uint64_t
                               size_t n, int64_t ts_ns, size_t *written, const int64_t *not_before,
                               const int64_t *origin_index, const int64_t *origin_ts);
 int64_t tape_appender_last_index(tape_appender *a);
+void tape_set_wait_hooks(void (*before)(void), void (*after)(void));
 int tape_appender_sync(tape_appender *a);
 
 typedef struct tape_tailer tape_tailer;

@@ -23,6 +23,9 @@
  *                   packed bytes: 0, 1 at a key of another kind, -1 when data
  *                   is not one well-formed value (_msgpack_keys.c).
  *
+ * C extensions get the packer and the unpacker without a Python call through
+ * the capsule _API (_msgpack.h).
+ *
  * Declining is always safe: msgpack-python then does the work, with its own
  * errors. So the fast path declines whenever in doubt: subclasses, extension
  * types, a lone surrogate, invalid UTF-8, truncated or trailing bytes, deep
@@ -39,13 +42,11 @@
  * does not declare itself safe without the GIL, so importing it there turns
  * the GIL back on. Nor are subinterpreters: the cache is one per process.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "_msgpack.h"
 #include "_msgpack_keys.h"
 
 /* Containers nested deeper than this are left to msgpack-python (its packer
@@ -57,17 +58,6 @@
 #define MP_LEN_MAX 0xffffffffu
 
 /* ---- packing --------------------------------------------------------------- */
-
-/* The bytes packed so far: in mo_stack until they outgrow it, then on the heap. */
-typedef struct mp_out {
-    char *mo_buf;
-    size_t mo_len;
-    size_t mo_cap;
-    char mo_stack[512];
-} mp_out;
-
-/* What packing a part gave. */
-enum { PK_ERROR = -1, PK_OK = 0, PK_NOT_MINE = 1 };
 
 /* Room for n more bytes; false with MemoryError set if there is none. */
 static bool mo_reserve(mp_out *o, size_t n)
@@ -625,6 +615,24 @@ fail:
     return NULL;
 }
 
+/* ---- the C API (_msgpack.h) -------------------------------------------------------- */
+
+static int api_reserve(mp_out *o, size_t n)
+{
+    return mo_reserve(o, n) ? 0 : -1;
+}
+
+static int api_pack(mp_out *o, PyObject *obj)
+{
+    return pk_value(o, obj, 0);
+}
+
+static const tape_mp_api mp_api = {
+    .mp_reserve = api_reserve,
+    .mp_pack = api_pack,
+    .mp_unpack = un_exactly,
+};
+
 /* ---- the key rule ------------------------------------------------------------------ */
 
 static PyObject *mp_check_keys(PyObject *module, PyObject *arg)
@@ -680,6 +688,14 @@ PyMODINIT_FUNC PyInit__msgpack(void)
         }
     }
     if (PyModule_AddObjectRef(module, "FALLBACK", mp_fallback) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    /* (a const table: the capsule's pointer is not, but nothing writes through it) */
+    PyObject *api = PyCapsule_New((void *)(uintptr_t)&mp_api, TAPE_MP_CAPSULE, NULL);
+    int rc = api == NULL ? -1 : PyModule_AddObjectRef(module, "_API", api);
+    Py_XDECREF(api);
+    if (rc < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from tape import codecs, lifecycle
 from tape._args import as_index, as_int, shown
 from tape._native import INDEX_MAX, AppenderHandle
-from tape._native.appender import KEY_MAX, KEY_STR, TOMBSTONE, attrs_struct
+from tape._native.appender import (
+    KEY_MAX,
+    KEY_STR,
+    MSGPACK,
+    OTHER,
+    RAW,
+    TOMBSTONE,
+    Writer,
+    attrs_struct,
+)
 from tape._time import duration_ns, to_ns
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
 
@@ -59,8 +67,14 @@ def _epoch_ns(ns: int, what: str) -> int:
     return ns
 
 
-class Appender:
-    """Appends entries to a queue; safe to share between threads."""
+class Appender(Writer):
+    """Appends entries to a queue; safe to share between threads.
+
+    write() and write_many() are Writer's, in C (tape/_native/_hot_writer.c):
+    what C does not do (keywords, a clock, a sync or retention after the
+    write, an error) it hands to _write_slow, _write_many_slow, _after and
+    _after_many.
+    """
 
     def __init__(
         self,
@@ -74,7 +88,10 @@ class Appender:
         given, runs after a write lands in a new cycle and says where the next starts."""
         self._queue = queue  # an appender in use keeps its queue open
         self._native = native
-        # The core's call itself, not a method around it: write() is the hottest path.
+        codec = type(queue.codec)
+        kind = RAW if codec is codecs.RawCodec else MSGPACK if codec is codecs.MsgpackCodec else OTHER
+        self._hot_setup(native, native.address(), kind, queue.codec.encode)
+        self._fast = clock is None
         self._append, self._ptr = native.append_call()
         self._append_attrs = native.append_attrs_call()
         self._path = queue.path
@@ -86,7 +103,7 @@ class Appender:
         # retention= runs when a write lands in a cycle newer than this index.
         self._next_roll = 0 if on_roll is not None else INDEX_MAX
         # A write whose result is not below this has more to do (sync,
-        # retention): see _after; nor is one below 0 (an error).
+        # retention): C hands it to _after; as one below 0 (an error).
         self._watch = 0 if self._always else self._next_roll
         lifecycle.opening(self)
         lifecycle.register(self, parent=queue)
@@ -114,40 +131,8 @@ class Appender:
                 self._watch = self._next_roll
         return index
 
-    @overload
-    def write(self, obj: Any) -> int: ...
-
-    @overload
-    def write(
-        self,
-        obj: Any,
-        *,
-        key: str | bytes | None = None,
-        delay: float | timedelta | None = None,
-        not_before: datetime | float | None = None,
-    ) -> int: ...
-
-    # The keywords are keyword-only to type checkers (the overloads) but not
-    # at run time: CPython looks keyword-only defaults up in a dict on every
-    # call, which would slow every plain write(obj).
-    def write(self, obj: Any, key: Any = None, delay: Any = None, not_before: Any = None) -> int:
-        """Append `obj` and return its index; nothing is written if it cannot be encoded (or an argument is bad).
-
-        key (str or bytes, 1 to 1024 bytes) is kept with the entry (Entry.key).
-        delay (seconds or a timedelta, from now) or not_before (a datetime or
-        epoch seconds), one of the two: consumer groups hand the entry out no
-        earlier (Entry.not_before).
-        """
-        if key is not None or delay is not None or not_before is not None:
-            return self._write_with(obj, key, delay, not_before)
-        data = obj if self._raw and type(obj) is bytes else self._encode(obj)
-        index: int = self._append(self._ptr, data, len(data), 0 if self._clock is None else self._timestamp())
-        if 0 <= index < self._watch:
-            return index
-        return self._after(index)
-
-    def _write_with(self, obj: Any, key: Any, delay: Any, not_before: Any) -> int:
-        """write() with attributes."""
+    def _write_slow(self, obj: Any, key: Any = None, delay: Any = None, not_before: Any = None) -> int:
+        """write() with keywords, or on a queue with a clock (Writer.write hands them here)."""
         kb, flags = (b"", 0) if key is None else _key(key, "strict")
         if delay is None and not_before is None:
             when, relative = 0, False
@@ -167,19 +152,8 @@ class Appender:
         """The time `delay` ns after a write at `ts` (0: now), checked."""
         return _epoch_ns((ts or time.time_ns()) + delay, "delay")
 
-    def write_many(
-        self,
-        objs: Iterable[Any],
-        *,
-        delay: float | timedelta | None = None,
-        not_before: datetime | float | None = None,
-    ) -> int:
-        """Append every value of `objs` and return the last index.
-
-        All are encoded before anything is written. If the core fails midway,
-        the entries before the failing one stay written (a note says how many).
-        delay or not_before (as in write) applies to every entry.
-        """
+    def _write_many_slow(self, objs: Iterable[Any], *, delay: Any = None, not_before: Any = None) -> int:
+        """write_many() with keywords, of an iterable other than a list or a tuple, or on a queue with a clock."""
         when = None if delay is None and not_before is None else _when(delay, not_before)
         if self._raw:
             # bytes need no encoding: check the whole batch's types at C speed
@@ -195,6 +169,10 @@ class Appender:
             return self._after(self._native.append_many(parts, ts))
         ns = self._not_before_ns(ts, when[0]) if when[1] else when[0]
         return self._after(self._native.append_many(parts, ts, attrs_struct(None, 0, ns, None)))
+
+    def _after_many(self, index: int, written: int, n: int) -> int:
+        """_after for a batch of `n` of which `written` went in."""
+        return self._after(self._native.checked_many(index, written, n))
 
     def write_encoded(
         self,

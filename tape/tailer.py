@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from tape import codecs, lifecycle
 from tape._args import as_int, as_seconds
-from tape._native import BACKWARD, BATCH_SLOTS, FORWARD, INDEX_MAX, Batch, TailerHandle
+from tape._native import BACKWARD, BATCH_SLOTS, FORWARD, INDEX_MAX, TailerHandle
+from tape._native.tailer import MSGPACK, OTHER, RAW, Reader
 from tape._time import to_ns
 from tape.errors import ArgumentError, QueueClosedError
 from tape.records import Entry
@@ -45,16 +46,19 @@ __all__ = ["Tailer"]
 
 # A wait blocks in C for at most this long, so that Ctrl-C is handled promptly.
 _WAIT_SLICE = 0.1
-# From this many entries on, a codec's decode_many (if it has one) decodes a
-# batch: below, setting it up costs more than it saves.
-_DECODE_MANY_MIN = 4
 _NOTHING: Any = object()  # "no entry", since None is a value a codec may return
-_NONE = itertools.repeat(None)  # an Entry's attributes, absent
-_FALSE = itertools.repeat(False)  # Entry.tombstone, absent
+# What Reader._serve is told a batch is for: neither read() nor read_entry()
+# (a named tailer), read(), read_entry().
+_NEITHER, _VALUES, _ENTRIES = 0, 1, 2
 
 
-class Tailer:
-    """Reads a queue from a position that it moves; one thread at a time."""
+class Tailer(Reader):
+    """Reads a queue from a position that it moves; one thread at a time.
+
+    read() and read_entry() are Reader's, in C (tape/_native/_hot_reader.c):
+    they take from the current batch, and hand the rest to _read_slow and
+    _read_entry_slow. Batches are built in C (TailerHandle.peek).
+    """
 
     def __init__(self, queue: Queue, native: TailerHandle, *, name: str | None = None) -> None:
         self._queue = queue  # a tailer in use keeps its queue open
@@ -64,8 +68,9 @@ class Tailer:
         self._named = name is not None and not queue.read_only
         self._path = queue.path
         self._decode = queue.codec.decode
-        self._decode_many = getattr(queue.codec, "decode_many", None)
         self._raw = type(queue.codec) is codecs.RawCodec
+        kind = RAW if self._raw else MSGPACK if type(queue.codec) is codecs.MsgpackCodec else OTHER
+        native.decode_as(kind, self._decode, getattr(queue.codec, "decode_many", None))
         # The current batch: its values (or Entry), the iterator handing them
         # out, the entries it covers in the core (more than the values when a
         # value failed to decode), their indexes, and that failure.
@@ -73,7 +78,7 @@ class Tailer:
         self._batch_it: Iterator[Any] = iter(())
         self._batch_entries = False
         self._batch_n = 0
-        self._batch_index: Callable[[int], int] = int  # the index of entry k of the batch
+        self._batch_index: Callable[[int], int] = native.batch_index  # the index of entry k of the batch
         self._batch_error: Exception | None = None
         # Entries read ahead by read(): doubles while reading in sequence,
         # back to 1 after a move, so that random access stays cheap.
@@ -97,25 +102,13 @@ class Tailer:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def read(self, timeout: float | None = None, default: Any = None) -> Any:
-        """The next value, or `default` when there is none (after waiting up to `timeout` seconds).
-
-        A queue that stores None tells "nothing there" from None by a default
-        of its own (`t.read(default=EMPTY)`), or by read_entry(). (`default`
-        is not keyword-only: CPython looks keyword-only defaults up in a dict
-        on every call, which cost read() about 10%.)
-        """
-        if self._batch is not None and not self._batch_entries and not self._named:
-            for value in self._batch_it:
-                return value
+    def _read_slow(self, timeout: float | None = None, default: Any = None) -> Any:
+        """read() when the batch has no value for it, or with a timeout (Reader.read hands them here)."""
         item = self._next(False) if timeout is None else self._next_waiting(False, timeout)
         return default if item is _NOTHING else item
 
-    def read_entry(self, timeout: float | None = None) -> Entry | None:
-        """The next Entry, or None when there is none (after waiting up to `timeout` seconds)."""
-        if self._batch is not None and self._batch_entries and not self._named:
-            for entry in self._batch_it:
-                return entry  # type: ignore[no-any-return]
+    def _read_entry_slow(self, timeout: float | None = None) -> Entry | None:
+        """read_entry() when the batch has no Entry for it, or with a timeout."""
         item: Entry = self._next(True) if timeout is None else self._next_waiting(True, timeout)
         return None if item is _NOTHING else item
 
@@ -298,50 +291,19 @@ class Tailer:
         return next(it, _NOTHING)
 
     def _fill(self, slots: int, entries: bool) -> bool:
-        """Peek at up to `slots` entries as a new batch; False when there is none."""
+        """Peek at up to `slots` entries as a new batch (values or Entry, built in C); False when there is none."""
         self._settle()
-        batch = self._native.peek(slots)
-        if batch is None:
+        got = self._native.peek(slots, entries)
+        if got is None:
             return False
-        values, error = self._decoded(batch)
-        if entries:
-            # tuple.__new__ builds the NamedTuple without its Python-level __new__.
-            fields: Iterator[tuple[Any, ...]]
-            attrs = batch.attrs()
-            if attrs is None:
-                fields = zip(batch.indexes(), batch.timestamps(), values, _NONE, _NONE, _NONE, _FALSE)
-            else:
-                fields = map(operator.add, zip(batch.indexes(), batch.timestamps(), values), attrs)
-            values = list(map(tuple.__new__, itertools.repeat(Entry), fields))
+        values, n, error = got
         self._batch = self._native.read_ahead = values
         if self._native.ptr is None:  # closed by another thread since the peek
             values.clear()
         self._batch_it, self._batch_entries = iter(values), entries
-        self._batch_n, self._batch_index, self._batch_error = len(batch.ends), batch.index, error
+        self._batch_n, self._batch_error = n, error
+        self._serve(self._batch_it, _NEITHER if self._named else _ENTRIES if entries else _VALUES)
         return True
-
-    def _decoded(self, batch: Batch) -> tuple[list[Any], Exception | None]:
-        """The values of `batch` up to the first that fails to decode, and that failure."""
-        data, offsets = batch.data, batch.ends
-        pieces = map(slice, itertools.chain((0,), offsets), offsets)
-        if self._raw:
-            return list(map(data.__getitem__, pieces)), None
-        if self._decode_many is not None and len(offsets) >= _DECODE_MANY_MIN:
-            values: list[Any]
-            values, error = self._decode_many(data, offsets)
-            return values, error
-        decode = self._decode
-        views = list(map(memoryview(data).__getitem__, pieces))
-        try:
-            return list(map(decode, views)), None
-        except Exception:
-            values = []
-            for view in views:
-                try:
-                    values.append(decode(view))
-                except Exception as exc:
-                    return values, exc
-            return values, None
 
     def _consumed(self) -> int:
         """How many values of the batch were handed out."""
@@ -353,6 +315,7 @@ class Tailer:
         self._batch.clear()  # an abandoned iteration must not hand them out later
         self._batch = None
         self._batch_error = None
+        self._serve(None, _NEITHER)
 
     def _settle(self) -> None:
         """Move the core's position just after the last entry handed out; forget the batch."""

@@ -6,9 +6,10 @@ exactly once), reads every return code (one table turns codes into
 exceptions; the few codes that are answers, not errors, become Python values
 here), holds the roll-cycle arithmetic, and turns C structs into Python
 values. The public classes above it (Queue, Appender, Tailer) speak Python,
-with one exception for speed: Appender.write calls tape_append through the
-function and pointer AppenderHandle.append_call() hands it, and gives a
-negative result back to AppenderHandle.checked.
+with one exception for speed: Appender and Tailer subclass Writer and Reader
+of tape._native._hot (C), whose write, write_many, read and read_entry are
+the hottest paths; they hand what they do not do to the subclass's Python
+methods (see docs/ARCHITECTURE.md).
 
 Threads: calls on a queue hold its lock, so closing it frees it at once.
 Calls on a tailer hold the tailer's lock, for the same reason. Appenders are
@@ -31,7 +32,7 @@ from tape._native.core import (
 )
 from tape._native.group import ConsumerHandle, GroupHandle, GroupInfo, Settings, Slot
 from tape._native.queue import QueueHandle, QueueInfo
-from tape._native.tailer import BATCH_SLOTS, Batch, TailerHandle
+from tape._native.tailer import BATCH_SLOTS, TailerHandle
 
 __all__ = [
     "AppenderHandle",
@@ -42,7 +43,6 @@ __all__ = [
     "Slot",
     "BACKWARD",
     "BATCH_SLOTS",
-    "Batch",
     "FORWARD",
     "INDEX_MAX",
     "NAME_MAX",

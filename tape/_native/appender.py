@@ -1,4 +1,4 @@
-"""AppenderHandle: a C appender, called without a lock (writing is the hottest path)."""
+"""AppenderHandle: a C appender, called without a lock (writing is the hottest path); Writer, the base of Appender."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tape._native.core import ChildHandle, check, ffi, lib, none_if_negative
+from tape._native._hot import MSGPACK, OTHER, RAW, Writer
+from tape._native.core import ChildHandle, address, check, ffi, lib, none_if_negative
 from tape.errors import TapeError
 
 if TYPE_CHECKING:
@@ -35,6 +36,9 @@ def attrs_struct(key: bytes | None, flags: int, not_before: int, origin: tuple[i
     return at
 
 
+__all__ = ["AppenderHandle", "Writer", "RAW", "MSGPACK", "OTHER", "KEY_MAX", "KEY_STR", "TOMBSTONE", "attrs_struct"]
+
+
 class AppenderHandle(ChildHandle):
     """A C appender. Closing shuts it; its memory is freed with this object."""
 
@@ -57,7 +61,7 @@ class AppenderHandle(ChildHandle):
             lib.tape_appender_close(self._kept)
 
     def append_call(self) -> tuple[Callable[[Any, bytes, int, int], int], Any]:
-        """The core's tape_append and this appender's C pointer, for the hottest path.
+        """The core's tape_append and this appender's C pointer, for write_encoded and _write_slow.
 
         f(ptr, data, len(data), ts) returns the new index, or a negative
         return code that checked() turns into its exception. Calling it after
@@ -65,6 +69,10 @@ class AppenderHandle(ChildHandle):
         long as this handle lives, which frees the C appender.
         """
         return _TAPE_APPEND, self.live()
+
+    def address(self) -> int:
+        """The C appender's address, for Writer (valid for as long as this handle lives)."""
+        return address(self.live())
 
     def append_attrs_call(self) -> Callable[..., int]:
         """The core's tape_append_attrs, for write() with attributes, called as append_call's function is.
@@ -93,13 +101,17 @@ class AppenderHandle(ChildHandle):
         ends = ffi.from_buffer("uint64_t[]", array.array("Q", itertools.accumulate(map(len, parts))))
         written = ffi.new("size_t *")
         index: int = lib.tape_append_many_ex(ptr, b"".join(parts), ends, len(parts), ts, written, attrs)
-        if index < 0:
+        return self.checked_many(index, written[0], len(parts))
+
+    def checked_many(self, rc: int, written: int, n: int) -> int:
+        """`rc` of a batch of `n` when it is not an error; else its exception, noting that `written` went in."""
+        if rc < 0:
             try:
-                check(index, self.path, appending=True)
+                check(rc, self.path, appending=True)
             except TapeError as exc:
-                exc.add_note(f"{written[0]} of {len(parts)} entries were written before the error")
+                exc.add_note(f"{written} of {n} entries were written before the error")
                 raise
-        return index
+        return rc
 
     def append_if(self, data: bytes, ts: int, last: int | None) -> int | None:
         """Append `data` only if the queue's last entry is `last` (None: empty); None when another came first."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tape._core import ffi, lib
+from tape._native import _hot
 from tape.errors import (
     ArgumentError,
     CorruptionError,
@@ -46,6 +47,7 @@ __all__ = [
     "RollCycle",
     "ROLL_CYCLES",
     "ChildHandle",
+    "address",
 ]
 
 NAME_MAX = lib.TAPE_NAME_MAX  # names of named tailers, in bytes with the NUL
@@ -110,6 +112,20 @@ def check(rc: int, path: str | None = None, *, opening: bool = False, appending:
 
 def none_if_negative(value: int) -> int | None:
     return None if value < 0 else value
+
+
+def address(ptr: Any) -> int:
+    """The address of a C pointer, for tape._native._hot."""
+    return int(ffi.cast("uintptr_t", ptr))
+
+
+# tape._native._hot calls the core's functions through these addresses: it
+# links no copy of the core, whose process-wide state (the SIGBUS guard's
+# registry, the fork handlers, the table of open queues) must stay one. It
+# sets the core's wait hooks (tape_set_wait_hooks) to let the GIL go while an
+# append of its own waits for the write lock.
+_hot.bind(*(address(ffi.addressof(lib, name)) for name in (
+    "tape_append", "tape_append_many_ex", "tape_peek_many_ex", "tape_read_many_ex", "tape_set_wait_hooks")))
 
 
 # -- roll cycles -------------------------------------------------------------------------------

@@ -1,18 +1,17 @@
-"""TailerHandle: a C tailer, its batches (peeked, then advanced past what was handed out) and its moves."""
+"""TailerHandle: a C tailer, its batches (peeked, then advanced past what was handed out) and its moves; Reader, the base of Tailer."""
 
 from __future__ import annotations
 
 import errno
-import itertools
-import operator
-import struct
 from typing import TYPE_CHECKING, Any
 
+from tape._native._hot import BATCH_SLOTS, MSGPACK, OTHER, RAW, Batches, Reader
 from tape._native.core import (
     BACKWARD,
     FORWARD,
     INDEX_MAX,
     ChildHandle,
+    address,
     check,
     ffi,
     lib,
@@ -26,17 +25,8 @@ if TYPE_CHECKING:
 _DIRECTIONS = {FORWARD: lib.TAPE_FORWARD, BACKWARD: lib.TAPE_BACKWARD}
 _TAPE_ADVANCE = lib.tape_tailer_advance  # a named tailer's iteration calls it for each value
 
-# Per-tailer buffers for reading a batch of entries in one call into the core.
-BATCH_BYTES = 1 << 20
-BATCH_SLOTS = 4096
+__all__ = ["TailerHandle", "Reader", "BATCH_SLOTS", "RAW", "MSGPACK", "OTHER", "entry_attrs"]
 
-
-# What Entry adds to (index, timestamp, value) for an entry without attributes.
-PLAIN = (None, None, None, False)
-# A tape_attrs as bytes: a_key (a pointer), a_key_len, a_flags, a_not_before, a_origin_index, a_origin_ts.
-_ATTRS = struct.Struct("@PIIqqq")
-assert _ATTRS.size == ffi.sizeof("tape_attrs")
-_KEY_LEN = operator.itemgetter(1)
 _KEY_STR = lib.TAPE_A_KEY_STR
 _TOMBSTONE = lib.TAPE_A_TOMBSTONE
 
@@ -49,64 +39,9 @@ def entry_attrs(key: bytes | None, flags: int, not_before: int, origin_index: in
     return key, not_before or None, origin, key is not None and bool(flags & _TOMBSTONE)
 
 
-def _fields(row: tuple[int, ...], start: int, spans: bytes) -> tuple[Any, ...]:
-    """Entry's attribute fields from a row of _ATTRS whose entry's span starts at `start` of `spans`."""
-    _, key_len, flags, not_before, origin_index, origin_ts = row
-    key: Any = None
-    if key_len:
-        key = spans[start : start + key_len]
-        if flags & _KEY_STR:
-            key = key.decode("utf-8", "surrogateescape")
-    elif not (not_before or origin_index >= 0):
-        return PLAIN
-    return key, not_before or None, None if origin_index < 0 else (origin_index, origin_ts), bool(key_len and flags & _TOMBSTONE)
-
-
-class Batch:
-    """Entries peeked in one call: their payloads back to back and where each ends.
-
-    Indexes and timestamps stay in the tailer's buffers until asked for: a
-    batch is valid until the tailer's next peek. When an entry has
-    attributes, the core put each key before its payload: the payloads are
-    taken apart from the keys at once, the attributes when asked for.
-    """
-
-    __slots__ = ("data", "ends", "_idx", "_ts", "_rows", "_spans", "_starts")
-
-    def __init__(self, data: bytes, ends: list[int], idx: Any, ts: Any, attrs: Any, n_attrs: int) -> None:
-        self._rows: list[tuple[int, ...]] | None = None
-        if n_attrs:
-            # C-speed passes: the attributes as tuples, then each payload after its key.
-            self._rows = rows = list(_ATTRS.iter_unpack(ffi.buffer(attrs, len(ends) * _ATTRS.size)))
-            self._spans, self._starts = data, (0, *ends[:-1])
-            payloads = list(map(data.__getitem__, map(slice, map(operator.add, self._starts, map(_KEY_LEN, rows)), ends)))
-            data, ends = b"".join(payloads), list(itertools.accumulate(map(len, payloads)))
-        self.data = data
-        self.ends = ends
-        self._idx = idx
-        self._ts = ts
-
-    def attrs(self) -> list[tuple[Any, ...]] | None:
-        """Each entry's (key, not_before, origin, tombstone); None when no entry has any."""
-        if self._rows is None:
-            return None
-        return list(map(_fields, self._rows, self._starts, itertools.repeat(self._spans)))
-
-    def index(self, k: int) -> int:
-        """The index of entry k."""
-        return int(self._idx[k])
-
-    def indexes(self) -> list[int]:
-        indexes: list[int] = ffi.unpack(self._idx, len(self.ends))
-        return indexes
-
-    def timestamps(self) -> list[int]:
-        timestamps: list[int] = ffi.unpack(self._ts, len(self.ends))
-        return timestamps
-
-
 class TailerHandle(ChildHandle):
-    """A C tailer. Every call holds `lock`; closing frees it at once.
+    """A C tailer. Every call holds `lock`, but peek and read_many (C holding
+    the GIL, which a close needs first); closing frees it at once.
 
     Batches are peeked: the core's position stays where the batch starts
     until advance(k) moves it past the first k entries (any k, as often as
@@ -117,18 +52,21 @@ class TailerHandle(ChildHandle):
     """
 
     CLOSED = "the tailer or its queue is closed"
-    __slots__ = ("read_ahead", "_entry", "_buffers")
+    __slots__ = ("read_ahead", "_entry", "_batches", "batch_index")
 
     def __init__(self, queue: QueueHandle, ptr: Any) -> None:
         super().__init__(queue, ptr)
         self.read_ahead: list[Any] | None = None
         self._entry = ffi.new("tape_entry *")
-        self._buffers: tuple[Any, Any, Any, Any, Any, Any] | None = None
+        # Batches are peeked (or read) and built in C (tape/_native/_hot_batches.c).
+        self._batches = Batches(address(ptr), Entry)
+        self.batch_index = self._batches.index  # the index of entry k of the last peek
 
     def close(self) -> None:
         with self.lock:
             ptr, self.ptr = self.ptr, None
             if ptr is not None:
+                self._batches.shut()
                 lib.tape_tailer_close(ptr)
             if self.read_ahead is not None:
                 self.read_ahead.clear()
@@ -149,56 +87,37 @@ class TailerHandle(ChildHandle):
         check(rc, self.path)
         return None
 
-    def _batch_buffers(self) -> tuple[Any, Any, Any, Any, Any, Any]:
-        """The buffers of batches: payloads, indexes, timestamps, ends, attributes, and their count."""
-        if self._buffers is None:
-            self._buffers = (
-                ffi.new("char[]", BATCH_BYTES),
-                ffi.new("int64_t[]", BATCH_SLOTS),
-                ffi.new("int64_t[]", BATCH_SLOTS),
-                ffi.new("uint64_t[]", BATCH_SLOTS),
-                ffi.new("tape_attrs[]", BATCH_SLOTS),
-                ffi.new("size_t *"),
-            )
-        return self._buffers
+    def decode_as(self, kind: int, decode: Any, decode_many: Any) -> None:
+        """How peek() decodes values: RAW, MSGPACK or OTHER, with the codec's decode and decode_many (or None)."""
+        self._batches.configure(kind, decode, decode_many)
 
-    def peek(self, slots: int) -> Batch | None:
-        """Up to `slots` entries from the position, which does not move (see advance); None when there is none."""
-        buf, idx, ts, ends, attrs, n_attrs = self._batch_buffers()
-        with self.lock:
-            ptr = self.live()
-            n = lib.tape_peek_many_ex(ptr, buf, BATCH_BYTES, idx, ts, ends, min(slots, BATCH_SLOTS), attrs, n_attrs)
-            if n == lib.TAPE_EINVAL:  # the first entry is larger than the buffer: peek at it alone
-                buf = ffi.new("char[]", ends[0])
-                n = lib.tape_peek_many_ex(ptr, buf, ends[0], idx, ts, ends, 1, attrs, n_attrs)
-            if n > 0:
-                return Batch(ffi.unpack(buf, ends[n - 1]), ffi.unpack(ends, n), idx, ts, attrs, n_attrs[0])
-        check(n, self.path)
+    def peek(self, slots: int, entries: bool) -> tuple[list[Any], int, Exception | None] | None:
+        """Up to `slots` entries from the position, which does not move (see advance); None when there is none.
+
+        (values, n, error): the values (Entry when `entries`) up to the first
+        that fails to decode, how many entries were peeked, and that failure.
+        The Python objects are made in C, holding the GIL, which a close from
+        another thread needs first: no lock is taken.
+        """
+        got = self._batches.peek(slots, entries)
+        if isinstance(got, tuple):
+            return got
+        if got is None:
+            self.live()  # raises QueueClosedError
+        else:
+            check(got, self.path)
         return None
 
     def read_many(self, max_entries: int, max_bytes: int) -> list[Entry]:
         """Up to `max_entries` entries (at least one if any is there, however large) as Entry of their stored bytes, moving past them."""
-        buf, idx, ts, ends, attrs, n_attrs = self._batch_buffers()
-        if max_entries > BATCH_SLOTS:
-            idx, ts = ffi.new("int64_t[]", max_entries), ffi.new("int64_t[]", max_entries)
-            ends, attrs = ffi.new("uint64_t[]", max_entries), ffi.new("tape_attrs[]", max_entries)
-        if max_bytes > BATCH_BYTES:
-            buf = ffi.new("char[]", max_bytes)
-        with self.lock:
-            ptr = self.live()
-            n = lib.tape_read_many_ex(ptr, buf, max_bytes, idx, ts, ends, max_entries, attrs, n_attrs)
-            if n == lib.TAPE_EINVAL:  # the first entry is larger than max_bytes: read it alone
-                buf = ffi.new("char[]", ends[0])
-                n = lib.tape_read_many_ex(ptr, buf, ends[0], idx, ts, ends, 1, attrs, n_attrs)
-            if n > 0:
-                batch = Batch(ffi.unpack(buf, ends[n - 1]), ffi.unpack(ends, n), idx, ts, attrs, n_attrs[0])
-        if n <= 0:
-            check(n, self.path)
-            return []
-        data, offsets = batch.data, batch.ends
-        fields = zip(batch.indexes(), batch.timestamps(), map(data.__getitem__, map(slice, (0, *offsets), offsets)))
-        extra = batch.attrs() or itertools.repeat(PLAIN)
-        return [tuple.__new__(Entry, f + x) for f, x in zip(fields, extra)]
+        got = self._batches.read_many(max_entries, max_bytes)
+        if isinstance(got, list):
+            return got
+        if got is None:
+            self.live()  # raises QueueClosedError
+        else:
+            check(got, self.path)
+        return []
 
     def advance(self, k: int) -> None:
         """Move past the first `k` entries of the batch peek() returned last."""

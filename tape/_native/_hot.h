@@ -1,0 +1,46 @@
+/* _hot.h - the shared parts of tape._native._hot (see _hot.c). */
+#ifndef TAPE_HOT_H
+#define TAPE_HOT_H
+
+#include "../_msgpack.h"
+#include "tape.h"
+
+/* The core's functions this module calls, taken from tape._core (hot_bind):
+ * the module links no copy of the core. */
+typedef struct hot_core {
+    int64_t (*append)(tape_appender *a, const void *data, size_t len, int64_t ts_ns);
+    int64_t (*append_many_ex)(tape_appender *a, const void *data, const uint64_t *ends, size_t n,
+                              int64_t ts_ns, size_t *written, const tape_attrs *at);
+    int64_t (*peek_many_ex)(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                            uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
+    int64_t (*read_many_ex)(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
+                            uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
+} hot_core;
+
+extern hot_core hot_fn;
+
+/* Set while this thread calls the core holding the GIL: the core's wait for
+ * the write lock then lets the GIL go (tape_set_wait_hooks). */
+extern _Thread_local int hot_in_core;
+extern const tape_mp_api *hot_mp;
+
+/* The codecs handled here; any other calls its Python encode / decode. */
+enum { HOT_RAW = 0, HOT_MSGPACK = 1, HOT_OTHER = 2 };
+
+/* Batches: payloads and keys of at most HOT_BATCH_BYTES, at most HOT_BATCH_SLOTS entries. */
+#define HOT_BATCH_BYTES (1u << 20)
+#define HOT_BATCH_SLOTS 4096u
+
+extern PyTypeObject hot_writer_type;
+extern PyTypeObject hot_reader_type;
+extern PyTypeObject hot_batches_type;
+
+/* Names of the Python methods C hands over to (interned at import). */
+extern PyObject *hot_str_write_slow, *hot_str_write_many_slow, *hot_str_after, *hot_str_after_many,
+    *hot_str_read_slow, *hot_str_read_entry_slow;
+
+/* self.<name>(*args, **kw) from a vectorcall's arguments. */
+PyObject *hot_call_method(PyObject *name, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames);
+
+#endif
