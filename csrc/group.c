@@ -357,18 +357,6 @@ static int defer(tape_group *g, int64_t index, int64_t nb, int64_t now)
     return 1;
 }
 
-/* Is entry `index` in the table, moved there by the pass under way? */
-static int moved(const tape_group *g, int64_t index)
-{
-    for (uint32_t k = 0; k < g->gp_sh->gs_hi; k++) {
-        const tape_group_slot *s = &g->gp_slots[k];
-        if (s->gt_state != TAPE_GS_FREE && s->gt_reason == GR_DEFERRED && s->gt_dl < 0 &&
-            s->gt_index == index)
-            return 1;
-    }
-    return 0;
-}
-
 /* Holding the lock, when a deferred entry may be due: walk the range from
  * where the pass stands with tailer t, moving into the table the entries due
  * by the pass's start, until the table is full enough (the pass stands there)
@@ -407,33 +395,38 @@ static int pass(tape_consumer *c, tape_tailer *t, int64_t now)
         }
         at = e.e_index + 1;
         int64_t nb = e.e_attrs.a_not_before;
-        if (nb <= df->df_lo) /* handed out when the position passed it */
-            continue;
-        if (nb > df->df_hi) { /* still deferred */
+        if (e.e_index + 1 == df->df_dupe) {
+            /* moved by a holder killed before it moved the cursor: in the
+             * table, or handed out and finished since */
+            df->df_dupe = 0;
+        } else if (nb <= df->df_lo) {
+            /* handed out when the position passed it */
+        } else if (nb > df->df_hi) { /* still deferred */
             if (!df->df_pfirst)
                 df->df_pfirst = e.e_index + 1;
             if (nb < df->df_pdue)
                 df->df_pdue = nb;
-            continue;
+        } else {
+            int64_t k = alloc_slot(g);
+            if (k < 0) { /* the counts disagree with the table: put right, stop here */
+                repair(g);
+                at = e.e_index;
+                break;
+            }
+            tape_group_slot *s = &g->gp_slots[k];
+            s->gt_index = e.e_index;
+            s->gt_dl = -1;
+            s->gt_attempt = 0;
+            s->gt_reason = GR_DEFERRED;
+            s->gt_owner = 0;
+            s->gt_due = nb;
+            set_state(s, TAPE_GS_READY);
+            due_at(g, nb);
+            TAPE_KILL("group_pass");
         }
-        if (e.e_index < df->df_dupe && moved(g, e.e_index))
-            continue; /* moved by a holder killed before it moved the cursor */
-        int64_t k = alloc_slot(g);
-        if (k < 0) { /* the counts disagree with the table: put right, stop here */
-            repair(g);
-            at = e.e_index;
-            break;
-        }
-        tape_group_slot *s = &g->gp_slots[k];
-        s->gt_index = e.e_index;
-        s->gt_dl = -1;
-        s->gt_attempt = 0;
-        s->gt_reason = GR_DEFERRED;
-        s->gt_owner = 0;
-        s->gt_due = nb;
-        set_state(s, TAPE_GS_READY);
-        due_at(g, nb);
-        TAPE_KILL("group_pass");
+        /* Past each entry the cursor moves at once, with what the walk
+         * learnt: a holder killed leaves at most the entry it moved ahead of
+         * the cursor, the first the walk reads again (repair names it). */
         df->df_cursor = at;
         defer_commit(sh);
         df = defer_next(sh);
@@ -502,8 +495,9 @@ static void repair(tape_group *g)
     sh->gs_hi = hi;
     sh->gs_free_hint = 0;
     sh->gs_min_due = min_due;
-    /* A pass's holder killed between moving an entry and moving the cursor:
-     * the pass looks for what it moved before moving it again. */
+    /* A pass's holder killed between moving an entry and moving the cursor
+     * (one entry at most, the last it moved): the pass skips that entry when
+     * it walks there again, whatever became of its slot by then. */
     if (defer_cur(sh)->df_pass) {
         int64_t top = 0;
         for (uint32_t k = 0; k < hi; k++) {

@@ -666,7 +666,8 @@ typedef struct tape_group_defer {
     int64_t df_pdue;           /* a pass: the earliest due time of those */
     uint32_t df_pass;          /* 1: a pass is under way */
     uint32_t df_pad;
-    int64_t df_dupe;           /* a pass re-inserting below this looks for a copy first */
+    int64_t df_dupe;           /* 1 + the index a pass moved into the table but
+                                * not past the cursor (killed): skipped (0: none) */
 } tape_group_defer;
 
 /* Page 1: the shared state, changed under gs_lock. */

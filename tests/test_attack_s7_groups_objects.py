@@ -388,10 +388,6 @@ q.group("g").consumer("victim").claim()
 """ % T1
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:pass/repair: a holder killed after moving a deferred entry into "
-                                       "a table it filled to 7/8 leaves the cursor before it; the entry is "
-                                       "claimed and acked before the pass goes on, moved() no longer finds it, "
-                                       "and the pass hands the acked entry out again")
 def test_an_entry_acked_after_a_kill_inside_a_pass_is_not_handed_out_again(tmp_path: Path) -> None:
     qpath = tmp_path / "q"
     with tape.Queue(qpath, clock=lambda: T0) as q:
