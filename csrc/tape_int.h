@@ -638,7 +638,8 @@ int64_t tape_floor_div(int64_t a, int64_t b); /* roll.c */
 #define TAPE_GROUP_SLOTS_OFF 32768u
 #define TAPE_GROUP_SIZE (TAPE_GROUP_SLOTS_OFF + TAPE_GROUP_SLOTS * 48u)
 
-/* Page 0 of a group file: written once, at creation. */
+/* Page 0 of a group file: written at creation; a version 1 file becomes
+ * version 2 before its first deferred entry (group.c, upgrade_hdr). */
 typedef struct tape_group_hdr {
     char gh_magic[8];          /* "TAPEGRUP" */
     uint32_t gh_version;

@@ -168,9 +168,6 @@ def test_remove_group_is_refused_while_another_process_consumes_then_allowed_aft
 # -- version 1 group files -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="group.c:defer: a version 1 group file gets a deferred range but stays "
-                                       "version 1, so an earlier release opens it and silently skips the "
-                                       "deferred entries (cycle files become version 2 for this reason)")
 def test_a_version_1_group_file_holding_a_deferred_range_is_marked_version_2(tmp_path: Path) -> None:
     clock = ManualClock()
     with tape.Queue(tmp_path / "q", clock=clock) as q:
