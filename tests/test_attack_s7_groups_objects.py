@@ -316,8 +316,6 @@ def test_entries_nacked_for_later_do_not_hold_back_a_new_due_entry(tmp_path: Pat
 # -- load_jsonl of keyed dumps -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="testing.py:load_jsonl: a not_before out of range is checked only when "
-                                       "its line is written: the lines before it are appended, then it raises")
 def test_load_jsonl_with_a_not_before_out_of_range_appends_nothing(tmp_path: Path) -> None:
     from tape.testing import load_jsonl
 
