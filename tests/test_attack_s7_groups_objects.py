@@ -108,9 +108,6 @@ def test_a_group_started_past_the_end_hands_out_only_from_there(tmp_path: Path) 
 # -- ack_many ------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Consumer.ack_many: a delivery given twice in one batch is "
-                                       "acked, then StaleDeliveryError says its claim lapsed and its outcome "
-                                       "goes back to None")
 def test_ack_many_given_one_delivery_twice_leaves_its_outcome_true(tmp_path: Path) -> None:
     with tape.Queue(tmp_path / "q") as q:
         q.appender().write({"x": 1})
