@@ -174,3 +174,43 @@ def test_a_long_stream_name_gives_a_lock_file_or_a_tape_error(tmp_path: Path, st
         Replicator(str(tmp_path / "q"), "nats://127.0.0.1:1", stream=stream).close()  # connects only in run()
     except tape.TapeError:
         pass
+
+
+GROUP_IN_A_CHILD = """
+import os, sys, signal, tape
+q = tape.Queue(sys.argv[1], codec="raw")
+a = q.appender()
+for i in range(6):
+    a.write(b"%d" % i)
+c = q.group("g", ack_wait=600).consumer()
+first = c.claim()
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    try:
+        c.claim()
+        os._exit(3)             # the parent's consumer is not the child's
+    except tape.QueueClosedError:
+        pass
+    a.write(b"from child")
+    own = q.group("g").consumer()
+    os.write(w, b",".join([own.claim().value, own.claim().value]))
+    signal.pause()              # killed holding its two claims
+os.close(w)
+assert os.read(r, 100) == b"1,2"
+os.kill(pid, signal.SIGKILL)
+os.waitpid(pid, 0)
+seen = []
+while (d := c.claim()) is not None:
+    seen.append(d.value)
+    d.ack()
+first.ack()
+print(seen, flush=True)
+"""
+
+
+def test_a_child_killed_holding_claims_of_its_own_consumer_gives_them_back(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", GROUP_IN_A_CHILD, str(tmp_path / "q")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[b'1', b'2', b'3', b'4', b'5', b'from child']\n"
