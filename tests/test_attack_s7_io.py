@@ -95,6 +95,20 @@ def test_write_encoded_many_writes_nothing_when_a_keyed_items_origin_is_a_bool(t
         assert list(q.tailer()) == []
 
 
+@pytest.mark.xfail(strict=True, reason="tape/appender.py:Appender.write_encoded_many: a bool in an origin "
+                   "of an entry without a key is written as 1 (write_encoded refuses it: ArgumentTypeError)")
+@pytest.mark.parametrize("origin", [(True, 5), (1, True)])
+def test_write_encoded_many_refuses_a_bool_in_an_origin_as_write_encoded_does(tmp_path: Path,
+                                                                               origin: tuple[int, int]) -> None:
+    with tape.Queue(tmp_path / "q", codec="raw") as q:
+        a = q.appender()
+        with pytest.raises(tape.ArgumentTypeError):
+            a.write_encoded(b"x", origin=origin)
+        with pytest.raises(tape.ArgumentTypeError):
+            a.write_encoded_many([(b"x", None, None, origin, False)])
+        assert list(q.tailer()) == []
+
+
 # -- what held -----------------------------------------------------------------------------------
 
 
