@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,6 +169,31 @@ def test_write_encoded_many_refuses_a_bool_in_an_origin_as_write_encoded_does(tm
         with pytest.raises(tape.ArgumentTypeError):
             a.write_encoded_many([(b"x", None, None, origin, False)])
         assert list(q.tailer()) == []
+
+
+@pytest.mark.xfail(strict=True, reason="tape/replicate/replicator.py:Replicator._frame: a batch of entries "
+                   "without origins is shipped as a plain frame even after copies (prev_origin set), so a copy "
+                   "with a local entry is shipped after all; the next copy records the local entry's own "
+                   "(index, timestamp) as an origin in the first queue, which it never was")
+def test_a_copy_with_a_local_entry_after_its_copies_is_refused_as_a_source(nats_server: Any,
+                                                                             tmp_path: Path) -> None:
+    from tape.replicate import Ingester, ReplicationError, Replicator
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    with tape.Queue(a, codec="raw") as q:
+        for i in range(10):
+            q.appender().write(b"a%d" % i)
+    url = nats_server.url
+    with Replicator(a, url, stream="S1") as r:
+        r.run()
+    with Ingester(url, stream="S1", path=b) as i:
+        i.run()
+    with Replicator(b, url, stream="S2") as r:
+        r.run()
+    with tape.Queue(b) as q:
+        q.appender().write_encoded(b"local")  # B is a copy: this entry has no origin
+    with Replicator(b, url, stream="S2") as r, pytest.raises(ReplicationError):
+        r.run()  # "a queue that mixes ingested entries and others cannot be shipped as a copy"
 
 
 # -- what held -----------------------------------------------------------------------------------
