@@ -42,9 +42,6 @@ print("ok", flush=True)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="csrc/meta.c:tape_queue_after_fork: a fork taken while the prefaulter "
-                   "thread holds w_mu leaves the child's copy locked for ever; the child's first write "
-                   "(tape_lock -> tape_register_writer takes w_mu) hangs (about 1 fork in 8 here)")
 def test_a_fork_child_writes_after_its_parent_appended_large_entries(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", FORK_AFTER_LARGE_WRITES, str(tmp_path / "q")],
                           capture_output=True, text=True, timeout=120)
@@ -70,10 +67,6 @@ os.waitpid(pid, 0)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="csrc/meta.c:tape_queue_after_fork: the child keeps pf_running=1 of its "
-                   "parent but has no prefaulter thread (threads do not survive fork): nothing trims the "
-                   "writer's mapping (nor looks for its file being removed), so the child's resident memory "
-                   "grows with all it writes (396 MiB after 390 MiB; the parent: 57 MiB)")
 def test_a_fork_childs_resident_memory_stays_bounded_while_it_writes(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", CHILD_RSS, str(tmp_path / "q")],
                           capture_output=True, text=True, timeout=120)
@@ -105,9 +98,6 @@ os.waitpid(pid, 0)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="csrc/meta.c:tape_queue_after_fork: no prefaulter thread in the child, so "
-                   "nothing looks at the writer's file (prefault.c:look_at_file): appends to a removed newest "
-                   "cycle file are acknowledged and lost in a fork child")
 def test_a_fork_child_refuses_appends_to_a_removed_newest_file(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", CHILD_WRITES_TO_A_REMOVED_FILE, str(tmp_path / "q")],
                           capture_output=True, text=True, timeout=60)
