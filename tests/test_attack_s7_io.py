@@ -104,8 +104,6 @@ def test_a_fork_child_refuses_appends_to_a_removed_newest_file(tmp_path: Path) -
     assert done.stdout == "CorruptionError\n", done.stdout + done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="tape/tailer.py:Tailer.read_view: timeout is checked only when no "
-                   "entry is there (read() and read_entry() check it always)")
 @pytest.mark.parametrize("timeout", [-1, float("nan"), True, "1"])
 def test_read_view_refuses_a_bad_timeout_like_read(tmp_path: Path, timeout: object) -> None:
     with tape.Queue(tmp_path / "q", codec="raw") as q:
@@ -137,9 +135,6 @@ def test_the_object_under_a_view_is_read_only_too(tmp_path: Path) -> None:
     assert done.returncode == 0 and done.stdout == "refused\n", (done.returncode, done.stderr[-500:])
 
 
-@pytest.mark.xfail(strict=True, reason="tape/appender.py:Appender.write_encoded_many: an origin index that is "
-                   "a bool passes the column check (array('q')) but write_encoded refuses it: the entries "
-                   "before the keyed item are already written")
 def test_write_encoded_many_writes_nothing_when_a_keyed_items_origin_is_a_bool(tmp_path: Path) -> None:
     with tape.Queue(tmp_path / "q", codec="raw") as q:
         items = [(b"a", None, None, None, False), (b"b", "k", None, None, False),
@@ -149,8 +144,6 @@ def test_write_encoded_many_writes_nothing_when_a_keyed_items_origin_is_a_bool(t
         assert list(q.tailer()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="tape/appender.py:Appender.write_encoded_many: a bool in an origin "
-                   "of an entry without a key is written as 1 (write_encoded refuses it: ArgumentTypeError)")
 @pytest.mark.parametrize("origin", [(True, 5), (1, True)])
 def test_write_encoded_many_refuses_a_bool_in_an_origin_as_write_encoded_does(tmp_path: Path,
                                                                                origin: tuple[int, int]) -> None:
@@ -255,9 +248,6 @@ def test_a_fork_of_a_fork_writes_and_closes(tmp_path: Path) -> None:
     assert done.stdout == "[b'c', b'c2', b'g', b'p', b'p2']\n"
 
 
-@pytest.mark.xfail(strict=True, reason="tape/replicate/_lock.py:RoleLock.__init__: the lock file is named "
-                   "ship-<quoted stream>.lock; a long stream name (or a non-ASCII one, tripled by quoting) "
-                   "makes it longer than 255 bytes: a bare OSError (ENAMETOOLONG), no TapeError")
 @pytest.mark.parametrize("stream", ["a" * 250, "\u00e9" * 100])
 def test_a_long_stream_name_gives_a_lock_file_or_a_tape_error(tmp_path: Path, stream: str) -> None:
     from tape.replicate import Replicator
