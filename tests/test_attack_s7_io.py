@@ -156,10 +156,6 @@ def test_write_encoded_many_refuses_a_bool_in_an_origin_as_write_encoded_does(tm
         assert list(q.tailer()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="tape/replicate/replicator.py:Replicator._frame: a batch of entries "
-                   "without origins is shipped as a plain frame even after copies (prev_origin set), so a copy "
-                   "with a local entry is shipped after all; the next copy records the local entry's own "
-                   "(index, timestamp) as an origin in the first queue, which it never was")
 def test_a_copy_with_a_local_entry_after_its_copies_is_refused_as_a_source(nats_server: Any,
                                                                              tmp_path: Path) -> None:
     from tape.replicate import Ingester, ReplicationError, Replicator
