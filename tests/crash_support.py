@@ -100,6 +100,16 @@ class RecordReader:
 # ---- payloads ------------------------------------------------------------------------
 
 
+def crc32c(data: bytes, seed: int = 0) -> int:
+    """CRC-32C (Castagnoli) as docs/FORMAT.md defines it: ~update(~seed, data); for files a test patches."""
+    crc = seed ^ 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
 def payload(writer: int, seq: int) -> bytes:
     """What writer `writer` stores as its entry `seq`: both numbers, then a filler of varying length."""
     n = (writer * 7 + seq) % 23

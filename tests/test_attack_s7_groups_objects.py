@@ -17,21 +17,11 @@ from pathlib import Path
 import pytest
 
 import tape
-from crash_support import child_env, hooks_compiled_in
+from crash_support import child_env, crc32c, hooks_compiled_in
 from tape.testing import ManualClock, run_worker
 
 LONG, SHORT = 100, 10  # seconds
 PAST_HALF = 3000  # entries not yet due: more than half of the 4,096-slot table
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli), as the group file's header carries."""
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    return crc ^ 0xFFFFFFFF
 
 
 def drain(c: tape.Consumer) -> list[int]:

@@ -15,20 +15,11 @@ from typing import Any
 import pytest
 
 import tape
+from crash_support import crc32c
 from tape.testing import ManualClock
 
 T0 = 1_763_683_200 * 10**9  # 2025-11-21T00:00:00Z
 FIRST = 4096 + 4096  # test_secondly: the first entry's offset (FORMAT.md)
-
-
-def _crc32c(data: bytes, seed: int = 0) -> int:
-    """CRC-32C as docs/FORMAT.md defines it: ~update(~seed, data)."""
-    crc = seed ^ 0xFFFFFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    return crc ^ 0xFFFFFFFF
 
 
 def _cycle_file(q: tape.Queue) -> Path:
@@ -286,7 +277,7 @@ def test_dump_shows_the_attributes(written: tuple[Path, list[int]]) -> None:
 
 def _version(path: Path) -> int:
     head = path.read_bytes()[:68]
-    assert struct.unpack_from("<I", head, 64)[0] == _crc32c(head[:64])  # the header checks
+    assert struct.unpack_from("<I", head, 64)[0] == crc32c(head[:64])  # the header checks
     version: int = struct.unpack_from("<I", head, 8)[0]
     return version
 
@@ -296,7 +287,7 @@ def _make_version_1(path: Path, *, crc: bool = True) -> None:
     data = bytearray(path.read_bytes())
     data[8:12] = struct.pack("<I", 1)
     if crc:
-        data[64:68] = struct.pack("<I", _crc32c(bytes(data[:64])))
+        data[64:68] = struct.pack("<I", crc32c(bytes(data[:64])))
     path.write_bytes(bytes(data))
 
 
@@ -311,7 +302,7 @@ def test_new_cycle_files_are_version_2(written: tuple[Path, list[int]]) -> None:
     assert _version(path) == 2
     data = bytearray(path.read_bytes())
     data[8:12] = struct.pack("<I", 3)
-    data[64:68] = struct.pack("<I", _crc32c(bytes(data[:64])))
+    data[64:68] = struct.pack("<I", crc32c(bytes(data[:64])))
     path.write_bytes(bytes(data))
     with tape.Queue(qpath) as q, pytest.raises(tape.IncompatibleQueueError):
         q.tailer().read_entry()
@@ -365,7 +356,7 @@ def _reseal(data: bytearray, pos: int, seq: int) -> None:
     seed = struct.unpack_from("<I", data, 24)[0]
     h, word, n = _entry_at(bytes(data), pos)
     body = struct.pack("<Iqq", h, seq, word) + bytes(data[pos + 16 : pos + 16 + n])
-    data[pos + 4 : pos + 8] = struct.pack("<I", _crc32c(body, seed))
+    data[pos + 4 : pos + 8] = struct.pack("<I", crc32c(body, seed))
 
 
 def test_the_stored_format_is_as_documented(qpath: Path) -> None:

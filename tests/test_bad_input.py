@@ -15,21 +15,12 @@ from pathlib import Path
 import pytest
 
 import tape
+from crash_support import crc32c
 from tape.testing import ManualClock
 
 
-def _crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli), as docs/FORMAT.md defines it with seed 0."""
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    return crc ^ 0xFFFFFFFF
-
-
 def test_the_crc_here_is_crc32c() -> None:
-    assert _crc32c(b"123456789") == 0xE3069283  # docs/FORMAT.md's check value
+    assert crc32c(b"123456789") == 0xE3069283  # docs/FORMAT.md's check value
 
 
 @pytest.mark.parametrize("name", ["a\0b", "\udcff", "x" * 1000, 7])
@@ -129,7 +120,7 @@ def test_a_named_tailer_name_that_is_not_utf8_is_reported_as_damage(qpath: Path)
         q.tailer("billing").read()
     name = b"bill\xffng".ljust(48, b"\0")  # slot 0, with a CRC that holds: only the bytes are wrong
     _patch_meta(qpath, 8192, name)
-    _patch_meta(qpath, 8192 + 60, struct.pack("<I", _crc32c(name)))
+    _patch_meta(qpath, 8192 + 60, struct.pack("<I", crc32c(name)))
     with tape.Queue(qpath) as q:
         with pytest.raises(tape.CorruptionError, match="not UTF-8"):
             q.describe()
@@ -144,7 +135,7 @@ def test_a_stored_codec_name_that_is_not_utf8_is_reported_as_damage(qpath: Path)
     with open(qpath / "tape.meta", "rb") as f:
         page0 = bytearray(f.read(152))
     page0[64:72] = b"msg\xffack\0"
-    _patch_meta(qpath, 0, bytes(page0) + struct.pack("<I", _crc32c(bytes(page0))))
+    _patch_meta(qpath, 0, bytes(page0) + struct.pack("<I", crc32c(bytes(page0))))
     with pytest.raises(tape.CorruptionError, match="not UTF-8"):
         tape.Queue(qpath)
     with pytest.raises(tape.CorruptionError):

@@ -152,10 +152,4 @@ class AppenderHandle(ChildHandle):
         written = ffi.new("size_t *")
         cols = [ffi.NULL if c is None else ffi.from_buffer("int64_t[]", c) for c in (not_before, origin_index, origin_ts)]
         index: int = lib.tape_append_many_each(ptr, b"".join(parts), ends, len(parts), ts, written, *cols)
-        if index < 0:
-            try:
-                check(index, self.path, appending=True)
-            except TapeError as exc:
-                exc.add_note(f"{written[0]} of {len(parts)} entries were written before the error")
-                raise
-        return index
+        return self.checked_many(index, written[0], len(parts))
