@@ -24,7 +24,8 @@ from tape import group as groups_
 from tape._args import as_index, as_int, as_name, as_seconds, shown
 from tape._native import NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle
 from tape._time import to_datetime
-from tape._native.appender import KEY_MAX
+from tape._native.appender import MSGPACK, OTHER, RAW
+from tape._native.queue import Keys
 from tape.appender import Appender, key_bytes
 from tape.errors import (
     ArgumentError,
@@ -110,6 +111,7 @@ class Queue:
     large_pages: bool
     read_only: bool
     _native: QueueHandle | None = None
+    _lookup: Keys | None = None  # latest's, made on its first call
 
     def __init__(
         self,
@@ -332,17 +334,19 @@ class Queue:
         Answered by the key directory every process shares: the same in all of
         them once a write returned.
         """
-        native = self._native
-        if native is None:
-            raise AssertionError("the queue never opened")
-        if type(key) is str:  # the common case, checked here at once
-            try:
-                kb = key.encode("utf-8", "surrogateescape")
-            except UnicodeEncodeError:
-                pass  # key_bytes says why
-            else:
-                if 0 < len(kb) <= KEY_MAX:
-                    return native.key_entry(kb, self.codec.decode, key)
+        lookup = self._lookup
+        if lookup is None:
+            lookup = self._lookup = self._handle().key_lookup(self._kind(), self.codec.decode, self._latest_slow)
+        return lookup.latest(key)
+
+    def _kind(self) -> int:
+        """How the C calls decode this queue's values: RAW, MSGPACK or OTHER (the codec's decode)."""
+        codec = type(self.codec)
+        return RAW if codec is codecs.RawCodec else MSGPACK if codec is codecs.MsgpackCodec else OTHER
+
+    def _latest_slow(self, key: Any) -> Entry | None:
+        """latest(key) in Python: for what the C call hands back (a key to check, an error to raise)."""
+        native = self._handle()
         return native.key_entry(key_bytes(key), self.codec.decode)
 
     def keys(self) -> list[str | bytes]:
