@@ -81,6 +81,16 @@ PyObject *hot_call_method(PyObject *name, PyObject *self, PyObject *const *args,
     return result;
 }
 
+void hot_untrack_atomic(PyObject *e)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(e); i++) {
+        PyObject *item = PyTuple_GET_ITEM(e, i);
+        if (PyObject_IS_GC(item) && PyObject_GC_IsTracked(item))
+            return;
+    }
+    PyObject_GC_UnTrack(e);
+}
+
 static int hot_intern(PyObject **s, const char *text)
 {
     if (*s == NULL)

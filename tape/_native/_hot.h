@@ -44,6 +44,11 @@ extern PyTypeObject hot_keys_type;
 extern PyObject *hot_str_write_slow, *hot_str_write_many_slow, *hot_str_after, *hot_str_after_many,
     *hot_str_read_slow, *hot_str_read_entry_slow;
 
+/* Take the (just built) tuple e out of the garbage collector's watch when none
+ * of its items is watched (ints, bytes, str, None...): it cannot be in a
+ * cycle, and a batch of thousands then costs the collector nothing. */
+void hot_untrack_atomic(PyObject *e);
+
 /* self.<name>(*args, **kw) from a vectorcall's arguments. */
 PyObject *hot_call_method(PyObject *name, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                           PyObject *kwnames);

@@ -123,6 +123,8 @@ static int key_fields(PyObject *e, PyObject *key, const char *kb, Py_ssize_t kle
     PyObject *origin = at->a_origin_index >= 0
                            ? Py_BuildValue("(LL)", (long long)at->a_origin_index, (long long)at->a_origin_ts)
                            : Py_NewRef(Py_None);
+    if (origin != NULL && origin != Py_None)
+        hot_untrack_atomic(origin);
     if (nb == NULL || origin == NULL) {
         Py_DECREF(k);
         Py_XDECREF(nb);
@@ -203,6 +205,8 @@ static PyObject *keys_latest(hot_keys *self, PyObject *key)
     index = ts = value = NULL;
     if (key_fields(entry, key, kb, klen, &at) < 0)
         Py_CLEAR(entry);
+    else
+        hot_untrack_atomic(entry);
 done:
     Py_XDECREF(index);
     Py_XDECREF(ts);
