@@ -2,12 +2,11 @@
 #
 #   make venv       .venv with tape installed in editable mode (rebuilt when C changes),
 #                   a test build: the fault and kill hooks of csrc/fault.h compiled in
-#   make test       C tests, then the Python tests
+#   make test       C tests, mypy --strict of the package, then the Python tests
 #   make demo       the example of examples/demo.py
 #   make sanitize   C tests under AddressSanitizer + UBSan, then the codec, hot-path and
 #                   read_view tests on the Python extensions (the cffi core, tape._msgpack,
-#                   tape._native._hot)
-#                   built with them
+#                   tape._native._hot) built with them
 #   make torture    crash suite at length: kill -9 storm of TORTURE_KILLS (5000) kills with
 #                   writers that survive, and the 8-writer test 3 times (not in make test)
 #   make fuzz       the damage campaign of tests/fuzz_damage.py: FUZZ_MUTATIONS (10000)
@@ -60,6 +59,7 @@ $(BSTAMP): $(BUILD_INPUTS) Makefile | $(BPY)
 
 test: venv
 	$(MAKE) -C csrc test
+	$(PY) -m mypy --strict tape
 	$(PY) -m pytest -q tests
 
 demo: venv

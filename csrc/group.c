@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 _Static_assert(sizeof(tape_group_slot) == 48, "group slot layout");
@@ -125,9 +126,8 @@ static int create_file(tape_queue *q, const char *name, int64_t last, int64_t or
 
 /* Every field that could send a call out of bounds or loop is checked: a
  * damaged file is reported, never trusted. */
-static int validate(tape_group *g, const char *name)
+static int validate_hdr(const tape_group_hdr *h, const char *name)
 {
-    const tape_group_hdr *h = (const tape_group_hdr *)g->gp_map;
     if (memcmp(h->gh_magic, "TAPEGRUP", 8) != 0 || h->gh_size != TAPE_GROUP_SIZE)
         return TAPE_ECORRUPT;
     if (h->gh_version != TAPE_GROUP_VERSION && h->gh_version != 1)
@@ -136,6 +136,20 @@ static int validate(tape_group *g, const char *name)
         h->gh_slots != TAPE_GROUP_SLOTS || h->gh_consumers != TAPE_GROUP_CONSUMERS ||
         strncmp(h->gh_name, name, TAPE_NAME_MAX) != 0)
         return TAPE_ECORRUPT;
+    return 0;
+}
+
+static int validate(tape_group *g, const char *name)
+{
+    const tape_group_hdr *h = (const tape_group_hdr *)g->gp_map;
+    int rc = validate_hdr(h, name);
+    if (rc == TAPE_ECORRUPT) { /* caught between upgrade_hdr's two stores? */
+        struct timespec pause = {0, 1000000};
+        nanosleep(&pause, NULL);
+        rc = validate_hdr(h, name);
+    }
+    if (rc < 0)
+        return rc;
     const tape_group_shared *sh = g->gp_sh;
     if (settings_crc(&sh->gs_set) != sh->gs_settings_crc || !valid_settings(&sh->gs_set) ||
         sh->gs_hi > TAPE_GROUP_SLOTS || sh->gs_last < -1 || sh->gs_origin < 0 ||
@@ -335,6 +349,22 @@ static void defer_commit(tape_group_shared *sh)
     __atomic_store_n(&sh->gs_defer_sel, (sh->gs_defer_sel & 1) ^ 1, __ATOMIC_RELEASE);
 }
 
+/* A version 1 file (older releases know no deferred range) becomes
+ * version 2 before its first deferred entry, so that such a release refuses
+ * it rather than skip those entries. Holding the lock; an opener that reads
+ * the header between the two stores looks again (validate). */
+static void upgrade_hdr(tape_group *g)
+{
+    tape_group_hdr *h = (tape_group_hdr *)g->gp_map;
+    if (h->gh_version == TAPE_GROUP_VERSION)
+        return;
+    tape_group_hdr copy = *h;
+    copy.gh_version = TAPE_GROUP_VERSION;
+    uint32_t crc = tape_crc32c(0, &copy, offsetof(tape_group_hdr, gh_crc));
+    __atomic_store_n(&h->gh_version, (uint32_t)TAPE_GROUP_VERSION, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->gh_crc, crc, __ATOMIC_RELEASE);
+}
+
 /* The position passes entry `index`, not due before nb: 1 when it is
  * deferred (recorded; the caller moves the position past it), else 0. */
 static int defer(tape_group *g, int64_t index, int64_t nb, int64_t now)
@@ -347,6 +377,7 @@ static int defer(tape_group *g, int64_t index, int64_t nb, int64_t now)
         return 1;
     tape_group_defer *df = defer_next(sh);
     if (!df->df_first) {
+        upgrade_hdr(g);
         memset(df, 0, sizeof *df);
         df->df_first = index + 1;
         df->df_cursor = index;
@@ -355,18 +386,6 @@ static int defer(tape_group *g, int64_t index, int64_t nb, int64_t now)
     df->df_due = nb;
     defer_commit(sh);
     return 1;
-}
-
-/* Is entry `index` in the table, moved there by the pass under way? */
-static int moved(const tape_group *g, int64_t index)
-{
-    for (uint32_t k = 0; k < g->gp_sh->gs_hi; k++) {
-        const tape_group_slot *s = &g->gp_slots[k];
-        if (s->gt_state != TAPE_GS_FREE && s->gt_reason == GR_DEFERRED && s->gt_dl < 0 &&
-            s->gt_index == index)
-            return 1;
-    }
-    return 0;
 }
 
 /* Holding the lock, when a deferred entry may be due: walk the range from
@@ -407,33 +426,38 @@ static int pass(tape_consumer *c, tape_tailer *t, int64_t now)
         }
         at = e.e_index + 1;
         int64_t nb = e.e_attrs.a_not_before;
-        if (nb <= df->df_lo) /* handed out when the position passed it */
-            continue;
-        if (nb > df->df_hi) { /* still deferred */
+        if (e.e_index + 1 == df->df_dupe) {
+            /* moved by a holder killed before it moved the cursor: in the
+             * table, or handed out and finished since */
+            df->df_dupe = 0;
+        } else if (nb <= df->df_lo) {
+            /* handed out when the position passed it */
+        } else if (nb > df->df_hi) { /* still deferred */
             if (!df->df_pfirst)
                 df->df_pfirst = e.e_index + 1;
             if (nb < df->df_pdue)
                 df->df_pdue = nb;
-            continue;
+        } else {
+            int64_t k = alloc_slot(g);
+            if (k < 0) { /* the counts disagree with the table: put right, stop here */
+                repair(g);
+                at = e.e_index;
+                break;
+            }
+            tape_group_slot *s = &g->gp_slots[k];
+            s->gt_index = e.e_index;
+            s->gt_dl = -1;
+            s->gt_attempt = 0;
+            s->gt_reason = GR_DEFERRED;
+            s->gt_owner = 0;
+            s->gt_due = nb;
+            set_state(s, TAPE_GS_READY);
+            due_at(g, nb);
+            TAPE_KILL("group_pass");
         }
-        if (e.e_index < df->df_dupe && moved(g, e.e_index))
-            continue; /* moved by a holder killed before it moved the cursor */
-        int64_t k = alloc_slot(g);
-        if (k < 0) { /* the counts disagree with the table: put right, stop here */
-            repair(g);
-            at = e.e_index;
-            break;
-        }
-        tape_group_slot *s = &g->gp_slots[k];
-        s->gt_index = e.e_index;
-        s->gt_dl = -1;
-        s->gt_attempt = 0;
-        s->gt_reason = GR_DEFERRED;
-        s->gt_owner = 0;
-        s->gt_due = nb;
-        set_state(s, TAPE_GS_READY);
-        due_at(g, nb);
-        TAPE_KILL("group_pass");
+        /* Past each entry the cursor moves at once, with what the walk
+         * learnt: a holder killed leaves at most the entry it moved ahead of
+         * the cursor, the first the walk reads again (repair names it). */
         df->df_cursor = at;
         defer_commit(sh);
         df = defer_next(sh);
@@ -502,8 +526,9 @@ static void repair(tape_group *g)
     sh->gs_hi = hi;
     sh->gs_free_hint = 0;
     sh->gs_min_due = min_due;
-    /* A pass's holder killed between moving an entry and moving the cursor:
-     * the pass looks for what it moved before moving it again. */
+    /* A pass's holder killed between moving an entry and moving the cursor
+     * (one entry at most, the last it moved): the pass skips that entry when
+     * it walks there again, whatever became of its slot by then. */
     if (defer_cur(sh)->df_pass) {
         int64_t top = 0;
         for (uint32_t k = 0; k < hi; k++) {

@@ -177,6 +177,7 @@ static int map_file(tape_queue *q)
     int rc = 1;
     if (fstat(fd, &st) == 0 && st.st_size >= (off_t)KEYS_HDR && pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h &&
         memcmp(h.kh_magic, "TAPEKEYS", 8) == 0 && h.kh_crc == header_crc(&h) && h.kh_version == KEYS_VERSION &&
+        !h.kh_moved && /* replaced, or a writer died replacing it */
         h.kh_log2 >= KEYS_MIN_LOG2 && h.kh_log2 <= KEYS_MAX_LOG2 && (uint64_t)st.st_size == map_len(h.kh_log2)) {
         uint8_t boot[16];
         boot_id(boot);
@@ -227,17 +228,21 @@ static int write_file(tape_queue *q, uint32_t log2, int (*fill)(tape_queue *, ui
     if (fd >= 0)
         close(fd);
     free(buf);
-    /* The file it replaces (also a damaged one) says so, for the processes
-     * that map it. */
+    /* The file it replaces (also a damaged one) says so first, for the
+     * processes that map it, then the new one takes its name: a writer
+     * killed in between leaves a file marked moved under the name, which
+     * map_file does not believe (the next writer rebuilds), never a
+     * replaced file that other processes go on changing unawares. */
     int old = rc == 0 ? openat(q->q_dirfd, KEYS_NAME, O_WRONLY | O_CLOEXEC) : -1;
-    if (rc == 0 && renameat(q->q_dirfd, tmp, q->q_dirfd, KEYS_NAME) < 0)
-        rc = -errno;
     if (old >= 0) {
         uint32_t moved = 1;
-        if (rc == 0 && pwrite(old, &moved, 4, offsetof(keys_hdr, kh_moved)) != 4)
+        if (pwrite(old, &moved, 4, offsetof(keys_hdr, kh_moved)) != 4)
             rc = errno ? -errno : -EIO;
         close(old);
+        TAPE_KILL("keys_moved");
     }
+    if (rc == 0 && renameat(q->q_dirfd, tmp, q->q_dirfd, KEYS_NAME) < 0)
+        rc = -errno;
     if (rc < 0) {
         unlinkat(q->q_dirfd, tmp, 0);
         return rc;

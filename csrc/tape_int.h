@@ -638,7 +638,8 @@ int64_t tape_floor_div(int64_t a, int64_t b); /* roll.c */
 #define TAPE_GROUP_SLOTS_OFF 32768u
 #define TAPE_GROUP_SIZE (TAPE_GROUP_SLOTS_OFF + TAPE_GROUP_SLOTS * 48u)
 
-/* Page 0 of a group file: written once, at creation. */
+/* Page 0 of a group file: written at creation; a version 1 file becomes
+ * version 2 before its first deferred entry (group.c, upgrade_hdr). */
 typedef struct tape_group_hdr {
     char gh_magic[8];          /* "TAPEGRUP" */
     uint32_t gh_version;
@@ -666,7 +667,8 @@ typedef struct tape_group_defer {
     int64_t df_pdue;           /* a pass: the earliest due time of those */
     uint32_t df_pass;          /* 1: a pass is under way */
     uint32_t df_pad;
-    int64_t df_dupe;           /* a pass re-inserting below this looks for a copy first */
+    int64_t df_dupe;           /* 1 + the index a pass moved into the table but
+                                * not past the cursor (killed): skipped (0: none) */
 } tape_group_defer;
 
 /* Page 1: the shared state, changed under gs_lock. */

@@ -51,6 +51,11 @@ def key_bytes(key: Any) -> bytes:
     return _key(key, "surrogateescape")[0]
 
 
+def not_before_ns(not_before: Any) -> int:
+    """write()'s not_before= (a datetime or epoch seconds) in ns since the epoch; checked as write() checks it."""
+    return _when(None, not_before)[0]
+
+
 def _when(delay: Any, not_before: Any) -> tuple[int, bool]:
     """delay= or not_before= (checked) in ns, and whether it counts from the write's time."""
     if delay is not None and not_before is not None:

@@ -503,6 +503,8 @@ class Consumer:
                 raise ArgumentError(f"ack_many takes deliveries of this consumer, not {d!r}")
         if not ds:
             return
+        if len({id(d) for d in ds}) != len(ds):
+            raise ArgumentError("ack_many takes each delivery once; nothing was acked")
         stale = self._native.ack_many([d._slot for d in ds], [d._gen for d in ds], self._group._clock())
         for d in ds:
             d._outcome = "acked"

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from tape.appender import key_bytes
+from tape.appender import key_bytes, not_before_ns
 from tape.errors import ArgumentError
 from tape.group import Delivery, Group
 from tape.jsonl import from_json_record
@@ -117,7 +117,7 @@ def load_jsonl(path: _Path, queue: Queue) -> int:
     timestamp and value: its value is appended, with a new index and
     timestamp; its key, tombstone and not_before are kept). Blank lines are
     skipped. Nothing is appended when a line is not JSON, a value cannot be
-    encoded or a key is bad.
+    encoded, or a key or not_before is bad.
     """
     records = []
     with open(path, "rb") as lines:
@@ -129,6 +129,8 @@ def load_jsonl(path: _Path, queue: Queue) -> int:
                 queue.codec.encode(value)  # refused now, before anything is written
                 if attrs and attrs.get("key") is not None:
                     key_bytes(attrs["key"])
+                if attrs and attrs.get("not_before") is not None:
+                    not_before_ns(attrs["not_before"])
             except (ValueError, TypeError) as exc:
                 exc.add_note(f"{os.fspath(path)}:{lineno}")
                 raise
