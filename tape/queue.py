@@ -336,18 +336,16 @@ class Queue:
         """
         lookup = self._lookup
         if lookup is None:
-            lookup = self._lookup = self._handle().key_lookup(self._kind(), self.codec.decode, self._latest_slow)
-        return lookup.latest(key)
+            lookup = self._lookup = self._handle().key_lookup(self._kind(), self.codec.decode)
+        got = lookup.latest(key)
+        if got is False:  # what C leaves: a key to check, an error to raise, a closed queue
+            return self._handle().key_entry(key_bytes(key), self.codec.decode)
+        return got
 
     def _kind(self) -> int:
         """How the C calls decode this queue's values: RAW, MSGPACK or OTHER (the codec's decode)."""
         codec = type(self.codec)
         return RAW if codec is codecs.RawCodec else MSGPACK if codec is codecs.MsgpackCodec else OTHER
-
-    def _latest_slow(self, key: Any) -> Entry | None:
-        """latest(key) in Python: for what the C call hands back (a key to check, an error to raise)."""
-        native = self._handle()
-        return native.key_entry(key_bytes(key), self.codec.decode)
 
     def keys(self) -> list[str | bytes]:
         """The live keys (those whose newest entry is not a tombstone), in no order."""

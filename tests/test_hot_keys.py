@@ -165,3 +165,19 @@ def test_entries_of_plain_values_are_left_out_of_the_garbage_collector(queue: ta
         gc.callbacks.remove(count)
     assert len(batch) == 4096 and not any(gc.is_tracked(e) for e in batch)
     assert len(collections) <= 1  # not one every 700 entries
+
+
+def test_a_queue_dropped_after_latest_is_closed_at_once(qpath: Path) -> None:
+    import gc
+    import weakref
+
+    q = tape.Queue(qpath, codec="raw")
+    q.appender().write(b"x", key="k")
+    assert q.latest("k") is not None and q.latest("never") is None
+    gone = weakref.ref(q)
+    gc.disable()  # no cycle holds it: dropping the last reference closes it
+    try:
+        del q
+        assert gone() is None
+    finally:
+        gc.enable()

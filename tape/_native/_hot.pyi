@@ -1,7 +1,7 @@
 # The hot calls of Appender, Tailer and Queue.latest in C (tape/_native/_hot*.c): the binding layer's own.
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Any, Final, overload
+from typing import Any, Final, Literal, overload
 
 from tape.records import Entry
 
@@ -55,8 +55,7 @@ class Batches:
 
 class Keys:
     def __init__(
-        self, queue: int, tailer: int, kind: int, decode: Callable[[bytes], Any], entry: type[Entry],
-        slow: Callable[[Any], Entry | None], /,
+        self, queue: int, tailer: int, kind: int, decode: Callable[[bytes], Any], entry: type[Entry], /
     ) -> None: ...
-    def latest(self, key: str | bytes, /) -> Entry | None: ...
+    def latest(self, key: Any, /) -> Entry | None | Literal[False]: ...
     def shut(self) -> None: ...

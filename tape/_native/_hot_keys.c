@@ -1,16 +1,18 @@
 /* _hot_keys.c - Keys: Queue.latest(key) in C (see _hot.c).
  *
- * Keys(queue, tailer, kind, decode, entry, slow): `queue` and `tailer` the
+ * Keys(queue, tailer, kind, decode, entry): `queue` and `tailer` the
  * addresses of a C queue and of a tailer of it kept for this object (the
  * QueueHandle's), kind RAW, MSGPACK or OTHER and decode the codec's decode,
- * entry the class tape.Entry, slow(key) the Python path, which takes over
- * for what C does not do: a key that is neither a str nor bytes of 1 to
- * TAPE_KEY_MAX bytes, nor a str without lone surrogates (slow checks it and
- * raises), an error of the core (slow raises it), a call made while another
- * thread's is in the core, and any call once shut.
+ * entry the class tape.Entry.
  *
  *   latest(key)   tape_key_read, then Entry(index, timestamp, value, key, ...)
- *                 or None;
+ *                 or None; False where the caller's Python path takes over:
+ *                 a key that is neither a str nor bytes of 1 to TAPE_KEY_MAX
+ *                 bytes, nor a str without lone surrogates (the Python path
+ *                 checks it and raises), an error of the core (it raises it),
+ *                 a call made while another thread's is in the core, any call
+ *                 once shut. (No callable kept: the queue's handle holds this
+ *                 object, which would then hold the Queue in a cycle.)
  *   shut()        forget the queue and the tailer (the handle closes them
  *                 next); waits, letting the GIL go, for a call in the core.
  *
@@ -31,7 +33,6 @@ typedef struct hot_keys {
     tape_tailer *l_tailer;
     PyObject *l_decode;
     PyObject *l_entry;
-    PyObject *l_slow;
     int l_kind;
     unsigned l_busy; /* hot_forks + 1 while a call is in the core (0: none) */
 } hot_keys;
@@ -40,12 +41,12 @@ static int keys_init(hot_keys *self, PyObject *args, PyObject *kw)
 {
     unsigned long long queue, tailer;
     int kind;
-    PyObject *decode, *entry, *slow;
+    PyObject *decode, *entry;
     if (kw != NULL && PyDict_GET_SIZE(kw)) {
         PyErr_SetString(PyExc_TypeError, "Keys() takes no keywords");
         return -1;
     }
-    if (!PyArg_ParseTuple(args, "KKiOO!O", &queue, &tailer, &kind, &decode, &PyType_Type, &entry, &slow))
+    if (!PyArg_ParseTuple(args, "KKiOO!", &queue, &tailer, &kind, &decode, &PyType_Type, &entry))
         return -1;
     if (hot_fn.key_read == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "tape._native._hot.bind() was not called");
@@ -61,7 +62,6 @@ static int keys_init(hot_keys *self, PyObject *args, PyObject *kw)
     self->l_kind = kind;
     Py_XSETREF(self->l_decode, Py_NewRef(decode));
     Py_XSETREF(self->l_entry, Py_NewRef(entry));
-    Py_XSETREF(self->l_slow, Py_NewRef(slow));
     return 0;
 }
 
@@ -69,7 +69,6 @@ static int keys_traverse(hot_keys *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->l_decode);
     Py_VISIT(self->l_entry);
-    Py_VISIT(self->l_slow);
     return 0;
 }
 
@@ -77,7 +76,6 @@ static int keys_clear(hot_keys *self)
 {
     Py_CLEAR(self->l_decode);
     Py_CLEAR(self->l_entry);
-    Py_CLEAR(self->l_slow);
     return 0;
 }
 
@@ -138,9 +136,10 @@ static int key_fields(PyObject *e, PyObject *key, const char *kb, Py_ssize_t kle
     return 0;
 }
 
-static PyObject *keys_slow(hot_keys *self, PyObject *key)
+/* The caller's Python path takes over. */
+static PyObject *keys_slow(void)
 {
-    return PyObject_CallOneArg(self->l_slow, key);
+    Py_RETURN_FALSE;
 }
 
 static PyObject *keys_latest(hot_keys *self, PyObject *key)
@@ -151,16 +150,16 @@ static PyObject *keys_latest(hot_keys *self, PyObject *key)
         kb = PyUnicode_AsUTF8AndSize(key, &klen);
         if (kb == NULL) { /* lone surrogates: their escaped bytes, in Python */
             PyErr_Clear();
-            return keys_slow(self, key);
+            return keys_slow();
         }
     } else if (PyBytes_CheckExact(key)) {
         kb = PyBytes_AS_STRING(key);
         klen = PyBytes_GET_SIZE(key);
     } else {
-        return keys_slow(self, key);
+        return keys_slow();
     }
     if (klen < 1 || klen > TAPE_KEY_MAX || self->l_queue == NULL || keys_busy(self))
-        return keys_slow(self, key);
+        return keys_slow();
 
     tape_entry e;
     self->l_busy = hot_forks + 1;
@@ -169,7 +168,7 @@ static PyObject *keys_latest(hot_keys *self, PyObject *key)
     hot_in_core = 0;
     if (rc < 0) {
         self->l_busy = 0;
-        return keys_slow(self, key); /* which raises the error */
+        return keys_slow(); /* which raises the error */
     }
     if (rc == 0) {
         self->l_busy = 0;
@@ -217,7 +216,8 @@ done:
 
 static PyMethodDef keys_methods[] = {
     {"latest", (PyCFunction)keys_latest, METH_O,
-     "latest($self, key, /)\n--\n\nThe Entry of the newest entry with `key`, None when there is none or it was deleted."},
+     "latest($self, key, /)\n--\n\nThe Entry of the newest entry with `key`, None when there is none or it was deleted;\n"
+     "False: the caller's Python path takes over."},
     {"shut", (PyCFunction)keys_shut, METH_NOARGS,
      "shut($self, /)\n--\n\nForget the queue and the tailer: they are being closed."},
     {NULL, NULL, 0, NULL},

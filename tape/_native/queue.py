@@ -295,12 +295,12 @@ class QueueHandle:
 
         return append_if
 
-    def key_lookup(self, kind: int, decode: Callable[[bytes], Any], slow: Callable[[Any], Entry | None]) -> Keys:
+    def key_lookup(self, kind: int, decode: Callable[[bytes], Any]) -> Keys:
         """Queue.latest in C (tape/_native/_hot_keys.c) with a tailer of its own: values decoded as `kind`
-        (RAW, MSGPACK or OTHER) says, with `decode`; slow(key) answers what C hands back (see Keys)."""
+        (RAW, MSGPACK or OTHER) says, with `decode`; its False asks for key_entry (see Keys)."""
         with self.lock:
             tailer = self.tailer(None, 0)
-            keys = Keys(address(self.ptr()), address(tailer.live()), kind, decode, Entry, slow)
+            keys = Keys(address(self.ptr()), address(tailer.live()), kind, decode, Entry)
             self._keys.append(keys)
             return keys
 
