@@ -208,12 +208,9 @@ int tape_register_writer(tape_queue *q)
     return -EAGAIN;
 }
 
-int tape_queue_after_fork(tape_queue *q)
+/* A fork child's hold on the liveness byte let go (tape_queue_after_fork). */
+int tape_meta_after_fork(tape_queue *q)
 {
-    /* The child has one thread: a w_mu that the parent's prefaulter thread
-     * held at the fork would stay locked for ever (the first tape_lock takes
-     * it). */
-    pthread_mutex_init(&q->q_w.w_mu, NULL);
     if (q->q_read_only || !__atomic_load_n(&q->q_w.w_token, __ATOMIC_RELAXED))
         return 0; /* no token: this process holds no liveness byte */
     int fd = openat(q->q_dirfd, TAPE_META_NAME, O_RDWR | O_CLOEXEC);

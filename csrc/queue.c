@@ -177,6 +177,30 @@ fail_dir:
     return rc;
 }
 
+int tape_queue_after_fork(tape_queue *q)
+{
+    /* The child has one thread: a lock that another thread of the parent
+     * held at the fork (the prefaulter holds w_mu while it works) would stay
+     * locked for ever. */
+    pthread_mutex_init(&q->q_w.w_mu, NULL);
+    pthread_mutex_init(&q->q_sync.sy_mu, NULL);
+    pthread_mutex_init(&q->q_cyc.cc_mu, NULL);
+    pthread_mutex_init(&q->q_view.kv_mu, NULL);
+    pthread_mutex_init(&q->q_keys.kd_mu, NULL);
+    /* Nor is the parent's prefaulter thread here: a writer gets its own
+     * (else the child's writes would fault in every page themselves, keep
+     * all they wrote resident, and nothing would notice a removed file). */
+    int running = q->q_pf.pf_running;
+    q->q_pf.pf_running = 0;
+    atomic_store_explicit(&q->q_pf.pf_sleeping, 0, memory_order_relaxed);
+    if (running) {
+        int rc = tape_prefault_start(q);
+        if (rc < 0)
+            return rc;
+    }
+    return tape_meta_after_fork(q);
+}
+
 void tape_close(tape_queue *q)
 {
     if (!q)

@@ -203,14 +203,18 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out);
  * q may be NULL. */
 void tape_close(tape_queue *q);
 
-/* Call in a fork child, for each queue it inherited open, before anything
- * else of the queue: the child lets go of its copy of the parent's hold on
- * the write lock's liveness byte (it reopens tape.meta under the same
- * descriptor), so that the parent's death is seen while the child lives,
- * and its next write takes a token of its own. Without it, a child that
- * outlives a parent killed holding the write lock keeps every writer
- * waiting. Safe in a fork child (no lock taken). Errors: -EMFILE, -ENFILE,
- * -ENOMEM (the child keeps the parent's hold, as without the call). */
+/* Call in a fork child, for each queue it inherited open, once fork()
+ * has returned and before anything else of the queue (not from a
+ * pthread_atfork handler: it starts a thread). The child lets go of its copy
+ * of the parent's hold on the write lock's liveness byte (it reopens
+ * tape.meta under the same descriptor), so that the parent's death is seen
+ * while the child lives, and its next write takes a token of its own; the
+ * handle's process-local locks are made anew (another thread of the parent,
+ * such as the prefaulter, may have held one at the fork), and a writer's
+ * prefaulter thread is started again. Without it, a child that outlives a
+ * parent killed holding the write lock keeps every writer waiting. Errors:
+ * -EMFILE, -ENFILE, -ENOMEM, -EAGAIN (the child keeps the parent's hold, or
+ * writes without a prefaulter). */
 int tape_queue_after_fork(tape_queue *q);
 
 typedef struct tape_queue_info {

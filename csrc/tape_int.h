@@ -549,6 +549,7 @@ int tape_lock(tape_queue *q, int *recovered);
 void tape_unlock(tape_queue *q);
 int tape_register_writer(tape_queue *q);
 int tape_lock_meta(tape_queue *q);
+int tape_meta_after_fork(tape_queue *q);
 /* A lock word in a shared mapping whose owner's token T is alive while the
  * owner holds the OFD lock on byte base + T of file fd (the write lock, a
  * consumer group's lock): the contended acquire (tok: the caller's token;

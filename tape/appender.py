@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from array import array
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from tape._native.appender import (
 )
 from tape._time import duration_ns, to_ns
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
+from tape.records import Entry
 
 if TYPE_CHECKING:
     from tape.queue import Queue
@@ -287,11 +289,6 @@ class Appender(Writer):
         core call each; if the core fails midway, the entries before the
         failing one stay written (a note says how many).
         """
-        # Imported here: this method is appended to a module whose head is being rewritten elsewhere.
-        from array import array
-
-        from tape.records import Entry
-
         rows = items if type(items) is list else list(items)
         if not rows:
             raise ArgumentError("write_encoded_many needs at least one entry")
@@ -317,6 +314,8 @@ class Appender(Writer):
             if not set(map(type, pairs)) <= {tuple} or set(map(len, pairs)) != {2}:
                 raise ArgumentTypeError("write_encoded_many: an origin is an (index, timestamp) pair")
             indexes, timestamps = zip(*pairs)
+            if bool in set(map(type, indexes)) | set(map(type, timestamps)):
+                raise ArgumentTypeError("write_encoded_many: an origin is a pair of ints, not bools")
             try:
                 oi, ots = array("q", indexes), array("q", timestamps)
             except (TypeError, OverflowError) as exc:

@@ -446,10 +446,11 @@ class Tailer(Reader):
         and every view made from it are released (`with t.read_view() as v:`,
         or `v.release()`); hold it briefly.
         """
+        wait = None if timeout is None else as_seconds(timeout)  # checked first, as read() does
         self._moved()
         view = self._native.read_view()
-        if view is None and timeout is not None:
-            deadline = time.monotonic() + as_seconds(timeout)
+        if view is None and wait is not None:
+            deadline = time.monotonic() + wait
             while view is None and (remaining := deadline - time.monotonic()) > 0:
                 self._native.wait(min(remaining, _WAIT_SLICE))
                 view = self._native.read_view()

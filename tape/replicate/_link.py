@@ -172,8 +172,9 @@ class Link:
             raise ReplicationError(
                 f"{self._what()}: {self.url} unreachable for {now - failing_since:.1f} s: {_said(exc)}"
             ) from exc
-        log.warning("%s: %s: %s; retrying in %.1f s", self._what(), self.url, _said(exc), delay)
-        await self._pause(delay)
+        wait = delay if self._retry_for is None else min(delay, self._retry_for - (now - failing_since))
+        log.warning("%s: %s: %s; retrying in %.1f s", self._what(), self.url, _said(exc), wait)
+        await self._pause(wait)  # the last try comes when retry_for is up, not a whole delay later
         return failing_since, min(delay * 2, _BACKOFF_MAX)
 
     async def _connect(self) -> Client:

@@ -11,6 +11,7 @@ when the parent dies, whether the child lives or not.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import urllib.parse
 import weakref
@@ -25,9 +26,12 @@ class RoleLock:
 
     def __init__(self, queue_path: str, name: str, who: str) -> None:
         folder = os.path.join(queue_path, "replication")
-        os.makedirs(folder, exist_ok=True)
-        self.path = os.path.join(folder, urllib.parse.quote(name, safe="") + ".lock")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.path = os.path.join(folder, _file_name(name))
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise ReplicationError(f"{who}: cannot take {self.path}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -60,6 +64,14 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _file_name(name: str) -> str:
+    """The lock file's name for `name`: quoted, and cut with a digest when too long for a file name."""
+    quoted = urllib.parse.quote(name, safe="")
+    if len(quoted) > 200:
+        quoted = quoted[:100] + "-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return quoted + ".lock"
 
 
 def _pid_in(fd: int) -> int | None:

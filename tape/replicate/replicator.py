@@ -123,6 +123,7 @@ class Replicator(Link):
             raise
         self.last_sequence: int | None = None  # of the subject's last message, once known
         self.shipped = 0  # entries shipped by this Replicator
+        self._copies = False  # the last frame built (or found in the stream) carried origins
 
     def _what(self) -> str:
         return f"replicator {self.queue.path} -> {self.stream}/{self.subject}"
@@ -233,9 +234,19 @@ class Replicator(Link):
     def _frame(self, prev: int | None, prev_origin: int | None, batch: Sequence[Entry]) -> tuple[bytes, int | None]:
         """The frame of `batch`, which follows the entry at index `prev` (origin index `prev_origin`); the origin index of its last entry."""
         indexes, timestamps, payloads, keys, not_befores, origins, tombstones = zip(*batch)
+        copies = self._copies
+        for index, origin in zip(indexes, origins):
+            if origin is not None:
+                copies = True
+            elif copies:  # written here after copies: its own index is no origin in the first queue
+                raise ReplicationError(
+                    f"{self._what()}: entry {index} was written here, after copies "
+                    "(a queue that mixes ingested entries and others cannot be shipped as a copy)"
+                )
         if not any(origins):
             data = frame.encode(self._identity, prev, indexes, timestamps, payloads, keys, not_befores, tombstones)
             return data, indexes[-1]
+        self._copies = True
         firsts = [i if o is None else o[0] for i, o in zip(indexes, origins)]
         times = [t if o is None else o[1] for t, o in zip(timestamps, origins)]
         order = [prev_origin, *firsts] if prev_origin is not None else firsts
@@ -261,6 +272,7 @@ class Replicator(Link):
             msg = await js.get_last_msg(self.stream, subject)
         except nats.js.errors.NotFoundError:
             self.last_sequence = 0
+            self._copies = False
             self._reader.to_start()
             log.info("%s: the subject is empty: shipping from the start", self._what())
             return None, None, 0
@@ -278,6 +290,7 @@ class Replicator(Link):
                 f"not this one's ({frame.Identity.from_json(self._identity)})"
             )
         self.last_sequence = msg.seq
+        self._copies = last.origins is not None
         self._place_after(last.last)
         log.info("%s: the stream holds up to index %d (sequence %d): resuming after it",
                  self._what(), last.last, msg.seq)
