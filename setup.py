@@ -89,6 +89,7 @@ setup(
                 "tape/_native/_hot_writer.c",
                 "tape/_native/_hot_reader.c",
                 "tape/_native/_hot_batches.c",
+                "tape/_native/_hot_keys.c",
             ],
             include_dirs=["csrc"],
             depends=["tape/_native/_hot.h", "tape/_msgpack.h", "csrc/tape.h"],

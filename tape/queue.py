@@ -24,7 +24,8 @@ from tape import group as groups_
 from tape._args import as_index, as_int, as_name, as_seconds, shown
 from tape._native import NAME_MAX, ROLL_CYCLES, AppenderHandle, QueueHandle, RollCycle
 from tape._time import to_datetime
-from tape._native.appender import KEY_MAX
+from tape._native.appender import MSGPACK, OTHER, RAW
+from tape._native.queue import Keys
 from tape.appender import Appender, key_bytes
 from tape.errors import (
     ArgumentError,
@@ -110,6 +111,7 @@ class Queue:
     large_pages: bool
     read_only: bool
     _native: QueueHandle | None = None
+    _lookup: Keys | None = None  # latest's, made on its first call
 
     def __init__(
         self,
@@ -332,18 +334,18 @@ class Queue:
         Answered by the key directory every process shares: the same in all of
         them once a write returned.
         """
-        native = self._native
-        if native is None:
-            raise AssertionError("the queue never opened")
-        if type(key) is str:  # the common case, checked here at once
-            try:
-                kb = key.encode("utf-8", "surrogateescape")
-            except UnicodeEncodeError:
-                pass  # key_bytes says why
-            else:
-                if 0 < len(kb) <= KEY_MAX:
-                    return native.key_entry(kb, self.codec.decode, key)
-        return native.key_entry(key_bytes(key), self.codec.decode)
+        lookup = self._lookup
+        if lookup is None:
+            lookup = self._lookup = self._handle().key_lookup(self._kind(), self.codec.decode)
+        got = lookup.latest(key)
+        if got is False:  # what C leaves: a key to check, an error to raise, a closed queue
+            return self._handle().key_entry(key_bytes(key), self.codec.decode)
+        return got
+
+    def _kind(self) -> int:
+        """How the C calls decode this queue's values: RAW, MSGPACK or OTHER (the codec's decode)."""
+        codec = type(self.codec)
+        return RAW if codec is codecs.RawCodec else MSGPACK if codec is codecs.MsgpackCodec else OTHER
 
     def keys(self) -> list[str | bytes]:
         """The live keys (those whose newest entry is not a tombstone), in no order."""

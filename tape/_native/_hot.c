@@ -10,7 +10,8 @@
  *            read_entry() take from the current batch, in C;
  *   Batches  (_hot_batches.c) a TailerHandle's batches: peeks at (or reads)
  *            up to 4,096 entries in one call and builds their values (or
- *            Entry) in C, decoding raw and msgpack values without Python.
+ *            Entry) in C, decoding raw and msgpack values without Python;
+ *   Keys     (_hot_keys.c) Queue.latest(key): tape_key_read and the Entry, in C.
  * Anything else (keywords, a queue's clock, the end of a batch, an error, a
  * sync="always" queue's sync, retention at a roll) goes back at once to the
  * Python method of the public class it stands in for.
@@ -31,7 +32,10 @@
  */
 #include "_hot.h"
 
+#include <pthread.h>
+
 hot_core hot_fn;
+unsigned hot_forks;
 const tape_mp_api *hot_mp;
 _Thread_local int hot_in_core;
 static _Thread_local PyThreadState *hot_saved;
@@ -77,6 +81,16 @@ PyObject *hot_call_method(PyObject *name, PyObject *self, PyObject *const *args,
     return result;
 }
 
+void hot_untrack_atomic(PyObject *e)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(e); i++) {
+        PyObject *item = PyTuple_GET_ITEM(e, i);
+        if (PyObject_IS_GC(item) && PyObject_GC_IsTracked(item))
+            return;
+    }
+    PyObject_GC_UnTrack(e);
+}
+
 static int hot_intern(PyObject **s, const char *text)
 {
     if (*s == NULL)
@@ -84,17 +98,22 @@ static int hot_intern(PyObject **s, const char *text)
     return *s == NULL ? -1 : 0;
 }
 
-/* bind(append, append_many_ex, peek_many_ex, read_many_ex, set_wait_hooks): the
- * addresses of the core's functions; the last is called at once. */
+static void hot_forked(void)
+{
+    hot_forks++;
+}
+
+/* bind(append, append_many_ex, peek_many_ex, read_many_ex, key_read, set_wait_hooks):
+ * the addresses of the core's functions; the last is called at once. */
 static PyObject *hot_bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "bind() takes 5 addresses");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "bind() takes 6 addresses");
         return NULL;
     }
-    uintptr_t p[5];
-    for (int i = 0; i < 5; i++) {
+    uintptr_t p[6];
+    for (int i = 0; i < 6; i++) {
         p[i] = (uintptr_t)PyLong_AsUnsignedLongLong(args[i]);
         if (PyErr_Occurred())
             return NULL;
@@ -110,14 +129,15 @@ static PyObject *hot_bind(PyObject *module, PyObject *const *args, Py_ssize_t na
                                        uint64_t *, size_t, tape_attrs *, size_t *))p[2];
     hot_fn.read_many_ex = (int64_t (*)(tape_tailer *, void *, size_t, int64_t *, int64_t *,
                                        uint64_t *, size_t, tape_attrs *, size_t *))p[3];
-    void (*set_wait_hooks)(void (*)(void), void (*)(void)) = (void (*)(void (*)(void), void (*)(void)))p[4];
+    hot_fn.key_read = (int (*)(tape_queue *, tape_tailer *, const void *, uint32_t, tape_entry *))p[4];
+    void (*set_wait_hooks)(void (*)(void), void (*)(void)) = (void (*)(void (*)(void), void (*)(void)))p[5];
     set_wait_hooks(hot_wait_before, hot_wait_after);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef hot_methods[] = {
     {"bind", (PyCFunction)(void (*)(void))hot_bind, METH_FASTCALL,
-     "bind(append, append_many_ex, peek_many_ex, read_many_ex, set_wait_hooks, /) -> None\n--\n\n"
+     "bind(append, append_many_ex, peek_many_ex, read_many_ex, key_read, set_wait_hooks, /) -> None\n--\n\n"
      "Take the core's functions (their addresses in tape._core); once, before any Writer or Reader is used."},
     {NULL, NULL, 0, NULL},
 };
@@ -125,7 +145,7 @@ static PyMethodDef hot_methods[] = {
 static struct PyModuleDef hot_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "tape._native._hot",
-    .m_doc = "The hot calls of Appender and Tailer in C (Writer, Reader); the binding layer's own.",
+    .m_doc = "The hot calls of Appender, Tailer and Queue.latest in C (Writer, Reader, Batches, Keys); the binding layer's own.",
     .m_size = -1,
     .m_methods = hot_methods,
 };
@@ -147,14 +167,19 @@ PyMODINIT_FUNC PyInit__hot(void)
         hot_intern(&hot_str_read_entry_slow, "_read_entry_slow") < 0)
         return NULL;
     if (PyType_Ready(&hot_writer_type) < 0 || PyType_Ready(&hot_reader_type) < 0 ||
-        PyType_Ready(&hot_batches_type) < 0)
+        PyType_Ready(&hot_batches_type) < 0 || PyType_Ready(&hot_keys_type) < 0)
         return NULL;
+    if (pthread_atfork(NULL, NULL, hot_forked) != 0) {
+        PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
+        return NULL;
+    }
     PyObject *module = PyModule_Create(&hot_module);
     if (module == NULL)
         return NULL;
     if (PyModule_AddObjectRef(module, "Writer", (PyObject *)&hot_writer_type) < 0 ||
         PyModule_AddObjectRef(module, "Reader", (PyObject *)&hot_reader_type) < 0 ||
         PyModule_AddObjectRef(module, "Batches", (PyObject *)&hot_batches_type) < 0 ||
+        PyModule_AddObjectRef(module, "Keys", (PyObject *)&hot_keys_type) < 0 ||
         PyModule_AddIntConstant(module, "BATCH_BYTES", HOT_BATCH_BYTES) < 0 ||
         PyModule_AddIntConstant(module, "BATCH_SLOTS", HOT_BATCH_SLOTS) < 0 ||
         PyModule_AddIntConstant(module, "RAW", HOT_RAW) < 0 ||

@@ -15,6 +15,7 @@ typedef struct hot_core {
                             uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
     int64_t (*read_many_ex)(tape_tailer *t, void *buf, size_t cap, int64_t *idx, int64_t *ts,
                             uint64_t *ends, size_t max, tape_attrs *attrs, size_t *n_attrs);
+    int (*key_read)(tape_queue *q, tape_tailer *t, const void *key, uint32_t key_len, tape_entry *e);
 } hot_core;
 
 extern hot_core hot_fn;
@@ -23,6 +24,9 @@ extern hot_core hot_fn;
  * the write lock then lets the GIL go (tape_set_wait_hooks). */
 extern _Thread_local int hot_in_core;
 extern const tape_mp_api *hot_mp;
+
+/* How many forks made this process (each child counts one more than its parent). */
+extern unsigned hot_forks;
 
 /* The codecs handled here; any other calls its Python encode / decode. */
 enum { HOT_RAW = 0, HOT_MSGPACK = 1, HOT_OTHER = 2 };
@@ -34,10 +38,16 @@ enum { HOT_RAW = 0, HOT_MSGPACK = 1, HOT_OTHER = 2 };
 extern PyTypeObject hot_writer_type;
 extern PyTypeObject hot_reader_type;
 extern PyTypeObject hot_batches_type;
+extern PyTypeObject hot_keys_type;
 
 /* Names of the Python methods C hands over to (interned at import). */
 extern PyObject *hot_str_write_slow, *hot_str_write_many_slow, *hot_str_after, *hot_str_after_many,
     *hot_str_read_slow, *hot_str_read_entry_slow;
+
+/* Take the (just built) tuple e out of the garbage collector's watch when none
+ * of its items is watched (ints, bytes, str, None...): it cannot be in a
+ * cycle, and a batch of thousands then costs the collector nothing. */
+void hot_untrack_atomic(PyObject *e);
 
 /* self.<name>(*args, **kw) from a vectorcall's arguments. */
 PyObject *hot_call_method(PyObject *name, PyObject *self, PyObject *const *args, Py_ssize_t nargs,

@@ -1,7 +1,7 @@
-# The hot calls of Appender and Tailer in C (tape/_native/_hot*.c): the binding layer's own.
+# The hot calls of Appender, Tailer and Queue.latest in C (tape/_native/_hot*.c): the binding layer's own.
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Any, Final, overload
+from typing import Any, Final, Literal, overload
 
 from tape.records import Entry
 
@@ -11,7 +11,9 @@ RAW: Final[int]
 MSGPACK: Final[int]
 OTHER: Final[int]
 
-def bind(append: int, append_many_ex: int, peek_many_ex: int, read_many_ex: int, set_wait_hooks: int, /) -> None: ...
+def bind(
+    append: int, append_many_ex: int, peek_many_ex: int, read_many_ex: int, key_read: int, set_wait_hooks: int, /
+) -> None: ...
 
 class Writer:
     _fast: bool
@@ -50,3 +52,10 @@ class Batches:
     def peek(self, slots: int, entries: bool, /) -> tuple[list[Any], int, Exception | None] | int | None: ...
     def read_many(self, max_entries: int, max_bytes: int, /) -> list[Entry] | int | None: ...
     def index(self, k: int, /) -> int: ...
+
+class Keys:
+    def __init__(
+        self, queue: int, tailer: int, kind: int, decode: Callable[[bytes], Any], entry: type[Entry], /
+    ) -> None: ...
+    def latest(self, key: Any, /) -> Entry | None | Literal[False]: ...
+    def shut(self) -> None: ...

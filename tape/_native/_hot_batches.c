@@ -352,6 +352,8 @@ static int entry_attrs(const take *t, int64_t k, PyObject *e)
         origin = at->a_origin_index >= 0
                      ? Py_BuildValue("(LL)", (long long)at->a_origin_index, (long long)at->a_origin_ts)
                      : Py_NewRef(Py_None);
+        if (origin != NULL && origin != Py_None)
+            hot_untrack_atomic(origin);
         if (nb == NULL || origin == NULL) {
             Py_DECREF(key);
             Py_XDECREF(nb);
@@ -393,6 +395,7 @@ static int make_entries(hot_batches *self, const take *t, PyObject *values)
             Py_DECREF(e);
             return -1;
         }
+        hot_untrack_atomic(e);
         PyObject *value = PyList_GET_ITEM(values, k);
         PyList_SET_ITEM(values, k, e);
         Py_DECREF(value);
@@ -415,10 +418,16 @@ static PyObject *batches_run(hot_batches *self, int peek, size_t slots, size_t m
         result = PyLong_FromLongLong(n);
         goto done;
     }
+    /* read_many makes bytes and Entry only, running no Python code: the
+     * collector waits for the end of the batch (one collection, not one
+     * every 700 entries) */
+    int collecting = peek ? 0 : PyGC_Disable();
     values = PyList_New(0);
-    if (values == NULL || decode_values(self, &t, n, peek, values, &error) < 0)
-        goto done;
-    if (entries && make_entries(self, &t, values) < 0)
+    int rc = values == NULL || decode_values(self, &t, n, peek, values, &error) < 0 ||
+             (entries && make_entries(self, &t, values) < 0);
+    if (collecting)
+        PyGC_Enable();
+    if (rc)
         goto done;
     if (!peek) {
         result = Py_NewRef(values);

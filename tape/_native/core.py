@@ -125,7 +125,8 @@ def address(ptr: Any) -> int:
 # sets the core's wait hooks (tape_set_wait_hooks) to let the GIL go while an
 # append of its own waits for the write lock.
 _hot.bind(*(address(ffi.addressof(lib, name)) for name in (
-    "tape_append", "tape_append_many_ex", "tape_peek_many_ex", "tape_read_many_ex", "tape_set_wait_hooks")))
+    "tape_append", "tape_append_many_ex", "tape_peek_many_ex", "tape_read_many_ex", "tape_key_read",
+    "tape_set_wait_hooks")))
 
 
 # -- roll cycles -------------------------------------------------------------------------------

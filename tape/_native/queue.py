@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from tape._native._hot import Keys as Keys  # (Queue.latest's)
 from tape._native.appender import AppenderHandle, attrs_struct
 from tape._native.core import (
     NAME_MAX,
@@ -17,6 +18,7 @@ from tape._native.core import (
     ROLL_CYCLES,
     ChildHandle,
     RollCycle,
+    address,
     check,
     ffi,
     lib,
@@ -96,6 +98,7 @@ class QueueHandle:
         self._lookup: TailerHandle | None = None  # key_entry's reader, made on first use
         self._entry: Any = ffi.new("tape_entry *")  # key_entry's, under self.lock
         self._entry_bytes = ffi.buffer(self._entry)  # its memory, read by _ENTRY_FIELDS
+        self._keys: list[Keys] = []  # the Keys made by key_lookup, shut at close
 
     @classmethod
     def open(
@@ -186,6 +189,9 @@ class QueueHandle:
         with self.lock:
             if self._ptr is None:
                 return
+            for keys in self._keys:
+                keys.shut()
+            self._keys.clear()
             for child in list(self._children):
                 child.close()
             self._children.clear()
@@ -288,6 +294,15 @@ class QueueHandle:
             return index
 
         return append_if
+
+    def key_lookup(self, kind: int, decode: Callable[[bytes], Any]) -> Keys:
+        """Queue.latest in C (tape/_native/_hot_keys.c) with a tailer of its own: values decoded as `kind`
+        (RAW, MSGPACK or OTHER) says, with `decode`; its False asks for key_entry (see Keys)."""
+        with self.lock:
+            tailer = self.tailer(None, 0)
+            keys = Keys(address(self.ptr()), address(tailer.live()), kind, decode, Entry)
+            self._keys.append(keys)
+            return keys
 
     def key_entry(self, key: bytes, decode: Callable[[bytes], Any], name: str | None = None) -> Entry | None:
         """The newest entry with `key` (checked bytes), its value decode(payload); None when there is none or it is deleted.
