@@ -11,7 +11,6 @@ tape.pytest_plugin) come with the package.
 from __future__ import annotations
 
 import difflib
-import itertools
 import os
 import pprint
 from collections.abc import Callable, Iterable, Iterator
@@ -119,33 +118,26 @@ def load_jsonl(path: _Path, queue: Queue) -> int:
     skipped. Nothing is appended when a line is not JSON, a value cannot be
     encoded, or a key or not_before is bad.
     """
-    records = []
+    items = []  # write_encoded_many's (data, key, not_before, origin, tombstone), each value encoded once
     with open(path, "rb") as lines:
         for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 value, attrs = from_json_record(line)
-                queue.codec.encode(value)  # refused now, before anything is written
-                if attrs and attrs.get("key") is not None:
-                    key_bytes(attrs["key"])
-                if attrs and attrs.get("not_before") is not None:
-                    not_before_ns(attrs["not_before"])
+                attrs = attrs or {}
+                key, when = attrs.get("key"), attrs.get("not_before")
+                if key is not None:
+                    key_bytes(key)  # checked here, to name the line
+                items.append((queue.codec.encode(value), key, None if when is None else not_before_ns(when), None,
+                              attrs.get("tombstone", False)))
             except (ValueError, TypeError) as exc:
                 exc.add_note(f"{os.fspath(path)}:{lineno}")
                 raise
-            records.append((value, attrs or {}))
-    with queue.appender() as appender:
-        for with_attrs, run in itertools.groupby(records, lambda r: bool(r[1])):
-            if not with_attrs:
-                appender.write_many([value for value, _ in run])
-                continue
-            for value, attrs in run:
-                if attrs.get("tombstone"):
-                    appender.delete(attrs["key"])
-                else:
-                    appender.write(value, key=attrs.get("key"), not_before=attrs.get("not_before"))
-    return len(records)
+    if items:
+        with queue.appender() as appender:
+            appender.write_encoded_many(items)
+    return len(items)
 
 
 def assert_entries(path_or_queue: Queue | _Path, expected: Iterable[Any]) -> None:
