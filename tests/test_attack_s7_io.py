@@ -250,10 +250,9 @@ def test_a_long_stream_name_gives_a_lock_file_or_a_tape_error(tmp_path: Path, st
 
     with tape.Queue(tmp_path / "q", codec="raw") as q:
         q.appender().write(b"x")
-    try:
-        Replicator(str(tmp_path / "q"), "nats://127.0.0.1:1", stream=stream).close()  # connects only in run()
-    except tape.TapeError:
-        pass
+    Replicator(str(tmp_path / "q"), "nats://127.0.0.1:1", stream=stream).close()  # connects only in run()
+    (lock,) = (tmp_path / "q" / "replication").iterdir()
+    assert len(lock.name.encode()) <= 255
 
 
 GROUP_IN_A_CHILD = """
