@@ -195,7 +195,8 @@ class WorkerRun(NamedTuple):
     acked: list[Delivery]
     nacked: list[Delivery]  # by the handler, or because it raised (see errors)
     rejected: list[Delivery]
-    errors: list[tuple[Delivery, Exception]]  # the handler raised: nacked, with the group's backoff
+    errors: list[tuple[Delivery, Exception]]  # the handler raised (nacked, with the group's backoff), or
+    # finishing the delivery did (its claim had lapsed: StaleDeliveryError, in none of the lists above)
 
 
 def run_worker(group: Group, handler: Callable[[Delivery], object], *, consumer: str = "test-worker",
