@@ -844,6 +844,7 @@ typedef struct tape_consumer tape_consumer;
 #define TAPE_GROUP_SLOTS     4096  /* entries in flight (or waiting) per group */
 #define TAPE_GROUP_CONSUMERS 255   /* consumers at once */
 #define TAPE_GROUP_BACKOFF   16    /* steps of a backoff list */
+#define TAPE_GROUP_LATER     16384 /* entries nacked for later, out of the table, per group */
 #define TAPE_GROUP_CHECK_NS  2000000 /* how often claims look for dead consumers */
 
 typedef struct tape_group_settings {
@@ -886,6 +887,11 @@ typedef struct tape_group_info {
     uint64_t gi_generation;   /* the last claim generation given */
     uint64_t gi_acked;        /* entries acked since the group was created */
     int64_t gi_redriven;      /* the last dead letter redriven (its dl), -1 none */
+    uint64_t gi_deferred;     /* past the table, before the position: not yet handed
+                               * out, not due when the position passed them (the
+                               * deferred range); none of the counts above */
+    uint64_t gi_later;        /* nacked for later, out of the table (at most
+                               * TAPE_GROUP_LATER); not in gi_waiting */
 } tape_group_info;
 
 /* Describe the group (no lock: a snapshot). Errors: TAPE_ECORRUPT. */

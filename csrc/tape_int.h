@@ -631,16 +631,19 @@ int64_t tape_floor_div(int64_t a, int64_t b); /* roll.c */
 
 /* ---- consumer groups (group.c; FORMAT.md "Consumer groups") ---------------- */
 
-#define TAPE_GROUP_VERSION 2u  /* 1: written before the deferred range; opened alike */
+#define TAPE_GROUP_VERSION 3u  /* 1: before the deferred range, 2: before the later list; opened alike */
 #define TAPE_GROUP_DIR "groups"
 #define TAPE_GROUP_SUFFIX ".group"
 #define TAPE_GROUP_SHARED_OFF 4096u
 #define TAPE_GROUP_CONS_OFF 8192u
 #define TAPE_GROUP_SLOTS_OFF 32768u
-#define TAPE_GROUP_SIZE (TAPE_GROUP_SLOTS_OFF + TAPE_GROUP_SLOTS * 48u)
+#define TAPE_GROUP_LATER_OFF (TAPE_GROUP_SLOTS_OFF + TAPE_GROUP_SLOTS * 48u)
+#define TAPE_GROUP_SIZE_V2 TAPE_GROUP_LATER_OFF /* a file of version 1 or 2 ends there */
+#define TAPE_GROUP_SIZE (TAPE_GROUP_LATER_OFF + TAPE_GROUP_LATER * 32u)
 
-/* Page 0 of a group file: written at creation; a version 1 file becomes
- * version 2 before its first deferred entry (group.c, upgrade_hdr). */
+/* Page 0 of a group file: written at creation; a file of version 1 or 2
+ * becomes version 3 (grown to hold the later list) before its first deferred
+ * or nacked-for-later entry (group.c, upgrade). */
 typedef struct tape_group_hdr {
     char gh_magic[8];          /* "TAPEGRUP" */
     uint32_t gh_version;
@@ -672,6 +675,23 @@ typedef struct tape_group_defer {
                                 * not past the cursor (killed): skipped (0: none) */
 } tape_group_defer;
 
+/* The count of a deferred range, a pair written and selected with
+ * gs_defer's (zeros in a file written before it: counted from the next pass). */
+typedef struct tape_group_defer_n {
+    int64_t dn_count;          /* entries deferred in the range now */
+    int64_t dn_pcount;         /* a pass: those it left deferred */
+    int64_t dn_last;           /* the last entry counted in (-1 + 1: 0 none) */
+} tape_group_defer_n;
+
+/* An entry nacked for later, out of the table until due (group.c, "later"). */
+typedef struct tape_group_later {
+    int64_t gl_index;
+    int64_t gl_due;            /* when it is due */
+    int64_t gl_dl;             /* as gt_dl */
+    uint32_t gl_attempt;       /* deliveries so far */
+    uint32_t gl_state;         /* 0 free, 1 in use (written last) */
+} tape_group_later;
+
 /* Page 1: the shared state, changed under gs_lock. */
 typedef struct tape_group_shared {
     uint32_t gs_lock;          /* 0 free; owner token (consumer slot + 1); waiters bit */
@@ -693,6 +713,14 @@ typedef struct tape_group_shared {
     uint32_t gs_defer_sel;     /* which of gs_defer is current (the other is written first) */
     uint32_t gs_reserved2;
     tape_group_defer gs_defer[2];
+    tape_group_defer_n gs_defer_n[2]; /* at 384: with gs_defer[k] */
+    uint32_t gs_move_slot;     /* a move between table and later list under way: */
+    uint32_t gs_move_later;    /* its table slot and later slot, */
+    uint32_t gs_move;          /* 0 none, 1 into the later list, 2 back into the table */
+    uint32_t gs_later_n;       /* later slots in use (derived) */
+    uint32_t gs_later_hi;      /* later slots at or above are free (derived) */
+    uint32_t gs_later_free;    /* later slots below are in use (derived) */
+    int64_t gs_later_due;      /* no later entry is due before this (derived) */
 } tape_group_shared;
 
 /* A consumer's slot; slot k's liveness byte is TAPE_LIVE_BASE + k + 1. */
@@ -722,6 +750,7 @@ struct tape_group {
     tape_group_shared *gp_sh;
     tape_group_cons *gp_cons;
     tape_group_slot *gp_slots;
+    tape_group_later *gp_later;  /* TAPE_GROUP_LATER of them (the file holds them from version 3) */
     int gp_guard;               /* its slot in guard.c's registry */
     uint32_t gp_token;          /* the consumer slot + 1 whose byte it holds while locked, else 0 */
     int gp_sync;
