@@ -329,8 +329,9 @@ static void far_delays_fork_and_existing_only(void)
     th_close_all(q, a, NULL);
 }
 
-/* A file of version 1 (before the deferred range, whose fields it holds as
- * zeros) opens and is used as it is. */
+/* A file of version 1 (before the deferred range and the later list, whose
+ * fields it holds as zeros, and shorter) opens and is used as it is; its
+ * first entry nacked for later makes it version 3, grown to hold the list. */
 static void a_version_1_file_opens(void)
 {
     tape_queue *q;
@@ -348,9 +349,10 @@ static void a_version_1_file_opens(void)
     CHECK(pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
     EXPECT_EQ(h.gh_version, TAPE_GROUP_VERSION);
     h.gh_version = 1;
+    h.gh_size = TAPE_GROUP_SIZE_V2;
     h.gh_crc = tape_crc32c(0, &h, offsetof(tape_group_hdr, gh_crc));
     CHECK(pwrite(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
-    close(fd);
+    CHECK(ftruncate(fd, TAPE_GROUP_SIZE_V2) == 0);
     CHECK_OK(tape_group_open(q, "g", -1, NULL, 0, &g));
     tape_consumer *c;
     tape_tailer *t;
@@ -360,6 +362,92 @@ static void a_version_1_file_opens(void)
     tape_entry e;
     CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1);
     CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0));
+    CHECK(pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
+    EXPECT_EQ(h.gh_version, 1);
+    CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1);
+    CHECK_OK(tape_group_nack(c, d.d_slot, d.d_gen, T0, NS));
+    CHECK(pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
+    EXPECT_EQ(h.gh_version, TAPE_GROUP_VERSION);
+    EXPECT_EQ(h.gh_size, TAPE_GROUP_SIZE);
+    struct stat st;
+    CHECK(fstat(fd, &st) == 0);
+    EXPECT_EQ(st.st_size, (off_t)TAPE_GROUP_SIZE);
+    close(fd);
+    tape_group_info gi;
+    CHECK_OK(tape_group_info_get(g, T0, &gi));
+    EXPECT_EQ(gi.gi_later, 1);
+    EXPECT_EQ(gi.gi_waiting, 0);
+    int64_t index = d.d_index;
+    CHECK_EQ(tape_group_claim(c, t, T0 + NS - 1, &d, &e), 1); /* the third: the nacked one is not due */
+    EXPECT(d.d_index > index);
+    CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0 + NS - 1));
+    CHECK_EQ(tape_group_claim(c, t, T0 + NS, &d, &e), 1);
+    EXPECT_EQ(d.d_index, index);
+    EXPECT_EQ(d.d_attempt, 2);
+    CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0 + NS));
+    tape_consumer_close(c);
+    tape_tailer_close(t);
+    tape_group_close(g);
+    th_close_all(q, a, NULL);
+}
+
+/* Entries nacked for later leave the table: past TAPE_GROUP_SLOTS of them a
+ * new entry is still claimed; the later list full, a nack for later is
+ * refused and changes nothing (the claim is still held); when due they come
+ * back in order, with their deliveries counted. */
+static void nacked_for_later_leave_the_table_up_to_a_bound(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
+    int n = TAPE_GROUP_LATER + 1;
+    fill(a, n);
+    tape_group_settings s = settings(30 * NS, 5);
+    tape_group *g;
+    CHECK_OK(tape_group_open(q, "g", -1, &s, 0, &g));
+    tape_consumer *c;
+    tape_tailer *t;
+    CHECK_OK(tape_consumer_open(g, NULL, &c));
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_delivery d;
+    tape_entry e;
+    for (int i = 0; i < n - 1; i++) {
+        CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1);
+        EXPECT_EQ(value_of(&e), i);
+        CHECK_OK(tape_group_nack(c, d.d_slot, d.d_gen, T0, 3600 * NS - i));
+    }
+    tape_group_info gi;
+    CHECK_OK(tape_group_info_get(g, T0, &gi));
+    EXPECT_EQ(gi.gi_later, TAPE_GROUP_LATER);
+    EXPECT_EQ(gi.gi_waiting + gi.gi_in_flight, 0);
+    EXPECT_EQ(gi.gi_floor, d.d_index - (n - 2));
+    CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1); /* the last: nothing holds it back */
+    EXPECT_EQ(value_of(&e), n - 1);
+    EXPECT_EQ(tape_group_nack(c, d.d_slot, d.d_gen, T0, NS), TAPE_ELIMIT);
+    CHECK_OK(tape_group_extend(c, d.d_slot, d.d_gen, T0, NS)); /* still held */
+    CHECK_OK(tape_group_nack(c, d.d_slot, d.d_gen, T0, 0)); /* at once: stays in the table */
+    CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1);
+    EXPECT_EQ(value_of(&e), n - 1);
+    EXPECT_EQ(d.d_attempt, 2);
+    CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0));
+    EXPECT_EQ(tape_group_claim(c, t, T0 + 3600 * NS - n, &d, &e), 0);
+    EXPECT(tape_group_wait_hint(c, t, T0) <= 3600 * NS - (n - 2));
+    /* Due: the last nacked first (its delay was the shortest), then in order
+     * of index as they come due together. */
+    CHECK_EQ(tape_group_claim(c, t, T0 + 3600 * NS - (n - 2), &d, &e), 1);
+    EXPECT_EQ(value_of(&e), n - 2);
+    EXPECT_EQ(d.d_attempt, 2);
+    CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0 + 3600 * NS));
+    for (int i = 0; i < n - 2; i++) {
+        CHECK_EQ(tape_group_claim(c, t, T0 + 3600 * NS, &d, &e), 1);
+        EXPECT_EQ(value_of(&e), i);
+        EXPECT_EQ(d.d_attempt, 2);
+        CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0 + 3600 * NS));
+    }
+    EXPECT_EQ(tape_group_claim(c, t, T0 + 3600 * NS, &d, &e), 0);
+    CHECK_OK(tape_group_info_get(g, T0, &gi));
+    EXPECT_EQ(gi.gi_later + gi.gi_waiting + gi.gi_in_flight, 0);
+    EXPECT_EQ(gi.gi_acked, (uint64_t)n);
     tape_consumer_close(c);
     tape_tailer_close(t);
     tape_group_close(g);
@@ -367,6 +455,7 @@ static void a_version_1_file_opens(void)
 }
 
 static const th_test tests[] = {
+    TEST(nacked_for_later_leave_the_table_up_to_a_bound),
     TEST(a_version_1_file_opens),
     TEST(far_delays_fork_and_existing_only),
     TEST(claim_many_copies_a_batch_under_one_lock),
