@@ -652,20 +652,61 @@ static int later_put(tape_group *g, uint32_t k, tape_group_slot *s, int64_t due)
     return 0;
 }
 
-/* Holding the lock: the later entries due at `now` back into the table, as
- * room allows (up to PASS_ROOM). */
+/* How many later entries are due at `now` with an index at most `upto`. */
+static uint32_t later_due_upto(const tape_group *g, int64_t now, int64_t upto)
+{
+    uint32_t n = 0;
+    for (uint32_t j = 0; j < g->gp_sh->gs_later_hi; j++) {
+        const tape_group_later *l = &g->gp_later[j];
+        n += l->gl_state && l->gl_due <= now && l->gl_index <= upto;
+    }
+    return n;
+}
+
+/* May a later entry be due at `now`? (Then no new entry is read: due
+ * redeliveries come first.) */
+static int later_due(const tape_group *g, int64_t now)
+{
+    return later_on(g) && g->gp_sh->gs_later_due <= now;
+}
+
+/* Holding the lock: the later entries due at `now` back into the table, once
+ * an eighth of it is free (a look costs a walk of the list), until it is
+ * full; when more are due than there is room for, the oldest. */
 static void later_take(tape_group *g, int64_t now)
 {
     tape_group_shared *sh = g->gp_sh;
-    if (!later_on(g) || sh->gs_later_due > now || sh->gs_busy >= PASS_ROOM)
+    if (!later_due(g, now) || sh->gs_busy >= PASS_ROOM)
         return;
+    int64_t upto = INT64_MAX;
+    uint32_t room = TAPE_GROUP_SLOTS - sh->gs_busy;
+    if (later_due_upto(g, now, INT64_MAX) > room) {
+        /* the highest index up to which the due ones fit */
+        int64_t lo = -1, hi = INT64_MAX - 1;
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2 + 1;
+            if (later_due_upto(g, now, mid) <= room)
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        upto = lo;
+        if (!later_due_upto(g, now, upto)) { /* copies of one entry (redriven twice): some of them */
+            upto = INT64_MAX;
+            for (uint32_t j = 0; j < sh->gs_later_hi; j++) {
+                const tape_group_later *l = &g->gp_later[j];
+                if (l->gl_state && l->gl_due <= now && l->gl_index < upto)
+                    upto = l->gl_index;
+            }
+        }
+    }
     int64_t due = NEVER;
     uint32_t hi = 0;
     for (uint32_t j = 0; j < sh->gs_later_hi; j++) {
         tape_group_later *l = &g->gp_later[j];
         if (!l->gl_state)
             continue;
-        if (l->gl_due > now || sh->gs_busy >= PASS_ROOM) {
+        if (l->gl_due > now || l->gl_index > upto || sh->gs_busy >= TAPE_GROUP_SLOTS) {
             hi = j + 1;
             if (l->gl_due < due)
                 due = l->gl_due;
@@ -1247,7 +1288,7 @@ static int claim_once(tape_consumer *c, tape_tailer *t, int64_t now, size_t room
         return rc;
     }
     for (;;) { /* bounded by the table's room and the log's end */
-        if (sh->gs_busy >= TAPE_GROUP_SLOTS)
+        if (sh->gs_busy >= TAPE_GROUP_SLOTS || later_due(g, now))
             return 0;
         rc = tape_read(t, e);
         if (rc <= 0) {

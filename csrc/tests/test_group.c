@@ -454,7 +454,51 @@ static void nacked_for_later_leave_the_table_up_to_a_bound(void)
     th_close_all(q, a, NULL);
 }
 
+/* More entries nacked for later come due than the table has room for: the
+ * oldest come back first, whatever their order in the later list. */
+static void due_later_entries_come_back_oldest_first(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
+    /* held: a table 7/8 full less 100 (where group.c's PASS_ROOM has a look) */
+    enum { N = 700, HOLD = TAPE_GROUP_SLOTS - TAPE_GROUP_SLOTS / 8 - 100 };
+    fill(a, N);
+    tape_group_settings s = settings(3600 * NS, 5);
+    tape_group *g;
+    CHECK_OK(tape_group_open(q, "g", -1, &s, 0, &g));
+    tape_consumer *c;
+    tape_tailer *t;
+    CHECK_OK(tape_consumer_open(g, NULL, &c));
+    CHECK_OK(tape_tailer_open(q, &t));
+    static tape_delivery ds[N];
+    tape_entry e;
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(tape_group_claim(c, t, T0, &ds[i], &e), 1);
+    for (int i = N - 1; i >= 0; i--) /* the newest first into the later list */
+        CHECK_OK(tape_group_nack(c, ds[i].d_slot, ds[i].d_gen, T0, NS));
+    fill(a, HOLD);
+    tape_delivery d;
+    for (int i = 0; i < HOLD; i++)
+        CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(tape_group_claim(c, t, T0 + NS, &d, &e), 1);
+        EXPECT_EQ(d.d_index, ds[i].d_index);
+        EXPECT_EQ(d.d_attempt, 2);
+        CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0 + NS));
+    }
+    tape_group_info gi;
+    CHECK_OK(tape_group_info_get(g, T0 + NS, &gi));
+    EXPECT_EQ(gi.gi_later, 0);
+    EXPECT_EQ(gi.gi_in_flight, HOLD);
+    tape_consumer_close(c);
+    tape_tailer_close(t);
+    tape_group_close(g);
+    th_close_all(q, a, NULL);
+}
+
 static const th_test tests[] = {
+    TEST(due_later_entries_come_back_oldest_first),
     TEST(nacked_for_later_leave_the_table_up_to_a_bound),
     TEST(a_version_1_file_opens),
     TEST(far_delays_fork_and_existing_only),
