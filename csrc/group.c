@@ -21,7 +21,9 @@ _Static_assert(sizeof(tape_group_slot) == 48, "group slot layout");
 _Static_assert(sizeof(tape_group_cons) == 64, "group consumer layout");
 _Static_assert(sizeof(tape_group_later) == 32, "group later layout");
 _Static_assert(offsetof(tape_group_shared, gs_defer) == 240 &&
-               offsetof(tape_group_shared, gs_defer_n) == 384, "group deferred range layout");
+               offsetof(tape_group_shared, gs_defer_n) == 384 &&
+               offsetof(tape_group_shared, gs_move_slot) == 432 &&
+               offsetof(tape_group_shared, gs_later_due) == 456, "group shared layout");
 _Static_assert(sizeof(tape_group_shared) <= TAPE_PAGE, "group shared page");
 _Static_assert(TAPE_GROUP_CONS_OFF + TAPE_GROUP_CONSUMERS * 64u <= TAPE_GROUP_SLOTS_OFF,
                "group consumers fit");
