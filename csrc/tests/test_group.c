@@ -207,6 +207,19 @@ static void a_damaged_group_file_is_reported(void)
     CHECK(th_pwrite_byte(path, 9, 0x55) == 0); /* the header's version */
     EXPECT_EQ(tape_group_open(q, "g", -1, NULL, 0, &g), TAPE_EVERSION);
     CHECK(th_pwrite_byte(path, 9, 0) == 0);
+    off_t later_state = TAPE_GROUP_LATER_OFF + 5 * 32 + 28; /* later slot 5's state */
+    CHECK(th_pwrite_byte(path, later_state, 2) == 0);
+    EXPECT_EQ(tape_group_open(q, "g", -1, NULL, 0, &g), TAPE_ECORRUPT);
+    CHECK(th_pwrite_byte(path, later_state, 0) == 0);
+    off_t move = 4096 + offsetof(tape_group_shared, gs_move); /* the move under way */
+    CHECK(th_pwrite_byte(path, move, 3) == 0);
+    EXPECT_EQ(tape_group_open(q, "g", -1, NULL, 0, &g), TAPE_ECORRUPT);
+    CHECK(th_pwrite_byte(path, move, 0) == 0);
+    CHECK(truncate(path, TAPE_GROUP_SIZE_V2) == 0); /* version 3 without its later list */
+    EXPECT_EQ(tape_group_open(q, "g", -1, NULL, 0, &g), TAPE_ECORRUPT);
+    CHECK(truncate(path, TAPE_GROUP_SIZE) == 0);
+    CHECK_OK(tape_group_open(q, "g", -1, NULL, 0, &g));
+    tape_group_close(g);
     CHECK(th_pwrite_byte(path, 4096 + 16, 0x77) == 0); /* the settings */
     EXPECT_EQ(tape_group_open(q, "g", -1, NULL, 0, &g), TAPE_ECORRUPT);
     CHECK(truncate(path, 5000) == 0);
