@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import tape
+from crash_support import crc32c
 from tape.testing import ManualClock
 
 T0 = 1_735_689_600 * 10**9
@@ -170,3 +172,40 @@ def test_killed_while_an_entry_moves_back_into_the_table(tmp_path: Path, nth: in
         info = g.info()
         assert (info["later"], info["waiting"], info["in_flight"], info["acked"]) == (0, 0, 0, 300)
         assert sorted(d.index for d in got) == indexes[acked_before:]
+
+
+V2_SIZE = 229_376  # a group file of version 1 or 2 (docs/FORMAT.md)
+NACKER = """
+import sys, tape
+q = tape.Queue(sys.argv[1], clock=lambda: %d)
+d = q.group("g").consumer("victim").claim()
+d.nack(%d)
+""" % (T0, HOUR)
+
+
+def test_killed_while_a_version_2_file_grows_for_its_first_nack_for_later(tmp_path: Path) -> None:
+    """Killed after the file grew and before its header says version 3: it opens as version 2, and the next nack
+    for later finishes the upgrade."""
+    qpath = tmp_path / "q"
+    with tape.Queue(qpath, clock=lambda: T0) as q:
+        q.appender().write_many(range(3))
+        q.group("g", ack_wait=HOUR).close()
+    path = qpath / "groups" / "g.group"
+    with open(path, "r+b") as f:  # as version 2 wrote it: without the later list
+        f.truncate(V2_SIZE)
+        head = bytearray(f.read(84))
+        struct.pack_into("<II", head, 8, 2, V2_SIZE)
+        struct.pack_into("<I", head, 80, crc32c(bytes(head[:80])))
+        f.seek(0)
+        f.write(head)
+    run_killed(NACKER, qpath, "group_upgrade:1")
+    data = path.read_bytes()
+    assert struct.unpack_from("<II", data, 8) == (2, V2_SIZE) and len(data) > V2_SIZE
+    with tape.Queue(qpath, clock=lambda: T0) as q:
+        g = q.group("g")
+        c = g.consumer()
+        first = c.claim()  # the victim's, given back when it died
+        assert first is not None and first.value == 0 and first.attempt == 2
+        first.nack(HOUR)
+        assert struct.unpack_from("<II", path.read_bytes(), 8) == (3, len(data))
+        assert [d.value for d in c.claim_many(10)] == [1, 2] and g.info()["later"] == 1
