@@ -209,3 +209,25 @@ def test_killed_while_a_version_2_file_grows_for_its_first_nack_for_later(tmp_pa
         first.nack(HOUR)
         assert struct.unpack_from("<II", path.read_bytes(), 8) == (3, len(data))
         assert [d.value for d in c.claim_many(10)] == [1, 2] and g.info()["later"] == 1
+
+
+def test_backoff_nacks_count_deliveries_through_the_later_list_up_to_the_dead_letters(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with tape.Queue(tmp_path / "q", clock=clock) as q:
+        q.appender().write({"job": 1})
+        g = q.group("g", max_deliveries=3, backoff=[10, 20])
+        c = g.consumer("w")
+        for attempt, wait in [(1, 10), (2, 20)]:
+            d = c.claim()
+            assert d is not None and d.attempt == attempt
+            d.nack()  # the backoff's step: out of the table until then
+            assert g.info()["later"] == 1
+            clock.advance(wait - 0.001)
+            assert c.claim() is None
+            clock.advance(0.001)
+        d = c.claim()
+        assert d is not None and d.attempt == 3
+        d.nack()
+        assert [(dl.index, dl.attempts, dl.reason, dl.consumer) for dl in g.dead_letters()] == [
+            (d.index, 3, "max_deliveries", "w")]
+        assert g.info()["later"] == 0
