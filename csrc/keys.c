@@ -7,6 +7,7 @@
 #include "tape_int.h"
 #include "fault.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #define KEYS_NAME "tape.keys"
+#define KEYS_TMP KEYS_NAME ".tmp." /* and the writer's pid: a new directory being written */
 #define KEYS_VERSION 1u
 #define KEYS_HDR 4096u
 #define KEYS_MIN_LOG2 10
@@ -219,7 +221,7 @@ static int write_file(tape_queue *q, uint32_t log2, int (*fill)(tape_queue *, ui
     boot_id(h->kh_boot);
     int rc = fill(q, buf, log2, arg);
     char tmp[64];
-    snprintf(tmp, sizeof tmp, KEYS_NAME ".tmp.%d", (int)getpid());
+    snprintf(tmp, sizeof tmp, KEYS_TMP "%d", (int)getpid());
     int fd = rc < 0 ? -1 : tf_openat(q->q_dirfd, tmp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0666);
     if (rc == 0 && fd < 0)
         rc = -errno;
@@ -488,6 +490,38 @@ int64_t tape_keys_newest(tape_queue *q, const tape_attrs *at)
 static int never_keyed(tape_queue *q)
 {
     return !__atomic_load_n(&q->q_sh->ms_keyed, __ATOMIC_ACQUIRE);
+}
+
+/* The tape.keys.tmp.<pid> files in q's directory: how many; removed when
+ * `remove` is set (holding the write lock: then none is a live writer's). */
+static int tmp_files(tape_queue *q, int remove)
+{
+    int fd = openat(q->q_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+        if (strncmp(de->d_name, KEYS_TMP, sizeof KEYS_TMP - 1) == 0) {
+            n++;
+            if (remove)
+                unlinkat(q->q_dirfd, de->d_name, 0);
+        }
+    closedir(d);
+    return n;
+}
+
+void tape_keys_sweep(tape_queue *q)
+{
+    if (q->q_read_only || never_keyed(q) || tmp_files(q, 0) == 0)
+        return;
+    if (tape_lock_meta(q) == 0) {
+        tmp_files(q, 1);
+        tape_unlock(q);
+    }
 }
 
 /* The table mapped and current (kd_mu held): 0; a writable handle rebuilds

@@ -587,6 +587,10 @@ int tape_keys_begin(tape_queue *q);
 int tape_keys_apply(tape_queue *q, const tape_attrs *at, int64_t index);
 /* After tape_keys_begin: the newest entry with at's key, -1 none (or deleted). */
 int64_t tape_keys_newest(tape_queue *q, const tape_attrs *at);
+/* At open (a writable handle of a keyed queue): remove the tape.keys.tmp.<pid>
+ * files of writers killed while writing a new directory, holding the write
+ * lock (only when there are some). Never fails: what stays is removed later. */
+void tape_keys_sweep(tape_queue *q);
 
 /* Prefaulter (prefault.c). */
 int tape_prefault_start(tape_queue *q);

@@ -3,6 +3,7 @@ shared by processes, rebuilt when missing or damaged."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import tape
+from crash_support import child_env, hooks_compiled_in
 from tape.testing import ManualClock
 
 
@@ -146,3 +148,35 @@ def test_keys_that_churn_leave_the_directory_bounded(qpath: Path) -> None:
     with tape.Queue(qpath, codec="raw") as q:
         assert len(q.keys()) == batches and q.verify().ok
     assert (qpath / "tape.keys").stat().st_size <= 4096 + 32 * 2**10
+
+
+_KILLED_IN_A_REWRITE = """
+import sys, tape
+a = tape.Queue(sys.argv[1]).appender()
+for n in range(1_000_000):  # distinct keys until the directory is written anew: killed there
+    a.write(n, key=f"x{n}")
+"""
+
+
+def test_a_new_directory_left_half_written_by_a_killed_writer_is_removed_at_open(tmp_path: Path) -> None:
+    # Killed (kill point keys_moved) after writing tape.keys.tmp.<pid> and
+    # before renaming it: the next writable open removes it (holding the
+    # write lock, so never a live writer's); a read-only open leaves it.
+    if not hooks_compiled_in():
+        pytest.skip("needs the kill points of a test build")
+    qpath = tmp_path / "q"
+    with tape.Queue(qpath) as q:
+        q.appender().write(0, key="k")
+    killed = subprocess.Popen([sys.executable, "-c", _KILLED_IN_A_REWRITE, str(qpath)],
+                              env=child_env(kill="keys_moved:1"))
+    assert killed.wait(timeout=120) == -signal.SIGKILL
+    assert [p.name for p in qpath.glob("tape.keys.tmp.*")] == [f"tape.keys.tmp.{killed.pid}"]
+    (qpath / "tape.keys.tmp.1").write_bytes(b"not a live writer's: none writes without the write lock")
+    with tape.Queue(qpath, read_only=True) as q:
+        assert len(list(qpath.glob("tape.keys.tmp.*"))) == 2
+        assert q.latest("k") is not None
+    with tape.Queue(qpath) as q:
+        assert list(qpath.glob("tape.keys.tmp.*")) == []
+        x5 = q.latest("x5")
+        assert x5 is not None and x5.value == 5
+        assert q.verify().ok
