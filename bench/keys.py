@@ -229,8 +229,8 @@ def instructions(ops: list[str]) -> None:
     """Print callgrind's instructions per operation of each op."""
     def count(op: str, n: int) -> int:
         err = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-                              "-m", "bench.keys", "--instruction-op", op, str(n)],
-                             capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent).stderr
+                              "-m", "bench.keys", "--instruction-op", op, str(n)], capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).resolve().parent.parent).stderr
         m = re.search(r"refs:\s*([\d,]+)", err)
         assert m is not None, err
         return int(m[1].replace(",", ""))

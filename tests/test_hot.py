@@ -411,7 +411,7 @@ def test_a_write_waiting_for_the_write_lock_lets_other_threads_run(qpath: Path) 
                 w.start()
             for w in writers:
                 w.join(0.5)  # this thread runs again while the writers wait
-            assert not any(d.is_set() for d in done), "a write did not wait, or held the GIL until the child was resumed"
+            assert not any(d.is_set() for d in done), "a write did not wait, or held the GIL till the child went on"
             os.kill(child.pid, signal.SIGCONT)
             for w in writers:
                 w.join()
