@@ -240,9 +240,10 @@ class ObjectRef:
         if not _is_handler(self._cls, name):
             raise AttributeError(f"{self._cls.__name__} has no handler {name!r}")
         run, cls, key, kb = self._objects._run_key, self._cls, self._key, self._kb
+        bare = methodcaller(name)  # a call without arguments makes none
 
         def handler(*args: Any, **kw: Any) -> Any:
-            return run(cls, key, kb, methodcaller(name, *args, **kw))
+            return run(cls, key, kb, methodcaller(name, *args, **kw) if args or kw else bare)
 
         handler.__name__ = name
         setattr(self, name, handler)  # found directly from now on
@@ -431,8 +432,7 @@ class Objects:
                 if record is _FALLBACK:
                     record = _DECODE(data)
                 obj = _NEW(cls)
-                d = obj.__dict__
-                d.update(record["state"])
+                obj.__dict__ = d = record["state"]  # (a fresh decode: the object's own)
                 d["_tape_alarms"] = record["alarms"]
                 d["_tape_new"] = []
                 d["_tape_now"] = self._now
