@@ -812,8 +812,11 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         hint_store(q, ts);
     }
     /* (failing, it leaves the directory marked: readers read the log past it) */
-    if (keyed)
-        tape_keys_apply(q, at, done > 0 ? tape_make_index(q, w->w_y.y_cycle, (int64_t)w->w_seq - 1) : -1);
+    if (keyed) { /* the last entry written, and where it starts: it ends at w_pos */
+        uint32_t len = done > 0 ? (uint32_t)(ends[done - 1] - (done > 1 ? ends[done - 2] : 0)) : 0;
+        tape_keys_apply(q, at, done > 0 ? tape_make_index(q, w->w_y.y_cycle, (int64_t)w->w_seq - 1) : -1,
+                        done > 0 ? w->w_pos - tape_entry_size(blen + len) : 0);
+    }
     if (tape_view_hit(&w->w_y.y_v)) {
         /* Something this append read or wrote faulted: its result is not
          * to be believed, and the view (split by the zero page) is dropped;

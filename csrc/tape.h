@@ -496,8 +496,9 @@ int64_t tape_keys_list(tape_queue *q, int64_t *indexes, size_t cap);
  * tape_key_latest. */
 int tape_keys_rebuild(tape_queue *q);
 
-/* tape_key_latest's entry read with tailer t (a tailer of q, moved there):
- * 1 and *e filled as tape_read fills it, 0 when there is none (none
+/* tape_key_latest's entry read with tailer t (a tailer of q, left after it;
+ * read where the directory says the entry starts when that holds, else
+ * moved there by index): 1 and *e filled as tape_read fills it, 0 when there is none (none
  * written, deleted, or its cycle removed meanwhile). A directory that names
  * an entry without this key is rebuilt from the log, once (read-only:
  * TAPE_ECORRUPT). Errors: those of tape_key_latest and tape_tailer_to_index,

@@ -580,13 +580,26 @@ void tape_named_clamp(tape_queue *q, int64_t end);
 /* The key directory (keys.c). Holding the write lock, before writing
  * entries with a key: the directory mapped and up to date, marked as being
  * changed; after publishing them: the newest one's index recorded for its
- * key (index -1: none was written), and the mark cleared. */
+ * key (index -1: none was written) with where it starts in its cycle file
+ * (pos; 0: not known), and the mark cleared. */
 void tape_keys_init(tape_queue *q);
 void tape_keys_close(tape_queue *q);
 int tape_keys_begin(tape_queue *q);
-int tape_keys_apply(tape_queue *q, const tape_attrs *at, int64_t index);
+int tape_keys_apply(tape_queue *q, const tape_attrs *at, int64_t index, uint64_t pos);
 /* After tape_keys_begin: the newest entry with at's key, -1 none (or deleted). */
 int64_t tape_keys_newest(tape_queue *q, const tape_attrs *at);
+/* At open (a writable handle of a keyed queue): remove the tape.keys.tmp.<pid>
+ * files of writers killed while writing a new directory, holding the write
+ * lock (only when there are some). Never fails: what stays is removed later. */
+void tape_keys_sweep(tape_queue *q);
+
+/* tape_read of entry `index` at byte `pos` of its cycle file, a hint kept
+ * elsewhere (the key directory's), without locating it (read.c): 1 and *e as
+ * tape_read fills them (the tailer after it), or 0 when the hint does not
+ * hold: another cycle than the tailer's, a tailer reading backward, no entry
+ * `index` there (its checksum covers its sequence number: a stale hint never
+ * reads as it). The caller then moves by index. */
+int tape_read_at(tape_tailer *t, int64_t index, uint64_t pos, tape_entry *e);
 
 /* Prefaulter (prefault.c). */
 int tape_prefault_start(tape_queue *q);

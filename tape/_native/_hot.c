@@ -139,6 +139,9 @@ static PyMethodDef hot_methods[] = {
     {"bind", (PyCFunction)(void (*)(void))hot_bind, METH_FASTCALL,
      "bind(append, append_many_ex, peek_many_ex, read_many_ex, key_read, set_wait_hooks, /) -> None\n--\n\n"
      "Take the core's functions (their addresses in tape._core); once, before any Writer or Reader is used."},
+    {"bind_writer", (PyCFunction)(void (*)(void))hot_bind_writer, METH_FASTCALL,
+     "bind_writer(append_ex, append_if, append_if_key, /) -> None\n--\n\n"
+     "Take the core's keyed appends for Writer (their addresses in tape._core); once, with bind()."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -35,6 +35,9 @@ enum { HOT_RAW = 0, HOT_MSGPACK = 1, HOT_OTHER = 2 };
 #define HOT_BATCH_BYTES (1u << 20)
 #define HOT_BATCH_SLOTS 4096u
 
+/* bind_writer(append_ex, append_if, append_if_key): the core's keyed appends, for Writer. */
+PyObject *hot_bind_writer(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 extern PyTypeObject hot_writer_type;
 extern PyTypeObject hot_reader_type;
 extern PyTypeObject hot_batches_type;

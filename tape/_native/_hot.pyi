@@ -15,6 +15,8 @@ def bind(
     append: int, append_many_ex: int, peek_many_ex: int, read_many_ex: int, key_read: int, set_wait_hooks: int, /
 ) -> None: ...
 
+def bind_writer(append_ex: int, append_if: int, append_if_key: int, /) -> None: ...
+
 class Writer:
     _fast: bool
     _watch: int
@@ -30,6 +32,8 @@ class Writer:
         delay: float | timedelta | None = None,
         not_before: datetime | float | None = None,
     ) -> int: ...
+    def write_if(self, obj: Any, last: int | None = None, *, key: str | bytes | None = None) -> int | None: ...
+    def delete(self, key: str | bytes) -> int: ...
     def write_many(
         self,
         objs: Iterable[Any],
