@@ -834,7 +834,7 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     }
     if (w->w_pos >= w->w_kick_at && w->w_valid && w->w_y.y_cycle >= 0) {
         uint64_t received = w->w_pos - w->w_y.y_data_off;
-        atomic_store_explicit(&q->q_pf.pf_last, w->w_last_hdr, memory_order_relaxed);
+        atomic_store_explicit(&q->q_pf.pf_last, w->w_last_hdr, memory_order_release);
         w->w_kick_at = w->w_pos + tape_prefault_kick(q, w->w_pos, received);
     }
     tape_unlock(q);

@@ -133,7 +133,7 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
         q->q_pf.pf_alloc = step;
         /* Cut under the writer between our fstat and fallocate: grown
          * again, the file hides the loss; refuse appends (as look_at_file). */
-        if (tape_cut_under(v, atomic_load_explicit(&q->q_pf.pf_last, memory_order_relaxed))) {
+        if (tape_cut_under(v, atomic_load_explicit(&q->q_pf.pf_last, memory_order_acquire))) {
             atomic_store(&q->q_w.w_poisoned, TAPE_LOST);
             q->q_pf.pf_failed = want;
             return 0;
@@ -175,7 +175,7 @@ static void look_at_file(tape_queue *q)
     struct stat st;
     if ((fstat(y->y_v.v_fd, &st) == 0 &&
          (uint64_t)st.st_size < atomic_load_explicit(&q->q_pf.pf_pos, memory_order_relaxed)) ||
-        tape_cut_under(&y->y_v, atomic_load_explicit(&q->q_pf.pf_last, memory_order_relaxed)))
+        tape_cut_under(&y->y_v, atomic_load_explicit(&q->q_pf.pf_last, memory_order_acquire)))
         atomic_store(&q->q_w.w_poisoned, TAPE_LOST);
 }
 
