@@ -232,6 +232,11 @@ int tape_view_cover(tape_view *v, uint64_t end);
 int tape_file_alloc(int fd, uint64_t off, uint64_t len);
 /* Extend the file so that [0, end) is allocated (tape_file_alloc), and mapped. */
 int tape_view_grow(tape_view *v, uint64_t end);
+/* Whether the writer's file was cut short under its entry at `last` (0:
+ * none known), and maybe grown again since (a fallocate racing the
+ * truncation): that entry's header reads 0 then (a page the file no longer
+ * backs reads as 0 through the SIGBUS guard). One load. */
+int tape_cut_under(const tape_view *v, uint64_t last);
 /* 0 when no access to the view faulted, else the error to report: TAPE_ECORRUPT
  * when the file now ends before the page that faulted (truncated), -ENOSPC
  * when the filesystem is full (it could not supply a page), else -EIO. */
@@ -426,6 +431,8 @@ typedef struct tape_writer {
                                 * refused (atomic) */
     tape_cyc w_y;              /* y_cycle -1: none open */
     uint64_t w_pos;
+    uint64_t w_last_hdr;       /* where this writer's last entry starts (0: not
+                                * known); its header is never 0 while the file is whole */
     uint64_t w_seq;
     int64_t w_lo_ns, w_hi_ns;  /* the time span of w_y's cycle */
     uint64_t w_gen;            /* hint generation this state matches */
@@ -477,6 +484,7 @@ typedef struct tape_prefaulter {
     int pf_running;            /* (w_mu) */
     _Atomic int pf_stop;
     _Atomic uint64_t pf_pos;   /* the writer's offset at its last kick */
+    _Atomic uint64_t pf_last;  /* w_last_hdr at its last kick */
     _Atomic uint64_t pf_want;  /* allocate and fault in up to here */
     _Atomic uint32_t pf_kicks; /* futex word: bumped by every kick */
     _Atomic int pf_sleeping;   /* the prefaulter waits on pf_kicks */

@@ -145,9 +145,9 @@ class Tailer(Reader):
         try:
             while True:
                 got = False
-                for value in self:
+                for batch in self._batches(entries=False):
                     got = True
-                    yield value
+                    yield from batch  # each value handed out by C, without a loop of ours
                 if got:
                     last = time.monotonic()
                 if limit is None:

@@ -11,7 +11,8 @@
  *   Batches  (_hot_batches.c) a TailerHandle's batches: peeks at (or reads)
  *            up to 4,096 entries in one call and builds their values (or
  *            Entry) in C, decoding raw and msgpack values without Python;
- *   Keys     (_hot_keys.c) Queue.latest(key): tape_key_read and the Entry, in C.
+ *   Keys     (_hot_keys.c) Queue.latest(key): tape_key_read and the Entry, in C;
+ *   View     (_hot_reader.c) the read-only buffer under Tailer.read_view().
  * Anything else (keywords, a queue's clock, the end of a batch, an error, a
  * sync="always" queue's sync, retention at a roll) goes back at once to the
  * Python method of the public class it stands in for.
@@ -170,7 +171,8 @@ PyMODINIT_FUNC PyInit__hot(void)
         hot_intern(&hot_str_read_entry_slow, "_read_entry_slow") < 0)
         return NULL;
     if (PyType_Ready(&hot_writer_type) < 0 || PyType_Ready(&hot_reader_type) < 0 ||
-        PyType_Ready(&hot_batches_type) < 0 || PyType_Ready(&hot_keys_type) < 0)
+        PyType_Ready(&hot_batches_type) < 0 || PyType_Ready(&hot_keys_type) < 0 ||
+        PyType_Ready(&hot_view_type) < 0)
         return NULL;
     if (pthread_atfork(NULL, NULL, hot_forked) != 0) {
         PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
@@ -183,6 +185,7 @@ PyMODINIT_FUNC PyInit__hot(void)
         PyModule_AddObjectRef(module, "Reader", (PyObject *)&hot_reader_type) < 0 ||
         PyModule_AddObjectRef(module, "Batches", (PyObject *)&hot_batches_type) < 0 ||
         PyModule_AddObjectRef(module, "Keys", (PyObject *)&hot_keys_type) < 0 ||
+        PyModule_AddObjectRef(module, "View", (PyObject *)&hot_view_type) < 0 ||
         PyModule_AddIntConstant(module, "BATCH_BYTES", HOT_BATCH_BYTES) < 0 ||
         PyModule_AddIntConstant(module, "BATCH_SLOTS", HOT_BATCH_SLOTS) < 0 ||
         PyModule_AddIntConstant(module, "RAW", HOT_RAW) < 0 ||

@@ -42,6 +42,7 @@ extern PyTypeObject hot_writer_type;
 extern PyTypeObject hot_reader_type;
 extern PyTypeObject hot_batches_type;
 extern PyTypeObject hot_keys_type;
+extern PyTypeObject hot_view_type;
 
 /* Names of the Python methods C hands over to (interned at import). */
 extern PyObject *hot_str_write_slow, *hot_str_write_many_slow, *hot_str_after, *hot_str_after_many,
