@@ -112,7 +112,7 @@ def stages(server: NatsServer, where: Path, n: int) -> None:
     with Replicator(where / "src", server.url, stream="STAGES") as r:
         r._reader.read_encoded_batch = timed("read", r._reader.read_encoded_batch)  # type: ignore[method-assign]
         report("ship", rate(r.run))
-    ingester.frame.decode = timed("decode", ingester.frame.decode)
+    ingester.frame.unpack = timed("decode", ingester.frame.unpack)
     ingester._append = timed("append", ingester._append)
     ingester.Ingester._apply = timed("frame in all", ingester.Ingester._apply)  # type: ignore[method-assign]
     with Ingester(server.url, stream="STAGES", path=where / "copy", batch=64) as i:
@@ -140,8 +140,8 @@ def stages_alone(where: Path) -> None:
         read = best(lambda: (t.to_start(), t.read_encoded_batch(n)))
         framing = best(lambda: r._frame(None, None, batch))
         data = r._frame(None, None, batch)[0]
-    got = frame.decode(data)
-    decoding = best(lambda: frame.decode(data))
+    got = frame.unpack(data)
+    decoding = best(lambda: frame.unpack(data))
     with tape.Queue(where / "alone", codec="raw") as q:
         a = q.appender()
         appending = best(lambda: ingester._append(a, got, 0))

@@ -153,3 +153,13 @@ class AppenderHandle(ChildHandle):
         cols = [ffi.NULL if c is None else ffi.from_buffer("int64_t[]", c) for c in (not_before, origin_index, origin_ts)]
         index: int = lib.tape_append_many_each(ptr, b"".join(parts), ends, len(parts), ts, written, *cols)
         return self.checked_many(index, written[0], len(parts))
+
+    def append_run(self, data: Any, ends: array.array[int], ts: int, origin_index: array.array[int],
+                   origin_ts: array.array[int]) -> int:
+        """Append the entries of `data` (a buffer), entry k ending at ends[k], with their origins (columns); the last index."""
+        ptr = self.live()
+        written = ffi.new("size_t *")
+        index: int = lib.tape_append_many_each(ptr, ffi.from_buffer(data), ffi.from_buffer("uint64_t[]", ends), len(ends),
+                                               ts, written, ffi.NULL, ffi.from_buffer("int64_t[]", origin_index),
+                                               ffi.from_buffer("int64_t[]", origin_ts))
+        return self.checked_many(index, written[0], len(ends))

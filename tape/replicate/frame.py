@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 
 from tape.errors import CorruptionError
 
-__all__ = ["Identity", "Frame", "encode", "decode", "HEADER_SIZE"]
+__all__ = ["Identity", "Frame", "Columns", "encode", "decode", "unpack", "HEADER_SIZE"]
 
 MAGIC = b"TPF1"
 VERSION = 1
@@ -140,17 +140,17 @@ def _column(code: str, values: Sequence[int]) -> bytes:
     return col.tobytes()
 
 
-def _increasing(values: list[int]) -> bool:
+def _increasing(values: array[int]) -> bool:
     """True when each of `values` is above the one before."""
     return all(map(operator.lt, values, values[1:]))
 
 
-def _uncolumn(code: str, data: bytes | memoryview) -> list[int]:
+def _uncolumn(code: str, data: bytes | memoryview) -> array[int]:
     col = array(code)
     col.frombytes(data)
     if _SWAP:
         col.byteswap()
-    return col.tolist()
+    return col
 
 
 def encode(
@@ -205,8 +205,40 @@ def encode(
     return b"".join((fields, struct.pack("<II", len(body), crc), body))
 
 
+class Columns(NamedTuple):
+    """A decoded frame as columns, for writing it without an object per entry.
+
+    `ends[k]` is where entry k's payload ends in `payloads` (the frame's
+    payloads, back to back); `origins` as in Frame, with arrays.
+    """
+
+    identity: Identity
+    prev: int | None
+    indexes: array[int]
+    timestamps: array[int]
+    ends: array[int]
+    payloads: memoryview
+    attrs: dict[int, tuple[str | bytes | None, int | None, bool]]
+    origins: tuple[int | None, array[int], array[int]] | None
+
+    @property
+    def sources(self) -> tuple[int | None, array[int], array[int]]:
+        """(previous, indexes, timestamps) of the entries in the first queue of a chain of copies."""
+        return self.origins or (self.prev, self.indexes, self.timestamps)
+
+
 def decode(data: bytes) -> Frame:
     """The frame in `data`; CorruptionError when it is not one, is damaged or does not add up."""
+    got = unpack(data)
+    ends = got.ends.tolist()
+    payloads = got.payloads.tobytes()
+    origins = None if got.origins is None else (got.origins[0], got.origins[1].tolist(), got.origins[2].tolist())
+    return Frame(got.identity, got.prev, got.indexes.tolist(), got.timestamps.tolist(),
+                 list(map(payloads.__getitem__, map(slice, [0, *ends], ends))), got.attrs, origins)
+
+
+def unpack(data: bytes) -> Columns:
+    """The frame in `data` as columns; CorruptionError when it is not one, is damaged or does not add up."""
     if len(data) < HEADER_SIZE or data[:4] != MAGIC:
         raise CorruptionError("not a tape frame (no TPF1 header)")
     (_, version, flags, id_len, count, attributed, prev, first, last, _, _, body_len, crc) = _HEADER.unpack_from(data)
@@ -227,7 +259,7 @@ def decode(data: bytes) -> Frame:
 
 def _body(
     view: memoryview, id_len: int, count: int, attributed: int, prev: int, first: int, last: int, copies: bool
-) -> Frame:
+) -> Columns:
     at = HEADER_SIZE
     identity = Identity.from_json(bytes(view[at : at + id_len]))
     at += id_len + (-id_len % 8)
@@ -235,7 +267,7 @@ def _body(
         raise ValueError(f"{count} entries do not fit")
     indexes = _uncolumn("q", view[at : at + 8 * count])
     timestamps = _uncolumn("q", view[at + 8 * count : at + 16 * count])
-    lengths = _uncolumn("I", view[at + 16 * count : at + 20 * count])
+    ends = array("Q", accumulate(_uncolumn("I", view[at + 16 * count : at + 20 * count])))
     at += 20 * count
     origins = None
     if copies:
@@ -261,13 +293,10 @@ def _body(
             raise ValueError("bad attribute record")
         key = None if kind == _KEY_NONE else raw.decode("utf-8", "surrogateescape") if kind == _KEY_STR else raw
         attrs[pos] = (key, nb or None, tomb)
-    ends = list(accumulate(lengths, initial=at))
-    if ends[-1] != len(view):
+    if at + ends[-1] != len(view):
         raise ValueError("payload lengths do not add up to the frame's length")
     if indexes[0] != first or indexes[-1] != last or not _increasing(indexes):
         raise ValueError("indexes are not in order or disagree with the header")
     if prev >= first:
         raise ValueError(f"the previous index {prev} is not before the first, {first}")
-    data = view.obj if isinstance(view.obj, bytes) else bytes(view)
-    payloads = list(map(data.__getitem__, map(slice, ends, ends[1:])))
-    return Frame(identity, None if prev < 0 else prev, indexes, timestamps, payloads, attrs, origins)
+    return Columns(identity, None if prev < 0 else prev, indexes, timestamps, ends, view[at:], attrs, origins)

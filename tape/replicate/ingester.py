@@ -16,9 +16,11 @@ time (a flock in the queue's folder, free at once when its holder dies).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
-import itertools
 import os
+from array import array
+from collections.abc import Sequence
 from typing import Any
 
 import nats.errors
@@ -199,7 +201,7 @@ class Ingester(Link):
     def _apply(self, data: bytes, seq: int) -> None:
         """Append the entries of the frame `data` (stream sequence `seq`) that the queue does not hold yet."""
         try:
-            got = frame.decode(data)
+            got = frame.unpack(data)
         except tape.CorruptionError as exc:
             raise tape.CorruptionError(f"{self._what()}: stream sequence {seq}: {exc}; nothing of it was written") from None
         if self._source is None:
@@ -219,7 +221,7 @@ class Ingester(Link):
                 "entries between them are missing from the stream"
             )
         appender = self._local(got.identity)
-        start = 0 if origin is None else next(k for k, i in enumerate(indexes) if i > origin)
+        start = 0 if origin is None else bisect.bisect_right(indexes, origin)
         try:
             _append(appender, got, start)
         except BaseException:  # what reached the queue of a write that failed midway
@@ -272,18 +274,25 @@ class Ingester(Link):
         return f"<tape.replicate.Ingester {self.url} {self.stream} -> {self.path!r}>"
 
 
-def _append(appender: tape.Appender, got: frame.Frame, start: int) -> None:
+def _append(appender: tape.Appender, got: frame.Columns, start: int) -> None:
     """Append the entries of `got` from position `start` on, with their origins."""
     _, indexes, timestamps = got.sources
-    rows: list[Any] = list(zip(got.payloads[start:], itertools.repeat(None), itertools.repeat(None),
-                               zip(indexes[start:], timestamps[start:]), itertools.repeat(False)))
+    if not got.attrs:  # one core call, no object per entry
+        at = got.ends[start - 1] if start else 0
+        ends = got.ends[start:] if not at else array("Q", (end - at for end in got.ends[start:]))
+        appender._write_encoded_run(got.payloads[at:], ends, indexes[start:], timestamps[start:])
+        return
+    payloads = got.payloads.tobytes()
+    bounds = [0, *got.ends]
+    rows: list[Any] = [(payloads[bounds[k]:bounds[k + 1]], None, None, (indexes[k], timestamps[k]), False)
+                       for k in range(start, len(indexes))]
     for k, (key, not_before, tombstone) in got.attrs.items():
         if k >= start:
             rows[k - start] = (rows[k - start][0], key, not_before, rows[k - start][3], tombstone)
     appender.write_encoded_many(rows)
 
 
-def _count_after(indexes: list[int], before: int | None, upto: int | None) -> int:
+def _count_after(indexes: Sequence[int], before: int | None, upto: int | None) -> int:
     """How many of `indexes` are after `before` and not after `upto`."""
     if upto is None:
         return 0
