@@ -384,6 +384,30 @@ def test_a_fork_child_does_not_keep_its_dead_parents_queue(src: Path) -> None:
         os.kill(child, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("role", ["replicate", "ingest"])
+def test_one_made_before_a_fork_refuses_to_run_in_the_child(src: Path, dst: Path, role: str) -> None:
+    write(src, 5)
+    write(dst, 0)
+    make = (f"Replicator({str(src)!r}, 'nats://127.0.0.1:1', stream={STREAM!r}, retry_for=0.2)" if role == "replicate"
+            else f"Ingester('nats://127.0.0.1:1', stream={STREAM!r}, path={str(dst)!r}, retry_for=0.2)")
+    script = (
+        "import os\n"
+        "from tape.replicate import Ingester, ReplicationError, Replicator\n"
+        f"r = {make}\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    try:\n"
+        "        r.run()\n"
+        "    except ReplicationError as exc:\n"
+        "        os.write(1, f'refused: {exc}\\n'.encode())\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "r.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60).stdout
+    assert out.startswith("refused: ") and "fork child" in out, out
+
+
 # -- crashes and downtime -----------------------------------------------------------------------
 
 

@@ -81,7 +81,6 @@ class Ingester(Link):
             raise ArgumentError(f"batch must be 1 to 10000 messages, not {self._batch}")
         self.queue: tape.Queue | None = None
         self._appender: tape.Appender | None = None
-        self._lock: RoleLock | None = None
         try:
             self._open(tape.Queue(self.path, raw=True, create=False))
         except QueueNotFoundError:

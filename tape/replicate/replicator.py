@@ -112,7 +112,6 @@ class Replicator(Link):
         self._ack_timeout = float(ack_timeout)
         self.name = name
         self.queue = tape.Queue(path, raw=True, create=False)
-        self._lock: RoleLock | None = None
         try:
             self._lock = RoleLock(self.queue.path, f"ship-{self.stream}", self._what())
             self._identity = frame.Identity.of(self.queue).to_json()
