@@ -110,7 +110,7 @@ def stages(server: NatsServer, where: Path, n: int) -> None:
     replicator.Replicator._frame = timed("frame", replicator.Replicator._frame)  # type: ignore[method-assign]
     replicator.Replicator._acked = atimed("ack wait", replicator.Replicator._acked)  # type: ignore[method-assign]
     with Replicator(where / "src", server.url, stream="STAGES") as r:
-        r._reader.read_encoded_batch = timed("read", r._reader.read_encoded_batch)  # type: ignore[method-assign]
+        r._reader._read_encoded_columns = timed("read", r._reader._read_encoded_columns)  # type: ignore[method-assign]
         report("ship", rate(r.run))
     ingester.frame.unpack = timed("decode", ingester.frame.unpack)
     ingester._append = timed("append", ingester._append)
@@ -136,8 +136,9 @@ def stages_alone(where: Path) -> None:
 
     with Replicator(where / "src", "nats://127.0.0.1:1", stream="ALONE") as r:
         t = r.queue.tailer()
-        batch = t.read_encoded_batch(n)
-        read = best(lambda: (t.to_start(), t.read_encoded_batch(n)))
+        batch = t._read_encoded_columns(n, 1 << 20)
+        assert batch is not None
+        read = best(lambda: (t.to_start(), t._read_encoded_columns(n, 1 << 20)))
         framing = best(lambda: r._frame(None, None, batch))
         data = r._frame(None, None, batch)[0]
     got = frame.unpack(data)

@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 
 from tape.errors import CorruptionError
 
-__all__ = ["Identity", "Frame", "Columns", "encode", "decode", "unpack", "HEADER_SIZE"]
+__all__ = ["Identity", "Frame", "Columns", "encode", "pack", "KEY_NONE", "KEY_STR", "KEY_BYTES", "decode", "unpack", "HEADER_SIZE"]
 
 MAGIC = b"TPF1"
 VERSION = 1
@@ -54,7 +54,7 @@ HEADER_SIZE = _HEADER.size  # 64
 _CRC_AT = HEADER_SIZE - 8  # the CRC covers the header up to the body length, then the body
 _ATTR = struct.Struct("<IqBBH")
 _TOMBSTONE = 1  # the flags of an attributed entry: a delete of its key
-_KEY_NONE, _KEY_STR, _KEY_BYTES = 0, 1, 2
+KEY_NONE, KEY_STR, KEY_BYTES = 0, 1, 2
 _ORIGINS = 1  # header flag: the origin columns follow the lengths
 _SWAP = sys.byteorder != "little"  # array() packs in the machine's order
 
@@ -133,9 +133,10 @@ class Frame(NamedTuple):
         return self.indexes[-1]
 
 
-def _column(code: str, values: Sequence[int]) -> bytes:
-    col = array(code, values)
+def _le(col: array[int]) -> bytes:
+    """The column's bytes, little-endian."""
     if _SWAP:
+        col = array(col.typecode, col)
         col.byteswap()
     return col.tobytes()
 
@@ -176,29 +177,51 @@ def encode(
         raise ValueError("a frame holds one or more entries, each with every column")
     if any(tombstones) and any(t and k is None for k, t in zip(keys, tombstones)):
         raise ValueError("a tombstone needs a key")
-    parts = [identity, bytes(-len(identity) % 8), _column("q", indexes), _column("q", timestamps),
-             _column("I", array("I", map(len, payloads)))]
-    if origins is not None:
-        prev_origin, origin_indexes, origin_timestamps = origins
-        if not len(origin_indexes) == len(origin_timestamps) == count:
-            raise ValueError("a frame's origin columns hold one value per entry")
-        parts += [_column("q", [-1 if prev_origin is None else prev_origin]), _column("q", origin_indexes),
-                  _column("q", origin_timestamps)]
-    attributed = 0
+    keyed: list[tuple[int, int, bytes, int, bool]] = []
     if any(keys) or any(not_befores):
         for pos, (key, nb, tomb) in enumerate(zip(keys, not_befores, tombstones)):
             if key is None and not nb:
                 continue
-            attributed += 1
             if isinstance(key, str):
-                raw, kind = key.encode("utf-8", "surrogateescape"), _KEY_STR
+                keyed.append((pos, KEY_STR, key.encode("utf-8", "surrogateescape"), nb or 0, tomb))
             else:
-                raw, kind = (b"", _KEY_NONE) if key is None else (bytes(key), _KEY_BYTES)
-            parts.append(_ATTR.pack(pos, nb or 0, kind, _TOMBSTONE if tomb else 0, len(raw)))
-            parts.append(raw)
-    parts.extend(payloads)
+                keyed.append((pos, KEY_NONE, b"", nb or 0, tomb) if key is None else (pos, KEY_BYTES, bytes(key), nb or 0, tomb))
+    if origins is not None:
+        prev_origin, origin_indexes, origin_timestamps = origins
+        if not len(origin_indexes) == len(origin_timestamps) == count:
+            raise ValueError("a frame's origin columns hold one value per entry")
+        origins = (prev_origin, array("q", origin_indexes), array("q", origin_timestamps))
+    return pack(identity, prev, array("q", indexes), array("q", timestamps), array("I", map(len, payloads)),
+                b"".join(payloads), keyed, origins)
+
+
+def pack(
+    identity: bytes,
+    prev: int | None,
+    indexes: array[int],
+    timestamps: array[int],
+    lengths: array[int],
+    payloads: bytes,
+    keyed: Sequence[tuple[int, int, bytes, int, bool]],
+    origins: tuple[int | None, Sequence[int], Sequence[int]] | None,
+) -> bytes:
+    """The frame of checked columns (arrays "q", "q", "I"; the payloads back to back): encode() without the checks.
+
+    `keyed`: (position, key kind, key bytes, not_before (0 none), tombstone) of
+    the entries with a key or a not_before, in order. `origins` as in encode(),
+    its columns arrays "q".
+    """
+    parts = [identity, bytes(-len(identity) % 8), _le(indexes), _le(timestamps), _le(lengths)]
+    if origins is not None:
+        prev_origin, origin_indexes, origin_timestamps = origins
+        parts += [_le(array("q", [-1 if prev_origin is None else prev_origin])), _le(array("q", origin_indexes)),
+                  _le(array("q", origin_timestamps))]
+    for pos, kind, raw, nb, tomb in keyed:
+        parts.append(_ATTR.pack(pos, nb, kind, _TOMBSTONE if tomb else 0, len(raw)))
+        parts.append(raw)
+    parts.append(payloads)
     body = b"".join(parts)
-    fields = _HEADER.pack(MAGIC, VERSION, 0 if origins is None else _ORIGINS, len(identity), count, attributed,
+    fields = _HEADER.pack(MAGIC, VERSION, 0 if origins is None else _ORIGINS, len(identity), len(indexes), len(keyed),
                           -1 if prev is None else prev, indexes[0], indexes[-1],
                           timestamps[0], timestamps[-1], 0, 0)[:_CRC_AT]
     crc = zlib.crc32(body, zlib.crc32(fields))
@@ -289,9 +312,9 @@ def _body(
         raw = bytes(view[at : at + key_len])
         at += key_len
         tomb = bool(flags & _TOMBSTONE)
-        if pos >= count or pos in attrs or kind > _KEY_BYTES or len(raw) != key_len or flags & ~_TOMBSTONE or (tomb and kind == _KEY_NONE):
+        if pos >= count or pos in attrs or kind > KEY_BYTES or len(raw) != key_len or flags & ~_TOMBSTONE or (tomb and kind == KEY_NONE):
             raise ValueError("bad attribute record")
-        key = None if kind == _KEY_NONE else raw.decode("utf-8", "surrogateescape") if kind == _KEY_STR else raw
+        key = None if kind == KEY_NONE else raw.decode("utf-8", "surrogateescape") if kind == KEY_STR else raw
         attrs[pos] = (key, nb or None, tomb)
     if at + ends[-1] != len(view):
         raise ValueError("payload lengths do not add up to the frame's length")
