@@ -575,6 +575,23 @@ def test_a_damaged_frame_is_refused_and_nothing_of_it_written(nats_server: NatsS
     assert [e.origin[0] for e in source(dst)] == shipped
 
 
+def test_a_frame_partly_held_adds_only_the_entries_after_what_the_queue_holds(
+    nats_server: NatsServer, src: Path, dst: Path
+) -> None:
+    shipped = write(src, 10)
+    with Replicator(src, nats_server.url, stream=STREAM) as r:
+        r.run()
+    with Ingester(nats_server.url, stream=STREAM, path=dst) as i:
+        assert i.run() == 10
+    shipped += write(src, 5, start=10)
+    publish(nats_server.url, next_frame(src, shipped[4], 10))  # entries 5 to 14: the first 5 are held
+    with Ingester(nats_server.url, stream=STREAM, path=dst) as i:
+        assert i.run() == 5
+    copy = source(dst)
+    assert [e.origin[0] for e in copy] == shipped
+    assert [e.value for e in copy] == [e.value for e in source(src)]
+
+
 @pytest.mark.parametrize("message", ["not a frame", "another queue's frame"])
 def test_a_foreign_message_is_refused_by_both_sides(
     nats_server: NatsServer, src: Path, dst: Path, tmp_path: Path, message: str
