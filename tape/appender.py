@@ -19,6 +19,7 @@ from tape._native.appender import (
     TOMBSTONE,
     Writer,
     attrs_struct,
+    smallest,
 )
 from tape._time import duration_ns, to_ns
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
@@ -291,7 +292,7 @@ class Appender(Writer):
             raise ArgumentError("_write_encoded_run: columns of one or more entries, of one length, ending at the data's end")
         if (ends.typecode, origin_indexes.typecode, origin_timestamps.typecode) != ("Q", "q", "q"):
             raise ArgumentTypeError("_write_encoded_run: the columns are arrays of typecodes Q, q and q")
-        if min(origin_indexes) < 0 or min(origin_timestamps) < 0:
+        if smallest(origin_indexes) < 0 or smallest(origin_timestamps) < 0:
             raise ArgumentError("_write_encoded_run: an origin's index and timestamp are not negative")
         return self._after(self._native.append_run(data, ends, self._timestamp(), origin_indexes, origin_timestamps))
 

@@ -12,6 +12,7 @@
  *            up to 4,096 entries in one call and builds their values (or
  *            Entry) in C, decoding raw and msgpack values without Python;
  *   Keys     (_hot_keys.c) Queue.latest(key): tape_key_read and the Entry, in C.
+ * and loops over columns of integers for tape.replicate's frames (_hot_columns.c).
  * Anything else (keywords, a queue's clock, the end of a batch, an error, a
  * sync="always" queue's sync, retention at a roll) goes back at once to the
  * Python method of the public class it stands in for.
@@ -139,6 +140,10 @@ static PyMethodDef hot_methods[] = {
     {"bind", (PyCFunction)(void (*)(void))hot_bind, METH_FASTCALL,
      "bind(append, append_many_ex, peek_many_ex, read_many_ex, key_read, set_wait_hooks, /) -> None\n--\n\n"
      "Take the core's functions (their addresses in tape._core); once, before any Writer or Reader is used."},
+    {"ascending", (PyCFunction)(void (*)(void))hot_ascending, METH_FASTCALL,
+     "ascending(col, after, /) -> bool\n--\n\nTrue when the int64 column is strictly increasing, its first value above `after`."},
+    {"smallest", (PyCFunction)hot_smallest, METH_O, "smallest(col, /) -> int\n--\n\nThe least value of the int64 column."},
+    {"sums", (PyCFunction)hot_sums, METH_O, "sums(col, /) -> bytes\n--\n\nThe running sums (uint64) of the uint32 column."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -3,6 +3,8 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal, overload
 
+from typing_extensions import Buffer
+
 from tape.records import Entry
 
 BATCH_BYTES: Final[int]
@@ -14,6 +16,10 @@ OTHER: Final[int]
 def bind(
     append: int, append_many_ex: int, peek_many_ex: int, read_many_ex: int, key_read: int, set_wait_hooks: int, /
 ) -> None: ...
+
+def ascending(col: Buffer, after: int, /) -> bool: ...
+def smallest(col: Buffer, /) -> int: ...
+def sums(col: Buffer, /) -> bytes: ...
 
 class Writer:
     _fast: bool

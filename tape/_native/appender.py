@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tape._native._hot import MSGPACK, OTHER, RAW, Writer
+from tape._native._hot import MSGPACK, OTHER, RAW, Writer, smallest
 from tape._native.core import ChildHandle, address, check, ffi, lib, none_if_negative
 from tape.errors import TapeError
 
@@ -36,7 +36,8 @@ def attrs_struct(key: bytes | None, flags: int, not_before: int, origin: tuple[i
     return at
 
 
-__all__ = ["AppenderHandle", "Writer", "RAW", "MSGPACK", "OTHER", "KEY_MAX", "KEY_STR", "TOMBSTONE", "attrs_struct"]
+__all__ = ["AppenderHandle", "Writer", "RAW", "MSGPACK", "OTHER", "KEY_MAX", "KEY_STR", "TOMBSTONE", "attrs_struct",
+           "smallest"]
 
 
 class AppenderHandle(ChildHandle):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Any
 
-from tape._native._hot import BATCH_SLOTS, MSGPACK, OTHER, RAW, Batches, Reader
+from tape._native._hot import BATCH_SLOTS, MSGPACK, OTHER, RAW, Batches, Reader, ascending, smallest, sums
 from tape._native.core import (
     BACKWARD,
     FORWARD,
@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 _DIRECTIONS = {FORWARD: lib.TAPE_FORWARD, BACKWARD: lib.TAPE_BACKWARD}
 _TAPE_ADVANCE = lib.tape_tailer_advance  # a named tailer's iteration calls it for each value
 
-__all__ = ["TailerHandle", "Reader", "BATCH_SLOTS", "RAW", "MSGPACK", "OTHER", "entry_attrs", "Columns"]
+__all__ = ["TailerHandle", "Reader", "BATCH_SLOTS", "RAW", "MSGPACK", "OTHER", "entry_attrs", "Columns", "ascending",
+           "smallest", "sums"]
 
+# ascending, smallest, sums (loops in C over columns of integers) are for tape.replicate's frames.
 # A batch as columns (Batches.read_columns): indexes, timestamps, payload lengths, payloads,
 # origin indexes and timestamps (None, None: no origin), keyed entries (None: none).
 Columns = tuple[bytes, bytes, bytes, bytes, bytes | None, bytes | None, list[tuple[int, bytes, bool, int, bool]] | None]

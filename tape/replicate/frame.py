@@ -34,15 +34,14 @@ from __future__ import annotations
 
 import base64
 import json
-import operator
 import struct
 import sys
 import zlib
 from array import array
 from collections.abc import Sequence
-from itertools import accumulate
 from typing import Any, NamedTuple
 
+from tape._native.tailer import ascending, smallest, sums
 from tape.errors import CorruptionError
 
 __all__ = ["Identity", "Frame", "Columns", "encode", "pack", "KEY_NONE", "KEY_STR", "KEY_BYTES", "decode", "unpack", "HEADER_SIZE"]
@@ -139,11 +138,6 @@ def _le(col: array[int]) -> bytes:
         col = array(col.typecode, col)
         col.byteswap()
     return col.tobytes()
-
-
-def _increasing(values: array[int]) -> bool:
-    """True when each of `values` is above the one before."""
-    return all(map(operator.lt, values, values[1:]))
 
 
 def _uncolumn(code: str, data: bytes | memoryview) -> array[int]:
@@ -290,7 +284,7 @@ def _body(
         raise ValueError(f"{count} entries do not fit")
     indexes = _uncolumn("q", view[at : at + 8 * count])
     timestamps = _uncolumn("q", view[at + 8 * count : at + 16 * count])
-    ends = array("Q", accumulate(_uncolumn("I", view[at + 16 * count : at + 20 * count])))
+    ends = array("Q", sums(_uncolumn("I", view[at + 16 * count : at + 20 * count])))
     at += 20 * count
     origins = None
     if copies:
@@ -300,9 +294,9 @@ def _body(
         origin_indexes = _uncolumn("q", view[at + 8 : at + 8 + 8 * count])
         origin_timestamps = _uncolumn("q", view[at + 8 + 8 * count : at + 8 + 16 * count])
         at += 8 + 16 * count
-        if prev_origin >= origin_indexes[0] or not _increasing(origin_indexes):
+        if not ascending(origin_indexes, prev_origin):
             raise ValueError("origin indexes are not in order")
-        if prev_origin < -1 or origin_indexes[0] < 0 or min(origin_timestamps) < 0:
+        if prev_origin < -1 or origin_indexes[0] < 0 or smallest(origin_timestamps) < 0:
             raise ValueError("a negative origin")
         origins = (None if prev_origin < 0 else prev_origin, origin_indexes, origin_timestamps)
     attrs: dict[int, tuple[str | bytes | None, int | None, bool]] = {}
@@ -318,8 +312,10 @@ def _body(
         attrs[pos] = (key, nb or None, tomb)
     if at + ends[-1] != len(view):
         raise ValueError("payload lengths do not add up to the frame's length")
-    if indexes[0] != first or indexes[-1] != last or not _increasing(indexes):
-        raise ValueError("indexes are not in order or disagree with the header")
+    if first < 0 or prev < -1:
+        raise ValueError("a negative index")
     if prev >= first:
         raise ValueError(f"the previous index {prev} is not before the first, {first}")
+    if indexes[0] != first or indexes[-1] != last or not ascending(indexes, prev):
+        raise ValueError("indexes are not in order or disagree with the header")
     return Columns(identity, None if prev < 0 else prev, indexes, timestamps, ends, view[at:], attrs, origins)
