@@ -23,7 +23,6 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
-import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -147,7 +146,8 @@ class Ingester(Link):
             while not self.stopping:
                 try:
                     msgs = await fetching
-                except nats.errors.TimeoutError:
+                except asyncio.TimeoutError:  # nats.errors.TimeoutError, or asyncio's own when the
+                    # loop was busy past the fetch's deadline (nats-py raises that one then)
                     if not follow and (await sub.consumer_info()).num_pending == 0:
                         return
                     msgs = []
