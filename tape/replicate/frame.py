@@ -26,8 +26,11 @@ queue's codec), under one CRC-32. Layout (little-endian):
         the key bytes
       payloads, one after the other
 
-Columns, not one record per entry: packing and unpacking are a few calls into
-C (array, bytes.join) whatever the number of entries.
+Columns, not one record per entry: pack() takes the columns the replicator
+reads in C (Tailer._read_encoded_columns) and unpack() gives columns the
+ingester writes in one core call; the checks over a column (order, sign,
+the running sums of the lengths) are loops in C (tape._native._hot), so
+neither makes an object per entry without a key.
 """
 
 from __future__ import annotations
