@@ -241,10 +241,8 @@ class Replicator(Link):
                 for pos, raw, is_str, nb, tomb in keyed or ()]
         if oi is None and not self._copies:
             return frame.pack(self._identity, prev, indexes, timestamps, lengths, payloads, rows, None), indexes, indexes[-1]
-        origins = array("q", oi or bytes(len(idx)))
-        if oi is None:
-            origins = array("q", [-1]) * len(indexes)
-        times = array("q", ots or bytes(len(ts)))
+        origins = array("q", [-1]) * len(indexes) if oi is None else array("q", oi)
+        times = array("q", [0]) * len(indexes) if ots is None else array("q", ots)
         copies = self._copies
         for pos, origin in enumerate(origins):
             if origin >= 0:
