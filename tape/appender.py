@@ -19,6 +19,7 @@ from tape._native.appender import (
     TOMBSTONE,
     Writer,
     attrs_struct,
+    smallest,
 )
 from tape._time import duration_ns, to_ns
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
@@ -271,6 +272,23 @@ class Appender(Writer):
         except QueueClosedError:
             state = "closed"
         return f"<tape.Appender of {self._path!r} {state}>"
+
+    def _write_encoded_run(self, data: bytes | memoryview, ends: array[int], origin_indexes: array[int],
+                           origin_timestamps: array[int]) -> int:
+        """write_encoded_many of entries without key or not_before, given as columns (tape.replicate's ingester); the last index.
+
+        `data` holds the stored bytes back to back, entry k ending at
+        ends[k] (an array "Q"); each entry's origin is (origin_indexes[k],
+        origin_timestamps[k]) (arrays "q", not negative).
+        """
+        n = len(ends)
+        if not n or not len(origin_indexes) == len(origin_timestamps) == n or ends[-1] != len(data):
+            raise ArgumentError("_write_encoded_run: columns of one or more entries, of one length, ending at the data's end")
+        if (ends.typecode, origin_indexes.typecode, origin_timestamps.typecode) != ("Q", "q", "q"):
+            raise ArgumentTypeError("_write_encoded_run: the columns are arrays of typecodes Q, q and q")
+        if smallest(origin_indexes) < 0 or smallest(origin_timestamps) < 0:
+            raise ArgumentError("_write_encoded_run: an origin's index and timestamp are not negative")
+        return self._after(self._native.append_run(data, ends, self._timestamp(), origin_indexes, origin_timestamps))
 
     def write_encoded_many(self, items: Iterable[Any]) -> int:
         """write_encoded of many entries, in as few core calls as their keys allow; the last index.

@@ -13,6 +13,7 @@
  *            Entry) in C, decoding raw and msgpack values without Python;
  *   Keys     (_hot_keys.c) Queue.latest(key): tape_key_read and the Entry, in C;
  *   View     (_hot_reader.c) the read-only buffer under Tailer.read_view().
+ * and loops over columns of integers for tape.replicate's frames (_hot_columns.c).
  * Anything else (keywords, a queue's clock, the end of a batch, an error, a
  * sync="always" queue's sync, retention at a roll) goes back at once to the
  * Python method of the public class it stands in for.
@@ -143,6 +144,10 @@ static PyMethodDef hot_methods[] = {
     {"bind_writer", (PyCFunction)(void (*)(void))hot_bind_writer, METH_FASTCALL,
      "bind_writer(append_ex, append_if, append_if_key, /) -> None\n--\n\n"
      "Take the core's keyed appends for Writer (their addresses in tape._core); once, with bind()."},
+    {"ascending", (PyCFunction)(void (*)(void))hot_ascending, METH_FASTCALL,
+     "ascending(col, after, /) -> bool\n--\n\nTrue when the int64 column is strictly increasing, its first value above `after`."},
+    {"smallest", (PyCFunction)hot_smallest, METH_O, "smallest(col, /) -> int\n--\n\nThe least value of the int64 column."},
+    {"sums", (PyCFunction)hot_sums, METH_O, "sums(col, /) -> bytes\n--\n\nThe running sums (uint64) of the uint32 column."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -53,6 +53,11 @@ extern PyObject *hot_str_write_slow, *hot_str_write_many_slow, *hot_str_after, *
  * cycle, and a batch of thousands then costs the collector nothing. */
 void hot_untrack_atomic(PyObject *e);
 
+/* The column functions of _hot_columns.c. */
+PyObject *hot_ascending(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *hot_smallest(PyObject *module, PyObject *arg);
+PyObject *hot_sums(PyObject *module, PyObject *arg);
+
 /* self.<name>(*args, **kw) from a vectorcall's arguments. */
 PyObject *hot_call_method(PyObject *name, PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                           PyObject *kwnames);
