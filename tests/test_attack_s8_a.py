@@ -47,6 +47,11 @@ def test_the_ack_floor_never_passes_an_entry_moving_into_the_later_list(tmp_path
     with tape.Queue(qpath) as q:
         stuck = q.appender().write("never acked")
         g = q.group("g", start="start", ack_wait=HOUR, max_deliveries=2**31)
+        with g.consumer() as c:  # the position passes it: the floor is not None from now on
+            d = c.claim()
+            assert d is not None and d.index == stuck
+            d.nack(0)
+        assert g.info()["ack_floor"] == stuck
         p = start_nacker(qpath, 2.0)
         try:
             floors = set()
