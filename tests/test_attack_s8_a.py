@@ -319,3 +319,27 @@ def test_keys_carried_forward_by_purge_read_right_and_write_if_on_them(tmp_path:
             assert a.write_if(b"new", last, key=k) is not None
             assert a.write_if(b"lost", last, key=k) is None
         assert sorted(q.keys()) == sorted(want)
+
+
+def test_purge_and_retention_keep_the_cycle_of_an_entry_in_the_later_list(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with tape.Queue(tmp_path / "q", clock=clock) as q:
+        a = q.appender()
+        old = a.write("nacked for later")
+        g = q.group("g", start="start", ack_wait=HOUR)
+        c = g.consumer()
+        d = c.claim()
+        assert d is not None and d.index == old
+        d.nack(5 * 86400)
+        clock.advance(3 * 86400)
+        a.write("newer")
+        assert q.purge(keep_cycles=1, respect_tailers=True) == []
+        assert g.info()["ack_floor"] == old
+        clock.advance(2 * 86400)
+        back = c.claim()
+        assert back is not None and (back.index, back.value, back.attempt) == (old, "nacked for later", 2)
+        back.ack()
+        newer = c.claim()
+        assert newer is not None and newer.value == "newer"
+        newer.ack()
+        assert len(q.purge(keep_cycles=1, respect_tailers=True)) == 1
