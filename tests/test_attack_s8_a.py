@@ -343,3 +343,27 @@ def test_purge_and_retention_keep_the_cycle_of_an_entry_in_the_later_list(tmp_pa
         assert newer is not None and newer.value == "newer"
         newer.ack()
         assert len(q.purge(keep_cycles=1, respect_tailers=True)) == 1
+
+
+class HandlerFailed(Exception):
+    """The exception a handler raises in the test below."""
+
+
+@pytest.mark.xfail(strict=True, reason="tape/group.py:Delivery.__exit__: a handler's exception is nacked with the "
+                   "group's backoff (a nack for later); with the later list full that nack raises LimitError, which "
+                   "replaces the handler's exception (README: 'nacks and re-raises on an exception'), and the "
+                   "delivery stays held until ack_wait")
+def test_with_delivery_re_raises_the_handlers_exception_when_the_later_list_is_full(tmp_path: Path) -> None:
+    later = 16_384  # tape.h: TAPE_GROUP_LATER
+    with tape.Queue(tmp_path / "q", clock=ManualClock()) as q:
+        q.appender().write_many(range(later + 1))
+        g = q.group("g", ack_wait=HOUR, backoff=[HOUR])
+        c = g.consumer()
+        for _ in range(later // SLOTS):
+            for d in claim_all(c, SLOTS):
+                d.nack()
+        last = c.claim()
+        assert last is not None and g.info()["later"] == later
+        with pytest.raises(HandlerFailed):
+            with last:
+                raise HandlerFailed("the handler failed")
