@@ -587,9 +587,20 @@ static void move_states(tape_group *g)
     }
 }
 
+/* gs_moves goes odd before a move and even after it: a reader without the
+ * lock (info) that saw it even and unchanged around its walk saw no entry
+ * between the two places; odd and unchanged, only the move named by gs_move. */
+static void moves_tick(tape_group_shared *sh)
+{
+    __atomic_store_n(&sh->gs_moves, __atomic_load_n(&sh->gs_moves, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+}
+
 static void move_begin(tape_group *g, uint32_t k, uint32_t j, uint32_t dir)
 {
     tape_group_shared *sh = g->gp_sh;
+    if (!(__atomic_load_n(&sh->gs_moves, __ATOMIC_RELAXED) & 1))
+        moves_tick(sh);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
     sh->gs_move_slot = k;
     sh->gs_move_later = j;
     __atomic_store_n(&sh->gs_move, dir, __ATOMIC_RELEASE);
@@ -598,6 +609,8 @@ static void move_begin(tape_group *g, uint32_t k, uint32_t j, uint32_t dir)
 static void move_end(tape_group *g)
 {
     __atomic_store_n(&g->gp_sh->gs_move, 0u, __ATOMIC_RELEASE);
+    if (__atomic_load_n(&g->gp_sh->gs_moves, __ATOMIC_RELAXED) & 1)
+        moves_tick(g->gp_sh);
 }
 
 /* The later list's counts and bounds, from its slots. */
@@ -1013,27 +1026,13 @@ static void describe(const tape_group_slot *s, uint32_t k, tape_delivery *d)
     d->d_reason = s->gt_reason;
 }
 
-int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out)
+/* info's walk of the later list and the table into *out: 0 done, 1 to be
+ * walked again (a move began or ended meanwhile), or TAPE_ECORRUPT. */
+static int info_walk(tape_group *g, tape_group_info *out, int locked)
 {
-    (void)now_ns;
     const tape_group_shared *sh = g->gp_sh;
-    memset(out, 0, sizeof *out);
-    out->gi_last = __atomic_load_n(&sh->gs_last, __ATOMIC_ACQUIRE);
-    out->gi_floor = out->gi_last < 0 ? -1 : out->gi_last + 1;
-    /* The deferred range's start, read without the lock: again if a commit
-     * came in between. */
-    for (int tries = 0; tries < 100; tries++) {
-        uint32_t sel = __atomic_load_n(&sh->gs_defer_sel, __ATOMIC_ACQUIRE);
-        int64_t first = __atomic_load_n(&sh->gs_defer[sel & 1].df_first, __ATOMIC_RELAXED);
-        int64_t count = __atomic_load_n(&sh->gs_defer_n[sel & 1].dn_count, __ATOMIC_RELAXED);
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&sh->gs_defer_sel, __ATOMIC_RELAXED) != sel)
-            continue;
-        if (first > 0 && first - 1 < out->gi_floor)
-            out->gi_floor = first - 1;
-        out->gi_deferred = first > 0 && count > 0 ? (uint64_t)count : 0;
-        break;
-    }
+    uint32_t moves = __atomic_load_n(&sh->gs_moves, __ATOMIC_ACQUIRE);
+    out->gi_later = out->gi_in_flight = out->gi_waiting = out->gi_dead = 0;
     for (uint32_t j = 0; later_on(g) && j < TAPE_GROUP_LATER; j++) {
         const tape_group_later *l = &g->gp_later[j];
         if (!__atomic_load_n(&l->gl_state, __ATOMIC_ACQUIRE))
@@ -1057,6 +1056,67 @@ int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out)
             out->gi_dead++;
         if (s->gt_dl < 0 && s->gt_index < out->gi_floor)
             out->gi_floor = s->gt_index;
+    }
+    if (locked)
+        return 0;
+    /* A move under way all along (one killed in the middle, or slow): its
+     * entry counts, wherever the walk saw it. */
+    uint32_t dir = __atomic_load_n(&sh->gs_move, __ATOMIC_ACQUIRE);
+    uint32_t j = __atomic_load_n(&sh->gs_move_later, __ATOMIC_RELAXED);
+    int64_t index = -1, dl = 0;
+    if (dir && j < TAPE_GROUP_LATER) {
+        index = __atomic_load_n(&g->gp_later[j].gl_index, __ATOMIC_RELAXED);
+        dl = __atomic_load_n(&g->gp_later[j].gl_dl, __ATOMIC_RELAXED);
+    }
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&sh->gs_moves, __ATOMIC_RELAXED) != moves)
+        return 1;
+    if ((moves & 1) && dl < 0 && index >= 0 && index < out->gi_floor)
+        out->gi_floor = index;
+    return 0;
+}
+
+int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out)
+{
+    (void)now_ns;
+    const tape_group_shared *sh = g->gp_sh;
+    memset(out, 0, sizeof *out);
+    out->gi_last = __atomic_load_n(&sh->gs_last, __ATOMIC_ACQUIRE);
+    out->gi_floor = out->gi_last < 0 ? -1 : out->gi_last + 1;
+    /* The deferred range's start, read without the lock: again if a commit
+     * came in between. */
+    for (int tries = 0; tries < 100; tries++) {
+        uint32_t sel = __atomic_load_n(&sh->gs_defer_sel, __ATOMIC_ACQUIRE);
+        int64_t first = __atomic_load_n(&sh->gs_defer[sel & 1].df_first, __ATOMIC_RELAXED);
+        int64_t count = __atomic_load_n(&sh->gs_defer_n[sel & 1].dn_count, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&sh->gs_defer_sel, __ATOMIC_RELAXED) != sel)
+            continue;
+        if (first > 0 && first - 1 < out->gi_floor)
+            out->gi_floor = first - 1;
+        out->gi_deferred = first > 0 && count > 0 ? (uint64_t)count : 0;
+        break;
+    }
+    /* The later list and the table, walked again when an entry moved between
+     * them meanwhile (it could be seen in neither); after many tries, under
+     * the lock when this handle may take it. */
+    int64_t floor = out->gi_floor;
+    int locked = 0;
+    for (int tries = 0;; tries++) {
+        if (tries == 1000) {
+            int rc = g->gp_read_only ? -EAGAIN : group_lock(g);
+            if (rc < 0)
+                return rc == TAPE_ELIMIT ? -EAGAIN : rc;
+            locked = 1;
+        }
+        out->gi_floor = floor;
+        int rc = info_walk(g, out, locked);
+        if (locked)
+            group_unlock(g);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            break;
     }
     int fd = g->gp_fd;
     for (uint32_t k = 0; k < TAPE_GROUP_CONSUMERS; k++)

@@ -732,7 +732,7 @@ typedef struct tape_group_shared {
     uint64_t gs_redriven;      /* the last dead letter redriven + 1, 0 none */
     int64_t gs_origin;         /* the index the group was created at (kept by clamp), 0 none */
     uint32_t gs_defer_sel;     /* which of gs_defer is current (the other is written first) */
-    uint32_t gs_reserved2;
+    uint32_t gs_moves;         /* moves between table and later list begun and ended: odd while one is under way */
     tape_group_defer gs_defer[2];
     tape_group_defer_n gs_defer_n[2]; /* at 384: with gs_defer[k] */
     uint32_t gs_move_slot;     /* a move between table and later list under way: */

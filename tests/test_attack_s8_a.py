@@ -38,10 +38,6 @@ def start_nacker(qpath: Path, seconds: float) -> subprocess.Popen[str]:
     return p
 
 
-@pytest.mark.xfail(strict=True, reason="csrc/group.c:tape_group_info_get: read without the lock, the later list "
-                   "walked before the table: an entry moving out of the table (later_put: later state 1, then the "
-                   "table slot FREE) after its later slot was read and before its table slot is, is in neither; "
-                   "the ack floor passes it (about 1 look in 10 while another process nacks for later)")
 def test_the_ack_floor_never_passes_an_entry_moving_into_the_later_list(tmp_path: Path) -> None:
     qpath = tmp_path / "q"
     with tape.Queue(qpath) as q:
@@ -63,10 +59,6 @@ def test_the_ack_floor_never_passes_an_entry_moving_into_the_later_list(tmp_path
         assert floors <= {stuck}
 
 
-@pytest.mark.xfail(strict=True, reason="csrc/group.c:tape_group_info_get (through Queue._group_floors): the same "
-                   "race makes purge(respect_tailers=True) remove the cycle of an entry the group has not finished; "
-                   "the claim then finds it gone and drops it (SPEC: retention never removes an entry a group has "
-                   "not finished)")
 def test_purge_never_removes_the_cycle_of_an_entry_nacked_for_later_again_and_again(tmp_path: Path) -> None:
     qpath = tmp_path / "q"
     clock = ManualClock()
