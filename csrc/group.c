@@ -685,17 +685,67 @@ static int later_due(const tape_group *g, int64_t now)
     return later_on(g) && g->gp_sh->gs_later_due <= now;
 }
 
-/* Holding the lock: the later entries due at `now` back into the table, once
- * an eighth of it is free (a look costs a walk of the list), until it is
- * full; when more are due than there is room for, the oldest. */
+/* Holding the lock: later slot j back into the table (waiting, due). 0, or
+ * -1 when the table's counts were wrong (put right: no more moves now). */
+static int later_in(tape_group *g, uint32_t j)
+{
+    tape_group_shared *sh = g->gp_sh;
+    tape_group_later *l = &g->gp_later[j];
+    int64_t k = alloc_slot(g);
+    if (k < 0) {
+        repair(g);
+        return -1;
+    }
+    tape_group_slot *s = &g->gp_slots[k];
+    s->gt_index = l->gl_index;
+    s->gt_dl = l->gl_dl;
+    s->gt_attempt = l->gl_attempt;
+    s->gt_reason = TAPE_GR_NONE;
+    s->gt_owner = 0;
+    s->gt_gen = ++sh->gs_gen;
+    s->gt_due = l->gl_due;
+    move_begin(g, (uint32_t)k, j, MOVE_IN);
+    TAPE_KILL("group_later_in");
+    move_states(g);
+    due_at(g, l->gl_due);
+    sh->gs_later_n--;
+    if (j < sh->gs_later_free)
+        sh->gs_later_free = j;
+    move_end(g);
+    return 0;
+}
+
+/* The later slot of the due entry with the lowest index, or -1 none. */
+static int64_t later_oldest_due(const tape_group *g, int64_t now)
+{
+    int64_t best = -1;
+    for (uint32_t j = 0; j < g->gp_sh->gs_later_hi; j++) {
+        const tape_group_later *l = &g->gp_later[j];
+        if (l->gl_state && l->gl_due <= now && (best < 0 || l->gl_index < g->gp_later[best].gl_index))
+            best = j;
+    }
+    return best;
+}
+
+/* Holding the lock: the later entries due at `now` back into the table, as
+ * room allows; when more are due than there is room for, the oldest (with
+ * little room one at a time, else all up to the index at which they fit). */
 static void later_take(tape_group *g, int64_t now)
 {
     tape_group_shared *sh = g->gp_sh;
-    if (!later_due(g, now) || sh->gs_busy >= PASS_ROOM)
+    if (!later_due(g, now) || sh->gs_busy >= TAPE_GROUP_SLOTS)
         return;
     int64_t upto = INT64_MAX;
     uint32_t room = TAPE_GROUP_SLOTS - sh->gs_busy;
     if (later_due_upto(g, now, INT64_MAX) > room) {
+        if (room < 64) {
+            int64_t j;
+            while (sh->gs_busy < TAPE_GROUP_SLOTS && (j = later_oldest_due(g, now)) >= 0)
+                if (later_in(g, (uint32_t)j) < 0)
+                    return;
+            later_recount(g);
+            return;
+        }
         /* the highest index up to which the due ones fit */
         int64_t lo = -1, hi = INT64_MAX - 1;
         while (lo < hi) {
@@ -727,27 +777,8 @@ static void later_take(tape_group *g, int64_t now)
                 due = l->gl_due;
             continue;
         }
-        int64_t k = alloc_slot(g);
-        if (k < 0) { /* the counts disagree with the table: put right, then no more */
-            repair(g);
+        if (later_in(g, j) < 0)
             return;
-        }
-        tape_group_slot *s = &g->gp_slots[k];
-        s->gt_index = l->gl_index;
-        s->gt_dl = l->gl_dl;
-        s->gt_attempt = l->gl_attempt;
-        s->gt_reason = TAPE_GR_NONE;
-        s->gt_owner = 0;
-        s->gt_gen = ++sh->gs_gen;
-        s->gt_due = l->gl_due;
-        move_begin(g, (uint32_t)k, j, MOVE_IN);
-        TAPE_KILL("group_later_in");
-        move_states(g);
-        due_at(g, l->gl_due);
-        sh->gs_later_n--;
-        if (j < sh->gs_later_free)
-            sh->gs_later_free = j;
-        move_end(g);
     }
     sh->gs_later_hi = hi;
     sh->gs_later_due = due;
@@ -1581,13 +1612,16 @@ int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now, 
             delay = n ? set->gset_backoff_ns[step < n ? step : n - 1] : 0;
         }
         int64_t due = later(now, delay);
-        if (due > now) { /* for later: out of the table (or refused, unchanged) */
-            int rc2 = later_put(g, slot, s, due);
-            if (rc2 < 0) {
-                unlock(g);
-                return rc2;
-            }
-        } else {
+        /* For later: out of the table; with the later list full it waits in
+         * the table (holding a slot) as a redelivery due then. */
+        int rc2 = due > now ? later_put(g, slot, s, due) : 1; /* 1: in the table */
+        if (rc2 == TAPE_ELIMIT)
+            rc2 = 1;
+        if (rc2 < 0) {
+            unlock(g);
+            return rc2;
+        }
+        if (rc2 == 1) {
             s->gt_due = due;
             s->gt_owner = 0;
             set_state(s, TAPE_GS_READY);

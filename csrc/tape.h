@@ -817,8 +817,9 @@ int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns);
  * deferred range), and claims find it again when it is due: any number of
  * entries not yet due hold back nothing, and the table stays bounded. An
  * entry nacked with a delay leaves the table for the later list (up to
- * TAPE_GROUP_LATER of them, with their attempt counts) and a claim moves it
- * back when it is due, before reading new entries.
+ * TAPE_GROUP_LATER of them, with their attempt counts; past that it waits in
+ * the table) and a claim moves it back when it is due, before reading new
+ * entries.
  *
  * Times (now_ns, due times) are ns since the epoch, passed by the caller, so
  * that a test may drive them; every process using a group must use one
@@ -953,7 +954,7 @@ uint32_t tape_consumer_id(tape_consumer *c);
  * TAPE_EREADONLY, TAPE_ECORRUPT, errors of tape_read. The claim lasts until
  * now_ns + ack_wait. Entries nacked for later that are due come back first
  * (the oldest when more are due than the table has room for); while one is
- * due and the table has no room for it, no new entry is read. */
+ * due, no new entry is read (with a full table, none is until acks make room). */
 int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now_ns, tape_delivery *d,
                      tape_entry *e);
 /* Claim up to `max` entries due, as tape_group_claim one after the other
@@ -987,10 +988,10 @@ int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now_ns);
  * reject makes it dead (TAPE_GR_REJECTED) and hands it to this consumer to
  * store (as tape_group_take_dead does: *d filled). nack returns 1 when it
  * made the entry dead, else 0 (as the others do); a nack with a delay (due
- * after now_ns) moves the entry out of the table into the later list, and
- * returns TAPE_ELIMIT, changing nothing, when TAPE_GROUP_LATER entries are
- * in it already (or -errno of growing a group file of an older version to
- * hold it). All return TAPE_ESTALE
+ * after now_ns) moves the entry out of the table into the later list (with
+ * TAPE_GROUP_LATER entries in it already, the entry waits in the table as a
+ * redelivery due then; -errno of growing a group file of an older version to
+ * hold the list changes nothing). All return TAPE_ESTALE
  * when the claim is not this consumer's live one any more (another
  * generation, finished, or its deadline passed), and change nothing then;
  * TAPE_EINVAL for a slot out of range. */

@@ -364,8 +364,7 @@ class Delivery:
         self._outcome = "acked"
 
     def nack(self, delay: float | timedelta | None = None) -> None:
-        """Give it back, to be handed out again after `delay` seconds (None: the group's backoff). LimitError
-        (still held) when 16,384 entries nacked for later wait already."""
+        """Give it back, to be handed out again after `delay` seconds (None: the group's backoff)."""
         c = self._consumer
         delay_ns = -1 if delay is None else _duration(delay, "delay")
         now = c._group._clock()

@@ -87,11 +87,6 @@ def claim_all(c: tape.Consumer, n: int) -> list[tape.Delivery]:
     return held
 
 
-@pytest.mark.xfail(strict=True, reason="csrc/group.c:later_take/claim_once: with more than 7/8 of the table in "
-                   "flight a due later entry is not moved back (later_take) and, because it is due, no new entry "
-                   "is read (claim_once): claims get nothing while the table has room; tape.h (tape_group_claim: "
-                   "'while one is due and the table has no room for it') and README ('a full table holds new "
-                   "entries back') say otherwise")
 def test_a_due_nacked_entry_is_handed_out_while_the_table_has_room(tmp_path: Path) -> None:
     clock = ManualClock()
     with tape.Queue(tmp_path / "q", clock=clock) as q:
@@ -120,10 +115,6 @@ class Flaky(tape.DurableObject):
         raise RuntimeError("always fails")
 
 
-@pytest.mark.xfail(strict=True, reason="tape/objects.py:Objects._fire: a failed alarm is nacked with the backoff "
-                   "(a nack for later); with 16,384 failed alarms waiting already that nack raises LimitError, which "
-                   "escapes fire_due (fire_due_alarms raises) and leaves the rest of the batch claimed, unfired, "
-                   "until ack_wait; SPEC: an on_alarm that raises is retried with backoff, then recorded as failed")
 def test_more_failing_alarms_than_the_later_list_holds_are_still_retried(tmp_path: Path) -> None:
     from tape.testing import fire_due_alarms
 
@@ -341,10 +332,6 @@ class HandlerFailed(Exception):
     """The exception a handler raises in the test below."""
 
 
-@pytest.mark.xfail(strict=True, reason="tape/group.py:Delivery.__exit__: a handler's exception is nacked with the "
-                   "group's backoff (a nack for later); with the later list full that nack raises LimitError, which "
-                   "replaces the handler's exception (README: 'nacks and re-raises on an exception'), and the "
-                   "delivery stays held until ack_wait")
 def test_with_delivery_re_raises_the_handlers_exception_when_the_later_list_is_full(tmp_path: Path) -> None:
     later = 16_384  # tape.h: TAPE_GROUP_LATER
     with tape.Queue(tmp_path / "q", clock=ManualClock()) as q:

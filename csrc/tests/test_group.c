@@ -436,13 +436,15 @@ static void nacked_for_later_leave_the_table_up_to_a_bound(void)
     EXPECT_EQ(gi.gi_floor, d.d_index - (n - 2));
     CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1); /* the last: nothing holds it back */
     EXPECT_EQ(value_of(&e), n - 1);
-    EXPECT_EQ(tape_group_nack(c, d.d_slot, d.d_gen, T0, NS), TAPE_ELIMIT);
-    CHECK_OK(tape_group_extend(c, d.d_slot, d.d_gen, T0, NS)); /* still held */
-    CHECK_OK(tape_group_nack(c, d.d_slot, d.d_gen, T0, 0)); /* at once: stays in the table */
-    CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1);
+    CHECK_OK(tape_group_nack(c, d.d_slot, d.d_gen, T0, NS)); /* the list is full: in the table */
+    CHECK_OK(tape_group_info_get(g, T0, &gi));
+    EXPECT_EQ(gi.gi_later, TAPE_GROUP_LATER);
+    EXPECT_EQ(gi.gi_waiting, 1);
+    EXPECT_EQ(tape_group_claim(c, t, T0, &d, &e), 0);
+    CHECK_EQ(tape_group_claim(c, t, T0 + NS, &d, &e), 1);
     EXPECT_EQ(value_of(&e), n - 1);
     EXPECT_EQ(d.d_attempt, 2);
-    CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0));
+    CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0 + NS));
     EXPECT_EQ(tape_group_claim(c, t, T0 + 3600 * NS - n, &d, &e), 0);
     EXPECT(tape_group_wait_hint(c, t, T0) <= 3600 * NS - (n - 2));
     /* Due: the last nacked first (its delay was the shortest), then in order

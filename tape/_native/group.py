@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from tape._native.queue import QueueHandle
 
 SLOTS = lib.TAPE_GROUP_SLOTS  # entries in flight per group
-LATER = lib.TAPE_GROUP_LATER  # entries nacked for later per group
 CONSUMERS = lib.TAPE_GROUP_CONSUMERS
 BACKOFF_MAX = lib.TAPE_GROUP_BACKOFF
 MANY, MANY_BYTES = 1024, 1 << 20  # a batch of claims: at most so many, and bytes of payloads
@@ -372,13 +371,9 @@ class ConsumerHandle:
         return [k for k in range(n) if stale[k]] if rc != n else []
 
     def nack(self, slot: int, gen: int, now_ns: int, delay_ns: int) -> bool:
-        """delay_ns < 0: the group's backoff. True when it made the entry dead (out of deliveries); LimitError
-        (nothing changed) when LATER entries nacked for later wait already."""
+        """delay_ns < 0: the group's backoff. True when it made the entry dead (out of deliveries)."""
         with self.lock:
             rc: int = lib.tape_group_nack(self.live(), slot, gen, now_ns, delay_ns)
-        if rc == lib.TAPE_ELIMIT:
-            raise LimitError(f"{self.path}: group {self.group.name!r}: {LATER} entries nacked for later wait "
-                             "already; this one is still held (nack it without a delay, ack, reject or extend it)")
         if rc < 0:
             check(rc, self.path)
         return rc == 1
