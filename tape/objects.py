@@ -69,7 +69,7 @@ STATE_DIR = "objects"  # the keyed queue of records, inside the store's director
 ALARMS_DIR = "alarms"  # the queue of alarm entries due within HORIZON, and its group
 LATER_DIR = "later"  # alarm entries due later, keyed by token, moved to ALARMS_DIR as they near
 # An alarm due further ahead waits in LATER_DIR, not in the group: the group holds only
-# what comes due within HORIZON (a cancelled or moved alarm far ahead costs it nothing).
+# what comes due within HORIZON.
 HORIZON = 60_000_000_000
 _GROUP = "alarms"
 # The alarms group's settings: a fired alarm is held this long, tried this
