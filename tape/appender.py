@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from array import array
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from types import FunctionType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tape import codecs, lifecycle
 from tape._args import as_index, as_int, shown
@@ -31,6 +32,17 @@ if TYPE_CHECKING:
 __all__ = ["Appender"]
 
 _BYTES_ONLY = frozenset({bytes})
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _stands_for(public: str) -> Callable[[_F], _F]:
+    """Name a fallback after the C method that hands it its calls, so that a wrong call's TypeError names that."""
+    def rename(fn: _F) -> _F:
+        f = cast(FunctionType, fn)
+        f.__name__, f.__qualname__ = public, f"Appender.{public}"
+        f.__code__ = f.__code__.replace(co_name=public, co_qualname=f.__qualname__)
+        return fn
+    return rename
 
 
 def _key(key: Any, errors: str) -> tuple[bytes, int]:
@@ -140,7 +152,8 @@ class Appender(Writer):
                 self._watch = self._next_roll
         return index
 
-    def _write_slow(self, obj: Any, key: Any = None, delay: Any = None, not_before: Any = None) -> int:
+    @_stands_for("write")
+    def _write_slow(self, obj: Any, *, key: Any = None, delay: Any = None, not_before: Any = None) -> int:
         """write() with keywords, or on a queue with a clock (Writer.write hands them here)."""
         kb, flags = (b"", 0) if key is None else _key(key, "strict")
         if delay is None and not_before is None:
@@ -161,6 +174,7 @@ class Appender(Writer):
         """The time `delay` ns after a write at `ts` (0: now), checked."""
         return _epoch_ns((ts or time.time_ns()) + delay, "delay")
 
+    @_stands_for("write_many")
     def _write_many_slow(self, objs: Iterable[Any], *, delay: Any = None, not_before: Any = None) -> int:
         """write_many() with keywords, of an iterable other than a list or a tuple, or on a queue with a clock."""
         when = None if delay is None and not_before is None else _when(delay, not_before)
@@ -220,6 +234,7 @@ class Appender(Writer):
             return self._after(self._append(self._ptr, data, len(data), ts))
         return self._after(self._native.append_ex(data, ts, attrs_struct(kb, flags, nb, pair)))
 
+    @_stands_for("write_if")
     def _write_if_slow(self, obj: Any, last: int | None = None, *, key: str | bytes | None = None) -> int | None:
         """write_if() on a queue with a clock, or with arguments C does not take (Writer.write_if hands them here)."""
         expected = None if last is None else as_index(last, "last")
@@ -231,6 +246,7 @@ class Appender(Writer):
             index = self._native.append_if_key(data, self._timestamp(), kb, flags, expected)
         return None if index is None else self._after(index)
 
+    @_stands_for("delete")
     def _delete_slow(self, key: str | bytes) -> int:
         """delete() on a queue with a clock or another codec than raw and msgpack, or of a key C does not take."""
         kb, flags = _key(key, "strict")

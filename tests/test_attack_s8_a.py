@@ -128,9 +128,6 @@ def test_more_failing_alarms_than_the_later_list_holds_are_still_retried(tmp_pat
         assert info["in_flight"] == 0 and info["waiting"] + len(objects.failed_alarms()) == 16_384 + 200
 
 
-@pytest.mark.xfail(strict=True, reason="tape/_native/_hot_writer.c:writer_write_if/writer_delete: a call C does not "
-                   "take goes to Appender._write_if_slow/_delete_slow, whose TypeError names them, not write_if()/"
-                   "delete() (before, Appender.write_if/delete were the methods and their errors named them)")
 def test_a_wrong_call_of_write_if_or_delete_names_the_method_called(tmp_path: Path) -> None:
     with tape.Queue(tmp_path / "q") as q:
         a = q.appender()
@@ -346,3 +343,13 @@ def test_with_delivery_re_raises_the_handlers_exception_when_the_later_list_is_f
         with pytest.raises(HandlerFailed):
             with last:
                 raise HandlerFailed("the handler failed")
+
+
+def test_a_wrong_call_of_write_names_write_and_takes_no_key_by_position(tmp_path: Path) -> None:
+    with tape.Queue(tmp_path / "q") as q:
+        a = q.appender()
+        with pytest.raises(TypeError, match=r"(?<![_\w])write\(\)"):
+            a.write(1, "k")  # type: ignore[call-overload]
+        with pytest.raises(TypeError, match=r"(?<![_\w])write_many\(\)"):
+            a.write_many([1], 2)  # type: ignore[call-arg]
+        assert list(q.tailer()) == []
