@@ -178,6 +178,10 @@ def _key(cls: Any, id: Any) -> str:
         raise ArgumentTypeError(f"an object's id must be a str, not {type(id).__name__}")
     if not id:
         raise ArgumentError("an object's id must not be empty")
+    try:
+        id.encode()
+    except UnicodeEncodeError:
+        raise ArgumentError(f"an object's id must be text UTF-8 can hold, not {id!r}") from None
     return f"{cls.__name__}/{id}"
 
 

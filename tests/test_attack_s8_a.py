@@ -145,9 +145,6 @@ class Counter(tape.DurableObject):
         return self.count
 
 
-@pytest.mark.xfail(strict=True, reason="tape/objects.py:ObjectRef.__init__/Objects._run: an id that UTF-8 cannot "
-                   "hold (a lone surrogate) raises a bare UnicodeEncodeError from key.encode(), not ArgumentError "
-                   "(SPEC's error table); older than today")
 def test_an_object_id_utf8_cannot_hold_is_an_argument_error(tmp_path: Path) -> None:
     with tape.Objects(tmp_path / "o", alarms=False) as objects:
         with pytest.raises(tape.ArgumentError):
