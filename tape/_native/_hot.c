@@ -11,7 +11,9 @@
  *   Batches  (_hot_batches.c) a TailerHandle's batches: peeks at (or reads)
  *            up to 4,096 entries in one call and builds their values (or
  *            Entry) in C, decoding raw and msgpack values without Python;
- *   Keys     (_hot_keys.c) Queue.latest(key): tape_key_read and the Entry, in C.
+ *   Keys     (_hot_keys.c) Queue.latest(key): tape_key_read and the Entry, in C;
+ *   Claims, Claimer, DeliveryBase (_hot_group.c) consumer groups' claims and
+ *            acks (the bases of tape.Consumer and tape.Delivery), in C.
  * Anything else (keywords, a queue's clock, the end of a batch, an error, a
  * sync="always" queue's sync, retention at a roll) goes back at once to the
  * Python method of the public class it stands in for.
@@ -139,13 +141,16 @@ static PyMethodDef hot_methods[] = {
     {"bind", (PyCFunction)(void (*)(void))hot_bind, METH_FASTCALL,
      "bind(append, append_many_ex, peek_many_ex, read_many_ex, key_read, set_wait_hooks, /) -> None\n--\n\n"
      "Take the core's functions (their addresses in tape._core); once, before any Writer or Reader is used."},
+    {"bind_group", (PyCFunction)(void (*)(void))hot_bind_group, METH_FASTCALL,
+     "bind_group(claim, claim_many, ack, ack_many, /) -> None\n--\n\n"
+     "Take the core's consumer group calls (their addresses in tape._core); once, before any Claims is made."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef hot_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "tape._native._hot",
-    .m_doc = "The hot calls of Appender, Tailer and Queue.latest in C (Writer, Reader, Batches, Keys); the binding layer's own.",
+    .m_doc = "The hot calls of Appender, Tailer, Queue.latest and consumer groups in C (Writer, Reader, Batches, Keys, Claimer); the binding layer's own.",
     .m_size = -1,
     .m_methods = hot_methods,
 };
@@ -176,6 +181,10 @@ PyMODINIT_FUNC PyInit__hot(void)
     PyObject *module = PyModule_Create(&hot_module);
     if (module == NULL)
         return NULL;
+    if (hot_group_init(module) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
     if (PyModule_AddObjectRef(module, "Writer", (PyObject *)&hot_writer_type) < 0 ||
         PyModule_AddObjectRef(module, "Reader", (PyObject *)&hot_reader_type) < 0 ||
         PyModule_AddObjectRef(module, "Batches", (PyObject *)&hot_batches_type) < 0 ||
