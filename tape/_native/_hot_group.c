@@ -380,6 +380,19 @@ static PyObject *claimer_delivery(hot_claimer *self, const int64_t *o, PyObject 
     return (PyObject *)d;
 }
 
+/* The TAPE_CLAIM_FIELDS numbers of claim d (the entry's timestamp ts) at o (its end: 0). */
+static void claim_numbers(int64_t *o, const tape_delivery *d, int64_t ts)
+{
+    o[TAPE_CLAIM_SLOT] = d->d_slot;
+    o[TAPE_CLAIM_GEN] = (int64_t)d->d_gen;
+    o[TAPE_CLAIM_INDEX] = d->d_index;
+    o[TAPE_CLAIM_ATTEMPT] = d->d_attempt;
+    o[TAPE_CLAIM_DUE] = d->d_due;
+    o[TAPE_CLAIM_DL] = d->d_dl;
+    o[TAPE_CLAIM_TS] = ts;
+    o[TAPE_CLAIM_END] = 0;
+}
+
 /* A redriven dead letter's claim o: Python's _redriven(claim, now) reads its copy: a Delivery, or None. */
 static PyObject *claimer_redriven(hot_claimer *self, const int64_t *o, int64_t now)
 {
@@ -446,11 +459,8 @@ static PyObject *claimer_claim_one(hot_claimer *self)
         Py_DECREF(s);
         if (rc != 1)
             return NULL; /* nothing due, or an error: Python's claim again, which raises it */
-        int64_t o[TAPE_CLAIM_FIELDS] = {
-            [TAPE_CLAIM_SLOT] = d.d_slot, [TAPE_CLAIM_GEN] = (int64_t)d.d_gen,
-            [TAPE_CLAIM_INDEX] = d.d_index, [TAPE_CLAIM_ATTEMPT] = d.d_attempt,
-            [TAPE_CLAIM_DUE] = d.d_due, [TAPE_CLAIM_DL] = d.d_dl, [TAPE_CLAIM_TS] = 0, [TAPE_CLAIM_END] = 0,
-        };
+        int64_t o[TAPE_CLAIM_FIELDS];
+        claim_numbers(o, &d, d.d_dl < 0 ? e.e_timestamp : 0);
         if (d.d_dl >= 0) {
             PyObject *r = claimer_redriven(self, o, now);
             if (r != Py_None)
@@ -460,7 +470,6 @@ static PyObject *claimer_claim_one(hot_claimer *self)
         }
         if (data == NULL)
             return NULL;
-        o[TAPE_CLAIM_TS] = e.e_timestamp;
         return claimer_delivery(self, o, claimer_decode(self, data));
     }
 }
@@ -513,9 +522,19 @@ static int claimer_batch_into(hot_claimer *self, Py_ssize_t n, PyObject *out)
             return -1;
         }
         int64_t got = 0;
+        PyObject *big = NULL; /* a claim alone: its payload */
         if (s->c_cons != NULL) {
             hot_in_core = 1;
             got = grp.claim_many(s->c_cons, s->c_tailer, now, want, s->c_out, s->c_buf, GROUP_MANY_BYTES);
+            if (got == TAPE_EINVAL) { /* the first entry due is larger than the buffer: claimed alone */
+                tape_delivery d;
+                tape_entry e;
+                got = grp.claim(s->c_cons, s->c_tailer, now, &d, &e);
+                if (got == 1)
+                    claim_numbers(s->c_out, &d, d.d_dl < 0 ? e.e_timestamp : 0);
+                if (got == 1 && d.d_dl < 0 && (big = PyBytes_FromStringAndSize(e.e_data, (Py_ssize_t)e.e_len)) == NULL)
+                    big = Py_None; /* (failed: an error is set) */
+            }
             hot_in_core = 0;
         }
         int64_t start = 0, made = 0;
@@ -524,6 +543,12 @@ static int claimer_batch_into(hot_claimer *self, Py_ssize_t n, PyObject *out)
             payloads[made] = NULL;
             if (o[TAPE_CLAIM_DL] >= 0)
                 continue;
+            if (big != NULL) {
+                if (big == Py_None)
+                    break;
+                payloads[made] = big;
+                continue;
+            }
             payloads[made] = PyBytes_FromStringAndSize(s->c_buf + start, (Py_ssize_t)(o[TAPE_CLAIM_END] - start));
             if (payloads[made] == NULL)
                 break;
