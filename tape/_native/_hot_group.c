@@ -1,11 +1,13 @@
 /* _hot_group.c - consumer groups' claims and acks in C (see _hot.c).
  *
  * Three types:
- *   Claims(consumer, tailer, lock)   a ConsumerHandle's C consumer and tailer
- *            (addresses) and its threading.Lock, which every call here holds
- *            while it is in the core, as the handle's Python calls do (one
- *            call at a time per consumer); shut() forgets both (the handle
- *            calls it, holding the lock, before it frees them).
+ *   Claims(consumer, tailer)   a ConsumerHandle's C consumer and tailer
+ *            (addresses), and its lock: Claims is the handle's lock too
+ *            (acquire, release, `with`), which every call here holds while it
+ *            is in the core, as the handle's Python calls do (one call at a
+ *            time per consumer), taken in C without a Python call; shut()
+ *            forgets both (the handle calls it, holding the lock, before it
+ *            frees them).
  *   Claimer  the base of tape.Consumer. _hot_setup(claims, kind, decode,
  *            delivery, fast): its Claims, how values are decoded (RAW,
  *            MSGPACK or OTHER and the codec's decode), the class tape.Delivery
@@ -33,8 +35,8 @@
  *            slow consumer go to its Python _ack_slow().
  *
  * The GIL: held, but while the core waits for the group's lock (hot_in_core)
- * and while the consumer's lock is taken (threading.Lock.acquire lets it go
- * when it waits). While the consumer's lock is held, only objects outside the
+ * and while the consumer's lock is waited for (as threading.Lock's acquire,
+ * a signal's handler runs meanwhile, and may raise). While the consumer's lock is held, only objects outside the
  * garbage collector are made (bytes, ints), so that no finalizer runs then
  * (one closing the consumer would wait for the lock this thread holds);
  * payloads are copied out of the mapping there and decoded after.
@@ -64,7 +66,7 @@ typedef struct hot_claims {
     PyObject_HEAD
     tape_consumer *c_cons;
     tape_tailer *c_tailer;
-    PyObject *c_acquire, *c_release; /* the lock's bound methods */
+    PyThread_type_lock c_lock;
     int64_t *c_out;                  /* GROUP_MANY * TAPE_CLAIM_FIELDS, made at the first batch */
     char *c_buf;                     /* GROUP_MANY_BYTES */
 } hot_claims;
@@ -72,12 +74,11 @@ typedef struct hot_claims {
 static int claims_init(hot_claims *self, PyObject *args, PyObject *kw)
 {
     unsigned long long cons, tailer;
-    PyObject *lock;
     if (kw != NULL && PyDict_GET_SIZE(kw)) {
         PyErr_SetString(PyExc_TypeError, "Claims() takes no keywords");
         return -1;
     }
-    if (!PyArg_ParseTuple(args, "KKO", &cons, &tailer, &lock))
+    if (!PyArg_ParseTuple(args, "KK", &cons, &tailer))
         return -1;
     if (grp.claim == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "tape._native._hot.bind_group() was not called");
@@ -87,14 +88,10 @@ static int claims_init(hot_claims *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_ValueError, "Claims(): a NULL consumer or tailer");
         return -1;
     }
-    PyObject *acquire = PyObject_GetAttrString(lock, "acquire");
-    PyObject *release = acquire == NULL ? NULL : PyObject_GetAttrString(lock, "release");
-    if (release == NULL) {
-        Py_XDECREF(acquire);
+    if (self->c_lock == NULL && (self->c_lock = PyThread_allocate_lock()) == NULL) {
+        PyErr_NoMemory();
         return -1;
     }
-    Py_XSETREF(self->c_acquire, acquire);
-    Py_XSETREF(self->c_release, release);
     self->c_cons = (tape_consumer *)(uintptr_t)cons;
     self->c_tailer = (tape_tailer *)(uintptr_t)tailer;
     return 0;
@@ -102,8 +99,8 @@ static int claims_init(hot_claims *self, PyObject *args, PyObject *kw)
 
 static void claims_dealloc(hot_claims *self)
 {
-    Py_CLEAR(self->c_acquire);
-    Py_CLEAR(self->c_release);
+    if (self->c_lock != NULL)
+        PyThread_free_lock(self->c_lock);
     PyMem_Free(self->c_out);
     PyMem_Free(self->c_buf);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -117,38 +114,72 @@ static PyObject *claims_shut(hot_claims *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* Take the consumer's lock: 0, or -1 with an exception (a signal's, while it waited). */
+/* Take the consumer's lock: 0, or -1 with an exception (a signal handler's, while it waited). */
 static int claims_lock(hot_claims *s)
 {
-    PyObject *r = PyObject_CallNoArgs(s->c_acquire);
-    if (r == NULL)
+    if (s->c_lock == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Claims(): not initialised");
         return -1;
-    Py_DECREF(r);
-    return 0;
+    }
+    if (PyThread_acquire_lock(s->c_lock, NOWAIT_LOCK))
+        return 0;
+    for (;;) {
+        PyLockStatus r;
+        Py_BEGIN_ALLOW_THREADS
+        r = PyThread_acquire_lock_timed(s->c_lock, -1, 1);
+        Py_END_ALLOW_THREADS
+        if (r == PY_LOCK_ACQUIRED)
+            return 0;
+        if (Py_MakePendingCalls() < 0) /* interrupted: the signal's handler ran, and raised */
+            return -1;
+    }
 }
 
-/* Let the lock go (an exception set meanwhile is kept). */
 static void claims_unlock(hot_claims *s)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyObject *r = PyObject_CallNoArgs(s->c_release);
-    if (r == NULL)
-        PyErr_WriteUnraisable(s->c_release);
-    Py_XDECREF(r);
-    PyErr_Restore(type, value, tb);
+    PyThread_release_lock(s->c_lock);
+}
+
+static PyObject *claims_acquire(hot_claims *self, PyObject *unused)
+{
+    (void)unused;
+    if (claims_lock(self) < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *claims_release(hot_claims *self, PyObject *unused)
+{
+    (void)unused;
+    claims_unlock(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *claims_exit(hot_claims *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    (void)nargs;
+    claims_unlock(self);
+    Py_RETURN_FALSE;
 }
 
 static PyMethodDef claims_methods[] = {
     {"shut", (PyCFunction)claims_shut, METH_NOARGS,
      "shut($self, /)\n--\n\nForget the consumer and its tailer (the caller holds the lock): they are being freed."},
+    {"acquire", (PyCFunction)claims_acquire, METH_NOARGS,
+     "acquire($self, /)\n--\n\nTake the consumer's lock (waiting, the GIL let go): True."},
+    {"release", (PyCFunction)claims_release, METH_NOARGS,
+     "release($self, /)\n--\n\nLet the consumer's lock go (the caller holds it)."},
+    {"__enter__", (PyCFunction)claims_acquire, METH_NOARGS, "__enter__($self, /)\n--\n\nacquire()."},
+    {"__exit__", (PyCFunction)(void (*)(void))claims_exit, METH_FASTCALL,
+     "__exit__($self, *exc_info)\n--\n\nrelease()."},
     {NULL, NULL, 0, NULL},
 };
 
 PyTypeObject hot_claims_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "tape._native._hot.Claims",
-    .tp_doc = "A ConsumerHandle's C consumer, tailer and lock, for the C claims and acks.",
+    .tp_doc = "A ConsumerHandle's C consumer and tailer for the C claims and acks, and its lock.",
     .tp_basicsize = sizeof(hot_claims),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,

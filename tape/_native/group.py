@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -246,8 +245,8 @@ class GroupHandle(ChildHandle):
 
 
 class ConsumerHandle:
-    """A C consumer and its tailer; closing gives its claims back. `hot` hands both, and the lock, to the
-    claims and acks in C (tape._native._hot.Claimer, the base of tape.Consumer), until closed."""
+    """A C consumer and its tailer; closing gives its claims back. `hot` hands both to the claims and acks in
+    C (tape._native._hot.Claimer, the base of tape.Consumer) until closed; it is the handle's lock too."""
 
     __slots__ = ("_buf", "_dead", "_out", "group", "hot", "id", "lock", "path", "ptr", "tailer")
 
@@ -256,12 +255,12 @@ class ConsumerHandle:
         self.path = group.path
         self.ptr: Any = ptr
         self.tailer: Any = tailer
-        self.lock = threading.Lock()
+        self.hot = Claims(address(ptr), address(tailer))
+        self.lock = self.hot  # the claims in C take it too
         self.id: int = lib.tape_consumer_id(ptr)
         self._dead = ffi.new("tape_delivery *")
         self._out = ffi.new("int64_t[]", MANY * FIELDS)
         self._buf: Any = None  # MANY_BYTES for payloads, made at the first claim
-        self.hot = Claims(address(ptr), address(tailer), self.lock)
 
     def live(self) -> Any:
         ptr = self.ptr
