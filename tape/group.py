@@ -436,6 +436,12 @@ class Consumer(Claimer):
             self._group._bury(self._native, s, s.reason, last)
 
     def _claim_now(self) -> Delivery | None:
+        """The next entry due, claimed (in C where it can), or None."""
+        d = self._hot_claim()
+        return d if d is not None else self._claim_python()
+
+    def _claim_python(self) -> Delivery | None:
+        """_claim_now in Python: C stopped (nothing due, a clock, an error, a closed consumer)."""
         while True:
             now = self._clock()
             self._claims += 1
@@ -469,7 +475,7 @@ class Consumer(Claimer):
 
     def _claim_slow(self, timeout: float | None = None) -> Delivery | None:
         """claim() where C stops."""
-        d = self._claim_now()
+        d = self._claim_python()
         if d is not None or timeout is None:
             return d
         end = time.monotonic() + as_seconds(timeout)

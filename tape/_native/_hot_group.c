@@ -20,6 +20,8 @@
  *                a redriven dead letter's claim goes to _redriven(claim, now)
  *                (its payload is read from its copy); every 64th claim first
  *                calls _bury_dead(now), as Python's does;
+ *              _hot_claim()   the same claim, or None where C stops (for the
+ *                claims of Python's waits: it then claims in Python);
  *              _hot_batch(n)    up to n claims (tape_group_claim_many), then
  *                _bury_dead(now): a list of Delivery, or False where the
  *                Python path takes over (a closed consumer, an error or an
@@ -739,6 +741,15 @@ done:
     return result;
 }
 
+static PyObject *claimer_hot_claim(hot_claimer *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *d = claimer_claim_one(self);
+    if (d != NULL || PyErr_Occurred())
+        return d;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef claimer_methods[] = {
     {"claim", (PyCFunction)(void (*)(void))claimer_claim, METH_FASTCALL | METH_KEYWORDS,
      "claim($self, timeout=None)\n--\n\n"
@@ -746,6 +757,8 @@ static PyMethodDef claimer_methods[] = {
     {"_hot_setup", (PyCFunction)(void (*)(void))claimer_setup, METH_FASTCALL,
      "_hot_setup($self, claims, kind, decode, delivery, fast, /)\n--\n\n"
      "The consumer's Claims, its codec (kind and decode), the Delivery class; fast: the clock is time.time_ns."},
+    {"_hot_claim", (PyCFunction)claimer_hot_claim, METH_NOARGS,
+     "_hot_claim($self, /)\n--\n\nThe next entry due, claimed (a Delivery), or None: Python's path."},
     {"_hot_batch", (PyCFunction)claimer_hot_batch, METH_O,
      "_hot_batch($self, n, /)\n--\n\nUp to n entries due, claimed (a list of Delivery), or False: Python's path."},
     {"_hot_ack_many", (PyCFunction)(void (*)(void))claimer_hot_ack_many, METH_FASTCALL,
