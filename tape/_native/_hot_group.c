@@ -468,10 +468,10 @@ static PyObject *claimer_claim_one(hot_claimer *self)
     for (;;) {
         if (!claimer_ready(self))
             return NULL;
-        hot_claims *s = self->k_claims;
         int64_t now = now_ns();
-        if ((++self->k_count & 63) == 0 && claimer_bury(self, now) < 0)
+        if ((++self->k_count & 63) == 0 && (claimer_bury(self, now) < 0 || !claimer_ready(self)))
             return NULL;
+        hot_claims *s = self->k_claims;
         Py_INCREF(s);
         if (claims_lock(s) < 0) {
             Py_DECREF(s);
