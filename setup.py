@@ -91,6 +91,7 @@ setup(
                 "tape/_native/_hot_batches.c",
                 "tape/_native/_hot_keys.c",
                 "tape/_native/_hot_group.c",
+                "tape/_native/_hot_columns.c",
             ],
             include_dirs=["csrc"],
             depends=["tape/_native/_hot.h", "tape/_msgpack.h", "csrc/tape.h"],

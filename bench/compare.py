@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import platform
 import random
@@ -59,7 +60,9 @@ class Settings:
     box: float = 1.0  # seconds per throughput measurement (or cap_items / cap_bytes first)
     cap_items: int = 3_000_000
     cap_bytes: int = 256 << 20
-    repeats_100: int = 3  # throughput runs at 100 B (the median is kept)
+    repeats: int = 3  # throughput rounds at the sizes of repeat_sizes (the median is kept)
+    repeat_sizes: tuple[int, ...] = (100, 65536)
+    warm_bytes: int = 256 << 20  # touched and freed before each throughput measurement (warm_up)
     lat_box: float = 0.5  # seconds of timed operations at full speed (or lat_cap first)
     lat_cap: int = 500_000
     rate: float = 1000.0  # operations a second in the fixed-rate test
@@ -72,7 +75,7 @@ class Settings:
 
 
 FULL = Settings("full")
-QUICK = Settings("quick", box=0.15, cap_items=300_000, cap_bytes=32 << 20, repeats_100=1, lat_box=0.1,
+QUICK = Settings("quick", box=0.15, cap_items=300_000, cap_bytes=32 << 20, repeats=1, warm_bytes=32 << 20, lat_box=0.1,
                  lat_cap=50_000, rate_box=0.3, rate_box_100=0.3, xproc_seconds=0.7, kills=4, kill_within=0.2)
 
 
@@ -199,6 +202,22 @@ def timing_overhead_ns() -> int:
         t0 = pc()
         s[i] = pc() - t0
     return int(statistics.median(s))
+
+
+def warm_up(nbytes: int) -> None:
+    """Touch `nbytes` of fresh anonymous memory and free it: the same before every throughput measurement.
+
+    The memory a subject's files get next was then touched just before,
+    whoever went first. On a VM that hands free memory back to its host
+    (virtio-balloon free page reporting), the first touch of memory not used
+    for a while costs many times more, and fell on whichever subject ran
+    first after an idle spell or a large free.
+    """
+    chunk = bytes(1 << 20)
+    with mmap.mmap(-1, max(1, nbytes >> 20) << 20) as m:
+        m.madvise(mmap.MADV_HUGEPAGE)  # large free blocks too, as a file mapped in huge folios takes
+        for pos in range(0, len(m), len(chunk)):
+            m[pos:pos + len(chunk)] = chunk
 
 
 @contextmanager
@@ -405,9 +424,17 @@ def run(st: Settings, keys: list[str], phases: list[str], root: Path) -> dict[st
 
     if "throughput" in phases:
         for size in st.sizes:
+            # Rounds interleave the subjects (A B C, B C A, C A B...: each goes
+            # first once), each measurement after the same warm-up, so that
+            # neither the order nor the memory's state decides; medians kept.
+            by_key: dict[str, list[dict[str, Any]]] = {key: [] for key in chosen}
+            rounds = st.repeats if size in st.repeat_sizes else 1
+            for k in range(rounds):
+                for key in chosen[k % len(chosen):] + chosen[:k % len(chosen)]:
+                    warm_up(st.warm_bytes)
+                    by_key[key].append(throughput(table[key](), size, st, root))
             for key in chosen:
-                runs = [throughput(table[key](), size, st, root) for _ in range(st.repeats_100 if size == 100 else 1)]
-                report["throughput"].append(rec := _median_run(runs))
+                report["throughput"].append(rec := _median_run(by_key[key]))
                 _say(f"  {size:>6} B {key:16} " + "  ".join(
                     f"{op} {rec[op]['rate'] / 1e3:,.1f} k/s" for op in ("write", "write_many", "read", "read_all") if op in rec))
             if c_floor:

@@ -234,8 +234,10 @@ def markdown(report: dict[str, Any]) -> str:
         + "".join(f"; after {k} {v}" for k, v in report["load"].items()) + ".",
         "",
         f"Each throughput figure is one time-boxed measurement ({st['box']:g} s or {st['cap_items']:,} items "
-        f"or {st['cap_bytes'] >> 20} MiB, whichever comes first; at 100 B the median of {st['repeats_100']}, "
-        "with the lowest and highest in brackets). "
+        f"or {st['cap_bytes'] >> 20} MiB, whichever comes first; at {', '.join(f'{n:,} B' for n in st['repeat_sizes'])} "
+        f"the median of {st['repeats']} rounds that interleave the subjects, each first once, "
+        "with the lowest and highest in brackets; each measurement after the same warm-up: "
+        f"{st['warm_bytes'] >> 20} MiB of fresh memory touched and freed). "
         "Ratios (tape ÷) are tape (raw)'s rate over the subject's for the same operation, from this run.",
         "",
     ]

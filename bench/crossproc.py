@@ -1,6 +1,6 @@
 """Cross-process benchmarks (issue 3): end-to-end latency, contended writers, lock recovery.
 
-    python -m bench.crossproc [--quick] [--runs N] [--dir PATH] [--only latency,throughput,recovery] [--pin]
+    python -m bench.crossproc [--quick] [--runs N] [--dir PATH] [--only latency,throughput,follow,recovery] [--pin]
 
 - Latency: an appender process writes 100-byte payloads carrying their send
   time (CLOCK_MONOTONIC, time.monotonic_ns: the same clock in every process)
@@ -12,6 +12,11 @@
 - Throughput: 4 writer processes started together on one queue, each writing
   its share of 100-byte entries with write() or with write_many() batches;
   total entries / (last end - first start).
+- Follow: a writer process writes n 100-byte entries with write(), one by
+  one; a reader process (started first) counts them with
+  `for v in t.follow(timeout=5)`; entries / (the reader's last value - the
+  writer's first write), and each process's CPU time per entry (ns). With --pin,
+  the writer on CPU 0 and the reader on CPU 1.
 - Recovery: a child takes the write lock and dies holding it (TAPE_KILL=
   before_publish:1, so it needs the test build of .venv: the default for
   --test-python); then another process's next append is timed.
@@ -172,6 +177,44 @@ def child_throughput_writer(path: str, n: str, batch: str) -> None:
     print(json.dumps({"start": start, "end": end, "n": done, "tape": os.path.dirname(tape.__file__)}))
 
 
+def child_follow_writer(path: str, n: str, cpu: str = "-") -> None:
+    """On "go", write n 100-byte entries with write(); print the first write's time (monotonic ns) and CPU per entry."""
+    import tape
+
+    _pin(cpu)
+    count = int(n)
+    payload = bytes(range(PAYLOAD))
+    with tape.Queue(path, codec="raw") as q:
+        write = q.appender().write
+        print("ready", flush=True)
+        sys.stdin.readline()
+        cpu0 = time.process_time_ns()  # the prefaulter thread's work is the writer's too
+        start = time.monotonic_ns()
+        for _ in range(count):
+            write(payload)
+        cpu_ns = time.process_time_ns() - cpu0
+    print(json.dumps({"start": start, "cpu_ns": cpu_ns}))
+
+
+def child_follow_reader(path: str, n: str, cpu: str = "-") -> None:
+    """Count n entries with follow(timeout=5); print the last one's arrival (monotonic ns) and CPU per entry."""
+    import tape
+
+    _pin(cpu)
+    count, k = int(n), 0
+    with tape.Queue(path, codec="raw") as q:
+        t = q.tailer()
+        print("ready", flush=True)
+        cpu0 = time.process_time_ns()
+        for _ in t.follow(timeout=5):
+            k += 1
+            if k == count:
+                break
+        end = time.monotonic_ns()
+        cpu_ns = time.process_time_ns() - cpu0
+    print(json.dumps({"received": k, "end": end, "cpu_ns": cpu_ns, "tape": os.path.dirname(tape.__file__)}))
+
+
 def child_lock_holder(path: str) -> None:
     """Append once; with TAPE_KILL=before_publish:1 this dies holding the write lock."""
     import tape
@@ -203,6 +246,8 @@ CHILDREN: dict[str, Callable[..., None]] = {
     "latency-writer": child_latency_writer,
     "latency-tailer": child_latency_tailer,
     "throughput-writer": child_throughput_writer,
+    "follow-writer": child_follow_writer,
+    "follow-reader": child_follow_reader,
     "lock-holder": child_lock_holder,
     "recovering-writer": child_recovering_writer,
 }
@@ -251,6 +296,28 @@ def throughput(where: Path, n: int, batch: int, writers: int = 4) -> dict[str, f
     seconds = (max(r["end"] for r in results) - min(r["start"] for r in results)) / 1e9
     _TAPE_USED.add(results[0]["tape"])
     return {"entries_per_s": total / seconds, "seconds": seconds}
+
+
+def follow(where: Path, n: int, pin: bool = False) -> dict[str, float]:
+    """One run: a reader process follows what a writer process writes (with `pin`, each on its own CPU)."""
+    path = where / "follow"
+    shutil.rmtree(path, ignore_errors=True)
+    import tape
+
+    tape.Queue(path, codec="raw").close()
+    reader = _child("follow-reader", path, n, 1 if pin else "-", stdin=subprocess.DEVNULL)
+    _expect(reader, "ready")
+    writer = _child("follow-writer", path, n, 0 if pin else "-")
+    _expect(writer, "ready")
+    _go([writer])
+    w = _result(writer)
+    r = _result(reader)
+    shutil.rmtree(path, ignore_errors=True)
+    if r["received"] != n:
+        raise RuntimeError(f"the reader received {r['received']} of {n}")
+    _TAPE_USED.add(r["tape"])
+    return {"msgs_per_s": n / ((r["end"] - w["start"]) / 1e9), "writer_cpu_ns": w["cpu_ns"] / n,
+            "reader_cpu_ns": r["cpu_ns"] / n}
 
 
 def recovery(where: Path, test_python: str) -> dict[str, float]:
@@ -316,9 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer messages and runs (a smoke test)")
     ap.add_argument("--runs", type=int, default=None, help="runs of each measurement (default 5, quick 1)")
     ap.add_argument("--dir", type=Path, default=None, help="where the queues go (default: a temporary directory)")
-    ap.add_argument("--only", default="latency,throughput,recovery")
+    ap.add_argument("--only", default="latency,throughput,follow,recovery")
     ap.add_argument("--rate", type=int, default=20_000, help="messages per second in the latency test")
-    ap.add_argument("--pin", action="store_true", help="latency: writer on CPU 0, tailer on CPU 1")
+    ap.add_argument("--pin", action="store_true", help="latency and follow: writer on CPU 0, tailer on CPU 1")
     ap.add_argument("--test-python", default=str(_ROOT / ".venv" / "bin" / "python"),
                     help="interpreter with a test build of tape, for the lock holder that dies")
     ap.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -351,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
             s = summarize([throughput(base, n_tput // 4, 1, writers=1) for _ in range(runs)])
             results["throughput_single"] = s
             rows.append((f"1 writer process, write(), {n_tput // 4:,} x {PAYLOAD} B", s))
+        if "follow" in only:
+            n_follow = n_tput // 2
+            s = summarize([follow(base, n_follow, args.pin) for _ in range(runs)])
+            results["follow"] = s
+            pinned = ", pinned" if args.pin else ""
+            rows.append((f"1 writer process, 1 follow() reader process, {n_follow:,} x {PAYLOAD} B{pinned}", s))
         if "recovery" in only:
             s = summarize([recovery(base, args.test_python) for _ in range(reps)])
             results["recovery"] = s

@@ -23,6 +23,13 @@
   acknowledged, is killed 0.3 s in, and the store, reopened, is asked for
   every key acknowledged: how many are lost.
 
+- instructions (--instructions): callgrind's count per operation (the
+  difference between 40,000 and 20,000 operations over 20,000, as
+  bench/instructions.py counts): keyed write (raw, msgpack), latest() (raw,
+  msgpack; 1,000 keys round robin), write_if with a key, and an object call
+  that changes state (tape.Objects, `increment` on one object). Needs valgrind;
+  set PYTHONPATH to compare two builds.
+
 Rates are per second of wall-clock time; prints the median of the runs.
 """
 
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -175,9 +183,71 @@ def peers(args: argparse.Namespace) -> None:
               f"   {version}; {store.settings}")
 
 
+INSTRUCTION_OPS = ("write_raw", "write_msgpack", "latest_raw", "latest_msgpack", "write_if", "object_call")
+
+
+class _Counter(tape.DurableObject):
+    count: int = 0
+
+    def increment(self) -> int:
+        self.count += 1
+        return self.count
+
+
+def instruction_op(op: str, n: int) -> None:
+    """Do `op` n times (what callgrind runs)."""
+    names = [f"key-{k}" for k in range(1000)]
+    where = Path(tempfile.mkdtemp())
+    try:
+        if op == "object_call":
+            with tape.Objects(where / "o", alarms=False) as objects:
+                increment = objects.get(_Counter, "one").increment
+                for _ in range(n):
+                    increment()
+            return
+        with tape.Queue(where / "q", codec="msgpack" if op.endswith("msgpack") else "raw", large_pages=False) as q:
+            a = q.appender()
+            write, latest, write_if = a.write, q.latest, a.write_if
+            value = VALUE
+            if op.startswith("write_"):
+                for i in range(n):
+                    write(value, key=names[i % 1000])
+            elif op == "write_if":
+                last = None
+                for _ in range(n):
+                    last = write_if(value, last, key="k")
+            else:
+                for name in names:
+                    write(value, key=name)
+                for i in range(n):
+                    latest(names[i % 1000])
+    finally:
+        shutil.rmtree(where)
+
+
+def instructions(ops: list[str]) -> None:
+    """Print callgrind's instructions per operation of each op."""
+    def count(op: str, n: int) -> int:
+        err = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                              "-m", "bench.keys", "--instruction-op", op, str(n)], capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).resolve().parent.parent).stderr
+        m = re.search(r"refs:\s*([\d,]+)", err)
+        assert m is not None, err
+        return int(m[1].replace(",", ""))
+
+    for op in ops:
+        print(f"{op:16} {(count(op, 40_000) - count(op, 20_000)) / 20_000:>10,.0f} instructions", flush=True)
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--kill-child"]:
         kill_child(sys.argv[2], sys.argv[3])
+        return
+    if sys.argv[1:2] == ["--instruction-op"]:
+        instruction_op(sys.argv[2], int(sys.argv[3]))
+        return
+    if sys.argv[1:2] == ["--instructions"]:
+        instructions(sys.argv[2:] or list(INSTRUCTION_OPS))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)

@@ -18,8 +18,9 @@ loopback, storing in PATH. Entries are 100 bytes (a raw queue).
 
 --stages: instead, where the time of shipping and ingesting N entries goes
 (64 KiB frames), in us of wall-clock time per entry: reading the batch
-(Tailer.read_encoded_batch), building the frame, waiting for acknowledgements;
-decoding frames, appending (write_encoded_many), the whole of each frame;
+(Tailer._read_encoded_columns), building the frame, waiting for acknowledgements;
+decoding frames (frame.unpack), appending (Appender._write_encoded_run), the
+whole of each frame;
 then each stage on its own, without a server: CPU time per entry, best of 5
 loops of 200 calls on batches of 640 entries.
 
@@ -110,9 +111,9 @@ def stages(server: NatsServer, where: Path, n: int) -> None:
     replicator.Replicator._frame = timed("frame", replicator.Replicator._frame)  # type: ignore[method-assign]
     replicator.Replicator._acked = atimed("ack wait", replicator.Replicator._acked)  # type: ignore[method-assign]
     with Replicator(where / "src", server.url, stream="STAGES") as r:
-        r._reader.read_encoded_batch = timed("read", r._reader.read_encoded_batch)  # type: ignore[method-assign]
+        r._reader._read_encoded_columns = timed("read", r._reader._read_encoded_columns)  # type: ignore[method-assign]
         report("ship", rate(r.run))
-    ingester.frame.decode = timed("decode", ingester.frame.decode)
+    ingester.frame.unpack = timed("decode", ingester.frame.unpack)
     ingester._append = timed("append", ingester._append)
     ingester.Ingester._apply = timed("frame in all", ingester.Ingester._apply)  # type: ignore[method-assign]
     with Ingester(server.url, stream="STAGES", path=where / "copy", batch=64) as i:
@@ -136,12 +137,13 @@ def stages_alone(where: Path) -> None:
 
     with Replicator(where / "src", "nats://127.0.0.1:1", stream="ALONE") as r:
         t = r.queue.tailer()
-        batch = t.read_encoded_batch(n)
-        read = best(lambda: (t.to_start(), t.read_encoded_batch(n)))
+        batch = t._read_encoded_columns(n, 1 << 20)
+        assert batch is not None
+        read = best(lambda: (t.to_start(), t._read_encoded_columns(n, 1 << 20)))
         framing = best(lambda: r._frame(None, None, batch))
         data = r._frame(None, None, batch)[0]
-    got = frame.decode(data)
-    decoding = best(lambda: frame.decode(data))
+    got = frame.unpack(data)
+    decoding = best(lambda: frame.unpack(data))
     with tape.Queue(where / "alone", codec="raw") as q:
         a = q.appender()
         appending = best(lambda: ingester._append(a, got, 0))

@@ -115,6 +115,7 @@ static void writer_switch(tape_queue *q, tape_cyc *y)
     atomic_store_explicit(&q->q_pf.pf_ready, y->y_v.v_size, memory_order_release);
     atomic_store_explicit(&q->q_pf.pf_want, 0, memory_order_relaxed);
     atomic_store_explicit(&q->q_pf.pf_pos, 0, memory_order_relaxed);
+    atomic_store_explicit(&q->q_pf.pf_last, 0, memory_order_relaxed);
     q->q_pf.pf_alloc = y->y_v.v_size;
     q->q_pf.pf_failed = 0;
     pthread_mutex_unlock(&q->q_w.w_mu);
@@ -274,6 +275,7 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
         writer_switch(q, &y);
         if (rc == 1) { /* a file we just made: its end is its start */
             w->w_pos = w->w_y.y_data_off;
+            w->w_last_hdr = 0;
             w->w_seq = 0;
             w->w_checked = 1; /* (all of it seen: nothing to check) */
             w->w_gen = __atomic_load_n(&sh->ms_hint_gen, __ATOMIC_ACQUIRE);
@@ -322,6 +324,7 @@ static int writer_open_end(tape_queue *q, int64_t cycle, int create, uint32_t *e
             tape_named_clamp(q, (cycle << q->q_roll.r_seq_bits) + (int64_t)seq);
     }
     w->w_pos = pos;
+    w->w_last_hdr = 0;
     w->w_seq = seq;
     w->w_gen = gen;
     w->w_valid = 1;
@@ -551,6 +554,10 @@ static int writer_room(tape_queue *q, uint64_t end)
         int rc = tape_view_grow(&w->w_y.y_v, end);
         if (rc < 0)
             return rc;
+        if (tape_cut_under(&w->w_y.y_v, w->w_last_hdr)) {
+            atomic_store(&w->w_poisoned, TAPE_LOST);
+            return TAPE_ECORRUPT;
+        }
         ready = w->w_y.y_v.v_size;
         /* Raise, never lower: the prefaulter may be ahead. */
         uint64_t cur = atomic_load_explicit(&q->q_pf.pf_ready, memory_order_relaxed);
@@ -657,6 +664,7 @@ static int64_t write_one(tape_queue *q, const void *data, uint32_t len, int64_t 
     TAPE_KILL("before_publish");
     /* Publish. */
     __atomic_store_n((uint32_t *)e, h, __ATOMIC_RELEASE);
+    w->w_last_hdr = pos;
     w->w_pos = pos + need;
     w->w_seq = seq + 1;
     return (int64_t)seq;
@@ -812,8 +820,11 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
         hint_store(q, ts);
     }
     /* (failing, it leaves the directory marked: readers read the log past it) */
-    if (keyed)
-        tape_keys_apply(q, at, done > 0 ? tape_make_index(q, w->w_y.y_cycle, (int64_t)w->w_seq - 1) : -1);
+    if (keyed) { /* the last entry written, and where it starts: it ends at w_pos */
+        uint32_t len = done > 0 ? (uint32_t)(ends[done - 1] - (done > 1 ? ends[done - 2] : 0)) : 0;
+        tape_keys_apply(q, at, done > 0 ? tape_make_index(q, w->w_y.y_cycle, (int64_t)w->w_seq - 1) : -1,
+                        done > 0 ? w->w_pos - tape_entry_size(blen + len) : 0);
+    }
     if (tape_view_hit(&w->w_y.y_v)) {
         /* Something this append read or wrote faulted: its result is not
          * to be believed, and the view (split by the zero page) is dropped;
@@ -826,6 +837,7 @@ static int64_t append_n(tape_appender *a, const uint8_t *data, const uint64_t *e
     }
     if (w->w_pos >= w->w_kick_at && w->w_valid && w->w_y.y_cycle >= 0) {
         uint64_t received = w->w_pos - w->w_y.y_data_off;
+        atomic_store_explicit(&q->q_pf.pf_last, w->w_last_hdr, memory_order_release);
         w->w_kick_at = w->w_pos + tape_prefault_kick(q, w->w_pos, received);
     }
     tape_unlock(q);

@@ -19,6 +19,11 @@
 
 _Static_assert(sizeof(tape_group_slot) == 48, "group slot layout");
 _Static_assert(sizeof(tape_group_cons) == 64, "group consumer layout");
+_Static_assert(sizeof(tape_group_later) == 32, "group later layout");
+_Static_assert(offsetof(tape_group_shared, gs_defer) == 240 &&
+               offsetof(tape_group_shared, gs_defer_n) == 384 &&
+               offsetof(tape_group_shared, gs_move_slot) == 432 &&
+               offsetof(tape_group_shared, gs_later_due) == 456, "group shared layout");
 _Static_assert(sizeof(tape_group_shared) <= TAPE_PAGE, "group shared page");
 _Static_assert(TAPE_GROUP_CONS_OFF + TAPE_GROUP_CONSUMERS * 64u <= TAPE_GROUP_SLOTS_OFF,
                "group consumers fit");
@@ -86,6 +91,7 @@ static int create_file(tape_queue *q, const char *name, int64_t last, int64_t or
     sh->gs_last = last;
     sh->gs_origin = origin;
     sh->gs_min_due = NEVER;
+    sh->gs_later_due = NEVER;
 
     char tmp[TAPE_NAME_MAX + 64], final[TAPE_NAME_MAX + 32];
     uint32_t r = 0;
@@ -128,11 +134,12 @@ static int create_file(tape_queue *q, const char *name, int64_t last, int64_t or
  * damaged file is reported, never trusted. */
 static int validate_hdr(const tape_group_hdr *h, const char *name)
 {
-    if (memcmp(h->gh_magic, "TAPEGRUP", 8) != 0 || h->gh_size != TAPE_GROUP_SIZE)
+    if (memcmp(h->gh_magic, "TAPEGRUP", 8) != 0)
         return TAPE_ECORRUPT;
-    if (h->gh_version != TAPE_GROUP_VERSION && h->gh_version != 1)
+    if (h->gh_version < 1 || h->gh_version > TAPE_GROUP_VERSION)
         return TAPE_EVERSION;
-    if (tape_crc32c(0, h, offsetof(tape_group_hdr, gh_crc)) != h->gh_crc ||
+    if (h->gh_size != (h->gh_version < 3 ? TAPE_GROUP_SIZE_V2 : TAPE_GROUP_SIZE) ||
+        tape_crc32c(0, h, offsetof(tape_group_hdr, gh_crc)) != h->gh_crc ||
         h->gh_slots != TAPE_GROUP_SLOTS || h->gh_consumers != TAPE_GROUP_CONSUMERS ||
         strncmp(h->gh_name, name, TAPE_NAME_MAX) != 0)
         return TAPE_ECORRUPT;
@@ -153,7 +160,8 @@ static int validate(tape_group *g, const char *name)
     const tape_group_shared *sh = g->gp_sh;
     if (settings_crc(&sh->gs_set) != sh->gs_settings_crc || !valid_settings(&sh->gs_set) ||
         sh->gs_hi > TAPE_GROUP_SLOTS || sh->gs_last < -1 || sh->gs_origin < 0 ||
-        sh->gs_defer_sel > 1)
+        sh->gs_defer_sel > 1 || sh->gs_move > 2 ||
+        (sh->gs_move && (sh->gs_move_slot >= TAPE_GROUP_SLOTS || sh->gs_move_later >= TAPE_GROUP_LATER)))
         return TAPE_ECORRUPT;
     const tape_group_defer *df = &sh->gs_defer[sh->gs_defer_sel];
     if (df->df_first < 0 || df->df_pass > 1 || df->df_pfirst < 0 ||
@@ -168,6 +176,18 @@ static int validate(tape_group *g, const char *name)
     for (uint32_t k = 0; k < TAPE_GROUP_CONSUMERS; k++)
         if (g->gp_cons[k].gc_state > 2)
             return TAPE_ECORRUPT;
+    if (h->gh_version >= 3) {
+        struct stat st;
+        if (fstat(g->gp_fd, &st) < 0)
+            return -errno;
+        if (st.st_size != (off_t)TAPE_GROUP_SIZE)
+            return TAPE_ECORRUPT;
+        for (uint32_t j = 0; j < TAPE_GROUP_LATER; j++) {
+            const tape_group_later *l = &g->gp_later[j];
+            if (l->gl_state > 1 || (l->gl_state && l->gl_index < 0))
+                return TAPE_ECORRUPT;
+        }
+    }
     return tape_guard_hit(g->gp_guard) ? TAPE_ECORRUPT : 0;
 }
 
@@ -336,12 +356,30 @@ static const tape_group_defer *defer_cur(const tape_group_shared *sh)
     return &sh->gs_defer[sh->gs_defer_sel & 1];
 }
 
-/* The copy to change (then defer_commit), filled from the current one. */
+static const tape_group_defer_n *defer_cur_n(const tape_group_shared *sh)
+{
+    return &sh->gs_defer_n[sh->gs_defer_sel & 1];
+}
+
+/* The copy to change (then defer_commit), filled from the current one; its
+ * count is the same copy's of gs_defer_n (defer_next_n). */
 static tape_group_defer *defer_next(tape_group_shared *sh)
 {
-    tape_group_defer *df = &sh->gs_defer[(sh->gs_defer_sel & 1) ^ 1];
-    *df = sh->gs_defer[sh->gs_defer_sel & 1];
-    return df;
+    uint32_t cur = sh->gs_defer_sel & 1;
+    sh->gs_defer[cur ^ 1] = sh->gs_defer[cur];
+    sh->gs_defer_n[cur ^ 1] = sh->gs_defer_n[cur];
+    return &sh->gs_defer[cur ^ 1];
+}
+
+static tape_group_defer_n *defer_next_n(tape_group_shared *sh)
+{
+    return &sh->gs_defer_n[(sh->gs_defer_sel & 1) ^ 1];
+}
+
+static void count_down(tape_group_defer_n *dn)
+{
+    if (dn->dn_count > 0) /* a range begun before the count is counted from its next pass */
+        dn->dn_count--;
 }
 
 static void defer_commit(tape_group_shared *sh)
@@ -349,20 +387,45 @@ static void defer_commit(tape_group_shared *sh)
     __atomic_store_n(&sh->gs_defer_sel, (sh->gs_defer_sel & 1) ^ 1, __ATOMIC_RELEASE);
 }
 
-/* A version 1 file (older releases know no deferred range) becomes
- * version 2 before its first deferred entry, so that such a release refuses
- * it rather than skip those entries. Holding the lock; an opener that reads
- * the header between the two stores looks again (validate). */
-static void upgrade_hdr(tape_group *g)
+/* Does the file hold the later list (version 3)? */
+static int later_on(const tape_group *g)
+{
+    return __atomic_load_n(&((const tape_group_hdr *)g->gp_map)->gh_version, __ATOMIC_ACQUIRE) >= 3;
+}
+
+/* A file of version 1 or 2 (older releases know no deferred range, or no
+ * later list) becomes version 3 before its first deferred or nacked-for-later
+ * entry, so that such a release refuses it rather than skip those entries:
+ * grown to hold the later list (zeros) and synced, then its header written.
+ * Holding the lock; an opener that reads the header between the stores looks
+ * again (validate). 0, or -errno of growing the file (nothing changed). */
+static int upgrade(tape_group *g)
 {
     tape_group_hdr *h = (tape_group_hdr *)g->gp_map;
-    if (h->gh_version == TAPE_GROUP_VERSION)
-        return;
+    if (later_on(g))
+        return 0;
+    struct stat st;
+    if (fstat(g->gp_fd, &st) < 0)
+        return -errno;
+    if (st.st_size < (off_t)TAPE_GROUP_SIZE) {
+        int rc = tape_file_alloc(g->gp_fd, TAPE_GROUP_SIZE_V2, TAPE_GROUP_SIZE - TAPE_GROUP_SIZE_V2);
+        if (rc < 0)
+            return rc;
+    }
+    if (tf_fsync(g->gp_fd) < 0)
+        return -errno;
+    tape_group_shared *sh = g->gp_sh;
+    sh->gs_later_n = sh->gs_later_hi = sh->gs_later_free = 0;
+    sh->gs_later_due = NEVER;
     tape_group_hdr copy = *h;
     copy.gh_version = TAPE_GROUP_VERSION;
+    copy.gh_size = TAPE_GROUP_SIZE;
     uint32_t crc = tape_crc32c(0, &copy, offsetof(tape_group_hdr, gh_crc));
-    __atomic_store_n(&h->gh_version, (uint32_t)TAPE_GROUP_VERSION, __ATOMIC_RELAXED);
+    TAPE_KILL("group_upgrade");
+    __atomic_store_n(&h->gh_size, (uint32_t)TAPE_GROUP_SIZE, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->gh_version, (uint32_t)TAPE_GROUP_VERSION, __ATOMIC_RELEASE);
     __atomic_store_n(&h->gh_crc, crc, __ATOMIC_RELEASE);
+    return 0;
 }
 
 /* The position passes entry `index`, not due before nb: 1 when it is
@@ -373,17 +436,24 @@ static int defer(tape_group *g, int64_t index, int64_t nb, int64_t now)
     const tape_group_defer *cur = defer_cur(sh);
     if (cur->df_first ? nb <= cur->df_lo : (nb <= now || sh->gs_busy < DEFER_ROOM))
         return 0;
-    if (cur->df_first && nb >= cur->df_due)
-        return 1;
+    if (cur->df_first && index < defer_cur_n(sh)->dn_last)
+        return 1; /* counted in by a holder killed before it moved the position */
+    if (!cur->df_first && upgrade(g) < 0)
+        return 0; /* no room on the disk for the later list: it waits in the table */
     tape_group_defer *df = defer_next(sh);
+    tape_group_defer_n *dn = defer_next_n(sh);
     if (!df->df_first) {
-        upgrade_hdr(g);
         memset(df, 0, sizeof *df);
+        memset(dn, 0, sizeof *dn);
         df->df_first = index + 1;
         df->df_cursor = index;
         df->df_lo = now;
+        df->df_due = nb;
     }
-    df->df_due = nb;
+    if (nb < df->df_due)
+        df->df_due = nb;
+    dn->dn_count++;
+    dn->dn_last = index + 1;
     defer_commit(sh);
     return 1;
 }
@@ -411,9 +481,11 @@ static int pass(tape_consumer *c, tape_tailer *t, int64_t now)
         df->df_pfirst = 0;
         df->df_pdue = NEVER;
         df->df_dupe = 0;
+        defer_next_n(sh)->dn_pcount = 0;
         defer_commit(sh);
         df = defer_next(sh);
     }
+    tape_group_defer_n *dn = defer_next_n(sh);
     c->cn_after = -2;
     int64_t last = sh->gs_last, at = df->df_cursor;
     int rc = tape_tailer_seek(t, at), over = 0;
@@ -430,6 +502,7 @@ static int pass(tape_consumer *c, tape_tailer *t, int64_t now)
             /* moved by a holder killed before it moved the cursor: in the
              * table, or handed out and finished since */
             df->df_dupe = 0;
+            count_down(dn);
         } else if (nb <= df->df_lo) {
             /* handed out when the position passed it */
         } else if (nb > df->df_hi) { /* still deferred */
@@ -437,6 +510,7 @@ static int pass(tape_consumer *c, tape_tailer *t, int64_t now)
                 df->df_pfirst = e.e_index + 1;
             if (nb < df->df_pdue)
                 df->df_pdue = nb;
+            dn->dn_pcount++;
         } else {
             int64_t k = alloc_slot(g);
             if (k < 0) { /* the counts disagree with the table: put right, stop here */
@@ -454,6 +528,7 @@ static int pass(tape_consumer *c, tape_tailer *t, int64_t now)
             set_state(s, TAPE_GS_READY);
             due_at(g, nb);
             TAPE_KILL("group_pass");
+            count_down(dn);
         }
         /* Past each entry the cursor moves at once, with what the walk
          * learnt: a holder killed leaves at most the entry it moved ahead of
@@ -461,12 +536,15 @@ static int pass(tape_consumer *c, tape_tailer *t, int64_t now)
         df->df_cursor = at;
         defer_commit(sh);
         df = defer_next(sh);
+        dn = defer_next_n(sh);
     }
     if (rc < 0)
         return rc;
     if (over) { /* the walk reached the position */
         int64_t first = df->df_pfirst, due = df->df_pdue, lo = df->df_hi;
         memset(df, 0, sizeof *df);
+        dn->dn_count = first ? dn->dn_pcount : 0; /* exact again, whatever came before */
+        dn->dn_pcount = 0;
         if (first) {
             df->df_first = first;
             df->df_cursor = first - 1;
@@ -478,6 +556,188 @@ static int pass(tape_consumer *c, tape_tailer *t, int64_t now)
     }
     defer_commit(sh);
     return 0;
+}
+
+/* ---- entries nacked for later ------------------------------------------------------
+ * An entry nacked with a delay leaves the table for the later list (its
+ * index, due time, deliveries so far, dead letter copy), so that any number
+ * of them up to TAPE_GROUP_LATER holds back nothing; past that the nack is
+ * refused (TAPE_ELIMIT) and changes nothing. When one is due, a claim moves
+ * it back into the table (waiting, due), as room allows, before it looks at
+ * new entries. A move writes the destination's fields, names both slots and
+ * its direction (gs_move, last), writes the two states, then clears gs_move:
+ * the next holder after one killed in the middle finishes it (repair). */
+
+#define MOVE_OUT 1u /* a table slot into the later list */
+#define MOVE_IN 2u  /* a later slot back into the table */
+
+/* The two states of the move named by gs_move (again: idempotent). */
+static void move_states(tape_group *g)
+{
+    tape_group_shared *sh = g->gp_sh;
+    tape_group_slot *s = &g->gp_slots[sh->gs_move_slot];
+    tape_group_later *l = &g->gp_later[sh->gs_move_later];
+    if (sh->gs_move == MOVE_OUT) {
+        __atomic_store_n(&l->gl_state, 1u, __ATOMIC_RELEASE);
+        s->gt_owner = 0;
+        set_state(s, TAPE_GS_FREE);
+    } else {
+        set_state(s, TAPE_GS_READY);
+        __atomic_store_n(&l->gl_state, 0u, __ATOMIC_RELEASE);
+    }
+}
+
+static void move_begin(tape_group *g, uint32_t k, uint32_t j, uint32_t dir)
+{
+    tape_group_shared *sh = g->gp_sh;
+    sh->gs_move_slot = k;
+    sh->gs_move_later = j;
+    __atomic_store_n(&sh->gs_move, dir, __ATOMIC_RELEASE);
+}
+
+static void move_end(tape_group *g)
+{
+    __atomic_store_n(&g->gp_sh->gs_move, 0u, __ATOMIC_RELEASE);
+}
+
+/* The later list's counts and bounds, from its slots. */
+static void later_recount(tape_group *g)
+{
+    tape_group_shared *sh = g->gp_sh;
+    uint32_t n = 0, hi = 0;
+    int64_t due = NEVER;
+    for (uint32_t j = 0; j < TAPE_GROUP_LATER; j++) {
+        const tape_group_later *l = &g->gp_later[j];
+        if (!l->gl_state)
+            continue;
+        n++;
+        hi = j + 1;
+        if (l->gl_due < due)
+            due = l->gl_due;
+    }
+    sh->gs_later_n = n;
+    sh->gs_later_hi = hi;
+    sh->gs_later_free = 0;
+    sh->gs_later_due = due;
+}
+
+/* Holding the lock: claimed slot k (s) leaves the table for the later list,
+ * due at `due`. 0, TAPE_ELIMIT when the list is full, or -errno of making
+ * the file version 3 (nothing changed then). */
+static int later_put(tape_group *g, uint32_t k, tape_group_slot *s, int64_t due)
+{
+    tape_group_shared *sh = g->gp_sh;
+    int rc = upgrade(g);
+    if (rc < 0)
+        return rc;
+    uint32_t j = sh->gs_later_free;
+    while (j < TAPE_GROUP_LATER && g->gp_later[j].gl_state)
+        j++;
+    if (j >= TAPE_GROUP_LATER)
+        return TAPE_ELIMIT;
+    tape_group_later *l = &g->gp_later[j];
+    l->gl_index = s->gt_index;
+    l->gl_due = due;
+    l->gl_dl = s->gt_dl;
+    l->gl_attempt = s->gt_attempt;
+    move_begin(g, k, j, MOVE_OUT);
+    TAPE_KILL("group_later_out");
+    move_states(g);
+    free_slot(g, k); /* the counts (its state is FREE already) */
+    sh->gs_later_n++;
+    sh->gs_later_free = j + 1;
+    if (j >= sh->gs_later_hi)
+        sh->gs_later_hi = j + 1;
+    if (due < sh->gs_later_due)
+        sh->gs_later_due = due;
+    move_end(g);
+    return 0;
+}
+
+/* How many later entries are due at `now` with an index at most `upto`. */
+static uint32_t later_due_upto(const tape_group *g, int64_t now, int64_t upto)
+{
+    uint32_t n = 0;
+    for (uint32_t j = 0; j < g->gp_sh->gs_later_hi; j++) {
+        const tape_group_later *l = &g->gp_later[j];
+        n += l->gl_state && l->gl_due <= now && l->gl_index <= upto;
+    }
+    return n;
+}
+
+/* May a later entry be due at `now`? (Then no new entry is read: due
+ * redeliveries come first.) */
+static int later_due(const tape_group *g, int64_t now)
+{
+    return later_on(g) && g->gp_sh->gs_later_due <= now;
+}
+
+/* Holding the lock: the later entries due at `now` back into the table, once
+ * an eighth of it is free (a look costs a walk of the list), until it is
+ * full; when more are due than there is room for, the oldest. */
+static void later_take(tape_group *g, int64_t now)
+{
+    tape_group_shared *sh = g->gp_sh;
+    if (!later_due(g, now) || sh->gs_busy >= PASS_ROOM)
+        return;
+    int64_t upto = INT64_MAX;
+    uint32_t room = TAPE_GROUP_SLOTS - sh->gs_busy;
+    if (later_due_upto(g, now, INT64_MAX) > room) {
+        /* the highest index up to which the due ones fit */
+        int64_t lo = -1, hi = INT64_MAX - 1;
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2 + 1;
+            if (later_due_upto(g, now, mid) <= room)
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        upto = lo;
+        if (!later_due_upto(g, now, upto)) { /* copies of one entry (redriven twice): some of them */
+            upto = INT64_MAX;
+            for (uint32_t j = 0; j < sh->gs_later_hi; j++) {
+                const tape_group_later *l = &g->gp_later[j];
+                if (l->gl_state && l->gl_due <= now && l->gl_index < upto)
+                    upto = l->gl_index;
+            }
+        }
+    }
+    int64_t due = NEVER;
+    uint32_t hi = 0;
+    for (uint32_t j = 0; j < sh->gs_later_hi; j++) {
+        tape_group_later *l = &g->gp_later[j];
+        if (!l->gl_state)
+            continue;
+        if (l->gl_due > now || l->gl_index > upto || sh->gs_busy >= TAPE_GROUP_SLOTS) {
+            hi = j + 1;
+            if (l->gl_due < due)
+                due = l->gl_due;
+            continue;
+        }
+        int64_t k = alloc_slot(g);
+        if (k < 0) { /* the counts disagree with the table: put right, then no more */
+            repair(g);
+            return;
+        }
+        tape_group_slot *s = &g->gp_slots[k];
+        s->gt_index = l->gl_index;
+        s->gt_dl = l->gl_dl;
+        s->gt_attempt = l->gl_attempt;
+        s->gt_reason = TAPE_GR_NONE;
+        s->gt_owner = 0;
+        s->gt_gen = ++sh->gs_gen;
+        s->gt_due = l->gl_due;
+        move_begin(g, (uint32_t)k, j, MOVE_IN);
+        TAPE_KILL("group_later_in");
+        move_states(g);
+        due_at(g, l->gl_due);
+        sh->gs_later_n--;
+        if (j < sh->gs_later_free)
+            sh->gs_later_free = j;
+        move_end(g);
+    }
+    sh->gs_later_hi = hi;
+    sh->gs_later_due = due;
 }
 
 /* Every entry the holder of `tok` has: handed out again at once (moving a
@@ -506,6 +766,12 @@ static void release_owner(tape_group *g, uint32_t tok)
 static void repair(tape_group *g)
 {
     tape_group_shared *sh = g->gp_sh;
+    if (later_on(g)) {
+        if (sh->gs_move) /* a move between the table and the later list, cut short */
+            move_states(g);
+        move_end(g);
+        later_recount(g);
+    }
     uint32_t busy = 0, dead = 0, hi = 0;
     int64_t min_due = NEVER;
     for (uint32_t k = 0; k < TAPE_GROUP_SLOTS; k++) {
@@ -579,7 +845,8 @@ static int map_file(tape_group *g, const char *name)
     struct stat st;
     if (fstat(g->gp_fd, &st) < 0)
         return -errno;
-    if (!S_ISREG(st.st_mode) || st.st_size != (off_t)TAPE_GROUP_SIZE)
+    if (!S_ISREG(st.st_mode) ||
+        (st.st_size != (off_t)TAPE_GROUP_SIZE && st.st_size != (off_t)TAPE_GROUP_SIZE_V2))
         return TAPE_ECORRUPT;
     int prot = g->gp_read_only ? PROT_READ : PROT_READ | PROT_WRITE;
     void *m = tf_mmap(NULL, TAPE_GROUP_SIZE, prot, g->gp_fd);
@@ -589,6 +856,9 @@ static int map_file(tape_group *g, const char *name)
     g->gp_sh = (tape_group_shared *)(g->gp_map + TAPE_GROUP_SHARED_OFF);
     g->gp_cons = (tape_group_cons *)(g->gp_map + TAPE_GROUP_CONS_OFF);
     g->gp_slots = (tape_group_slot *)(g->gp_map + TAPE_GROUP_SLOTS_OFF);
+    /* Mapped whole even where an older file ends: read only from version 3,
+     * which another process may make it (grown first) while this one has it. */
+    g->gp_later = (tape_group_later *)(g->gp_map + TAPE_GROUP_LATER_OFF);
     int slot = tape_guard_add(g->gp_map, TAPE_GROUP_SIZE);
     if (slot < 0)
         return slot;
@@ -614,13 +884,26 @@ static int clamp(tape_group *g)
         if (s->gt_state != TAPE_GS_FREE && s->gt_dl < 0 && s->gt_index > last)
             free_slot(g, k);
     }
+    if (later_on(g)) {
+        for (uint32_t j = 0; j < sh->gs_later_hi; j++) {
+            tape_group_later *l = &g->gp_later[j];
+            if (l->gl_state && l->gl_dl < 0 && l->gl_index > last)
+                __atomic_store_n(&l->gl_state, 0u, __ATOMIC_RELEASE);
+        }
+        later_recount(g);
+    }
     const tape_group_defer *cur = &sh->gs_defer[sh->gs_defer_sel];
     if (cur->df_first) {
         tape_group_defer *df = defer_next(sh);
-        if (df->df_first - 1 > last)
+        tape_group_defer_n *dn = defer_next_n(sh);
+        if (df->df_first - 1 > last) {
             memset(df, 0, sizeof *df);
-        else if (df->df_cursor > last + 1)
+            memset(dn, 0, sizeof *dn);
+        } else if (df->df_cursor > last + 1) {
             df->df_cursor = last + 1;
+        }
+        if (dn->dn_last > last + 1)
+            dn->dn_last = last + 1;
         defer_commit(sh);
     }
     sh->gs_last = last;
@@ -742,12 +1025,22 @@ int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out)
     for (int tries = 0; tries < 100; tries++) {
         uint32_t sel = __atomic_load_n(&sh->gs_defer_sel, __ATOMIC_ACQUIRE);
         int64_t first = __atomic_load_n(&sh->gs_defer[sel & 1].df_first, __ATOMIC_RELAXED);
+        int64_t count = __atomic_load_n(&sh->gs_defer_n[sel & 1].dn_count, __ATOMIC_RELAXED);
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         if (__atomic_load_n(&sh->gs_defer_sel, __ATOMIC_RELAXED) != sel)
             continue;
         if (first > 0 && first - 1 < out->gi_floor)
             out->gi_floor = first - 1;
+        out->gi_deferred = first > 0 && count > 0 ? (uint64_t)count : 0;
         break;
+    }
+    for (uint32_t j = 0; later_on(g) && j < TAPE_GROUP_LATER; j++) {
+        const tape_group_later *l = &g->gp_later[j];
+        if (!__atomic_load_n(&l->gl_state, __ATOMIC_ACQUIRE))
+            continue;
+        out->gi_later++;
+        if (l->gl_dl < 0 && l->gl_index < out->gi_floor)
+            out->gi_floor = l->gl_index;
     }
     for (uint32_t k = 0; k < TAPE_GROUP_SLOTS; k++) {
         const tape_group_slot *s = &g->gp_slots[k];
@@ -966,6 +1259,7 @@ static int claim_once(tape_consumer *c, tape_tailer *t, int64_t now, size_t room
     int rc = pass(c, t, now);
     if (rc < 0)
         return rc;
+    later_take(g, now);
     while ((k = oldest_due(g, now)) >= 0) {
         tape_group_slot *s = &g->gp_slots[k];
         if (s->gt_dl < 0) {
@@ -996,7 +1290,7 @@ static int claim_once(tape_consumer *c, tape_tailer *t, int64_t now, size_t room
         return rc;
     }
     for (;;) { /* bounded by the table's room and the log's end */
-        if (sh->gs_busy >= TAPE_GROUP_SLOTS)
+        if (sh->gs_busy >= TAPE_GROUP_SLOTS || later_due(g, now))
             return 0;
         rc = tape_read(t, e);
         if (rc <= 0) {
@@ -1119,6 +1413,8 @@ int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now)
         if (due < min_due)
             min_due = due;
     }
+    if (later_on(g) && g->gp_sh->gs_later_due < min_due)
+        min_due = g->gp_sh->gs_later_due;
     unlock(g);
     if (rc < 0)
         return rc;
@@ -1224,10 +1520,19 @@ int tape_group_nack(tape_consumer *c, uint32_t slot, uint64_t gen, int64_t now, 
             uint32_t n = set->gset_nbackoff, step = s->gt_attempt - 1;
             delay = n ? set->gset_backoff_ns[step < n ? step : n - 1] : 0;
         }
-        s->gt_due = later(now, delay);
-        s->gt_owner = 0;
-        set_state(s, TAPE_GS_READY);
-        due_at(g, s->gt_due);
+        int64_t due = later(now, delay);
+        if (due > now) { /* for later: out of the table (or refused, unchanged) */
+            int rc2 = later_put(g, slot, s, due);
+            if (rc2 < 0) {
+                unlock(g);
+                return rc2;
+            }
+        } else {
+            s->gt_due = due;
+            s->gt_owner = 0;
+            set_state(s, TAPE_GS_READY);
+            due_at(g, s->gt_due);
+        }
     }
     unlock(g);
     return dead;
@@ -1342,6 +1647,11 @@ int tape_group_redrive(tape_group *g, int64_t index, int64_t dl, int64_t now)
     tape_group_shared *sh = g->gp_sh;
     for (uint32_t k = 0; k < sh->gs_hi; k++)
         if (g->gp_slots[k].gt_state != TAPE_GS_FREE && g->gp_slots[k].gt_dl == dl) {
+            group_unlock(g);
+            return 0;
+        }
+    for (uint32_t j = 0; later_on(g) && j < sh->gs_later_hi; j++)
+        if (g->gp_later[j].gl_state && g->gp_later[j].gl_dl == dl) { /* nacked for later */
             group_unlock(g);
             return 0;
         }

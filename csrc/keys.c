@@ -7,6 +7,7 @@
 #include "tape_int.h"
 #include "fault.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #define KEYS_NAME "tape.keys"
+#define KEYS_TMP KEYS_NAME ".tmp." /* and the writer's pid: a new directory being written */
 #define KEYS_VERSION 1u
 #define KEYS_HDR 4096u
 #define KEYS_MIN_LOG2 10
@@ -39,7 +41,7 @@ typedef struct key_slot {
     uint64_t s_h1;             /* 0: empty; set last, never changed */
     uint64_t s_h2;
     int64_t s_word;            /* the newest entry's index; -(index + 1): a tombstone */
-    uint64_t s_pad;
+    uint64_t s_hint;           /* where that entry starts in its cycle file; 0: not known */
 } key_slot;
 
 _Static_assert(sizeof(keys_hdr) <= KEYS_HDR, "keys header");
@@ -97,12 +99,15 @@ static key_slot *probe(uint8_t *map, uint32_t log2, uint64_t h1, uint64_t h2)
     return NULL;
 }
 
-/* Store `word` for (h1, h2): 1 when a slot was taken, 0 when updated, -1 full. */
-static int put(uint8_t *map, uint32_t log2, uint64_t h1, uint64_t h2, int64_t word)
+/* Store `word` (and its entry's position, `hint`) for (h1, h2): 1 when a slot
+ * was taken, 0 when updated, -1 full. The hint may be seen with another word
+ * than its own: a reader checks it (tape_read_at). */
+static int put(uint8_t *map, uint32_t log2, uint64_t h1, uint64_t h2, int64_t word, uint64_t hint)
 {
     key_slot *s = probe(map, log2, h1, h2);
     if (!s)
         return -1;
+    __atomic_store_n(&s->s_hint, hint, __ATOMIC_RELAXED);
     if (__atomic_load_n(&s->s_h1, __ATOMIC_RELAXED)) {
         __atomic_store_n(&s->s_word, word, __ATOMIC_RELEASE);
         return 0;
@@ -219,7 +224,7 @@ static int write_file(tape_queue *q, uint32_t log2, int (*fill)(tape_queue *, ui
     boot_id(h->kh_boot);
     int rc = fill(q, buf, log2, arg);
     char tmp[64];
-    snprintf(tmp, sizeof tmp, KEYS_NAME ".tmp.%d", (int)getpid());
+    snprintf(tmp, sizeof tmp, KEYS_TMP "%d", (int)getpid());
     int fd = rc < 0 ? -1 : tf_openat(q->q_dirfd, tmp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0666);
     if (rc == 0 && fd < 0)
         rc = -errno;
@@ -258,7 +263,7 @@ static int put_entry(const tape_entry *e, uint8_t *map, uint32_t log2, uint64_t 
     uint64_t h1, h2;
     key_hash(e->e_attrs.a_key, e->e_attrs.a_key_len, &h1, &h2);
     int64_t word = e->e_attrs.a_flags & TAPE_A_TOMBSTONE ? -(e->e_index + 1) : e->e_index;
-    int r = put(map, log2, h1, h2, word);
+    int r = put(map, log2, h1, h2, word, 0);
     if (r < 0 || (*used += (uint64_t)r) > ((uint64_t)3 << log2) / 4)
         return TAPE_ELIMIT;
     return 0;
@@ -347,7 +352,7 @@ static int fill_from_table(tape_queue *q, uint8_t *buf, uint32_t log2, void *arg
         int64_t word = __atomic_load_n(&s[k].s_word, __ATOMIC_ACQUIRE);
         if (!h1 || word < 0)
             continue;
-        if (put(buf, log2, h1, s[k].s_h2, word) < 0)
+        if (put(buf, log2, h1, s[k].s_h2, word, __atomic_load_n(&s[k].s_hint, __ATOMIC_RELAXED)) < 0)
             return TAPE_ELIMIT;
         used++;
     }
@@ -432,7 +437,7 @@ int tape_keys_begin(tape_queue *q)
     return rc;
 }
 
-int tape_keys_apply(tape_queue *q, const tape_attrs *at, int64_t index)
+int tape_keys_apply(tape_queue *q, const tape_attrs *at, int64_t index, uint64_t pos)
 {
     TAPE_KILL("key_update");
     tape_keydir *kd = &q->q_keys;
@@ -446,7 +451,7 @@ int tape_keys_apply(tape_queue *q, const tape_attrs *at, int64_t index)
     uint64_t h1, h2;
     key_hash(at->a_key, at->a_key_len, &h1, &h2);
     int64_t word = at->a_flags & TAPE_A_TOMBSTONE ? -(index + 1) : index;
-    int rc = 0, r = put(kd->kd_map, h->kh_log2, h1, h2, word);
+    int rc = 0, r = put(kd->kd_map, h->kh_log2, h1, h2, word, pos);
     uint64_t used = __atomic_load_n(&h->kh_used, __ATOMIC_RELAXED) + (uint64_t)(r > 0);
     __atomic_store_n(&h->kh_used, used, __ATOMIC_RELAXED);
     if (r < 0 || used > ((uint64_t)3 << h->kh_log2) / 4) {
@@ -457,7 +462,7 @@ int tape_keys_apply(tape_queue *q, const tape_attrs *at, int64_t index)
         uint32_t fit = fit_log2(live_keys(kd->kd_map) + 1);
         rc = fit > KEYS_MAX_LOG2 ? TAPE_ELIMIT : write_file(q, fit, fill_from_table, h);
         if (rc == 0 && r < 0)
-            put(kd->kd_map, hdr(kd)->kh_log2, h1, h2, word);
+            put(kd->kd_map, hdr(kd)->kh_log2, h1, h2, word, pos);
         h = rc == 0 ? hdr(kd) : h;
     }
     if (rc == 0) {
@@ -488,6 +493,38 @@ int64_t tape_keys_newest(tape_queue *q, const tape_attrs *at)
 static int never_keyed(tape_queue *q)
 {
     return !__atomic_load_n(&q->q_sh->ms_keyed, __ATOMIC_ACQUIRE);
+}
+
+/* The tape.keys.tmp.<pid> files in q's directory: how many; removed when
+ * `remove` is set (holding the write lock: then none is a live writer's). */
+static int tmp_files(tape_queue *q, int remove)
+{
+    int fd = openat(q->q_dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd < 0 ? NULL : fdopendir(fd);
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+        if (strncmp(de->d_name, KEYS_TMP, sizeof KEYS_TMP - 1) == 0) {
+            n++;
+            if (remove)
+                unlinkat(q->q_dirfd, de->d_name, 0);
+        }
+    closedir(d);
+    return n;
+}
+
+void tape_keys_sweep(tape_queue *q)
+{
+    if (q->q_read_only || never_keyed(q) || tmp_files(q, 0) == 0)
+        return;
+    if (tape_lock_meta(q) == 0) {
+        tmp_files(q, 1);
+        tape_unlock(q);
+    }
 }
 
 /* The table mapped and current (kd_mu held): 0; a writable handle rebuilds
@@ -539,7 +576,7 @@ static int usable(tape_queue *q, uint8_t **mem, uint32_t *log2)
             key_slot *s = slots_of(kd->kd_map);
             for (uint64_t k = 0; r == 0 && k < ((uint64_t)1 << hdr(kd)->kh_log2); k++) {
                 uint64_t h1 = __atomic_load_n(&s[k].s_h1, __ATOMIC_ACQUIRE);
-                int p = h1 ? put(m, l, h1, s[k].s_h2, __atomic_load_n(&s[k].s_word, __ATOMIC_ACQUIRE)) : 0;
+                int p = h1 ? put(m, l, h1, s[k].s_h2, __atomic_load_n(&s[k].s_word, __ATOMIC_ACQUIRE), 0) : 0;
                 if (p < 0 || (used += (uint64_t)p) > ((uint64_t)3 << l) / 4)
                     r = TAPE_ELIMIT;
             }
@@ -572,8 +609,11 @@ static int scan_key(tape_queue *q, int64_t from, const void *key, uint32_t key_l
     return rc < 0 ? rc : 0;
 }
 
-int64_t tape_key_latest(tape_queue *q, const void *key, uint32_t key_len)
+/* tape_key_latest, and in *hint where the entry starts in its cycle file
+ * when the directory knows (else 0). */
+static int64_t latest(tape_queue *q, const void *key, uint32_t key_len, uint64_t *hint)
 {
+    *hint = 0;
     if (!key || key_len == 0 || key_len > TAPE_KEY_MAX)
         return TAPE_EINVAL;
     if (never_keyed(q))
@@ -586,15 +626,25 @@ int64_t tape_key_latest(tape_queue *q, const void *key, uint32_t key_len)
     int rc = ready(q);
     if (rc == 0) {
         key_slot *s = probe(kd->kd_map, hdr(kd)->kh_log2, h1, h2);
-        if (s && __atomic_load_n(&s->s_h1, __ATOMIC_ACQUIRE))
+        if (s && __atomic_load_n(&s->s_h1, __ATOMIC_ACQUIRE)) {
             word = __atomic_load_n(&s->s_word, __ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&hdr(kd)->kh_pending, __ATOMIC_ACQUIRE)) /* and what it lacks */
+            *hint = __atomic_load_n(&s->s_hint, __ATOMIC_RELAXED);
+        }
+        if (__atomic_load_n(&hdr(kd)->kh_pending, __ATOMIC_ACQUIRE)) { /* and what it lacks */
+            *hint = 0;
             rc = scan_key(q, __atomic_load_n(&hdr(kd)->kh_upto, __ATOMIC_ACQUIRE), key, key_len, &word);
+        }
     } else if (rc == 1) { /* no table to believe: the log */
         rc = scan_key(q, 0, key, key_len, &word);
     }
     pthread_mutex_unlock(&kd->kd_mu);
     return rc < 0 ? rc : word >= 0 ? word : -1;
+}
+
+int64_t tape_key_latest(tape_queue *q, const void *key, uint32_t key_len)
+{
+    uint64_t hint;
+    return latest(q, key, key_len, &hint);
 }
 
 int64_t tape_keys_list(tape_queue *q, int64_t *indexes, size_t cap)
@@ -643,11 +693,13 @@ int tape_keys_rebuild(tape_queue *q)
 int tape_key_read(tape_queue *q, tape_tailer *t, const void *key, uint32_t key_len, tape_entry *e)
 {
     for (int attempt = 0;; attempt++) {
-        int64_t index = tape_key_latest(q, key, key_len);
+        uint64_t hint;
+        int64_t index = latest(q, key, key_len, &hint);
         if (index < 0)
             return index == -1 ? 0 : (int)index;
-        int rc = tape_tailer_to_index(t, index);
-        if (rc == 1)
+        /* Read where the directory says it starts, else found by its index. */
+        int rc = hint ? tape_read_at(t, index, hint, e) : 0;
+        if (rc == 0 && (rc = tape_tailer_to_index(t, index)) == 1)
             rc = tape_read(t, e);
         if (rc < 0)
             return rc;

@@ -282,9 +282,15 @@ static uint64_t grow_to(uint64_t size, uint64_t end)
 
 int tape_view_grow(tape_view *v, uint64_t end)
 {
+    uint64_t known = v->v_size;
     int rc = tape_view_cover(v, end);
     if (rc <= 0)
         return rc;
+    /* Never grow a file that shrank under us (another process truncated
+     * it): zeros there would hide the loss from readers and let the writer
+     * go on. */
+    if (v->v_size < known)
+        return TAPE_ECORRUPT;
     /* Never ftruncate: another process may have extended the file meanwhile,
      * and only fallocate is sure not to shrink it. */
     uint64_t to = grow_to(v->v_size, end);
@@ -292,6 +298,11 @@ int tape_view_grow(tape_view *v, uint64_t end)
         return rc;
     rc = tape_view_cover(v, to);
     return rc > 0 ? -EIO : rc;
+}
+
+int tape_cut_under(const tape_view *v, uint64_t last)
+{
+    return last != 0 && last + 4 <= v->v_maplen && tape_load_hdr(v, last) == 0;
 }
 
 int tape_view_damage(const tape_view *v)

@@ -131,6 +131,13 @@ static int prefault_step(tape_queue *q, uint64_t *refreshed)
             return 0;
         }
         q->q_pf.pf_alloc = step;
+        /* Cut under the writer between our fstat and fallocate: grown
+         * again, the file hides the loss; refuse appends (as look_at_file). */
+        if (tape_cut_under(v, atomic_load_explicit(&q->q_pf.pf_last, memory_order_acquire))) {
+            atomic_store(&q->q_w.w_poisoned, TAPE_LOST);
+            q->q_pf.pf_failed = want;
+            return 0;
+        }
     }
     if (fault_in(v->v_base + ready, to - ready) < 0 || tape_view_hit(v)) {
         /* Not backed after all (the file was truncated, or the filesystem
@@ -163,10 +170,12 @@ static void look_at_file(tape_queue *q)
     if (tape_cyc_gone(q, y, 1) &&
         __atomic_load_n(&q->q_sh->ms_highest, __ATOMIC_ACQUIRE) == y->y_cycle)
         atomic_store(&q->q_w.w_poisoned, TAPE_LOST);
-    /* Truncated below what the writer has written: the same, lost. */
+    /* Truncated below what the writer has written (and maybe grown again
+     * since: its last entry's header reads 0): the same, lost. */
     struct stat st;
-    if (fstat(y->y_v.v_fd, &st) == 0 &&
-        (uint64_t)st.st_size < atomic_load_explicit(&q->q_pf.pf_pos, memory_order_relaxed))
+    if ((fstat(y->y_v.v_fd, &st) == 0 &&
+         (uint64_t)st.st_size < atomic_load_explicit(&q->q_pf.pf_pos, memory_order_relaxed)) ||
+        tape_cut_under(&y->y_v, atomic_load_explicit(&q->q_pf.pf_last, memory_order_acquire)))
         atomic_store(&q->q_w.w_poisoned, TAPE_LOST);
 }
 

@@ -162,6 +162,7 @@ int tape_open(const char *path, const tape_open_opts *opts, tape_queue **out)
         return rc;
     }
     tape_wake_map(q);
+    tape_keys_sweep(q);
     *out = q;
     return 0;
 

@@ -736,6 +736,26 @@ int tape_read(tape_tailer *t, tape_entry *e)
     return rc;
 }
 
+int tape_read_at(tape_tailer *t, int64_t index, uint64_t pos, tape_entry *e)
+{
+    forget_batch(t);
+    tape_queue *q = t->t_q;
+    uint64_t seq = (uint64_t)index & (((uint64_t)1 << q->q_roll.r_seq_bits) - 1);
+    if (index < 0 || t->t_dir != TAPE_FORWARD || t->t_y.y_cycle < 0 ||
+        index >> q->q_roll.r_seq_bits != t->t_y.y_cycle || pos < t->t_y.y_data_off || pos > INT64_MAX)
+        return 0;
+    /* (a wrong hint: no entry, another entry, a checksum that fails) */
+    if (unless_damaged(t, entry_at(t, pos, (int64_t)seq, e)) != 1)
+        return 0;
+    set_pos(t, (int64_t)seq, pos);
+    if (!t->t_cur_attrs)
+        e->e_attrs = tape_attrs_none;
+    int rc = copy_out(t, e);
+    if (rc == 1)
+        fwd_advance(t, e);
+    return rc;
+}
+
 int tape_read_into(tape_tailer *t, tape_entry *e, void *(*alloc)(void *ctx, size_t len),
                    void *ctx)
 {

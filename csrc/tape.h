@@ -496,8 +496,9 @@ int64_t tape_keys_list(tape_queue *q, int64_t *indexes, size_t cap);
  * tape_key_latest. */
 int tape_keys_rebuild(tape_queue *q);
 
-/* tape_key_latest's entry read with tailer t (a tailer of q, moved there):
- * 1 and *e filled as tape_read fills it, 0 when there is none (none
+/* tape_key_latest's entry read with tailer t (a tailer of q, left after it;
+ * read where the directory says the entry starts when that holds, else
+ * moved there by index): 1 and *e filled as tape_read fills it, 0 when there is none (none
  * written, deleted, or its cycle removed meanwhile). A directory that names
  * an entry without this key is rebuilt from the log, once (read-only:
  * TAPE_ECORRUPT). Errors: those of tape_key_latest and tape_tailer_to_index,
@@ -814,7 +815,10 @@ int tape_tailer_set_spin(tape_tailer *t, int64_t spin_ns);
  * An entry not yet due when the position passes it waits in the table while
  * half of it is free; past that it stays in the log only (the group's
  * deferred range), and claims find it again when it is due: any number of
- * entries not yet due hold back nothing, and the table stays bounded.
+ * entries not yet due hold back nothing, and the table stays bounded. An
+ * entry nacked with a delay leaves the table for the later list (up to
+ * TAPE_GROUP_LATER of them, with their attempt counts) and a claim moves it
+ * back when it is due, before reading new entries.
  *
  * Times (now_ns, due times) are ns since the epoch, passed by the caller, so
  * that a test may drive them; every process using a group must use one
@@ -844,6 +848,7 @@ typedef struct tape_consumer tape_consumer;
 #define TAPE_GROUP_SLOTS     4096  /* entries in flight (or waiting) per group */
 #define TAPE_GROUP_CONSUMERS 255   /* consumers at once */
 #define TAPE_GROUP_BACKOFF   16    /* steps of a backoff list */
+#define TAPE_GROUP_LATER     16384 /* entries nacked for later, out of the table, per group */
 #define TAPE_GROUP_CHECK_NS  2000000 /* how often claims look for dead consumers */
 
 typedef struct tape_group_settings {
@@ -886,9 +891,16 @@ typedef struct tape_group_info {
     uint64_t gi_generation;   /* the last claim generation given */
     uint64_t gi_acked;        /* entries acked since the group was created */
     int64_t gi_redriven;      /* the last dead letter redriven (its dl), -1 none */
+    uint64_t gi_deferred;     /* past the table, before the position: not yet handed
+                               * out, not due when the position passed them (the
+                               * deferred range); none of the counts above */
+    uint64_t gi_later;        /* nacked for later, out of the table (at most
+                               * TAPE_GROUP_LATER); not in gi_waiting */
 } tape_group_info;
 
-/* Describe the group (no lock: a snapshot). Errors: TAPE_ECORRUPT. */
+/* Describe the group (no lock: a snapshot). Every entry from the floor on
+ * not finished nor dead is after gi_last, or in gi_deferred, gi_in_flight,
+ * gi_waiting or gi_later. Errors: TAPE_ECORRUPT. */
 int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out);
 
 /* One entry of the table, as tape_group_slot_get and the claims report it. */
@@ -939,7 +951,9 @@ uint32_t tape_consumer_id(tape_consumer *c);
  * (and, unless d_dl >= 0, *e: the entry, valid until the next call on t), 0
  * when nothing is due (or the table is full), or a negative error:
  * TAPE_EREADONLY, TAPE_ECORRUPT, errors of tape_read. The claim lasts until
- * now_ns + ack_wait. */
+ * now_ns + ack_wait. Entries nacked for later that are due come back first
+ * (the oldest when more are due than the table has room for); while one is
+ * due and the table has no room for it, no new entry is read. */
 int tape_group_claim(tape_consumer *c, tape_tailer *t, int64_t now_ns, tape_delivery *d,
                      tape_entry *e);
 /* Claim up to `max` entries due, as tape_group_claim one after the other
@@ -972,7 +986,11 @@ int64_t tape_group_wait_hint(tape_consumer *c, tape_tailer *t, int64_t now_ns);
  * dead or taken, for the stored copy to name); extend moves its deadline to now_ns + delay_ns;
  * reject makes it dead (TAPE_GR_REJECTED) and hands it to this consumer to
  * store (as tape_group_take_dead does: *d filled). nack returns 1 when it
- * made the entry dead, else 0 (as the others do). All return TAPE_ESTALE
+ * made the entry dead, else 0 (as the others do); a nack with a delay (due
+ * after now_ns) moves the entry out of the table into the later list, and
+ * returns TAPE_ELIMIT, changing nothing, when TAPE_GROUP_LATER entries are
+ * in it already (or -errno of growing a group file of an older version to
+ * hold it). All return TAPE_ESTALE
  * when the claim is not this consumer's live one any more (another
  * generation, finished, or its deadline passed), and change nothing then;
  * TAPE_EINVAL for a slot out of range. */

@@ -232,6 +232,11 @@ int tape_view_cover(tape_view *v, uint64_t end);
 int tape_file_alloc(int fd, uint64_t off, uint64_t len);
 /* Extend the file so that [0, end) is allocated (tape_file_alloc), and mapped. */
 int tape_view_grow(tape_view *v, uint64_t end);
+/* Whether the writer's file was cut short under its entry at `last` (0:
+ * none known), and maybe grown again since (a fallocate racing the
+ * truncation): that entry's header reads 0 then (a page the file no longer
+ * backs reads as 0 through the SIGBUS guard). One load. */
+int tape_cut_under(const tape_view *v, uint64_t last);
 /* 0 when no access to the view faulted, else the error to report: TAPE_ECORRUPT
  * when the file now ends before the page that faulted (truncated), -ENOSPC
  * when the filesystem is full (it could not supply a page), else -EIO. */
@@ -426,6 +431,8 @@ typedef struct tape_writer {
                                 * refused (atomic) */
     tape_cyc w_y;              /* y_cycle -1: none open */
     uint64_t w_pos;
+    uint64_t w_last_hdr;       /* where this writer's last entry starts (0: not
+                                * known); its header is never 0 while the file is whole */
     uint64_t w_seq;
     int64_t w_lo_ns, w_hi_ns;  /* the time span of w_y's cycle */
     uint64_t w_gen;            /* hint generation this state matches */
@@ -477,6 +484,7 @@ typedef struct tape_prefaulter {
     int pf_running;            /* (w_mu) */
     _Atomic int pf_stop;
     _Atomic uint64_t pf_pos;   /* the writer's offset at its last kick */
+    _Atomic uint64_t pf_last;  /* w_last_hdr at its last kick */
     _Atomic uint64_t pf_want;  /* allocate and fault in up to here */
     _Atomic uint32_t pf_kicks; /* futex word: bumped by every kick */
     _Atomic int pf_sleeping;   /* the prefaulter waits on pf_kicks */
@@ -580,13 +588,26 @@ void tape_named_clamp(tape_queue *q, int64_t end);
 /* The key directory (keys.c). Holding the write lock, before writing
  * entries with a key: the directory mapped and up to date, marked as being
  * changed; after publishing them: the newest one's index recorded for its
- * key (index -1: none was written), and the mark cleared. */
+ * key (index -1: none was written) with where it starts in its cycle file
+ * (pos; 0: not known), and the mark cleared. */
 void tape_keys_init(tape_queue *q);
 void tape_keys_close(tape_queue *q);
 int tape_keys_begin(tape_queue *q);
-int tape_keys_apply(tape_queue *q, const tape_attrs *at, int64_t index);
+int tape_keys_apply(tape_queue *q, const tape_attrs *at, int64_t index, uint64_t pos);
 /* After tape_keys_begin: the newest entry with at's key, -1 none (or deleted). */
 int64_t tape_keys_newest(tape_queue *q, const tape_attrs *at);
+/* At open (a writable handle of a keyed queue): remove the tape.keys.tmp.<pid>
+ * files of writers killed while writing a new directory, holding the write
+ * lock (only when there are some). Never fails: what stays is removed later. */
+void tape_keys_sweep(tape_queue *q);
+
+/* tape_read of entry `index` at byte `pos` of its cycle file, a hint kept
+ * elsewhere (the key directory's), without locating it (read.c): 1 and *e as
+ * tape_read fills them (the tailer after it), or 0 when the hint does not
+ * hold: another cycle than the tailer's, a tailer reading backward, no entry
+ * `index` there (its checksum covers its sequence number: a stale hint never
+ * reads as it). The caller then moves by index. */
+int tape_read_at(tape_tailer *t, int64_t index, uint64_t pos, tape_entry *e);
 
 /* Prefaulter (prefault.c). */
 int tape_prefault_start(tape_queue *q);
@@ -631,16 +652,19 @@ int64_t tape_floor_div(int64_t a, int64_t b); /* roll.c */
 
 /* ---- consumer groups (group.c; FORMAT.md "Consumer groups") ---------------- */
 
-#define TAPE_GROUP_VERSION 2u  /* 1: written before the deferred range; opened alike */
+#define TAPE_GROUP_VERSION 3u  /* 1: before the deferred range, 2: before the later list; opened alike */
 #define TAPE_GROUP_DIR "groups"
 #define TAPE_GROUP_SUFFIX ".group"
 #define TAPE_GROUP_SHARED_OFF 4096u
 #define TAPE_GROUP_CONS_OFF 8192u
 #define TAPE_GROUP_SLOTS_OFF 32768u
-#define TAPE_GROUP_SIZE (TAPE_GROUP_SLOTS_OFF + TAPE_GROUP_SLOTS * 48u)
+#define TAPE_GROUP_LATER_OFF (TAPE_GROUP_SLOTS_OFF + TAPE_GROUP_SLOTS * 48u)
+#define TAPE_GROUP_SIZE_V2 TAPE_GROUP_LATER_OFF /* a file of version 1 or 2 ends there */
+#define TAPE_GROUP_SIZE (TAPE_GROUP_LATER_OFF + TAPE_GROUP_LATER * 32u)
 
-/* Page 0 of a group file: written at creation; a version 1 file becomes
- * version 2 before its first deferred entry (group.c, upgrade_hdr). */
+/* Page 0 of a group file: written at creation; a file of version 1 or 2
+ * becomes version 3 (grown to hold the later list) before its first deferred
+ * or nacked-for-later entry (group.c, upgrade). */
 typedef struct tape_group_hdr {
     char gh_magic[8];          /* "TAPEGRUP" */
     uint32_t gh_version;
@@ -672,6 +696,23 @@ typedef struct tape_group_defer {
                                 * not past the cursor (killed): skipped (0: none) */
 } tape_group_defer;
 
+/* The count of a deferred range, a pair written and selected with
+ * gs_defer's (zeros in a file written before it: counted from the next pass). */
+typedef struct tape_group_defer_n {
+    int64_t dn_count;          /* entries deferred in the range now */
+    int64_t dn_pcount;         /* a pass: those it left deferred */
+    int64_t dn_last;           /* the last entry counted in (-1 + 1: 0 none) */
+} tape_group_defer_n;
+
+/* An entry nacked for later, out of the table until due (group.c, "later"). */
+typedef struct tape_group_later {
+    int64_t gl_index;
+    int64_t gl_due;            /* when it is due */
+    int64_t gl_dl;             /* as gt_dl */
+    uint32_t gl_attempt;       /* deliveries so far */
+    uint32_t gl_state;         /* 0 free, 1 in use (written last) */
+} tape_group_later;
+
 /* Page 1: the shared state, changed under gs_lock. */
 typedef struct tape_group_shared {
     uint32_t gs_lock;          /* 0 free; owner token (consumer slot + 1); waiters bit */
@@ -693,6 +734,14 @@ typedef struct tape_group_shared {
     uint32_t gs_defer_sel;     /* which of gs_defer is current (the other is written first) */
     uint32_t gs_reserved2;
     tape_group_defer gs_defer[2];
+    tape_group_defer_n gs_defer_n[2]; /* at 384: with gs_defer[k] */
+    uint32_t gs_move_slot;     /* a move between table and later list under way: */
+    uint32_t gs_move_later;    /* its table slot and later slot, */
+    uint32_t gs_move;          /* 0 none, 1 into the later list, 2 back into the table */
+    uint32_t gs_later_n;       /* later slots in use (derived) */
+    uint32_t gs_later_hi;      /* later slots at or above are free (derived) */
+    uint32_t gs_later_free;    /* later slots below are in use (derived) */
+    int64_t gs_later_due;      /* no later entry is due before this (derived) */
 } tape_group_shared;
 
 /* A consumer's slot; slot k's liveness byte is TAPE_LIVE_BASE + k + 1. */
@@ -722,6 +771,7 @@ struct tape_group {
     tape_group_shared *gp_sh;
     tape_group_cons *gp_cons;
     tape_group_slot *gp_slots;
+    tape_group_later *gp_later;  /* TAPE_GROUP_LATER of them (the file holds them from version 3) */
     int gp_guard;               /* its slot in guard.c's registry */
     uint32_t gp_token;          /* the consumer slot + 1 whose byte it holds while locked, else 0 */
     int gp_sync;

@@ -240,6 +240,7 @@ typedef struct tape_consumer tape_consumer;
 #define TAPE_GROUP_SLOTS ...
 #define TAPE_GROUP_CONSUMERS ...
 #define TAPE_GROUP_BACKOFF ...
+#define TAPE_GROUP_LATER ...
 typedef struct tape_group_settings {
     int64_t gset_ack_wait_ns;
     uint32_t gset_max_deliveries;
@@ -261,6 +262,8 @@ typedef struct tape_group_info {
     uint64_t gi_generation;
     uint64_t gi_acked;
     int64_t gi_redriven;
+    uint64_t gi_deferred;
+    uint64_t gi_later;
 } tape_group_info;
 int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out);
 typedef struct tape_delivery {

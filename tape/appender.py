@@ -19,6 +19,7 @@ from tape._native.appender import (
     TOMBSTONE,
     Writer,
     attrs_struct,
+    smallest,
 )
 from tape._time import duration_ns, to_ns
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError
@@ -77,10 +78,11 @@ def _epoch_ns(ns: int, what: str) -> int:
 class Appender(Writer):
     """Appends entries to a queue; safe to share between threads.
 
-    write() and write_many() are Writer's, in C (tape/_native/_hot_writer.c):
-    what C does not do (keywords, a clock, a sync or retention after the
-    write, an error) it hands to _write_slow, _write_many_slow, _after and
-    _after_many.
+    write(), write_many(), write_if() and delete() are Writer's, in C
+    (tape/_native/_hot_writer.c): what C does not do (keywords other than
+    key=, a clock, a key to reject, a sync or retention after the write, an
+    error) it hands to _write_slow, _write_many_slow, _write_if_slow,
+    _delete_slow, _after and _after_many.
     """
 
     def __init__(
@@ -218,15 +220,8 @@ class Appender(Writer):
             return self._after(self._append(self._ptr, data, len(data), ts))
         return self._after(self._native.append_ex(data, ts, attrs_struct(kb, flags, nb, pair)))
 
-    def write_if(self, obj: Any, last: int | None = None, *, key: str | bytes | None = None) -> int | None:
-        """Append `obj` only if the queue's last entry is `last` (None: only if empty).
-
-        With `key`, only if the newest entry with that key is `last` (None:
-        there is none, or it was deleted), and the entry gets the key. The
-        check and the append happen under the queue's write lock, so a
-        read-modify-write built on it is atomic across processes. Returns the
-        new index, or None when another entry came first (nothing written).
-        """
+    def _write_if_slow(self, obj: Any, last: int | None = None, *, key: str | bytes | None = None) -> int | None:
+        """write_if() on a queue with a clock, or with arguments C does not take (Writer.write_if hands them here)."""
         expected = None if last is None else as_index(last, "last")
         kb, flags = (b"", 0) if key is None else _key(key, "strict")
         data = self._encode(obj)
@@ -236,8 +231,8 @@ class Appender(Writer):
             index = self._native.append_if_key(data, self._timestamp(), kb, flags, expected)
         return None if index is None else self._after(index)
 
-    def delete(self, key: str | bytes) -> int:
-        """Append a tombstone of `key` (its value None): Queue.latest(key) is None from now on; the index."""
+    def _delete_slow(self, key: str | bytes) -> int:
+        """delete() on a queue with a clock or another codec than raw and msgpack, or of a key C does not take."""
         kb, flags = _key(key, "strict")
         data = b"" if self._raw else self._encode(None)
         ts = 0 if self._clock is None else self._timestamp()
@@ -277,6 +272,23 @@ class Appender(Writer):
         except QueueClosedError:
             state = "closed"
         return f"<tape.Appender of {self._path!r} {state}>"
+
+    def _write_encoded_run(self, data: bytes | memoryview, ends: array[int], origin_indexes: array[int],
+                           origin_timestamps: array[int]) -> int:
+        """write_encoded_many of entries without key or not_before, given as columns (tape.replicate's ingester); the last index.
+
+        `data` holds the stored bytes back to back, entry k ending at
+        ends[k] (an array "Q"); each entry's origin is (origin_indexes[k],
+        origin_timestamps[k]) (arrays "q", not negative).
+        """
+        n = len(ends)
+        if not n or not len(origin_indexes) == len(origin_timestamps) == n or ends[-1] != len(data):
+            raise ArgumentError("_write_encoded_run: columns of one or more entries, of one length, ending at the data's end")
+        if (ends.typecode, origin_indexes.typecode, origin_timestamps.typecode) != ("Q", "q", "q"):
+            raise ArgumentTypeError("_write_encoded_run: the columns are arrays of typecodes Q, q and q")
+        if smallest(origin_indexes) < 0 or smallest(origin_timestamps) < 0:
+            raise ArgumentError("_write_encoded_run: an origin's index and timestamp are not negative")
+        return self._after(self._native.append_run(data, ends, self._timestamp(), origin_indexes, origin_timestamps))
 
     def write_encoded_many(self, items: Iterable[Any]) -> int:
         """write_encoded of many entries, in as few core calls as their keys allow; the last index.

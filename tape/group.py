@@ -183,7 +183,9 @@ class Group:
         return held
 
     def info(self) -> dict[str, Any]:
-        """Position, ack floor, lag, in flight, dead letters, live consumers and settings."""
+        """Position, ack floor, lag (entries not yet handed out; `deferred` of them not due when the position passed
+        them), in flight, waiting (to be handed out again, or not yet due; `later` of them nacked for later), dead
+        letters, live consumers and settings."""
         i = self._native.info(self._clock())
         lag = 0
         for c in self._queue.cycles():
@@ -195,9 +197,11 @@ class Group:
             "name": self.name,
             "position": i.last,
             "ack_floor": i.floor,
-            "lag": lag,
+            "lag": lag + i.deferred,
+            "deferred": i.deferred,
             "in_flight": i.in_flight,
-            "waiting": i.waiting,
+            "waiting": i.waiting + i.later,
+            "later": i.later,
             "dead_letters": len(self._records()) + i.dead,
             "consumers": i.consumers,
             "acked": i.acked,
@@ -367,7 +371,8 @@ class Delivery(DeliveryBase):
         self._outcome = "acked"
 
     def nack(self, delay: float | timedelta | None = None) -> None:
-        """Give it back, to be handed out again after `delay` seconds (None: the group's backoff)."""
+        """Give it back, to be handed out again after `delay` seconds (None: the group's backoff). LimitError
+        (still held) when 16,384 entries nacked for later wait already."""
         c = self._consumer
         delay_ns = -1 if delay is None else _duration(delay, "delay")
         now = c._group._clock()

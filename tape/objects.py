@@ -55,8 +55,6 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from tape import _msgpack as _fast
 from tape import codecs, lifecycle
-from tape._native.appender import KEY_STR
-from tape._native.queue import KEY_CONFLICT
 from tape._time import duration_ns, to_datetime, to_ns
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError, StaleDeliveryError
 from tape.group import Consumer, Delivery
@@ -219,14 +217,13 @@ class FailedAlarm(NamedTuple):
 class _Slot:
     """An object in memory: its lock, its newest record known (index and bytes), its compare-and-append."""
 
-    __slots__ = ("index", "data", "lock", "used", "append_if")
+    __slots__ = ("index", "data", "lock", "used")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.index = -1  # the record's index in the log, -1: none (the object is new)
         self.data: bytes | None = None  # the record; None: not loaded (or hibernated)
         self.used = 0
-        self.append_if: Callable[[bytes, int, int], int] | None = None  # made at the first write
 
 
 class ObjectRef:
@@ -243,9 +240,10 @@ class ObjectRef:
         if not _is_handler(self._cls, name):
             raise AttributeError(f"{self._cls.__name__} has no handler {name!r}")
         run, cls, key, kb = self._objects._run_key, self._cls, self._key, self._kb
+        bare = methodcaller(name)  # a call without arguments makes none
 
         def handler(*args: Any, **kw: Any) -> Any:
-            return run(cls, key, kb, methodcaller(name, *args, **kw))
+            return run(cls, key, kb, methodcaller(name, *args, **kw) if args or kw else bare)
 
         handler.__name__ = name
         setattr(self, name, handler)  # found directly from now on
@@ -343,9 +341,7 @@ class Objects:
         self._native = self._queue._handle()
         self._key_latest, self._ptr = self._native.key_latest_call()  # called while the store is open only
         self._appender = self._queue.appender()
-        self._appender_handle = self._appender._native
-        self._after = self._appender._after  # after an append: retention at a roll, sync="always"
-        self._stamp = clock is not None  # entries get the clock's time, else the core reads the wall clock
+        self._write_if = self._appender.write_if  # in C (tape/_native/_hot_writer.c)
         self._alarm_appender = self._alarms.appender()
         self._later_appender = self._later.appender()
         self._scan_lock = threading.Lock()
@@ -436,8 +432,7 @@ class Objects:
                 if record is _FALLBACK:
                     record = _DECODE(data)
                 obj = _NEW(cls)
-                d = obj.__dict__
-                d.update(record["state"])
+                obj.__dict__ = d = record["state"]  # (a fresh decode: the object's own)
                 d["_tape_alarms"] = record["alarms"]
                 d["_tape_new"] = []
                 d["_tape_now"] = self._now
@@ -457,17 +452,10 @@ class Objects:
                     break
                 if d["_tape_new"]:
                     self._schedule(key, d["_tape_new"], now)
-                append_if = slot.append_if
-                if append_if is None:
-                    append_if = slot.append_if = self._native.key_append_if_call(self._appender_handle, kb, KEY_STR)
-                got = append_if(new, now if self._stamp else 0, index)
-                if got >= 0:
-                    if got >= self._appender._watch:  # as Appender.write: only then is there more to do
-                        got = self._after(got)
+                got = self._write_if(new, None if index < 0 else index, key=key)
+                if got is not None:
                     slot.index, slot.data = got, new
                     break
-                if got != KEY_CONFLICT:
-                    self._appender_handle.checked(got)
                 data = self._load(cls, key, kb, slot)
             slot.used = now
         return result

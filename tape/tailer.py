@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from tape import codecs, lifecycle
 from tape._args import as_int, as_seconds
 from tape._native import BACKWARD, BATCH_SLOTS, FORWARD, INDEX_MAX, TailerHandle
-from tape._native.tailer import MSGPACK, OTHER, RAW, Reader
+from tape._native.tailer import MSGPACK, OTHER, RAW, Columns, Reader
 from tape._time import to_ns
 from tape.errors import ArgumentError, QueueClosedError
 from tape.records import Entry
@@ -134,6 +134,11 @@ class Tailer(Reader):
         self._moved()
         return self._native.read_many(max_entries, max_bytes)
 
+    def _read_encoded_columns(self, max_entries: int, max_bytes: int) -> Columns | None:
+        """read_encoded_batch's entries as columns (tape._native.tailer.Columns), for tape.replicate; None when there is none."""
+        self._moved()
+        return self._native.read_columns(max_entries, max_bytes)
+
     def follow(self, timeout: float | None = None) -> Iterator[Any]:
         """Yield values as they arrive, like tail -f.
 
@@ -145,9 +150,9 @@ class Tailer(Reader):
         try:
             while True:
                 got = False
-                for value in self:
+                for batch in self._batches(entries=False):
                     got = True
-                    yield value
+                    yield from batch  # each value handed out by C, without a loop of ours
                 if got:
                     last = time.monotonic()
                 if limit is None:

@@ -126,9 +126,6 @@ with tape.Queue(sys.argv[1], codec="raw") as q:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="tape/_native/tailer.py:TailerHandle.read_view: the read-only view's "
-                   ".obj is a writable cffi buffer over a PROT_READ mapping: writing through it kills "
-                   "the process with SIGSEGV")
 def test_the_object_under_a_view_is_read_only_too(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", WRITE_THROUGH_OBJ, str(tmp_path / "q")],
                           capture_output=True, text=True, timeout=60)

@@ -10,6 +10,7 @@ reads as zeros, never SIGBUS. The mapping goes when the last view of it does.
 from __future__ import annotations
 
 import gc
+import io
 import os
 import queue
 import subprocess
@@ -62,6 +63,12 @@ def test_a_view_is_read_only(tmp_path: Path) -> None:
             v[0] = 1
         with pytest.raises(TypeError):
             memoryview(v)[4:8] = b"abcd"
+        under = memoryview(v.obj)  # the object under the view: read-only too, the same bytes
+        assert under.readonly and under == payload(1)
+        with pytest.raises(TypeError):
+            v.obj[0:1] = b"H"
+        with pytest.raises(TypeError):
+            io.BytesIO(b"abcd").readinto(v.obj)  # asks for a writable buffer
 
 
 def test_read_view_of_a_closed_tailer_raises(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import tape
 from tape.testing import ManualClock
@@ -17,6 +17,7 @@ from tape.testing import ManualClock
 S = 10**9
 ACK_WAIT = 10
 MAX = 3
+FLOOD = 4097  # more than the table's 4,096 slots
 
 
 @dataclass
@@ -41,6 +42,7 @@ class GroupMachine(RuleBasedStateMachine):
         self.finished: set[int] = set()
         self.dead: set[int] = set()
         self.old: list[tape.Delivery] = []  # deliveries whose claim is over
+        self.flooded = False
         self.open()
 
     def open(self) -> None:
@@ -152,6 +154,25 @@ class GroupMachine(RuleBasedStateMachine):
             self.dead.add(index)
         else:
             h.state, h.due, h.owner, h.delivery = "waiting", self.clock.now + delay * S, None, None
+
+    @precondition(lambda self: not self.flooded and not self.table and self.taken == len(self.written))
+    @rule(k=st.integers(0, 1))
+    def nack_more_than_the_table_holds(self, k: int) -> None:
+        """FLOOD new entries claimed and nacked for later: they wait out of the table, holding back nothing."""
+        self.flooded = True
+        first = len(self.written)
+        self.a.write_many(range(first, first + FLOOD))
+        c = self.consumers[k]
+        values: list[int] = []
+        while batch := c.claim_many(1000):
+            for m in batch:
+                m.nack(delay=5)
+                values.append(m.value)
+                self.written.append(m.index)
+                self.table[m.index] = Held("waiting", self.clock.now + 5 * S, 1)
+                self.old.append(m)
+        assert values == list(range(first, first + FLOOD))
+        self.taken = len(self.written)
 
     @rule(data=st.data())
     def extend(self, data: st.DataObject) -> None:

@@ -117,13 +117,77 @@ def test_keywords_a_clock_and_sync_always_take_the_python_path(qpath: Path) -> N
         assert list(q.tailer()) == [1, 2, 3]
 
 
+def _keyed_calls(q: tape.Queue, value: Any) -> list[Any]:
+    """Keyed writes, compare-and-appends and deletes, as results (indexes relative to the first, None, an error)."""
+    a = q.appender()
+    out: list[Any] = []
+    base = a.write(value, key="base")
+
+    def run(call: Any) -> None:
+        try:
+            r = call()
+            out.append(r if r is None else r - base)
+        except Exception as exc:  # the error is the answer
+            out.append((type(exc).__name__, str(exc)))
+
+    class Key(str):
+        pass
+
+    for key in ["k", b"k", "\u00e9t\u00e9", Key("sub"), None, "x" * 1024, b"b" * 1024]:
+        run(lambda: a.write(value, key=key))
+    for key in ["", b"", "x" * 1025, b"b" * 1025, 7, bytearray(b"k"), "\udcff"]:
+        run(lambda: a.write(value, key=key))
+    run(lambda: a.write(value, key="k", delay=5))
+    run(lambda: a.write(value, key="k", nope=1))
+    run(lambda: a.write_if(value, key="new"))  # none yet: appended
+    run(lambda: a.write_if(value, None, key="new"))  # there is one now: a conflict
+    run(lambda: a.write_if(value, base + 1, key="k"))  # not the newest of "k"
+    run(lambda: a.write_if(value, last=q.latest("k").index, key="k"))  # type: ignore[union-attr]
+    run(lambda: a.write_if(value, q.latest(b"k").index, key=b"k"))  # type: ignore[union-attr]
+    run(lambda: a.write_if(value, a.last_index))
+    run(lambda: a.write_if(value, base))
+    for last in [-1, True, 2**63, "1", 1.0]:
+        run(lambda: a.write_if(value, last, key="k"))
+    run(lambda: a.write_if(value, 1, last=1))
+    run(lambda: a.write_if(value, None, key="\udcff"))
+    run(lambda: a.delete("k"))
+    run(lambda: a.delete(b"k"))
+    run(lambda: a.delete(key="new"))
+    for key in ["", b"x" * 1025, 3, "\udcff"]:
+        run(lambda: a.delete(key))
+    run(lambda: a.delete("k", "extra"))
+    t = q.tailer()
+    while (e := t.read_entry()) is not None:
+        out.append((e.index - base, e.value, e.key, e.tombstone))
+    out.append(sorted(map(repr, q.keys())))
+    return out
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_keyed_write_write_if_and_delete_in_c_answer_as_the_python_path(tmp_path: Path, codec: str) -> None:
+    # A queue with a clock takes the Python path for every call: the same
+    # calls without one (in C where it can) give the same indexes, errors,
+    # entries and keys.
+    value = _value(codec, 3)
+    with tape.Queue(tmp_path / "c", codec=codec) as q:
+        fast = _keyed_calls(q, value)
+    with tape.Queue(tmp_path / "p", codec=codec, clock=lambda: 10**18) as q:
+        slow = _keyed_calls(q, value)
+    assert fast == slow
+    assert ("ArgumentError", "key must be 1 to 1024 bytes, not 0") in fast
+    assert None in fast  # a conflict
+
+
 def test_the_signatures_and_docstrings_are_the_public_ones() -> None:
     params = inspect.signature(tape.Appender.write).parameters
     assert list(params) == ["self", "obj", "key", "delay", "not_before"]
     assert list(inspect.signature(tape.Appender.write_many).parameters) == ["self", "objs", "delay", "not_before"]
     assert list(inspect.signature(tape.Tailer.read).parameters) == ["self", "timeout", "default"]
     assert list(inspect.signature(tape.Tailer.read_entry).parameters) == ["self", "timeout"]
-    for method in (tape.Appender.write, tape.Appender.write_many, tape.Tailer.read, tape.Tailer.read_entry):
+    assert list(inspect.signature(tape.Appender.write_if).parameters) == ["self", "obj", "last", "key"]
+    assert list(inspect.signature(tape.Appender.delete).parameters) == ["self", "key"]
+    for method in (tape.Appender.write, tape.Appender.write_many, tape.Appender.write_if, tape.Appender.delete,
+                   tape.Tailer.read, tape.Tailer.read_entry):
         assert method.__doc__ and len(method.__doc__) > 40
 
 
@@ -338,14 +402,20 @@ def test_a_write_waiting_for_the_write_lock_lets_other_threads_run(qpath: Path) 
                 os.kill(child.pid, signal.SIGCONT)
             else:
                 pytest.skip("the child was never stopped holding the write lock")
-            done = threading.Event()
-            writer = threading.Thread(target=lambda: (a.write(b"mine"), done.set()))
-            writer.start()
-            writer.join(0.5)  # this thread runs again while the writer waits
-            assert not done.is_set(), "the write did not wait, or held the GIL until the child was resumed"
+            # plain, keyed, compare-and-append and delete: each waits letting the GIL go
+            calls = [lambda: a.write(b"mine"), lambda: a.write(b"mine", key="k"),
+                     lambda: a.write_if(b"mine", key=b"w"), lambda: a.delete("d")]
+            done = [threading.Event() for _ in calls]
+            writers = [threading.Thread(target=lambda c=c, d=d: (c(), d.set())) for c, d in zip(calls, done)]
+            for w in writers:
+                w.start()
+            for w in writers:
+                w.join(0.5)  # this thread runs again while the writers wait
+            assert not any(d.is_set() for d in done), "a write did not wait, or held the GIL till the child went on"
             os.kill(child.pid, signal.SIGCONT)
-            writer.join()
-            assert done.is_set()
+            for w in writers:
+                w.join()
+            assert all(d.is_set() for d in done)
     finally:
         os.kill(child.pid, signal.SIGCONT)
         child.terminate()

@@ -3,6 +3,7 @@ shared by processes, rebuilt when missing or damaged."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import tape
+from crash_support import child_env, hooks_compiled_in
 from tape.testing import ManualClock
 
 
@@ -146,3 +148,84 @@ def test_keys_that_churn_leave_the_directory_bounded(qpath: Path) -> None:
     with tape.Queue(qpath, codec="raw") as q:
         assert len(q.keys()) == batches and q.verify().ok
     assert (qpath / "tape.keys").stat().st_size <= 4096 + 32 * 2**10
+
+
+_KILLED_IN_A_REWRITE = """
+import sys, tape
+a = tape.Queue(sys.argv[1]).appender()
+for n in range(1_000_000):  # distinct keys until the directory is written anew: killed there
+    a.write(n, key=f"x{n}")
+"""
+
+
+def test_a_new_directory_left_half_written_by_a_killed_writer_is_removed_at_open(tmp_path: Path) -> None:
+    # Killed (kill point keys_moved) after writing tape.keys.tmp.<pid> and
+    # before renaming it: the next writable open removes it (holding the
+    # write lock, so never a live writer's); a read-only open leaves it.
+    if not hooks_compiled_in():
+        pytest.skip("needs the kill points of a test build")
+    qpath = tmp_path / "q"
+    with tape.Queue(qpath) as q:
+        q.appender().write(0, key="k")
+    killed = subprocess.Popen([sys.executable, "-c", _KILLED_IN_A_REWRITE, str(qpath)],
+                              env=child_env(kill="keys_moved:1"))
+    assert killed.wait(timeout=120) == -signal.SIGKILL
+    assert [p.name for p in qpath.glob("tape.keys.tmp.*")] == [f"tape.keys.tmp.{killed.pid}"]
+    (qpath / "tape.keys.tmp.1").write_bytes(b"not a live writer's: none writes without the write lock")
+    with tape.Queue(qpath, read_only=True) as q:
+        assert len(list(qpath.glob("tape.keys.tmp.*"))) == 2
+        assert q.latest("k") is not None
+    with tape.Queue(qpath) as q:
+        assert list(qpath.glob("tape.keys.tmp.*")) == []
+        x5 = q.latest("x5")
+        assert x5 is not None and x5.value == 5
+        assert q.verify().ok
+
+
+def _slots(path: Path) -> list[tuple[int, int, int]]:
+    """(offset of the slot's hint, word, hint) of each taken slot of tape.keys (docs/FORMAT.md)."""
+    import struct
+
+    data = (path / "tape.keys").read_bytes()
+    log2 = struct.unpack_from("<I", data, 12)[0]
+    out = []
+    for k in range(1 << log2):
+        h1, _h2, word, hint = struct.unpack_from("<QQqQ", data, 4096 + 32 * k)
+        if h1:
+            out.append((4096 + 32 * k + 24, word, hint))
+    return out
+
+
+def test_latest_reads_where_the_directory_says_and_a_wrong_hint_never_reads_as_the_entry(tmp_path: Path) -> None:
+    # Each slot keeps where its entry starts (a hint); latest reads there. A
+    # hint that is stale (the key's entry in the cycle before: what a writer
+    # of an earlier release leaves, updating only the index), mid-entry, past
+    # the end or none is checked by the entry's checksum
+    # (it covers the sequence number) and latest finds the entry by its index.
+    import struct
+
+    clock = ManualClock()
+    qpath = tmp_path / "q"
+    with tape.Queue(qpath, roll_cycle="test_secondly", clock=clock) as q:
+        a = q.appender()
+        for k in range(50):
+            a.write({"v": 0, "k": k}, key=f"k{k}")
+        first = {off: hint for off, _, hint in _slots(qpath)}
+        for k in range(0, 50, 3):  # a third again in the same cycle: their first hint is stale there
+            a.write({"v": 3, "k": k}, key=f"k{k}")
+        clock.advance(1)
+        for k in range(0, 50, 2):  # half of them again, in the next cycle
+            a.write({"v": 1, "k": k}, key=f"k{k}")
+        for k in range(1, 50, 4):
+            a.write({"v": 2, "k": k}, key=f"k{k}")  # again in the same cycle
+        want = {f"k{k}": q.latest(f"k{k}").value for k in range(50)}  # type: ignore[union-attr]
+        assert all(hint for _, _, hint in _slots(qpath))
+    with tape.Queue(qpath, roll_cycle="test_secondly", clock=clock) as q:
+        for bad in ("stale", "shifted", "past", "none"):
+            with open(qpath / "tape.keys", "r+b") as f:
+                for off, _word, hint in _slots(qpath):
+                    f.seek(off)
+                    wrong = {"stale": first[off], "shifted": hint + 8, "past": hint + (1 << 40), "none": 0}[bad]
+                    f.write(struct.pack("<Q", wrong))
+            assert {f"k{k}": q.latest(f"k{k}").value for k in range(50)} == want, bad  # type: ignore[union-attr]
+        assert q.verify().ok

@@ -384,6 +384,30 @@ def test_a_fork_child_does_not_keep_its_dead_parents_queue(src: Path) -> None:
         os.kill(child, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("role", ["replicate", "ingest"])
+def test_one_made_before_a_fork_refuses_to_run_in_the_child(src: Path, dst: Path, role: str) -> None:
+    write(src, 5)
+    write(dst, 0)
+    make = (f"Replicator({str(src)!r}, 'nats://127.0.0.1:1', stream={STREAM!r}, retry_for=0.2)" if role == "replicate"
+            else f"Ingester('nats://127.0.0.1:1', stream={STREAM!r}, path={str(dst)!r}, retry_for=0.2)")
+    script = (
+        "import os\n"
+        "from tape.replicate import Ingester, ReplicationError, Replicator\n"
+        f"r = {make}\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    try:\n"
+        "        r.run()\n"
+        "    except ReplicationError as exc:\n"
+        "        os.write(1, f'refused: {exc}\\n'.encode())\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "r.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60).stdout
+    assert out.startswith("refused: ") and "fork child" in out, out
+
+
 # -- crashes and downtime -----------------------------------------------------------------------
 
 
@@ -549,6 +573,23 @@ def test_a_damaged_frame_is_refused_and_nothing_of_it_written(nats_server: NatsS
         with pytest.raises(tape.CorruptionError, match="checksum"):
             i.run()
     assert [e.origin[0] for e in source(dst)] == shipped
+
+
+def test_a_frame_partly_held_adds_only_the_entries_after_what_the_queue_holds(
+    nats_server: NatsServer, src: Path, dst: Path
+) -> None:
+    shipped = write(src, 10)
+    with Replicator(src, nats_server.url, stream=STREAM) as r:
+        r.run()
+    with Ingester(nats_server.url, stream=STREAM, path=dst) as i:
+        assert i.run() == 10
+    shipped += write(src, 5, start=10)
+    publish(nats_server.url, next_frame(src, shipped[4], 10))  # entries 5 to 14: the first 5 are held
+    with Ingester(nats_server.url, stream=STREAM, path=dst) as i:
+        assert i.run() == 5
+    copy = source(dst)
+    assert [e.origin[0] for e in copy] == shipped
+    assert [e.value for e in copy] == [e.value for e in source(src)]
 
 
 @pytest.mark.parametrize("message", ["not a frame", "another queue's frame"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from pathlib import Path
 
 import pytest
@@ -74,4 +75,31 @@ def test_bad_items_write_nothing(tmp_path: Path, items: list[object], error: typ
         a = q.appender()
         with pytest.raises(error):
             a.write_encoded_many([(b"first", None, None, (1, 1), False), *items] if items else items)
+        assert q.count() == 0
+
+
+def test_a_run_of_columns_gets_each_entry_its_origin(tmp_path: Path) -> None:
+    """Appender._write_encoded_run, what an Ingester writes a frame without keys with: one core call."""
+    with tape.Queue(tmp_path / "q", codec="raw") as q:
+        last = q.appender()._write_encoded_run(memoryview(b"onetwo!"), array("Q", [3, 3, 7]), array("q", [5, 6, 9]),
+                                               array("q", [50, 60, 90]))
+    got = entries(tmp_path / "q")
+    assert last == got[-1].index
+    assert [(e.value, e.origin, e.key, e.not_before) for e in got] == [
+        (b"one", (5, 50), None, None), (b"", (6, 60), None, None), (b"two!", (9, 90), None, None)]
+
+
+@pytest.mark.parametrize("ends, indexes, times, error", [
+    (array("Q"), array("q"), array("q"), tape.ArgumentError),
+    (array("Q", [2, 4]), array("q", [1]), array("q", [1, 2]), tape.ArgumentError),
+    (array("Q", [2, 3]), array("q", [1, 2]), array("q", [1, 2]), tape.ArgumentError),  # not the data's end
+    (array("Q", [2, 4]), array("q", [1, -1]), array("q", [1, 2]), tape.ArgumentError),
+    (array("Q", [2, 4]), array("q", [1, 2]), array("q", [-1, 2]), tape.ArgumentError),
+    (array("Q", [2, 4]), array("l", [1, 2]), array("q", [1, 2]), tape.ArgumentTypeError),
+])
+def test_a_bad_run_of_columns_writes_nothing(tmp_path: Path, ends: array[int], indexes: array[int], times: array[int],
+                                             error: type[Exception]) -> None:
+    with tape.Queue(tmp_path / "q", codec="raw") as q:
+        with pytest.raises(error):
+            q.appender()._write_encoded_run(b"abcd", ends, indexes, times)
         assert q.count() == 0

@@ -127,3 +127,35 @@ def test_unknown_flags_are_refused() -> None:
     data[60:64] = zlib.crc32(data[frame.HEADER_SIZE :], zlib.crc32(data[:56])).to_bytes(4, "little")
     with pytest.raises(tape.CorruptionError, match="flags"):
         frame.decode(bytes(data))
+
+
+@pytest.mark.parametrize("copies", [False, True])
+def test_a_frame_read_as_columns_holds_what_the_queue_holds(tmp_path: object, copies: bool) -> None:
+    """The replicator's frame (columns read in C, packed without an object per entry) gives back each entry."""
+    from tape.replicate import Replicator
+
+    path = f"{tmp_path}/q"
+    with tape.Queue(path, codec="raw") as q:
+        a = q.appender()
+        rows = [(b"plain", None, None, None, False), (b"", "k\udcff\u00e9", None, None, False),
+                (b"nb", b"\x00raw", 1_700_000_000_000_000_000, None, False), (b"", "k\u00e9", None, None, True),
+                (b"x" * 300, None, 5, None, False)] + [(b"%d" % i, None, None, None, False) for i in range(600)]
+        if copies:
+            rows = [(d, k, nb, (1000 + 2 * i, 7 + i), t) for i, (d, k, nb, _, t) in enumerate(rows)]
+        a.write_encoded_many(rows)
+        want = q.tailer().read_encoded_batch(10_000)
+    with Replicator(path, "nats://127.0.0.1:1", stream="COLS") as r:
+        columns = r._reader._read_encoded_columns(10_000, 1 << 20)
+        assert columns is not None and r._reader._read_encoded_columns(10, 100) is None
+        data, indexes, last_origin = r._frame(None, 999 if copies else None, columns)
+    got = frame.decode(data)
+    assert list(indexes) == got.indexes == [e.index for e in want]
+    assert got.timestamps == [e.timestamp for e in want]
+    assert got.payloads == [e.value for e in want]
+    assert got.attrs == {k: (e.key, e.not_before, e.tombstone) for k, e in enumerate(want)
+                         if e.key is not None or e.not_before is not None}
+    if copies:
+        assert got.origins == (999, [e.origin[0] for e in want], [e.origin[1] for e in want])
+        assert last_origin == want[-1].origin[0]
+    else:
+        assert got.origins is None and last_origin == want[-1].index

@@ -415,3 +415,56 @@ def test_tape_meta_truncated_under_a_handle(dirs: tuple[Path, Path]) -> None:
     _go(p)
     r = _finish(p)
     assert r["got"] == 3
+
+
+
+# Large entries keep the prefaulter busy ahead of the writer, and the writer
+# catching up with it grows the file itself. Truncated under them, the file
+# must not silently become whole again: an fallocate that raced the
+# truncation (it cannot be made conditional on the size) grows it again with
+# zeros where entries were, which readers would take for "nothing yet"; the
+# writer's last entry's header reads 0 then, and appends are refused.
+APPEND_LARGE = """
+    q = tape.Queue(sys.argv[1], codec="raw")
+    a = q.appender()
+    big = b"x" * {size}
+    a.write(big)
+    {pause}
+    for i in range(100000):  # until the truncation is met (when running, the parent truncates meanwhile)
+        try:
+            a.write(big)
+        except (tape.CorruptionError, tape.TapeOSError) as e:
+            out["error"] = type(e).__name__
+            out["first_error_at"] = i
+            break
+    for i in range(3):
+        time.sleep(0.01)  # the prefaulter's looks at the file, every 5 ms
+        try:
+            a.write(big)
+            out["wrong"].append("acknowledged after an error")
+        except (tape.CorruptionError, tape.TapeOSError):
+            pass
+    q.close()
+"""
+
+
+@pytest.mark.parametrize("size", [65536, 1 << 20])
+@pytest.mark.parametrize("running", [False, True], ids=["paused", "running"])
+def test_a_cycle_file_truncated_under_large_appends_stays_reported(dirs: tuple[Path, Path], size: int,
+                                                                   running: bool) -> None:
+    qdir, other = dirs
+    pause = 'print("ready", flush=True)' if running else "wait_go()"
+    p = _child(APPEND_LARGE.format(size=size, pause=pause), qdir, other)
+    _wait_ready(p)
+    (cycle,) = sorted(qdir.glob("*.tape"))
+    if running:
+        time.sleep(0.02)
+    os.truncate(cycle, 12288)
+    if not running:
+        _go(p)
+    r = _finish(p)
+    assert r["error"] in ("CorruptionError", "TapeOSError")
+    if not running:
+        assert r["first_error_at"] == 0  # nothing acknowledged past the cut
+    with tape.Queue(qdir, codec="raw", read_only=True) as q:
+        assert not q.verify().ok  # grown again or not, the loss shows

@@ -207,6 +207,19 @@ static void a_damaged_group_file_is_reported(void)
     CHECK(th_pwrite_byte(path, 9, 0x55) == 0); /* the header's version */
     EXPECT_EQ(tape_group_open(q, "g", -1, NULL, 0, &g), TAPE_EVERSION);
     CHECK(th_pwrite_byte(path, 9, 0) == 0);
+    off_t later_state = TAPE_GROUP_LATER_OFF + 5 * 32 + 28; /* later slot 5's state */
+    CHECK(th_pwrite_byte(path, later_state, 2) == 0);
+    EXPECT_EQ(tape_group_open(q, "g", -1, NULL, 0, &g), TAPE_ECORRUPT);
+    CHECK(th_pwrite_byte(path, later_state, 0) == 0);
+    off_t move = 4096 + offsetof(tape_group_shared, gs_move); /* the move under way */
+    CHECK(th_pwrite_byte(path, move, 3) == 0);
+    EXPECT_EQ(tape_group_open(q, "g", -1, NULL, 0, &g), TAPE_ECORRUPT);
+    CHECK(th_pwrite_byte(path, move, 0) == 0);
+    CHECK(truncate(path, TAPE_GROUP_SIZE_V2) == 0); /* version 3 without its later list */
+    EXPECT_EQ(tape_group_open(q, "g", -1, NULL, 0, &g), TAPE_ECORRUPT);
+    CHECK(truncate(path, TAPE_GROUP_SIZE) == 0);
+    CHECK_OK(tape_group_open(q, "g", -1, NULL, 0, &g));
+    tape_group_close(g);
     CHECK(th_pwrite_byte(path, 4096 + 16, 0x77) == 0); /* the settings */
     EXPECT_EQ(tape_group_open(q, "g", -1, NULL, 0, &g), TAPE_ECORRUPT);
     CHECK(truncate(path, 5000) == 0);
@@ -329,8 +342,9 @@ static void far_delays_fork_and_existing_only(void)
     th_close_all(q, a, NULL);
 }
 
-/* A file of version 1 (before the deferred range, whose fields it holds as
- * zeros) opens and is used as it is. */
+/* A file of version 1 (before the deferred range and the later list, whose
+ * fields it holds as zeros, and shorter) opens and is used as it is; its
+ * first entry nacked for later makes it version 3, grown to hold the list. */
 static void a_version_1_file_opens(void)
 {
     tape_queue *q;
@@ -348,9 +362,10 @@ static void a_version_1_file_opens(void)
     CHECK(pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
     EXPECT_EQ(h.gh_version, TAPE_GROUP_VERSION);
     h.gh_version = 1;
+    h.gh_size = TAPE_GROUP_SIZE_V2;
     h.gh_crc = tape_crc32c(0, &h, offsetof(tape_group_hdr, gh_crc));
     CHECK(pwrite(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
-    close(fd);
+    CHECK(ftruncate(fd, TAPE_GROUP_SIZE_V2) == 0);
     CHECK_OK(tape_group_open(q, "g", -1, NULL, 0, &g));
     tape_consumer *c;
     tape_tailer *t;
@@ -360,6 +375,135 @@ static void a_version_1_file_opens(void)
     tape_entry e;
     CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1);
     CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0));
+    CHECK(pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
+    EXPECT_EQ(h.gh_version, 1);
+    CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1);
+    CHECK_OK(tape_group_nack(c, d.d_slot, d.d_gen, T0, NS));
+    CHECK(pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
+    EXPECT_EQ(h.gh_version, TAPE_GROUP_VERSION);
+    EXPECT_EQ(h.gh_size, TAPE_GROUP_SIZE);
+    struct stat st;
+    CHECK(fstat(fd, &st) == 0);
+    EXPECT_EQ(st.st_size, (off_t)TAPE_GROUP_SIZE);
+    close(fd);
+    tape_group_info gi;
+    CHECK_OK(tape_group_info_get(g, T0, &gi));
+    EXPECT_EQ(gi.gi_later, 1);
+    EXPECT_EQ(gi.gi_waiting, 0);
+    int64_t index = d.d_index;
+    CHECK_EQ(tape_group_claim(c, t, T0 + NS - 1, &d, &e), 1); /* the third: the nacked one is not due */
+    EXPECT(d.d_index > index);
+    CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0 + NS - 1));
+    CHECK_EQ(tape_group_claim(c, t, T0 + NS, &d, &e), 1);
+    EXPECT_EQ(d.d_index, index);
+    EXPECT_EQ(d.d_attempt, 2);
+    CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0 + NS));
+    tape_consumer_close(c);
+    tape_tailer_close(t);
+    tape_group_close(g);
+    th_close_all(q, a, NULL);
+}
+
+/* Entries nacked for later leave the table: past TAPE_GROUP_SLOTS of them a
+ * new entry is still claimed; the later list full, a nack for later is
+ * refused and changes nothing (the claim is still held); when due they come
+ * back in order, with their deliveries counted. */
+static void nacked_for_later_leave_the_table_up_to_a_bound(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
+    int n = TAPE_GROUP_LATER + 1;
+    fill(a, n);
+    tape_group_settings s = settings(30 * NS, 5);
+    tape_group *g;
+    CHECK_OK(tape_group_open(q, "g", -1, &s, 0, &g));
+    tape_consumer *c;
+    tape_tailer *t;
+    CHECK_OK(tape_consumer_open(g, NULL, &c));
+    CHECK_OK(tape_tailer_open(q, &t));
+    tape_delivery d;
+    tape_entry e;
+    for (int i = 0; i < n - 1; i++) {
+        CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1);
+        EXPECT_EQ(value_of(&e), i);
+        CHECK_OK(tape_group_nack(c, d.d_slot, d.d_gen, T0, 3600 * NS - i));
+    }
+    tape_group_info gi;
+    CHECK_OK(tape_group_info_get(g, T0, &gi));
+    EXPECT_EQ(gi.gi_later, TAPE_GROUP_LATER);
+    EXPECT_EQ(gi.gi_waiting + gi.gi_in_flight, 0);
+    EXPECT_EQ(gi.gi_floor, d.d_index - (n - 2));
+    CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1); /* the last: nothing holds it back */
+    EXPECT_EQ(value_of(&e), n - 1);
+    EXPECT_EQ(tape_group_nack(c, d.d_slot, d.d_gen, T0, NS), TAPE_ELIMIT);
+    CHECK_OK(tape_group_extend(c, d.d_slot, d.d_gen, T0, NS)); /* still held */
+    CHECK_OK(tape_group_nack(c, d.d_slot, d.d_gen, T0, 0)); /* at once: stays in the table */
+    CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1);
+    EXPECT_EQ(value_of(&e), n - 1);
+    EXPECT_EQ(d.d_attempt, 2);
+    CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0));
+    EXPECT_EQ(tape_group_claim(c, t, T0 + 3600 * NS - n, &d, &e), 0);
+    EXPECT(tape_group_wait_hint(c, t, T0) <= 3600 * NS - (n - 2));
+    /* Due: the last nacked first (its delay was the shortest), then in order
+     * of index as they come due together. */
+    CHECK_EQ(tape_group_claim(c, t, T0 + 3600 * NS - (n - 2), &d, &e), 1);
+    EXPECT_EQ(value_of(&e), n - 2);
+    EXPECT_EQ(d.d_attempt, 2);
+    CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0 + 3600 * NS));
+    for (int i = 0; i < n - 2; i++) {
+        CHECK_EQ(tape_group_claim(c, t, T0 + 3600 * NS, &d, &e), 1);
+        EXPECT_EQ(value_of(&e), i);
+        EXPECT_EQ(d.d_attempt, 2);
+        CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0 + 3600 * NS));
+    }
+    EXPECT_EQ(tape_group_claim(c, t, T0 + 3600 * NS, &d, &e), 0);
+    CHECK_OK(tape_group_info_get(g, T0, &gi));
+    EXPECT_EQ(gi.gi_later + gi.gi_waiting + gi.gi_in_flight, 0);
+    EXPECT_EQ(gi.gi_acked, (uint64_t)n);
+    tape_consumer_close(c);
+    tape_tailer_close(t);
+    tape_group_close(g);
+    th_close_all(q, a, NULL);
+}
+
+/* More entries nacked for later come due than the table has room for: the
+ * oldest come back first, whatever their order in the later list. */
+static void due_later_entries_come_back_oldest_first(void)
+{
+    tape_queue *q;
+    tape_appender *a;
+    CHECK_OK(th_open_writer("q", "daily", "raw", &q, &a));
+    /* held: a table 7/8 full less 100 (where group.c's PASS_ROOM has a look) */
+    enum { N = 700, HOLD = TAPE_GROUP_SLOTS - TAPE_GROUP_SLOTS / 8 - 100 };
+    fill(a, N);
+    tape_group_settings s = settings(3600 * NS, 5);
+    tape_group *g;
+    CHECK_OK(tape_group_open(q, "g", -1, &s, 0, &g));
+    tape_consumer *c;
+    tape_tailer *t;
+    CHECK_OK(tape_consumer_open(g, NULL, &c));
+    CHECK_OK(tape_tailer_open(q, &t));
+    static tape_delivery ds[N];
+    tape_entry e;
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(tape_group_claim(c, t, T0, &ds[i], &e), 1);
+    for (int i = N - 1; i >= 0; i--) /* the newest first into the later list */
+        CHECK_OK(tape_group_nack(c, ds[i].d_slot, ds[i].d_gen, T0, NS));
+    fill(a, HOLD);
+    tape_delivery d;
+    for (int i = 0; i < HOLD; i++)
+        CHECK_EQ(tape_group_claim(c, t, T0, &d, &e), 1);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(tape_group_claim(c, t, T0 + NS, &d, &e), 1);
+        EXPECT_EQ(d.d_index, ds[i].d_index);
+        EXPECT_EQ(d.d_attempt, 2);
+        CHECK_OK(tape_group_ack(c, d.d_slot, d.d_gen, T0 + NS));
+    }
+    tape_group_info gi;
+    CHECK_OK(tape_group_info_get(g, T0 + NS, &gi));
+    EXPECT_EQ(gi.gi_later, 0);
+    EXPECT_EQ(gi.gi_in_flight, HOLD);
     tape_consumer_close(c);
     tape_tailer_close(t);
     tape_group_close(g);
@@ -367,6 +511,8 @@ static void a_version_1_file_opens(void)
 }
 
 static const th_test tests[] = {
+    TEST(due_later_entries_come_back_oldest_first),
+    TEST(nacked_for_later_leave_the_table_up_to_a_bound),
     TEST(a_version_1_file_opens),
     TEST(far_delays_fork_and_existing_only),
     TEST(claim_many_copies_a_batch_under_one_lock),

@@ -13,7 +13,9 @@
  *            Entry) in C, decoding raw and msgpack values without Python;
  *   Keys     (_hot_keys.c) Queue.latest(key): tape_key_read and the Entry, in C;
  *   Claims, Claimer, DeliveryBase (_hot_group.c) consumer groups' claims and
- *            acks (the bases of tape.Consumer and tape.Delivery), in C.
+ *            acks (the bases of tape.Consumer and tape.Delivery), in C;
+ *   View     (_hot_reader.c) the read-only buffer under Tailer.read_view().
+ * and loops over columns of integers for tape.replicate's frames (_hot_columns.c).
  * Anything else (keywords, a queue's clock, the end of a batch, an error, a
  * sync="always" queue's sync, retention at a roll) goes back at once to the
  * Python method of the public class it stands in for.
@@ -144,6 +146,13 @@ static PyMethodDef hot_methods[] = {
     {"bind_group", (PyCFunction)(void (*)(void))hot_bind_group, METH_FASTCALL,
      "bind_group(claim, claim_many, ack, ack_many, /) -> None\n--\n\n"
      "Take the core's consumer group calls (their addresses in tape._core); once, before any Claims is made."},
+    {"bind_writer", (PyCFunction)(void (*)(void))hot_bind_writer, METH_FASTCALL,
+     "bind_writer(append_ex, append_if, append_if_key, /) -> None\n--\n\n"
+     "Take the core's keyed appends for Writer (their addresses in tape._core); once, with bind()."},
+    {"ascending", (PyCFunction)(void (*)(void))hot_ascending, METH_FASTCALL,
+     "ascending(col, after, /) -> bool\n--\n\nTrue when the int64 column is strictly increasing, its first value above `after`."},
+    {"smallest", (PyCFunction)hot_smallest, METH_O, "smallest(col, /) -> int\n--\n\nThe least value of the int64 column."},
+    {"sums", (PyCFunction)hot_sums, METH_O, "sums(col, /) -> bytes\n--\n\nThe running sums (uint64) of the uint32 column."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -172,7 +181,8 @@ PyMODINIT_FUNC PyInit__hot(void)
         hot_intern(&hot_str_read_entry_slow, "_read_entry_slow") < 0)
         return NULL;
     if (PyType_Ready(&hot_writer_type) < 0 || PyType_Ready(&hot_reader_type) < 0 ||
-        PyType_Ready(&hot_batches_type) < 0 || PyType_Ready(&hot_keys_type) < 0)
+        PyType_Ready(&hot_batches_type) < 0 || PyType_Ready(&hot_keys_type) < 0 ||
+        PyType_Ready(&hot_view_type) < 0)
         return NULL;
     if (pthread_atfork(NULL, NULL, hot_forked) != 0) {
         PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
@@ -189,6 +199,7 @@ PyMODINIT_FUNC PyInit__hot(void)
         PyModule_AddObjectRef(module, "Reader", (PyObject *)&hot_reader_type) < 0 ||
         PyModule_AddObjectRef(module, "Batches", (PyObject *)&hot_batches_type) < 0 ||
         PyModule_AddObjectRef(module, "Keys", (PyObject *)&hot_keys_type) < 0 ||
+        PyModule_AddObjectRef(module, "View", (PyObject *)&hot_view_type) < 0 ||
         PyModule_AddIntConstant(module, "BATCH_BYTES", HOT_BATCH_BYTES) < 0 ||
         PyModule_AddIntConstant(module, "BATCH_SLOTS", HOT_BATCH_SLOTS) < 0 ||
         PyModule_AddIntConstant(module, "RAW", HOT_RAW) < 0 ||

@@ -35,10 +35,14 @@ enum { HOT_RAW = 0, HOT_MSGPACK = 1, HOT_OTHER = 2 };
 #define HOT_BATCH_BYTES (1u << 20)
 #define HOT_BATCH_SLOTS 4096u
 
+/* bind_writer(append_ex, append_if, append_if_key): the core's keyed appends, for Writer. */
+PyObject *hot_bind_writer(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 extern PyTypeObject hot_writer_type;
 extern PyTypeObject hot_reader_type;
 extern PyTypeObject hot_batches_type;
 extern PyTypeObject hot_keys_type;
+extern PyTypeObject hot_view_type;
 
 /* Consumer groups' claims and acks (_hot_group.c): its types added to the
  * module, and bind_group(claim, claim_many, ack, ack_many). */
@@ -53,6 +57,11 @@ extern PyObject *hot_str_write_slow, *hot_str_write_many_slow, *hot_str_after, *
  * of its items is watched (ints, bytes, str, None...): it cannot be in a
  * cycle, and a batch of thousands then costs the collector nothing. */
 void hot_untrack_atomic(PyObject *e);
+
+/* The column functions of _hot_columns.c. */
+PyObject *hot_ascending(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *hot_smallest(PyObject *module, PyObject *arg);
+PyObject *hot_sums(PyObject *module, PyObject *arg);
 
 /* self.<name>(*args, **kw) from a vectorcall's arguments. */
 PyObject *hot_call_method(PyObject *name, PyObject *self, PyObject *const *args, Py_ssize_t nargs,

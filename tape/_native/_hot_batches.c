@@ -16,6 +16,16 @@
  *   read_many(max_entries, max_bytes)
  *                          tape_read_many_ex: a list of Entry of the stored
  *                          bytes, or 0, a return code, None, as peek.
+ *   read_columns(max_entries, max_bytes)
+ *                          the same entries as columns, bytes objects in the
+ *                          machine's order: (indexes i64, timestamps i64,
+ *                          payload lengths u32, payloads back to back,
+ *                          origin indexes i64 (-1 none) and origin timestamps
+ *                          i64 (both None when no entry has an origin), keyed:
+ *                          None, or a list of (position, key bytes, key was a
+ *                          str, not_before ns (0 none), tombstone) of the
+ *                          entries with a key or a not_before); 0, a return
+ *                          code, None, as peek. For tape.replicate's frames.
  * The calls hold the GIL and reach the core before they make any Python
  * object (a garbage collection may run finalizers that close the tailer).
  */
@@ -479,6 +489,97 @@ static PyObject *batches_read_many(hot_batches *self, PyObject *const *args, Py_
     return batches_run(self, 0, (size_t)max_entries, (size_t)max_bytes, 1);
 }
 
+/* A batch as columns, each one bytes object in the machine's order (see
+ * read_columns): no object per entry but for those with a key or not_before. */
+static PyObject *columns(const take *t, int64_t n)
+{
+    PyObject *idx = NULL, *ts = NULL, *lens = NULL, *data = NULL, *oi = NULL, *ots = NULL, *keyed = NULL;
+    PyObject *result = NULL;
+    size_t total = 0, len;
+    int origins = 0, attributed = 0;
+    for (int64_t k = 0; k < n; k++) {
+        payload(t, k, &len); /* at most TAPE_MAX_PAYLOAD: a u32 */
+        total += len;
+        if (t->n_attrs) {
+            origins |= t->attrs[k].a_origin_index >= 0;
+            attributed |= t->attrs[k].a_key_len != 0 || t->attrs[k].a_not_before != 0;
+        }
+    }
+    idx = PyBytes_FromStringAndSize((const char *)t->idx, (Py_ssize_t)(n * 8));
+    ts = PyBytes_FromStringAndSize((const char *)t->ts, (Py_ssize_t)(n * 8));
+    lens = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * 4));
+    data = PyBytes_FromStringAndSize(t->n_attrs ? NULL : t->buf, (Py_ssize_t)total);
+    oi = origins ? PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * 8)) : Py_NewRef(Py_None);
+    ots = origins ? PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * 8)) : Py_NewRef(Py_None);
+    keyed = attributed ? PyList_New(0) : Py_NewRef(Py_None);
+    if (!idx || !ts || !lens || !data || !oi || !ots || !keyed)
+        goto done;
+    char *to = PyBytes_AS_STRING(data);
+    for (int64_t k = 0; k < n; k++) {
+        const char *from = payload(t, k, &len);
+        uint32_t len32 = (uint32_t)len;
+        memcpy(PyBytes_AS_STRING(lens) + 4 * k, &len32, 4);
+        if (t->n_attrs) {
+            memcpy(to, from, len);
+            to += len;
+        }
+        if (origins) {
+            int64_t index = t->attrs[k].a_origin_index, when = index >= 0 ? t->attrs[k].a_origin_ts : 0;
+            memcpy(PyBytes_AS_STRING(oi) + 8 * k, &index, 8);
+            memcpy(PyBytes_AS_STRING(ots) + 8 * k, &when, 8);
+        }
+        const tape_attrs *at = t->n_attrs ? &t->attrs[k] : NULL;
+        if (attributed && (at->a_key_len || at->a_not_before)) {
+            /* (position, key bytes, key was a str, not_before (ns, 0 none), tombstone) */
+            PyObject *row = Py_BuildValue("(Ly#OLO)", (long long)k, from - at->a_key_len, (Py_ssize_t)at->a_key_len,
+                                          (at->a_flags & TAPE_A_KEY_STR) ? Py_True : Py_False,
+                                          (long long)at->a_not_before,
+                                          (at->a_flags & TAPE_A_TOMBSTONE) ? Py_True : Py_False);
+            if (row == NULL)
+                goto done;
+            int rc = PyList_Append(keyed, row);
+            Py_DECREF(row);
+            if (rc < 0)
+                goto done;
+        }
+    }
+    result = PyTuple_Pack(7, idx, ts, lens, data, oi, ots, keyed);
+done:
+    Py_XDECREF(idx);
+    Py_XDECREF(ts);
+    Py_XDECREF(lens);
+    Py_XDECREF(data);
+    Py_XDECREF(oi);
+    Py_XDECREF(ots);
+    Py_XDECREF(keyed);
+    return result;
+}
+
+static PyObject *batches_read_columns(hot_batches *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "read_columns(max_entries, max_bytes)");
+        return NULL;
+    }
+    Py_ssize_t max_entries = PyLong_AsSsize_t(args[0]);
+    if (max_entries == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[1]);
+    if (max_bytes == -1 && PyErr_Occurred())
+        return NULL;
+    if (max_entries < 1 || max_bytes < 1) {
+        PyErr_SetString(PyExc_ValueError, "read_columns(): max_entries and max_bytes must be at least 1");
+        return NULL;
+    }
+    if (self->b_ptr == NULL)
+        Py_RETURN_NONE;
+    take t;
+    int64_t n = take_entries(self, &t, 0, (size_t)max_entries, (size_t)max_bytes);
+    PyObject *result = n == INT64_MIN ? NULL : n <= 0 ? PyLong_FromLongLong(n) : columns(&t, n);
+    take_free(self, &t);
+    return result;
+}
+
 static PyObject *batches_index(hot_batches *self, PyObject *arg)
 {
     Py_ssize_t k = PyLong_AsSsize_t(arg);
@@ -504,6 +605,10 @@ static PyMethodDef batches_methods[] = {
      "read_many($self, max_entries, max_bytes, /)\n--\n\n"
      "Entry of the stored bytes of up to `max_entries` entries, moving past them;\n"
      "0, a negative return code, or None as peek."},
+    {"read_columns", (PyCFunction)(void (*)(void))batches_read_columns, METH_FASTCALL,
+     "read_columns($self, max_entries, max_bytes, /)\n--\n\n"
+     "read_many's entries as columns, moving past them: (indexes, timestamps, payload lengths,\n"
+     "payloads, origin indexes, origin timestamps, keyed); 0, a return code or None as peek."},
     {"index", (PyCFunction)batches_index, METH_O,
      "index($self, k, /)\n--\n\nThe index of entry k of the last peek."},
     {NULL, NULL, 0, NULL},

@@ -9,8 +9,75 @@
  * keywords read() does not know) calls the Tailer's _read_slow(*args, **kw)
  * / _read_entry_slow(*args, **kw). Closing empties the list, which ends the
  * iterator.
+ *
+ * View: the object under Tailer.read_view()'s memoryview: it exports the
+ * pinned entry's bytes as a read-only buffer (writing through it would hit a
+ * PROT_READ mapping) and releases the pin (tape_pin_release) when collected.
  */
 #include "_hot.h"
+
+typedef struct hot_view {
+    PyObject_HEAD
+    const void *v_data;
+    Py_ssize_t v_len;
+    void *v_pin;
+    void (*v_release)(void *pin);
+} hot_view;
+
+/* View(data, length, pin, release): the addresses of the entry's bytes, of
+ * its tape_pin and of tape_pin_release; the View owns the pin from then on. */
+static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    unsigned long long data, pin, release;
+    Py_ssize_t len;
+    if (kw != NULL && PyDict_GET_SIZE(kw) != 0) {
+        PyErr_SetString(PyExc_TypeError, "View() takes no keywords");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "KnKK:View", &data, &len, &pin, &release))
+        return NULL;
+    if (len < 0 || pin == 0 || release == 0 || (data == 0 && len != 0)) {
+        PyErr_SetString(PyExc_ValueError, "View(): a NULL address or a negative length");
+        return NULL;
+    }
+    hot_view *self = (hot_view *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->v_data = (const void *)(uintptr_t)data;
+    self->v_len = len;
+    self->v_pin = (void *)(uintptr_t)pin;
+    self->v_release = (void (*)(void *))(uintptr_t)release;
+    return (PyObject *)self;
+}
+
+static void view_dealloc(hot_view *self)
+{
+    if (self->v_pin != NULL)
+        self->v_release(self->v_pin);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int view_getbuffer(hot_view *self, Py_buffer *view, int flags)
+{
+    /* readonly: a request for a writable buffer gets BufferError */
+    return PyBuffer_FillInfo(view, (PyObject *)self, (void *)(uintptr_t)self->v_data, self->v_len, 1,
+                             flags);
+}
+
+static PyBufferProcs view_as_buffer = {
+    .bf_getbuffer = (getbufferproc)view_getbuffer,
+};
+
+PyTypeObject hot_view_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tape._native._hot.View",
+    .tp_doc = "A pinned entry's bytes in the mapped file, as a read-only buffer (under Tailer.read_view()).",
+    .tp_basicsize = sizeof(hot_view),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = view_new,
+    .tp_dealloc = (destructor)view_dealloc,
+    .tp_as_buffer = &view_as_buffer,
+};
 
 typedef struct hot_reader {
     PyObject_HEAD

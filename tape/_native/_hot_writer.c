@@ -5,15 +5,58 @@
  *               lives as long as it does (a closed one refuses: TAPE_ECLOSED);
  *   kind        RAW, MSGPACK or OTHER; encode the codec's encode.
  * Members: _fast (False: a clock, every call goes to Python) and _watch (a
- * result at or above it, or an error, goes to Python). The Appender's Python
- * methods take over where C stops:
- *   _write_slow(obj, ...), _write_many_slow(objs, ...)   a call with keywords, or not _fast;
+ * result at or above it, or an error, goes to Python). write(obj, key=k),
+ * delete(key) and write_if(obj, last, key=k) are done here too when the key
+ * is a str (without lone surrogates) or bytes of 1 to TAPE_KEY_MAX bytes.
+ * The Appender's Python methods take over where C stops:
+ *   _write_slow(obj, ...), _write_many_slow(objs, ...)   a call with other keywords, or not _fast;
+ *   _write_if_slow(obj, ...), _delete_slow(key)          the same (and a bad key, or last);
  *   _after(index)                       an index at or above _watch (sync, retention), an error;
  *   _after_many(index, written, n)      the same for write_many.
+ * The checks that fail here are not reported here: the Python method raises.
  */
 #include "_hot.h"
 
 #include <structmember.h>
+
+/* The core's keyed appends (bind_writer) and the names of the keywords and
+ * methods used here (interned there). */
+static struct {
+    int64_t (*append_ex)(tape_appender *a, const void *data, size_t len, int64_t ts_ns, const tape_attrs *at);
+    int64_t (*append_if)(tape_appender *a, const void *data, size_t len, int64_t ts_ns, int64_t expected);
+    int64_t (*append_if_key)(tape_appender *a, const void *data, size_t len, int64_t ts_ns, int64_t expected,
+                             const tape_attrs *at);
+} writer_fn;
+static PyObject *str_key, *str_last, *str_write_if_slow, *str_delete_slow;
+
+PyObject *hot_bind_writer(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "bind_writer() takes 3 addresses");
+        return NULL;
+    }
+    uintptr_t p[3];
+    for (int i = 0; i < 3; i++) {
+        p[i] = (uintptr_t)PyLong_AsUnsignedLongLong(args[i]);
+        if (PyErr_Occurred())
+            return NULL;
+        if (p[i] == 0) {
+            PyErr_SetString(PyExc_ValueError, "bind_writer(): a NULL address");
+            return NULL;
+        }
+    }
+    static const char *const names[] = {"key", "last", "_write_if_slow", "_delete_slow"};
+    PyObject **slots[] = {&str_key, &str_last, &str_write_if_slow, &str_delete_slow};
+    for (int i = 0; i < 4; i++)
+        if (*slots[i] == NULL && (*slots[i] = PyUnicode_InternFromString(names[i])) == NULL)
+            return NULL;
+    writer_fn.append_ex = (int64_t (*)(tape_appender *, const void *, size_t, int64_t, const tape_attrs *))p[0];
+    writer_fn.append_if = (int64_t (*)(tape_appender *, const void *, size_t, int64_t, int64_t))p[1];
+    writer_fn.append_if_key =
+        (int64_t (*)(tape_appender *, const void *, size_t, int64_t, int64_t, const tape_attrs *))p[2];
+    Py_RETURN_NONE;
+}
 
 typedef struct hot_writer {
     PyObject_HEAD
@@ -37,8 +80,8 @@ static PyObject *writer_setup(hot_writer *self, PyObject *const *args, Py_ssize_
     long kind = PyLong_AsLong(args[2]);
     if (kind == -1 && PyErr_Occurred())
         return NULL;
-    if (hot_fn.append == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "tape._native._hot.bind() was not called");
+    if (hot_fn.append == NULL || writer_fn.append_ex == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tape._native._hot.bind() or bind_writer() was not called");
         return NULL;
     }
     if (ptr == 0 || kind < HOT_RAW || kind > HOT_OTHER) {
@@ -146,33 +189,138 @@ static void out_free(mp_out *o)
         PyMem_Free(o->mo_buf);
 }
 
-/* The core's appends, holding the GIL (let go if the write lock must be waited for). */
-static int64_t append_one(hot_writer *self, const void *data, size_t len)
+/* *at with `key`'s bytes and flags: 1, or 0 when the key is not one C takes
+ * (another type, lone surrogates, an empty or too long one: the Python
+ * method checks it and raises). The bytes live as long as `key`. */
+static int writer_key(PyObject *key, tape_attrs *at)
 {
-    hot_in_core = 1;
-    int64_t index = hot_fn.append(self->w_ptr, data, len, 0);
-    hot_in_core = 0;
-    return index;
+    const char *kb;
+    Py_ssize_t klen;
+    uint32_t flags = 0;
+    if (PyUnicode_CheckExact(key)) {
+        kb = PyUnicode_AsUTF8AndSize(key, &klen);
+        if (kb == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        flags = TAPE_A_KEY_STR;
+    } else if (PyBytes_CheckExact(key)) {
+        kb = PyBytes_AS_STRING(key);
+        klen = PyBytes_GET_SIZE(key);
+    } else {
+        return 0;
+    }
+    if (klen < 1 || klen > TAPE_KEY_MAX)
+        return 0;
+    *at = (tape_attrs){.a_key = kb, .a_key_len = (uint32_t)klen, .a_flags = flags, .a_origin_index = -1};
+    return 1;
+}
+
+/* The value of keyword `name` among a vectorcall's keywords (interned names
+ * only, as a call's are), NULL when not given; *seen counts the matches. */
+static PyObject *writer_keyword(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject *name,
+                                Py_ssize_t *seen)
+{
+    for (Py_ssize_t i = 0; kwnames != NULL && i < PyTuple_GET_SIZE(kwnames); i++)
+        if (PyTuple_GET_ITEM(kwnames, i) == name) {
+            ++*seen;
+            return args[nargs + i];
+        }
+    return NULL;
+}
+
+/* obj's payload in *data, *len: raw bytes as they are, else encoded into o
+ * (out_init'ed; the caller frees it). 0, or -1 with an exception set. */
+static int writer_payload(hot_writer *self, PyObject *obj, mp_out *o, const void **data, size_t *len)
+{
+    if (self->w_kind == HOT_RAW && PyBytes_CheckExact(obj)) {
+        *data = PyBytes_AS_STRING(obj);
+        *len = (size_t)PyBytes_GET_SIZE(obj);
+        return 0;
+    }
+    if (writer_encode(self, o, obj) < 0)
+        return -1;
+    *data = o->mo_buf;
+    *len = o->mo_len;
+    return 0;
 }
 
 static PyObject *writer_write(hot_writer *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (nargs != 1 || kwnames != NULL || !self->w_fast || self->w_ptr == NULL)
+    tape_attrs at;
+    const tape_attrs *attrs = NULL;
+    if (nargs != 1 || !self->w_fast || self->w_ptr == NULL)
         return writer_python(self, hot_str_write_slow, args, nargs, kwnames);
-    PyObject *obj = args[0];
-    int64_t index;
-    if (self->w_kind == HOT_RAW && PyBytes_CheckExact(obj)) {
-        index = append_one(self, PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj));
-    } else {
-        mp_out o;
-        out_init(&o);
-        if (writer_encode(self, &o, obj) < 0) {
-            out_free(&o);
-            return NULL;
-        }
-        index = append_one(self, o.mo_buf, o.mo_len);
-        out_free(&o);
+    if (kwnames != NULL) { /* key= alone */
+        Py_ssize_t seen = 0;
+        PyObject *key = writer_keyword(args, nargs, kwnames, str_key, &seen);
+        if (seen != PyTuple_GET_SIZE(kwnames) || (key != Py_None && !writer_key(key, &at)))
+            return writer_python(self, hot_str_write_slow, args, nargs, kwnames);
+        attrs = key == Py_None ? NULL : &at;
     }
+    const void *data;
+    size_t len;
+    mp_out o;
+    out_init(&o);
+    if (writer_payload(self, args[0], &o, &data, &len) < 0) {
+        out_free(&o);
+        return NULL;
+    }
+    hot_in_core = 1;
+    int64_t index = attrs == NULL ? hot_fn.append(self->w_ptr, data, len, 0)
+                                  : writer_fn.append_ex(self->w_ptr, data, len, 0, attrs);
+    hot_in_core = 0;
+    out_free(&o);
+    return writer_result(self, index);
+}
+
+static PyObject *writer_write_if(hot_writer *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t seen = 0;
+    PyObject *last = nargs == 2 ? args[1] : writer_keyword(args, nargs, kwnames, str_last, &seen);
+    PyObject *key = writer_keyword(args, nargs, kwnames, str_key, &seen);
+    tape_attrs at;
+    long long expected = -1;
+    int ok = nargs >= 1 && nargs <= 2 && seen == (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames)) &&
+             self->w_fast && self->w_ptr != NULL && (key == NULL || key == Py_None || writer_key(key, &at));
+    if (ok && last != NULL && last != Py_None) {
+        expected = PyLong_CheckExact(last) ? PyLong_AsLongLong(last) : -1;
+        if (expected < 0) {
+            PyErr_Clear();
+            ok = 0;
+        }
+    }
+    if (!ok)
+        return writer_python(self, str_write_if_slow, args, nargs, kwnames);
+    const void *data;
+    size_t len;
+    mp_out o;
+    out_init(&o);
+    if (writer_payload(self, args[0], &o, &data, &len) < 0) {
+        out_free(&o);
+        return NULL;
+    }
+    hot_in_core = 1;
+    int64_t index = key == NULL || key == Py_None ? writer_fn.append_if(self->w_ptr, data, len, 0, expected)
+                                                   : writer_fn.append_if_key(self->w_ptr, data, len, 0, expected, &at);
+    hot_in_core = 0;
+    out_free(&o);
+    if (index == TAPE_ECONFLICT)
+        Py_RETURN_NONE;
+    return writer_result(self, index);
+}
+
+static PyObject *writer_delete(hot_writer *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char nil = (char)0xc0; /* msgpack's None */
+    tape_attrs at;
+    if (nargs != 1 || kwnames != NULL || !self->w_fast || self->w_ptr == NULL || self->w_kind == HOT_OTHER ||
+        !writer_key(args[0], &at))
+        return writer_python(self, str_delete_slow, args, nargs, kwnames);
+    at.a_flags |= TAPE_A_TOMBSTONE;
+    hot_in_core = 1;
+    int64_t index = writer_fn.append_ex(self->w_ptr, &nil, self->w_kind == HOT_MSGPACK ? 1 : 0, 0, &at);
+    hot_in_core = 0;
     return writer_result(self, index);
 }
 
@@ -266,6 +414,17 @@ static PyMethodDef writer_methods[] = {
      "delay (seconds or a timedelta, from now) or not_before (a datetime or\n"
      "epoch seconds), one of the two: consumer groups hand the entry out no\n"
      "earlier (Entry.not_before)."},
+    {"write_if", (PyCFunction)(void (*)(void))writer_write_if, METH_FASTCALL | METH_KEYWORDS,
+     "write_if($self, obj, last=None, *, key=None)\n--\n\n"
+     "Append `obj` only if the queue's last entry is `last` (None: only if empty).\n\n"
+     "With `key`, only if the newest entry with that key is `last` (None:\n"
+     "there is none, or it was deleted), and the entry gets the key. The\n"
+     "check and the append happen under the queue's write lock, so a\n"
+     "read-modify-write built on it is atomic across processes. Returns the\n"
+     "new index, or None when another entry came first (nothing written)."},
+    {"delete", (PyCFunction)(void (*)(void))writer_delete, METH_FASTCALL | METH_KEYWORDS,
+     "delete($self, key)\n--\n\n"
+     "Append a tombstone of `key` (its value None): Queue.latest(key) is None from now on; the index."},
     {"write_many", (PyCFunction)(void (*)(void))writer_write_many, METH_FASTCALL | METH_KEYWORDS,
      "write_many($self, objs, *, delay=None, not_before=None)\n--\n\n"
      "Append every value of `objs` and return the last index.\n\n"

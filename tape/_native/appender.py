@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tape._native._hot import MSGPACK, OTHER, RAW, Writer
+from tape._native._hot import MSGPACK, OTHER, RAW, Writer, smallest
 from tape._native.core import ChildHandle, address, check, ffi, lib, none_if_negative
 from tape.errors import TapeError
 
@@ -36,7 +36,8 @@ def attrs_struct(key: bytes | None, flags: int, not_before: int, origin: tuple[i
     return at
 
 
-__all__ = ["AppenderHandle", "Writer", "RAW", "MSGPACK", "OTHER", "KEY_MAX", "KEY_STR", "TOMBSTONE", "attrs_struct"]
+__all__ = ["AppenderHandle", "Writer", "RAW", "MSGPACK", "OTHER", "KEY_MAX", "KEY_STR", "TOMBSTONE", "attrs_struct",
+           "smallest"]
 
 
 class AppenderHandle(ChildHandle):
@@ -153,3 +154,13 @@ class AppenderHandle(ChildHandle):
         cols = [ffi.NULL if c is None else ffi.from_buffer("int64_t[]", c) for c in (not_before, origin_index, origin_ts)]
         index: int = lib.tape_append_many_each(ptr, b"".join(parts), ends, len(parts), ts, written, *cols)
         return self.checked_many(index, written[0], len(parts))
+
+    def append_run(self, data: Any, ends: array.array[int], ts: int, origin_index: array.array[int],
+                   origin_ts: array.array[int]) -> int:
+        """Append the entries of `data` (a buffer), entry k ending at ends[k], with their origins (columns); the last index."""
+        ptr = self.live()
+        written = ffi.new("size_t *")
+        index: int = lib.tape_append_many_each(ptr, ffi.from_buffer(data), ffi.from_buffer("uint64_t[]", ends), len(ends),
+                                               ts, written, ffi.NULL, ffi.from_buffer("int64_t[]", origin_index),
+                                               ffi.from_buffer("int64_t[]", origin_ts))
+        return self.checked_many(index, written[0], len(ends))

@@ -129,6 +129,8 @@ _hot.bind(*(address(ffi.addressof(lib, name)) for name in (
     "tape_set_wait_hooks")))
 _hot.bind_group(*(address(ffi.addressof(lib, name)) for name in (
     "tape_group_claim", "tape_group_claim_many", "tape_group_ack", "tape_group_ack_many")))
+_hot.bind_writer(*(address(ffi.addressof(lib, name)) for name in (
+    "tape_append_ex", "tape_append_if", "tape_append_if_key")))
 
 
 # -- roll cycles -------------------------------------------------------------------------------

@@ -22,12 +22,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GroupHandle", "ConsumerHandle", "Settings", "GroupInfo", "Slot", "Claim", "Claimer", "DeliveryBase",
-    "SLOTS", "CONSUMERS", "BACKOFF_MAX", "MANY", "MANY_BYTES", "START", "END", "EXISTING", "NS_MAX", "STATES",
+    "SLOTS", "LATER", "CONSUMERS", "BACKOFF_MAX", "MANY", "MANY_BYTES", "START", "END", "EXISTING", "NS_MAX", "STATES",
     "FIELDS", "C_SLOT", "C_GEN", "C_INDEX", "C_ATTEMPT", "C_DUE", "C_DL", "C_TS", "C_END", "REASONS",
     "RAW", "MSGPACK", "OTHER",
 ]
 
 SLOTS = lib.TAPE_GROUP_SLOTS  # entries in flight per group
+LATER = lib.TAPE_GROUP_LATER  # entries nacked for later per group
 CONSUMERS = lib.TAPE_GROUP_CONSUMERS
 BACKOFF_MAX = lib.TAPE_GROUP_BACKOFF
 MANY, MANY_BYTES = 1024, 1 << 20  # a batch of claims: at most so many, and bytes of payloads
@@ -69,6 +70,8 @@ class GroupInfo(NamedTuple):
     generation: int
     acked: int
     redriven: int | None  # the last dead letter redriven (its index in the dead letters' queue)
+    deferred: int  # not yet handed out, kept out of the table until due (none of the counts above)
+    later: int  # nacked for later, kept out of the table until due (not in waiting)
 
 
 class Slot(NamedTuple):
@@ -167,6 +170,8 @@ class GroupHandle(ChildHandle):
             generation=out.gi_generation,
             acked=out.gi_acked,
             redriven=None if out.gi_redriven < 0 else out.gi_redriven,
+            deferred=out.gi_deferred,
+            later=out.gi_later,
         )
 
     def slots(self) -> list[Slot]:
@@ -378,8 +383,16 @@ class ConsumerHandle:
         return [k for k in range(n) if stale[k]] if rc != n else []
 
     def nack(self, slot: int, gen: int, now_ns: int, delay_ns: int) -> bool:
-        """delay_ns < 0: the group's backoff. True when it made the entry dead (out of deliveries)."""
-        return self._finish(lib.tape_group_nack, slot, gen, now_ns, delay_ns) == 1
+        """delay_ns < 0: the group's backoff. True when it made the entry dead (out of deliveries); LimitError
+        (nothing changed) when LATER entries nacked for later wait already."""
+        with self.lock:
+            rc: int = lib.tape_group_nack(self.live(), slot, gen, now_ns, delay_ns)
+        if rc == lib.TAPE_ELIMIT:
+            raise LimitError(f"{self.path}: group {self.group.name!r}: {LATER} entries nacked for later wait "
+                             "already; this one is still held (nack it without a delay, ack, reject or extend it)")
+        if rc < 0:
+            check(rc, self.path)
+        return rc == 1
 
     def extend(self, slot: int, gen: int, now_ns: int, delay_ns: int) -> None:
         self._finish(lib.tape_group_extend, slot, gen, now_ns, delay_ns)

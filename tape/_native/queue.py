@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from tape._native._hot import Keys as Keys  # (Queue.latest's)
-from tape._native.appender import AppenderHandle, attrs_struct
+from tape._native.appender import AppenderHandle
 from tape._native.core import (
     NAME_MAX,
     NAMED_MAX,
@@ -39,8 +39,6 @@ from tape.records import CycleInfo, Entry, VerifyReport
 _KEY_READ = lib.tape_key_read  # bound once, with what it uses: Queue.latest's call
 _KEY_STR = lib.TAPE_A_KEY_STR
 _KEY_LATEST = lib.tape_key_latest
-_APPEND_IF_KEY = lib.tape_append_if_key
-KEY_CONFLICT = lib.TAPE_ECONFLICT  # what a key_append_if_call function returns on a conflict
 _CAST, _UNPACK = ffi.cast, ffi.unpack
 # The members of a tape_entry read at once (faster than one by one): e_index,
 # e_timestamp, e_data, e_len, then e_attrs' a_key, a_key_len, a_flags,
@@ -278,22 +276,6 @@ class QueueHandle:
         deleted, or a code below -1 for check().
         """
         return _KEY_LATEST, self.ptr()
-
-    def key_append_if_call(self, appender: AppenderHandle, key: bytes, flags: int) -> Callable[[bytes, int, int], int]:
-        """A compare-and-append of entries with `key` (checked bytes, its TAPE_A_* flags) by `appender`,
-        its attributes built once, for a caller that keeps the queue open meanwhile.
-
-        f(data, ts, last) appends `data` with the key only if the key's newest
-        entry is `last` (-1: there is none): the new index, KEY_CONFLICT when
-        it is not, or another code below 0 for appender.checked().
-        """
-        attrs, ptr = attrs_struct(key, flags, 0, None), appender.live()
-
-        def append_if(data: bytes, ts: int, last: int, _keep: Any = (key, appender)) -> int:
-            index: int = _APPEND_IF_KEY(ptr, data, len(data), ts, last, attrs)
-            return index
-
-        return append_if
 
     def key_lookup(self, kind: int, decode: Callable[[bytes], Any]) -> Keys:
         """Queue.latest in C (tape/_native/_hot_keys.c) with a tailer of its own: values decoded as `kind`

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Any
 
-from tape._native._hot import BATCH_SLOTS, MSGPACK, OTHER, RAW, Batches, Reader
+from tape._native._hot import BATCH_SLOTS, MSGPACK, OTHER, RAW, Batches, Reader, View, ascending, smallest, sums
 from tape._native.core import (
     BACKWARD,
     FORWARD,
@@ -24,8 +24,15 @@ if TYPE_CHECKING:
 
 _DIRECTIONS = {FORWARD: lib.TAPE_FORWARD, BACKWARD: lib.TAPE_BACKWARD}
 _TAPE_ADVANCE = lib.tape_tailer_advance  # a named tailer's iteration calls it for each value
+_PIN_RELEASE = address(ffi.addressof(lib, "tape_pin_release"))  # a View calls it when collected
 
-__all__ = ["TailerHandle", "Reader", "BATCH_SLOTS", "RAW", "MSGPACK", "OTHER", "entry_attrs"]
+__all__ = ["TailerHandle", "Reader", "BATCH_SLOTS", "RAW", "MSGPACK", "OTHER", "entry_attrs", "Columns", "ascending",
+           "smallest", "sums"]
+
+# ascending, smallest, sums (loops in C over columns of integers) are for tape.replicate's frames.
+# A batch as columns (Batches.read_columns): indexes, timestamps, payload lengths, payloads,
+# origin indexes and timestamps (None, None: no origin), keyed entries (None: none).
+Columns = tuple[bytes, bytes, bytes, bytes, bytes | None, bytes | None, list[tuple[int, bytes, bool, int, bool]] | None]
 
 _KEY_STR = lib.TAPE_A_KEY_STR
 _TOMBSTONE = lib.TAPE_A_TOMBSTONE
@@ -119,6 +126,17 @@ class TailerHandle(ChildHandle):
             check(got, self.path)
         return []
 
+    def read_columns(self, max_entries: int, max_bytes: int) -> Columns | None:
+        """read_many's entries as columns (Batches.read_columns), moving past them; None when there is none."""
+        got = self._batches.read_columns(max_entries, max_bytes)
+        if isinstance(got, tuple):
+            return got
+        if got is None:
+            self.live()  # raises QueueClosedError
+        else:
+            check(got, self.path)
+        return None
+
     def advance(self, k: int) -> None:
         """Move past the first `k` entries of the batch peek() returned last."""
         with self.lock:
@@ -189,15 +207,14 @@ class TailerHandle(ChildHandle):
         """The next entry's stored bytes as a read-only memoryview of the mapped file, moving past it; None when there is none.
 
         The view holds its mapping (tape_read_pinned) until it and every
-        view made from it are released or collected.
+        view made from it are released or collected; the object under it
+        (a View) is read-only as well.
         """
         pin = ffi.new("tape_pin **")
         with self.lock:
             e = self._entry
             rc = lib.tape_read_pinned(self.live(), e, pin)
             if rc == 1:
-                held = pin[0]
-                data = ffi.gc(e.e_data, lambda _: lib.tape_pin_release(held))
-                return memoryview(ffi.buffer(data, e.e_len)).toreadonly()
+                return memoryview(View(address(e.e_data), e.e_len, address(pin[0]), _PIN_RELEASE))
         check(rc, self.path)
         return None

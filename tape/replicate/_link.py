@@ -24,6 +24,7 @@ from nats.js.api import StorageType
 
 from tape._args import as_seconds, shown
 from tape.errors import ArgumentError, ArgumentTypeError, ReplicationError
+from tape.replicate._lock import RoleLock
 
 __all__ = ["Link", "NotYet", "log", "WRONG_LAST_SEQUENCE", "discard", "subject_matches"]
 
@@ -83,6 +84,7 @@ class Link:
         self._closing = False  # the session's connection is being closed on purpose
         self._reached = False  # the session's stream answered (a failure after that starts a new outage)
         self.max_payload = 1 << 20  # the largest message the server takes (it says so when connected)
+        self._lock: RoleLock | None = None  # the role's lock, once taken
 
     # -- what the subclasses provide -----------------------------------------------------------
 
@@ -123,6 +125,8 @@ class Link:
 
     async def _run(self, follow: bool) -> None:
         """Sessions, one after the other, until one ends without an error or stop() is called."""
+        if self._lock is not None:
+            self._lock.check(self._what())  # not in a fork child, which does not hold it
         self._stop.clear()  # a stop() ends the run in progress, not the next one
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()

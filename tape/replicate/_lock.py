@@ -5,7 +5,8 @@ listing, verify and purge ignore): `ship-<stream>.lock` and `ingest.lock`,
 each holding the pid of the process that last took it (for the message a
 second one gets; the lock, not the pid, says whether it is held). A fork
 child lets go of its copy at once: the lock stays its parent's, and is free
-when the parent dies, whether the child lives or not.
+when the parent dies, whether the child lives or not; a Replicator or
+Ingester made before the fork refuses to run in the child (check()).
 """
 
 from __future__ import annotations
@@ -45,7 +46,16 @@ class RoleLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd: int | None = fd
+        self._pid = os.getpid()
         _HELD.add(self)
+
+    def check(self, who: str) -> None:
+        """ReplicationError in a fork child of the process that took the lock (the child let go of its copy)."""
+        if self._pid != os.getpid():
+            raise ReplicationError(
+                f"{who}: made in process {self._pid}, whose lock ({self.path}) a fork child does not hold: "
+                "make a new one in this process"
+            )
 
     def release(self) -> None:
         """Let the next one in; idempotent."""

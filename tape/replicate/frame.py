@@ -26,26 +26,28 @@ queue's codec), under one CRC-32. Layout (little-endian):
         the key bytes
       payloads, one after the other
 
-Columns, not one record per entry: packing and unpacking are a few calls into
-C (array, bytes.join) whatever the number of entries.
+Columns, not one record per entry: pack() takes the columns the replicator
+reads in C (Tailer._read_encoded_columns) and unpack() gives columns the
+ingester writes in one core call; the checks over a column (order, sign,
+the running sums of the lengths) are loops in C (tape._native._hot), so
+neither makes an object per entry without a key.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import operator
 import struct
 import sys
 import zlib
 from array import array
 from collections.abc import Sequence
-from itertools import accumulate
 from typing import Any, NamedTuple
 
+from tape._native.tailer import ascending, smallest, sums
 from tape.errors import CorruptionError
 
-__all__ = ["Identity", "Frame", "encode", "decode", "HEADER_SIZE"]
+__all__ = ["Identity", "Frame", "Columns", "encode", "pack", "KEY_NONE", "KEY_STR", "KEY_BYTES", "decode", "unpack", "HEADER_SIZE"]
 
 MAGIC = b"TPF1"
 VERSION = 1
@@ -54,7 +56,7 @@ HEADER_SIZE = _HEADER.size  # 64
 _CRC_AT = HEADER_SIZE - 8  # the CRC covers the header up to the body length, then the body
 _ATTR = struct.Struct("<IqBBH")
 _TOMBSTONE = 1  # the flags of an attributed entry: a delete of its key
-_KEY_NONE, _KEY_STR, _KEY_BYTES = 0, 1, 2
+KEY_NONE, KEY_STR, KEY_BYTES = 0, 1, 2
 _ORIGINS = 1  # header flag: the origin columns follow the lengths
 _SWAP = sys.byteorder != "little"  # array() packs in the machine's order
 
@@ -133,24 +135,20 @@ class Frame(NamedTuple):
         return self.indexes[-1]
 
 
-def _column(code: str, values: Sequence[int]) -> bytes:
-    col = array(code, values)
+def _le(col: array[int]) -> bytes:
+    """The column's bytes, little-endian."""
     if _SWAP:
+        col = array(col.typecode, col)
         col.byteswap()
     return col.tobytes()
 
 
-def _increasing(values: list[int]) -> bool:
-    """True when each of `values` is above the one before."""
-    return all(map(operator.lt, values, values[1:]))
-
-
-def _uncolumn(code: str, data: bytes | memoryview) -> list[int]:
+def _uncolumn(code: str, data: bytes | memoryview) -> array[int]:
     col = array(code)
     col.frombytes(data)
     if _SWAP:
         col.byteswap()
-    return col.tolist()
+    return col
 
 
 def encode(
@@ -176,37 +174,91 @@ def encode(
         raise ValueError("a frame holds one or more entries, each with every column")
     if any(tombstones) and any(t and k is None for k, t in zip(keys, tombstones)):
         raise ValueError("a tombstone needs a key")
-    parts = [identity, bytes(-len(identity) % 8), _column("q", indexes), _column("q", timestamps),
-             _column("I", array("I", map(len, payloads)))]
-    if origins is not None:
-        prev_origin, origin_indexes, origin_timestamps = origins
-        if not len(origin_indexes) == len(origin_timestamps) == count:
-            raise ValueError("a frame's origin columns hold one value per entry")
-        parts += [_column("q", [-1 if prev_origin is None else prev_origin]), _column("q", origin_indexes),
-                  _column("q", origin_timestamps)]
-    attributed = 0
+    keyed: list[tuple[int, int, bytes, int, bool]] = []
     if any(keys) or any(not_befores):
         for pos, (key, nb, tomb) in enumerate(zip(keys, not_befores, tombstones)):
             if key is None and not nb:
                 continue
-            attributed += 1
             if isinstance(key, str):
-                raw, kind = key.encode("utf-8", "surrogateescape"), _KEY_STR
+                keyed.append((pos, KEY_STR, key.encode("utf-8", "surrogateescape"), nb or 0, tomb))
             else:
-                raw, kind = (b"", _KEY_NONE) if key is None else (bytes(key), _KEY_BYTES)
-            parts.append(_ATTR.pack(pos, nb or 0, kind, _TOMBSTONE if tomb else 0, len(raw)))
-            parts.append(raw)
-    parts.extend(payloads)
+                keyed.append((pos, KEY_NONE, b"", nb or 0, tomb) if key is None else (pos, KEY_BYTES, bytes(key), nb or 0, tomb))
+    if origins is not None:
+        prev_origin, origin_indexes, origin_timestamps = origins
+        if not len(origin_indexes) == len(origin_timestamps) == count:
+            raise ValueError("a frame's origin columns hold one value per entry")
+        origins = (prev_origin, array("q", origin_indexes), array("q", origin_timestamps))
+    return pack(identity, prev, array("q", indexes), array("q", timestamps), array("I", map(len, payloads)),
+                b"".join(payloads), keyed, origins)
+
+
+def pack(
+    identity: bytes,
+    prev: int | None,
+    indexes: array[int],
+    timestamps: array[int],
+    lengths: array[int],
+    payloads: bytes,
+    keyed: Sequence[tuple[int, int, bytes, int, bool]],
+    origins: tuple[int | None, Sequence[int], Sequence[int]] | None,
+) -> bytes:
+    """The frame of checked columns (arrays "q", "q", "I"; the payloads back to back): encode() without the checks.
+
+    `keyed`: (position, key kind, key bytes, not_before (0 none), tombstone) of
+    the entries with a key or a not_before, in order. `origins` as in encode(),
+    its columns arrays "q".
+    """
+    parts = [identity, bytes(-len(identity) % 8), _le(indexes), _le(timestamps), _le(lengths)]
+    if origins is not None:
+        prev_origin, origin_indexes, origin_timestamps = origins
+        parts += [_le(array("q", [-1 if prev_origin is None else prev_origin])), _le(array("q", origin_indexes)),
+                  _le(array("q", origin_timestamps))]
+    for pos, kind, raw, nb, tomb in keyed:
+        parts.append(_ATTR.pack(pos, nb, kind, _TOMBSTONE if tomb else 0, len(raw)))
+        parts.append(raw)
+    parts.append(payloads)
     body = b"".join(parts)
-    fields = _HEADER.pack(MAGIC, VERSION, 0 if origins is None else _ORIGINS, len(identity), count, attributed,
+    fields = _HEADER.pack(MAGIC, VERSION, 0 if origins is None else _ORIGINS, len(identity), len(indexes), len(keyed),
                           -1 if prev is None else prev, indexes[0], indexes[-1],
                           timestamps[0], timestamps[-1], 0, 0)[:_CRC_AT]
     crc = zlib.crc32(body, zlib.crc32(fields))
     return b"".join((fields, struct.pack("<II", len(body), crc), body))
 
 
+class Columns(NamedTuple):
+    """A decoded frame as columns, for writing it without an object per entry.
+
+    `ends[k]` is where entry k's payload ends in `payloads` (the frame's
+    payloads, back to back); `origins` as in Frame, with arrays.
+    """
+
+    identity: Identity
+    prev: int | None
+    indexes: array[int]
+    timestamps: array[int]
+    ends: array[int]
+    payloads: memoryview
+    attrs: dict[int, tuple[str | bytes | None, int | None, bool]]
+    origins: tuple[int | None, array[int], array[int]] | None
+
+    @property
+    def sources(self) -> tuple[int | None, array[int], array[int]]:
+        """(previous, indexes, timestamps) of the entries in the first queue of a chain of copies."""
+        return self.origins or (self.prev, self.indexes, self.timestamps)
+
+
 def decode(data: bytes) -> Frame:
     """The frame in `data`; CorruptionError when it is not one, is damaged or does not add up."""
+    got = unpack(data)
+    ends = got.ends.tolist()
+    payloads = got.payloads.tobytes()
+    origins = None if got.origins is None else (got.origins[0], got.origins[1].tolist(), got.origins[2].tolist())
+    return Frame(got.identity, got.prev, got.indexes.tolist(), got.timestamps.tolist(),
+                 list(map(payloads.__getitem__, map(slice, [0, *ends], ends))), got.attrs, origins)
+
+
+def unpack(data: bytes) -> Columns:
+    """The frame in `data` as columns; CorruptionError when it is not one, is damaged or does not add up."""
     if len(data) < HEADER_SIZE or data[:4] != MAGIC:
         raise CorruptionError("not a tape frame (no TPF1 header)")
     (_, version, flags, id_len, count, attributed, prev, first, last, _, _, body_len, crc) = _HEADER.unpack_from(data)
@@ -227,7 +279,7 @@ def decode(data: bytes) -> Frame:
 
 def _body(
     view: memoryview, id_len: int, count: int, attributed: int, prev: int, first: int, last: int, copies: bool
-) -> Frame:
+) -> Columns:
     at = HEADER_SIZE
     identity = Identity.from_json(bytes(view[at : at + id_len]))
     at += id_len + (-id_len % 8)
@@ -235,7 +287,7 @@ def _body(
         raise ValueError(f"{count} entries do not fit")
     indexes = _uncolumn("q", view[at : at + 8 * count])
     timestamps = _uncolumn("q", view[at + 8 * count : at + 16 * count])
-    lengths = _uncolumn("I", view[at + 16 * count : at + 20 * count])
+    ends = array("Q", sums(_uncolumn("I", view[at + 16 * count : at + 20 * count])))
     at += 20 * count
     origins = None
     if copies:
@@ -245,9 +297,9 @@ def _body(
         origin_indexes = _uncolumn("q", view[at + 8 : at + 8 + 8 * count])
         origin_timestamps = _uncolumn("q", view[at + 8 + 8 * count : at + 8 + 16 * count])
         at += 8 + 16 * count
-        if prev_origin >= origin_indexes[0] or not _increasing(origin_indexes):
+        if not ascending(origin_indexes, prev_origin):
             raise ValueError("origin indexes are not in order")
-        if prev_origin < -1 or origin_indexes[0] < 0 or min(origin_timestamps) < 0:
+        if prev_origin < -1 or origin_indexes[0] < 0 or smallest(origin_timestamps) < 0:
             raise ValueError("a negative origin")
         origins = (None if prev_origin < 0 else prev_origin, origin_indexes, origin_timestamps)
     attrs: dict[int, tuple[str | bytes | None, int | None, bool]] = {}
@@ -257,17 +309,16 @@ def _body(
         raw = bytes(view[at : at + key_len])
         at += key_len
         tomb = bool(flags & _TOMBSTONE)
-        if pos >= count or pos in attrs or kind > _KEY_BYTES or len(raw) != key_len or flags & ~_TOMBSTONE or (tomb and kind == _KEY_NONE):
+        if pos >= count or pos in attrs or kind > KEY_BYTES or len(raw) != key_len or flags & ~_TOMBSTONE or (tomb and kind == KEY_NONE):
             raise ValueError("bad attribute record")
-        key = None if kind == _KEY_NONE else raw.decode("utf-8", "surrogateescape") if kind == _KEY_STR else raw
+        key = None if kind == KEY_NONE else raw.decode("utf-8", "surrogateescape") if kind == KEY_STR else raw
         attrs[pos] = (key, nb or None, tomb)
-    ends = list(accumulate(lengths, initial=at))
-    if ends[-1] != len(view):
+    if at + ends[-1] != len(view):
         raise ValueError("payload lengths do not add up to the frame's length")
-    if indexes[0] != first or indexes[-1] != last or not _increasing(indexes):
-        raise ValueError("indexes are not in order or disagree with the header")
+    if first < 0 or prev < -1:
+        raise ValueError("a negative index")
     if prev >= first:
         raise ValueError(f"the previous index {prev} is not before the first, {first}")
-    data = view.obj if isinstance(view.obj, bytes) else bytes(view)
-    payloads = list(map(data.__getitem__, map(slice, ends, ends[1:])))
-    return Frame(identity, None if prev < 0 else prev, indexes, timestamps, payloads, attrs, origins)
+    if indexes[0] != first or indexes[-1] != last or not ascending(indexes, prev):
+        raise ValueError("indexes are not in order or disagree with the header")
+    return Columns(identity, None if prev < 0 else prev, indexes, timestamps, ends, view[at:], attrs, origins)

@@ -16,12 +16,13 @@ time (a flock in the queue's folder, free at once when its holder dies).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
-import itertools
 import os
+from array import array
+from collections.abc import Sequence
 from typing import Any
 
-import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -79,7 +80,6 @@ class Ingester(Link):
             raise ArgumentError(f"batch must be 1 to 10000 messages, not {self._batch}")
         self.queue: tape.Queue | None = None
         self._appender: tape.Appender | None = None
-        self._lock: RoleLock | None = None
         try:
             self._open(tape.Queue(self.path, raw=True, create=False))
         except QueueNotFoundError:
@@ -146,7 +146,8 @@ class Ingester(Link):
             while not self.stopping:
                 try:
                     msgs = await fetching
-                except nats.errors.TimeoutError:
+                except asyncio.TimeoutError:  # nats.errors.TimeoutError, or asyncio's own when the
+                    # loop was busy past the fetch's deadline (nats-py raises that one then)
                     if not follow and (await sub.consumer_info()).num_pending == 0:
                         return
                     msgs = []
@@ -199,7 +200,7 @@ class Ingester(Link):
     def _apply(self, data: bytes, seq: int) -> None:
         """Append the entries of the frame `data` (stream sequence `seq`) that the queue does not hold yet."""
         try:
-            got = frame.decode(data)
+            got = frame.unpack(data)
         except tape.CorruptionError as exc:
             raise tape.CorruptionError(f"{self._what()}: stream sequence {seq}: {exc}; nothing of it was written") from None
         if self._source is None:
@@ -219,7 +220,7 @@ class Ingester(Link):
                 "entries between them are missing from the stream"
             )
         appender = self._local(got.identity)
-        start = 0 if origin is None else next(k for k, i in enumerate(indexes) if i > origin)
+        start = 0 if origin is None else bisect.bisect_right(indexes, origin)
         try:
             _append(appender, got, start)
         except BaseException:  # what reached the queue of a write that failed midway
@@ -272,18 +273,25 @@ class Ingester(Link):
         return f"<tape.replicate.Ingester {self.url} {self.stream} -> {self.path!r}>"
 
 
-def _append(appender: tape.Appender, got: frame.Frame, start: int) -> None:
+def _append(appender: tape.Appender, got: frame.Columns, start: int) -> None:
     """Append the entries of `got` from position `start` on, with their origins."""
     _, indexes, timestamps = got.sources
-    rows: list[Any] = list(zip(got.payloads[start:], itertools.repeat(None), itertools.repeat(None),
-                               zip(indexes[start:], timestamps[start:]), itertools.repeat(False)))
+    if not got.attrs:  # one core call, no object per entry
+        at = got.ends[start - 1] if start else 0
+        ends = got.ends[start:] if not at else array("Q", (end - at for end in got.ends[start:]))
+        appender._write_encoded_run(got.payloads[at:], ends, indexes[start:], timestamps[start:])
+        return
+    payloads = got.payloads.tobytes()
+    bounds = [0, *got.ends]
+    rows: list[Any] = [(payloads[bounds[k]:bounds[k + 1]], None, None, (indexes[k], timestamps[k]), False)
+                       for k in range(start, len(indexes))]
     for k, (key, not_before, tombstone) in got.attrs.items():
         if k >= start:
             rows[k - start] = (rows[k - start][0], key, not_before, rows[k - start][3], tombstone)
     appender.write_encoded_many(rows)
 
 
-def _count_after(indexes: list[int], before: int | None, upto: int | None) -> int:
+def _count_after(indexes: Sequence[int], before: int | None, upto: int | None) -> int:
     """How many of `indexes` are after `before` and not after `upto`."""
     if upto is None:
         return 0

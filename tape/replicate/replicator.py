@@ -32,8 +32,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from array import array
 from collections import deque
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import nats.errors
@@ -44,7 +44,7 @@ from nats.js.api import Header
 import tape
 from tape._args import as_int
 from tape.errors import ArgumentError, ReplicationError
-from tape.records import Entry
+from tape._native.tailer import Columns
 from tape.replicate import frame
 from tape.replicate._link import WRONG_LAST_SEQUENCE, Link, discard, log
 from tape.replicate._lock import RoleLock
@@ -112,7 +112,6 @@ class Replicator(Link):
         self._ack_timeout = float(ack_timeout)
         self.name = name
         self.queue = tape.Queue(path, raw=True, create=False)
-        self._lock: RoleLock | None = None
         try:
             self._lock = RoleLock(self.queue.path, f"ship-{self.stream}", self._what())
             self._identity = frame.Identity.of(self.queue).to_json()
@@ -157,10 +156,10 @@ class Replicator(Link):
         sent: deque[_Sent] = deque()
         try:
             while True:
-                batch = [] if self.stopping else self._reader.read_encoded_batch(_BATCH_ENTRIES, self._frame_bytes)
-                if batch:
-                    data, prev_origin = self._frame(prev, prev_origin, batch)
-                    first, last = batch[0].index, batch[-1].index
+                batch = None if self.stopping else self._reader._read_encoded_columns(_BATCH_ENTRIES, self._frame_bytes)
+                if batch is not None:
+                    data, indexes, prev_origin = self._frame(prev, prev_origin, batch)
+                    first, last = indexes[0], indexes[-1]
                     if len(data) > self.max_payload:  # one entry larger than a message can be
                         raise ReplicationError(
                             f"{self._what()}: entry {first} makes a message of {len(data)} bytes, "
@@ -179,7 +178,7 @@ class Replicator(Link):
                     ack = asyncio.ensure_future(js.publish(subject, data, timeout=self._ack_timeout, headers=headers))
                     await asyncio.sleep(0)  # it goes out while the next frame is read and packed
                     seq += 1
-                    sent.append(_Sent(ack, seq, len(batch), last))
+                    sent.append(_Sent(ack, seq, len(indexes), last))
                     prev = last
                     while sent and sent[0].ack.done():
                         seq = await self._acked(sent, seq)
@@ -231,33 +230,40 @@ class Replicator(Link):
         assert self.subject is not None
         return self.subject
 
-    def _frame(self, prev: int | None, prev_origin: int | None, batch: Sequence[Entry]) -> tuple[bytes, int | None]:
-        """The frame of `batch`, which follows the entry at index `prev` (origin index `prev_origin`); the origin index of its last entry."""
-        indexes, timestamps, payloads, keys, not_befores, origins, tombstones = zip(*batch)
+    def _frame(self, prev: int | None, prev_origin: int | None, batch: Columns) -> tuple[bytes, array[int], int | None]:
+        """The frame of `batch` (Tailer._read_encoded_columns), which follows the entry at index `prev` (origin index `prev_origin`).
+
+        (the frame, the indexes of its entries, the origin index of its last entry).
+        """
+        idx, ts, lens, payloads, oi, ots, keyed = batch
+        indexes, timestamps, lengths = array("q", idx), array("q", ts), array("I", lens)
+        rows = [(pos, frame.KEY_NONE if not raw else frame.KEY_STR if is_str else frame.KEY_BYTES, raw, nb, tomb)
+                for pos, raw, is_str, nb, tomb in keyed or ()]
+        if oi is None and not self._copies:
+            return frame.pack(self._identity, prev, indexes, timestamps, lengths, payloads, rows, None), indexes, indexes[-1]
+        origins = array("q", [-1]) * len(indexes) if oi is None else array("q", oi)
+        times = array("q", [0]) * len(indexes) if ots is None else array("q", ots)
         copies = self._copies
-        for index, origin in zip(indexes, origins):
-            if origin is not None:
+        for pos, origin in enumerate(origins):
+            if origin >= 0:
                 copies = True
             elif copies:  # written here after copies: its own index is no origin in the first queue
                 raise ReplicationError(
-                    f"{self._what()}: entry {index} was written here, after copies "
+                    f"{self._what()}: entry {indexes[pos]} was written here, after copies "
                     "(a queue that mixes ingested entries and others cannot be shipped as a copy)"
                 )
-        if not any(origins):
-            data = frame.encode(self._identity, prev, indexes, timestamps, payloads, keys, not_befores, tombstones)
-            return data, indexes[-1]
+            else:  # written here before the first copy: it is its own origin
+                origins[pos], times[pos] = indexes[pos], timestamps[pos]
         self._copies = True
-        firsts = [i if o is None else o[0] for i, o in zip(indexes, origins)]
-        times = [t if o is None else o[1] for t, o in zip(timestamps, origins)]
-        order = [prev_origin, *firsts] if prev_origin is not None else firsts
+        order = [*([] if prev_origin is None else [prev_origin]), *origins]
         if any(a >= b for a, b in zip(order, order[1:])):
             raise ReplicationError(
                 f"{self._what()}: the origins of entries {indexes[0]} to {indexes[-1]} are not in order "
                 "(a queue that mixes ingested entries and others cannot be shipped as a copy)"
             )
-        data = frame.encode(self._identity, prev, indexes, timestamps, payloads, keys, not_befores, tombstones,
-                            (prev_origin, firsts, times))
-        return data, firsts[-1]
+        data = frame.pack(self._identity, prev, indexes, timestamps, lengths, payloads, rows,
+                          (prev_origin, origins, times))
+        return data, indexes, origins[-1]
 
     def _shipped(self, seq: int, count: int, last: int) -> None:
         """JetStream stored the frame of `count` entries up to index `last` as `seq`: move the named tailer past it."""
