@@ -69,7 +69,8 @@ demo: venv
 # so that `import tape` finds that copy, not the source tree's test build.
 SAN_PY    := build/san-py
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-SAN_TESTS := tests/test_codecs_msgpack_fast.py tests/test_codecs.py tests/test_hot.py tests/test_hot_keys.py tests/test_big_payloads.py
+SAN_TESTS := tests/test_codecs_msgpack_fast.py tests/test_codecs.py tests/test_hot.py tests/test_hot_keys.py tests/test_big_payloads.py \
+             tests/test_hot_group.py tests/test_groups.py
 
 sanitize: venv
 	$(MAKE) -C csrc sanitize

@@ -90,6 +90,7 @@ setup(
                 "tape/_native/_hot_reader.c",
                 "tape/_native/_hot_batches.c",
                 "tape/_native/_hot_keys.c",
+                "tape/_native/_hot_group.c",
                 "tape/_native/_hot_columns.c",
             ],
             include_dirs=["csrc"],

@@ -15,7 +15,12 @@ in one run:
   group, counted from the start of all to the end of the last;
 - redelivery after kill -9: a process holds 100 claims (ack_wait 600 s) and is
   killed; the time from its death (waitpid) to another consumer's claim of
-  them, median of 10.
+  them, median of 10;
+- claim latency: a producer process writes 20,000 entries at 10,000 a second
+  (paced by busy-waiting), each stamped with time.monotonic_ns(); a consumer
+  process claims them with `for m in consumer.follow()` (sleeping in between)
+  and acks; median and p99 of claim time - stamp, the first 1% left out
+  (of 3 runs, the one of the middle median). --latency measures only this.
 
 Then the peers (bench/peers/work_queues.py), in this process: persist-queue's
 SQLiteAckQueue and litequeue (get + ack of N / 200 entries: each call commits,
@@ -23,7 +28,11 @@ a few hundred to a few thousand a second, so fewer entries give the same
 rate), and Redis Streams (N / 10 entries, one at a time and in batches of
 1,000) when redis-server and redis-py are installed.
 
-Figures are entries per second, best of 3 runs (the kill: median of 10).
+Figures are entries per second, medians of 3 runs (the kill: median of 10).
+
+    python -m bench.groups --latency [--before PATH] [--after PATH]
+
+measures only the claim latency (below).
 
     python -m bench.groups --instructions [--before PATH] [--after PATH]
 
@@ -156,6 +165,55 @@ def kill_redelivery_ms(path: str, trials: int = 10) -> float:
     return statistics.median(times)
 
 
+_LAT_PRODUCER = """
+import struct, sys, time, tape
+n, rate = int(sys.argv[2]), float(sys.argv[3])
+pack, now, filler = struct.Struct("<q").pack, time.monotonic_ns, bytes(92)
+with tape.Queue(sys.argv[1], codec="raw") as q:
+    write = q.appender().write
+    sys.stdin.readline()
+    start, period = now(), 1e9 / rate
+    for k in range(n):
+        due = start + int(k * period)
+        while now() < due:
+            pass
+        write(pack(now()) + filler)
+"""
+
+_LAT_CONSUMER = """
+import json, struct, sys, time, tape
+n = int(sys.argv[2])
+unpack, now, lat = struct.Struct("<q").unpack_from, time.monotonic_ns, []
+with tape.Queue(sys.argv[1], codec="raw") as q:
+    c = q.group("g").consumer()
+    print("ready", flush=True)
+    for m in c.follow(timeout=10):
+        lat.append(now() - unpack(m.value)[0])
+        m.ack()
+        if len(lat) == n:
+            break
+lat = sorted(lat[n // 100:])
+print(json.dumps({"got": len(lat) + n // 100, "median": lat[len(lat) // 2] / 1e3, "p99": lat[int(len(lat) * 0.99)] / 1e3}))
+"""
+
+
+def claim_latency_us(path: str, n: int = 20_000, rate: int = 10_000) -> tuple[float, float]:
+    """(median, p99) in us of a sleeping consumer's claim of entries a producer process writes at `rate`/s."""
+    with tape.Queue(path, codec="raw") as q:
+        q.group("g", ack_wait=600)
+    consumer = subprocess.Popen([sys.executable, "-c", _LAT_CONSUMER, path, str(n)], stdout=subprocess.PIPE, text=True)
+    assert consumer.stdout is not None and consumer.stdout.readline().strip() == "ready"
+    producer = subprocess.Popen([sys.executable, "-c", _LAT_PRODUCER, path, str(n), str(rate)], stdin=subprocess.PIPE,
+                                text=True)
+    assert producer.stdin is not None
+    producer.stdin.write("go\n")
+    producer.stdin.close()
+    assert producer.wait() == 0
+    out = json.loads(consumer.stdout.read().splitlines()[-1])
+    assert consumer.wait() == 0 and out["got"] == n, out
+    return out["median"], out["p99"]
+
+
 def peer_rate(cls: type[Peer], n: int, batched: bool = False) -> float | None:
     """Entries per second of a peer's take + ack (None: not installed)."""
     from bench.peers.work_queues import open_peer
@@ -178,15 +236,15 @@ def peer_rate(cls: type[Peer], n: int, batched: bool = False) -> float | None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def best(fn, n: int, runs: int = 3) -> float:  # type: ignore[no-untyped-def]
-    figures = []
+def median_of(fn, n: int, runs: int = 3) -> float:  # type: ignore[no-untyped-def]
+    figures: list[float] = []
     for _ in range(runs):
         d = tempfile.mkdtemp(prefix="tape-bench-groups-")
         try:
             figures.append(fn(os.path.join(d, "q"), n))
         finally:
             shutil.rmtree(d, ignore_errors=True)
-    return max(figures)
+    return statistics.median(figures)
 
 
 ROWS = (
@@ -195,33 +253,52 @@ ROWS = (
     ("procs2", "tape claim()+ack(), 2 processes", "/s"),
     ("procs4", "tape claim()+ack(), 4 processes", "/s"),
     ("kill", "redelivery after kill -9 (median)", "ms"),
+    ("lat50", "claim latency at 10,000/s, median", "us"),
+    ("lat99", "claim latency at 10,000/s, p99", "us"),
 )
 
 
-def tape_figures(n: int) -> dict[str, float]:
-    """Every tape row, with the tape this process imports."""
+def latency_figures() -> dict[str, float]:
+    """The latency rows: of 3 runs, the one of the middle median."""
+    runs = []
+    for _ in range(3):
+        d = tempfile.mkdtemp(prefix="tape-bench-groups-")
+        try:
+            runs.append(claim_latency_us(os.path.join(d, "q")))
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    median, p99 = sorted(runs)[1]
+    return {"lat50": median, "lat99": p99}
+
+
+def tape_figures(n: int, only_latency: bool = False) -> dict[str, float]:
+    """Every tape row (only the latency's), with the tape this process imports."""
+    if only_latency:
+        return latency_figures()
     d = tempfile.mkdtemp(prefix="tape-bench-groups-")
     try:
         kill = kill_redelivery_ms(os.path.join(d, "q"))
     finally:
         shutil.rmtree(d, ignore_errors=True)
     return {
-        "one": best(tape_one, n),
-        "many": best(tape_many, n),
-        "procs2": best(lambda p, k: tape_procs(p, k, 2), n),
-        "procs4": best(lambda p, k: tape_procs(p, k, 4), n),
+        **latency_figures(),
+        "one": median_of(tape_one, n),
+        "many": median_of(tape_many, n),
+        "procs2": median_of(lambda p, k: tape_procs(p, k, 2), n),
+        "procs4": median_of(lambda p, k: tape_procs(p, k, 4), n),
         "kill": kill,
     }
 
 
-def tape_in_child(n: int, path: str | None) -> dict[str, float]:
+def tape_in_child(n: int, path: str | None, only_latency: bool = False) -> dict[str, float]:
     """tape_figures in a child process importing tape from `path` (None: as installed)."""
     env = dict(os.environ)
     if path is not None:
         env["PYTHONPATH"] = os.path.abspath(path)
     else:
         env.pop("PYTHONPATH", None)
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--tape-only", "--n", str(n)], env=env,
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--tape-only", "--n", str(n)]
+                         + (["--latency"] if only_latency else []), env=env,
                          cwd=tempfile.gettempdir(), check=True, capture_output=True, text=True).stdout
     figures: dict[str, float] = json.loads(out.splitlines()[-1])
     return figures
@@ -280,6 +357,7 @@ def main() -> None:
     ap.add_argument("--before", help="a folder holding the tape package to compare against")
     ap.add_argument("--after", help="a folder holding the tape package to measure (default: as installed)")
     ap.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
+    ap.add_argument("--latency", action="store_true", help="measure only the claim latency at 10,000/s")
     ap.add_argument("--tape-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--loop", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -288,7 +366,7 @@ def main() -> None:
         _loop(args.loop, n)
         return
     if args.tape_only:
-        print(json.dumps(tape_figures(n)))
+        print(json.dumps(tape_figures(n, args.latency)))
         return
     builds = ([("before", args.before)] if args.before else []) + [("after", args.after)]
     if args.instructions:
@@ -296,22 +374,27 @@ def main() -> None:
         for mode, what in (("one", "claim()+ack()"), ("many", "claim_many(1000)+ack_many()")):
             print(f"{what:38}" + "".join(f"{instructions(mode, path):14,}" for _, path in builds))
         return
-    columns = {label: tape_in_child(n, path) for label, path in builds}
+    columns = {label: tape_in_child(n, path, args.latency) for label, path in builds}
     print(f"{'':38}" + "".join(f"{label:>14}" for label in columns))
     for key, what, unit in ROWS:
-        cells = "".join(f"{c[key]:14,.2f}" if unit == "ms" else f"{c[key]:14,.0f}" for c in columns.values())
+        if key not in next(iter(columns.values())):
+            continue
+        cells = "".join(f"{c[key]:14,.0f}" if unit == "/s" else f"{c[key]:14,.2f}" for c in columns.values())
         print(f"{what:38}{cells} {unit}")
+    if args.latency:
+        return
     from bench.peers.work_queues import PEERS
 
     for cls in PEERS:
         k = max(n // 10, 1) if cls.batched else max(n // 200, 1)
-        rate = max((r for r in (peer_rate(cls, k) for _ in range(3)) if r is not None), default=None)
+        rates = [r for r in (peer_rate(cls, k) for _ in range(3)) if r is not None]
+        rate = statistics.median(rates) if rates else None
         if rate is None:
             print(f"{cls.name:38} not installed (make bench installs the libraries; Redis: apt-get install redis-server)")
             continue
         print(f"{cls.name:38}{rate:14,.0f} /s")
         if cls.batched:
-            rate = max(r for r in (peer_rate(cls, k, batched=True) for _ in range(3)) if r is not None)
+            rate = statistics.median(r for r in (peer_rate(cls, k, batched=True) for _ in range(3)) if r is not None)
             print(f"{cls.name + ', batches of 1,000':38}{rate:14,.0f} /s")
 
 

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tape._args import as_int, as_seconds
 from tape._native import ConsumerHandle, GroupHandle, Settings, Slot, TailerHandle
-from tape._native.group import (BACKOFF_MAX, C_DL, C_END, C_GEN, C_INDEX, C_SLOT, C_TS, END, EXISTING, FIELDS, NS_MAX,
-                                START, Claim)
+from tape import codecs
+from tape._native import check
+from tape._native.group import (BACKOFF_MAX, C_DL, C_END, C_GEN, C_INDEX, C_SLOT, C_TS, END, EXISTING, FIELDS, MSGPACK,
+                                NS_MAX, OTHER, RAW, START, Claim, Claimer, DeliveryBase)
 from tape._time import duration_ns, to_datetime
 from tape.errors import ArgumentError, ArgumentTypeError, QueueClosedError, StaleDeliveryError
 
@@ -335,17 +337,22 @@ class Group:
         return f"<tape.Group {self.name!r} of {self._queue.path!r}>"
 
 
-class Delivery:
-    """An entry claimed by a consumer: finish it with ack, nack, extend or reject (or `with`)."""
+class Delivery(DeliveryBase):
+    """An entry claimed by a consumer: finish it with ack, nack, extend or reject (or `with`).
 
-    __slots__ = ("_consumer", "_due", "_gen", "_outcome", "_slot", "attempt", "index", "timestamp", "value")
+    Its fields (value, index, attempt, timestamp) and ack() are its C base's
+    (tape/_native/_hot_group.c), which claims build in C; ack() goes to
+    _ack_slow where C stops (a lapsed claim, a clock, a closed consumer)."""
+
+    __slots__ = ()
+    _consumer: Consumer
 
     def __init__(self, consumer: Consumer, claim: Claim, value: Any) -> None:
         """claim: the claim's numbers (tape._native.group.FIELDS, in that order)."""
         self.value = value
         self._slot, self._gen, self.index, self.attempt, self._due, _, self.timestamp, _ = claim
         self._consumer = consumer
-        self._outcome: str | None = None
+        self._outcome = None
 
     @property
     def deadline(self) -> float:
@@ -357,8 +364,8 @@ class Delivery:
         """How this consumer finished it: "acked", "nacked" or "rejected"; None while it holds it."""
         return self._outcome
 
-    def ack(self) -> None:
-        """Finished: never handed out again. StaleDeliveryError when the claim lapsed."""
+    def _ack_slow(self) -> None:
+        """ack() where C stops: StaleDeliveryError when the claim lapsed."""
         c = self._consumer
         c._native.ack(self._slot, self._gen, c._clock())
         self._outcome = "acked"
@@ -405,8 +412,16 @@ class Delivery:
         return f"<tape.Delivery index={self.index} attempt={self.attempt}>"
 
 
-class Consumer:
-    """A consumer of a group: claims entries; one thread at a time."""
+class Consumer(Claimer):
+    """A consumer of a group: claims entries; one thread at a time.
+
+    claim() is its C base's (tape/_native/_hot_group.c), as are the claims
+    and acks of claim_many and ack_many; _claim_slow takes over where C stops
+    (nothing due, a timeout to wait, a clock, an error)."""
+
+    if TYPE_CHECKING:
+        def claim(self, timeout: float | None = None) -> Delivery | None:
+            """The next entry due, claimed; None when none came within `timeout` seconds (None: no wait)."""
 
     def __init__(self, group: Group, native: ConsumerHandle, name: str | None) -> None:
         self._group = group
@@ -414,6 +429,9 @@ class Consumer:
         self.name = name
         self._claims = 0
         self._clock = group._clock
+        codec = type(group._queue.codec)
+        kind = RAW if codec is codecs.RawCodec else MSGPACK if codec is codecs.MsgpackCodec else OTHER
+        self._hot_setup(native.hot, kind, group._decode, Delivery, group._clock is time.time_ns)
 
     def _bury_dead(self, now: int) -> None:
         """Store the entries that ran out of deliveries as dead letters."""
@@ -422,6 +440,12 @@ class Consumer:
             self._group._bury(self._native, s, s.reason, last)
 
     def _claim_now(self) -> Delivery | None:
+        """The next entry due, claimed (in C where it can), or None."""
+        d = self._hot_claim()
+        return d if d is not None else self._claim_python()
+
+    def _claim_python(self) -> Delivery | None:
+        """_claim_now in Python: C stopped (nothing due, a clock, an error, a closed consumer)."""
         while True:
             now = self._clock()
             self._claims += 1
@@ -448,9 +472,14 @@ class Consumer:
         o[C_TS], payload = copy
         return payload
 
-    def claim(self, timeout: float | None = None) -> Delivery | None:
-        """The next entry due, claimed; None when none came within `timeout` seconds (None: no wait)."""
-        d = self._claim_now()
+    def _redriven(self, o: Claim, now: int) -> Delivery | None:
+        """A redriven dead letter claimed in C: its Delivery, its payload read from its copy (None: lost)."""
+        payload = self._copy(o, now)
+        return None if payload is None else Delivery(self, o, self._group._decode(payload))
+
+    def _claim_slow(self, timeout: float | None = None) -> Delivery | None:
+        """claim() where C stops."""
+        d = self._claim_python()
         if d is not None or timeout is None:
             return d
         end = time.monotonic() + as_seconds(timeout)
@@ -468,13 +497,18 @@ class Consumer:
         n = as_int(n, "n")
         if n < 1:
             raise ArgumentError(f"n must be at least 1, not {n}")
-        got = self._claim_batch(n)
+        got = self._batch(n)
         if got or timeout is None:
             return got
         first = self.claim(timeout)
         if first is None:
             return []
-        return [first, *self._claim_batch(n - 1)] if n > 1 else [first]
+        return [first, *self._batch(n - 1)] if n > 1 else [first]
+
+    def _batch(self, n: int) -> list[Delivery]:
+        """Up to n entries due, claimed: in C, else (a clock, an error, ...) in Python."""
+        got = self._hot_batch(n)
+        return self._claim_batch(n) if got is False else got
 
     def _claim_batch(self, n: int) -> list[Delivery]:
         decode = self._group._decode
@@ -502,22 +536,35 @@ class Consumer:
         """Ack deliveries of this consumer together, under one lock (as Redis XACK takes many ids). Those whose
         claim had lapsed change nothing: StaleDeliveryError names them, after the others are acked."""
         ds = deliveries if isinstance(deliveries, list) else list(deliveries)
+        got = self._hot_ack_many(ds, self._group._clock())
+        if got is False:
+            stale = self._ack_many_slow(ds)
+        elif isinstance(got, int):  # an error of the core: nothing acked
+            check(got, self._native.path)
+            stale = []
+        else:
+            stale = got
+        if stale:
+            which = ", ".join(str(ds[k].index) for k in stale[:10])
+            raise StaleDeliveryError(f"{self._group._queue.path}: group {self._group.name!r}: {len(stale)} of "
+                                     f"{len(ds)} claims had lapsed (indexes {which}{', ...' if len(stale) > 10 else ''})")
+
+    def _ack_many_slow(self, ds: list[Delivery]) -> list[int]:
+        """ack_many where C stops (not a list of distinct deliveries of this consumer, a closed consumer):
+        it raises, or acks and returns the positions of the lapsed ones."""
         for d in ds:
             if not isinstance(d, Delivery) or d._consumer is not self:
                 raise ArgumentError(f"ack_many takes deliveries of this consumer, not {d!r}")
         if not ds:
-            return
+            return []
         if len({id(d) for d in ds}) != len(ds):
             raise ArgumentError("ack_many takes each delivery once; nothing was acked")
         stale = self._native.ack_many([d._slot for d in ds], [d._gen for d in ds], self._group._clock())
         for d in ds:
             d._outcome = "acked"
-        if stale:
-            for k in stale:
-                ds[k]._outcome = None
-            which = ", ".join(str(ds[k].index) for k in stale[:10])
-            raise StaleDeliveryError(f"{self._group._queue.path}: group {self._group.name!r}: {len(stale)} of "
-                                     f"{len(ds)} claims had lapsed (indexes {which}{', ...' if len(stale) > 10 else ''})")
+        for k in stale:
+            ds[k]._outcome = None
+        return stale
 
     def follow(self, timeout: float | None = None) -> Iterator[Delivery]:
         """Claim entries as they come; stops after `timeout` seconds with none (None: never) or when closed."""

@@ -8,8 +8,9 @@ here), holds the roll-cycle arithmetic, and turns C structs into Python
 values. The public classes above it (Queue, Appender, Tailer) speak Python,
 with one exception for speed: Appender and Tailer subclass Writer and Reader
 of tape._native._hot (C), whose write, write_many, read and read_entry are
-the hottest paths; they hand what they do not do to the subclass's Python
-methods (see docs/ARCHITECTURE.md).
+the hottest paths, and Consumer and Delivery subclass Claimer and
+DeliveryBase (claim, ack); they hand what they do not do to the subclass's
+Python methods (see docs/ARCHITECTURE.md).
 
 Threads: calls on a queue hold its lock, so closing it frees it at once.
 Calls on a tailer hold the tailer's lock, for the same reason. Appenders are

@@ -12,6 +12,8 @@
  *            up to 4,096 entries in one call and builds their values (or
  *            Entry) in C, decoding raw and msgpack values without Python;
  *   Keys     (_hot_keys.c) Queue.latest(key): tape_key_read and the Entry, in C;
+ *   Claims, Claimer, DeliveryBase (_hot_group.c) consumer groups' claims and
+ *            acks (the bases of tape.Consumer and tape.Delivery), in C;
  *   View     (_hot_reader.c) the read-only buffer under Tailer.read_view().
  * and loops over columns of integers for tape.replicate's frames (_hot_columns.c).
  * Anything else (keywords, a queue's clock, the end of a batch, an error, a
@@ -141,6 +143,9 @@ static PyMethodDef hot_methods[] = {
     {"bind", (PyCFunction)(void (*)(void))hot_bind, METH_FASTCALL,
      "bind(append, append_many_ex, peek_many_ex, read_many_ex, key_read, set_wait_hooks, /) -> None\n--\n\n"
      "Take the core's functions (their addresses in tape._core); once, before any Writer or Reader is used."},
+    {"bind_group", (PyCFunction)(void (*)(void))hot_bind_group, METH_FASTCALL,
+     "bind_group(claim, claim_many, ack, ack_many, /) -> None\n--\n\n"
+     "Take the core's consumer group calls (their addresses in tape._core); once, before any Claims is made."},
     {"bind_writer", (PyCFunction)(void (*)(void))hot_bind_writer, METH_FASTCALL,
      "bind_writer(append_ex, append_if, append_if_key, /) -> None\n--\n\n"
      "Take the core's keyed appends for Writer (their addresses in tape._core); once, with bind()."},
@@ -154,7 +159,7 @@ static PyMethodDef hot_methods[] = {
 static struct PyModuleDef hot_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "tape._native._hot",
-    .m_doc = "The hot calls of Appender, Tailer and Queue.latest in C (Writer, Reader, Batches, Keys); the binding layer's own.",
+    .m_doc = "The hot calls of Appender, Tailer, Queue.latest and consumer groups in C (Writer, Reader, Batches, Keys, Claimer); the binding layer's own.",
     .m_size = -1,
     .m_methods = hot_methods,
 };
@@ -186,6 +191,10 @@ PyMODINIT_FUNC PyInit__hot(void)
     PyObject *module = PyModule_Create(&hot_module);
     if (module == NULL)
         return NULL;
+    if (hot_group_init(module) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
     if (PyModule_AddObjectRef(module, "Writer", (PyObject *)&hot_writer_type) < 0 ||
         PyModule_AddObjectRef(module, "Reader", (PyObject *)&hot_reader_type) < 0 ||
         PyModule_AddObjectRef(module, "Batches", (PyObject *)&hot_batches_type) < 0 ||

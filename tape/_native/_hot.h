@@ -44,6 +44,11 @@ extern PyTypeObject hot_batches_type;
 extern PyTypeObject hot_keys_type;
 extern PyTypeObject hot_view_type;
 
+/* Consumer groups' claims and acks (_hot_group.c): its types added to the
+ * module, and bind_group(claim, claim_many, ack, ack_many). */
+int hot_group_init(PyObject *module);
+PyObject *hot_bind_group(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 /* Names of the Python methods C hands over to (interned at import). */
 extern PyObject *hot_str_write_slow, *hot_str_write_many_slow, *hot_str_after, *hot_str_after_many,
     *hot_str_read_slow, *hot_str_read_entry_slow;

@@ -127,6 +127,8 @@ def address(ptr: Any) -> int:
 _hot.bind(*(address(ffi.addressof(lib, name)) for name in (
     "tape_append", "tape_append_many_ex", "tape_peek_many_ex", "tape_read_many_ex", "tape_key_read",
     "tape_set_wait_hooks")))
+_hot.bind_group(*(address(ffi.addressof(lib, name)) for name in (
+    "tape_group_claim", "tape_group_claim_many", "tape_group_ack", "tape_group_ack_many")))
 _hot.bind_writer(*(address(ffi.addressof(lib, name)) for name in (
     "tape_append_ex", "tape_append_if", "tape_append_if_key")))
 

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from tape._native.core import NAME_MAX, ChildHandle, check, ffi, lib
+from tape._native._hot import MSGPACK, OTHER, RAW, Claimer, Claims, DeliveryBase
+from tape._native.core import NAME_MAX, ChildHandle, address, check, ffi, lib
 from tape.errors import LimitError, QueueClosedError, TapeOSError
 
 if TYPE_CHECKING:
     from tape._native.queue import QueueHandle
+
+__all__ = [
+    "GroupHandle", "ConsumerHandle", "Settings", "GroupInfo", "Slot", "Claim", "Claimer", "DeliveryBase",
+    "SLOTS", "LATER", "CONSUMERS", "BACKOFF_MAX", "MANY", "MANY_BYTES", "START", "END", "EXISTING", "NS_MAX", "STATES",
+    "FIELDS", "C_SLOT", "C_GEN", "C_INDEX", "C_ATTEMPT", "C_DUE", "C_DL", "C_TS", "C_END", "REASONS",
+    "RAW", "MSGPACK", "OTHER",
+]
 
 SLOTS = lib.TAPE_GROUP_SLOTS  # entries in flight per group
 CONSUMERS = lib.TAPE_GROUP_CONSUMERS
@@ -242,16 +249,18 @@ class GroupHandle(ChildHandle):
 
 
 class ConsumerHandle:
-    """A C consumer and its tailer; closing gives its claims back."""
+    """A C consumer and its tailer; closing gives its claims back. `hot` hands both to the claims and acks in
+    C (tape._native._hot.Claimer, the base of tape.Consumer) until closed; it is the handle's lock too."""
 
-    __slots__ = ("_buf", "_dead", "_out", "group", "id", "lock", "path", "ptr", "tailer")
+    __slots__ = ("_buf", "_dead", "_out", "group", "hot", "id", "lock", "path", "ptr", "tailer")
 
     def __init__(self, group: GroupHandle, ptr: Any, tailer: Any) -> None:
         self.group = group
         self.path = group.path
         self.ptr: Any = ptr
         self.tailer: Any = tailer
-        self.lock = threading.Lock()
+        self.hot = Claims(address(ptr), address(tailer))
+        self.lock = self.hot  # the claims in C take it too
         self.id: int = lib.tape_consumer_id(ptr)
         self._dead = ffi.new("tape_delivery *")
         self._out = ffi.new("int64_t[]", MANY * FIELDS)
@@ -267,6 +276,7 @@ class ConsumerHandle:
         """In a fork child: close the inherited consumer's file (the parent's liveness byte stays the
         parent's alone) without changing the group; using it raises QueueClosedError from then on."""
         ptr, self.ptr = self.ptr, None
+        self.hot.shut()
         if ptr is not None:
             lib.tape_consumer_forget(ptr)
 
@@ -274,6 +284,7 @@ class ConsumerHandle:
         """Give back every claim, free the consumer and its tailer; idempotent."""
         with self.lock:
             ptr, self.ptr = self.ptr, None
+            self.hot.shut()
             if ptr is not None:
                 lib.tape_consumer_close(ptr)
                 lib.tape_tailer_close(self.tailer)
