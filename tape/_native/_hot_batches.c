@@ -470,22 +470,33 @@ static PyObject *batches_peek(hot_batches *self, PyObject *const *args, Py_ssize
     return batches_run(self, 1, (size_t)slots, 0, entries);
 }
 
-static PyObject *batches_read_many(hot_batches *self, PyObject *const *args, Py_ssize_t nargs)
+/* The (max_entries, max_bytes) arguments of read_many and read_columns
+ * (`name`), each at least 1: 0, or -1 with an exception set. */
+static int batch_limits(PyObject *const *args, Py_ssize_t nargs, const char *name, Py_ssize_t *max_entries,
+                        Py_ssize_t *max_bytes)
 {
     if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "read_many(max_entries, max_bytes)");
-        return NULL;
+        PyErr_Format(PyExc_TypeError, "%s(max_entries, max_bytes)", name);
+        return -1;
     }
-    Py_ssize_t max_entries = PyLong_AsSsize_t(args[0]);
-    if (max_entries == -1 && PyErr_Occurred())
-        return NULL;
-    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[1]);
-    if (max_bytes == -1 && PyErr_Occurred())
-        return NULL;
-    if (max_entries < 1 || max_bytes < 1) {
-        PyErr_SetString(PyExc_ValueError, "read_many(): max_entries and max_bytes must be at least 1");
-        return NULL;
+    *max_entries = PyLong_AsSsize_t(args[0]);
+    if (*max_entries == -1 && PyErr_Occurred())
+        return -1;
+    *max_bytes = PyLong_AsSsize_t(args[1]);
+    if (*max_bytes == -1 && PyErr_Occurred())
+        return -1;
+    if (*max_entries < 1 || *max_bytes < 1) {
+        PyErr_Format(PyExc_ValueError, "%s(): max_entries and max_bytes must be at least 1", name);
+        return -1;
     }
+    return 0;
+}
+
+static PyObject *batches_read_many(hot_batches *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t max_entries, max_bytes;
+    if (batch_limits(args, nargs, "read_many", &max_entries, &max_bytes) < 0)
+        return NULL;
     return batches_run(self, 0, (size_t)max_entries, (size_t)max_bytes, 1);
 }
 
@@ -557,20 +568,9 @@ done:
 
 static PyObject *batches_read_columns(hot_batches *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "read_columns(max_entries, max_bytes)");
+    Py_ssize_t max_entries, max_bytes;
+    if (batch_limits(args, nargs, "read_columns", &max_entries, &max_bytes) < 0)
         return NULL;
-    }
-    Py_ssize_t max_entries = PyLong_AsSsize_t(args[0]);
-    if (max_entries == -1 && PyErr_Occurred())
-        return NULL;
-    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[1]);
-    if (max_bytes == -1 && PyErr_Occurred())
-        return NULL;
-    if (max_entries < 1 || max_bytes < 1) {
-        PyErr_SetString(PyExc_ValueError, "read_columns(): max_entries and max_bytes must be at least 1");
-        return NULL;
-    }
     if (self->b_ptr == NULL)
         Py_RETURN_NONE;
     take t;

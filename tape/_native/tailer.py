@@ -109,10 +109,7 @@ class TailerHandle(ChildHandle):
         got = self._batches.peek(slots, entries)
         if isinstance(got, tuple):
             return got
-        if got is None:
-            self.live()  # raises QueueClosedError
-        else:
-            check(got, self.path)
+        self._failed(got)
         return None
 
     def read_many(self, max_entries: int, max_bytes: int) -> list[Entry]:
@@ -120,10 +117,7 @@ class TailerHandle(ChildHandle):
         got = self._batches.read_many(max_entries, max_bytes)
         if isinstance(got, list):
             return got
-        if got is None:
-            self.live()  # raises QueueClosedError
-        else:
-            check(got, self.path)
+        self._failed(got)
         return []
 
     def read_columns(self, max_entries: int, max_bytes: int) -> Columns | None:
@@ -131,11 +125,15 @@ class TailerHandle(ChildHandle):
         got = self._batches.read_columns(max_entries, max_bytes)
         if isinstance(got, tuple):
             return got
-        if got is None:
+        self._failed(got)
+        return None
+
+    def _failed(self, rc: int | None) -> None:
+        """What a Batches call that made nothing returned: None (closed: QueueClosedError), or a return code to check."""
+        if rc is None:
             self.live()  # raises QueueClosedError
         else:
-            check(got, self.path)
-        return None
+            check(rc, self.path)
 
     def advance(self, k: int) -> None:
         """Move past the first `k` entries of the batch peek() returned last."""
