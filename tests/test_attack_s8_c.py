@@ -1,0 +1,190 @@
+"""Attack, session 8 (c): replication frames crafted by hand, read_view's View, a cycle file truncated and grown again."""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import struct
+import zlib
+from array import array
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nats")
+
+import tape
+from tape.replicate import frame
+from tape.replicate.ingester import Ingester
+
+NOWHERE = "nats://127.0.0.1:1"  # an Ingester connects only in run(); _apply is what run() calls per message
+
+
+def crafted(identity: bytes, indexes: list[int], timestamps: list[int], payloads: list[bytes],
+            attrs: bytes = b"", attributed: int = 0, prev: int = -1) -> bytes:
+    """A frame built field by field, its CRC right: what a hostile or buggy writer of the stream could send."""
+    body = b"".join([identity, bytes(-len(identity) % 8), array("q", indexes).tobytes(), array("q", timestamps).tobytes(),
+                     array("I", map(len, payloads)).tobytes(), attrs, *payloads])
+    fields = frame._HEADER.pack(b"TPF1", 1, 0, len(identity), len(indexes), attributed, prev, indexes[0], indexes[-1],
+                                timestamps[0], timestamps[-1], 0, 0)[:56]
+    return fields + struct.pack("<II", len(body), zlib.crc32(body, zlib.crc32(fields))) + body
+
+
+def identity_of(tmp_path: Path) -> bytes:
+    with tape.Queue(tmp_path / "src") as q:
+        return frame.Identity.of(q).to_json()
+
+
+def entries(path: Path) -> list[bytes]:
+    with tape.Queue(path, raw=True, create=False) as q:
+        t = q.tailer()
+        return list(iter(t.read, None))
+
+
+# -- frames -------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="frame.py:Identity.from_json/unpack: an identity of deeply nested JSON raises "
+                                       "RecursionError, not CorruptionError")
+def test_a_frame_whose_identity_nests_deeply_is_damage(tmp_path: Path) -> None:
+    deep = b"[" * 30000 + b"]" * 30000
+    with pytest.raises(tape.CorruptionError):
+        frame.unpack(crafted(deep, [0], [1], [b"x"]))
+
+
+@pytest.mark.xfail(strict=True, reason="frame.py:_body: a negative timestamp passes unpack; the ingester then raises "
+                                       "ArgumentError from _write_encoded_run, not CorruptionError (README: a damaged "
+                                       "frame is a CorruptionError)")
+def test_a_frame_with_a_negative_timestamp_is_damage(tmp_path: Path) -> None:
+    data = crafted(identity_of(tmp_path), [0, 1], [5, -5], [b"a", b"b"])
+    with Ingester(NOWHERE, stream="S", path=tmp_path / "dst") as i, pytest.raises(tape.CorruptionError):
+        i._apply(data, 1)
+
+
+@pytest.mark.xfail(strict=True, reason="frame.py:_body: a negative not_before passes unpack; the ingester raises "
+                                       "ArgumentError from write_encoded_many, not CorruptionError")
+def test_a_frame_with_a_negative_not_before_is_damage(tmp_path: Path) -> None:
+    attr = frame._ATTR.pack(0, -7, frame.KEY_STR, 0, 1) + b"k"
+    data = crafted(identity_of(tmp_path), [0], [5], [b"a"], attr, 1)
+    with Ingester(NOWHERE, stream="S", path=tmp_path / "dst") as i, pytest.raises(tape.CorruptionError):
+        i._apply(data, 1)
+
+
+@pytest.mark.xfail(strict=True, reason="frame.py:_body: a key of 2,000 bytes (the queue's bound is 1,024) passes "
+                                       "unpack; the ingester raises ArgumentError, not CorruptionError")
+def test_a_frame_with_a_key_too_long_is_damage(tmp_path: Path) -> None:
+    attr = frame._ATTR.pack(1, 0, frame.KEY_BYTES, 0, 2000) + b"k" * 2000
+    data = crafted(identity_of(tmp_path), [0, 1, 2], [5, 6, 7], [b"a", b"b", b"c"], attr, 1)
+    with Ingester(NOWHERE, stream="S", path=tmp_path / "dst") as i, pytest.raises(tape.CorruptionError):
+        i._apply(data, 1)
+
+
+def test_a_refused_frame_writes_nothing_of_it(tmp_path: Path) -> None:
+    attr = frame._ATTR.pack(2, -7, frame.KEY_STR, 0, 1) + b"k"  # the last entry's not_before is wrong
+    data = crafted(identity_of(tmp_path), [0, 1, 2], [5, 6, 7], [b"a", b"b", b"c"], attr, 1)
+    with Ingester(NOWHERE, stream="S", path=tmp_path / "dst") as i:
+        with pytest.raises(tape.TapeError):
+            i._apply(data, 1)
+        assert i.ingested == 0
+    assert entries(tmp_path / "dst") == []
+
+
+def test_crafted_frames_that_do_not_add_up_are_damage(tmp_path: Path) -> None:
+    ident = identity_of(tmp_path)
+    good = crafted(ident, [0, 1], [5, 6], [b"a", b"bc"])
+    assert frame.decode(good).payloads == [b"a", b"bc"]
+    bad = [
+        crafted(ident, [1, 0], [5, 6], [b"a", b"b"]),  # indexes not ascending
+        crafted(ident, [0, 0], [5, 6], [b"a", b"b"]),  # an index twice
+        crafted(ident, [3], [5], [b"a"], prev=3),  # previous not before the first
+        crafted(ident, [-4], [5], [b"a"], prev=-5),  # negative indexes
+        crafted(ident, [0], [5], [b"a"], frame._ATTR.pack(1, 0, 1, 0, 1) + b"k", 1),  # attribute past the count
+        crafted(ident, [0], [5], [b"a"], frame._ATTR.pack(0, 0, 0, 1, 0), 1),  # a tombstone without a key
+        crafted(ident, [0], [5], [b"a"], frame._ATTR.pack(0, 0, 3, 0, 0), 1),  # unknown key kind
+        crafted(ident, [0], [5], [b"a"], b"", 0xFFFFFFFF),  # a huge attributed count
+    ]
+    lengths = bytearray(good)  # the lengths column says more than the payloads hold: fix the CRC after
+    struct.pack_into("<I", lengths, 64 + len(ident) + (-len(ident) % 8) + 32, 0xFFFFFFFF)
+    lengths[60:64] = struct.pack("<I", zlib.crc32(bytes(lengths[64:]), zlib.crc32(bytes(lengths[:56]))))
+    bad.append(bytes(lengths))
+    huge = bytearray(good)  # a count that does not fit
+    struct.pack_into("<I", huge, 8, 0x7FFFFFFF)
+    huge[60:64] = struct.pack("<I", zlib.crc32(bytes(huge[64:]), zlib.crc32(bytes(huge[:56]))))
+    bad.append(bytes(huge))
+    for data in bad:
+        with pytest.raises(tape.CorruptionError):
+            frame.unpack(data)
+
+
+def test_the_column_checks_refuse_columns_of_broken_values() -> None:
+    from tape._native.tailer import ascending, smallest, sums
+    with pytest.raises(ValueError):
+        ascending(b"\x00" * 7, -1)
+    with pytest.raises(ValueError):
+        smallest(b"")
+    with pytest.raises(ValueError):
+        sums(b"\x00" * 5)
+    assert ascending(array("q"), 5) is True
+    assert smallest(array("q", [3, -(1 << 63), 2])) == -(1 << 63)
+    assert array("Q", sums(array("I", [0xFFFFFFFF] * 3))).tolist() == [0xFFFFFFFF * k for k in (1, 2, 3)]
+    assert ascending(memoryview(b"\x00" + array("q", [1, 2]).tobytes())[1:], 0) is True  # misaligned
+
+
+# -- read_view's View -----------------------------------------------------------------------
+
+
+def test_views_outlive_their_tailer_and_queue_and_cannot_be_written_or_pickled(tmp_path: Path) -> None:
+    q = tape.Queue(tmp_path / "q", raw=True)
+    a = q.appender()
+    a.write_encoded_many([(b"%08d" % k, None, None, None, False) for k in range(2000)])
+    t = q.tailer()
+    views = [t.read_view() for _ in range(2000)]
+    t.close()
+    q.close()
+    assert [bytes(v) for v in views[::500] if v is not None] == [b"%08d" % k for k in range(0, 2000, 500)]
+    v = views[7]
+    assert v is not None and v.readonly
+    with pytest.raises(TypeError):
+        v[0] = 1
+    with pytest.raises(TypeError):
+        pickle.dumps(v.obj)
+    assert v.cast("B")[0:8].tobytes() == b"00000007"
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if bytes(v) == b"00000007" else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    del views, v
+    gc.collect()
+
+
+# -- a cycle file truncated and grown again -------------------------------------------------
+
+
+def _cut_and_regrow(path: Path) -> None:
+    """100 entries written and the queue closed; then its cycle file cut to 4 KiB and grown back to its size."""
+    with tape.Queue(path) as q:
+        a = q.appender()
+        for k in range(100):
+            a.write(b"e%d" % k)
+    cycle = next(f for f in path.iterdir() if f.name != "tape.meta")
+    size = cycle.stat().st_size
+    os.truncate(cycle, 4096)
+    os.truncate(cycle, size)
+
+
+@pytest.mark.xfail(strict=True, reason="verify.c: a cycle file cut to 4 KiB and grown back to its size (its 100 "
+                                       "entries zeros) verifies ok with 0 entries: the loss is not reported")
+def test_verify_reports_entries_truncated_away_and_grown_again(tmp_path: Path) -> None:
+    _cut_and_regrow(tmp_path / "q")
+    with tape.Queue(tmp_path / "q", create=False) as q:
+        assert not q.verify().ok
+
+
+@pytest.mark.xfail(strict=True, reason="append.c: a writer opened on a cycle file cut to 4 KiB and grown back "
+                                       "appends at the cycle's first index again (an index used before); at 8 KiB "
+                                       "it refuses (CorruptionError)")
+def test_a_writer_refuses_a_cycle_truncated_away_and_grown_again(tmp_path: Path) -> None:
+    _cut_and_regrow(tmp_path / "q")
+    with tape.Queue(tmp_path / "q", create=False) as q, pytest.raises(tape.CorruptionError):
+        q.appender().write(b"new")
