@@ -6,6 +6,9 @@ import gc
 import os
 import pickle
 import struct
+import subprocess
+import sys
+import time
 import zlib
 from array import array
 from pathlib import Path
@@ -188,3 +191,63 @@ def test_a_writer_refuses_a_cycle_truncated_away_and_grown_again(tmp_path: Path)
     _cut_and_regrow(tmp_path / "q")
     with tape.Queue(tmp_path / "q", create=False) as q, pytest.raises(tape.CorruptionError):
         q.appender().write(b"new")
+
+
+WRITER = """
+import sys, tape
+q = tape.Queue(sys.argv[1], codec="raw")
+a = q.appender()
+n = 0
+try:
+    while n < 2_000_000:
+        a.write(b"%08d" % n + b"w" * 200)
+        n += 1
+        if n == 20_000:
+            print("started", flush=True)
+    print("never refused", flush=True)
+except tape.CorruptionError:
+    print("refused", flush=True)
+"""
+
+
+@pytest.mark.parametrize("regrow", [False, True])
+def test_a_cycle_cut_under_a_live_writer_in_another_process_is_reported(tmp_path: Path, regrow: bool) -> None:
+    path = tmp_path / "q"
+    tape.Queue(path, codec="raw").close()
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+    cycle = next(f for f in path.iterdir() if f.name != "tape.meta")
+    size = cycle.stat().st_size
+    os.truncate(cycle, 3 * 8192)  # entries the writer was acknowledged for are gone
+    if regrow:
+        os.truncate(cycle, size)
+    out, _ = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (0, "refused\n")  # no SIGBUS, no write past the loss
+    with tape.Queue(path, codec="raw", create=False) as q:
+        assert not q.verify().ok
+
+
+def test_two_writers_in_other_processes_rolling_and_a_purge_never_trip_the_cut_check(tmp_path: Path) -> None:
+    path = tmp_path / "q"
+    tape.Queue(path, codec="raw", roll_cycle="test_secondly").close()
+    code = """
+import sys, time, tape
+q = tape.Queue(sys.argv[1], codec="raw", roll_cycle="test_secondly")
+a = q.appender()
+end = time.monotonic() + 2.5
+n = 0
+while time.monotonic() < end:  # under the cycle's 4,096 entries a second
+    a.write(b"w" * ((n * 7919) % 100_000))
+    n += 1
+    if n % 100 == 0:
+        time.sleep(0.08)
+print("ok", flush=True)
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    with tape.Queue(path, codec="raw", roll_cycle="test_secondly") as q:
+        while any(p.poll() is None for p in procs):
+            q.purge(keep_cycles=1)
+            time.sleep(0.05)
+        assert [p.communicate()[0] for p in procs] == ["ok\n", "ok\n"]
+        assert q.verify().ok
