@@ -251,3 +251,35 @@ print("ok", flush=True)
             time.sleep(0.05)
         assert [p.communicate()[0] for p in procs] == ["ok\n", "ok\n"]
         assert q.verify().ok
+
+
+# -- the ingester's local queue ---------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="ingester.py:Ingester._local: an existing avro queue of another schema is "
+                                       "refused with 'its codec is 'avro', the stream's entries are 'avro'': the "
+                                       "message does not say the schemas (params) differ")
+def test_a_local_queue_of_another_schema_is_refused_saying_so(tmp_path: Path) -> None:
+    pytest.importorskip("fastavro")
+    theirs = {"type": "record", "name": "R", "fields": [{"name": "b", "type": "string"}]}
+    ours = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}]}
+    with tape.Queue(tmp_path / "src", codec="avro", schema=theirs) as q:
+        q.appender().write({"b": "hi"})
+        identity = frame.Identity.of(q).to_json()
+    with tape.Queue(tmp_path / "src", raw=True) as q:
+        e = next(iter(q.tailer().entries()))
+    tape.Queue(tmp_path / "dst", codec="avro", schema=ours).close()
+    data = frame.encode(identity, None, [e.index], [e.timestamp], [e.value], [None], [None])
+    with Ingester(NOWHERE, stream="S", path=tmp_path / "dst") as i, \
+            pytest.raises(tape.IncompatibleQueueError, match="schema|param"):
+        i._apply(data, 1)
+
+
+@pytest.mark.xfail(strict=True, reason="ingester.py:Ingester._local: a frame of codec 'raw' with params (no codec "
+                                       "takes them) is refused (IncompatibleQueueError 'raw' vs 'raw') after the "
+                                       "local queue was made: an empty queue is left behind")
+def test_a_frame_whose_codec_takes_no_params_leaves_no_queue_behind(tmp_path: Path) -> None:
+    ident = b'{"created":"2026-01-01T00:00:00+00:00","roll_cycle":"daily","codec":"raw","params":"enp6"}'
+    with Ingester(NOWHERE, stream="S", path=tmp_path / "dst") as i, pytest.raises(tape.TapeError):
+        i._apply(crafted(ident, [0], [1], [b"x"]), 1)
+    assert not (tmp_path / "dst").exists()
