@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import random
+import signal
 import struct
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import time
 import zlib
 from array import array
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +22,7 @@ pytest.importorskip("nats")
 
 import tape
 from tape.replicate import frame
+from tape.replicate import Replicator
 from tape.replicate.ingester import Ingester
 
 NOWHERE = "nats://127.0.0.1:1"  # an Ingester connects only in run(); _apply is what run() calls per message
@@ -283,3 +287,59 @@ def test_a_frame_whose_codec_takes_no_params_leaves_no_queue_behind(tmp_path: Pa
     with Ingester(NOWHERE, stream="S", path=tmp_path / "dst") as i, pytest.raises(tape.TapeError):
         i._apply(crafted(ident, [0], [1], [b"x"]), 1)
     assert not (tmp_path / "dst").exists()
+
+
+# -- kill -9 of an ingester writing large frames of keyless runs and keyed entries -----------------
+
+
+def mixed_frames(src: Path, url: str) -> None:
+    """300,000 entries, each thousandth with a key, shipped to stream S in frames of about 800 KB."""
+    with tape.Queue(src, codec="raw") as q:
+        a = q.appender()
+        for k in range(0, 300_000, 1000):
+            a.write_many([b"%07d" % n + b"p" * 50 for n in range(k, k + 999)])
+            a.write(b"%07d" % (k + 999), key="k%d" % (k % 7))
+    with Replicator(src, url, stream="S", frame_bytes=500_000) as r:
+        r.run()
+
+
+def test_an_ingester_killed_amid_large_mixed_frames_appends_each_entry_once(tmp_path: Path, nats_server: Any) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    mixed_frames(src, nats_server.url)
+    rng = random.Random(5)
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-m", "tape", "ingest", nats_server.url, "--stream", "S", str(dst)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.4, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with Ingester(nats_server.url, stream="S", path=dst) as i:
+        while i.run():  # (one run() may stop short: see the test below)
+            pass
+    with tape.Queue(src, raw=True) as q:
+        want = [(e.index, e.value, e.key) for e in q.tailer().entries()]
+    with tape.Queue(dst, raw=True) as q:
+        got = [(e.origin[0], e.value, e.key) for e in q.tailer().entries() if e.origin is not None]
+    assert got == want
+
+
+@pytest.mark.xfail(strict=True, reason="replicator.py:Replicator._session / Batches.read_columns: frame_bytes bounds "
+                                       "only the payloads; 16,384 small entries' columns (20 bytes each) come on top, "
+                                       "so frame_bytes=900 KB makes a 1.2 MB frame and the replicator stops: 'entry N "
+                                       "makes a message of 1216434 bytes' (README: frames of up to frame_bytes)")
+def test_frames_of_many_small_entries_stay_within_frame_bytes(tmp_path: Path, nats_server: Any) -> None:
+    src = tmp_path / "src"
+    with tape.Queue(src, codec="raw") as q:
+        q.appender().write_many([b"%07d" % n + b"p" * 50 for n in range(40_000)])
+    with Replicator(src, nats_server.url, stream="S", frame_bytes=900_000) as r:
+        assert r.run() == 40_000
+
+
+@pytest.mark.xfail(strict=True, reason="ingester.py:Ingester._session: a fetch timed out while the loop wrote the "
+                                       "last batch (frames with keys, slow) leaves delivered messages in the client; "
+                                       "num_pending is 0 so run() returns: 289,699 of 300,000 entries, the next "
+                                       "run() brings the rest")
+def test_one_run_ingests_the_whole_stream(tmp_path: Path, nats_server: Any) -> None:
+    mixed_frames(tmp_path / "src", nats_server.url)
+    with Ingester(nats_server.url, stream="S", path=tmp_path / "dst") as i:
+        assert i.run() == 300_000
