@@ -335,10 +335,6 @@ def test_frames_of_many_small_entries_stay_within_frame_bytes(tmp_path: Path, na
         assert r.run() == 40_000
 
 
-@pytest.mark.xfail(strict=True, reason="ingester.py:Ingester._session: a fetch timed out while the loop wrote the "
-                                       "last batch (frames with keys, slow) leaves delivered messages in the client; "
-                                       "num_pending is 0 so run() returns: 289,699 of 300,000 entries, the next "
-                                       "run() brings the rest")
 def test_one_run_ingests_the_whole_stream(tmp_path: Path, nats_server: Any) -> None:
     mixed_frames(tmp_path / "src", nats_server.url)
     with Ingester(nats_server.url, stream="S", path=tmp_path / "dst") as i:

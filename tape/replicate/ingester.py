@@ -148,8 +148,13 @@ class Ingester(Link):
                     msgs = await fetching
                 except asyncio.TimeoutError:  # nats.errors.TimeoutError, or asyncio's own when the
                     # loop was busy past the fetch's deadline (nats-py raises that one then)
-                    if not follow and (await sub.consumer_info()).num_pending == 0:
-                        return
+                    if not follow:
+                        # Done when the stream has nothing more for it, and nothing it
+                        # was sent waits for an ack (a fetch that timed out while the
+                        # loop was writing leaves its messages to the next fetch).
+                        info = await sub.consumer_info()
+                        if info.num_pending == 0 and info.num_ack_pending == 0:
+                            return
                     msgs = []
                 # The next batch comes while this one is written: a few turns of the
                 # loop let the fetch put its pull request out (the connection's
