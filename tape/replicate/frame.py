@@ -44,6 +44,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from tape._native.appender import KEY_MAX
 from tape._native.tailer import ascending, smallest, sums
 from tape.errors import CorruptionError
 
@@ -89,7 +90,10 @@ class Identity(NamedTuple):
     @classmethod
     def from_json(cls, data: bytes) -> Identity:
         """The identity stored in a frame; ValueError when it does not parse."""
-        obj = json.loads(data)
+        try:
+            obj = json.loads(data)
+        except RecursionError:
+            raise ValueError("an identity nested too deep") from None
         if not isinstance(obj, dict):
             raise ValueError("not an object")
         created, roll_cycle, codec, params = (obj.get(name) for name in ("created", "roll_cycle", "codec", "params"))
@@ -289,6 +293,8 @@ def _body(
     timestamps = _uncolumn("q", view[at + 8 * count : at + 16 * count])
     ends = array("Q", sums(_uncolumn("I", view[at + 16 * count : at + 20 * count])))
     at += 20 * count
+    if smallest(timestamps) < 0:
+        raise ValueError("a negative timestamp")
     origins = None
     if copies:
         if at + 8 + count * 16 > len(view):
@@ -309,7 +315,8 @@ def _body(
         raw = bytes(view[at : at + key_len])
         at += key_len
         tomb = bool(flags & _TOMBSTONE)
-        if pos >= count or pos in attrs or kind > KEY_BYTES or len(raw) != key_len or flags & ~_TOMBSTONE or (tomb and kind == KEY_NONE):
+        if (pos >= count or pos in attrs or kind > KEY_BYTES or len(raw) != key_len or flags & ~_TOMBSTONE
+                or (tomb and kind == KEY_NONE) or nb < 0 or (kind != KEY_NONE and not 1 <= key_len <= KEY_MAX)):
             raise ValueError("bad attribute record")
         key = None if kind == KEY_NONE else raw.decode("utf-8", "surrogateescape") if kind == KEY_STR else raw
         attrs[pos] = (key, nb or None, tomb)
