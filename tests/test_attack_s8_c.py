@@ -251,9 +251,6 @@ print("ok", flush=True)
 # -- the ingester's local queue ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="ingester.py:Ingester._local: an existing avro queue of another schema is "
-                                       "refused with 'its codec is 'avro', the stream's entries are 'avro'': the "
-                                       "message does not say the schemas (params) differ")
 def test_a_local_queue_of_another_schema_is_refused_saying_so(tmp_path: Path) -> None:
     pytest.importorskip("fastavro")
     theirs = {"type": "record", "name": "R", "fields": [{"name": "b", "type": "string"}]}
@@ -270,9 +267,6 @@ def test_a_local_queue_of_another_schema_is_refused_saying_so(tmp_path: Path) ->
         i._apply(data, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="ingester.py:Ingester._local: a frame of codec 'raw' with params (no codec "
-                                       "takes them) is refused (IncompatibleQueueError 'raw' vs 'raw') after the "
-                                       "local queue was made: an empty queue is left behind")
 def test_a_frame_whose_codec_takes_no_params_leaves_no_queue_behind(tmp_path: Path) -> None:
     ident = b'{"created":"2026-01-01T00:00:00+00:00","roll_cycle":"daily","codec":"raw","params":"enp6"}'
     with Ingester(NOWHERE, stream="S", path=tmp_path / "dst") as i, pytest.raises(tape.TapeError):

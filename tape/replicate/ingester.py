@@ -243,8 +243,10 @@ class Ingester(Link):
             codec: Any = source.codec
             if source.params:
                 codec = codecs.get(source.codec)
-                if isinstance(codec, codecs.ParamCodec):
-                    codec = codec.with_params(source.params)
+                if not isinstance(codec, codecs.ParamCodec):
+                    raise tape.CorruptionError(f"{self._what()}: the stream's entries are {source.codec!r}, a codec "
+                                               "that takes no parameters, and its frames carry some")
+                codec = codec.with_params(source.params)
                 with tape.Queue(self.path, codec=codec, roll_cycle=source.roll_cycle):
                     pass
                 self._open(tape.Queue(self.path, raw=True, create=False))
@@ -252,9 +254,14 @@ class Ingester(Link):
                 self._open(tape.Queue(self.path, raw=True, codec=codec, roll_cycle=source.roll_cycle))
             log.info("%s: created the queue (codec %s, roll cycle %s)", self._what(), source.codec, source.roll_cycle)
         assert self.queue is not None and self._appender is not None
-        if (self.queue.codec_name, self.queue.codec_params) != (source.codec, source.params):
+        if self.queue.codec_name != source.codec:
             raise IncompatibleQueueError(
                 f"{self.path}: its codec is {self.queue.codec_name!r}, the stream's entries are {source.codec!r}"
+            )
+        if self.queue.codec_params != source.params:
+            raise IncompatibleQueueError(
+                f"{self.path}: its codec {source.codec!r} has other parameters (for avro: another schema) "
+                "than the stream's entries"
             )
         return self._appender
 
