@@ -308,10 +308,6 @@ def test_an_ingester_killed_amid_large_mixed_frames_appends_each_entry_once(tmp_
     assert got == want
 
 
-@pytest.mark.xfail(strict=True, reason="replicator.py:Replicator._session / Batches.read_columns: frame_bytes bounds "
-                                       "only the payloads; 16,384 small entries' columns (20 bytes each) come on top, "
-                                       "so frame_bytes=900 KB makes a 1.2 MB frame and the replicator stops: 'entry N "
-                                       "makes a message of 1216434 bytes' (README: frames of up to frame_bytes)")
 def test_frames_of_many_small_entries_stay_within_frame_bytes(tmp_path: Path, nats_server: Any) -> None:
     src = tmp_path / "src"
     with tape.Queue(src, codec="raw") as q:

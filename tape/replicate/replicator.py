@@ -158,7 +158,7 @@ class Replicator(Link):
             while True:
                 batch = None if self.stopping else self._reader._read_encoded_columns(_BATCH_ENTRIES, self._frame_bytes)
                 if batch is not None:
-                    data, indexes, prev_origin = self._frame(prev, prev_origin, batch)
+                    data, indexes, prev_origin = self._fitting_frame(prev, prev_origin, batch)
                     first, last = indexes[0], indexes[-1]
                     if len(data) > self.max_payload:  # one entry larger than a message can be
                         raise ReplicationError(
@@ -229,6 +229,22 @@ class Replicator(Link):
     def _subject(self) -> str:
         assert self.subject is not None
         return self.subject
+
+    def _fitting_frame(self, prev: int | None, prev_origin: int | None,
+                       batch: Columns) -> tuple[bytes, array[int], int | None]:
+        """_frame of `batch`, or of fewer of its entries (the reader moved back to the first left out) when the
+        columns and keys on top of its payloads make a message larger than the server takes."""
+        copies = self._copies
+        made = self._frame(prev, prev_origin, batch)
+        while len(made[0]) > self.max_payload and len(made[1]) > 1:
+            data, indexes, _ = made
+            self._copies = copies
+            self._reader.to_index(indexes[0])
+            fewer = self._reader._read_encoded_columns(max(1, len(indexes) * self.max_payload // len(data) - 1),
+                                                       self._frame_bytes)
+            assert fewer is not None  # they were there a moment ago
+            made = self._frame(prev, prev_origin, fewer)
+        return made
 
     def _frame(self, prev: int | None, prev_origin: int | None, batch: Columns) -> tuple[bytes, array[int], int | None]:
         """The frame of `batch` (Tailer._read_encoded_columns), which follows the entry at index `prev` (origin index `prev_origin`).
