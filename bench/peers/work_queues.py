@@ -14,7 +14,8 @@ For `python -m bench.groups --kill`, each peer (tape's consumer group too:
 `KILL_PEERS`) also has a `HOLDER`: a script run as a process (argument: the
 peer's `address`) that takes one task, prints "took" and sleeps as if working;
 `try_take()` is another worker's non-blocking take (acking what it gets), and
-`after_wait()` says where the task is when no worker got it again.
+`after_wait()` says where the task is when no worker got it again: "stuck:
+..." (still there, not handed out) or "lost: ...".
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ with tape.Queue(sys.argv[1], codec="raw") as q:
         return True
 
     def after_wait(self) -> str:
-        return f"in flight: {self.g.info()}"
+        return f"stuck? {self.g.info()}"
 
     def close(self) -> None:
         self.q.close()
@@ -96,13 +97,6 @@ class SQLiteAckQueue(Peer):
     """persist-queue: get() marks the row unacked, ack() marks it acked (each a commit)."""
 
     name = "persist-queue SQLiteAckQueue get()+ack()"
-
-    def __init__(self, where: str) -> None:
-        from persistqueue import SQLiteAckQueue as Q  # type: ignore[import-not-found]
-
-        self.address = where
-        self.q = Q(where, auto_commit=True, multithreading=False)
-
     default = ("no timeout: an unacked row stays unacked; opening the queue (auto_resume=True) makes every "
                "unacked row ready again, a live worker's too")
     HOLDER = """
@@ -113,6 +107,12 @@ q.get(block=False)
 print("took", flush=True)
 time.sleep(3600)
 """
+
+    def __init__(self, where: str) -> None:
+        from persistqueue import SQLiteAckQueue as Q  # type: ignore[import-not-found]
+
+        self.address = where
+        self.q = Q(where, auto_commit=True, multithreading=False)
 
     def fill(self, payloads: list[bytes]) -> None:
         for p in payloads:
@@ -139,7 +139,7 @@ time.sleep(3600)
         unacked = self.q.unack_count()
         again = Q(self.address, auto_commit=True, multithreading=False)
         got = again.get(block=False) if again.size else None
-        return (f"{unacked} unacked; a queue opened again (auto_resume) "
+        return (f"stuck: {unacked} unacked; a queue opened again (auto_resume) "
                 + ("gets it" if got is not None else "does not get it"))
 
 
@@ -147,14 +147,6 @@ class Litequeue(Peer):
     """litequeue: pop() marks the message locked, done(id) finishes it."""
 
     name = "litequeue pop()+done()"
-
-    def __init__(self, where: str) -> None:
-        from litequeue import LiteQueue  # type: ignore[import-not-found]
-
-        os.makedirs(where, exist_ok=True)
-        self.address = os.path.join(where, "queue.db")
-        self.q = LiteQueue(self.address)
-
     default = "no timeout: a popped message stays LOCKED until someone calls list_locked(seconds) and retry(id)"
     HOLDER = """
 import sys, time
@@ -163,6 +155,13 @@ assert LiteQueue(sys.argv[1]).pop() is not None
 print("took", flush=True)
 time.sleep(3600)
 """
+
+    def __init__(self, where: str) -> None:
+        from litequeue import LiteQueue  # type: ignore[import-not-found]
+
+        os.makedirs(where, exist_ok=True)
+        self.address = os.path.join(where, "queue.db")
+        self.q = LiteQueue(self.address)
 
     def fill(self, payloads: list[bytes]) -> None:
         with self.q.transaction():
@@ -183,7 +182,7 @@ time.sleep(3600)
         return True
 
     def after_wait(self) -> str:
-        return f"{len(list(self.q.list_locked(0)))} LOCKED"
+        return f"stuck: {len(list(self.q.list_locked(0)))} LOCKED"
 
     def close(self) -> None:
         self.q.close()
@@ -266,7 +265,7 @@ time.sleep(3600)
     def after_wait(self) -> str:
         pending = self.r.xpending("jobs", "g")["pending"]
         _, claimed, _ = self.r.xautoclaim("jobs", "g", "c", min_idle_time=0, count=10)
-        return f"{pending} pending; XAUTOCLAIM gets {len(claimed)}"
+        return f"stuck: {pending} pending; XAUTOCLAIM (min-idle-time 0) gets {len(claimed)}"
 
     def close(self) -> None:
         self.r.close()
@@ -284,10 +283,11 @@ class Huey(Peer):
 import sys, time
 from huey import SqliteHuey
 huey = SqliteHuey(filename=sys.argv[1])
-@huey.task(name="work")
 def work(p):
     print("took", flush=True)
     time.sleep(3600)
+work.__module__ = "bench.peers.work_queues"  # the task's name in the queue is module.name
+huey.task(name="work")(work)
 huey.create_consumer(workers=1, periodic=False).run()
 """
 
@@ -331,7 +331,8 @@ huey.create_consumer(workers=1, periodic=False).run()
         return self.huey.dequeue() is not None
 
     def after_wait(self) -> str:
-        return f"{self.huey.pending_count()} in the queue, {self.huey.scheduled_count()} scheduled"
+        left = self.huey.pending_count() + self.huey.scheduled_count()
+        return f"lost: {left} tasks in the queue or scheduled" if left == 0 else f"stuck? {left} tasks left"
 
     def close(self) -> None:
         self.huey.storage.close()
