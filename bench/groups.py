@@ -25,7 +25,8 @@ in one run:
 Then the peers (bench/peers/work_queues.py), in this process: persist-queue's
 SQLiteAckQueue and litequeue (get + ack of N / 200 entries: each call commits,
 a few hundred to a few thousand a second, so fewer entries give the same
-rate), and Redis Streams (N / 10 entries, one at a time and in batches of
+rate), huey with SqliteHuey (N / 200 tasks enqueued untimed, then run by huey's
+consumer with one worker thread: its dequeue is the take and the ack), and Redis Streams (N / 10 entries, one at a time and in batches of
 1,000) when redis-server and redis-py are installed.
 
 Figures are entries per second, medians of 3 runs (the kill: median of 10).
@@ -280,15 +281,15 @@ def kill_table(trials: int = 5) -> None:
     for cls in KILL_PEERS:
         fates = [kill_fate(cls) for _ in range(trials)]
         if fates[0] is None:
-            print(f"{cls.name:38} not installed")
+            print(f"{cls.name:42} not installed")
             continue
         ms = [f[0] for f in fates if f is not None and f[0] is not None]
         if len(ms) == trials:
-            print(f"{cls.name:38} redelivered after {statistics.median(ms):,.2f} ms (median of {trials})")
+            print(f"{cls.name:42} redelivered after {statistics.median(ms):,.2f} ms (median of {trials})")
         else:
             notes = sorted({f[1] for f in fates if f is not None and f[0] is None})
-            print(f"{cls.name:38} not taken again in 5 s in {trials - len(ms)} of {trials}: {'; '.join(notes)}")
-        print(f"{'':38} default: {cls.default}")
+            print(f"{cls.name:42} not taken again in 5 s in {trials - len(ms)} of {trials}: {'; '.join(notes)}")
+        print(f"{'':42} default: {cls.default}")
 
 
 def median_of(fn, n: int, runs: int = 3) -> float:  # type: ignore[no-untyped-def]
