@@ -26,8 +26,9 @@ Then the peers (bench/peers/work_queues.py), in this process: persist-queue's
 SQLiteAckQueue and litequeue (get + ack of N / 200 entries: each call commits,
 a few hundred to a few thousand a second, so fewer entries give the same
 rate), huey with SqliteHuey (N / 200 tasks enqueued untimed, then run by huey's
-consumer with one worker thread: its dequeue is the take and the ack), and Redis Streams (N / 10 entries, one at a time and in batches of
-1,000) when redis-server and redis-py are installed.
+consumer with one worker thread: its dequeue is the take and the ack), and
+Redis Streams (N / 10 entries, one at a time and in batches of 1,000) when
+redis-server and redis-py are installed.
 
 Figures are entries per second, medians of 3 runs (the kill: median of 10).
 
@@ -247,7 +248,7 @@ def peer_rate(cls: type[Peer], n: int, batched: bool = False) -> float | None:
 
 
 def kill_fate(cls: type[Peer], cap: float = 5.0) -> tuple[float | None, str] | None:
-    """(ms from a worker's death to another worker's take of its task, or None; where it is then); None: not installed."""
+    """(ms from a killed worker's reaping to another's take of its task, or None; where it is then), or None."""
     from bench.peers.work_queues import open_peer
 
     d = tempfile.mkdtemp(prefix="tape-bench-groups-")
@@ -258,7 +259,7 @@ def kill_fate(cls: type[Peer], cap: float = 5.0) -> tuple[float | None, str] | N
         try:
             peer.fill([PAYLOAD])
             p = subprocess.Popen([sys.executable, "-c", cls.HOLDER, peer.address], stdout=subprocess.PIPE,
-                                 stderr=subprocess.DEVNULL)
+                                 stderr=subprocess.DEVNULL, cwd=d)
             assert p.stdout is not None and p.stdout.readline().strip() == b"took"
             p.send_signal(signal.SIGKILL)
             p.wait()
