@@ -25,10 +25,21 @@ in one run:
 Then the peers (bench/peers/work_queues.py), in this process: persist-queue's
 SQLiteAckQueue and litequeue (get + ack of N / 200 entries: each call commits,
 a few hundred to a few thousand a second, so fewer entries give the same
-rate), and Redis Streams (N / 10 entries, one at a time and in batches of
-1,000) when redis-server and redis-py are installed.
+rate), huey with SqliteHuey (N / 200 tasks enqueued untimed, then run by huey's
+consumer with one worker thread: its dequeue is the take and the ack), and
+Redis Streams (N / 10 entries, one at a time and in batches of 1,000) when
+redis-server and redis-py are installed.
 
 Figures are entries per second, medians of 3 runs (the kill: median of 10).
+
+    python -m bench.groups --kill
+
+measures instead what becomes of a task whose worker is killed: for tape's
+group and each peer (bench/peers/work_queues.py, default settings), a worker
+process takes one task and sleeps as if working; it is killed with SIGKILL and
+reaped, and another worker, opened before the kill, tries to take the task
+every millisecond for 5 s. Redelivered (after how many ms from the reaping,
+median of 5), or not: then where the task is (stuck, or lost).
 
     python -m bench.groups --latency [--before PATH] [--after PATH]
 
@@ -236,6 +247,52 @@ def peer_rate(cls: type[Peer], n: int, batched: bool = False) -> float | None:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def kill_fate(cls: type[Peer], cap: float = 5.0) -> tuple[float | None, str] | None:
+    """(ms from a killed worker's reaping to another's take of its task, or None; where it is then), or None."""
+    from bench.peers.work_queues import open_peer
+
+    d = tempfile.mkdtemp(prefix="tape-bench-groups-")
+    try:
+        peer = open_peer(cls, os.path.join(d, "q"))
+        if peer is None:
+            return None
+        try:
+            peer.fill([PAYLOAD])
+            p = subprocess.Popen([sys.executable, "-c", cls.HOLDER, peer.address], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, cwd=d)
+            assert p.stdout is not None and p.stdout.readline().strip() == b"took"
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < cap:
+                if peer.try_take():
+                    return (time.perf_counter() - t0) * 1000, ""
+                time.sleep(0.001)
+            return None, peer.after_wait()
+        finally:
+            peer.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def kill_table(trials: int = 5) -> None:
+    """Print what becomes of a killed worker's task, for tape's group and each peer."""
+    from bench.peers.work_queues import KILL_PEERS
+
+    for cls in KILL_PEERS:
+        fates = [kill_fate(cls) for _ in range(trials)]
+        if fates[0] is None:
+            print(f"{cls.name:42} not installed")
+            continue
+        ms = [f[0] for f in fates if f is not None and f[0] is not None]
+        if len(ms) == trials:
+            print(f"{cls.name:42} redelivered after {statistics.median(ms):,.2f} ms (median of {trials})")
+        else:
+            notes = sorted({f[1] for f in fates if f is not None and f[0] is None})
+            print(f"{cls.name:42} not taken again in 5 s in {trials - len(ms)} of {trials}: {'; '.join(notes)}")
+        print(f"{'':42} default: {cls.default}")
+
+
 def median_of(fn, n: int, runs: int = 3) -> float:  # type: ignore[no-untyped-def]
     figures: list[float] = []
     for _ in range(runs):
@@ -358,12 +415,16 @@ def main() -> None:
     ap.add_argument("--after", help="a folder holding the tape package to measure (default: as installed)")
     ap.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
     ap.add_argument("--latency", action="store_true", help="measure only the claim latency at 10,000/s")
+    ap.add_argument("--kill", action="store_true", help="what becomes of a task whose worker is killed, each peer")
     ap.add_argument("--tape-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--loop", help=argparse.SUPPRESS)
     args = ap.parse_args()
     n = args.n
     if args.loop:
         _loop(args.loop, n)
+        return
+    if args.kill:
+        kill_table()
         return
     if args.tape_only:
         print(json.dumps(tape_figures(n, args.latency)))
