@@ -19,6 +19,7 @@ import asyncio
 import fcntl
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -405,8 +406,11 @@ class Delivery(DeliveryBase):
             return
         if exc_type is None:
             self.ack()
-        else:
+            return
+        try:
             self.nack()
+        except (StaleDeliveryError, QueueClosedError):
+            pass  # the claim lapsed or its consumer closed: nothing to give back; the handler's error goes on
 
     def __repr__(self) -> str:
         return f"<tape.Delivery index={self.index} attempt={self.attempt}>"
@@ -479,10 +483,11 @@ class Consumer(Claimer):
 
     def _claim_slow(self, timeout: float | None = None) -> Delivery | None:
         """claim() where C stops."""
+        limit = None if timeout is None else as_seconds(timeout)
         d = self._claim_python()
-        if d is not None or timeout is None:
+        if d is not None or limit is None:
             return d
-        end = time.monotonic() + as_seconds(timeout)
+        end = time.monotonic() + limit
         while True:
             left = end - time.monotonic()
             if left <= 0:
@@ -497,10 +502,11 @@ class Consumer(Claimer):
         n = as_int(n, "n")
         if n < 1:
             raise ArgumentError(f"n must be at least 1, not {n}")
-        got = self._batch(n)
-        if got or timeout is None:
+        limit = None if timeout is None else as_seconds(timeout)
+        got = self._batch(min(n, sys.maxsize))  # however many are asked for, what is due
+        if got or limit is None:
             return got
-        first = self.claim(timeout)
+        first = self.claim(limit)
         if first is None:
             return []
         return [first, *self._batch(n - 1)] if n > 1 else [first]
@@ -560,10 +566,10 @@ class Consumer(Claimer):
         if len({id(d) for d in ds}) != len(ds):
             raise ArgumentError("ack_many takes each delivery once; nothing was acked")
         stale = self._native.ack_many([d._slot for d in ds], [d._gen for d in ds], self._group._clock())
-        for d in ds:
-            d._outcome = "acked"
-        for k in stale:
-            ds[k]._outcome = None
+        lapsed = set(stale)  # their outcome stays what it was
+        for k, d in enumerate(ds):
+            if k not in lapsed:
+                d._outcome = "acked"
         return stale
 
     def follow(self, timeout: float | None = None) -> Iterator[Delivery]:

@@ -21,16 +21,12 @@ import tape
 HOUR = 3600
 
 
-@pytest.mark.xfail(strict=True, reason="_hot_group.c:claimer_hot_batch: claim_many(2**63) raises OverflowError "
-                   "(PyLong_AsSsize_t) where a smaller huge n claims what is due")
 def test_claim_many_of_an_n_past_ssize_t_claims_what_is_due(raw_queue: tape.Queue) -> None:
     raw_queue.appender().write_many([b"a", b"b"])
     c = raw_queue.group("g").consumer()
     assert [d.value for d in c.claim_many(2**63)] == [b"a", b"b"]
 
 
-@pytest.mark.xfail(strict=True, reason="_hot_group.c:claimer_hot_ack_many (and group.py:_ack_many_slow): an "
-                   "already acked delivery given again to ack_many gets outcome None (ack() keeps 'acked')")
 def test_ack_many_of_an_acked_delivery_keeps_its_outcome(raw_queue: tape.Queue) -> None:
     raw_queue.appender().write(b"a")
     c = raw_queue.group("g").consumer()
@@ -45,8 +41,6 @@ def test_ack_many_of_an_acked_delivery_keeps_its_outcome(raw_queue: tape.Queue) 
     assert d.outcome == "acked"
 
 
-@pytest.mark.xfail(strict=True, reason="_hot_group.c:claimer_claim (and group.py:_claim_slow): claim(timeout=-1) "
-                   "is accepted when an entry is due; an ArgumentError only when none is (Tailer.read checks first)")
 def test_claim_checks_its_timeout_whether_or_not_an_entry_is_due(raw_queue: tape.Queue) -> None:
     c = raw_queue.group("g").consumer()
     with pytest.raises(tape.ArgumentError):
@@ -90,8 +84,6 @@ th.join()
 """
 
 
-@pytest.mark.xfail(strict=True, reason="_native/group.py:ConsumerHandle.forget: a fork child inherits the "
-                   "consumer's lock (Claims) held by the parent's claiming thread: claim() and __del__ hang")
 def test_a_fork_child_of_a_process_claiming_in_a_thread_gets_queue_closed_error(qpath: Path) -> None:
     tape.Queue(qpath).close()
     out = subprocess.run([sys.executable, "-c", FORKER, str(qpath)], capture_output=True, text=True, timeout=30)
@@ -281,8 +273,6 @@ def test_a_read_only_view_of_a_group_killed_mid_move(tmp_path: Path, point: str)
     assert out.returncode == 0 and str(first) in out.stdout.splitlines()[-1].split()
 
 
-@pytest.mark.xfail(strict=True, reason="group.py:Delivery.__exit__: a handler that raises after its claim lapsed "
-                   "gets StaleDeliveryError (from the nack) in place of its own exception (SPEC: nacks and re-raises)")
 def test_with_delivery_re_raises_the_handlers_error_after_the_claim_lapsed(qpath: Path) -> None:
     from tape.testing import ManualClock
 

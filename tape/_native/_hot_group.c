@@ -45,6 +45,7 @@
  */
 #include "_hot.h"
 
+#include <math.h>
 #include <structmember.h>
 #include <time.h>
 
@@ -516,9 +517,28 @@ static int only_timeout(Py_ssize_t nargs, PyObject *kwnames)
            PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "timeout") == 0;
 }
 
+/* Whether a timeout is one C takes as it is: None, or a finite float or an int at least 0
+ * (any other goes to Python, which checks it). */
+static int plain_timeout(PyObject *t)
+{
+    if (t == Py_None)
+        return 1;
+    if (PyFloat_CheckExact(t)) {
+        double v = PyFloat_AS_DOUBLE(t);
+        return v >= 0 && isfinite(v);
+    }
+    if (PyLong_CheckExact(t)) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(t, &overflow);
+        return overflow == 0 && v >= 0;
+    }
+    return 0;
+}
+
 static PyObject *claimer_claim(hot_claimer *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (only_timeout(nargs, kwnames)) {
+    Py_ssize_t given = nargs + (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames));
+    if (only_timeout(nargs, kwnames) && (given == 0 || plain_timeout(args[0]))) {
         PyObject *d = claimer_claim_one(self);
         if (d != NULL || PyErr_Occurred())
             return d;
@@ -724,7 +744,6 @@ static PyObject *claimer_hot_ack_many(hot_claimer *self, PyObject *const *args, 
             Py_XSETREF(d->d_outcome, Py_NewRef(str_acked));
             continue;
         }
-        Py_CLEAR(d->d_outcome);
         PyObject *k = PyLong_FromSsize_t(i);
         if (k == NULL || PyList_Append(result, k) < 0) {
             Py_XDECREF(k);

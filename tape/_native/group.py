@@ -278,6 +278,10 @@ class ConsumerHandle:
         ptr, self.ptr = self.ptr, None
         self.hot.shut()
         if ptr is not None:
+            # The inherited lock may be held by a thread of the parent, which is not here to release it.
+            fresh = Claims(address(ptr), address(self.tailer))
+            fresh.shut()
+            self.hot = self.lock = fresh
             lib.tape_consumer_forget(ptr)
 
     def close(self) -> None:
