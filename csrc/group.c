@@ -1130,15 +1130,23 @@ int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out)
     }
     /* The later list and the table, walked again when an entry moved between
      * them meanwhile (it could be seen in neither); after many tries, under
-     * the lock when this handle may take it. */
+     * the lock when this handle may take it, else with pauses of 0.1 ms
+     * between tries (-EAGAIN after 2,000 of them). */
     int64_t floor = out->gi_floor;
     int locked = 0;
     for (int tries = 0;; tries++) {
-        if (tries == 1000) {
-            int rc = g->gp_read_only ? -EAGAIN : group_lock(g);
-            if (rc < 0)
-                return rc == TAPE_ELIMIT ? -EAGAIN : rc;
-            locked = 1;
+        if (tries >= 1000) {
+            int rc = g->gp_read_only ? TAPE_ELIMIT : group_lock(g);
+            if (rc == 0) {
+                locked = 1;
+            } else if (rc != TAPE_ELIMIT) {
+                return rc;
+            } else if (tries >= 3000) {
+                return -EAGAIN;
+            } else {
+                struct timespec pause = {0, 100000};
+                nanosleep(&pause, NULL);
+            }
         }
         out->gi_floor = floor;
         int rc = info_walk(g, out, locked);

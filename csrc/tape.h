@@ -899,9 +899,13 @@ typedef struct tape_group_info {
                                * TAPE_GROUP_LATER); not in gi_waiting */
 } tape_group_info;
 
-/* Describe the group (no lock: a snapshot). Every entry from the floor on
- * not finished nor dead is after gi_last, or in gi_deferred, gi_in_flight,
- * gi_waiting or gi_later. Errors: TAPE_ECORRUPT. */
+/* Describe the group: a snapshot taken without the lock, walked again when
+ * an entry moved between the table and the later list meanwhile (after
+ * 1,000 tries, under the lock; a read-only handle, or one finding every
+ * consumer slot taken, pauses between tries instead). Every entry from the
+ * floor on not finished nor dead is after gi_last, or in gi_deferred,
+ * gi_in_flight, gi_waiting or gi_later. Errors: TAPE_ECORRUPT, -EAGAIN (still
+ * moving after 3,000 tries). */
 int tape_group_info_get(tape_group *g, int64_t now_ns, tape_group_info *out);
 
 /* One entry of the table, as tape_group_slot_get and the claims report it. */

@@ -732,7 +732,8 @@ static void shut_appender_refuses_calls_and_its_queue_can_close(void)
     pthread_t th[3];
     for (int k = 0; k < 3; k++)
         CHECK_EQ(pthread_create(&th[k], NULL, append_until_shut, a), 0);
-    usleep(20000);
+    for (int waited = 0; waited < 10000 && tape_count(q) <= 0; waited++)
+        usleep(1000); /* until the threads have appended (a loaded machine may start them late) */
     tape_appender_shut(a);
     int64_t count = tape_count(q);
     EXPECT(count > 0);
