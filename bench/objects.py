@@ -17,7 +17,10 @@
 
 Rates are calls per second of wall-clock time over all processes (first start
 to last end; processes start together, behind a barrier file). Every process
-is a fresh interpreter; prints the median of the runs.
+is a fresh interpreter; prints the median of the runs. With each rate: the
+CPU time the calling processes used per call (all their threads), and how many
+CPUs they kept busy on average over the span (at most the machine's count: a
+figure below it went to waiting, or to other programs on the machine).
 """
 
 from __future__ import annotations
@@ -50,13 +53,13 @@ class BenchCounter(tape.DurableObject):
 
 
 def worker(store: str, oid: str, n: int, lock: bool, go: str) -> None:
-    """One benchmark process: n calls on object `oid`; prints {"start", "end", "runs"}."""
+    """One benchmark process: n calls on object `oid`; prints {"start", "end", "cpu", "runs"}."""
     with tape.Objects(store, alarms=False) as objects:
         ref = objects.get(BenchCounter, oid)
         fd = os.open(os.path.join(store, f"{oid}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
         while not os.path.exists(go):
             time.sleep(0.001)
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         if lock:
             for _ in range(n):
                 fcntl.flock(fd, fcntl.LOCK_EX)
@@ -67,24 +70,25 @@ def worker(store: str, oid: str, n: int, lock: bool, go: str) -> None:
         else:
             for _ in range(n):
                 ref.increment()
-        end = time.time()
-    print(json.dumps({"start": start, "end": end, "runs": RUNS[0]}))
+        end, cpu = time.time(), time.process_time() - cpu
+    print(json.dumps({"start": start, "end": end, "cpu": cpu, "runs": RUNS[0]}))
 
 
-def one_process(where: Path, n: int) -> float:
+def one_process(where: Path, n: int) -> tuple[float, float, float, float]:
+    """(calls/s, 1 run per call, CPU seconds per call, CPUs busy) of n calls in this process."""
     with tape.Objects(where / "one", alarms=False) as objects:
         ref = objects.get(BenchCounter, "one")
         ref.increment()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n):
             ref.increment()
-        rate = n / (time.perf_counter() - t0)
+        span, cpu = time.perf_counter() - t0, time.process_time() - c0
         assert ref.state()["count"] == n + 1
-    return rate
+    return n / span, 1.0, cpu / n, cpu / span
 
 
-def processes(where: Path, n: int, ids: list[str], lock: bool) -> tuple[float, float]:
-    """(calls/s in total, handler runs per call) of len(ids) processes, one per id."""
+def processes(where: Path, n: int, ids: list[str], lock: bool) -> tuple[float, float, float, float]:
+    """(calls/s in total, handler runs per call, CPU seconds per call, CPUs busy) of len(ids) processes, one per id."""
     store = where / f"procs-{len(set(ids))}-{lock}"
     tape.Objects(store, alarms=False).close()
     go = str(store / "go")
@@ -103,8 +107,10 @@ def processes(where: Path, n: int, ids: list[str], lock: bool) -> tuple[float, f
         for oid in set(ids):
             assert objects.get(BenchCounter, oid).state()["count"] == n * ids.count(oid)
     span = max(o["end"] for o in out) - min(o["start"] for o in out)
+    cpu = sum(o["cpu"] for o in out)
     shutil.rmtree(store)
-    return n * len(ids) / span, sum(o["runs"] for o in out) / (n * len(ids))
+    calls = n * len(ids)
+    return calls / span, sum(o["runs"] for o in out) / calls, cpu / calls, cpu / span
 
 
 def cold(where: Path, objects_n: int, samples: int = 1000, opens: int = 20) -> tuple[float, float, float]:
@@ -145,12 +151,12 @@ def main() -> None:
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-objects-", dir=args.dir))
     try:
-        rows: dict[str, list[tuple[float, float]]] = {}
+        rows: dict[str, list[tuple[float, float, float, float]]] = {}
         colds = []
         for run in range(args.runs):
             where = base / str(run)
             where.mkdir()
-            rows.setdefault("1 process, 1 object", []).append((one_process(where, args.n), 1.0))
+            rows.setdefault("1 process, 1 object", []).append(one_process(where, args.n))
             rows.setdefault("4 processes, 4 objects", []).append(
                 processes(where, args.n // 4, ["a", "b", "c", "d"], lock=False))
             rows.setdefault("4 processes, 1 object (optimistic)", []).append(
@@ -159,10 +165,11 @@ def main() -> None:
                 processes(where, args.n // 8, ["x"] * 4, lock=True))
             colds.append(cold(where, args.objects))
             shutil.rmtree(where)
+        print(f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end)")
         for name, got in rows.items():
-            rate = statistics.median(r for r, _ in got)
-            runs = statistics.median(x for _, x in got)
-            print(f"{name:42} {rate:>12,.0f} calls/s   {runs:.2f} runs/call")
+            rate, runs, cpu, busy = (statistics.median(g[k] for g in got) for k in range(4))
+            print(f"{name:42} {rate:>12,.0f} calls/s   {runs:.2f} runs/call"
+                  f"   {cpu * 1e6:.2f} us CPU/call   {busy:.2f} CPUs busy")
         median, p99, opened = (statistics.median(c[k] for c in colds) * 1e6 for k in range(3))
         print(f"first call on a cold object ({args.objects:,} in the store): median {median:,.0f} us, p99 {p99:,.0f} us")
         print(f"opening the store ({args.objects:,} objects): median {opened:,.0f} us")

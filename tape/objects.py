@@ -104,7 +104,7 @@ class DurableObject:
 
     _tape_fields: ClassVar[dict[str, Any]] = {}
     _tape_alarms: dict[str, list[int]]
-    _tape_new: list[tuple[str, int, int]]
+    _tape_new: list[tuple[str, int, int]] | None  # alarms scheduled by this run; None: none
     _tape_now: Callable[[], int]
 
     def __init_subclass__(cls, **kw: Any) -> None:
@@ -140,6 +140,8 @@ class DurableObject:
             raise ArgumentError(f"an alarm's time must be after 1970, not {at!r}")
         token = int.from_bytes(os.urandom(8), "little") >> 1
         self._tape_alarms[name] = [due, token]
+        if self._tape_new is None:
+            self._tape_new = []
         self._tape_new.append((name, due, token))
 
     def list_alarms(self) -> list[tuple[str, datetime]]:
@@ -438,7 +440,7 @@ class Objects:
                 obj = _NEW(cls)
                 obj.__dict__ = d = record["state"]  # (a fresh decode: the object's own)
                 d["_tape_alarms"] = record["alarms"]
-                d["_tape_new"] = []
+                d["_tape_new"] = None  # made by schedule_alarm
                 d["_tape_now"] = self._now
                 try:
                     result = action(obj)
@@ -447,7 +449,10 @@ class Objects:
                         data = self._load(cls, key, kb, slot)
                         continue  # it raised on a record older than the newest
                     raise
-                record = {"state": {f: d[f] for f in cls._tape_fields}, "alarms": d["_tape_alarms"]}
+                state = {}
+                for f in cls._tape_fields:  # (a loop: a comprehension makes a function each call)
+                    state[f] = d[f]
+                record = {"state": state, "alarms": d["_tape_alarms"]}
                 new = _PACK(record) or _ENCODE(record)
                 if new == data:
                     if self._key_latest(self._ptr, kb, len(kb)) != index:

@@ -380,3 +380,33 @@ def test_a_call_that_changes_nothing_or_raises_sees_what_another_store_wrote(tmp
         with pytest.raises(ValueError, match="only 3"):
             a.need(4)
         assert b.increment() == 4 and a.increment() == 5 and b.read() == 5
+
+
+class Planner(tape.DurableObject):
+    count: int = 0
+
+    def plan(self, names: list[str], fail: bool = False) -> None:
+        self.count += 1
+        self.note = "not a field"  # an attribute that is not state: not stored
+        for i, name in enumerate(names):
+            self.schedule_alarm(name, delay=i + 1)
+        if fail:
+            raise RuntimeError("plan failed")
+
+    def on_alarm(self, name: str) -> None:
+        RUNS.append(name)
+
+
+def test_a_call_stores_its_fields_and_every_alarm_it_scheduled(objects: tape.Objects, clock: ManualClock) -> None:
+    p = objects.get(Planner, "p")
+    with pytest.raises(RuntimeError, match="plan failed"):
+        p.plan(["lost"], fail=True)
+    assert entries(objects) == 0 and p.list_alarms() == []
+    p.plan([])
+    p.plan(["a", "b", "c"])
+    assert p.state() == {"count": 2}
+    assert entries(objects) == 2
+    assert [n for n, _ in p.list_alarms()] == ["a", "b", "c"]
+    clock.advance(3)
+    assert fire_due_alarms(objects) == 3
+    assert RUNS == ["a", "b", "c"]
