@@ -55,6 +55,7 @@ FIRST_INDEX_HEADER = "Tape-First-Index"
 LAST_INDEX_HEADER = "Tape-Last-Index"
 _FRAME_MIN, _FRAME_MAX = 1024, 8 << 20
 _BATCH_ENTRIES = 16384  # the most entries one read hands a frame
+_HEADER_ROOM = 1024  # bytes of a message's headers (the fence, the index range), which max_payload counts too
 _IDLE_POLL = 0.01  # seconds between looks for new entries when following
 _IN_FLIGHT = 8  # frames published and not acknowledged yet, at most
 
@@ -160,10 +161,10 @@ class Replicator(Link):
                 if batch is not None:
                     data, indexes, prev_origin = self._fitting_frame(prev, prev_origin, batch)
                     first, last = indexes[0], indexes[-1]
-                    if len(data) > self.max_payload:  # one entry larger than a message can be
+                    if len(data) > self._most():  # one entry larger than a message can be
                         raise ReplicationError(
-                            f"{self._what()}: entry {first} makes a message of {len(data)} bytes, "
-                            f"the server takes at most {self.max_payload} (its max_payload)"
+                            f"{self._what()}: entry {first} makes a message of {len(data)} bytes, the server "
+                            f"takes at most {self.max_payload} (its max_payload), headers included"
                         )
                     if len(sent) >= depth:
                         seq = await self._acked(sent, seq)
@@ -230,17 +231,22 @@ class Replicator(Link):
         assert self.subject is not None
         return self.subject
 
+    def _most(self) -> int:
+        """The largest frame a message can carry: the server's max_payload, less room for the headers."""
+        return self.max_payload - _HEADER_ROOM
+
     def _fitting_frame(self, prev: int | None, prev_origin: int | None,
                        batch: Columns) -> tuple[bytes, array[int], int | None]:
         """_frame of `batch`, or of fewer of its entries (the reader moved back to the first left out) when the
         columns and keys on top of its payloads make a message larger than the server takes."""
         copies = self._copies
         made = self._frame(prev, prev_origin, batch)
-        while len(made[0]) > self.max_payload and len(made[1]) > 1:
+        most = self._most()
+        while len(made[0]) > most and len(made[1]) > 1:
             data, indexes, _ = made
             self._copies = copies
             self._reader.to_index(indexes[0])
-            fewer = self._reader._read_encoded_columns(max(1, len(indexes) * self.max_payload // len(data) - 1),
+            fewer = self._reader._read_encoded_columns(max(1, len(indexes) * most // len(data) - 1),
                                                        self._frame_bytes)
             assert fewer is not None  # they were there a moment ago
             made = self._frame(prev, prev_origin, fewer)
