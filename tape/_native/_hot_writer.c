@@ -245,6 +245,34 @@ static int writer_payload(hot_writer *self, PyObject *obj, mp_out *o, const void
     return 0;
 }
 
+#define WRITER_ANY (-2) /* writer_append's `expected` of a write that is not a write_if */
+
+/* obj encoded and appended with `attrs` (its key, or NULL); `expected` is
+ * write_if's last index (-1: none yet), or WRITER_ANY. The core's result,
+ * or INT64_MIN with an exception set. */
+static int64_t writer_append(hot_writer *self, PyObject *obj, const tape_attrs *attrs, long long expected)
+{
+    const void *data;
+    size_t len;
+    mp_out o;
+    out_init(&o);
+    if (writer_payload(self, obj, &o, &data, &len) < 0) {
+        out_free(&o);
+        return INT64_MIN;
+    }
+    int64_t index;
+    hot_in_core = 1;
+    if (expected == WRITER_ANY)
+        index = attrs == NULL ? hot_fn.append(self->w_ptr, data, len, 0)
+                              : writer_fn.append_ex(self->w_ptr, data, len, 0, attrs);
+    else
+        index = attrs == NULL ? writer_fn.append_if(self->w_ptr, data, len, 0, expected)
+                              : writer_fn.append_if_key(self->w_ptr, data, len, 0, expected, attrs);
+    hot_in_core = 0;
+    out_free(&o);
+    return index;
+}
+
 static PyObject *writer_write(hot_writer *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     tape_attrs at;
@@ -258,20 +286,8 @@ static PyObject *writer_write(hot_writer *self, PyObject *const *args, Py_ssize_
             return writer_python(self, hot_str_write_slow, args, nargs, kwnames);
         attrs = key == Py_None ? NULL : &at;
     }
-    const void *data;
-    size_t len;
-    mp_out o;
-    out_init(&o);
-    if (writer_payload(self, args[0], &o, &data, &len) < 0) {
-        out_free(&o);
-        return NULL;
-    }
-    hot_in_core = 1;
-    int64_t index = attrs == NULL ? hot_fn.append(self->w_ptr, data, len, 0)
-                                  : writer_fn.append_ex(self->w_ptr, data, len, 0, attrs);
-    hot_in_core = 0;
-    out_free(&o);
-    return writer_result(self, index);
+    int64_t index = writer_append(self, args[0], attrs, WRITER_ANY);
+    return index == INT64_MIN ? NULL : writer_result(self, index);
 }
 
 static PyObject *writer_write_if(hot_writer *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -292,19 +308,9 @@ static PyObject *writer_write_if(hot_writer *self, PyObject *const *args, Py_ssi
     }
     if (!ok)
         return writer_python(self, str_write_if_slow, args, nargs, kwnames);
-    const void *data;
-    size_t len;
-    mp_out o;
-    out_init(&o);
-    if (writer_payload(self, args[0], &o, &data, &len) < 0) {
-        out_free(&o);
+    int64_t index = writer_append(self, args[0], key == NULL || key == Py_None ? NULL : &at, expected);
+    if (index == INT64_MIN)
         return NULL;
-    }
-    hot_in_core = 1;
-    int64_t index = key == NULL || key == Py_None ? writer_fn.append_if(self->w_ptr, data, len, 0, expected)
-                                                   : writer_fn.append_if_key(self->w_ptr, data, len, 0, expected, &at);
-    hot_in_core = 0;
-    out_free(&o);
     if (index == TAPE_ECONFLICT)
         Py_RETURN_NONE;
     return writer_result(self, index);
