@@ -56,6 +56,7 @@ difference divided by 20,000): a measure that holds on a busy machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -66,6 +67,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -206,13 +208,19 @@ with tape.Queue(sys.argv[1], codec="raw") as q:
 lat = sorted(lat[n // 100:])
 print(json.dumps({"got": len(lat) + n // 100, "median": lat[len(lat) // 2] / 1e3, "p99": lat[int(len(lat) * 0.99)] / 1e3}))
 """
+# The same with a plain tailer's follow() in place of the group: the floor the machine sets.
+_LAT_TAILER = (_LAT_CONSUMER.replace('c = q.group("g").consumer()', "t = q.tailer()")
+               .replace("for m in c.follow(timeout=10):", "for v in t.follow(timeout=10):")
+               .replace("unpack(m.value)", "unpack(v)").replace("        m.ack()\n", ""))
 
 
-def claim_latency_us(path: str, n: int = 20_000, rate: int = 10_000) -> tuple[float, float]:
-    """(median, p99) in us of a sleeping consumer's claim of entries a producer process writes at `rate`/s."""
+def claim_latency_us(path: str, n: int = 20_000, rate: int = 10_000, tailer: bool = False) -> tuple[float, float]:
+    """(median, p99) in us of a sleeping consumer's claim (a tailer's read when `tailer`) of entries a producer
+    process writes at `rate`/s."""
     with tape.Queue(path, codec="raw") as q:
         q.group("g", ack_wait=600)
-    consumer = subprocess.Popen([sys.executable, "-c", _LAT_CONSUMER, path, str(n)], stdout=subprocess.PIPE, text=True)
+    script = _LAT_TAILER if tailer else _LAT_CONSUMER
+    consumer = subprocess.Popen([sys.executable, "-c", script, path, str(n)], stdout=subprocess.PIPE, text=True)
     assert consumer.stdout is not None and consumer.stdout.readline().strip() == "ready"
     producer = subprocess.Popen([sys.executable, "-c", _LAT_PRODUCER, path, str(n), str(rate)], stdin=subprocess.PIPE,
                                 text=True)
@@ -225,54 +233,53 @@ def claim_latency_us(path: str, n: int = 20_000, rate: int = 10_000) -> tuple[fl
     return out["median"], out["p99"]
 
 
-def peer_rate(cls: type[Peer], n: int, batched: bool = False) -> float | None:
-    """Entries per second of a peer's take + ack (None: not installed)."""
+@contextlib.contextmanager
+def opened_peer(cls: type[Peer]) -> Iterator[tuple[Peer | None, str]]:
+    """(the peer opened in a temporary directory, or None when not installed; that directory), removed after."""
     from bench.peers.work_queues import open_peer
 
     d = tempfile.mkdtemp(prefix="tape-bench-groups-")
     try:
         peer = open_peer(cls, os.path.join(d, "q"))
-        if peer is None:
-            return None
         try:
-            peer.fill([PAYLOAD] * n)
-            t0 = time.perf_counter()
-            got = peer.take_ack_batched(n) if batched else peer.take_ack(n)
-            took = time.perf_counter() - t0
+            yield peer, d
         finally:
-            peer.close()
-        assert got == n, got
-        return n / took
+            if peer is not None:
+                peer.close()
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def peer_rate(cls: type[Peer], n: int, batched: bool = False) -> float | None:
+    """Entries per second of a peer's take + ack (None: not installed)."""
+    with opened_peer(cls) as (peer, _):
+        if peer is None:
+            return None
+        peer.fill([PAYLOAD] * n)
+        t0 = time.perf_counter()
+        got = peer.take_ack_batched(n) if batched else peer.take_ack(n)
+        took = time.perf_counter() - t0
+    assert got == n, got
+    return n / took
 
 
 def kill_fate(cls: type[Peer], cap: float = 5.0) -> tuple[float | None, str] | None:
     """(ms from a killed worker's reaping to another's take of its task, or None; where it is then), or None."""
-    from bench.peers.work_queues import open_peer
-
-    d = tempfile.mkdtemp(prefix="tape-bench-groups-")
-    try:
-        peer = open_peer(cls, os.path.join(d, "q"))
+    with opened_peer(cls) as (peer, d):
         if peer is None:
             return None
-        try:
-            peer.fill([PAYLOAD])
-            p = subprocess.Popen([sys.executable, "-c", cls.HOLDER, peer.address], stdout=subprocess.PIPE,
-                                 stderr=subprocess.DEVNULL, cwd=d)
-            assert p.stdout is not None and p.stdout.readline().strip() == b"took"
-            p.send_signal(signal.SIGKILL)
-            p.wait()
-            t0 = time.perf_counter()
-            while time.perf_counter() - t0 < cap:
-                if peer.try_take():
-                    return (time.perf_counter() - t0) * 1000, ""
-                time.sleep(0.001)
-            return None, peer.after_wait()
-        finally:
-            peer.close()
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+        peer.fill([PAYLOAD])
+        p = subprocess.Popen([sys.executable, "-c", cls.HOLDER, peer.address], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, cwd=d)
+        assert p.stdout is not None and p.stdout.readline().strip() == b"took"
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < cap:
+            if peer.try_take():
+                return (time.perf_counter() - t0) * 1000, ""
+            time.sleep(0.001)
+        return None, peer.after_wait()
 
 
 def kill_table(trials: int = 5) -> None:
@@ -312,20 +319,24 @@ ROWS = (
     ("kill", "redelivery after kill -9 (median)", "ms"),
     ("lat50", "claim latency at 10,000/s, median", "us"),
     ("lat99", "claim latency at 10,000/s, p99", "us"),
+    ("tlat50", "a tailer's follow() at 10,000/s, median", "us"),
+    ("tlat99", "a tailer's follow() at 10,000/s, p99", "us"),
 )
 
 
 def latency_figures() -> dict[str, float]:
-    """The latency rows: of 3 runs, the one of the middle median."""
-    runs = []
+    """The latency rows, of the group's claims and of a tailer's follow() alternately: of 3 runs each, the one of
+    the middle median."""
+    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     for _ in range(3):
-        d = tempfile.mkdtemp(prefix="tape-bench-groups-")
-        try:
-            runs.append(claim_latency_us(os.path.join(d, "q")))
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-    median, p99 = sorted(runs)[1]
-    return {"lat50": median, "lat99": p99}
+        for tailer in (False, True):
+            d = tempfile.mkdtemp(prefix="tape-bench-groups-")
+            try:
+                runs[tailer].append(claim_latency_us(os.path.join(d, "q"), tailer=tailer))
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+    (median, p99), (tmedian, tp99) = sorted(runs[False])[1], sorted(runs[True])[1]
+    return {"lat50": median, "lat99": p99, "tlat50": tmedian, "tlat99": tp99}
 
 
 def tape_figures(n: int, only_latency: bool = False) -> dict[str, float]:
